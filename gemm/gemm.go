@@ -1,0 +1,176 @@
+package gemm
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// Kernel computes rows [i0, i1) of C = alpha*op(A)*op(B) + beta*C.
+// Arguments follow BLAS sgemm in row-major order: op(A) is m x k, op(B) is
+// k x n, C is m x n; lda, ldb and ldc are row strides of the stored matrices.
+type Kernel func(transA, transB bool, i0, i1, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+
+// Engine runs GEMMs on a bounded number of goroutines.
+// The zero value is not usable; call New.
+type Engine struct {
+	threads int
+	kernel  Kernel
+	name    string
+}
+
+// New returns an engine using up to threads goroutines (0 means all cores)
+// and the portable pure-Go kernel.
+func New(threads int) *Engine {
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	return &Engine{threads: threads, kernel: Portable, name: "portable"}
+}
+
+// WithKernel returns a copy of e that uses kernel k, reported as name.
+func (e *Engine) WithKernel(name string, k Kernel) *Engine {
+	c := *e
+	c.kernel, c.name = k, name
+	return &c
+}
+
+// Threads is the maximum number of goroutines one call uses.
+func (e *Engine) Threads() int { return e.threads }
+
+// KernelName names the kernel in use (for logs and benchmarks).
+func (e *Engine) KernelName() string { return e.name }
+
+// minRowsPerTask keeps tiny GEMMs on one goroutine, where spawning costs
+// more than it saves.
+const minFlopsPerTask = 1 << 16
+
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C. op(A) is m x k, op(B) is
+// k x n, C is m x n, all row-major. With transA, A is stored k x m; with
+// transB, B is stored n x k. It panics when a slice is too short for the
+// given shape, which is a programming error inside strand.
+func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkShape("A", transA, m, k, a, lda)
+	checkShape("B", transB, k, n, b, ldb)
+	checkShape("C", false, m, n, c, ldc)
+	tasks := e.threads
+	if work := m * n * k; work/minFlopsPerTask < tasks {
+		tasks = work / minFlopsPerTask
+	}
+	if tasks > m {
+		tasks = m
+	}
+	if tasks <= 1 {
+		e.kernel(transA, transB, 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	var wg sync.WaitGroup
+	for t := 0; t < tasks; t++ {
+		i0, i1 := t*m/tasks, (t+1)*m/tasks
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.kernel(transA, transB, i0, i1, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		}()
+	}
+	wg.Wait()
+}
+
+func checkShape(name string, trans bool, rows, cols int, x []float32, ld int) {
+	if trans {
+		rows, cols = cols, rows
+	}
+	if rows == 0 || cols == 0 {
+		return
+	}
+	if ld < cols {
+		panic(fmt.Sprintf("gemm: %s leading dimension %d < %d columns", name, ld, cols))
+	}
+	if need := (rows-1)*ld + cols; len(x) < need {
+		panic(fmt.Sprintf("gemm: %s has %d elements, shape %dx%d (ld %d) needs %d", name, len(x), rows, cols, ld, need))
+	}
+}
+
+// Portable is the pure-Go kernel. Its inner loops run over contiguous memory
+// for every transpose case, accumulating in float32 in a fixed order of k.
+func Portable(transA, transB bool, i0, i1, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	for i := i0; i < i1; i++ {
+		crow := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(crow)
+		} else if beta != 1 {
+			for j := range crow {
+				crow[j] *= beta
+			}
+		}
+	}
+	if k == 0 || alpha == 0 {
+		return
+	}
+	switch {
+	case !transB:
+		// C[i,:] += alpha*A[i,p] * B[p,:] : axpy over contiguous rows of B.
+		for i := i0; i < i1; i++ {
+			crow := c[i*ldc : i*ldc+n]
+			for p := 0; p < k; p++ {
+				var av float32
+				if transA {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if av == 0 {
+					continue
+				}
+				av *= alpha
+				brow := b[p*ldb : p*ldb+n]
+				for j, bv := range brow {
+					crow[j] += av * bv
+				}
+			}
+		}
+	case !transA:
+		// A * B^T: C[i,j] += alpha * dot(A[i,:], B[j,:]), both rows contiguous.
+		for i := i0; i < i1; i++ {
+			arow := a[i*lda : i*lda+k]
+			crow := c[i*ldc : i*ldc+n]
+			for j := 0; j < n; j++ {
+				crow[j] += alpha * dot(arow, b[j*ldb:j*ldb+k])
+			}
+		}
+	default:
+		// A^T * B^T: rare; gather the column of A once per row of C.
+		col := make([]float32, k)
+		for i := i0; i < i1; i++ {
+			for p := 0; p < k; p++ {
+				col[p] = a[p*lda+i]
+			}
+			crow := c[i*ldc : i*ldc+n]
+			for j := 0; j < n; j++ {
+				crow[j] += alpha * dot(col, b[j*ldb:j*ldb+k])
+			}
+		}
+	}
+}
+
+// dot sums x[i]*y[i] with four independent accumulators (in a fixed order,
+// so the result is deterministic) to give the CPU some instruction-level
+// parallelism.
+func dot(x, y []float32) float32 {
+	y = y[:len(x)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		s0 += x[i] * y[i]
+		s1 += x[i+1] * y[i+1]
+		s2 += x[i+2] * y[i+2]
+		s3 += x[i+3] * y[i+3]
+	}
+	for ; i < len(x); i++ {
+		s0 += x[i] * y[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}

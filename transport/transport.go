@@ -1,0 +1,55 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+)
+
+// Tag separates independent message streams between the same two ranks
+// (for example two communicators, or two concurrent collectives). Messages
+// from one sender to one receiver on one tag arrive in the order sent.
+type Tag uint64
+
+// Transport connects one rank to every other rank of a fixed set of Size()
+// ranks. All methods are safe for concurrent use; Send and Recv on different
+// (peer, tag) pairs may proceed in parallel.
+type Transport interface {
+	// Rank is this process's index in [0, Size()).
+	Rank() int
+	// Size is the number of ranks connected by this transport.
+	Size() int
+	// Send delivers buf to peer on tag. It returns once buf may be reused,
+	// which may be before the peer has received it. It fails with an error
+	// wrapping *PeerError when the peer is gone or ctx ends first.
+	Send(ctx context.Context, peer int, tag Tag, buf []byte) error
+	// Recv receives the next message from peer on tag into buf. The message
+	// must be exactly len(buf) bytes long; a message of another size is
+	// consumed and reported as a *SizeError, so the stream stays in sync.
+	Recv(ctx context.Context, peer int, tag Tag, buf []byte) error
+	// Close releases every connection. Blocked calls return errors.
+	Close() error
+}
+
+// PeerError reports a failure talking to one peer, naming it so that a dead
+// or misbehaving rank can be identified from any other rank's log.
+type PeerError struct {
+	Peer int    // global rank of the peer within the transport
+	Op   string // "send", "recv", "connect", ...
+	Err  error
+}
+
+func (e *PeerError) Error() string { return fmt.Sprintf("%s rank %d: %v", e.Op, e.Peer, e.Err) }
+func (e *PeerError) Unwrap() error { return e.Err }
+
+// SizeError reports a received message whose length differs from the
+// buffer the receiver posted: the two ranks disagree about what they are
+// exchanging (for example, tensors of different sizes).
+type SizeError struct {
+	Peer      int
+	Tag       Tag
+	Want, Got int
+}
+
+func (e *SizeError) Error() string {
+	return fmt.Sprintf("message from rank %d on tag %#x has %d bytes, receiver expected %d", e.Peer, uint64(e.Tag), e.Got, e.Want)
+}

@@ -174,3 +174,13 @@ func dot(x, y []float32) float32 {
 	}
 	return (s0 + s1) + (s2 + s3)
 }
+
+// WithThreads returns a copy of e limited to threads goroutines.
+func (e *Engine) WithThreads(threads int) *Engine {
+	c := *e
+	if threads < 1 {
+		threads = 1
+	}
+	c.threads = threads
+	return &c
+}

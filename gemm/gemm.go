@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+
+	"github.com/strand-ml/strand/gemm/internal/kernels"
 )
 
 // Kernel computes rows [i0, i1) of C = alpha*op(A)*op(B) + beta*C.
@@ -12,26 +14,67 @@ import (
 type Kernel func(transA, transB bool, i0, i1, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 
 // Engine runs GEMMs on a bounded number of goroutines.
-// The zero value is not usable; call New.
+// The zero value is not usable; call New or NewPortable.
 type Engine struct {
 	threads int
-	kernel  Kernel
+	kernel  Kernel   // row-range kernel: small problems, or the only one
+	blk     *blocked // SIMD blocked path; nil for portable-only engines
+	pool    *wsPool  // packing buffers reused across calls
 	name    string
 }
 
 // New returns an engine using up to threads goroutines (0 means all cores)
-// and the portable pure-Go kernel.
+// and the fastest kernel this CPU supports: AVX-512, then AVX2+FMA, then
+// the portable pure-Go kernel. Tiny problems still go to the portable
+// kernel, where packing would cost more than it saves.
 func New(threads int) *Engine {
+	e := NewPortable(threads)
+	if ks := kernels.Available(); len(ks) > 0 {
+		e.blk, e.name = newBlocked(ks[0]), ks[0].Name
+	}
+	return e
+}
+
+// NewPortable returns an engine that only uses the pure-Go kernel, for
+// reference runs and for machines where the SIMD kernels misbehave.
+func NewPortable(threads int) *Engine {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	return &Engine{threads: threads, kernel: Portable, name: "portable"}
+	return &Engine{threads: threads, kernel: Portable, pool: new(wsPool), name: "portable"}
 }
 
-// WithKernel returns a copy of e that uses kernel k, reported as name.
+// NewNamed returns an engine forced to one kernel by name: "portable" or one
+// of Available(). It fails when this CPU cannot run the named kernel.
+func NewNamed(threads int, name string) (*Engine, error) {
+	e := NewPortable(threads)
+	if name == "portable" {
+		return e, nil
+	}
+	for _, mk := range kernels.Available() {
+		if mk.Name == name {
+			e.blk, e.name = newBlocked(mk), mk.Name
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("gemm: kernel %q not available on this CPU (have %v)", name, Available())
+}
+
+// Available names the kernels this CPU can run, fastest first; "portable"
+// is always last.
+func Available() []string {
+	var names []string
+	for _, mk := range kernels.Available() {
+		names = append(names, mk.Name)
+	}
+	return append(names, "portable")
+}
+
+// WithKernel returns a copy of e that uses the row-range kernel k for every
+// call, reported as name.
 func (e *Engine) WithKernel(name string, k Kernel) *Engine {
 	c := *e
-	c.kernel, c.name = k, name
+	c.kernel, c.name, c.blk, c.pool = k, name, nil, new(wsPool)
 	return &c
 }
 
@@ -41,14 +84,20 @@ func (e *Engine) Threads() int { return e.threads }
 // KernelName names the kernel in use (for logs and benchmarks).
 func (e *Engine) KernelName() string { return e.name }
 
-// minRowsPerTask keeps tiny GEMMs on one goroutine, where spawning costs
+// minFlopsPerTask keeps tiny GEMMs on one goroutine, where spawning costs
 // more than it saves.
 const minFlopsPerTask = 1 << 16
+
+// minBlockedWork is the m*n*k below which the portable kernel beats
+// packing + the SIMD micro-kernel (measured: see TestBlockedNotSlower...).
+const minBlockedWork = 4096
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C. op(A) is m x k, op(B) is
 // k x n, C is m x n, all row-major. With transA, A is stored k x m; with
 // transB, B is stored n x k. It panics when a slice is too short for the
 // given shape, which is a programming error inside strand.
+//
+// When beta is 0, C is not read (NaNs in C do not propagate).
 func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
@@ -56,6 +105,10 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	checkShape("A", transA, m, k, a, lda)
 	checkShape("B", transB, k, n, b, ldb)
 	checkShape("C", false, m, n, c, ldc)
+	if e.blk != nil && k > 0 && alpha != 0 && m*n*k >= minBlockedWork {
+		e.sgemmBlocked(&gemmArgs{transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc})
+		return
+	}
 	tasks := e.threads
 	if work := m * n * k; work/minFlopsPerTask < tasks {
 		tasks = work / minFlopsPerTask
@@ -76,6 +129,49 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 			e.kernel(transA, transB, i0, i1, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		}()
 	}
+	wg.Wait()
+}
+
+// sgemmBlocked splits C into one strip of whole tiles per goroutine. Each
+// strip packs its own copy of the operand it shares with the others, so
+// the split goes across the larger of m and n: splitting rows repeats the
+// k x n packing of B per goroutine, splitting columns the m x k of A.
+func (e *Engine) sgemmBlocked(g *gemmArgs) {
+	mr, nr := e.blk.micro.MR, e.blk.micro.NR
+	splitRows := g.n <= g.m
+	tiles := (g.m + mr - 1) / mr
+	if !splitRows {
+		tiles = (g.n + nr - 1) / nr
+	}
+	tasks := min(e.threads, g.m*g.n*g.k/minFlopsPerTask, tiles)
+	strip := func(t int) (i0, i1, j0, j1 int) {
+		lo, hi := t*tiles/tasks, (t+1)*tiles/tasks
+		if splitRows {
+			return lo * mr, min(hi*mr, g.m), 0, g.n
+		}
+		return 0, g.m, lo * nr, min(hi*nr, g.n)
+	}
+	if tasks <= 1 {
+		ws := e.pool.get()
+		e.blk.run(g, 0, g.m, 0, g.n, ws)
+		e.pool.put(ws)
+		return
+	}
+	var wg sync.WaitGroup
+	for t := 1; t < tasks; t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws := e.pool.get()
+			i0, i1, j0, j1 := strip(t)
+			e.blk.run(g, i0, i1, j0, j1, ws)
+			e.pool.put(ws)
+		}()
+	}
+	ws := e.pool.get()
+	i0, i1, j0, j1 := strip(0)
+	e.blk.run(g, i0, i1, j0, j1, ws)
+	e.pool.put(ws)
 	wg.Wait()
 }
 

@@ -1,0 +1,221 @@
+package gemm
+
+import (
+	"sync"
+
+	"github.com/strand-ml/strand/gemm/internal/kernels"
+)
+
+// blocked is the cache-blocked GEMM around a SIMD micro-kernel (the BLIS
+// loop nest). For one task, a region of C anchored on the MR x NR tile grid:
+//
+//	for jc over columns, step nc:          B block kc x nc lives in L3
+//	  for pc over k, step kc:              pack B[pc:pc+kc, jc:jc+nc]
+//	    for ic over rows, step mc:         pack A[ic:ic+mc, pc:pc+kc] (L2)
+//	      for jr over the block, step NR:  B sliver kc x NR stays in L1
+//	        for ir, step MR:               micro-kernel on an MR x NR tile
+//
+// Each element of C is produced by the same sequence of operations whatever
+// the region it falls in: an FMA chain over each kc block in k order, then
+// C = alpha*acc + beta*C for the first block and C = alpha*acc + C after.
+// Tiles sit on a grid anchored at C[0,0], so splitting C between goroutines
+// (by whole tiles) never changes a bit.
+type blocked struct {
+	micro      kernels.Micro
+	mc, kc, nc int // block sizes; mc is a multiple of MR, nc of NR
+}
+
+// newBlocked sizes the blocks for micro-kernel mk. The sizes target a core
+// with a 32-48 KiB L1D and a 1-2 MiB L2 (Zen 4/5, Skylake-X and later):
+// the kc x NR sliver of B (32 KiB for AVX-512) fits L1, the mc x kc block
+// of A (up to 192 KiB) fits L2.
+func newBlocked(mk kernels.Micro) *blocked {
+	kc := 256
+	mc := mk.MR * (192 / mk.MR)
+	if mk.NR <= 16 {
+		mc = mk.MR * (120 / mk.MR)
+	}
+	return &blocked{micro: mk, mc: mc, kc: kc, nc: mk.NR * (2048 / mk.NR)}
+}
+
+// workspace holds one goroutine's packed panels and an edge tile.
+type workspace struct {
+	a, b []float32
+	tile []float32
+}
+
+func (w *workspace) grow(na, nb, nt int) {
+	if cap(w.a) < na {
+		w.a = make([]float32, na)
+	}
+	if cap(w.b) < nb {
+		w.b = make([]float32, nb)
+	}
+	if cap(w.tile) < nt {
+		w.tile = make([]float32, nt)
+	}
+	w.a, w.b, w.tile = w.a[:na], w.b[:nb], w.tile[:nt]
+}
+
+// gemmArgs is one Sgemm call, shared read-only by its tasks.
+type gemmArgs struct {
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a              []float32
+	lda            int
+	b              []float32
+	ldb            int
+	c              []float32
+	ldc            int
+}
+
+// run computes rows [i0,i1) x columns [j0,j1) of C. i0 and j0 must be
+// multiples of MR and NR; k > 0 and alpha != 0 (the caller handles the
+// degenerate cases).
+func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
+	mr, nr := bl.micro.MR, bl.micro.NR
+	kcMax := min(bl.kc, g.k)
+	mcMax := min(bl.mc, roundUp(i1-i0, mr))
+	ncMax := min(bl.nc, roundUp(j1-j0, nr))
+	ws.grow(mcMax*kcMax, kcMax*ncMax, mr*nr)
+	fn := bl.micro.Fn
+	for jc := j0; jc < j1; jc += bl.nc {
+		nb := min(bl.nc, j1-jc)
+		for pc := 0; pc < g.k; pc += bl.kc {
+			kb := min(bl.kc, g.k-pc)
+			packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb, nr)
+			beta, load := float32(1), 1
+			if pc == 0 {
+				beta = g.beta
+				if beta == 0 {
+					load = 0
+				}
+			}
+			for ic := i0; ic < i1; ic += bl.mc {
+				mb := min(bl.mc, i1-ic)
+				packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb, mr)
+				for jr := 0; jr < nb; jr += nr {
+					bp := &ws.b[jr*kb]
+					w := min(nr, nb-jr)
+					for ir := 0; ir < mb; ir += mr {
+						ap := &ws.a[ir*kb]
+						h := min(mr, mb-ir)
+						ci := (ic+ir)*g.ldc + jc + jr
+						if h == mr && w == nr {
+							fn(kb, ap, bp, &g.c[ci], g.ldc, g.alpha, beta, load)
+							continue
+						}
+						// Edge tile: compute the full tile into scratch,
+						// then merge the valid h x w corner into C.
+						fn(kb, ap, bp, &ws.tile[0], nr, 1, 0, 0)
+						for i := 0; i < h; i++ {
+							crow := g.c[ci+i*g.ldc : ci+i*g.ldc+w]
+							trow := ws.tile[i*nr : i*nr+w]
+							if load == 0 {
+								for j, t := range trow {
+									crow[j] = g.alpha * t
+								}
+							} else {
+								for j, t := range trow {
+									crow[j] = g.alpha*t + beta*crow[j]
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// packA copies op(A)[i0:i0+mb, p0:p0+kb] into dst as ceil(mb/mr) panels;
+// panel r holds, for each p, the mr values op(A)[i0+r*mr+i, p0+p]
+// (zero beyond row mb, so the kernel may compute full tiles).
+func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
+	for r := 0; r < mb; r += mr {
+		h := min(mr, mb-r)
+		panel := dst[r*kb : r*kb+mr*kb]
+		if trans {
+			// A is stored k x m: row p0+p holds op(A)[:, p0+p], so each
+			// k step is a contiguous copy of h values.
+			for p := 0; p < kb; p++ {
+				off := (p0+p)*lda + i0 + r
+				d := panel[p*mr : p*mr+mr]
+				copy(d, a[off:off+h])
+				clear(d[h:])
+			}
+			continue
+		}
+		for i := 0; i < h; i++ {
+			off := (i0+r+i)*lda + p0
+			row := a[off : off+kb]
+			for p, v := range row {
+				panel[p*mr+i] = v
+			}
+		}
+		for i := h; i < mr; i++ {
+			for p := 0; p < kb; p++ {
+				panel[p*mr+i] = 0
+			}
+		}
+	}
+}
+
+// packB copies op(B)[p0:p0+kb, j0:j0+nb] into dst as ceil(nb/nr) panels;
+// panel s holds, for each p, the nr values op(B)[p0+p, j0+s*nr+j]
+// (zero beyond column nb).
+func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+	for s := 0; s < nb; s += nr {
+		w := min(nr, nb-s)
+		panel := dst[s*kb : s*kb+nr*kb]
+		if !trans {
+			for p := 0; p < kb; p++ {
+				off := (p0+p)*ldb + j0 + s
+				d := panel[p*nr : p*nr+nr]
+				copy(d, b[off:off+w])
+				clear(d[w:])
+			}
+			continue
+		}
+		// B is stored n x k: row j of the store is column j of op(B).
+		for j := 0; j < w; j++ {
+			off := (j0+s+j)*ldb + p0
+			col := b[off : off+kb]
+			for p, v := range col {
+				panel[p*nr+j] = v
+			}
+		}
+		for j := w; j < nr; j++ {
+			for p := 0; p < kb; p++ {
+				panel[p*nr+j] = 0
+			}
+		}
+	}
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+// wsPool recycles workspaces between calls so that steady-state GEMMs do
+// not allocate. It is owned by one Engine (no global state).
+type wsPool struct {
+	mu   sync.Mutex
+	free []*workspace
+}
+
+func (p *wsPool) get() *workspace {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		w := p.free[n-1]
+		p.free = p.free[:n-1]
+		return w
+	}
+	return new(workspace)
+}
+
+func (p *wsPool) put(w *workspace) {
+	p.mu.Lock()
+	p.free = append(p.free, w)
+	p.mu.Unlock()
+}

@@ -1,0 +1,24 @@
+package kernels
+
+// Func is the signature shared by all micro-kernels. a points at a packed
+// MR x kc panel of A (MR values per k step), b at a packed kc x NR panel of B
+// (NR values per k step), c at the top-left element of an MR x NR tile of C
+// with row stride ldc (elements). The kernel sums over k in order, one FMA
+// per step, then stores C = alpha*acc when load == 0 (C is not read, so
+// garbage or NaN in C does not leak through) or C = alpha*acc + beta*C.
+//
+// The caller guarantees kc >= 0 and that all three regions are in bounds;
+// the kernels do no checking of their own.
+type Func func(kc int, a, b, c *float32, ldc int, alpha, beta float32, load int)
+
+// Micro describes one micro-kernel: its name (for logs), its tile shape and
+// the function.
+type Micro struct {
+	Name   string
+	MR, NR int
+	Fn     Func
+}
+
+// Available lists the micro-kernels this CPU (and OS) can run, fastest
+// first. It is empty on CPUs without AVX2+FMA and on other architectures.
+func Available() []Micro { return available() }

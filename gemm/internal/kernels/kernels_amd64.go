@@ -1,0 +1,28 @@
+//go:build amd64
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+//go:generate go run gen.go
+
+// avx512Kernel12x32 computes a 12 x 32 tile of C; see gen.go for the contract.
+//
+//go:noescape
+func avx512Kernel12x32(kc int, a, b, c *float32, ldc int, alpha, beta float32, load int)
+
+// avx2Kernel6x16 computes a 6 x 16 tile of C; see gen.go for the contract.
+//
+//go:noescape
+func avx2Kernel6x16(kc int, a, b, c *float32, ldc int, alpha, beta float32, load int)
+
+func available() []Micro {
+	var ks []Micro
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, Micro{Name: "avx512", MR: 12, NR: 32, Fn: avx512Kernel12x32})
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ks = append(ks, Micro{Name: "avx2", MR: 6, NR: 16, Fn: avx2Kernel6x16})
+	}
+	return ks
+}

@@ -1,0 +1,135 @@
+package model
+
+import (
+	"math"
+	"sync"
+
+	"github.com/strand-ml/strand/gemm"
+)
+
+// Attention is causal multi-head self-attention over a packed qkv tensor.
+//
+//	qkv  (B, T, 3C): per row [q | k | v], each C = NH*HS wide, head h at h*HS
+//	att  (B, NH, T, T): softmax probabilities (row t attends to 0..t)
+//	out  (B, T, C): heads concatenated
+//
+// Each (b, h) pair is independent: they are spread over up to Threads
+// goroutines, each writing its own slices, so results never depend on
+// scheduling.
+type Attention struct {
+	Threads int
+	gemm    *gemm.Engine // single-threaded engine: parallelism is across heads
+	scratch [][]float32  // per-worker (T, T) buffer for backward
+}
+
+// NewAttention prepares buffers for sequences of up to maxT positions.
+func NewAttention(threads, maxT int) *Attention {
+	if threads < 1 {
+		threads = 1
+	}
+	a := &Attention{Threads: threads, gemm: gemm.New(1)}
+	for i := 0; i < threads; i++ {
+		a.scratch = append(a.scratch, make([]float32, maxT*maxT))
+	}
+	return a
+}
+
+// SetEngine makes per-head products use kernel selection of e, kept
+// single-threaded because heads already run in parallel.
+func (a *Attention) SetEngine(e *gemm.Engine) { a.gemm = e.WithThreads(1) }
+
+// parallel runs f(worker, i) for i in [0, n) over a.Threads goroutines.
+func (a *Attention) parallel(n int, f func(worker, i int)) {
+	workers := min(a.Threads, n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(0, i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				f(w, i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Forward computes out and att from qkv.
+func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
+	HS := C / NH
+	scale := float32(1 / math.Sqrt(float64(HS)))
+	C3 := 3 * C
+	a.parallel(B*NH, func(_, bh int) {
+		b, h := bh/NH, bh%NH
+		base := b * T * C3
+		q := qkv[base+h*HS:]
+		k := qkv[base+C+h*HS:]
+		v := qkv[base+2*C+h*HS:]
+		s := att[bh*T*T : (bh+1)*T*T]
+		// scores (T, T) = scale * q (T, HS) @ k^T
+		a.gemm.Sgemm(false, true, T, T, HS, scale, q, C3, k, C3, 0, s, T)
+		for t := 0; t < T; t++ {
+			row := s[t*T : (t+1)*T]
+			mx := row[0]
+			for _, x := range row[1 : t+1] {
+				if x > mx {
+					mx = x
+				}
+			}
+			var z float32
+			for j := 0; j <= t; j++ {
+				e := float32(math.Exp(float64(row[j] - mx)))
+				row[j] = e
+				z += e
+			}
+			inv := 1 / z
+			for j := 0; j <= t; j++ {
+				row[j] *= inv
+			}
+			clear(row[t+1:])
+		}
+		// out (T, HS) = att (T, T) @ v (T, HS)
+		a.gemm.Sgemm(false, false, T, HS, T, 1, s, T, v, C3, 0, out[b*T*C+h*HS:], C)
+	})
+}
+
+// Backward writes dqkv (B, T, 3C) from dout (B, T, C); dqkv is overwritten.
+func (a *Attention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
+	HS := C / NH
+	scale := float32(1 / math.Sqrt(float64(HS)))
+	C3 := 3 * C
+	a.parallel(B*NH, func(w, bh int) {
+		b, h := bh/NH, bh%NH
+		base := b * T * C3
+		q, k, v := qkv[base+h*HS:], qkv[base+C+h*HS:], qkv[base+2*C+h*HS:]
+		dq, dk, dv := dqkv[base+h*HS:], dqkv[base+C+h*HS:], dqkv[base+2*C+h*HS:]
+		do := dout[b*T*C+h*HS:]
+		s := att[bh*T*T : (bh+1)*T*T]
+		ds := a.scratch[w][:T*T]
+		// datt (T, T) = dout (T, HS) @ v^T ; dv (T, HS) = att^T @ dout
+		a.gemm.Sgemm(false, true, T, T, HS, 1, do, C, v, C3, 0, ds, T)
+		a.gemm.Sgemm(true, false, T, HS, T, 1, s, T, do, C, 0, dv, C3)
+		// softmax backward: dpre[t,j] = att[t,j] * (datt[t,j] - sum_i att[t,i]*datt[t,i])
+		for t := 0; t < T; t++ {
+			p := s[t*T : (t+1)*T]
+			d := ds[t*T : (t+1)*T]
+			var dot float32
+			for j := 0; j <= t; j++ {
+				dot += p[j] * d[j]
+			}
+			for j := 0; j <= t; j++ {
+				d[j] = p[j] * (d[j] - dot)
+			}
+			clear(d[t+1:])
+		}
+		// dq = scale * dpre @ k ; dk = scale * dpre^T @ q
+		a.gemm.Sgemm(false, false, T, HS, T, scale, ds, T, k, C3, 0, dq, C3)
+		a.gemm.Sgemm(true, false, T, HS, T, scale, ds, T, q, C3, 0, dk, C3)
+	})
+}

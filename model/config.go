@@ -1,0 +1,155 @@
+package model
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Activation selects the MLP nonlinearity.
+const (
+	GELUTanh = "gelu_new" // GPT-2's tanh approximation (HF name "gelu_new")
+	GELUErf  = "gelu"     // exact GELU with erf
+	SwiGLU   = "swiglu"   // SiLU(gate) * up, as in LLaMA
+)
+
+// Norm selects the normalization layer.
+const (
+	LayerNorm = "layernorm"
+	RMSNorm   = "rmsnorm"
+)
+
+// Position selects how positions are encoded.
+const (
+	PosLearned = "learned" // absolute learned embedding wpe (GPT-2)
+)
+
+// Config describes the architecture. Field names follow the Hugging Face
+// GPT-2 config.json where one exists.
+type Config struct {
+	VocabSize    int     `json:"vocab_size"`
+	NLayer       int     `json:"n_layer"`
+	NHead        int     `json:"n_head"`
+	NEmbd        int     `json:"n_embd"`
+	NPositions   int     `json:"n_positions"`
+	LayerNormEps float64 `json:"layer_norm_epsilon"`
+	Activation   string  `json:"activation_function"`
+	Norm         string  `json:"norm"`     // strand extension: layernorm | rmsnorm
+	Position     string  `json:"position"` // strand extension: learned
+	MLPHidden    int     `json:"n_inner"`  // 0 means the default for the activation
+	InitStd      float64 `json:"initializer_range"`
+}
+
+// Preset returns a named model configuration. The presets are the models
+// that ../shared/ANCHORS.md measured in PyTorch.
+func Preset(name string) (Config, error) {
+	base := Config{LayerNormEps: 1e-5, Activation: GELUTanh, Norm: LayerNorm, Position: PosLearned, InitStd: 0.02}
+	switch name {
+	case "tiny":
+		base.NLayer, base.NEmbd, base.NHead, base.NPositions, base.VocabSize = 2, 128, 4, 64, 256
+	case "small":
+		base.NLayer, base.NEmbd, base.NHead, base.NPositions, base.VocabSize = 4, 256, 8, 128, 512
+	case "gpt2s":
+		base.NLayer, base.NEmbd, base.NHead, base.NPositions, base.VocabSize = 6, 384, 6, 256, 4096
+	case "gpt2":
+		base.NLayer, base.NEmbd, base.NHead, base.NPositions, base.VocabSize = 12, 768, 12, 1024, 50257
+	default:
+		return Config{}, fmt.Errorf("unknown model preset %q (have %s)", name, strings.Join(PresetNames(), ", "))
+	}
+	return base, nil
+}
+
+// PresetNames lists the preset names in a stable order.
+func PresetNames() []string {
+	names := []string{"tiny", "small", "gpt2s", "gpt2"}
+	sort.Strings(names)
+	return names
+}
+
+// PresetBatch is the default per-step batch of each preset (tokens = batch*seq).
+func PresetBatch(name string) int {
+	switch name {
+	case "tiny", "small":
+		return 8
+	case "gpt2s":
+		return 4
+	}
+	return 1
+}
+
+// Hidden is the MLP hidden width: n_inner if set, 4*C for GELU, and about
+// (8/3)*C rounded up to a multiple of 8 for SwiGLU (same parameter count).
+func (c Config) Hidden() int {
+	if c.MLPHidden > 0 {
+		return c.MLPHidden
+	}
+	if c.Activation == SwiGLU {
+		h := (8*c.NEmbd + 2) / 3
+		return (h + 7) / 8 * 8
+	}
+	return 4 * c.NEmbd
+}
+
+// HeadDim is the width of one attention head.
+func (c Config) HeadDim() int { return c.NEmbd / c.NHead }
+
+// Validate reports the first problem with the configuration, if any.
+func (c Config) Validate() error {
+	switch {
+	case c.VocabSize <= 0:
+		return fmt.Errorf("model config: vocab_size %d must be positive", c.VocabSize)
+	case c.NLayer <= 0:
+		return fmt.Errorf("model config: n_layer %d must be positive", c.NLayer)
+	case c.NHead <= 0:
+		return fmt.Errorf("model config: n_head %d must be positive", c.NHead)
+	case c.NEmbd <= 0:
+		return fmt.Errorf("model config: n_embd %d must be positive", c.NEmbd)
+	case c.NEmbd%c.NHead != 0:
+		return fmt.Errorf("model config: n_head %d does not divide n_embd %d", c.NHead, c.NEmbd)
+	case c.NPositions <= 0:
+		return fmt.Errorf("model config: n_positions %d must be positive", c.NPositions)
+	case c.LayerNormEps <= 0:
+		return fmt.Errorf("model config: layer_norm_epsilon %g must be positive", c.LayerNormEps)
+	case c.MLPHidden < 0:
+		return fmt.Errorf("model config: n_inner %d must not be negative", c.MLPHidden)
+	case c.InitStd < 0:
+		return fmt.Errorf("model config: initializer_range %g must not be negative", c.InitStd)
+	}
+	switch c.Activation {
+	case GELUTanh, GELUErf, SwiGLU:
+	default:
+		return fmt.Errorf("model config: activation_function %q is not one of %s, %s, %s", c.Activation, GELUTanh, GELUErf, SwiGLU)
+	}
+	switch c.Norm {
+	case LayerNorm, RMSNorm:
+	default:
+		return fmt.Errorf("model config: norm %q is not one of %s, %s", c.Norm, LayerNorm, RMSNorm)
+	}
+	switch c.Position {
+	case PosLearned:
+	default:
+		return fmt.Errorf("model config: position %q is not supported (have %s)", c.Position, PosLearned)
+	}
+	return nil
+}
+
+// WithDefaults fills fields left empty by older or foreign config files
+// (a Hugging Face GPT-2 config has no norm or position keys).
+func (c Config) WithDefaults() Config {
+	if c.Activation == "" {
+		c.Activation = GELUTanh
+	}
+	if c.Norm == "" {
+		c.Norm = LayerNorm
+	}
+	if c.Position == "" {
+		c.Position = PosLearned
+	}
+	if c.LayerNormEps == 0 {
+		c.LayerNormEps = 1e-5
+	}
+	if c.InitStd == 0 {
+		c.InitStd = 0.02
+	}
+	return c
+}

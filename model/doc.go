@@ -1,0 +1,16 @@
+// Package model is a GPT-style decoder-only transformer with explicit
+// forward and backward passes over preallocated buffers, in the manner of
+// llm.c: every layer is a pair of functions (XxxForward, XxxBackward) over
+// flat float32 slices whose shapes are given in comments as (B, T, C) —
+// batch, time (sequence position) and channels.
+//
+// Parameters are registered once by their Hugging Face GPT-2 name with their
+// full logical shape (see Params), stored in one flat buffer; gradients live
+// in a second flat buffer with the same layout. The layout puts the last
+// layer first, so the gradients that backward finishes first are contiguous
+// at the start — data-parallel buckets are slices of it, never copies.
+//
+// Linear weights are stored [in, out] like Hugging Face's Conv1D, so a
+// checkpoint is a direct copy of the buffers. Every matrix product goes
+// through gemm.Engine.
+package model

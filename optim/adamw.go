@@ -1,0 +1,136 @@
+package optim
+
+import (
+	"fmt"
+	"math"
+)
+
+// AdamWConfig holds the hyperparameters, named as in torch.optim.AdamW.
+type AdamWConfig struct {
+	Beta1, Beta2 float64
+	Eps          float64
+	WeightDecay  float64
+}
+
+// DefaultAdamW is GPT-2/llm.c's setting.
+func DefaultAdamW() AdamWConfig {
+	return AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1}
+}
+
+// Validate reports an out-of-range hyperparameter.
+func (c AdamWConfig) Validate() error {
+	switch {
+	case c.Beta1 < 0 || c.Beta1 >= 1:
+		return fmt.Errorf("adamw: beta1 %g outside [0, 1)", c.Beta1)
+	case c.Beta2 < 0 || c.Beta2 >= 1:
+		return fmt.Errorf("adamw: beta2 %g outside [0, 1)", c.Beta2)
+	case c.Eps <= 0:
+		return fmt.Errorf("adamw: eps %g must be positive", c.Eps)
+	case c.WeightDecay < 0:
+		return fmt.Errorf("adamw: weight decay %g must not be negative", c.WeightDecay)
+	}
+	return nil
+}
+
+// Segment is a contiguous run of parameters sharing one decay setting.
+type Segment struct {
+	Offset, Size int
+	Decay        bool
+}
+
+// AdamW keeps first and second moments for a flat parameter buffer.
+type AdamW struct {
+	Config AdamWConfig
+	M, V   []float32 // moments, same length as the parameters
+	Step   int       // number of updates applied so far
+	segs   []Segment
+}
+
+// NewAdamW prepares state for n parameters split into segments (which must
+// cover [0, n) without overlap, in order).
+func NewAdamW(cfg AdamWConfig, n int, segs []Segment) (*AdamW, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	off := 0
+	for i, s := range segs {
+		if s.Offset != off || s.Size < 0 {
+			return nil, fmt.Errorf("adamw: segment %d at offset %d size %d, expected offset %d", i, s.Offset, s.Size, off)
+		}
+		off += s.Size
+	}
+	if off != n {
+		return nil, fmt.Errorf("adamw: segments cover %d of %d parameters", off, n)
+	}
+	return &AdamW{Config: cfg, M: make([]float32, n), V: make([]float32, n), segs: segs}, nil
+}
+
+// Update applies one step with learning rate lr to params using grads,
+// exactly as torch.optim.AdamW computes it:
+//
+//	p *= 1 - lr*wd                       (decoupled decay, decay segments only)
+//	m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g^2
+//	p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+func (o *AdamW) Update(params, grads []float32, lr float64) {
+	o.Step++
+	c := o.Config
+	bc1 := 1 - math.Pow(c.Beta1, float64(o.Step))
+	bc2 := 1 - math.Pow(c.Beta2, float64(o.Step))
+	stepSize := float32(lr / bc1)
+	invSqrtBc2 := float32(1 / math.Sqrt(bc2))
+	b1, b2 := float32(c.Beta1), float32(c.Beta2)
+	eps := float32(c.Eps)
+	for _, s := range o.segs {
+		p := params[s.Offset : s.Offset+s.Size]
+		g := grads[s.Offset : s.Offset+s.Size]
+		m := o.M[s.Offset : s.Offset+s.Size]
+		v := o.V[s.Offset : s.Offset+s.Size]
+		decay := float32(1)
+		if s.Decay {
+			decay = float32(1 - lr*c.WeightDecay)
+		}
+		for i := range p {
+			gi := g[i]
+			mi := b1*m[i] + (1-b1)*gi
+			vi := b2*v[i] + (1-b2)*gi*gi
+			m[i], v[i] = mi, vi
+			denom := float32(math.Sqrt(float64(vi)))*invSqrtBc2 + eps
+			p[i] = p[i]*decay - stepSize*mi/denom
+		}
+	}
+}
+
+// GradNorm is the L2 norm of grads, accumulated in float64.
+func GradNorm(grads []float32) float64 { return math.Sqrt(SumSquares(grads)) }
+
+// SumSquares is sum(g^2) in float64, the per-shard piece of a global norm.
+func SumSquares(grads []float32) float64 {
+	var s float64
+	for _, g := range grads {
+		s += float64(g) * float64(g)
+	}
+	return s
+}
+
+// ClipScale returns the factor torch.nn.utils.clip_grad_norm_ applies for a
+// total norm: min(1, maxNorm/(norm+1e-6)); maxNorm <= 0 disables clipping.
+func ClipScale(norm, maxNorm float64) float32 {
+	if maxNorm <= 0 {
+		return 1
+	}
+	c := maxNorm / (norm + 1e-6)
+	if c >= 1 {
+		return 1
+	}
+	return float32(c)
+}
+
+// Scale multiplies every gradient by s (skipped when s == 1).
+func Scale(grads []float32, s float32) {
+	if s == 1 {
+		return
+	}
+	for i := range grads {
+		grads[i] *= s
+	}
+}

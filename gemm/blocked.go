@@ -1,8 +1,6 @@
 package gemm
 
 import (
-	"sync"
-
 	"github.com/strand-ml/strand/gemm/internal/kernels"
 )
 
@@ -195,27 +193,3 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
 }
 
 func roundUp(x, m int) int { return (x + m - 1) / m * m }
-
-// wsPool recycles workspaces between calls so that steady-state GEMMs do
-// not allocate. It is owned by one Engine (no global state).
-type wsPool struct {
-	mu   sync.Mutex
-	free []*workspace
-}
-
-func (p *wsPool) get() *workspace {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := len(p.free); n > 0 {
-		w := p.free[n-1]
-		p.free = p.free[:n-1]
-		return w
-	}
-	return new(workspace)
-}
-
-func (p *wsPool) put(w *workspace) {
-	p.mu.Lock()
-	p.free = append(p.free, w)
-	p.mu.Unlock()
-}

@@ -1,9 +1,27 @@
 // Package gemm multiplies float32 matrices: C = alpha*op(A)*op(B) + beta*C,
 // row-major, where op(X) is X or its transpose. Every layer of the model
-// calls this one function, so kernels (the portable pure-Go path here, SIMD
-// kernels chosen by CPU feature detection later) can be swapped behind it.
+// calls Engine.Sgemm, so kernels can be swapped behind it.
 //
-// Parallelism splits the rows of C between goroutines and never the K
-// dimension, so each element of C is computed by one goroutine in a fixed
-// order: results are bit-identical whatever the thread count.
+// Kernels. New picks the fastest kernel the CPU supports (detected with
+// golang.org/x/sys/cpu): a BLIS-style blocked GEMM around a Go-assembly
+// micro-kernel (AVX-512, 12 x 32 tile; or AVX2+FMA, 6 x 16 tile; see
+// internal/kernels), with the pure-Go Portable kernel as fallback and for
+// tiny problems where packing costs more than it saves. NewPortable and
+// NewNamed force a kernel.
+//
+// Blocked GEMM (blocked.go): op(B) is packed kc x nc at a time into NR-wide
+// panels, op(A) mc x kc at a time into MR-high panels, so the micro-kernel
+// reads both contiguously whatever the transposes; the micro-kernel keeps an
+// MR x NR tile of C in registers for the whole kc block.
+//
+// Determinism. Parallelism splits C into strips of whole MR x NR tiles on a
+// grid anchored at C[0,0] and never splits K, so each element of C is
+// computed by one goroutine with the same operations in the same order:
+// results are bit-identical whatever the thread count. The SIMD kernels
+// differ from Portable by rounding only (FMA and summation order).
+//
+// Threads. An Engine owns up to threads-1 worker goroutines (team.go),
+// started on first use and stopped when the Engine becomes unreachable; the
+// calling goroutine runs one task itself. Calls and packing buffers are
+// recycled, so a steady-state Sgemm does not allocate.
 package gemm

@@ -3,7 +3,6 @@ package gemm
 import (
 	"fmt"
 	"runtime"
-	"sync"
 
 	"github.com/strand-ml/strand/gemm/internal/kernels"
 )
@@ -17,9 +16,10 @@ type Kernel func(transA, transB bool, i0, i1, n, k int, alpha float32, a []float
 // The zero value is not usable; call New or NewPortable.
 type Engine struct {
 	threads int
-	kernel  Kernel   // row-range kernel: small problems, or the only one
-	blk     *blocked // SIMD blocked path; nil for portable-only engines
-	pool    *wsPool  // packing buffers reused across calls
+	kernel  Kernel      // row-range kernel: small problems, or the only one
+	blk     *blocked    // SIMD blocked path; nil for portable-only engines
+	pool    *callPool   // calls and packing buffers reused across calls
+	team    *teamHandle // worker goroutines, started on first use
 	name    string
 }
 
@@ -41,7 +41,7 @@ func NewPortable(threads int) *Engine {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	return &Engine{threads: threads, kernel: Portable, pool: new(wsPool), name: "portable"}
+	return &Engine{threads: threads, kernel: Portable, pool: new(callPool), team: newTeamHandle(), name: "portable"}
 }
 
 // NewNamed returns an engine forced to one kernel by name: "portable" or one
@@ -74,7 +74,7 @@ func Available() []string {
 // call, reported as name.
 func (e *Engine) WithKernel(name string, k Kernel) *Engine {
 	c := *e
-	c.kernel, c.name, c.blk, c.pool = k, name, nil, new(wsPool)
+	c.kernel, c.name, c.blk, c.pool = k, name, nil, new(callPool)
 	return &c
 }
 
@@ -97,7 +97,8 @@ const minBlockedWork = 4096
 // transB, B is stored n x k. It panics when a slice is too short for the
 // given shape, which is a programming error inside strand.
 //
-// When beta is 0, C is not read (NaNs in C do not propagate).
+// With a SIMD kernel, beta == 0 means C is not read (NaNs in C do not
+// propagate). Safe for concurrent use.
 func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
@@ -105,74 +106,37 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	checkShape("A", transA, m, k, a, lda)
 	checkShape("B", transB, k, n, b, ldb)
 	checkShape("C", false, m, n, c, ldc)
-	if e.blk != nil && k > 0 && alpha != 0 && m*n*k >= minBlockedWork {
-		e.sgemmBlocked(&gemmArgs{transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc})
-		return
+	cl := e.pool.get()
+	cl.e = e
+	cl.args = gemmArgs{transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
+	work := m * n * k
+	if e.blk != nil && k > 0 && alpha != 0 && work >= minBlockedWork {
+		e.planBlocked(cl)
+	} else {
+		cl.blocked = false
+		cl.tasks = max(1, min(e.threads, work/minFlopsPerTask, m))
 	}
-	tasks := e.threads
-	if work := m * n * k; work/minFlopsPerTask < tasks {
-		tasks = work / minFlopsPerTask
-	}
-	if tasks > m {
-		tasks = m
-	}
-	if tasks <= 1 {
-		e.kernel(transA, transB, 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-		return
-	}
-	var wg sync.WaitGroup
-	for t := 0; t < tasks; t++ {
-		i0, i1 := t*m/tasks, (t+1)*m/tasks
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.kernel(transA, transB, i0, i1, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-		}()
-	}
-	wg.Wait()
+	e.team.t.run(cl)
+	e.pool.put(cl)
 }
 
-// sgemmBlocked splits C into one strip of whole tiles per goroutine. Each
-// strip packs its own copy of the operand it shares with the others, so
-// the split goes across the larger of m and n: splitting rows repeats the
-// k x n packing of B per goroutine, splitting columns the m x k of A.
-func (e *Engine) sgemmBlocked(g *gemmArgs) {
+// planBlocked splits C into one strip of whole tiles per task. Each strip
+// packs its own copy of the operand it shares with the others, so the split
+// goes across the larger of m and n: splitting rows repeats the k x n
+// packing of B per task, splitting columns the m x k packing of A.
+func (e *Engine) planBlocked(cl *call) {
+	g := &cl.args
+	cl.blocked = true
 	mr, nr := e.blk.micro.MR, e.blk.micro.NR
-	splitRows := g.n <= g.m
-	tiles := (g.m + mr - 1) / mr
-	if !splitRows {
-		tiles = (g.n + nr - 1) / nr
+	cl.splitRows = g.n <= g.m
+	cl.tiles = (g.m + mr - 1) / mr
+	if !cl.splitRows {
+		cl.tiles = (g.n + nr - 1) / nr
 	}
-	tasks := min(e.threads, g.m*g.n*g.k/minFlopsPerTask, tiles)
-	strip := func(t int) (i0, i1, j0, j1 int) {
-		lo, hi := t*tiles/tasks, (t+1)*tiles/tasks
-		if splitRows {
-			return lo * mr, min(hi*mr, g.m), 0, g.n
-		}
-		return 0, g.m, lo * nr, min(hi*nr, g.n)
+	cl.tasks = max(1, min(e.threads, g.m*g.n*g.k/minFlopsPerTask, cl.tiles))
+	for len(cl.ws) < cl.tasks {
+		cl.ws = append(cl.ws, new(workspace))
 	}
-	if tasks <= 1 {
-		ws := e.pool.get()
-		e.blk.run(g, 0, g.m, 0, g.n, ws)
-		e.pool.put(ws)
-		return
-	}
-	var wg sync.WaitGroup
-	for t := 1; t < tasks; t++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ws := e.pool.get()
-			i0, i1, j0, j1 := strip(t)
-			e.blk.run(g, i0, i1, j0, j1, ws)
-			e.pool.put(ws)
-		}()
-	}
-	ws := e.pool.get()
-	i0, i1, j0, j1 := strip(0)
-	e.blk.run(g, i0, i1, j0, j1, ws)
-	e.pool.put(ws)
-	wg.Wait()
 }
 
 func checkShape(name string, trans bool, rows, cols int, x []float32, ld int) {

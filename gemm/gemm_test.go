@@ -1,18 +1,27 @@
 package gemm
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
+	"time"
 )
 
-// naive is the textbook triple loop in float64, the reference for every kernel.
-func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) []float32 {
-	out := make([]float32, len(c))
-	copy(out, c)
+// naive is the textbook triple loop in float64, the reference for every
+// kernel. Besides the result it returns, per element, the magnitude
+// |alpha|*sum|a*b| + |beta*c| that bounds the rounding error of any
+// float32 evaluation order.
+func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) (out, mag []float64) {
+	out = make([]float64, len(c))
+	mag = make([]float64, len(c))
+	for i := range c {
+		out[i] = float64(c[i])
+	}
 	for i := 0; i < m; i++ {
 		for j := 0; j < n; j++ {
-			var s float64
+			var s, sa float64
 			for p := 0; p < k; p++ {
 				var av, bv float32
 				if transA {
@@ -26,11 +35,17 @@ func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 					bv = b[p*ldb+j]
 				}
 				s += float64(av) * float64(bv)
+				sa += math.Abs(float64(av) * float64(bv))
 			}
-			out[i*ldc+j] = float32(float64(alpha)*s + float64(beta)*float64(c[i*ldc+j]))
+			cv := float64(c[i*ldc+j])
+			if beta == 0 {
+				cv = 0 // C is not read when beta is 0 (it may hold NaN)
+			}
+			out[i*ldc+j] = float64(alpha)*s + float64(beta)*cv
+			mag[i*ldc+j] = math.Abs(float64(alpha))*sa + math.Abs(float64(beta)*cv)
 		}
 	}
-	return out
+	return out, mag
 }
 
 func randSlice(r *rand.Rand, n int) []float32 {
@@ -41,35 +56,83 @@ func randSlice(r *rand.Rand, n int) []float32 {
 	return x
 }
 
+// testCase is one random GEMM with padded leading dimensions.
+type testCase struct {
+	tA, tB      bool
+	m, n, k     int
+	alpha, beta float32
+	lda, ldb    int
+	ldc         int
+	a, b, c     []float32
+}
+
+func newCase(r *rand.Rand, tA, tB bool, m, n, k int, alpha, beta float32, pad int) *testCase {
+	tc := &testCase{tA: tA, tB: tB, m: m, n: n, k: k, alpha: alpha, beta: beta}
+	ar, ac := m, k
+	if tA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tB {
+		br, bc = n, k
+	}
+	tc.lda, tc.ldb, tc.ldc = ac+pad, bc+2*pad, n+3*pad
+	tc.a = randSlice(r, ar*tc.lda)
+	tc.b = randSlice(r, br*tc.ldb)
+	tc.c = randSlice(r, m*tc.ldc)
+	if beta == 0 {
+		for i := range tc.c {
+			tc.c[i] = float32(math.NaN()) // must not leak into the result
+		}
+	}
+	return tc
+}
+
+func (tc *testCase) String() string {
+	return fmt.Sprintf("tA=%v tB=%v m,n,k=%d,%d,%d alpha=%g beta=%g ld=%d,%d,%d",
+		tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.beta, tc.lda, tc.ldb, tc.ldc)
+}
+
+// check runs e on a copy of tc.c and compares with the float64 reference,
+// allowing float32 rounding only: |got-want| <= (k+2) * 2^-23 * magnitude.
+// Padding columns of C (beyond n) must be untouched.
+func check(t *testing.T, e *Engine, tc *testCase) {
+	t.Helper()
+	c := append([]float32(nil), tc.c...)
+	want, mag := naive(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, tc.c, tc.ldc)
+	e.Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, c, tc.ldc)
+	eps := float64(tc.k+2) * math.Pow(2, -23)
+	for i := 0; i < tc.m; i++ {
+		for j := 0; j < tc.ldc; j++ {
+			idx := i*tc.ldc + j
+			got := float64(c[idx])
+			if j >= tc.n {
+				if math.Float32bits(c[idx]) != math.Float32bits(tc.c[idx]) {
+					t.Fatalf("%s %v: padding C[%d,%d] changed from %g to %g", e.KernelName(), tc, i, j, tc.c[idx], got)
+				}
+				continue
+			}
+			if d := math.Abs(got - want[idx]); !(d <= eps*mag[idx]+1e-30) {
+				t.Fatalf("%s %v: C[%d,%d]=%g want %g (diff %g, bound %g)", e.KernelName(), tc, i, j, got, want[idx], d, eps*mag[idx])
+			}
+		}
+	}
+}
+
 func TestSgemmMatchesNaive(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	shapes := [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 13, 31}, {64, 48, 96}, {1, 33, 5}, {40, 1, 9}, {7, 9, 0}}
-	for _, threads := range []int{1, 2, 3} {
-		e := New(threads)
-		for _, s := range shapes {
-			m, n, k := s[0], s[1], s[2]
-			for _, tA := range []bool{false, true} {
-				for _, tB := range []bool{false, true} {
-					for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {2, -0.5}} {
-						lda, ldb, ldc := k+1, n+2, n+3
-						if tA {
-							lda = m + 1
-						}
-						if tB {
-							ldb = k + 2
-						}
-						a := randSlice(r, max(m, k)*lda+1)
-						b := randSlice(r, max(n, k)*ldb+1)
-						c := randSlice(r, m*ldc)
-						want := naive(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], c, ldc)
-						e.Sgemm(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], c, ldc)
-						for i := 0; i < m; i++ {
-							for j := 0; j < n; j++ {
-								got, w := c[i*ldc+j], want[i*ldc+j]
-								if math.Abs(float64(got-w)) > 1e-4*(1+math.Abs(float64(w)))*math.Sqrt(float64(k+1)) {
-									t.Fatalf("threads=%d m,n,k=%v tA=%v tB=%v alpha,beta=%v: C[%d,%d]=%g want %g", threads, s, tA, tB, ab, i, j, got, w)
-								}
-							}
+	for _, name := range Available() {
+		for _, threads := range []int{1, 2, 3} {
+			e, err := NewNamed(threads, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range shapes {
+				for _, tA := range []bool{false, true} {
+					for _, tB := range []bool{false, true} {
+						for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {2, -0.5}, {0, 0.5}} {
+							check(t, e, newCase(r, tA, tB, s[0], s[1], s[2], ab[0], ab[1], 1))
 						}
 					}
 				}
@@ -78,18 +141,124 @@ func TestSgemmMatchesNaive(t *testing.T) {
 	}
 }
 
+// TestSgemmBlockedEdges drives the SIMD kernels across every block and tile
+// boundary: odd sizes around MR/NR, k across kc (256), m across mc, n across
+// nc (2048), all transposes and padded leading dimensions.
+func TestSgemmBlockedEdges(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	shapes := [][3]int{
+		{12, 32, 16}, {13, 33, 17}, {11, 31, 255}, {25, 65, 257}, {6, 16, 513},
+		{200, 40, 30}, {250, 70, 300}, {5, 2100, 3}, {37, 2085, 19}, {97, 3, 61},
+	}
+	for _, name := range Available() {
+		for _, threads := range []int{1, 2} {
+			e, _ := NewNamed(threads, name)
+			for i, s := range shapes {
+				tA, tB := i%2 == 1, i%4 >= 2
+				ab := [][2]float32{{1, 0}, {-1.5, 1}, {0.25, 2}}[i%3]
+				check(t, e, newCase(r, tA, tB, s[0], s[1], s[2], ab[0], ab[1], i%3))
+				check(t, e, newCase(r, !tA, !tB, s[0], s[1], s[2], ab[0], ab[1], 2))
+			}
+		}
+	}
+}
+
+// TestSgemmRandomShapes checks random shapes, transposes and scalars.
+func TestSgemmRandomShapes(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, name := range Available() {
+		e, _ := NewNamed(2, name)
+		for it := 0; it < 40; it++ {
+			m, n, k := 1+r.IntN(90), 1+r.IntN(90), 1+r.IntN(300)
+			alpha := []float32{1, -1, 0.3}[r.IntN(3)]
+			beta := []float32{0, 1, -0.7}[r.IntN(3)]
+			check(t, e, newCase(r, r.IntN(2) == 0, r.IntN(2) == 0, m, n, k, alpha, beta, r.IntN(4)))
+		}
+	}
+}
+
+// TestSgemmDeterministicAcrossThreads: every element of C must get the same
+// bits whatever the thread count, for both split directions (m > n splits
+// rows, n > m splits columns) and all transposes.
 func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	m, n, k := 96, 80, 200
-	a, b := randSlice(r, m*k), randSlice(r, k*n)
-	c1 := make([]float32, m*n)
-	c2 := make([]float32, m*n)
-	New(1).Sgemm(false, false, m, n, k, 1, a, k, b, n, 0, c1, n)
-	New(4).Sgemm(false, false, m, n, k, 1, a, k, b, n, 0, c2, n)
-	for i := range c1 {
-		if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
-			t.Fatalf("element %d differs between 1 and 4 threads: %g vs %g", i, c1[i], c2[i])
+	shapes := [][3]int{{150, 70, 300}, {50, 200, 270}, {96, 80, 200}}
+	for _, name := range Available() {
+		for _, s := range shapes {
+			for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+				tc := newCase(r, tr[0], tr[1], s[0], s[1], s[2], 0.7, 0.3, 1)
+				var ref []float32
+				for _, threads := range []int{1, 2, 3, 4, 7} {
+					e, _ := NewNamed(threads, name)
+					c := append([]float32(nil), tc.c...)
+					e.Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, c, tc.ldc)
+					if ref == nil {
+						ref = c
+						continue
+					}
+					for i := range c {
+						if math.Float32bits(c[i]) != math.Float32bits(ref[i]) {
+							t.Fatalf("%s %v: element %d differs between 1 and %d threads: %g vs %g", name, tc, i, threads, ref[i], c[i])
+						}
+					}
+				}
+			}
 		}
+	}
+}
+
+// TestSgemmReusesWorkspace: a steady-state call allocates nothing, on one
+// thread or several (layers call GEMM many times in every training step).
+func TestSgemmReusesWorkspace(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	m, n, k := 100, 70, 300
+	a, b, c := randSlice(r, m*k), randSlice(r, k*n), make([]float32, m*n)
+	for _, name := range Available() {
+		for _, threads := range []int{1, 2} {
+			e, _ := NewNamed(threads, name)
+			allocs := testing.AllocsPerRun(5, func() {
+				e.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n)
+			})
+			if allocs != 0 {
+				t.Errorf("%s, %d threads: %v allocations per call, want 0", name, threads, allocs)
+			}
+		}
+	}
+}
+
+// TestEngineWorkersExit: an unreachable Engine's worker goroutines stop.
+func TestEngineWorkersExit(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		r := rand.New(rand.NewPCG(13, 14))
+		m := 200
+		a, c := randSlice(r, m*m), make([]float32, m*m)
+		e := New(4)
+		e.Sgemm(false, false, m, m, m, 1, a, m, a, m, 0, c, m)
+		if runtime.NumGoroutine() <= before {
+			t.Fatalf("a 4-thread GEMM started no workers (%d goroutines)", runtime.NumGoroutine())
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines remain, had %d before the engine", runtime.NumGoroutine(), before)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestNewNamedRejectsUnknownKernel(t *testing.T) {
+	if _, err := NewNamed(1, "sse9"); err == nil {
+		t.Fatal("unknown kernel accepted")
+	}
+	e, err := NewNamed(1, "portable")
+	if err != nil || e.KernelName() != "portable" {
+		t.Fatalf("portable: %v, %v", e, err)
+	}
+	if got, want := New(1).KernelName(), Available()[0]; got != want {
+		t.Fatalf("New picked %q, want the fastest available %q", got, want)
 	}
 }
 
@@ -100,16 +269,4 @@ func TestSgemmPanicsOnShortSlice(t *testing.T) {
 		}
 	}()
 	New(1).Sgemm(false, false, 4, 4, 4, 1, make([]float32, 15), 4, make([]float32, 16), 4, 0, make([]float32, 16), 4)
-}
-
-func BenchmarkSgemm256(b *testing.B) {
-	r := rand.New(rand.NewPCG(5, 6))
-	n := 256
-	x, y, z := randSlice(r, n*n), randSlice(r, n*n), make([]float32, n*n)
-	e := New(1)
-	b.SetBytes(0)
-	for b.Loop() {
-		e.Sgemm(false, false, n, n, n, 1, x, n, y, n, 0, z, n)
-	}
-	b.ReportMetric(2*float64(n*n*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }

@@ -1,0 +1,123 @@
+package gemm
+
+import (
+	"runtime"
+	"sync"
+)
+
+// A call is one Sgemm split into tasks. Calls are recycled through a
+// callPool so that a steady-state GEMM allocates nothing: layers call GEMM
+// many times per training step.
+type call struct {
+	e     *Engine
+	args  gemmArgs
+	tasks int
+	// blocked path: strips of whole tiles along rows or columns.
+	blocked   bool
+	splitRows bool
+	tiles     int
+	ws        []*workspace // one per task
+	wg        sync.WaitGroup
+}
+
+// runTask computes task t of the call.
+func (c *call) runTask(t int) {
+	g := &c.args
+	if !c.blocked {
+		// Row-range kernel (portable or WithKernel): split rows evenly.
+		i0, i1 := t*g.m/c.tasks, (t+1)*g.m/c.tasks
+		c.e.kernel(g.transA, g.transB, i0, i1, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
+		return
+	}
+	bl := c.e.blk
+	lo, hi := t*c.tiles/c.tasks, (t+1)*c.tiles/c.tasks
+	if c.splitRows {
+		mr := bl.micro.MR
+		bl.run(g, lo*mr, min(hi*mr, g.m), 0, g.n, c.ws[t])
+	} else {
+		nr := bl.micro.NR
+		bl.run(g, 0, g.m, lo*nr, min(hi*nr, g.n), c.ws[t])
+	}
+}
+
+// callPool recycles calls and their workspaces. It is owned by one Engine
+// (and its WithThreads copies): no global state.
+type callPool struct {
+	mu   sync.Mutex
+	free []*call
+}
+
+func (p *callPool) get() *call {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		c := p.free[n-1]
+		p.free = p.free[:n-1]
+		return c
+	}
+	return new(call)
+}
+
+func (p *callPool) put(c *call) {
+	c.args = gemmArgs{} // drop references to the caller's matrices
+	c.e = nil
+	p.mu.Lock()
+	p.free = append(p.free, c)
+	p.mu.Unlock()
+}
+
+// job is task t of call c, sent to a worker.
+type job struct {
+	c *call
+	t int
+}
+
+// team is a set of long-lived worker goroutines. Spawning a goroutine per
+// task would allocate a closure on every call; workers fed through a
+// channel do not. Workers hold only the channel, so when the last Engine
+// that uses the team becomes unreachable, a cleanup closes the channel and
+// the workers exit.
+type team struct {
+	jobs chan job
+	mu   sync.Mutex
+	n    int // workers started
+}
+
+// teamHandle is what Engines point to; its cleanup stops the workers.
+type teamHandle struct{ t *team }
+
+func newTeamHandle() *teamHandle {
+	h := &teamHandle{t: &team{jobs: make(chan job)}}
+	runtime.AddCleanup(h, func(t *team) { close(t.jobs) }, h.t)
+	return h
+}
+
+// ensure starts workers until there are at least n.
+func (t *team) ensure(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ; t.n < n; t.n++ {
+		go func(jobs <-chan job) {
+			for j := range jobs {
+				j.c.runTask(j.t)
+				j.c.wg.Done()
+			}
+		}(t.jobs)
+	}
+}
+
+// run executes tasks 1..c.tasks-1 on workers and task 0 on the calling
+// goroutine, then waits for all of them.
+func (t *team) run(c *call) {
+	if c.tasks <= 1 {
+		c.runTask(0)
+		return
+	}
+	t.ensure(c.tasks - 1)
+	c.wg.Add(c.tasks - 1)
+	for i := 1; i < c.tasks; i++ {
+		t.jobs <- job{c: c, t: i}
+	}
+	c.runTask(0)
+	c.wg.Wait()
+}

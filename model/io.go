@@ -10,13 +10,18 @@ import (
 // Tensors returns every parameter (or, with grads, every gradient) as a
 // float32 safetensors tensor named prefix+name in the Hugging Face layout.
 func (ps *Params) Tensors(prefix string, grads bool) []safetensors.Tensor {
+	if grads {
+		return ps.TensorsOf(prefix, ps.Grad)
+	}
+	return ps.TensorsOf(prefix, ps.Data)
+}
+
+// TensorsOf cuts flat, a buffer laid out like the parameters (gradients,
+// optimizer moments), into one named tensor per parameter.
+func (ps *Params) TensorsOf(prefix string, flat []float32) []safetensors.Tensor {
 	out := make([]safetensors.Tensor, 0, len(ps.List))
 	for _, p := range ps.List {
-		data := p.Data
-		if grads {
-			data = p.Grad
-		}
-		out = append(out, safetensors.F32Tensor(prefix+p.Name, p.Shape, data))
+		out = append(out, safetensors.F32Tensor(prefix+p.Name, p.Shape, flat[p.Offset:p.Offset+p.Size()]))
 	}
 	return out
 }
@@ -34,6 +39,14 @@ func ignoredTensor(name string) bool {
 // Hugging Face's "transformer." prefix. prefix selects a namespace inside f
 // (for example "exp_avg." in an optimizer file).
 func (ps *Params) Load(f *safetensors.File, prefix string) error {
+	return ps.LoadInto(f, prefix, ps.Data)
+}
+
+// LoadInto is Load into dst, a buffer laid out like the parameters.
+func (ps *Params) LoadInto(f *safetensors.File, prefix string, dst []float32) error {
+	if len(dst) != len(ps.Data) {
+		return fmt.Errorf("load %q: destination has %d elements, parameters %d", prefix, len(dst), len(ps.Data))
+	}
 	names := make(map[string]string) // parameter name -> name in file
 	for _, n := range f.Names() {
 		if !strings.HasPrefix(n, prefix) {
@@ -68,7 +81,7 @@ func (ps *Params) Load(f *safetensors.File, prefix string) error {
 		if err != nil {
 			return err
 		}
-		copy(p.Data, data)
+		copy(dst[p.Offset:p.Offset+p.Size()], data)
 	}
 	return nil
 }

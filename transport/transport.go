@@ -1,3 +1,11 @@
+// Changes since the skeleton (additive only, so every implementation keeps
+// compiling):
+//   - FailureNotifier: an optional interface a transport implements when it
+//     learns of a peer's death even while no call is talking to that peer
+//     (a reset socket). Collectives use it to abort at once and name the
+//     culprit instead of waiting for their deadline.
+//   - Zero-length messages are legal (barriers use them).
+
 package transport
 
 import (
@@ -52,4 +60,14 @@ type SizeError struct {
 
 func (e *SizeError) Error() string {
 	return fmt.Sprintf("message from rank %d on tag %#x has %d bytes, receiver expected %d", e.Peer, uint64(e.Tag), e.Got, e.Want)
+}
+
+// FailureNotifier is optionally implemented by a Transport that notices
+// peer failures on its own (for example a TCP connection reset by a killed
+// process). Collectives check for it with a type assertion.
+type FailureNotifier interface {
+	// PeerFailures returns every peer failure seen so far, and a channel
+	// that is closed at the next new failure (so a watcher can loop:
+	// read the list, then wait on the channel).
+	PeerFailures() (failed []*PeerError, next <-chan struct{})
 }

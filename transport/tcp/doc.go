@@ -1,0 +1,36 @@
+// Package tcp implements transport.Transport over TCP sockets.
+//
+// Connection setup (Dial):
+//
+//	every rank listens on the address chosen by Config.Bind (host:port, a
+//	CIDR such as 10.1.0.0/16, or an interface name such as eth0), publishes
+//	it in the rendezvous store under "strand/tcp/<job>/addr/<rank>", then
+//	rank r dials every lower rank p < r, Config.Streams sockets per pair.
+//
+// Each socket starts with a handshake (handshake.go) carrying the protocol
+// version, job id, both ranks and the stream index, authenticated by a
+// challenge-response HMAC-SHA256 over the shared Config.Token in both
+// directions: the token itself never crosses the wire.
+//
+// After the handshake a socket carries frames (frame.go): a fixed 40-byte
+// header (tag, message id, message length, part offset, part length)
+// followed by the part's bytes. A message shorter than Config.SplitBytes
+// travels as one frame on stream 0; a longer one is cut into one part per
+// stream, written in parallel, because one loopback TCP stream tops out
+// well below memory bandwidth.
+//
+// Ordering: stream 0 always carries a message's first part, so the order
+// in which first parts arrive on stream 0 is the message order; per (peer,
+// tag) a receiver hands messages to Recv calls in that order. Parts on
+// other streams wait until stream 0 has announced their message.
+//
+// Receiving: one reader goroutine per socket reads each part straight into
+// the buffer of the matching posted Recv (no copy); a message that arrives
+// before its Recv is parked in a pooled buffer and copied later. The hot
+// path (a Send or Recv of a posted buffer) allocates nothing.
+//
+// Failures: a socket error fails the whole peer (every socket to it is
+// closed and every pending call on it returns a *transport.PeerError), and
+// the failure is announced through transport.FailureNotifier so that
+// collectives can abort at once, naming the dead rank.
+package tcp

@@ -1,0 +1,69 @@
+package tcp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// frameMagic starts every frame header ("SFR1"); a stream that loses sync
+// (or a stranger writing garbage) is caught at the next header.
+const frameMagic = 0x31524653
+
+// frameHeaderLen is the fixed size of a frame header in bytes.
+const frameHeaderLen = 40
+
+// frameHeader describes one part of one message. Layout (little endian):
+//
+//	[0:4)   magic
+//	[4:8)   part length in bytes
+//	[8:16)  tag
+//	[16:24) message id (per sender and receiver pair)
+//	[24:32) message length in bytes
+//	[32:40) offset of this part within the message
+type frameHeader struct {
+	PartLen uint32
+	Tag     uint64
+	ID      uint64
+	Total   uint64
+	Offset  uint64
+}
+
+func (h *frameHeader) encode(b *[frameHeaderLen]byte) {
+	binary.LittleEndian.PutUint32(b[0:], frameMagic)
+	binary.LittleEndian.PutUint32(b[4:], h.PartLen)
+	binary.LittleEndian.PutUint64(b[8:], h.Tag)
+	binary.LittleEndian.PutUint64(b[16:], h.ID)
+	binary.LittleEndian.PutUint64(b[24:], h.Total)
+	binary.LittleEndian.PutUint64(b[32:], h.Offset)
+}
+
+var errBadMagic = errors.New("bad frame magic (stream out of sync or not a strand peer)")
+
+// decodeFrameHeader parses and validates a header. maxMessage bounds the
+// message length a peer may announce, so a corrupt header cannot make the
+// receiver allocate without limit.
+func decodeFrameHeader(b []byte, maxMessage uint64) (frameHeader, error) {
+	var h frameHeader
+	if len(b) < frameHeaderLen {
+		return h, fmt.Errorf("frame header truncated: %d of %d bytes", len(b), frameHeaderLen)
+	}
+	if binary.LittleEndian.Uint32(b[0:]) != frameMagic {
+		return h, errBadMagic
+	}
+	h.PartLen = binary.LittleEndian.Uint32(b[4:])
+	h.Tag = binary.LittleEndian.Uint64(b[8:])
+	h.ID = binary.LittleEndian.Uint64(b[16:])
+	h.Total = binary.LittleEndian.Uint64(b[24:])
+	h.Offset = binary.LittleEndian.Uint64(b[32:])
+	if h.Total > maxMessage {
+		return h, fmt.Errorf("frame announces a %d-byte message, limit is %d", h.Total, maxMessage)
+	}
+	if h.Offset > h.Total || uint64(h.PartLen) > h.Total-h.Offset {
+		return h, fmt.Errorf("frame part [%d, %d) lies outside its %d-byte message", h.Offset, h.Offset+uint64(h.PartLen), h.Total)
+	}
+	if h.Offset != 0 && h.PartLen == 0 {
+		return h, fmt.Errorf("empty frame part at offset %d", h.Offset)
+	}
+	return h, nil
+}

@@ -1,0 +1,555 @@
+package tcp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/strand-ml/strand/transport"
+)
+
+// peer is everything this rank knows about one other rank: its sockets,
+// the messages in flight from it, and Recv calls waiting on it.
+type peer struct {
+	t       *Transport
+	rank    int
+	streams []*stream
+	nextID  atomic.Uint64 // message ids this rank assigns when sending to the peer
+	dead    chan struct{} // closed when the peer fails
+
+	mu       sync.Mutex
+	cond     *sync.Cond                 // signalled on announcements, part completions and failure
+	err      error                      // why the peer failed; nil while healthy
+	inflight map[uint64]*message        // announced on stream 0, parts still missing
+	boxes    map[transport.Tag]*mailbox // per tag: early messages and waiting Recvs
+	freeMsgs []*message                 // recycled message records
+	freeRecv []*pending                 // recycled Recv records
+	splits   []chan error               // recycled completion channels for split sends
+}
+
+// stream is one socket to the peer.
+type stream struct {
+	conn  *net.TCPConn
+	lock  chan struct{} // 1-slot semaphore: a waiter can give up when its ctx ends
+	hdr   [frameHeaderLen]byte
+	vec   [2][]byte
+	bufs  net.Buffers
+	parts chan partReq // work for this stream's part writer (streams >= 1)
+	timed bool         // a write deadline is set on conn
+}
+
+// partReq asks a stream's writer goroutine to send one part of a message.
+type partReq struct {
+	ctx  context.Context
+	h    frameHeader
+	data []byte
+	done chan error
+}
+
+// message is one incoming message, from its first part to its last.
+type message struct {
+	id        uint64
+	tag       transport.Tag
+	total     int
+	remaining int      // bytes not yet received
+	writers   int      // parts being read into buf right now
+	buf       []byte   // destination: the Recv's own buffer (direct) or a pooled one
+	direct    bool     // buf belongs to recv
+	recv      *pending // the Recv this message belongs to, once matched
+	done      bool     // every byte has arrived
+	abandoned bool     // its Recv gave up: drop the bytes
+}
+
+// pending is one Recv call waiting for its message.
+type pending struct {
+	buf      []byte
+	msg      *message
+	done     chan struct{} // receives one token when finished
+	finished bool
+	err      error
+}
+
+// mailbox holds, for one tag, messages that arrived before their Recv and
+// Recvs posted before their message. At most one of the two is non-empty.
+type mailbox struct {
+	arrived []*message
+	posted  []*pending
+}
+
+func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
+	p := &peer{
+		t:        t,
+		rank:     rank,
+		dead:     make(chan struct{}),
+		inflight: make(map[uint64]*message),
+		boxes:    make(map[transport.Tag]*mailbox),
+	}
+	p.cond = sync.NewCond(&p.mu)
+	for i, c := range conns {
+		s := &stream{conn: c, lock: make(chan struct{}, 1)}
+		if i > 0 {
+			s.parts = make(chan partReq, 1)
+		}
+		p.streams = append(p.streams, s)
+	}
+	return p
+}
+
+func (p *peer) peerErr(op string, err error) error {
+	return &transport.PeerError{Peer: p.rank, Op: op, Err: err}
+}
+
+// fail marks the peer dead, closes its sockets and wakes every waiter.
+// Only the first failure is kept.
+func (p *peer) fail(err error) {
+	p.mu.Lock()
+	first := p.failLocked(err)
+	p.mu.Unlock()
+	if first && !errors.Is(err, errClosed) {
+		p.t.noteFailure(&transport.PeerError{Peer: p.rank, Op: "connection", Err: err})
+	}
+}
+
+func (p *peer) failLocked(err error) bool {
+	if p.err != nil {
+		return false
+	}
+	p.err = err
+	close(p.dead)
+	for _, s := range p.streams {
+		s.conn.Close()
+	}
+	p.cond.Broadcast()
+	return true
+}
+
+// ---- sending ----
+
+func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
+	select {
+	case <-p.dead:
+		return p.peerErr("send", p.deadErr())
+	default:
+	}
+	id := p.nextID.Add(1)
+	total := uint64(len(buf))
+	k := len(p.streams)
+	if len(buf) < p.t.cfg.SplitBytes || k == 1 {
+		h := frameHeader{PartLen: uint32(len(buf)), Tag: uint64(tag), ID: id, Total: total}
+		return p.writeFrame(ctx, p.streams[0], &h, buf)
+	}
+	// Split into k parts of whole 4 KiB pages; part 0 goes on stream 0.
+	part := (len(buf) + k - 1) / k
+	part = (part + 4095) &^ 4095
+	done := p.getSplit()
+	sent := 0
+	var err error
+	for i := 1; i < k && i*part < len(buf) && err == nil; i++ {
+		lo, hi := i*part, min((i+1)*part, len(buf))
+		req := partReq{ctx: ctx, h: frameHeader{PartLen: uint32(hi - lo), Tag: uint64(tag), ID: id, Total: total, Offset: uint64(lo)}, data: buf[lo:hi], done: done}
+		select {
+		case p.streams[i].parts <- req:
+			sent++
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-p.dead:
+			err = p.deadErr()
+		}
+	}
+	if err == nil {
+		h := frameHeader{PartLen: uint32(min(part, len(buf))), Tag: uint64(tag), ID: id, Total: total}
+		err = p.writeFrame(ctx, p.streams[0], &h, buf[:min(part, len(buf))])
+	} else {
+		// Some parts may be on the wire without their first part: the
+		// peer can never complete this message, so the pair is unusable.
+		p.fail(fmt.Errorf("split send abandoned: %w", err))
+		err = p.peerErr("send", err)
+	}
+	for ; sent > 0; sent-- { // the caller's buffer is busy until every part is written
+		if e := <-done; e != nil && err == nil {
+			err = e
+		}
+	}
+	p.putSplit(done)
+	return err
+}
+
+func (p *peer) getSplit() chan error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.splits); n > 0 {
+		c := p.splits[n-1]
+		p.splits = p.splits[:n-1]
+		return c
+	}
+	return make(chan error, 64)
+}
+
+func (p *peer) putSplit(c chan error) {
+	p.mu.Lock()
+	p.splits = append(p.splits, c)
+	p.mu.Unlock()
+}
+
+func (p *peer) partWriter(s *stream) {
+	for {
+		select {
+		case req := <-s.parts:
+			req.done <- p.writeFrame(req.ctx, s, &req.h, req.data)
+		case <-p.t.closed:
+			return
+		}
+	}
+}
+
+func (p *peer) deadErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// aLongTimeAgo is a deadline in the past, to interrupt a blocked write.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// writeFrame writes header and payload with one vectored write. A write
+// that fails after putting some bytes on the wire leaves the stream out
+// of sync, so it fails the peer.
+func (p *peer) writeFrame(ctx context.Context, s *stream, h *frameHeader, payload []byte) error {
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return p.peerErr("send", ctx.Err())
+	case <-p.dead:
+		return p.peerErr("send", p.deadErr())
+	}
+	defer func() { <-s.lock }()
+	if d, ok := ctx.Deadline(); ok {
+		_ = s.conn.SetWriteDeadline(d)
+		s.timed = true
+	} else if s.timed {
+		_ = s.conn.SetWriteDeadline(time.Time{})
+		s.timed = false
+	}
+	if ctx.Done() != nil {
+		if _, ok := ctx.Deadline(); !ok { // cancellable without deadline: watch it
+			stop := context.AfterFunc(ctx, func() { _ = s.conn.SetWriteDeadline(aLongTimeAgo) })
+			defer func() {
+				if !stop() {
+					s.timed = true // the deadline was moved; reset on next write
+				}
+			}()
+		}
+	}
+	h.encode(&s.hdr)
+	s.vec[0], s.vec[1] = s.hdr[:], payload
+	s.bufs = s.vec[:]
+	n, err := s.bufs.WriteTo(s.conn)
+	s.vec[1] = nil
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if n > 0 {
+			p.fail(fmt.Errorf("write interrupted after %d bytes: %w", n, err))
+		} else if ctx.Err() == nil {
+			p.fail(fmt.Errorf("write: %w", err))
+		}
+		return p.peerErr("send", err)
+	}
+	return nil
+}
+
+// ---- receiving ----
+
+// readLoop reads frames from one socket until it fails. It never waits for
+// a Recv: early messages are parked, so one slow tag cannot block others.
+func (p *peer) readLoop(s *stream, idx int) {
+	br := bufio.NewReaderSize(s.conn, 256<<10)
+	var hb [frameHeaderLen]byte
+	maxMsg := uint64(p.t.cfg.MaxMessage)
+	for {
+		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("connection closed by peer")
+			}
+			p.fail(err)
+			return
+		}
+		h, err := decodeFrameHeader(hb[:], maxMsg)
+		if err != nil {
+			p.fail(fmt.Errorf("protocol error on stream %d: %w", idx, err))
+			return
+		}
+		m, dst, err := p.announce(idx, &h)
+		if err != nil {
+			p.fail(err)
+			return
+		}
+		_, err = io.ReadFull(br, dst)
+		if !p.partDone(m, len(dst), err) {
+			return
+		}
+	}
+}
+
+// announce finds (stream > 0) or creates (stream 0) the message a frame
+// belongs to and returns where its bytes go.
+func (p *peer) announce(idx int, h *frameHeader) (*message, []byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var m *message
+	if idx == 0 {
+		if h.Offset != 0 {
+			return nil, nil, fmt.Errorf("protocol error: stream 0 frame at offset %d", h.Offset)
+		}
+		if p.inflight[h.ID] != nil {
+			return nil, nil, fmt.Errorf("protocol error: message id %d announced twice", h.ID)
+		}
+		m = p.newMessage()
+		m.id, m.tag, m.total, m.remaining = h.ID, transport.Tag(h.Tag), int(h.Total), int(h.Total)
+		box := p.box(m.tag)
+		if len(box.posted) > 0 {
+			r := box.posted[0]
+			box.posted[0] = nil
+			box.posted = box.posted[1:]
+			p.match(m, r)
+		} else {
+			m.buf = p.t.pool.get(m.total)
+			box.arrived = append(box.arrived, m)
+		}
+		if m.total > int(h.PartLen) {
+			p.inflight[h.ID] = m
+			p.cond.Broadcast()
+		}
+	} else {
+		for p.err == nil {
+			if m = p.inflight[h.ID]; m != nil {
+				break
+			}
+			p.cond.Wait()
+		}
+		if p.err != nil {
+			return nil, nil, p.err
+		}
+		if uint64(m.tag) != h.Tag || uint64(m.total) != h.Total {
+			return nil, nil, fmt.Errorf("protocol error: part of message %d disagrees on tag or length", h.ID)
+		}
+	}
+	if p.err != nil {
+		return nil, nil, p.err
+	}
+	m.writers++
+	return m, m.buf[h.Offset : h.Offset+uint64(h.PartLen)], nil
+}
+
+// match binds message m to the waiting Recv r.
+func (p *peer) match(m *message, r *pending) {
+	m.recv, r.msg = r, m
+	if len(r.buf) == m.total {
+		m.buf, m.direct = r.buf, true
+		return
+	}
+	m.buf = p.t.pool.get(m.total)
+	r.err = &transport.SizeError{Peer: p.rank, Tag: m.tag, Want: len(r.buf), Got: m.total}
+}
+
+// partDone accounts n received bytes of m; it reports false if the stream
+// failed.
+func (p *peer) partDone(m *message, n int, readErr error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m.writers--
+	if readErr != nil {
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		if errors.Is(readErr, io.EOF) {
+			readErr = io.ErrUnexpectedEOF
+		}
+		p.fail(fmt.Errorf("read frame payload: %w", readErr))
+		p.mu.Lock() // for the deferred Unlock
+		return false
+	}
+	m.remaining -= n
+	if m.remaining == 0 {
+		delete(p.inflight, m.id)
+		p.complete(m)
+	}
+	if m.writers == 0 {
+		p.cond.Broadcast()
+	}
+	return true
+}
+
+// complete finishes a fully received message.
+func (p *peer) complete(m *message) {
+	m.done = true
+	r := m.recv
+	switch {
+	case r != nil:
+		if !m.direct {
+			if r.err == nil {
+				copy(r.buf, m.buf)
+			}
+			p.t.pool.put(m.buf)
+		}
+		r.finished = true
+		r.done <- struct{}{}
+		p.freeMessage(m)
+	case m.abandoned:
+		if !m.direct {
+			p.t.pool.put(m.buf)
+		}
+		p.freeMessage(m)
+	}
+	// otherwise it waits in its mailbox for a Recv
+}
+
+func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
+		return p.peerErr("recv", err)
+	}
+	box := p.box(tag)
+	r := p.newPending(buf)
+	if len(box.arrived) > 0 {
+		m := box.arrived[0]
+		box.arrived[0] = nil
+		box.arrived = box.arrived[1:]
+		m.recv, r.msg = r, m
+		if len(buf) != m.total {
+			r.err = &transport.SizeError{Peer: p.rank, Tag: tag, Want: len(buf), Got: m.total}
+		}
+		if m.done {
+			if r.err == nil {
+				copy(buf, m.buf)
+			}
+			p.t.pool.put(m.buf)
+			p.freeMessage(m)
+			err := r.err
+			p.freePending(r)
+			p.tidy(tag, box)
+			p.mu.Unlock()
+			return err
+		}
+	} else {
+		box.posted = append(box.posted, r)
+	}
+	p.mu.Unlock()
+
+	var waitErr error
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		waitErr = ctx.Err()
+	case <-p.dead:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.finished {
+		select { // the token may still be there if we woke for another reason
+		case <-r.done:
+		default:
+		}
+		err := r.err
+		p.freePending(r)
+		p.tidy(tag, box)
+		return err
+	}
+	if waitErr == nil {
+		waitErr = p.err
+	}
+	p.abandon(r, box)
+	p.tidy(tag, box)
+	return p.peerErr("recv", waitErr)
+}
+
+// abandon detaches a Recv that gives up (deadline or failure) so that its
+// buffer is never written after it returns.
+func (p *peer) abandon(r *pending, box *mailbox) {
+	m := r.msg
+	if m == nil {
+		for i, q := range box.posted {
+			if q == r {
+				box.posted = append(box.posted[:i], box.posted[i+1:]...)
+				break
+			}
+		}
+		return // r is dropped, not recycled: nothing refers to it now
+	}
+	m.recv, m.abandoned = nil, true
+	if m.direct {
+		if m.writers > 0 && p.err == nil {
+			// A part is being read into the caller's buffer and the peer
+			// is stalled mid-frame: the stream cannot be resynchronized.
+			err := errors.New("receiver abandoned a message half-way")
+			if p.failLocked(err) {
+				go p.t.noteFailure(&transport.PeerError{Peer: p.rank, Op: "connection", Err: err})
+			}
+		}
+		for m.writers > 0 {
+			p.cond.Wait()
+		}
+		m.direct = false
+		m.buf = p.t.pool.get(m.total)
+	}
+}
+
+func (p *peer) box(tag transport.Tag) *mailbox {
+	b := p.boxes[tag]
+	if b == nil {
+		b = &mailbox{}
+		p.boxes[tag] = b
+	}
+	return b
+}
+
+// tidy drops an empty mailbox so short-lived tags do not accumulate.
+func (p *peer) tidy(tag transport.Tag, b *mailbox) {
+	if len(b.arrived) == 0 && len(b.posted) == 0 && p.boxes[tag] == b {
+		delete(p.boxes, tag)
+	}
+}
+
+func (p *peer) newMessage() *message {
+	if n := len(p.freeMsgs); n > 0 {
+		m := p.freeMsgs[n-1]
+		p.freeMsgs = p.freeMsgs[:n-1]
+		return m
+	}
+	return &message{}
+}
+
+func (p *peer) freeMessage(m *message) {
+	*m = message{}
+	if len(p.freeMsgs) < 1024 {
+		p.freeMsgs = append(p.freeMsgs, m)
+	}
+}
+
+func (p *peer) newPending(buf []byte) *pending {
+	var r *pending
+	if n := len(p.freeRecv); n > 0 {
+		r = p.freeRecv[n-1]
+		p.freeRecv = p.freeRecv[:n-1]
+	} else {
+		r = &pending{done: make(chan struct{}, 1)}
+	}
+	r.buf = buf
+	return r
+}
+
+func (p *peer) freePending(r *pending) {
+	done := r.done
+	*r = pending{done: done}
+	if len(p.freeRecv) < 1024 {
+		p.freeRecv = append(p.freeRecv, r)
+	}
+}

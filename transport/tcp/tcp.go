@@ -1,0 +1,394 @@
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/strand-ml/strand/rendezvous"
+	"github.com/strand-ml/strand/transport"
+)
+
+// Config describes one rank's place in a TCP job.
+type Config struct {
+	Rank, Size int              // this rank and the number of ranks
+	Store      rendezvous.Store // where ranks publish their listening addresses
+	JobID      string           // ranks of different jobs refuse each other (at most 255 bytes)
+	Token      string           // shared secret; proven with HMAC, never sent
+	Bind       string           // host:port, CIDR or interface name; see ResolveBind
+
+	Streams          int           // sockets per peer pair (default 2)
+	SplitBytes       int           // messages at least this long are split across streams (default 512 KiB)
+	MaxMessage       int64         // largest message a peer may announce (default 16 GiB)
+	SocketBuffer     int           // SO_SNDBUF / SO_RCVBUF in bytes (default 4 MiB; <0 keeps the kernel's)
+	HandshakeTimeout time.Duration // per-socket handshake limit (default 10 s)
+	Logger           *slog.Logger  // refused connections and peer failures (default slog.Default())
+}
+
+func (c *Config) fill() error {
+	if c.Size <= 0 || c.Rank < 0 || c.Rank >= c.Size {
+		return fmt.Errorf("tcp: rank %d outside world of size %d", c.Rank, c.Size)
+	}
+	if c.Store == nil {
+		return errors.New("tcp: Config.Store is nil")
+	}
+	if len(c.JobID) > maxJobIDLen {
+		return fmt.Errorf("tcp: job id is %d bytes, limit %d", len(c.JobID), maxJobIDLen)
+	}
+	if c.Streams <= 0 {
+		c.Streams = 2
+	}
+	if c.Streams > 64 {
+		return fmt.Errorf("tcp: %d streams per peer is more than 64", c.Streams)
+	}
+	if c.SplitBytes <= 0 {
+		c.SplitBytes = 512 << 10
+	}
+	if c.MaxMessage <= 0 {
+		c.MaxMessage = 16 << 30
+	}
+	if c.SocketBuffer == 0 {
+		c.SocketBuffer = 4 << 20
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Transport is a connected TCP transport. It implements transport.Transport
+// and transport.FailureNotifier.
+type Transport struct {
+	cfg   Config
+	ln    net.Listener
+	log   *slog.Logger
+	peers []*peer // indexed by rank; nil at this rank
+	pool  bufPool
+
+	mu       sync.Mutex
+	conns    [][]*net.TCPConn // during setup: [peer][stream]
+	missing  int              // sockets still expected during setup
+	ready    chan struct{}    // closed when missing reaches 0
+	failures []*transport.PeerError
+	failCh   chan struct{}
+	closing  bool
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+var (
+	_ transport.Transport       = (*Transport)(nil)
+	_ transport.FailureNotifier = (*Transport)(nil)
+)
+
+func addrKey(job string, rank int) string { return "strand/tcp/" + job + "/addr/" + strconv.Itoa(rank) }
+
+// Dial listens on cfg.Bind, publishes the address in cfg.Store and connects
+// to every other rank (Config.Streams sockets each). It returns once every
+// socket is up and authenticated, or fails when ctx ends, naming the ranks
+// that never connected.
+func Dial(ctx context.Context, cfg Config) (*Transport, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	addr, err := ResolveBind(cfg.Bind)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("tcp rank %d: listen %s: %w", cfg.Rank, addr, err)
+	}
+	t := &Transport{
+		cfg:     cfg,
+		ln:      ln,
+		log:     cfg.Logger.With("rank", cfg.Rank, "job", cfg.JobID),
+		peers:   make([]*peer, cfg.Size),
+		conns:   make([][]*net.TCPConn, cfg.Size),
+		missing: (cfg.Size - 1) * cfg.Streams,
+		ready:   make(chan struct{}),
+		failCh:  make(chan struct{}),
+		closed:  make(chan struct{}),
+	}
+	for p := range t.conns {
+		if p != cfg.Rank {
+			t.conns[p] = make([]*net.TCPConn, cfg.Streams)
+		}
+	}
+	if t.missing == 0 {
+		close(t.ready)
+	}
+	t.wg.Add(1)
+	go t.acceptLoop()
+
+	if err := cfg.Store.Set(ctx, addrKey(cfg.JobID, cfg.Rank), []byte(ln.Addr().String())); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tcp rank %d: publish address: %w", cfg.Rank, err)
+	}
+	dialCtx, cancelDial := context.WithCancel(ctx)
+	defer cancelDial()
+	dialErr := make(chan error, cfg.Size*cfg.Streams)
+	for p := 0; p < cfg.Rank; p++ {
+		for s := 0; s < cfg.Streams; s++ {
+			go func() { dialErr <- t.dialPeer(dialCtx, p, s) }()
+		}
+	}
+	for {
+		select {
+		case <-t.ready:
+			t.start()
+			return t, nil
+		case err := <-dialErr:
+			if err != nil {
+				t.Close()
+				return nil, fmt.Errorf("tcp rank %d: %w", cfg.Rank, err)
+			}
+		case <-ctx.Done():
+			missing := t.missingPeers()
+			t.Close()
+			return nil, fmt.Errorf("tcp rank %d: connect: ranks %v not connected: %w", cfg.Rank, missing, ctx.Err())
+		}
+	}
+}
+
+func (t *Transport) missingPeers() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []int
+	for p, cs := range t.conns {
+		for _, c := range cs {
+			if c == nil {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// dialPeer connects stream s to lower rank p, retrying refused connections
+// until ctx ends; authentication failures are final.
+func (t *Transport) dialPeer(ctx context.Context, p, s int) error {
+	raw, err := t.cfg.Store.Get(ctx, addrKey(t.cfg.JobID, p))
+	if err != nil {
+		return &transport.PeerError{Peer: p, Op: "connect", Err: err}
+	}
+	addr := string(raw)
+	var d net.Dialer
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			err = t.clientSetup(c.(*net.TCPConn), p, s)
+			if err == nil {
+				return nil
+			}
+			c.Close()
+			if errors.Is(err, errAuth) {
+				t.log.Error("tcp: peer refused our credentials", "peer", p, "addr", addr, "err", err)
+				return &transport.PeerError{Peer: p, Op: "connect", Err: err}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return &transport.PeerError{Peer: p, Op: "connect", Err: fmt.Errorf("%s: %w (last error: %v)", addr, ctx.Err(), err)}
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+func (t *Transport) clientSetup(c *net.TCPConn, p, s int) error {
+	nonce, err := newNonce()
+	if err != nil {
+		return err
+	}
+	h := hello{Version: ProtocolVersion, Flags: flagLittleEndian, From: uint32(t.cfg.Rank), To: uint32(p),
+		Size: uint32(t.cfg.Size), Stream: uint16(s), Streams: uint16(t.cfg.Streams), Nonce: nonce, JobID: t.cfg.JobID}
+	_ = c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	if err := clientHandshake(c, []byte(t.cfg.Token), h); err != nil {
+		return err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return t.register(p, s, c)
+}
+
+func (t *Transport) acceptLoop() {
+	defer t.wg.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			select {
+			case <-t.closed:
+			default:
+				t.log.Error("tcp: accept failed; no more peers can connect", "err", err)
+			}
+			return
+		}
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.serverSetup(c.(*net.TCPConn))
+		}()
+	}
+}
+
+// serverSetup authenticates an incoming socket. Anything wrong (garbage,
+// a stranger, a wrong token, a duplicate) is logged and closed; it never
+// touches the running job.
+func (t *Transport) serverSetup(c *net.TCPConn) {
+	_ = c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	h, err := serverHandshake(c, []byte(t.cfg.Token), t.cfg.Rank, t.cfg.Size, t.cfg.Streams, t.cfg.JobID)
+	if err == nil {
+		_ = c.SetDeadline(time.Time{})
+		err = t.register(int(h.From), int(h.Stream), c)
+	}
+	if err != nil {
+		t.log.Warn("tcp: refused connection", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+	}
+}
+
+// register records an authenticated socket during setup.
+func (t *Transport) register(p, s int, c *net.TCPConn) error {
+	_ = c.SetNoDelay(true)
+	if t.cfg.SocketBuffer > 0 {
+		_ = c.SetReadBuffer(t.cfg.SocketBuffer)
+		_ = c.SetWriteBuffer(t.cfg.SocketBuffer)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return errors.New("transport closed")
+	}
+	if t.missing == 0 || t.conns[p][s] != nil {
+		return fmt.Errorf("duplicate connection for rank %d stream %d", p, s)
+	}
+	t.conns[p][s] = c
+	t.missing--
+	if t.missing == 0 {
+		close(t.ready)
+	}
+	return nil
+}
+
+// start builds the peers from the registered sockets and starts the
+// reader (and part writer) goroutines.
+func (t *Transport) start() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for p, cs := range t.conns {
+		if cs == nil {
+			continue
+		}
+		t.peers[p] = newPeer(t, p, cs)
+	}
+	for _, p := range t.peers {
+		if p == nil {
+			continue
+		}
+		for i, s := range p.streams {
+			t.wg.Add(1)
+			go func() { defer t.wg.Done(); p.readLoop(s, i) }()
+			if i > 0 {
+				t.wg.Add(1)
+				go func() { defer t.wg.Done(); p.partWriter(s) }()
+			}
+		}
+	}
+	t.conns = nil
+}
+
+// Rank implements transport.Transport.
+func (t *Transport) Rank() int { return t.cfg.Rank }
+
+// Size implements transport.Transport.
+func (t *Transport) Size() int { return t.cfg.Size }
+
+// Addr is the address this rank listens on.
+func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
+
+func (t *Transport) peer(op string, rank int) (*peer, error) {
+	if rank < 0 || rank >= t.cfg.Size {
+		return nil, &transport.PeerError{Peer: rank, Op: op, Err: fmt.Errorf("rank outside world of size %d", t.cfg.Size)}
+	}
+	if rank == t.cfg.Rank {
+		return nil, &transport.PeerError{Peer: rank, Op: op, Err: errors.New("a rank cannot message itself")}
+	}
+	return t.peers[rank], nil
+}
+
+// Send implements transport.Transport.
+func (t *Transport) Send(ctx context.Context, rank int, tag transport.Tag, buf []byte) error {
+	p, err := t.peer("send", rank)
+	if err != nil {
+		return err
+	}
+	return p.send(ctx, tag, buf)
+}
+
+// Recv implements transport.Transport.
+func (t *Transport) Recv(ctx context.Context, rank int, tag transport.Tag, buf []byte) error {
+	p, err := t.peer("recv", rank)
+	if err != nil {
+		return err
+	}
+	return p.recv(ctx, tag, buf)
+}
+
+// PeerFailures implements transport.FailureNotifier.
+func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]*transport.PeerError(nil), t.failures...), t.failCh
+}
+
+func (t *Transport) noteFailure(pe *transport.PeerError) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return
+	}
+	t.log.Error("tcp: peer failed", "peer", pe.Peer, "err", pe.Err)
+	t.failures = append(t.failures, pe)
+	close(t.failCh)
+	t.failCh = make(chan struct{})
+}
+
+var errClosed = errors.New("transport closed")
+
+// Close implements transport.Transport: it closes every socket, fails
+// pending calls and waits for the transport's goroutines to exit.
+func (t *Transport) Close() error {
+	t.closeOnce.Do(func() {
+		t.mu.Lock()
+		t.closing = true
+		for _, cs := range t.conns {
+			for _, c := range cs {
+				if c != nil {
+					c.Close()
+				}
+			}
+		}
+		t.mu.Unlock()
+		close(t.closed)
+		t.ln.Close()
+		for _, p := range t.peers {
+			if p != nil {
+				p.fail(errClosed)
+			}
+		}
+		t.wg.Wait()
+	})
+	return nil
+}

@@ -1,0 +1,372 @@
+package tcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strand-ml/strand/rendezvous"
+	"github.com/strand-ml/strand/transport"
+)
+
+// syncBuf is a goroutine-safe log sink.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// dialAll connects n ranks over loopback; edit adjusts each rank's config.
+func dialAll(t *testing.T, n int, edit func(*Config)) ([]*Transport, []error) {
+	t.Helper()
+	store := rendezvous.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ts := make([]*Transport, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := 0; r < n; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := Config{Rank: r, Size: n, Store: store, JobID: "test", Token: "secret", Bind: "127.0.0.1:0",
+				Logger: slog.New(slog.NewTextHandler(&syncBuf{}, nil))}
+			if edit != nil {
+				edit(&cfg)
+			}
+			ts[r], errs[r] = Dial(ctx, cfg)
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, tr := range ts {
+			if tr != nil {
+				tr.Close()
+			}
+		}
+	})
+	return ts, errs
+}
+
+func mustDial(t *testing.T, n int, edit func(*Config)) []*Transport {
+	t.Helper()
+	ts, errs := dialAll(t, n, edit)
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	return ts
+}
+
+func pattern(n, seed int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + seed*13 + i>>8)
+	}
+	return b
+}
+
+func TestMessagesArriveInOrderPerTag(t *testing.T) {
+	// Small SplitBytes so that big messages are cut across 3 streams.
+	ts := mustDial(t, 3, func(c *Config) { c.Streams = 3; c.SplitBytes = 10000 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sizes := []int{0, 1, 9999, 10000, 123457, 5, 1 << 20}
+	var wg sync.WaitGroup
+	for src := range ts {
+		for dst := range ts {
+			if src == dst {
+				continue
+			}
+			for tag := transport.Tag(1); tag <= 2; tag++ {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					for i, n := range sizes {
+						if err := ts[src].Send(ctx, dst, tag, pattern(n, i+int(tag)+src)); err != nil {
+							t.Errorf("send %d->%d: %v", src, dst, err)
+							return
+						}
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					for i, n := range sizes {
+						if i%2 == 1 {
+							time.Sleep(time.Millisecond) // let some messages arrive before their Recv
+						}
+						got := make([]byte, n)
+						if err := ts[dst].Recv(ctx, src, tag, got); err != nil {
+							t.Errorf("recv %d<-%d: %v", dst, src, err)
+							return
+						}
+						if !bytes.Equal(got, pattern(n, i+int(tag)+src)) {
+							t.Errorf("recv %d<-%d tag %d message %d (%d bytes): wrong content", dst, src, tag, i, n)
+						}
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+}
+
+func TestSizeMismatchIsReportedAndStreamStaysInSync(t *testing.T) {
+	ts := mustDial(t, 2, nil)
+	ctx := context.Background()
+	go func() {
+		_ = ts[1].Send(ctx, 0, 7, make([]byte, 100))
+		_ = ts[1].Send(ctx, 0, 7, []byte("next"))
+	}()
+	err := ts[0].Recv(ctx, 1, 7, make([]byte, 50))
+	var se *transport.SizeError
+	if !errors.As(err, &se) || se.Got != 100 || se.Want != 50 || se.Peer != 1 {
+		t.Fatalf("err = %v, want SizeError 100 vs 50 from rank 1", err)
+	}
+	got := make([]byte, 4)
+	if err := ts[0].Recv(ctx, 1, 7, got); err != nil || string(got) != "next" {
+		t.Fatalf("after mismatch: %q, %v", got, err)
+	}
+}
+
+func TestRecvDeadlineNamesPeer(t *testing.T) {
+	ts := mustDial(t, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := ts[0].Recv(ctx, 1, 1, make([]byte, 8))
+	var pe *transport.PeerError
+	if !errors.As(err, &pe) || pe.Peer != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	// The pair still works after a timed-out Recv.
+	go func() { _ = ts[1].Send(context.Background(), 0, 2, []byte("ok")) }()
+	got := make([]byte, 2)
+	if err := ts[0].Recv(context.Background(), 1, 2, got); err != nil || string(got) != "ok" {
+		t.Fatalf("%q %v", got, err)
+	}
+}
+
+func TestPeerDeathIsNoticedAndAnnounced(t *testing.T) {
+	ts := mustDial(t, 3, nil)
+	_, next := ts[0].PeerFailures()
+	errc := make(chan error, 1)
+	go func() { errc <- ts[0].Recv(context.Background(), 2, 1, make([]byte, 8)) }()
+	time.Sleep(10 * time.Millisecond)
+	ts[2].Close()
+	select {
+	case err := <-errc:
+		var pe *transport.PeerError
+		if !errors.As(err, &pe) || pe.Peer != 2 {
+			t.Fatalf("err = %v, want PeerError for rank 2", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Recv from a closed peer did not return")
+	}
+	select {
+	case <-next:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no failure announced")
+	}
+	failed, _ := ts[0].PeerFailures()
+	if len(failed) != 1 || failed[0].Peer != 2 {
+		t.Fatalf("failures = %v", failed)
+	}
+	// Rank 1 is unaffected.
+	go func() { _ = ts[1].Send(context.Background(), 0, 3, []byte("alive")) }()
+	got := make([]byte, 5)
+	if err := ts[0].Recv(context.Background(), 1, 3, got); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWrongTokenIsRefusedAndLogged(t *testing.T) {
+	logs := &syncBuf{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	store := rendezvous.NewMem()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok := "tok-AAAA1111"
+			if r == 1 {
+				tok = "tok-BBBB2222"
+			}
+			tr, err := Dial(ctx, Config{Rank: r, Size: 2, Store: store, JobID: "j", Token: tok, Bind: "127.0.0.1:0",
+				Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			errs[r] = err
+			if tr != nil {
+				tr.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if errs[0] == nil || errs[1] == nil {
+		t.Fatalf("errs = %v, want both ranks to fail", errs)
+	}
+	if !errors.Is(errs[1], errAuth) {
+		t.Errorf("dialer error %v does not say authentication", errs[1])
+	}
+	if !bytes.Contains([]byte(errs[0].Error()), []byte("[1]")) {
+		t.Errorf("listener error %v does not name rank 1", errs[0])
+	}
+	if !bytes.Contains([]byte(logs.String()), []byte("failed authentication")) {
+		t.Errorf("refusal not logged; log:\n%s", logs.String())
+	}
+	if bytes.Contains([]byte(logs.String()), []byte("tok-AAAA")) || bytes.Contains([]byte(logs.String()), []byte("tok-BBBB")) {
+		t.Errorf("a token leaked into the log:\n%s", logs.String())
+	}
+}
+
+func TestGarbageOnListeningPortDoesNotDisturbTheJob(t *testing.T) {
+	ts := mustDial(t, 2, func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
+	junk := [][]byte{
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		append(append([]byte{}, helloMagic[:]...), 0xff, 0xff), // truncated hello
+		(&hello{Version: ProtocolVersion, Flags: flagLittleEndian, From: 1, To: 0, Size: 2, Streams: 2, JobID: "test"}).encode(), // duplicate rank, no proof
+		bytes.Repeat([]byte{0}, 4096),
+	}
+	for _, j := range junk {
+		c, err := net.Dial("tcp", ts[0].Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write(j)
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { _ = ts[1].Send(ctx, 0, 1, []byte("still fine")) }()
+	got := make([]byte, 10)
+	if err := ts[0].Recv(ctx, 1, 1, got); err != nil || string(got) != "still fine" {
+		t.Fatalf("%q %v", got, err)
+	}
+	if f, _ := ts[0].PeerFailures(); len(f) != 0 {
+		t.Fatalf("garbage caused failures: %v", f)
+	}
+}
+
+func TestResolveBind(t *testing.T) {
+	for _, tc := range []struct{ spec, want string }{
+		{"127.0.0.1:0", "127.0.0.1:0"},
+		{"127.0.0.0/8", "127.0.0.1:0"},
+		{"127.0.0.0/8:7000", "127.0.0.1:7000"},
+		{"lo", "127.0.0.1:0"},
+		{"lo:123", "127.0.0.1:123"},
+		{"127.0.0.1", "127.0.0.1:0"},
+	} {
+		got, err := ResolveBind(tc.spec)
+		if err != nil || got != tc.want {
+			t.Errorf("ResolveBind(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "no-such-iface0", "198.51.100.0/24"} {
+		if got, err := ResolveBind(bad); err == nil {
+			t.Errorf("ResolveBind(%q) = %q, want error", bad, got)
+		}
+	}
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	var b [frameHeaderLen]byte
+	for _, h := range []frameHeader{{}, {PartLen: 5, Total: 10, Offset: 5, Tag: 3, ID: 9}, {PartLen: 4096, Total: 1 << 20}} {
+		h.encode(&b)
+		f.Add(append([]byte(nil), b[:]...))
+	}
+	f.Add([]byte("garbage"))
+	f.Add(make([]byte, frameHeaderLen))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := decodeFrameHeader(data, 1<<30)
+		if err != nil {
+			return
+		}
+		if h.Total > 1<<30 || h.Offset+uint64(h.PartLen) > h.Total {
+			t.Fatalf("accepted inconsistent header %+v", h)
+		}
+		var re [frameHeaderLen]byte
+		h.encode(&re)
+		if !bytes.Equal(re[:], data[:frameHeaderLen]) {
+			t.Fatalf("round trip changed header")
+		}
+	})
+}
+
+func FuzzReadHello(f *testing.F) {
+	f.Add((&hello{Version: 1, Flags: 1, From: 2, To: 1, Size: 4, Streams: 2, JobID: "job"}).encode())
+	f.Add([]byte("STRANDHS"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, raw, err := readHello(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if len(raw) > helloFixedLen+maxJobIDLen || !bytes.Equal(h.encode(), raw) {
+			t.Fatalf("hello %+v does not round-trip", h)
+		}
+		_ = h.check(1, 4, 2, "job") // must not panic on any accepted hello
+	})
+}
+
+func TestHandshakeDirect(t *testing.T) {
+	// Both sides over a pipe: the right token passes, a wrong one fails on both ends.
+	for _, tc := range []struct {
+		tok  string
+		pass bool
+	}{{"k", true}, {"other", false}} {
+		a, b := net.Pipe()
+		srvErr := make(chan error, 1)
+		go func() {
+			_, err := serverHandshake(a, []byte("k"), 0, 2, 1, "j")
+			srvErr <- err
+			a.Close()
+		}()
+		err := clientHandshake(b, []byte(tc.tok), hello{Version: ProtocolVersion, Flags: flagLittleEndian, From: 1, To: 0, Size: 2, Streams: 1, JobID: "j"})
+		b.Close()
+		serr := <-srvErr
+		if (err == nil) != tc.pass || (serr == nil) != tc.pass {
+			t.Errorf("token %q: client %v, server %v", tc.tok, err, serr)
+		}
+	}
+}
+
+func BenchmarkSendRecv(b *testing.B) {
+	for _, n := range []int{4 << 10, 16 << 20} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			ts, errs := dialAll(&testing.T{}, 2, nil)
+			if errs[0] != nil || errs[1] != nil {
+				b.Fatal(errs)
+			}
+			defer ts[0].Close()
+			defer ts[1].Close()
+			buf, out := make([]byte, n), make([]byte, n)
+			ctx := context.Background()
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				done := make(chan error, 1)
+				go func() { done <- ts[1].Recv(ctx, 0, 1, out) }()
+				if err := ts[0].Send(ctx, 1, 1, buf); err != nil {
+					b.Fatal(err)
+				}
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

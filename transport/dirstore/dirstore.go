@@ -29,7 +29,9 @@ var _ rendezvous.Store = Store{}
 func New(dir string) Store { return Store{dir: dir} }
 
 // path maps any key to a flat, safe file name.
-func (s Store) path(key string) string { return filepath.Join(s.dir, "k-"+hex.EncodeToString([]byte(key))) }
+func (s Store) path(key string) string {
+	return filepath.Join(s.dir, "k-"+hex.EncodeToString([]byte(key)))
+}
 
 // Set implements rendezvous.Store.
 func (s Store) Set(ctx context.Context, key string, value []byte) error {

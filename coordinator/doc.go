@@ -1,0 +1,26 @@
+// Package coordinator runs a training job's control plane: a gRPC service
+// (see proto/coordinator.proto) that workers join, and a client for it.
+//
+// The lifecycle of a job, as the coordinator sees it:
+//
+//	waiting  — workers call Join; each call blocks until World() ranks have
+//	           joined, or the join timeout names who is missing.
+//	running  — ranks are assigned (Assign: launcher-chosen ranks, else by
+//	           node then local rank so tensor-parallel peers share a node),
+//	           every Join returns the rank, the DP x TP x PP mesh and the
+//	           member list; workers exchange transport addresses through the
+//	           key-value store (Set / Get with wait) and synchronise on
+//	           barriers.
+//	done     — every rank called Leave without an error.
+//	failed   — a rank died (memberlist stopped hearing from it, or its Watch
+//	           stream dropped without a Leave), a rank left with an error, or
+//	           someone called Abort. Every worker's Watch stream receives the
+//	           event naming the rank; workers cancel their collectives.
+//
+// Workers never decide membership themselves: memberlist gossip feeds the
+// coordinator, and the coordinator decides (today: fail the job; the
+// elastic-restart work will add restart and shrink, bumping the epoch).
+//
+// Every RPC needs the job token (metadata "authorization: Bearer TOKEN"),
+// and TLS is used when a certificate is configured.
+package coordinator

@@ -1,0 +1,83 @@
+package coordinator
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipConfig tunes memberlist failure detection. A rank that stops
+// answering is declared dead about ProbeInterval + ProbeTimeout +
+// SuspicionMult*ProbeInterval after it died (about 2.5 s with the defaults,
+// well inside the 5 s budget).
+type GossipConfig struct {
+	ProbeInterval time.Duration // default 500ms
+	ProbeTimeout  time.Duration // default 400ms
+	SuspicionMult int           // default 3
+}
+
+func (g GossipConfig) withDefaults() GossipConfig {
+	if g.ProbeInterval <= 0 {
+		g.ProbeInterval = 500 * time.Millisecond
+	}
+	if g.ProbeTimeout <= 0 {
+		g.ProbeTimeout = 400 * time.Millisecond
+	}
+	if g.SuspicionMult <= 0 {
+		g.SuspicionMult = 3
+	}
+	return g
+}
+
+// StartGossip starts a memberlist node called name on bindHost (a random
+// port). Gossip is encrypted and authenticated with a key derived from the
+// job token, so nodes of another job (or a stranger) cannot join. events
+// may be nil.
+func StartGossip(name, bindHost, token string, cfg GossipConfig, events memberlist.EventDelegate) (*memberlist.Memberlist, error) {
+	cfg = cfg.withDefaults()
+	c := memberlist.DefaultLocalConfig()
+	c.Name = name
+	c.BindAddr = bindHost
+	c.BindPort = 0
+	c.AdvertisePort = 0
+	c.ProbeInterval = cfg.ProbeInterval
+	c.ProbeTimeout = cfg.ProbeTimeout
+	c.SuspicionMult = cfg.SuspicionMult
+	// Small clusters get few independent confirmations of a suspicion, so
+	// without this the timeout would stretch to 6x the minimum.
+	c.SuspicionMaxTimeoutMult = 1
+	c.GossipInterval = 100 * time.Millisecond
+	c.Events = events
+	key := sha256.Sum256([]byte("strand-gossip/" + token))
+	c.SecretKey = key[:]
+	c.Logger = log.New(io.Discard, "", 0)
+	ml, err := memberlist.Create(c)
+	if err != nil {
+		return nil, fmt.Errorf("gossip %s on %s: %w", name, bindHost, err)
+	}
+	return ml, nil
+}
+
+// gossipAddr renders a memberlist node's address as host:port.
+func gossipAddr(ml *memberlist.Memberlist) string {
+	n := ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// rankFromGossipName parses the "rank-N" names workers use.
+func rankFromGossipName(name string) (int, bool) {
+	var r int
+	if _, err := fmt.Sscanf(name, "rank-%d", &r); err != nil || fmt.Sprintf("rank-%d", r) != name {
+		return 0, false
+	}
+	return r, true
+}
+
+// GossipName is the memberlist node name of a rank.
+func GossipName(rank int) string { return fmt.Sprintf("rank-%d", rank) }

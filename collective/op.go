@@ -1,0 +1,129 @@
+package collective
+
+import "fmt"
+
+// Op is a reduction.
+type Op uint8
+
+// Reductions. Avg is Sum divided by the group size, applied once to the
+// finished sum so every rank holds the same bits.
+const (
+	Sum Op = iota + 1
+	Avg
+	Min
+	Max
+)
+
+func (o Op) String() string {
+	switch o {
+	case Sum:
+		return "sum"
+	case Avg:
+		return "avg"
+	case Min:
+		return "min"
+	case Max:
+		return "max"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+func (o Op) valid() bool { return o >= Sum && o <= Max }
+
+// combine returns a (op) b. Operand order is fixed by the plan so that
+// ties (min(-0, +0)) and NaN payloads resolve the same way on every run.
+func combine(o Op, a, b float32) float32 {
+	switch o {
+	case Min:
+		if b < a {
+			return b
+		}
+		return a
+	case Max:
+		if b > a {
+			return b
+		}
+		return a
+	}
+	return a + b
+}
+
+// reduceInto sets dst[i] = peer[i] (op) dst[i] if peerFirst, else
+// dst[i] (op) peer[i]; with final and Avg it then divides by n. dst and
+// peer are byte views of elements of type dt.
+func reduceInto(dt DType, o Op, dst, peer []byte, peerFirst, final bool, n int) {
+	scale := final && o == Avg
+	inv := float32(n)
+	switch dt {
+	case Float32:
+		d, p := asF32(dst), asF32(peer)
+		p = p[:len(d)]
+		switch {
+		case (o == Sum || o == Avg) && !scale:
+			// The hot loop of every ring all-reduce. a+b == b+a in IEEE
+			// arithmetic except for NaN payloads, so keep the order.
+			if peerFirst {
+				for i := range d {
+					d[i] = p[i] + d[i]
+				}
+			} else {
+				for i := range d {
+					d[i] += p[i]
+				}
+			}
+		default:
+			for i := range d {
+				var v float32
+				if peerFirst {
+					v = combine(o, p[i], d[i])
+				} else {
+					v = combine(o, d[i], p[i])
+				}
+				if scale {
+					v /= inv
+				}
+				d[i] = v
+			}
+		}
+	case BFloat16, Float16:
+		d, p := asU16(dst), asU16(peer)
+		p = p[:len(d)]
+		widen, narrow := Float32FromBF16, BF16FromFloat32
+		if dt == Float16 {
+			widen, narrow = Float32FromF16, F16FromFloat32
+		}
+		for i := range d {
+			a, b := widen(d[i]), widen(p[i])
+			if peerFirst {
+				a, b = b, a
+			}
+			v := combine(o, a, b)
+			if scale {
+				v /= inv
+			}
+			d[i] = narrow(v)
+		}
+	}
+}
+
+// scaleInPlace divides every element by n (Avg on a path with no final
+// reduction step of its own).
+func scaleInPlace(dt DType, buf []byte, n int) {
+	inv := float32(n)
+	switch dt {
+	case Float32:
+		for i, v := range asF32(buf) {
+			asF32(buf)[i] = v / inv
+		}
+	case BFloat16:
+		d := asU16(buf)
+		for i, v := range d {
+			d[i] = BF16FromFloat32(Float32FromBF16(v) / inv)
+		}
+	case Float16:
+		d := asU16(buf)
+		for i, v := range d {
+			d[i] = F16FromFloat32(Float32FromF16(v) / inv)
+		}
+	}
+}

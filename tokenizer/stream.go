@@ -17,13 +17,19 @@ const streamChunk = 1 << 20
 // Encode (or EncodeWithSpecial when withSpecial is set) on the whole text,
 // but memory stays bounded by the chunk size (plus the longest pre-token).
 func (t *BPE) EncodeStream(ctx context.Context, r io.Reader, withSpecial bool, emit func(ids []int) error) error {
+	return t.encodeStream(ctx, r, withSpecial, streamChunk, emit)
+}
+
+// encodeStream is EncodeStream reading chunk bytes at a time (tests use tiny
+// chunks to exercise the cuts).
+func (t *BPE) encodeStream(ctx context.Context, r io.Reader, withSpecial bool, chunk int, emit func(ids []int) error) error {
 	st := t.cache.Get().(*encodeState)
 	defer t.cache.Put(st)
 	var special []string
 	if withSpecial {
 		special = t.specialList
 	}
-	return forEachSafeChunk(ctx, r, special, func(text []byte) error {
+	return forEachSafeChunk(ctx, r, special, chunk, func(text []byte) error {
 		var ids []int
 		if withSpecial {
 			ids = t.appendWithSpecial(st, nil, text)
@@ -43,23 +49,23 @@ func (t *BPE) EncodeStream(ctx context.Context, r io.Reader, withSpecial bool, e
 // (so the pre-token in front must end there, whatever came before), and no
 // occurrence of a special token straddles it. Text with no such place (a
 // megabyte of whitespace) is buffered until one appears or the input ends.
-func forEachSafeChunk(ctx context.Context, r io.Reader, special []string, fn func([]byte) error) error {
+func forEachSafeChunk(ctx context.Context, r io.Reader, special []string, chunk int, fn func([]byte) error) error {
 	margin := 16
 	for _, s := range special {
 		margin = max(margin, len(s)+4)
 	}
-	buf := make([]byte, 0, 2*streamChunk)
+	buf := make([]byte, 0, 2*chunk)
 	searched := 0 // cuts before this offset were already ruled out
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if cap(buf)-len(buf) < streamChunk {
-			grown := make([]byte, len(buf), 2*cap(buf)+streamChunk)
+		if cap(buf)-len(buf) < chunk {
+			grown := make([]byte, len(buf), 2*cap(buf)+chunk)
 			copy(grown, buf)
 			buf = grown
 		}
-		n, err := io.ReadAtLeast(r, buf[len(buf):len(buf)+streamChunk], streamChunk)
+		n, err := io.ReadAtLeast(r, buf[len(buf):len(buf)+chunk], chunk)
 		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			if len(buf) > 0 {

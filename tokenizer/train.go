@@ -121,7 +121,7 @@ func countPieces(ctx context.Context, r io.Reader, special []string) (map[string
 	counts := make(map[string]int64)
 	splitter := &BPE{specialList: append([]string(nil), special...)}
 	sort.Slice(splitter.specialList, func(i, j int) bool { return len(splitter.specialList[i]) > len(splitter.specialList[j]) })
-	err := forEachSafeChunk(ctx, r, special, func(text []byte) error {
+	err := forEachSafeChunk(ctx, r, special, streamChunk, func(text []byte) error {
 		for len(text) > 0 {
 			pos, tok := splitter.nextSpecial(text)
 			seg := text

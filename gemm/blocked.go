@@ -82,7 +82,7 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 		nb := min(bl.nc, j1-jc)
 		for pc := 0; pc < g.k; pc += bl.kc {
 			kb := min(bl.kc, g.k-pc)
-			packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb, nr)
+			bl.packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb)
 			beta, load := float32(1), 1
 			if pc == 0 {
 				beta = g.beta
@@ -92,7 +92,7 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 			}
 			for ic := i0; ic < i1; ic += bl.mc {
 				mb := min(bl.mc, i1-ic)
-				packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb, mr)
+				bl.packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb)
 				for jr := 0; jr < nb; jr += nr {
 					bp := &ws.b[jr*kb]
 					w := min(nr, nb-jr)
@@ -130,10 +130,14 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 // packA copies op(A)[i0:i0+mb, p0:p0+kb] into dst as ceil(mb/mr) panels;
 // panel r holds, for each p, the mr values op(A)[i0+r*mr+i, p0+p]
 // (zero beyond row mb, so the kernel may compute full tiles).
-func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
+func (bl *blocked) packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb int) {
+	mr := bl.micro.MR
 	for r := 0; r < mb; r += mr {
 		h := min(mr, mb-r)
 		panel := dst[r*kb : r*kb+mr*kb]
+		if !trans && h == mr && bl.transposeRows(panel, a, lda, (i0+r)*lda+p0, h, kb, mr) {
+			continue
+		}
 		if trans {
 			// A is stored k x m: row p0+p holds op(A)[:, p0+p], so each
 			// k step is a contiguous copy of h values.
@@ -163,10 +167,14 @@ func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
 // packB copies op(B)[p0:p0+kb, j0:j0+nb] into dst as ceil(nb/nr) panels;
 // panel s holds, for each p, the nr values op(B)[p0+p, j0+s*nr+j]
 // (zero beyond column nb).
-func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+func (bl *blocked) packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb int) {
+	nr := bl.micro.NR
 	for s := 0; s < nb; s += nr {
 		w := min(nr, nb-s)
 		panel := dst[s*kb : s*kb+nr*kb]
+		if trans && w == nr && bl.transposeRows(panel, b, ldb, (j0+s)*ldb+p0, w, kb, nr) {
+			continue
+		}
 		if !trans {
 			for p := 0; p < kb; p++ {
 				off := (p0+p)*ldb + j0 + s
@@ -190,6 +198,36 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
 			}
 		}
 	}
+}
+
+// transposeRows packs h rows of src (row j starts at src[off+j*ld], kb
+// values each) into panel, transposed: panel[p*width+j] = src[off+j*ld+p],
+// with the micro-kernel's register transposes (16 columns at a time; the
+// last kb%16 columns by scalar code). It reports false, doing nothing, when
+// there is no transpose for h rows.
+func (bl *blocked) transposeRows(panel, src []float32, ld, off, h, kb, width int) bool {
+	f, step := bl.micro.T16, 16
+	if h == 12 {
+		f, step = bl.micro.T12, 12
+	}
+	if f == nil || h%step != 0 || kb == 0 {
+		return false
+	}
+	_ = src[off+(h-1)*ld+kb-1] // bounds: the last value read
+	_ = panel[(kb-1)*width+h-1]
+	blocks := kb / 16
+	if blocks > 0 {
+		for j0 := 0; j0 < h; j0 += step {
+			f(&panel[j0], &src[off+j0*ld], ld*4, blocks, width*4, 1<<step-1)
+		}
+	}
+	for j := 0; j < h; j++ {
+		row := src[off+j*ld : off+j*ld+kb]
+		for p := blocks * 16; p < kb; p++ {
+			panel[p*width+j] = row[p]
+		}
+	}
+	return true
 }
 
 func roundUp(x, m int) int { return (x + m - 1) / m * m }

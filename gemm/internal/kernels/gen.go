@@ -44,6 +44,8 @@ func main() {
 	emit(&out, isa{name: "avx512Kernel12x32", reg: "Z", lanes: 16, mr: 12, vecs: 2, bcast: 6, unroll: 2})
 	// AVX2+FMA: 6 x 16 tile, 12 accumulators Y4..Y15, B in Y0,Y1, A broadcasts in Y2,Y3.
 	emit(&out, isa{name: "avx2Kernel6x16", reg: "Y", lanes: 8, mr: 6, vecs: 2, bcast: 2, unroll: 2})
+	emitTranspose(&out, "transpose16x16", 16)
+	emitTranspose(&out, "transpose12x16", 12)
 	if err := os.WriteFile("kernels_amd64.s", out.Bytes(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -134,6 +136,78 @@ func emit(w *bytes.Buffer, s isa) {
 		}
 		p("ADDQ R8, DX")
 	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// emitTranspose writes a packing routine for AVX-512:
+//
+//	func name(dst, src *float32, ld, blocks, dstStride int, mask int)
+//
+// For each of blocks blocks of 16 columns, it loads rows x 16 floats (row j
+// at src + j*ld bytes), transposes them in registers (the standard 4-stage
+// unpack/shuffle 16 x 16 transpose; missing rows are zero), and stores the 16
+// columns as rows of dst, dstStride bytes apart, writing the lanes in mask
+// (the first rows lanes). src then advances 64 bytes, dst 16*dstStride.
+func emitTranspose(w *bytes.Buffer, name string, rows int) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, "\t"+format+"\n", args...) }
+	z := func(i int) string { return fmt.Sprintf("Z%d", i) }
+	t := func(i int) string { return fmt.Sprintf("Z%d", 16+i) }
+	fmt.Fprintf(w, "\n// func %s(dst, src *float32, ld, blocks, dstStride, mask int)\n", name)
+	fmt.Fprintf(w, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ ld+16(FP), R8")
+	p("MOVQ blocks+24(FP), CX")
+	p("MOVQ dstStride+32(FP), DX")
+	p("MOVQ mask+40(FP), AX")
+	p("KMOVW AX, K1")
+	p("TESTQ CX, CX")
+	p("JZ %s_done", name)
+	fmt.Fprintf(w, "%s_loop:\n", name)
+	p("MOVQ SI, R9")
+	for j := 0; j < 16; j++ {
+		if j < rows {
+			p("VMOVUPS (R9), %s", z(j))
+			p("ADDQ R8, R9")
+		} else {
+			p("VPXORD %s, %s, %s", z(j), z(j), z(j))
+		}
+	}
+	// Stage 1: interleave 32-bit lanes of row pairs.
+	for i := 0; i < 8; i++ {
+		p("VUNPCKLPS %s, %s, %s", z(2*i+1), z(2*i), t(2*i))
+		p("VUNPCKHPS %s, %s, %s", z(2*i+1), z(2*i), t(2*i+1))
+	}
+	// Stage 2: interleave 64-bit lanes.
+	for i := 0; i < 4; i++ {
+		p("VUNPCKLPD %s, %s, %s", t(4*i+2), t(4*i), z(4*i))
+		p("VUNPCKHPD %s, %s, %s", t(4*i+2), t(4*i), z(4*i+1))
+		p("VUNPCKLPD %s, %s, %s", t(4*i+3), t(4*i+1), z(4*i+2))
+		p("VUNPCKHPD %s, %s, %s", t(4*i+3), t(4*i+1), z(4*i+3))
+	}
+	// Stage 3: 128-bit lanes within groups of 8 rows.
+	for g := 0; g < 2; g++ {
+		for i := 0; i < 4; i++ {
+			p("VSHUFF32X4 $0x88, %s, %s, %s", z(8*g+i+4), z(8*g+i), t(8*g+i))
+			p("VSHUFF32X4 $0xdd, %s, %s, %s", z(8*g+i+4), z(8*g+i), t(8*g+i+4))
+		}
+	}
+	// Stage 4: 128-bit lanes across the two groups.
+	for i := 0; i < 8; i++ {
+		p("VSHUFF32X4 $0x88, %s, %s, %s", t(i+8), t(i), z(i))
+		p("VSHUFF32X4 $0xdd, %s, %s, %s", t(i+8), t(i), z(i+8))
+	}
+	p("MOVQ DI, R9")
+	for j := 0; j < 16; j++ {
+		p("VMOVUPS %s, K1, (R9)", z(j))
+		p("ADDQ DX, R9")
+	}
+	p("MOVQ R9, DI")
+	p("ADDQ $64, SI")
+	p("DECQ CX")
+	p("JNZ %s_loop", name)
+	fmt.Fprintf(w, "%s_done:\n", name)
 	p("VZEROUPPER")
 	p("RET")
 }

@@ -11,12 +11,21 @@ package kernels
 // the kernels do no checking of their own.
 type Func func(kc int, a, b, c *float32, ldc int, alpha, beta float32, load int)
 
+// Transpose is the signature of the packing transposes; see Micro.
+type Transpose func(dst, src *float32, ld, blocks, dstStride, mask int)
+
 // Micro describes one micro-kernel: its name (for logs), its tile shape and
 // the function.
 type Micro struct {
 	Name   string
 	MR, NR int
 	Fn     Func
+	// T16 and T12, when non-nil (AVX-512), pack 16 or 12 rows of a
+	// row-major matrix transposed: for each of blocks blocks of 16 columns,
+	// rows x 16 floats (row j at src + j*ld bytes) are transposed in
+	// registers and column p is stored at dst + p*dstStride bytes, only the
+	// lanes set in mask. The caller checks bounds.
+	T16, T12 Transpose
 }
 
 // Available lists the micro-kernels this CPU (and OS) can run, fastest

@@ -16,10 +16,19 @@ func avx512Kernel12x32(kc int, a, b, c *float32, ldc int, alpha, beta float32, l
 //go:noescape
 func avx2Kernel6x16(kc int, a, b, c *float32, ldc int, alpha, beta float32, load int)
 
+// transpose16x16 and transpose12x16 pack 16 or 12 strided rows, 16
+// columns at a time; see emitTranspose in gen.go.
+//
+//go:noescape
+func transpose16x16(dst, src *float32, ld, blocks, dstStride, mask int)
+
+//go:noescape
+func transpose12x16(dst, src *float32, ld, blocks, dstStride, mask int)
+
 func available() []Micro {
 	var ks []Micro
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, Micro{Name: "avx512", MR: 12, NR: 32, Fn: avx512Kernel12x32})
+		ks = append(ks, Micro{Name: "avx512", MR: 12, NR: 32, Fn: avx512Kernel12x32, T16: transpose16x16, T12: transpose12x16})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ks = append(ks, Micro{Name: "avx2", MR: 6, NR: 16, Fn: avx2Kernel6x16})

@@ -1,0 +1,41 @@
+// Package rdma implements transport.Transport over RDMA verbs: reliable
+// connected queue pairs, one per peer, created through a verbs.Provider
+// (libibverbs on real InfiniBand/RoCE hardware, softverbs everywhere else).
+//
+// Connection setup (Dial): open the device and port, allocate a protection
+// domain and one completion queue, create a QP per peer, post its receive
+// slots, publish its address (LID, GID, QPN, PSN, MTU) in the rendezvous
+// store under "rdma/qp/<from>-<to>", read the peer's, drive the QP
+// INIT -> RTR -> RTS, and meet every peer at a "rdma/ready/<rank>" barrier.
+// One poller goroutine drains the completion queue.
+//
+// Data path, per peer (all messages of one QP are delivered in order):
+//
+//   - Eager (len <= EagerLimit): the payload is copied behind a 48-byte
+//     header into a registered send slot and SENT into one of the
+//     receiver's pre-posted receive slots. The receiver copies it into the
+//     matching Recv's buffer, or queues a copy when no Recv waits yet.
+//   - Rendezvous (larger): the sender registers its buffer (through the
+//     registration cache) and sends a small RTS (tag, length, token). The
+//     receiver's Recv registers its buffer and answers with a CTS carrying
+//     (address, rkey, token). The sender RDMA WRITEs WITH IMMEDIATE the
+//     whole message straight into the receiver's buffer; the immediate
+//     names the Recv, whose completion arrives on a receive slot.
+//
+// Flow control: every SEND and WRITE WITH IMMEDIATE consumes one receive
+// work request at the peer, so a sender never posts more than the peer has
+// posted. Each eager header carries the sender's cumulative count of posted
+// receives ("posted"); the peer's send limit is the largest count it has
+// seen. Receives are re-posted by the poller as soon as their slot has
+// been copied out, whatever the application does. Two rules keep this
+// deadlock-free: protocol messages may use all but the last credit, and a
+// credit-only message (sent when RecvSlots/2 re-posted receives have not
+// been advertised) may use the last one. A credit-only message never
+// triggers another by itself, so the two sides cannot ping-pong.
+//
+// Errors: a failed work completion, a lost connection, or a cancelled
+// rendezvous moves the peer's QP to the error state and fails every
+// pending and later operation with that peer; the error is a
+// *transport.PeerError naming the peer and the operation, wrapping a
+// *verbs.WCError with the verbs status. Other peers are unaffected.
+package rdma

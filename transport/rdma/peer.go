@@ -1,0 +1,557 @@
+package rdma
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/strand-ml/strand/transport"
+	"github.com/strand-ml/strand/transport/rdma/verbs"
+)
+
+// peer is the connection to one remote rank: its QP, its receive and send
+// slots, the credit counters and the message matching state.
+type peer struct {
+	t       *Transport
+	rank    int
+	qp      verbs.QP
+	psn     uint32
+	recvMR  verbs.MR // RecvSlots slots of slotSize bytes
+	sendMR  verbs.MR // SendSlots slots of slotSize bytes
+	slot    int      // slot size
+	eager   int      // EagerLimit
+	refresh uint64   // send a credit-only message once this many receives are unadvertised
+
+	mu  sync.Mutex
+	err error // first fatal error; every later operation fails with it
+
+	// Credits, all cumulative counts since Dial (see the package doc).
+	sent       uint64 // our messages that consume a receive at the peer
+	limit      uint64 // the peer's largest advertised count of posted receives
+	posted     uint64 // receives we have posted for the peer
+	advertised uint64 // the largest posted count we have sent
+
+	sqFree    int   // free send queue entries
+	freeSlots []int // free eager send slots
+	outq      []*outMsg
+
+	tags    map[transport.Tag]*tagQueue
+	nextTok uint32
+	sends   map[uint32]*sendOp // rendezvous sends, by sender token
+	recvs   map[uint32]*recvOp // rendezvous receives, by receiver token
+}
+
+// outMsg is a message waiting for credit, a send queue entry or a slot.
+type outMsg struct {
+	hdr       header
+	payload   []byte  // kindData: copied into the slot when posted
+	write     *sendOp // non-nil: an RDMA WRITE WITH IMM of write's buffer
+	posted    bool
+	cancelled bool
+	done      chan struct{} // kindData only: closed when posted or failed
+	err       error
+}
+
+// sendOp is a rendezvous Send in progress.
+type sendOp struct {
+	tok      uint32
+	mr       verbs.MR
+	n        int
+	done     chan struct{}
+	err      error
+	finished bool
+}
+
+// recvOp is a Recv in progress.
+type recvOp struct {
+	tag      transport.Tag
+	buf      []byte
+	mr       verbs.MR // registered buf, for sizes above EagerLimit
+	done     chan struct{}
+	err      error
+	finished bool
+}
+
+// tagQueue matches receives with arrivals on one tag, both in order.
+type tagQueue struct {
+	waiting []*recvOp
+	arrived []arrival
+}
+
+// arrival is a message that came before its Recv.
+type arrival struct {
+	rts  bool
+	data []byte // eager payload
+	n    uint64 // rts: message length
+	tok  uint32 // rts: sender token
+}
+
+func newPeer(t *Transport, r, sqDepth int) (*peer, error) {
+	cfg := &t.cfg
+	qp, err := t.pd.CreateQP(verbs.QPCap{MaxSendWR: sqDepth, MaxRecvWR: cfg.RecvSlots, MaxSendSGE: 1, MaxRecvSGE: 1}, t.cq, t.cq)
+	if err != nil {
+		return nil, err
+	}
+	p := &peer{t: t, rank: r, qp: qp, slot: t.slotSize, eager: cfg.EagerLimit,
+		refresh: uint64(cfg.RecvSlots / 2), sqFree: sqDepth,
+		tags: make(map[transport.Tag]*tagQueue), sends: make(map[uint32]*sendOp), recvs: make(map[uint32]*recvOp)}
+	if p.recvMR, err = t.pd.RegMR(make([]byte, cfg.RecvSlots*p.slot), verbs.AccessLocalWrite); err != nil {
+		qp.Close()
+		return nil, err
+	}
+	if p.sendMR, err = t.pd.RegMR(make([]byte, cfg.SendSlots*p.slot), verbs.AccessLocalWrite); err != nil {
+		qp.Close()
+		p.recvMR.Deregister()
+		return nil, err
+	}
+	for i := range cfg.SendSlots {
+		p.freeSlots = append(p.freeSlots, i)
+	}
+	return p, nil
+}
+
+func (p *peer) postInitialRecvs() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.t.cfg.RecvSlots {
+		if err := p.postRecvLocked(i); err != nil {
+			return err
+		}
+	}
+	p.limit = uint64(p.t.cfg.RecvSlots) // the peer posts as many
+	p.advertised = p.posted
+	return nil
+}
+
+func (p *peer) postRecvLocked(slot int) error {
+	wr := verbs.RecvWR{ID: wrID(p.rank, wrRecv, uint64(slot)),
+		SGL: []verbs.SGE{{Addr: p.recvMR.Addr() + uint64(slot*p.slot), Length: uint32(p.slot), LKey: p.recvMR.LKey()}}}
+	if err := p.qp.PostRecv(&wr); err != nil {
+		return fmt.Errorf("post receive: %w", err)
+	}
+	p.posted++
+	return nil
+}
+
+func (p *peer) destroy() {
+	p.qp.Close()
+	p.recvMR.Deregister()
+	p.sendMR.Deregister()
+}
+
+func (p *peer) opErr(op string, err error) error {
+	return &transport.PeerError{Peer: p.rank, Op: op, Err: err}
+}
+
+func (p *peer) tag(t transport.Tag) *tagQueue {
+	q := p.tags[t]
+	if q == nil {
+		q = &tagQueue{}
+		p.tags[t] = q
+	}
+	return q
+}
+
+func (p *peer) sendEager(ctx context.Context, tag transport.Tag, buf []byte) error {
+	if err := ctx.Err(); err != nil {
+		return p.opErr("send", err)
+	}
+	p.mu.Lock()
+	if p.err != nil {
+		defer p.mu.Unlock()
+		return p.opErr("send", p.err)
+	}
+	m := &outMsg{hdr: header{kind: kindData, tag: tag, len: uint64(len(buf))}, payload: buf, done: make(chan struct{})}
+	p.outq = append(p.outq, m)
+	p.pumpLocked()
+	posted, err := m.posted, m.err
+	p.mu.Unlock()
+	if posted {
+		return nil // buf was copied into a registered slot
+	}
+	if err != nil {
+		return p.opErr("send", err)
+	}
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case m.posted:
+		return nil
+	case m.err != nil:
+		return p.opErr("send", m.err)
+	}
+	m.cancelled = true // never posted: the peer knows nothing of it
+	return p.opErr("send", fmt.Errorf("tag %#x, %d bytes, waiting for flow-control credit: %w", uint64(tag), len(buf), ctx.Err()))
+}
+
+func (p *peer) sendRendezvous(ctx context.Context, tag transport.Tag, buf []byte) error {
+	if err := ctx.Err(); err != nil {
+		return p.opErr("send", err)
+	}
+	if len(buf) > math.MaxInt32 {
+		return p.opErr("send", fmt.Errorf("message of %d bytes exceeds the 2 GiB limit of one RDMA write", len(buf)))
+	}
+	mr, release, err := p.t.cache.acquire(buf)
+	if err != nil {
+		return p.opErr("send", err)
+	}
+	defer release()
+	p.mu.Lock()
+	if p.err != nil {
+		defer p.mu.Unlock()
+		return p.opErr("send", p.err)
+	}
+	op := &sendOp{tok: p.nextTok, mr: mr, n: len(buf), done: make(chan struct{})}
+	p.nextTok++
+	p.sends[op.tok] = op
+	rts := &outMsg{hdr: header{kind: kindRTS, tag: tag, len: uint64(len(buf)), tok: op.tok}}
+	p.outq = append(p.outq, rts)
+	p.pumpLocked()
+	p.mu.Unlock()
+
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if op.finished {
+		err := op.err
+		p.mu.Unlock()
+		if err != nil {
+			return p.opErr("send", err)
+		}
+		return nil
+	}
+	if !rts.posted {
+		rts.cancelled = true
+		delete(p.sends, op.tok)
+		p.mu.Unlock()
+		return p.opErr("send", fmt.Errorf("tag %#x, %d bytes, waiting for flow-control credit: %w", uint64(tag), len(buf), ctx.Err()))
+	}
+	p.mu.Unlock()
+	// The peer may already be writing or expecting our write: the stream
+	// cannot be resynchronised, so the connection is failed.
+	err = fmt.Errorf("tag %#x: rendezvous send of %d bytes abandoned: %w", uint64(tag), len(buf), ctx.Err())
+	p.fail(err)
+	return p.opErr("send", err)
+}
+
+func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
+	if err := ctx.Err(); err != nil {
+		return p.opErr("recv", err)
+	}
+	op := &recvOp{tag: tag, buf: buf, done: make(chan struct{})}
+	if len(buf) > p.eager {
+		mr, release, err := p.t.cache.acquire(buf)
+		if err != nil {
+			return p.opErr("recv", err)
+		}
+		defer release()
+		op.mr = mr
+	}
+	p.mu.Lock()
+	if p.err != nil {
+		defer p.mu.Unlock()
+		return p.opErr("recv", p.err)
+	}
+	q := p.tag(tag)
+	if len(q.arrived) > 0 {
+		a := q.arrived[0]
+		q.arrived = q.arrived[1:]
+		p.matchLocked(op, a)
+		p.pumpLocked()
+	} else {
+		q.waiting = append(q.waiting, op)
+	}
+	p.mu.Unlock()
+
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if op.finished {
+		err := op.err
+		p.mu.Unlock()
+		var se *transport.SizeError
+		if err == nil || errors.As(err, &se) {
+			return err
+		}
+		return p.opErr("recv", err)
+	}
+	if i := slices.Index(q.waiting, op); i >= 0 {
+		q.waiting = slices.Delete(q.waiting, i, i+1)
+		p.mu.Unlock()
+		return p.opErr("recv", fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err()))
+	}
+	p.mu.Unlock()
+	// Matched with a rendezvous: the peer may write into buf at any time
+	// until its QP is in the error state.
+	err := fmt.Errorf("tag %#x: rendezvous receive of %d bytes abandoned: %w", uint64(tag), len(buf), ctx.Err())
+	p.fail(err)
+	return p.opErr("recv", err)
+}
+
+// matchLocked pairs a receive with the next message of its tag.
+func (p *peer) matchLocked(op *recvOp, a arrival) {
+	if !a.rts {
+		if len(a.data) != len(op.buf) {
+			p.finishRecv(op, &transport.SizeError{Peer: p.rank, Tag: op.tag, Want: len(op.buf), Got: len(a.data)})
+			return
+		}
+		copy(op.buf, a.data)
+		p.finishRecv(op, nil)
+		return
+	}
+	if a.n != uint64(len(op.buf)) || op.mr == nil {
+		// The sender drops the message; the receiver reports the mismatch.
+		p.queueLocked(&outMsg{hdr: header{kind: kindCTS, status: ctsMismatch, tok: a.tok}})
+		p.finishRecv(op, &transport.SizeError{Peer: p.rank, Tag: op.tag, Want: len(op.buf), Got: int(min(a.n, math.MaxInt))})
+		return
+	}
+	rtok := p.nextTok
+	p.nextTok++
+	p.recvs[rtok] = op
+	p.queueLocked(&outMsg{hdr: header{kind: kindCTS, status: ctsOK, tok: a.tok, len: a.n,
+		addr: op.mr.Addr(), rkey: op.mr.RKey(), rtok: rtok}})
+}
+
+func (p *peer) queueLocked(m *outMsg) { p.outq = append(p.outq, m) }
+
+func (p *peer) finishRecv(op *recvOp, err error) {
+	if !op.finished {
+		op.finished, op.err = true, err
+		close(op.done)
+	}
+}
+
+func (p *peer) finishSend(op *sendOp, err error) {
+	if !op.finished {
+		op.finished, op.err = true, err
+		close(op.done)
+	}
+}
+
+// pumpLocked posts queued messages in order while credit, send queue
+// entries and slots allow, then a credit-only message if one is due.
+func (p *peer) pumpLocked() {
+	for p.err == nil && len(p.outq) > 0 {
+		m := p.outq[0]
+		if m.cancelled {
+			p.outq = p.outq[1:]
+			continue
+		}
+		// Protocol messages leave the peer's last receive for a credit-only message.
+		if p.sqFree == 0 || p.sent+2 > p.limit || (m.write == nil && len(p.freeSlots) == 0) {
+			break
+		}
+		if err := p.postLocked(m); err != nil {
+			p.failLocked(err)
+			return
+		}
+		p.outq = p.outq[1:]
+	}
+	if p.err == nil && p.posted-p.advertised >= p.refresh && p.sent+1 <= p.limit && p.sqFree > 0 && len(p.freeSlots) > 0 {
+		if err := p.postLocked(&outMsg{hdr: header{kind: kindCredit}}); err != nil {
+			p.failLocked(err)
+		}
+	}
+}
+
+// postLocked posts one message; the caller checked credit and resources.
+func (p *peer) postLocked(m *outMsg) error {
+	var wr verbs.SendWR
+	if op := m.write; op != nil {
+		wr = verbs.SendWR{ID: wrID(p.rank, wrWrite, uint64(op.tok)), Opcode: verbs.OpRDMAWriteWithImm,
+			SGL:      []verbs.SGE{{Addr: op.mr.Addr(), Length: uint32(op.n), LKey: op.mr.LKey()}},
+			Imm:      m.hdr.rtok,
+			Signaled: true, RemoteAddr: m.hdr.addr, RKey: m.hdr.rkey}
+		if err := p.qp.PostSend(&wr); err != nil {
+			return fmt.Errorf("post RDMA write with immediate: %w", err)
+		}
+	} else {
+		slot := p.freeSlots[len(p.freeSlots)-1]
+		b := p.sendMR.Bytes()[slot*p.slot : (slot+1)*p.slot]
+		m.hdr.posted = p.posted
+		m.hdr.encode(b)
+		n := hdrLen + copy(b[hdrLen:], m.payload)
+		wr = verbs.SendWR{ID: wrID(p.rank, wrEager, uint64(slot)), Opcode: verbs.OpSend,
+			SGL:      []verbs.SGE{{Addr: p.sendMR.Addr() + uint64(slot*p.slot), Length: uint32(n), LKey: p.sendMR.LKey()}},
+			Signaled: true}
+		if err := p.qp.PostSend(&wr); err != nil {
+			return fmt.Errorf("post send: %w", err)
+		}
+		p.freeSlots = p.freeSlots[:len(p.freeSlots)-1]
+		p.advertised = p.posted
+	}
+	p.sent++
+	p.sqFree--
+	m.posted = true
+	if m.done != nil {
+		close(m.done)
+	}
+	return nil
+}
+
+// fail makes err the peer's fatal error (if it has none yet): the QP moves
+// to the error state, so the device stops touching our buffers, and every
+// pending operation completes with err.
+func (p *peer) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failLocked(err)
+}
+
+func (p *peer) failLocked(err error) {
+	if p.err != nil {
+		return
+	}
+	p.err = err
+	p.qp.Modify(verbs.QPAttr{State: verbs.QPError})
+	if !errors.Is(err, ErrClosed) {
+		p.t.noteFailure(&transport.PeerError{Peer: p.rank, Op: "connection", Err: err})
+	}
+	for _, m := range p.outq {
+		if m.done != nil && !m.posted {
+			m.err = err
+			close(m.done)
+		}
+	}
+	p.outq = nil
+	for tok, op := range p.sends {
+		p.finishSend(op, err)
+		delete(p.sends, tok)
+	}
+	for tok, op := range p.recvs {
+		p.finishRecv(op, err)
+		delete(p.recvs, tok)
+	}
+	for _, q := range p.tags {
+		for _, op := range q.waiting {
+			p.finishRecv(op, err)
+		}
+		q.waiting = nil
+	}
+}
+
+// complete handles one work completion of this peer (poller goroutine).
+func (p *peer) complete(wc verbs.WorkCompletion) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return // flushed work after a failure
+	}
+	_, kind, low := splitWRID(wc.ID)
+	if wc.Status != verbs.StatusSuccess {
+		what := map[int]string{wrRecv: "receive", wrEager: "send", wrWrite: "RDMA write with immediate"}[kind]
+		p.failLocked(&verbs.WCError{Status: wc.Status, Opcode: what, QPN: wc.QPN})
+		return
+	}
+	protocol := func(format string, args ...any) {
+		p.failLocked(fmt.Errorf("rdma protocol error: "+format, args...))
+	}
+	switch kind {
+	case wrEager:
+		p.sqFree++
+		p.freeSlots = append(p.freeSlots, int(low))
+	case wrWrite:
+		p.sqFree++
+		if op := p.sends[uint32(low)]; op != nil {
+			delete(p.sends, op.tok)
+			p.finishSend(op, nil)
+		}
+	case wrRecv:
+		slot := int(low)
+		if wc.Opcode == verbs.WCRecvRDMAWithImm {
+			op := p.recvs[wc.Imm]
+			if op == nil {
+				protocol("RDMA write with unknown immediate %d", wc.Imm)
+				return
+			}
+			delete(p.recvs, wc.Imm)
+			if int(wc.ByteLen) != len(op.buf) {
+				protocol("RDMA write of %d bytes into a %d-byte receive", wc.ByteLen, len(op.buf))
+				return
+			}
+			p.finishRecv(op, nil)
+		} else if !p.handleEager(slot, int(wc.ByteLen), protocol) {
+			return
+		}
+		if err := p.postRecvLocked(slot); err != nil {
+			p.failLocked(err)
+			return
+		}
+	default:
+		protocol("completion with unknown work request id %#x", wc.ID)
+		return
+	}
+	p.pumpLocked()
+}
+
+// handleEager processes the message in receive slot (n bytes). It reports
+// false after a protocol error.
+func (p *peer) handleEager(slot, n int, protocol func(string, ...any)) bool {
+	if n < hdrLen || n > p.slot {
+		protocol("eager message of %d bytes", n)
+		return false
+	}
+	b := p.recvMR.Bytes()[slot*p.slot : slot*p.slot+n]
+	h := decodeHeader(b)
+	if h.posted > p.limit {
+		p.limit = h.posted
+	}
+	switch h.kind {
+	case kindData:
+		payload := b[hdrLen:]
+		if uint64(len(payload)) != h.len {
+			protocol("data message claims %d bytes, carries %d", h.len, len(payload))
+			return false
+		}
+		q := p.tag(h.tag)
+		if len(q.waiting) > 0 {
+			op := q.waiting[0]
+			q.waiting = q.waiting[1:]
+			p.matchLocked(op, arrival{data: payload})
+		} else {
+			q.arrived = append(q.arrived, arrival{data: slices.Clone(payload)})
+		}
+	case kindRTS:
+		a := arrival{rts: true, n: h.len, tok: h.tok}
+		q := p.tag(h.tag)
+		if len(q.waiting) > 0 {
+			op := q.waiting[0]
+			q.waiting = q.waiting[1:]
+			p.matchLocked(op, a)
+		} else {
+			q.arrived = append(q.arrived, a)
+		}
+	case kindCTS:
+		op := p.sends[h.tok]
+		if op == nil {
+			protocol("clear-to-send for unknown send %d", h.tok)
+			return false
+		}
+		if h.status == ctsMismatch {
+			delete(p.sends, h.tok) // the receiver reports the size error
+			p.finishSend(op, nil)
+			break
+		}
+		if h.len != uint64(op.n) {
+			protocol("clear-to-send for %d bytes, sending %d", h.len, op.n)
+			return false
+		}
+		p.queueLocked(&outMsg{hdr: header{addr: h.addr, rkey: h.rkey, rtok: h.rtok}, write: op})
+	case kindCredit:
+	default:
+		protocol("unknown message kind %d", h.kind)
+		return false
+	}
+	return true
+}

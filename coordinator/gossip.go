@@ -20,6 +20,9 @@ type GossipConfig struct {
 	ProbeInterval time.Duration // default 500ms
 	ProbeTimeout  time.Duration // default 400ms
 	SuspicionMult int           // default 3
+	// Advertise is the IP other nodes reach this node at, when it binds a
+	// wildcard address.
+	Advertise string
 }
 
 func (g GossipConfig) withDefaults() GossipConfig {
@@ -38,12 +41,23 @@ func (g GossipConfig) withDefaults() GossipConfig {
 // StartGossip starts a memberlist node called name on bindHost (a random
 // port). Gossip is encrypted and authenticated with a key derived from the
 // job token, so nodes of another job (or a stranger) cannot join. events
-// may be nil.
+// may be nil. A wildcard bindHost ("", "0.0.0.0", "::") needs cfg.Advertise:
+// memberlist would otherwise guess a private address, and there may be none
+// (loopback-only hosts, network namespaces).
 func StartGossip(name, bindHost, token string, cfg GossipConfig, events memberlist.EventDelegate) (*memberlist.Memberlist, error) {
 	cfg = cfg.withDefaults()
 	c := memberlist.DefaultLocalConfig()
 	c.Name = name
 	c.BindAddr = bindHost
+	if ip := net.ParseIP(bindHost); bindHost == "" || (ip != nil && ip.IsUnspecified()) {
+		if cfg.Advertise == "" {
+			return nil, fmt.Errorf("gossip %s: binding all interfaces needs an advertise address", name)
+		}
+		if bindHost == "" {
+			c.BindAddr = "0.0.0.0"
+		}
+		c.AdvertiseAddr = cfg.Advertise
+	}
 	c.BindPort = 0
 	c.AdvertisePort = 0
 	c.ProbeInterval = cfg.ProbeInterval

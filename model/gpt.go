@@ -1,28 +1,50 @@
 package model
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/parallel/tensor"
 )
 
-// GPT is a decoder-only transformer with preallocated activations for
-// batches of up to MaxB sequences of up to MaxT positions.
+// GPT is a decoder-only transformer, or one rank's part of it (see Layout).
+// It holds parameters and scratch buffers; the activations of each batch
+// live in an Acts, so a pipeline stage can keep several micro-batches in
+// flight.
 type GPT struct {
 	Config Config
+	Layout Layout
 	Params *Params
 	MaxB   int
 	MaxT   int
 
-	gemm *gemm.Engine
-	attn *Attention
-	w    weights // typed views into Params
-	acts activations
+	// GradReady, when set, is called during Backward each time a prefix of
+	// Params.Grad becomes final: GradReady(n) means Grad[:n] will not change
+	// again in this Backward. Data-parallel training starts all-reducing
+	// buckets from it while backward continues.
+	GradReady func(n int)
 
-	// shape of the last Forward, needed by Backward
-	b, t int
-	// inputs and targets of the last Forward (copied)
-	tokens, targets []int32
+	gemm  *gemm.Engine
+	attn  *Attention
+	tp    tensor.Group
+	ce    *tensor.VocabCrossEntropy
+	w     weights
+	local localDims
+	acts  *Acts // default activations used by Forward/Backward
+	// backward scratch shared by every Acts (one backward runs at a time)
+	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
+}
+
+// localDims are the widths of this rank's shards.
+type localDims struct {
+	C   int // model width (replicated)
+	Cl  int // attention width held here: NH/TP heads
+	NHl int
+	Hl  int // MLP hidden width held here
+	FCl int // c_fc output columns held here (Hl, or 2*Hl for SwiGLU)
+	Vl  int // vocabulary rows of wte held here
+	V0  int // first vocabulary id held here
 }
 
 // blockWeights are one transformer block's parameter views.
@@ -32,43 +54,33 @@ type blockWeights struct {
 	// gradients, same order
 	dln1w, dln1b, dattnW, dattnB, dprojW, dprojB []float32
 	dln2w, dln2b, dfcW, dfcB, dfcProjW, dfcProjB []float32
+	readyAfter                                   int // Grad[:readyAfter] final once this block's backward ends
 }
 
 type weights struct {
 	wte, wpe, lnfw, lnfb     []float32
 	dwte, dwpe, dlnfw, dlnfb []float32
-	blocks                   []blockWeights
+	blocks                   []blockWeights // indexed by block - FirstBlock
+	headReady                int            // Grad prefix final after the head and ln_f
 }
 
-// blockActs are one block's saved activations.
-type blockActs struct {
-	ln1, ln1Mean, ln1Rstd []float32 // (N, C), (N), (N)
-	qkv                   []float32 // (N, 3C)
-	att                   []float32 // (B, NH, T, T)
-	atty                  []float32 // (N, C)
-	res2                  []float32 // (N, C) residual after attention
-	ln2, ln2Mean, ln2Rstd []float32
-	fch                   []float32 // (N, FC) pre-activation, FC = H or 2H
-	fchAct                []float32 // (N, H)
-	res3                  []float32 // (N, C) block output
-}
-
-type activations struct {
-	encoded               []float32 // (N, C)
-	blocks                []blockActs
-	lnf, lnfMean, lnfRstd []float32
-	logits                []float32 // (N, V); holds probabilities after Forward with targets
-	losses                []float32 // (N)
-	// backward scratch
-	dres, dln, datty, dqkv []float32
-	dfch, dfchAct          []float32
-}
-
-// New builds a model for cfg with activations for batches up to maxB x maxT,
-// running GEMMs on e. Parameters are zero until Init or a checkpoint load.
+// New builds a single-process model for cfg with activations for batches up
+// to maxB x maxT, running GEMMs on e. Parameters are zero until Init or a
+// checkpoint load.
 func New(cfg Config, maxB, maxT int, e *gemm.Engine) (*GPT, error) {
+	return NewSharded(cfg, Full(cfg), maxB, maxT, e)
+}
+
+// NewSharded builds this rank's part of the model for layout l.
+func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if l.TP == nil {
+		l.TP = tensor.Solo{}
+	}
+	if err := l.validate(cfg); err != nil {
+		return nil, fmt.Errorf("model layout: %w", err)
 	}
 	if maxB <= 0 || maxT <= 0 {
 		return nil, fmt.Errorf("model: batch %d and sequence length %d must be positive", maxB, maxT)
@@ -76,12 +88,31 @@ func New(cfg Config, maxB, maxT int, e *gemm.Engine) (*GPT, error) {
 	if cfg.Position == PosLearned && maxT > cfg.NPositions {
 		return nil, fmt.Errorf("model: sequence length %d exceeds the %d positions of a learned-position model", maxT, cfg.NPositions)
 	}
-	m := &GPT{Config: cfg, MaxB: maxB, MaxT: maxT, gemm: e}
-	m.Params = buildParams(paramSpecs(cfg))
+	tp := l.TP
+	ps, err := buildParams(paramSpecs(cfg, l), tp.Rank(), tp.Size())
+	if err != nil {
+		return nil, err
+	}
+	ps.partial = !(l.First && l.Last)
+	m := &GPT{Config: cfg, Layout: l, Params: ps, MaxB: maxB, MaxT: maxT, gemm: e, tp: tp}
+	n := tp.Size()
+	m.local = localDims{C: cfg.NEmbd, Cl: cfg.NEmbd / n, NHl: cfg.NHead / n, Hl: cfg.Hidden() / n, Vl: cfg.VocabSize / n, V0: tp.Rank() * (cfg.VocabSize / n)}
+	m.local.FCl = m.local.Hl
+	if cfg.Activation == SwiGLU {
+		m.local.FCl = 2 * m.local.Hl
+	}
 	m.attn = NewAttention(e.Threads(), maxT)
 	m.attn.SetEngine(e)
+	m.ce = tensor.NewVocabCrossEntropy(tp, m.local.V0, maxB*maxT)
 	m.bindWeights()
-	m.allocActivations()
+	N, d := maxB*maxT, m.local
+	f := func(n int) []float32 { return make([]float32, n) }
+	m.dres, m.dln, m.datty, m.dqkv = f(N*d.C), f(N*d.C), f(N*d.Cl), f(N*3*d.Cl)
+	m.dfch, m.dfchAct = f(N*d.FCl), f(N*d.Hl)
+	if l.First && tp.Size() > 1 {
+		m.embedOut = f(N * d.C)
+	}
+	m.acts = m.NewActs(maxB, maxT)
 	return m, nil
 }
 
@@ -89,22 +120,35 @@ func New(cfg Config, maxB, maxT int, e *gemm.Engine) (*GPT, error) {
 func (m *GPT) Init(seed uint64) { m.Params.Init(seed) }
 
 func (m *GPT) bindWeights() {
+	ps := m.Params
 	get := func(name string) ([]float32, []float32) {
-		p, ok := m.Params.Lookup(name)
+		p, ok := ps.Lookup(name)
 		if !ok {
 			return nil, nil
 		}
 		return p.Data, p.Grad
+	}
+	end := func(name string) int {
+		p, ok := ps.Lookup(name)
+		if !ok {
+			return 0
+		}
+		return p.Offset + p.Size()
 	}
 	w := &m.w
 	w.wte, w.dwte = get("wte.weight")
 	w.wpe, w.dwpe = get("wpe.weight")
 	w.lnfw, w.dlnfw = get("ln_f.weight")
 	w.lnfb, w.dlnfb = get("ln_f.bias")
-	w.blocks = make([]blockWeights, m.Config.NLayer)
-	for l := range w.blocks {
-		b := &w.blocks[l]
-		p := fmt.Sprintf("h.%d.", l)
+	w.headReady = max(end("ln_f.weight"), end("ln_f.bias"))
+	if m.Layout.Last && !m.Layout.First {
+		w.headReady = max(w.headReady, end("wte.weight"))
+	}
+	l := m.Layout
+	w.blocks = make([]blockWeights, l.EndBlock-l.FirstBlock)
+	for i := range w.blocks {
+		b := &w.blocks[i]
+		p := fmt.Sprintf("h.%d.", l.FirstBlock+i)
 		b.ln1w, b.dln1w = get(p + "ln_1.weight")
 		b.ln1b, b.dln1b = get(p + "ln_1.bias")
 		b.attnW, b.dattnW = get(p + "attn.c_attn.weight")
@@ -117,68 +161,8 @@ func (m *GPT) bindWeights() {
 		b.fcB, b.dfcB = get(p + "mlp.c_fc.bias")
 		b.fcProjW, b.dfcProjW = get(p + "mlp.c_proj.weight")
 		b.fcProjB, b.dfcProjB = get(p + "mlp.c_proj.bias")
+		b.readyAfter = max(end(p+"ln_1.weight"), end(p+"ln_1.bias"))
 	}
-}
-
-func (m *GPT) fcWidth() int {
-	if m.Config.Activation == SwiGLU {
-		return 2 * m.Config.Hidden()
-	}
-	return m.Config.Hidden()
-}
-
-func (m *GPT) allocActivations() {
-	cfg := m.Config
-	N, C, V, H, NH, T := m.MaxB*m.MaxT, cfg.NEmbd, cfg.VocabSize, cfg.Hidden(), cfg.NHead, m.MaxT
-	FC := m.fcWidth()
-	f := func(n int) []float32 { return make([]float32, n) }
-	a := &m.acts
-	a.encoded = f(N * C)
-	a.blocks = make([]blockActs, cfg.NLayer)
-	for l := range a.blocks {
-		a.blocks[l] = blockActs{
-			ln1: f(N * C), ln1Mean: f(N), ln1Rstd: f(N),
-			qkv: f(N * 3 * C), att: f(m.MaxB * NH * T * T), atty: f(N * C), res2: f(N * C),
-			ln2: f(N * C), ln2Mean: f(N), ln2Rstd: f(N),
-			fch: f(N * FC), fchAct: f(N * H), res3: f(N * C),
-		}
-	}
-	a.lnf, a.lnfMean, a.lnfRstd = f(N*C), f(N), f(N)
-	a.logits, a.losses = f(N*V), f(N)
-	a.dres, a.dln, a.datty, a.dqkv = f(N*C), f(N*C), f(N*C), f(N*3*C)
-	a.dfch, a.dfchAct = f(N*FC), f(N*H)
-	m.tokens, m.targets = make([]int32, N), make([]int32, N)
-}
-
-// ActivationBytes is the memory held by saved activations and scratch.
-func (m *GPT) ActivationBytes() int64 {
-	var n int
-	a := &m.acts
-	n += len(a.encoded) + len(a.lnf) + len(a.lnfMean) + len(a.lnfRstd) + len(a.logits) + len(a.losses)
-	n += len(a.dres) + len(a.dln) + len(a.datty) + len(a.dqkv) + len(a.dfch) + len(a.dfchAct)
-	for _, b := range a.blocks {
-		n += len(b.ln1) + len(b.ln1Mean) + len(b.ln1Rstd) + len(b.qkv) + len(b.att) + len(b.atty) + len(b.res2)
-		n += len(b.ln2) + len(b.ln2Mean) + len(b.ln2Rstd) + len(b.fch) + len(b.fchAct) + len(b.res3)
-	}
-	return int64(n) * 4
-}
-
-func (m *GPT) norm(out, mean, rstd, inp, w, b []float32, N int) {
-	C, eps := m.Config.NEmbd, float32(m.Config.LayerNormEps)
-	if m.Config.Norm == RMSNorm {
-		RMSNormForward(out, rstd, inp, w, N, C, eps)
-		return
-	}
-	LayerNormForward(out, mean, rstd, inp, w, b, N, C, eps)
-}
-
-func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N int) {
-	C := m.Config.NEmbd
-	if m.Config.Norm == RMSNorm {
-		RMSNormBackward(dinp, dw, dout, inp, w, rstd, N, C)
-		return
-	}
-	LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
 }
 
 // CheckInput validates a batch before it touches any buffer.
@@ -192,7 +176,7 @@ func (m *GPT) CheckInput(tokens, targets []int32, B, T int) error {
 		}
 		return fmt.Errorf("model: sequence length %d outside 1..%d", T, m.MaxT)
 	}
-	if len(tokens) != B*T {
+	if tokens != nil && len(tokens) != B*T {
 		return fmt.Errorf("model: %d tokens for a %dx%d batch", len(tokens), B, T)
 	}
 	if targets != nil && len(targets) != B*T {
@@ -212,77 +196,13 @@ func (m *GPT) CheckInput(tokens, targets []int32, B, T int) error {
 	return nil
 }
 
-// Forward runs the model on tokens (B, T). With targets it returns the sum of
-// per-position cross-entropy losses and the number of counted positions
-// (targets equal to IgnoreIndex are skipped); the logits buffer then holds
-// probabilities, ready for Backward. Without targets it leaves logits in
-// Logits() and returns zeros.
+// Forward runs the whole (single-stage) model on tokens (B, T) with the
+// model's own activations. With targets it returns the sum of per-position
+// cross-entropy losses and the number of counted positions (targets equal
+// to IgnoreIndex are skipped), ready for Backward. Without targets the
+// logits are left in Logits().
 func (m *GPT) Forward(tokens, targets []int32, B, T int) (lossSum float64, count int, err error) {
-	if err := m.CheckInput(tokens, targets, B, T); err != nil {
-		return 0, 0, err
-	}
-	cfg := m.Config
-	N, C, V, H, NH := B*T, cfg.NEmbd, cfg.VocabSize, cfg.Hidden(), cfg.NHead
-	FC := m.fcWidth()
-	m.b, m.t = B, T
-	copy(m.tokens, tokens)
-	m.targets = m.targets[:cap(m.targets)]
-	if targets != nil {
-		copy(m.targets, targets)
-	}
-	m.targets = m.targets[:N]
-	a, w := &m.acts, &m.w
-
-	EmbeddingForward(a.encoded, tokens, w.wte, w.wpe, B, T, C)
-	x := a.encoded
-	for l := 0; l < cfg.NLayer; l++ {
-		ba, bw := &a.blocks[l], &w.blocks[l]
-		m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
-		LinearForward(m.gemm, ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*C)
-		m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, C, NH)
-		LinearForward(m.gemm, ba.res2, ba.atty, bw.projW, bw.projB, N, C, C)
-		ResidualAdd(ba.res2[:N*C], x)
-		m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, ba.res2, bw.ln2w, bw.ln2b, N)
-		LinearForward(m.gemm, ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, FC)
-		m.activate(ba.fchAct, ba.fch, N, H)
-		LinearForward(m.gemm, ba.res3, ba.fchAct, bw.fcProjW, bw.fcProjB, N, H, C)
-		ResidualAdd(ba.res3[:N*C], ba.res2)
-		x = ba.res3
-	}
-	m.norm(a.lnf, a.lnfMean, a.lnfRstd, x, w.lnfw, w.lnfb, N)
-	// logits (N, V) = lnf (N, C) @ wte^T : the head is tied to the embedding.
-	m.gemm.Sgemm(false, true, N, V, C, 1, a.lnf, C, w.wte, C, 0, a.logits, V)
-	if targets == nil {
-		return 0, 0, nil
-	}
-	lossSum, count = CrossEntropyForward(a.losses, a.logits, targets, N, V)
-	return lossSum, count, nil
-}
-
-// Logits returns the (B, T, V) logits of the last Forward without targets.
-func (m *GPT) Logits() []float32 {
-	return m.acts.logits[:m.b*m.t*m.Config.VocabSize]
-}
-
-// Losses returns the per-position losses (B*T) of the last Forward.
-func (m *GPT) Losses() []float32 { return m.acts.losses[:m.b*m.t] }
-
-func (m *GPT) activate(out, inp []float32, N, H int) {
-	switch m.Config.Activation {
-	case SwiGLU:
-		SwiGLUForward(out, inp, N, H)
-	default:
-		GELUForward(out[:N*H], inp[:N*H], m.Config.Activation == GELUErf)
-	}
-}
-
-func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
-	switch m.Config.Activation {
-	case SwiGLU:
-		SwiGLUBackward(dinp, inp, dout, N, H)
-	default:
-		GELUBackward(dinp[:N*H], inp[:N*H], dout[:N*H], m.Config.Activation == GELUErf)
-	}
+	return m.ForwardActs(context.Background(), m.acts, tokens, nil, targets, B, T)
 }
 
 // Backward accumulates parameter gradients for the last Forward (which must
@@ -290,47 +210,20 @@ func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
 // position: pass 1/(number of counted positions in the whole global batch)
 // to get the gradient of the mean loss.
 func (m *GPT) Backward(lossScale float32) {
-	cfg := m.Config
-	B, T := m.b, m.t
-	N, C, V, H, NH := B*T, cfg.NEmbd, cfg.VocabSize, cfg.Hidden(), cfg.NHead
-	FC := m.fcWidth()
-	a, w := &m.acts, &m.w
-
-	dlogits := a.logits[:N*V]
-	CrossEntropyBackward(dlogits, m.targets, N, V, lossScale)
-	// lnf = dlogits @ wte ; dwte += dlogits^T @ lnf
-	dlnf := a.dln[:N*C]
-	m.gemm.Sgemm(false, false, N, C, V, 1, dlogits, V, w.wte, C, 0, dlnf, C)
-	m.gemm.Sgemm(true, false, V, C, N, 1, dlogits, V, a.lnf, C, 1, w.dwte, C)
-
-	dres := a.dres[:N*C]
-	clear(dres)
-	last := a.encoded
-	if cfg.NLayer > 0 {
-		last = a.blocks[cfg.NLayer-1].res3
+	if err := m.BackwardActs(context.Background(), m.acts, nil, lossScale); err != nil {
+		// only tensor-parallel communication can fail, and New's model is TP 1
+		panic(err)
 	}
-	m.normBackward(dres, w.dlnfw, w.dlnfb, dlnf, last, w.lnfw, a.lnfMean, a.lnfRstd, N)
+}
 
-	for l := cfg.NLayer - 1; l >= 0; l-- {
-		ba, bw := &a.blocks[l], &w.blocks[l]
-		x := a.encoded
-		if l > 0 {
-			x = a.blocks[l-1].res3
-		}
-		// MLP: dres holds dL/dres3, which flows unchanged to res2 (residual).
-		dfchAct, dfch := a.dfchAct[:N*H], a.dfch[:N*FC]
-		LinearBackward(m.gemm, dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, H, C, false)
-		m.activateBackward(dfch, ba.fch, dfchAct, N, H)
-		dln := a.dln[:N*C]
-		LinearBackward(m.gemm, dln, bw.dfcW, bw.dfcB, dfch, ba.ln2, bw.fcW, N, C, FC, false)
-		m.normBackward(dres, bw.dln2w, bw.dln2b, dln, ba.res2, bw.ln2w, ba.ln2Mean, ba.ln2Rstd, N)
-		// attention: dres now holds dL/dres2, which flows unchanged to x.
-		datty := a.datty[:N*C]
-		LinearBackward(m.gemm, datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, C, C, false)
-		dqkv := a.dqkv[:N*3*C]
-		m.attn.Backward(dqkv, datty, ba.qkv, ba.att, B, T, C, NH)
-		LinearBackward(m.gemm, dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*C, false)
-		m.normBackward(dres, bw.dln1w, bw.dln1b, dln, x, bw.ln1w, ba.ln1Mean, ba.ln1Rstd, N)
-	}
-	EmbeddingBackward(w.dwte, w.dwpe, dres, m.tokens, B, T, C)
+// Logits returns the (B, T, V) logits of the last Forward without targets.
+func (m *GPT) Logits() []float32 { return m.acts.Logits() }
+
+// Losses returns the per-position losses (B*T) of the last Forward.
+func (m *GPT) Losses() []float32 { return m.acts.losses[:m.acts.b*m.acts.t] }
+
+// ActivationBytes is the memory of the default activations plus scratch.
+func (m *GPT) ActivationBytes() int64 {
+	n := len(m.dres) + len(m.dln) + len(m.datty) + len(m.dqkv) + len(m.dfch) + len(m.dfchAct) + len(m.embedOut)
+	return int64(n)*4 + m.acts.Bytes()
 }

@@ -17,11 +17,12 @@ func (ps *Params) Tensors(prefix string, grads bool) []safetensors.Tensor {
 }
 
 // TensorsOf cuts flat, a buffer laid out like the parameters (gradients,
-// optimizer moments), into one named tensor per parameter.
+// optimizer moments), into one named tensor per parameter. Sharded
+// parameters give this rank's shard, with its local shape.
 func (ps *Params) TensorsOf(prefix string, flat []float32) []safetensors.Tensor {
 	out := make([]safetensors.Tensor, 0, len(ps.List))
 	for _, p := range ps.List {
-		out = append(out, safetensors.F32Tensor(prefix+p.Name, p.Shape, flat[p.Offset:p.Offset+p.Size()]))
+		out = append(out, safetensors.F32Tensor(prefix+p.Name, p.Local, flat[p.Offset:p.Offset+p.Size()]))
 	}
 	return out
 }
@@ -57,6 +58,9 @@ func (ps *Params) LoadInto(f *safetensors.File, prefix string, dst []float32) er
 			continue
 		}
 		if _, ok := ps.byName[bare]; !ok {
+			if ps.partial {
+				continue // another pipeline stage's parameter
+			}
 			return fmt.Errorf("tensor %q is not a parameter of this model", n)
 		}
 		names[bare] = n
@@ -81,7 +85,7 @@ func (ps *Params) LoadInto(f *safetensors.File, prefix string, dst []float32) er
 		if err != nil {
 			return err
 		}
-		copy(dst[p.Offset:p.Offset+p.Size()], data)
+		ps.SetFull(p, dst[p.Offset:p.Offset+p.Size()], data)
 	}
 	return nil
 }

@@ -5,19 +5,29 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+
+	"github.com/strand-ml/strand/parallel/tensor"
 )
 
-// Param is one logical parameter tensor, a view into the flat buffers of
-// its Params.
+// Param is one logical parameter tensor — or this rank's shard of it — as a
+// view into the flat buffers of its Params.
 type Param struct {
-	Name   string    // Hugging Face GPT-2 name, e.g. "h.0.attn.c_attn.weight"
-	Shape  []int     // full logical shape; linear weights are [in, out]
-	Decay  bool      // AdamW weight decay applies (matrices, not norms/biases/embeddings)
-	Offset int       // position of Data within Params.Data
-	Data   []float32 // values, len = product of Shape
-	Grad   []float32 // gradient, same layout as Data
-	init   initKind
-	std    float64
+	Name   string           // Hugging Face GPT-2 name, e.g. "h.0.attn.c_attn.weight"
+	Shape  []int            // full logical shape; linear weights are [in, out]
+	Local  []int            // shape of the part held here (= Shape unless sharded)
+	Shard  tensor.ShardSpec // how the logical tensor is cut across the TP group
+	Decay  bool             // AdamW weight decay applies (matrices, not norms/biases/embeddings)
+	Offset int              // position of Data within Params.Data
+	Data   []float32        // values, len = product of Local
+	Grad   []float32        // gradient, same layout as Data
+	// InNorm says this rank counts the parameter in the global gradient
+	// norm: replicated tensors are counted by TP rank 0 only, and the last
+	// stage's copy of the tied embedding not at all.
+	InNorm bool
+	// TiedCopy marks the last pipeline stage's copy of wte.
+	TiedCopy bool
+	init     initKind
+	std      float64
 }
 
 type initKind int
@@ -28,7 +38,7 @@ const (
 	initOnes
 )
 
-// Size is the number of elements.
+// Size is the number of elements held here.
 func (p *Param) Size() int { return len(p.Data) }
 
 // Params is the ordered set of a model's parameters over two flat buffers.
@@ -39,6 +49,11 @@ type Params struct {
 	Data   []float32
 	Grad   []float32
 	byName map[string]*Param
+	tpRank int
+	tpSize int
+	// partial is true when this rank holds only some blocks (a pipeline
+	// stage), so a full checkpoint has tensors it skips.
+	partial bool
 }
 
 // Lookup returns the parameter with the given name.
@@ -47,44 +62,69 @@ func (ps *Params) Lookup(name string) (*Param, bool) {
 	return p, ok
 }
 
-// Count is the total number of parameter elements.
+// Count is the total number of parameter elements held here.
 func (ps *Params) Count() int { return len(ps.Data) }
 
 // ZeroGrad clears every gradient.
 func (ps *Params) ZeroGrad() { clear(ps.Grad) }
 
+// NormSumSquares is this rank's share of the squared global gradient norm:
+// the sum of squares of every gradient it counts (see Param.InNorm).
+func (ps *Params) NormSumSquares() float64 {
+	var s float64
+	for _, p := range ps.List {
+		if !p.InNorm {
+			continue
+		}
+		for _, g := range p.Grad {
+			s += float64(g) * float64(g)
+		}
+	}
+	return s
+}
+
 // paramSpec is a parameter before the flat buffers exist.
 type paramSpec struct {
-	name  string
-	shape []int
-	decay bool
-	init  initKind
-	std   float64
+	name     string
+	shape    []int
+	shard    tensor.ShardSpec
+	decay    bool
+	tiedCopy bool
+	init     initKind
+	std      float64
 }
 
 // buildParams allocates the flat buffers for specs in the given order and
-// wires each Param's Data and Grad views.
-func buildParams(specs []paramSpec) *Params {
+// wires each Param's Data and Grad views, as shard tpRank of tpSize.
+func buildParams(specs []paramSpec, tpRank, tpSize int) (*Params, error) {
+	locals := make([][]int, len(specs))
 	total := 0
-	for _, s := range specs {
-		total += numel(s.shape)
+	for i, s := range specs {
+		l, err := s.shard.LocalShape(s.shape, tpSize)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %s: %w", s.name, err)
+		}
+		locals[i] = l
+		total += numel(l)
 	}
-	ps := &Params{Data: make([]float32, total), Grad: make([]float32, total), byName: make(map[string]*Param, len(specs))}
+	ps := &Params{Data: make([]float32, total), Grad: make([]float32, total), byName: make(map[string]*Param, len(specs)), tpRank: tpRank, tpSize: tpSize}
 	off := 0
-	for _, s := range specs {
-		n := numel(s.shape)
-		p := &Param{Name: s.name, Shape: s.shape, Decay: s.decay, Offset: off, Data: ps.Data[off : off+n : off+n], Grad: ps.Grad[off : off+n : off+n], init: s.init, std: s.std}
+	for i, s := range specs {
+		n := numel(locals[i])
+		p := &Param{Name: s.name, Shape: s.shape, Local: locals[i], Shard: s.shard, Decay: s.decay, Offset: off,
+			Data: ps.Data[off : off+n : off+n], Grad: ps.Grad[off : off+n : off+n], TiedCopy: s.tiedCopy, init: s.init, std: s.std}
+		p.InNorm = !s.tiedCopy && (!s.shard.IsReplicated() || tpRank == 0 || tpSize == 1)
 		ps.List = append(ps.List, p)
 		ps.byName[s.name] = p
 		off += n
 	}
-	return ps
+	return ps, nil
 }
 
-// Init fills every parameter from seed. Each parameter draws from its own
-// generator seeded by (seed, hash of its name), so its values do not depend
-// on which other parameters exist or in what order they are stored — any
-// parallel layout initializes every logical tensor identically.
+// Init fills every parameter from seed. Each logical tensor draws from its
+// own generator seeded by (seed, hash of its name) and each rank keeps its
+// shard of it, so any parallel layout holds exactly the values a single
+// process would.
 func (ps *Params) Init(seed uint64) {
 	for _, p := range ps.List {
 		switch p.init {
@@ -98,11 +138,28 @@ func (ps *Params) Init(seed uint64) {
 			h := fnv.New64a()
 			h.Write([]byte(p.Name))
 			r := rand.New(rand.NewPCG(seed, h.Sum64()))
-			for i := range p.Data {
-				p.Data[i] = float32(r.NormFloat64() * p.std)
+			full := p.Data
+			if len(p.Data) != numel(p.Shape) {
+				full = make([]float32, numel(p.Shape))
+			}
+			for i := range full {
+				full[i] = float32(r.NormFloat64() * p.std)
+			}
+			if len(p.Data) != len(full) {
+				p.Shard.Extract(p.Data, full, p.Shape, ps.tpRank, ps.tpSize)
 			}
 		}
 	}
+}
+
+// SetFull stores a full logical tensor into the parameter, keeping this
+// rank's shard of it (used when loading checkpoints).
+func (ps *Params) SetFull(p *Param, dst, full []float32) {
+	if len(full) == len(dst) {
+		copy(dst, full)
+		return
+	}
+	p.Shard.Extract(dst, full, p.Shape, ps.tpRank, ps.tpSize)
 }
 
 func numel(shape []int) int {
@@ -113,42 +170,61 @@ func numel(shape []int) int {
 	return n
 }
 
-// paramSpecs lists the parameters of cfg in layout order (last layer first).
-func paramSpecs(cfg Config) []paramSpec {
+// paramSpecs lists the parameters held under layout l, in layout order
+// (the last layer's first).
+func paramSpecs(cfg Config, l Layout) []paramSpec {
 	C, V, H := cfg.NEmbd, cfg.VocabSize, cfg.Hidden()
-	fcOut := H
+	fcOut, fcParts := H, 1
 	if cfg.Activation == SwiGLU {
-		fcOut = 2 * H // gate and up projections side by side
+		fcOut, fcParts = 2*H, 2 // gate and up projections side by side
 	}
 	std := cfg.InitStd
 	projStd := std / math.Sqrt(2*float64(cfg.NLayer)) // GPT-2 scales residual projections
 	norm := func(prefix string) []paramSpec {
-		out := []paramSpec{{name: prefix + ".weight", shape: []int{C}, init: initOnes}}
+		out := []paramSpec{{name: prefix + ".weight", shape: []int{C}, shard: tensor.Replicated, init: initOnes}}
 		if cfg.Norm == LayerNorm {
-			out = append(out, paramSpec{name: prefix + ".bias", shape: []int{C}, init: initZeros})
+			out = append(out, paramSpec{name: prefix + ".bias", shape: []int{C}, shard: tensor.Replicated, init: initZeros})
 		}
 		return out
 	}
-	linear := func(prefix string, in, out int, s float64) []paramSpec {
+	// column-parallel: output features split (weight axis 1, bias axis 0)
+	column := func(prefix string, in, out, parts int, s float64) []paramSpec {
 		return []paramSpec{
-			{name: prefix + ".weight", shape: []int{in, out}, decay: true, init: initNormal, std: s},
-			{name: prefix + ".bias", shape: []int{out}, init: initZeros},
+			{name: prefix + ".weight", shape: []int{in, out}, shard: tensor.Split(1, parts), decay: true, init: initNormal, std: s},
+			{name: prefix + ".bias", shape: []int{out}, shard: tensor.Split(0, parts), init: initZeros},
 		}
 	}
+	// row-parallel: input features split; the bias is added after the reduction
+	row := func(prefix string, in, out int, s float64) []paramSpec {
+		return []paramSpec{
+			{name: prefix + ".weight", shape: []int{in, out}, shard: tensor.Split(0, 1), decay: true, init: initNormal, std: s},
+			{name: prefix + ".bias", shape: []int{out}, shard: tensor.Replicated, init: initZeros},
+		}
+	}
+	wte := paramSpec{name: "wte.weight", shape: []int{V, C}, shard: tensor.Split(0, 1), init: initNormal, std: std}
 	var specs []paramSpec
-	specs = append(specs, norm("ln_f")...)
-	for l := cfg.NLayer - 1; l >= 0; l-- {
-		p := fmt.Sprintf("h.%d.", l)
-		specs = append(specs, linear(p+"mlp.c_proj", H, C, projStd)...)
-		specs = append(specs, linear(p+"mlp.c_fc", C, fcOut, std)...)
+	if l.Last && !l.First {
+		tied := wte
+		tied.tiedCopy = true
+		specs = append(specs, tied)
+	}
+	if l.Last {
+		specs = append(specs, norm("ln_f")...)
+	}
+	for b := l.EndBlock - 1; b >= l.FirstBlock; b-- {
+		p := fmt.Sprintf("h.%d.", b)
+		specs = append(specs, row(p+"mlp.c_proj", H, C, projStd)...)
+		specs = append(specs, column(p+"mlp.c_fc", C, fcOut, fcParts, std)...)
 		specs = append(specs, norm(p+"ln_2")...)
-		specs = append(specs, linear(p+"attn.c_proj", C, C, projStd)...)
-		specs = append(specs, linear(p+"attn.c_attn", C, 3*C, std)...)
+		specs = append(specs, row(p+"attn.c_proj", C, C, projStd)...)
+		specs = append(specs, column(p+"attn.c_attn", C, 3*C, 3, std)...)
 		specs = append(specs, norm(p+"ln_1")...)
 	}
-	if cfg.Position == PosLearned {
-		specs = append(specs, paramSpec{name: "wpe.weight", shape: []int{cfg.NPositions, C}, init: initNormal, std: std})
+	if l.First {
+		if cfg.Position == PosLearned {
+			specs = append(specs, paramSpec{name: "wpe.weight", shape: []int{cfg.NPositions, C}, shard: tensor.Replicated, init: initNormal, std: std})
+		}
+		specs = append(specs, wte)
 	}
-	specs = append(specs, paramSpec{name: "wte.weight", shape: []int{V, C}, init: initNormal, std: std})
 	return specs
 }

@@ -1,0 +1,83 @@
+package model
+
+// Acts holds the activations one Forward saves for its Backward, for a
+// batch of up to the B x T it was made for. Shapes use N = B*T rows and this
+// rank's local widths (see localDims).
+type Acts struct {
+	maxB, maxT int
+	b, t       int // shape of the last Forward
+	hasTargets bool
+
+	tokens, targets []int32   // (N) copies of the last Forward's inputs
+	input           []float32 // (N, C) embedding output, or the hidden state received from the previous stage
+	blocks          []blockActs
+	lnf             []float32 // (N, C) last stage only
+	lnfMean         []float32 // (N)
+	lnfRstd         []float32 // (N)
+	logits          []float32 // (N, Vl) probabilities after a Forward with targets
+	losses          []float32 // (N)
+}
+
+// blockActs are one block's saved activations.
+type blockActs struct {
+	ln1, ln1Mean, ln1Rstd []float32 // (N, C), (N), (N)
+	qkv                   []float32 // (N, 3*Cl): [q | k | v] for this rank's heads
+	att                   []float32 // (B, NHl, T, T) softmax probabilities
+	atty                  []float32 // (N, Cl) attention output before the projection
+	res2                  []float32 // (N, C) residual stream after attention
+	ln2, ln2Mean, ln2Rstd []float32
+	fch                   []float32 // (N, FCl) MLP pre-activation
+	fchAct                []float32 // (N, Hl)
+	res3                  []float32 // (N, C) block output
+}
+
+// NewActs allocates activations for batches of up to B x T on this rank.
+func (m *GPT) NewActs(B, T int) *Acts {
+	d, l := m.local, m.Layout
+	N := B * T
+	f := func(n int) []float32 { return make([]float32, n) }
+	a := &Acts{maxB: B, maxT: T, tokens: make([]int32, N), targets: make([]int32, N), input: f(N * d.C)}
+	a.blocks = make([]blockActs, l.EndBlock-l.FirstBlock)
+	for i := range a.blocks {
+		a.blocks[i] = blockActs{
+			ln1: f(N * d.C), ln1Mean: f(N), ln1Rstd: f(N),
+			qkv: f(N * 3 * d.Cl), att: f(B * d.NHl * T * T), atty: f(N * d.Cl), res2: f(N * d.C),
+			ln2: f(N * d.C), ln2Mean: f(N), ln2Rstd: f(N),
+			fch: f(N * d.FCl), fchAct: f(N * d.Hl), res3: f(N * d.C),
+		}
+	}
+	if l.Last {
+		a.lnf, a.lnfMean, a.lnfRstd = f(N*d.C), f(N), f(N)
+		a.logits, a.losses = f(N*d.Vl), f(N)
+	}
+	return a
+}
+
+// Bytes is the memory held by these activations.
+func (a *Acts) Bytes() int64 {
+	n := len(a.input) + len(a.lnf) + len(a.lnfMean) + len(a.lnfRstd) + len(a.logits) + len(a.losses) + len(a.tokens) + len(a.targets)
+	for _, b := range a.blocks {
+		n += len(b.ln1) + len(b.ln1Mean) + len(b.ln1Rstd) + len(b.qkv) + len(b.att) + len(b.atty) + len(b.res2)
+		n += len(b.ln2) + len(b.ln2Mean) + len(b.ln2Rstd) + len(b.fch) + len(b.fchAct) + len(b.res3)
+	}
+	return int64(n) * 4
+}
+
+// Output is the hidden state (B*T, C) leaving this stage: what a non-last
+// pipeline stage sends to the next one.
+func (a *Acts) Output() []float32 {
+	N := a.b * a.t
+	if len(a.blocks) == 0 {
+		return a.input[:N*len(a.input)/(a.maxB*a.maxT)]
+	}
+	return a.blocks[len(a.blocks)-1].res3[:N*len(a.input)/(a.maxB*a.maxT)]
+}
+
+// Logits are this rank's (B*T, Vl) logits after a Forward without targets
+// (the full vocabulary when TP is 1).
+func (a *Acts) Logits() []float32 {
+	return a.logits[:a.b*a.t*len(a.logits)/(a.maxB*a.maxT)]
+}
+
+// Losses are the per-position losses (B*T) of the last Forward with targets.
+func (a *Acts) Losses() []float32 { return a.losses[:a.b*a.t] }

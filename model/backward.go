@@ -1,0 +1,136 @@
+package model
+
+import (
+	"context"
+	"fmt"
+)
+
+// BackwardActs accumulates parameter gradients for the Forward that filled a.
+// The last stage starts from the loss (its Forward must have had targets;
+// lossScale multiplies dLoss/dlogit of each counted position, so pass
+// 1/(counted positions in the global batch) for the mean). Other stages
+// start from dOut (B*T, C), the gradient the next stage sent back. After it
+// returns, DInput holds the gradient to send to the previous stage.
+func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossScale float32) error {
+	l, d, w := m.Layout, m.local, &m.w
+	B, T := a.b, a.t
+	N, C := B*T, d.C
+	dres := m.dres[:N*C]
+	if l.Last {
+		if !a.hasTargets {
+			return fmt.Errorf("model: backward needs a forward with targets")
+		}
+		dlogits := a.logits[:N*d.Vl]
+		m.ce.Backward(dlogits, a.targets, N, d.Vl, lossScale)
+		// dlnf = dlogits @ wte_local (partial over the vocabulary split)
+		dlnf := m.dln[:N*C]
+		m.gemm.Sgemm(false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C)
+		if err := m.tp.AllReduceSum(ctx, dlnf); err != nil {
+			return fmt.Errorf("head backward all-reduce: %w", err)
+		}
+		m.gemm.Sgemm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, 1, w.dwte, C)
+		clear(dres)
+		last := a.input[:N*C]
+		if len(a.blocks) > 0 {
+			last = a.blocks[len(a.blocks)-1].res3[:N*C]
+		}
+		m.normBackward(dres, w.dlnfw, w.dlnfb, dlnf, last, w.lnfw, a.lnfMean, a.lnfRstd, N)
+		m.gradReady(w.headReady)
+	} else {
+		if len(dOut) != N*C {
+			return fmt.Errorf("model: stage output gradient has %d values, want %dx%dx%d", len(dOut), B, T, C)
+		}
+		copy(dres, dOut)
+	}
+	for i := len(a.blocks) - 1; i >= 0; i-- {
+		x := a.input[:N*C]
+		if i > 0 {
+			x = a.blocks[i-1].res3[:N*C]
+		}
+		if err := m.blockBackward(ctx, &a.blocks[i], &m.w.blocks[i], x, dres, B, T); err != nil {
+			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+		}
+		m.gradReady(m.w.blocks[i].readyAfter)
+	}
+	if l.First {
+		if m.tp.Size() == 1 {
+			EmbeddingBackward(w.dwte, w.dwpe, dres, a.tokens, B, T, C)
+		} else {
+			m.embedBackward(dres, a.tokens, B, T)
+		}
+	}
+	m.gradReady(len(m.Params.Grad))
+	return nil
+}
+
+// DInput is the gradient with respect to this stage's input hidden state
+// (B*T, C) after BackwardActs: what a non-first stage sends back. It is
+// valid until the next BackwardActs.
+func (m *GPT) DInput(a *Acts) []float32 { return m.dres[:a.b*a.t*m.local.C] }
+
+func (m *GPT) gradReady(n int) {
+	if m.GradReady != nil {
+		m.GradReady(n)
+	}
+}
+
+// embedBackward accumulates the vocabulary-parallel embedding's gradient:
+// each rank adds only the rows it holds.
+func (m *GPT) embedBackward(dres []float32, tokens []int32, B, T int) {
+	d, w := m.local, &m.w
+	C := d.C
+	for n := 0; n < B*T; n++ {
+		g := dres[n*C : (n+1)*C]
+		if v := int(tokens[n]) - d.V0; v >= 0 && v < d.Vl {
+			ResidualAdd(w.dwte[v*C:(v+1)*C], g)
+		}
+		if w.dwpe != nil {
+			ResidualAdd(w.dwpe[(n%T)*C:(n%T+1)*C], g)
+		}
+	}
+}
+
+// blockBackward: on entry dres holds dL/d(block output); on exit dL/dx.
+func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights, x, dres []float32, B, T int) error {
+	d := m.local
+	N, C := B*T, d.C
+	// MLP. The residual passes dres through unchanged to res2.
+	dfchAct, dfch := m.dfchAct[:N*d.Hl], m.dfch[:N*d.FCl]
+	LinearBackward(m.gemm, dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, d.Hl, C, false)
+	m.activateBackward(dfch, ba.fch, dfchAct, N, d.Hl)
+	dln := m.dln[:N*C]
+	LinearBackward(m.gemm, dln, bw.dfcW, bw.dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
+	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
+		return fmt.Errorf("MLP input gradient all-reduce: %w", err)
+	}
+	m.normBackward(dres, bw.dln2w, bw.dln2b, dln, ba.res2, bw.ln2w, ba.ln2Mean, ba.ln2Rstd, N)
+	// Attention. dres now holds dL/dres2, which flows unchanged to x.
+	datty := m.datty[:N*d.Cl]
+	LinearBackward(m.gemm, datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
+	dqkv := m.dqkv[:N*3*d.Cl]
+	m.attn.Backward(dqkv, datty, ba.qkv, ba.att, B, T, d.Cl, d.NHl)
+	LinearBackward(m.gemm, dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
+	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
+		return fmt.Errorf("attention input gradient all-reduce: %w", err)
+	}
+	m.normBackward(dres, bw.dln1w, bw.dln1b, dln, x, bw.ln1w, ba.ln1Mean, ba.ln1Rstd, N)
+	return nil
+}
+
+func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N int) {
+	C := m.Config.NEmbd
+	if m.Config.Norm == RMSNorm {
+		RMSNormBackward(dinp, dw, dout, inp, w, rstd, N, C)
+		return
+	}
+	LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
+}
+
+func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
+	switch m.Config.Activation {
+	case SwiGLU:
+		SwiGLUBackward(dinp, inp, dout, N, H)
+	default:
+		GELUBackward(dinp[:N*H], inp[:N*H], dout[:N*H], m.Config.Activation == GELUErf)
+	}
+}

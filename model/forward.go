@@ -1,0 +1,155 @@
+package model
+
+import (
+	"context"
+	"fmt"
+)
+
+// ForwardActs runs this rank's part of the model on a batch of B x T,
+// saving activations in a:
+//   - the first stage embeds tokens; later stages take hiddenIn (B*T, C),
+//     the previous stage's Acts.Output;
+//   - the last stage computes logits and, when targets is not nil, the
+//     loss: it returns the summed loss and the number of counted positions.
+//
+// With tensor parallelism the ranks of the TP group must call it together.
+func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn []float32, targets []int32, B, T int) (lossSum float64, count int, err error) {
+	l, d := m.Layout, m.local
+	if B > a.maxB || T > a.maxT {
+		return 0, 0, fmt.Errorf("model: batch %dx%d exceeds the activations' %dx%d", B, T, a.maxB, a.maxT)
+	}
+	if !l.First {
+		tokens = nil
+	}
+	if !l.Last {
+		targets = nil
+	}
+	if err := m.CheckInput(tokens, targets, B, T); err != nil {
+		return 0, 0, err
+	}
+	N, C := B*T, d.C
+	a.b, a.t, a.hasTargets = B, T, targets != nil
+	if targets != nil {
+		copy(a.targets, targets)
+	}
+	x := a.input[:N*C]
+	if l.First {
+		if tokens == nil {
+			return 0, 0, fmt.Errorf("model: the first stage needs tokens")
+		}
+		copy(a.tokens, tokens)
+		if err := m.embed(ctx, x, tokens, B, T); err != nil {
+			return 0, 0, err
+		}
+	} else {
+		if len(hiddenIn) != N*C {
+			return 0, 0, fmt.Errorf("model: stage input has %d values, want %dx%dx%d", len(hiddenIn), B, T, C)
+		}
+		copy(x, hiddenIn)
+	}
+	for i := range a.blocks {
+		if err := m.blockForward(ctx, &a.blocks[i], &m.w.blocks[i], x, B, T); err != nil {
+			return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
+		}
+		x = a.blocks[i].res3[:N*C]
+	}
+	if !l.Last {
+		return 0, 0, nil
+	}
+	w := &m.w
+	m.norm(a.lnf, a.lnfMean, a.lnfRstd, x, w.lnfw, w.lnfb, N)
+	// logits (N, Vl) = lnf (N, C) @ wte_local^T : the head is tied to the
+	// embedding, and each TP rank holds a slice of the vocabulary.
+	logits := a.logits[:N*d.Vl]
+	m.gemm.Sgemm(false, true, N, d.Vl, C, 1, a.lnf, C, w.wte, C, 0, logits, d.Vl)
+	if targets == nil {
+		return 0, 0, nil
+	}
+	return m.ce.Forward(ctx, a.losses, logits, targets, N, d.Vl)
+}
+
+// embed writes wte[token] + wpe[position] into x (N, C). With a
+// vocabulary-parallel wte each rank contributes the rows it holds (zeros
+// elsewhere) and an all-reduce sums them.
+func (m *GPT) embed(ctx context.Context, x []float32, tokens []int32, B, T int) error {
+	d, w := m.local, &m.w
+	C := d.C
+	if m.tp.Size() == 1 {
+		EmbeddingForward(x, tokens, w.wte, w.wpe, B, T, C)
+		return nil
+	}
+	for n, tok := range tokens[:B*T] {
+		row := x[n*C : (n+1)*C]
+		if v := int(tok) - d.V0; v >= 0 && v < d.Vl {
+			copy(row, w.wte[v*C:(v+1)*C])
+		} else {
+			clear(row)
+		}
+	}
+	if err := m.tp.AllReduceSum(ctx, x[:B*T*C]); err != nil {
+		return fmt.Errorf("embedding all-reduce: %w", err)
+	}
+	if w.wpe != nil {
+		for n := 0; n < B*T; n++ {
+			ResidualAdd(x[n*C:(n+1)*C], w.wpe[(n%T)*C:(n%T+1)*C])
+		}
+	}
+	return nil
+}
+
+// blockForward runs one pre-LN transformer block on x (N, C).
+func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights, x []float32, B, T int) error {
+	d := m.local
+	N, C := B*T, d.C
+	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
+	// column-parallel qkv: this rank's heads only
+	LinearForward(m.gemm, ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
+	m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, d.Cl, d.NHl)
+	// row-parallel projection: partial sums, reduced, then bias and residual
+	res2 := ba.res2[:N*C]
+	LinearForward(m.gemm, res2, ba.atty, bw.projW, nil, N, d.Cl, C)
+	if err := m.tp.AllReduceSum(ctx, res2); err != nil {
+		return fmt.Errorf("attention output all-reduce: %w", err)
+	}
+	addBiasResidual(res2, bw.projB, x, N, C)
+	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
+	LinearForward(m.gemm, ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, d.FCl)
+	m.activate(ba.fchAct, ba.fch, N, d.Hl)
+	res3 := ba.res3[:N*C]
+	LinearForward(m.gemm, res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
+	if err := m.tp.AllReduceSum(ctx, res3); err != nil {
+		return fmt.Errorf("MLP output all-reduce: %w", err)
+	}
+	addBiasResidual(res3, bw.fcProjB, res2, N, C)
+	return nil
+}
+
+// addBiasResidual: out[n,:] += bias + res[n,:].
+func addBiasResidual(out, bias, res []float32, N, C int) {
+	for n := 0; n < N; n++ {
+		o := out[n*C : (n+1)*C]
+		r := res[n*C : (n+1)*C]
+		for i := range o {
+			o[i] += bias[i]
+			o[i] += r[i]
+		}
+	}
+}
+
+func (m *GPT) norm(out, mean, rstd, inp, w, b []float32, N int) {
+	C, eps := m.Config.NEmbd, float32(m.Config.LayerNormEps)
+	if m.Config.Norm == RMSNorm {
+		RMSNormForward(out, rstd, inp, w, N, C, eps)
+		return
+	}
+	LayerNormForward(out, mean, rstd, inp, w, b, N, C, eps)
+}
+
+func (m *GPT) activate(out, inp []float32, N, H int) {
+	switch m.Config.Activation {
+	case SwiGLU:
+		SwiGLUForward(out, inp, N, H)
+	default:
+		GELUForward(out[:N*H], inp[:N*H], m.Config.Activation == GELUErf)
+	}
+}

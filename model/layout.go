@@ -1,0 +1,110 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/strand-ml/strand/parallel/tensor"
+)
+
+// Layout is the part of the model one rank holds: a tensor-parallel shard
+// (through TP) of a contiguous range of blocks (a pipeline stage). The first
+// stage owns the embeddings, the last the final norm and the LM head, whose
+// weight is tied to the token embedding; with several stages the last stage
+// keeps its own copy of wte, kept equal by all-reducing its gradient with
+// the first stage (as Megatron-LM does).
+type Layout struct {
+	TP         tensor.Group // nil means a group of one
+	FirstBlock int          // blocks [FirstBlock, EndBlock) live here
+	EndBlock   int
+	First      bool // holds wte/wpe and embeds tokens
+	Last       bool // holds ln_f and the head, and computes the loss
+}
+
+// Full is the layout of a single process holding the whole model.
+func Full(cfg Config) Layout {
+	return Layout{TP: tensor.Solo{}, FirstBlock: 0, EndBlock: cfg.NLayer, First: true, Last: true}
+}
+
+// StageBounds splits nLayer blocks into stages. With no explicit bounds the
+// split is balanced (earlier stages take the remainder); explicit bounds
+// list the number of blocks per stage.
+func StageBounds(nLayer, stages int, perStage []int) ([]int, error) {
+	if stages <= 0 {
+		return nil, fmt.Errorf("pipeline stages %d must be positive", stages)
+	}
+	if stages > nLayer {
+		return nil, fmt.Errorf("%d pipeline stages for %d layers: every stage needs at least one layer", stages, nLayer)
+	}
+	bounds := make([]int, stages+1)
+	if len(perStage) > 0 {
+		if len(perStage) != stages {
+			return nil, fmt.Errorf("%d per-stage layer counts for %d stages", len(perStage), stages)
+		}
+		for i, n := range perStage {
+			if n <= 0 {
+				return nil, fmt.Errorf("stage %d has %d layers; every stage needs at least one", i, n)
+			}
+			bounds[i+1] = bounds[i] + n
+		}
+		if bounds[stages] != nLayer {
+			return nil, fmt.Errorf("per-stage layer counts sum to %d, the model has %d layers", bounds[stages], nLayer)
+		}
+		return bounds, nil
+	}
+	for i := 0; i < stages; i++ {
+		n := nLayer / stages
+		if i < nLayer%stages {
+			n++
+		}
+		bounds[i+1] = bounds[i] + n
+	}
+	return bounds, nil
+}
+
+// Stage is the layout of pipeline stage `stage` of `stages` (blocks split by
+// bounds from StageBounds) with tensor-parallel group tp.
+func Stage(tp tensor.Group, bounds []int, stage int) Layout {
+	if tp == nil {
+		tp = tensor.Solo{}
+	}
+	stages := len(bounds) - 1
+	return Layout{TP: tp, FirstBlock: bounds[stage], EndBlock: bounds[stage+1], First: stage == 0, Last: stage == stages-1}
+}
+
+// CheckTP reports whether cfg can be split across tp tensor-parallel ranks.
+func CheckTP(cfg Config, tp int) error {
+	switch {
+	case tp <= 0:
+		return fmt.Errorf("tensor-parallel degree %d must be positive", tp)
+	case cfg.NHead%tp != 0:
+		return fmt.Errorf("tensor parallelism %d does not divide the %d attention heads", tp, cfg.NHead)
+	case cfg.Hidden()%tp != 0:
+		return fmt.Errorf("tensor parallelism %d does not divide the MLP width %d", tp, cfg.Hidden())
+	case cfg.VocabSize%tp != 0:
+		return fmt.Errorf("tensor parallelism %d does not divide the vocabulary %d (vocabulary-parallel head)", tp, cfg.VocabSize)
+	}
+	return nil
+}
+
+func (l Layout) tp() tensor.Group {
+	if l.TP == nil {
+		return tensor.Solo{}
+	}
+	return l.TP
+}
+
+func (l Layout) validate(cfg Config) error {
+	if err := CheckTP(cfg, l.tp().Size()); err != nil {
+		return err
+	}
+	if l.FirstBlock < 0 || l.EndBlock > cfg.NLayer || l.FirstBlock > l.EndBlock {
+		return fmt.Errorf("blocks [%d, %d) outside the model's %d layers", l.FirstBlock, l.EndBlock, cfg.NLayer)
+	}
+	if l.First && l.FirstBlock != 0 {
+		return fmt.Errorf("the first stage must start at block 0, not %d", l.FirstBlock)
+	}
+	if l.Last && l.EndBlock != cfg.NLayer {
+		return fmt.Errorf("the last stage must end at block %d, not %d", cfg.NLayer, l.EndBlock)
+	}
+	return nil
+}

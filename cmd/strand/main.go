@@ -28,6 +28,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"version", "print the version", runVersion},
+		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
+		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
 	}
 }
 

@@ -1,0 +1,267 @@
+// Command compare measures strand's GEMM against OpenBLAS (through numpy)
+// and torch 1.13 on the same machine in the same run, and prints a markdown
+// table of GFLOP/s and ratios.
+//
+// The machine is shared and noisy, so absolute figures drift by tens of
+// percent between runs. To compare fairly, each (shape, threads) row is
+// measured in rounds: in each round strand runs, then the Python anchor
+// worker (anchor.py) runs the same shape, one right after the other; the
+// table reports the median over rounds of each rate and of the per-round
+// ratio.
+//
+// Usage (from the repository root; run.sh sets the OpenBLAS environment):
+//
+//	go run ./bench/gemm/compare [-threads 1,2] [-rounds 5] [-min 0.05] [-filter REGEXP]
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/strand-ml/strand/bench/gemm"
+	"github.com/strand-ml/strand/gemm"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	threads []int
+	rounds  int
+	minSecs float64
+	filter  *regexp.Regexp
+	python  string
+	script  string
+}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	threads := fs.String("threads", "1,2", "comma-separated thread counts")
+	rounds := fs.Int("rounds", 5, "interleaved rounds per row (median reported)")
+	minSecs := fs.Float64("min", 0.05, "minimum seconds per measurement")
+	filter := fs.String("filter", "", "only shapes whose description matches this regexp")
+	python := fs.String("python", "/usr/bin/python3", "Python with numpy and torch")
+	script := fs.String("script", "bench/gemm/anchor.py", "anchor worker script")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	o := options{rounds: *rounds, minSecs: *minSecs, python: *python, script: *script}
+	for _, f := range strings.Split(*threads, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("bad -threads entry %q", f)
+		}
+		o.threads = append(o.threads, n)
+	}
+	if o.rounds < 1 || o.minSecs <= 0 {
+		return o, errors.New("-rounds and -min must be positive")
+	}
+	re, err := regexp.Compile(*filter)
+	if err != nil {
+		return o, fmt.Errorf("-filter: %w", err)
+	}
+	o.filter = re
+	return o, nil
+}
+
+// anchor is one running anchor.py worker at a fixed thread count.
+type anchor struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+type anchorResult struct {
+	Numpy   float64 `json:"numpy"`
+	Torch   float64 `json:"torch"`
+	Core    string  `json:"core"`
+	Threads int     `json:"threads"`
+}
+
+func startAnchor(ctx context.Context, o options, threads int) (*anchor, error) {
+	cmd := exec.CommandContext(ctx, o.python, o.script)
+	n := strconv.Itoa(threads)
+	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS="+n, "OPENBLAS_NUM_THREADS="+n)
+	if os.Getenv("OPENBLAS_CORETYPE") == "" {
+		cmd.Env = append(cmd.Env, "OPENBLAS_CORETYPE=SkylakeX")
+	}
+	if os.Getenv("LD_LIBRARY_PATH") == "" {
+		cmd.Env = append(cmd.Env, "LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp")
+	}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start anchor %s %s: %w", o.python, o.script, err)
+	}
+	return &anchor{cmd: cmd, in: in, out: bufio.NewScanner(out)}, nil
+}
+
+func (a *anchor) measure(s gemmbench.Shape, minSecs float64) (anchorResult, error) {
+	req, _ := json.Marshal(map[string]any{"tA": s.TA, "tB": s.TB, "m": s.M, "n": s.N, "k": s.K, "min_seconds": minSecs})
+	if _, err := fmt.Fprintf(a.in, "%s\n", req); err != nil {
+		return anchorResult{}, fmt.Errorf("anchor request %v: %w", s, err)
+	}
+	if !a.out.Scan() {
+		return anchorResult{}, fmt.Errorf("anchor died on %v: %v", s, a.out.Err())
+	}
+	var r anchorResult
+	if err := json.Unmarshal(a.out.Bytes(), &r); err != nil {
+		return r, fmt.Errorf("anchor reply %q: %w", a.out.Text(), err)
+	}
+	return r, nil
+}
+
+func (a *anchor) close() {
+	a.in.Close()
+	a.cmd.Wait()
+}
+
+// strandRate times e on s like anchor.py does: one warm-up call, then calls
+// until minSecs have passed and at least 3 ran.
+func strandRate(e *gemm.Engine, s gemmbench.Shape, x, y, z []float32, lda, ldb int, minSecs float64) float64 {
+	e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N)
+	start, iters := time.Now(), 0
+	for {
+		e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N)
+		iters++
+		if el := time.Since(start).Seconds(); el >= minSecs && iters >= 3 {
+			return s.Flops() * float64(iters) / el / 1e9
+		}
+	}
+}
+
+func median(x []float64) float64 {
+	y := slices.Clone(x)
+	slices.Sort(y)
+	if len(y)%2 == 1 {
+		return y[len(y)/2]
+	}
+	return (y[len(y)/2-1] + y[len(y)/2]) / 2
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	all, err := gemmbench.All()
+	if err != nil {
+		return err
+	}
+	var shapes []gemmbench.Shape
+	for _, s := range all {
+		if o.filter.MatchString(s.String()) {
+			shapes = append(shapes, s)
+		}
+	}
+	anchors := map[int]*anchor{}
+	for _, t := range o.threads {
+		a, err := startAnchor(ctx, o, t)
+		if err != nil {
+			return err
+		}
+		defer a.close()
+		anchors[t] = a
+	}
+	core := "?"
+	fmt.Fprintf(stdout, "Run %s on %s (%d CPUs), Go %s, strand kernel %s; load average at start %s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), runtime.Version(), gemm.New(1).KernelName(), loadAvg())
+	var rows []string
+	for _, s := range shapes {
+		x, y, z, lda, ldb := gemmbench.Operands(s, 1)
+		for _, t := range o.threads {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			e := gemm.New(t)
+			var st, np, th, rnp, rth []float64
+			for r := 0; r < o.rounds; r++ {
+				g := strandRate(e, s, x, y, z, lda, ldb, o.minSecs)
+				a, err := anchors[t].measure(s, o.minSecs)
+				if err != nil {
+					return err
+				}
+				core = a.Core
+				st, np, th = append(st, g), append(np, a.Numpy), append(th, a.Torch)
+				rnp, rth = append(rnp, g/a.Numpy), append(rth, g/a.Torch)
+			}
+			row := fmt.Sprintf("| %s | %s | %dx%dx%d | %d | %.0f | %.0f | %.0f | **%.2f** | %.2f |",
+				s.Name, opName(s), s.M, s.N, s.K, t, median(st), median(np), median(th), median(rnp), median(rth))
+			fmt.Fprintln(stderr, row)
+			rows = append(rows, row)
+		}
+	}
+	fmt.Fprintf(stdout, "OpenBLAS core: %s (numpy calls cblas_sgemm directly; torch.mm goes through ATen to the same library).\n", core)
+	fmt.Fprintf(stdout, "Rates are medians over %d interleaved rounds of >= %.2f s each; ratios are medians of per-round ratios.\n\n", o.rounds, o.minSecs)
+	fmt.Fprintln(stdout, "| shape | op | m x n x k | threads | strand GFLOP/s | OpenBLAS (numpy) | torch | strand / OpenBLAS | strand / torch |")
+	fmt.Fprintln(stdout, "|---|---|---|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		fmt.Fprintln(stdout, r)
+	}
+	return nil
+}
+
+func opName(s gemmbench.Shape) string {
+	switch {
+	case s.TA && s.TB:
+		return "At*Bt"
+	case s.TA:
+		return "At*B"
+	case s.TB:
+		return "A*Bt"
+	}
+	return "A*B"
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -38,6 +38,12 @@ type Config struct {
 	// RegCacheBytes bounds the bytes kept registered by the registration
 	// cache once idle. Default 1 GiB.
 	RegCacheBytes int64
+	// ParkBytes bounds, per peer, the bytes of large messages accepted
+	// before their Recv is posted (into temporary registered buffers, then
+	// copied), so that a Send never waits for the application on the other
+	// side, as with TCP. Beyond it a rendezvous waits for the Recv. 0 means
+	// 64 MiB; negative disables parking.
+	ParkBytes int64
 	// Logf, if set, receives one line per connected peer.
 	Logf func(format string, args ...any)
 }
@@ -63,6 +69,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SendSlots == 0 {
 		c.SendSlots = 16
+	}
+	if c.ParkBytes == 0 {
+		c.ParkBytes = 64 << 20
 	}
 	if c.RegCacheBytes == 0 {
 		c.RegCacheBytes = 1 << 30

@@ -42,6 +42,7 @@ type peer struct {
 	nextTok uint32
 	sends   map[uint32]*sendOp // rendezvous sends, by sender token
 	recvs   map[uint32]*recvOp // rendezvous receives, by receiver token
+	parked  int64              // bytes in parked buffers
 }
 
 // outMsg is a message waiting for credit, a send queue entry or a slot.
@@ -70,9 +71,19 @@ type recvOp struct {
 	tag      transport.Tag
 	buf      []byte
 	mr       verbs.MR // registered buf, for sizes above EagerLimit
+	park     *parked  // set when this receive fills a parking buffer
 	done     chan struct{}
 	err      error
 	finished bool
+}
+
+// parked is a large message written into a temporary buffer because it
+// arrived before its Recv.
+type parked struct {
+	buf    []byte
+	mr     verbs.MR
+	done   bool    // the write has landed
+	waiter *recvOp // the Recv matched to it before it landed
 }
 
 // tagQueue matches receives with arrivals on one tag, both in order.
@@ -87,6 +98,7 @@ type arrival struct {
 	data []byte // eager payload
 	n    uint64 // rts: message length
 	tok  uint32 // rts: sender token
+	park *parked
 }
 
 func newPeer(t *Transport, r, sqDepth int) (*peer, error) {
@@ -286,6 +298,14 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		}
 		return p.opErr("recv", err)
 	}
+	if pk := p.parkOf(op); pk != nil {
+		// Waiting for a parked message to land: give the message back to
+		// the front of its tag's queue for the next Recv.
+		pk.waiter = nil
+		q.arrived = slices.Insert(q.arrived, 0, arrival{rts: true, n: uint64(len(pk.buf)), park: pk})
+		p.mu.Unlock()
+		return p.opErr("recv", fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err()))
+	}
 	if i := slices.Index(q.waiting, op); i >= 0 {
 		q.waiting = slices.Delete(q.waiting, i, i+1)
 		p.mu.Unlock()
@@ -299,15 +319,28 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 	return p.opErr("recv", err)
 }
 
+// parkOf returns the parked message op waits for, if any.
+func (p *peer) parkOf(op *recvOp) *parked {
+	for _, r := range p.recvs {
+		if r.park != nil && r.park.waiter == op {
+			return r.park
+		}
+	}
+	return nil
+}
+
 // matchLocked pairs a receive with the next message of its tag.
 func (p *peer) matchLocked(op *recvOp, a arrival) {
-	if !a.rts {
-		if len(a.data) != len(op.buf) {
-			p.finishRecv(op, &transport.SizeError{Peer: p.rank, Tag: op.tag, Want: len(op.buf), Got: len(a.data)})
-			return
+	if a.park != nil {
+		if a.park.done {
+			p.deliverLocked(op, a.park.buf)
+		} else {
+			a.park.waiter = op
 		}
-		copy(op.buf, a.data)
-		p.finishRecv(op, nil)
+		return
+	}
+	if !a.rts {
+		p.deliverLocked(op, a.data)
 		return
 	}
 	if a.n != uint64(len(op.buf)) || op.mr == nil {
@@ -321,6 +354,48 @@ func (p *peer) matchLocked(op *recvOp, a arrival) {
 	p.recvs[rtok] = op
 	p.queueLocked(&outMsg{hdr: header{kind: kindCTS, status: ctsOK, tok: a.tok, len: a.n,
 		addr: op.mr.Addr(), rkey: op.mr.RKey(), rtok: rtok}})
+}
+
+// deliverLocked completes op with a whole message already in memory.
+func (p *peer) deliverLocked(op *recvOp, data []byte) {
+	if len(data) != len(op.buf) {
+		p.finishRecv(op, &transport.SizeError{Peer: p.rank, Tag: op.tag, Want: len(op.buf), Got: len(data)})
+		return
+	}
+	copy(op.buf, data)
+	p.finishRecv(op, nil)
+}
+
+// parkLocked accepts a large message that has no Recv yet into a fresh
+// registered buffer. It reports false when over the parking budget.
+func (p *peer) parkLocked(q *tagQueue, h header) bool {
+	if limit := p.t.cfg.ParkBytes; limit < 0 || p.parked+int64(h.len) > limit {
+		return false
+	}
+	buf := make([]byte, h.len)
+	mr, err := p.t.pd.RegMR(buf, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
+	if err != nil {
+		return false // wait for the Recv's own buffer instead
+	}
+	pk := &parked{buf: buf, mr: mr}
+	p.parked += int64(h.len)
+	rtok := p.nextTok
+	p.nextTok++
+	p.recvs[rtok] = &recvOp{tag: h.tag, buf: buf, mr: mr, park: pk, done: make(chan struct{})}
+	q.arrived = append(q.arrived, arrival{rts: true, n: h.len, park: pk})
+	p.queueLocked(&outMsg{hdr: header{kind: kindCTS, status: ctsOK, tok: h.tok, len: h.len,
+		addr: mr.Addr(), rkey: mr.RKey(), rtok: rtok}})
+	return true
+}
+
+// parkDoneLocked runs when a parked message has landed.
+func (p *peer) parkDoneLocked(pk *parked) {
+	pk.done = true
+	pk.mr.Deregister()
+	p.parked -= int64(len(pk.buf))
+	if pk.waiter != nil {
+		p.deliverLocked(pk.waiter, pk.buf)
+	}
 }
 
 func (p *peer) queueLocked(m *outMsg) { p.outq = append(p.outq, m) }
@@ -431,6 +506,9 @@ func (p *peer) failLocked(err error) {
 	}
 	for tok, op := range p.recvs {
 		p.finishRecv(op, err)
+		if op.park != nil && op.park.waiter != nil {
+			p.finishRecv(op.park.waiter, err)
+		}
 		delete(p.recvs, tok)
 	}
 	for _, q := range p.tags {
@@ -481,6 +559,9 @@ func (p *peer) complete(wc verbs.WorkCompletion) {
 				return
 			}
 			p.finishRecv(op, nil)
+			if op.park != nil {
+				p.parkDoneLocked(op.park)
+			}
 		} else if !p.handleEager(slot, int(wc.ByteLen), protocol) {
 			return
 		}
@@ -529,7 +610,7 @@ func (p *peer) handleEager(slot, n int, protocol func(string, ...any)) bool {
 			op := q.waiting[0]
 			q.waiting = q.waiting[1:]
 			p.matchLocked(op, a)
-		} else {
+		} else if !p.parkLocked(q, h) {
 			q.arrived = append(q.arrived, a)
 		}
 	case kindCTS:

@@ -327,8 +327,10 @@ func goRoot(ctx context.Context, override string) (string, error) {
 }
 
 // Split returns the corpus without its last heldOut fraction (train) and that
-// tail (validation). It is deterministic and shares the token memory.
-// heldOut must be in [0, 1).
+// tail (validation), rounded to whole tokens. It is deterministic and shares
+// the token memory (train's capacity is capped, so appending to it cannot
+// overwrite validation). A heldOut outside [0, 1) (or NaN) is treated as 0:
+// everything is training data and validation is empty.
 func (c *Corpus) Split(heldOut float64) (train, val *Corpus) {
 	if !(heldOut >= 0) || heldOut >= 1 { // also catches NaN
 		heldOut = 0

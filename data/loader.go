@@ -161,6 +161,10 @@ func boundedUint64(rng *rand.PCG, n uint64) uint64 {
 	}
 }
 
+// Reset rewinds to the first batch of epoch 0, e.g. to evaluate the same
+// validation batches every time.
+func (l *Loader) Reset() { l.epoch, l.batch = 0, 0 }
+
 // State returns the loader position for a checkpoint.
 func (l *Loader) State() LoaderState {
 	return LoaderState{

@@ -46,6 +46,10 @@ func TestSequentialMatchesLLMC(t *testing.T) {
 	if l.Epoch() != 1 {
 		t.Fatalf("epoch %d after 5 steps of 3 per epoch", l.Epoch())
 	}
+	l.Reset()
+	if in, _ := next(t, l, 2, 4); in[0] != 0 || l.Epoch() != 0 {
+		t.Fatalf("after Reset the first batch starts at %d (epoch %d)", in[0], l.Epoch())
+	}
 }
 
 // TestRanksPartitionGlobalBatch: the union of all DP ranks' batches, rank by

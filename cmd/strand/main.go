@@ -28,6 +28,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"version", "print the version", runVersion},
+		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
 	}

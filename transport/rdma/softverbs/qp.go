@@ -206,7 +206,11 @@ func wcOpcode(o verbs.Opcode) verbs.WCOpcode {
 // completes with status first (unless first is a flush), every other
 // outstanding request, send or receive, with "work request flushed".
 // Connections close, so the peer QP errors too.
-func (q *qp) fail(first verbs.Status, why string) {
+func (q *qp) fail(first verbs.Status, why string) { q.failWR(nil, first, why) }
+
+// failWR is fail with the request that caused the error: culprit (if not
+// nil) completes with status first, all others are flushed.
+func (q *qp) failWR(culprit *sendWR, first verbs.Status, why string) {
 	q.mu.Lock()
 	if q.state == verbs.QPError {
 		q.mu.Unlock()
@@ -235,7 +239,7 @@ func (q *qp) fail(first verbs.Status, why string) {
 		for i, w := range sends {
 			<-w.written
 			st := verbs.StatusWRFlushErr
-			if i == 0 {
+			if w == culprit || (culprit == nil && i == 0) {
 				st = first
 			}
 			q.scq.push(verbs.WorkCompletion{ID: w.wr.ID, Status: st, Opcode: wcOpcode(w.wr.Opcode), QPN: q.num})
@@ -290,7 +294,7 @@ func (q *qp) requester() {
 
 		if faults.FailQP != nil && faults.FailQP(q.num, n) {
 			close(w.written)
-			q.fail(verbs.StatusFatalErr, fmt.Sprintf("injected fault before request %d", n))
+			q.failWR(w, verbs.StatusFatalErr, fmt.Sprintf("injected fault before request %d", n))
 			return
 		}
 		if faults.SendDelay > 0 {
@@ -477,7 +481,15 @@ func (q *qp) responder(c net.Conn) {
 	var ack [ackLen]byte
 	for {
 		if _, err := io.ReadFull(r, hdr); err != nil {
-			q.fail(verbs.StatusRetryExcErr, fmt.Sprintf("connection from remote QP lost: %v", err))
+			// The remote closes both directions together. When our
+			// requester is connected, its ACK reader sees the close too,
+			// after any NAK still in flight, and reports the right status.
+			q.mu.Lock()
+			out := q.out
+			q.mu.Unlock()
+			if out == nil {
+				q.fail(verbs.StatusRetryExcErr, fmt.Sprintf("connection from remote QP lost: %v", err))
+			}
 			return
 		}
 		op := verbs.Opcode(hdr[0])

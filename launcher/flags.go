@@ -1,0 +1,92 @@
+package launcher
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/strand-ml/strand/mesh"
+)
+
+// Flags are the command-line flags every launching subcommand shares
+// (strand train, strand check), registered by AddFlags.
+type Flags struct {
+	NProc        int    // local job: number of worker processes
+	NNodes       int    // multi-node job: number of nodes
+	NodeRank     int    // multi-node job: this node's index
+	Coordinator  string // multi-node job: HOST:PORT of node 0's coordinator
+	NProcPerNode int    // multi-node job: workers per node
+	DP, TP, PP   int    // mesh degrees; DP 0 = world/(TP*PP)
+	Transport    string // "tcp" or "rdma"
+	Bind         string // transport bind spec: host:port, CIDR or interface
+	Token        string // job token (multi-node: the same on every node)
+	LogFormat    string // "console" or "json"
+	JoinTimeout  time.Duration
+	Metrics      string // coordinator /metrics listen address, "" = off
+}
+
+// AddFlags registers the launcher flags on fs.
+func AddFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{}
+	fs.IntVar(&f.NProc, "nproc", 0, "run a local job with this many worker processes")
+	fs.IntVar(&f.NNodes, "nnodes", 1, "number of nodes of a multi-node job")
+	fs.IntVar(&f.NodeRank, "node-rank", 0, "this node's index in a multi-node job (node 0 hosts the coordinator)")
+	fs.StringVar(&f.Coordinator, "coordinator", "", "HOST:PORT of the coordinator (multi-node jobs)")
+	fs.IntVar(&f.NProcPerNode, "nproc-per-node", 0, "workers per node in a multi-node job")
+	fs.IntVar(&f.DP, "dp", 0, "data-parallel degree (default: world / (tp*pp))")
+	fs.IntVar(&f.TP, "tp", 1, "tensor-parallel degree")
+	fs.IntVar(&f.PP, "pp", 1, "pipeline-parallel degree")
+	fs.StringVar(&f.Transport, "transport", "tcp", "collective transport: tcp or rdma")
+	fs.StringVar(&f.Bind, "bind", "", "transport address: host:port, CIDR (10.0.0.0/8) or interface (eth0); default: the address that reaches the coordinator")
+	fs.StringVar(&f.Token, "token", "", "job token (default: random for local jobs, $STRAND_TOKEN for multi-node jobs)")
+	fs.StringVar(&f.LogFormat, "log-format", "console", "log format: console or json")
+	fs.DurationVar(&f.JoinTimeout, "join-timeout", 2*time.Minute, "how long the coordinator waits for every worker to join")
+	fs.StringVar(&f.Metrics, "metrics", "", "serve coordinator Prometheus metrics on this address (e.g. 127.0.0.1:9400)")
+	return f
+}
+
+// MultiNode reports whether the flags describe a multi-node job.
+func (f *Flags) MultiNode() bool { return f.NNodes > 1 || f.Coordinator != "" }
+
+// Launching reports whether the flags ask for a launcher (--nproc or a
+// multi-node job), as opposed to a single in-process run.
+func (f *Flags) Launching() bool { return f.NProc > 0 || f.MultiNode() }
+
+// World is the job's number of ranks.
+func (f *Flags) World() int {
+	if f.MultiNode() {
+		return f.NNodes * f.NProcPerNode
+	}
+	return max(f.NProc, 1)
+}
+
+// Mesh derives the mesh for a world of ranks from --dp/--tp/--pp.
+func (f *Flags) Mesh(world int) (mesh.Mesh, error) { return mesh.ForWorld(world, f.DP, f.TP, f.PP) }
+
+// Validate checks the flags are consistent.
+func (f *Flags) Validate() error {
+	switch {
+	case f.NProc < 0:
+		return fmt.Errorf("--nproc %d must not be negative", f.NProc)
+	case f.NNodes < 1:
+		return fmt.Errorf("--nnodes %d must be at least 1", f.NNodes)
+	case f.Transport != "tcp" && f.Transport != "rdma":
+		return fmt.Errorf("--transport %q: want tcp or rdma", f.Transport)
+	case f.LogFormat != "console" && f.LogFormat != "json":
+		return fmt.Errorf("--log-format %q: want console or json", f.LogFormat)
+	}
+	if f.MultiNode() {
+		switch {
+		case f.Coordinator == "":
+			return fmt.Errorf("a multi-node job needs --coordinator HOST:PORT (node 0's address)")
+		case f.NProcPerNode < 1:
+			return fmt.Errorf("a multi-node job needs --nproc-per-node")
+		case f.NodeRank < 0 || f.NodeRank >= f.NNodes:
+			return fmt.Errorf("--node-rank %d outside 0..%d", f.NodeRank, f.NNodes-1)
+		case f.NProc > 0:
+			return fmt.Errorf("--nproc is for local jobs; use --nproc-per-node with --nnodes")
+		}
+	}
+	_, err := f.Mesh(f.World())
+	return err
+}

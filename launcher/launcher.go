@@ -1,0 +1,408 @@
+package launcher
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/strand-ml/strand/coordinator"
+	"github.com/strand-ml/strand/launcher/jobenv"
+	"github.com/strand-ml/strand/mesh"
+)
+
+// LocalConfig describes a job whose workers all run on this machine.
+type LocalConfig struct {
+	NProc int
+	// Mesh is the layout; the zero Mesh means all data-parallel.
+	Mesh mesh.Mesh
+	// Args is the argv (without the program name) each worker runs: the
+	// same subcommand and flags as the launcher, typically os.Args[1:].
+	Args           []string
+	Stdout, Stderr io.Writer
+	Common
+}
+
+// Common holds the settings Local and Node share.
+type Common struct {
+	Executable  string        // worker binary; default os.Executable()
+	Env         []string      // extra KEY=VALUE variables for every worker
+	Transport   string        // passed to workers; default "tcp"
+	Bind        string        // transport bind spec passed to workers
+	LogFormat   string        // passed to workers; default "console"
+	Token       string        // job token; default random (local jobs)
+	JobID       string        // default "strand-<random>"
+	JoinTimeout time.Duration // coordinator's wait for all workers
+	KillGrace   time.Duration // SIGTERM to SIGKILL; default 5 s
+	MetricsAddr string        // coordinator /metrics address, "" = off
+	Log         *zap.Logger   // launcher and coordinator log; default no-op
+}
+
+// NodeConfig describes this node's share of a multi-node job.
+type NodeConfig struct {
+	NNodes, NodeRank int
+	// Coordinator is node 0's HOST:PORT; node 0 listens on its port.
+	Coordinator  string
+	NProcPerNode int
+	Mesh         mesh.Mesh
+	Args         []string
+	Stdout       io.Writer
+	Stderr       io.Writer
+	Common
+}
+
+// ExitError reports the first worker that failed.
+type ExitError struct {
+	Rank   int
+	Code   int    // process exit code; 128+signal when killed by a signal
+	Signal string // the signal that killed it, if any
+	Reason string // the coordinator's account of the failure, if it has one
+}
+
+func (e *ExitError) Error() string {
+	msg := fmt.Sprintf("rank %d exited with code %d", e.Rank, e.Code)
+	if e.Signal != "" {
+		msg = fmt.Sprintf("rank %d was killed by signal %s", e.Rank, e.Signal)
+	}
+	if e.Reason != "" {
+		msg += " (" + e.Reason + ")"
+	}
+	return msg
+}
+
+// ExitCode is the exit code the launcher process should end with.
+func (e *ExitError) ExitCode() int { return e.Code }
+
+// Local runs a job of cfg.NProc workers on this machine with an embedded
+// coordinator on 127.0.0.1 (random port, random token). It returns nil when
+// every worker exits 0, an *ExitError naming the first failure otherwise.
+func Local(ctx context.Context, cfg LocalConfig) error {
+	if cfg.NProc < 1 {
+		return fmt.Errorf("launcher: --nproc %d must be at least 1", cfg.NProc)
+	}
+	m := cfg.Mesh
+	if m == (mesh.Mesh{}) {
+		m = mesh.Mesh{DP: cfg.NProc, TP: 1, PP: 1}
+	}
+	if m.World() != cfg.NProc {
+		return fmt.Errorf("launcher: mesh %v has %d ranks but --nproc is %d", m, m.World(), cfg.NProc)
+	}
+	return Node(ctx, NodeConfig{
+		NNodes: 1, NodeRank: 0, Coordinator: "127.0.0.1:0", NProcPerNode: cfg.NProc,
+		Mesh: m, Args: cfg.Args, Stdout: cfg.Stdout, Stderr: cfg.Stderr, Common: cfg.Common,
+	})
+}
+
+// Node runs this node's workers of a multi-node job; node 0 also hosts the
+// coordinator on the port of cfg.Coordinator. Every node must be given the
+// same token (cfg.Token, else $STRAND_TOKEN).
+func Node(ctx context.Context, cfg NodeConfig) error {
+	if err := cfg.fill(); err != nil {
+		return err
+	}
+	log := cfg.Log
+	coordAddr := cfg.Coordinator
+	var srv *coordinator.Server
+	if cfg.NodeRank == 0 {
+		host, port, err := net.SplitHostPort(cfg.Coordinator)
+		if err != nil {
+			return fmt.Errorf("launcher: --coordinator %q: %w", cfg.Coordinator, err)
+		}
+		listen, adv := cfg.Coordinator, host
+		if cfg.NNodes > 1 {
+			// Other nodes reach us through HOST, which may name an address
+			// we cannot bind directly (NAT, DNS alias): listen everywhere.
+			listen = net.JoinHostPort("0.0.0.0", port)
+			if adv, err = AdvertiseIP(cfg.Coordinator); err != nil {
+				return err
+			}
+		}
+		srv, err = coordinator.Start(coordinator.Config{
+			Addr: listen, Mesh: cfg.Mesh, Token: cfg.Token, JobID: cfg.JobID, JoinTimeout: cfg.JoinTimeout,
+			Gossip: coordinator.GossipConfig{Advertise: adv}, MetricsAddr: cfg.MetricsAddr, Log: log,
+		})
+		if err != nil {
+			return fmt.Errorf("launcher: %w", err)
+		}
+		defer srv.Close()
+		if cfg.NNodes == 1 {
+			coordAddr = srv.Addr()
+		}
+	}
+
+	procs := make([]*proc, cfg.NProcPerNode)
+	exits := make(chan *proc, len(procs))
+	out := &lockedWriter{w: cfg.Stdout}
+	errw := &lockedWriter{w: cfg.Stderr}
+	for local := range procs {
+		rank := cfg.NodeRank*cfg.NProcPerNode + local
+		p, err := cfg.spawn(rank, local, coordAddr, out, errw)
+		if err != nil {
+			for _, q := range procs[:local] {
+				q.signal(syscall.SIGKILL)
+			}
+			return fmt.Errorf("launcher: start rank %d: %w", rank, err)
+		}
+		procs[local] = p
+		go func() { p.wait(); exits <- p }()
+	}
+	log.Info("workers started", zap.Int("node_rank", cfg.NodeRank), zap.Int("nproc", len(procs)), zap.String("coordinator", coordAddr))
+
+	var first *ExitError
+	var coordDone <-chan struct{}
+	if srv != nil {
+		coordDone = srv.Finished()
+	}
+	var killTimer <-chan time.Time
+	tearDown := func(why string) {
+		if killTimer != nil {
+			return
+		}
+		log.Info("tearing down workers", zap.String("why", why))
+		for _, p := range procs {
+			p.signal(syscall.SIGTERM)
+		}
+		killTimer = time.After(cfg.KillGrace)
+	}
+	ctxDone := ctx.Done()
+	for running := len(procs); running > 0; {
+		select {
+		case p := <-exits:
+			running--
+			if p.code != 0 && first == nil && !p.terminated {
+				first = &ExitError{Rank: p.rank, Code: p.code, Signal: p.sig}
+				tearDown(first.Error())
+			}
+		case <-coordDone:
+			coordDone = nil
+			if st, reason, dead := srv.Result(); dead >= 0 || coordinator.JobStateName(st) == "failed" {
+				// Workers learn of this themselves; the grace timer only
+				// catches one that does not exit.
+				log.Warn("coordinator reports the job failed", zap.String("reason", reason))
+				if killTimer == nil {
+					killTimer = time.After(10 * time.Second)
+				}
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			tearDown("interrupted: " + context.Cause(ctx).Error())
+		case <-killTimer:
+			killTimer = nil
+			for _, p := range procs {
+				p.signal(syscall.SIGKILL)
+			}
+			killTimer = make(chan time.Time) // never fires again
+		}
+	}
+	if srv != nil && first != nil {
+		if _, reason, _ := srv.Result(); reason != "" {
+			first.Reason = reason
+		}
+	}
+	if first != nil {
+		return first
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("launcher: interrupted: %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+func (cfg *NodeConfig) fill() error {
+	if cfg.NNodes < 1 || cfg.NodeRank < 0 || cfg.NodeRank >= cfg.NNodes {
+		return fmt.Errorf("launcher: node rank %d outside %d nodes", cfg.NodeRank, cfg.NNodes)
+	}
+	if cfg.NProcPerNode < 1 {
+		return fmt.Errorf("launcher: %d processes per node", cfg.NProcPerNode)
+	}
+	if err := cfg.Mesh.Validate(); err != nil {
+		return fmt.Errorf("launcher: %w", err)
+	}
+	if w := cfg.NNodes * cfg.NProcPerNode; cfg.Mesh.World() != w {
+		return fmt.Errorf("launcher: mesh %v has %d ranks but %d nodes x %d processes = %d", cfg.Mesh, cfg.Mesh.World(), cfg.NNodes, cfg.NProcPerNode, w)
+	}
+	if cfg.Coordinator == "" {
+		return errors.New("launcher: no coordinator address")
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("launcher: find own executable: %w", err)
+		}
+		cfg.Executable = exe
+	}
+	if cfg.Token == "" {
+		cfg.Token = os.Getenv(jobenv.Token)
+	}
+	if cfg.Token == "" {
+		if cfg.NNodes > 1 {
+			return fmt.Errorf("launcher: a multi-node job needs the same --token (or $%s) on every node", jobenv.Token)
+		}
+		cfg.Token = randomHex(16)
+	}
+	if cfg.JobID == "" {
+		cfg.JobID = "strand-" + randomHex(4)
+		if cfg.NNodes > 1 {
+			cfg.JobID = "strand" // must agree across nodes without talking
+		}
+	}
+	if cfg.Transport == "" {
+		cfg.Transport = "tcp"
+	}
+	if cfg.LogFormat == "" {
+		cfg.LogFormat = "console"
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	return nil
+}
+
+// proc is one worker process.
+type proc struct {
+	rank       int
+	cmd        *exec.Cmd
+	copying    sync.WaitGroup
+	mu         sync.Mutex
+	exited     bool
+	terminated bool // we signalled it before it exited
+	code       int
+	sig        string
+}
+
+func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *lockedWriter) (*proc, error) {
+	cmd := exec.Command(cfg.Executable, cfg.Args...)
+	cmd.Env = append(os.Environ(),
+		jobenv.Coordinator+"="+coordAddr,
+		jobenv.Token+"="+cfg.Token,
+		jobenv.JobID+"="+cfg.JobID,
+		jobenv.Rank+"="+strconv.Itoa(rank),
+		jobenv.LocalRank+"="+strconv.Itoa(local),
+		jobenv.NodeRank+"="+strconv.Itoa(cfg.NodeRank),
+		jobenv.WorldSize+"="+strconv.Itoa(cfg.Mesh.World()),
+		jobenv.Mesh+"="+jobenv.FormatMesh(cfg.Mesh.DP, cfg.Mesh.TP, cfg.Mesh.PP),
+		jobenv.Transport+"="+cfg.Transport,
+		jobenv.Bind+"="+cfg.Bind,
+		jobenv.LogFormat+"="+cfg.LogFormat,
+		jobenv.HostCoordinator+"=",
+	)
+	cmd.Env = append(cmd.Env, cfg.Env...)
+	o, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	e, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{rank: rank, cmd: cmd}
+	prefix := fmt.Sprintf("[rank %d] ", rank)
+	p.copying.Add(2)
+	go func() { defer p.copying.Done(); copyLines(stdout, o, prefix) }()
+	go func() { defer p.copying.Done(); copyLines(stderr, e, prefix) }()
+	return p, nil
+}
+
+// wait reaps the process after its output is drained and records how it ended.
+func (p *proc) wait() {
+	p.copying.Wait()
+	err := p.cmd.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.exited = true
+	if err == nil {
+		return
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			p.sig = ws.Signal().String()
+			p.code = 128 + int(ws.Signal())
+			return
+		}
+		p.code = ee.ExitCode()
+		return
+	}
+	p.code = 1
+}
+
+func (p *proc) signal(s syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return
+	}
+	p.terminated = true
+	_ = p.cmd.Process.Signal(s)
+}
+
+// lockedWriter keeps lines from different workers whole.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) writeLine(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.w.Write(b)
+}
+
+// copyLines copies r to w line by line, prefixing each line.
+func copyLines(w *lockedWriter, r io.Reader, prefix string) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			if line[len(line)-1] != '\n' {
+				line = append(line, '\n')
+			}
+			w.writeLine(append([]byte(prefix), line...))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// AdvertiseIP returns the local IP address that routes to addr
+// ("host:port"): the address other nodes can reach this one at. No packet
+// is sent (a UDP "connection" only picks a route).
+func AdvertiseIP(addr string) (string, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return "", fmt.Errorf("find the local address that reaches %s: %w", addr, err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -224,6 +224,9 @@ func Parse(buf []byte) (*File, error) {
 			f.metadata = md
 			continue
 		}
+		if e.name == "" {
+			return nil, errors.New("header: a tensor has an empty name")
+		}
 		var h headerEntry
 		dec := json.NewDecoder(bytes.NewReader(e.value))
 		dec.DisallowUnknownFields()

@@ -151,6 +151,7 @@ func TestParseRejectsMalformed(t *testing.T) {
 		{"huge shape", `{"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, nil, "too large"},
 		{"bad metadata", `{"__metadata__":{"a":1}}`, nil, "__metadata__"},
 		{"garbage after", `{}xx`, nil, "after"},
+		{"empty name", `{"":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, make([]byte, 1), "empty name"},
 		{"unknown field", `{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":1}}`, make([]byte, 1), "unknown field"},
 	}
 	for _, c := range cases {
@@ -323,6 +324,7 @@ func FuzzRead(f *testing.F) {
 	}
 	f.Add(build(`{}`, nil))
 	f.Add(build(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)))
+	f.Add(build(`{"":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, []byte{1}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file, err := Parse(b)

@@ -1,0 +1,110 @@
+package tokenizerbench
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	tiktoken "github.com/pkoukk/tiktoken-go"
+	"github.com/strand-ml/strand/tokenizer"
+	"github.com/strand-ml/strand/tokenizer/tokentest"
+)
+
+var (
+	setupOnce sync.Once
+	strand    *tokenizer.BPE
+	oracle    *tiktoken.Tiktoken
+	texts     map[string][]byte
+	setupErr  error
+)
+
+// setup loads GPT-2 for strand (from vocab.json + merges.txt derived from
+// r50k) and for tiktoken-go, and builds the benchmark texts: 1 MB of the
+// mixed corpus (prose, code, CJK, emoji, whitespace) and 1 MB of Go source
+// from GOROOT.
+func setup(tb testing.TB) {
+	tb.Helper()
+	setupOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gpt2-bench")
+		if err != nil {
+			setupErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		if setupErr = tokentest.WriteGPT2Files(dir); setupErr != nil {
+			return
+		}
+		if strand, setupErr = tokenizer.Load(dir); setupErr != nil {
+			return
+		}
+		if oracle, setupErr = tokentest.R50K(); setupErr != nil {
+			return
+		}
+		texts = map[string][]byte{"mixed": tokentest.Mixed(99, 1<<20), "gosrc": goSource(1 << 20)}
+	})
+	if setupErr != nil {
+		tb.Fatal(setupErr)
+	}
+}
+
+// goSource concatenates Go files from GOROOT/src/net/http up to n bytes.
+func goSource(n int) []byte {
+	var out []byte
+	root := filepath.Join(runtime.GOROOT(), "src", "net", "http")
+	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(path) != ".go" || len(out) >= n {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err == nil {
+			out = append(out, b...)
+		}
+		return nil
+	})
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// TestSameTokens guards the comparison: both encoders give the same ids on
+// the benchmark texts.
+func TestSameTokens(t *testing.T) {
+	setup(t)
+	for name, text := range texts {
+		if len(text) < 1<<19 {
+			t.Fatalf("%s text is only %d bytes", name, len(text))
+		}
+		got, want := strand.Encode(text), oracle.EncodeOrdinary(string(text))
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d vs %d tokens", name, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%s: token %d differs", name, i)
+			}
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	setup(b)
+	for _, name := range []string{"mixed", "gosrc"} {
+		text := texts[name]
+		b.Run(name+"/strand", func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				strand.Encode(text)
+			}
+		})
+		b.Run(name+"/tiktoken-go", func(b *testing.B) {
+			s := string(text)
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				oracle.EncodeOrdinary(s)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	tiktoken "github.com/pkoukk/tiktoken-go"
 	"github.com/strand-ml/strand/tokenizer"
@@ -70,12 +71,17 @@ func goSource(n int) []byte {
 }
 
 // TestSameTokens guards the comparison: both encoders give the same ids on
-// the benchmark texts.
+// the benchmark texts (their first 256 kB: tiktoken-go is slow under -race;
+// package tokenizer's own tests cover equality in depth).
 func TestSameTokens(t *testing.T) {
 	setup(t)
 	for name, text := range texts {
 		if len(text) < 1<<19 {
 			t.Fatalf("%s text is only %d bytes", name, len(text))
+		}
+		text = text[:256<<10]
+		for len(text) > 0 && !utf8.Valid(text) { // do not cut a character in two
+			text = text[:len(text)-1]
 		}
 		got, want := strand.Encode(text), oracle.EncodeOrdinary(string(text))
 		if len(got) != len(want) {

@@ -9,7 +9,7 @@ import (
 // BenchmarkKernels compares the kernels on a few square and training shapes
 // (short; the full preset table lives in bench/gemm).
 func BenchmarkKernels(b *testing.B) {
-	shapes := [][3]int{{1024, 1024, 1024}, {512, 384, 128}, {64, 64, 64}, {16, 16, 16}}
+	shapes := [][3]int{{1024, 1024, 1024}, {512, 384, 128}, {64, 64, 64}, {16, 16, 16}, {8, 8, 8}, {256, 256, 2}, {3, 1000, 1000}}
 	for _, name := range Available() {
 		for _, threads := range []int{1, 2} {
 			e, err := NewNamed(threads, name)

@@ -88,9 +88,23 @@ func (e *Engine) KernelName() string { return e.name }
 // more than it saves.
 const minFlopsPerTask = 1 << 16
 
-// minBlockedWork is the m*n*k below which the portable kernel beats
-// packing + the SIMD micro-kernel (measured: see TestBlockedNotSlower...).
+// minBlockedWorkPerTask (in m*n*k) keeps small SIMD GEMMs on one
+// goroutine: at ~150 GFLOP/s, 2^18 multiply-adds take ~3.5 us, about what
+// waking a parked worker and waiting for it costs.
+const minBlockedWorkPerTask = 1 << 18
+
+// minBlockedWork is the m*n*k below which packing costs about as much as
+// the SIMD micro-kernel saves; at 16x16x16 the SIMD path is already about
+// 3x faster than Portable, at 8x8x8 they are level (BenchmarkKernels).
 const minBlockedWork = 4096
+
+// useBlocked decides between the SIMD blocked path and Portable. Besides
+// tiny problems, a matrix-vector product against B^T (n == 1) is left to
+// Portable's dot products: the blocked path would pack B and fill a 32-wide
+// tile for one column (measured 1.4x slower at 1000x1x1000).
+func (e *Engine) useBlocked(transB bool, m, n, k int, alpha float32) bool {
+	return e.blk != nil && k > 0 && alpha != 0 && m*n*k >= minBlockedWork && !(n == 1 && transB)
+}
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C. op(A) is m x k, op(B) is
 // k x n, C is m x n, all row-major. With transA, A is stored k x m; with
@@ -110,7 +124,7 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	cl.e = e
 	cl.args = gemmArgs{transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
 	work := m * n * k
-	if e.blk != nil && k > 0 && alpha != 0 && work >= minBlockedWork {
+	if e.useBlocked(transB, m, n, k, alpha) {
 		e.planBlocked(cl)
 	} else {
 		cl.blocked = false
@@ -133,7 +147,7 @@ func (e *Engine) planBlocked(cl *call) {
 	if !cl.splitRows {
 		cl.tiles = (g.n + nr - 1) / nr
 	}
-	cl.tasks = max(1, min(e.threads, g.m*g.n*g.k/minFlopsPerTask, cl.tiles))
+	cl.tasks = max(1, min(e.threads, g.m*g.n*g.k/minBlockedWorkPerTask, cl.tiles))
 	for len(cl.ws) < cl.tasks {
 		cl.ws = append(cl.ws, new(workspace))
 	}

@@ -68,6 +68,18 @@ func emit(w *bytes.Buffer, s isa) {
 	p("MOVQ c+24(FP), DX")
 	p("MOVQ ldc+32(FP), R8")
 	p("SHLQ $2, R8")
+	// Prefetch the C tile now: its rows are ldc apart (often 4 KiB, one
+	// cache set) and likely not cached; the loads (or the stores' reads for
+	// ownership) at the end would otherwise stall on memory.
+	p("MOVQ DX, R9")
+	for i := 0; i < s.mr; i++ {
+		for off := 0; off < s.vecs*s.lanes*4; off += 64 {
+			p("PREFETCHT0 %d(R9)", off)
+		}
+		if i < s.mr-1 {
+			p("ADDQ R8, R9")
+		}
+	}
 	for i := 0; i < s.mr; i++ {
 		for v := 0; v < s.vecs; v++ {
 			p("VXORPS %s, %s, %s", acc(i, v), acc(i, v), acc(i, v))

@@ -189,15 +189,91 @@ var ErrTruncated = errors.New("file is truncated")
 // Parse validates a complete safetensors file image. Tensor data aliases
 // buf; the caller must not modify buf afterwards.
 func Parse(buf []byte) (*File, error) {
-	if len(buf) < 8 {
-		return nil, fmt.Errorf("%w: %d bytes, need at least the 8-byte header length", ErrTruncated, len(buf))
+	h, err := parseHeader(buf, int64(len(buf)))
+	if err != nil {
+		return nil, err
+	}
+	f := &File{tensors: make(map[string]Tensor, len(h.infos)), metadata: h.metadata}
+	data := buf[h.dataStart:]
+	for _, in := range h.infos {
+		end := in.Offset + in.Size
+		f.tensors[in.Name] = Tensor{Name: in.Name, DType: in.DType, Shape: in.Shape, Data: data[in.Offset:end:end]}
+		f.names = append(f.names, in.Name)
+	}
+	sort.Strings(f.names)
+	return f, nil
+}
+
+// Info describes one tensor of a file without its data.
+type Info struct {
+	Name   string
+	DType  DType
+	Shape  []int
+	Offset int64 // byte offset within the data buffer
+	Size   int64 // bytes
+}
+
+// Inspect reads and validates only the header of the file at path (checking
+// every tensor's span against the file size), for listing large checkpoints
+// without loading them. Infos are in file (offset) order.
+func Inspect(path string) ([]Info, map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("safetensors: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("safetensors: %w", err)
+	}
+	// Read the length word, then exactly the header; anything implausible is
+	// worded by parseHeader from what is there.
+	var lenBuf [8]byte
+	k, _ := io.ReadFull(f, lenBuf[:])
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if k < 8 || n > MaxHeaderSize || n > uint64(st.Size()-8) {
+		_, perr := parseHeader(lenBuf[:k], st.Size())
+		if perr == nil {
+			perr = errors.New("short read of the header length")
+		}
+		return nil, nil, fmt.Errorf("safetensors %s: %w", path, perr)
+	}
+	buf := make([]byte, 8+n)
+	copy(buf, lenBuf[:])
+	if _, err := io.ReadFull(f, buf[8:]); err != nil {
+		return nil, nil, fmt.Errorf("safetensors %s: read header: %w", path, err)
+	}
+	h, err := parseHeader(buf, st.Size())
+	if err != nil {
+		return nil, nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	if h.metadata == nil {
+		h.metadata = map[string]string{}
+	}
+	return h.infos, h.metadata, nil
+}
+
+// parsedHeader is a validated header.
+type parsedHeader struct {
+	infos     []Info // sorted by offset
+	metadata  map[string]string
+	dataStart int64 // 8 + header length
+}
+
+// parseHeader validates the header at the start of buf for a file of
+// fileSize bytes: buf must hold at least the 8-byte length and the header
+// when the file does. It checks every tensor span against the data buffer
+// size (fileSize - dataStart) without touching the data.
+func parseHeader(buf []byte, fileSize int64) (*parsedHeader, error) {
+	if fileSize < 8 || len(buf) < 8 {
+		return nil, fmt.Errorf("%w: %d bytes, need at least the 8-byte header length", ErrTruncated, fileSize)
 	}
 	n := binary.LittleEndian.Uint64(buf[:8])
 	if n > MaxHeaderSize {
 		return nil, fmt.Errorf("header length %d exceeds the %d-byte limit (not a safetensors file?)", n, MaxHeaderSize)
 	}
-	if uint64(len(buf)-8) < n {
-		return nil, fmt.Errorf("%w: header needs %d bytes, only %d present", ErrTruncated, n, len(buf)-8)
+	if uint64(fileSize-8) < n || uint64(len(buf)-8) < n {
+		return nil, fmt.Errorf("%w: header needs %d bytes, only %d present", ErrTruncated, n, fileSize-8)
 	}
 	raw := buf[8 : 8+n]
 	if len(raw) == 0 || raw[0] != '{' {
@@ -207,80 +283,70 @@ func Parse(buf []byte) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	data := buf[8+n:]
-
-	f := &File{tensors: make(map[string]Tensor, len(entries))}
-	type span struct {
-		name       string
-		begin, end int64
-	}
-	spans := make([]span, 0, len(entries))
+	h := &parsedHeader{dataStart: int64(8 + n)}
+	dataLen := fileSize - h.dataStart
 	for _, e := range entries {
 		if e.name == metadataKey {
 			md := map[string]string{}
 			if err := json.Unmarshal(e.value, &md); err != nil {
 				return nil, fmt.Errorf("header: __metadata__ must map strings to strings: %w", err)
 			}
-			f.metadata = md
+			h.metadata = md
 			continue
 		}
 		if e.name == "" {
 			return nil, errors.New("header: a tensor has an empty name")
 		}
-		var h headerEntry
+		var he headerEntry
 		dec := json.NewDecoder(bytes.NewReader(e.value))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&h); err != nil {
+		if err := dec.Decode(&he); err != nil {
 			return nil, fmt.Errorf("header: tensor %q: %w", e.name, err)
 		}
-		want, err := numBytes(h.DType, h.Shape)
+		want, err := numBytes(he.DType, he.Shape)
 		if err != nil {
 			return nil, fmt.Errorf("header: tensor %q: %w", e.name, err)
 		}
-		b, end := h.DataOffsets[0], h.DataOffsets[1]
+		b, end := he.DataOffsets[0], he.DataOffsets[1]
 		if b < 0 || end < b {
 			return nil, fmt.Errorf("header: tensor %q: bad data_offsets [%d, %d]", e.name, b, end)
 		}
 		if end-b != want {
 			return nil, fmt.Errorf("header: tensor %q: data_offsets [%d, %d] hold %d bytes, shape %v x %s needs %d",
-				e.name, b, end, end-b, h.Shape, h.DType, want)
+				e.name, b, end, end-b, he.Shape, he.DType, want)
 		}
-		spans = append(spans, span{e.name, b, end})
-		f.tensors[e.name] = Tensor{Name: e.name, DType: h.DType, Shape: h.Shape}
+		if he.Shape == nil {
+			he.Shape = []int{}
+		}
+		h.infos = append(h.infos, Info{Name: e.name, DType: he.DType, Shape: he.Shape, Offset: b, Size: want})
 	}
 
 	// The tensors must tile the buffer exactly: sorted by offset, each starts
 	// where the previous ended, and the last ends at the end of the file.
-	sort.Slice(spans, func(i, j int) bool {
-		if spans[i].begin != spans[j].begin {
-			return spans[i].begin < spans[j].begin
+	sort.Slice(h.infos, func(i, j int) bool {
+		a, b := h.infos[i], h.infos[j]
+		if a.Offset != b.Offset {
+			return a.Offset < b.Offset
 		}
-		return spans[i].end < spans[j].end
+		return a.Size < b.Size
 	})
 	var pos int64
-	for _, s := range spans {
-		if s.begin != pos {
+	for _, in := range h.infos {
+		if in.Offset != pos {
 			return nil, fmt.Errorf("header: tensor %q starts at byte %d, expected %d (tensors must be contiguous, without gaps or overlap)",
-				s.name, s.begin, pos)
+				in.Name, in.Offset, pos)
 		}
-		if s.end > int64(len(data)) {
+		if in.Offset+in.Size > dataLen {
 			return nil, fmt.Errorf("%w: tensor %q needs bytes [%d, %d) of the data buffer, which has only %d",
-				ErrTruncated, s.name, s.begin, s.end, len(data))
+				ErrTruncated, in.Name, in.Offset, in.Offset+in.Size, dataLen)
 		}
-		pos = s.end
+		pos = in.Offset + in.Size
 	}
-	if pos != int64(len(data)) {
+	if pos != dataLen {
 		return nil, fmt.Errorf("%d trailing bytes after the last tensor (data buffer %d bytes, tensors cover %d)",
-			int64(len(data))-pos, len(data), pos)
+			dataLen-pos, dataLen, pos)
 	}
-	for _, s := range spans {
-		t := f.tensors[s.name]
-		t.Data = data[s.begin:s.end:s.end]
-		f.tensors[s.name] = t
-		f.names = append(f.names, s.name)
-	}
-	sort.Strings(f.names)
-	return f, nil
+	return h, nil
 }
 
 type rawEntry struct {

@@ -124,6 +124,52 @@ func TestTruncatedNamesFirstCutTensor(t *testing.T) {
 	}
 }
 
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.safetensors")
+	if err := Write(p, sample(), map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	infos, md, err := Inspect(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md["k"] != "v" || len(infos) != len(sample()) {
+		t.Fatalf("infos %+v md %v", infos, md)
+	}
+	f, _ := Read(p)
+	var end int64
+	for _, in := range infos {
+		tt, ok := f.Tensor(in.Name)
+		if !ok || tt.DType != in.DType || !equalShape(tt.Shape, in.Shape) || int64(len(tt.Data)) != in.Size || in.Offset != end {
+			t.Fatalf("info %+v vs tensor %+v", in, tt)
+		}
+		end += in.Size
+	}
+	// A truncated file fails the same way as Read, naming the cut tensor.
+	full, _ := os.ReadFile(p)
+	n := int(binary.LittleEndian.Uint64(full))
+	for _, c := range []struct {
+		size int
+		want string
+	}{{8 + n + 12 + 5, `"ids"`}, {30, "header needs"}, {5, "8-byte"}, {0, "8-byte"}} {
+		cut := filepath.Join(dir, "cut.safetensors")
+		os.WriteFile(cut, full[:c.size], 0o644)
+		_, _, err := Inspect(cut)
+		if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("cut at %d: %v, want %q", c.size, err, c.want)
+		}
+	}
+	huge := filepath.Join(dir, "huge.safetensors")
+	os.WriteFile(huge, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'}, 0o644)
+	if _, _, err := Inspect(huge); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("huge header: %v", err)
+	}
+	if _, _, err := Inspect(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
 // build makes a file image from a literal header and data buffer.
 func build(header string, data []byte) []byte {
 	out := make([]byte, 8, 8+len(header)+len(data))

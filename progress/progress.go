@@ -25,7 +25,7 @@ const (
 type Options struct {
 	Desc     string           // label before the counter, e.g. "train"
 	Width    int              // bar cells (terminal mode); default 24
-	Every    int              // plain mode: print every Every steps; default total/20 (at least 1)
+	Every    int              // plain mode: print every Every steps; default (total-Start)/20, or 10 if total is unknown
 	Interval time.Duration    // terminal mode: minimum time between redraws; default 100ms
 	Mode     Mode             // Auto detects a terminal
 	Start    int              // first step of this run (resume); ETA counts from here
@@ -69,7 +69,10 @@ func New(w io.Writer, total int, opts Options) *Bar {
 		opts.Interval = 100 * time.Millisecond
 	}
 	if opts.Every <= 0 {
-		opts.Every = max(1, (total-opts.Start)/20)
+		opts.Every = 10 // unknown total
+		if total > 0 {
+			opts.Every = max(1, (total-opts.Start)/20) // about 20 lines per run
+		}
 	}
 	b := &Bar{w: w, total: total, opts: opts, start: opts.Now(), step: opts.Start}
 	switch opts.Mode {

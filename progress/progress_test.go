@@ -119,9 +119,12 @@ func TestResumeETAAndUnknownTotal(t *testing.T) {
 		t.Fatalf("resume: %q", buf.String())
 	}
 	buf.Reset()
-	u := New(&buf, 0, Options{Mode: Plain, Every: 1, Now: clk.now})
-	u.Update(1, Stats{Loss: 1})
-	if got := buf.String(); got != "step 1 loss 1.0000 | 00:00\n" {
+	u := New(&buf, 0, Options{Mode: Plain, Now: clk.now})
+	for s := 1; s <= 20; s++ {
+		u.Update(s, Stats{Loss: 1})
+	}
+	// Default for an unknown total: the first step, then every 10.
+	if got := buf.String(); got != "step 1 loss 1.0000 | 00:00\nstep 10 loss 1.0000 | 00:00\nstep 20 loss 1.0000 | 00:00\n" {
 		t.Fatalf("unknown total %q", got)
 	}
 }

@@ -252,6 +252,11 @@ func (p *peer) writeFrame(ctx context.Context, s *stream, h *frameHeader, payloa
 	n, err := s.bufs.WriteTo(s.conn)
 	s.vec[1] = nil
 	if err != nil {
+		select {
+		case <-p.dead: // the socket was closed because the peer failed: say why
+			return p.peerErr("send", p.deadErr())
+		default:
+		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}

@@ -1,0 +1,527 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/strand-ml/strand/transport"
+)
+
+// Options tune a communicator. The zero value is ready to use.
+type Options struct {
+	// Name distinguishes communicators over the same ranks (it enters the
+	// tag space and the fingerprint). Every member must use the same name.
+	Name string
+	// Timeout bounds every call whose context has no deadline (default 5m).
+	Timeout time.Duration
+	// SmallBytes: below this AllReduce uses recursive doubling, Broadcast
+	// and Reduce binomial trees (latency-bound); at or above, the ring and
+	// chain algorithms (bandwidth-bound). Default 64 KiB.
+	SmallBytes int
+	// SegmentBytes is the pipelining unit of the ring and chain
+	// algorithms (default 1 MiB).
+	SegmentBytes int
+}
+
+func (o *Options) fill() {
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.SmallBytes <= 0 {
+		o.SmallBytes = 64 << 10
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 1 << 20
+	}
+}
+
+// Comm is a communicator: a group of ranks of one transport that run
+// collectives together. Every member must issue the same collectives in
+// the same order (concurrent async calls included); the i-th call of each
+// member forms one collective, checked by fingerprint.
+//
+// Ranks passed to methods (root, peer) are group indices in [0, Size());
+// errors name global (transport) ranks, the numbers in every log.
+//
+// After a call fails the communicator is unusable: later calls return the
+// first failure. Recovery (restart, shrink) is the coordinator's decision.
+type Comm struct {
+	t     transport.Transport
+	ranks []int // global ranks in group order
+	me    int   // this rank's group index
+	group uint64
+	tags  uint64 // top 24 bits of every tag this communicator uses
+	opts  Options
+
+	mu       sync.Mutex
+	seq      uint64
+	broken   error
+	calls    map[*call]struct{} // in flight, to abort when a member dies
+	dead     map[int]error      // global rank -> why it failed
+	sendSeq  []uint64           // point-to-point messages sent, per group peer
+	recvSeq  []uint64
+	staging  [][]byte // free receive-reduce staging buffers
+	stop     chan struct{}
+	watching sync.WaitGroup
+}
+
+const (
+	tagGroupShift = 40
+	tagP2P        = 1 << 39
+	tagSeqMask    = tagP2P - 1
+)
+
+// New builds a communicator over the given global ranks (in group order,
+// e.g. from mesh.Mesh.Group) of transport t, which must include t.Rank().
+// Creating it does not communicate.
+func New(t transport.Transport, ranks []int, opts Options) (*Comm, error) {
+	if t == nil {
+		return nil, errors.New("collective: nil transport")
+	}
+	if len(ranks) == 0 {
+		return nil, errors.New("collective: empty group")
+	}
+	me := -1
+	seen := make(map[int]bool, len(ranks))
+	for i, r := range ranks {
+		if r < 0 || r >= t.Size() {
+			return nil, fmt.Errorf("collective: group rank %d outside transport of size %d", r, t.Size())
+		}
+		if seen[r] {
+			return nil, fmt.Errorf("collective: rank %d appears twice in group %v", r, ranks)
+		}
+		seen[r] = true
+		if r == t.Rank() {
+			me = i
+		}
+	}
+	if me < 0 {
+		return nil, fmt.Errorf("collective: this rank (%d) is not in group %v", t.Rank(), ranks)
+	}
+	opts.fill()
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%v", opts.Name, ranks)
+	group := h.Sum64()
+	c := &Comm{
+		t: t, ranks: slices.Clone(ranks), me: me, group: group,
+		tags:    group >> tagGroupShift << tagGroupShift,
+		opts:    opts,
+		calls:   make(map[*call]struct{}),
+		dead:    make(map[int]error),
+		sendSeq: make([]uint64, len(ranks)),
+		recvSeq: make([]uint64, len(ranks)),
+		stop:    make(chan struct{}),
+	}
+	if fn, ok := t.(transport.FailureNotifier); ok && len(ranks) > 1 {
+		c.watching.Add(1)
+		go c.watch(fn)
+	}
+	return c, nil
+}
+
+// Rank is this rank's index in the group.
+func (c *Comm) Rank() int { return c.me }
+
+// Size is the number of ranks in the group.
+func (c *Comm) Size() int { return len(c.ranks) }
+
+// Ranks returns the group's global ranks in group order.
+func (c *Comm) Ranks() []int { return slices.Clone(c.ranks) }
+
+// Close stops the communicator's failure watcher. It does not close the
+// transport, which other communicators may share.
+func (c *Comm) Close() error {
+	c.mu.Lock()
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	c.mu.Unlock()
+	c.watching.Wait()
+	return nil
+}
+
+// RankFailedError reports that group members died during (or before) a call.
+type RankFailedError struct {
+	Ranks []int // global ranks
+	Err   error
+}
+
+func (e *RankFailedError) Error() string {
+	return fmt.Sprintf("rank(s) %v failed: %v", e.Ranks, e.Err)
+}
+func (e *RankFailedError) Unwrap() error { return e.Err }
+
+// watch turns transport failure announcements about group members into
+// immediate aborts of every call in flight.
+func (c *Comm) watch(fn transport.FailureNotifier) {
+	defer c.watching.Done()
+	for {
+		failed, next := fn.PeerFailures()
+		c.mu.Lock()
+		var abort []*call
+		var cause *RankFailedError
+		for _, pe := range failed {
+			if !slices.Contains(c.ranks, pe.Peer) || c.dead[pe.Peer] != nil {
+				continue
+			}
+			c.dead[pe.Peer] = pe
+		}
+		if len(c.dead) > 0 {
+			cause = c.deadErrLocked()
+			for cl := range c.calls {
+				abort = append(abort, cl)
+			}
+		}
+		c.mu.Unlock()
+		for _, cl := range abort {
+			cl.cancel(cause)
+		}
+		select {
+		case <-next:
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// noteFailures records group members the transport reports dead, at
+// once rather than when the watcher goroutine gets to it.
+func (c *Comm) noteFailures() {
+	fn, ok := c.t.(transport.FailureNotifier)
+	if !ok {
+		return
+	}
+	failed, _ := fn.PeerFailures()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, pe := range failed {
+		if slices.Contains(c.ranks, pe.Peer) && c.dead[pe.Peer] == nil {
+			c.dead[pe.Peer] = pe
+		}
+	}
+}
+
+func (c *Comm) deadErrLocked() *RankFailedError {
+	var ranks []int
+	var errs []error
+	for r, err := range c.dead {
+		ranks = append(ranks, r)
+		errs = append(errs, err)
+	}
+	slices.Sort(ranks)
+	if len(errs) == 1 {
+		return &RankFailedError{Ranks: ranks, Err: errs[0]}
+	}
+	return &RankFailedError{Ranks: ranks, Err: errors.Join(errs...)}
+}
+
+// Chunk is the element range [lo, hi) of a count-element buffer that this
+// rank owns in ReduceScatter and contributes in AllGather.
+func (c *Comm) Chunk(count int) (lo, hi int) { return Chunk(count, len(c.ranks), c.me) }
+
+// Handle is an asynchronous collective in flight.
+type Handle struct {
+	done chan struct{}
+	err  error
+}
+
+// Wait blocks until the collective finishes (returning its error) or ctx
+// ends. The collective itself is bounded by the context it was started
+// with, not by this one.
+func (h *Handle) Wait(ctx context.Context) error {
+	select {
+	case <-h.done:
+		return h.err
+	case <-ctx.Done():
+		return fmt.Errorf("wait: %w", ctx.Err())
+	}
+}
+
+// Done is closed when the collective has finished.
+func (h *Handle) Done() <-chan struct{} { return h.done }
+
+func failed(err error) *Handle {
+	h := &Handle{done: make(chan struct{}), err: err}
+	close(h.done)
+	return h
+}
+
+// launch runs a prepared call on its own goroutine.
+func launch(cl *call, err error) *Handle {
+	if err != nil {
+		return failed(err)
+	}
+	h := &Handle{done: make(chan struct{})}
+	go func() {
+		h.err = cl.run()
+		close(h.done)
+	}()
+	return h
+}
+
+func runNow(cl *call, err error) error {
+	if err != nil {
+		return err
+	}
+	return cl.run()
+}
+
+func checkOp(k kind, op Op) error {
+	if !op.valid() {
+		return fmt.Errorf("%v: invalid reduction op %d", k, op)
+	}
+	return nil
+}
+
+func (c *Comm) checkRoot(k kind, root int) error {
+	if root < 0 || root >= len(c.ranks) {
+		return fmt.Errorf("%v: root %d outside group of %d ranks", k, root, len(c.ranks))
+	}
+	return nil
+}
+
+func checkBuf(k kind, buf Buffer) error {
+	if buf == nil {
+		return fmt.Errorf("%v: nil buffer", k)
+	}
+	return nil
+}
+
+// AllReduce combines buf across the group with op; every rank ends with
+// the same bits. Small buffers use recursive doubling, large ones the
+// pipelined ring.
+func (c *Comm) AllReduce(ctx context.Context, buf Buffer, op Op) error {
+	return runNow(c.allReduce(ctx, buf, op))
+}
+
+// AllReduceAsync starts AllReduce and returns at once; buf must not be
+// touched until the handle's Wait returns.
+func (c *Comm) AllReduceAsync(ctx context.Context, buf Buffer, op Op) *Handle {
+	return launch(c.allReduce(ctx, buf, op))
+}
+
+func (c *Comm) allReduce(ctx context.Context, buf Buffer, op Op) (*call, error) {
+	if err := errors.Join(checkBuf(kAllReduce, buf), checkOp(kAllReduce, op)); err != nil {
+		return nil, err
+	}
+	n, count := len(c.ranks), buf.Len()
+	plan := func() *Plan {
+		if count*buf.DType().Size() < c.opts.SmallBytes {
+			return recursiveDoublingPlan(n, c.me, count)
+		}
+		return ringPlan(n, c.me, count, c.segElems(buf.DType()), true, true)
+	}
+	return c.begin(ctx, fingerprint{Kind: kAllReduce, Op: op, DType: buf.DType(), Count: uint64(count)}, plan, buf.bytes(), nil)
+}
+
+// ReduceScatter combines buf across the group with op and leaves this
+// rank's share, buf[lo:hi] with lo, hi = c.Chunk(len), in place; the rest
+// of buf is scratch afterwards.
+func (c *Comm) ReduceScatter(ctx context.Context, buf Buffer, op Op) error {
+	return runNow(c.reduceScatter(ctx, buf, op))
+}
+
+// ReduceScatterAsync is the asynchronous ReduceScatter.
+func (c *Comm) ReduceScatterAsync(ctx context.Context, buf Buffer, op Op) *Handle {
+	return launch(c.reduceScatter(ctx, buf, op))
+}
+
+func (c *Comm) reduceScatter(ctx context.Context, buf Buffer, op Op) (*call, error) {
+	if err := errors.Join(checkBuf(kReduceScatter, buf), checkOp(kReduceScatter, op)); err != nil {
+		return nil, err
+	}
+	plan := func() *Plan { return ringPlan(len(c.ranks), c.me, buf.Len(), c.segElems(buf.DType()), true, false) }
+	return c.begin(ctx, fingerprint{Kind: kReduceScatter, Op: op, DType: buf.DType(), Count: uint64(buf.Len())}, plan, buf.bytes(), nil)
+}
+
+// AllGather fills all of buf from every rank's share: rank i contributes
+// buf[Chunk(len(buf), size, i)].
+func (c *Comm) AllGather(ctx context.Context, buf Buffer) error {
+	return runNow(c.allGather(ctx, buf))
+}
+
+// AllGatherAsync is the asynchronous AllGather.
+func (c *Comm) AllGatherAsync(ctx context.Context, buf Buffer) *Handle {
+	return launch(c.allGather(ctx, buf))
+}
+
+func (c *Comm) allGather(ctx context.Context, buf Buffer) (*call, error) {
+	if err := checkBuf(kAllGather, buf); err != nil {
+		return nil, err
+	}
+	plan := func() *Plan { return ringPlan(len(c.ranks), c.me, buf.Len(), c.segElems(buf.DType()), false, true) }
+	return c.begin(ctx, fingerprint{Kind: kAllGather, DType: buf.DType(), Count: uint64(buf.Len())}, plan, buf.bytes(), nil)
+}
+
+// Broadcast copies root's buf to every rank's buf.
+func (c *Comm) Broadcast(ctx context.Context, buf Buffer, root int) error {
+	return runNow(c.broadcast(ctx, buf, root))
+}
+
+// BroadcastAsync is the asynchronous Broadcast.
+func (c *Comm) BroadcastAsync(ctx context.Context, buf Buffer, root int) *Handle {
+	return launch(c.broadcast(ctx, buf, root))
+}
+
+func (c *Comm) broadcast(ctx context.Context, buf Buffer, root int) (*call, error) {
+	if err := errors.Join(checkBuf(kBroadcast, buf), c.checkRoot(kBroadcast, root)); err != nil {
+		return nil, err
+	}
+	n, count := len(c.ranks), buf.Len()
+	plan := func() *Plan {
+		if count*buf.DType().Size() < c.opts.SmallBytes {
+			return treeBroadcastPlan(n, c.me, root, count)
+		}
+		return chainBroadcastPlan(n, c.me, root, count, c.segElems(buf.DType()))
+	}
+	return c.begin(ctx, fingerprint{Kind: kBroadcast, DType: buf.DType(), Root: int32(root), Count: uint64(count)}, plan, buf.bytes(), nil)
+}
+
+// Reduce combines buf across the group with op into root's buf. Other
+// ranks' buffers are scratch afterwards.
+func (c *Comm) Reduce(ctx context.Context, buf Buffer, op Op, root int) error {
+	return runNow(c.reduce(ctx, buf, op, root))
+}
+
+// ReduceAsync is the asynchronous Reduce.
+func (c *Comm) ReduceAsync(ctx context.Context, buf Buffer, op Op, root int) *Handle {
+	return launch(c.reduce(ctx, buf, op, root))
+}
+
+func (c *Comm) reduce(ctx context.Context, buf Buffer, op Op, root int) (*call, error) {
+	if err := errors.Join(checkBuf(kReduce, buf), checkOp(kReduce, op), c.checkRoot(kReduce, root)); err != nil {
+		return nil, err
+	}
+	n, count := len(c.ranks), buf.Len()
+	plan := func() *Plan {
+		if count*buf.DType().Size() < c.opts.SmallBytes {
+			return treeReducePlan(n, c.me, root, count)
+		}
+		return ringReducePlan(n, c.me, root, count, c.segElems(buf.DType()))
+	}
+	return c.begin(ctx, fingerprint{Kind: kReduce, Op: op, DType: buf.DType(), Root: int32(root), Count: uint64(count)}, plan, buf.bytes(), nil)
+}
+
+// Barrier returns once every rank of the group has entered it.
+func (c *Comm) Barrier(ctx context.Context) error {
+	return runNow(c.begin(ctx, fingerprint{Kind: kBarrier}, func() *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
+}
+
+// BarrierAsync is the asynchronous Barrier.
+func (c *Comm) BarrierAsync(ctx context.Context) *Handle {
+	return launch(c.begin(ctx, fingerprint{Kind: kBarrier}, func() *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
+}
+
+// AllToAll sends block j of in to rank j and stores rank i's block in
+// block i of out. len(in) == len(out), a multiple of the group size;
+// blocks are len/size elements.
+func (c *Comm) AllToAll(ctx context.Context, in, out Buffer) error {
+	return runNow(c.allToAll(ctx, in, out))
+}
+
+// AllToAllAsync is the asynchronous AllToAll.
+func (c *Comm) AllToAllAsync(ctx context.Context, in, out Buffer) *Handle {
+	return launch(c.allToAll(ctx, in, out))
+}
+
+func (c *Comm) allToAll(ctx context.Context, in, out Buffer) (*call, error) {
+	if err := errors.Join(checkBuf(kAllToAll, in), checkBuf(kAllToAll, out)); err != nil {
+		return nil, err
+	}
+	n := len(c.ranks)
+	switch {
+	case in.DType() != out.DType():
+		return nil, fmt.Errorf("alltoall: input is %v, output %v", in.DType(), out.DType())
+	case in.Len() != out.Len():
+		return nil, fmt.Errorf("alltoall: input has %d elements, output %d", in.Len(), out.Len())
+	case in.Len()%n != 0:
+		return nil, fmt.Errorf("alltoall: %d elements do not split into %d equal blocks", in.Len(), n)
+	}
+	plan := func() *Plan { return allToAllPlan(n, c.me, in.Len()/n) }
+	return c.begin(ctx, fingerprint{Kind: kAllToAll, DType: in.DType(), Count: uint64(in.Len())}, plan, in.bytes(), out.bytes())
+}
+
+func (c *Comm) segElems(dt DType) int { return max(1, c.opts.SegmentBytes/dt.Size()) }
+
+// Send delivers buf to group rank peer (matched by that rank's next Recv
+// from this rank). Point-to-point messages between two ranks arrive in the
+// order sent; concurrent Sends to one peer have no defined order.
+func (c *Comm) Send(ctx context.Context, buf Buffer, peer int) error {
+	return c.p2p(ctx, buf, peer, true)
+}
+
+// Recv receives the next point-to-point message from group rank peer into
+// buf, which must have the sender's length and type.
+func (c *Comm) Recv(ctx context.Context, buf Buffer, peer int) error {
+	return c.p2p(ctx, buf, peer, false)
+}
+
+// SendAsync is the asynchronous Send.
+func (c *Comm) SendAsync(ctx context.Context, buf Buffer, peer int) *Handle {
+	return c.p2pAsync(ctx, buf, peer, true)
+}
+
+// RecvAsync is the asynchronous Recv. Several RecvAsync from one peer
+// match that peer's messages in issue order only if issued in that order
+// from one goroutine.
+func (c *Comm) RecvAsync(ctx context.Context, buf Buffer, peer int) *Handle {
+	return c.p2pAsync(ctx, buf, peer, false)
+}
+
+func (c *Comm) p2pAsync(ctx context.Context, buf Buffer, peer int, send bool) *Handle {
+	h := &Handle{done: make(chan struct{})}
+	go func() {
+		h.err = c.p2p(ctx, buf, peer, send)
+		close(h.done)
+	}()
+	return h
+}
+
+func (c *Comm) p2p(ctx context.Context, buf Buffer, peer int, send bool) error {
+	op := "recv"
+	if send {
+		op = "send"
+	}
+	if buf == nil {
+		return fmt.Errorf("%s: nil buffer", op)
+	}
+	if peer < 0 || peer >= len(c.ranks) || peer == c.me {
+		return fmt.Errorf("%s: peer %d is not another rank of a group of %d (this is %d)", op, peer, len(c.ranks), c.me)
+	}
+	c.mu.Lock()
+	if c.broken != nil {
+		err := c.broken
+		c.mu.Unlock()
+		return fmt.Errorf("%s: communicator unusable after an earlier failure: %w", op, err)
+	}
+	seqs := c.recvSeq
+	if send {
+		seqs = c.sendSeq
+	}
+	seq := seqs[peer]
+	seqs[peer]++
+	c.mu.Unlock()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
+		defer cancel()
+	}
+	tag := transport.Tag(c.tags | tagP2P)
+	var err error
+	if send {
+		err = c.t.Send(ctx, c.ranks[peer], tag, buf.bytes())
+	} else {
+		err = c.t.Recv(ctx, c.ranks[peer], tag, buf.bytes())
+	}
+	if err != nil {
+		return fmt.Errorf("%s seq %d (rank %d with rank %d): %w", op, seq, c.ranks[c.me], c.ranks[peer], err)
+	}
+	return nil
+}

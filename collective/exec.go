@@ -1,0 +1,314 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/strand-ml/strand/transport"
+)
+
+// call is one collective call on one rank, from begin to the end of run.
+type call struct {
+	c       *Comm
+	fp      fingerprint
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	stop    context.CancelFunc // releases the default-timeout timer, if any
+	timeout time.Duration
+	planFn  func() *Plan
+	bufs    [2][]byte
+	tag     transport.Tag
+	es      int // element size in bytes
+
+	errMu   sync.Mutex
+	err     error
+	blocked [2]atomic.Int64 // per lane (send, recv): global rank of the transport call in progress, or -1
+}
+
+// begin assigns the call its sequence number and deadline. It is
+// synchronous even for async calls, so issue order defines the sequence.
+func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func() *Plan, buf0, buf1 []byte) (*call, error) {
+	fp.Group, fp.Rank = c.group, uint32(c.ranks[c.me])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == nil && len(c.dead) > 0 {
+		c.broken = c.deadErrLocked()
+	}
+	if c.broken != nil {
+		return nil, fmt.Errorf("%v seq %d: communicator unusable after an earlier failure: %w", fp.Kind, c.seq, c.broken)
+	}
+	fp.Seq = c.seq
+	c.seq++
+	cl := &call{c: c, fp: fp, planFn: planFn, bufs: [2][]byte{buf0, buf1},
+		tag: transport.Tag(c.tags | fp.Seq&tagSeqMask), es: max(1, fp.DType.Size())}
+	if fp.DType == 0 {
+		cl.es = 1
+	}
+	parent := ctx
+	if d, ok := ctx.Deadline(); ok {
+		cl.timeout = time.Until(d)
+	} else {
+		parent, cl.stop = context.WithTimeout(ctx, c.opts.Timeout)
+		cl.timeout = c.opts.Timeout
+	}
+	cl.ctx, cl.cancel = context.WithCancelCause(parent)
+	cl.blocked[0].Store(-1)
+	cl.blocked[1].Store(-1)
+	c.calls[cl] = struct{}{}
+	return cl, nil
+}
+
+// progress counts finished steps of one lane; the other lane waits on it.
+type progress struct {
+	mu      sync.Mutex
+	n       int
+	waiters chan struct{} // closed at the next add, if anyone waits
+}
+
+func (p *progress) add() {
+	p.mu.Lock()
+	p.n++
+	if p.waiters != nil {
+		close(p.waiters)
+		p.waiters = nil
+	}
+	p.mu.Unlock()
+}
+
+func (p *progress) wait(ctx context.Context, n int) error {
+	for {
+		p.mu.Lock()
+		if p.n >= n {
+			p.mu.Unlock()
+			return nil
+		}
+		if p.waiters == nil {
+			p.waiters = make(chan struct{})
+		}
+		ch := p.waiters
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// run executes the plan: local copies, then the send lane (on its own
+// goroutine) and the receive lane (on this one) concurrently.
+func (cl *call) run() error {
+	c := cl.c
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, cl)
+		c.mu.Unlock()
+		cl.cancel(nil)
+		if cl.stop != nil {
+			cl.stop()
+		}
+	}()
+	plan := cl.planFn()
+	for _, cp := range plan.Copies {
+		copy(cl.bufs[cp.DstBuf][cp.DstOff*cl.es:(cp.DstOff+cp.N)*cl.es], cl.bufs[cp.SrcBuf][cp.SrcOff*cl.es:(cp.SrcOff+cp.N)*cl.es])
+	}
+	if len(c.ranks) == 1 {
+		return nil
+	}
+	// Fingerprints go out before either lane starts, so that a neighbour
+	// always gets ours even if this rank fails at once (mismatch).
+	var fpb [fingerprintLen]byte
+	cl.fp.encode(fpb[:])
+	for _, p := range cl.fpPeers() {
+		if err := cl.xfer(0, p, fpb[:]); err != nil {
+			cl.fail(err)
+			return cl.finish()
+		}
+	}
+	var sends, recvs progress
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cl.sendLane(plan, &sends, &recvs)
+	}()
+	cl.recvLane(plan, &sends, &recvs)
+	<-done
+	return cl.finish()
+}
+
+// fpPeers are the group ranks that exchange fingerprints: both ring
+// neighbours. If every pair of neighbours agrees, everyone agrees.
+func (cl *call) fpPeers() []int {
+	n, me := len(cl.c.ranks), cl.c.me
+	if n == 2 {
+		return []int{1 - me}
+	}
+	return []int{mod(me+1, n), mod(me-1, n)}
+}
+
+func (cl *call) fail(err error) {
+	cl.errMu.Lock()
+	if cl.err == nil {
+		cl.err = err
+	}
+	cl.errMu.Unlock()
+	cl.cancel(err)
+}
+
+func (cl *call) region(s Step) []byte { return cl.bufs[s.Buf][s.Off*cl.es : (s.Off+s.N)*cl.es] }
+
+func (cl *call) sendLane(plan *Plan, sends, recvs *progress) {
+	for _, s := range plan.Sends {
+		if s.After > 0 {
+			if err := recvs.wait(cl.ctx, s.After); err != nil {
+				cl.fail(err)
+				return
+			}
+		}
+		if err := cl.xfer(0, s.Peer, cl.region(s)); err != nil {
+			cl.fail(err)
+			return
+		}
+		sends.add()
+	}
+}
+
+func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
+	c := cl.c
+	peers := cl.fpPeers()
+	if len(peers) == 2 {
+		peers[0], peers[1] = peers[1], peers[0] // left first: it sends to us first
+	}
+	var fpb [fingerprintLen]byte
+	for _, p := range peers {
+		if err := cl.xfer(1, p, fpb[:]); err != nil {
+			cl.fail(err)
+			return
+		}
+		if theirs := decodeFingerprint(fpb[:]); !cl.fp.sameCall(theirs) {
+			cl.fail(&MismatchError{Rank: c.ranks[c.me], PeerRank: c.ranks[p], Call: cl.fp.String(), PeerCall: theirs.String(), SameGroup: theirs.Group == cl.fp.Group})
+			return
+		}
+	}
+	need := 0
+	for _, s := range plan.Recvs {
+		if s.Reduce {
+			need = max(need, s.N*cl.es)
+		}
+	}
+	var stage []byte
+	if need > 0 {
+		stage = c.getStaging(need)
+		defer c.putStaging(stage)
+	}
+	n := len(c.ranks)
+	for _, s := range plan.Recvs {
+		if s.After > 0 {
+			if err := sends.wait(cl.ctx, s.After); err != nil {
+				cl.fail(err)
+				return
+			}
+		}
+		dst := cl.region(s)
+		if !s.Reduce {
+			if err := cl.xfer(1, s.Peer, dst); err != nil {
+				cl.fail(err)
+				return
+			}
+		} else {
+			in := stage[:len(dst)]
+			if err := cl.xfer(1, s.Peer, in); err != nil {
+				cl.fail(err)
+				return
+			}
+			reduceInto(cl.fp.DType, cl.fp.Op, dst, in, s.PeerFirst, s.Final, n)
+		}
+		recvs.add()
+	}
+}
+
+// xfer runs one transport call for a lane (0 send, 1 recv), remembering
+// whom the lane waits for in case the deadline strikes.
+func (cl *call) xfer(lane, peer int, b []byte) error {
+	g := cl.c.ranks[peer]
+	cl.blocked[lane].Store(int64(g))
+	var err error
+	if lane == 0 {
+		err = cl.c.t.Send(cl.ctx, g, cl.tag, b)
+	} else {
+		err = cl.c.t.Recv(cl.ctx, g, cl.tag, b)
+	}
+	if err == nil {
+		cl.blocked[lane].Store(-1)
+	}
+	return err
+}
+
+// finish turns the first lane error into the call's error, naming the
+// culprit: a dead member if one was reported, else on timeout the ranks
+// the lanes were waiting for.
+func (cl *call) finish() error {
+	cl.errMu.Lock()
+	err := cl.err
+	cl.errMu.Unlock()
+	if err == nil {
+		return nil
+	}
+	cause := context.Cause(cl.ctx)
+	c := cl.c
+	c.noteFailures()
+	c.mu.Lock()
+	var dead *RankFailedError
+	if len(c.dead) > 0 {
+		dead = c.deadErrLocked()
+	}
+	c.mu.Unlock()
+	var rf *RankFailedError
+	switch {
+	case errors.As(cause, &rf):
+		err = rf
+	case dead != nil: // a member died; whatever this lane saw follows from that
+		err = fmt.Errorf("%w (this rank saw: %v)", dead, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		var waiting []int
+		for i := range cl.blocked {
+			if g := int(cl.blocked[i].Load()); g >= 0 && !slices.Contains(waiting, g) {
+				waiting = append(waiting, g)
+			}
+		}
+		slices.Sort(waiting)
+		err = fmt.Errorf("timed out after %v waiting for rank(s) %v: %w", cl.timeout.Round(time.Millisecond), waiting, err)
+	}
+	err = fmt.Errorf("%v seq %d: %w", cl.fp.Kind, cl.fp.Seq, err)
+	c.mu.Lock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	c.mu.Unlock()
+	return err
+}
+
+func (c *Comm) getStaging(n int) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, b := range c.staging {
+		if cap(b) >= n {
+			c.staging = append(c.staging[:i], c.staging[i+1:]...)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+func (c *Comm) putStaging(b []byte) {
+	c.mu.Lock()
+	if len(c.staging) < 8 {
+		c.staging = append(c.staging, b[:cap(b)])
+	}
+	c.mu.Unlock()
+}

@@ -51,6 +51,10 @@ func Save(run string, step int, m *model.GPT, opt *optim.AdamW, trainerState any
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes it private
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
 	cleanup := func(err error) (string, error) {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("checkpoint step %d: %w", step, err)

@@ -28,6 +28,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"version", "print the version", runVersion},
+		{"check", "smoke-test a job: a verified all-reduce and barrier on every group", runCheck},
+		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
+		{"train", "train a model (one process, or --nproc N local processes)", runTrain},
+		{"eval", "mean loss and perplexity of a checkpoint on a data file", runEval},
 		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},

@@ -104,6 +104,7 @@ def main():
         targets[1, 10:14] = -100
 
         params = {k: v.double().clone().requires_grad_(True) for k, v in p32.items()}
+        p64 = {k: v.double() for k, v in p32.items()}
         loss = forward(params, tokens, targets, gelu)
         loss.backward()
         ref = {"tokens": tokens.int(), "targets": targets.int(), "loss": loss.detach().float().reshape(1)}
@@ -124,6 +125,16 @@ def main():
         with torch.no_grad():
             losses.append(forward(params, tokens, targets, gelu).item())
         ref["step_losses"] = torch.tensor(losses, dtype=torch.float32)
+
+        # An llm.c token shard and the loss of the fixture weights on it, read
+        # as `strand eval --batch 2 --seq 32` reads it: rows of T+1 tokens with
+        # stride T, two batches.
+        eg = torch.Generator().manual_seed(99)
+        stream = torch.randint(0, V, (2 * B * T + 1,), generator=eg)
+        with torch.no_grad():
+            ev = [forward(p64, stream[i * B * T:(i + 1) * B * T].view(B, T), stream[i * B * T + 1:(i + 1) * B * T + 1].view(B, T), gelu).item() for i in range(2)]
+        ref["eval_loss"] = torch.tensor([sum(ev) / 2], dtype=torch.float32)
+        eval_tokens = stream
         for k, v in params.items():
             ref["step3." + k] = v.detach().float()
 
@@ -131,6 +142,9 @@ def main():
         os.makedirs(out, exist_ok=True)
         write_safetensors(os.path.join(out, "model.safetensors"), p32)
         write_safetensors(os.path.join(out, "reference.safetensors"), ref)
+        header = struct.pack("<256i", 20240520, 1, len(eval_tokens), *([0] * 253))
+        with open(os.path.join(out, "eval.bin"), "wb") as f:
+            f.write(header + eval_tokens.numpy().astype("<u2").tobytes())
         cfg = {"model_type": "gpt2", "vocab_size": V, "n_layer": L, "n_head": NH, "n_embd": C,
                "n_positions": NPOS, "layer_norm_epsilon": 1e-5, "activation_function": act,
                "n_inner": None, "initializer_range": 0.02}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/launcher"
+	"github.com/strand-ml/strand/worker"
+)
+
+// runCheck is `strand check`: a smoke test of a job's wiring. Launched
+// (--nproc, --nnodes) it starts the workers; as a worker it joins, runs an
+// all-reduce with a known answer and a barrier on every group (world, dp,
+// tp, pp), verifies the answer and leaves.
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	lf := launcher.AddFlags(fs)
+	iters := fs.Int("iters", 1, "rounds of collectives on every group")
+	duration := fs.Duration("duration", 0, "keep running rounds at least this long (failure drills)")
+	count := fs.Int("count", 4099, "float32 elements per all-reduce (a prime exercises uneven chunks)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *iters < 1 || *count < 0 {
+		return usageError{"--iters must be at least 1 and --count not negative"}
+	}
+	if worker.InJob() {
+		return checkWorker(ctx, lf, *iters, *duration, *count, stdout, stderr)
+	}
+	if !lf.Launching() {
+		lf.NProc = 1
+	}
+	if err := lf.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	m, _ := lf.Mesh(lf.World())
+	common := launcher.Common{
+		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
+		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
+	}
+	argv := append([]string{"check"}, args...)
+	var err error
+	if lf.MultiNode() {
+		err = launcher.Node(ctx, launcher.NodeConfig{
+			NNodes: lf.NNodes, NodeRank: lf.NodeRank, Coordinator: lf.Coordinator, NProcPerNode: lf.NProcPerNode,
+			Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
+		})
+	} else {
+		err = launcher.Local(ctx, launcher.LocalConfig{NProc: lf.NProc, Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
+	}
+	if err == nil {
+		fmt.Fprintf(stdout, "check passed: %d ranks, mesh %v\n", m.World(), m)
+	}
+	return exitWithWorkerCode(err, stderr, "check")
+}
+
+// exitWithWorkerCode ends the process with the first failed worker's exit
+// code (the launcher contract: the job exits like its first failure).
+// Other errors are returned for the usual handling.
+func exitWithWorkerCode(err error, stderr io.Writer, name string) error {
+	var ee *launcher.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() > 1 && os.Getenv("STRAND_NO_EXIT") == "" {
+		fmt.Fprintf(stderr, "strand %s: %v\n", name, err)
+		os.Exit(ee.ExitCode())
+	}
+	return err
+}
+
+func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration time.Duration, count int, stdout, _ io.Writer) error {
+	rt, err := worker.Join(ctx, worker.FromFlags(lf))
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancelCause(rt.Context())
+	defer stop(nil)
+	go func() {
+		select {
+		case <-ctx.Done(): // SIGTERM / Ctrl-C
+			stop(fmt.Errorf("interrupted: %w", context.Cause(ctx)))
+		case <-runCtx.Done():
+		}
+	}()
+	groups := []struct {
+		name string
+		comm *collective.Comm
+	}{{"world", rt.World}, {"dp", rt.DP}, {"tp", rt.TP}, {"pp", rt.PP}}
+	start := time.Now()
+	buf := make([]float32, count)
+	for round := 0; round < iters || time.Since(start) < duration; round++ {
+		t0 := time.Now()
+		for _, g := range groups {
+			ranks := g.comm.Ranks()
+			// Element i holds (rank+1) + (i mod 7): small integers, so the
+			// float32 sum is exact in any reduction order.
+			for i := range buf {
+				buf[i] = float32(rt.Rank+1) + float32(i%7)
+			}
+			if err = g.comm.AllReduce(runCtx, collective.F32(buf), collective.Sum); err != nil {
+				err = fmt.Errorf("round %d: %s all-reduce over ranks %v: %w", round, g.name, ranks, err)
+				break
+			}
+			base := 0
+			for _, r := range ranks {
+				base += r + 1
+			}
+			for i, v := range buf {
+				if want := float32(base + len(ranks)*(i%7)); v != want {
+					err = fmt.Errorf("round %d: %s all-reduce over ranks %v: element %d = %v, want %v", round, g.name, ranks, i, v, want)
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+			if err = g.comm.Barrier(runCtx); err != nil {
+				err = fmt.Errorf("round %d: %s barrier over ranks %v: %w", round, g.name, ranks, err)
+				break
+			}
+			if round == 0 {
+				fmt.Fprintf(stdout, "%s group %v: all-reduce of %d floats and barrier ok\n", g.name, ranks, count)
+			}
+		}
+		if err != nil {
+			break
+		}
+		rt.Report(round, map[string]float64{"check_round_seconds": time.Since(t0).Seconds()})
+	}
+	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
+		err = context.Cause(runCtx)
+	}
+	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = rt.Leave(lctx, err)
+	if err == nil {
+		fmt.Fprintf(stdout, "rank %d %v: every group verified\n", rt.Rank, rt.Coord)
+	}
+	return err
+}

@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	tiktoken "github.com/pkoukk/tiktoken-go"
@@ -101,16 +103,38 @@ func BenchmarkEncode(b *testing.B) {
 		text := texts[name]
 		b.Run(name+"/strand", func(b *testing.B) {
 			b.SetBytes(int64(len(text)))
+			cpu := cpuTime()
 			for b.Loop() {
 				strand.Encode(text)
 			}
+			reportCPURate(b, len(text), cpu)
 		})
 		b.Run(name+"/tiktoken-go", func(b *testing.B) {
 			s := string(text)
 			b.SetBytes(int64(len(text)))
+			cpu := cpuTime()
 			for b.Loop() {
 				oracle.EncodeOrdinary(s)
 			}
+			reportCPURate(b, len(text), cpu)
 		})
+	}
+}
+
+// cpuTime is the process's user+system CPU time. On a shared machine the
+// wall-clock MB/s swings with the neighbours' load; MB per CPU-second is the
+// steadier "per core" figure (GC work included, as it is process-wide).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPURate adds an "MB/cpu-s" metric: bytes encoded per CPU-second.
+func reportCPURate(b *testing.B, n int, start time.Duration) {
+	if used := cpuTime() - start; used > 0 {
+		b.ReportMetric(float64(n)*float64(b.N)/1e6/used.Seconds(), "MB/cpu-s")
 	}
 }

@@ -1,0 +1,562 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+
+	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/coordinator"
+	pb "github.com/strand-ml/strand/coordinator/proto"
+	"github.com/strand-ml/strand/launcher"
+	"github.com/strand-ml/strand/launcher/jobenv"
+	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/obs"
+	"github.com/strand-ml/strand/rendezvous"
+	"github.com/strand-ml/strand/transport"
+	"github.com/strand-ml/strand/transport/rdma"
+	"github.com/strand-ml/strand/transport/tcp"
+)
+
+// Options configure Join. The zero value reads everything from the
+// environment and uses the defaults.
+type Options struct {
+	// Getenv reads the job environment; default os.Getenv.
+	Getenv func(string) string
+	// DP, TP and PP choose the mesh when the environment does not (Slurm,
+	// Kubernetes, torchrun give only the world size); DP 0 derives it.
+	DP, TP, PP int
+	// Transport ("tcp" or "rdma"), Bind and LogFormat override the
+	// environment when set.
+	Transport, Bind, LogFormat string
+	// ConnectTimeout bounds the retries while the coordinator is not up
+	// (default 60 s). JoinTimeout is how long a coordinator hosted by this
+	// process waits for every rank (default 2 min).
+	ConnectTimeout, JoinTimeout time.Duration
+	// CollectiveTimeout bounds each collective without a deadline (default 5 min).
+	CollectiveTimeout time.Duration
+	// HeartbeatInterval is how often progress is sent (default 1 s).
+	HeartbeatInterval time.Duration
+	// Gossip tunes failure detection.
+	Gossip coordinator.GossipConfig
+	// MetricsAddr, when set, serves this worker's /metrics there.
+	MetricsAddr string
+	// Stderr receives the log; default os.Stderr.
+	Stderr io.Writer
+}
+
+// FromFlags turns the shared launcher flags into Options.
+func FromFlags(f *launcher.Flags) Options {
+	return Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat, JoinTimeout: f.JoinTimeout}
+}
+
+// InJob reports whether this process was started as a worker: by a strand
+// launcher, an srun step, a Kubernetes Indexed Job or torchrun.
+func InJob() bool {
+	_, ok, _ := jobenv.Detect(os.Getenv)
+	return ok
+}
+
+// Runtime is a worker's membership in a running job.
+type Runtime struct {
+	Rank  int
+	Mesh  mesh.Mesh
+	Coord mesh.Coord
+	// World spans every rank; DP, TP and PP are this rank's groups (a
+	// group of size 1 when the degree is 1).
+	World, DP, TP, PP *collective.Comm
+	// Transport is the one world transport under every communicator.
+	Transport transport.Transport
+	Log       *zap.Logger
+	Job       jobenv.Job
+	// Members lists every rank's host and addresses, in rank order.
+	Members []*pb.Member
+	Metrics *obs.Registry
+
+	client    *coordinator.Client
+	hosted    *coordinator.Server
+	gossip    *memberlist.Memberlist
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	stopWatch context.CancelFunc
+	bg        sync.WaitGroup
+
+	mu      sync.Mutex
+	step    int64
+	metrics map[string]float64
+	leaving bool
+	barrier int
+}
+
+// RankDeadError is the cause of Context() when a rank died or failed.
+type RankDeadError struct {
+	Rank   int
+	Reason string
+}
+
+func (e *RankDeadError) Error() string { return "job failed: " + e.Reason }
+
+// Join joins the job this process belongs to. See the package comment.
+func Join(ctx context.Context, opts Options) (*Runtime, error) {
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = time.Second
+	}
+	job, ok, err := jobenv.Detect(opts.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if !ok {
+		return nil, errors.New("worker: not started as part of a job (use --nproc N, srun, a Kubernetes Indexed Job or torchrun)")
+	}
+	if opts.Transport != "" && job.Transport == "" {
+		job.Transport = opts.Transport
+	}
+	if opts.Bind != "" && job.Bind == "" {
+		job.Bind = opts.Bind
+	}
+	if opts.LogFormat != "" && job.LogFormat == "" {
+		job.LogFormat = opts.LogFormat
+	}
+	if job.Transport == "" {
+		job.Transport = "tcp"
+	}
+	m, err := jobMesh(job, opts)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	log, err := obs.NewLogger(job.LogFormat, job.Rank, opts.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if job.Token == "" {
+		if job.Source == "strand" {
+			return nil, fmt.Errorf("worker: %s is not set", jobenv.Token)
+		}
+		job.Token = job.JobID
+		log.Warn("no " + jobenv.Token + " in the environment: using the job id as the token; set a secret one for shared clusters")
+	}
+
+	rt := &Runtime{Mesh: m, Job: job, Metrics: obs.NewRegistry(), metrics: map[string]float64{}}
+	rt.ctx, rt.cancel = context.WithCancelCause(context.Background())
+	ok = false
+	defer func() {
+		if !ok {
+			rt.close()
+		}
+	}()
+
+	adv, err := advertise(ctx, job, opts.ConnectTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if job.HostCoordinator {
+		_, port, err := net.SplitHostPort(job.Coordinator)
+		if err != nil {
+			return nil, fmt.Errorf("worker: coordinator address %q: %w", job.Coordinator, err)
+		}
+		rt.hosted, err = coordinator.Start(coordinator.Config{
+			Addr: net.JoinHostPort("0.0.0.0", port), Mesh: m, Token: job.Token, JobID: job.JobID,
+			JoinTimeout: opts.JoinTimeout, Gossip: withAdvertise(opts.Gossip, adv), Log: log.Named("coordinator"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("worker: host the coordinator: %w", err)
+		}
+	}
+	rt.client, err = coordinator.Dial(coordinator.ClientConfig{Addr: job.Coordinator, Token: job.Token, ConnectTimeout: opts.ConnectTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	caps := []string{"tcp"}
+	if rdma.Available("") == nil {
+		caps = append(caps, "rdma")
+	}
+	host := coordinator.Hostname()
+	log.Info("joining", zap.String("coordinator", job.Coordinator), zap.String("source", job.Source), zap.Int("world", m.World()))
+	rep, err := rt.client.Join(ctx, &pb.JoinRequest{
+		Host: host, Addrs: []string{adv}, LocalRank: int32(job.LocalRank), NodeRank: int32(job.NodeRank),
+		WantRank: int32(job.Rank), Capabilities: caps, Pid: int64(os.Getpid()),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	rt.Rank = int(rep.Rank)
+	rt.Members = rep.Members
+	if got, err := coordinator.MeshFromPB(rep.Mesh); err != nil || got != m {
+		return nil, fmt.Errorf("worker: coordinator's mesh %v differs from ours %v (%v)", rep.Mesh, m, err)
+	}
+	rt.Coord = m.Coord(rt.Rank)
+	rt.Log = log
+	if job.Rank < 0 {
+		rt.Log = log.With(zap.Int("rank", rt.Rank))
+	}
+
+	// Failure detection: gossip with the coordinator, and watch it.
+	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, opts.Gossip, nil)
+	if err != nil {
+		return nil, fmt.Errorf("worker rank %d: %w", rt.Rank, err)
+	}
+	if _, err := rt.gossip.Join([]string{rep.GossipSeed}); err != nil {
+		return nil, fmt.Errorf("worker rank %d: join gossip at %s: %w", rt.Rank, rep.GossipSeed, err)
+	}
+	if err := rt.startWatch(); err != nil {
+		return nil, err
+	}
+
+	// One world transport, one communicator per group.
+	dialCtx, stop := mergeCancel(ctx, rt.ctx)
+	defer stop()
+	rt.Transport, err = rt.dialTransport(dialCtx, job, adv, log)
+	if err != nil {
+		return nil, rt.Explain(fmt.Errorf("worker rank %d: %w", rt.Rank, err))
+	}
+	copts := func(name string) collective.Options {
+		return collective.Options{Name: name, Timeout: opts.CollectiveTimeout}
+	}
+	world := make([]int, m.World())
+	for i := range world {
+		world[i] = i
+	}
+	groups := []struct {
+		dst   **collective.Comm
+		name  string
+		ranks []int
+	}{
+		{&rt.World, "world", world},
+		{&rt.DP, "dp", m.Group(mesh.DataAxis, rt.Rank)},
+		{&rt.TP, "tp", m.Group(mesh.TensorAxis, rt.Rank)},
+		{&rt.PP, "pp", m.Group(mesh.PipelineAxis, rt.Rank)},
+	}
+	for _, g := range groups {
+		c, err := collective.New(rt.Transport, g.ranks, copts(g.name))
+		if err != nil {
+			return nil, fmt.Errorf("worker rank %d: %s communicator over %v: %w", rt.Rank, g.name, g.ranks, err)
+		}
+		*g.dst = c
+	}
+	if opts.MetricsAddr != "" {
+		a, err := obs.Serve(rt.ctx, opts.MetricsAddr, rt.Metrics)
+		if err != nil {
+			return nil, fmt.Errorf("worker rank %d: %w", rt.Rank, err)
+		}
+		rt.Log.Info("metrics", zap.String("addr", "http://"+a.String()+"/metrics"))
+	}
+	rt.bg.Add(1)
+	go rt.heartbeat(opts.HeartbeatInterval)
+	rt.Log.Info("joined", zap.Stringer("mesh", m), zap.Stringer("coord", rt.Coord), zap.String("transport", job.Transport))
+	ok = true
+	return rt, nil
+}
+
+func jobMesh(job jobenv.Job, opts Options) (mesh.Mesh, error) {
+	if job.DP > 0 {
+		m := mesh.Mesh{DP: job.DP, TP: job.TP, PP: job.PP}
+		if m.World() != job.World {
+			return mesh.Mesh{}, fmt.Errorf("mesh %v from the environment has %d ranks, world size is %d", m, m.World(), job.World)
+		}
+		return m, nil
+	}
+	return mesh.ForWorld(job.World, opts.DP, opts.TP, opts.PP)
+}
+
+func withAdvertise(g coordinator.GossipConfig, ip string) coordinator.GossipConfig {
+	g.Advertise = ip
+	return g
+}
+
+// advertise finds the IP this worker is reached at: the host of an explicit
+// bind address, else the local address that routes to the coordinator
+// (retried while the coordinator's name does not resolve yet, as happens
+// while a Kubernetes headless Service is being populated).
+func advertise(ctx context.Context, job jobenv.Job, timeout time.Duration) (string, error) {
+	if job.Bind != "" {
+		addr, err := tcp.ResolveBind(job.Bind)
+		if err != nil {
+			return "", err
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
+			return host, nil
+		}
+	}
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	backoff := 100 * time.Millisecond
+	for {
+		ip, err := launcher.AdvertiseIP(job.Coordinator)
+		if err == nil {
+			return ip, nil
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return "", fmt.Errorf("coordinator %s: %w", job.Coordinator, err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return "", fmt.Errorf("coordinator %s: %w", job.Coordinator, ctx.Err())
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string, log *zap.Logger) (transport.Transport, error) {
+	store := rendezvous.Prefixed(rt.client.Store(), "epoch0/")
+	if job.Transport == "rdma" {
+		if err := rdma.Available(""); err != nil {
+			log.Warn("--transport rdma asked for but not available; using tcp", zap.Error(err))
+		} else {
+			t, err := rdma.Dial(ctx, rdma.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store})
+			if err != nil {
+				return nil, fmt.Errorf("rdma transport: %w", err)
+			}
+			return t, nil
+		}
+	}
+	bind := job.Bind
+	if bind == "" {
+		bind = net.JoinHostPort(adv, "0")
+	}
+	slogger := slog.New(slog.NewTextHandler(transportLog{rt, log}, nil))
+	t, err := tcp.Dial(ctx, tcp.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, JobID: job.JobID, Token: job.Token, Bind: bind, Logger: slogger})
+	if err != nil {
+		return nil, fmt.Errorf("tcp transport: %w", err)
+	}
+	return t, nil
+}
+
+// transportLog routes the transport's slog lines into the zap log, and
+// drops them once this rank is leaving: peers closing their sockets at the
+// end of a job are not failures.
+type transportLog struct {
+	rt  *Runtime
+	log *zap.Logger
+}
+
+func (w transportLog) Write(p []byte) (int, error) {
+	w.rt.mu.Lock()
+	leaving := w.rt.leaving
+	w.rt.mu.Unlock()
+	if !leaving {
+		w.log.Warn("transport: " + string(trimNL(p)))
+	}
+	return len(p), nil
+}
+
+func trimNL(p []byte) []byte {
+	for len(p) > 0 && p[len(p)-1] == '\n' {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// startWatch opens the coordinator's event stream and cancels Context()
+// with the reason when the job fails or the coordinator is lost.
+func (rt *Runtime) startWatch() error {
+	wctx, stop := context.WithCancel(context.Background())
+	rt.stopWatch = stop
+	stream, err := rt.client.RPC.Watch(wctx, &pb.WatchRequest{Rank: int32(rt.Rank)})
+	if err == nil {
+		_, err = stream.Recv() // KIND_RUNNING: the stream is registered
+	}
+	if err != nil {
+		stop()
+		return fmt.Errorf("worker rank %d: watch coordinator: %w", rt.Rank, err)
+	}
+	rt.bg.Add(1)
+	go func() {
+		defer rt.bg.Done()
+		ev, err := stream.Recv()
+		rt.mu.Lock()
+		leaving := rt.leaving
+		rt.mu.Unlock()
+		switch {
+		case err == nil && ev.Kind == pb.Event_KIND_RANK_DEAD:
+			rt.fail(&RankDeadError{Rank: int(ev.Rank), Reason: ev.Reason})
+		case err == nil:
+			rt.fail(&RankDeadError{Rank: -1, Reason: ev.Reason})
+		case leaving || wctx.Err() != nil:
+		default:
+			rt.fail(fmt.Errorf("lost the coordinator at %s: %v", rt.client.Addr(), err))
+		}
+	}()
+	return nil
+}
+
+// fail cancels the runtime and closes the transport so that blocked
+// collectives return now.
+func (rt *Runtime) fail(cause error) {
+	if rt.ctx.Err() != nil {
+		return
+	}
+	rt.cancel(cause)
+	if rt.Log != nil {
+		rt.Log.Error("stopping: " + cause.Error())
+	}
+	if rt.Transport != nil {
+		_ = rt.Transport.Close()
+	}
+}
+
+func (rt *Runtime) heartbeat(every time.Duration) {
+	defer rt.bg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.ctx.Done():
+			return
+		case <-t.C:
+		}
+		rt.mu.Lock()
+		req := &pb.HeartbeatRequest{Rank: int32(rt.Rank), Step: rt.step, Metrics: make(map[string]float64, len(rt.metrics))}
+		for k, v := range rt.metrics {
+			req.Metrics[k] = v
+		}
+		leaving := rt.leaving
+		rt.mu.Unlock()
+		if leaving {
+			return
+		}
+		hctx, cancel := context.WithTimeout(rt.ctx, 5*time.Second)
+		rep, err := rt.client.RPC.Heartbeat(hctx, req)
+		cancel()
+		if err == nil && rep.State == pb.JobState_JOB_STATE_FAILED {
+			rt.fail(&RankDeadError{Rank: -1, Reason: rep.Reason})
+		}
+	}
+}
+
+// Context is cancelled when the job fails (a rank died, failed or the job
+// was aborted); context.Cause names the rank. Pass it to collectives.
+func (rt *Runtime) Context() context.Context { return rt.ctx }
+
+// Explain returns err annotated with the job failure that caused it, if
+// the job has failed; otherwise err unchanged.
+func (rt *Runtime) Explain(err error) error {
+	if err == nil || rt.ctx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(rt.ctx)
+	return fmt.Errorf("%w (after: %v)", cause, err)
+}
+
+// Report records progress: the step and metrics such as "loss",
+// "step_time_s", "tokens_per_s". They reach the coordinator with the next
+// heartbeat and appear on this worker's /metrics.
+func (rt *Runtime) Report(step int, m map[string]float64) {
+	rt.mu.Lock()
+	rt.step = int64(step)
+	for k, v := range m {
+		rt.metrics[k] = v
+	}
+	rt.mu.Unlock()
+	rank := obs.Labels{"rank": strconv.Itoa(rt.Rank)}
+	rt.Metrics.Set("strand_step", "last reported training step", rank, float64(step))
+	for k, v := range m {
+		rt.Metrics.Set("strand_"+k, "reported by the training loop", rank, v)
+	}
+}
+
+// Barrier waits on the coordinator until every rank arrives (a control-plane
+// barrier, independent of the transport).
+func (rt *Runtime) Barrier(ctx context.Context) error {
+	rt.mu.Lock()
+	rt.barrier++
+	name := "b" + strconv.Itoa(rt.barrier)
+	rt.mu.Unlock()
+	ctx, stop := mergeCancel(ctx, rt.ctx)
+	defer stop()
+	return rt.Explain(rt.client.Barrier(ctx, name, rt.Rank))
+}
+
+// Leave reports how this rank ended (err nil: success) and releases the
+// communicators, transport and gossip. On success it first waits at a
+// barrier so no rank closes its sockets while peers still use them. The
+// rank hosting the coordinator then waits (within ctx) until every rank
+// has left. It returns err, explained when the job failed.
+func (rt *Runtime) Leave(ctx context.Context, err error) error {
+	err = rt.Explain(err)
+	if err == nil && rt.ctx.Err() != nil {
+		err = context.Cause(rt.ctx)
+	}
+	// The program's last collective is done: from here on peers close
+	// their sockets, which is expected, not a failure.
+	rt.mu.Lock()
+	rt.leaving = true
+	rt.mu.Unlock()
+	if err == nil {
+		if berr := rt.Barrier(ctx); berr != nil {
+			err = fmt.Errorf("leave barrier: %w", berr)
+		}
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if _, lerr := rt.client.RPC.Leave(ctx, &pb.LeaveRequest{Rank: int32(rt.Rank), Error: msg}); lerr != nil && err == nil {
+		err = fmt.Errorf("leave: %w", lerr)
+	}
+	if rt.hosted != nil {
+		select {
+		case <-rt.hosted.Finished():
+		case <-ctx.Done():
+		}
+	}
+	rt.close()
+	return err
+}
+
+// close releases everything Join built, in reverse order.
+func (rt *Runtime) close() {
+	for _, c := range []*collective.Comm{rt.PP, rt.TP, rt.DP, rt.World} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	if rt.Transport != nil {
+		_ = rt.Transport.Close()
+	}
+	if rt.stopWatch != nil {
+		rt.mu.Lock()
+		rt.leaving = true
+		rt.mu.Unlock()
+		rt.stopWatch()
+	}
+	rt.cancel(errors.New("worker left the job"))
+	rt.bg.Wait()
+	if rt.gossip != nil {
+		_ = rt.gossip.Leave(500 * time.Millisecond)
+		_ = rt.gossip.Shutdown()
+	}
+	if rt.client != nil {
+		_ = rt.client.Close()
+	}
+	if rt.hosted != nil {
+		_ = rt.hosted.Close()
+	}
+}
+
+// mergeCancel returns a context that ends when either a or b ends, with
+// a's values and deadline.
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(a)
+	stop := context.AfterFunc(b, func() { cancel(context.Cause(b)) })
+	return ctx, func() { stop(); cancel(nil) }
+}

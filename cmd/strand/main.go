@@ -30,6 +30,8 @@ func commands() []command {
 		{"version", "print the version", runVersion},
 		{"check", "smoke-test a job: a verified all-reduce and barrier on every group", runCheck},
 		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
+		{"check", "smoke-test a job: a verified all-reduce and barrier on every group", runCheck},
+		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
 		{"train", "train a model (one process, or --nproc N local processes)", runTrain},
 		{"eval", "mean loss and perplexity of a checkpoint on a data file", runEval},
 		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},

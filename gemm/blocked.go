@@ -73,15 +73,20 @@ type gemmArgs struct {
 // degenerate cases).
 func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 	mr, nr := bl.micro.MR, bl.micro.NR
-	kcMax := min(bl.kc, g.k)
+	// Split k into equal blocks of at most kc (k = 384 becomes 192 + 192,
+	// not 256 + 128): a short last block would pay the C load/store and
+	// the kernel's loop overhead for little work. The split depends on k
+	// only, so every region of C sees the same blocks.
+	kc := ceilDiv(g.k, ceilDiv(g.k, bl.kc))
+	kcMax := kc
 	mcMax := min(bl.mc, roundUp(i1-i0, mr))
 	ncMax := min(bl.nc, roundUp(j1-j0, nr))
 	ws.grow(mcMax*kcMax, kcMax*ncMax, mr*nr)
 	fn := bl.micro.Fn
 	for jc := j0; jc < j1; jc += bl.nc {
 		nb := min(bl.nc, j1-jc)
-		for pc := 0; pc < g.k; pc += bl.kc {
-			kb := min(bl.kc, g.k-pc)
+		for pc := 0; pc < g.k; pc += kc {
+			kb := min(kc, g.k-pc)
 			bl.packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb)
 			beta, load := float32(1), 1
 			if pc == 0 {
@@ -231,3 +236,5 @@ func (bl *blocked) transposeRows(panel, src []float32, ld, off, h, kb, width int
 }
 
 func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+func ceilDiv(x, m int) int { return (x + m - 1) / m }

@@ -318,6 +318,11 @@ func TestAvailable(t *testing.T) {
 		t.Errorf("Available(ibverbs) = %v, want nil or ErrNoDevice", err)
 	} else if err != nil {
 		t.Logf("Available(ibverbs): %v", err)
+		// Then Dial with the default (hardware) provider says so too.
+		ctx := ctxT(t, 5*time.Second)
+		if _, err := Dial(ctx, Config{Rank: 0, Size: 2, Store: rendezvous.NewMem()}); !errors.Is(err, verbs.ErrNoDevice) {
+			t.Errorf("Dial without a device: %v, want ErrNoDevice", err)
+		}
 	}
 }
 

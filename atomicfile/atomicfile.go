@@ -1,12 +1,9 @@
 package atomicfile
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 )
 
 // Write creates or replaces path with whatever write produces.
@@ -14,55 +11,20 @@ import (
 // write receives a buffered writer over a temporary file in path's directory.
 // If write (or any later step) fails, the temporary file is removed and the
 // previous contents of path, if any, are left untouched. The new file gets
-// mode 0644 (before umask), like os.Create.
-func Write(path string, write func(w io.Writer) error) (err error) {
-	if path == "" {
-		return errors.New("atomicfile: empty path")
-	}
+// mode 0644.
+func Write(path string, write func(w io.Writer) error) error {
 	if write == nil {
 		return fmt.Errorf("atomicfile %s: nil write function", path)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := Create(path)
 	if err != nil {
-		return fmt.Errorf("atomicfile %s: create temp: %w", path, err)
+		return err
 	}
-	tmpName := tmp.Name()
-	// On any failure below, close and remove the temp file. Close errors are
-	// irrelevant then: the first error is the one worth reporting.
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmpName)
-		}
-	}()
-
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err = write(bw); err != nil {
+	defer f.Abort()
+	if err := write(f.bw); err != nil {
 		return fmt.Errorf("atomicfile %s: write: %w", path, err)
 	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("atomicfile %s: flush: %w", path, err)
-	}
-	// CreateTemp uses 0600; match what os.Create would have given.
-	if err = tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("atomicfile %s: chmod: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("atomicfile %s: fsync: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("atomicfile %s: close: %w", path, err)
-	}
-	if err = os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("atomicfile %s: rename: %w", path, err)
-	}
-	// The file is in place; a failing directory sync only weakens durability
-	// across a power loss, but report it so callers that care can retry.
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("atomicfile %s: fsync dir: %w", path, err)
-	}
-	return nil
+	return f.Commit()
 }
 
 // WriteBytes atomically replaces path with data.

@@ -29,9 +29,9 @@ func TestWriteBytesCreatesAndReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// CreateTemp makes 0600 files; Write must widen to 0644 (less umask).
-	if st.Mode().Perm()&0o600 != 0o600 || st.Mode().Perm()&0o004 == 0 && umaskAllowsOtherRead() {
-		t.Fatalf("mode = %v", st.Mode())
+	// CreateTemp makes 0600 files; Write must widen to 0644.
+	if st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode = %v, want 0644", st.Mode())
 	}
 	assertNoTemps(t, dir, 1)
 }
@@ -94,18 +94,69 @@ func assertNoTemps(t *testing.T, dir string, want int) {
 	}
 }
 
-// umaskAllowsOtherRead reports whether a freshly created 0644 file keeps its
-// world-read bit under the current umask.
-func umaskAllowsOtherRead() bool {
-	f, err := os.CreateTemp("", "umask-probe")
+func TestFilePatchHeaderThenCommit(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "shard.bin")
+	if err := WriteBytes(p, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Create(p)
 	if err != nil {
-		return false
+		t.Fatal(err)
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if err := f.Chmod(0o644); err != nil {
-		return false
+	defer f.Abort()
+	if _, err := f.Write([]byte("hdr:??|")); err != nil {
+		t.Fatal(err)
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode().Perm()&0o004 != 0
+	if _, err := f.Write([]byte("payload")); err != nil {
+		t.Fatal(err)
+	}
+	// Not visible before Commit.
+	if got, _ := os.ReadFile(p); string(got) != "old" {
+		t.Fatalf("visible before commit: %q", got)
+	}
+	if _, err := f.WriteAt([]byte("07"), 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "hdr:07|payload!" {
+		t.Fatalf("contents %q", got)
+	}
+	f.Abort() // no-op after Commit
+	if got, _ := os.ReadFile(p); string(got) != "hdr:07|payload!" {
+		t.Fatal("Abort after Commit removed the file")
+	}
+	if _, err := f.Write([]byte("x")); err == nil {
+		t.Fatal("write after Commit accepted")
+	}
+	if err := f.Commit(); err == nil {
+		t.Fatal("second Commit accepted")
+	}
+	assertNoTemps(t, dir, 1)
+}
+
+func TestFileAbortKeepsOld(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := WriteBytes(p, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(bytes.Repeat([]byte("y"), 2<<20))
+	f.Abort()
+	if got, _ := os.ReadFile(p); string(got) != "old" {
+		t.Fatalf("contents %q", got[:min(len(got), 8)])
+	}
+	if _, err := f.WriteAt([]byte("z"), 0); err == nil {
+		t.Fatal("WriteAt after Abort accepted")
+	}
+	assertNoTemps(t, dir, 1)
 }

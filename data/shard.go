@@ -3,10 +3,7 @@ package data
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 	"os"
-
-	"github.com/strand-ml/strand/atomicfile"
 )
 
 // Shard header constants of the llm.c token file format.
@@ -19,29 +16,15 @@ const (
 
 // WriteShard atomically writes tokens to path as an llm.c shard.
 func WriteShard(path string, tokens []uint16) error {
-	if uint64(len(tokens)) > 1<<31-1 {
-		return fmt.Errorf("write shard %s: %d tokens exceed the format's int32 count", path, len(tokens))
+	w, err := CreateShard(path)
+	if err != nil {
+		return err
 	}
-	return atomicfile.Write(path, func(w io.Writer) error {
-		var hdr [shardHeaderSize]byte
-		binary.LittleEndian.PutUint32(hdr[0:], ShardMagic)
-		binary.LittleEndian.PutUint32(hdr[4:], ShardVersion)
-		binary.LittleEndian.PutUint32(hdr[8:], uint32(len(tokens)))
-		if _, err := w.Write(hdr[:]); err != nil {
-			return err
-		}
-		buf := make([]byte, 0, 64<<10)
-		for i, t := range tokens {
-			buf = binary.LittleEndian.AppendUint16(buf, t)
-			if len(buf) == cap(buf) || i == len(tokens)-1 {
-				if _, err := w.Write(buf); err != nil {
-					return err
-				}
-				buf = buf[:0]
-			}
-		}
-		return nil
-	})
+	defer w.Abort()
+	if err := w.Write(tokens); err != nil {
+		return err
+	}
+	return w.Close()
 }
 
 // ReadShard reads an llm.c shard. It fails, naming the file, on a wrong

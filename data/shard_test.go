@@ -98,3 +98,61 @@ func TestReadShardErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestShardWriterStreaming(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "stream.bin")
+	if err := WriteShard(p, []uint16{9}); err != nil { // an old shard to replace
+		t.Fatal(err)
+	}
+	w, err := CreateShard(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	var want []uint16
+	for i := 0; i < 50; i++ {
+		chunk := make([]int, 1000)
+		for j := range chunk {
+			chunk[j] = (i*1000 + j) % 65536
+			want = append(want, uint16(chunk[j]))
+		}
+		if err := w.WriteInts(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.WriteInts([]int{5, 70000}); err == nil || !strings.Contains(err.Error(), "70000") {
+		t.Fatalf("out-of-range id: %v", err)
+	}
+	if w.Count() != 50000 {
+		t.Fatalf("count %d", w.Count())
+	}
+	if got, _ := ReadShard(p); !slices.Equal(got, []uint16{9}) {
+		t.Fatal("new shard visible before Close")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadShard(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatal("streamed shard differs")
+	}
+
+	// Abort leaves the previous shard.
+	w, err = CreateShard(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]uint16{1, 2, 3})
+	w.Abort()
+	if got, _ := ReadShard(p); len(got) != 50000 {
+		t.Fatalf("aborted write changed the shard (%d tokens)", len(got))
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("leftover files: %d entries", len(ents))
+	}
+}

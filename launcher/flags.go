@@ -22,7 +22,10 @@ type Flags struct {
 	Token        string // job token (multi-node: the same on every node)
 	LogFormat    string // "console" or "json"
 	JoinTimeout  time.Duration
-	Metrics      string // coordinator /metrics listen address, "" = off
+	// ConnectTimeout bounds a worker's retries while the coordinator is
+	// not up yet.
+	ConnectTimeout time.Duration
+	Metrics        string // coordinator /metrics listen address, "" = off
 }
 
 // AddFlags registers the launcher flags on fs.
@@ -41,6 +44,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.Token, "token", "", "job token (default: random for local jobs, $STRAND_TOKEN for multi-node jobs)")
 	fs.StringVar(&f.LogFormat, "log-format", "console", "log format: console or json")
 	fs.DurationVar(&f.JoinTimeout, "join-timeout", 2*time.Minute, "how long the coordinator waits for every worker to join")
+	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", time.Minute, "how long a worker retries a coordinator that is not up yet")
 	fs.StringVar(&f.Metrics, "metrics", "", "serve coordinator Prometheus metrics on this address (e.g. 127.0.0.1:9400)")
 	return f
 }

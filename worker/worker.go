@@ -57,7 +57,8 @@ type Options struct {
 
 // FromFlags turns the shared launcher flags into Options.
 func FromFlags(f *launcher.Flags) Options {
-	return Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat, JoinTimeout: f.JoinTimeout}
+	return Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat,
+		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout}
 }
 
 // InJob reports whether this process was started as a worker: by a strand

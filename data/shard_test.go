@@ -3,6 +3,7 @@ package data
 import (
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -154,5 +155,41 @@ func TestShardWriterStreaming(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 {
 		t.Fatalf("leftover files: %d entries", len(ents))
+	}
+}
+
+// llmcTokens are the tokens of testdata/llmc_reference.bin, written by
+// testdata/make_llmc_shard.py with numpy the way llm.c does.
+var llmcTokens = []uint16{50256, 0, 1, 2, 65535, 12345, 50256, 7}
+
+func TestReadLLMCReference(t *testing.T) {
+	got, err := ReadShard("testdata/llmc_reference.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, llmcTokens) {
+		t.Fatalf("tokens %v, want %v", got, llmcTokens)
+	}
+}
+
+// TestNumpyReadsOurShard has numpy check a shard we wrote (reversed tokens,
+// so a reader that ignored the data could not pass). Skips without numpy.
+func TestNumpyReadsOurShard(t *testing.T) {
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	rev := slices.Clone(llmcTokens)
+	slices.Reverse(rev)
+	p := filepath.Join(t.TempDir(), "ours.bin")
+	if err := WriteShard(p, rev); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(py, "testdata/make_llmc_shard.py", "check", p).CombinedOutput()
+	if err != nil && strings.Contains(string(out), "No module named 'numpy'") {
+		t.Skip("python3 has no numpy")
+	}
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("numpy check: %v\n%s", err, out)
 	}
 }

@@ -99,6 +99,10 @@ type Runtime struct {
 	barrier int
 }
 
+// verdictWait bounds how long a failing rank waits for the coordinator to
+// name a dead rank before reporting its own error.
+const verdictWait = 3 * time.Second
+
 // RankDeadError is the cause of Context() when a rank died or failed.
 type RankDeadError struct {
 	Rank   int
@@ -493,6 +497,19 @@ func (rt *Runtime) Barrier(ctx context.Context) error {
 // rank hosting the coordinator then waits (within ctx) until every rank
 // has left. It returns err, explained when the job failed.
 func (rt *Runtime) Leave(ctx context.Context, err error) error {
+	if err != nil && rt.ctx.Err() == nil {
+		// A collective usually fails because a peer died, and the
+		// transport may notice before the coordinator does. Give the
+		// coordinator a moment to name the culprit, so the job's reason
+		// is "rank 3 died", not "rank 1 failed".
+		t := time.NewTimer(verdictWait)
+		select {
+		case <-rt.ctx.Done():
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	err = rt.Explain(err)
 	if err == nil && rt.ctx.Err() != nil {
 		err = context.Cause(rt.ctx)

@@ -61,6 +61,7 @@ type Corpus struct {
 //	"dir/train_*.bin"   a glob of shards, concatenated in sorted order
 //	path/to/file.txt    one text file (any non-.bin file)
 //	path/to/dir         every text file below dir, in sorted path order
+//	                    (or, if it holds only .bin files, those shards)
 //	"dir/*.txt"         a glob of text files and/or directories
 //
 // Text is tokenized with tok; documents (files) are separated by the
@@ -132,7 +133,7 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 		return nil, fmt.Errorf("matches mix %d .bin shards with %d other files; use one kind", nbin, len(paths)-nbin)
 	}
 
-	// Text: expand directories into their text files.
+	// Expand directories into their files.
 	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -148,6 +149,15 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 			return nil, err
 		}
 		files = append(files, sub...)
+	}
+	// A directory of nothing but shards (llm.c's train_000.bin, ...) is
+	// shard data; otherwise the files are text and binary ones are skipped.
+	allBin := true
+	for _, f := range files {
+		allBin = allBin && strings.HasSuffix(f, ".bin")
+	}
+	if allBin {
+		return loadShards(ctx, files)
 	}
 	if tok == nil {
 		return nil, errors.New("text data needs a tokenizer")
@@ -254,7 +264,7 @@ func tokenizeFiles(ctx context.Context, files []string, tok Tokenizer, maxBytes 
 		c.Files++
 	}
 	if c.Files == 0 {
-		return nil, errors.New("no text files (all candidates were binary)")
+		return nil, fmt.Errorf("no text files among %d candidates (all contain NUL bytes; token shards must be named *.bin)", len(files))
 	}
 	if maxBytes > 0 {
 		c.Source = fmt.Sprintf("%s (first %d bytes)", source, used)

@@ -128,6 +128,18 @@ func TestLoadShards(t *testing.T) {
 	if err != nil || !slices.Equal(c.Tokens, []uint16{4, 5, 6}) {
 		t.Fatalf("%v %+v", err, c)
 	}
+	// A directory of shards loads them all, in order.
+	c, err = Load(context.Background(), dir, nil, LoadOptions{MaxTokens: 5})
+	if err != nil || !slices.Equal(c.Tokens, []uint16{1, 2, 3, 4, 5}) || c.Files != 3 {
+		t.Fatalf("shard dir: %v %+v", err, c)
+	}
+	// A directory with a shard and a text file is text; the shard is skipped
+	// as binary.
+	writeFile(t, filepath.Join(dir, "notes.txt"), "hi")
+	c, err = Load(context.Background(), dir, byteTok{}, LoadOptions{})
+	if err != nil || string(u16s(c.Tokens)) != "hi" {
+		t.Fatalf("mixed dir: %v %+v", err, c)
+	}
 }
 
 func TestLoadErrors(t *testing.T) {

@@ -144,8 +144,8 @@ func onAll(ts []*Transport, f func(r int, tr *Transport) error) []error {
 }
 
 func TestCollectivesOverSoftRDMA(t *testing.T) {
-	for _, n := range []int{2, 3, 4} {
-		for _, count := range []int{7, 1000, 1 << 17} { // eager, mixed, rendezvous
+	for _, n := range []int{2, 3} {
+		for _, count := range []int{7, 1 << 17} { // eager, rendezvous
 			t.Run(fmt.Sprintf("ranks=%d/count=%d", n, count), func(t *testing.T) {
 				ts, _ := group(t, n, nil)
 				ctx := ctxT(t, 30*time.Second)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sync"
 )
 
@@ -39,10 +40,16 @@ func AppendJSONL(path string) (*JSONL, error) {
 }
 
 // Write encodes record (a struct or map) as one JSON line and writes it
-// with a single write call. Records that do not encode to a JSON object
-// (NaN floats, channels, numbers) are an error and nothing is written.
+// with a single write call. NaN and infinite floats (a diverged step) are
+// written as null, since JSON has no NaN. Records that do not encode to a
+// JSON object (numbers, strings, channels) are an error and nothing is
+// written.
 func (j *JSONL) Write(record any) error {
 	b, err := json.Marshal(record)
+	var unsupported *json.UnsupportedValueError
+	if errors.As(err, &unsupported) {
+		b, err = json.Marshal(sanitize(reflect.ValueOf(record)))
+	}
 	if err != nil {
 		return fmt.Errorf("metrics %s: encode record: %w", j.path, err)
 	}

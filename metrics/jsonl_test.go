@@ -70,7 +70,7 @@ func TestWriteRejectsBadRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	for _, r := range []any{math.NaN(), map[string]float64{"loss": math.Inf(1)}, 3, "x", make(chan int)} {
+	for _, r := range []any{math.NaN(), 3, "x", make(chan int), map[string]any{"c": make(chan int)}} {
 		if err := j.Write(r); err == nil {
 			t.Errorf("%T accepted", r)
 		}
@@ -124,5 +124,65 @@ func TestAppendAndConcurrent(t *testing.T) {
 	recs, err := ReadJSONL(p)
 	if err != nil || len(recs) != 201 {
 		t.Fatalf("%d records, %v", len(recs), err)
+	}
+}
+
+type inner struct {
+	MFU float64 `json:"mfu"`
+}
+
+type divergedRecord struct {
+	Step   int       `json:"step"`
+	Loss   float64   `json:"loss"`
+	Norm   float32   `json:"grad_norm,omitempty"`
+	Hidden string    `json:"-"`
+	Losses []float64 `json:"micro_losses"`
+	Note   *string   `json:"note"`
+	Blob   []byte    `json:"blob"`
+	inner
+	secret int
+}
+
+func TestNonFiniteWrittenAsNull(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.jsonl")
+	j, err := NewJSONL(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	note := "diverged"
+	recs := []any{
+		divergedRecord{Step: 7, Loss: math.NaN(), Hidden: "x", Losses: []float64{1, math.Inf(-1)}, Note: &note,
+			Blob: []byte{1}, inner: inner{MFU: math.Inf(1)}, secret: 3},
+		map[string]float64{"step": 8, "loss": math.Inf(1)},
+		&divergedRecord{Step: 9, Loss: 1, Norm: float32(math.NaN())},
+	}
+	for _, r := range recs {
+		if err := j.Write(r); err != nil {
+			t.Fatalf("%T: %v", r, err)
+		}
+	}
+	j.Close()
+	b, _ := os.ReadFile(p)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	want := []string{
+		`{"blob":"AQ==","loss":null,"mfu":null,"micro_losses":[1,null],"note":"diverged","step":7}`,
+		`{"loss":null,"step":8}`,
+		`{"blob":null,"grad_norm":null,"loss":1,"mfu":0,"micro_losses":null,"note":null,"step":9}`,
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("lines %q", lines)
+	}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("line %d\n got %s\nwant %s", i, lines[i], want[i])
+		}
+	}
+	got, err := ReadJSONL(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, _ := Series(got, "step", "loss")
+	if !slices.Equal(x, []float64{9}) {
+		t.Fatalf("null losses should drop out of the series: %v", x)
 	}
 }

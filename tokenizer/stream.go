@@ -30,11 +30,11 @@ func (t *BPE) encodeStream(ctx context.Context, r io.Reader, withSpecial bool, c
 		special = t.specialList
 	}
 	return forEachSafeChunk(ctx, r, special, chunk, func(text []byte) error {
-		var ids []int
+		ids := make([]int, 0, len(text)/3+16)
 		if withSpecial {
-			ids = t.appendWithSpecial(st, nil, text)
+			ids = t.appendWithSpecial(st, ids, text)
 		} else {
-			ids = t.appendOrdinary(st, nil, text)
+			ids = t.appendOrdinary(st, ids, text)
 		}
 		if len(ids) == 0 {
 			return nil

@@ -24,6 +24,9 @@ type GPT struct {
 	// again in this Backward. Data-parallel training starts all-reducing
 	// buckets from it while backward continues.
 	GradReady func(n int)
+	// TiedOffset is where wte's gradient starts in Params.Grad on a stage
+	// that holds wte (its tail), or len(Params.Grad) on others.
+	TiedOffset int
 
 	gemm  *gemm.Engine
 	attn  *Attention
@@ -137,13 +140,14 @@ func (m *GPT) bindWeights() {
 	}
 	w := &m.w
 	w.wte, w.dwte = get("wte.weight")
+	m.TiedOffset = len(ps.Grad)
+	if p, ok := ps.Lookup("wte.weight"); ok {
+		m.TiedOffset = p.Offset
+	}
 	w.wpe, w.dwpe = get("wpe.weight")
 	w.lnfw, w.dlnfw = get("ln_f.weight")
 	w.lnfb, w.dlnfb = get("ln_f.bias")
 	w.headReady = max(end("ln_f.weight"), end("ln_f.bias"))
-	if m.Layout.Last && !m.Layout.First {
-		w.headReady = max(w.headReady, end("wte.weight"))
-	}
 	l := m.Layout
 	w.blocks = make([]blockWeights, l.EndBlock-l.FirstBlock)
 	for i := range w.blocks {

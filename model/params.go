@@ -203,11 +203,6 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 	}
 	wte := paramSpec{name: "wte.weight", shape: []int{V, C}, shard: tensor.Split(0, 1), init: initNormal, std: std}
 	var specs []paramSpec
-	if l.Last && !l.First {
-		tied := wte
-		tied.tiedCopy = true
-		specs = append(specs, tied)
-	}
 	if l.Last {
 		specs = append(specs, norm("ln_f")...)
 	}
@@ -225,6 +220,14 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 			specs = append(specs, paramSpec{name: "wpe.weight", shape: []int{cfg.NPositions, C}, shard: tensor.Replicated, init: initNormal, std: std})
 		}
 		specs = append(specs, wte)
+	} else if l.Last {
+		// The last stage's copy of the tied embedding also goes at the end,
+		// so on every stage that holds wte its gradient is the buffer's
+		// tail: the trainer sums it across the two stages before the
+		// data-parallel reduction of that tail.
+		tied := wte
+		tied.tiedCopy = true
+		specs = append(specs, tied)
 	}
 	return specs
 }

@@ -38,32 +38,53 @@ type Segment struct {
 	Decay        bool
 }
 
-// AdamW keeps first and second moments for a flat parameter buffer.
+// Restrict keeps the parts of segs that fall inside the given ranges
+// [lo, hi) (sorted, disjoint): the parameters one ZeRO-1 rank updates.
+func Restrict(segs []Segment, ranges [][2]int) []Segment {
+	var out []Segment
+	for _, s := range segs {
+		for _, r := range ranges {
+			lo, hi := max(s.Offset, r[0]), min(s.Offset+s.Size, r[1])
+			if hi > lo {
+				out = append(out, Segment{Offset: lo, Size: hi - lo, Decay: s.Decay})
+			}
+		}
+	}
+	return out
+}
+
+// AdamW keeps first and second moments for the parameters it updates:
+// the segments it was made with, packed one after another in M and V. When
+// the segments cover the whole buffer, M and V are laid out exactly like
+// the parameters.
 type AdamW struct {
 	Config AdamWConfig
-	M, V   []float32 // moments, same length as the parameters
+	M, V   []float32 // moments of the updated parameters, packed in segment order
 	Step   int       // number of updates applied so far
 	segs   []Segment
 }
 
-// NewAdamW prepares state for n parameters split into segments (which must
-// cover [0, n) without overlap, in order).
+// NewAdamW prepares state for the segments of an n-element parameter
+// buffer. Segments must be in increasing order without overlap; they need
+// not cover the buffer (a ZeRO-1 rank updates only its share).
 func NewAdamW(cfg AdamWConfig, n int, segs []Segment) (*AdamW, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	off := 0
+	end, total := 0, 0
 	for i, s := range segs {
-		if s.Offset != off || s.Size < 0 {
-			return nil, fmt.Errorf("adamw: segment %d at offset %d size %d, expected offset %d", i, s.Offset, s.Size, off)
+		if s.Offset < end || s.Size < 0 || s.Offset+s.Size > n {
+			return nil, fmt.Errorf("adamw: segment %d at offset %d size %d overlaps or leaves [%d, %d)", i, s.Offset, s.Size, end, n)
 		}
-		off += s.Size
+		end = s.Offset + s.Size
+		total += s.Size
 	}
-	if off != n {
-		return nil, fmt.Errorf("adamw: segments cover %d of %d parameters", off, n)
-	}
-	return &AdamW{Config: cfg, M: make([]float32, n), V: make([]float32, n), segs: segs}, nil
+	return &AdamW{Config: cfg, M: make([]float32, total), V: make([]float32, total), segs: segs}, nil
 }
+
+// Covers reports whether the optimizer updates every parameter of an
+// n-element buffer (so M and V are laid out like the parameters).
+func (o *AdamW) Covers(n int) bool { return len(o.M) == n }
 
 // Update applies one step with learning rate lr to params using grads,
 // exactly as torch.optim.AdamW computes it:
@@ -80,11 +101,13 @@ func (o *AdamW) Update(params, grads []float32, lr float64) {
 	invSqrtBc2 := float32(1 / math.Sqrt(bc2))
 	b1, b2 := float32(c.Beta1), float32(c.Beta2)
 	eps := float32(c.Eps)
+	state := 0
 	for _, s := range o.segs {
 		p := params[s.Offset : s.Offset+s.Size]
 		g := grads[s.Offset : s.Offset+s.Size]
-		m := o.M[s.Offset : s.Offset+s.Size]
-		v := o.V[s.Offset : s.Offset+s.Size]
+		m := o.M[state : state+s.Size]
+		v := o.V[state : state+s.Size]
+		state += s.Size
 		decay := float32(1)
 		if s.Decay {
 			decay = float32(1 - lr*c.WeightDecay)

@@ -41,8 +41,11 @@ func TestAdamWMatchesHandComputedStep(t *testing.T) {
 }
 
 func TestAdamWRejectsBadSegments(t *testing.T) {
-	if _, err := NewAdamW(DefaultAdamW(), 4, []Segment{{0, 2, true}}); err == nil {
-		t.Fatal("segments covering 2 of 4 accepted")
+	if _, err := NewAdamW(DefaultAdamW(), 4, []Segment{{0, 3, true}, {2, 2, true}}); err == nil {
+		t.Fatal("overlapping segments accepted")
+	}
+	if _, err := NewAdamW(DefaultAdamW(), 4, []Segment{{3, 2, true}}); err == nil {
+		t.Fatal("segment past the end accepted")
 	}
 	if _, err := NewAdamW(AdamWConfig{Beta1: 1, Beta2: 0.9, Eps: 1e-8}, 1, []Segment{{0, 1, true}}); err == nil {
 		t.Fatal("beta1 = 1 accepted")
@@ -87,5 +90,31 @@ func TestScheduleShape(t *testing.T) {
 	}
 	if err := (Schedule{Peak: 1, MinFrac: 2}).Validate(); err == nil {
 		t.Fatal("MinFrac 2 accepted")
+	}
+}
+
+// TestAdamWOnAShareMatchesTheWhole: updating two disjoint shares with two
+// optimizers gives the same parameters as one optimizer over everything
+// (what ZeRO-1 relies on).
+func TestAdamWOnAShareMatchesTheWhole(t *testing.T) {
+	segs := []Segment{{0, 3, true}, {3, 5, false}}
+	pAll := []float32{1, 2, 3, 4, 5, 6, 7, 8}
+	pShare := append([]float32(nil), pAll...)
+	g := []float32{0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.7, -0.8}
+	whole, _ := NewAdamW(DefaultAdamW(), 8, segs)
+	a, _ := NewAdamW(DefaultAdamW(), 8, Restrict(segs, [][2]int{{0, 4}}))
+	b, _ := NewAdamW(DefaultAdamW(), 8, Restrict(segs, [][2]int{{4, 8}}))
+	for step := 0; step < 3; step++ {
+		whole.Update(pAll, g, 0.01)
+		a.Update(pShare, g, 0.01)
+		b.Update(pShare, g, 0.01)
+	}
+	for i := range pAll {
+		if pAll[i] != pShare[i] {
+			t.Fatalf("element %d: whole %g, shares %g", i, pAll[i], pShare[i])
+		}
+	}
+	if len(a.M) != 4 || len(b.M) != 4 || a.Covers(8) || !whole.Covers(8) {
+		t.Fatal("share state sizes wrong")
 	}
 }

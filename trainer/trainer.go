@@ -5,21 +5,29 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
+	dpdata "github.com/strand-ml/strand/parallel/data"
+	"github.com/strand-ml/strand/parallel/pipeline"
+	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/trace"
 )
 
 // Options configure a training run. Zero values of optional fields take the
 // defaults documented on each field.
 type Options struct {
 	Model       model.Config
-	Batch       int     // sequences per micro-batch
+	Batch       int     // global batch: sequences per optimizer step, over all data-parallel ranks
 	Seq         int     // tokens per sequence
-	Accum       int     // micro-batches per optimizer step (default 1)
+	Micro       int     // micro-batches per step and data-parallel rank (default 1): gradient accumulation, and the pipeline's micro-batches
+	Schedule    string  // pipeline schedule: gpipe or 1f1b (default 1f1b)
 	Steps       int     // total optimizer steps (for the schedule)
 	LR          float64 // peak learning rate
 	Warmup      int     // warm-up steps
@@ -31,10 +39,23 @@ type Options struct {
 	Shuffle     bool   // shuffle window order per epoch (false: sequential, llm.c style)
 	Threads     int    // compute goroutines (0: all cores)
 	KernelForce string // force a GEMM kernel by name ("" picks the best)
+	StageLayers []int  // layers per pipeline stage (default balanced)
+	DP          dpdata.Options
 }
 
-// Validate reports the first bad option.
-func (o Options) Validate() error {
+// Comms are the communicators of this rank's groups in the DP x TP x PP
+// mesh. Nil communicators mean groups of one (a single process needs none).
+type Comms struct {
+	Mesh       mesh.Mesh
+	Coord      mesh.Coord
+	DP, TP, PP *collective.Comm
+	// Embed joins the first and last pipeline stage of this (dp, tp)
+	// position, to sum the tied embedding's gradient; nil when PP is 1.
+	Embed *collective.Comm
+}
+
+// Validate reports the first bad option for the given mesh.
+func (o Options) Validate(m mesh.Mesh) error {
 	if err := o.Model.Validate(); err != nil {
 		return err
 	}
@@ -43,8 +64,10 @@ func (o Options) Validate() error {
 		return fmt.Errorf("batch %d must be positive", o.Batch)
 	case o.Seq <= 0:
 		return fmt.Errorf("sequence length %d must be positive", o.Seq)
-	case o.Accum < 0:
-		return fmt.Errorf("gradient accumulation %d must not be negative", o.Accum)
+	case o.Micro <= 0:
+		return fmt.Errorf("micro-batches %d must be positive", o.Micro)
+	case o.Batch%(m.DP*o.Micro) != 0:
+		return fmt.Errorf("global batch %d does not split into %d data-parallel ranks x %d micro-batches", o.Batch, m.DP, o.Micro)
 	case o.Steps < 0:
 		return fmt.Errorf("steps %d must not be negative", o.Steps)
 	case o.GradClip < 0:
@@ -52,28 +75,60 @@ func (o Options) Validate() error {
 	case o.Model.Position == model.PosLearned && o.Seq > o.Model.NPositions:
 		return fmt.Errorf("sequence length %d exceeds the model's %d learned positions", o.Seq, o.Model.NPositions)
 	}
-	if err := o.schedule().Validate(); err != nil {
+	if err := model.CheckTP(o.Model, m.TP); err != nil {
+		return err
+	}
+	if _, err := model.StageBounds(o.Model.NLayer, m.PP, o.StageLayers); err != nil {
+		return err
+	}
+	if _, err := pipeline.New(o.schedule(), m.PP, o.Micro); err != nil {
+		return err
+	}
+	if err := o.lrSchedule().Validate(); err != nil {
 		return err
 	}
 	return o.AdamW.Validate()
 }
 
-func (o Options) schedule() optim.Schedule {
+func (o Options) schedule() string {
+	if o.Schedule == "" {
+		return pipeline.OneFOneB
+	}
+	return o.Schedule
+}
+
+func (o Options) lrSchedule() optim.Schedule {
 	return optim.Schedule{Peak: o.LR, Warmup: o.Warmup, Total: o.Steps, MinFrac: o.MinLRFrac}
 }
 
-// Trainer owns a model, its optimizer and a data loader.
+// RowsPerRank is the sequences one data-parallel rank reads per step.
+func (o Options) RowsPerRank(m mesh.Mesh) int { return o.Batch / m.DP }
+
+// Trainer owns this rank's part of the model, its optimizer, its data and
+// the communication of one training step.
 type Trainer struct {
 	Opts   Options
+	Comms  Comms
 	Model  *model.GPT
 	Opt    *optim.AdamW
 	Loader *data.Loader
 	Engine *gemm.Engine
 	Sched  optim.Schedule
+	Pipe   *pipeline.Schedule
 	Step   int // optimizer steps taken
+	Trace  *trace.Recorder
 
-	flopsPerToken   float64
-	inputs, targets [][]int32 // per micro-batch
+	bucketer      *dpdata.Bucketer
+	flopsPerToken float64
+	rows, micro   int     // rows per rank per step; rows per micro-batch
+	inputs        []int32 // rows x Seq tokens of this step
+	targets       []int32 // rows x Seq next tokens
+	acts          []*model.Acts
+	recvAct       [][]float32 // per activation slot: hidden state received from the previous stage
+	gradIn        []float32   // gradient received from the next stage
+	sendGrad      [][]float32 // per slot: gradient sent to the previous stage
+	sender        *orderedSender
+	lossSum       float64
 }
 
 // StepStats summarizes one optimizer step.
@@ -82,19 +137,23 @@ type StepStats struct {
 	Loss     float64 `json:"loss"`
 	LR       float64 `json:"lr"`
 	GradNorm float64 `json:"grad_norm"`
-	Tokens   int     `json:"tokens"`
+	Tokens   int     `json:"tokens"` // global tokens in the step
 	Seconds  float64 `json:"step_seconds"`
 	TokensPS float64 `json:"tokens_per_s"`
-	FLOPsPS  float64 `json:"flops_per_s"`
+	FLOPsPS  float64 `json:"flops_per_s"` // whole job
 }
 
-// New builds a freshly initialized model for opts (use LoadCheckpoint-style
-// helpers on the returned Model to start from saved weights).
-func New(opts Options, loader *data.Loader) (*Trainer, error) {
-	if opts.Accum == 0 {
-		opts.Accum = 1
+// New builds this rank's freshly initialized part of the model; comms may
+// be nil for a single process. The loader must yield RowsPerRank rows.
+func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
+	if opts.Micro == 0 {
+		opts.Micro = 1
 	}
-	if err := opts.Validate(); err != nil {
+	c := Comms{Mesh: mesh.Mesh{DP: 1, TP: 1, PP: 1}}
+	if comms != nil {
+		c = *comms
+	}
+	if err := opts.Validate(c.Mesh); err != nil {
 		return nil, err
 	}
 	e := gemm.New(opts.Threads)
@@ -104,11 +163,20 @@ func New(opts Options, loader *data.Loader) (*Trainer, error) {
 			return nil, err
 		}
 	}
-	m, err := model.New(opts.Model, opts.Batch, opts.Seq, e)
+	bounds, _ := model.StageBounds(opts.Model.NLayer, c.Mesh.PP, opts.StageLayers)
+	layout := model.Stage(tensor.FromComm(c.TP), bounds, c.Coord.PP)
+	t := &Trainer{Opts: opts, Comms: c, Loader: loader, Engine: e, Sched: opts.lrSchedule()}
+	t.rows = opts.RowsPerRank(c.Mesh)
+	t.micro = t.rows / opts.Micro
+	m, err := model.NewSharded(opts.Model, layout, t.micro, opts.Seq, e)
 	if err != nil {
 		return nil, err
 	}
 	m.Init(opts.Seed)
+	t.Model = m
+	if t.Pipe, err = pipeline.New(opts.schedule(), c.Mesh.PP, opts.Micro); err != nil {
+		return nil, err
+	}
 	var segs []optim.Segment
 	for _, p := range m.Params.List {
 		decay := p.Decay
@@ -117,17 +185,47 @@ func New(opts Options, loader *data.Loader) (*Trainer, error) {
 		}
 		segs = append(segs, optim.Segment{Offset: p.Offset, Size: p.Size(), Decay: decay})
 	}
-	opt, err := optim.NewAdamW(opts.AdamW, m.Params.Count(), mergeSegments(segs))
-	if err != nil {
+	segs = mergeSegments(segs)
+	if c.DP != nil && c.DP.Size() > 1 {
+		if t.bucketer, err = dpdata.NewBucketer(c.DP, m.Params.Grad, opts.DP); err != nil {
+			return nil, err
+		}
+		if opts.DP.ZeRO1 {
+			segs = optim.Restrict(segs, t.bucketer.Owned())
+		}
+	}
+	if t.Opt, err = optim.NewAdamW(opts.AdamW, m.Params.Count(), segs); err != nil {
 		return nil, err
 	}
-	t := &Trainer{Opts: opts, Model: m, Opt: opt, Loader: loader, Engine: e, Sched: opts.schedule()}
-	t.flopsPerToken = FLOPsPerToken(opts.Model, m.Params.Count(), opts.Seq)
-	for i := 0; i < opts.Accum; i++ {
-		t.inputs = append(t.inputs, make([]int32, opts.Batch*opts.Seq))
-		t.targets = append(t.targets, make([]int32, opts.Batch*opts.Seq))
+	// global FLOPs per token of the whole model (MFU is judged for the job)
+	t.flopsPerToken = FLOPsPerToken(opts.Model, ParamCount(opts.Model), opts.Seq)
+	t.inputs = make([]int32, t.rows*opts.Seq)
+	t.targets = make([]int32, t.rows*opts.Seq)
+	slots := t.Pipe.InFlight(c.Coord.PP)
+	hidden := t.micro * opts.Seq * opts.Model.NEmbd
+	for i := 0; i < slots; i++ {
+		t.acts = append(t.acts, m.NewActs(t.micro, opts.Seq))
+		if !layout.First {
+			t.recvAct = append(t.recvAct, make([]float32, hidden))
+			t.sendGrad = append(t.sendGrad, make([]float32, hidden))
+		}
+	}
+	if !layout.Last {
+		t.gradIn = make([]float32, hidden)
+	}
+	if c.PP != nil && c.PP.Size() > 1 {
+		t.sender = newOrderedSender(c.PP, t.Trace)
 	}
 	return t, nil
+}
+
+// ParamCount is the number of parameters of the whole (unsharded) model.
+func ParamCount(cfg model.Config) int {
+	m, err := model.New(cfg, 1, 1, gemm.New(1))
+	if err != nil {
+		return 0
+	}
+	return m.Params.Count()
 }
 
 // mergeSegments joins neighbouring segments with the same decay setting so
@@ -147,60 +245,165 @@ func mergeSegments(in []optim.Segment) []optim.Segment {
 // FLOPsPerToken is the training FLOPs per token used for MFU.
 func (t *Trainer) FLOPsPerToken() float64 { return t.flopsPerToken }
 
-// TrainStep runs one optimizer step over Accum micro-batches.
+// ActivationBytes is the memory of the activation slots this stage keeps.
+func (t *Trainer) ActivationBytes() int64 {
+	var n int64
+	for _, a := range t.acts {
+		n += a.Bytes()
+	}
+	return n
+}
+
+// TrainStep runs one optimizer step: Micro micro-batches through this rank's
+// pipeline stage on the schedule, gradient reduction across data-parallel
+// ranks (overlapped with backward), the tied embedding's gradient summed
+// between first and last stage, global-norm clipping and AdamW.
 func (t *Trainer) TrainStep(ctx context.Context) (StepStats, error) {
 	start := time.Now()
-	o := t.Opts
-	B, T := o.Batch, o.Seq
-	// Load every micro-batch first, so the loss normalization (the number of
-	// counted targets in the whole step) is known before any backward.
-	total := 0
-	for i := range t.inputs {
-		if err := t.Loader.Next(t.inputs[i], t.targets[i]); err != nil {
-			return StepStats{}, fmt.Errorf("step %d: %w", t.Step+1, err)
+	step := t.Step + 1
+	st, err := t.trainStep(ctx)
+	if err != nil {
+		return StepStats{}, fmt.Errorf("step %d: %w", step, err)
+	}
+	st.Seconds = time.Since(start).Seconds()
+	st.TokensPS = float64(st.Tokens) / st.Seconds
+	st.FLOPsPS = float64(st.Tokens) * t.flopsPerToken / st.Seconds
+	return st, nil
+}
+
+func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
+	o, c, m := t.Opts, t.Comms, t.Model
+	if err := t.Loader.Next(t.inputs, t.targets); err != nil {
+		return StepStats{}, err
+	}
+	// The loss is the mean over every counted target of the global batch;
+	// every rank needs that count before its first backward.
+	local := 0
+	for _, y := range t.targets {
+		if y != model.IgnoreIndex {
+			local++
 		}
-		for _, y := range t.targets[i] {
-			if y != model.IgnoreIndex {
-				total++
+	}
+	total := []float32{float32(local)}
+	if err := allReduce(ctx, c.DP, total, collective.Sum); err != nil {
+		return StepStats{}, fmt.Errorf("target count: %w", err)
+	}
+	if total[0] == 0 {
+		return StepStats{}, fmt.Errorf("every target of the batch is ignored")
+	}
+	scale := float32(1 / float64(total[0]))
+
+	m.Params.ZeroGrad()
+	if t.bucketer != nil {
+		t.bucketer.Reset()
+	}
+	t.lossSum = 0
+	end := t.Trace.Begin("step", "step", trace.LaneCompute, map[string]any{"step": t.Step + 1})
+	if err := t.runSchedule(ctx, scale); err != nil {
+		return StepStats{}, err
+	}
+	if err := t.reduceGradients(ctx); err != nil {
+		return StepStats{}, err
+	}
+	norm, err := t.gradNorm(ctx)
+	if err != nil {
+		return StepStats{}, err
+	}
+	endOpt := t.Trace.Begin("optimizer", "compute", trace.LaneCompute, nil)
+	clip := optim.ClipScale(norm, o.GradClip)
+	lr := t.Sched.At(t.Step)
+	optim.Scale(m.Params.Grad, clip)
+	t.Opt.Update(m.Params.Data, m.Params.Grad, lr)
+	if t.bucketer != nil {
+		if err := t.bucketer.GatherParams(ctx, m.Params.Data); err != nil {
+			return StepStats{}, err
+		}
+	}
+	endOpt()
+	t.Step++
+	// The loss lives on the last stage; sum it over stages (others add 0)
+	// and data-parallel ranks so every rank reports the same number.
+	loss := []float32{float32(t.lossSum)}
+	if err := allReduce(ctx, c.PP, loss, collective.Sum); err != nil {
+		return StepStats{}, fmt.Errorf("loss: %w", err)
+	}
+	if err := allReduce(ctx, c.DP, loss, collective.Sum); err != nil {
+		return StepStats{}, fmt.Errorf("loss: %w", err)
+	}
+	end()
+	mean := float64(loss[0]) / float64(total[0])
+	if math.IsNaN(mean) || math.IsInf(mean, 0) {
+		return StepStats{}, fmt.Errorf("loss is %v (diverged; lower --lr?)", mean)
+	}
+	return StepStats{Step: t.Step, Loss: mean, LR: lr, GradNorm: norm, Tokens: o.Batch * o.Seq}, nil
+}
+
+func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collective.Op) error {
+	if c == nil || c.Size() == 1 {
+		return nil
+	}
+	return c.AllReduce(ctx, collective.F32(buf), op)
+}
+
+// reduceGradients finishes the data-parallel reduction after backward. The
+// tied embedding's gradient (the buffer's tail on the first and last
+// stage) is summed between the two stages first, then its buckets go out.
+func (t *Trainer) reduceGradients(ctx context.Context) error {
+	c, m := t.Comms, t.Model
+	if c.Embed != nil && c.Embed.Size() > 1 {
+		end := t.Trace.Begin("tied-embedding allreduce", "comm", trace.LaneComm, nil)
+		err := c.Embed.AllReduce(ctx, collective.F32(m.Params.Grad[m.TiedOffset:]), collective.Sum)
+		end()
+		if err != nil {
+			return fmt.Errorf("tied embedding gradient: %w", err)
+		}
+	}
+	if t.bucketer == nil {
+		return nil
+	}
+	return t.bucketer.Finish(ctx)
+}
+
+// gradNorm is the global gradient norm: each rank sums the squares of the
+// gradients it counts (shards once, replicated tensors on one TP rank, with
+// ZeRO-1 only its own chunks), and the sums are added over the groups that
+// hold different gradients.
+func (t *Trainer) gradNorm(ctx context.Context) (float64, error) {
+	c, ps := t.Comms, t.Model.Params
+	var ss float64
+	if t.bucketer != nil && t.Opts.DP.ZeRO1 {
+		owned := t.bucketer.Owned()
+		for _, p := range ps.List {
+			if !p.InNorm {
+				continue
+			}
+			for _, r := range owned {
+				lo, hi := max(p.Offset, r[0]), min(p.Offset+p.Size(), r[1])
+				for _, g := range ps.Grad[max(lo, 0):max(hi, lo)] {
+					ss += float64(g) * float64(g)
+				}
 			}
 		}
+	} else {
+		ss = ps.NormSumSquares()
 	}
-	if total == 0 {
-		return StepStats{}, fmt.Errorf("step %d: every target of the batch is ignored", t.Step+1)
-	}
-	scale := float32(1 / float64(total))
-	t.Model.Params.ZeroGrad()
-	var lossSum float64
-	for i := range t.inputs {
-		if err := ctx.Err(); err != nil {
-			return StepStats{}, fmt.Errorf("step %d: %w", t.Step+1, err)
+	buf := []float32{float32(ss)}
+	for _, g := range []*collective.Comm{c.TP, c.PP} {
+		if err := allReduce(ctx, g, buf, collective.Sum); err != nil {
+			return 0, fmt.Errorf("gradient norm: %w", err)
 		}
-		s, _, err := t.Model.Forward(t.inputs[i], t.targets[i], B, T)
-		if err != nil {
-			return StepStats{}, fmt.Errorf("step %d: %w", t.Step+1, err)
+	}
+	if t.bucketer != nil && t.Opts.DP.ZeRO1 {
+		if err := allReduce(ctx, c.DP, buf, collective.Sum); err != nil {
+			return 0, fmt.Errorf("gradient norm: %w", err)
 		}
-		lossSum += s
-		t.Model.Backward(scale)
 	}
-	loss := lossSum / float64(total)
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return StepStats{}, fmt.Errorf("step %d: loss is %v (diverged; lower --lr?)", t.Step+1, loss)
-	}
-	norm := optim.GradNorm(t.Model.Params.Grad)
-	optim.Scale(t.Model.Params.Grad, optim.ClipScale(norm, o.GradClip))
-	lr := t.Sched.At(t.Step)
-	t.Opt.Update(t.Model.Params.Data, t.Model.Params.Grad, lr)
-	t.Step++
-	secs := time.Since(start).Seconds()
-	tokens := B * T * o.Accum
-	return StepStats{
-		Step: t.Step, Loss: loss, LR: lr, GradNorm: norm, Tokens: tokens, Seconds: secs,
-		TokensPS: float64(tokens) / secs, FLOPsPS: float64(tokens) * t.flopsPerToken / secs,
-	}, nil
+	return math.Sqrt(float64(buf[0])), nil
 }
 
 // Evaluate returns the mean loss over steps batches read sequentially from
-// loader (positions with ignored targets excluded) and the tokens counted.
+// loader (positions with ignored targets excluded) and the tokens counted,
+// for a single-stage model.
 func Evaluate(ctx context.Context, m *model.GPT, loader *data.Loader, B, T, steps int) (float64, int, error) {
 	in, tg := make([]int32, B*T), make([]int32, B*T)
 	var sum float64
@@ -224,3 +427,33 @@ func Evaluate(ctx context.Context, m *model.GPT, loader *data.Loader, B, T, step
 	}
 	return sum / float64(count), count, nil
 }
+
+// SetTrace records this rank's schedule into r (nil stops recording).
+func (t *Trainer) SetTrace(r *trace.Recorder) {
+	t.Trace = r
+	if t.sender != nil {
+		t.sender.tr = r
+	}
+	if t.bucketer != nil {
+		var mu sync.Mutex
+		begun := map[int]time.Time{}
+		bytes := map[int]int{}
+		t.bucketer.OnStart = func(b, n int) {
+			mu.Lock()
+			begun[b], bytes[b] = time.Now(), n
+			mu.Unlock()
+		}
+		t.bucketer.OnDone = func(b int) {
+			mu.Lock()
+			t0, n := begun[b], bytes[b]
+			mu.Unlock()
+			r.Add("allreduce", "comm", trace.LaneComm, t0, time.Now(), map[string]any{"bucket": b, "bytes": n})
+		}
+	}
+}
+
+// MicroRows is the number of sequences in one micro-batch on this rank.
+func (t *Trainer) MicroRows() int { return t.micro }
+
+// Close stops background goroutines.
+func (t *Trainer) Close() { t.sender.Close() }

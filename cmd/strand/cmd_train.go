@@ -7,18 +7,27 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/data"
+	"github.com/strand-ml/strand/launcher"
+	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
+	dpdata "github.com/strand-ml/strand/parallel/data"
+	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/plot"
 	"github.com/strand-ml/strand/progress"
 	"github.com/strand-ml/strand/tokenizer"
+	"github.com/strand-ml/strand/trace"
 	"github.com/strand-ml/strand/trainer"
+	"github.com/strand-ml/strand/worker"
 )
 
 // modelFlags are the architecture flags shared by train-like commands: a
@@ -70,8 +79,10 @@ func (f *modelFlags) config() (model.Config, error) {
 // trainFlags are strand train's flags.
 type trainFlags struct {
 	model                  modelFlags
+	launch                 *launcher.Flags
 	steps, batch, seq      int
-	accum, warmup          int
+	micro, warmup          int
+	schedule               string
 	lr, minLRFrac, clip    float64
 	wd                     float64
 	seed                   uint64
@@ -85,14 +96,22 @@ type trainFlags struct {
 	shuffle, decayEmbed    bool
 	noProgress             bool
 	kernel                 string
+	bucketMB               float64
+	bf16Grads, zero1       bool
+	tracePath              string
+	stageLayers            string
 }
 
 func (f *trainFlags) register(fs *flag.FlagSet) {
 	f.model.register(fs)
+	f.launch = launcher.AddFlags(fs)
 	fs.IntVar(&f.steps, "steps", 200, "optimizer steps")
-	fs.IntVar(&f.batch, "batch", 0, "sequences per micro-batch (default: the preset's)")
+	fs.IntVar(&f.batch, "batch", 0, "global batch: sequences per optimizer step over all data-parallel ranks (default: the preset's)")
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
-	fs.IntVar(&f.accum, "accum", 1, "micro-batches accumulated per optimizer step")
+	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
+	fs.IntVar(&f.micro, "accum", 1, "alias of --microbatches")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe or 1f1b")
+	fs.StringVar(&f.stageLayers, "stage-layers", "", "layers per pipeline stage, comma-separated (default: balanced)")
 	fs.Float64Var(&f.lr, "lr", 1e-3, "peak learning rate")
 	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps (default: 5% of steps)")
 	fs.Float64Var(&f.minLRFrac, "min-lr-frac", 0.1, "final learning rate as a fraction of --lr (cosine decay)")
@@ -110,10 +129,14 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.keep, "keep", 3, "checkpoints to keep (0 keeps all)")
 	fs.IntVar(&f.evalEvery, "eval-every", 0, "validation loss every N steps (0: only at the end)")
 	fs.IntVar(&f.evalBatches, "eval-batches", 8, "validation batches per evaluation")
-	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (default: all cores)")
+	fs.IntVar(&f.threads, "threads", 0, "compute goroutines per process (default: all cores, shared among local workers)")
 	fs.BoolVar(&f.shuffle, "shuffle", false, "shuffle sequence windows each epoch (default: sequential, comparable with llm.c)")
-	fs.BoolVar(&f.noProgress, "no-progress", false, "print one line per step instead of a progress bar")
+	fs.BoolVar(&f.noProgress, "no-progress", false, "print plain progress lines instead of redrawing one")
 	fs.StringVar(&f.kernel, "kernel", "", "force a GEMM kernel (portable, avx2, avx512)")
+	fs.Float64Var(&f.bucketMB, "bucket-mb", 25, "data-parallel gradient bucket size in MB")
+	fs.BoolVar(&f.bf16Grads, "bf16-grads", false, "all-reduce gradients as bfloat16")
+	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
+	fs.StringVar(&f.tracePath, "trace", "", "write a Chrome/Perfetto trace of every rank's schedule to this file")
 }
 
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -123,9 +146,61 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := f.model.config()
+	if worker.InJob() {
+		return trainWorker(ctx, &f, stdout, stderr)
+	}
+	if err := f.launch.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	world := f.launch.World()
+	m, err := f.launch.Mesh(world)
 	if err != nil {
 		return usageError{err.Error()}
+	}
+	// Check everything a worker would check, so a bad mesh or config fails
+	// here, before any process starts.
+	opts, _, err := f.options(m)
+	if err != nil {
+		return err
+	}
+	if !f.launch.Launching() || world == 1 && !f.launch.MultiNode() {
+		return trainLoop(ctx, &f, opts, nil, stdout, stderr)
+	}
+	common := launcher.Common{
+		Transport: f.launch.Transport, Bind: f.launch.Bind, LogFormat: f.launch.LogFormat, Token: f.launch.Token,
+		JoinTimeout: f.launch.JoinTimeout, MetricsAddr: f.launch.Metrics,
+	}
+	argv := append([]string{"train"}, args...)
+	fmt.Fprintf(stderr, "launching %d workers, mesh %v\n", world, m)
+	if f.launch.MultiNode() {
+		err = launcher.Node(ctx, launcher.NodeConfig{
+			NNodes: f.launch.NNodes, NodeRank: f.launch.NodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
+			Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
+		})
+	} else {
+		err = launcher.Local(ctx, launcher.LocalConfig{NProc: world, Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
+	}
+	return exitWithWorkerCode(err, stderr, "train")
+}
+
+// options turns the flags into trainer options for mesh m.
+func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error) {
+	cfg, err := f.model.config()
+	if err != nil {
+		return trainer.Options{}, cfg, usageError{err.Error()}
+	}
+	if f.initFrom != "" {
+		dir, warns, err := checkpoint.Resolve(f.initFrom)
+		for _, w := range warns {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		if err != nil {
+			return trainer.Options{}, cfg, err
+		}
+		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
+			return trainer.Options{}, cfg, err
+		}
+		f.initFrom = dir
 	}
 	if f.batch == 0 {
 		f.batch = model.PresetBatch(f.model.preset)
@@ -133,39 +208,111 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.seq == 0 {
 		f.seq = cfg.NPositions
 	}
+	if f.steps <= 0 {
+		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
+	}
 	if f.warmup == 0 {
 		f.warmup = f.steps / 20
 	}
-	if f.steps <= 0 {
-		return usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
-	}
 	if f.valFrac < 0 || f.valFrac >= 1 {
-		return usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
+		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
 	}
-	if f.initFrom != "" {
-		dir, warns, err := checkpoint.Resolve(f.initFrom)
-		for _, w := range warns {
-			fmt.Fprintln(stderr, "warning:", w)
+	var stageLayers []int
+	if f.stageLayers != "" {
+		for _, part := range strings.Split(f.stageLayers, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(part))
+			if err != nil {
+				return trainer.Options{}, cfg, usageError{fmt.Sprintf("--stage-layers %q: %v", f.stageLayers, err)}
+			}
+			stageLayers = append(stageLayers, n)
 		}
-		if err != nil {
-			return err
-		}
-		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
-			return err
-		}
-		f.initFrom = dir
 	}
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = f.wd
 	opts := trainer.Options{
-		Model: cfg, Batch: f.batch, Seq: f.seq, Accum: f.accum, Steps: f.steps,
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		DecayEmbed: f.decayEmbed, Seed: f.seed, Shuffle: f.shuffle, Threads: f.threads, KernelForce: f.kernel,
+		StageLayers: stageLayers,
+		DP:          dpdata.Options{BucketBytes: int(f.bucketMB * 1e6), BF16: f.bf16Grads, ZeRO1: f.zero1},
 	}
-	if err := opts.Validate(); err != nil {
-		return usageError{err.Error()}
+	if err := opts.Validate(m); err != nil {
+		return opts, cfg, usageError{err.Error()}
 	}
+	return opts, cfg, nil
+}
 
+// trainWorker is one rank of a launched job.
+func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) error {
+	rt, err := worker.Join(ctx, worker.FromFlags(f.launch))
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancelCause(rt.Context())
+	defer stop(nil)
+	go func() {
+		select {
+		case <-ctx.Done():
+			stop(fmt.Errorf("interrupted: %w", context.Cause(ctx)))
+		case <-runCtx.Done():
+		}
+	}()
+	err = func() error {
+		opts, _, err := f.options(rt.Mesh)
+		if err != nil {
+			return err
+		}
+		if opts.Threads == 0 {
+			opts.Threads = max(1, runtime.NumCPU()/rt.Mesh.World())
+		}
+		comms := &trainer.Comms{Mesh: rt.Mesh, Coord: rt.Coord, DP: rt.DP, TP: rt.TP, PP: rt.PP}
+		if rt.Mesh.PP > 1 && (rt.Coord.PP == 0 || rt.Coord.PP == rt.Mesh.PP-1) {
+			first, last := rt.Coord, rt.Coord
+			first.PP, last.PP = 0, rt.Mesh.PP-1
+			ranks := []int{rt.Mesh.Rank(first), rt.Mesh.Rank(last)}
+			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding"}); err != nil {
+				return err
+			}
+		}
+		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier}
+		return trainLoop(runCtx, f, opts, &distributed{comms: comms, job: job}, stdout, stderr)
+	}()
+	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
+		err = context.Cause(runCtx)
+	}
+	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return rt.Leave(lctx, err)
+}
+
+// distributed carries a worker's communicators and job hooks into trainLoop.
+type distributed struct {
+	comms *trainer.Comms
+	job   *jobInfo
+}
+
+type jobInfo struct {
+	rank, world int
+	report      func(step int, m map[string]float64)
+	barrier     func(ctx context.Context) error
+}
+
+// trainLoop trains this process's part of the model. Rank 0 (or the single
+// process) writes the run directory and shows progress.
+func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *distributed, stdout, stderr io.Writer) error {
+	cfg := opts.Model
+	rank, m := 0, mesh.Mesh{DP: 1, TP: 1, PP: 1}
+	var comms *trainer.Comms
+	coord := mesh.Coord{}
+	if dist != nil {
+		comms, rank, m, coord = dist.comms, dist.job.rank, dist.comms.Mesh, dist.comms.Coord
+	}
+	lead := rank == 0
+	logf := func(format string, a ...any) {
+		if lead {
+			fmt.Fprintf(stderr, format, a...)
+		}
+	}
 	tok, err := loadTokenizer(f.tokenizerDir)
 	if err != nil {
 		return err
@@ -173,7 +320,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if tok.VocabSize() > cfg.VocabSize {
 		return usageError{fmt.Sprintf("tokenizer has %d tokens but the model's vocabulary is %d (raise --vocab)", tok.VocabSize(), cfg.VocabSize)}
 	}
-	fmt.Fprintf(stderr, "loading data %s\n", describeData(f.dataSpec))
+	logf("loading data %s\n", describeData(f.dataSpec))
 	corpus, err := data.Load(ctx, f.dataSpec, tok, data.LoadOptions{MaxBytes: f.maxDataBytes})
 	if err != nil {
 		return err
@@ -182,57 +329,78 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	trainSet, valSet := corpus.Split(f.valFrac)
-	loader, err := data.NewLoader(trainSet.Tokens, data.LoaderConfig{Batch: f.batch, Seq: f.seq, DPRank: 0, DPSize: 1, Shuffle: f.shuffle, Seed: f.seed})
+	rows := opts.RowsPerRank(m)
+	loader, err := data.NewLoader(trainSet.Tokens, data.LoaderConfig{Batch: rows, Seq: f.seq, DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed})
 	if err != nil {
 		return fmt.Errorf("training data: %w", err)
 	}
-	tr, err := trainer.New(opts, loader)
+	tr, err := trainer.New(opts, loader, comms)
 	if err != nil {
 		return err
+	}
+	defer tr.Close()
+	start := time.Now()
+	if f.tracePath != "" {
+		tr.SetTrace(trace.New(rank, start))
 	}
 	if f.initFrom != "" {
 		if err := checkpoint.LoadModel(f.initFrom, tr.Model); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "initialized from %s\n", f.initFrom)
+		logf("initialized from %s\n", f.initFrom)
 	}
-	if err := os.MkdirAll(f.out, 0o755); err != nil {
-		return err
-	}
+	wholeModel := m.TP == 1 && m.PP == 1 // this rank holds every parameter
 	peak := trainer.MachinePeak(tr.Engine.Threads())
-	fmt.Fprintf(stderr, "model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
-		f.model.preset, human(float64(tr.Model.Params.Count())), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
+	peak.FLOPS *= float64(m.World())
+	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
+		f.model.preset, human(float64(trainer.ParamCount(cfg))), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
 		corpus.Source, human(float64(len(trainSet.Tokens))), human(float64(len(valSet.Tokens))))
-	fmt.Fprintf(stderr, "compute: %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d threads x %.2f GHz x %d FLOP/cycle, %s)\n",
-		peak.Threads, tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
+	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, rows/opts.Micro, tr.Pipe.Name)
+	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%.2f GHz x %d FLOP/cycle, %s)\n",
+		m.World(), peak.Threads, tr.Engine.KernelName(), peak.FLOPS/1e9, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 
-	mw, err := metrics.NewJSONL(filepath.Join(f.out, "metrics.jsonl"))
-	if err != nil {
-		return err
+	var mw *metrics.JSONL
+	var bar *progress.Bar
+	if lead {
+		if err := os.MkdirAll(f.out, 0o755); err != nil {
+			return err
+		}
+		if mw, err = metrics.NewJSONL(filepath.Join(f.out, "metrics.jsonl")); err != nil {
+			return err
+		}
+		defer mw.Close()
+		mode := progress.Auto
+		if f.noProgress {
+			mode = progress.Plain
+		}
+		bar = progress.New(stdout, f.steps, progress.Options{Desc: "train", Mode: mode})
 	}
-	defer mw.Close()
-	var valLoader func() (*data.Loader, error)
-	if len(valSet.Tokens) > 0 {
-		valLoader = func() (*data.Loader, error) {
-			return data.NewLoader(valSet.Tokens, data.LoaderConfig{Batch: f.batch, Seq: f.seq, DPSize: 1})
+	var valLoader *data.Loader
+	if lead && wholeModel && len(valSet.Tokens) > 0 {
+		valLoader, err = data.NewLoader(valSet.Tokens, data.LoaderConfig{Batch: tr.MicroRows(), Seq: f.seq, DPSize: 1})
+		if err != nil {
+			logf("validation skipped: %v\n", err)
+			valLoader = nil
 		}
 	}
-	mode := progress.Auto
-	if f.noProgress {
-		mode = progress.Plain
-	}
-	bar := progress.New(stdout, f.steps, progress.Options{Desc: "train", Mode: mode})
 	var xs, ys, vxs, vys []float64
 	var totalTokens int
-	start := time.Now()
 	for tr.Step < f.steps {
 		st, err := tr.TrainStep(ctx)
 		if err != nil {
-			bar.Finish()
+			if bar != nil {
+				bar.Finish()
+			}
 			return err
 		}
 		totalTokens += st.Tokens
 		mfu := st.FLOPsPS / peak.FLOPS
+		if dist != nil {
+			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "tokens_per_s": st.TokensPS, "step_seconds": st.Seconds})
+		}
+		if !lead {
+			continue
+		}
 		rec := map[string]any{
 			"step": st.Step, "loss": st.Loss, "lr": st.LR, "grad_norm": st.GradNorm,
 			"tokens_per_s": st.TokensPS, "mfu": mfu, "step_seconds": st.Seconds,
@@ -241,37 +409,49 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		xs, ys = append(xs, float64(st.Step)), append(ys, st.Loss)
 		last := st.Step == f.steps
 		if valLoader != nil && ((f.evalEvery > 0 && st.Step%f.evalEvery == 0) || last) {
-			vl, err := valLoader()
-			if err == nil {
-				var v float64
-				v, _, err = trainer.Evaluate(ctx, tr.Model, vl, f.batch, f.seq, f.evalBatches)
-				if err == nil {
-					rec["val_loss"] = v
-					vxs, vys = append(vxs, float64(st.Step)), append(vys, v)
-				}
-			}
+			valLoader.Reset()
+			steps := min(f.evalBatches, (len(valSet.Tokens)-1)/(tr.MicroRows()*f.seq))
+			v, _, err := trainer.Evaluate(ctx, tr.Model, valLoader, tr.MicroRows(), f.seq, steps)
 			if err != nil {
-				fmt.Fprintf(stderr, "validation skipped: %v\n", err)
+				bar.Println(fmt.Sprintf("validation skipped: %v", err))
 				valLoader = nil
+			} else {
+				rec["val_loss"] = v
+				vxs, vys = append(vxs, float64(st.Step)), append(vys, v)
 			}
 		}
 		if err := mw.Write(rec); err != nil {
 			return err
 		}
 		bar.Update(st.Step, progress.Stats{Loss: st.Loss, TokensPerSec: st.TokensPS, MFU: mfu, LR: st.LR, GradNorm: st.GradNorm})
-		if last || (f.ckptEvery > 0 && st.Step%f.ckptEvery == 0) {
-			if _, err := checkpoint.Save(f.out, st.Step, tr.Model, tr.Opt, trainState{Step: st.Step, Seed: f.seed, Loader: tr.Loader.State()}, f.keep); err != nil {
+		if wholeModel && (last || (f.ckptEvery > 0 && st.Step%f.ckptEvery == 0)) {
+			opt := tr.Opt
+			if !opt.Covers(tr.Model.Params.Count()) {
+				opt = nil // ZeRO-1: this rank holds only its share of the optimizer state
+			}
+			if _, err := checkpoint.Save(f.out, st.Step, tr.Model, opt, trainState{Step: st.Step, Seed: f.seed, Loader: tr.Loader.State()}, f.keep); err != nil {
 				bar.Finish()
 				return err
 			}
 		}
 	}
-	bar.Finish()
+	if bar != nil {
+		bar.Finish()
+	}
+	if err := finishTrace(ctx, f.tracePath, tr, dist, lead, stdout); err != nil {
+		return err
+	}
+	if !lead {
+		return nil
+	}
+	if pp := tr.Pipe; pp.Stages > 1 {
+		fmt.Fprintf(stdout, "pipeline bubble: theoretical %.1f%% = (p-1)/(m+p-1) with p=%d, m=%d\n", 100*pp.TheoreticalBubble(), pp.Stages, pp.Micro)
+	}
 	series := []plot.Series{{Name: "train", X: xs, Y: ys}}
 	if len(vxs) > 0 {
 		series = append(series, plot.Series{Name: "validation", X: vxs, Y: vys})
 	}
-	if err := plot.LossCurve(filepath.Join(f.out, "loss.png"), fmt.Sprintf("strand %s", f.model.preset), series); err != nil {
+	if err := plot.LossCurve(filepath.Join(f.out, "loss.png"), fmt.Sprintf("strand %s (%v)", f.model.preset, m), series); err != nil {
 		return err
 	}
 	final := ys[len(ys)-1]
@@ -279,7 +459,41 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(vys) > 0 {
 		msg += fmt.Sprintf(", validation loss %.4f", vys[len(vys)-1])
 	}
-	fmt.Fprintf(stdout, "%s\nrun directory %s (metrics.jsonl, loss.png, checkpoints/)\n", msg, f.out)
+	fmt.Fprintf(stdout, "%s\nrun directory %s (metrics.jsonl, loss.png", msg, f.out)
+	if wholeModel {
+		fmt.Fprint(stdout, ", checkpoints/")
+	}
+	fmt.Fprintln(stdout, ")")
+	if !wholeModel {
+		fmt.Fprintln(stdout, "note: tensor/pipeline-parallel runs do not write checkpoints yet (sharded checkpoints are a separate feature)")
+	}
+	return nil
+}
+
+// finishTrace writes this rank's trace part; rank 0 merges all parts.
+func finishTrace(ctx context.Context, path string, tr *trainer.Trainer, dist *distributed, lead bool, stdout io.Writer) error {
+	if path == "" {
+		return nil
+	}
+	rank, world := 0, 1
+	if dist != nil {
+		rank, world = dist.job.rank, dist.job.world
+	}
+	if err := tr.Trace.WriteFile(trace.PartPath(path, rank)); err != nil {
+		return err
+	}
+	if dist != nil {
+		if err := dist.job.barrier(ctx); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+	}
+	if !lead {
+		return nil
+	}
+	if err := trace.Merge(path, world); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "trace %s (open in https://ui.perfetto.dev or chrome://tracing)\n", path)
 	return nil
 }
 

@@ -1,0 +1,199 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/parallel/pipeline"
+	"github.com/strand-ml/strand/trace"
+)
+
+// runSchedule walks this stage's program for one step.
+func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
+	ex := &stageExec{t: t, scale: scale, lastBackward: t.Opts.Micro - 1}
+	err := pipeline.Run(ctx, t.Pipe, t.Comms.Coord.PP, ex)
+	t.Model.GradReady = nil
+	if t.sender != nil {
+		if ferr := t.sender.flush(ctx); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// stageExec is pipeline.Stage for one training step of this rank.
+type stageExec struct {
+	t            *Trainer
+	scale        float32
+	lastBackward int
+	// sends still in flight from an activation slot or gradient buffer
+	pendingAct, pendingGrad map[int]*sendJob
+}
+
+func (e *stageExec) slot(micro int) int { return micro % len(e.t.acts) }
+
+func (e *stageExec) rows(micro int) (lo, hi int) {
+	n := e.t.micro * e.t.Opts.Seq
+	return micro * n, (micro + 1) * n
+}
+
+// Do implements pipeline.Stage.
+func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
+	t := e.t
+	m, T := t.Model, t.Opts.Seq
+	slot := e.slot(a.Micro)
+	prev, next := t.Comms.Coord.PP-1, t.Comms.Coord.PP+1
+	args := map[string]any{"micro": a.Micro}
+	switch a.Kind {
+	case pipeline.Forward:
+		// the activation slot may still be sending an earlier micro-batch
+		if err := e.wait(ctx, e.pendingAct, slot); err != nil {
+			return err
+		}
+		lo, hi := e.rows(a.Micro)
+		var hidden []float32
+		if !m.Layout.First {
+			hidden = t.recvAct[slot]
+		}
+		end := t.Trace.Begin("forward", "compute", trace.LaneCompute, args)
+		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, t.targets[lo:hi], t.micro, T)
+		end()
+		t.lossSum += sum
+		return err
+	case pipeline.Backward:
+		if a.Micro == e.lastBackward && t.bucketer != nil {
+			// Gradients become final only in the step's last backward:
+			// start the data-parallel reduction of each finished bucket,
+			// keeping the tied embedding's tail for after its stage sum.
+			tied := m.TiedOffset
+			m.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
+		}
+		end := t.Trace.Begin("backward", "compute", trace.LaneCompute, args)
+		err := m.BackwardActs(ctx, t.acts[slot], t.gradIn, e.scale)
+		end()
+		return err
+	case pipeline.SendAct:
+		e.pendingAct = setJob(e.pendingAct, slot, t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro))
+	case pipeline.RecvAct:
+		return e.recv(ctx, t.recvAct[slot], prev, "recv activation", a.Micro)
+	case pipeline.SendGrad:
+		if err := e.wait(ctx, e.pendingGrad, slot); err != nil {
+			return err
+		}
+		buf := t.sendGrad[slot]
+		copy(buf, m.DInput(t.acts[slot]))
+		e.pendingGrad = setJob(e.pendingGrad, slot, t.sender.send(ctx, buf, prev, "send gradient", a.Micro))
+	case pipeline.RecvGrad:
+		return e.recv(ctx, t.gradIn, next, "recv gradient", a.Micro)
+	}
+	return nil
+}
+
+func (e *stageExec) recv(ctx context.Context, buf []float32, peer int, what string, micro int) error {
+	t0 := time.Now()
+	err := e.t.Comms.PP.Recv(ctx, collective.F32(buf), peer)
+	e.t.Trace.Add(what, "comm", trace.LaneComm, t0, time.Now(), map[string]any{"micro": micro, "peer_stage": peer})
+	if err != nil {
+		return fmt.Errorf("%s of micro-batch %d from stage %d: %w", what, micro, peer, err)
+	}
+	return nil
+}
+
+func setJob(m map[int]*sendJob, slot int, j *sendJob) map[int]*sendJob {
+	if m == nil {
+		m = map[int]*sendJob{}
+	}
+	m[slot] = j
+	return m
+}
+
+func (e *stageExec) wait(ctx context.Context, m map[int]*sendJob, slot int) error {
+	j := m[slot]
+	if j == nil {
+		return nil
+	}
+	delete(m, slot)
+	return j.wait(ctx)
+}
+
+// orderedSender sends pipeline messages from one goroutine in the order
+// they were queued, so two sends to the same stage can never overtake each
+// other (the receiver matches them by order), while compute goes on.
+type orderedSender struct {
+	comm  *collective.Comm
+	tr    *trace.Recorder
+	queue chan *sendJob
+	mu    sync.Mutex
+	open  []*sendJob
+	once  sync.Once
+}
+
+type sendJob struct {
+	ctx   context.Context
+	buf   []float32
+	peer  int
+	what  string
+	micro int
+	done  chan struct{}
+	err   error
+}
+
+func newOrderedSender(c *collective.Comm, tr *trace.Recorder) *orderedSender {
+	return &orderedSender{comm: c, tr: tr, queue: make(chan *sendJob, 1024)}
+}
+
+func (s *orderedSender) send(ctx context.Context, buf []float32, peer int, what string, micro int) *sendJob {
+	s.once.Do(func() { go s.loop() })
+	j := &sendJob{ctx: ctx, buf: buf, peer: peer, what: what, micro: micro, done: make(chan struct{})}
+	s.mu.Lock()
+	s.open = append(s.open, j)
+	s.mu.Unlock()
+	s.queue <- j
+	return j
+}
+
+func (s *orderedSender) loop() {
+	for j := range s.queue {
+		t0 := time.Now()
+		j.err = s.comm.Send(j.ctx, collective.F32(j.buf), j.peer)
+		s.tr.Add(j.what, "comm", trace.LaneComm, t0, time.Now(), map[string]any{"micro": j.micro, "peer_stage": j.peer})
+		if j.err != nil {
+			j.err = fmt.Errorf("%s of micro-batch %d to stage %d: %w", j.what, j.micro, j.peer, j.err)
+		}
+		close(j.done)
+	}
+}
+
+func (j *sendJob) wait(ctx context.Context) error {
+	select {
+	case <-j.done:
+		return j.err
+	case <-ctx.Done():
+		return fmt.Errorf("%s of micro-batch %d: %w", j.what, j.micro, ctx.Err())
+	}
+}
+
+// flush waits for every queued send.
+func (s *orderedSender) flush(ctx context.Context) error {
+	s.mu.Lock()
+	open := s.open
+	s.open = nil
+	s.mu.Unlock()
+	var first error
+	for _, j := range open {
+		if err := j.wait(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Close stops the sender goroutine.
+func (s *orderedSender) Close() {
+	if s != nil {
+		close(s.queue)
+	}
+}

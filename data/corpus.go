@@ -79,7 +79,7 @@ func Load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 		c.Tokens = c.Tokens[:opts.MaxTokens]
 	}
 	if len(c.Tokens) == 0 {
-		return nil, fmt.Errorf("load data %q: no tokens", spec)
+		return nil, fmt.Errorf("load data %q: no tokens in %s", spec, c.Source)
 	}
 	return c, nil
 }
@@ -91,7 +91,7 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 			return nil, err
 		}
 		src := filepath.Join(root, "src")
-		files, err := walkFiles(src, func(p string) bool { return strings.HasSuffix(p, ".go") })
+		files, err := walkFiles(src, true, func(p string) bool { return strings.HasSuffix(p, ".go") })
 		if err != nil {
 			return nil, err
 		}
@@ -144,7 +144,7 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 			files = append(files, p)
 			continue
 		}
-		sub, err := walkFiles(p, func(string) bool { return true })
+		sub, err := walkFiles(p, false, func(string) bool { return true })
 		if err != nil {
 			return nil, err
 		}
@@ -185,16 +185,16 @@ func loadShards(ctx context.Context, paths []string) (*Corpus, error) {
 }
 
 // walkFiles lists regular files under root accepted by keep, in sorted path
-// order, skipping testdata directories and hidden (".x") or "_x" entries as
-// the go tool does.
-func walkFiles(root string, keep func(string) bool) ([]string, error) {
+// order, skipping hidden (".x") entries and testdata directories; with
+// goRules it also skips "_x" entries, as the go tool does.
+func walkFiles(root string, goRules bool, keep func(string) bool) ([]string, error) {
 	var out []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		name := d.Name()
-		if p != root && (strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+		if p != root && (strings.HasPrefix(name, ".") || goRules && strings.HasPrefix(name, "_")) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}

@@ -58,17 +58,18 @@ func TestLoadTextDirectory(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "testdata", "skip.txt"), "no")
 	writeFile(t, filepath.Join(dir, ".git", "skip"), "no")
 	writeFile(t, filepath.Join(dir, "bin.dat"), "x\x00y")
+	writeFile(t, filepath.Join(dir, "_c.txt"), "C")
 	ctx := context.Background()
 
 	c, err := Load(ctx, dir, byteTok{}, LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Sorted full paths: a.txt, a/z.txt, b.txt; newline between documents.
-	if got, want := c.Tokens, toks("A\nAZ\nBB"); !slices.Equal(got, want) {
+	// Sorted full paths: _c.txt, a.txt, a/z.txt, b.txt; newline between documents.
+	if got, want := c.Tokens, toks("C\nA\nAZ\nBB"); !slices.Equal(got, want) {
 		t.Fatalf("tokens %q, want %q", string(u16s(got)), string(u16s(want)))
 	}
-	if c.Files != 3 {
+	if c.Files != 4 {
 		t.Fatalf("files %d", c.Files)
 	}
 
@@ -77,7 +78,7 @@ func TestLoadTextDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []uint16{'A', 256, 'A', 'Z', 256, 'B', 'B'}
+	want := []uint16{'C', 256, 'A', 256, 'A', 'Z', 256, 'B', 'B'}
 	if !slices.Equal(c.Tokens, want) {
 		t.Fatalf("eot tokens %v, want %v", c.Tokens, want)
 	}
@@ -87,13 +88,13 @@ func TestLoadTextDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(u16s(c.Tokens)); got != "A\nA" {
+	if got := string(u16s(c.Tokens)); got != "C\nA" {
 		t.Fatalf("capped corpus %q", got)
 	}
 
 	// A glob of text files, a single text file.
 	c, err = Load(ctx, filepath.Join(dir, "*.txt"), byteTok{}, LoadOptions{})
-	if err != nil || string(u16s(c.Tokens)) != "A\nBB" {
+	if err != nil || string(u16s(c.Tokens)) != "C\nA\nBB" {
 		t.Fatalf("glob: %v %q", err, u16s(c.Tokens))
 	}
 	c, err = Load(ctx, filepath.Join(dir, "b.txt"), byteTok{}, LoadOptions{MaxTokens: 1})
@@ -182,6 +183,7 @@ func TestLoadDefaultGoSources(t *testing.T) {
 	writeFile(t, filepath.Join(root, "src", "a.go"), "package a")
 	writeFile(t, filepath.Join(root, "src", "a", "testdata", "t.go"), "package t")
 	writeFile(t, filepath.Join(root, "src", "a", "README"), "no")
+	writeFile(t, filepath.Join(root, "src", "_skip", "x.go"), "package skip")
 	c, err := Load(context.Background(), "", byteTok{}, LoadOptions{GoRoot: root})
 	if err != nil {
 		t.Fatal(err)

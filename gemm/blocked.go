@@ -146,6 +146,9 @@ func (bl *blocked) packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb i
 		if trans {
 			// A is stored k x m: row p0+p holds op(A)[:, p0+p], so each
 			// k step is a contiguous copy of h values.
+			if bl.copyRows(panel, a, lda, p0*lda+i0+r, kb, h, mr) {
+				continue
+			}
 			for p := 0; p < kb; p++ {
 				off := (p0+p)*lda + i0 + r
 				d := panel[p*mr : p*mr+mr]
@@ -181,6 +184,9 @@ func (bl *blocked) packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb i
 			continue
 		}
 		if !trans {
+			if bl.copyRows(panel, b, ldb, p0*ldb+j0+s, kb, w, nr) {
+				continue
+			}
 			for p := 0; p < kb; p++ {
 				off := (p0+p)*ldb + j0 + s
 				d := panel[p*nr : p*nr+nr]
@@ -232,6 +238,23 @@ func (bl *blocked) transposeRows(panel, src []float32, ld, off, h, kb, width int
 			panel[p*width+j] = row[p]
 		}
 	}
+	return true
+}
+
+// copyRows copies kb rows of w values (row p starts at src[off+p*ld]) into
+// panel rows of width values (row p at panel[p*width]), zero-filling
+// columns w..width, with the micro-kernel's vector copy. It reports false,
+// doing nothing, when there is none.
+func (bl *blocked) copyRows(panel, src []float32, ld, off, kb, w, width int) bool {
+	cp := bl.micro.Copy
+	if cp == nil || kb == 0 || w > 32 || width > 32 {
+		return false
+	}
+	_ = src[off+(kb-1)*ld+w-1] // bounds: the last value read
+	_ = panel[kb*width-1]
+	lanes := func(n int) int { return 1<<min(n, 16) - 1 }
+	masks := lanes(w) | lanes(max(w-16, 0))<<16 | lanes(width)<<32 | lanes(max(width-16, 0))<<48
+	cp(&panel[0], &src[off], ld*4, kb, width*4, masks)
 	return true
 }
 

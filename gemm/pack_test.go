@@ -1,16 +1,18 @@
 package gemm
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/strand-ml/strand/gemm/internal/kernels"
 )
 
-// TestPackGatherMatchesScalar: the transpose fast path packs exactly what the
-// scalar loops pack, for A (rows of height MR) and B^T (panels of width NR),
-// including partial panels (which take the scalar path).
-func TestPackGatherMatchesScalar(t *testing.T) {
+// TestPackFastPathsMatchScalar: the vector fast paths (register transposes,
+// masked copies) pack exactly what the scalar loops pack, for A (panels of
+// height MR) and B (panels of width NR), both transposes, full and partial
+// panels, and write zeros into the padding.
+func TestPackFastPathsMatchScalar(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	for _, mk := range kernels.Available() {
 		if mk.T16 == nil {
@@ -18,30 +20,38 @@ func TestPackGatherMatchesScalar(t *testing.T) {
 		}
 		fast := newBlocked(mk)
 		slowMK := mk
-		slowMK.T16, slowMK.T12 = nil, nil
+		slowMK.T16, slowMK.T12, slowMK.Copy = nil, nil, nil
 		slow := newBlocked(slowMK)
 		ld, rows := 301, 70
-		src := randSlice(r, (rows+10)*ld)
+		src := randSlice(r, 300*ld)
 		for _, kb := range []int{1, 7, 16, 37, 256} {
 			for _, h := range []int{rows, mk.MR, mk.MR + 5} {
 				got := make([]float32, roundUp(h, mk.MR)*kb)
 				want := make([]float32, len(got))
-				fast.packA(got, src, ld, false, 3, h, 11, kb)
-				slow.packA(want, src, ld, false, 3, h, 11, kb)
-				for i := range got {
-					if got[i] != want[i] {
-						t.Fatalf("%s packA h=%d kb=%d: [%d]=%g want %g", mk.Name, h, kb, i, got[i], want[i])
+				for _, trans := range []bool{false, true} {
+					clear(got)
+					fast.packA(got, src, ld, trans, 3, h, 11, kb)
+					slow.packA(want, src, ld, trans, 3, h, 11, kb)
+					for i := range got {
+						if got[i] != want[i] {
+							t.Fatalf("%s packA trans=%v h=%d kb=%d: [%d]=%g want %g", mk.Name, trans, h, kb, i, got[i], want[i])
+						}
 					}
 				}
 			}
 			for _, w := range []int{rows - 5, mk.NR, mk.NR + 3} {
 				got := make([]float32, roundUp(w, mk.NR)*kb)
 				want := make([]float32, len(got))
-				fast.packB(got, src, ld, true, 5, kb, 2, w)
-				slow.packB(want, src, ld, true, 5, kb, 2, w)
-				for i := range got {
-					if got[i] != want[i] {
-						t.Fatalf("%s packB w=%d kb=%d: [%d]=%g want %g", mk.Name, w, kb, i, got[i], want[i])
+				for _, trans := range []bool{false, true} {
+					for i := range got {
+						got[i] = float32(math.NaN()) // padding must be written as zero
+					}
+					fast.packB(got, src, ld, trans, 5, kb, 2, w)
+					slow.packB(want, src, ld, trans, 5, kb, 2, w)
+					for i := range got {
+						if got[i] != want[i] {
+							t.Fatalf("%s packB trans=%v w=%d kb=%d: [%d]=%g want %g", mk.Name, trans, w, kb, i, got[i], want[i])
+						}
 					}
 				}
 			}
@@ -57,7 +67,7 @@ func BenchmarkPack(b *testing.B) {
 		for _, useGather := range []bool{true, false} {
 			m := mk
 			if !useGather {
-				m.T16, m.T12 = nil, nil
+				m.T16, m.T12, m.Copy = nil, nil, nil
 			} else if m.T16 == nil {
 				continue
 			}

@@ -26,6 +26,12 @@ type Micro struct {
 	// registers and column p is stored at dst + p*dstStride bytes, only the
 	// lanes set in mask. The caller checks bounds.
 	T16, T12 Transpose
+	// Copy, when non-nil (AVX-512), copies rows of up to 32 floats: for each
+	// of rows rows, src (advancing ld bytes per row) to dst (dstStride
+	// bytes), with lanes outside the load masks read as zero. masks packs
+	// four 16-bit lane masks, low to high: load 0-15, load 16-31, store 0-15,
+	// store 16-31. The caller checks bounds.
+	Copy func(dst, src *float32, ld, rows, dstStride, masks int)
 }
 
 // Available lists the micro-kernels this CPU (and OS) can run, fastest

@@ -25,10 +25,15 @@ func transpose16x16(dst, src *float32, ld, blocks, dstStride, mask int)
 //go:noescape
 func transpose12x16(dst, src *float32, ld, blocks, dstStride, mask int)
 
+// copyRows copies up to 32 floats per row with masks; see copy_amd64.s.
+//
+//go:noescape
+func copyRows(dst, src *float32, ld, rows, dstStride, masks int)
+
 func available() []Micro {
 	var ks []Micro
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, Micro{Name: "avx512", MR: 12, NR: 32, Fn: avx512Kernel12x32, T16: transpose16x16, T12: transpose12x16})
+		ks = append(ks, Micro{Name: "avx512", MR: 12, NR: 32, Fn: avx512Kernel12x32, T16: transpose16x16, T12: transpose12x16, Copy: copyRows})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ks = append(ks, Micro{Name: "avx2", MR: 6, NR: 16, Fn: avx2Kernel6x16})

@@ -270,3 +270,12 @@ func TestSgemmPanicsOnShortSlice(t *testing.T) {
 	}()
 	New(1).Sgemm(false, false, 4, 4, 4, 1, make([]float32, 15), 4, make([]float32, 16), 4, 0, make([]float32, 16), 4)
 }
+
+func TestSgemmPanicsOnNegativeDimension(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("negative k accepted")
+		}
+	}()
+	New(1).Sgemm(false, false, 2, 2, -1, 1, make([]float32, 4), 2, make([]float32, 4), 2, 0, make([]float32, 4), 2)
+}

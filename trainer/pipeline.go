@@ -14,7 +14,9 @@ import (
 // runSchedule walks this stage's program for one step.
 func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 	ex := &stageExec{t: t, scale: scale, lastBackward: t.Opts.Micro - 1}
+	t0 := time.Now()
 	err := pipeline.Run(ctx, t.Pipe, t.Comms.Coord.PP, ex)
+	t.pipeWall += time.Since(t0)
 	t.Model.GradReady = nil
 	if t.sender != nil {
 		if ferr := t.sender.flush(ctx); err == nil {
@@ -58,9 +60,10 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		if !m.Layout.First {
 			hidden = t.recvAct[slot]
 		}
-		end := t.Trace.Begin("forward", "compute", trace.LaneCompute, args)
+		t0 := time.Now()
 		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, t.targets[lo:hi], t.micro, T)
-		end()
+		t.pipeCompute += time.Since(t0)
+		t.Trace.Add("forward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		t.lossSum += sum
 		return err
 	case pipeline.Backward:
@@ -71,9 +74,10 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 			tied := m.TiedOffset
 			m.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
 		}
-		end := t.Trace.Begin("backward", "compute", trace.LaneCompute, args)
+		t0 := time.Now()
 		err := m.BackwardActs(ctx, t.acts[slot], t.gradIn, e.scale)
-		end()
+		t.pipeCompute += time.Since(t0)
+		t.Trace.Add("backward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return err
 	case pipeline.SendAct:
 		e.pendingAct = setJob(e.pendingAct, slot, t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro))

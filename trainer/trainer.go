@@ -129,6 +129,9 @@ type Trainer struct {
 	sendGrad      [][]float32 // per slot: gradient sent to the previous stage
 	sender        *orderedSender
 	lossSum       float64
+	// pipeline accounting for the measured bubble: compute time inside the
+	// schedule and wall time of the schedule, summed over steps
+	pipeCompute, pipeWall time.Duration
 }
 
 // StepStats summarizes one optimizer step.
@@ -450,6 +453,20 @@ func (t *Trainer) SetTrace(r *trace.Recorder) {
 			r.Add("allreduce", "comm", trace.LaneComm, t0, time.Now(), map[string]any{"bucket": b, "bytes": n})
 		}
 	}
+}
+
+// MeasuredBubble is the pipeline's idle fraction over the steps so far:
+// 1 - (forward+backward time) / (time in the schedule), averaged over the
+// stages (an all-reduce over the pipeline group, so every stage calls it).
+func (t *Trainer) MeasuredBubble(ctx context.Context) (float64, error) {
+	buf := []float32{float32(t.pipeCompute.Seconds()), float32(t.pipeWall.Seconds())}
+	if err := allReduce(ctx, t.Comms.PP, buf, collective.Sum); err != nil {
+		return 0, fmt.Errorf("measured bubble: %w", err)
+	}
+	if buf[1] == 0 {
+		return 0, nil
+	}
+	return 1 - float64(buf[0])/float64(buf[1]), nil
 }
 
 // MicroRows is the number of sequences in one micro-batch on this rank.

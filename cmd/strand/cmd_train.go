@@ -441,11 +441,16 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	if err := finishTrace(ctx, f.tracePath, tr, dist, lead, stdout); err != nil {
 		return err
 	}
+	bubble, err := tr.MeasuredBubble(ctx)
+	if err != nil {
+		return err
+	}
 	if !lead {
 		return nil
 	}
 	if pp := tr.Pipe; pp.Stages > 1 {
-		fmt.Fprintf(stdout, "pipeline bubble: theoretical %.1f%% = (p-1)/(m+p-1) with p=%d, m=%d\n", 100*pp.TheoreticalBubble(), pp.Stages, pp.Micro)
+		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% = (p-1)/(m+p-1) with p=%d, m=%d (%s)\n",
+			100*bubble, 100*pp.TheoreticalBubble(), pp.Stages, pp.Micro, pp.Name)
 	}
 	series := []plot.Series{{Name: "train", X: xs, Y: ys}}
 	if len(vxs) > 0 {

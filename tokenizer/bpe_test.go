@@ -230,3 +230,18 @@ func clip(s string) string {
 	}
 	return s
 }
+
+func TestOpen(t *testing.T) {
+	gpt2(t) // writes the files into gpt2Dir
+	b, err := Open("bytes")
+	if err != nil || b.VocabSize() != 256 {
+		t.Fatalf("Open(bytes) = %v, %v", b, err)
+	}
+	g, err := Open(gpt2Dir)
+	if err != nil || g.VocabSize() != 50257 {
+		t.Fatalf("Open(gpt2 dir) = %v, %v", g, err)
+	}
+	if _, err := Open(gpt2Dir + "/missing"); err == nil {
+		t.Fatal("Open of a missing dir succeeded")
+	}
+}

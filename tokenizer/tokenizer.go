@@ -47,3 +47,16 @@ func (Bytes) Decode(ids []int) ([]byte, error) {
 
 // VocabSize is 256.
 func (Bytes) VocabSize() int { return 256 }
+
+// Open returns the tokenizer named by spec: "bytes" for Bytes, otherwise a
+// path given to Load. It lets a command take one --tokenizer flag for both.
+func Open(spec string) (Tokenizer, error) {
+	if spec == "bytes" {
+		return Bytes{}, nil
+	}
+	t, err := Load(spec)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}

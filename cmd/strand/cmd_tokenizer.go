@@ -285,16 +285,23 @@ func newByteBar(w io.Writer, label string, total int64) *byteBar {
 		defer close(b.exited)
 		tick := time.NewTicker(period)
 		defer tick.Stop()
-		drawn := false
+		drawn, lastDone := false, int64(-1)
 		for {
 			select {
 			case <-b.done:
-				if drawn {
-					fmt.Fprintln(w, renderBar(label, b.count.Load(), total, b.tokens.Load(), time.Since(start)))
+				// Close the in-place line on a terminal; in a log, add the
+				// final state unless the last line already showed it.
+				if done := b.count.Load(); drawn && (tty || done != lastDone) {
+					line := renderBar(label, done, total, b.tokens.Load(), time.Since(start))
+					if tty {
+						line = "\r" + line
+					}
+					fmt.Fprintln(w, line)
 				}
 				return
 			case <-tick.C:
-				line := renderBar(label, b.count.Load(), total, b.tokens.Load(), time.Since(start))
+				lastDone = b.count.Load()
+				line := renderBar(label, lastDone, total, b.tokens.Load(), time.Since(start))
 				if tty {
 					fmt.Fprint(w, "\r"+line)
 				} else {

@@ -21,14 +21,17 @@ const (
 )
 
 // Load reads a tokenizer from path: a directory holding tokenizer.json
-// (preferred when present) or vocab.json + merges.txt, or the path of a
-// tokenizer.json file itself.
+// (preferred when present) or vocab.json + merges.txt, the path of a
+// tokenizer.json file, or the path of a vocab.json with merges.txt beside it.
 func Load(path string) (*BPE, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("load tokenizer: %w", err)
 	}
 	if !fi.IsDir() {
+		if filepath.Base(path) == VocabFile {
+			return LoadGPT2(path, filepath.Join(filepath.Dir(path), MergesFile))
+		}
 		return LoadHF(path)
 	}
 	hf := filepath.Join(path, HFTokenizerFile)
@@ -104,11 +107,10 @@ func readMerges(r io.Reader) ([][2]string, error) {
 // be nil) maps literal special texts to ids (tokenizer.json's added tokens).
 func build(vocab map[string]int, merges [][2]string, special map[string]int) (*BPE, error) {
 	n := len(vocab)
-	for text, id := range special {
+	for text := range special {
 		if _, ok := vocab[text]; !ok {
 			n++ // an added token missing from model.vocab still takes an id
 		}
-		_ = id
 	}
 	tokens := make([][]byte, n)
 	literal := make([]bool, n) // id's text could not be read as byte-level

@@ -56,6 +56,11 @@ func TestSaveLoadBothFormats(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameTokenizer(t, tok, viaDir)
+			viaVocab, err := Load(filepath.Join(dir, VocabFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameTokenizer(t, tok, viaVocab)
 			text := tokentest.Mixed(21, 5000)
 			if !equalInts(tok.EncodeWithSpecial(text), hf.EncodeWithSpecial(text)) {
 				t.Fatal("reloaded tokenizer encodes differently")

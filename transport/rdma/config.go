@@ -3,6 +3,7 @@ package rdma
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport/rdma/softverbs"
@@ -44,6 +45,11 @@ type Config struct {
 	// side, as with TCP. Beyond it a rendezvous waits for the Recv. 0 means
 	// 64 MiB; negative disables parking.
 	ParkBytes int64
+	// AbandonGrace is how long a cancelled Send or Recv that is already
+	// committed to an RDMA write (its memory handed to the NIC) waits for
+	// that write to finish before the connection is failed instead.
+	// Default 1 s.
+	AbandonGrace time.Duration
 	// Logf, if set, receives one line per connected peer.
 	Logf func(format string, args ...any)
 }
@@ -69,6 +75,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SendSlots == 0 {
 		c.SendSlots = 16
+	}
+	if c.AbandonGrace <= 0 {
+		c.AbandonGrace = time.Second
 	}
 	if c.ParkBytes == 0 {
 		c.ParkBytes = 64 << 20

@@ -1,6 +1,7 @@
 package rdma
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -189,6 +190,38 @@ func TestFaultSlowPeerStillCorrect(t *testing.T) {
 	for r, err := range errs {
 		if err != nil {
 			t.Errorf("rank %d: %v", r, err)
+		}
+	}
+}
+
+// A Recv cancelled while the peer's RDMA write is on its way waits for the
+// write (up to AbandonGrace) rather than failing the connection: after a
+// collective aborts, healthy links stay healthy.
+func TestCancelledRendezvousKeepsConnection(t *testing.T) {
+	ts, _ := group(t, 2, func(r int, c *Config) {
+		if r == 0 {
+			c.Provider = softverbs.New(softverbs.Options{Faults: softverbs.Faults{SendDelay: 100 * time.Millisecond}})
+		}
+	})
+	ctx := ctxT(t, 10*time.Second)
+	sent := make(chan error, 1)
+	go func() { sent <- ts[0].Send(ctx, 1, 1, pattern(20000, 1)) }()
+	short, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
+	defer cancel()
+	if err := ts[1].Recv(short, 0, 1, make([]byte, 20000)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Recv: %v, want deadline exceeded", err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	go ts[0].Send(ctx, 1, 2, pattern(30000, 2))
+	buf := make([]byte, 30000)
+	if err := ts[1].Recv(ctx, 0, 2, buf); err != nil || !bytes.Equal(buf, pattern(30000, 2)) {
+		t.Fatalf("exchange after the cancelled receive: %v", err)
+	}
+	for r, tr := range ts {
+		if failed, _ := tr.PeerFailures(); len(failed) > 0 {
+			t.Errorf("rank %d reports failures %v", r, failed)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/rdma/verbs"
@@ -60,6 +61,8 @@ type outMsg struct {
 type sendOp struct {
 	tok      uint32
 	mr       verbs.MR
+	tmpMR    bool // mr is a private copy (the Send was cancelled): deregister when done
+	posted   bool // the write is posted: the NIC may be reading mr
 	n        int
 	done     chan struct{}
 	err      error
@@ -72,6 +75,8 @@ type recvOp struct {
 	buf      []byte
 	mr       verbs.MR // registered buf, for sizes above EagerLimit
 	park     *parked  // set when this receive fills a parking buffer
+	cts      *outMsg  // the clear-to-send that advertised mr
+	tmpMR    bool     // buf/mr are a private buffer (the Recv was cancelled)
 	done     chan struct{}
 	err      error
 	finished bool
@@ -247,12 +252,34 @@ func (p *peer) sendRendezvous(ctx context.Context, tag transport.Tag, buf []byte
 		p.mu.Unlock()
 		return p.opErr("send", fmt.Errorf("tag %#x, %d bytes, waiting for flow-control credit: %w", uint64(tag), len(buf), ctx.Err()))
 	}
+	cancelled := fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err())
+	if !op.posted && !op.tmpMR {
+		// The receiver expects this message: deliver it from a private
+		// copy so that the stream stays in step and buf is free now.
+		tmp := slices.Clone(buf)
+		if mr, err := p.t.pd.RegMR(tmp, verbs.AccessLocalWrite); err == nil {
+			op.mr, op.tmpMR = mr, true
+			p.mu.Unlock()
+			return p.opErr("send", cancelled)
+		}
+	}
 	p.mu.Unlock()
-	// The peer may already be writing or expecting our write: the stream
-	// cannot be resynchronised, so the connection is failed.
-	err = fmt.Errorf("tag %#x: rendezvous send of %d bytes abandoned: %w", uint64(tag), len(buf), ctx.Err())
-	p.fail(err)
-	return p.opErr("send", err)
+	return p.abandon("send", op.done, cancelled)
+}
+
+// abandon waits up to AbandonGrace for an RDMA write that already owns the
+// caller's buffer to finish; if it does not, the connection is failed, so
+// that the device stops touching the buffer. Either way the call returns
+// err.
+func (p *peer) abandon(op string, done <-chan struct{}, err error) error {
+	t := time.NewTimer(p.t.cfg.AbandonGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.fail(fmt.Errorf("%s abandoned with its RDMA write unfinished after %v: %w", op, p.t.cfg.AbandonGrace, err))
+	}
+	return p.opErr(op, err)
 }
 
 func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
@@ -311,12 +338,21 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		p.mu.Unlock()
 		return p.opErr("recv", fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err()))
 	}
+	cancelled := fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err())
+	if op.cts != nil && !op.cts.posted && !op.tmpMR {
+		// The peer has not been told where to write yet: point it at a
+		// private buffer instead, so buf is free now.
+		tmp := make([]byte, len(buf))
+		if mr, err := p.t.pd.RegMR(tmp, verbs.AccessLocalWrite|verbs.AccessRemoteWrite); err == nil {
+			op.buf, op.mr, op.tmpMR = tmp, mr, true
+			op.cts.hdr.addr, op.cts.hdr.rkey = mr.Addr(), mr.RKey()
+			p.mu.Unlock()
+			return p.opErr("recv", cancelled)
+		}
+	}
 	p.mu.Unlock()
-	// Matched with a rendezvous: the peer may write into buf at any time
-	// until its QP is in the error state.
-	err := fmt.Errorf("tag %#x: rendezvous receive of %d bytes abandoned: %w", uint64(tag), len(buf), ctx.Err())
-	p.fail(err)
-	return p.opErr("recv", err)
+	// The peer may be writing into buf: wait for it (or fail the link).
+	return p.abandon("recv", op.done, cancelled)
 }
 
 // parkOf returns the parked message op waits for, if any.
@@ -352,8 +388,9 @@ func (p *peer) matchLocked(op *recvOp, a arrival) {
 	rtok := p.nextTok
 	p.nextTok++
 	p.recvs[rtok] = op
-	p.queueLocked(&outMsg{hdr: header{kind: kindCTS, status: ctsOK, tok: a.tok, len: a.n,
-		addr: op.mr.Addr(), rkey: op.mr.RKey(), rtok: rtok}})
+	op.cts = &outMsg{hdr: header{kind: kindCTS, status: ctsOK, tok: a.tok, len: a.n,
+		addr: op.mr.Addr(), rkey: op.mr.RKey(), rtok: rtok}}
+	p.queueLocked(op.cts)
 }
 
 // deliverLocked completes op with a whole message already in memory.
@@ -451,6 +488,7 @@ func (p *peer) postLocked(m *outMsg) error {
 		if err := p.qp.PostSend(&wr); err != nil {
 			return fmt.Errorf("post RDMA write with immediate: %w", err)
 		}
+		op.posted = true
 	} else {
 		slot := p.freeSlots[len(p.freeSlots)-1]
 		b := p.sendMR.Bytes()[slot*p.slot : (slot+1)*p.slot]
@@ -500,14 +538,21 @@ func (p *peer) failLocked(err error) {
 		}
 	}
 	p.outq = nil
+	// The QP is in ERR: the device no longer touches any buffer.
 	for tok, op := range p.sends {
 		p.finishSend(op, err)
+		if op.tmpMR {
+			op.mr.Deregister()
+		}
 		delete(p.sends, tok)
 	}
 	for tok, op := range p.recvs {
 		p.finishRecv(op, err)
 		if op.park != nil && op.park.waiter != nil {
 			p.finishRecv(op.park.waiter, err)
+		}
+		if op.tmpMR || op.park != nil {
+			op.mr.Deregister()
 		}
 		delete(p.recvs, tok)
 	}
@@ -544,6 +589,9 @@ func (p *peer) complete(wc verbs.WorkCompletion) {
 		if op := p.sends[uint32(low)]; op != nil {
 			delete(p.sends, op.tok)
 			p.finishSend(op, nil)
+			if op.tmpMR {
+				op.mr.Deregister()
+			}
 		}
 	case wrRecv:
 		slot := int(low)
@@ -561,6 +609,9 @@ func (p *peer) complete(wc verbs.WorkCompletion) {
 			p.finishRecv(op, nil)
 			if op.park != nil {
 				p.parkDoneLocked(op.park)
+			}
+			if op.tmpMR {
+				op.mr.Deregister()
 			}
 		} else if !p.handleEager(slot, int(wc.ByteLen), protocol) {
 			return
@@ -622,6 +673,9 @@ func (p *peer) handleEager(slot, n int, protocol func(string, ...any)) bool {
 		if h.status == ctsMismatch {
 			delete(p.sends, h.tok) // the receiver reports the size error
 			p.finishSend(op, nil)
+			if op.tmpMR {
+				op.mr.Deregister()
+			}
 			break
 		}
 		if h.len != uint64(op.n) {

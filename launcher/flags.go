@@ -26,6 +26,9 @@ type Flags struct {
 	// not up yet.
 	ConnectTimeout time.Duration
 	Metrics        string // coordinator /metrics listen address, "" = off
+	// WorkerMetricsPort, when positive, makes each worker serve /metrics
+	// on port WorkerMetricsPort + local rank.
+	WorkerMetricsPort int
 }
 
 // AddFlags registers the launcher flags on fs.
@@ -46,6 +49,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.DurationVar(&f.JoinTimeout, "join-timeout", 2*time.Minute, "how long the coordinator waits for every worker to join")
 	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", time.Minute, "how long a worker retries a coordinator that is not up yet")
 	fs.StringVar(&f.Metrics, "metrics", "", "serve coordinator Prometheus metrics on this address (e.g. 127.0.0.1:9400)")
+	fs.IntVar(&f.WorkerMetricsPort, "worker-metrics-port", 0, "serve each worker's Prometheus metrics on this port + its local rank (0 = off)")
 	return f
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ type Labels map[string]string
 type Registry struct {
 	mu       sync.Mutex
 	families map[string]*family
+	hooks    []func(*Registry) // run before every scrape
 }
 
 type family struct {
@@ -40,6 +42,12 @@ func NewRegistry() *Registry { return &Registry{families: make(map[string]*famil
 // Set sets gauge name{labels} to v.
 func (r *Registry) Set(name, help string, labels Labels, v float64) {
 	r.update(name, help, "gauge", labels, func(s *series) { s.value = v })
+}
+
+// SetCounter sets counter name{labels} to the running total v (for totals
+// kept elsewhere, e.g. in atomics published by an OnScrape hook).
+func (r *Registry) SetCounter(name, help string, labels Labels, v float64) {
+	r.update(name, help, "counter", labels, func(s *series) { s.value = v })
 }
 
 // Add adds v to counter name{labels}.
@@ -80,8 +88,22 @@ func (r *Registry) Value(name string, labels Labels) (float64, bool) {
 	return s.value, true
 }
 
+// OnScrape registers f to run before every WriteText, so hot paths can keep
+// plain atomic counters and publish them only when someone looks.
+func (r *Registry) OnScrape(f func(*Registry)) {
+	r.mu.Lock()
+	r.hooks = append(r.hooks, f)
+	r.mu.Unlock()
+}
+
 // WriteText writes every metric, families and series in sorted order.
 func (r *Registry) WriteText(w io.Writer) error {
+	r.mu.Lock()
+	hooks := slices.Clone(r.hooks)
+	r.mu.Unlock()
+	for _, h := range hooks {
+		h(r)
+	}
 	r.mu.Lock()
 	names := make([]string, 0, len(r.families))
 	for n := range r.families {

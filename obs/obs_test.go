@@ -36,6 +36,19 @@ strand_loss{rank="1"} 2.5
 	}
 }
 
+func TestOnScrapePublishesLazily(t *testing.T) {
+	r := NewRegistry()
+	n := 0
+	r.OnScrape(func(r *Registry) { n++; r.Set("scrapes", "", nil, float64(n)) })
+	var b bytes.Buffer
+	_ = r.WriteText(&b)
+	b.Reset()
+	_ = r.WriteText(&b)
+	if !strings.Contains(b.String(), "scrapes 2\n") {
+		t.Fatalf("got %q", b.String())
+	}
+}
+
 func TestSanitizeName(t *testing.T) {
 	for in, want := range map[string]string{
 		"tokens/s": "tokens_s", "loss": "loss", "9lives": "_9lives", "a.b-c": "a_b_c", "": "_",

@@ -50,7 +50,10 @@ type Options struct {
 	// Gossip tunes failure detection.
 	Gossip coordinator.GossipConfig
 	// MetricsAddr, when set, serves this worker's /metrics there.
-	MetricsAddr string
+	// MetricsPortBase, when set instead, serves it on the advertised
+	// address at port MetricsPortBase + local rank.
+	MetricsAddr     string
+	MetricsPortBase int
 	// Stderr receives the log; default os.Stderr.
 	Stderr io.Writer
 }
@@ -58,7 +61,7 @@ type Options struct {
 // FromFlags turns the shared launcher flags into Options.
 func FromFlags(f *launcher.Flags) Options {
 	return Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat,
-		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout}
+		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout, MetricsPortBase: f.WorkerMetricsPort}
 }
 
 // InJob reports whether this process was started as a worker: by a strand
@@ -175,9 +178,14 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("worker: coordinator address %q: %w", job.Coordinator, err)
 		}
+		// The coordinator's lines name ranks themselves: no rank field.
+		coordLog, err := obs.NewLogger(job.LogFormat, -1, opts.Stderr)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
 		rt.hosted, err = coordinator.Start(coordinator.Config{
 			Addr: net.JoinHostPort("0.0.0.0", port), Mesh: m, Token: job.Token, JobID: job.JobID,
-			JoinTimeout: opts.JoinTimeout, Gossip: withAdvertise(opts.Gossip, adv), Log: log.Named("coordinator"),
+			JoinTimeout: opts.JoinTimeout, Gossip: withAdvertise(opts.Gossip, adv), Log: coordLog.Named("coordinator"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("worker: host the coordinator: %w", err)
@@ -226,10 +234,11 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	// One world transport, one communicator per group.
 	dialCtx, stop := mergeCancel(ctx, rt.ctx)
 	defer stop()
-	rt.Transport, err = rt.dialTransport(dialCtx, job, adv, log)
+	t, err := rt.dialTransport(dialCtx, job, adv, log)
 	if err != nil {
 		return nil, rt.Explain(fmt.Errorf("worker rank %d: %w", rt.Rank, err))
 	}
+	rt.Transport = countTraffic(t, m, rt.Rank, rt.Metrics)
 	copts := func(name string) collective.Options {
 		return collective.Options{Name: name, Timeout: opts.CollectiveTimeout}
 	}
@@ -253,6 +262,9 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 			return nil, fmt.Errorf("worker rank %d: %s communicator over %v: %w", rt.Rank, g.name, g.ranks, err)
 		}
 		*g.dst = c
+	}
+	if opts.MetricsAddr == "" && opts.MetricsPortBase > 0 {
+		opts.MetricsAddr = net.JoinHostPort(adv, strconv.Itoa(opts.MetricsPortBase+job.LocalRank))
 	}
 	if opts.MetricsAddr != "" {
 		a, err := obs.Serve(rt.ctx, opts.MetricsAddr, rt.Metrics)

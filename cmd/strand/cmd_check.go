@@ -10,6 +10,7 @@ import (
 
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/launcher"
+	"github.com/strand-ml/strand/obs"
 	"github.com/strand-ml/strand/worker"
 )
 
@@ -39,12 +40,15 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{err.Error()}
 	}
 	m, _ := lf.Mesh(lf.World())
-	common := launcher.Common{
+	log, err := obs.NewLogger(lf.LogFormat, -1, stderr)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	common := launcher.Common{Log: log,
 		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
 	}
 	argv := append([]string{"check"}, args...)
-	var err error
 	if lf.MultiNode() {
 		err = launcher.Node(ctx, launcher.NodeConfig{
 			NNodes: lf.NNodes, NodeRank: lf.NodeRank, Coordinator: lf.Coordinator, NProcPerNode: lf.NProcPerNode,
@@ -91,7 +95,21 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	}{{"world", rt.World}, {"dp", rt.DP}, {"tp", rt.TP}, {"pp", rt.PP}}
 	start := time.Now()
 	buf := make([]float32, count)
-	for round := 0; round < iters || time.Since(start) < duration; round++ {
+	for round := 0; ; round++ {
+		// Ranks must agree on when to stop, or one would wait forever in a
+		// collective the others never enter: the world decides together
+		// (stop as soon as any rank is done).
+		stopFlag := []float32{0}
+		if round >= iters && time.Since(start) >= duration {
+			stopFlag[0] = 1
+		}
+		if err = rt.World.AllReduce(runCtx, collective.F32(stopFlag), collective.Max); err != nil {
+			err = fmt.Errorf("round %d: agree on stopping: %w", round, err)
+			break
+		}
+		if stopFlag[0] > 0 {
+			break
+		}
 		t0 := time.Now()
 		for _, g := range groups {
 			ranks := g.comm.Ranks()

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/obs"
+	"github.com/strand-ml/strand/transport"
+)
+
+// Peer relations used to label traffic. In a DP x TP x PP mesh a peer that
+// differs from this rank in exactly one coordinate belongs to exactly one
+// of this rank's dp, tp or pp groups; any other peer is "other".
+var relations = [...]string{"dp", "tp", "pp", "other"}
+
+// counting wraps the world transport and counts bytes and time of every
+// Send and Recv, labelled by the peer's mesh relation to this rank. It is
+// the data behind strand_transport_bytes_total and
+// strand_transport_seconds_total. Note that traffic of the world
+// communicator to, say, a dp peer is counted under "dp": the labels
+// describe which link carried the bytes, not which communicator sent them.
+type counting struct {
+	transport.Transport
+	rel   []uint8            // peer -> index into relations
+	bytes [2][4]atomic.Int64 // [send=0/recv=1][relation]
+	nanos [2][4]atomic.Int64
+}
+
+// countingNotifier adds the failure notifications of transports that have them.
+type countingNotifier struct {
+	*counting
+	fn transport.FailureNotifier
+}
+
+func (c countingNotifier) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
+	return c.fn.PeerFailures()
+}
+
+// countTraffic wraps t for rank in mesh m and publishes the counters in reg.
+func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registry) transport.Transport {
+	c := &counting{Transport: t, rel: make([]uint8, m.World())}
+	me := m.Coord(rank)
+	for p := range c.rel {
+		o := m.Coord(p)
+		switch {
+		case o.TP == me.TP && o.PP == me.PP:
+			c.rel[p] = 0
+		case o.DP == me.DP && o.PP == me.PP:
+			c.rel[p] = 1
+		case o.DP == me.DP && o.TP == me.TP:
+			c.rel[p] = 2
+		default:
+			c.rel[p] = 3
+		}
+	}
+	reg.OnScrape(func(r *obs.Registry) {
+		for d, dir := range []string{"send", "recv"} {
+			for i, rel := range relations {
+				l := obs.Labels{"dir": dir, "peer_group": rel}
+				r.SetCounter("strand_transport_bytes_total", "bytes moved by collectives, by direction and the peer's mesh group", l, float64(c.bytes[d][i].Load()))
+				r.SetCounter("strand_transport_seconds_total", "time spent in transport send/recv calls, by direction and the peer's mesh group", l, time.Duration(c.nanos[d][i].Load()).Seconds())
+			}
+		}
+	})
+	if fn, ok := t.(transport.FailureNotifier); ok {
+		return countingNotifier{c, fn}
+	}
+	return c
+}
+
+func (c *counting) Send(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+	t0 := time.Now()
+	err := c.Transport.Send(ctx, peer, tag, buf)
+	c.note(0, peer, len(buf), t0)
+	return err
+}
+
+func (c *counting) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+	t0 := time.Now()
+	err := c.Transport.Recv(ctx, peer, tag, buf)
+	c.note(1, peer, len(buf), t0)
+	return err
+}
+
+func (c *counting) note(dir, peer, n int, t0 time.Time) {
+	if peer < 0 || peer >= len(c.rel) {
+		return
+	}
+	r := c.rel[peer]
+	c.bytes[dir][r].Add(int64(n))
+	c.nanos[dir][r].Add(int64(time.Since(t0)))
+}

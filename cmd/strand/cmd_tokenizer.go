@@ -180,7 +180,7 @@ const (
 func writeShardStream(path string, produce func(emit func([]int) error) error, count *int64) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		return fmt.Errorf("create %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {

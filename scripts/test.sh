@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests need
+# when it can (Debian packages, as root), then runs formatting, vet, the
+# cgo-free build check, the RDMA binding's compile check, and every Go test
+# under the race detector, including the e2e tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# Debian packages the tests use. Missing ones make the tests that need them
+# skip with a message, so a non-root developer can still run everything else.
+need_pkgs=()
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+[ -e /usr/include/infiniband/verbs.h ] || need_pkgs+=(libibverbs-dev)
+command -v srun >/dev/null || need_pkgs+=(slurm-wlm munge)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "note: not root or no apt-get; tests needing ${need_pkgs[*]} will skip"
+  fi
+fi
+
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted:"; echo "$unformatted"; exit 1
+fi
+
+log "go vet"
+go vet ./...
+
+log "default build is cgo-free"
+CGO_ENABLED=0 go build ./...
+
+if [ -f transport/rdma/ci.sh ]; then
+  log "RDMA binding (libibverbs, build tag rdma)"
+  bash transport/rdma/ci.sh
+fi
+
+if [ -f e2e/ci_slurm.sh ] && [ "$(id -u)" = 0 ]; then
+  log "one-node Slurm cluster for the srun e2e test"
+  bash e2e/ci_slurm.sh || echo "note: Slurm setup failed; the srun e2e test will skip"
+fi
+
+log "go test -race ./..."
+go test -race -timeout 25m ./...

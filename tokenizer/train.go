@@ -265,6 +265,9 @@ func (tr *trainer) apply(a, b, id int32) {
 		tr.pairs[k] = n
 		heap.Push(&tr.h, pairCount{key: k, n: n})
 	}
+	// Every occurrence was merged, so the count is now zero; deleting it
+	// outright also guarantees the same pair is never picked twice in a row.
+	delete(tr.pairs, key)
 }
 
 type pairCount struct {

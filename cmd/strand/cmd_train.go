@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -274,7 +275,7 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 				return err
 			}
 		}
-		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier}
+		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier, local: isLoopback(rt.Job.Coordinator)}
 		return trainLoop(runCtx, f, opts, &distributed{comms: comms, job: job}, stdout, stderr)
 	}()
 	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
@@ -285,6 +286,19 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 	return rt.Leave(lctx, err)
 }
 
+// isLoopback reports whether host:port names this machine's loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // distributed carries a worker's communicators and job hooks into trainLoop.
 type distributed struct {
 	comms *trainer.Comms
@@ -293,6 +307,7 @@ type distributed struct {
 
 type jobInfo struct {
 	rank, world int
+	local       bool // every rank runs on this machine (coordinator on loopback)
 	report      func(step int, m map[string]float64)
 	barrier     func(ctx context.Context) error
 }
@@ -350,14 +365,19 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		logf("initialized from %s\n", f.initFrom)
 	}
 	wholeModel := m.TP == 1 && m.PP == 1 // this rank holds every parameter
-	peak := trainer.MachinePeak(tr.Engine.Threads())
-	peak.FLOPS *= float64(m.World())
+	// The job's peak: every process's threads, but a local job cannot use
+	// more cores than the machine has.
+	threads := tr.Engine.Threads() * m.World()
+	if dist == nil || dist.job.local {
+		threads = min(threads, runtime.NumCPU())
+	}
+	peak := trainer.MachinePeak(threads)
 	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
 		f.model.preset, human(float64(trainer.ParamCount(cfg))), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
 		corpus.Source, human(float64(len(trainSet.Tokens))), human(float64(len(valSet.Tokens))))
 	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, rows/opts.Micro, tr.Pipe.Name)
-	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%.2f GHz x %d FLOP/cycle, %s)\n",
-		m.World(), peak.Threads, tr.Engine.KernelName(), peak.FLOPS/1e9, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
+	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d cores x %.2f GHz x %d FLOP/cycle, %s)\n",
+		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 
 	var mw *metrics.JSONL
 	var bar *progress.Bar

@@ -25,10 +25,13 @@ type blocked struct {
 
 // newBlocked sizes the blocks for micro-kernel mk. The sizes target a core
 // with a 32-48 KiB L1D and a 1-2 MiB L2 (Zen 4/5, Skylake-X and later):
-// the kc x NR sliver of B (32 KiB for AVX-512) fits L1, the mc x kc block
-// of A (up to 192 KiB) fits L2.
+// the kc x NR sliver of B (48 KiB for AVX-512) sits in L1/L2, the mc x kc
+// block of A (up to 288 KiB) in L2. kc = 384 rather than 256 because each
+// kc block costs a pass over C (load + store): with k = 384 (gpt2s) C is
+// written once, and a 16 MiB C (the gpt2s LM head) is not streamed twice.
+// The micro-kernel alone runs equally fast at kc = 256 and 384.
 func newBlocked(mk kernels.Micro) *blocked {
-	kc := 256
+	kc := 384
 	mc := mk.MR * (192 / mk.MR)
 	if mk.NR <= 16 {
 		mc = mk.MR * (120 / mk.MR)
@@ -40,9 +43,14 @@ func newBlocked(mk kernels.Micro) *blocked {
 type workspace struct {
 	a, b []float32
 	tile []float32
+	edge []float32 // partial panels on their way to packing
 }
 
-func (w *workspace) grow(na, nb, nt int) {
+func (w *workspace) grow(na, nb, nt, ne int) {
+	if cap(w.edge) < ne {
+		w.edge = make([]float32, ne)
+	}
+	w.edge = w.edge[:ne]
 	if cap(w.a) < na {
 		w.a = make([]float32, na)
 	}
@@ -81,13 +89,13 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 	kcMax := kc
 	mcMax := min(bl.mc, roundUp(i1-i0, mr))
 	ncMax := min(bl.nc, roundUp(j1-j0, nr))
-	ws.grow(mcMax*kcMax, kcMax*ncMax, mr*nr)
+	ws.grow(mcMax*kcMax, kcMax*ncMax, mr*nr, max(mr, nr)*kcMax)
 	fn := bl.micro.Fn
 	for jc := j0; jc < j1; jc += bl.nc {
 		nb := min(bl.nc, j1-jc)
 		for pc := 0; pc < g.k; pc += kc {
 			kb := min(kc, g.k-pc)
-			bl.packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb)
+			bl.packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb, ws.edge)
 			beta, load := float32(1), 1
 			if pc == 0 {
 				beta = g.beta
@@ -97,7 +105,7 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 			}
 			for ic := i0; ic < i1; ic += bl.mc {
 				mb := min(bl.mc, i1-ic)
-				bl.packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb)
+				bl.packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb, ws.edge)
 				for jr := 0; jr < nb; jr += nr {
 					bp := &ws.b[jr*kb]
 					w := min(nr, nb-jr)
@@ -135,12 +143,16 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 // packA copies op(A)[i0:i0+mb, p0:p0+kb] into dst as ceil(mb/mr) panels;
 // panel r holds, for each p, the mr values op(A)[i0+r*mr+i, p0+p]
 // (zero beyond row mb, so the kernel may compute full tiles).
-func (bl *blocked) packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb int) {
+//
+// edge, if at least MR*kb long, is scratch that lets a partial panel (the
+// last, when mb is not a multiple of MR) use the vector transpose too; with
+// nil it takes the scalar loop.
+func (bl *blocked) packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb int, edge []float32) {
 	mr := bl.micro.MR
 	for r := 0; r < mb; r += mr {
 		h := min(mr, mb-r)
 		panel := dst[r*kb : r*kb+mr*kb]
-		if !trans && h == mr && bl.transposeRows(panel, a, lda, (i0+r)*lda+p0, h, kb, mr) {
+		if !trans && bl.transposePanel(panel, a, lda, (i0+r)*lda+p0, h, kb, mr, edge) {
 			continue
 		}
 		if trans {
@@ -175,12 +187,13 @@ func (bl *blocked) packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb i
 // packB copies op(B)[p0:p0+kb, j0:j0+nb] into dst as ceil(nb/nr) panels;
 // panel s holds, for each p, the nr values op(B)[p0+p, j0+s*nr+j]
 // (zero beyond column nb).
-func (bl *blocked) packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb int) {
+// edge is scratch for partial panels, as for packA (NR*kb long).
+func (bl *blocked) packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb int, edge []float32) {
 	nr := bl.micro.NR
 	for s := 0; s < nb; s += nr {
 		w := min(nr, nb-s)
 		panel := dst[s*kb : s*kb+nr*kb]
-		if trans && w == nr && bl.transposeRows(panel, b, ldb, (j0+s)*ldb+p0, w, kb, nr) {
+		if trans && bl.transposePanel(panel, b, ldb, (j0+s)*ldb+p0, w, kb, nr, edge) {
 			continue
 		}
 		if !trans {
@@ -209,6 +222,26 @@ func (bl *blocked) packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb i
 			}
 		}
 	}
+}
+
+// transposePanel packs h <= width rows (row j at src[off+j*ld], kb values
+// each) into a panel of width columns with the vector transposes. A partial
+// panel (h < width) is first copied into edge with zero rows below, so the
+// transposes always see whole panels. It reports false, doing nothing, when
+// there is no transpose or edge is too short.
+func (bl *blocked) transposePanel(panel, src []float32, ld, off, h, kb, width int, edge []float32) bool {
+	if h == width {
+		return bl.transposeRows(panel, src, ld, off, h, kb, width)
+	}
+	if bl.micro.T16 == nil || len(edge) < width*kb {
+		return false
+	}
+	edge = edge[:width*kb]
+	for j := 0; j < h; j++ {
+		copy(edge[j*kb:(j+1)*kb], src[off+j*ld:off+j*ld+kb])
+	}
+	clear(edge[h*kb:])
+	return bl.transposeRows(panel, edge, kb, 0, width, kb, width)
 }
 
 // transposeRows packs h rows of src (row j starts at src[off+j*ld], kb

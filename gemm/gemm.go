@@ -89,9 +89,11 @@ func (e *Engine) KernelName() string { return e.name }
 const minFlopsPerTask = 1 << 16
 
 // minBlockedWorkPerTask (in m*n*k) keeps small SIMD GEMMs on one
-// goroutine: at ~150 GFLOP/s, 2^18 multiply-adds take ~3.5 us, about what
-// waking a parked worker and waiting for it costs.
-const minBlockedWorkPerTask = 1 << 18
+// goroutine: at ~180 GFLOP/s, 2^20 multiply-adds take ~12 us. Waking a
+// parked worker and waiting for it costs several microseconds, more on a
+// loaded machine; at 2^18 per task, 128x32x128 ran slower on 2 threads
+// than on 1.
+const minBlockedWorkPerTask = 1 << 20
 
 // minBlockedWork is the m*n*k below which packing costs about as much as
 // the SIMD micro-kernel saves; at 16x16x16 the SIMD path is already about

@@ -142,13 +142,13 @@ func TestSgemmMatchesNaive(t *testing.T) {
 }
 
 // TestSgemmBlockedEdges drives the SIMD kernels across every block and tile
-// boundary: odd sizes around MR/NR, k across kc (256), m across mc, n across
+// boundary: odd sizes around MR/NR, k across kc (384), m across mc, n across
 // nc (2048), all transposes and padded leading dimensions.
 func TestSgemmBlockedEdges(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	shapes := [][3]int{
 		{12, 32, 16}, {13, 33, 17}, {11, 31, 255}, {25, 65, 257}, {6, 16, 513},
-		{200, 40, 30}, {250, 70, 300}, {5, 2100, 3}, {37, 2085, 19}, {97, 3, 61},
+		{200, 40, 30}, {250, 70, 300}, {5, 2100, 3}, {37, 2085, 19}, {97, 3, 61}, {14, 35, 385}, {26, 40, 769},
 	}
 	for _, name := range Available() {
 		for _, threads := range []int{1, 2} {
@@ -182,7 +182,7 @@ func TestSgemmRandomShapes(t *testing.T) {
 // rows, n > m splits columns) and all transposes.
 func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	shapes := [][3]int{{150, 70, 300}, {50, 200, 270}, {96, 80, 200}}
+	shapes := [][3]int{{150, 70, 400}, {50, 200, 800}, {96, 80, 200}}
 	for _, name := range Available() {
 		for _, s := range shapes {
 			for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
@@ -226,23 +226,25 @@ func TestSgemmReusesWorkspace(t *testing.T) {
 	}
 }
 
-// TestEngineWorkersExit: an unreachable Engine's worker goroutines stop.
+// TestEngineWorkersExit: a multi-threaded GEMM starts workers, and they
+// stop once their Engine is unreachable.
 func TestEngineWorkersExit(t *testing.T) {
-	before := runtime.NumGoroutine()
+	var tm *team
 	func() {
 		r := rand.New(rand.NewPCG(13, 14))
 		m := 200
 		a, c := randSlice(r, m*m), make([]float32, m*m)
 		e := New(4)
 		e.Sgemm(false, false, m, m, m, 1, a, m, a, m, 0, c, m)
-		if runtime.NumGoroutine() <= before {
-			t.Fatalf("a 4-thread GEMM started no workers (%d goroutines)", runtime.NumGoroutine())
+		tm = e.team.t
+		if got := tm.live.Load(); got != 3 {
+			t.Fatalf("a 4-thread GEMM left %d live workers, want 3", got)
 		}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
+	for tm.live.Load() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines remain, had %d before the engine", runtime.NumGoroutine(), before)
+			t.Fatalf("%d workers still live after their engine was dropped", tm.live.Load())
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)

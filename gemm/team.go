@@ -3,6 +3,7 @@ package gemm
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // A call is one Sgemm split into tasks. Calls are recycled through a
@@ -80,7 +81,8 @@ type job struct {
 type team struct {
 	jobs chan job
 	mu   sync.Mutex
-	n    int // workers started
+	n    int          // workers started
+	live atomic.Int32 // workers not yet exited (for tests)
 }
 
 // teamHandle is what Engines point to; its cleanup stops the workers.
@@ -97,12 +99,14 @@ func (t *team) ensure(n int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for ; t.n < n; t.n++ {
-		go func(jobs <-chan job) {
+		t.live.Add(1)
+		go func(jobs <-chan job, live *atomic.Int32) {
+			defer live.Add(-1)
 			for j := range jobs {
 				j.c.runTask(j.t)
 				j.c.wg.Done()
 			}
-		}(t.jobs)
+		}(t.jobs, &t.live)
 	}
 }
 

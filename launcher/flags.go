@@ -29,6 +29,9 @@ type Flags struct {
 	// WorkerMetricsPort, when positive, makes each worker serve /metrics
 	// on port WorkerMetricsPort + local rank.
 	WorkerMetricsPort int
+	// TLSCert and TLSKey enable TLS on the coordinator; TLSCA is what
+	// workers trust (default TLSCert, for a self-signed certificate).
+	TLSCert, TLSKey, TLSCA string
 }
 
 // AddFlags registers the launcher flags on fs.
@@ -49,6 +52,9 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.DurationVar(&f.JoinTimeout, "join-timeout", 2*time.Minute, "how long the coordinator waits for every worker to join")
 	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", time.Minute, "how long a worker retries a coordinator that is not up yet")
 	fs.StringVar(&f.Metrics, "metrics", "", "serve coordinator Prometheus metrics on this address (e.g. 127.0.0.1:9400)")
+	fs.StringVar(&f.TLSCert, "tls-cert", "", "coordinator TLS certificate (PEM); enables TLS")
+	fs.StringVar(&f.TLSKey, "tls-key", "", "coordinator TLS private key (PEM)")
+	fs.StringVar(&f.TLSCA, "tls-ca", "", "CA certificate workers trust for the coordinator (default: --tls-cert, for self-signed ones)")
 	fs.IntVar(&f.WorkerMetricsPort, "worker-metrics-port", 0, "serve each worker's Prometheus metrics on this port + its local rank (0 = off)")
 	return f
 }

@@ -47,7 +47,10 @@ type Common struct {
 	JoinTimeout time.Duration // coordinator's wait for all workers
 	KillGrace   time.Duration // SIGTERM to SIGKILL; default 5 s
 	MetricsAddr string        // coordinator /metrics address, "" = off
-	Log         *zap.Logger   // launcher and coordinator log; default no-op
+	// TLSCert and TLSKey enable TLS on the coordinator node 0 hosts; TLSCA
+	// (default TLSCert) is passed to workers to verify it.
+	TLSCert, TLSKey, TLSCA string
+	Log                    *zap.Logger // launcher and coordinator log; default no-op
 }
 
 // NodeConfig describes this node's share of a multi-node job.
@@ -132,6 +135,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		srv, err = coordinator.Start(coordinator.Config{
 			Addr: listen, Mesh: cfg.Mesh, Token: cfg.Token, JobID: cfg.JobID, JoinTimeout: cfg.JoinTimeout,
 			Gossip: coordinator.GossipConfig{Advertise: adv}, MetricsAddr: cfg.MetricsAddr, Log: log,
+			CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey,
 		})
 		if err != nil {
 			return fmt.Errorf("launcher: %w", err)
@@ -270,6 +274,9 @@ func (cfg *NodeConfig) fill() error {
 	if cfg.LogFormat == "" {
 		cfg.LogFormat = "console"
 	}
+	if cfg.TLSCA == "" {
+		cfg.TLSCA = cfg.TLSCert
+	}
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = 5 * time.Second
 	}
@@ -306,6 +313,7 @@ func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *
 		jobenv.Bind+"="+cfg.Bind,
 		jobenv.LogFormat+"="+cfg.LogFormat,
 		jobenv.HostCoordinator+"=",
+		jobenv.TLSCA+"="+cfg.TLSCA,
 	)
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	o, err := cmd.StdoutPipe()

@@ -186,12 +186,17 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		rt.hosted, err = coordinator.Start(coordinator.Config{
 			Addr: net.JoinHostPort("0.0.0.0", port), Mesh: m, Token: job.Token, JobID: job.JobID,
 			JoinTimeout: opts.JoinTimeout, Gossip: withAdvertise(opts.Gossip, adv), Log: coordLog.Named("coordinator"),
+			CertFile: job.TLSCert, KeyFile: job.TLSKey,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("worker: host the coordinator: %w", err)
 		}
 	}
-	rt.client, err = coordinator.Dial(coordinator.ClientConfig{Addr: job.Coordinator, Token: job.Token, ConnectTimeout: opts.ConnectTimeout})
+	ca := job.TLSCA
+	if ca == "" && job.HostCoordinator {
+		ca = job.TLSCert // self-signed: the hosting rank trusts its own certificate
+	}
+	rt.client, err = coordinator.Dial(coordinator.ClientConfig{Addr: job.Coordinator, Token: job.Token, CAFile: ca, ConnectTimeout: opts.ConnectTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

@@ -22,6 +22,9 @@ const (
 	Transport       = "STRAND_TRANSPORT"        // "tcp" or "rdma"
 	Bind            = "STRAND_BIND"             // transport bind spec
 	LogFormat       = "STRAND_LOG_FORMAT"       // "console" or "json"
+	TLSCert         = "STRAND_TLS_CERT"         // coordinator certificate (PEM), enables TLS
+	TLSKey          = "STRAND_TLS_KEY"          // its private key (PEM)
+	TLSCA           = "STRAND_TLS_CA"           // CA that workers trust for the coordinator
 )
 
 // DefaultPort is the coordinator port when none is configured.
@@ -44,6 +47,9 @@ type Job struct {
 	// coordinator itself (rank 0 under Slurm, Kubernetes and torchrun).
 	HostCoordinator            bool
 	Transport, Bind, LogFormat string
+	// TLSCert and TLSKey are for the process that hosts the coordinator;
+	// TLSCA makes workers use TLS to reach it.
+	TLSCert, TLSKey, TLSCA string
 }
 
 // Detect reads the job from getenv (os.Getenv in production). ok is false
@@ -75,6 +81,7 @@ func Detect(getenv func(string) string) (job Job, ok bool, err error) {
 		job.JobID = v
 	}
 	job.Transport, job.Bind, job.LogFormat = getenv(Transport), getenv(Bind), getenv(LogFormat)
+	job.TLSCert, job.TLSKey, job.TLSCA = getenv(TLSCert), getenv(TLSKey), getenv(TLSCA)
 	if v := getenv(Mesh); v != "" {
 		if job.DP, job.TP, job.PP, err = ParseMesh(v); err != nil {
 			return Job{}, true, err

@@ -43,7 +43,12 @@ type peer struct {
 	nextTok uint32
 	sends   map[uint32]*sendOp // rendezvous sends, by sender token
 	recvs   map[uint32]*recvOp // rendezvous receives, by receiver token
-	parked  int64              // bytes in parked buffers
+	parked  int64              // bytes in parking buffers holding messages
+	// parkPool keeps registered parking buffers by size for reuse: a
+	// collective parks the same sizes step after step, and registering
+	// and faulting in fresh memory per message is slow.
+	parkPool      map[int][]*parked
+	parkPoolBytes int64
 }
 
 // outMsg is a message waiting for credit, a send queue entry or a slot.
@@ -155,6 +160,11 @@ func (p *peer) postRecvLocked(slot int) error {
 
 func (p *peer) destroy() {
 	p.qp.Close()
+	for _, pool := range p.parkPool {
+		for _, pk := range pool {
+			pk.mr.Deregister()
+		}
+	}
 	p.recvMR.Deregister()
 	p.sendMR.Deregister()
 }
@@ -370,6 +380,7 @@ func (p *peer) matchLocked(op *recvOp, a arrival) {
 	if a.park != nil {
 		if a.park.done {
 			p.deliverLocked(op, a.park.buf)
+			p.unparkLocked(a.park)
 		} else {
 			a.park.waiter = op
 		}
@@ -409,12 +420,21 @@ func (p *peer) parkLocked(q *tagQueue, h header) bool {
 	if limit := p.t.cfg.ParkBytes; limit < 0 || p.parked+int64(h.len) > limit {
 		return false
 	}
-	buf := make([]byte, h.len)
-	mr, err := p.t.pd.RegMR(buf, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
-	if err != nil {
-		return false // wait for the Recv's own buffer instead
+	var pk *parked
+	if pool := p.parkPool[int(h.len)]; len(pool) > 0 {
+		pk = pool[len(pool)-1]
+		p.parkPool[int(h.len)] = pool[:len(pool)-1]
+		p.parkPoolBytes -= int64(h.len)
+		*pk = parked{buf: pk.buf, mr: pk.mr}
+	} else {
+		buf := make([]byte, h.len)
+		mr, err := p.t.pd.RegMR(buf, verbs.AccessLocalWrite|verbs.AccessRemoteWrite)
+		if err != nil {
+			return false // wait for the Recv's own buffer instead
+		}
+		pk = &parked{buf: buf, mr: mr}
 	}
-	pk := &parked{buf: buf, mr: mr}
+	buf, mr := pk.buf, pk.mr
 	p.parked += int64(h.len)
 	rtok := p.nextTok
 	p.nextTok++
@@ -428,11 +448,26 @@ func (p *peer) parkLocked(q *tagQueue, h header) bool {
 // parkDoneLocked runs when a parked message has landed.
 func (p *peer) parkDoneLocked(pk *parked) {
 	pk.done = true
-	pk.mr.Deregister()
-	p.parked -= int64(len(pk.buf))
 	if pk.waiter != nil {
 		p.deliverLocked(pk.waiter, pk.buf)
+		p.unparkLocked(pk)
 	}
+}
+
+// unparkLocked returns a delivered parking buffer to the pool (or
+// deregisters it when the pool is full).
+func (p *peer) unparkLocked(pk *parked) {
+	n := len(pk.buf)
+	p.parked -= int64(n)
+	if p.parkPoolBytes+int64(n) > p.t.cfg.ParkBytes {
+		pk.mr.Deregister()
+		return
+	}
+	if p.parkPool == nil {
+		p.parkPool = make(map[int][]*parked)
+	}
+	p.parkPool[n] = append(p.parkPool[n], pk)
+	p.parkPoolBytes += int64(n)
 }
 
 func (p *peer) queueLocked(m *outMsg) { p.outq = append(p.outq, m) }

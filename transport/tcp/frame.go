@@ -10,6 +10,12 @@ import (
 // (or a stranger writing garbage) is caught at the next header.
 const frameMagic = 0x31524653
 
+// byeMagic starts the goodbye frame a closing transport sends on each of
+// its streams ("SBYE", all other fields zero): after it that stream carries
+// nothing more, and its closing is a clean exit, not a failure. Goodbye on
+// stream 0 means no new messages will come.
+const byeMagic = 0x45594253
+
 // frameHeaderLen is the fixed size of a frame header in bytes.
 const frameHeaderLen = 40
 
@@ -27,10 +33,15 @@ type frameHeader struct {
 	ID      uint64
 	Total   uint64
 	Offset  uint64
+	Bye     bool // a goodbye frame (see byeMagic)
 }
 
 func (h *frameHeader) encode(b *[frameHeaderLen]byte) {
-	binary.LittleEndian.PutUint32(b[0:], frameMagic)
+	magic := uint32(frameMagic)
+	if h.Bye {
+		magic = byeMagic
+	}
+	binary.LittleEndian.PutUint32(b[0:], magic)
 	binary.LittleEndian.PutUint32(b[4:], h.PartLen)
 	binary.LittleEndian.PutUint64(b[8:], h.Tag)
 	binary.LittleEndian.PutUint64(b[16:], h.ID)
@@ -48,7 +59,17 @@ func decodeFrameHeader(b []byte, maxMessage uint64) (frameHeader, error) {
 	if len(b) < frameHeaderLen {
 		return h, fmt.Errorf("frame header truncated: %d of %d bytes", len(b), frameHeaderLen)
 	}
-	if binary.LittleEndian.Uint32(b[0:]) != frameMagic {
+	switch binary.LittleEndian.Uint32(b[0:]) {
+	case frameMagic:
+	case byeMagic:
+		h.Bye = true
+		for _, x := range b[4:frameHeaderLen] {
+			if x != 0 {
+				return h, errors.New("malformed goodbye frame")
+			}
+		}
+		return h, nil
+	default:
 		return h, errBadMagic
 	}
 	h.PartLen = binary.LittleEndian.Uint32(b[4:])

@@ -26,6 +26,7 @@ type peer struct {
 	mu       sync.Mutex
 	cond     *sync.Cond                 // signalled on announcements, part completions and failure
 	err      error                      // why the peer failed; nil while healthy
+	left     bool                       // the peer said goodbye: no new messages will come
 	inflight map[uint64]*message        // announced on stream 0, parts still missing
 	boxes    map[transport.Tag]*mailbox // per tag: early messages and waiting Recvs
 	freeMsgs []*message                 // recycled message records
@@ -136,6 +137,12 @@ func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
 	case <-p.dead:
 		return p.peerErr("send", p.deadErr())
 	default:
+	}
+	p.mu.Lock()
+	left := p.left
+	p.mu.Unlock()
+	if left {
+		return p.peerErr("send", errPeerLeft)
 	}
 	id := p.nextID.Add(1)
 	total := uint64(len(buf))
@@ -278,10 +285,14 @@ func (p *peer) readLoop(s *stream, idx int) {
 	br := bufio.NewReaderSize(s.conn, 256<<10)
 	var hb [frameHeaderLen]byte
 	maxMsg := uint64(p.t.cfg.MaxMessage)
+	sawBye := false // this stream's goodbye arrived: EOF is expected
 	for {
 		if _, err := io.ReadFull(br, hb[:]); err != nil {
 			if errors.Is(err, io.EOF) {
-				err = errors.New("connection closed by peer")
+				if sawBye {
+					return // a clean exit, announced by goodbye
+				}
+				err = errors.New("connection closed by peer without goodbye (process died?)")
 			}
 			p.fail(err)
 			return
@@ -290,6 +301,13 @@ func (p *peer) readLoop(s *stream, idx int) {
 		if err != nil {
 			p.fail(fmt.Errorf("protocol error on stream %d: %w", idx, err))
 			return
+		}
+		if h.Bye {
+			sawBye = true
+			if idx == 0 {
+				p.goodbye()
+			}
+			continue
 		}
 		m, dst, err := p.announce(idx, &h)
 		if err != nil {
@@ -300,6 +318,35 @@ func (p *peer) readLoop(s *stream, idx int) {
 		if !p.partDone(m, len(dst), err) {
 			return
 		}
+	}
+}
+
+var errPeerLeft = errors.New("peer closed its transport (said goodbye) and will send nothing more")
+
+// goodbye records a clean exit: Recvs that can no longer be matched fail
+// now; messages already announced still complete.
+func (p *peer) goodbye() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.left = true
+	for tag, b := range p.boxes {
+		for _, r := range b.posted {
+			r.err, r.finished = p.peerErr("recv", errPeerLeft), true
+			r.done <- struct{}{}
+		}
+		b.posted = nil
+		p.tidy(tag, b)
+	}
+}
+
+// sayGoodbye tells the peer this side is closing, so it does not mistake
+// the closing sockets for a crash. Bounded by a short deadline.
+func (p *peer) sayGoodbye() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, s := range p.streams {
+		h := frameHeader{Bye: true}
+		_ = p.writeFrame(ctx, s, &h, nil)
 	}
 }
 
@@ -417,8 +464,13 @@ func (p *peer) complete(m *message) {
 
 func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 	p.mu.Lock()
-	if p.err != nil {
+	// Messages that arrived before the peer failed or left are still
+	// delivered; only then is the peer's state an error.
+	if b := p.boxes[tag]; (b == nil || len(b.arrived) == 0) && (p.err != nil || p.left) {
 		err := p.err
+		if err == nil {
+			err = errPeerLeft
+		}
 		p.mu.Unlock()
 		return p.peerErr("recv", err)
 	}

@@ -367,9 +367,18 @@ func (t *Transport) noteFailure(pe *transport.PeerError) {
 
 var errClosed = errors.New("transport closed")
 
-// Close implements transport.Transport: it closes every socket, fails
+// Close implements transport.Transport: it says goodbye to every peer (so
+// they see a clean exit, not a failure), closes every socket, fails
 // pending calls and waits for the transport's goroutines to exit.
-func (t *Transport) Close() error {
+func (t *Transport) Close() error { return t.close(true) }
+
+// Abort closes like Close but without goodbye: to peers it looks like a
+// crash, and they announce it as a failure. For fail-fast shutdown and for
+// tests that simulate a killed process.
+func (t *Transport) Abort() error { return t.close(false) }
+
+// close with graceful false skips the goodbye.
+func (t *Transport) close(graceful bool) error {
 	t.closeOnce.Do(func() {
 		t.mu.Lock()
 		t.closing = true
@@ -381,8 +390,13 @@ func (t *Transport) Close() error {
 			}
 		}
 		t.mu.Unlock()
-		close(t.closed)
 		t.ln.Close()
+		for _, p := range t.peers {
+			if p != nil && graceful {
+				p.sayGoodbye()
+			}
+		}
+		close(t.closed)
 		for _, p := range t.peers {
 			if p != nil {
 				p.fail(errClosed)

@@ -165,7 +165,7 @@ func TestPeerDeathIsNoticedAndAnnounced(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- ts[0].Recv(context.Background(), 2, 1, make([]byte, 8)) }()
 	time.Sleep(10 * time.Millisecond)
-	ts[2].Close()
+	ts[2].close(false) // as if killed: no goodbye
 	select {
 	case err := <-errc:
 		var pe *transport.PeerError
@@ -368,5 +368,30 @@ func BenchmarkSendRecv(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestCleanCloseIsNotAFailure(t *testing.T) {
+	ts := mustDial(t, 2, func(c *Config) { c.Streams = 3; c.SplitBytes = 4096 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	big := pattern(100000, 1)
+	if err := ts[1].Send(ctx, 0, 1, big); err != nil {
+		t.Fatal(err)
+	}
+	ts[1].Close()
+	// A message sent before the goodbye is still delivered...
+	got := make([]byte, len(big))
+	if err := ts[0].Recv(ctx, 1, 1, got); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("message sent before close: %v", err)
+	}
+	// ...then Recv fails at once, saying the peer left, and nobody calls it a failure.
+	err := ts[0].Recv(ctx, 1, 1, got)
+	if !errors.Is(err, errPeerLeft) {
+		t.Fatalf("recv after goodbye: %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if f, _ := ts[0].PeerFailures(); len(f) != 0 {
+		t.Fatalf("clean close announced as failure: %v", f)
 	}
 }

@@ -220,6 +220,19 @@ func twoNodes(t *testing.T, token string, extra ...string) (node0, node1 *job, c
 func TestKillWorkerStopsWholeJob(t *testing.T) {
 	node0, node1, coord := twoNodes(t, "kill-token", "--duration", "120s")
 	st := status(t, coord, "kill-token", 60*time.Second, allStepped)
+	// `strand status` shows every rank with its mesh coordinates.
+	q := start(t, nil, "strand", "status", "--coordinator", coord, "--token", "kill-token")
+	if code := q.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("status exit %d:\n%s", code, q.out)
+	}
+	for _, w := range []string{"state running", "mesh dp=4 tp=1 pp=1", "ranks 4/4 joined", "RANK  HOST"} {
+		if !strings.Contains(q.out.String(), w) {
+			t.Errorf("status output lacks %q:\n%s", w, q.out)
+		}
+	}
+	if n := strings.Count(q.out.String(), "  running  "); n != 4 {
+		t.Errorf("status lists %d running ranks, want 4:\n%s", n, q.out)
+	}
 	victim := st.Ranks[3].Member // a worker of node 1
 	if err := syscall.Kill(int(victim.Pid), syscall.SIGKILL); err != nil {
 		t.Fatalf("kill rank 3 (pid %d): %v", victim.Pid, err)

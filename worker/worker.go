@@ -375,7 +375,9 @@ func (w transportLog) Write(p []byte) (int, error) {
 	w.rt.mu.Lock()
 	leaving := w.rt.leaving
 	w.rt.mu.Unlock()
-	if !leaving {
+	// After a job failure we close the transport ourselves: its
+	// complaints about that add nothing to the reason already logged.
+	if !leaving && w.rt.ctx.Err() == nil {
 		w.log.Warn("transport: " + string(trimNL(p)))
 	}
 	return len(p), nil

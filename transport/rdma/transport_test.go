@@ -355,3 +355,76 @@ func TestParkingDecidesWhetherLargeSendWaits(t *testing.T) {
 		}
 	}
 }
+
+// Randomised traffic: every ordered pair of 3 ranks exchanges messages of
+// random sizes (zero, eager, rendezvous) on 3 tags, senders and receivers
+// running independently with random pauses. Per (pair, tag) order and
+// every byte must survive; credits, parking and matching all get mixed.
+func TestRandomTraffic(t *testing.T) {
+	const n, perTag, tags = 3, 40, 3
+	ts, _ := group(t, n, func(_ int, c *Config) { c.ParkBytes = 40000 })
+	ctx := ctxT(t, 60*time.Second)
+	size := func(from, to, tag, i int) int {
+		h := (from*31+to*17+tag*7+i*13)*2654435761%1000003 + 0
+		switch h % 4 {
+		case 0:
+			return 0
+		case 1:
+			return h % 1024 // eager (EagerLimit is 1024 here)
+		default:
+			return 1025 + h%20000
+		}
+	}
+	errs := make(chan error, 2*n*n*tags)
+	var wg sync.WaitGroup
+	for from := range n {
+		for to := range n {
+			if from == to {
+				continue
+			}
+			for tag := range tags {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					for i := range perTag {
+						if i%7 == from {
+							time.Sleep(time.Millisecond)
+						}
+						if err := ts[from].Send(ctx, to, transport.Tag(tag), pattern(size(from, to, tag, i), i+tag)); err != nil {
+							errs <- fmt.Errorf("%d->%d tag %d msg %d: %w", from, to, tag, i, err)
+							return
+						}
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					for i := range perTag {
+						if i%5 == to {
+							time.Sleep(2 * time.Millisecond)
+						}
+						want := pattern(size(from, to, tag, i), i+tag)
+						buf := make([]byte, len(want))
+						if err := ts[to].Recv(ctx, from, transport.Tag(tag), buf); err != nil {
+							errs <- fmt.Errorf("%d<-%d tag %d msg %d: %w", to, from, tag, i, err)
+							return
+						}
+						if !bytes.Equal(buf, want) {
+							errs <- fmt.Errorf("%d<-%d tag %d msg %d: payload differs", to, from, tag, i)
+							return
+						}
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for r, tr := range ts {
+		if failed, _ := tr.PeerFailures(); len(failed) > 0 {
+			t.Errorf("rank %d: failures %v", r, failed)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/strand-ml/strand/atomicfile"
+	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 	"github.com/strand-ml/strand/safetensors"
@@ -236,7 +237,7 @@ func Resolve(path string) (dir string, warnings []string, err error) {
 	if !fi.IsDir() {
 		return "", nil, fmt.Errorf("checkpoint %s: not a directory", path)
 	}
-	if _, err := os.Stat(filepath.Join(path, ModelFile)); err == nil {
+	if isCheckpointDir(path) {
 		return path, nil, Verify(path)
 	}
 	parent := filepath.Join(path, checkpointDir)
@@ -255,6 +256,15 @@ func Resolve(path string) (dir string, warnings []string, err error) {
 		return steps[i].path, warnings, nil
 	}
 	return "", warnings, fmt.Errorf("checkpoint %s: %w", path, ErrNoCheckpoint)
+}
+
+func isCheckpointDir(p string) bool {
+	for _, f := range []string{ModelFile, IndexFile} {
+		if _, err := os.Stat(filepath.Join(p, f)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Verify checks commit.json's checksums, when the directory has one.
@@ -307,8 +317,20 @@ func ReadConfig(dir string) (model.Config, error) {
 	return c, nil
 }
 
-// LoadModel copies the parameters of the checkpoint in dir into m.
+// LoadModel copies the parameters of the checkpoint in dir into m, which
+// may hold any shard of any layout: each logical tensor is assembled from
+// the checkpoint and m keeps its part.
 func LoadModel(dir string, m *model.GPT) error {
+	idx, err := ReadIndex(dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	if idx != nil {
+		if err := loadSharded(dir, idx, m, "", m.Params.Data); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", dir, err)
+		}
+		return nil
+	}
 	path := filepath.Join(dir, ModelFile)
 	f, err := safetensors.Read(path)
 	if err != nil {
@@ -318,6 +340,36 @@ func LoadModel(dir string, m *model.GPT) error {
 		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	return nil
+}
+
+// LoadMoments fills m1 and v1 (laid out like m's parameters) with the
+// checkpoint's AdamW moments and returns the optimizer's step count.
+func LoadMoments(dir string, m *model.GPT, m1, v1 []float32) (int, error) {
+	idx, err := ReadIndex(dir)
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	if idx == nil {
+		opt := &optim.AdamW{M: m1, V: v1}
+		err := LoadOptimizer(dir, m, opt)
+		return opt.Step, err
+	}
+	if err := loadSharded(dir, idx, m, "exp_avg.", m1); err != nil {
+		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	if err := loadSharded(dir, idx, m, "exp_avg_sq.", v1); err != nil {
+		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	_, of := shardFiles(mesh.Coord{})
+	_, meta, err := safetensors.Inspect(filepath.Join(dir, of))
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	step, err := strconv.Atoi(meta["step"])
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint %s: %s has no step: %w", dir, of, err)
+	}
+	return step, nil
 }
 
 // LoadOptimizer restores AdamW moments and step count for m's parameters.
@@ -352,4 +404,13 @@ func LoadTrainerState(dir string, v any) error {
 		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	return nil
+}
+
+// WriteTrainerState writes trainer_state.json into dir.
+func WriteTrainerState(dir string, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, TrainerFile), append(raw, '\n'))
 }

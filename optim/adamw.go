@@ -157,3 +157,23 @@ func Scale(grads []float32, s float32) {
 		grads[i] *= s
 	}
 }
+
+// Unpack writes the packed moments src (M or V) into dst, a buffer laid out
+// like the parameters, at the positions of the optimizer's segments.
+func (o *AdamW) Unpack(dst, src []float32) {
+	state := 0
+	for _, s := range o.segs {
+		copy(dst[s.Offset:s.Offset+s.Size], src[state:state+s.Size])
+		state += s.Size
+	}
+}
+
+// Pack is the inverse of Unpack: it gathers the segments' values from src,
+// laid out like the parameters, into the packed dst.
+func (o *AdamW) Pack(dst, src []float32) {
+	state := 0
+	for _, s := range o.segs {
+		copy(dst[state:state+s.Size], src[s.Offset:s.Offset+s.Size])
+		state += s.Size
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -101,6 +103,10 @@ type trainFlags struct {
 	bf16Grads, zero1       bool
 	tracePath              string
 	stageLayers            string
+	resume                 bool
+	maxRestarts            int
+	restartCount           int
+	stopAfter              int
 }
 
 func (f *trainFlags) register(fs *flag.FlagSet) {
@@ -138,6 +144,10 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.bf16Grads, "bf16-grads", false, "all-reduce gradients as bfloat16")
 	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
 	fs.StringVar(&f.tracePath, "trace", "", "write a Chrome/Perfetto trace of every rank's schedule to this file")
+	fs.BoolVar(&f.resume, "resume", false, "continue from the last committed checkpoint in --out (weights, optimizer, step, data position), in any layout")
+	fs.IntVar(&f.maxRestarts, "max-restarts", 0, "when a worker dies, restart the job up to N times from the last checkpoint")
+	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after this step (checkpointing it), as if interrupted; the schedule still spans --steps")
+	fs.IntVar(&f.restartCount, "restart-count", 0, "set by the launcher on an elastic restart (recorded in metrics)")
 }
 
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -172,16 +182,39 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		JoinTimeout: f.launch.JoinTimeout, MetricsAddr: f.launch.Metrics,
 	}
 	argv := append([]string{"train"}, args...)
-	fmt.Fprintf(stderr, "launching %d workers, mesh %v\n", world, m)
-	if f.launch.MultiNode() {
-		err = launcher.Node(ctx, launcher.NodeConfig{
-			NNodes: f.launch.NNodes, NodeRank: f.launch.NodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
-			Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
-		})
-	} else {
-		err = launcher.Local(ctx, launcher.LocalConfig{NProc: world, Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
+	for restart := 0; ; restart++ {
+		fmt.Fprintf(stderr, "launching %d workers, mesh %v\n", world, m)
+		if f.launch.MultiNode() {
+			err = launcher.Node(ctx, launcher.NodeConfig{
+				NNodes: f.launch.NNodes, NodeRank: f.launch.NodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
+				Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
+			})
+		} else {
+			err = launcher.Local(ctx, launcher.LocalConfig{NProc: world, Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
+		}
+		if err == nil || restart >= f.maxRestarts || ctx.Err() != nil {
+			break
+		}
+		// Elastic recovery: the failed job is torn down; start a new one
+		// (new coordinator, new epoch) that resumes from the last
+		// committed checkpoint.
+		fmt.Fprintf(stderr, "strand train: job failed (%v); restart %d of %d from the last checkpoint in %s\n", err, restart+1, f.maxRestarts, f.out)
+		argv = withResume(argv, restart+1)
 	}
 	return exitWithWorkerCode(err, stderr, "train")
+}
+
+// withResume returns argv with --resume set and the restart count recorded
+// (workers write it into the metrics).
+func withResume(argv []string, restart int) []string {
+	out := make([]string, 0, len(argv)+2)
+	for _, a := range argv {
+		if a == "--resume" || a == "-resume" || strings.HasPrefix(a, "--restart-count") {
+			continue
+		}
+		out = append(out, a)
+	}
+	return append(out, "--resume", fmt.Sprintf("--restart-count=%d", restart))
 }
 
 // options turns the flags into trainer options for mesh m.
@@ -379,21 +412,66 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d cores x %.2f GHz x %d FLOP/cycle, %s)\n",
 		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 
+	var barrier trainer.Barrier
+	if dist != nil {
+		barrier = dist.job.barrier
+	}
+	// --resume: continue from the newest committed checkpoint in --out.
+	var history []map[string]any
+	if f.resume {
+		dir, warns, err := checkpoint.Resolve(f.out)
+		for _, w := range warns {
+			logf("warning: %s\n", w)
+		}
+		switch {
+		case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
+			logf("resume: no committed checkpoint in %s; starting from step 0\n", f.out)
+		case err != nil:
+			return err
+		default:
+			st, err := tr.Restore(dir)
+			if err != nil {
+				return err
+			}
+			logf("resumed from %s (step %d, written under %s)\n", dir, st.Step, st.Layout)
+		}
+		if lead {
+			history, _ = metrics.ReadJSONL(filepath.Join(f.out, "metrics.jsonl"))
+		}
+	}
 	var mw *metrics.JSONL
 	var bar *progress.Bar
 	if lead {
 		if err := os.MkdirAll(f.out, 0o755); err != nil {
 			return err
 		}
-		if mw, err = metrics.NewJSONL(filepath.Join(f.out, "metrics.jsonl")); err != nil {
+		open := metrics.NewJSONL
+		if f.resume {
+			open = metrics.AppendJSONL
+		}
+		if mw, err = open(filepath.Join(f.out, "metrics.jsonl")); err != nil {
 			return err
 		}
 		defer mw.Close()
+		if f.resume {
+			lastLogged := 0
+			for _, r := range history {
+				if s, ok := r["step"].(float64); ok && r["loss"] != nil {
+					lastLogged = max(lastLogged, int(s))
+				}
+			}
+			// The restart is part of the record: which step training
+			// continues from and how many logged steps are redone.
+			if err := mw.Write(map[string]any{"event": "resume", "restart": f.restartCount, "resumed_from_step": tr.Step,
+				"lost_steps": max(0, lastLogged-tr.Step), "layout": m.String()}); err != nil {
+				return err
+			}
+		}
 		mode := progress.Auto
 		if f.noProgress {
 			mode = progress.Plain
 		}
-		bar = progress.New(stdout, f.steps, progress.Options{Desc: "train", Mode: mode})
+		bar = progress.New(stdout, f.steps, progress.Options{Desc: "train", Mode: mode, Start: tr.Step})
 	}
 	var valLoader *data.Loader
 	if lead && wholeModel && len(valSet.Tokens) > 0 {
@@ -403,9 +481,13 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 			valLoader = nil
 		}
 	}
-	var xs, ys, vxs, vys []float64
 	var totalTokens int
-	for tr.Step < f.steps {
+	records := history
+	stop := f.steps
+	if f.stopAfter > 0 {
+		stop = min(stop, f.stopAfter)
+	}
+	for tr.Step < stop {
 		st, err := tr.TrainStep(ctx)
 		if err != nil {
 			if bar != nil {
@@ -418,39 +500,35 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		if dist != nil {
 			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "tokens_per_s": st.TokensPS, "step_seconds": st.Seconds})
 		}
-		if !lead {
-			continue
-		}
-		rec := map[string]any{
-			"step": st.Step, "loss": st.Loss, "lr": st.LR, "grad_norm": st.GradNorm,
-			"tokens_per_s": st.TokensPS, "mfu": mfu, "step_seconds": st.Seconds,
-			"tokens": totalTokens, "elapsed_s": time.Since(start).Seconds(),
-		}
-		xs, ys = append(xs, float64(st.Step)), append(ys, st.Loss)
-		last := st.Step == f.steps
-		if valLoader != nil && ((f.evalEvery > 0 && st.Step%f.evalEvery == 0) || last) {
-			valLoader.Reset()
-			steps := min(f.evalBatches, (len(valSet.Tokens)-1)/(tr.MicroRows()*f.seq))
-			v, _, err := trainer.Evaluate(ctx, tr.Model, valLoader, tr.MicroRows(), f.seq, steps)
-			if err != nil {
-				bar.Println(fmt.Sprintf("validation skipped: %v", err))
-				valLoader = nil
-			} else {
-				rec["val_loss"] = v
-				vxs, vys = append(vxs, float64(st.Step)), append(vys, v)
+		last := st.Step == stop
+		if lead {
+			rec := map[string]any{
+				"step": st.Step, "loss": st.Loss, "lr": st.LR, "grad_norm": st.GradNorm,
+				"tokens_per_s": st.TokensPS, "mfu": mfu, "step_seconds": st.Seconds,
+				"tokens": st.Step * st.Tokens, "elapsed_s": time.Since(start).Seconds(),
 			}
-		}
-		if err := mw.Write(rec); err != nil {
-			return err
-		}
-		bar.Update(st.Step, progress.Stats{Loss: st.Loss, TokensPerSec: st.TokensPS, MFU: mfu, LR: st.LR, GradNorm: st.GradNorm})
-		if wholeModel && (last || (f.ckptEvery > 0 && st.Step%f.ckptEvery == 0)) {
-			opt := tr.Opt
-			if !opt.Covers(tr.Model.Params.Count()) {
-				opt = nil // ZeRO-1: this rank holds only its share of the optimizer state
+			if valLoader != nil && ((f.evalEvery > 0 && st.Step%f.evalEvery == 0) || last) {
+				valLoader.Reset()
+				steps := min(f.evalBatches, (len(valSet.Tokens)-1)/(tr.MicroRows()*f.seq))
+				v, _, err := trainer.Evaluate(ctx, tr.Model, valLoader, tr.MicroRows(), f.seq, steps)
+				if err != nil {
+					bar.Println(fmt.Sprintf("validation skipped: %v", err))
+					valLoader = nil
+				} else {
+					rec["val_loss"] = v
+				}
 			}
-			if _, err := checkpoint.Save(f.out, st.Step, tr.Model, opt, trainState{Step: st.Step, Seed: f.seed, Loader: tr.Loader.State()}, f.keep); err != nil {
-				bar.Finish()
+			if err := mw.Write(rec); err != nil {
+				return err
+			}
+			records = append(records, rec)
+			bar.Update(st.Step, progress.Stats{Loss: st.Loss, TokensPerSec: st.TokensPS, MFU: mfu, LR: st.LR, GradNorm: st.GradNorm})
+		}
+		if last || (f.ckptEvery > 0 && st.Step%f.ckptEvery == 0) {
+			if _, err := tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed}); err != nil {
+				if bar != nil {
+					bar.Finish()
+				}
 				return err
 			}
 		}
@@ -472,6 +550,7 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% = (p-1)/(m+p-1) with p=%d, m=%d (%s)\n",
 			100*bubble, 100*pp.TheoreticalBubble(), pp.Stages, pp.Micro, pp.Name)
 	}
+	xs, ys, vxs, vys := lossSeries(records)
 	series := []plot.Series{{Name: "train", X: xs, Y: ys}}
 	if len(vxs) > 0 {
 		series = append(series, plot.Series{Name: "validation", X: vxs, Y: vys})
@@ -479,20 +558,53 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	if err := plot.LossCurve(filepath.Join(f.out, "loss.png"), fmt.Sprintf("strand %s (%v)", f.model.preset, m), series); err != nil {
 		return err
 	}
-	final := ys[len(ys)-1]
-	msg := fmt.Sprintf("done: %d steps, %s tokens in %s, final loss %.4f", f.steps, human(float64(totalTokens)), time.Since(start).Round(time.Millisecond), final)
+	msg := fmt.Sprintf("done: %d steps, %s tokens in %s", f.steps, human(float64(totalTokens)), time.Since(start).Round(time.Millisecond))
+	if len(ys) > 0 {
+		msg += fmt.Sprintf(", final loss %.4f", ys[len(ys)-1])
+	}
 	if len(vys) > 0 {
 		msg += fmt.Sprintf(", validation loss %.4f", vys[len(vys)-1])
 	}
-	fmt.Fprintf(stdout, "%s\nrun directory %s (metrics.jsonl, loss.png", msg, f.out)
-	if wholeModel {
-		fmt.Fprint(stdout, ", checkpoints/")
-	}
-	fmt.Fprintln(stdout, ")")
-	if !wholeModel {
-		fmt.Fprintln(stdout, "note: tensor/pipeline-parallel runs do not write checkpoints yet (sharded checkpoints are a separate feature)")
-	}
+	fmt.Fprintf(stdout, "%s\nrun directory %s (metrics.jsonl, loss.png, checkpoints/)\n", msg, f.out)
 	return nil
+}
+
+// lossSeries turns metric records into the train and validation curves;
+// a step logged twice (redone after a restart) keeps its latest value.
+func lossSeries(records []map[string]any) (xs, ys, vxs, vys []float64) {
+	train, val := map[int]float64{}, map[int]float64{}
+	for _, r := range records {
+		var step int
+		switch s := r["step"].(type) {
+		case float64:
+			step = int(s)
+		case int:
+			step = s
+		default:
+			continue // an event record
+		}
+		if l, ok := r["loss"].(float64); ok {
+			train[step] = l
+		}
+		if v, ok := r["val_loss"].(float64); ok {
+			val[step] = v
+		}
+	}
+	xs, ys = sortedSeries(train)
+	vxs, vys = sortedSeries(val)
+	return xs, ys, vxs, vys
+}
+
+func sortedSeries(m map[int]float64) (x, y []float64) {
+	steps := make([]int, 0, len(m))
+	for s := range m {
+		steps = append(steps, s)
+	}
+	sort.Ints(steps)
+	for _, s := range steps {
+		x, y = append(x, float64(s)), append(y, m[s])
+	}
+	return x, y
 }
 
 // finishTrace writes this rank's trace part; rank 0 merges all parts.
@@ -522,13 +634,6 @@ func finishTrace(ctx context.Context, path string, tr *trainer.Trainer, dist *di
 	return nil
 }
 
-// trainState is trainer_state.json: what a resume needs beyond weights and
-// optimizer moments.
-type trainState struct {
-	Step   int              `json:"step"`
-	Seed   uint64           `json:"seed"`
-	Loader data.LoaderState `json:"loader"`
-}
 
 func loadTokenizer(dir string) (data.Tokenizer, error) {
 	if dir == "" {

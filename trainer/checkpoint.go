@@ -1,0 +1,133 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/data"
+)
+
+// State is trainer_state.json: what an exact resume needs beyond weights
+// and optimizer moments. The learning rate follows from Step.
+type State struct {
+	Step   int              `json:"step"`
+	Seed   uint64           `json:"seed"`
+	Loader data.LoaderState `json:"loader"`
+	Layout string           `json:"layout"`
+}
+
+// Barrier synchronizes every rank of the job (worker.Runtime.Barrier);
+// nil for a single process.
+type Barrier func(ctx context.Context) error
+
+// moments returns the AdamW moments laid out like this rank's parameters.
+// Under ZeRO-1 each data-parallel rank holds only its share, so the shares
+// are all-gathered (every data-parallel rank must call this together).
+func (t *Trainer) moments(ctx context.Context) (m1, v1 []float32, err error) {
+	n := t.Model.Params.Count()
+	if t.Opt.Covers(n) {
+		return t.Opt.M, t.Opt.V, nil
+	}
+	m1, v1 = make([]float32, n), make([]float32, n)
+	t.Opt.Unpack(m1, t.Opt.M)
+	t.Opt.Unpack(v1, t.Opt.V)
+	if err := t.bucketer.GatherParams(ctx, m1); err != nil {
+		return nil, nil, fmt.Errorf("gather optimizer state: %w", err)
+	}
+	if err := t.bucketer.GatherParams(ctx, v1); err != nil {
+		return nil, nil, fmt.Errorf("gather optimizer state: %w", err)
+	}
+	return m1, v1, nil
+}
+
+// Save writes a checkpoint of step t.Step under run/checkpoints, keeping
+// the newest keep. Every rank calls it. A single-stage model without tensor
+// parallelism is written as one Hugging Face style model.safetensors by
+// rank 0; otherwise every dp=0 rank writes its shards into a shared
+// temporary directory and rank 0 writes the index and seals the checkpoint
+// once every rank has passed the barrier — a checkpoint whose writing
+// failed anywhere is never committed.
+func (t *Trainer) Save(ctx context.Context, run string, keep int, rank int, barrier Barrier, st State) (string, error) {
+	m1, v1, err := t.moments(ctx)
+	if err != nil {
+		return "", err
+	}
+	st.Step, st.Loader, st.Layout = t.Step, t.Loader.State(), t.Comms.Mesh.String()
+	mesh := t.Comms.Mesh
+	sync := func() error {
+		if barrier == nil {
+			return nil
+		}
+		return barrier(ctx)
+	}
+	if mesh.TP == 1 && mesh.PP == 1 {
+		var path string
+		if rank == 0 {
+			opt := *t.Opt
+			opt.M, opt.V = m1, v1
+			if path, err = checkpoint.Save(run, t.Step, t.Model, &opt, st, keep); err != nil {
+				return "", err
+			}
+		}
+		return path, sync()
+	}
+	tmp := checkpoint.TempDir(run, t.Step)
+	if rank == 0 {
+		os.RemoveAll(tmp)
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	if err := sync(); err != nil {
+		return "", fmt.Errorf("checkpoint step %d: %w", t.Step, err)
+	}
+	if t.Comms.Coord.DP == 0 {
+		if err := checkpoint.WriteShard(tmp, t.Comms.Coord, t.Model, m1, v1, t.Opt.Step); err != nil {
+			return "", fmt.Errorf("checkpoint step %d: %w", t.Step, err)
+		}
+	}
+	if err := sync(); err != nil {
+		return "", fmt.Errorf("checkpoint step %d: %w", t.Step, err)
+	}
+	var path string
+	if rank == 0 {
+		if err := checkpoint.WriteIndex(tmp, t.Step, mesh, t.Opts.Model); err != nil {
+			return "", err
+		}
+		if err := checkpoint.WriteTrainerState(tmp, st); err != nil {
+			return "", err
+		}
+		if path, err = checkpoint.Seal(run, tmp, t.Step, keep); err != nil {
+			return "", err
+		}
+	}
+	return path, sync()
+}
+
+// Restore loads weights, optimizer moments, step and data position from the
+// checkpoint in dir, written under any layout.
+func (t *Trainer) Restore(dir string) (State, error) {
+	var st State
+	if err := checkpoint.LoadTrainerState(dir, &st); err != nil {
+		return st, err
+	}
+	if err := checkpoint.LoadModel(dir, t.Model); err != nil {
+		return st, err
+	}
+	n := t.Model.Params.Count()
+	m1, v1 := make([]float32, n), make([]float32, n)
+	step, err := checkpoint.LoadMoments(dir, t.Model, m1, v1)
+	if err != nil {
+		return st, err
+	}
+	t.Opt.Pack(t.Opt.M, m1)
+	t.Opt.Pack(t.Opt.V, v1)
+	t.Opt.Step = step
+	if err := t.Loader.Restore(st.Loader); err != nil {
+		return st, fmt.Errorf("checkpoint %s: data position: %w", dir, err)
+	}
+	t.Step = st.Step
+	return st, nil
+}

@@ -634,7 +634,6 @@ func finishTrace(ctx context.Context, path string, tr *trainer.Trainer, dist *di
 	return nil
 }
 
-
 func loadTokenizer(dir string) (data.Tokenizer, error) {
 	if dir == "" {
 		return tokenizer.Bytes{}, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -426,5 +427,38 @@ func TestRandomTraffic(t *testing.T) {
 		if failed, _ := tr.PeerFailures(); len(failed) > 0 {
 			t.Errorf("rank %d: failures %v", r, failed)
 		}
+	}
+}
+
+func TestMissingDevicesAgreesOnEveryRank(t *testing.T) {
+	ctx := ctxT(t, 10*time.Second)
+	for _, provider := range []string{"soft", "ibverbs"} {
+		store := rendezvous.NewMem()
+		results := make([]map[int]string, 3)
+		var wg sync.WaitGroup
+		for r := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m, err := MissingDevices(ctx, store, r, 3, provider)
+				if err != nil {
+					t.Error(err)
+				}
+				results[r] = m
+			}()
+		}
+		wg.Wait()
+		localErr := Available(provider)
+		for r, m := range results {
+			if localErr == nil && len(m) != 0 {
+				t.Errorf("%s rank %d: missing %v, want none", provider, r, m)
+			}
+			if localErr != nil && (len(m) != 3 || !strings.Contains(m[1], "no RDMA device")) {
+				t.Errorf("%s rank %d: missing %v, want all three ranks with the reason", provider, r, m)
+			}
+		}
+	}
+	if _, err := MissingDevices(ctx, rendezvous.NewMem(), 3, 3, "soft"); err == nil {
+		t.Error("rank 3 of 3 accepted")
 	}
 }

@@ -130,6 +130,13 @@ func (cl *call) run() error {
 			return cl.finish()
 		}
 	}
+	if cl.planBytes(plan) < cl.c.opts.SmallBytes {
+		cl.runInline(plan)
+		return cl.finish()
+	}
+	if !cl.checkFingerprints() {
+		return cl.finish()
+	}
 	var sends, recvs progress
 	done := make(chan struct{})
 	go func() {
@@ -139,6 +146,96 @@ func (cl *call) run() error {
 	cl.recvLane(plan, &sends, &recvs)
 	<-done
 	return cl.finish()
+}
+
+// planBytes is the largest single step of the plan, in bytes.
+func (cl *call) planBytes(p *Plan) int {
+	m := 0
+	for _, s := range p.Sends {
+		m = max(m, s.N*cl.es)
+	}
+	for _, s := range p.Recvs {
+		m = max(m, s.N*cl.es)
+	}
+	return m
+}
+
+// runInline runs a small plan on this goroutine alone: it sends whenever
+// a send's dependencies are met and otherwise receives. Small sends never
+// wait for the peer (they fit the socket buffer, and receivers always
+// drain), so this eager order cannot deadlock, and it saves the goroutine
+// handoffs that dominate small-message latency.
+//
+// Sends that depend on nothing go out even before the neighbours'
+// fingerprints are checked, saving a round trip; a mismatching peer then
+// fails at its own check and never reads them.
+func (cl *call) runInline(plan *Plan) {
+	var stage []byte
+	si, ri := 0, 0
+	checked := false
+	for si < len(plan.Sends) || ri < len(plan.Recvs) || !checked {
+		if !checked && (si == len(plan.Sends) || plan.Sends[si].After > ri) {
+			if !cl.checkFingerprints() {
+				return
+			}
+			checked = true
+			continue
+		}
+		if si < len(plan.Sends) && plan.Sends[si].After <= ri {
+			if err := cl.xfer(0, plan.Sends[si].Peer, cl.region(plan.Sends[si])); err != nil {
+				cl.fail(err)
+				return
+			}
+			si++
+			continue
+		}
+		if ri >= len(plan.Recvs) || plan.Recvs[ri].After > si {
+			cl.fail(fmt.Errorf("internal error: plan cannot progress at send %d, recv %d", si, ri))
+			return
+		}
+		s := plan.Recvs[ri]
+		dst := cl.region(s)
+		if !s.Reduce {
+			if err := cl.xfer(1, s.Peer, dst); err != nil {
+				cl.fail(err)
+				return
+			}
+		} else {
+			if stage == nil {
+				stage = cl.c.getStaging(cl.planBytes(plan))
+				defer cl.c.putStaging(stage)
+			}
+			in := stage[:len(dst)]
+			if err := cl.xfer(1, s.Peer, in); err != nil {
+				cl.fail(err)
+				return
+			}
+			reduceInto(cl.fp.DType, cl.fp.Op, dst, in, s.PeerFirst, s.Final, len(cl.c.ranks))
+		}
+		ri++
+	}
+}
+
+// checkFingerprints receives both neighbours' fingerprints (left first:
+// it sends to us first) and compares them with ours.
+func (cl *call) checkFingerprints() bool {
+	c := cl.c
+	peers := cl.fpPeers()
+	if len(peers) == 2 {
+		peers[0], peers[1] = peers[1], peers[0]
+	}
+	var fpb [fingerprintLen]byte
+	for _, p := range peers {
+		if err := cl.xfer(1, p, fpb[:]); err != nil {
+			cl.fail(err)
+			return false
+		}
+		if theirs := decodeFingerprint(fpb[:]); !cl.fp.sameCall(theirs) {
+			cl.fail(&MismatchError{Rank: c.ranks[c.me], PeerRank: c.ranks[p], Call: cl.fp.String(), PeerCall: theirs.String(), SameGroup: theirs.Group == cl.fp.Group})
+			return false
+		}
+	}
+	return true
 }
 
 // fpPeers are the group ranks that exchange fingerprints: both ring
@@ -178,55 +275,89 @@ func (cl *call) sendLane(plan *Plan, sends, recvs *progress) {
 	}
 }
 
+// recvLane receives the plan's steps in order. A helper goroutine posts
+// each Recv (into place, or into one of two staging buffers for reducing
+// steps) while this goroutine reduces the previous one, so the next
+// segment lands straight in a posted buffer instead of being parked and
+// copied by the transport.
 func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 	c := cl.c
-	peers := cl.fpPeers()
-	if len(peers) == 2 {
-		peers[0], peers[1] = peers[1], peers[0] // left first: it sends to us first
-	}
-	var fpb [fingerprintLen]byte
-	for _, p := range peers {
-		if err := cl.xfer(1, p, fpb[:]); err != nil {
-			cl.fail(err)
-			return
-		}
-		if theirs := decodeFingerprint(fpb[:]); !cl.fp.sameCall(theirs) {
-			cl.fail(&MismatchError{Rank: c.ranks[c.me], PeerRank: c.ranks[p], Call: cl.fp.String(), PeerCall: theirs.String(), SameGroup: theirs.Group == cl.fp.Group})
-			return
-		}
-	}
 	need := 0
 	for _, s := range plan.Recvs {
 		if s.Reduce {
 			need = max(need, s.N*cl.es)
 		}
 	}
-	var stage []byte
-	if need > 0 {
-		stage = c.getStaging(need)
-		defer c.putStaging(stage)
+	type arrival struct {
+		stage []byte
+		err   error
 	}
-	n := len(c.ranks)
-	for _, s := range plan.Recvs {
-		if s.After > 0 {
-			if err := sends.wait(cl.ctx, s.After); err != nil {
-				cl.fail(err)
+	const depth = 2
+	free := make(chan []byte, depth)
+	if need > 0 {
+		for k := 0; k < depth; k++ {
+			b := c.getStaging(need)
+			defer c.putStaging(b)
+			free <- b
+		}
+	}
+	ready := make(chan arrival, depth)
+	helperDone := make(chan struct{})
+	// The helper may be writing into a staging buffer: wait for it before
+	// the deferred putStaging hands the buffers to another call.
+	defer func() { <-helperDone }()
+	go func() {
+		defer close(helperDone)
+		deliver := func(a arrival) bool {
+			select {
+			case ready <- a:
+				return a.err == nil
+			case <-cl.ctx.Done():
+				return false
+			}
+		}
+		for _, s := range plan.Recvs {
+			if s.After > 0 {
+				if err := sends.wait(cl.ctx, s.After); err != nil {
+					deliver(arrival{err: err})
+					return
+				}
+			}
+			var a arrival
+			dst := cl.region(s)
+			if s.Reduce {
+				select {
+				case a.stage = <-free:
+				case <-cl.ctx.Done():
+					deliver(arrival{err: cl.ctx.Err()})
+					return
+				}
+				dst = a.stage[:len(dst)]
+			}
+			a.err = cl.xfer(1, s.Peer, dst)
+			if !deliver(a) {
 				return
 			}
 		}
-		dst := cl.region(s)
-		if !s.Reduce {
-			if err := cl.xfer(1, s.Peer, dst); err != nil {
-				cl.fail(err)
-				return
-			}
-		} else {
-			in := stage[:len(dst)]
-			if err := cl.xfer(1, s.Peer, in); err != nil {
-				cl.fail(err)
-				return
-			}
-			reduceInto(cl.fp.DType, cl.fp.Op, dst, in, s.PeerFirst, s.Final, n)
+	}()
+	n := len(c.ranks)
+	for _, s := range plan.Recvs {
+		var a arrival
+		select {
+		case a = <-ready:
+		case <-cl.ctx.Done():
+			// The helper returns on its own: every wait it does honours ctx.
+			cl.fail(cl.ctx.Err())
+			return
+		}
+		if a.err != nil {
+			cl.fail(a.err)
+			return
+		}
+		if s.Reduce {
+			dst := cl.region(s)
+			reduceInto(cl.fp.DType, cl.fp.Op, dst, a.stage[:len(dst)], s.PeerFirst, s.Final, n)
+			free <- a.stage
 		}
 		recvs.add()
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/strand-ml/strand/coordinator/proto"
@@ -68,6 +69,9 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	}
 	conn, err := grpc.NewClient(cfg.Addr,
 		grpc.WithTransportCredentials(transportCreds),
+		// Pings notice a coordinator that vanished without closing the
+		// connection (host down, network split) in about 10 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithPerRPCCredentials(tokenCreds{token: cfg.Token, secure: cfg.CAFile != ""}))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator %s: %w", cfg.Addr, err)

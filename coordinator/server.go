@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -124,6 +125,8 @@ func Start(cfg Config) (*Server, error) {
 		kv: make(map[string][]byte), kvChange: make(chan struct{}), barriers: make(map[string]*barrier),
 	}
 	opts := []grpc.ServerOption{
+		// Allow the clients' keepalive pings (see Dial).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 		grpc.UnaryInterceptor(s.authUnary),
 		grpc.StreamInterceptor(s.authStream),
 	}

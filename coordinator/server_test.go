@@ -232,9 +232,7 @@ func TestDroppedWatchFailsJobNamingRank(t *testing.T) {
 }
 
 func TestGossipDetectsDeadRank(t *testing.T) {
-	s := startServer(t, mesh.Mesh{DP: 2, TP: 1, PP: 1}, func(c *Config) {
-		c.Gossip = GossipConfig{ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 150 * time.Millisecond, SuspicionMult: 2}
-	})
+	s := startServer(t, mesh.Mesh{DP: 2, TP: 1, PP: 1}, nil) // default timings: the 5 s promise
 	c := dial(t, s.Addr(), testToken)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()

@@ -225,7 +225,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 
 	// Failure detection: gossip with the coordinator, and watch it.
-	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, opts.Gossip, nil)
+	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, opts.Gossip, coordinatorLoss{rt})
 	if err != nil {
 		return nil, fmt.Errorf("worker rank %d: %w", rt.Rank, err)
 	}
@@ -388,6 +388,27 @@ func trimNL(p []byte) []byte {
 		p = p[:len(p)-1]
 	}
 	return p
+}
+
+// coordinatorLoss fails the runtime when memberlist declares the
+// coordinator's node dead: with the coordinator gone (its host crashed or
+// the network split) nobody is left to tell this rank what happened, and
+// its collectives would otherwise wait for their deadline. This is the one
+// membership fact a worker acts on by itself.
+type coordinatorLoss struct{ rt *Runtime }
+
+func (c coordinatorLoss) NotifyJoin(*memberlist.Node)   {}
+func (c coordinatorLoss) NotifyUpdate(*memberlist.Node) {}
+func (c coordinatorLoss) NotifyLeave(n *memberlist.Node) {
+	if n.Name != "coordinator" {
+		return
+	}
+	c.rt.mu.Lock()
+	leaving := c.rt.leaving
+	c.rt.mu.Unlock()
+	if !leaving {
+		c.rt.fail(fmt.Errorf("lost the coordinator: memberlist stopped hearing from it at %s (its host died or the network split)", n.Address()))
+	}
 }
 
 // startWatch opens the coordinator's event stream and cancels Context()

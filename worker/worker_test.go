@@ -43,7 +43,6 @@ func joinN(t *testing.T, m mesh.Mesh) (*coordinator.Server, []*Runtime) {
 			defer cancel()
 			rts[r], errs[r] = Join(ctx, Options{
 				Getenv: func(k string) string { return env[k] }, Stderr: io.Discard, HeartbeatInterval: 50 * time.Millisecond,
-				Gossip: coordinator.GossipConfig{ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 150 * time.Millisecond, SuspicionMult: 2},
 			})
 		}()
 	}

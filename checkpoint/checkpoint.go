@@ -64,9 +64,7 @@ func Save(run string, step int, m *model.GPT, opt *optim.AdamW, trainerState any
 		return cleanup(err)
 	}
 	if opt != nil {
-		tensors := append(m.Params.TensorsOf("exp_avg.", opt.M), m.Params.TensorsOf("exp_avg_sq.", opt.V)...)
-		meta := map[string]string{"step": strconv.Itoa(opt.Step)}
-		if err := safetensors.Write(filepath.Join(tmp, OptimizerFile), tensors, meta); err != nil {
+		if err := writeOptimizer(tmp, m, opt); err != nil {
 			return cleanup(err)
 		}
 	}
@@ -104,6 +102,14 @@ func Save(run string, step int, m *model.GPT, opt *optim.AdamW, trainerState any
 		}
 	}
 	return final, nil
+}
+
+// writeOptimizer writes optimizer.safetensors: AdamW moments by parameter
+// name and the step count.
+func writeOptimizer(dir string, m *model.GPT, opt *optim.AdamW) error {
+	tensors := append(m.Params.TensorsOf("exp_avg.", opt.M), m.Params.TensorsOf("exp_avg_sq.", opt.V)...)
+	meta := map[string]string{"step": strconv.Itoa(opt.Step)}
+	return safetensors.Write(filepath.Join(dir, OptimizerFile), tensors, meta)
 }
 
 // WriteModel writes config.json and model.safetensors into dir.

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -164,5 +165,44 @@ func TestLoadsPyTorchWrittenCheckpointAndNamesBadTensor(t *testing.T) {
 	err = LoadModel(dir, m2)
 	if err == nil || !strings.Contains(err.Error(), "shape") || !strings.Contains(err.Error(), "\"") {
 		t.Fatalf("mismatched width: %v", err)
+	}
+}
+
+// TestFullDiskLeavesPreviousCheckpoint saves onto a small tmpfs until the
+// disk is full: the failed save leaves no step directory and the previous
+// checkpoint still resolves and verifies.
+func TestFullDiskLeavesPreviousCheckpoint(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	run := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", run).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", run).Run()
+	m := tinyModel(t, 1)
+	first, err := Save(run, 1, m, nil, nil, 0) // about 1.8 MB
+	if err != nil {
+		t.Fatal(err)
+	}
+	// leave less room than one more checkpoint needs
+	filler, _ := os.Create(filepath.Join(run, "filler"))
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 5; i++ {
+		filler.Write(buf)
+	}
+	filler.Close()
+	if _, err := Save(run, 2, m, nil, nil, 0); err == nil {
+		t.Fatal("save on a full disk succeeded")
+	}
+	got, _, err := Resolve(run)
+	if err != nil || got != first {
+		t.Fatalf("after the failed save Resolve = %q, %v; want %q", got, err, first)
+	}
+	entries, _ := os.ReadDir(filepath.Join(run, "checkpoints"))
+	for _, e := range entries {
+		if e.Name() != filepath.Base(first) {
+			t.Errorf("failed save left %s behind", e.Name())
+		}
 	}
 }

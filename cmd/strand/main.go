@@ -30,13 +30,15 @@ func commands() []command {
 		{"version", "print the version", runVersion},
 		{"check", "smoke-test a job: a verified all-reduce and barrier on every group", runCheck},
 		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
-		{"check", "smoke-test a job: a verified all-reduce and barrier on every group", runCheck},
-		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
 		{"train", "train a model (one process, or --nproc N local processes)", runTrain},
 		{"eval", "mean loss and perplexity of a checkpoint on a data file", runEval},
+		{"ckpt inspect", "print a checkpoint's layout, step, tensors and sizes", runCkptInspect},
+		{"ckpt reshard", "rewrite a checkpoint for another --tp/--pp layout", runCkptReshard},
+		{"ckpt export", "export a checkpoint as a Hugging Face GPT-2 model directory", runCkptExport},
 		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
+		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},
 	}
 }
 

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/strand-ml/strand/checkpoint"
+)
+
+// resolveArg turns the single positional DIR argument into a checkpoint.
+func resolveArg(fsArgs []string, stderr io.Writer) (string, error) {
+	if len(fsArgs) != 1 {
+		return "", usageError{"expected one checkpoint or run directory"}
+	}
+	dir, warns, err := checkpoint.Resolve(fsArgs[0])
+	for _, w := range warns {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	return dir, err
+}
+
+// splitDir lets the DIR argument come before or after the flags.
+func splitDir(args []string) (dir []string, flags []string) {
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		return args[:1], args[1:]
+	}
+	return nil, args
+}
+
+func runCkptInspect(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ckpt inspect", stderr)
+	pos, rest := splitDir(args)
+	if err := fs.Parse(rest); err != nil {
+		return usageError{err.Error()}
+	}
+	dir, err := resolveArg(append(pos, fs.Args()...), stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := checkpoint.ReadConfig(dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "checkpoint %s\n", dir)
+	var st map[string]any
+	if checkpoint.LoadTrainerState(dir, &st) == nil {
+		fmt.Fprintf(stdout, "step %v, written under %v\n", st["step"], st["layout"])
+	}
+	idx, err := checkpoint.ReadIndex(dir)
+	if err != nil {
+		return err
+	}
+	if idx != nil {
+		fmt.Fprintf(stdout, "sharded: layout %v (%d shard files)\n", idx.Layout, idx.Layout.TP*idx.Layout.PP)
+	} else {
+		fmt.Fprintln(stdout, "single file: model.safetensors (Hugging Face GPT-2 layout)")
+	}
+	fmt.Fprintf(stdout, "model: %d layers, d=%d, %d heads, vocab %d, %d positions, %s, %s, %s positions\n",
+		cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize, cfg.NPositions, cfg.Activation, cfg.Norm, cfg.Position)
+	tensors, err := checkpoint.Tensors(dir)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, n := range checkpoint.SortedNames(tensors) {
+		size := 1
+		for _, d := range tensors[n] {
+			size *= d
+		}
+		total += size
+		fmt.Fprintf(stdout, "  %-32s %-16s %10d\n", n, fmt.Sprint(tensors[n]), size)
+	}
+	fmt.Fprintf(stdout, "%d tensors, %d parameters\n", len(tensors), total)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil {
+			fmt.Fprintf(stdout, "file %-32s %10d bytes\n", e.Name(), info.Size())
+		}
+	}
+	if err := checkpoint.Verify(dir); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "checksums ok")
+	return nil
+}
+
+func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ckpt reshard", stderr)
+	pos, rest := splitDir(args)
+	tp := fs.Int("tp", 1, "target tensor-parallel degree")
+	pp := fs.Int("pp", 1, "target pipeline stages")
+	out := fs.String("out", "", "new checkpoint directory (must not exist)")
+	if err := fs.Parse(rest); err != nil {
+		return usageError{err.Error()}
+	}
+	if *out == "" {
+		return usageError{"--out is required"}
+	}
+	dir, err := resolveArg(append(pos, fs.Args()...), stderr)
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.Reshard(dir, *out, *tp, *pp); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (tp=%d pp=%d)\n", *out, *tp, *pp)
+	return nil
+}
+
+func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ckpt export", stderr)
+	pos, rest := splitDir(args)
+	format := fs.String("format", "hf-gpt2", "export format: hf-gpt2")
+	out := fs.String("out", "", "output directory")
+	if err := fs.Parse(rest); err != nil {
+		return usageError{err.Error()}
+	}
+	if *format != "hf-gpt2" {
+		return usageError{fmt.Sprintf("--format %q: only hf-gpt2 is supported", *format)}
+	}
+	if *out == "" {
+		return usageError{"--out is required"}
+	}
+	dir, err := resolveArg(append(pos, fs.Args()...), stderr)
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.ExportHF(dir, *out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, checkpoint.ConfigFile), filepath.Join(*out, checkpoint.ModelFile))
+	return nil
+}

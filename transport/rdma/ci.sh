@@ -23,8 +23,8 @@ fi
 echo "== go vet -tags rdma ./transport/rdma/..."
 CGO_ENABLED=1 go vet -tags rdma ./transport/rdma/...
 
-echo "== no-device unit tests with the real binding"
-CGO_ENABLED=1 go test -tags rdma -count=1 -run 'TestDevicesOrNoDevice|TestAvailable' -v ./transport/rdma/ibverbs/ ./transport/rdma/
+echo "== no-device unit tests and enum checks with the real binding"
+CGO_ENABLED=1 go test -tags rdma -count=1 -run 'TestDevicesOrNoDevice|TestConstantsMatchVerbsH|TestAvailable' -v ./transport/rdma/ibverbs/ ./transport/rdma/
 
 echo "== transport suite over the soft provider, -race, built with -tags rdma"
 CGO_ENABLED=1 go test -tags rdma -race -count=1 ./transport/rdma/...

@@ -22,6 +22,19 @@
 //     whole message straight into the receiver's buffer; the immediate
 //     names the Recv, whose completion arrives on a receive slot.
 //
+// Parking: a large message whose RTS arrives before its Recv is accepted
+// into a pooled registered buffer (at most ParkBytes per peer) and copied
+// when the Recv comes, so that, as with TCP, a Send never waits for the
+// receiving application; beyond the budget the RTS waits for the Recv.
+//
+// Cancellation: a call whose context ends before anything reached the
+// wire leaves no trace. A rendezvous already announced is kept consistent:
+// a cancelled Send still delivers its message from a private copy, and a
+// cancelled Recv re-points the peer at a private buffer while its CTS is
+// unsent. Once the caller's buffer is in the hands of an RDMA write, the
+// call waits up to AbandonGrace for it and otherwise fails the connection,
+// so that no device touches the buffer after the call returns.
+//
 // Flow control: every SEND and WRITE WITH IMMEDIATE consumes one receive
 // work request at the peer, so a sender never posts more than the peer has
 // posted. Each eager header carries the sender's cumulative count of posted

@@ -500,3 +500,43 @@ func (c *compQueue) Close() error {
 }
 
 var _ verbs.Provider = (*Provider)(nil)
+
+// constantMismatches lists the verbs package constants that differ from
+// libibverbs' own (the Go side mirrors the C enums by value).
+func constantMismatches() []string {
+	pairs := []struct {
+		name   string
+		gv, cv int
+	}{
+		{"IBV_WC_SUCCESS", int(verbs.StatusSuccess), int(C.IBV_WC_SUCCESS)},
+		{"IBV_WC_LOC_LEN_ERR", int(verbs.StatusLocLenErr), int(C.IBV_WC_LOC_LEN_ERR)},
+		{"IBV_WC_LOC_PROT_ERR", int(verbs.StatusLocProtErr), int(C.IBV_WC_LOC_PROT_ERR)},
+		{"IBV_WC_WR_FLUSH_ERR", int(verbs.StatusWRFlushErr), int(C.IBV_WC_WR_FLUSH_ERR)},
+		{"IBV_WC_REM_INV_REQ_ERR", int(verbs.StatusRemInvReqErr), int(C.IBV_WC_REM_INV_REQ_ERR)},
+		{"IBV_WC_REM_ACCESS_ERR", int(verbs.StatusRemAccessErr), int(C.IBV_WC_REM_ACCESS_ERR)},
+		{"IBV_WC_RETRY_EXC_ERR", int(verbs.StatusRetryExcErr), int(C.IBV_WC_RETRY_EXC_ERR)},
+		{"IBV_WC_RNR_RETRY_EXC_ERR", int(verbs.StatusRNRRetryExcErr), int(C.IBV_WC_RNR_RETRY_EXC_ERR)},
+		{"IBV_WC_FATAL_ERR", int(verbs.StatusFatalErr), int(C.IBV_WC_FATAL_ERR)},
+		{"IBV_WC_GENERAL_ERR", int(verbs.StatusGeneralErr), int(C.IBV_WC_GENERAL_ERR)},
+		{"IBV_WC_SEND", int(verbs.WCSend), int(C.IBV_WC_SEND)},
+		{"IBV_WC_RDMA_WRITE", int(verbs.WCRDMAWrite), int(C.IBV_WC_RDMA_WRITE)},
+		{"IBV_WC_RECV", int(verbs.WCRecv), int(C.IBV_WC_RECV)},
+		{"IBV_WC_RECV_RDMA_WITH_IMM", int(verbs.WCRecvRDMAWithImm), int(C.IBV_WC_RECV_RDMA_WITH_IMM)},
+		{"IBV_QPS_RESET", int(verbs.QPReset), int(C.IBV_QPS_RESET)},
+		{"IBV_QPS_RTS", int(verbs.QPRTS), int(C.IBV_QPS_RTS)},
+		{"IBV_QPS_ERR", int(verbs.QPError), int(C.IBV_QPS_ERR)},
+		{"IBV_PORT_ACTIVE", int(verbs.PortActive), int(C.IBV_PORT_ACTIVE)},
+		{"IBV_MTU_1024", int(verbs.MTU1024), int(C.IBV_MTU_1024)},
+		{"IBV_MTU_4096", int(verbs.MTU4096), int(C.IBV_MTU_4096)},
+		{"IBV_ACCESS_LOCAL_WRITE", int(verbs.AccessLocalWrite), int(C.IBV_ACCESS_LOCAL_WRITE)},
+		{"IBV_ACCESS_REMOTE_WRITE", int(verbs.AccessRemoteWrite), int(C.IBV_ACCESS_REMOTE_WRITE)},
+		{"IBV_ACCESS_REMOTE_READ", int(verbs.AccessRemoteRead), int(C.IBV_ACCESS_REMOTE_READ)},
+	}
+	var bad []string
+	for _, p := range pairs {
+		if p.gv != p.cv {
+			bad = append(bad, fmt.Sprintf("%s: Go %d, C %d", p.name, p.gv, p.cv))
+		}
+	}
+	return bad
+}

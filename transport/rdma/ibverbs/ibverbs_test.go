@@ -42,3 +42,11 @@ func TestDevicesOrNoDevice(t *testing.T) {
 		t.Fatalf("Open(no-such-device) = %v, want ErrNoDevice", err)
 	}
 }
+
+// The verbs package mirrors libibverbs' enums by value; check every one
+// the transport relies on against the real header.
+func TestConstantsMatchVerbsH(t *testing.T) {
+	for _, m := range constantMismatches() {
+		t.Error(m)
+	}
+}

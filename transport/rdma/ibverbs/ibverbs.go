@@ -164,6 +164,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -461,7 +462,8 @@ func (q *queuePair) Close() error {
 }
 
 type compQueue struct {
-	cq *C.struct_ibv_cq
+	cq   *C.struct_ibv_cq
+	idle atomic.Int64 // consecutive empty polls, for Wait's backoff
 }
 
 func (c *compQueue) Poll(wc []verbs.WorkCompletion) (int, error) {
@@ -473,6 +475,11 @@ func (c *compQueue) Poll(wc []verbs.WorkCompletion) (int, error) {
 	if n < 0 {
 		return 0, fmt.Errorf("ibverbs: poll CQ: error %d", int(n))
 	}
+	if n == 0 {
+		c.idle.Add(1)
+	} else {
+		c.idle.Store(0)
+	}
 	for i := range int(n) {
 		w := &buf[i]
 		wc[i] = verbs.WorkCompletion{ID: uint64(w.wr_id), Status: verbs.Status(w.status), Opcode: verbs.WCOpcode(w.opcode),
@@ -481,14 +488,24 @@ func (c *compQueue) Poll(wc []verbs.WorkCompletion) (int, error) {
 	return int(n), nil
 }
 
-// Wait sleeps briefly: completions are found by polling, as RDMA
-// libraries do on the fast path. (An event channel, ibv_req_notify_cq,
-// would save CPU at the cost of latency.)
+// Wait backs off between polls: completions are found by polling, as RDMA
+// libraries do on the fast path. Right after traffic it only yields the
+// processor (a completion is likely within microseconds); after a longer
+// idle spell it sleeps, up to 1 ms, so an idle transport costs no core.
+// (A completion channel, ibv_req_notify_cq, would save the CPU at the cost
+// of an interrupt's latency.)
 func (c *compQueue) Wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	time.Sleep(20 * time.Microsecond)
+	switch idle := c.idle.Load(); {
+	case idle < 1000:
+		runtime.Gosched()
+	case idle < 2000:
+		time.Sleep(50 * time.Microsecond)
+	default:
+		time.Sleep(time.Millisecond)
+	}
 	return nil
 }
 

@@ -10,7 +10,12 @@ request per line on stdin:
 
 and answers one JSON line per request:
 
-    {"numpy": <GFLOP/s>, "torch": <GFLOP/s>, "core": "<OpenBLAS core>"}
+    {"numpy": <GFLOP/s>, "numpy_cpu": <GFLOP per CPU-second of the calling
+     thread>, "torch": ..., "torch_cpu": ..., "core": "<OpenBLAS core>"}
+
+The per-CPU-second rates are meaningful with one thread only (the work runs
+on the calling thread); they do not count time spent waiting for a CPU on a
+loaded machine.
 
 A and B are stored as strand stores them (transposed operands as the
 transposed row-major array), so numpy and torch call sgemm with the same
@@ -39,14 +44,16 @@ def openblas_core():
 
 
 def rate(fn, flops, min_seconds):
+    """Returns (GFLOP/s by wall clock, GFLOP/s per CPU-second of this thread)."""
     fn()  # warm up (page in C, start the thread pool)
-    iters, start = 0, time.perf_counter()
+    iters, start, cpu0 = 0, time.perf_counter(), time.thread_time()
     while True:
         fn()
         iters += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds and iters >= 3:
-            return flops * iters / elapsed / 1e9
+            cpu = max(time.thread_time() - cpu0, 1e-9)
+            return flops * iters / elapsed / 1e9, flops * iters / cpu / 1e9
 
 
 def main():
@@ -65,9 +72,9 @@ def main():
         flops = 2.0 * m * n * k
         secs = req.get("min_seconds", 0.05)
         out = {"core": core, "threads": threads}
-        out["numpy"] = rate(lambda: np.matmul(a_op, b_op, out=c), flops, secs)
+        out["numpy"], out["numpy_cpu"] = rate(lambda: np.matmul(a_op, b_op, out=c), flops, secs)
         ta, tb, tc = torch.from_numpy(a_op), torch.from_numpy(b_op), torch.from_numpy(c)
-        out["torch"] = rate(lambda: torch.mm(ta, tb, out=tc), flops, secs)
+        out["torch"], out["torch_cpu"] = rate(lambda: torch.mm(ta, tb, out=tc), flops, secs)
         print(json.dumps(out), flush=True)
 
 

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strand-ml/strand/bench/gemm"
 	"github.com/strand-ml/strand/gemm"
 )
@@ -93,10 +95,12 @@ type anchor struct {
 }
 
 type anchorResult struct {
-	Numpy   float64 `json:"numpy"`
-	Torch   float64 `json:"torch"`
-	Core    string  `json:"core"`
-	Threads int     `json:"threads"`
+	Numpy    float64 `json:"numpy"`
+	NumpyCPU float64 `json:"numpy_cpu"` // per CPU-second of the calling thread
+	Torch    float64 `json:"torch"`
+	TorchCPU float64 `json:"torch_cpu"`
+	Core     string  `json:"core"`
+	Threads  int     `json:"threads"`
 }
 
 func startAnchor(ctx context.Context, o options, threads int) (*anchor, error) {
@@ -145,17 +149,32 @@ func (a *anchor) close() {
 }
 
 // strandRate times e on s like anchor.py does: one warm-up call, then calls
-// until minSecs have passed and at least 3 ran.
-func strandRate(e *gemm.Engine, s gemmbench.Shape, x, y, z []float32, lda, ldb int, minSecs float64) float64 {
+// until minSecs have passed and at least 3 ran. It returns GFLOP/s by wall
+// clock and per CPU-second of the calling OS thread; the latter is what a
+// 1-thread engine (which computes on the calling goroutine) is worth on a
+// loaded machine, where wall time includes waiting for a CPU.
+func strandRate(e *gemm.Engine, s gemmbench.Shape, x, y, z []float32, lda, ldb int, minSecs float64) (wall, perCPU float64) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N)
-	start, iters := time.Now(), 0
+	start, cpu0, iters := time.Now(), threadCPU(), 0
 	for {
 		e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N)
 		iters++
 		if el := time.Since(start).Seconds(); el >= minSecs && iters >= 3 {
-			return s.Flops() * float64(iters) / el / 1e9
+			cpu := max(threadCPU()-cpu0, 1e-9)
+			return s.Flops() * float64(iters) / el / 1e9, s.Flops() * float64(iters) / cpu / 1e9
 		}
 	}
+}
+
+// threadCPU is the user+system CPU time of the calling OS thread, seconds.
+func threadCPU() float64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }
 
 func median(x []float64) float64 {
@@ -202,29 +221,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			e := gemm.New(t)
-			var st, np, th, rnp, rth []float64
+			var st, np, th, rnp, stc, npc []float64
 			for r := 0; r < o.rounds; r++ {
-				g := strandRate(e, s, x, y, z, lda, ldb, o.minSecs)
+				g, gc := strandRate(e, s, x, y, z, lda, ldb, o.minSecs)
 				a, err := anchors[t].measure(s, o.minSecs)
 				if err != nil {
 					return err
 				}
 				core = a.Core
 				st, np, th = append(st, g), append(np, a.Numpy), append(th, a.Torch)
-				rnp, rth = append(rnp, g/a.Numpy), append(rth, g/a.Torch)
+				rnp = append(rnp, g/a.Numpy)
+				stc, npc = append(stc, gc), append(npc, a.NumpyCPU)
 			}
-			row := fmt.Sprintf("| %s | %s | %dx%dx%d | %d | %.0f | %.0f | %.0f | **%.2f** | %.2f | %.0f / %.0f = **%.2f** |",
-				s.Name, opName(s), s.M, s.N, s.K, t, median(st), median(np), median(th), median(rnp), median(rth),
-				slices.Max(st), slices.Max(np), slices.Max(st)/slices.Max(np))
+			cpuCol := "-"
+			if t == 1 {
+				cpuCol = fmt.Sprintf("%.0f / %.0f = **%.2f**", median(stc), median(npc), median(stc)/median(npc))
+			}
+			row := fmt.Sprintf("| %s | %s | %dx%dx%d | %d | %.0f | %.0f | %.0f | %.2f | %.0f / %.0f = **%.2f** | %s |",
+				s.Name, opName(s), s.M, s.N, s.K, t, median(st), median(np), median(th), median(rnp),
+				slices.Max(st), slices.Max(np), slices.Max(st)/slices.Max(np), cpuCol)
 			fmt.Fprintln(stderr, row)
 			rows = append(rows, row)
 		}
 	}
 	fmt.Fprintf(stdout, "OpenBLAS core: %s (numpy calls cblas_sgemm directly; torch.mm goes through ATen to the same library).\n", core)
-	fmt.Fprintf(stdout, "Rates are medians over %d interleaved rounds of >= %.2f s each; ratios are medians of per-round ratios. ", o.rounds, o.minSecs)
-	fmt.Fprintln(stdout, "The last column compares the best round of each (least disturbed by other load).")
+	fmt.Fprintf(stdout, "GFLOP/s by wall clock, medians over %d interleaved rounds of >= %.2f s each; \"median ratio\" is the median of per-round ratios. ", o.rounds, o.minSecs)
+	fmt.Fprintln(stdout, "\"best\" compares the best round of each (the least disturbed by other load). \"per CPU-s\" (1 thread only) divides by the CPU time of the computing thread instead of wall time, which discounts time spent waiting for a CPU.")
 	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, "| shape | op | m x n x k | threads | strand GFLOP/s | OpenBLAS (numpy) | torch | strand / OpenBLAS | strand / torch | best: strand / OpenBLAS |")
+	fmt.Fprintln(stdout, "| shape | op | m x n x k | threads | strand | OpenBLAS (numpy) | torch | median ratio | best: strand / OpenBLAS | per CPU-s: strand / OpenBLAS |")
 	fmt.Fprintln(stdout, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		fmt.Fprintln(stdout, r)

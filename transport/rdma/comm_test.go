@@ -272,3 +272,54 @@ func TestCollectiveDeadRankOverRDMA(t *testing.T) {
 		})
 	}
 }
+
+// A rank that is alive but never calls: the others time out naming it,
+// and the links stay usable for the next communicator.
+func TestCollectiveTimeoutOverRDMA(t *testing.T) {
+	ts := rdmaWorld(t, 3)
+	const deadline = 300 * time.Millisecond
+	start := time.Now()
+	errs := commEach(ts, collective.Options{Name: "t1", Timeout: deadline, SmallBytes: 1, SegmentBytes: 4096}, func(r int, c *collective.Comm) error {
+		if r == 1 {
+			return nil
+		}
+		return c.AllReduce(context.Background(), make(collective.F32, 50000), collective.Sum)
+	})
+	if took := time.Since(start); took > deadline+2*time.Second {
+		t.Errorf("took %v with a %v deadline", took, deadline)
+	}
+	for _, r := range []int{0, 2} {
+		if errs[r] == nil || !strings.Contains(errs[r].Error(), "timed out") || !strings.Contains(errs[r].Error(), "1]") {
+			t.Errorf("rank %d: %v, want a timeout naming rank 1", r, errs[r])
+		}
+	}
+	for r, tr := range ts {
+		if failed, _ := tr.(*Transport).PeerFailures(); len(failed) > 0 {
+			t.Errorf("rank %d: a timeout failed links: %v", r, failed)
+		}
+	}
+}
+
+// Ranks disagreeing about a call are told so, naming each other.
+func TestCollectiveMismatchOverRDMA(t *testing.T) {
+	ts := rdmaWorld(t, 4)
+	errs := commEach(ts, collective.Options{Timeout: time.Second}, func(r int, c *collective.Comm) error {
+		ctx := context.Background()
+		if err := c.AllReduce(ctx, make(collective.F32, 10), collective.Sum); err != nil {
+			return err
+		}
+		if r == 2 {
+			return c.AllReduce(ctx, make(collective.F32, 11), collective.Sum)
+		}
+		return c.AllReduce(ctx, make(collective.F32, 10), collective.Sum)
+	})
+	var me *collective.MismatchError
+	if !errors.As(errs[2], &me) {
+		t.Fatalf("rank 2: %v, want a MismatchError", errs[2])
+	}
+	for _, r := range []int{1, 3} {
+		if !errors.As(errs[r], &me) || me.PeerRank != 2 {
+			t.Errorf("rank %d: %v, want a MismatchError naming rank 2", r, errs[r])
+		}
+	}
+}

@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/model"
 )
 
 // readLosses returns the per-step losses of a run directory's metrics.jsonl.
@@ -110,6 +114,20 @@ func TestLayoutInvariance(t *testing.T) {
 		check(itoa(l[0])+"x"+itoa(l[1])+"x"+itoa(l[2]), layoutRun(t, dir, l[0], l[1], l[2]))
 	}
 	check("2x2x2 zero1", layoutRun(t, dir, 2, 2, 2, "--zero1"))
+	// final parameters: each run's last checkpoint, loaded into one process
+	ref := finalParams(t, filepath.Join(dir, "1_1_1"))
+	for _, run := range []string{"2_1_1", "1_2_1", "1_1_2", "2_2_1", "1_2_2", "2_2_2", "2_2_2_--zero1"} {
+		got := finalParams(t, filepath.Join(dir, run))
+		var num, den float64
+		for i := range ref {
+			d := float64(got[i] - ref[i])
+			num += d * d
+			den += float64(ref[i]) * float64(ref[i])
+		}
+		if e := math.Sqrt(num / den); e > 1e-4 {
+			t.Errorf("%s: final parameters differ from the single process by relative L2 %.2g", run, e)
+		}
+	}
 	check("1x1x2 gpipe", layoutRun(t, dir, 1, 1, 2, "--schedule", "gpipe"))
 	a := layoutRun(t, filepath.Join(dir, "again"), 2, 2, 2)
 	b := layoutRun(t, dir, 2, 2, 2)
@@ -118,6 +136,28 @@ func TestLayoutInvariance(t *testing.T) {
 			t.Fatalf("two runs of 2x2x2 differ at step %d: %v vs %v", i+1, a[i], b[i])
 		}
 	}
+}
+
+// finalParams loads a run's newest checkpoint (any layout) into a
+// single-process model and returns its parameters.
+func finalParams(t *testing.T, run string) []float32 {
+	t.Helper()
+	dir, _, err := checkpoint.Resolve(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := checkpoint.ReadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.New(cfg, 1, 1, gemm.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.LoadModel(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Params.Data
 }
 
 // TestBadMeshFailsBeforeWorkersStart: layout errors are reported by the

@@ -319,6 +319,22 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 	return rt.Leave(lctx, err)
 }
 
+// peakRSS is this process's peak resident memory in bytes (VmHWM), or 0.
+func peakRSS() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
 // isLoopback reports whether host:port names this machine's loopback.
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
@@ -542,6 +558,10 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	bubble, err := tr.MeasuredBubble(ctx)
 	if err != nil {
 		return err
+	}
+	if m.PP > 1 && coord.DP == 0 && coord.TP == 0 {
+		fmt.Fprintf(stderr, "stage %d: %d activation slots (%s schedule, %d micro-batches), %.1f MB of activations, peak RSS %.1f MB\n",
+			coord.PP, tr.Pipe.InFlight(coord.PP), tr.Pipe.Name, tr.Pipe.Micro, float64(tr.ActivationBytes())/1e6, float64(peakRSS())/1e6)
 	}
 	if !lead {
 		return nil

@@ -523,7 +523,7 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 			s.metrics.Set("strand_"+k, "reported by workers", rl, v)
 		}
 	}
-	return &pb.HeartbeatReply{State: s.state, Reason: s.reason}, nil
+	return &pb.HeartbeatReply{State: s.state, Reason: s.reason, DeadRank: int32(s.deadRank)}, nil
 }
 
 // Watch implements pb.CoordinatorServer: it sends KIND_RUNNING, then one

@@ -483,7 +483,7 @@ func (rt *Runtime) heartbeat(every time.Duration) {
 		rep, err := rt.client.RPC.Heartbeat(hctx, req)
 		cancel()
 		if err == nil && rep.State == pb.JobState_JOB_STATE_FAILED {
-			rt.fail(&RankDeadError{Rank: -1, Reason: rep.Reason})
+			rt.fail(&RankDeadError{Rank: int(rep.DeadRank), Reason: rep.Reason})
 		}
 	}
 }

@@ -839,6 +839,7 @@ type HeartbeatReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	State         JobState               `protobuf:"varint,1,opt,name=state,proto3,enum=strand.coordinator.v1.JobState" json:"state,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	DeadRank      int32                  `protobuf:"varint,3,opt,name=dead_rank,json=deadRank,proto3" json:"dead_rank,omitempty"` // the rank that died or failed first, or -1
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -885,6 +886,13 @@ func (x *HeartbeatReply) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *HeartbeatReply) GetDeadRank() int32 {
+	if x != nil {
+		return x.DeadRank
+	}
+	return 0
 }
 
 type WatchRequest struct {
@@ -1485,10 +1493,11 @@ const file_coordinator_proto_rawDesc = "" +
 	"\ametrics\x18\x03 \x03(\v24.strand.coordinator.v1.HeartbeatRequest.MetricsEntryR\ametrics\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"_\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"|\n" +
 	"\x0eHeartbeatReply\x125\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1f.strand.coordinator.v1.JobStateR\x05state\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\"\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tdead_rank\x18\x03 \x01(\x05R\bdeadRank\"\"\n" +
 	"\fWatchRequest\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\"\xbe\x01\n" +
 	"\x05Event\x125\n" +

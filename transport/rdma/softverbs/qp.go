@@ -88,6 +88,13 @@ func (q *qp) setStateLocked(s verbs.QPState) {
 }
 
 func (q *qp) Modify(a verbs.QPAttr) error {
+	if a.State == verbs.QPError {
+		// Legal from every state. Once this returns, no request of this QP
+		// reads or writes registered memory any more.
+		q.fail(verbs.StatusWRFlushErr, "moved to ERR by modify")
+		q.quiesce()
+		return nil
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	from := q.state
@@ -95,12 +102,6 @@ func (q *qp) Modify(a verbs.QPAttr) error {
 		return fmt.Errorf("softverbs: modify QP %d %s -> %s: %s", q.num, from, a.State, why)
 	}
 	switch {
-	case a.State == verbs.QPError:
-		q.mu.Unlock()
-		q.fail(verbs.StatusWRFlushErr, "moved to ERR by modify")
-		q.quiesce()
-		q.mu.Lock()
-		return nil
 	case from == verbs.QPReset && a.State == verbs.QPInit:
 		if a.Port != 1 {
 			return bad(fmt.Sprintf("port %d does not exist", a.Port))

@@ -46,9 +46,22 @@
 // been advertised) may use the last one. A credit-only message never
 // triggers another by itself, so the two sides cannot ping-pong.
 //
-// Errors: a failed work completion, a lost connection, or a cancelled
-// rendezvous moves the peer's QP to the error state and fails every
-// pending and later operation with that peer; the error is a
+// Why that cannot deadlock, in short: once everything sent has arrived, a
+// side blocked for credit has at most one credit left, so its peer holds at
+// least RecvSlots-1 unadvertised receives and sends a credit-only message,
+// unless the peer has spent its own last credit too. Spending the last
+// credit takes a credit-only message, and for both sides' last messages
+// to be credit-only messages, each would have to be sent before the other
+// arrived while the later one still had something unadvertised; but the
+// limit that let the later one go out was learned from a message of the
+// other side that, with nothing received in between, left nothing to
+// advertise. The soft provider fails loudly on a missing receive, so every
+// test run checks this.
+//
+// Errors: a failed work completion, a lost connection, or a rendezvous
+// abandoned past AbandonGrace moves the peer's QP to the error state and
+// fails every pending and later operation with that peer; the error is a
 // *transport.PeerError naming the peer and the operation, wrapping a
-// *verbs.WCError with the verbs status. Other peers are unaffected.
+// *verbs.WCError with the verbs status. Other peers are unaffected, and the
+// failure is announced through transport.FailureNotifier.
 package rdma

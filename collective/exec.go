@@ -80,6 +80,12 @@ func (p *progress) add() {
 	p.mu.Unlock()
 }
 
+func (p *progress) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
 func (p *progress) wait(ctx context.Context, n int) error {
 	for {
 		p.mu.Lock()
@@ -281,6 +287,10 @@ func (cl *call) sendLane(plan *Plan, sends, recvs *progress) {
 // segment lands straight in a posted buffer instead of being parked and
 // copied by the transport.
 func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
+	if rp, ok := cl.c.t.(transport.RecvPoster); ok {
+		cl.recvLanePosted(rp, plan, sends, recvs)
+		return
+	}
 	c := cl.c
 	need := 0
 	for _, s := range plan.Recvs {
@@ -358,6 +368,82 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 			dst := cl.region(s)
 			reduceInto(cl.fp.DType, cl.fp.Op, dst, a.stage[:len(dst)], s.PeerFirst, s.Final, n)
 			free <- a.stage
+		}
+		recvs.add()
+	}
+}
+
+// recvLanePosted is recvLane for transports that accept receives ahead
+// of time: up to postDepth steps are posted (reducing steps into one of
+// stageDepth staging buffers), the oldest is waited for and reduced, and
+// the window slides, all on this goroutine.
+func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs *progress) {
+	const postDepth, stageDepth = 8, 3
+	c := cl.c
+	need := 0
+	for _, s := range plan.Recvs {
+		if s.Reduce {
+			need = max(need, s.N*cl.es)
+		}
+	}
+	var free [][]byte
+	if need > 0 {
+		for k := 0; k < stageDepth; k++ {
+			b := c.getStaging(need)
+			defer c.putStaging(b)
+			free = append(free, b)
+		}
+	}
+	type slot struct {
+		pr    transport.PostedRecv
+		stage []byte
+	}
+	var window []slot
+	// Every posted receive is waited for before returning, so that no
+	// buffer is written after this call ends.
+	defer func() {
+		for _, sl := range window {
+			_ = sl.pr.Wait()
+		}
+	}()
+	R, n, next := plan.Recvs, len(c.ranks), 0
+	for done := range R {
+		for next < len(R) && next-done < postDepth {
+			s := R[next]
+			if s.After > sends.count() {
+				if next > done {
+					break // post it later; first finish what is posted
+				}
+				if err := sends.wait(cl.ctx, s.After); err != nil {
+					cl.fail(err)
+					return
+				}
+			}
+			sl := slot{}
+			dst := cl.region(s)
+			if s.Reduce {
+				if len(free) == 0 {
+					break
+				}
+				sl.stage, free = free[len(free)-1], free[:len(free)-1]
+				dst = sl.stage[:len(dst)]
+			}
+			sl.pr = rp.PostRecv(cl.ctx, c.ranks[s.Peer], cl.tag, dst)
+			window = append(window, sl)
+			next++
+		}
+		s, sl := R[done], window[0]
+		window = window[1:]
+		cl.blocked[1].Store(int64(c.ranks[s.Peer]))
+		if err := sl.pr.Wait(); err != nil {
+			cl.fail(err)
+			return
+		}
+		cl.blocked[1].Store(-1)
+		if s.Reduce {
+			dst := cl.region(s)
+			reduceInto(cl.fp.DType, cl.fp.Op, dst, sl.stage[:len(dst)], s.PeerFirst, s.Final, n)
+			free = append(free, sl.stage)
 		}
 		recvs.add()
 	}

@@ -5,6 +5,9 @@
 //     (a reset socket). Collectives use it to abort at once and name the
 //     culprit instead of waiting for their deadline.
 //   - Zero-length messages are legal (barriers use them).
+//   - RecvPoster: an optional interface for posting several receives ahead
+//     and waiting for them later, so that a pipelined collective's next
+//     segments land straight in their buffers.
 
 package transport
 
@@ -71,3 +74,24 @@ type FailureNotifier interface {
 	// read the list, then wait on the channel).
 	PeerFailures() (failed []*PeerError, next <-chan struct{})
 }
+
+// RecvPoster is optionally implemented by a Transport that can accept a
+// receive now and complete it later. A posted receive takes its place in
+// the (peer, tag) order when PostRecv returns, exactly as if Recv had been
+// called then; its buffer must not be touched until Wait returns.
+type RecvPoster interface {
+	PostRecv(ctx context.Context, peer int, tag Tag, buf []byte) PostedRecv
+}
+
+// PostedRecv is a receive in flight. Wait must be called exactly once; it
+// returns what Recv would have returned.
+type PostedRecv interface {
+	Wait() error
+}
+
+// FailedRecv is a PostedRecv that has already failed with err.
+func FailedRecv(err error) PostedRecv { return failedRecv{err} }
+
+type failedRecv struct{ err error }
+
+func (f failedRecv) Wait() error { return f.err }

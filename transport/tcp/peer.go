@@ -69,6 +69,10 @@ type message struct {
 
 // pending is one Recv call waiting for its message.
 type pending struct {
+	p        *peer
+	ctx      context.Context
+	tag      transport.Tag
+	box      *mailbox // the mailbox it was posted in (nil if it failed at once)
 	buf      []byte
 	msg      *message
 	done     chan struct{} // receives one token when finished
@@ -463,7 +467,17 @@ func (p *peer) complete(m *message) {
 }
 
 func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
+	return p.post(ctx, tag, buf).Wait()
+}
+
+// post registers a receive: it takes the tag's oldest early message, or
+// queues r for the next one to arrive. Either way the receive holds its
+// place in the tag's order from this moment; Wait finishes it.
+func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte) *pending {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.newPending(buf)
+	r.p, r.ctx, r.tag = p, ctx, tag
 	// Messages that arrived before the peer failed or left are still
 	// delivered; only then is the peer's state an error.
 	if b := p.boxes[tag]; (b == nil || len(b.arrived) == 0) && (p.err != nil || p.left) {
@@ -471,11 +485,12 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		if err == nil {
 			err = errPeerLeft
 		}
-		p.mu.Unlock()
-		return p.peerErr("recv", err)
+		r.err, r.finished = p.peerErr("recv", err), true
+		r.done <- struct{}{}
+		return r
 	}
 	box := p.box(tag)
-	r := p.newPending(buf)
+	r.box = box
 	if len(box.arrived) > 0 {
 		m := box.arrived[0]
 		box.arrived[0] = nil
@@ -490,26 +505,29 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 			}
 			p.t.pool.put(m.buf)
 			p.freeMessage(m)
-			err := r.err
-			p.freePending(r)
-			p.tidy(tag, box)
-			p.mu.Unlock()
-			return err
+			r.msg, r.finished = nil, true
+			r.done <- struct{}{}
 		}
 	} else {
 		box.posted = append(box.posted, r)
 	}
-	p.mu.Unlock()
+	return r
+}
 
+// Wait implements transport.PostedRecv: it blocks until the posted
+// receive completes, its context ends or the peer fails. Call it once.
+func (r *pending) Wait() error {
+	p := r.p
 	var waitErr error
 	select {
 	case <-r.done:
-	case <-ctx.Done():
-		waitErr = ctx.Err()
+	case <-r.ctx.Done():
+		waitErr = r.ctx.Err()
 	case <-p.dead:
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	tag, box := r.tag, r.box
 	if r.finished {
 		select { // the token may still be there if we woke for another reason
 		case <-r.done:
@@ -517,7 +535,9 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		}
 		err := r.err
 		p.freePending(r)
-		p.tidy(tag, box)
+		if box != nil {
+			p.tidy(tag, box)
+		}
 		return err
 	}
 	if waitErr == nil {

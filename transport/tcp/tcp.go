@@ -89,6 +89,7 @@ type Transport struct {
 var (
 	_ transport.Transport       = (*Transport)(nil)
 	_ transport.FailureNotifier = (*Transport)(nil)
+	_ transport.RecvPoster      = (*Transport)(nil)
 )
 
 func addrKey(job string, rank int) string { return "strand/tcp/" + job + "/addr/" + strconv.Itoa(rank) }
@@ -228,9 +229,10 @@ func (t *Transport) acceptLoop() {
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
-			select {
-			case <-t.closed:
-			default:
+			t.mu.Lock()
+			closing := t.closing
+			t.mu.Unlock()
+			if !closing {
 				t.log.Error("tcp: accept failed; no more peers can connect", "err", err)
 			}
 			return
@@ -344,6 +346,15 @@ func (t *Transport) Recv(ctx context.Context, rank int, tag transport.Tag, buf [
 		return err
 	}
 	return p.recv(ctx, tag, buf)
+}
+
+// PostRecv implements transport.RecvPoster.
+func (t *Transport) PostRecv(ctx context.Context, rank int, tag transport.Tag, buf []byte) transport.PostedRecv {
+	p, err := t.peer("recv", rank)
+	if err != nil {
+		return transport.FailedRecv(err)
+	}
+	return p.post(ctx, tag, buf)
 }
 
 // PeerFailures implements transport.FailureNotifier.

@@ -395,3 +395,33 @@ func TestCleanCloseIsNotAFailure(t *testing.T) {
 		t.Fatalf("clean close announced as failure: %v", f)
 	}
 }
+
+func TestPostedReceivesKeepTheirOrder(t *testing.T) {
+	ts := mustDial(t, 2, func(c *Config) { c.SplitBytes = 1000 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	early := pattern(3000, 0)
+	if err := ts[1].Send(ctx, 0, 4, early); err != nil { // arrives before any post
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	bufs := [][]byte{make([]byte, 3000), make([]byte, 5), make([]byte, 4000)}
+	var posted []transport.PostedRecv
+	for _, b := range bufs {
+		posted = append(posted, ts[0].PostRecv(ctx, 1, 4, b))
+	}
+	go func() {
+		_ = ts[1].Send(ctx, 0, 4, pattern(5, 1))
+		_ = ts[1].Send(ctx, 0, 4, pattern(4000, 2))
+	}()
+	for i := len(posted) - 1; i >= 0; i-- { // waiting order does not matter
+		if err := posted[i].Wait(); err != nil {
+			t.Fatalf("posted %d: %v", i, err)
+		}
+	}
+	for i, b := range bufs {
+		if !bytes.Equal(b, pattern(len(b), i)) {
+			t.Errorf("posted receive %d got the wrong message", i)
+		}
+	}
+}

@@ -18,6 +18,10 @@ import (
 // scheduling.
 type Attention struct {
 	Threads int
+	// Slopes, when set, are ALiBi's per-head slopes (NH of this rank's
+	// heads): score[t,j] gets -Slopes[h]*(t-j) before the softmax. The
+	// bias is a constant, so Backward needs no change for it.
+	Slopes  []float32
 	gemm    *gemm.Engine // single-threaded engine: parallelism is across heads
 	scratch [][]float32  // per-worker (T, T) buffer for backward
 }
@@ -76,6 +80,9 @@ func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
 		a.gemm.Sgemm(false, true, T, T, HS, scale, q, C3, k, C3, 0, s, T)
 		for t := 0; t < T; t++ {
 			row := s[t*T : (t+1)*T]
+			if a.Slopes != nil {
+				alibiBias(row[:t+1], a.Slopes[h], t)
+			}
 			mx := row[0]
 			for _, x := range row[1 : t+1] {
 				if x > mx {
@@ -132,4 +139,11 @@ func (a *Attention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
 		a.gemm.Sgemm(false, false, T, HS, T, scale, ds, T, k, C3, 0, dq, C3)
 		a.gemm.Sgemm(true, false, T, HS, T, scale, ds, T, q, C3, 0, dk, C3)
 	})
+}
+
+// alibiBias adds -slope*(t-j) to row[j] for a query at position t.
+func alibiBias(row []float32, slope float32, t int) {
+	for j := range row {
+		row[j] -= slope * float32(t-j)
+	}
 }

@@ -109,6 +109,9 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	LinearBackward(m.gemm, datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
 	dqkv := m.dqkv[:N*3*d.Cl]
 	m.attn.Backward(dqkv, datty, ba.qkv, ba.att, B, T, d.Cl, d.NHl)
+	if m.rope != nil {
+		m.rope.Backward(dqkv, B, T, d.Cl, d.NHl, 0)
+	}
 	LinearBackward(m.gemm, dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
 		return fmt.Errorf("attention input gradient all-reduce: %w", err)

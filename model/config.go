@@ -22,7 +22,29 @@ const (
 // Position selects how positions are encoded.
 const (
 	PosLearned = "learned" // absolute learned embedding wpe (GPT-2)
+	PosRoPE    = "rope"    // rotary embedding of q and k (GPT-NeoX/LLaMA half-split pairs), no wpe
+	PosALiBi   = "alibi"   // linear attention biases -slope_h*(i-j) (Press et al.), no wpe
 )
+
+// RoPE scaling types (Config.RopeScaling.Type), for running a RoPE model
+// past the length it was trained on.
+const (
+	ScaleLinear = "linear" // position interpolation: positions / factor
+	ScaleNTK    = "ntk"    // NTK-aware: base * factor^(d/(d-2))
+	ScaleYaRN   = "yarn"   // per-frequency ramp + attention temperature 0.1*ln(factor)+1
+)
+
+// RopeScaling is config.json's "rope_scaling", as in Hugging Face:
+// {"type": "yarn", "factor": 2, "original_max_position_embeddings": 64}.
+// BetaFast and BetaSlow bound YaRN's ramp in rotations over the original
+// length (0 means Hugging Face's defaults 32 and 1).
+type RopeScaling struct {
+	Type                          string  `json:"type"`
+	Factor                        float64 `json:"factor"`
+	OriginalMaxPositionEmbeddings int     `json:"original_max_position_embeddings,omitempty"`
+	BetaFast                      float64 `json:"beta_fast,omitempty"`
+	BetaSlow                      float64 `json:"beta_slow,omitempty"`
+}
 
 // Config describes the architecture. Field names follow the Hugging Face
 // GPT-2 config.json where one exists.
@@ -35,9 +57,13 @@ type Config struct {
 	LayerNormEps float64 `json:"layer_norm_epsilon"`
 	Activation   string  `json:"activation_function"`
 	Norm         string  `json:"norm"`     // strand extension: layernorm | rmsnorm
-	Position     string  `json:"position"` // strand extension: learned
+	Position     string  `json:"position"` // strand extension: learned | rope | alibi
 	MLPHidden    int     `json:"n_inner"`  // 0 means the default for the activation
 	InitStd      float64 `json:"initializer_range"`
+	// RoPE only: the base of the rotary frequencies (HF "rope_theta",
+	// default 10000) and optional scaling for longer contexts.
+	RopeTheta   float64      `json:"rope_theta,omitempty"`
+	RopeScaling *RopeScaling `json:"rope_scaling,omitempty"`
 }
 
 // Preset returns a named model configuration. The presets are the models
@@ -126,11 +152,57 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model config: norm %q is not one of %s, %s", c.Norm, LayerNorm, RMSNorm)
 	}
 	switch c.Position {
-	case PosLearned:
+	case PosLearned, PosALiBi:
+	case PosRoPE:
+		if c.HeadDim()%2 != 0 {
+			return fmt.Errorf("model config: rope needs an even head width, have %d", c.HeadDim())
+		}
 	default:
-		return fmt.Errorf("model config: position %q is not supported (have %s)", c.Position, PosLearned)
+		return fmt.Errorf("model config: position %q is not one of %s, %s, %s", c.Position, PosLearned, PosRoPE, PosALiBi)
+	}
+	if c.RopeTheta < 0 || (c.RopeTheta > 0 && c.RopeTheta <= 1) {
+		return fmt.Errorf("model config: rope_theta %g must be greater than 1", c.RopeTheta)
+	}
+	if s := c.RopeScaling; s != nil {
+		if c.Position != PosRoPE {
+			return fmt.Errorf("model config: rope_scaling is set for a %s-position model", c.Position)
+		}
+		switch s.Type {
+		case ScaleLinear, ScaleNTK, ScaleYaRN:
+		default:
+			return fmt.Errorf("model config: rope_scaling type %q is not one of %s, %s, %s", s.Type, ScaleLinear, ScaleNTK, ScaleYaRN)
+		}
+		if !(s.Factor >= 1) {
+			return fmt.Errorf("model config: rope_scaling factor %g must be at least 1", s.Factor)
+		}
+		if s.OriginalMaxPositionEmbeddings < 0 || s.BetaFast < 0 || s.BetaSlow < 0 {
+			return fmt.Errorf("model config: rope_scaling has a negative original length or beta")
+		}
 	}
 	return nil
+}
+
+// RopeBase is rope_theta, or 10000 when unset.
+func (c Config) RopeBase() float64 {
+	if c.RopeTheta == 0 {
+		return 10000
+	}
+	return c.RopeTheta
+}
+
+// Context is the number of positions the model is meant to run on: the
+// trained n_positions, times the RoPE scaling factor when one is set.
+// Learned positions can never go past n_positions; RoPE and ALiBi can (with
+// degrading quality), which strand eval --by-position measures.
+func (c Config) Context() int {
+	if s := c.RopeScaling; s != nil && c.Position == PosRoPE {
+		orig := s.OriginalMaxPositionEmbeddings
+		if orig == 0 {
+			orig = c.NPositions
+		}
+		return max(c.NPositions, int(float64(orig)*s.Factor))
+	}
+	return c.NPositions
 }
 
 // WithDefaults fills fields left empty by older or foreign config files

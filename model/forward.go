@@ -104,6 +104,10 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
 	LinearForward(m.gemm, ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
+	if m.rope != nil {
+		// qkv keeps the rotated q and k: attention's backward needs them
+		m.rope.Forward(ba.qkv, B, T, d.Cl, d.NHl, 0)
+	}
 	m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, d.Cl, d.NHl)
 	// row-parallel projection: partial sums, reduced, then bias and residual
 	res2 := ba.res2[:N*C]

@@ -30,6 +30,7 @@ type GPT struct {
 
 	gemm  *gemm.Engine
 	attn  *Attention
+	rope  *Rotary // RoPE tables for positions [0, MaxT), nil unless Position is rope
 	tp    tensor.Group
 	ce    *tensor.VocabCrossEntropy
 	w     weights
@@ -106,6 +107,14 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	}
 	m.attn = NewAttention(e.Threads(), maxT)
 	m.attn.SetEngine(e)
+	switch cfg.Position {
+	case PosRoPE:
+		if m.rope, err = NewRotary(cfg, maxT); err != nil {
+			return nil, err
+		}
+	case PosALiBi:
+		m.attn.Slopes = alibiSlopes(cfg.NHead, tp.Rank(), m.local.NHl)
+	}
 	m.ce = tensor.NewVocabCrossEntropy(tp, m.local.V0, maxB*maxT)
 	m.bindWeights()
 	N, d := maxB*maxT, m.local

@@ -63,10 +63,17 @@ func closeRel(t *testing.T, what string, got, want []float32, tol float64) {
 }
 
 func TestTensorParallelMatchesSingleProcess(t *testing.T) {
-	for _, v := range []struct{ act, norm string }{{GELUTanh, LayerNorm}, {SwiGLU, RMSNorm}} {
+	// ALiBi checks that each rank biases its heads with their global slopes
+	// (rank*NH/TP + local head); RoPE runs past n_positions (T = 2*8).
+	for _, v := range []struct{ act, norm, pos string }{{GELUTanh, LayerNorm, PosLearned}, {SwiGLU, RMSNorm, PosLearned}, {GELUTanh, LayerNorm, PosALiBi}, {SwiGLU, RMSNorm, PosRoPE}} {
 		for _, tp := range []int{2, 4} {
 			cfg := parallelTestConfig(v.act, v.norm)
+			cfg.Position = v.pos
 			B, T := 2, 8
+			if v.pos == PosRoPE {
+				cfg.RopeScaling = &RopeScaling{Type: ScaleYaRN, Factor: 2}
+				T = 16
+			}
 			wantLoss, wantGrad := fullGrads(t, cfg, B, T)
 			groups := tensortest.Groups(tp)
 			full := map[string][]float32{}
@@ -110,11 +117,11 @@ func TestTensorParallelMatchesSingleProcess(t *testing.T) {
 			wg.Wait()
 			for r, l := range losses {
 				if math.Abs(l-wantLoss)/wantLoss > 1e-5 {
-					t.Errorf("%s tp=%d rank %d: loss %.7f, single process %.7f", v.act, tp, r, l, wantLoss)
+					t.Errorf("%s/%s tp=%d rank %d: loss %.7f, single process %.7f", v.act, v.pos, tp, r, l, wantLoss)
 				}
 			}
 			for name, g := range wantGrad {
-				closeRel(t, v.act+" tp grad "+name, full[name], g, 1e-5)
+				closeRel(t, v.act+"/"+v.pos+" tp grad "+name, full[name], g, 1e-5)
 			}
 		}
 	}

@@ -1,0 +1,416 @@
+package collective
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	coll "github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/transport/dirstore"
+	"github.com/strand-ml/strand/transport/tcp"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Op        string  // allreduce, allgather, reducescatter, broadcast, sendrecv
+	NProc     int     // ranks (local processes)
+	Transport string  // "tcp"
+	Min, Max  int64   // buffer sizes in bytes, Min, Min*Factor, ... <= Max
+	Factor    int64   // size step (default 2)
+	DType     string  // f32 or bf16 (or f16)
+	Bind      string  // listen address spec for every rank (default 127.0.0.1:0)
+	Streams   int     // TCP sockets per peer pair (0: transport default)
+	Budget    float64 // seconds of timed calls per size (default 0.3)
+	JSON      bool    // one JSON object per size instead of the table
+	Timeout   time.Duration
+}
+
+// Ops lists the benchmarkable operations.
+var Ops = []string{"allreduce", "allgather", "reducescatter", "broadcast", "sendrecv"}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if !slices.Contains(Ops, c.Op) {
+		return fmt.Errorf("--op %q: want one of %s", c.Op, strings.Join(Ops, ", "))
+	}
+	if c.NProc < 1 || c.NProc > 64 {
+		return fmt.Errorf("--nproc %d: want 1..64", c.NProc)
+	}
+	if c.Transport == "" {
+		c.Transport = "tcp"
+	}
+	if c.Transport != "tcp" {
+		return fmt.Errorf("--transport %q: only tcp is available here", c.Transport)
+	}
+	if c.Factor == 0 {
+		c.Factor = 2
+	}
+	if c.Min <= 0 || c.Max < c.Min || c.Factor < 2 {
+		return fmt.Errorf("sizes: need 0 < --min <= --max and --factor >= 2 (got %d, %d, %d)", c.Min, c.Max, c.Factor)
+	}
+	if _, err := parseDType(c.DType); err != nil {
+		return err
+	}
+	if c.Bind == "" {
+		c.Bind = "127.0.0.1:0"
+	}
+	if c.Budget <= 0 {
+		c.Budget = 0.3
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 2 * time.Minute
+	}
+	return nil
+}
+
+func parseDType(s string) (coll.DType, error) {
+	switch s {
+	case "", "f32", "float32":
+		return coll.Float32, nil
+	case "bf16", "bfloat16":
+		return coll.BFloat16, nil
+	case "f16", "float16":
+		return coll.Float16, nil
+	}
+	return 0, fmt.Errorf("--dtype %q: want f32, bf16 or f16", s)
+}
+
+// ParseSize reads "4K", "64M", "1G", "4096" (binary multiples).
+func ParseSize(s string) (int64, error) {
+	mult := int64(1)
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: want a number with optional K, M or G", s)
+	}
+	return v * mult, nil
+}
+
+// Result is one size's measurement (one JSON line).
+type Result struct {
+	Op        string  `json:"op"`
+	NProc     int     `json:"nproc"`
+	DType     string  `json:"dtype"`
+	SizeBytes int64   `json:"size_bytes"`
+	Count     int     `json:"count"`
+	Iters     int     `json:"iters"`
+	TimeUS    float64 `json:"time_us"`
+	AlgBW     float64 `json:"algbw_gbps"`
+	BusBW     float64 `json:"busbw_gbps"`
+	OK        bool    `json:"ok"`
+}
+
+// BusFactor is nccl-tests' bus bandwidth factor for op on n ranks.
+func BusFactor(op string, n int) float64 {
+	switch op {
+	case "allreduce":
+		return 2 * float64(n-1) / float64(n)
+	case "allgather", "reducescatter":
+		return float64(n-1) / float64(n)
+	}
+	return 1
+}
+
+const (
+	envRank  = "STRAND_BENCH_RANK"
+	envDir   = "STRAND_BENCH_DIR"
+	envToken = "STRAND_BENCH_TOKEN"
+	envJob   = "STRAND_BENCH_JOB"
+)
+
+// IsWorker reports whether this process was started by Run as a rank.
+func IsWorker() bool { return os.Getenv(envRank) != "" }
+
+// Run starts cfg.NProc copies of exe (with args, the same command line)
+// as ranks, forwards rank 0's output to stdout and everyone's log to
+// stderr, and fails if any rank fails (stopping the others).
+func Run(ctx context.Context, cfg Config, exe string, args []string, stdout, stderr io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "strand-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, cfg.NProc)
+	var wg sync.WaitGroup
+	for r := 0; r < cfg.NProc; r++ {
+		cmd := exec.CommandContext(ctx, exe, args...)
+		cmd.Env = append(os.Environ(), envRank+"="+strconv.Itoa(r), envDir+"="+dir,
+			envToken+"="+hex.EncodeToString(secret), envJob+"="+"bench-"+hex.EncodeToString(secret[:4]))
+		cmd.Stderr = stderr
+		if r == 0 {
+			cmd.Stdout = stdout
+		}
+		if err := cmd.Start(); err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("start rank %d: %w", r, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cmd.Wait(); err != nil {
+				errs[r] = fmt.Errorf("rank %d: %w", r, err)
+				cancel() // one rank failing stops the job
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Worker is one rank's part of Run, configured by the environment Run
+// sets. Rank 0 writes the report to out.
+func Worker(ctx context.Context, cfg Config, out, logw io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	rank, err := strconv.Atoi(os.Getenv(envRank))
+	if err != nil {
+		return fmt.Errorf("%s: %w", envRank, err)
+	}
+	dt, _ := parseDType(cfg.DType)
+	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	tr, err := tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: dirstore.New(os.Getenv(envDir)),
+		JobID: os.Getenv(envJob), Token: os.Getenv(envToken), Bind: cfg.Bind, Streams: cfg.Streams,
+		Logger: slog.New(slog.NewTextHandler(logw, nil))})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	ranks := make([]int, cfg.NProc)
+	for i := range ranks {
+		ranks[i] = i
+	}
+	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	b := &bench{cfg: cfg, c: c, dt: dt, rank: rank, n: cfg.NProc}
+	if rank == 0 && !cfg.JSON {
+		fmt.Fprintf(out, "# strand bench collective: op %s, %d ranks, %v, transport tcp (bind %s)\n", cfg.Op, cfg.NProc, dt, cfg.Bind)
+		fmt.Fprintf(out, "# busbw = algbw x %.3f (nccl-tests factor); time = median of the slowest rank\n", BusFactor(cfg.Op, cfg.NProc))
+		fmt.Fprintf(out, "%12s %12s %5s %7s %11s %12s %12s %6s\n", "size(B)", "count", "type", "iters", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check")
+	}
+	enc := json.NewEncoder(out)
+	for size := cfg.Min; size <= cfg.Max; size *= cfg.Factor {
+		res, err := b.size(ctx, size)
+		if err != nil {
+			return fmt.Errorf("size %d: %w", size, err)
+		}
+		if rank != 0 {
+			continue
+		}
+		if cfg.JSON {
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+			continue
+		}
+		check := "ok"
+		if !res.OK {
+			check = "WRONG"
+		}
+		fmt.Fprintf(out, "%12d %12d %5s %7d %11.1f %12.3f %12.3f %6s\n", res.SizeBytes, res.Count, res.DType, res.Iters, res.TimeUS, res.AlgBW, res.BusBW, check)
+	}
+	return c.Barrier(ctx) // nobody closes while a peer still reads
+}
+
+type bench struct {
+	cfg     Config
+	c       *coll.Comm
+	dt      coll.DType
+	rank, n int
+}
+
+// val is rank r's element i: small integers, exact in every dtype after
+// summing up to 64 ranks.
+func val(r, i int) float32 { return float32(r%3 + i%3) }
+
+// buffer holds one typed buffer and float32 accessors.
+type buffer struct {
+	buf coll.Buffer
+	get func(i int) float32
+	set func(i int, v float32)
+}
+
+func newBuffer(dt coll.DType, count int) buffer {
+	switch dt {
+	case coll.BFloat16, coll.Float16:
+		b := make([]uint16, count)
+		to, from := coll.BF16FromFloat32, coll.Float32FromBF16
+		var cb coll.Buffer = coll.BF16(b)
+		if dt == coll.Float16 {
+			to, from, cb = coll.F16FromFloat32, coll.Float32FromF16, coll.F16(b)
+		}
+		return buffer{buf: cb, get: func(i int) float32 { return from(b[i]) }, set: func(i int, v float32) { b[i] = to(v) }}
+	}
+	b := make([]float32, count)
+	return buffer{buf: coll.F32(b), get: func(i int) float32 { return b[i] }, set: func(i int, v float32) { b[i] = v }}
+}
+
+// fill prepares rank inputs for op; expect returns the correct output
+// element i for this rank, or ok=false where the output is unspecified.
+func (b *bench) fill(x buffer, count int) {
+	for i := 0; i < count; i++ {
+		switch b.cfg.Op {
+		case "broadcast":
+			if b.rank == 0 {
+				x.set(i, val(0, i))
+			} else {
+				x.set(i, -1)
+			}
+		default:
+			x.set(i, val(b.rank, i))
+		}
+	}
+}
+
+func (b *bench) expect(i, count int) (float32, bool) {
+	switch b.cfg.Op {
+	case "allreduce":
+		var s float32
+		for r := 0; r < b.n; r++ {
+			s += val(r, i)
+		}
+		return s, true
+	case "reducescatter":
+		lo, hi := b.c.Chunk(count)
+		if i < lo || i >= hi {
+			return 0, false
+		}
+		var s float32
+		for r := 0; r < b.n; r++ {
+			s += val(r, i)
+		}
+		return s, true
+	case "allgather":
+		for r := 0; r < b.n; r++ {
+			if lo, hi := coll.Chunk(count, b.n, r); i >= lo && i < hi {
+				return val(r, i), true
+			}
+		}
+	case "broadcast":
+		return val(0, i), true
+	case "sendrecv":
+		return val((b.rank+b.n-1)%b.n, i), true
+	}
+	return 0, false
+}
+
+// once runs one call of the op on x (in) and y (sendrecv's receive side).
+func (b *bench) once(ctx context.Context, x, y buffer) error {
+	switch b.cfg.Op {
+	case "allreduce":
+		return b.c.AllReduce(ctx, x.buf, coll.Sum)
+	case "reducescatter":
+		return b.c.ReduceScatter(ctx, x.buf, coll.Sum)
+	case "allgather":
+		return b.c.AllGather(ctx, x.buf)
+	case "broadcast":
+		return b.c.Broadcast(ctx, x.buf, 0)
+	case "sendrecv":
+		if b.n == 1 {
+			copyBuf(y, x, x.buf.Len())
+			return nil
+		}
+		h := b.c.SendAsync(ctx, x.buf, (b.rank+1)%b.n)
+		err := b.c.Recv(ctx, y.buf, (b.rank+b.n-1)%b.n)
+		return errors.Join(err, h.Wait(ctx))
+	}
+	return fmt.Errorf("unknown op %q", b.cfg.Op)
+}
+
+func copyBuf(dst, src buffer, n int) {
+	for i := 0; i < n; i++ {
+		dst.set(i, src.get(i))
+	}
+}
+
+// size measures one buffer size.
+func (b *bench) size(ctx context.Context, size int64) (Result, error) {
+	count := int(size / int64(b.dt.Size()))
+	x, y := newBuffer(b.dt, count), newBuffer(b.dt, count)
+	b.fill(x, count)
+	if err := b.once(ctx, x, y); err != nil {
+		return Result{}, err
+	}
+	out := x
+	if b.cfg.Op == "sendrecv" {
+		out = y
+	}
+	ok := true
+	for i := 0; i < count && ok; i++ {
+		if want, defined := b.expect(i, count); defined && out.get(i) != want {
+			ok = false
+		}
+	}
+	// Agree on correctness and on an iteration count (from the slowest
+	// rank's warm-up), so every rank makes the same calls.
+	warm := 2
+	start := time.Now()
+	for k := 0; k < warm; k++ {
+		if err := b.once(ctx, x, y); err != nil {
+			return Result{}, err
+		}
+	}
+	per := time.Since(start).Seconds() / float64(warm)
+	okv := float32(0)
+	if !ok {
+		okv = 1
+	}
+	agree := coll.F32{float32(per), okv}
+	if err := b.c.AllReduce(ctx, agree, coll.Max); err != nil {
+		return Result{}, err
+	}
+	iters := int(b.cfg.Budget / max(float64(agree[0]), 1e-7))
+	iters = min(max(iters, 5), 2000)
+	times := make([]float64, iters)
+	for k := range times {
+		t0 := time.Now()
+		if err := b.once(ctx, x, y); err != nil {
+			return Result{}, err
+		}
+		times[k] = time.Since(t0).Seconds()
+	}
+	slices.Sort(times)
+	med := coll.F32{float32(times[len(times)/2])}
+	if err := b.c.AllReduce(ctx, med, coll.Max); err != nil {
+		return Result{}, err
+	}
+	t := float64(med[0])
+	alg := float64(count*b.dt.Size()) / t / 1e9
+	return Result{Op: b.cfg.Op, NProc: b.n, DType: b.dt.String(), SizeBytes: int64(count * b.dt.Size()), Count: count, Iters: iters,
+		TimeUS: t * 1e6, AlgBW: alg, BusBW: alg * BusFactor(b.cfg.Op, b.n), OK: agree[1] == 0}, nil
+}

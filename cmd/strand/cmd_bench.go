@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	benchcoll "github.com/strand-ml/strand/bench/collective"
+)
+
+// runBenchCollective is `strand bench collective`: it starts --nproc local
+// ranks (re-running this binary) and prints an nccl-tests style table.
+// The work is in package bench/collective.
+func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench collective", stderr)
+	var cfg benchcoll.Config
+	fs.StringVar(&cfg.Op, "op", "allreduce", "allreduce, allgather, reducescatter, broadcast or sendrecv")
+	fs.IntVar(&cfg.NProc, "nproc", 2, "number of local ranks (processes)")
+	fs.StringVar(&cfg.Transport, "transport", "tcp", "transport (tcp)")
+	minS := fs.String("min", "4K", "smallest buffer (bytes; K, M, G suffixes)")
+	maxS := fs.String("max", "64M", "largest buffer")
+	fs.Int64Var(&cfg.Factor, "factor", 2, "size multiplier between steps")
+	fs.StringVar(&cfg.DType, "dtype", "f32", "element type: f32, bf16 or f16")
+	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object per size")
+	fs.StringVar(&cfg.Bind, "bind", "127.0.0.1:0", "listen address: host:port, CIDR or interface")
+	iface := fs.String("iface", "", "listen on this interface's address (overrides --bind)")
+	fs.IntVar(&cfg.Streams, "streams", 0, "TCP sockets per peer pair (0: transport default)")
+	fs.Float64Var(&cfg.Budget, "budget", 0.3, "seconds of timed calls per size")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *iface != "" {
+		cfg.Bind = *iface
+	}
+	var err error
+	if cfg.Min, err = benchcoll.ParseSize(*minS); err != nil {
+		return usageError{"--min: " + err.Error()}
+	}
+	if cfg.Max, err = benchcoll.ParseSize(*maxS); err != nil {
+		return usageError{"--max: " + err.Error()}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	if benchcoll.IsWorker() {
+		return benchcoll.Worker(ctx, cfg, stdout, stderr)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary to start ranks: %w", err)
+	}
+	return benchcoll.Run(ctx, cfg, exe, append([]string{"bench", "collective"}, args...), stdout, stderr)
+}

@@ -21,7 +21,10 @@ func TestSlurmSrun(t *testing.T) {
 		t.Skipf("skipping: no idle Slurm node (sinfo: %q, %v); run e2e/ci_slurm.sh", out, err)
 	}
 	port := freePort(t)
-	j := start(t, []string{"STRAND_TOKEN=slurm-e2e", "STRAND_COORDINATOR_PORT=" + strconv.Itoa(port)},
+	// STRAND_BIND keeps every socket on loopback: the node's name may
+	// resolve to loopback, and then workers would advertise the first
+	// interface address instead (right on a real cluster, not wanted here).
+	j := start(t, []string{"STRAND_TOKEN=slurm-e2e", "STRAND_COORDINATOR_PORT=" + strconv.Itoa(port), "STRAND_BIND=127.0.0.1"},
 		srun, "-n", "4", "--overcommit", "--label", "--kill-on-bad-exit=1", "-t", "5",
 		strandBin, "check", "--tp", "2")
 	if code := j.wait(t, 3*time.Minute); code != 0 {

@@ -136,7 +136,12 @@ func fromSlurm(getenv func(string) string) (Job, error) {
 	j.JobID = "slurm-" + getenv("SLURM_JOB_ID") + "." + getenv("SLURM_STEP_ID")
 	j.Coordinator = getenv(Coordinator)
 	if j.Coordinator == "" {
-		nodes, err := ExpandNodeList(getenv("SLURM_NODELIST"))
+		// The step's nodes, when srun ran on a subset of the allocation.
+		list := getenv("SLURM_STEP_NODELIST")
+		if list == "" {
+			list = getenv("SLURM_NODELIST")
+		}
+		nodes, err := ExpandNodeList(list)
 		if err != nil {
 			return j, err
 		}

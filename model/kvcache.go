@@ -1,0 +1,203 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"math"
+)
+
+// KVCache runs a single sequence forward a few tokens at a time for
+// generation, keeping every layer's keys and values of the positions seen so
+// far, so each new token costs one row of work per layer instead of
+// recomputing the whole prefix.
+//
+// Shapes, with L = Len() positions cached and Tn new tokens:
+//
+//	k[layer], v[layer]  (Cap, C)  rows 0..L-1 filled; RoPE already applied to k
+//	scratch rows        (Cap, ...) enough for a prompt of Cap tokens at once
+//
+// It needs the whole model in this process (TP = PP = 1). A KVCache belongs
+// to one goroutine; the model's weights may be shared by several caches.
+type KVCache struct {
+	m     *GPT
+	cap   int
+	n     int
+	k, v  [][]float32
+	rope  *Rotary
+	x     []float32 // (Cap, C) residual stream
+	ln    []float32 // (Cap, C)
+	mean  []float32 // (Cap)
+	rstd  []float32 // (Cap)
+	qkv   []float32 // (Cap, 3C)
+	atty  []float32 // (Cap, C)
+	res   []float32 // (Cap, C)
+	fch   []float32 // (Cap, FC)
+	act   []float32 // (Cap, H)
+	score [][]float32
+	lnf   []float32 // (C) last row after ln_f
+	logit []float32 // (V)
+}
+
+// NewKVCache makes an empty cache for up to capacity positions. A
+// learned-position model cannot go past n_positions; RoPE and ALiBi models
+// can (quality then depends on the encoding and its scaling).
+func (m *GPT) NewKVCache(capacity int) (*KVCache, error) {
+	l := m.Layout
+	if m.tp.Size() != 1 || !l.First || !l.Last {
+		return nil, fmt.Errorf("kv cache: generation needs the whole model in one process (tensor parallel %d, blocks %d..%d)", m.tp.Size(), l.FirstBlock, l.EndBlock)
+	}
+	if capacity <= 0 {
+		return nil, fmt.Errorf("kv cache: capacity %d must be positive", capacity)
+	}
+	cfg := m.Config
+	if cfg.Position == PosLearned && capacity > cfg.NPositions {
+		return nil, fmt.Errorf("kv cache: %d positions exceed the %d trained positions of a learned-position model", capacity, cfg.NPositions)
+	}
+	d := m.local
+	C := d.C
+	f := func(n int) []float32 { return make([]float32, n) }
+	c := &KVCache{m: m, cap: capacity,
+		x: f(capacity * C), ln: f(capacity * C), mean: f(capacity), rstd: f(capacity),
+		qkv: f(capacity * 3 * C), atty: f(capacity * C), res: f(capacity * C),
+		fch: f(capacity * d.FCl), act: f(capacity * d.Hl), lnf: f(C), logit: f(d.Vl)}
+	for range cfg.NLayer {
+		c.k = append(c.k, f(capacity*C))
+		c.v = append(c.v, f(capacity*C))
+	}
+	for range m.attn.Threads {
+		c.score = append(c.score, nil) // grown on demand: (Tn, L) per head
+	}
+	if cfg.Position == PosRoPE {
+		var err error
+		if c.rope, err = NewRotary(cfg, capacity); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Len is the number of cached positions; Cap the most it can hold.
+func (c *KVCache) Len() int { return c.n }
+func (c *KVCache) Cap() int { return c.cap }
+
+// Reset empties the cache for a new sequence.
+func (c *KVCache) Reset() { c.n = 0 }
+
+// Forward appends tokens (positions Len()..Len()+len(tokens)-1) and returns
+// the logits (V) that predict the token after the last of them. The slice
+// is reused by the next call.
+func (c *KVCache) Forward(ctx context.Context, tokens []int32) ([]float32, error) {
+	m, d := c.m, c.m.local
+	Tn, p0 := len(tokens), c.n
+	if Tn == 0 {
+		return nil, fmt.Errorf("kv cache: no tokens to append")
+	}
+	if p0+Tn > c.cap {
+		if m.Config.Position == PosLearned && p0+Tn > m.Config.NPositions {
+			return nil, fmt.Errorf("kv cache: %d positions exceed the %d trained positions of a learned-position model", p0+Tn, m.Config.NPositions)
+		}
+		return nil, fmt.Errorf("kv cache: %d cached + %d new positions exceed its capacity of %d", p0, Tn, c.cap)
+	}
+	V := int32(m.Config.VocabSize)
+	for i, t := range tokens {
+		if t < 0 || t >= V {
+			return nil, fmt.Errorf("kv cache: token id %d at position %d is outside the vocabulary of %d", t, p0+i, V)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	C := d.C
+	w := &m.w
+	x := c.x[:Tn*C]
+	for i, tok := range tokens {
+		row := x[i*C : (i+1)*C]
+		copy(row, w.wte[int(tok)*C:int(tok+1)*C])
+		if w.wpe != nil {
+			ResidualAdd(row, w.wpe[(p0+i)*C:(p0+i+1)*C])
+		}
+	}
+	for l := range w.blocks {
+		c.block(l, x, Tn, p0)
+	}
+	// Only the last row's logits are needed to pick the next token.
+	last := x[(Tn-1)*C : Tn*C]
+	m.norm(c.lnf, c.mean[:1], c.rstd[:1], last, w.lnfw, w.lnfb, 1)
+	m.gemm.Sgemm(false, true, 1, d.Vl, C, 1, c.lnf, C, w.wte, C, 0, c.logit, d.Vl)
+	c.n += Tn
+	return c.logit, nil
+}
+
+// block runs layer l on the Tn new rows of x (in place: x becomes the
+// block's output), appending their keys and values to the cache.
+func (c *KVCache) block(l int, x []float32, Tn, p0 int) {
+	m, d := c.m, c.m.local
+	bw := &m.w.blocks[l]
+	C, N := d.C, Tn
+	ln, qkv := c.ln[:N*C], c.qkv[:N*3*C]
+	m.norm(ln, c.mean[:N], c.rstd[:N], x, bw.ln1w, bw.ln1b, N)
+	LinearForward(m.gemm, qkv, ln, bw.attnW, bw.attnB, N, C, 3*C)
+	if c.rope != nil {
+		c.rope.Forward(qkv, 1, N, C, d.NHl, p0)
+	}
+	kc, vc := c.k[l], c.v[l]
+	for i := 0; i < N; i++ {
+		copy(kc[(p0+i)*C:(p0+i+1)*C], qkv[i*3*C+C:i*3*C+2*C])
+		copy(vc[(p0+i)*C:(p0+i+1)*C], qkv[i*3*C+2*C:i*3*C+3*C])
+	}
+	c.attend(qkv, kc, vc, N, p0)
+	res := c.res[:N*C]
+	LinearForward(m.gemm, res, c.atty[:N*C], bw.projW, nil, N, C, C)
+	addBiasResidual(res, bw.projB, x, N, C) // res = x + attn
+	m.norm(ln, c.mean[:N], c.rstd[:N], res, bw.ln2w, bw.ln2b, N)
+	fch, act := c.fch[:N*d.FCl], c.act[:N*d.Hl]
+	LinearForward(m.gemm, fch, ln, bw.fcW, bw.fcB, N, C, d.FCl)
+	m.activate(act, fch, N, d.Hl)
+	LinearForward(m.gemm, x, act, bw.fcProjW, nil, N, d.Hl, C)
+	addBiasResidual(x, bw.fcProjB, res, N, C) // x = res + mlp
+}
+
+// attend computes atty (N, C) for the N new queries against all p0+N cached
+// keys: new row i sits at position p0+i and sees keys 0..p0+i.
+func (c *KVCache) attend(qkv, kc, vc []float32, N, p0 int) {
+	m, d := c.m, c.m.local
+	a := m.attn
+	C, NH := d.C, d.NHl
+	HS := C / NH
+	L := p0 + N
+	scale := float32(1 / math.Sqrt(float64(HS)))
+	for w := range c.score {
+		if len(c.score[w]) < N*L {
+			c.score[w] = make([]float32, N*L)
+		}
+	}
+	a.parallel(NH, func(w, h int) {
+		s := c.score[w][:N*L]
+		// scores (N, L) = scale * q (N, HS) @ K^T
+		a.gemm.Sgemm(false, true, N, L, HS, scale, qkv[h*HS:], 3*C, kc[h*HS:], C, 0, s, L)
+		for i := 0; i < N; i++ {
+			t := p0 + i
+			row := s[i*L : (i+1)*L]
+			if a.Slopes != nil {
+				alibiBias(row[:t+1], a.Slopes[h], t)
+			}
+			mx := row[0]
+			for _, v := range row[1 : t+1] {
+				mx = max(mx, v)
+			}
+			var z float32
+			for j := 0; j <= t; j++ {
+				e := float32(math.Exp(float64(row[j] - mx)))
+				row[j] = e
+				z += e
+			}
+			inv := 1 / z
+			for j := 0; j <= t; j++ {
+				row[j] *= inv
+			}
+			clear(row[t+1:])
+		}
+		// out (N, HS) = att (N, L) @ V (L, HS)
+		a.gemm.Sgemm(false, false, N, HS, L, 1, s, L, vc[h*HS:], C, 0, c.atty[h*HS:], C)
+	})
+}

@@ -353,3 +353,18 @@ func TestMissingCoordinatorGivesClearError(t *testing.T) {
 		t.Fatalf("exit %d after %v:\n%s", code, time.Since(start0), j.out)
 	}
 }
+
+func TestAbortFromStatus(t *testing.T) {
+	node0, node1, coord := twoNodes(t, "abort-token", "--duration", "120s")
+	status(t, coord, "abort-token", 60*time.Second, allStepped)
+	q := start(t, nil, "strand", "status", "--coordinator", coord, "--token", "abort-token", "--abort", "operator stop")
+	if code := q.wait(t, 20*time.Second); code != 0 || !strings.Contains(q.out.String(), "state failed") {
+		t.Fatalf("status --abort: exit %d\n%s", code, q.out)
+	}
+	c0, c1 := node0.wait(t, 10*time.Second), node1.wait(t, 10*time.Second)
+	for i, n := range []*job{node0, node1} {
+		if c := []int{c0, c1}[i]; c == 0 || !strings.Contains(n.out.String(), "operator stop") {
+			t.Fatalf("node %d exit %d without naming the abort:\n%s", i, c, n.out)
+		}
+	}
+}

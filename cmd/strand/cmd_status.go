@@ -10,14 +10,17 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/strand-ml/strand/coordinator"
+	pb "github.com/strand-ml/strand/coordinator/proto"
 	"github.com/strand-ml/strand/launcher/jobenv"
 )
 
 // runStatus is `strand status --coordinator ADDR`: the job's ranks, mesh
-// and health as the coordinator sees them.
+// and health as the coordinator sees them. With --abort REASON it first
+// fails the job, and every worker stops naming the reason.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	addr := fs.String("coordinator", "", "HOST:PORT of the coordinator")
@@ -25,6 +28,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ca := fs.String("ca", "", "CA certificate file, when the coordinator uses TLS")
 	asJSON := fs.Bool("json", false, "print the raw status as JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	abort := fs.String("abort", "", "abort the job with this reason (every worker stops and names it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,6 +48,12 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if *abort != "" {
+		if _, err := c.RPC.Abort(ctx, &pb.AbortRequest{Rank: -1, Reason: *abort}); err != nil {
+			return fmt.Errorf("abort: %s", status.Convert(err).Message())
+		}
+		fmt.Fprintf(stdout, "job aborted: %s\n", *abort)
+	}
 	st, err := c.Status(ctx)
 	if err != nil {
 		return err

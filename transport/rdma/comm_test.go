@@ -222,6 +222,12 @@ func TestCollectivePackageOverRDMA(t *testing.T) {
 							t.Errorf("%s count %d rank %d: %v", name, count, r, err)
 						}
 					}
+					// Every call used fresh tags; none may linger.
+					for r, tr := range ts {
+						if n := liveTags(tr.(*Transport)); n != 0 {
+							t.Errorf("%s count %d rank %d keeps %d tag queues", name, count, r, n)
+						}
+					}
 				}
 			}
 		})

@@ -173,6 +173,14 @@ func (p *peer) opErr(op string, err error) error {
 	return &transport.PeerError{Peer: p.rank, Op: op, Err: err}
 }
 
+// tidyLocked forgets an empty tag queue: collectives use a fresh tag per
+// call, so kept queues would pile up for the life of the job.
+func (p *peer) tidyLocked(t transport.Tag) {
+	if q := p.tags[t]; q != nil && len(q.waiting) == 0 && len(q.arrived) == 0 {
+		delete(p.tags, t)
+	}
+}
+
 func (p *peer) tag(t transport.Tag) *tagQueue {
 	q := p.tags[t]
 	if q == nil {
@@ -310,10 +318,10 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		defer p.mu.Unlock()
 		return p.opErr("recv", p.err)
 	}
-	q := p.tag(tag)
-	if len(q.arrived) > 0 {
+	if q := p.tag(tag); len(q.arrived) > 0 {
 		a := q.arrived[0]
 		q.arrived = q.arrived[1:]
+		p.tidyLocked(tag)
 		p.matchLocked(op, a)
 		p.pumpLocked()
 	} else {
@@ -339,12 +347,14 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		// Waiting for a parked message to land: give the message back to
 		// the front of its tag's queue for the next Recv.
 		pk.waiter = nil
+		q := p.tag(tag)
 		q.arrived = slices.Insert(q.arrived, 0, arrival{rts: true, n: uint64(len(pk.buf)), park: pk})
 		p.mu.Unlock()
 		return p.opErr("recv", fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err()))
 	}
-	if i := slices.Index(q.waiting, op); i >= 0 {
-		q.waiting = slices.Delete(q.waiting, i, i+1)
+	if q := p.tags[tag]; q != nil && slices.Contains(q.waiting, op) {
+		q.waiting = slices.DeleteFunc(q.waiting, func(o *recvOp) bool { return o == op })
+		p.tidyLocked(tag)
 		p.mu.Unlock()
 		return p.opErr("recv", fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err()))
 	}
@@ -591,11 +601,11 @@ func (p *peer) failLocked(err error) {
 		}
 		delete(p.recvs, tok)
 	}
-	for _, q := range p.tags {
+	for t, q := range p.tags {
 		for _, op := range q.waiting {
 			p.finishRecv(op, err)
 		}
-		q.waiting = nil
+		delete(p.tags, t)
 	}
 }
 
@@ -685,6 +695,7 @@ func (p *peer) handleEager(slot, n int, protocol func(string, ...any)) bool {
 		if len(q.waiting) > 0 {
 			op := q.waiting[0]
 			q.waiting = q.waiting[1:]
+			p.tidyLocked(h.tag)
 			p.matchLocked(op, arrival{data: payload})
 		} else {
 			q.arrived = append(q.arrived, arrival{data: slices.Clone(payload)})
@@ -695,6 +706,7 @@ func (p *peer) handleEager(slot, n int, protocol func(string, ...any)) bool {
 		if len(q.waiting) > 0 {
 			op := q.waiting[0]
 			q.waiting = q.waiting[1:]
+			p.tidyLocked(h.tag)
 			p.matchLocked(op, a)
 		} else if !p.parkLocked(q, h) {
 			q.arrived = append(q.arrived, a)

@@ -427,7 +427,23 @@ func TestRandomTraffic(t *testing.T) {
 		if failed, _ := tr.PeerFailures(); len(failed) > 0 {
 			t.Errorf("rank %d: failures %v", r, failed)
 		}
+		if n := liveTags(tr); n != 0 {
+			t.Errorf("rank %d keeps %d tag queues after all traffic", r, n)
+		}
 	}
+}
+
+// liveTags counts the tag queues a transport still holds.
+func liveTags(tr *Transport) int {
+	n := 0
+	for _, p := range tr.peers {
+		if p != nil {
+			p.mu.Lock()
+			n += len(p.tags)
+			p.mu.Unlock()
+		}
+	}
+	return n
 }
 
 func TestMissingDevicesAgreesOnEveryRank(t *testing.T) {

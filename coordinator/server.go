@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -541,8 +540,7 @@ func (s *Server) Watch(req *pb.WatchRequest, stream pb.Coordinator_WatchServer) 
 	}
 	select {
 	case <-s.failed:
-		state, reason, dead := s.Result()
-		_ = state
+		_, reason, dead := s.Result()
 		ev := &pb.Event{Kind: pb.Event_KIND_ABORT, Rank: -1, Reason: reason}
 		if dead >= 0 {
 			ev = &pb.Event{Kind: pb.Event_KIND_RANK_DEAD, Rank: int32(dead), Reason: reason}
@@ -667,19 +665,6 @@ func jobStateName(s pb.JobState) string {
 
 // JobStateName renders a job state for humans: "waiting", "running", ...
 func JobStateName(s pb.JobState) string { return jobStateName(s) }
-
-// sortedKeys is used by status printers to list metrics stably.
-func sortedKeys(m map[string]float64) []string {
-	k := make([]string, 0, len(m))
-	for x := range m {
-		k = append(k, x)
-	}
-	sort.Strings(k)
-	return k
-}
-
-// SortedKeys returns m's keys in order.
-func SortedKeys(m map[string]float64) []string { return sortedKeys(m) }
 
 // Hostname returns the node's short host name, or "localhost".
 func Hostname() string {

@@ -19,9 +19,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/strand-ml/strand/coordinator"
+	pb "github.com/strand-ml/strand/coordinator/proto"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
 )
+
+// failedJobGrace is how long workers of a failed job may take to exit on
+// their own before they are killed.
+const failedJobGrace = 10 * time.Second
 
 // LocalConfig describes a job whose workers all run on this machine.
 type LocalConfig struct {
@@ -169,11 +174,15 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 	if srv != nil {
 		coordDone = srv.Finished()
 	}
+	// killTimer fires SIGKILL at workers still running after a teardown
+	// (or after the coordinator failed the job and they did not exit).
 	var killTimer <-chan time.Time
+	tearingDown := false
 	tearDown := func(why string) {
-		if killTimer != nil {
+		if tearingDown {
 			return
 		}
+		tearingDown = true
 		log.Info("tearing down workers", zap.String("why", why))
 		for _, p := range procs {
 			p.signal(syscall.SIGTERM)
@@ -191,12 +200,12 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			}
 		case <-coordDone:
 			coordDone = nil
-			if st, reason, dead := srv.Result(); dead >= 0 || coordinator.JobStateName(st) == "failed" {
-				// Workers learn of this themselves; the grace timer only
+			if st, reason, _ := srv.Result(); st == pb.JobState_JOB_STATE_FAILED {
+				// Workers learn of this themselves; the timer only
 				// catches one that does not exit.
 				log.Warn("coordinator reports the job failed", zap.String("reason", reason))
 				if killTimer == nil {
-					killTimer = time.After(10 * time.Second)
+					killTimer = time.After(failedJobGrace)
 				}
 			}
 		case <-ctxDone:

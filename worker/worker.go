@@ -243,7 +243,14 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, rt.Explain(fmt.Errorf("worker rank %d: %w", rt.Rank, err))
 	}
+	// The watch goroutine may already be failing the job: publish the
+	// transport under the lock it reads it with.
+	rt.mu.Lock()
 	rt.Transport = countTraffic(t, m, rt.Rank, rt.Metrics)
+	rt.mu.Unlock()
+	if rt.ctx.Err() != nil {
+		return nil, rt.Explain(fmt.Errorf("worker rank %d: job failed while connecting", rt.Rank))
+	}
 	copts := func(name string) collective.Options {
 		return collective.Options{Name: name, Timeout: opts.CollectiveTimeout}
 	}
@@ -454,8 +461,11 @@ func (rt *Runtime) fail(cause error) {
 	if rt.Log != nil {
 		rt.Log.Error("stopping: " + cause.Error())
 	}
-	if rt.Transport != nil {
-		_ = rt.Transport.Close()
+	rt.mu.Lock()
+	t := rt.Transport
+	rt.mu.Unlock()
+	if t != nil {
+		_ = t.Close()
 	}
 }
 

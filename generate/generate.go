@@ -173,8 +173,10 @@ func newCached(m *model.GPT, n int) (*cached, error) {
 	return &cached{c}, err
 }
 
-func (s *cached) append(ctx context.Context, t []int32) ([]float32, error) { return s.c.Forward(ctx, t) }
-func (s *cached) len() int                                                  { return s.c.Len() }
+func (s *cached) append(ctx context.Context, t []int32) ([]float32, error) {
+	return s.c.Forward(ctx, t)
+}
+func (s *cached) len() int { return s.c.Len() }
 
 // recompute runs the whole prefix each step (no cache).
 type recompute struct {

@@ -301,22 +301,48 @@ func (p *peer) abandon(op string, done <-chan struct{}, err error) error {
 }
 
 func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
+	return p.postRecv(ctx, tag, buf).Wait()
+}
+
+// postedRecv is a receive that has taken its place in its tag's order and
+// not been waited for yet (transport.PostedRecv).
+type postedRecv struct {
+	p       *peer
+	ctx     context.Context
+	op      *recvOp
+	release func() // of the registration of a large buffer
+	err     error  // failed before it was posted
+}
+
+// Wait implements transport.PostedRecv.
+func (r *postedRecv) Wait() error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.release()
+	return r.p.waitRecv(r.ctx, r.op)
+}
+
+// postRecv registers buf if it is large and matches it with the tag's next
+// message or queues it; waitRecv then waits for the data.
+func (p *peer) postRecv(ctx context.Context, tag transport.Tag, buf []byte) *postedRecv {
 	if err := ctx.Err(); err != nil {
-		return p.opErr("recv", err)
+		return &postedRecv{err: p.opErr("recv", err)}
 	}
 	op := &recvOp{tag: tag, buf: buf, done: make(chan struct{})}
+	release := func() {}
 	if len(buf) > p.eager {
-		mr, release, err := p.t.cache.acquire(buf)
+		mr, rel, err := p.t.cache.acquire(buf)
 		if err != nil {
-			return p.opErr("recv", err)
+			return &postedRecv{err: p.opErr("recv", err)}
 		}
-		defer release()
-		op.mr = mr
+		op.mr, release = mr, rel
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.err != nil {
-		defer p.mu.Unlock()
-		return p.opErr("recv", p.err)
+		release()
+		return &postedRecv{err: p.opErr("recv", p.err)}
 	}
 	if q := p.tag(tag); len(q.arrived) > 0 {
 		a := q.arrived[0]
@@ -327,8 +353,11 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 	} else {
 		q.waiting = append(q.waiting, op)
 	}
-	p.mu.Unlock()
+	return &postedRecv{p: p, ctx: ctx, op: op, release: release}
+}
 
+func (p *peer) waitRecv(ctx context.Context, op *recvOp) error {
+	tag, buf := op.tag, op.buf
 	select {
 	case <-op.done:
 	case <-ctx.Done():
@@ -344,11 +373,18 @@ func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
 		return p.opErr("recv", err)
 	}
 	if pk := p.parkOf(op); pk != nil {
-		// Waiting for a parked message to land: give the message back to
-		// the front of its tag's queue for the next Recv.
+		// Waiting for a parked message to land: hand the message to the
+		// next receive of the tag, posted already or still to come.
 		pk.waiter = nil
-		q := p.tag(tag)
-		q.arrived = slices.Insert(q.arrived, 0, arrival{rts: true, n: uint64(len(pk.buf)), park: pk})
+		if q := p.tags[tag]; q != nil && len(q.waiting) > 0 {
+			next := q.waiting[0]
+			q.waiting = q.waiting[1:]
+			p.tidyLocked(tag)
+			p.matchLocked(next, arrival{rts: true, n: uint64(len(pk.buf)), park: pk})
+		} else {
+			q := p.tag(tag)
+			q.arrived = slices.Insert(q.arrived, 0, arrival{rts: true, n: uint64(len(pk.buf)), park: pk})
+		}
 		p.mu.Unlock()
 		return p.opErr("recv", fmt.Errorf("tag %#x, %d bytes: %w", uint64(tag), len(buf), ctx.Err()))
 	}

@@ -38,6 +38,7 @@ type Transport struct {
 var (
 	_ transport.Transport       = (*Transport)(nil)
 	_ transport.FailureNotifier = (*Transport)(nil)
+	_ transport.RecvPoster      = (*Transport)(nil)
 )
 
 // PeerFailures implements transport.FailureNotifier: every peer whose
@@ -212,6 +213,17 @@ func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf [
 		return err
 	}
 	return p.recv(ctx, tag, buf)
+}
+
+// PostRecv implements transport.RecvPoster: the receive takes its place in
+// the (peer, tag) order now, and a large buffer is registered now, so a
+// rendezvous for it is answered straight into buf (no parking copy).
+func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte) transport.PostedRecv {
+	p, err := t.peer("recv", peer)
+	if err != nil {
+		return transport.FailedRecv(err)
+	}
+	return p.postRecv(ctx, tag, buf)
 }
 
 // Close implements transport.Transport: every peer fails with ErrClosed,

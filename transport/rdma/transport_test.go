@@ -478,3 +478,47 @@ func TestMissingDevicesAgreesOnEveryRank(t *testing.T) {
 		t.Error("rank 3 of 3 accepted")
 	}
 }
+
+// Receives posted ahead (transport.RecvPoster) take their places in order
+// at once: large messages are answered straight into their buffers, so
+// even without parking the sends complete before anyone waits.
+func TestPostedReceives(t *testing.T) {
+	ts, _ := group(t, 2, func(_ int, c *Config) { c.ParkBytes = -1 })
+	ctx := ctxT(t, 10*time.Second)
+	sizes := []int{5000, 10, 0, 70000, 3000}
+	bufs := make([][]byte, len(sizes))
+	posted := make([]transport.PostedRecv, len(sizes))
+	for i, n := range sizes {
+		bufs[i] = make([]byte, n)
+		posted[i] = ts[1].PostRecv(ctx, 0, 9, bufs[i])
+	}
+	for i, n := range sizes {
+		if err := ts[0].Send(ctx, 1, 9, pattern(n, i)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	for i, pr := range posted {
+		if err := pr.Wait(); err != nil {
+			t.Fatalf("wait %d: %v", i, err)
+		}
+		if !bytes.Equal(bufs[i], pattern(sizes[i], i)) {
+			t.Fatalf("receive %d: payload differs", i)
+		}
+	}
+	// A posted receive whose context ends leaves the order intact.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	first := ts[1].PostRecv(short, 0, 9, make([]byte, 8))
+	second := ts[1].PostRecv(ctx, 0, 9, make([]byte, 8))
+	if err := first.Wait(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("first: %v, want deadline exceeded", err)
+	}
+	go ts[0].Send(ctx, 1, 9, pattern(8, 1))
+	if err := second.Wait(); err != nil {
+		t.Fatalf("second: %v", err)
+	}
+	var pe *transport.PeerError
+	if err := ts[1].PostRecv(ctx, 5, 9, nil).Wait(); !errors.As(err, &pe) {
+		t.Fatalf("post to rank 5: %v, want a PeerError", err)
+	}
+}

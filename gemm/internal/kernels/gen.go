@@ -44,6 +44,7 @@ func main() {
 	emit(&out, isa{name: "avx512Kernel12x32", reg: "Z", lanes: 16, mr: 12, vecs: 2, bcast: 6, unroll: 2})
 	// AVX2+FMA: 6 x 16 tile, 12 accumulators Y4..Y15, B in Y0,Y1, A broadcasts in Y2,Y3.
 	emit(&out, isa{name: "avx2Kernel6x16", reg: "Y", lanes: 8, mr: 6, vecs: 2, bcast: 2, unroll: 2})
+	emitBF16(&out, "avx512bf16Kernel12x32")
 	emitTranspose(&out, "transpose16x16", 16)
 	emitTranspose(&out, "transpose12x16", 12)
 	if err := os.WriteFile("kernels_amd64.s", out.Bytes(), 0o644); err != nil {
@@ -220,6 +221,106 @@ func emitTranspose(w *bytes.Buffer, name string, rows int) {
 	p("DECQ CX")
 	p("JNZ %s_loop", name)
 	fmt.Fprintf(w, "%s_done:\n", name)
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// vdpbf16ps encodes VDPBF16PS zmm(dst), zmm(src1), zmm(src2) (register
+// form: dst.fp32[i] += src1.bf16[2i]*src2.bf16[2i] + src1.bf16[2i+1]*
+// src2.bf16[2i+1]), which the Go assembler does not know: EVEX prefix
+// 62 P0 P1 P2 with map 0F38, pp = F3, W0, L = 512, then opcode 52 and
+// ModRM (reg = dst, rm = src2; vvvv = src1). Register bits 3 and 4 go,
+// inverted, into R/R' (dst), B/X (src2) and vvvv/V' (src1).
+func vdpbf16ps(dst, src1, src2 int) string {
+	inv := func(x, bit int) int { return (^x >> bit) & 1 }
+	p0 := inv(dst, 3)<<7 | inv(src2, 4)<<6 | inv(src2, 3)<<5 | inv(dst, 4)<<4 | 0x2
+	p1 := (^src1&0xF)<<3 | 1<<2 | 0x2
+	p2 := 2<<5 | inv(src1, 4)<<3
+	modrm := 0xC0 | (dst&7)<<3 | src2&7
+	return fmt.Sprintf("BYTE $0x62; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x%02x; BYTE $0x52; BYTE $0x%02x // VDPBF16PS Z%d, Z%d, Z%d",
+		p0, p1, p2, modrm, src2, src1, dst)
+}
+
+// emitBF16 writes the AVX512-BF16 micro-kernel, a 12 x 32 float32 tile of
+// C from bf16 panels, with the same signature as the float32 kernels except
+// that a and b point at uint16 bf16 values and kc counts k pairs:
+//
+//	func k(kp int, a, b *uint16, c *float32, ldc int, alpha, beta float32, load int)
+//
+// a holds, for each k pair, 12 rows x (a[i][2q], a[i][2q+1]); b holds, for
+// each pair, 32 columns x (b[2q][j], b[2q+1][j]). One VDPBF16PS consumes a
+// whole pair for 16 columns: 24 of them per pair step, accumulating in
+// float32 in a fixed order.
+func emitBF16(w *bytes.Buffer, name string) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, "\t"+format+"\n", args...) }
+	const mr, firstBcast, nb, firstAcc = 12, 2, 6, 8
+	acc := func(i, v int) int { return firstAcc + 2*i + v }
+	fmt.Fprintf(w, "\n// func %s(kp int, a, b *uint16, c *float32, ldc int, alpha, beta float32, load int)\n", name)
+	fmt.Fprintf(w, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	p("MOVQ kp+0(FP), CX")
+	p("MOVQ a+8(FP), SI")
+	p("MOVQ b+16(FP), DI")
+	p("MOVQ c+24(FP), DX")
+	p("MOVQ ldc+32(FP), R8")
+	p("SHLQ $2, R8")
+	p("MOVQ DX, R9")
+	for i := 0; i < mr; i++ {
+		p("PREFETCHT0 (R9)")
+		p("PREFETCHT0 64(R9)")
+		if i < mr-1 {
+			p("ADDQ R8, R9")
+		}
+	}
+	for i := 0; i < mr; i++ {
+		for v := 0; v < 2; v++ {
+			p("VXORPS Z%d, Z%d, Z%d", acc(i, v), acc(i, v), acc(i, v))
+		}
+	}
+	fmt.Fprintf(w, "%s_loop:\n", name)
+	p("TESTQ CX, CX")
+	p("JZ %s_store", name)
+	p("VMOVDQU32 (DI), Z0")
+	p("VMOVDQU32 64(DI), Z1")
+	for i := 0; i < mr; i++ {
+		b := firstBcast + i%nb
+		p("VPBROADCASTD %d(SI), Z%d", 4*i, b)
+		for v := 0; v < 2; v++ {
+			p("%s", vdpbf16ps(acc(i, v), v, b))
+		}
+	}
+	p("ADDQ $%d, SI", 4*mr)
+	p("ADDQ $128, DI")
+	p("DECQ CX")
+	p("JMP %s_loop", name)
+	fmt.Fprintf(w, "%s_store:\n", name)
+	p("VBROADCASTSS alpha+40(FP), Z0")
+	p("VBROADCASTSS beta+44(FP), Z1")
+	for i := 0; i < mr; i++ {
+		for v := 0; v < 2; v++ {
+			p("VMULPS Z0, Z%d, Z%d", acc(i, v), acc(i, v))
+		}
+	}
+	p("MOVQ load+48(FP), AX")
+	p("TESTQ AX, AX")
+	p("JZ %s_noload", name)
+	for i := 0; i < mr; i++ {
+		for v := 0; v < 2; v++ {
+			t := firstBcast + (2*i+v)%nb
+			p("VMOVUPS %d(DX), Z%d", 64*v, t)
+			p("VFMADD231PS Z1, Z%d, Z%d", t, acc(i, v))
+			p("VMOVUPS Z%d, %d(DX)", acc(i, v), 64*v)
+		}
+		p("ADDQ R8, DX")
+	}
+	p("VZEROUPPER")
+	p("RET")
+	fmt.Fprintf(w, "%s_noload:\n", name)
+	for i := 0; i < mr; i++ {
+		for v := 0; v < 2; v++ {
+			p("VMOVUPS Z%d, %d(DX)", acc(i, v), 64*v)
+		}
+		p("ADDQ R8, DX")
+	}
 	p("VZEROUPPER")
 	p("RET")
 }

@@ -37,3 +37,20 @@ type Micro struct {
 // Available lists the micro-kernels this CPU (and OS) can run, fastest
 // first. It is empty on CPUs without AVX2+FMA and on other architectures.
 func Available() []Micro { return available() }
+
+// FuncBF16 is the signature of the bf16 micro-kernels: like Func, but a and
+// b are packed bf16 panels in k pairs (a: for each pair, MR rows x 2 values;
+// b: for each pair, NR columns x 2 values) and kp counts pairs. Products
+// are summed in float32.
+type FuncBF16 func(kp int, a, b *uint16, c *float32, ldc int, alpha, beta float32, load int)
+
+// MicroBF16 describes a bf16 micro-kernel.
+type MicroBF16 struct {
+	Name   string
+	MR, NR int
+	Fn     FuncBF16
+}
+
+// AvailableBF16 returns the bf16 micro-kernel this CPU can run (AVX512-BF16),
+// or nil.
+func AvailableBF16() *MicroBF16 { return availableBF16() }

@@ -40,3 +40,17 @@ func available() []Micro {
 	}
 	return ks
 }
+
+// avx512bf16Kernel12x32 computes a 12 x 32 float32 tile of C from bf16
+// panels with VDPBF16PS; see emitBF16 in gen.go for the contract (kp counts
+// pairs of k).
+//
+//go:noescape
+func avx512bf16Kernel12x32(kp int, a, b *uint16, c *float32, ldc int, alpha, beta float32, load int)
+
+func availableBF16() *MicroBF16 {
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16 {
+		return &MicroBF16{Name: "avx512bf16", MR: 12, NR: 32, Fn: avx512bf16Kernel12x32}
+	}
+	return nil
+}

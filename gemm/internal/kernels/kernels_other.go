@@ -3,3 +3,5 @@
 package kernels
 
 func available() []Micro { return nil }
+
+func availableBF16() *MicroBF16 { return nil }

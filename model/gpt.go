@@ -240,3 +240,21 @@ func (m *GPT) ActivationBytes() int64 {
 	n := len(m.dres) + len(m.dln) + len(m.datty) + len(m.dqkv) + len(m.dfch) + len(m.dfchAct) + len(m.embedOut)
 	return int64(n)*4 + m.acts.Bytes()
 }
+
+// Snapshot returns a copy of the model's parameters (no gradients, no
+// activations) sharing its configuration and layout: enough to write a
+// checkpoint in the background while training goes on.
+func (m *GPT) Snapshot() *GPT {
+	ps := *m.Params
+	ps.Data = append([]float32(nil), m.Params.Data...)
+	ps.Grad = nil
+	ps.byName = make(map[string]*Param, len(m.Params.List))
+	ps.List = make([]*Param, len(m.Params.List))
+	for i, p := range m.Params.List {
+		c := *p
+		c.Data = ps.Data[p.Offset : p.Offset+p.Size() : p.Offset+p.Size()]
+		c.Grad = nil
+		ps.List[i], ps.byName[p.Name] = &c, &c
+	}
+	return &GPT{Config: m.Config, Layout: m.Layout, Params: &ps, MaxB: m.MaxB, MaxT: m.MaxT, gemm: m.gemm, local: m.local}
+}

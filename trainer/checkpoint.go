@@ -7,6 +7,8 @@ import (
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/data"
+	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/optim"
 )
 
 // State is trainer_state.json: what an exact resume needs beyond weights
@@ -50,12 +52,68 @@ func (t *Trainer) moments(ctx context.Context) (m1, v1 []float32, err error) {
 // once every rank has passed the barrier — a checkpoint whose writing
 // failed anywhere is never committed.
 func (t *Trainer) Save(ctx context.Context, run string, keep int, rank int, barrier Barrier, st State) (string, error) {
-	m1, v1, err := t.moments(ctx)
+	snap, err := t.snapshot(ctx, false)
 	if err != nil {
 		return "", err
 	}
-	st.Step, st.Loader, st.Layout = t.Step, t.Loader.State(), t.Comms.Mesh.String()
+	return snap.write(ctx, run, keep, rank, barrier, st)
+}
+
+// SaveAsync snapshots the state in memory (the only part that waits) and
+// writes the checkpoint in the background while training continues. The
+// returned wait function reports the outcome; call it before the next save
+// and before exiting. Every rank calls SaveAsync at the same step.
+func (t *Trainer) SaveAsync(ctx context.Context, run string, keep int, rank int, barrier Barrier, st State) (wait func() (string, error)) {
+	snap, err := t.snapshot(ctx, true)
+	if err != nil {
+		return func() (string, error) { return "", err }
+	}
+	type result struct {
+		path string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := snap.write(ctx, run, keep, rank, barrier, st)
+		done <- result{p, err}
+	}()
+	return func() (string, error) {
+		r := <-done
+		return r.path, r.err
+	}
+}
+
+// snapshot is the state one checkpoint writes.
+type snapshot struct {
+	t      *Trainer
+	model  *model.GPT
+	m1, v1 []float32
+	step   int
+	opt    int
+	loader data.LoaderState
+}
+
+// snapshot captures weights, moments and data position; with copy the
+// buffers are copied so training may continue.
+func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, error) {
+	m1, v1, err := t.moments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &snapshot{t: t, model: t.Model, m1: m1, v1: v1, step: t.Step, opt: t.Opt.Step, loader: t.Loader.State()}
+	if copyBuffers {
+		s.model = t.Model.Snapshot()
+		s.m1, s.v1 = append([]float32(nil), m1...), append([]float32(nil), v1...)
+	}
+	return s, nil
+}
+
+func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, barrier Barrier, st State) (string, error) {
+	t := s.t
+	st.Step, st.Loader, st.Layout = s.step, s.loader, t.Comms.Mesh.String()
 	mesh := t.Comms.Mesh
+	m1, v1 := s.m1, s.v1
+	var err error
 	sync := func() error {
 		if barrier == nil {
 			return nil
@@ -65,15 +123,14 @@ func (t *Trainer) Save(ctx context.Context, run string, keep int, rank int, barr
 	if mesh.TP == 1 && mesh.PP == 1 {
 		var path string
 		if rank == 0 {
-			opt := *t.Opt
-			opt.M, opt.V = m1, v1
-			if path, err = checkpoint.Save(run, t.Step, t.Model, &opt, st, keep); err != nil {
+			opt := optim.AdamW{M: m1, V: v1, Step: s.opt}
+			if path, err = checkpoint.Save(run, s.step, s.model, &opt, st, keep); err != nil {
 				return "", err
 			}
 		}
 		return path, sync()
 	}
-	tmp := checkpoint.TempDir(run, t.Step)
+	tmp := checkpoint.TempDir(run, s.step)
 	if rank == 0 {
 		os.RemoveAll(tmp)
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
@@ -81,25 +138,25 @@ func (t *Trainer) Save(ctx context.Context, run string, keep int, rank int, barr
 		}
 	}
 	if err := sync(); err != nil {
-		return "", fmt.Errorf("checkpoint step %d: %w", t.Step, err)
+		return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
 	}
 	if t.Comms.Coord.DP == 0 {
-		if err := checkpoint.WriteShard(tmp, t.Comms.Coord, t.Model, m1, v1, t.Opt.Step); err != nil {
-			return "", fmt.Errorf("checkpoint step %d: %w", t.Step, err)
+		if err := checkpoint.WriteShard(tmp, t.Comms.Coord, s.model, m1, v1, s.opt); err != nil {
+			return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
 		}
 	}
 	if err := sync(); err != nil {
-		return "", fmt.Errorf("checkpoint step %d: %w", t.Step, err)
+		return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
 	}
 	var path string
 	if rank == 0 {
-		if err := checkpoint.WriteIndex(tmp, t.Step, mesh, t.Opts.Model); err != nil {
+		if err := checkpoint.WriteIndex(tmp, s.step, mesh, t.Opts.Model); err != nil {
 			return "", err
 		}
 		if err := checkpoint.WriteTrainerState(tmp, st); err != nil {
 			return "", err
 		}
-		if path, err = checkpoint.Seal(run, tmp, t.Step, keep); err != nil {
+		if path, err = checkpoint.Seal(run, tmp, s.step, keep); err != nil {
 			return "", err
 		}
 	}

@@ -199,3 +199,47 @@ func TestOptionsValidation(t *testing.T) {
 		t.Fatal("tp 3 with 4 heads accepted")
 	}
 }
+
+// TestSaveAsyncWritesTheSnapshot: training goes on while the checkpoint is
+// written, and the checkpoint holds the state of the step it was taken at.
+func TestSaveAsyncWritesTheSnapshot(t *testing.T) {
+	opts := testOptions()
+	loader, _ := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.Batch, Seq: opts.Seq, DPSize: 1})
+	tr, err := New(opts, loader, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if _, err := tr.TrainStep(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := append([]float32(nil), tr.Model.Params.Data...)
+	run := t.TempDir()
+	wait := tr.SaveAsync(ctx, run, 0, 0, nil, State{Seed: 9})
+	for i := 0; i < 2; i++ {
+		if _, err := tr.TrainStep(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path, err := wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := New(opts, loader, nil)
+	defer other.Close()
+	st, err := other.Restore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Step != 2 || other.Step != 2 {
+		t.Fatalf("restored step %d", st.Step)
+	}
+	for i := range want {
+		if other.Model.Params.Data[i] != want[i] {
+			t.Fatalf("parameter %d: checkpoint %g, state at the save %g", i, other.Model.Params.Data[i], want[i])
+		}
+	}
+}

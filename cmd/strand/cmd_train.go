@@ -40,6 +40,9 @@ type modelFlags struct {
 	layers, heads, embd, vocab, npos int
 	hidden                           int
 	activation, norm                 string
+	pos                              string
+	ropeBase                         float64
+	scaling                          ropeScalingFlags
 }
 
 func (f *modelFlags) register(fs *flag.FlagSet) {
@@ -52,6 +55,9 @@ func (f *modelFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.hidden, "n-inner", 0, "override: MLP hidden width")
 	fs.StringVar(&f.activation, "activation", "", "override: gelu_new (tanh GELU), gelu (erf GELU) or swiglu")
 	fs.StringVar(&f.norm, "norm", "", "override: layernorm or rmsnorm")
+	fs.StringVar(&f.pos, "pos", "", "override: positions: learned (wpe), rope (rotary) or alibi (linear biases)")
+	fs.Float64Var(&f.ropeBase, "rope-base", 0, "rope: frequency base rope_theta (default 10000)")
+	f.scaling.register(fs)
 }
 
 func (f *modelFlags) config() (model.Config, error) {
@@ -76,6 +82,13 @@ func (f *modelFlags) config() (model.Config, error) {
 	if f.norm != "" {
 		cfg.Norm = f.norm
 	}
+	if f.pos != "" {
+		cfg.Position = f.pos
+	}
+	if f.ropeBase != 0 {
+		cfg.RopeTheta = f.ropeBase
+	}
+	f.scaling.apply(&cfg)
 	return cfg, cfg.Validate()
 }
 
@@ -107,6 +120,7 @@ type trainFlags struct {
 	maxRestarts            int
 	restartCount           int
 	stopAfter              int
+	asyncSave              bool
 }
 
 func (f *trainFlags) register(fs *flag.FlagSet) {
@@ -146,6 +160,7 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tracePath, "trace", "", "write a Chrome/Perfetto trace of every rank's schedule to this file")
 	fs.BoolVar(&f.resume, "resume", false, "continue from the last committed checkpoint in --out (weights, optimizer, step, data position), in any layout")
 	fs.IntVar(&f.maxRestarts, "max-restarts", 0, "when a worker dies, restart the job up to N times from the last checkpoint")
+	fs.BoolVar(&f.asyncSave, "async-save", false, "write checkpoints in the background (state is snapshotted in memory first)")
 	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after this step (checkpointing it), as if interrupted; the schedule still spans --steps")
 	fs.IntVar(&f.restartCount, "restart-count", 0, "set by the launcher on an elastic restart (recorded in metrics)")
 }
@@ -317,6 +332,16 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return rt.Leave(lctx, err)
+}
+
+// waitSave waits for a background checkpoint write, if any.
+func waitSave(pending *func() (string, error)) error {
+	if *pending == nil {
+		return nil
+	}
+	_, err := (*pending)()
+	*pending = nil
+	return err
 }
 
 // peakRSS is this process's peak resident memory in bytes (VmHWM), or 0.
@@ -498,6 +523,8 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		}
 	}
 	var totalTokens int
+	var pendingSave func() (string, error) // a background checkpoint write
+	defer waitSave(&pendingSave)
 	records := history
 	stop := f.steps
 	if f.stopAfter > 0 {
@@ -541,13 +568,24 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 			bar.Update(st.Step, progress.Stats{Loss: st.Loss, TokensPerSec: st.TokensPS, MFU: mfu, LR: st.LR, GradNorm: st.GradNorm})
 		}
 		if last || (f.ckptEvery > 0 && st.Step%f.ckptEvery == 0) {
-			if _, err := tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed}); err != nil {
+			err := waitSave(&pendingSave)
+			if err == nil {
+				if f.asyncSave {
+					pendingSave = tr.SaveAsync(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
+				} else {
+					_, err = tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
+				}
+			}
+			if err != nil {
 				if bar != nil {
 					bar.Finish()
 				}
 				return err
 			}
 		}
+	}
+	if err := waitSave(&pendingSave); err != nil {
+		return err
 	}
 	if bar != nil {
 		bar.Finish()

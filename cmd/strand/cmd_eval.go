@@ -25,6 +25,11 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	seq := fs.Int("seq", 0, "tokens per sequence (default: the model's positions)")
 	steps := fs.Int("steps", 0, "batches to evaluate (default: all full batches in the data)")
 	threads := fs.Int("threads", 0, "compute goroutines (default: all cores)")
+	byPos := fs.Bool("by-position", false, "also report the loss per position bucket (long-context behaviour of rope/alibi)")
+	bucket := fs.Int("bucket", 0, "--by-position bucket width in positions (default: n_positions/2)")
+	valFrac := fs.Float64("val-frac", 0, "evaluate only the held-out tail of the data, as strand train --val-frac splits it")
+	var scaling ropeScalingFlags
+	scaling.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,6 +49,13 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg, err := checkpoint.ReadConfig(dir)
 	if err != nil {
 		return err
+	}
+	scaling.apply(&cfg)
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	if *valFrac < 0 || *valFrac >= 1 {
+		return usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", *valFrac)}
 	}
 	T := *seq
 	if T == 0 {
@@ -70,6 +82,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := corpus.CheckVocab(cfg.VocabSize); err != nil {
 		return err
 	}
+	if *valFrac > 0 {
+		_, corpus = corpus.Split(*valFrac)
+	}
 	n := *steps
 	available := (len(corpus.Tokens) - 1) / (*batch * T)
 	if n == 0 {
@@ -82,13 +97,85 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	loss, count, err := trainer.Evaluate(ctx, m, loader, *batch, T, n)
-	if err != nil {
-		return err
+	result := map[string]any{"checkpoint": dir, "batches": n, "seq": T, "n_positions": cfg.NPositions, "position": cfg.Position}
+	if cfg.RopeScaling != nil {
+		result["rope_scaling"] = cfg.RopeScaling
 	}
-	out, _ := json.Marshal(map[string]any{
-		"loss": loss, "perplexity": math.Exp(loss), "tokens": count, "batches": n, "checkpoint": dir,
-	})
+	if *byPos {
+		w := *bucket
+		if w == 0 {
+			w = max(1, cfg.NPositions/2)
+		}
+		if w < 0 {
+			return usageError{fmt.Sprintf("--bucket %d must be positive", w)}
+		}
+		loss, count, buckets, err := evalByPosition(ctx, m, loader, *batch, T, n, w)
+		if err != nil {
+			return err
+		}
+		result["loss"], result["perplexity"], result["tokens"], result["by_position"] = loss, math.Exp(loss), count, buckets
+		fmt.Fprintf(stderr, "%-13s %8s %8s %9s\n", "positions", "x train", "loss", "tokens")
+		for _, b := range buckets {
+			fmt.Fprintf(stderr, "%5d..%-6d %8.2f %8.4f %9d\n", b.From, b.To, float64(b.To)/float64(cfg.NPositions), b.Loss, b.Tokens)
+		}
+	} else {
+		loss, count, err := trainer.Evaluate(ctx, m, loader, *batch, T, n)
+		if err != nil {
+			return err
+		}
+		result["loss"], result["perplexity"], result["tokens"] = loss, math.Exp(loss), count
+	}
+	out, _ := json.Marshal(result)
 	_, err = fmt.Fprintln(stdout, string(out))
 	return err
+}
+
+// positionBucket is the mean loss of positions [From, To) of each sequence.
+type positionBucket struct {
+	From   int     `json:"from"`
+	To     int     `json:"to"`
+	Loss   float64 `json:"loss"`
+	Tokens int     `json:"tokens"`
+}
+
+// evalByPosition is trainer.Evaluate with the per-position losses kept:
+// position t of every sequence goes to bucket t/width.
+func evalByPosition(ctx context.Context, m *model.GPT, loader *data.Loader, B, T, steps, width int) (float64, int, []positionBucket, error) {
+	in, tg := make([]int32, B*T), make([]int32, B*T)
+	nb := (T + width - 1) / width
+	sums, counts := make([]float64, nb), make([]int, nb)
+	var sum float64
+	var count int
+	for i := 0; i < steps; i++ {
+		if err := ctx.Err(); err != nil {
+			return 0, 0, nil, err
+		}
+		if err := loader.Next(in, tg); err != nil {
+			return 0, 0, nil, fmt.Errorf("eval batch %d: %w", i, err)
+		}
+		if _, _, err := m.Forward(in, tg, B, T); err != nil {
+			return 0, 0, nil, fmt.Errorf("eval batch %d: %w", i, err)
+		}
+		for n, l := range m.Losses() {
+			if tg[n] == model.IgnoreIndex {
+				continue
+			}
+			b := (n % T) / width
+			sums[b] += float64(l)
+			counts[b]++
+			sum += float64(l)
+			count++
+		}
+	}
+	if count == 0 {
+		return 0, 0, nil, fmt.Errorf("eval: no positions counted")
+	}
+	out := make([]positionBucket, nb)
+	for b := range out {
+		out[b] = positionBucket{From: b * width, To: min(T, (b+1)*width), Tokens: counts[b]}
+		if counts[b] > 0 {
+			out[b].Loss = sums[b] / float64(counts[b])
+		}
+	}
+	return sum / float64(count), count, out, nil
 }

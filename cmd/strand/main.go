@@ -32,6 +32,7 @@ func commands() []command {
 		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
 		{"train", "train a model (one process, or --nproc N local processes)", runTrain},
 		{"eval", "mean loss and perplexity of a checkpoint on a data file", runEval},
+		{"generate", "generate text from a checkpoint with a KV cache (greedy or sampled), streamed", runGenerate},
 		{"ckpt inspect", "print a checkpoint's layout, step, tensors and sizes", runCkptInspect},
 		{"ckpt reshard", "rewrite a checkpoint for another --tp/--pp layout", runCkptReshard},
 		{"ckpt export", "export a checkpoint as a Hugging Face GPT-2 model directory", runCkptExport},

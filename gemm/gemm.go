@@ -16,10 +16,12 @@ type Kernel func(transA, transB bool, i0, i1, n, k int, alpha float32, a []float
 // The zero value is not usable; call New or NewPortable.
 type Engine struct {
 	threads int
-	kernel  Kernel      // row-range kernel: small problems, or the only one
-	blk     *blocked    // SIMD blocked path; nil for portable-only engines
-	pool    *callPool   // calls and packing buffers reused across calls
-	team    *teamHandle // worker goroutines, started on first use
+	kernel  Kernel       // row-range kernel: small problems, or the only one
+	blk     *blocked     // SIMD blocked path; nil for portable-only engines
+	bf      *blockedBF16 // bf16 SIMD path for GemmBF16; nil without AVX512-BF16
+	widen   *widenPool   // float32 buffers for GemmBF16 without bf
+	pool    *callPool    // calls and packing buffers reused across calls
+	team    *teamHandle  // worker goroutines, started on first use
 	name    string
 }
 
@@ -32,6 +34,9 @@ func New(threads int) *Engine {
 	if ks := kernels.Available(); len(ks) > 0 {
 		e.blk, e.name = newBlocked(ks[0]), ks[0].Name
 	}
+	if mk := kernels.AvailableBF16(); mk != nil {
+		e.bf = newBlockedBF16(*mk)
+	}
 	return e
 }
 
@@ -41,7 +46,7 @@ func NewPortable(threads int) *Engine {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	return &Engine{threads: threads, kernel: Portable, pool: new(callPool), team: newTeamHandle(), name: "portable"}
+	return &Engine{threads: threads, kernel: Portable, pool: new(callPool), team: newTeamHandle(), widen: new(widenPool), name: "portable"}
 }
 
 // NewNamed returns an engine forced to one kernel by name: "portable" or one
@@ -54,6 +59,9 @@ func NewNamed(threads int, name string) (*Engine, error) {
 	for _, mk := range kernels.Available() {
 		if mk.Name == name {
 			e.blk, e.name = newBlocked(mk), mk.Name
+			if bf := kernels.AvailableBF16(); bf != nil && name == "avx512" {
+				e.bf = newBlockedBF16(*bf)
+			}
 			return e, nil
 		}
 	}
@@ -74,7 +82,7 @@ func Available() []string {
 // call, reported as name.
 func (e *Engine) WithKernel(name string, k Kernel) *Engine {
 	c := *e
-	c.kernel, c.name, c.blk, c.pool = k, name, nil, new(callPool)
+	c.kernel, c.name, c.blk, c.bf, c.pool = k, name, nil, nil, new(callPool)
 	return &c
 }
 
@@ -132,7 +140,7 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	if e.useBlocked(transB, m, n, k, alpha) {
 		e.planBlocked(cl)
 	} else {
-		cl.blocked = false
+		cl.kind = kindRowRange
 		cl.tasks = max(1, min(e.threads, work/minFlopsPerTask, m))
 	}
 	e.team.t.run(cl)
@@ -145,7 +153,7 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 // packing of B per task, splitting columns the m x k packing of A.
 func (e *Engine) planBlocked(cl *call) {
 	g := &cl.args
-	cl.blocked = true
+	cl.kind = kindBlocked
 	mr, nr := e.blk.micro.MR, e.blk.micro.NR
 	cl.splitRows = g.n <= g.m
 	cl.tiles = (g.m + mr - 1) / mr

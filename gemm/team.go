@@ -11,20 +11,39 @@ import (
 // many times per training step.
 type call struct {
 	e     *Engine
-	args  gemmArgs
+	kind  int      // kindRowRange, kindBlocked or kindBF16
+	args  gemmArgs // float32 calls
+	bargs bf16Args // GemmBF16 calls
 	tasks int
-	// blocked path: strips of whole tiles along rows or columns.
-	blocked   bool
+	// blocked paths: strips of whole tiles along rows or columns.
 	splitRows bool
 	tiles     int
 	ws        []*workspace // one per task
 	wg        sync.WaitGroup
 }
 
+const (
+	kindRowRange = iota // Portable or a WithKernel kernel over row ranges
+	kindBlocked         // float32 SIMD blocked GEMM
+	kindBF16            // bf16 SIMD blocked GEMM
+)
+
 // runTask computes task t of the call.
 func (c *call) runTask(t int) {
 	g := &c.args
-	if !c.blocked {
+	if c.kind == kindBF16 {
+		bl := c.e.bf
+		lo, hi := t*c.tiles/c.tasks, (t+1)*c.tiles/c.tasks
+		if c.splitRows {
+			mr := bl.micro.MR
+			bl.run(&c.bargs, lo*mr, min(hi*mr, c.bargs.m), 0, c.bargs.n, c.ws[t])
+		} else {
+			nr := bl.micro.NR
+			bl.run(&c.bargs, 0, c.bargs.m, lo*nr, min(hi*nr, c.bargs.n), c.ws[t])
+		}
+		return
+	}
+	if c.kind == kindRowRange {
 		// Row-range kernel (portable or WithKernel): split rows evenly.
 		i0, i1 := t*g.m/c.tasks, (t+1)*g.m/c.tasks
 		c.e.kernel(g.transA, g.transB, i0, i1, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
@@ -60,7 +79,7 @@ func (p *callPool) get() *call {
 }
 
 func (p *callPool) put(c *call) {
-	c.args = gemmArgs{} // drop references to the caller's matrices
+	c.args, c.bargs = gemmArgs{}, bf16Args{} // drop references to the caller's matrices
 	c.e = nil
 	p.mu.Lock()
 	p.free = append(p.free, c)

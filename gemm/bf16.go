@@ -1,0 +1,272 @@
+package gemm
+
+import (
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/strand-ml/strand/gemm/internal/kernels"
+)
+
+// GemmBF16 computes C = alpha*op(A)*op(B) + beta*C where A and B hold
+// bfloat16 values as bit patterns (see package numeric) and C is float32.
+// Shapes, transposes and leading dimensions are as for Sgemm. Products of
+// bf16 values are exact in float32 and are summed in float32, so the result
+// differs from Sgemm on the widened inputs by summation rounding only.
+//
+// With AVX512-BF16 (VDPBF16PS) it runs a blocked GEMM around a bf16
+// micro-kernel at about twice the float32 rate; note that VDPBF16PS treats
+// subnormal inputs as zero. Without it, A and B are widened to float32 and
+// Sgemm runs. Like Sgemm, results do not depend on the thread count, a
+// steady-state call does not allocate, and a short slice panics.
+func (e *Engine) GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []uint16, lda int, b []uint16, ldb int, beta float32, c []float32, ldc int) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("gemm: negative dimension m=%d n=%d k=%d", m, n, k))
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	checkLen("A", transA, m, k, len(a), lda)
+	checkLen("B", transB, k, n, len(b), ldb)
+	checkLen("C", false, m, n, len(c), ldc)
+	if e.bf == nil || k == 0 || alpha == 0 || m*n*k < minBlockedWork {
+		e.gemmBF16Widened(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	cl := e.pool.get()
+	cl.e = e
+	cl.kind = kindBF16
+	cl.bargs = bf16Args{transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}
+	cl.splitRows = n <= m
+	mr, nr := e.bf.micro.MR, e.bf.micro.NR
+	cl.tiles = ceilDiv(m, mr)
+	if !cl.splitRows {
+		cl.tiles = ceilDiv(n, nr)
+	}
+	cl.tasks = max(1, min(e.threads, m*n*k/(2*minBlockedWorkPerTask), cl.tiles))
+	for len(cl.ws) < cl.tasks {
+		cl.ws = append(cl.ws, new(workspace))
+	}
+	e.team.t.run(cl)
+	e.pool.put(cl)
+}
+
+// gemmBF16Widened widens A and B to float32 (buffers reused across calls)
+// and runs Sgemm: the path for CPUs without AVX512-BF16 and tiny problems.
+func (e *Engine) gemmBF16Widened(transA, transB bool, m, n, k int, alpha float32, a []uint16, lda int, b []uint16, ldb int, beta float32, c []float32, ldc int) {
+	na, nb := spanLen(transA, m, k, lda), spanLen(transB, k, n, ldb)
+	buf := e.widen.get(na + nb)
+	wa, wb := buf[:na], buf[na:na+nb]
+	for i, h := range a[:na] {
+		wa[i] = math.Float32frombits(uint32(h) << 16)
+	}
+	for i, h := range b[:nb] {
+		wb[i] = math.Float32frombits(uint32(h) << 16)
+	}
+	e.Sgemm(transA, transB, m, n, k, alpha, wa, lda, wb, ldb, beta, c, ldc)
+	e.widen.put(buf)
+}
+
+// spanLen is the number of elements a rows x cols operand (stored
+// transposed when trans) spans with leading dimension ld.
+func spanLen(trans bool, rows, cols, ld int) int {
+	if trans {
+		rows, cols = cols, rows
+	}
+	if rows == 0 || cols == 0 {
+		return 0
+	}
+	return (rows-1)*ld + cols
+}
+
+func checkLen(name string, trans bool, rows, cols, n, ld int) {
+	if trans {
+		rows, cols = cols, rows
+	}
+	if rows == 0 || cols == 0 {
+		return
+	}
+	if ld < cols {
+		panic(fmt.Sprintf("gemm: %s leading dimension %d < %d columns", name, ld, cols))
+	}
+	if need := (rows-1)*ld + cols; n < need {
+		panic(fmt.Sprintf("gemm: %s has %d elements, shape %dx%d (ld %d) needs %d", name, n, rows, cols, ld, need))
+	}
+}
+
+// widenPool recycles the float32 buffers of gemmBF16Widened.
+type widenPool struct {
+	mu   sync.Mutex
+	free [][]float32
+}
+
+func (p *widenPool) get(n int) []float32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, b := range p.free {
+		if cap(b) >= n {
+			p.free = append(p.free[:i], p.free[i+1:]...)
+			return b[:n]
+		}
+	}
+	return make([]float32, n)
+}
+
+func (p *widenPool) put(b []float32) {
+	p.mu.Lock()
+	p.free = append(p.free, b)
+	p.mu.Unlock()
+}
+
+// bf16Args is one GemmBF16 call, shared read-only by its tasks.
+type bf16Args struct {
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a              []uint16
+	lda            int
+	b              []uint16
+	ldb            int
+	c              []float32
+	ldc            int
+}
+
+// blockedBF16 is the loop nest of blocked (same blocks, same tile grid,
+// same determinism argument) around the bf16 micro-kernel. k is consumed in
+// pairs; an odd k is padded with a zero.
+type blockedBF16 struct {
+	micro      kernels.MicroBF16
+	mc, kc, nc int // kc counts k values and is even
+}
+
+func newBlockedBF16(mk kernels.MicroBF16) *blockedBF16 {
+	// Same bytes per panel as the float32 path: 768 bf16 = 384 pairs.
+	return &blockedBF16{micro: mk, mc: mk.MR * (192 / mk.MR), kc: 768, nc: mk.NR * (2048 / mk.NR)}
+}
+
+// run computes rows [i0,i1) x columns [j0,j1) of C (i0, j0 on the tile grid).
+func (bl *blockedBF16) run(g *bf16Args, i0, i1, j0, j1 int, ws *workspace) {
+	mr, nr := bl.micro.MR, bl.micro.NR
+	kc := ceilDiv(g.k, ceilDiv(g.k, bl.kc))
+	kc += kc & 1 // blocks start at even k, so pairs never straddle blocks
+	kpMax := ceilDiv(min(kc, g.k), 2)
+	mcMax := min(bl.mc, roundUp(i1-i0, mr))
+	ncMax := min(bl.nc, roundUp(j1-j0, nr))
+	ws.grow(0, 0, mr*nr, 0)
+	if cap(ws.a16) < mcMax*2*kpMax {
+		ws.a16 = make([]uint16, mcMax*2*kpMax)
+	}
+	if cap(ws.b16) < ncMax*2*kpMax {
+		ws.b16 = make([]uint16, ncMax*2*kpMax)
+	}
+	pa, pb := ws.a16[:mcMax*2*kpMax], ws.b16[:ncMax*2*kpMax]
+	fn := bl.micro.Fn
+	for jc := j0; jc < j1; jc += bl.nc {
+		nb := min(bl.nc, j1-jc)
+		for pc := 0; pc < g.k; pc += kc {
+			kb := min(kc, g.k-pc)
+			kp := ceilDiv(kb, 2)
+			packB16(pb, g.b, g.ldb, g.transB, pc, kb, jc, nb, nr)
+			beta, load := float32(1), 1
+			if pc == 0 {
+				beta = g.beta
+				if beta == 0 {
+					load = 0
+				}
+			}
+			for ic := i0; ic < i1; ic += bl.mc {
+				mb := min(bl.mc, i1-ic)
+				packA16(pa, g.a, g.lda, g.transA, ic, mb, pc, kb, mr)
+				for jr := 0; jr < nb; jr += nr {
+					bp := &pb[jr*2*kp]
+					w := min(nr, nb-jr)
+					for ir := 0; ir < mb; ir += mr {
+						ap := &pa[ir*2*kp]
+						h := min(mr, mb-ir)
+						ci := (ic+ir)*g.ldc + jc + jr
+						if h == mr && w == nr {
+							fn(kp, ap, bp, &g.c[ci], g.ldc, g.alpha, beta, load)
+							continue
+						}
+						fn(kp, ap, bp, &ws.tile[0], nr, 1, 0, 0)
+						mergeTile(g.c[ci:], g.ldc, ws.tile, nr, h, w, g.alpha, beta, load)
+					}
+				}
+			}
+		}
+	}
+}
+
+// mergeTile writes the h x w corner of an edge tile (row stride nr) into C:
+// C = alpha*t (load == 0) or C = alpha*t + beta*C.
+func mergeTile(c []float32, ldc int, tile []float32, nr, h, w int, alpha, beta float32, load int) {
+	for i := 0; i < h; i++ {
+		crow := c[i*ldc : i*ldc+w]
+		trow := tile[i*nr : i*nr+w]
+		if load == 0 {
+			for j, t := range trow {
+				crow[j] = alpha * t
+			}
+		} else {
+			for j, t := range trow {
+				crow[j] = alpha*t + beta*crow[j]
+			}
+		}
+	}
+}
+
+// packA16 packs op(A)[i0:i0+mb, p0:p0+kb] into panels of mr rows; panel r
+// holds, for each k pair q, mr rows x (op(A)[i, p0+2q], op(A)[i, p0+2q+1]),
+// zero beyond row mb and beyond kb.
+func packA16(dst, a []uint16, lda int, trans bool, i0, mb, p0, kb, mr int) {
+	kp := ceilDiv(kb, 2)
+	for r := 0; r < mb; r += mr {
+		h := min(mr, mb-r)
+		panel := dst[r*2*kp : (r+mr)*2*kp]
+		clear(panel)
+		for i := 0; i < h; i++ {
+			row := i0 + r + i
+			for p := 0; p < kb; p++ {
+				var v uint16
+				if trans {
+					v = a[(p0+p)*lda+row]
+				} else {
+					v = a[row*lda+p0+p]
+				}
+				panel[((p>>1)*mr+i)*2+p&1] = v
+			}
+		}
+	}
+}
+
+// packB16 packs op(B)[p0:p0+kb, j0:j0+nb] into panels of nr columns; panel
+// s holds, for each k pair q, nr columns x (op(B)[p0+2q, j], op(B)[p0+2q+1, j]).
+func packB16(dst, b []uint16, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+	kp := ceilDiv(kb, 2)
+	for s := 0; s < nb; s += nr {
+		w := min(nr, nb-s)
+		panel := dst[s*2*kp : (s+nr)*2*kp]
+		clear(panel)
+		for j := 0; j < w; j++ {
+			col := j0 + s + j
+			for p := 0; p < kb; p++ {
+				var v uint16
+				if trans {
+					v = b[col*ldb+p0+p]
+				} else {
+					v = b[(p0+p)*ldb+col]
+				}
+				panel[((p>>1)*nr+j)*2+p&1] = v
+			}
+		}
+	}
+}
+
+// BF16KernelName names the GemmBF16 path in use: the bf16 micro-kernel's
+// name, or "widened" (bf16 widened to float32, then Sgemm).
+func (e *Engine) BF16KernelName() string {
+	if e.bf == nil {
+		return "widened"
+	}
+	return e.bf.micro.Name
+}

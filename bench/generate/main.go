@@ -1,0 +1,84 @@
+// Command generate measures generation with the KV cache against
+// recomputing the whole prefix for every new token, on the same model and
+// prompt, greedy (so both paths must produce the same tokens):
+//
+//	go run ./bench/generate -models tiny,small,gpt2s -tokens 256
+//
+// Models are the presets with random weights (speed does not depend on the
+// values) and n_positions raised to fit prompt + tokens. It prints a
+// Markdown table for bench/RESULTS.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/generate"
+	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/tokenizer"
+)
+
+func main() {
+	models := flag.String("models", "tiny,small,gpt2s", "comma-separated model presets")
+	tokens := flag.Int("tokens", 256, "tokens to generate")
+	promptLen := flag.Int("prompt", 16, "prompt tokens")
+	pos := flag.String("pos", model.PosLearned, "position encoding: learned, rope or alibi")
+	threads := flag.Int("threads", 1, "compute goroutines")
+	flag.Parse()
+	if err := run(strings.Split(*models, ","), *tokens, *promptLen, *pos, *threads); err != nil {
+		fmt.Fprintln(os.Stderr, "bench generate:", err)
+		os.Exit(1)
+	}
+}
+
+func run(presets []string, tokens, promptLen int, pos string, threads int) error {
+	ctx := context.Background()
+	fmt.Printf("| model | pos | threads | prompt + new tokens | KV cache | recompute | speedup |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for _, name := range presets {
+		cfg, err := model.Preset(name)
+		if err != nil {
+			return err
+		}
+		cfg.Position = pos
+		cfg.NPositions = max(cfg.NPositions, promptLen+tokens)
+		cfg.VocabSize = max(cfg.VocabSize, 256)
+		n := promptLen + tokens
+		m, err := model.New(cfg, 1, n, gemm.New(threads))
+		if err != nil {
+			return err
+		}
+		m.Init(1)
+		g := generate.New(m, tokenizer.Bytes{})
+		prompt := strings.Repeat("x", promptLen)
+		opts := generate.Options{MaxTokens: tokens, Sampling: generate.Sampling{TopP: 1}, Context: n}
+		timed := func(recompute bool) (time.Duration, generate.Result, error) {
+			o := opts
+			o.Recompute = recompute
+			start := time.Now()
+			r, err := g.Generate(ctx, prompt, o)
+			return time.Since(start), r, err
+		}
+		tc, rc, err := timed(false)
+		if err != nil {
+			return err
+		}
+		tr, rr, err := timed(true)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(rc.Tokens, rr.Tokens) || len(rc.Tokens) != tokens {
+			return fmt.Errorf("%s: cached and recomputed generations differ (%d and %d tokens)", name, len(rc.Tokens), len(rr.Tokens))
+		}
+		fmt.Printf("| %s | %s | %d | %d + %d | %.0f ms (%.0f tok/s) | %.0f ms (%.0f tok/s) | %.1fx |\n", name, pos, threads, promptLen, tokens,
+			ms(tc), float64(tokens)/tc.Seconds(), ms(tr), float64(tokens)/tr.Seconds(), tr.Seconds()/tc.Seconds())
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -368,3 +368,30 @@ func TestAbortFromStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestFrozenWorkerDetectedByGossip stops (SIGSTOP) one worker: its sockets
+// stay open, so only memberlist can tell it no longer answers. The job must
+// still end within 10 s, naming that rank.
+func TestFrozenWorkerDetectedByGossip(t *testing.T) {
+	j := start(t, nil, "strand", "check", "--nproc", "3", "--duration", "120s")
+	var pid int
+	deadline := time.Now().Add(60 * time.Second)
+	for pid == 0 && time.Now().Before(deadline) {
+		if strings.Count(j.out.String(), "barrier ok") >= 3*4 {
+			pid = childWithRank(t, j.cmd.Process.Pid, 1)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatalf("rank 1 never came up:\n%s", j.out)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	frozen := time.Now()
+	code := j.wait(t, 10*time.Second)
+	t.Logf("job exited %d, %v after the freeze", code, time.Since(frozen))
+	out := j.out.String()
+	if code == 0 || !strings.Contains(out, "rank 1 (host") || !strings.Contains(out, "memberlist stopped hearing from it") {
+		t.Fatalf("exit %d, output does not blame rank 1 through memberlist:\n%s", code, out)
+	}
+}

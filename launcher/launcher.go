@@ -186,6 +186,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		log.Info("tearing down workers", zap.String("why", why))
 		for _, p := range procs {
 			p.signal(syscall.SIGTERM)
+			p.signal(syscall.SIGCONT) // a stopped worker must run to see SIGTERM
 		}
 		killTimer = time.After(cfg.KillGrace)
 	}

@@ -395,3 +395,37 @@ func TestFrozenWorkerDetectedByGossip(t *testing.T) {
 		t.Fatalf("exit %d, output does not blame rank 1 through memberlist:\n%s", code, out)
 	}
 }
+
+// TestForeignLaunchers starts workers the way torchrun and a Kubernetes
+// Indexed Job do: no strand launcher, each process told its rank by
+// environment variables, rank 0 hosting the coordinator.
+func TestForeignLaunchers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  func(rank int, port string) []string
+	}{
+		{"torchrun", func(rank int, port string) []string {
+			return []string{"RANK=" + strconv.Itoa(rank), "WORLD_SIZE=2", "LOCAL_RANK=" + strconv.Itoa(rank),
+				"MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + port}
+		}},
+		{"kubernetes", func(rank int, port string) []string {
+			return []string{"JOB_COMPLETION_INDEX=" + strconv.Itoa(rank), "STRAND_WORLD_SIZE=2",
+				"STRAND_COORDINATOR=127.0.0.1:" + port}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := strconv.Itoa(freePort(t))
+			var jobs []*job
+			for r := 0; r < 2; r++ {
+				env := append(tc.env(r, port), "STRAND_TOKEN=foreign")
+				jobs = append(jobs, start(t, env, "strand", "check"))
+			}
+			for r, j := range jobs {
+				if code := j.wait(t, 60*time.Second); code != 0 || !strings.Contains(j.out.String(), "every group verified") ||
+					!strings.Contains(j.out.String(), `"source": "`+tc.name+`"`) {
+					t.Fatalf("rank %d exit %d:\n%s", r, code, j.out)
+				}
+			}
+		})
+	}
+}

@@ -429,3 +429,35 @@ func TestForeignLaunchers(t *testing.T) {
 		})
 	}
 }
+
+// TestSignalForwarded sends SIGTERM to the launcher alone: it must forward
+// it, and no worker may outlive the launcher.
+func TestSignalForwarded(t *testing.T) {
+	j := start(t, nil, "strand", "check", "--nproc", "2", "--duration", "120s")
+	var pids []int
+	deadline := time.Now().Add(60 * time.Second)
+	for len(pids) < 2 && time.Now().Before(deadline) {
+		pids = pids[:0]
+		if strings.Count(j.out.String(), "barrier ok") >= 2*4 {
+			for r := 0; r < 2; r++ {
+				if p := childWithRank(t, j.cmd.Process.Pid, r); p != 0 {
+					pids = append(pids, p)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(pids) < 2 {
+		t.Fatalf("workers never came up:\n%s", j.out)
+	}
+	_ = j.cmd.Process.Signal(syscall.SIGTERM)
+	code := j.wait(t, 10*time.Second)
+	if code == 0 || !strings.Contains(j.out.String(), "interrupted") {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, j.out)
+	}
+	for _, p := range pids {
+		if err := syscall.Kill(p, 0); err == nil {
+			t.Errorf("worker pid %d outlived the launcher", p)
+		}
+	}
+}

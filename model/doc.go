@@ -13,4 +13,16 @@
 // Linear weights are stored [in, out] like Hugging Face's Conv1D, so a
 // checkpoint is a direct copy of the buffers. Every matrix product goes
 // through gemm.Engine.
+//
+// Positions (Config.Position, see position.go): "learned" adds wpe rows to
+// the embedding and cannot run past n_positions; "rope" rotates q and k
+// inside attention (pairs i, i+HS/2 as in GPT-NeoX / HF LLaMA; rope_theta
+// and rope_scaling linear / ntk / yarn as in Hugging Face's config.json);
+// "alibi" adds -slope_h*(i-j) to the attention scores with the paper's
+// slopes, each TP rank using its heads' global indices. RoPE and ALiBi
+// models have no wpe and run at any length.
+//
+// Generation uses KVCache (kvcache.go): a single sequence, forwarded a few
+// tokens at a time, with every layer's keys and values kept, so each new
+// token costs one row per layer instead of the whole prefix.
 package model

@@ -182,13 +182,13 @@ func TestSgemmRandomShapes(t *testing.T) {
 // rows, n > m splits columns) and all transposes.
 func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	shapes := [][3]int{{150, 70, 400}, {50, 200, 800}, {96, 80, 200}}
+	shapes := [][3]int{{150, 70, 400}, {50, 200, 800}}
 	for _, name := range Available() {
 		for _, s := range shapes {
 			for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
 				tc := newCase(r, tr[0], tr[1], s[0], s[1], s[2], 0.7, 0.3, 1)
 				var ref []float32
-				for _, threads := range []int{1, 2, 3, 4, 7} {
+				for _, threads := range []int{1, 2, 3, 7} {
 					e, _ := NewNamed(threads, name)
 					c := append([]float32(nil), tc.c...)
 					e.Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, c, tc.ldc)

@@ -312,7 +312,7 @@ func (q *qp) requester() {
 			}
 			if b == nil {
 				close(w.written)
-				q.fail(verbs.StatusLocProtErr, fmt.Sprintf("SGE addr %#x len %d lkey %#x is not registered memory", s.Addr, s.Length, s.LKey))
+				q.failWR(w, verbs.StatusLocProtErr, fmt.Sprintf("SGE addr %#x len %d lkey %#x is not registered memory", s.Addr, s.Length, s.LKey))
 				return
 			}
 			bufs = append(bufs, b)

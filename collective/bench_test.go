@@ -10,10 +10,9 @@ import (
 // BenchmarkAllReduceTCP: 2 ranks in one process over loopback TCP. Only a
 // profiling aid; `strand bench collective` is the real benchmark.
 func BenchmarkAllReduceTCP(b *testing.B) {
-	for _, size := range []int{4 << 10, 16 << 20} {
+	for _, size := range []int{4 << 10, 1 << 20, 4 << 20, 16 << 20} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			t := &testing.T{}
-			ts := tcpWorld(t, 2)
+			ts := tcpWorld(b, 2)
 			cs := make([]*Comm, 2)
 			for r := range cs {
 				cs[r], _ = New(ts[r], []int{0, 1}, Options{})
@@ -38,7 +37,6 @@ func BenchmarkAllReduceTCP(b *testing.B) {
 			b.StopTimer()
 			for r := range cs {
 				cs[r].Close()
-				ts[r].Close()
 			}
 		})
 	}

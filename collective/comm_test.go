@@ -20,9 +20,9 @@ import (
 )
 
 // world builds n connected transports.
-type world func(t *testing.T, n int) []transport.Transport
+type world func(t testing.TB, n int) []transport.Transport
 
-func loopbackWorld(t *testing.T, n int) []transport.Transport {
+func loopbackWorld(t testing.TB, n int) []transport.Transport {
 	var out []transport.Transport
 	for _, tr := range loopback.New(n) {
 		out = append(out, tr)
@@ -30,7 +30,7 @@ func loopbackWorld(t *testing.T, n int) []transport.Transport {
 	return out
 }
 
-func tcpWorld(t *testing.T, n int) []transport.Transport {
+func tcpWorld(t testing.TB, n int) []transport.Transport {
 	t.Helper()
 	store := rendezvous.NewMem()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

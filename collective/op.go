@@ -1,6 +1,9 @@
 package collective
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Op is a reduction.
 type Op uint8
@@ -85,15 +88,25 @@ func reduceInto(dt DType, o Op, dst, peer []byte, peerFirst, final bool, n int) 
 				d[i] = v
 			}
 		}
-	case BFloat16, Float16:
+	case BFloat16:
 		d, p := asU16(dst), asU16(peer)
 		p = p[:len(d)]
-		widen, narrow := Float32FromBF16, BF16FromFloat32
-		if dt == Float16 {
-			widen, narrow = Float32FromF16, F16FromFloat32
+		if (o == Sum || o == Avg) && !scale {
+			// Hot path, written out so the conversions inline.
+			for i := range d {
+				a, b := math.Float32frombits(uint32(d[i])<<16), math.Float32frombits(uint32(p[i])<<16)
+				var v float32
+				if peerFirst {
+					v = b + a
+				} else {
+					v = a + b
+				}
+				d[i] = BF16FromFloat32(v)
+			}
+			return
 		}
 		for i := range d {
-			a, b := widen(d[i]), widen(p[i])
+			a, b := Float32FromBF16(d[i]), Float32FromBF16(p[i])
 			if peerFirst {
 				a, b = b, a
 			}
@@ -101,29 +114,21 @@ func reduceInto(dt DType, o Op, dst, peer []byte, peerFirst, final bool, n int) 
 			if scale {
 				v /= inv
 			}
-			d[i] = narrow(v)
-		}
-	}
-}
-
-// scaleInPlace divides every element by n (Avg on a path with no final
-// reduction step of its own).
-func scaleInPlace(dt DType, buf []byte, n int) {
-	inv := float32(n)
-	switch dt {
-	case Float32:
-		for i, v := range asF32(buf) {
-			asF32(buf)[i] = v / inv
-		}
-	case BFloat16:
-		d := asU16(buf)
-		for i, v := range d {
-			d[i] = BF16FromFloat32(Float32FromBF16(v) / inv)
+			d[i] = BF16FromFloat32(v)
 		}
 	case Float16:
-		d := asU16(buf)
-		for i, v := range d {
-			d[i] = F16FromFloat32(Float32FromF16(v) / inv)
+		d, p := asU16(dst), asU16(peer)
+		p = p[:len(d)]
+		for i := range d {
+			a, b := Float32FromF16(d[i]), Float32FromF16(p[i])
+			if peerFirst {
+				a, b = b, a
+			}
+			v := combine(o, a, b)
+			if scale {
+				v /= inv
+			}
+			d[i] = F16FromFloat32(v)
 		}
 	}
 }

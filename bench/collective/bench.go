@@ -18,6 +18,7 @@ import (
 	"time"
 
 	coll "github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport/dirstore"
 	"github.com/strand-ml/strand/transport/tcp"
 )
@@ -198,11 +199,16 @@ func Worker(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", envRank, err)
 	}
+	return work(ctx, cfg, rank, dirstore.New(os.Getenv(envDir)), os.Getenv(envJob), os.Getenv(envToken), out, logw)
+}
+
+// work is one rank's benchmark, given its rendezvous.
+func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job, token string, out, logw io.Writer) error {
 	dt, _ := parseDType(cfg.DType)
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	tr, err := tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: dirstore.New(os.Getenv(envDir)),
-		JobID: os.Getenv(envJob), Token: os.Getenv(envToken), Bind: cfg.Bind, Streams: cfg.Streams,
+	tr, err := tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
+		JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams,
 		Logger: slog.New(slog.NewTextHandler(logw, nil))})
 	if err != nil {
 		return err

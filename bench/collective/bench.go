@@ -204,6 +204,9 @@ func Worker(ctx context.Context, cfg Config, out, logw io.Writer) error {
 
 // work is one rank's benchmark, given its rendezvous.
 func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job, token string, out, logw io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	dt, _ := parseDType(cfg.DType)
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

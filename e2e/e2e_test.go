@@ -145,6 +145,7 @@ func TestLocalJobs(t *testing.T) {
 		{"4 processes dp2 tp2", []string{"--nproc", "4", "--tp", "2"}, []string{"tp group [2 3]", "dp group [1 3]", "mesh dp=2 tp=2 pp=1"}},
 		{"4 processes dp1 tp2 pp2", []string{"--nproc", "4", "--tp", "2", "--pp", "2"}, []string{"pp group [1 3]", "tp group [0 1]"}},
 		{"8 processes dp2 tp2 pp2", []string{"--nproc", "8", "--tp", "2", "--pp", "2"}, []string{"pp group [3 7]", "dp group [4 6]", "tp group [6 7]", "mesh dp=2 tp=2 pp=2"}},
+		{"4 processes over RDMA verbs (software provider)", []string{"--nproc", "4", "--tp", "2", "--transport", "rdma", "--rdma-provider", "soft"}, []string{`"transport": "rdma/soft"`, "tp group [2 3]"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,8 @@ type Flags struct {
 	// TLSCert and TLSKey enable TLS on the coordinator; TLSCA is what
 	// workers trust (default TLSCert, for a self-signed certificate).
 	TLSCert, TLSKey, TLSCA string
+	// RDMAProvider is the verbs provider for --transport rdma.
+	RDMAProvider string
 }
 
 // AddFlags registers the launcher flags on fs.
@@ -55,6 +57,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.TLSCert, "tls-cert", "", "coordinator TLS certificate (PEM); enables TLS")
 	fs.StringVar(&f.TLSKey, "tls-key", "", "coordinator TLS private key (PEM)")
 	fs.StringVar(&f.TLSCA, "tls-ca", "", "CA certificate workers trust for the coordinator (default: --tls-cert, for self-signed ones)")
+	fs.StringVar(&f.RDMAProvider, "rdma-provider", "", "verbs provider for --transport rdma: ibverbs (default, hardware) or soft (pure Go, one machine)")
 	fs.IntVar(&f.WorkerMetricsPort, "worker-metrics-port", 0, "serve each worker's Prometheus metrics on this port + its local rank (0 = off)")
 	return f
 }

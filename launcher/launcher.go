@@ -55,6 +55,7 @@ type Common struct {
 	// TLSCert and TLSKey enable TLS on the coordinator node 0 hosts; TLSCA
 	// (default TLSCert) is passed to workers to verify it.
 	TLSCert, TLSKey, TLSCA string
+	RDMAProvider           string      // passed to workers (STRAND_RDMA_PROVIDER)
 	Log                    *zap.Logger // launcher and coordinator log; default no-op
 }
 
@@ -324,6 +325,7 @@ func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *
 		jobenv.LogFormat+"="+cfg.LogFormat,
 		jobenv.HostCoordinator+"=",
 		jobenv.TLSCA+"="+cfg.TLSCA,
+		jobenv.RDMAProvider+"="+cfg.RDMAProvider,
 	)
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	o, err := cmd.StdoutPipe()

@@ -36,9 +36,9 @@ type Options struct {
 	// DP, TP and PP choose the mesh when the environment does not (Slurm,
 	// Kubernetes, torchrun give only the world size); DP 0 derives it.
 	DP, TP, PP int
-	// Transport ("tcp" or "rdma"), Bind and LogFormat override the
-	// environment when set.
-	Transport, Bind, LogFormat string
+	// Transport ("tcp" or "rdma"), Bind, LogFormat and RDMAProvider
+	// ("ibverbs" or "soft") apply when the environment does not say.
+	Transport, Bind, LogFormat, RDMAProvider string
 	// ConnectTimeout bounds the retries while the coordinator is not up
 	// (default 60 s). JoinTimeout is how long a coordinator hosted by this
 	// process waits for every rank (default 2 min).
@@ -61,7 +61,8 @@ type Options struct {
 // FromFlags turns the shared launcher flags into Options.
 func FromFlags(f *launcher.Flags) Options {
 	return Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat,
-		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout, MetricsPortBase: f.WorkerMetricsPort}
+		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout, MetricsPortBase: f.WorkerMetricsPort,
+		RDMAProvider: f.RDMAProvider}
 }
 
 // InJob reports whether this process was started as a worker: by a strand
@@ -79,10 +80,12 @@ type Runtime struct {
 	// World spans every rank; DP, TP and PP are this rank's groups (a
 	// group of size 1 when the degree is 1).
 	World, DP, TP, PP *collective.Comm
-	// Transport is the one world transport under every communicator.
-	Transport transport.Transport
-	Log       *zap.Logger
-	Job       jobenv.Job
+	// Transport is the one world transport under every communicator;
+	// TransportName says which: "tcp" or "rdma/<provider>".
+	Transport     transport.Transport
+	TransportName string
+	Log           *zap.Logger
+	Job           jobenv.Job
 	// Members lists every rank's host and addresses, in rank order.
 	Members []*pb.Member
 	Metrics *obs.Registry
@@ -140,6 +143,9 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	if opts.LogFormat != "" && job.LogFormat == "" {
 		job.LogFormat = opts.LogFormat
+	}
+	if opts.RDMAProvider != "" && job.RDMAProvider == "" {
+		job.RDMAProvider = opts.RDMAProvider
 	}
 	if job.Transport == "" {
 		job.Transport = "tcp"
@@ -201,7 +207,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	caps := []string{"tcp"}
-	if rdma.Available("") == nil {
+	if rdma.Available(job.RDMAProvider) == nil {
 		caps = append(caps, "rdma")
 	}
 	host := coordinator.Hostname()
@@ -287,7 +293,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	rt.bg.Add(1)
 	go rt.heartbeat(opts.HeartbeatInterval)
-	rt.Log.Info("joined", zap.Stringer("mesh", m), zap.Stringer("coord", rt.Coord), zap.String("transport", job.Transport))
+	rt.Log.Info("joined", zap.Stringer("mesh", m), zap.Stringer("coord", rt.Coord), zap.String("transport", rt.TransportName))
 	ok = true
 	return rt, nil
 }
@@ -345,16 +351,25 @@ func advertise(ctx context.Context, job jobenv.Job, timeout time.Duration) (stri
 	}
 }
 
+// dialTransport builds the world transport: RDMA when asked for and
+// available (else TCP, with a warning), TCP otherwise. It records the
+// choice in rt.TransportName.
 func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string, log *zap.Logger) (transport.Transport, error) {
 	store := rendezvous.Prefixed(rt.client.Store(), "epoch0/")
+	rt.TransportName = "tcp"
 	if job.Transport == "rdma" {
-		if err := rdma.Available(""); err != nil {
+		if err := rdma.Available(job.RDMAProvider); err != nil {
 			log.Warn("--transport rdma asked for but not available; using tcp", zap.Error(err))
 		} else {
-			t, err := rdma.Dial(ctx, rdma.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store})
+			p, err := rdma.ProviderByName(job.RDMAProvider)
 			if err != nil {
 				return nil, fmt.Errorf("rdma transport: %w", err)
 			}
+			t, err := rdma.Dial(ctx, rdma.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, Provider: p})
+			if err != nil {
+				return nil, fmt.Errorf("rdma transport (%s): %w", p.Name(), err)
+			}
+			rt.TransportName = "rdma/" + p.Name()
 			return t, nil
 		}
 	}

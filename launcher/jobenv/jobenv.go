@@ -25,6 +25,7 @@ const (
 	TLSCert         = "STRAND_TLS_CERT"         // coordinator certificate (PEM), enables TLS
 	TLSKey          = "STRAND_TLS_KEY"          // its private key (PEM)
 	TLSCA           = "STRAND_TLS_CA"           // CA that workers trust for the coordinator
+	RDMAProvider    = "STRAND_RDMA_PROVIDER"    // verbs provider for --transport rdma: ibverbs (default) or soft
 )
 
 // DefaultPort is the coordinator port when none is configured.
@@ -50,6 +51,9 @@ type Job struct {
 	// TLSCert and TLSKey are for the process that hosts the coordinator;
 	// TLSCA makes workers use TLS to reach it.
 	TLSCert, TLSKey, TLSCA string
+	// RDMAProvider picks the verbs implementation: "ibverbs" (hardware,
+	// the default) or "soft" (pure Go, one machine; for tests).
+	RDMAProvider string
 }
 
 // Detect reads the job from getenv (os.Getenv in production). ok is false
@@ -82,6 +86,7 @@ func Detect(getenv func(string) string) (job Job, ok bool, err error) {
 	}
 	job.Transport, job.Bind, job.LogFormat = getenv(Transport), getenv(Bind), getenv(LogFormat)
 	job.TLSCert, job.TLSKey, job.TLSCA = getenv(TLSCert), getenv(TLSKey), getenv(TLSCA)
+	job.RDMAProvider = getenv(RDMAProvider)
 	if v := getenv(Mesh); v != "" {
 		if job.DP, job.TP, job.PP, err = ParseMesh(v); err != nil {
 			return Job{}, true, err

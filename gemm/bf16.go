@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"unsafe"
 
 	"github.com/strand-ml/strand/gemm/internal/kernels"
 )
@@ -136,12 +137,19 @@ type bf16Args struct {
 // pairs; an odd k is padded with a zero.
 type blockedBF16 struct {
 	micro      kernels.MicroBF16
-	mc, kc, nc int // kc counts k values and is even
+	mc, kc, nc int               // kc counts k values and is even
+	t16, t12   kernels.Transpose // float32 register transposes, reused for pairs; may be nil
 }
 
-func newBlockedBF16(mk kernels.MicroBF16) *blockedBF16 {
-	// Same bytes per panel as the float32 path: 768 bf16 = 384 pairs.
-	return &blockedBF16{micro: mk, mc: mk.MR * (192 / mk.MR), kc: 768, nc: mk.NR * (2048 / mk.NR)}
+// newBlockedBF16 sizes the blocks like newBlocked (768 bf16 = 384 pairs,
+// the same bytes per panel) and borrows the float32 transposes of fp for
+// packing, when it has them.
+func newBlockedBF16(mk kernels.MicroBF16, fp *kernels.Micro) *blockedBF16 {
+	bl := &blockedBF16{micro: mk, mc: mk.MR * (192 / mk.MR), kc: 768, nc: mk.NR * (2048 / mk.NR)}
+	if fp != nil {
+		bl.t16, bl.t12 = fp.T16, fp.T12
+	}
+	return bl
 }
 
 // run computes rows [i0,i1) x columns [j0,j1) of C (i0, j0 on the tile grid).
@@ -153,20 +161,20 @@ func (bl *blockedBF16) run(g *bf16Args, i0, i1, j0, j1 int, ws *workspace) {
 	mcMax := min(bl.mc, roundUp(i1-i0, mr))
 	ncMax := min(bl.nc, roundUp(j1-j0, nr))
 	ws.grow(0, 0, mr*nr, 0)
-	if cap(ws.a16) < mcMax*2*kpMax {
-		ws.a16 = make([]uint16, mcMax*2*kpMax)
+	if cap(ws.a16) < mcMax*kpMax {
+		ws.a16 = make([]uint32, mcMax*kpMax)
 	}
-	if cap(ws.b16) < ncMax*2*kpMax {
-		ws.b16 = make([]uint16, ncMax*2*kpMax)
+	if cap(ws.b16) < ncMax*kpMax {
+		ws.b16 = make([]uint32, ncMax*kpMax)
 	}
-	pa, pb := ws.a16[:mcMax*2*kpMax], ws.b16[:ncMax*2*kpMax]
+	pa, pb := ws.a16[:mcMax*kpMax], ws.b16[:ncMax*kpMax]
 	fn := bl.micro.Fn
 	for jc := j0; jc < j1; jc += bl.nc {
 		nb := min(bl.nc, j1-jc)
 		for pc := 0; pc < g.k; pc += kc {
 			kb := min(kc, g.k-pc)
 			kp := ceilDiv(kb, 2)
-			packB16(pb, g.b, g.ldb, g.transB, pc, kb, jc, nb, nr)
+			bl.packB(pb, g.b, g.ldb, g.transB, pc, kb, jc, nb)
 			beta, load := float32(1), 1
 			if pc == 0 {
 				beta = g.beta
@@ -176,12 +184,12 @@ func (bl *blockedBF16) run(g *bf16Args, i0, i1, j0, j1 int, ws *workspace) {
 			}
 			for ic := i0; ic < i1; ic += bl.mc {
 				mb := min(bl.mc, i1-ic)
-				packA16(pa, g.a, g.lda, g.transA, ic, mb, pc, kb, mr)
+				bl.packA(pa, g.a, g.lda, g.transA, ic, mb, pc, kb)
 				for jr := 0; jr < nb; jr += nr {
-					bp := &pb[jr*2*kp]
+					bp := pairPtr(&pb[jr*kp])
 					w := min(nr, nb-jr)
 					for ir := 0; ir < mb; ir += mr {
-						ap := &pa[ir*2*kp]
+						ap := pairPtr(&pa[ir*kp])
 						h := min(mr, mb-ir)
 						ci := (ic+ir)*g.ldc + jc + jr
 						if h == mr && w == nr {
@@ -215,51 +223,137 @@ func mergeTile(c []float32, ldc int, tile []float32, nr, h, w int, alpha, beta f
 	}
 }
 
-// packA16 packs op(A)[i0:i0+mb, p0:p0+kb] into panels of mr rows; panel r
-// holds, for each k pair q, mr rows x (op(A)[i, p0+2q], op(A)[i, p0+2q+1]),
-// zero beyond row mb and beyond kb.
-func packA16(dst, a []uint16, lda int, trans bool, i0, mb, p0, kb, mr int) {
+// pairPtr views packed pairs as the bf16 values the kernel reads (a pair
+// is two bf16 in one little-endian uint32: even k low, odd k high).
+func pairPtr(p *uint32) *uint16 { return (*uint16)(unsafe.Pointer(p)) }
+
+func pair(lo, hi uint16) uint32 { return uint32(lo) | uint32(hi)<<16 }
+
+// packA packs op(A)[i0:i0+mb, p0:p0+kb] into panels of mr rows; panel r
+// holds, for each k pair q, mr pairs (op(A)[i, p0+2q], op(A)[i, p0+2q+1]),
+// zero beyond row mb and beyond kb. p0 is even.
+func (bl *blockedBF16) packA(dst []uint32, a []uint16, lda int, trans bool, i0, mb, p0, kb int) {
+	mr := bl.micro.MR
 	kp := ceilDiv(kb, 2)
 	for r := 0; r < mb; r += mr {
 		h := min(mr, mb-r)
-		panel := dst[r*2*kp : (r+mr)*2*kp]
+		panel := dst[r*kp : (r+mr)*kp]
+		if trans {
+			// A is stored k x m: the pair for row i interleaves rows p and
+			// p+1 of the store.
+			for q := 0; q < kp; q++ {
+				even := a[(p0+2*q)*lda+i0+r:][:h]
+				d := panel[q*mr : q*mr+mr]
+				if 2*q+1 < kb {
+					odd := a[(p0+2*q+1)*lda+i0+r:][:h]
+					for i := range even {
+						d[i] = pair(even[i], odd[i])
+					}
+				} else {
+					for i := range even {
+						d[i] = pair(even[i], 0)
+					}
+				}
+				clear(d[h:])
+			}
+			continue
+		}
+		// A's rows hold each pair contiguously (p0 is even): a transpose of
+		// 32-bit pairs.
+		if h == mr && bl.transposePairs(panel, a, lda, (i0+r)*lda+p0, h, kb, mr) {
+			continue
+		}
 		clear(panel)
 		for i := 0; i < h; i++ {
-			row := i0 + r + i
-			for p := 0; p < kb; p++ {
-				var v uint16
-				if trans {
-					v = a[(p0+p)*lda+row]
-				} else {
-					v = a[row*lda+p0+p]
-				}
-				panel[((p>>1)*mr+i)*2+p&1] = v
+			row := a[(i0+r+i)*lda+p0:][:kb]
+			for p := 0; p+1 < kb; p += 2 {
+				panel[(p>>1)*mr+i] = pair(row[p], row[p+1])
+			}
+			if kb&1 == 1 {
+				panel[(kb>>1)*mr+i] = pair(row[kb-1], 0)
 			}
 		}
 	}
 }
 
-// packB16 packs op(B)[p0:p0+kb, j0:j0+nb] into panels of nr columns; panel
-// s holds, for each k pair q, nr columns x (op(B)[p0+2q, j], op(B)[p0+2q+1, j]).
-func packB16(dst, b []uint16, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+// packB packs op(B)[p0:p0+kb, j0:j0+nb] into panels of nr columns; panel s
+// holds, for each k pair q, nr pairs (op(B)[p0+2q, j], op(B)[p0+2q+1, j]).
+func (bl *blockedBF16) packB(dst []uint32, b []uint16, ldb int, trans bool, p0, kb, j0, nb int) {
+	nr := bl.micro.NR
 	kp := ceilDiv(kb, 2)
 	for s := 0; s < nb; s += nr {
 		w := min(nr, nb-s)
-		panel := dst[s*2*kp : (s+nr)*2*kp]
+		panel := dst[s*kp : (s+nr)*kp]
+		if !trans {
+			// Rows p and p+1 of B interleave into the pairs.
+			for q := 0; q < kp; q++ {
+				even := b[(p0+2*q)*ldb+j0+s:][:w]
+				d := panel[q*nr : q*nr+nr]
+				if 2*q+1 < kb {
+					odd := b[(p0+2*q+1)*ldb+j0+s:][:w]
+					for j := range even {
+						d[j] = pair(even[j], odd[j])
+					}
+				} else {
+					for j := range even {
+						d[j] = pair(even[j], 0)
+					}
+				}
+				clear(d[w:])
+			}
+			continue
+		}
+		// B is stored n x k: each stored row holds a column's pairs.
+		if w == nr && bl.transposePairs(panel, b, ldb, (j0+s)*ldb+p0, w, kb, nr) {
+			continue
+		}
 		clear(panel)
 		for j := 0; j < w; j++ {
-			col := j0 + s + j
-			for p := 0; p < kb; p++ {
-				var v uint16
-				if trans {
-					v = b[col*ldb+p0+p]
-				} else {
-					v = b[(p0+p)*ldb+col]
-				}
-				panel[((p>>1)*nr+j)*2+p&1] = v
+			col := b[(j0+s+j)*ldb+p0:][:kb]
+			for p := 0; p+1 < kb; p += 2 {
+				panel[(p>>1)*nr+j] = pair(col[p], col[p+1])
+			}
+			if kb&1 == 1 {
+				panel[(kb>>1)*nr+j] = pair(col[kb-1], 0)
 			}
 		}
 	}
+}
+
+// transposePairs packs h rows of bf16 (row j starts at src[off+j*ld], kb
+// values) into panel as pairs, transposed: panel[q*width+j] = pair q of row
+// j. The float32 register transposes move 32-bit lanes, so they move pairs
+// just as well, 16 pairs at a time; the remaining pairs (and an odd last
+// value) are done by scalar code. It reports false, doing nothing, when the
+// CPU has no transposes or h is not 12 or a multiple of 16.
+func (bl *blockedBF16) transposePairs(panel []uint32, src []uint16, ld, off, h, kb, width int) bool {
+	f, step := bl.t16, 16
+	if h == 12 {
+		f, step = bl.t12, 12
+	}
+	if f == nil || h%step != 0 || kb == 0 {
+		return false
+	}
+	_ = src[off+(h-1)*ld+kb-1] // bounds: the last value read
+	kp := ceilDiv(kb, 2)
+	_ = panel[(kp-1)*width+h-1]
+	blocks := (kb / 2) / 16 // whole pairs only, 16 per block
+	if blocks > 0 {
+		for j0 := 0; j0 < h; j0 += step {
+			f((*float32)(unsafe.Pointer(&panel[j0])), (*float32)(unsafe.Pointer(&src[off+j0*ld])), ld*2, blocks, width*4, 1<<step-1)
+		}
+	}
+	for j := 0; j < h; j++ {
+		row := src[off+j*ld:][:kb]
+		for q := blocks * 16; q < kp; q++ {
+			hi := uint16(0)
+			if 2*q+1 < kb {
+				hi = row[2*q+1]
+			}
+			panel[q*width+j] = pair(row[2*q], hi)
+		}
+	}
+	return true
 }
 
 // BF16KernelName names the GemmBF16 path in use: the bf16 micro-kernel's

@@ -44,8 +44,8 @@ type workspace struct {
 	a, b []float32
 	tile []float32
 	edge []float32 // partial panels on their way to packing
-	// bf16 panels (GemmBF16)
-	a16, b16 []uint16
+	// bf16 panels (GemmBF16), as pairs of bf16 in a uint32
+	a16, b16 []uint32
 }
 
 func (w *workspace) grow(na, nb, nt, ne int) {

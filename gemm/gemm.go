@@ -34,8 +34,8 @@ func New(threads int) *Engine {
 	if ks := kernels.Available(); len(ks) > 0 {
 		e.blk, e.name = newBlocked(ks[0]), ks[0].Name
 	}
-	if mk := kernels.AvailableBF16(); mk != nil {
-		e.bf = newBlockedBF16(*mk)
+	if mk := kernels.AvailableBF16(); mk != nil && e.blk != nil {
+		e.bf = newBlockedBF16(*mk, &e.blk.micro)
 	}
 	return e
 }
@@ -60,7 +60,7 @@ func NewNamed(threads int, name string) (*Engine, error) {
 		if mk.Name == name {
 			e.blk, e.name = newBlocked(mk), mk.Name
 			if bf := kernels.AvailableBF16(); bf != nil && name == "avx512" {
-				e.bf = newBlockedBF16(*bf)
+				e.bf = newBlockedBF16(*bf, &mk)
 			}
 			return e, nil
 		}

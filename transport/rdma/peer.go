@@ -641,6 +641,11 @@ func (p *peer) failLocked(err error) {
 		for _, op := range q.waiting {
 			p.finishRecv(op, err)
 		}
+		for _, a := range q.arrived {
+			if a.park != nil && a.park.done { // (undone ones were released above)
+				a.park.mr.Deregister()
+			}
+		}
 		delete(p.tags, t)
 	}
 }

@@ -103,6 +103,13 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// EnvProvider names the environment variable through which a launcher can
+// choose the verbs provider at run time without a new flag: "ibverbs" (or
+// unset) for hardware, "soft" to run `--transport rdma` over the software
+// provider (CI, machines without RDMA). Pass its value to Available,
+// MissingDevices and ProviderByName alike.
+const EnvProvider = "STRAND_RDMA_PROVIDER"
+
 // ProviderByName returns a verbs provider: "soft" (the pure-Go software
 // provider, always present) or "ibverbs" / "" (libibverbs; present only in
 // binaries built with `-tags rdma`, otherwise an error wrapping

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -460,5 +462,38 @@ func TestSignalForwarded(t *testing.T) {
 		if err := syscall.Kill(p, 0); err == nil {
 			t.Errorf("worker pid %d outlived the launcher", p)
 		}
+	}
+}
+
+// TestMetricsEndpoints scrapes the coordinator's and a worker's /metrics
+// while a job runs.
+func TestMetricsEndpoints(t *testing.T) {
+	cport, wport := freePort(t), freePort(t)
+	j := start(t, nil, "strand", "check", "--nproc", "2", "--duration", "120s",
+		"--metrics", "127.0.0.1:"+strconv.Itoa(cport), "--worker-metrics-port", strconv.Itoa(wport))
+	scrape := func(port int) string {
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var coord, work string
+	for time.Now().Before(deadline) {
+		coord, work = scrape(cport), scrape(wport)
+		if strings.Contains(coord, `strand_step{rank="1"} `) && strings.Contains(coord, `strand_check_round_seconds{rank="0"}`) &&
+			strings.Contains(work, `strand_transport_bytes_total{dir="send",peer_group="dp"} `) &&
+			!strings.Contains(work, `strand_transport_bytes_total{dir="send",peer_group="dp"} 0`+"\n") {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	_ = j.cmd.Process.Signal(syscall.SIGTERM)
+	j.wait(t, 15*time.Second)
+	if !strings.Contains(coord, `strand_step{rank="1"} `) || !strings.Contains(work, `strand_transport_bytes_total{dir="send",peer_group="dp"} `) {
+		t.Fatalf("metrics missing\ncoordinator:\n%s\nworker 0:\n%s\njob:\n%s", coord, work, j.out)
 	}
 }

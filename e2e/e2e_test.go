@@ -497,3 +497,16 @@ func TestMetricsEndpoints(t *testing.T) {
 		t.Fatalf("metrics missing\ncoordinator:\n%s\nworker 0:\n%s\njob:\n%s", coord, work, j.out)
 	}
 }
+
+// TestJoinTimeoutNamesMissingRanks starts only node 0 of a 2-node job: the
+// coordinator gives up after --join-timeout and says which ranks are missing.
+func TestJoinTimeoutNamesMissingRanks(t *testing.T) {
+	coord := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	j := start(t, nil, "strand", "check", "--nnodes", "2", "--node-rank", "0", "--coordinator", coord,
+		"--nproc-per-node", "2", "--token", "t", "--join-timeout", "2s")
+	code := j.wait(t, 30*time.Second)
+	out := j.out.String()
+	if code == 0 || !strings.Contains(out, "join timeout after 2s: 2 of 4 ranks joined") || !strings.Contains(out, "missing ranks 2,3") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}

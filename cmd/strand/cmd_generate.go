@@ -133,18 +133,23 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	g := generate.New(m, tok)
 	opts := generate.Options{MaxTokens: *maxTokens, Sampling: sampling, Seed: *seed, Stop: stops, Context: n, Recompute: *recompute}
-	if *echo {
-		if _, err := io.WriteString(stdout, *prompt); err != nil {
-			return err
-		}
-	}
 	start := time.Now()
+	echoed := !*echo
 	res, err := g.Stream(ctx, *prompt, opts, func(_ int, text []byte) error {
+		if !echoed { // only once the prompt is accepted
+			echoed = true
+			if _, err := io.WriteString(stdout, *prompt); err != nil {
+				return err
+			}
+		}
 		_, err := stdout.Write(text)
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if !echoed { // ended before the first token (end of text)
+		io.WriteString(stdout, *prompt)
 	}
 	fmt.Fprintln(stdout)
 	if *stats {

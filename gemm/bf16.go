@@ -139,13 +139,14 @@ type blockedBF16 struct {
 	micro      kernels.MicroBF16
 	mc, kc, nc int               // kc counts k values and is even
 	t16, t12   kernels.Transpose // float32 register transposes, reused for pairs; may be nil
+	idx        [64]uint16        // kernels.InterleaveIndex, for micro.Interleave
 }
 
 // newBlockedBF16 sizes the blocks like newBlocked (768 bf16 = 384 pairs,
 // the same bytes per panel) and borrows the float32 transposes of fp for
 // packing, when it has them.
 func newBlockedBF16(mk kernels.MicroBF16, fp *kernels.Micro) *blockedBF16 {
-	bl := &blockedBF16{micro: mk, mc: mk.MR * (192 / mk.MR), kc: 768, nc: mk.NR * (2048 / mk.NR)}
+	bl := &blockedBF16{micro: mk, mc: mk.MR * (192 / mk.MR), kc: 768, nc: mk.NR * (2048 / mk.NR), idx: kernels.InterleaveIndex()}
 	if fp != nil {
 		bl.t16, bl.t12 = fp.T16, fp.T12
 	}
@@ -241,6 +242,9 @@ func (bl *blockedBF16) packA(dst []uint32, a []uint16, lda int, trans bool, i0, 
 		if trans {
 			// A is stored k x m: the pair for row i interleaves rows p and
 			// p+1 of the store.
+			if bl.interleaveRows(panel, a, lda, p0*lda+i0+r, kb, h, mr) {
+				continue
+			}
 			for q := 0; q < kp; q++ {
 				even := a[(p0+2*q)*lda+i0+r:][:h]
 				d := panel[q*mr : q*mr+mr]
@@ -286,6 +290,9 @@ func (bl *blockedBF16) packB(dst []uint32, b []uint16, ldb int, trans bool, p0, 
 		panel := dst[s*kp : (s+nr)*kp]
 		if !trans {
 			// Rows p and p+1 of B interleave into the pairs.
+			if bl.interleaveRows(panel, b, ldb, p0*ldb+j0+s, kb, w, nr) {
+				continue
+			}
 			for q := 0; q < kp; q++ {
 				even := b[(p0+2*q)*ldb+j0+s:][:w]
 				d := panel[q*nr : q*nr+nr]
@@ -318,6 +325,33 @@ func (bl *blockedBF16) packB(dst []uint32, b []uint16, ldb int, trans bool, p0, 
 			}
 		}
 	}
+}
+
+// interleaveRows packs row pairs (even row at src[off+2q*ld], odd row ld
+// further, w values each) into panel rows of width pairs: panel[q*width+j] =
+// (even[j], odd[j]), zero for j >= w and for the odd half of a last, odd k.
+// It uses the micro-kernel's vector interleave and reports false, doing
+// nothing, when there is none.
+func (bl *blockedBF16) interleaveRows(panel []uint32, src []uint16, ld, off, kb, w, width int) bool {
+	il := bl.micro.Interleave
+	if il == nil || kb < 2 || w > 32 || width > 32 {
+		return false
+	}
+	pairs := kb / 2
+	_ = src[off+(2*pairs-1)*ld+w-1] // bounds: the last value read
+	_ = panel[ceilDiv(kb, 2)*width-1]
+	lanes := func(n int) int { return 1<<min(n, 16) - 1 }
+	masks := (1<<w - 1) | lanes(width)<<32 | lanes(max(width-16, 0))<<48
+	il(&panel[0], &src[off], ld*2, pairs, width*4, masks, &bl.idx[0])
+	if kb&1 == 1 {
+		even := src[off+(kb-1)*ld:][:w]
+		d := panel[pairs*width:][:width]
+		for j, v := range even {
+			d[j] = pair(v, 0)
+		}
+		clear(d[w:])
+	}
+	return true
 }
 
 // transposePairs packs h rows of bf16 (row j starts at src[off+j*ld], kb

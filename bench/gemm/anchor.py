@@ -8,6 +8,9 @@ request per line on stdin:
 
     {"tA": false, "tB": true, "m": 512, "n": 384, "k": 128, "min_seconds": 0.05}
 
+("dtype": "bf16" times torch.mm on bfloat16 tensors instead; numpy is
+skipped.)
+
 and answers one JSON line per request:
 
     {"numpy": <GFLOP/s>, "numpy_cpu": <GFLOP per CPU-second of the calling
@@ -72,6 +75,16 @@ def main():
         flops = 2.0 * m * n * k
         secs = req.get("min_seconds", 0.05)
         out = {"core": core, "threads": threads}
+        if req.get("dtype") == "bf16":
+            # numpy has no bf16; torch runs bf16 matmul through oneDNN.
+            ta = torch.from_numpy(a).to(torch.bfloat16)
+            tb = torch.from_numpy(b).to(torch.bfloat16)
+            ta, tb = (ta.t() if req["tA"] else ta), (tb.t() if req["tB"] else tb)
+            tc = torch.empty((m, n), dtype=torch.bfloat16)
+            out["numpy"], out["numpy_cpu"] = 0.0, 0.0
+            out["torch"], out["torch_cpu"] = rate(lambda: torch.mm(ta, tb, out=tc), flops, secs)
+            print(json.dumps(out), flush=True)
+            continue
         out["numpy"], out["numpy_cpu"] = rate(lambda: np.matmul(a_op, b_op, out=c), flops, secs)
         ta, tb, tc = torch.from_numpy(a_op), torch.from_numpy(b_op), torch.from_numpy(c)
         out["torch"], out["torch_cpu"] = rate(lambda: torch.mm(ta, tb, out=tc), flops, secs)

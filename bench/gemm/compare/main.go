@@ -11,7 +11,10 @@
 //
 // Usage (from the repository root; run.sh sets the OpenBLAS environment):
 //
-//	go run ./bench/gemm/compare [-threads 1,2] [-rounds 5] [-min 0.05] [-filter REGEXP]
+//	go run ./bench/gemm/compare [-threads 1,2] [-rounds 5] [-min 0.05] [-filter REGEXP] [-dtype f32|bf16]
+//
+// With -dtype bf16 strand's GemmBF16 (bf16 inputs, float32 output) is
+// compared with torch.mm on bfloat16 tensors (oneDNN), the only bf16 anchor.
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -54,6 +58,7 @@ type options struct {
 	filter  *regexp.Regexp
 	python  string
 	script  string
+	bf16    bool // strand GemmBF16 vs torch bf16 matmul
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -65,10 +70,14 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	filter := fs.String("filter", "", "only shapes whose description matches this regexp")
 	python := fs.String("python", "/usr/bin/python3", "Python with numpy and torch")
 	script := fs.String("script", "bench/gemm/anchor.py", "anchor worker script")
+	dtype := fs.String("dtype", "f32", "f32 (vs OpenBLAS and torch) or bf16 (GemmBF16 vs torch bf16)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	o := options{rounds: *rounds, minSecs: *minSecs, python: *python, script: *script}
+	o := options{rounds: *rounds, minSecs: *minSecs, python: *python, script: *script, bf16: *dtype == "bf16"}
+	if *dtype != "f32" && *dtype != "bf16" {
+		return o, fmt.Errorf("-dtype %q: want f32 or bf16", *dtype)
+	}
 	for _, f := range strings.Split(*threads, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -128,8 +137,12 @@ func startAnchor(ctx context.Context, o options, threads int) (*anchor, error) {
 	return &anchor{cmd: cmd, in: in, out: bufio.NewScanner(out)}, nil
 }
 
-func (a *anchor) measure(s gemmbench.Shape, minSecs float64) (anchorResult, error) {
-	req, _ := json.Marshal(map[string]any{"tA": s.TA, "tB": s.TB, "m": s.M, "n": s.N, "k": s.K, "min_seconds": minSecs})
+func (a *anchor) measure(s gemmbench.Shape, minSecs float64, bf16 bool) (anchorResult, error) {
+	dtype := "f32"
+	if bf16 {
+		dtype = "bf16"
+	}
+	req, _ := json.Marshal(map[string]any{"tA": s.TA, "tB": s.TB, "m": s.M, "n": s.N, "k": s.K, "min_seconds": minSecs, "dtype": dtype})
 	if _, err := fmt.Fprintf(a.in, "%s\n", req); err != nil {
 		return anchorResult{}, fmt.Errorf("anchor request %v: %w", s, err)
 	}
@@ -153,13 +166,13 @@ func (a *anchor) close() {
 // clock and per CPU-second of the calling OS thread; the latter is what a
 // 1-thread engine (which computes on the calling goroutine) is worth on a
 // loaded machine, where wall time includes waiting for a CPU.
-func strandRate(e *gemm.Engine, s gemmbench.Shape, x, y, z []float32, lda, ldb int, minSecs float64) (wall, perCPU float64) {
+func strandRate(s gemmbench.Shape, op func(), minSecs float64) (wall, perCPU float64) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N)
+	op()
 	start, cpu0, iters := time.Now(), threadCPU(), 0
 	for {
-		e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N)
+		op()
 		iters++
 		if el := time.Since(start).Seconds(); el >= minSecs && iters >= 3 {
 			cpu := max(threadCPU()-cpu0, 1e-9)
@@ -211,24 +224,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		anchors[t] = a
 	}
 	core := "?"
+	kernel, ref := gemm.New(1).KernelName(), "OpenBLAS (numpy)"
+	if o.bf16 {
+		kernel, ref = gemm.New(1).BF16KernelName()+" (GemmBF16, bf16 in, float32 out)", "torch bf16"
+	}
 	fmt.Fprintf(stdout, "Run %s on %s (%d CPUs), Go %s, strand kernel %s; load average at start %s\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), runtime.Version(), gemm.New(1).KernelName(), loadAvg())
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpuModel(), runtime.NumCPU(), runtime.Version(), kernel, loadAvg())
 	var rows []string
 	for _, s := range shapes {
 		x, y, z, lda, ldb := gemmbench.Operands(s, 1)
+		x16, y16 := toBF16(x), toBF16(y)
 		for _, t := range o.threads {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			e := gemm.New(t)
+			op := func() { e.Sgemm(s.TA, s.TB, s.M, s.N, s.K, 1, x, lda, y, ldb, 0, z, s.N) }
+			if o.bf16 {
+				op = func() { e.GemmBF16(s.TA, s.TB, s.M, s.N, s.K, 1, x16, lda, y16, ldb, 0, z, s.N) }
+			}
 			var st, np, th, rnp, stc, npc []float64
 			for r := 0; r < o.rounds; r++ {
-				g, gc := strandRate(e, s, x, y, z, lda, ldb, o.minSecs)
-				a, err := anchors[t].measure(s, o.minSecs)
+				g, gc := strandRate(s, op, o.minSecs)
+				a, err := anchors[t].measure(s, o.minSecs, o.bf16)
 				if err != nil {
 					return err
 				}
 				core = a.Core
+				if o.bf16 {
+					// The reference is torch's bf16 matmul; no numpy column.
+					a.Numpy, a.NumpyCPU = a.Torch, a.TorchCPU
+				}
 				st, np, th = append(st, g), append(np, a.Numpy), append(th, a.Torch)
 				rnp = append(rnp, g/a.Numpy)
 				stc, npc = append(stc, gc), append(npc, a.NumpyCPU)
@@ -248,12 +274,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "GFLOP/s by wall clock, medians over %d interleaved rounds of >= %.2f s each; \"median ratio\" is the median of per-round ratios. ", o.rounds, o.minSecs)
 	fmt.Fprintln(stdout, "\"best\" compares the best round of each (the least disturbed by other load). \"per CPU-s\" (1 thread only) divides by the CPU time of the computing thread instead of wall time, which discounts time spent waiting for a CPU.")
 	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, "| shape | op | m x n x k | threads | strand | OpenBLAS (numpy) | torch | median ratio | best: strand / OpenBLAS | per CPU-s: strand / OpenBLAS |")
+	fmt.Fprintf(stdout, "| shape | op | m x n x k | threads | strand | %s | torch | median ratio | best: strand / ref | per CPU-s: strand / ref |\n", ref)
 	fmt.Fprintln(stdout, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		fmt.Fprintln(stdout, r)
 	}
 	return nil
+}
+
+// toBF16 truncates x to bf16 bit patterns (benchmark inputs only).
+func toBF16(x []float32) []uint16 {
+	h := make([]uint16, len(x))
+	for i, v := range x {
+		h[i] = uint16(math.Float32bits(v) >> 16)
+	}
+	return h
 }
 
 func opName(s gemmbench.Shape) string {

@@ -49,6 +49,23 @@ type MicroBF16 struct {
 	Name   string
 	MR, NR int
 	Fn     FuncBF16
+	// Interleave packs pairs of bf16 rows: for each of pairs row pairs
+	// (even row at src, odd row ld bytes further, next pair 2*ld further),
+	// up to 32 columns j become dst pairs (even[j], odd[j]), dstStride bytes
+	// per row pair. masks packs, low to high, the 32-bit column load mask and
+	// two 16-bit pair store masks; idx is InterleaveIndex. The caller checks
+	// bounds.
+	Interleave func(dst *uint32, src *uint16, ld, pairs, dstStride, masks int, idx *uint16)
+}
+
+// InterleaveIndex returns the VPERMI2W indices Interleave needs:
+// 0, 32, 1, 33, ..., 31, 63.
+func InterleaveIndex() [64]uint16 {
+	var x [64]uint16
+	for j := range 32 {
+		x[2*j], x[2*j+1] = uint16(j), uint16(32+j)
+	}
+	return x
 }
 
 // AvailableBF16 returns the bf16 micro-kernel this CPU can run (AVX512-BF16),

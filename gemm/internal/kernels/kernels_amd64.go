@@ -48,9 +48,14 @@ func available() []Micro {
 //go:noescape
 func avx512bf16Kernel12x32(kp int, a, b *uint16, c *float32, ldc int, alpha, beta float32, load int)
 
+// interleave16 packs pairs of bf16 rows; see interleave_amd64.s.
+//
+//go:noescape
+func interleave16(dst *uint32, src *uint16, ld, pairs, dstStride, masks int, idx *uint16)
+
 func availableBF16() *MicroBF16 {
-	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16 {
-		return &MicroBF16{Name: "avx512bf16", MR: 12, NR: 32, Fn: avx512bf16Kernel12x32}
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16 && cpu.X86.HasAVX512BW {
+		return &MicroBF16{Name: "avx512bf16", MR: 12, NR: 32, Fn: avx512bf16Kernel12x32, Interleave: interleave16}
 	}
 	return nil
 }

@@ -88,6 +88,9 @@ func (f *modelFlags) config() (model.Config, error) {
 	if f.ropeBase != 0 {
 		cfg.RopeTheta = f.ropeBase
 	}
+	if cfg.Position == model.PosRoPE && cfg.RopeTheta == 0 {
+		cfg.RopeTheta = cfg.RopeBase() // written to config.json, as HF does
+	}
 	f.scaling.apply(&cfg)
 	return cfg, cfg.Validate()
 }

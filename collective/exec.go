@@ -126,6 +126,10 @@ func (cl *call) run() error {
 	if len(c.ranks) == 1 {
 		return nil
 	}
+	if cl.planBytes(plan) < cl.c.opts.SmallBytes {
+		cl.runInline(plan)
+		return cl.finish()
+	}
 	// Fingerprints go out before either lane starts, so that a neighbour
 	// always gets ours even if this rank fails at once (mismatch).
 	var fpb [fingerprintLen]byte
@@ -135,10 +139,6 @@ func (cl *call) run() error {
 			cl.fail(err)
 			return cl.finish()
 		}
-	}
-	if cl.planBytes(plan) < cl.c.opts.SmallBytes {
-		cl.runInline(plan)
-		return cl.finish()
 	}
 	if !cl.checkFingerprints() {
 		return cl.finish()
@@ -178,6 +178,9 @@ func (cl *call) planBytes(p *Plan) int {
 func (cl *call) runInline(plan *Plan) {
 	var stage []byte
 	si, ri := 0, 0
+	if !cl.sendOpening(plan, &si) {
+		return
+	}
 	checked := false
 	for si < len(plan.Sends) || ri < len(plan.Recvs) || !checked {
 		if !checked && (si == len(plan.Sends) || plan.Sends[si].After > ri) {
@@ -220,6 +223,58 @@ func (cl *call) runInline(plan *Plan) {
 		}
 		ri++
 	}
+}
+
+// sendOpening sends the fingerprints and the plan's first sends that
+// depend on nothing, batching consecutive messages to one peer into one
+// write when the transport can (the fingerprint and the data of a small
+// all-reduce then cost one system call and one wake-up at the peer).
+func (cl *call) sendOpening(plan *Plan, si *int) bool {
+	var fpb [fingerprintLen]byte
+	cl.fp.encode(fpb[:])
+	type msg struct {
+		peer int
+		buf  []byte
+	}
+	var msgs []msg
+	peers := cl.fpPeers()
+	if len(peers) == 2 && len(plan.Sends) > 0 && plan.Sends[0].Peer == peers[0] {
+		peers[0], peers[1] = peers[1], peers[0] // the first data goes right after its peer's fingerprint
+	}
+	for _, p := range peers {
+		msgs = append(msgs, msg{p, fpb[:]})
+	}
+	for *si < len(plan.Sends) && plan.Sends[*si].After == 0 {
+		msgs = append(msgs, msg{plan.Sends[*si].Peer, cl.region(plan.Sends[*si])})
+		*si++
+	}
+	ms, batching := cl.c.t.(transport.MultiSender)
+	for i := 0; i < len(msgs); {
+		j := i + 1
+		for batching && j < len(msgs) && msgs[j].peer == msgs[i].peer {
+			j++
+		}
+		var err error
+		if j-i == 1 {
+			err = cl.xfer(0, msgs[i].peer, msgs[i].buf)
+		} else {
+			bufs := make([][]byte, 0, j-i)
+			for _, m := range msgs[i:j] {
+				bufs = append(bufs, m.buf)
+			}
+			g := cl.c.ranks[msgs[i].peer]
+			cl.blocked[0].Store(int64(g))
+			if err = ms.SendMulti(cl.ctx, g, cl.tag, bufs); err == nil {
+				cl.blocked[0].Store(-1)
+			}
+		}
+		if err != nil {
+			cl.fail(err)
+			return false
+		}
+		i = j
+	}
+	return true
 }
 
 // checkFingerprints receives both neighbours' fingerprints (left first:

@@ -8,6 +8,9 @@
 //   - RecvPoster: an optional interface for posting several receives ahead
 //     and waiting for them later, so that a pipelined collective's next
 //     segments land straight in their buffers.
+//   - MultiSender: an optional interface for sending several small
+//     messages to one peer at once (one system call on TCP), which saves a
+//     wake-up per message on latency-bound collectives.
 
 package transport
 
@@ -95,3 +98,10 @@ func FailedRecv(err error) PostedRecv { return failedRecv{err} }
 type failedRecv struct{ err error }
 
 func (f failedRecv) Wait() error { return f.err }
+
+// MultiSender is optionally implemented by a Transport that can send
+// several messages to one peer on one tag at once. It behaves exactly like
+// calling Send for each buffer in order.
+type MultiSender interface {
+	SendMulti(ctx context.Context, peer int, tag Tag, bufs [][]byte) error
+}

@@ -39,6 +39,8 @@ type stream struct {
 	conn  *net.TCPConn
 	lock  chan struct{} // 1-slot semaphore: a waiter can give up when its ctx ends
 	hdr   [frameHeaderLen]byte
+	hdrs  [maxBatch][frameHeaderLen]byte // headers of a batched write
+	vecs  [2 * maxBatch][]byte
 	vec   [2][]byte
 	bufs  net.Buffers
 	parts chan partReq // work for this stream's part writer (streams >= 1)
@@ -191,6 +193,46 @@ func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
 	return err
 }
 
+// maxBatch is the most messages sendMulti writes at once.
+const maxBatch = 8
+
+// sendMulti sends small messages in order with one vectored write; it
+// falls back to one send per message when they are many or large.
+func (p *peer) sendMulti(ctx context.Context, tag transport.Tag, bufs [][]byte) error {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if len(bufs) > maxBatch || total >= p.t.cfg.SplitBytes || len(bufs) < 2 {
+		for _, b := range bufs {
+			if err := p.send(ctx, tag, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	select {
+	case <-p.dead:
+		return p.peerErr("send", p.deadErr())
+	default:
+	}
+	p.mu.Lock()
+	left := p.left
+	p.mu.Unlock()
+	if left {
+		return p.peerErr("send", errPeerLeft)
+	}
+	s := p.streams[0]
+	return p.writeLocked(ctx, s, func() net.Buffers {
+		for i, b := range bufs {
+			h := frameHeader{PartLen: uint32(len(b)), Tag: uint64(tag), ID: p.nextID.Add(1), Total: uint64(len(b))}
+			h.encode(&s.hdrs[i])
+			s.vecs[2*i], s.vecs[2*i+1] = s.hdrs[i][:], b
+		}
+		return s.vecs[:2*len(bufs)]
+	})
+}
+
 func (p *peer) getSplit() chan error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -228,10 +270,21 @@ func (p *peer) deadErr() error {
 // aLongTimeAgo is a deadline in the past, to interrupt a blocked write.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// writeFrame writes header and payload with one vectored write. A write
-// that fails after putting some bytes on the wire leaves the stream out
-// of sync, so it fails the peer.
+// writeFrame writes header and payload with one vectored write.
 func (p *peer) writeFrame(ctx context.Context, s *stream, h *frameHeader, payload []byte) error {
+	return p.writeLocked(ctx, s, func() net.Buffers {
+		h.encode(&s.hdr)
+		s.vec[0], s.vec[1] = s.hdr[:], payload
+		return s.vec[:]
+	})
+}
+
+// writeLocked takes the stream, applies ctx's deadline and writes the
+// buffers fill returns (built while holding the stream, so message ids go
+// on the wire in the order they were assigned). A write that fails after
+// putting some bytes on the wire leaves the stream out of sync, so it
+// fails the peer.
+func (p *peer) writeLocked(ctx context.Context, s *stream, fill func() net.Buffers) error {
 	select {
 	case s.lock <- struct{}{}:
 	case <-ctx.Done():
@@ -257,11 +310,10 @@ func (p *peer) writeFrame(ctx context.Context, s *stream, h *frameHeader, payloa
 			}()
 		}
 	}
-	h.encode(&s.hdr)
-	s.vec[0], s.vec[1] = s.hdr[:], payload
-	s.bufs = s.vec[:]
+	s.bufs = fill()
 	n, err := s.bufs.WriteTo(s.conn)
-	s.vec[1] = nil
+	clear(s.vec[:])
+	clear(s.vecs[:])
 	if err != nil {
 		select {
 		case <-p.dead: // the socket was closed because the peer failed: say why

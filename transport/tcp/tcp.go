@@ -90,6 +90,7 @@ var (
 	_ transport.Transport       = (*Transport)(nil)
 	_ transport.FailureNotifier = (*Transport)(nil)
 	_ transport.RecvPoster      = (*Transport)(nil)
+	_ transport.MultiSender     = (*Transport)(nil)
 )
 
 func addrKey(job string, rank int) string { return "strand/tcp/" + job + "/addr/" + strconv.Itoa(rank) }
@@ -337,6 +338,16 @@ func (t *Transport) Send(ctx context.Context, rank int, tag transport.Tag, buf [
 		return err
 	}
 	return p.send(ctx, tag, buf)
+}
+
+// SendMulti implements transport.MultiSender: up to maxBatch small
+// messages go out in one vectored write.
+func (t *Transport) SendMulti(ctx context.Context, rank int, tag transport.Tag, bufs [][]byte) error {
+	p, err := t.peer("send", rank)
+	if err != nil {
+		return err
+	}
+	return p.sendMulti(ctx, tag, bufs)
 }
 
 // Recv implements transport.Transport.

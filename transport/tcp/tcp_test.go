@@ -425,3 +425,22 @@ func TestPostedReceivesKeepTheirOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestSendMultiIsLikeSendsInOrder(t *testing.T) {
+	ts := mustDial(t, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msgs := [][]byte{pattern(40, 0), nil, pattern(4096, 2)}
+	if err := ts[0].SendMulti(ctx, 1, 9, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts[0].Send(ctx, 1, 9, pattern(7, 3)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range append(msgs, pattern(7, 3)) {
+		got := make([]byte, len(want))
+		if err := ts[1].Recv(ctx, 0, 9, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+}

@@ -4,8 +4,9 @@
 //
 //	go run ./bench/generate -models tiny,small,gpt2s -tokens 256
 //
-// Models are the presets with random weights (speed does not depend on the
-// values) and n_positions raised to fit prompt + tokens. It prints a
+// Models are the presets (their own vocabulary sizes) with random weights
+// (speed does not depend on the values) and n_positions raised to fit
+// prompt + tokens. Times are the median of -reps runs. It prints a
 // Markdown table for bench/RESULTS.md.
 package main
 
@@ -21,7 +22,6 @@ import (
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/generate"
 	"github.com/strand-ml/strand/model"
-	"github.com/strand-ml/strand/tokenizer"
 )
 
 func main() {
@@ -30,14 +30,15 @@ func main() {
 	promptLen := flag.Int("prompt", 16, "prompt tokens")
 	pos := flag.String("pos", model.PosLearned, "position encoding: learned, rope or alibi")
 	threads := flag.Int("threads", 1, "compute goroutines")
+	reps := flag.Int("reps", 3, "runs per measurement (the median is reported)")
 	flag.Parse()
-	if err := run(strings.Split(*models, ","), *tokens, *promptLen, *pos, *threads); err != nil {
+	if err := run(strings.Split(*models, ","), *tokens, *promptLen, *pos, *threads, max(1, *reps)); err != nil {
 		fmt.Fprintln(os.Stderr, "bench generate:", err)
 		os.Exit(1)
 	}
 }
 
-func run(presets []string, tokens, promptLen int, pos string, threads int) error {
+func run(presets []string, tokens, promptLen int, pos string, threads, reps int) error {
 	ctx := context.Background()
 	fmt.Printf("| model | pos | threads | prompt + new tokens | KV cache | recompute | speedup |\n|---|---|---:|---:|---:|---:|---:|\n")
 	for _, name := range presets {
@@ -47,22 +48,31 @@ func run(presets []string, tokens, promptLen int, pos string, threads int) error
 		}
 		cfg.Position = pos
 		cfg.NPositions = max(cfg.NPositions, promptLen+tokens)
-		cfg.VocabSize = max(cfg.VocabSize, 256)
 		n := promptLen + tokens
 		m, err := model.New(cfg, 1, n, gemm.New(threads))
 		if err != nil {
 			return err
 		}
 		m.Init(1)
-		g := generate.New(m, tokenizer.Bytes{})
+		g := generate.New(m, idTokenizer{cfg.VocabSize})
 		prompt := strings.Repeat("x", promptLen)
 		opts := generate.Options{MaxTokens: tokens, Sampling: generate.Sampling{TopP: 1}, Context: n}
+		// the median of reps runs
 		timed := func(recompute bool) (time.Duration, generate.Result, error) {
 			o := opts
 			o.Recompute = recompute
-			start := time.Now()
-			r, err := g.Generate(ctx, prompt, o)
-			return time.Since(start), r, err
+			var times []time.Duration
+			var r generate.Result
+			for range reps {
+				start := time.Now()
+				var err error
+				if r, err = g.Generate(ctx, prompt, o); err != nil {
+					return 0, r, err
+				}
+				times = append(times, time.Since(start))
+			}
+			slices.Sort(times)
+			return times[len(times)/2], r, nil
 		}
 		tc, rc, err := timed(false)
 		if err != nil {
@@ -82,3 +92,29 @@ func run(presets []string, tokens, promptLen int, pos string, threads int) error
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// idTokenizer stands in for a tokenizer of the preset's vocabulary: the
+// prompt is bytes, and token id i decodes to byte i%256 (the text is not the
+// point here, the model's cost per token is).
+type idTokenizer struct{ v int }
+
+func (t idTokenizer) Encode(b []byte) []int {
+	ids := make([]int, len(b))
+	for i, c := range b {
+		ids[i] = int(c) % t.v
+	}
+	return ids
+}
+
+func (t idTokenizer) Decode(ids []int) ([]byte, error) {
+	out := make([]byte, len(ids))
+	for i, id := range ids {
+		if id < 0 || id >= t.v {
+			return nil, fmt.Errorf("token id %d outside [0, %d)", id, t.v)
+		}
+		out[i] = byte(id % 256)
+	}
+	return out, nil
+}
+
+func (t idTokenizer) VocabSize() int { return t.v }

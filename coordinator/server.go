@@ -45,6 +45,12 @@ type Config struct {
 	// the host of Addr (0.0.0.0 / empty means all interfaces).
 	GossipHost string
 	Gossip     GossipConfig
+	// HeartbeatStale is the second opinion on a memberlist verdict: a rank
+	// memberlist calls dead is failed only once its last heartbeat (sent
+	// over TCP, every second by default) is at least this old, so a process
+	// that is merely slow to answer UDP probes on a loaded machine is not
+	// killed. Default 2.5 s; keep it above the workers' heartbeat interval.
+	HeartbeatStale time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics.
 	MetricsAddr string
 	Log         *zap.Logger
@@ -74,6 +80,7 @@ type Server struct {
 	kv       map[string][]byte
 	kvChange chan struct{} // closed and replaced on every Set
 	barriers map[string]*barrier
+	gossipUp map[int]bool // rank -> memberlist currently considers it alive
 
 	pb.UnimplementedCoordinatorServer
 }
@@ -112,6 +119,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
+	if cfg.HeartbeatStale <= 0 {
+		cfg.HeartbeatStale = 2500 * time.Millisecond
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator listen %s: %w", cfg.Addr, err)
@@ -121,7 +131,7 @@ func Start(cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Log.With(zap.String("job", cfg.JobID)), ln: ln, start: time.Now(), cancel: cancel,
 		metrics: obs.NewRegistry(), state: pb.JobState_JOB_STATE_WAITING, deadRank: -1,
 		running: make(chan struct{}), failed: make(chan struct{}), finished: make(chan struct{}),
-		kv: make(map[string][]byte), kvChange: make(chan struct{}), barriers: make(map[string]*barrier),
+		kv: make(map[string][]byte), kvChange: make(chan struct{}), barriers: make(map[string]*barrier), gossipUp: make(map[int]bool),
 	}
 	opts := []grpc.ServerOption{
 		// Allow the clients' keepalive pings (see Dial).
@@ -634,12 +644,53 @@ func (s *Server) Leave(_ context.Context, req *pb.LeaveRequest) (*pb.LeaveReply,
 type gossipEvents struct{ s *Server }
 
 func (g gossipEvents) NotifyJoin(n *memberlist.Node) {
-	g.s.log.Debug("gossip join", zap.String("node", n.Name), zap.String("addr", n.Address()))
+	if r, ok := rankFromGossipName(n.Name); ok {
+		g.s.mu.Lock()
+		g.s.gossipUp[r] = true
+		g.s.mu.Unlock()
+	}
 }
 
 func (g gossipEvents) NotifyLeave(n *memberlist.Node) {
 	if r, ok := rankFromGossipName(n.Name); ok {
-		g.s.rankDied(r, "memberlist stopped hearing from it (at "+n.Address()+")")
+		g.s.mu.Lock()
+		g.s.gossipUp[r] = false
+		g.s.mu.Unlock()
+		go g.s.confirmDead(r, n.Address())
+	}
+}
+
+// confirmDead fails rank once memberlist's verdict is backed by silence on
+// the heartbeat channel too (see Config.HeartbeatStale), and forgets the
+// verdict if memberlist sees the rank alive again first.
+func (s *Server) confirmDead(rank int, addr string) {
+	warned := false
+	for {
+		s.mu.Lock()
+		if s.state != pb.JobState_JOB_STATE_RUNNING || rank < 0 || rank >= len(s.joiners) {
+			s.mu.Unlock()
+			return
+		}
+		up := s.gossipUp[rank]
+		age := time.Since(s.joiners[rank].lastSeen)
+		s.mu.Unlock()
+		if up {
+			s.log.Warn("memberlist hears from the rank again", zap.Int("dead_rank", rank))
+			return
+		}
+		if age >= s.cfg.HeartbeatStale {
+			s.rankDied(rank, fmt.Sprintf("memberlist stopped hearing from it (at %s) and its last heartbeat was %v ago", addr, age.Round(100*time.Millisecond)))
+			return
+		}
+		if !warned {
+			s.log.Warn("memberlist says a rank is gone but it still heartbeats; waiting", zap.Int("dead_rank", rank), zap.Duration("last_heartbeat", age))
+			warned = true
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-s.finished:
+			return
+		}
 	}
 }
 

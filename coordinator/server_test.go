@@ -261,6 +261,47 @@ func TestGossipDetectsDeadRank(t *testing.T) {
 	}
 }
 
+func TestGossipVerdictNeedsStaleHeartbeats(t *testing.T) {
+	s := startServer(t, mesh.Mesh{DP: 2, TP: 1, PP: 1}, nil)
+	c := dial(t, s.Addr(), testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reps := joinAll(t, ctx, c, []int{0, 1})
+	ml, err := StartGossip(GossipName(1), "127.0.0.1", testToken, GossipConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ml.Join([]string{reps[1].GossipSeed}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	_ = ml.Shutdown() // memberlist will call rank 1 dead in about 3 s...
+	// ... but rank 1 keeps heartbeating over TCP for 5 s: slow, not dead.
+	beat := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+			if _, err := c.RPC.Heartbeat(ctx, &pb.HeartbeatRequest{Rank: 1}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	beat(5 * time.Second)
+	if st, reason, _ := s.Result(); st != pb.JobState_JOB_STATE_RUNNING {
+		t.Fatalf("a heartbeating rank was declared dead: %v %s", st, reason)
+	}
+	// Heartbeats stop: now the verdict stands.
+	stopped := time.Now()
+	select {
+	case <-s.Finished():
+		_, reason, dead := s.Result()
+		if dead != 1 || !strings.Contains(reason, "last heartbeat") {
+			t.Fatalf("dead %d reason %q", dead, reason)
+		}
+		t.Logf("failed %v after the heartbeats stopped", time.Since(stopped))
+	case <-time.After(5 * time.Second):
+		t.Fatal("rank 1 not failed 5 s after its heartbeats stopped")
+	}
+}
+
 func TestGossipRefusesOtherToken(t *testing.T) {
 	s := startServer(t, mesh.Mesh{DP: 1, TP: 1, PP: 1}, nil)
 	c := dial(t, s.Addr(), testToken)

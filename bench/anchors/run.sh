@@ -5,7 +5,7 @@
 # three alike. Writes JSON lines to $OUT and prints the markdown table.
 #
 #   sh bench/anchors/run.sh            # from the repository root
-#   ROUNDS=3 NPROCS="2 4" sh bench/anchors/run.sh
+#   ROUNDS=3 BUDGET=0.5 NPROCS="2 4" sh bench/anchors/run.sh
 #
 # Needs: go, /usr/bin/python3 with torch (python3-torch), mpicc/mpirun
 # (apt-get install openmpi-bin libopenmpi-dev).
@@ -15,6 +15,7 @@ ROUNDS=${ROUNDS:-2}
 NPROCS=${NPROCS:-"2 4"}
 MIN=${MIN:-4K}
 MAX=${MAX:-64M}
+BUDGET=${BUDGET:-0.5}  # seconds of timed calls per size, for each implementation
 rm -rf "$OUT"
 mkdir -p "$OUT"
 go build -o "$OUT/strand" ./cmd/strand
@@ -25,13 +26,13 @@ MAXB=$(bytes "$MAX")
 for round in $(seq 1 "$ROUNDS"); do
   for n in $NPROCS; do
     echo "round $round, $n ranks: strand" >&2
-    "$OUT/strand" bench collective --op allreduce --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 --json >> "$OUT/strand-$n.jsonl"
+    "$OUT/strand" bench collective --op allreduce --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 --budget "$BUDGET" --json >> "$OUT/strand-$n.jsonl"
     echo "round $round, $n ranks: gloo" >&2
-    OMP_NUM_THREADS=1 /usr/bin/python3 bench/anchors/gloo_bench.py --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 >> "$OUT/gloo-$n.jsonl"
+    OMP_NUM_THREADS=1 /usr/bin/python3 bench/anchors/gloo_bench.py --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 --budget "$BUDGET" >> "$OUT/gloo-$n.jsonl"
     echo "round $round, $n ranks: open mpi (tcp)" >&2
     mpirun --allow-run-as-root --oversubscribe -np "$n" --bind-to none \
       --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include lo \
-      "$OUT/mpi_bench" "$MINB" "$MAXB" 4 >> "$OUT/mpi-$n.jsonl"
+      "$OUT/mpi_bench" "$MINB" "$MAXB" 4 "$BUDGET" >> "$OUT/mpi-$n.jsonl"
   done
 done
 /usr/bin/python3 bench/anchors/compare.py "$OUT"

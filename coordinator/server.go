@@ -518,6 +518,9 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 		}
 		j := s.joiners[req.Rank]
 		j.lastSeen = time.Now()
+		if req.Step < 0 { // a liveness probe, not a progress report
+			return &pb.HeartbeatReply{State: s.state, Reason: s.reason, DeadRank: int32(s.deadRank)}, nil
+		}
 		j.step = req.Step
 		if j.state == "joined" {
 			j.state = "running"

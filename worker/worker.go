@@ -428,9 +428,20 @@ func (c coordinatorLoss) NotifyLeave(n *memberlist.Node) {
 	c.rt.mu.Lock()
 	leaving := c.rt.leaving
 	c.rt.mu.Unlock()
-	if !leaving {
-		c.rt.fail(fmt.Errorf("lost the coordinator: memberlist stopped hearing from it at %s (its host died or the network split)", n.Address()))
+	if leaving {
+		return
 	}
+	// Second opinion over TCP before giving up on the job: a coordinator
+	// that is only slow to answer UDP probes still answers a heartbeat.
+	go func() {
+		ctx, cancel := context.WithTimeout(c.rt.ctx, 2*time.Second)
+		defer cancel()
+		if _, err := c.rt.client.RPC.Heartbeat(ctx, &pb.HeartbeatRequest{Rank: int32(c.rt.Rank), Step: -1}); err == nil {
+			c.rt.Log.Warn("memberlist lost the coordinator, but it still answers; carrying on")
+			return
+		}
+		c.rt.fail(fmt.Errorf("lost the coordinator: memberlist stopped hearing from it at %s and it does not answer (its host died or the network split)", n.Address()))
+	}()
 }
 
 // startWatch opens the coordinator's event stream and cancels Context()

@@ -604,7 +604,11 @@ func (rt *Runtime) Leave(ctx context.Context, err error) error {
 	if err != nil {
 		msg = err.Error()
 	}
-	if _, lerr := rt.client.RPC.Leave(ctx, &pb.LeaveRequest{Rank: int32(rt.Rank), Error: msg}); lerr != nil && err == nil {
+	// Bounded: the coordinator may be the thing that is gone.
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, lerr := rt.client.RPC.Leave(lctx, &pb.LeaveRequest{Rank: int32(rt.Rank), Error: msg})
+	cancel()
+	if lerr != nil && err == nil {
 		err = fmt.Errorf("leave: %w", lerr)
 	}
 	if rt.hosted != nil {

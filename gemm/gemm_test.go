@@ -64,6 +64,7 @@ type testCase struct {
 	lda, ldb    int
 	ldc         int
 	a, b, c     []float32
+	want, mag   []float64 // float64 reference, computed on first use
 }
 
 func newCase(r *rand.Rand, tA, tB bool, m, n, k int, alpha, beta float32, pad int) *testCase {
@@ -99,7 +100,10 @@ func (tc *testCase) String() string {
 func check(t *testing.T, e *Engine, tc *testCase) {
 	t.Helper()
 	c := append([]float32(nil), tc.c...)
-	want, mag := naive(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, tc.c, tc.ldc)
+	if tc.want == nil {
+		tc.want, tc.mag = naive(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, tc.c, tc.ldc)
+	}
+	want, mag := tc.want, tc.mag
 	e.Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, tc.a, tc.lda, tc.b, tc.ldb, tc.beta, c, tc.ldc)
 	eps := float64(tc.k+2) * math.Pow(2, -23)
 	for i := 0; i < tc.m; i++ {
@@ -119,21 +123,32 @@ func check(t *testing.T, e *Engine, tc *testCase) {
 	}
 }
 
-func TestSgemmMatchesNaive(t *testing.T) {
-	r := rand.New(rand.NewPCG(1, 2))
-	shapes := [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 13, 31}, {64, 48, 96}, {1, 33, 5}, {40, 1, 9}, {7, 9, 0}}
+// allEngines is every kernel this CPU offers at each thread count.
+func allEngines(t *testing.T, threads ...int) []*Engine {
+	var es []*Engine
 	for _, name := range Available() {
-		for _, threads := range []int{1, 2, 3} {
-			e, err := NewNamed(threads, name)
+		for _, th := range threads {
+			e, err := NewNamed(th, name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, s := range shapes {
-				for _, tA := range []bool{false, true} {
-					for _, tB := range []bool{false, true} {
-						for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {2, -0.5}, {0, 0.5}} {
-							check(t, e, newCase(r, tA, tB, s[0], s[1], s[2], ab[0], ab[1], 1))
-						}
+			es = append(es, e)
+		}
+	}
+	return es
+}
+
+func TestSgemmMatchesNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	shapes := [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 13, 31}, {64, 48, 96}, {1, 33, 5}, {40, 1, 9}, {7, 9, 0}}
+	engines := allEngines(t, 1, 2, 3)
+	for _, s := range shapes {
+		for _, tA := range []bool{false, true} {
+			for _, tB := range []bool{false, true} {
+				for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {2, -0.5}, {0, 0.5}} {
+					tc := newCase(r, tA, tB, s[0], s[1], s[2], ab[0], ab[1], 1)
+					for _, e := range engines {
+						check(t, e, tc)
 					}
 				}
 			}
@@ -150,14 +165,16 @@ func TestSgemmBlockedEdges(t *testing.T) {
 		{12, 32, 16}, {13, 33, 17}, {11, 31, 255}, {25, 65, 257}, {6, 16, 513},
 		{200, 40, 30}, {250, 70, 300}, {5, 2100, 3}, {37, 2085, 19}, {97, 3, 61}, {14, 35, 385}, {26, 40, 769},
 	}
-	for _, name := range Available() {
-		for _, threads := range []int{1, 2} {
-			e, _ := NewNamed(threads, name)
-			for i, s := range shapes {
-				tA, tB := i%2 == 1, i%4 >= 2
-				ab := [][2]float32{{1, 0}, {-1.5, 1}, {0.25, 2}}[i%3]
-				check(t, e, newCase(r, tA, tB, s[0], s[1], s[2], ab[0], ab[1], i%3))
-				check(t, e, newCase(r, !tA, !tB, s[0], s[1], s[2], ab[0], ab[1], 2))
+	engines := allEngines(t, 1, 2)
+	for i, s := range shapes {
+		tA, tB := i%2 == 1, i%4 >= 2
+		ab := [][2]float32{{1, 0}, {-1.5, 1}, {0.25, 2}}[i%3]
+		for _, tc := range []*testCase{
+			newCase(r, tA, tB, s[0], s[1], s[2], ab[0], ab[1], i%3),
+			newCase(r, !tA, !tB, s[0], s[1], s[2], ab[0], ab[1], 2),
+		} {
+			for _, e := range engines {
+				check(t, e, tc)
 			}
 		}
 	}

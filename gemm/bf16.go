@@ -44,6 +44,8 @@ func (e *Engine) GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []u
 	if !cl.splitRows {
 		cl.tiles = ceilDiv(n, nr)
 	}
+	// The bf16 kernel does twice the work per cycle, so a task needs twice
+	// the multiply-adds to be worth a worker.
 	cl.tasks = max(1, min(e.threads, m*n*k/(2*minBlockedWorkPerTask), cl.tiles))
 	for len(cl.ws) < cl.tasks {
 		cl.ws = append(cl.ws, new(workspace))

@@ -167,18 +167,7 @@ func (e *Engine) planBlocked(cl *call) {
 }
 
 func checkShape(name string, trans bool, rows, cols int, x []float32, ld int) {
-	if trans {
-		rows, cols = cols, rows
-	}
-	if rows == 0 || cols == 0 {
-		return
-	}
-	if ld < cols {
-		panic(fmt.Sprintf("gemm: %s leading dimension %d < %d columns", name, ld, cols))
-	}
-	if need := (rows-1)*ld + cols; len(x) < need {
-		panic(fmt.Sprintf("gemm: %s has %d elements, shape %dx%d (ld %d) needs %d", name, len(x), rows, cols, ld, need))
-	}
+	checkLen(name, trans, rows, cols, len(x), ld)
 }
 
 // Portable is the pure-Go kernel. Its inner loops run over contiguous memory

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -297,4 +298,40 @@ func TestSgemmPanicsOnNegativeDimension(t *testing.T) {
 		}
 	}()
 	New(1).Sgemm(false, false, 2, 2, -1, 1, make([]float32, 4), 2, make([]float32, 4), 2, 0, make([]float32, 4), 2)
+}
+
+// TestSgemmConcurrentCalls: one Engine (and its WithThreads copies, which
+// share buffers and workers) used from several goroutines at once gives
+// the same bits as serial calls.
+func TestSgemmConcurrentCalls(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	m, n, k := 150, 140, 200 // 4.2M multiply-adds: split into up to 4 tasks
+	a, b := randSlice(r, m*k), randSlice(r, k*n)
+	e := New(2)
+	want := make([]float32, m*n)
+	e.Sgemm(false, false, m, n, k, 1, a, k, b, n, 0, want, n)
+	engines := []*Engine{e, e.WithThreads(1), e.WithThreads(3)}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := make([]float32, m*n)
+			for it := 0; it < 10; it++ {
+				engines[(g+it)%len(engines)].Sgemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
+				for i := range c {
+					if math.Float32bits(c[i]) != math.Float32bits(want[i]) {
+						errs <- fmt.Sprintf("goroutine %d call %d: element %d = %g, want %g", g, it, i, c[i], want[i])
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		t.Error(msg)
+	}
 }

@@ -128,7 +128,14 @@ func TestTensorParallelMatchesSingleProcess(t *testing.T) {
 }
 
 func TestPipelineStagesMatchSingleProcess(t *testing.T) {
+	for _, pos := range []string{PosLearned, PosALiBi, PosRoPE} {
+		t.Run(pos, func(t *testing.T) { checkPipelineStages(t, pos) })
+	}
+}
+
+func checkPipelineStages(t *testing.T, pos string) {
 	cfg := parallelTestConfig(GELUErf, LayerNorm)
+	cfg.Position = pos
 	B, T := 2, 8
 	wantLoss, wantGrad := fullGrads(t, cfg, B, T)
 	bounds, err := StageBounds(cfg.NLayer, 3, nil)

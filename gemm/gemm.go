@@ -121,8 +121,8 @@ func (e *Engine) useBlocked(transB bool, m, n, k int, alpha float32) bool {
 // transB, B is stored n x k. It panics when a slice is too short for the
 // given shape, which is a programming error inside strand.
 //
-// With a SIMD kernel, beta == 0 means C is not read (NaNs in C do not
-// propagate). Safe for concurrent use.
+// beta == 0 means C is not read (NaNs in C do not propagate). Safe for
+// concurrent use.
 func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m < 0 || n < 0 || k < 0 {
 		panic(fmt.Sprintf("gemm: negative dimension m=%d n=%d k=%d", m, n, k))

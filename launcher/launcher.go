@@ -222,8 +222,14 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		}
 	}
 	if srv != nil && first != nil {
-		if _, reason, _ := srv.Result(); reason != "" {
-			first.Reason = reason
+		_, reason, dead := srv.Result()
+		first.Reason = reason
+		// Exits race with each other: a survivor told of the failure may
+		// be reaped before the worker that caused it. The coordinator knows
+		// the culprit; if it is one of ours, its exit is the job's.
+		if i := dead - cfg.NodeRank*cfg.NProcPerNode; i >= 0 && i < len(procs) && procs[i].code != 0 && !procs[i].terminated {
+			p := procs[i]
+			first = &ExitError{Rank: p.rank, Code: p.code, Signal: p.sig, Reason: reason}
 		}
 	}
 	if first != nil {

@@ -224,6 +224,9 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	if got, err := coordinator.MeshFromPB(rep.Mesh); err != nil || got != m {
 		return nil, fmt.Errorf("worker: coordinator's mesh %v differs from ours %v (%v)", rep.Mesh, m, err)
 	}
+	if rt.Rank < 0 || rt.Rank >= m.World() {
+		return nil, fmt.Errorf("worker: coordinator assigned rank %d outside world of %d", rt.Rank, m.World())
+	}
 	rt.Coord = m.Coord(rt.Rank)
 	rt.Log = log
 	if job.Rank < 0 {

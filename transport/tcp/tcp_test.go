@@ -284,7 +284,7 @@ func TestResolveBind(t *testing.T) {
 
 func FuzzDecodeFrame(f *testing.F) {
 	var b [frameHeaderLen]byte
-	for _, h := range []frameHeader{{}, {PartLen: 5, Total: 10, Offset: 5, Tag: 3, ID: 9}, {PartLen: 4096, Total: 1 << 20}} {
+	for _, h := range []frameHeader{{}, {PartLen: 5, Total: 10, Offset: 5, Tag: 3, ID: 9}, {PartLen: 4096, Total: 1 << 20}, {Bye: true}} {
 		h.encode(&b)
 		f.Add(append([]byte(nil), b[:]...))
 	}

@@ -47,9 +47,7 @@ func (e *Engine) GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []u
 	// The bf16 kernel does twice the work per cycle, so a task needs twice
 	// the multiply-adds to be worth a worker.
 	cl.tasks = max(1, min(e.threads, m*n*k/(2*minBlockedWorkPerTask), cl.tiles))
-	for len(cl.ws) < cl.tasks {
-		cl.ws = append(cl.ws, new(workspace))
-	}
+	cl.planStrips(minStripTiles(cl.splitRows, mr, nr))
 	e.team.t.run(cl)
 	e.pool.put(cl)
 }

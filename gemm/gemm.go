@@ -147,10 +147,10 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	e.pool.put(cl)
 }
 
-// planBlocked splits C into one strip of whole tiles per task. Each strip
-// packs its own copy of the operand it shares with the others, so the split
-// goes across the larger of m and n: splitting rows repeats the k x n
-// packing of B per task, splitting columns the m x k packing of A.
+// planBlocked splits C into strips of whole tiles for the tasks to claim.
+// Each strip packs its own copy of the operand it shares with the others, so
+// the split goes across the larger of m and n: splitting rows repeats the
+// k x n packing of B per strip, splitting columns the m x k packing of A.
 func (e *Engine) planBlocked(cl *call) {
 	g := &cl.args
 	cl.kind = kindBlocked
@@ -161,9 +161,16 @@ func (e *Engine) planBlocked(cl *call) {
 		cl.tiles = (g.n + nr - 1) / nr
 	}
 	cl.tasks = max(1, min(e.threads, g.m*g.n*g.k/minBlockedWorkPerTask, cl.tiles))
-	for len(cl.ws) < cl.tasks {
-		cl.ws = append(cl.ws, new(workspace))
+	cl.planStrips(minStripTiles(cl.splitRows, mr, nr))
+}
+
+// minStripTiles keeps strips at least 48 rows or 64 columns thick, so the
+// repeated packing of the shared operand stays a few percent of the work.
+func minStripTiles(splitRows bool, mr, nr int) int {
+	if splitRows {
+		return ceilDiv(48, mr)
 	}
+	return ceilDiv(64, nr)
 }
 
 func checkShape(name string, trans bool, rows, cols int, x []float32, ld int) {

@@ -16,10 +16,13 @@ type call struct {
 	bargs bf16Args // GemmBF16 calls
 	tasks int
 	// blocked paths: strips of whole tiles along rows or columns.
-	splitRows bool
-	tiles     int
-	ws        []*workspace // one per task
-	wg        sync.WaitGroup
+	splitRows  bool
+	tiles      int          // tiles along the split dimension
+	stripTiles int          // tiles per strip
+	strips     int          // number of strips
+	next       atomic.Int64 // next strip to claim
+	ws         []*workspace // one per task
+	wg         sync.WaitGroup
 }
 
 const (
@@ -28,35 +31,56 @@ const (
 	kindBF16            // bf16 SIMD blocked GEMM
 )
 
-// runTask computes task t of the call.
+// runTask computes task t of the call. On the blocked paths the tasks
+// claim strips of C from a shared counter until none is left, so a task
+// whose goroutine gets no CPU for a while (the machine is shared) does not
+// hold up the others. Which task computes a strip does not change its bits.
 func (c *call) runTask(t int) {
 	g := &c.args
-	if c.kind == kindBF16 {
-		bl := c.e.bf
-		lo, hi := t*c.tiles/c.tasks, (t+1)*c.tiles/c.tasks
-		if c.splitRows {
-			mr := bl.micro.MR
-			bl.run(&c.bargs, lo*mr, min(hi*mr, c.bargs.m), 0, c.bargs.n, c.ws[t])
-		} else {
-			nr := bl.micro.NR
-			bl.run(&c.bargs, 0, c.bargs.m, lo*nr, min(hi*nr, c.bargs.n), c.ws[t])
-		}
-		return
-	}
 	if c.kind == kindRowRange {
 		// Row-range kernel (portable or WithKernel): split rows evenly.
 		i0, i1 := t*g.m/c.tasks, (t+1)*g.m/c.tasks
 		c.e.kernel(g.transA, g.transB, i0, i1, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
 		return
 	}
-	bl := c.e.blk
-	lo, hi := t*c.tiles/c.tasks, (t+1)*c.tiles/c.tasks
-	if c.splitRows {
-		mr := bl.micro.MR
-		bl.run(g, lo*mr, min(hi*mr, g.m), 0, g.n, c.ws[t])
-	} else {
-		nr := bl.micro.NR
-		bl.run(g, 0, g.m, lo*nr, min(hi*nr, g.n), c.ws[t])
+	for {
+		s := int(c.next.Add(1)) - 1
+		if s >= c.strips {
+			return
+		}
+		lo, hi := s*c.stripTiles, min((s+1)*c.stripTiles, c.tiles)
+		if c.kind == kindBF16 {
+			g, bl := &c.bargs, c.e.bf
+			if c.splitRows {
+				bl.run(g, lo*bl.micro.MR, min(hi*bl.micro.MR, g.m), 0, g.n, c.ws[t])
+			} else {
+				bl.run(g, 0, g.m, lo*bl.micro.NR, min(hi*bl.micro.NR, g.n), c.ws[t])
+			}
+			continue
+		}
+		bl := c.e.blk
+		if c.splitRows {
+			bl.run(g, lo*bl.micro.MR, min(hi*bl.micro.MR, g.m), 0, g.n, c.ws[t])
+		} else {
+			bl.run(g, 0, g.m, lo*bl.micro.NR, min(hi*bl.micro.NR, g.n), c.ws[t])
+		}
+	}
+}
+
+// planStrips cuts the tiles of a blocked call into strips for its tasks to
+// claim: about four per task, so that the work rebalances when a goroutine
+// stalls, but no thinner than minTiles tiles, because every strip repeats
+// the packing of the operand it shares with the others (B for row strips,
+// A for column strips). It also makes sure there is a workspace per task.
+func (c *call) planStrips(minTiles int) {
+	c.next.Store(0)
+	c.stripTiles = c.tiles
+	if c.tasks > 1 {
+		c.stripTiles = max(minTiles, ceilDiv(c.tiles, 4*c.tasks))
+	}
+	c.strips = ceilDiv(c.tiles, c.stripTiles)
+	for len(c.ws) < c.tasks {
+		c.ws = append(c.ws, new(workspace))
 	}
 }
 

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/strand-ml/strand/collective"
@@ -61,20 +59,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err == nil {
 		fmt.Fprintf(stdout, "check passed: %d ranks, mesh %v\n", m.World(), m)
 	}
-	return exitWithWorkerCode(err, stderr, "check")
-}
-
-// exitWithWorkerCode ends the process with the first failed worker's exit
-// code (the launcher contract: the job exits like its first failure).
-// Other errors are returned for the usual handling.
-func exitWithWorkerCode(err error, stderr io.Writer, name string) error {
-	var ee *launcher.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() > 1 && os.Getenv("STRAND_NO_EXIT") == "" {
-		fmt.Fprintf(stderr, "strand %s: %v\n", name, err)
-		os.Exit(ee.ExitCode())
-	}
 	return err
 }
+
 
 func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration time.Duration, count int, stdout, _ io.Writer) error {
 	rt, err := worker.Join(ctx, worker.FromFlags(lf))

@@ -219,7 +219,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "strand train: job failed (%v); restart %d of %d from the last checkpoint in %s\n", err, restart+1, f.maxRestarts, f.out)
 		argv = withResume(argv, restart+1)
 	}
-	return exitWithWorkerCode(err, stderr, "train")
+	return err
 }
 
 // withResume returns argv with --resume set and the restart count recorded

@@ -86,6 +86,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ue) {
 		return 2
 	}
+	// A launched job exits like its first failed worker (for example 137
+	// when a worker was killed), as torchrun does.
+	var coded interface{ ExitCode() int }
+	if errors.As(err, &coded) && coded.ExitCode() > 1 {
+		return coded.ExitCode()
+	}
 	return 1
 }
 

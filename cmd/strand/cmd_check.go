@@ -62,7 +62,6 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
-
 func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration time.Duration, count int, stdout, _ io.Writer) error {
 	rt, err := worker.Join(ctx, worker.FromFlags(lf))
 	if err != nil {

@@ -123,7 +123,7 @@ func (c *KVCache) Forward(ctx context.Context, tokens []int32) ([]float32, error
 	// Only the last row's logits are needed to pick the next token.
 	last := x[(Tn-1)*C : Tn*C]
 	m.norm(c.lnf, c.mean[:1], c.rstd[:1], last, w.lnfw, w.lnfb, 1)
-	m.gemm.Sgemm(false, true, 1, d.Vl, C, 1, c.lnf, C, w.wte, C, 0, c.logit, d.Vl)
+	rowDots(c.logit, c.lnf, w.wte)
 	c.n += Tn
 	return c.logit, nil
 }
@@ -136,7 +136,7 @@ func (c *KVCache) block(l int, x []float32, Tn, p0 int) {
 	C, N := d.C, Tn
 	ln, qkv := c.ln[:N*C], c.qkv[:N*3*C]
 	m.norm(ln, c.mean[:N], c.rstd[:N], x, bw.ln1w, bw.ln1b, N)
-	LinearForward(m.gemm, qkv, ln, bw.attnW, bw.attnB, N, C, 3*C)
+	c.linear(qkv, ln, bw.attnW, bw.attnB, N, C, 3*C)
 	if c.rope != nil {
 		c.rope.Forward(qkv, 1, N, C, d.NHl, p0)
 	}
@@ -147,13 +147,13 @@ func (c *KVCache) block(l int, x []float32, Tn, p0 int) {
 	}
 	c.attend(qkv, kc, vc, N, p0)
 	res := c.res[:N*C]
-	LinearForward(m.gemm, res, c.atty[:N*C], bw.projW, nil, N, C, C)
+	c.linear(res, c.atty[:N*C], bw.projW, nil, N, C, C)
 	addBiasResidual(res, bw.projB, x, N, C) // res = x + attn
 	m.norm(ln, c.mean[:N], c.rstd[:N], res, bw.ln2w, bw.ln2b, N)
 	fch, act := c.fch[:N*d.FCl], c.act[:N*d.Hl]
-	LinearForward(m.gemm, fch, ln, bw.fcW, bw.fcB, N, C, d.FCl)
+	c.linear(fch, ln, bw.fcW, bw.fcB, N, C, d.FCl)
 	m.activate(act, fch, N, d.Hl)
-	LinearForward(m.gemm, x, act, bw.fcProjW, nil, N, d.Hl, C)
+	c.linear(x, act, bw.fcProjW, nil, N, d.Hl, C)
 	addBiasResidual(x, bw.fcProjB, res, N, C) // x = res + mlp
 }
 
@@ -200,4 +200,60 @@ func (c *KVCache) attend(qkv, kc, vc []float32, N, p0 int) {
 		// out (N, HS) = att (N, L) @ V (L, HS)
 		a.gemm.Sgemm(false, false, N, HS, L, 1, s, L, vc[h*HS:], C, 0, c.atty[h*HS:], C)
 	})
+}
+
+// linear is LinearForward, except that a single row (one new token) skips
+// the GEMM engine: packing a whole weight matrix to multiply one row costs
+// more than the product itself.
+func (c *KVCache) linear(out, inp, w, b []float32, N, in, oc int) {
+	if N != 1 {
+		LinearForward(c.m.gemm, out, inp, w, b, N, in, oc)
+		return
+	}
+	vecMat(out[:oc], inp[:in], w[:in*oc], b)
+}
+
+// vecMat: out (oc) = x (in) @ w (in, oc) [+ b], four rows of w at a time.
+func vecMat(out, x, w, b []float32) {
+	oc := len(out)
+	if b != nil {
+		copy(out, b[:oc])
+	} else {
+		clear(out)
+	}
+	k := 0
+	for ; k+4 <= len(x); k += 4 {
+		x0, x1, x2, x3 := x[k], x[k+1], x[k+2], x[k+3]
+		w0, w1, w2, w3 := w[k*oc:(k+1)*oc], w[(k+1)*oc:(k+2)*oc], w[(k+2)*oc:(k+3)*oc], w[(k+3)*oc:(k+4)*oc]
+		for j := range out {
+			out[j] += x0*w0[j] + x1*w1[j] + x2*w2[j] + x3*w3[j]
+		}
+	}
+	for ; k < len(x); k++ {
+		xk, wk := x[k], w[k*oc:(k+1)*oc]
+		for j := range out {
+			out[j] += xk * wk[j]
+		}
+	}
+}
+
+// rowDots: out[v] = x . rows[v] for rows (len(out), len(x)) — the tied head
+// on one row.
+func rowDots(out, x, rows []float32) {
+	n := len(x)
+	for v := range out {
+		r := rows[v*n : (v+1)*n]
+		var s0, s1, s2, s3 float32
+		i := 0
+		for ; i+4 <= n; i += 4 {
+			s0 += x[i] * r[i]
+			s1 += x[i+1] * r[i+1]
+			s2 += x[i+2] * r[i+2]
+			s3 += x[i+3] * r[i+3]
+		}
+		for ; i < n; i++ {
+			s0 += x[i] * r[i]
+		}
+		out[v] = (s0 + s1) + (s2 + s3)
+	}
 }

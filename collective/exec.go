@@ -430,10 +430,11 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 
 // recvLanePosted is recvLane for transports that accept receives ahead
 // of time: up to postDepth steps are posted (reducing steps into one of
-// stageDepth staging buffers), the oldest is waited for and reduced, and
-// the window slides, all on this goroutine.
+// stageDepth staging buffers, enough that a fast sender's segments rarely
+// find no posted buffer and get parked and copied), the oldest is waited
+// for and reduced, and the window slides, all on this goroutine.
 func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs *progress) {
-	const postDepth, stageDepth = 8, 3
+	const postDepth, stageDepth = 8, 6
 	c := cl.c
 	need := 0
 	for _, s := range plan.Recvs {
@@ -441,9 +442,15 @@ func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs
 			need = max(need, s.N*cl.es)
 		}
 	}
+	reducing := 0
+	for _, s := range plan.Recvs {
+		if s.Reduce {
+			reducing++
+		}
+	}
 	var free [][]byte
 	if need > 0 {
-		for k := 0; k < stageDepth; k++ {
+		for k := 0; k < min(stageDepth, reducing); k++ {
 			b := c.getStaging(need)
 			defer c.putStaging(b)
 			free = append(free, b)

@@ -14,6 +14,8 @@ need_pkgs=()
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 [ -e /usr/include/infiniband/verbs.h ] || need_pkgs+=(libibverbs-dev)
 command -v srun >/dev/null || need_pkgs+=(slurm-wlm munge)
+# PyTorch reads strand's Hugging Face export back (e2e TestExportLoadsInPyTorch)
+/usr/bin/python3 -c 'import torch' 2>/dev/null || need_pkgs+=(python3-torch)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need_pkgs[*]}"

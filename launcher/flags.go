@@ -17,7 +17,7 @@ type Flags struct {
 	Coordinator  string // multi-node job: HOST:PORT of node 0's coordinator
 	NProcPerNode int    // multi-node job: workers per node
 	DP, TP, PP   int    // mesh degrees; DP 0 = world/(TP*PP)
-	Transport    string // "tcp" or "rdma"
+	Transport    string // "auto", "tcp" or "rdma"
 	Bind         string // transport bind spec: host:port, CIDR or interface
 	Token        string // job token (multi-node: the same on every node)
 	LogFormat    string // "console" or "json"
@@ -47,7 +47,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.DP, "dp", 0, "data-parallel degree (default: world / (tp*pp))")
 	fs.IntVar(&f.TP, "tp", 1, "tensor-parallel degree")
 	fs.IntVar(&f.PP, "pp", 1, "pipeline-parallel degree")
-	fs.StringVar(&f.Transport, "transport", "tcp", "collective transport: tcp or rdma")
+	fs.StringVar(&f.Transport, "transport", "auto", "collective transport: auto (RDMA when every rank has a device, else TCP), tcp or rdma")
 	fs.StringVar(&f.Bind, "bind", "", "transport address: host:port, CIDR (10.0.0.0/8) or interface (eth0); default: the address that reaches the coordinator")
 	fs.StringVar(&f.Token, "token", "", "job token (default: random for local jobs, $STRAND_TOKEN for multi-node jobs)")
 	fs.StringVar(&f.LogFormat, "log-format", "console", "log format: console or json")
@@ -87,8 +87,8 @@ func (f *Flags) Validate() error {
 		return fmt.Errorf("--nproc %d must not be negative", f.NProc)
 	case f.NNodes < 1:
 		return fmt.Errorf("--nnodes %d must be at least 1", f.NNodes)
-	case f.Transport != "tcp" && f.Transport != "rdma":
-		return fmt.Errorf("--transport %q: want tcp or rdma", f.Transport)
+	case f.Transport != "tcp" && f.Transport != "rdma" && f.Transport != "auto":
+		return fmt.Errorf("--transport %q: want auto, tcp or rdma", f.Transport)
 	case f.LogFormat != "console" && f.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: want console or json", f.LogFormat)
 	}

@@ -44,7 +44,7 @@ type LocalConfig struct {
 type Common struct {
 	Executable  string        // worker binary; default os.Executable()
 	Env         []string      // extra KEY=VALUE variables for every worker
-	Transport   string        // passed to workers; default "tcp"
+	Transport   string        // passed to workers; default "auto"
 	Bind        string        // transport bind spec passed to workers
 	LogFormat   string        // passed to workers; default "console"
 	Token       string        // job token; default random (local jobs)
@@ -286,7 +286,7 @@ func (cfg *NodeConfig) fill() error {
 		}
 	}
 	if cfg.Transport == "" {
-		cfg.Transport = "tcp"
+		cfg.Transport = "auto"
 	}
 	if cfg.LogFormat == "" {
 		cfg.LogFormat = "console"

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -148,7 +149,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		job.RDMAProvider = opts.RDMAProvider
 	}
 	if job.Transport == "" {
-		job.Transport = "tcp"
+		job.Transport = "auto"
 	}
 	m, err := jobMesh(job, opts)
 	if err != nil {
@@ -360,21 +361,45 @@ func advertise(ctx context.Context, job jobenv.Job, timeout time.Duration) (stri
 func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string, log *zap.Logger) (transport.Transport, error) {
 	store := rendezvous.Prefixed(rt.client.Store(), "epoch0/")
 	rt.TransportName = "tcp"
-	if job.Transport == "rdma" {
+	useRDMA := false
+	switch job.Transport {
+	case "rdma":
+		// Asked for explicitly: a missing device is an error, not a silent
+		// fallback that would hide a misconfigured cluster.
 		if err := rdma.Available(job.RDMAProvider); err != nil {
-			log.Warn("--transport rdma asked for but not available; using tcp", zap.Error(err))
-		} else {
-			p, err := rdma.ProviderByName(job.RDMAProvider)
-			if err != nil {
-				return nil, fmt.Errorf("rdma transport: %w", err)
-			}
-			t, err := rdma.Dial(ctx, rdma.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, Provider: p})
-			if err != nil {
-				return nil, fmt.Errorf("rdma transport (%s): %w", p.Name(), err)
-			}
-			rt.TransportName = "rdma/" + p.Name()
-			return t, nil
+			return nil, fmt.Errorf("--transport rdma: %w (use --transport auto or tcp to run without RDMA)", err)
 		}
+		useRDMA = true
+	case "auto":
+		// Every rank publishes whether it has a usable device, so all ranks
+		// make the same choice: RDMA only when every pair can use it.
+		missing, err := rdma.MissingDevices(ctx, store, rt.Rank, rt.Mesh.World(), job.RDMAProvider)
+		if err != nil {
+			return nil, fmt.Errorf("--transport auto: %w", err)
+		}
+		useRDMA = len(missing) == 0
+		if useRDMA {
+			log.Info("transport auto: every rank has an RDMA device; all pairs use rdma")
+		} else {
+			ranks := make([]int, 0, len(missing))
+			for r := range missing {
+				ranks = append(ranks, r)
+			}
+			slices.Sort(ranks)
+			log.Info("transport auto: all pairs use tcp", zap.Ints("ranks_without_rdma", ranks), zap.String("reason", missing[ranks[0]]))
+		}
+	}
+	if useRDMA {
+		p, err := rdma.ProviderByName(job.RDMAProvider)
+		if err != nil {
+			return nil, fmt.Errorf("rdma transport: %w", err)
+		}
+		t, err := rdma.Dial(ctx, rdma.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, Provider: p})
+		if err != nil {
+			return nil, fmt.Errorf("rdma transport (%s): %w", p.Name(), err)
+		}
+		rt.TransportName = "rdma/" + p.Name()
+		return t, nil
 	}
 	bind := job.Bind
 	if bind == "" {

@@ -122,7 +122,7 @@ func TestFlags(t *testing.T) {
 		{args: []string{"--nproc", "4", "--tp", "3"}, wantErr: "does not divide"},
 		{args: []string{"--nnodes", "2", "--nproc-per-node", "2"}, wantErr: "--coordinator"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--node-rank", "2"}, wantErr: "outside"},
-		{args: []string{"--nproc", "2", "--transport", "udp"}, wantErr: "want tcp or rdma"},
+		{args: []string{"--nproc", "2", "--transport", "udp"}, wantErr: "want auto, tcp or rdma"},
 	}
 	for _, tc := range cases {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)

@@ -13,7 +13,13 @@ import (
 
 // runSchedule walks this stage's program for one step.
 func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
-	ex := &stageExec{t: t, scale: scale, lastBackward: t.Opts.Micro - 1}
+	if t.exec == nil {
+		t.exec = &stageExec{t: t, pendingAct: map[int]*sendJob{}, pendingGrad: map[int]*sendJob{}}
+	}
+	ex := t.exec
+	ex.scale, ex.lastBackward = scale, t.Opts.Micro-1
+	clear(ex.pendingAct)
+	clear(ex.pendingGrad)
 	t0 := time.Now()
 	err := pipeline.Run(ctx, t.Pipe, t.Comms.Coord.PP, ex)
 	t.pipeWall += time.Since(t0)
@@ -48,7 +54,10 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 	m, T := t.Model, t.Opts.Seq
 	slot := e.slot(a.Micro)
 	prev, next := t.Comms.Coord.PP-1, t.Comms.Coord.PP+1
-	args := map[string]any{"micro": a.Micro}
+	var args map[string]any
+	if t.Trace != nil {
+		args = map[string]any{"micro": a.Micro}
+	}
 	switch a.Kind {
 	case pipeline.Forward:
 		// the activation slot may still be sending an earlier micro-batch
@@ -80,7 +89,7 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		t.Trace.Add("backward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return err
 	case pipeline.SendAct:
-		e.pendingAct = setJob(e.pendingAct, slot, t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro))
+		e.pendingAct[slot] = t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro)
 	case pipeline.RecvAct:
 		return e.recv(ctx, t.recvAct[slot], prev, "recv activation", a.Micro)
 	case pipeline.SendGrad:
@@ -89,7 +98,7 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		}
 		buf := t.sendGrad[slot]
 		copy(buf, m.DInput(t.acts[slot]))
-		e.pendingGrad = setJob(e.pendingGrad, slot, t.sender.send(ctx, buf, prev, "send gradient", a.Micro))
+		e.pendingGrad[slot] = t.sender.send(ctx, buf, prev, "send gradient", a.Micro)
 	case pipeline.RecvGrad:
 		return e.recv(ctx, t.gradIn, next, "recv gradient", a.Micro)
 	}
@@ -99,19 +108,13 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 func (e *stageExec) recv(ctx context.Context, buf []float32, peer int, what string, micro int) error {
 	t0 := time.Now()
 	err := e.t.Comms.PP.Recv(ctx, collective.F32(buf), peer)
-	e.t.Trace.Add(what, "comm", trace.LaneComm, t0, time.Now(), map[string]any{"micro": micro, "peer_stage": peer})
+	if e.t.Trace != nil {
+		e.t.Trace.Add(what, "comm", trace.LaneComm, t0, time.Now(), map[string]any{"micro": micro, "peer_stage": peer})
+	}
 	if err != nil {
 		return fmt.Errorf("%s of micro-batch %d from stage %d: %w", what, micro, peer, err)
 	}
 	return nil
-}
-
-func setJob(m map[int]*sendJob, slot int, j *sendJob) map[int]*sendJob {
-	if m == nil {
-		m = map[int]*sendJob{}
-	}
-	m[slot] = j
-	return m
 }
 
 func (e *stageExec) wait(ctx context.Context, m map[int]*sendJob, slot int) error {

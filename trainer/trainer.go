@@ -132,6 +132,8 @@ type Trainer struct {
 	// pipeline accounting for the measured bubble: compute time inside the
 	// schedule and wall time of the schedule, summed over steps
 	pipeCompute, pipeWall time.Duration
+	scalars               [3]float32 // step-level reductions: target count, loss, squared norm
+	exec                  *stageExec // reused every step
 }
 
 // StepStats summarizes one optimizer step.
@@ -287,7 +289,8 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 			local++
 		}
 	}
-	total := []float32{float32(local)}
+	total := t.scalars[0:1]
+	total[0] = float32(local)
 	if err := allReduce(ctx, c.DP, total, collective.Sum); err != nil {
 		return StepStats{}, fmt.Errorf("target count: %w", err)
 	}
@@ -301,7 +304,11 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 		t.bucketer.Reset()
 	}
 	t.lossSum = 0
-	end := t.Trace.Begin("step", "step", trace.LaneCompute, map[string]any{"step": t.Step + 1})
+	var stepArgs map[string]any
+	if t.Trace != nil {
+		stepArgs = map[string]any{"step": t.Step + 1}
+	}
+	end := t.Trace.Begin("step", "step", trace.LaneCompute, stepArgs)
 	if err := t.runSchedule(ctx, scale); err != nil {
 		return StepStats{}, err
 	}
@@ -326,7 +333,8 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	t.Step++
 	// The loss lives on the last stage; sum it over stages (others add 0)
 	// and data-parallel ranks so every rank reports the same number.
-	loss := []float32{float32(t.lossSum)}
+	loss := t.scalars[1:2]
+	loss[0] = float32(t.lossSum)
 	if err := allReduce(ctx, c.PP, loss, collective.Sum); err != nil {
 		return StepStats{}, fmt.Errorf("loss: %w", err)
 	}
@@ -390,7 +398,8 @@ func (t *Trainer) gradNorm(ctx context.Context) (float64, error) {
 	} else {
 		ss = ps.NormSumSquares()
 	}
-	buf := []float32{float32(ss)}
+	buf := t.scalars[2:3]
+	buf[0] = float32(ss)
 	for _, g := range []*collective.Comm{c.TP, c.PP} {
 		if err := allReduce(ctx, g, buf, collective.Sum); err != nil {
 			return 0, fmt.Errorf("gradient norm: %w", err)

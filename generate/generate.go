@@ -3,7 +3,9 @@ package generate
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"iter"
 	"unicode/utf8"
 
 	"github.com/strand-ml/strand/model"
@@ -274,4 +276,37 @@ func (s *streamer) flush() error {
 		return nil
 	}
 	return s.emit(NoToken, len(s.buf))
+}
+
+// Token is one step of Tokens: a generated id (NoToken for the final
+// flush) and the text that became printable with it.
+type Token struct {
+	ID   int
+	Text []byte
+}
+
+// errStopped ends Stream when the caller of Tokens stops ranging.
+var errStopped = errors.New("generate: iteration stopped")
+
+// Tokens is Stream as an iterator:
+//
+//	for tok, err := range g.Tokens(ctx, prompt, opts) {
+//		if err != nil { ... }
+//		os.Stdout.Write(tok.Text)
+//	}
+//
+// An error (bad options, a model failure) is yielded once, last. Breaking
+// out of the loop stops generation.
+func (g *Generator) Tokens(ctx context.Context, prompt string, opts Options) iter.Seq2[Token, error] {
+	return func(yield func(Token, error) bool) {
+		_, err := g.Stream(ctx, prompt, opts, func(id int, text []byte) error {
+			if !yield(Token{ID: id, Text: text}, nil) {
+				return errStopped
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStopped) {
+			yield(Token{ID: NoToken}, err)
+		}
+	}
 }

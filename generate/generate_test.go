@@ -267,3 +267,44 @@ func TestGenerateLimitsAndErrors(t *testing.T) {
 		t.Fatal("cancelled context ignored")
 	}
 }
+
+func TestTokensIterator(t *testing.T) {
+	ctx := context.Background()
+	g := New(testModel(t, model.PosALiBi, 1), tokenizer.Bytes{})
+	opts := Options{MaxTokens: 12, Sampling: Sampling{Temperature: 0.9, TopP: 1}, Seed: 2}
+	want, err := g.Generate(ctx, "if ", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text []byte
+	var ids []int
+	for tok, err := range g.Tokens(ctx, "if ", opts) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		text = append(text, tok.Text...)
+		if tok.ID != NoToken {
+			ids = append(ids, tok.ID)
+		}
+	}
+	if !bytes.Equal(text, want.Text) || len(ids) != len(want.Tokens) {
+		t.Fatalf("iterator text %q (%d ids), Generate %q (%d)", text, len(ids), want.Text, len(want.Tokens))
+	}
+	n := 0
+	for range g.Tokens(ctx, "if ", opts) {
+		n++
+		if n == 3 {
+			break
+		}
+	}
+	if n != 3 {
+		t.Fatalf("break after 3 tokens: %d", n)
+	}
+	var gotErr error
+	for _, err := range g.Tokens(ctx, "", opts) {
+		gotErr = err
+	}
+	if gotErr == nil || !strings.Contains(gotErr.Error(), "empty prompt") {
+		t.Fatalf("empty prompt through the iterator: %v", gotErr)
+	}
+}

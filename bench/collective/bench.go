@@ -34,6 +34,7 @@ type Config struct {
 	Bind      string  // listen address spec for every rank (default 127.0.0.1:0)
 	Streams   int     // TCP sockets per peer pair (0: transport default)
 	Budget    float64 // seconds of timed calls per size (default 0.3)
+	Segment   int     // ring/chain pipelining segment in bytes (0: collective's default)
 	JSON      bool    // one JSON object per size instead of the table
 	Timeout   time.Duration
 }
@@ -221,7 +222,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	for i := range ranks {
 		ranks[i] = i
 	}
-	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout})
+	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout, SegmentBytes: cfg.Segment})
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 	iface := fs.String("iface", "", "listen on this interface's address (overrides --bind)")
 	fs.IntVar(&cfg.Streams, "streams", 0, "TCP sockets per peer pair (0: transport default)")
 	fs.Float64Var(&cfg.Budget, "budget", 0.3, "seconds of timed calls per size")
+	segS := fs.String("segment", "0", "ring pipelining segment size (0: library default)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,6 +41,11 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 	if cfg.Max, err = benchcoll.ParseSize(*maxS); err != nil {
 		return usageError{"--max: " + err.Error()}
 	}
+	seg, err := benchcoll.ParseSize(*segS)
+	if err != nil {
+		return usageError{"--segment: " + err.Error()}
+	}
+	cfg.Segment = int(seg)
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}

@@ -16,6 +16,7 @@ type Acts struct {
 	lnfRstd         []float32 // (N)
 	logits          []float32 // (N, Vl) probabilities after a Forward with targets
 	losses          []float32 // (N)
+	seg             segState  // packed-sequence segments (segments.go); zero: one sequence per row
 }
 
 // blockActs are one block's saved activations.

@@ -24,6 +24,12 @@ type Attention struct {
 	Slopes  []float32
 	gemm    *gemm.Engine // single-threaded engine: parallelism is across heads
 	scratch [][]float32  // per-worker (T, T) buffer for backward
+
+	// SegStart, when set (B*T), is each query's first visible key within
+	// its row: packed sequences attend only inside their own segment
+	// (see segments.go). Probabilities before it are zero, so Backward
+	// needs no change for it either.
+	SegStart []int32
 }
 
 // NewAttention prepares buffers for sequences of up to maxT positions.
@@ -83,20 +89,25 @@ func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
 			if a.Slopes != nil {
 				alibiBias(row[:t+1], a.Slopes[h], t)
 			}
-			mx := row[0]
-			for _, x := range row[1 : t+1] {
+			lo := 0
+			if a.SegStart != nil {
+				lo = int(a.SegStart[b*T+t])
+				clear(row[:lo])
+			}
+			mx := row[lo]
+			for _, x := range row[lo+1 : t+1] {
 				if x > mx {
 					mx = x
 				}
 			}
 			var z float32
-			for j := 0; j <= t; j++ {
+			for j := lo; j <= t; j++ {
 				e := float32(math.Exp(float64(row[j] - mx)))
 				row[j] = e
 				z += e
 			}
 			inv := 1 / z
-			for j := 0; j <= t; j++ {
+			for j := lo; j <= t; j++ {
 				row[j] *= inv
 			}
 			clear(row[t+1:])

@@ -53,7 +53,9 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		m.gradReady(m.w.blocks[i].readyAfter)
 	}
 	if l.First {
-		if m.tp.Size() == 1 {
+		if a.seg.ids != nil {
+			m.embedBackwardSegmented(dres, a.tokens, a.seg.pos, B, T)
+		} else if m.tp.Size() == 1 {
 			EmbeddingBackward(w.dwte, w.dwpe, dres, a.tokens, B, T, C)
 		} else {
 			m.embedBackward(dres, a.tokens, B, T)

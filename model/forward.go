@@ -27,6 +27,9 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 	if err := m.CheckInput(tokens, targets, B, T); err != nil {
 		return 0, 0, err
 	}
+	if err := a.seg.prepare(B, T); err != nil {
+		return 0, 0, err
+	}
 	N, C := B*T, d.C
 	a.b, a.t, a.hasTargets = B, T, targets != nil
 	if targets != nil {
@@ -38,7 +41,13 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 			return 0, 0, fmt.Errorf("model: the first stage needs tokens")
 		}
 		copy(a.tokens, tokens)
-		if err := m.embed(ctx, x, tokens, B, T); err != nil {
+		var err error
+		if a.seg.ids != nil {
+			err = m.embedSegmented(ctx, x, tokens, a.seg.pos, B, T)
+		} else {
+			err = m.embed(ctx, x, tokens, B, T)
+		}
+		if err != nil {
 			return 0, 0, err
 		}
 	} else {
@@ -47,6 +56,7 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		}
 		copy(x, hiddenIn)
 	}
+	m.attn.SegStart = a.seg.segStart()
 	for i := range a.blocks {
 		if err := m.blockForward(ctx, &a.blocks[i], &m.w.blocks[i], x, B, T); err != nil {
 			return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)

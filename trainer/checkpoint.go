@@ -100,7 +100,10 @@ func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, er
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot{t: t, model: t.Model, m1: m1, v1: v1, step: t.Step, opt: t.Opt.Step, loader: t.Loader.State()}
+	s := &snapshot{t: t, model: t.Model, m1: m1, v1: v1, step: t.Step, opt: t.Opt.Step}
+	if t.Loader != nil {
+		s.loader = t.Loader.State()
+	}
 	if copyBuffers {
 		s.model = t.Model.Snapshot()
 		s.m1, s.v1 = append([]float32(nil), m1...), append([]float32(nil), v1...)
@@ -182,8 +185,10 @@ func (t *Trainer) Restore(dir string) (State, error) {
 	t.Opt.Pack(t.Opt.M, m1)
 	t.Opt.Pack(t.Opt.V, v1)
 	t.Opt.Step = step
-	if err := t.Loader.Restore(st.Loader); err != nil {
-		return st, fmt.Errorf("checkpoint %s: data position: %w", dir, err)
+	if t.Loader != nil {
+		if err := t.Loader.Restore(st.Loader); err != nil {
+			return st, fmt.Errorf("checkpoint %s: data position: %w", dir, err)
+		}
 	}
 	t.Step = st.Step
 	return st, nil

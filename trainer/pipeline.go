@@ -69,6 +69,9 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		if !m.Layout.First {
 			hidden = t.recvAct[slot]
 		}
+		if sg, ok := t.Source.(Segmented); ok {
+			t.acts[slot].SetSegments(sg.Segments()[lo:hi])
+		}
 		t0 := time.Now()
 		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, t.targets[lo:hi], t.micro, T)
 		t.pipeCompute += time.Since(t0)

@@ -104,6 +104,20 @@ func (o Options) lrSchedule() optim.Schedule {
 // RowsPerRank is the sequences one data-parallel rank reads per step.
 func (o Options) RowsPerRank(m mesh.Mesh) int { return o.Batch / m.DP }
 
+// Batches yields one step's rows for this data-parallel rank: inputs and
+// targets (rows x Seq, targets IgnoreIndex where no loss is counted).
+// *data.Loader is one; fine-tuning datasets (package finetune) are others.
+type Batches interface {
+	Next(inputs, targets []int32) error
+}
+
+// Segmented is implemented by Batches whose rows pack several sequences:
+// Segments are the segment ids (rows x Seq) of the last Next's rows, passed
+// to the model so attention stays inside each sequence (model.Acts.SetSegments).
+type Segmented interface {
+	Segments() []int32
+}
+
 // Trainer owns this rank's part of the model, its optimizer, its data and
 // the communication of one training step.
 type Trainer struct {
@@ -112,6 +126,9 @@ type Trainer struct {
 	Model  *model.GPT
 	Opt    *optim.AdamW
 	Loader *data.Loader
+	// Source, when set, is read instead of Loader (which may then be nil;
+	// checkpoints then record no loader position).
+	Source Batches
 	Engine *gemm.Engine
 	Sched  optim.Schedule
 	Pipe   *pipeline.Schedule
@@ -278,7 +295,11 @@ func (t *Trainer) TrainStep(ctx context.Context) (StepStats, error) {
 
 func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	o, c, m := t.Opts, t.Comms, t.Model
-	if err := t.Loader.Next(t.inputs, t.targets); err != nil {
+	var src Batches = t.Loader
+	if t.Source != nil {
+		src = t.Source
+	}
+	if err := src.Next(t.inputs, t.targets); err != nil {
 		return StepStats{}, err
 	}
 	// The loss is the mean over every counted target of the global batch;

@@ -108,6 +108,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{err.Error()}
 	}
 	n := *contextLen
+	if n < 0 {
+		return usageError{fmt.Sprintf("--context %d must not be negative", n)}
+	}
 	if n == 0 {
 		n = cfg.Context()
 	}

@@ -42,7 +42,7 @@ func TestGenerateCommand(t *testing.T) {
 		if s1 != s2 {
 			t.Fatalf("%s: same seed, different text %q %q", pos, s1, s2)
 		}
-		for _, bad := range [][]string{{"--prompt", ""}, {"--prompt", "x", "--top-p", "0"}, {"--prompt", "x", "--top-p", "1.01"}, {"--prompt", "x", "--temperature", "-1"}} {
+		for _, bad := range [][]string{{"--prompt", ""}, {"--prompt", "x", "--top-p", "0"}, {"--prompt", "x", "--top-p", "1.01"}, {"--prompt", "x", "--temperature", "-1"}, {"--prompt", "x", "--context", "-3"}, {"--prompt", "x", "--stop", ""}} {
 			if code, _, errs := gen(bad...); code != 2 || errs == "" {
 				t.Errorf("%s %v: exit %d (%s), want a usage error", pos, bad, code, errs)
 			}

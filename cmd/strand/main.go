@@ -39,6 +39,7 @@ func commands() []command {
 		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
+		{"sft", "supervised fine-tuning on prompt/response or chat JSONL (response tokens only, packed)", runSFT},
 		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},
 	}
 }

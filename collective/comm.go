@@ -26,6 +26,9 @@ type Options struct {
 	// SegmentBytes is the pipelining unit of the ring and chain
 	// algorithms (default 1 MiB).
 	SegmentBytes int
+	// Flight, when set, records every call for hang diagnosis; share one
+	// recorder among a rank's communicators.
+	Flight *FlightRecorder
 }
 
 func (o *Options) fill() {

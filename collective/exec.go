@@ -19,6 +19,7 @@ type call struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	stop    context.CancelFunc // releases the default-timeout timer, if any
+	flight  int                // this call's FlightRecorder entry (-1: none)
 	timeout time.Duration
 	planFn  func() *Plan
 	bufs    [2][]byte
@@ -60,6 +61,7 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func() *Plan, b
 	cl.blocked[0].Store(-1)
 	cl.blocked[1].Store(-1)
 	c.calls[cl] = struct{}{}
+	cl.flight = c.opts.Flight.start(c, fp)
 	return cl, nil
 }
 
@@ -108,9 +110,10 @@ func (p *progress) wait(ctx context.Context, n int) error {
 
 // run executes the plan: local copies, then the send lane (on its own
 // goroutine) and the receive lane (on this one) concurrently.
-func (cl *call) run() error {
+func (cl *call) run() (err error) {
 	c := cl.c
 	defer func() {
+		c.opts.Flight.end(cl.flight, err)
 		c.mu.Lock()
 		delete(c.calls, cl)
 		c.mu.Unlock()

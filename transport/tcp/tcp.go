@@ -83,7 +83,8 @@ type Transport struct {
 
 	closed    chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // every goroutine of the transport
+	readers   sync.WaitGroup // socket readers only (Close drains them)
 }
 
 var (
@@ -302,7 +303,8 @@ func (t *Transport) start() {
 		}
 		for i, s := range p.streams {
 			t.wg.Add(1)
-			go func() { defer t.wg.Done(); p.readLoop(s, i) }()
+			t.readers.Add(1)
+			go func() { defer t.wg.Done(); defer t.readers.Done(); p.readLoop(s, i) }()
 			if i > 0 {
 				t.wg.Add(1)
 				go func() { defer t.wg.Done(); p.partWriter(s) }()
@@ -389,6 +391,9 @@ func (t *Transport) noteFailure(pe *transport.PeerError) {
 
 var errClosed = errors.New("transport closed")
 
+// closeGrace bounds how long Close waits for peers to close their side.
+const closeGrace = 250 * time.Millisecond
+
 // Close implements transport.Transport: it says goodbye to every peer (so
 // they see a clean exit, not a failure), closes every socket, fails
 // pending calls and waits for the transport's goroutines to exit.
@@ -413,10 +418,31 @@ func (t *Transport) close(graceful bool) error {
 		}
 		t.mu.Unlock()
 		t.ln.Close()
-		for _, p := range t.peers {
-			if p != nil && graceful {
-				p.sayGoodbye()
+		if graceful {
+			for _, p := range t.peers {
+				if p != nil {
+					p.sayGoodbye()
+				}
 			}
+			// Half-close and keep reading until each peer closes too (or
+			// a short grace period ends): closing a socket with unread
+			// data makes the kernel send a reset, which can destroy our
+			// goodbye before the peer reads it and so look like a crash.
+			for _, p := range t.peers {
+				if p != nil {
+					for _, s := range p.streams {
+						_ = s.conn.CloseWrite()
+					}
+				}
+			}
+			drained := make(chan struct{})
+			go func() { t.readers.Wait(); close(drained) }()
+			timer := time.NewTimer(closeGrace)
+			select {
+			case <-drained:
+			case <-timer.C:
+			}
+			timer.Stop()
 		}
 		close(t.closed)
 		for _, p := range t.peers {

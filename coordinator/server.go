@@ -421,6 +421,20 @@ func (s *Server) membersLocked() []*pb.Member {
 	return out
 }
 
+// Values returns every stored key with the given prefix and its value (for
+// the launcher's diagnosis of a failed job).
+func (s *Server) Values(prefix string) map[string][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]byte{}
+	for k, v := range s.kv {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = append([]byte(nil), v...)
+		}
+	}
+	return out
+}
+
 // Set implements pb.CoordinatorServer.
 func (s *Server) Set(_ context.Context, req *pb.SetRequest) (*pb.SetReply, error) {
 	if req.Key == "" {

@@ -5,13 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/strand-ml/strand/collective"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -222,6 +225,9 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		}
 	}
 	if srv != nil && first != nil {
+		printFlightDiagnosis(srv, cfg.Mesh.World(), errw)
+	}
+	if srv != nil && first != nil {
 		_, reason, dead := srv.Result()
 		first.Reason = reason
 		// Exits race with each other: a survivor told of the failure may
@@ -411,6 +417,39 @@ func copyLines(w *lockedWriter, r io.Reader, prefix string) {
 		}
 		if err != nil {
 			return
+		}
+	}
+}
+
+// printFlightDiagnosis shows, from the flight records the failing workers
+// sent the coordinator, which collective each group was in and which ranks
+// never entered it, so a hang is diagnosed from the launcher's output.
+func printFlightDiagnosis(srv *coordinator.Server, world int, w *lockedWriter) {
+	vals := srv.Values("flight/")
+	if len(vals) == 0 {
+		return
+	}
+	records := map[int][]collective.FlightEntry{}
+	for k, v := range vals {
+		var rank int
+		if _, err := fmt.Sscanf(k, "flight/%d", &rank); err != nil {
+			continue
+		}
+		var es []collective.FlightEntry
+		if json.Unmarshal(v, &es) == nil {
+			records[rank] = es
+		}
+	}
+	ranks := make([]int, world)
+	for i := range ranks {
+		ranks[i] = i
+	}
+	var b strings.Builder
+	b.WriteString("flight recorder (last collective of each group, from the ranks' records):\n")
+	b.WriteString(collective.Diagnose(records, ranks))
+	for _, line := range strings.SplitAfter(b.String(), "\n") {
+		if line != "" {
+			w.writeLine([]byte(line))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,6 +82,11 @@ type Runtime struct {
 	// World spans every rank; DP, TP and PP are this rank's groups (a
 	// group of size 1 when the degree is 1).
 	World, DP, TP, PP *collective.Comm
+	// Flight records this rank's recent collective calls (shared by every
+	// communicator); on a failure it is sent to the coordinator, which
+	// prints where the job is stuck. Pass it in collective.Options when
+	// building further communicators.
+	Flight *collective.FlightRecorder
 	// Transport is the one world transport under every communicator;
 	// TransportName says which: "tcp" or "rdma/<provider>".
 	Transport     transport.Transport
@@ -261,8 +267,9 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	if rt.ctx.Err() != nil {
 		return nil, rt.Explain(fmt.Errorf("worker rank %d: job failed while connecting", rt.Rank))
 	}
+	rt.Flight = collective.NewFlightRecorder(256)
 	copts := func(name string) collective.Options {
-		return collective.Options{Name: name, Timeout: opts.CollectiveTimeout}
+		return collective.Options{Name: name, Timeout: opts.CollectiveTimeout, Flight: rt.Flight}
 	}
 	world := make([]int, m.World())
 	for i := range world {
@@ -507,6 +514,25 @@ func (rt *Runtime) startWatch() error {
 
 // fail cancels the runtime and closes the transport so that blocked
 // collectives return now.
+// FlightKey is the coordinator store key under which a failing rank
+// publishes its flight record (JSON list of collective.FlightEntry).
+func FlightKey(rank int) string { return fmt.Sprintf("flight/%d", rank) }
+
+// publishFlight sends this rank's flight record to the coordinator, bounded
+// to a second: diagnosis must never hold up an exit.
+func (rt *Runtime) publishFlight(ctx context.Context) {
+	if rt.client == nil || rt.Flight == nil {
+		return
+	}
+	raw, err := json.Marshal(rt.Flight.Entries())
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_ = rt.client.Store().Set(ctx, FlightKey(rt.Rank), raw)
+}
+
 func (rt *Runtime) fail(cause error) {
 	if rt.ctx.Err() != nil {
 		return
@@ -617,6 +643,9 @@ func (rt *Runtime) Leave(ctx context.Context, err error) error {
 	err = rt.Explain(err)
 	if err == nil && rt.ctx.Err() != nil {
 		err = context.Cause(rt.ctx)
+	}
+	if err != nil {
+		rt.publishFlight(ctx)
 	}
 	// The program's last collective is done: from here on peers close
 	// their sockets, which is expected, not a failure.

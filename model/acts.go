@@ -17,6 +17,7 @@ type Acts struct {
 	logits          []float32 // (N, Vl) probabilities after a Forward with targets
 	losses          []float32 // (N)
 	seg             segState  // packed-sequence segments (segments.go); zero: one sequence per row
+	head            headState // loss weights and custom-head gradient (head.go); zero: the LM loss
 }
 
 // blockActs are one block's saved activations.

@@ -16,12 +16,19 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 	B, T := a.b, a.t
 	N, C := B*T, d.C
 	dres := m.dres[:N*C]
-	if l.Last {
+	if l.Last && a.head.grad != nil {
+		if err := m.customHeadBackward(a, dres); err != nil {
+			return err
+		}
+	} else if l.Last {
 		if !a.hasTargets {
 			return fmt.Errorf("model: backward needs a forward with targets")
 		}
 		dlogits := a.logits[:N*d.Vl]
 		m.ce.Backward(dlogits, a.targets, N, d.Vl, lossScale)
+		if err := a.head.weightRows(dlogits, N, d.Vl); err != nil {
+			return err
+		}
 		// dlnf = dlogits @ wte_local (partial over the vocabulary split)
 		dlnf := m.dln[:N*C]
 		m.gemm.Sgemm(false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C)

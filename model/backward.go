@@ -117,7 +117,7 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	datty := m.datty[:N*d.Cl]
 	LinearBackward(m.gemm, datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
 	dqkv := m.dqkv[:N*3*d.Cl]
-	m.attn.Backward(dqkv, datty, ba.qkv, ba.att, B, T, d.Cl, d.NHl)
+	m.attn.Backward(dqkv, datty, ba.qkv, ba.atty, ba.att, B, T, d.Cl, d.NHl)
 	if m.rope != nil {
 		m.rope.Backward(dqkv, B, T, d.Cl, d.NHl, 0)
 	}

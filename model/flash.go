@@ -219,12 +219,12 @@ func (f *flashBackward) run(w, bh int) {
 	}
 	D := sc.d[:T]
 	for t := range T {
-		var dot float32
+		var dot float64
 		orow, drow := o[t*C:t*C+HS], do[t*C:t*C+HS]
 		for d := range orow {
-			dot += orow[d] * drow[d]
+			dot += float64(orow[d]) * float64(drow[d])
 		}
-		D[t] = dot
+		D[t] = float32(dot)
 		clear(dq[t*C3 : t*C3+HS])
 		clear(dk[t*C3 : t*C3+HS])
 		clear(dv[t*C3 : t*C3+HS])
@@ -270,3 +270,15 @@ func (f *flashBackward) run(w, bh int) {
 		}
 	}
 }
+
+// parallel runs f(worker, i) for i in [0, n) on the layer's pool, for
+// callers outside the training step (the KV cache) where a closure per call
+// is cheap next to the work.
+func (a *FlashAttention) parallel(n int, f func(worker, i int)) {
+	a.pool.p.run(funcTask(f), n, a.Threads)
+}
+
+// funcTask adapts a function to headTask.
+type funcTask func(worker, i int)
+
+func (f funcTask) run(worker, i int) { f(worker, i) }

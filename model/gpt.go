@@ -29,7 +29,7 @@ type GPT struct {
 	TiedOffset int
 
 	gemm  *gemm.Engine
-	attn  *Attention
+	attn  *FlashAttention
 	rope  *Rotary // RoPE tables for positions [0, MaxT), nil unless Position is rope
 	tp    tensor.Group
 	ce    *tensor.VocabCrossEntropy
@@ -105,7 +105,7 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	if cfg.Activation == SwiGLU {
 		m.local.FCl = 2 * m.local.Hl
 	}
-	m.attn = NewAttention(e.Threads(), maxT)
+	m.attn = NewFlashAttention(e.Threads(), maxT)
 	m.attn.SetEngine(e)
 	switch cfg.Position {
 	case PosRoPE:

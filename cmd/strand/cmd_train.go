@@ -322,7 +322,7 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 			first, last := rt.Coord, rt.Coord
 			first.PP, last.PP = 0, rt.Mesh.PP-1
 			ranks := []int{rt.Mesh.Rank(first), rt.Mesh.Rank(last)}
-			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding"}); err != nil {
+			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding", Flight: rt.Flight}); err != nil {
 				return err
 			}
 		}

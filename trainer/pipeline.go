@@ -74,6 +74,13 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		}
 		t0 := time.Now()
 		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, t.targets[lo:hi], t.micro, T)
+		if err == nil && t.Objective != nil && m.Layout.Last {
+			if len(t.weights) != hi-lo {
+				t.weights = make([]float32, hi-lo)
+			}
+			sum, err = t.Objective.Forward(lo/T, t.targets[lo:hi], t.acts[slot].Losses(), t.weights)
+			t.acts[slot].SetLossWeights(t.weights)
+		}
 		t.pipeCompute += time.Since(t0)
 		t.Trace.Add("forward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		t.lossSum += sum

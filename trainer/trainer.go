@@ -118,6 +118,23 @@ type Segmented interface {
 	Segments() []int32
 }
 
+// Objective replaces the mean next-token loss on the last pipeline stage
+// with a loss built from the per-position losses (fine-tuning: DPO). The
+// step's loss is the sum of Forward's results over the global batch
+// divided by the sum of Units, and the backward computes its gradient
+// through per-position weights (model.Acts.SetLossWeights).
+type Objective interface {
+	// Units is the number of loss units (e.g. preference pairs) in this
+	// rank's rows of the step (targets: rows x Seq); every rank calls it.
+	Units(targets []int32) int
+	// Forward is called on the last stage after the forward of the
+	// micro-batch starting at row (of this rank's step rows), with its
+	// targets and per-position losses (micro x Seq). It returns the
+	// micro-batch's summed loss and fills weights (micro x Seq) with
+	// d(summed loss)/d(losses[n]).
+	Forward(row int, targets []int32, losses, weights []float32) (float64, error)
+}
+
 // Trainer owns this rank's part of the model, its optimizer, its data and
 // the communication of one training step.
 type Trainer struct {
@@ -135,6 +152,9 @@ type Trainer struct {
 	Step   int // optimizer steps taken
 	Trace  *trace.Recorder
 
+	// Objective, when set, replaces the mean next-token loss.
+	Objective Objective
+
 	bucketer      *dpdata.Bucketer
 	flopsPerToken float64
 	rows, micro   int     // rows per rank per step; rows per micro-batch
@@ -151,6 +171,7 @@ type Trainer struct {
 	pipeCompute, pipeWall time.Duration
 	scalars               [3]float32 // step-level reductions: target count, loss, squared norm
 	exec                  *stageExec // reused every step
+	weights               []float32  // per-position loss weights of a micro-batch (Objective)
 }
 
 // StepStats summarizes one optimizer step.
@@ -309,6 +330,9 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 		if y != model.IgnoreIndex {
 			local++
 		}
+	}
+	if t.Objective != nil {
+		local = t.Objective.Units(t.targets)
 	}
 	total := t.scalars[0:1]
 	total[0] = float32(local)

@@ -19,7 +19,9 @@ import (
 
 	coll "github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/rendezvous"
+	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/dirstore"
+	"github.com/strand-ml/strand/transport/rdma"
 	"github.com/strand-ml/strand/transport/tcp"
 )
 
@@ -27,7 +29,8 @@ import (
 type Config struct {
 	Op        string  // allreduce, allgather, reducescatter, broadcast, sendrecv
 	NProc     int     // ranks (local processes)
-	Transport string  // "tcp"
+	Transport string  // "tcp" or "rdma"
+	Provider  string  // rdma: verbs provider ("soft" runs anywhere, "ibverbs" needs a device)
 	Min, Max  int64   // buffer sizes in bytes, Min, Min*Factor, ... <= Max
 	Factor    int64   // size step (default 2)
 	DType     string  // f32 or bf16 (or f16)
@@ -53,8 +56,17 @@ func (c *Config) Validate() error {
 	if c.Transport == "" {
 		c.Transport = "tcp"
 	}
-	if c.Transport != "tcp" {
-		return fmt.Errorf("--transport %q: only tcp is available here", c.Transport)
+	switch c.Transport {
+	case "tcp":
+	case "rdma":
+		if c.Provider == "" {
+			c.Provider = "ibverbs"
+		}
+		if err := rdma.Available(c.Provider); err != nil {
+			return fmt.Errorf("--transport rdma: %w (use --rdma-provider soft for the software provider)", err)
+		}
+	default:
+		return fmt.Errorf("--transport %q: want tcp or rdma", c.Transport)
 	}
 	if c.Factor == 0 {
 		c.Factor = 2
@@ -211,11 +223,25 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	dt, _ := parseDType(cfg.DType)
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	tr, err := tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
-		JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams,
-		Logger: slog.New(slog.NewTextHandler(logw, nil))})
-	if err != nil {
-		return err
+	var tr transport.Transport
+	var err error
+	transportName := "tcp (bind " + cfg.Bind + ")"
+	if cfg.Transport == "rdma" {
+		p, err := rdma.ProviderByName(cfg.Provider)
+		if err != nil {
+			return err
+		}
+		if tr, err = rdma.Dial(dctx, rdma.Config{Rank: rank, Size: cfg.NProc, Store: store, Provider: p}); err != nil {
+			return err
+		}
+		transportName = "rdma/" + p.Name()
+	} else {
+		tr, err = tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
+			JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams,
+			Logger: slog.New(slog.NewTextHandler(logw, nil))})
+		if err != nil {
+			return err
+		}
 	}
 	defer tr.Close()
 	ranks := make([]int, cfg.NProc)
@@ -229,7 +255,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	defer c.Close()
 	b := &bench{cfg: cfg, c: c, dt: dt, rank: rank, n: cfg.NProc}
 	if rank == 0 && !cfg.JSON {
-		fmt.Fprintf(out, "# strand bench collective: op %s, %d ranks, %v, transport tcp (bind %s)\n", cfg.Op, cfg.NProc, dt, cfg.Bind)
+		fmt.Fprintf(out, "# strand bench collective: op %s, %d ranks, %v, transport %s\n", cfg.Op, cfg.NProc, dt, transportName)
 		fmt.Fprintf(out, "# busbw = algbw x %.3f (nccl-tests factor); time = median of the slowest rank\n", BusFactor(cfg.Op, cfg.NProc))
 		fmt.Fprintf(out, "%12s %12s %5s %7s %11s %12s %12s %6s\n", "size(B)", "count", "type", "iters", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check")
 	}

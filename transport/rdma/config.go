@@ -50,6 +50,9 @@ type Config struct {
 	// that write to finish before the connection is failed instead.
 	// Default 1 s.
 	AbandonGrace time.Duration
+	// Linger is how long Close keeps the queue pairs alive so the peers'
+	// last sends are acknowledged (default 100 ms; negative: none).
+	Linger time.Duration
 	// Logf, if set, receives one line per connected peer.
 	Logf func(format string, args ...any)
 }
@@ -75,6 +78,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SendSlots == 0 {
 		c.SendSlots = 16
+	}
+	if c.Linger == 0 {
+		c.Linger = 100 * time.Millisecond
 	}
 	if c.AbandonGrace <= 0 {
 		c.AbandonGrace = time.Second

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/rdma/verbs"
@@ -230,6 +231,13 @@ func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, b
 // the QPs are destroyed and all verbs resources released.
 func (t *Transport) Close() error {
 	t.closeOnce.Do(func() {
+		// Linger before destroying the queue pairs: a peer whose last send
+		// we just received still waits for that send's acknowledgement,
+		// and a queue pair torn down at once would flush it into an error
+		// on the peer (TCP's close drains for the same reason).
+		if t.cfg.Linger > 0 {
+			time.Sleep(t.cfg.Linger)
+		}
 		for _, p := range t.peers {
 			if p != nil {
 				p.fail(ErrClosed)

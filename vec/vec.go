@@ -1,0 +1,81 @@
+package vec
+
+import "fmt"
+
+// ExpShiftSum replaces every x[i] by exp(x[i]-shift) and returns their sum:
+// the numerator and normalizer of a softmax row whose maximum is shift.
+// Arguments below about -87 give exp's smallest normal float (1.2e-38)
+// instead of underflowing.
+func ExpShiftSum(x []float32, shift float32) float32 {
+	if len(x) == 0 {
+		return 0
+	}
+	if useAVX512 {
+		return expShiftSumAVX512(&x[0], len(x), shift)
+	}
+	return expShiftSumGo(x, shift)
+}
+
+// GELUTanh writes out[i] = 0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3))),
+// computed as x*sigmoid(2u), which has no cancellation for large |x|.
+func GELUTanh(out, x []float32) {
+	if len(out) < len(x) {
+		panic(fmt.Sprintf("vec: GELUTanh output %d shorter than input %d", len(out), len(x)))
+	}
+	if len(x) == 0 {
+		return
+	}
+	if useAVX512 {
+		geluTanhAVX512(&out[0], &x[0], len(x))
+		return
+	}
+	geluTanhGo(out, x)
+}
+
+// GELUTanhBackward writes dx[i] = dout[i] * gelu'(x[i]) (overwriting dx).
+func GELUTanhBackward(dx, x, dout []float32) {
+	if len(dx) < len(x) || len(dout) < len(x) {
+		panic(fmt.Sprintf("vec: GELUTanhBackward lengths dx %d, dout %d for %d inputs", len(dx), len(dout), len(x)))
+	}
+	if len(x) == 0 {
+		return
+	}
+	if useAVX512 {
+		geluTanhBackwardAVX512(&dx[0], &x[0], &dout[0], len(x))
+		return
+	}
+	geluTanhBackwardGo(dx, x, dout)
+}
+
+// AdamWStep holds the per-step scalars of an AdamW update (see AdamW).
+type AdamWStep struct {
+	Beta1, OneMinusBeta1 float32
+	Beta2, OneMinusBeta2 float32
+	Eps                  float32
+	StepSize             float32 // lr / (1 - beta1^t)
+	InvSqrtBC2           float32 // 1 / sqrt(1 - beta2^t)
+	Decay                float32 // 1 - lr*weight_decay, or 1 without decay
+}
+
+// AdamW applies one update to p with gradients g and moments m, v (all the
+// same length), as torch.optim.AdamW computes it:
+//
+//	m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g*g
+//	p = p*decay - stepSize*m / (sqrt(v)*invSqrtBC2 + eps)
+//
+// The assembly uses the same operation order without fused multiply-adds,
+// so it matches the portable loop to the bit.
+func AdamW(p, g, m, v []float32, s *AdamWStep) {
+	n := len(p)
+	if len(g) != n || len(m) != n || len(v) != n {
+		panic(fmt.Sprintf("vec: AdamW lengths p %d, g %d, m %d, v %d differ", n, len(g), len(m), len(v)))
+	}
+	if n == 0 {
+		return
+	}
+	if useAVX512 {
+		adamwAVX512(&p[0], &g[0], &m[0], &v[0], n, s)
+		return
+	}
+	adamwGo(p, g, m, v, s)
+}

@@ -1,0 +1,22 @@
+//go:build amd64
+
+package vec
+
+import "golang.org/x/sys/cpu"
+
+// useAVX512 selects the assembly kernels. It is set once from the CPU
+// features and never changed afterwards (tests compare the two paths by
+// calling the Go versions directly).
+var useAVX512 = cpu.X86.HasAVX512F
+
+//go:noescape
+func expShiftSumAVX512(x *float32, n int, shift float32) float32
+
+//go:noescape
+func geluTanhAVX512(out, x *float32, n int)
+
+//go:noescape
+func geluTanhBackwardAVX512(dx, x, dout *float32, n int)
+
+//go:noescape
+func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep)

@@ -8,18 +8,45 @@ import (
 	"path/filepath"
 
 	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/model"
 )
+
+// resolveCheckpoint turns a checkpoint or run directory into the checkpoint
+// to load (checkpoint.Resolve), printing why newer checkpoints were skipped.
+func resolveCheckpoint(path string, stderr io.Writer) (string, error) {
+	dir, warns, err := checkpoint.Resolve(path)
+	for _, w := range warns {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	return dir, err
+}
+
+// checkpointConfig resolves path and reads its model configuration, with
+// the RoPE-scaling overrides of the command line applied and checked.
+func checkpointConfig(path string, scaling *ropeScalingFlags, stderr io.Writer) (string, model.Config, error) {
+	dir, err := resolveCheckpoint(path, stderr)
+	if err != nil {
+		return "", model.Config{}, err
+	}
+	cfg, err := checkpoint.ReadConfig(dir)
+	if err != nil {
+		return "", cfg, err
+	}
+	if scaling != nil {
+		scaling.apply(&cfg)
+		if err := cfg.Validate(); err != nil {
+			return "", cfg, usageError{err.Error()}
+		}
+	}
+	return dir, cfg, nil
+}
 
 // resolveArg turns the single positional DIR argument into a checkpoint.
 func resolveArg(fsArgs []string, stderr io.Writer) (string, error) {
 	if len(fsArgs) != 1 {
 		return "", usageError{"expected one checkpoint or run directory"}
 	}
-	dir, warns, err := checkpoint.Resolve(fsArgs[0])
-	for _, w := range warns {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
-	return dir, err
+	return resolveCheckpoint(fsArgs[0], stderr)
 }
 
 // splitDir lets the DIR argument come before or after the flags.

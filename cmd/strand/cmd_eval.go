@@ -39,20 +39,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *batch <= 0 {
 		return usageError{fmt.Sprintf("--batch %d must be positive", *batch)}
 	}
-	dir, warns, err := checkpoint.Resolve(*ckpt)
-	for _, w := range warns {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
+	dir, cfg, err := checkpointConfig(*ckpt, &scaling, stderr)
 	if err != nil {
 		return err
-	}
-	cfg, err := checkpoint.ReadConfig(dir)
-	if err != nil {
-		return err
-	}
-	scaling.apply(&cfg)
-	if err := cfg.Validate(); err != nil {
-		return usageError{err.Error()}
 	}
 	if *valFrac < 0 || *valFrac >= 1 {
 		return usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", *valFrac)}

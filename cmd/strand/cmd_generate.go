@@ -92,20 +92,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *maxTokens <= 0 {
 		return usageError{fmt.Sprintf("--max-tokens %d must be positive", *maxTokens)}
 	}
-	dir, warns, err := checkpoint.Resolve(*ckpt)
-	for _, w := range warns {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
+	dir, cfg, err := checkpointConfig(*ckpt, &scaling, stderr)
 	if err != nil {
 		return err
-	}
-	cfg, err := checkpoint.ReadConfig(dir)
-	if err != nil {
-		return err
-	}
-	scaling.apply(&cfg)
-	if err := cfg.Validate(); err != nil {
-		return usageError{err.Error()}
 	}
 	n := *contextLen
 	if n < 0 {

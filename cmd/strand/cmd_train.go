@@ -242,16 +242,11 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 		return trainer.Options{}, cfg, usageError{err.Error()}
 	}
 	if f.initFrom != "" {
-		dir, warns, err := checkpoint.Resolve(f.initFrom)
-		for _, w := range warns {
-			fmt.Fprintln(os.Stderr, "warning:", w)
-		}
+		dir, ckCfg, err := checkpointConfig(f.initFrom, nil, os.Stderr)
 		if err != nil {
 			return trainer.Options{}, cfg, err
 		}
-		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
-			return trainer.Options{}, cfg, err
-		}
+		cfg = ckCfg
 		f.initFrom = dir
 	}
 	if f.batch == 0 {

@@ -49,6 +49,9 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		}
 		copy(dres, dOut)
 	}
+	// FlashAttention recomputes probabilities in backward: it needs this
+	// Acts' segments, not those of whichever micro-batch ran forward last.
+	m.attn.SegStart = a.seg.segStart()
 	for i := len(a.blocks) - 1; i >= 0; i-- {
 		x := a.input[:N*C]
 		if i > 0 {

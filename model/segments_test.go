@@ -143,3 +143,42 @@ func TestSegmentsBadLength(t *testing.T) {
 		t.Fatal("3 segment ids for 4 positions accepted")
 	}
 }
+
+// TestSegmentsFollowTheirActs: a pipeline keeps several micro-batches in
+// flight, so a backward must use its own Acts' segments even after another
+// micro-batch with different segments ran forward.
+func TestSegmentsFollowTheirActs(t *testing.T) {
+	cfg := segConfig(PosLearned)
+	T := 8
+	m, err := New(cfg, 1, T, gemm.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(2)
+	tok, tgt := []int32{1, 2, 3, 4, 5, 6, 7, 8}, []int32{2, 3, 4, 5, 6, 7, 8, 9}
+	ctx := context.Background()
+	a, b := m.NewActs(1, T), m.NewActs(1, T)
+	a.SetSegments([]int32{0, 0, 0, 1, 1, 1, 1, 1})
+	b.SetSegments([]int32{0, 1, 2, 3, 4, 5, 6, 7})
+	run := func(interleave bool) []float32 {
+		m.Params.ZeroGrad()
+		if _, _, err := m.ForwardActs(ctx, a, tok, nil, tgt, 1, T); err != nil {
+			t.Fatal(err)
+		}
+		if interleave {
+			if _, _, err := m.ForwardActs(ctx, b, tok, nil, tgt, 1, T); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.BackwardActs(ctx, a, nil, 1); err != nil {
+			t.Fatal(err)
+		}
+		return append([]float32(nil), m.Params.Grad...)
+	}
+	alone, interleaved := run(false), run(true)
+	for i := range alone {
+		if alone[i] != interleaved[i] {
+			t.Fatalf("grad[%d] %g after another micro-batch's forward, %g alone", i, interleaved[i], alone[i])
+		}
+	}
+}

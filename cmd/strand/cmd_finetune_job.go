@@ -2,14 +2,23 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
+	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/metrics"
+	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/optim"
+	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/trainer"
 	"github.com/strand-ml/strand/worker"
 )
@@ -77,4 +86,241 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return rt.Leave(lctx, err)
+}
+
+// ftFlags are the flags every fine-tuning command shares.
+type ftFlags struct {
+	model        modelFlags // architecture when starting without --ckpt
+	launch       *launcher.Flags
+	ckpt         string
+	dataPath     string
+	tokenizerDir string
+	onBad        string
+	out          string
+	steps        int
+	batch, seq   int
+	micro        int
+	schedule     string
+	lr           float64
+	warmup       int
+	minLRFrac    float64
+	clip, wd     float64
+	seed         uint64
+	threads      int
+	shuffle      bool
+	valFrac      float64
+	keep         int
+	vocabSize    int // the model's, set once the config is known
+}
+
+func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
+	f.model.register(fs)
+	f.launch = launcher.AddFlags(fs)
+	fs.StringVar(&f.ckpt, "ckpt", "", "base checkpoint or run directory (default: a fresh --model; for tests)")
+	fs.StringVar(&f.dataPath, "data", "", "JSONL file: "+format)
+	fs.StringVar(&f.tokenizerDir, "tokenizer", "", "BPE tokenizer directory (default: bytes, ids 0-255)")
+	fs.StringVar(&f.onBad, "on-bad-record", "fail", "malformed JSONL line: skip (report its line number and count it) or fail")
+	fs.StringVar(&f.out, "out", "runs/"+name, "run directory: metrics.jsonl, checkpoints/")
+	fs.IntVar(&f.steps, "steps", 100, "optimizer steps")
+	fs.IntVar(&f.batch, "batch", 8, "global batch: rows per optimizer step over all data-parallel ranks")
+	fs.IntVar(&f.seq, "seq", 0, "positions per row (default: the model's positions)")
+	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe or 1f1b")
+	fs.Float64Var(&f.lr, "lr", lr, "peak learning rate")
+	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps")
+	fs.Float64Var(&f.minLRFrac, "min-lr-frac", 0.1, "final learning rate as a fraction of --lr (cosine decay)")
+	fs.Float64Var(&f.clip, "grad-clip", 1.0, "max global gradient norm (0 disables)")
+	fs.Float64Var(&f.wd, "weight-decay", 0.0, "AdamW decoupled weight decay on matrices")
+	fs.Uint64Var(&f.seed, "seed", 1337, "seed for a fresh model and the data order")
+	fs.IntVar(&f.threads, "threads", 0, "compute goroutines per process (default: all cores, shared among local workers)")
+	fs.BoolVar(&f.shuffle, "shuffle", true, "shuffle the data each epoch")
+	fs.Float64Var(&f.valFrac, "val-frac", 0.1, "fraction of the records (the file's tail) held out for evaluation")
+	fs.IntVar(&f.keep, "keep", 1, "checkpoints to keep")
+}
+
+// check validates what needs no model.
+func (f *ftFlags) check(name string) error {
+	if f.dataPath == "" {
+		return usageError{name + ": --data FILE.jsonl is required"}
+	}
+	if _, err := finetune.ParsePolicy(f.onBad); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// options turns the flags into trainer options for mesh m: the model is
+// --ckpt's (resolved to its newest committed checkpoint) or a fresh --model.
+func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
+	var cfg model.Config
+	var err error
+	if f.ckpt != "" {
+		dir, warns, err := checkpoint.Resolve(f.ckpt)
+		for _, w := range warns {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		if err != nil {
+			return trainer.Options{}, err
+		}
+		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
+			return trainer.Options{}, err
+		}
+		f.ckpt = dir
+	} else if cfg, err = f.model.config(); err != nil {
+		return trainer.Options{}, usageError{err.Error()}
+	}
+	f.vocabSize = cfg.VocabSize
+	if f.seq == 0 {
+		f.seq = cfg.NPositions
+	}
+	if f.steps <= 0 {
+		return trainer.Options{}, usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
+	}
+	if f.valFrac < 0 || f.valFrac >= 1 {
+		return trainer.Options{}, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
+	}
+	adam := optim.DefaultAdamW()
+	adam.WeightDecay = f.wd
+	opts := trainer.Options{
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
+		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
+		Seed: f.seed, Threads: f.threads,
+	}
+	if err := opts.Validate(m); err != nil {
+		return opts, usageError{err.Error()}
+	}
+	return opts, nil
+}
+
+// run is the launcher side of a fine-tuning command: inside a job it runs
+// loop as a worker; otherwise it checks the flags and runs loop in this
+// process or launches the workers.
+func (f *ftFlags) run(ctx context.Context, name string, args []string, loop func(ctx context.Context, d *distributed) error, stdout, stderr io.Writer) error {
+	if err := f.check(name); err != nil {
+		return err
+	}
+	if worker.InJob() {
+		return asWorker(ctx, f.launch, &f.threads, loop)
+	}
+	if err := f.launch.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	world := f.launch.World()
+	m, err := f.launch.Mesh(world)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if _, err := f.options(m); err != nil { // fail before any process starts
+		return err
+	}
+	if !f.launch.Launching() || world == 1 && !f.launch.MultiNode() {
+		return loop(ctx, nil)
+	}
+	return launchJob(ctx, f.launch, m, []string{name}, args, stdout, stderr)
+}
+
+// readRecords reads the data file with the bad-record policy, listing
+// skipped lines (up to 10) and the counts.
+func (f *ftFlags) readRecords(kind finetune.Kind, logf func(string, ...any)) ([]finetune.Record, error) {
+	policy, _ := finetune.ParsePolicy(f.onBad)
+	fh, err := os.Open(f.dataPath)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	recs, rep, err := finetune.ReadJSONL(fh, kind, policy)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.dataPath, err)
+	}
+	for i, b := range rep.Bad {
+		if i == 10 {
+			logf("... %d more bad records\n", len(rep.Bad)-10)
+			break
+		}
+		logf("%s: skipped %s\n", f.dataPath, b)
+	}
+	logf("data %s: %d lines, %d records, %d skipped as malformed, %d blank\n", f.dataPath, rep.Lines, rep.Records, rep.Skipped, rep.Blank)
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("%s: no usable records", f.dataPath)
+	}
+	return recs, nil
+}
+
+// heldOut is how many of n records the tail holds out (at least one left to train).
+func (f *ftFlags) heldOut(n int) int {
+	h := int(f.valFrac * float64(n))
+	return min(h, n-1)
+}
+
+// runInfo returns the mesh facts of this process and a logger for rank 0.
+func runInfo(dist *distributed, stderr io.Writer) (rank int, m mesh.Mesh, coord mesh.Coord, comms *trainer.Comms, logf func(string, ...any)) {
+	m = mesh.Mesh{DP: 1, TP: 1, PP: 1}
+	if dist != nil {
+		comms, rank, m, coord = dist.comms, dist.job.rank, dist.comms.Mesh, dist.comms.Coord
+	}
+	lead := rank == 0
+	logf = func(format string, a ...any) {
+		if lead {
+			fmt.Fprintf(stderr, format, a...)
+		}
+	}
+	return rank, m, coord, comms, logf
+}
+
+// newTrainer builds the trainer and loads --ckpt into it.
+func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf func(string, ...any)) (*trainer.Trainer, error) {
+	tr, err := trainer.New(opts, nil, comms)
+	if err != nil {
+		return nil, err
+	}
+	if f.ckpt != "" {
+		if err := checkpoint.LoadModel(f.ckpt, tr.Model); err != nil {
+			tr.Close()
+			return nil, err
+		}
+		logf("initialized from %s\n", f.ckpt)
+	}
+	return tr, nil
+}
+
+// openMetrics opens --out/metrics.jsonl on the lead rank; elsewhere the
+// returned writer discards records.
+func (f *ftFlags) openMetrics(lead bool) (*metricsFile, error) {
+	if !lead {
+		return &metricsFile{}, nil
+	}
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return nil, err
+	}
+	w, err := metrics.NewJSONL(filepath.Join(f.out, "metrics.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	return &metricsFile{w: w}, nil
+}
+
+// metricsFile is a metrics.jsonl writer that is a no-op off the lead rank.
+type metricsFile struct{ w *metrics.JSONL }
+
+func (m *metricsFile) Write(rec map[string]any) error {
+	if m.w == nil {
+		return nil
+	}
+	return m.w.Write(rec)
+}
+
+func (m *metricsFile) Close() error {
+	if m.w == nil {
+		return nil
+	}
+	return m.w.Close()
+}
+
+// save writes the final checkpoint (every rank calls it).
+func (f *ftFlags) save(ctx context.Context, tr *trainer.Trainer, rank int, dist *distributed) (string, error) {
+	var barrier trainer.Barrier
+	if dist != nil {
+		barrier = dist.job.barrier
+	}
+	return tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
 }

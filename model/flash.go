@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/vec"
 )
 
 // flashBlock is the side of the query and key blocks. A (64, 64) score
@@ -160,12 +161,7 @@ func (f *flashForward) run(w, bh int) {
 				}
 				mNew := max(m[r], mx)
 				alpha := float32(math.Exp(float64(m[r] - mNew))) // 0 while m is -inf
-				var sum float32
-				for j := jl; j < jh; j++ {
-					e := float32(math.Exp(float64(row[j] - mNew)))
-					row[j] = e
-					sum += e
-				}
+				sum := vec.ExpShiftSum(row[jl:jh], mNew)
 				clear(row[:jl])
 				clear(row[jh:])
 				l[r] = l[r]*alpha + sum
@@ -244,13 +240,12 @@ func (f *flashBackward) run(w, bh int) {
 					clear(row)
 					continue
 				}
-				for j := jl; j < jh; j++ {
-					x := row[j]
-					if slope != 0 {
-						x -= slope * float32(t-j0-j)
+				if slope != 0 {
+					for j := jl; j < jh; j++ {
+						row[j] -= slope * float32(t-j0-j)
 					}
-					row[j] = float32(math.Exp(float64(x - lse[t])))
 				}
+				vec.ExpShiftSum(row[jl:jh], lse[t])
 				clear(row[:jl])
 				clear(row[jh:])
 			}

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/vec"
 )
 
 // This file holds the layers as pairs of plain functions over flat slices.
@@ -181,6 +182,10 @@ const (
 
 // GELUForward applies GELU elementwise (tanh approximation or exact erf).
 func GELUForward(out, inp []float32, exact bool) {
+	if !exact {
+		vec.GELUTanh(out, inp) // AVX-512 where available
+		return
+	}
 	for i, x := range inp {
 		xf := float64(x)
 		if exact {
@@ -193,6 +198,10 @@ func GELUForward(out, inp []float32, exact bool) {
 
 // GELUBackward: dinp = dout * gelu'(inp) (overwrites dinp).
 func GELUBackward(dinp, inp, dout []float32, exact bool) {
+	if !exact {
+		vec.GELUTanhBackward(dinp, inp, dout)
+		return
+	}
 	for i, x := range inp {
 		xf := float64(x)
 		var g float64

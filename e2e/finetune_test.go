@@ -143,3 +143,99 @@ func TestSFTBadRecords(t *testing.T) {
 		}
 	}
 }
+
+// writePairs writes n preference pairs over the reverse task: chosen is the
+// reversed prompt, rejected the prompt copied.
+func writePairs(t *testing.T, path string, n int) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(3, 4))
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		s := make([]byte, 3+r.IntN(3))
+		for j := range s {
+			s[j] = "abcdef"[r.IntN(6)]
+		}
+		rev := make([]byte, len(s))
+		for j := range s {
+			rev[j] = s[len(s)-1-j]
+		}
+		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "chosen": string(rev), "rejected": string(s)})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lastRecord returns the last metrics.jsonl record that has key.
+func lastRecord(t *testing.T, run, key string) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if _, ok := r[key]; ok {
+			found = r
+		}
+	}
+	if found == nil {
+		t.Fatalf("%s: no record with %q", run, key)
+	}
+	return found
+}
+
+// TestDPORaisesHeldOutMargin: DPO on tiny raises the chosen-over-rejected
+// log-prob margin on held-out pairs well above the reference's.
+func TestDPORaisesHeldOutMargin(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "pairs.jsonl")
+	writePairs(t, data, 400)
+	run := filepath.Join(dir, "dpo")
+	out := runStrand(t, 3*time.Minute, "dpo", "--model", "tiny", "--data", data, "--steps", "100", "--lr", "3e-3", "--beta", "0.5",
+		"--seq", "16", "--val-frac", "0.1", "--out", run, "--threads", "2")
+	r := lastRecord(t, run, "held_margin")
+	before, after := r["held_margin_ref"].(float64), r["held_margin"].(float64)
+	t.Logf("held-out margin %.3f -> %.3f, accuracy %.2f -> %.2f", before, after, r["held_accuracy_ref"], r["held_accuracy"])
+	if !(after > before+1) {
+		t.Fatalf("held-out margin %.3f -> %.3f: not raised by more than 1 nat\n%s", before, after, out)
+	}
+}
+
+// TestDPOLayouts: DPO on 4 processes matches the single process's loss
+// within 1e-4 relative for 10 steps.
+func TestDPOLayouts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process runs")
+	}
+	dir := t.TempDir()
+	data := filepath.Join(dir, "pairs.jsonl")
+	writePairs(t, data, 100)
+	run := func(name string, mesh ...string) []float64 {
+		out := filepath.Join(dir, name)
+		args := append([]string{"dpo", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "3e-3", "--beta", "0.5", "--seq", "16",
+			"--batch", "8", "--microbatches", "2", "--val-frac", "0", "--threads", "1", "--out", out}, mesh...)
+		runStrand(t, 2*time.Minute, args...)
+		l, _ := sftMetrics(t, out)
+		return l
+	}
+	want := run("single")
+	for _, mesh := range [][]string{{"--dp", "2", "--pp", "2"}, {"--tp", "2", "--pp", "2"}, {"--dp", "2", "--tp", "2"}} {
+		name := strings.Join(mesh, "")
+		got := run(name, append([]string{"--nproc", "4"}, mesh...)...)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d steps, want %d", name, len(got), len(want))
+		}
+		for i := range want {
+			if e := math.Abs(got[i]-want[i]) / want[i]; e > 1e-4 {
+				t.Errorf("%s step %d: loss %.7f, single process %.7f (relative %.2g)", name, i+1, got[i], want[i], e)
+			}
+		}
+	}
+}

@@ -40,6 +40,7 @@ func commands() []command {
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
 		{"sft", "supervised fine-tuning on prompt/response or chat JSONL (response tokens only, packed)", runSFT},
+		{"dpo", "direct preference optimization on prompt/chosen/rejected JSONL against a frozen reference", runDPO},
 		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},
 	}
 }

@@ -48,6 +48,12 @@ func EmbeddingBackward(dwte, dwpe, dout []float32, tok []int32, B, T, C int) {
 // LayerNormForward: out = (x-mean)/sqrt(var+eps)*w + b per row. It keeps
 // mean and rstd (N) for backward. b may be nil (RMS-style callers use RMSNorm).
 func LayerNormForward(out, mean, rstd, inp, w, b []float32, N, C int, eps float32) {
+	if b != nil {
+		for n := 0; n < N; n++ {
+			mean[n], rstd[n] = vec.LayerNormRow(out[n*C:(n+1)*C], inp[n*C:(n+1)*C], w, b, eps)
+		}
+		return
+	}
 	for n := 0; n < N; n++ {
 		x := inp[n*C : (n+1)*C]
 		var m float64
@@ -76,6 +82,13 @@ func LayerNormForward(out, mean, rstd, inp, w, b []float32, N, C int, eps float3
 
 // LayerNormBackward accumulates dinp, dw and db (db may be nil).
 func LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N, C int) {
+	if db != nil {
+		for n := 0; n < N; n++ {
+			r := n * C
+			vec.LayerNormBackwardRow(dinp[r:r+C], dw, db, dout[r:r+C], inp[r:r+C], w, mean[n], rstd[n])
+		}
+		return
+	}
 	for n := 0; n < N; n++ {
 		x := inp[n*C : (n+1)*C]
 		d := dout[n*C : (n+1)*C]

@@ -20,3 +20,18 @@ func geluTanhBackwardAVX512(dx, x, dout *float32, n int)
 
 //go:noescape
 func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep)
+
+//go:noescape
+func sumAVX512(x *float32, n int) float32
+
+//go:noescape
+func sumSqDevAVX512(x *float32, n int, m float32) float32
+
+//go:noescape
+func normAffineAVX512(out, x, w, b *float32, n int, m, s float32)
+
+//go:noescape
+func lnBwdDotsAVX512(dout, x, w *float32, n int, m, s float32) (dnSum, dnNormSum float32)
+
+//go:noescape
+func lnBwdApplyAVX512(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32)

@@ -8,3 +8,13 @@ func expShiftSumAVX512(x *float32, n int, shift float32) float32 { panic("unreac
 func geluTanhAVX512(out, x *float32, n int)                      { panic("unreachable") }
 func geluTanhBackwardAVX512(dx, x, dout *float32, n int)         { panic("unreachable") }
 func adamwAVX512(p, g, m, v *float32, n int, s *AdamWStep)       { panic("unreachable") }
+
+func sumAVX512(x *float32, n int) float32                         { panic("unreachable") }
+func sumSqDevAVX512(x *float32, n int, m float32) float32         { panic("unreachable") }
+func normAffineAVX512(out, x, w, b *float32, n int, m, s float32) { panic("unreachable") }
+func lnBwdDotsAVX512(dout, x, w *float32, n int, m, s float32) (float32, float32) {
+	panic("unreachable")
+}
+func lnBwdApplyAVX512(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32) {
+	panic("unreachable")
+}

@@ -1,0 +1,84 @@
+package vec
+
+import (
+	"fmt"
+	"math"
+)
+
+// LayerNormRow normalizes one row: out = (x-mean)*rstd*w + b with
+// rstd = 1/sqrt(var(x)+eps), and returns mean and rstd for the backward.
+// The statistics are summed in float32 lanes (float64 in the portable
+// path); rows are model widths (hundreds to thousands), where the two
+// differ by rounding only.
+func LayerNormRow(out, x, w, b []float32, eps float32) (mean, rstd float32) {
+	n := len(x)
+	if len(out) < n || len(w) < n || len(b) < n {
+		panic(fmt.Sprintf("vec: LayerNormRow lengths out %d, w %d, b %d for %d inputs", len(out), len(w), len(b), n))
+	}
+	if n == 0 || !useAVX512 {
+		return layerNormRowGo(out, x, w, b, eps)
+	}
+	mean = sumAVX512(&x[0], n) / float32(n)
+	v := sumSqDevAVX512(&x[0], n, mean) / float32(n)
+	rstd = float32(1 / math.Sqrt(float64(v)+float64(eps)))
+	normAffineAVX512(&out[0], &x[0], &w[0], &b[0], n, mean, rstd)
+	return mean, rstd
+}
+
+// LayerNormBackwardRow accumulates one row's gradients given the forward's
+// mean and rstd, with norm = (x-mean)*rstd and dn = w*dout:
+//
+//	db += dout ; dw += norm*dout
+//	dx += rstd * (dn - mean(dn) - norm*mean(dn*norm))
+func LayerNormBackwardRow(dx, dw, db, dout, x, w []float32, mean, rstd float32) {
+	n := len(x)
+	if len(dx) < n || len(dw) < n || len(db) < n || len(dout) < n || len(w) < n {
+		panic(fmt.Sprintf("vec: LayerNormBackwardRow lengths dx %d, dw %d, db %d, dout %d, w %d for %d inputs", len(dx), len(dw), len(db), len(dout), len(w), n))
+	}
+	if n == 0 {
+		return
+	}
+	if !useAVX512 {
+		layerNormBackwardRowGo(dx, dw, db, dout, x, w, mean, rstd)
+		return
+	}
+	s1, s2 := lnBwdDotsAVX512(&dout[0], &x[0], &w[0], n, mean, rstd)
+	lnBwdApplyAVX512(&dx[0], &dw[0], &db[0], &dout[0], &x[0], &w[0], n, mean, rstd, s1/float32(n), s2/float32(n))
+}
+
+func layerNormRowGo(out, x, w, b []float32, eps float32) (float32, float32) {
+	var m float64
+	for _, v := range x {
+		m += float64(v)
+	}
+	m /= float64(len(x))
+	var v2 float64
+	for _, v := range x {
+		d := float64(v) - m
+		v2 += d * d
+	}
+	v2 /= float64(len(x))
+	mf, sf := float32(m), float32(1/math.Sqrt(v2+float64(eps)))
+	for i, v := range x {
+		out[i] = (v-mf)*sf*w[i] + b[i]
+	}
+	return mf, sf
+}
+
+func layerNormBackwardRowGo(dx, dw, db, dout, x, w []float32, m, s float32) {
+	var dnMean, dnNormMean float32
+	for i := range x {
+		norm := (x[i] - m) * s
+		dn := w[i] * dout[i]
+		dnMean += dn
+		dnNormMean += dn * norm
+	}
+	dnMean /= float32(len(x))
+	dnNormMean /= float32(len(x))
+	for i := range x {
+		norm := (x[i] - m) * s
+		db[i] += dout[i]
+		dw[i] += norm * dout[i]
+		dx[i] += s * (w[i]*dout[i] - dnMean - norm*dnNormMean)
+	}
+}

@@ -35,3 +35,6 @@ func lnBwdDotsAVX512(dout, x, w *float32, n int, m, s float32) (dnSum, dnNormSum
 
 //go:noescape
 func lnBwdApplyAVX512(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32)
+
+//go:noescape
+func toBF16AVX512(dst *uint16, src *float32, n int)

@@ -18,3 +18,5 @@ func lnBwdDotsAVX512(dout, x, w *float32, n int, m, s float32) (float32, float32
 func lnBwdApplyAVX512(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32) {
 	panic("unreachable")
 }
+
+func toBF16AVX512(dst *uint16, src *float32, n int) { panic("unreachable") }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -29,6 +30,12 @@ type ClientConfig struct {
 	// ConnectTimeout bounds how long Join keeps retrying a coordinator that
 	// is not up yet; default 60 s.
 	ConnectTimeout time.Duration
+	// Epoch is the job incarnation this client belongs to. Workers and
+	// launchers set Bound, and then it is sent with every call and the
+	// coordinator refuses calls from another epoch; observers such as
+	// `strand status` leave Bound false and talk to whichever epoch runs.
+	Epoch int64
+	Bound bool
 }
 
 // Client talks to a coordinator. RPC gives direct access to every call;
@@ -42,11 +49,17 @@ type Client struct {
 // tokenCreds attaches the job token to every call.
 type tokenCreds struct {
 	token  string
+	epoch  int64
+	bound  bool
 	secure bool
 }
 
 func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + t.token}, nil
+	md := map[string]string{"authorization": "Bearer " + t.token}
+	if t.bound {
+		md[EpochHeader] = strconv.FormatInt(t.epoch, 10)
+	}
+	return md, nil
 }
 func (t tokenCreds) RequireTransportSecurity() bool { return t.secure }
 
@@ -72,7 +85,7 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		// Pings notice a coordinator that vanished without closing the
 		// connection (host down, network split) in about 10 s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithPerRPCCredentials(tokenCreds{token: cfg.Token, secure: cfg.CAFile != ""}))
+		grpc.WithPerRPCCredentials(tokenCreds{token: cfg.Token, epoch: cfg.Epoch, bound: cfg.Bound, secure: cfg.CAFile != ""}))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator %s: %w", cfg.Addr, err)
 	}

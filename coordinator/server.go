@@ -36,6 +36,15 @@ type Config struct {
 	Token string
 	// JobID names the job in logs and status; default "job".
 	JobID string
+	// Epoch is the job incarnation this coordinator serves (0 for the first
+	// launch, +1 per elastic restart); calls from clients of another epoch
+	// are refused (see epoch.go).
+	Epoch int64
+	// Regroup makes this a regrouping rendezvous for launchers between two
+	// epochs (see launcher.Regroup): only the key-value store is served,
+	// and Join is refused as Unavailable so that a worker that is early
+	// retries until the real coordinator of the epoch is up.
+	Regroup bool
 	// JoinTimeout bounds how long the job waits for all ranks to join,
 	// counted from Start; default 2 minutes.
 	JoinTimeout time.Duration
@@ -169,8 +178,10 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	go func() { _ = s.grpc.Serve(ln) }()
-	go s.joinTimer(ctx)
-	s.log.Info("coordinator listening", zap.String("addr", s.Addr()), zap.String("gossip", gossipAddr(s.gossip)),
+	if !cfg.Regroup {
+		go s.joinTimer(ctx)
+	}
+	s.log.Info("coordinator listening", zap.String("addr", s.Addr()), zap.Int64("epoch", cfg.Epoch), zap.String("gossip", gossipAddr(s.gossip)),
 		zap.Stringer("mesh", cfg.Mesh), zap.Int("world", cfg.Mesh.World()))
 	return s, nil
 }
@@ -307,11 +318,17 @@ func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	if err := s.checkToken(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.checkEpoch(ctx); err != nil {
+		return nil, err
+	}
 	return h(ctx, req)
 }
 
 func (s *Server) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.checkToken(ss.Context()); err != nil {
+		return err
+	}
+	if err := s.checkEpoch(ss.Context()); err != nil {
 		return err
 	}
 	return h(srv, ss)
@@ -322,6 +339,9 @@ func (s *Server) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 // Join implements pb.CoordinatorServer.
 func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinReply, error) {
 	world := s.cfg.Mesh.World()
+	if s.cfg.Regroup {
+		return nil, status.Errorf(codes.Unavailable, "coordinator of epoch %d is still regrouping the nodes; retry", s.cfg.Epoch)
+	}
 	s.mu.Lock()
 	switch s.state {
 	case pb.JobState_JOB_STATE_WAITING:
@@ -376,7 +396,7 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinReply, 
 		Rank:       int32(me.rank),
 		Mesh:       meshToPB(s.cfg.Mesh),
 		JobId:      s.cfg.JobID,
-		Epoch:      0,
+		Epoch:      s.cfg.Epoch,
 		Members:    s.membersLocked(),
 		GossipSeed: gossipAddr(s.gossip),
 	}, nil
@@ -584,7 +604,7 @@ func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusReply, er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := &pb.StatusReply{
-		JobId: s.cfg.JobID, State: s.state, Reason: s.reason, Mesh: meshToPB(s.cfg.Mesh),
+		JobId: s.cfg.JobID, Epoch: s.cfg.Epoch, State: s.state, Reason: s.reason, Mesh: meshToPB(s.cfg.Mesh),
 		World: int32(s.cfg.Mesh.World()), Joined: int32(len(s.joiners)), UptimeSeconds: time.Since(s.start).Seconds(),
 	}
 	if s.state == pb.JobState_JOB_STATE_WAITING {

@@ -31,11 +31,11 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		}
 		// dlnf = dlogits @ wte_local (partial over the vocabulary split)
 		dlnf := m.dln[:N*C]
-		m.gemm.Sgemm(false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C)
+		m.mm(false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C)
 		if err := m.tp.AllReduceSum(ctx, dlnf); err != nil {
 			return fmt.Errorf("head backward all-reduce: %w", err)
 		}
-		m.gemm.Sgemm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, 1, w.dwte, C)
+		m.mm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, 1, w.dwte, C)
 		clear(dres)
 		last := a.input[:N*C]
 		if len(a.blocks) > 0 {
@@ -108,23 +108,23 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	N, C := B*T, d.C
 	// MLP. The residual passes dres through unchanged to res2.
 	dfchAct, dfch := m.dfchAct[:N*d.Hl], m.dfch[:N*d.FCl]
-	LinearBackward(m.gemm, dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, d.Hl, C, false)
+	m.linearBackward(dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, d.Hl, C, false)
 	m.activateBackward(dfch, ba.fch, dfchAct, N, d.Hl)
 	dln := m.dln[:N*C]
-	LinearBackward(m.gemm, dln, bw.dfcW, bw.dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
+	m.linearBackward(dln, bw.dfcW, bw.dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
 		return fmt.Errorf("MLP input gradient all-reduce: %w", err)
 	}
 	m.normBackward(dres, bw.dln2w, bw.dln2b, dln, ba.res2, bw.ln2w, ba.ln2Mean, ba.ln2Rstd, N)
 	// Attention. dres now holds dL/dres2, which flows unchanged to x.
 	datty := m.datty[:N*d.Cl]
-	LinearBackward(m.gemm, datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
+	m.linearBackward(datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
 	dqkv := m.dqkv[:N*3*d.Cl]
 	m.attn.Backward(dqkv, datty, ba.qkv, ba.atty, ba.att, B, T, d.Cl, d.NHl)
 	if m.rope != nil {
 		m.rope.Backward(dqkv, B, T, d.Cl, d.NHl, 0)
 	}
-	LinearBackward(m.gemm, dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
+	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
 		return fmt.Errorf("attention input gradient all-reduce: %w", err)
 	}

@@ -71,7 +71,7 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 	// logits (N, Vl) = lnf (N, C) @ wte_local^T : the head is tied to the
 	// embedding, and each TP rank holds a slice of the vocabulary.
 	logits := a.logits[:N*d.Vl]
-	m.gemm.Sgemm(false, true, N, d.Vl, C, 1, a.lnf, C, w.wte, C, 0, logits, d.Vl)
+	m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.wte, C, 0, logits, d.Vl)
 	if targets == nil {
 		return 0, 0, nil
 	}
@@ -113,7 +113,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	N, C := B*T, d.C
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
-	LinearForward(m.gemm, ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
+	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
 	if m.rope != nil {
 		// qkv keeps the rotated q and k: attention's backward needs them
 		m.rope.Forward(ba.qkv, B, T, d.Cl, d.NHl, 0)
@@ -121,16 +121,16 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, d.Cl, d.NHl)
 	// row-parallel projection: partial sums, reduced, then bias and residual
 	res2 := ba.res2[:N*C]
-	LinearForward(m.gemm, res2, ba.atty, bw.projW, nil, N, d.Cl, C)
+	m.linearForward(res2, ba.atty, bw.projW, nil, N, d.Cl, C)
 	if err := m.tp.AllReduceSum(ctx, res2); err != nil {
 		return fmt.Errorf("attention output all-reduce: %w", err)
 	}
 	addBiasResidual(res2, bw.projB, x, N, C)
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
-	LinearForward(m.gemm, ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, d.FCl)
+	m.linearForward(ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, d.FCl)
 	m.activate(ba.fchAct, ba.fch, N, d.Hl)
 	res3 := ba.res3[:N*C]
-	LinearForward(m.gemm, res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
+	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
 	if err := m.tp.AllReduceSum(ctx, res3); err != nil {
 		return fmt.Errorf("MLP output all-reduce: %w", err)
 	}

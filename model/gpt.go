@@ -35,7 +35,8 @@ type GPT struct {
 	ce    *tensor.VocabCrossEntropy
 	w     weights
 	local localDims
-	acts  *Acts // default activations used by Forward/Backward
+	acts  *Acts     // default activations used by Forward/Backward
+	b16   bf16State // bf16 products (bf16.go); zero: float32
 	// backward scratch shared by every Acts (one backward runs at a time)
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
 }
@@ -238,7 +239,7 @@ func (m *GPT) Losses() []float32 { return m.acts.losses[:m.acts.b*m.acts.t] }
 // ActivationBytes is the memory of the default activations plus scratch.
 func (m *GPT) ActivationBytes() int64 {
 	n := len(m.dres) + len(m.dln) + len(m.datty) + len(m.dqkv) + len(m.dfch) + len(m.dfchAct) + len(m.embedOut)
-	return int64(n)*4 + m.acts.Bytes()
+	return int64(n)*4 + m.acts.Bytes() + m.bf16Bytes()
 }
 
 // Snapshot returns a copy of the model's parameters (no gradients, no

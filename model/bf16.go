@@ -1,0 +1,134 @@
+package model
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/strand-ml/strand/vec"
+)
+
+// Mixed precision (bf16). With SetBF16(true) the model's large products --
+// the four linear layers of every block and the tied head, forward and
+// backward -- take bfloat16 operands and accumulate in float32
+// (gemm.Engine.GemmBF16, AVX512-BF16's VDPBF16PS where the CPU has it):
+//
+//   - weights: a bf16 copy of Params.Data, refreshed by SyncBF16 after each
+//     optimizer step; the float32 parameters stay the master copy that
+//     AdamW updates;
+//   - activations and output gradients: rounded into a scratch buffer just
+//     before each product (never stored in bf16, so saved activations,
+//     LayerNorm, softmax, GELU and the loss stay float32);
+//   - results and parameter gradients: float32.
+//
+// Attention's per-head products stay float32: they are small, and the
+// online softmax's rescaling wants the precision.
+type bf16State struct {
+	on   bool
+	w    []uint16    // (len(Params.Data)) bf16 copy of the parameters
+	slot [2][]uint16 // scratch for the two non-parameter operands of one product
+}
+
+// SetBF16 turns bf16 products on or off. Turning them on allocates the
+// bf16 weight copy and scratch, and syncs the weights.
+func (m *GPT) SetBF16(on bool) {
+	m.b16.on = on
+	if !on {
+		m.b16 = bf16State{}
+		return
+	}
+	if len(m.b16.w) != len(m.Params.Data) {
+		m.b16.w = make([]uint16, len(m.Params.Data))
+	}
+	d := m.local
+	widest := max(d.C, 3*d.Cl, d.FCl, d.Hl, d.Vl)
+	for i := range m.b16.slot {
+		m.b16.slot[i] = make([]uint16, m.MaxB*m.MaxT*widest)
+	}
+	m.SyncBF16()
+}
+
+// BF16 reports whether bf16 products are on.
+func (m *GPT) BF16() bool { return m.b16.on }
+
+// SyncBF16 rounds the float32 parameters into the bf16 copy. Call it after
+// anything changes Params.Data (the trainer does, once per step).
+func (m *GPT) SyncBF16() {
+	if m.b16.on {
+		vec.ToBF16(m.b16.w, m.Params.Data)
+	}
+}
+
+// bf16Bytes is the memory of the bf16 copy and scratch.
+func (m *GPT) bf16Bytes() int64 {
+	return 2 * int64(len(m.b16.w)+len(m.b16.slot[0])+len(m.b16.slot[1]))
+}
+
+// operand16 returns x (the span a product reads: rows x cols with leading
+// dimension ld, transposed or not) as bf16: the synced copy when x lies in
+// Params.Data, otherwise x rounded into scratch slot.
+func (m *GPT) operand16(x []float32, trans bool, rows, cols, ld, slot int) []uint16 {
+	if trans {
+		rows, cols = cols, rows
+	}
+	n := (rows-1)*ld + cols
+	if p := m.Params.Data; len(p) > 0 && len(x) > 0 {
+		base, at := uintptr(unsafe.Pointer(&p[0])), uintptr(unsafe.Pointer(&x[0]))
+		if at >= base && at < base+uintptr(len(p))*4 {
+			off := int(at-base) / 4
+			return m.b16.w[off : off+n]
+		}
+	}
+	s := m.b16.slot[slot]
+	if n > len(s) {
+		panic(fmt.Sprintf("model: bf16 operand of %d values exceeds the %d-value scratch", n, len(s)))
+	}
+	vec.ToBF16(s[:n], x[:n])
+	return s[:n]
+}
+
+// mm is C = alpha*op(A)*op(B) + beta*C on the model's engine, with bf16
+// operands when bf16 products are on.
+func (m *GPT) mm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if !m.b16.on {
+		m.gemm.Sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	a16 := m.operand16(a, transA, M, K, lda, 0)
+	b16 := m.operand16(b, transB, K, N, ldb, 1)
+	m.gemm.GemmBF16(transA, transB, M, N, K, alpha, a16, lda, b16, ldb, beta, c, ldc)
+}
+
+// linearForward is LinearForward through mm.
+func (m *GPT) linearForward(out, inp, w, b []float32, N, C, OC int) {
+	if !m.b16.on {
+		LinearForward(m.gemm, out, inp, w, b, N, C, OC)
+		return
+	}
+	m.mm(false, false, N, OC, C, 1, inp, C, w, OC, 0, out, OC)
+	if b != nil {
+		for n := 0; n < N; n++ {
+			ResidualAdd(out[n*OC:(n+1)*OC], b)
+		}
+	}
+}
+
+// linearBackward is LinearBackward through mm.
+func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int, accumulate bool) {
+	if !m.b16.on {
+		LinearBackward(m.gemm, dinp, dw, db, dout, inp, w, N, C, OC, accumulate)
+		return
+	}
+	var beta float32
+	if accumulate {
+		beta = 1
+	}
+	if dinp != nil {
+		m.mm(false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C)
+	}
+	m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
+	if db != nil {
+		for n := 0; n < N; n++ {
+			ResidualAdd(db, dout[n*OC:(n+1)*OC])
+		}
+	}
+}

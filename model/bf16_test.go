@@ -1,0 +1,82 @@
+package model
+
+import (
+	"math"
+	"testing"
+
+	"github.com/strand-ml/strand/gemm"
+)
+
+// TestBF16ProductsStayCloseToFloat32 runs one forward and backward with
+// bf16 products and compares the loss and every gradient with float32: bf16
+// keeps 8 bits of mantissa, so products are off by about 2^-9 relative, and
+// gradients must still point the same way (cosine > 0.999) with norms within
+// a few percent. Then it checks that the float32 path is unchanged after
+// turning bf16 off, and that a parameter change reaches the bf16 copy only
+// through SyncBF16.
+func TestBF16ProductsStayCloseToFloat32(t *testing.T) {
+	cfg := Config{VocabSize: 96, NLayer: 2, NHead: 4, NEmbd: 64, NPositions: 32, LayerNormEps: 1e-5,
+		Activation: GELUTanh, Norm: LayerNorm, Position: PosLearned, InitStd: 0.05}
+	B, T := 2, 32
+	tok, tgt := testBatch(B, T, cfg.VocabSize)
+	run := func(bf16 bool) (float64, []float32) {
+		m, err := New(cfg, B, T, gemm.New(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(7)
+		m.SetBF16(bf16)
+		sum, n, err := m.Forward(tok, tgt, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Params.ZeroGrad()
+		m.Backward(float32(1 / float64(n)))
+		return sum / float64(n), append([]float32(nil), m.Params.Grad...)
+	}
+	l32, g32 := run(false)
+	l16, g16 := run(true)
+	if e := math.Abs(l16-l32) / l32; e > 2e-3 || l16 == l32 {
+		t.Fatalf("bf16 loss %.6f vs float32 %.6f (relative %.2g; want nonzero and < 2e-3)", l16, l32, e)
+	}
+	var dot, n32, n16 float64
+	for i := range g32 {
+		dot += float64(g32[i]) * float64(g16[i])
+		n32 += float64(g32[i]) * float64(g32[i])
+		n16 += float64(g16[i]) * float64(g16[i])
+	}
+	if cos := dot / math.Sqrt(n32*n16); cos < 0.999 {
+		t.Fatalf("bf16 gradient cosine %.5f with float32, want > 0.999", cos)
+	}
+	if r := math.Sqrt(n16 / n32); math.Abs(r-1) > 0.03 {
+		t.Fatalf("bf16 gradient norm ratio %.4f, want within 3%%", r)
+	}
+
+	m, err := New(cfg, B, T, gemm.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(7)
+	m.SetBF16(true)
+	before, _, _ := m.Forward(tok, tgt, B, T)
+	for i := range m.Params.Data {
+		m.Params.Data[i] *= 1.5
+	}
+	stale, _, _ := m.Forward(tok, tgt, B, T)
+	m.SyncBF16()
+	synced, _, _ := m.Forward(tok, tgt, B, T)
+	if stale == synced || math.Abs(stale-before) > 0.05*before {
+		t.Fatalf("losses before/stale/synced %.5f %.5f %.5f: the bf16 copy should follow Params only after SyncBF16", before, stale, synced)
+	}
+	m.SetBF16(false)
+	off, _, _ := m.Forward(tok, tgt, B, T)
+	ref, _ := func() (float64, int) {
+		r, _ := New(cfg, B, T, gemm.New(1))
+		copy(r.Params.Data, m.Params.Data)
+		s, n, _ := r.Forward(tok, tgt, B, T)
+		return s, n
+	}()
+	if off != ref {
+		t.Fatalf("after SetBF16(false) loss sum %.8f, a float32 model gives %.8f", off, ref)
+	}
+}

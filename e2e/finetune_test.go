@@ -239,3 +239,52 @@ func TestDPOLayouts(t *testing.T) {
 		}
 	}
 }
+
+// TestRewardModelSeparatesPairs: a reward model on tiny learns to prefer
+// the reversed prompt over the copied one (> 90% on held-out pairs), and
+// rm score reproduces the figure from the checkpoint.
+func TestRewardModelSeparatesPairs(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(5, 6))
+	var b strings.Builder
+	for n := 0; n < 600; {
+		s := make([]byte, 3+r.IntN(3))
+		for j := range s {
+			s[j] = "abcdef"[r.IntN(6)]
+		}
+		rev := make([]byte, len(s))
+		for j := range s {
+			rev[j] = s[len(s)-1-j]
+		}
+		if string(rev) == string(s) {
+			continue // a palindrome makes both completions equal
+		}
+		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "chosen": string(rev), "rejected": string(s)})
+		b.Write(line)
+		b.WriteByte('\n')
+		n++
+	}
+	data := filepath.Join(dir, "pairs.jsonl")
+	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "rm")
+	out := runStrand(t, 3*time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", "150", "--lr", "1e-3",
+		"--seq", "16", "--batch", "16", "--val-frac", "0.1", "--out", run, "--threads", "2")
+	acc := lastRecord(t, run, "held_accuracy")["held_accuracy"].(float64)
+	if !(acc > 0.9) {
+		t.Fatalf("held-out pairwise accuracy %.3f, want > 0.9\n%s", acc, out)
+	}
+	held := filepath.Join(dir, "held.jsonl")
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if err := os.WriteFile(held, []byte(strings.Join(lines[540:], "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	scored := runStrand(t, time.Minute, "rm", "score", "--ckpt", run, "--data", held)
+	if want := fmt.Sprintf("pairwise accuracy %.1f%% on 60 pairs", 100*acc); !strings.Contains(scored, want) {
+		t.Fatalf("rm score output lacks %q\n%s", want, scored)
+	}
+	if n := strings.Count(scored, `"chosen":`); n != 60 {
+		t.Fatalf("rm score printed %d pairs, want 60", n)
+	}
+}

@@ -152,26 +152,9 @@ func (f *ftFlags) check(name string) error {
 // options turns the flags into trainer options for mesh m: the model is
 // --ckpt's (resolved to its newest committed checkpoint) or a fresh --model.
 func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
-	var cfg model.Config
-	var err error
-	if f.ckpt != "" {
-		dir, warns, err := checkpoint.Resolve(f.ckpt)
-		for _, w := range warns {
-			fmt.Fprintln(os.Stderr, "warning:", w)
-		}
-		if err != nil {
-			return trainer.Options{}, err
-		}
-		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
-			return trainer.Options{}, err
-		}
-		f.ckpt = dir
-	} else if cfg, err = f.model.config(); err != nil {
-		return trainer.Options{}, usageError{err.Error()}
-	}
-	f.vocabSize = cfg.VocabSize
-	if f.seq == 0 {
-		f.seq = cfg.NPositions
+	cfg, err := f.config()
+	if err != nil {
+		return trainer.Options{}, err
 	}
 	if f.steps <= 0 {
 		return trainer.Options{}, usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
@@ -191,6 +174,39 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	}
 	return opts, nil
 }
+
+// config is the model's configuration: --ckpt's (resolved to its newest
+// committed checkpoint) or the --model preset's. It sets the default --seq.
+func (f *ftFlags) config() (model.Config, error) {
+	var cfg model.Config
+	var err error
+	if f.ckpt != "" {
+		dir, warns, err := checkpoint.Resolve(f.ckpt)
+		for _, w := range warns {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		if err != nil {
+			return cfg, err
+		}
+		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
+			return cfg, err
+		}
+		f.ckpt = dir
+	} else if cfg, err = f.model.config(); err != nil {
+		return cfg, usageError{err.Error()}
+	}
+	f.vocabSize = cfg.VocabSize
+	if f.seq == 0 {
+		f.seq = cfg.NPositions
+	}
+	if cfg.Position == model.PosLearned && f.seq > cfg.NPositions {
+		return cfg, usageError{fmt.Sprintf("--seq %d exceeds the model's %d learned positions", f.seq, cfg.NPositions)}
+	}
+	return cfg, nil
+}
+
+// oneProcess is the mesh of a single process.
+func oneProcess() mesh.Mesh { return mesh.Mesh{DP: 1, TP: 1, PP: 1} }
 
 // run is the launcher side of a fine-tuning command: inside a job it runs
 // loop as a worker; otherwise it checks the flags and runs loop in this

@@ -41,6 +41,8 @@ func commands() []command {
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
 		{"sft", "supervised fine-tuning on prompt/response or chat JSONL (response tokens only, packed)", runSFT},
 		{"dpo", "direct preference optimization on prompt/chosen/rejected JSONL against a frozen reference", runDPO},
+		{"rm train", "train a reward model (scalar head, Bradley-Terry) on prompt/chosen/rejected JSONL", runRMTrain},
+		{"rm score", "score preference pairs with a reward model; pairwise accuracy", runRMScore},
 		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},
 	}
 }

@@ -31,11 +31,12 @@ type bf16State struct {
 // SetBF16 turns bf16 products on or off. Turning them on allocates the
 // bf16 weight copy and scratch, and syncs the weights.
 func (m *GPT) SetBF16(on bool) {
-	m.b16.on = on
 	if !on {
 		m.b16 = bf16State{}
 		return
 	}
+	m.SetFP16(false)
+	m.b16.on = true
 	if len(m.b16.w) != len(m.Params.Data) {
 		m.b16.w = make([]uint16, len(m.Params.Data))
 	}
@@ -60,7 +61,8 @@ func (m *GPT) SyncBF16() {
 
 // bf16Bytes is the memory of the bf16 copy and scratch.
 func (m *GPT) bf16Bytes() int64 {
-	return 2 * int64(len(m.b16.w)+len(m.b16.slot[0])+len(m.b16.slot[1]))
+	return 2*int64(len(m.b16.w)+len(m.b16.slot[0])+len(m.b16.slot[1])) +
+		4*int64(len(m.f16.w)+len(m.f16.slot[0])+len(m.f16.slot[1]))
 }
 
 // operand16 returns x (the span a product reads: rows x cols with leading
@@ -89,6 +91,9 @@ func (m *GPT) operand16(x []float32, trans bool, rows, cols, ld, slot int) []uin
 // mm is C = alpha*op(A)*op(B) + beta*C on the model's engine, with bf16
 // operands when bf16 products are on.
 func (m *GPT) mm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m.f16.on {
+		a, b = m.operandF16(a, transA, M, K, lda, 0), m.operandF16(b, transB, K, N, ldb, 1)
+	}
 	if !m.b16.on {
 		m.gemm.Sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
@@ -100,7 +105,7 @@ func (m *GPT) mm(transA, transB bool, M, N, K int, alpha float32, a []float32, l
 
 // linearForward is LinearForward through mm.
 func (m *GPT) linearForward(out, inp, w, b []float32, N, C, OC int) {
-	if !m.b16.on {
+	if !m.b16.on && !m.f16.on {
 		LinearForward(m.gemm, out, inp, w, b, N, C, OC)
 		return
 	}
@@ -114,7 +119,7 @@ func (m *GPT) linearForward(out, inp, w, b []float32, N, C, OC int) {
 
 // linearBackward is LinearBackward through mm.
 func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int, accumulate bool) {
-	if !m.b16.on {
+	if !m.b16.on && !m.f16.on {
 		LinearBackward(m.gemm, dinp, dw, db, dout, inp, w, N, C, OC, accumulate)
 		return
 	}

@@ -80,3 +80,49 @@ func TestBF16ProductsStayCloseToFloat32(t *testing.T) {
 		t.Fatalf("after SetBF16(false) loss sum %.8f, a float32 model gives %.8f", off, ref)
 	}
 }
+
+// TestFP16ProductsRoundAndOverflow: fp16-rounded products stay close to
+// float32, and a loss scale that pushes output gradients past fp16's 65504
+// turns gradients into Inf or NaN -- the overflow dynamic loss scaling
+// detects -- while the same scale in float32 stays finite.
+func TestFP16ProductsRoundAndOverflow(t *testing.T) {
+	cfg := Config{VocabSize: 64, NLayer: 2, NHead: 2, NEmbd: 32, NPositions: 16, LayerNormEps: 1e-5,
+		Activation: GELUTanh, Norm: LayerNorm, Position: PosLearned, InitStd: 0.05}
+	B, T := 2, 16
+	tok, tgt := testBatch(B, T, cfg.VocabSize)
+	run := func(fp16 bool, scale float32) (float64, bool) {
+		m, err := New(cfg, B, T, gemm.New(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(3)
+		m.SetFP16(fp16)
+		if m.FP16() != fp16 || m.BF16() {
+			t.Fatalf("SetFP16(%v): FP16 %v, BF16 %v", fp16, m.FP16(), m.BF16())
+		}
+		sum, n, err := m.Forward(tok, tgt, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Params.ZeroGrad()
+		m.Backward(scale / float32(n))
+		finite := true
+		for _, g := range m.Params.Grad {
+			if math.IsNaN(float64(g)) || math.IsInf(float64(g), 0) {
+				finite = false
+			}
+		}
+		return sum / float64(n), finite
+	}
+	l32, _ := run(false, 1)
+	l16, ok := run(true, 1)
+	if e := math.Abs(l16-l32) / l32; e > 2e-3 || l16 == l32 || !ok {
+		t.Fatalf("fp16 loss %.6f vs float32 %.6f (relative %.2g), finite gradients %v", l16, l32, e, ok)
+	}
+	if _, ok := run(false, 1e8); !ok {
+		t.Fatal("float32 gradients overflowed at loss scale 1e8")
+	}
+	if _, ok := run(true, 1e8); ok {
+		t.Fatal("fp16 gradients stayed finite at loss scale 1e8")
+	}
+}

@@ -37,6 +37,7 @@ type GPT struct {
 	local localDims
 	acts  *Acts     // default activations used by Forward/Backward
 	b16   bf16State // bf16 products (bf16.go); zero: float32
+	f16   fp16State // fp16-rounded products (fp16.go); zero: float32
 	// backward scratch shared by every Acts (one backward runs at a time)
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
 }

@@ -197,7 +197,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 		rt.hosted, err = coordinator.Start(coordinator.Config{
-			Addr: net.JoinHostPort("0.0.0.0", port), Mesh: m, Token: job.Token, JobID: job.JobID,
+			Addr: net.JoinHostPort("0.0.0.0", port), Mesh: m, Token: job.Token, JobID: job.JobID, Epoch: job.Epoch,
 			JoinTimeout: opts.JoinTimeout, Gossip: withAdvertise(opts.Gossip, adv), Log: coordLog.Named("coordinator"),
 			CertFile: job.TLSCert, KeyFile: job.TLSKey,
 		})
@@ -209,7 +209,8 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	if ca == "" && job.HostCoordinator {
 		ca = job.TLSCert // self-signed: the hosting rank trusts its own certificate
 	}
-	rt.client, err = coordinator.Dial(coordinator.ClientConfig{Addr: job.Coordinator, Token: job.Token, CAFile: ca, ConnectTimeout: opts.ConnectTimeout})
+	rt.client, err = coordinator.Dial(coordinator.ClientConfig{Addr: job.Coordinator, Token: job.Token, CAFile: ca,
+		ConnectTimeout: opts.ConnectTimeout, Epoch: job.Epoch, Bound: true})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -218,13 +219,16 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		caps = append(caps, "rdma")
 	}
 	host := coordinator.Hostname()
-	log.Info("joining", zap.String("coordinator", job.Coordinator), zap.String("source", job.Source), zap.Int("world", m.World()))
+	log.Info("joining", zap.String("coordinator", job.Coordinator), zap.String("source", job.Source), zap.Int("world", m.World()), zap.Int64("epoch", job.Epoch))
 	rep, err := rt.client.Join(ctx, &pb.JoinRequest{
 		Host: host, Addrs: []string{adv}, LocalRank: int32(job.LocalRank), NodeRank: int32(job.NodeRank),
 		WantRank: int32(job.Rank), Capabilities: caps, Pid: int64(os.Getpid()),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if rep.Epoch != job.Epoch {
+		return nil, fmt.Errorf("worker: coordinator serves epoch %d, this worker was started for epoch %d", rep.Epoch, job.Epoch)
 	}
 	rt.Rank = int(rep.Rank)
 	rt.Members = rep.Members
@@ -366,7 +370,9 @@ func advertise(ctx context.Context, job jobenv.Job, timeout time.Duration) (stri
 // available (else TCP, with a warning), TCP otherwise. It records the
 // choice in rt.TransportName.
 func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string, log *zap.Logger) (transport.Transport, error) {
-	store := rendezvous.Prefixed(rt.client.Store(), "epoch0/")
+	// Keys and the TCP handshake's job id carry the epoch: a straggler of
+	// an earlier incarnation cannot be mistaken for a peer of this one.
+	store := rendezvous.Prefixed(rt.client.Store(), coordinator.EpochPrefix(job.Epoch))
 	rt.TransportName = "tcp"
 	useRDMA := false
 	switch job.Transport {
@@ -413,7 +419,7 @@ func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string
 		bind = net.JoinHostPort(adv, "0")
 	}
 	slogger := slog.New(slog.NewTextHandler(transportLog{rt, log}, nil))
-	t, err := tcp.Dial(ctx, tcp.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, JobID: job.JobID, Token: job.Token, Bind: bind, Logger: slogger})
+	t, err := tcp.Dial(ctx, tcp.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, JobID: coordinator.TransportJobID(job.JobID, job.Epoch), Token: job.Token, Bind: bind, Logger: slogger})
 	if err != nil {
 		return nil, fmt.Errorf("tcp transport: %w", err)
 	}

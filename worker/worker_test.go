@@ -20,8 +20,13 @@ import (
 // joinN starts a coordinator for mesh m and joins every rank in-process,
 // as the strand launcher's environment would describe them.
 func joinN(t *testing.T, m mesh.Mesh) (*coordinator.Server, []*Runtime) {
+	return joinEpoch(t, m, 0)
+}
+
+// joinEpoch is joinN for a job in the given epoch.
+func joinEpoch(t *testing.T, m mesh.Mesh, epoch int64) (*coordinator.Server, []*Runtime) {
 	t.Helper()
-	srv, err := coordinator.Start(coordinator.Config{Addr: "127.0.0.1:0", Mesh: m, Token: "tok", JobID: "wt", JoinTimeout: 20 * time.Second})
+	srv, err := coordinator.Start(coordinator.Config{Addr: "127.0.0.1:0", Mesh: m, Token: "tok", JobID: "wt", JoinTimeout: 20 * time.Second, Epoch: epoch})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +39,7 @@ func joinN(t *testing.T, m mesh.Mesh) (*coordinator.Server, []*Runtime) {
 		env := map[string]string{
 			jobenv.Coordinator: srv.Addr(), jobenv.Token: "tok", jobenv.JobID: "wt", jobenv.Rank: strconv.Itoa(r),
 			jobenv.LocalRank: strconv.Itoa(r), jobenv.WorldSize: strconv.Itoa(n),
-			jobenv.Mesh: jobenv.FormatMesh(m.DP, m.TP, m.PP),
+			jobenv.Mesh: jobenv.FormatMesh(m.DP, m.TP, m.PP), jobenv.Epoch: strconv.FormatInt(epoch, 10),
 		}
 		wg.Add(1)
 		go func() {

@@ -26,6 +26,7 @@ const (
 	TLSKey          = "STRAND_TLS_KEY"          // its private key (PEM)
 	TLSCA           = "STRAND_TLS_CA"           // CA that workers trust for the coordinator
 	RDMAProvider    = "STRAND_RDMA_PROVIDER"    // verbs provider for --transport rdma: ibverbs (default) or soft
+	Epoch           = "STRAND_EPOCH"            // job incarnation: 0, +1 per elastic restart
 )
 
 // DefaultPort is the coordinator port when none is configured.
@@ -54,6 +55,8 @@ type Job struct {
 	// RDMAProvider picks the verbs implementation: "ibverbs" (hardware,
 	// the default) or "soft" (pure Go, one machine; for tests).
 	RDMAProvider string
+	// Epoch is the job incarnation (0 unless an elastic restart set it).
+	Epoch int64
 }
 
 // Detect reads the job from getenv (os.Getenv in production). ok is false
@@ -87,6 +90,11 @@ func Detect(getenv func(string) string) (job Job, ok bool, err error) {
 	job.Transport, job.Bind, job.LogFormat = getenv(Transport), getenv(Bind), getenv(LogFormat)
 	job.TLSCert, job.TLSKey, job.TLSCA = getenv(TLSCert), getenv(TLSKey), getenv(TLSCA)
 	job.RDMAProvider = getenv(RDMAProvider)
+	if v := getenv(Epoch); v != "" {
+		if job.Epoch, err = strconv.ParseInt(v, 10, 64); err != nil || job.Epoch < 0 {
+			return Job{}, true, fmt.Errorf("%s=%q: want a non-negative integer", Epoch, v)
+		}
+	}
 	if v := getenv(Mesh); v != "" {
 		if job.DP, job.TP, job.PP, err = ParseMesh(v); err != nil {
 			return Job{}, true, err

@@ -26,6 +26,18 @@ func TestDetect(t *testing.T) {
 				World: 4, DP: 1, TP: 2, PP: 2, Transport: "tcp"},
 		},
 		{
+			name: "strand launcher after an elastic restart",
+			env: map[string]string{Coordinator: "127.0.0.1:4000", LocalRank: "0", Rank: "0", WorldSize: "2", Epoch: "2"},
+			ok:   true,
+			want: Job{Source: "strand", Coordinator: "127.0.0.1:4000", JobID: "strand", LocalRank: 0, NodeRank: -1, World: 2, Epoch: 2},
+		},
+		{
+			name:    "bad epoch",
+			env:     map[string]string{Coordinator: "127.0.0.1:4000", LocalRank: "0", WorldSize: "2", Epoch: "-1"},
+			ok:      true,
+			wantErr: "STRAND_EPOCH",
+		},
+		{
 			name: "srun task",
 			env: map[string]string{"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
 				"SLURM_NODELIST": "node[07-08]", "SLURM_JOB_ID": "12", "SLURM_STEP_ID": "0", Token: "t"},

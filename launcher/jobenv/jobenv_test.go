@@ -27,7 +27,7 @@ func TestDetect(t *testing.T) {
 		},
 		{
 			name: "strand launcher after an elastic restart",
-			env: map[string]string{Coordinator: "127.0.0.1:4000", LocalRank: "0", Rank: "0", WorldSize: "2", Epoch: "2"},
+			env:  map[string]string{Coordinator: "127.0.0.1:4000", LocalRank: "0", Rank: "0", WorldSize: "2", Epoch: "2"},
 			ok:   true,
 			want: Job{Source: "strand", Coordinator: "127.0.0.1:4000", JobID: "strand", LocalRank: 0, NodeRank: -1, World: 2, Epoch: 2},
 		},

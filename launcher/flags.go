@@ -34,6 +34,11 @@ type Flags struct {
 	TLSCert, TLSKey, TLSCA string
 	// RDMAProvider is the verbs provider for --transport rdma.
 	RDMAProvider string
+	// MinNodes is the fewest nodes an elastic restart may continue with
+	// (0: all of --nnodes); RejoinTimeout is how long node 0 waits for the
+	// other nodes to come back after a failure (see Regroup).
+	MinNodes      int
+	RejoinTimeout time.Duration
 }
 
 // AddFlags registers the launcher flags on fs.
@@ -58,6 +63,8 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.TLSKey, "tls-key", "", "coordinator TLS private key (PEM)")
 	fs.StringVar(&f.TLSCA, "tls-ca", "", "CA certificate workers trust for the coordinator (default: --tls-cert, for self-signed ones)")
 	fs.StringVar(&f.RDMAProvider, "rdma-provider", "", "verbs provider for --transport rdma: ibverbs (default, hardware) or soft (pure Go, one machine)")
+	fs.IntVar(&f.MinNodes, "min-nodes", 0, "elastic restart of a multi-node job: continue with at least this many nodes, shrinking data parallelism (default: --nnodes)")
+	fs.DurationVar(&f.RejoinTimeout, "rejoin-timeout", 30*time.Second, "elastic restart: how long node 0 waits for the other nodes to come back")
 	fs.IntVar(&f.WorkerMetricsPort, "worker-metrics-port", 0, "serve each worker's Prometheus metrics on this port + its local rank (0 = off)")
 	return f
 }
@@ -68,6 +75,14 @@ func (f *Flags) MultiNode() bool { return f.NNodes > 1 || f.Coordinator != "" }
 // Launching reports whether the flags ask for a launcher (--nproc or a
 // multi-node job), as opposed to a single in-process run.
 func (f *Flags) Launching() bool { return f.NProc > 0 || f.MultiNode() }
+
+// MinNodesOrAll is --min-nodes, defaulting to --nnodes.
+func (f *Flags) MinNodesOrAll() int {
+	if f.MinNodes == 0 {
+		return f.NNodes
+	}
+	return f.MinNodes
+}
 
 // World is the job's number of ranks.
 func (f *Flags) World() int {
@@ -91,6 +106,10 @@ func (f *Flags) Validate() error {
 		return fmt.Errorf("--transport %q: want auto, tcp or rdma", f.Transport)
 	case f.LogFormat != "console" && f.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: want console or json", f.LogFormat)
+	case f.MinNodes < 0 || f.MinNodes > f.NNodes:
+		return fmt.Errorf("--min-nodes %d outside 1..--nnodes (%d)", f.MinNodes, f.NNodes)
+	case f.RejoinTimeout < 0:
+		return fmt.Errorf("--rejoin-timeout %v must not be negative", f.RejoinTimeout)
 	}
 	if f.MultiNode() {
 		switch {

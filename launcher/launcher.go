@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/strand-ml/strand/collective"
 	"io"
 	"net"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/coordinator"
 	pb "github.com/strand-ml/strand/coordinator/proto"
 	"github.com/strand-ml/strand/launcher/jobenv"
@@ -60,6 +60,10 @@ type Common struct {
 	TLSCert, TLSKey, TLSCA string
 	RDMAProvider           string      // passed to workers (STRAND_RDMA_PROVIDER)
 	Log                    *zap.Logger // launcher and coordinator log; default no-op
+	// Epoch is the job incarnation: 0 for the first launch, +1 for each
+	// elastic restart. The coordinator and the workers (STRAND_EPOCH) refuse
+	// anyone of another epoch.
+	Epoch int64
 }
 
 // NodeConfig describes this node's share of a multi-node job.
@@ -142,7 +146,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			}
 		}
 		srv, err = coordinator.Start(coordinator.Config{
-			Addr: listen, Mesh: cfg.Mesh, Token: cfg.Token, JobID: cfg.JobID, JoinTimeout: cfg.JoinTimeout,
+			Addr: listen, Mesh: cfg.Mesh, Token: cfg.Token, JobID: cfg.JobID, JoinTimeout: cfg.JoinTimeout, Epoch: cfg.Epoch,
 			Gossip: coordinator.GossipConfig{Advertise: adv}, MetricsAddr: cfg.MetricsAddr, Log: log,
 			CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey,
 		})
@@ -338,6 +342,7 @@ func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *
 		jobenv.HostCoordinator+"=",
 		jobenv.TLSCA+"="+cfg.TLSCA,
 		jobenv.RDMAProvider+"="+cfg.RDMAProvider,
+		jobenv.Epoch+"="+strconv.FormatInt(cfg.Epoch, 10),
 	)
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	o, err := cmd.StdoutPipe()

@@ -200,11 +200,35 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		JoinTimeout: f.launch.JoinTimeout, MetricsAddr: f.launch.Metrics,
 	}
 	argv := append([]string{"train"}, args...)
+	nnodes, nodeRank := f.launch.NNodes, f.launch.NodeRank
 	for restart := 0; ; restart++ {
-		fmt.Fprintf(stderr, "launching %d workers, mesh %v\n", world, m)
+		// Every (re)start is an epoch: coordinator and workers refuse
+		// anyone of another epoch.
+		common.Epoch = int64(restart)
+		if restart > 0 && f.launch.MultiNode() {
+			// The nodes that are back agree, through node 0, on the new
+			// epoch's nodes and mesh (smaller DP when a node is gone and
+			// --min-nodes allows it).
+			plan, rerr := launcher.Regroup(ctx, launcher.RegroupConfig{
+				NNodes: nnodes, NodeRank: nodeRank, MinNodes: min(f.launch.MinNodesOrAll(), nnodes), NProcPerNode: f.launch.NProcPerNode,
+				Coordinator: f.launch.Coordinator, Mesh: m, Timeout: f.launch.RejoinTimeout, Common: common,
+			})
+			if rerr != nil {
+				return fmt.Errorf("strand train: elastic restart %d: %w (the job failed with: %v)", restart, rerr, err)
+			}
+			if pm := plan.Mesh(); pm != m {
+				if _, _, oerr := f.options(pm); oerr != nil {
+					return fmt.Errorf("strand train: elastic restart %d on %d node(s), mesh %v: %w", restart, plan.NNodes, pm, oerr)
+				}
+				fmt.Fprintf(stderr, "strand train: continuing on %d of %d node(s) (missing %v): mesh %v -> %v\n", plan.NNodes, nnodes, plan.Missing, m, pm)
+			}
+			nnodes, nodeRank, m = plan.NNodes, plan.NodeRankOf(nodeRank), plan.Mesh()
+			world = m.World()
+		}
+		fmt.Fprintf(stderr, "launching %d workers, mesh %v, epoch %d\n", world, m, restart)
 		if f.launch.MultiNode() {
 			err = launcher.Node(ctx, launcher.NodeConfig{
-				NNodes: f.launch.NNodes, NodeRank: f.launch.NodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
+				NNodes: nnodes, NodeRank: nodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
 				Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
 			})
 		} else {

@@ -41,6 +41,13 @@ type Options struct {
 	KernelForce string // force a GEMM kernel by name ("" picks the best)
 	StageLayers []int  // layers per pipeline stage (default balanced)
 	DP          dpdata.Options
+	// Precision of the model's large products: "fp32" (default), "bf16"
+	// (bf16 operands, float32 accumulation and master weights) or "fp16"
+	// (fp16-rounded operands with dynamic loss scaling; see model.SetFP16).
+	Precision string
+	// LossScale configures fp16's dynamic loss scaling (nil: GradScaler's
+	// defaults, optim.NewLossScaler).
+	LossScale *optim.LossScaler
 }
 
 // Comms are the communicators of this rank's groups in the DP x TP x PP
@@ -86,6 +93,16 @@ func (o Options) Validate(m mesh.Mesh) error {
 	}
 	if err := o.lrSchedule().Validate(); err != nil {
 		return err
+	}
+	switch o.Precision {
+	case "", "fp32", "bf16", "fp16":
+	default:
+		return fmt.Errorf("precision %q is not one of fp32, bf16, fp16", o.Precision)
+	}
+	if o.LossScale != nil {
+		if err := o.LossScale.Validate(); err != nil {
+			return err
+		}
 	}
 	return o.AdamW.Validate()
 }
@@ -154,6 +171,8 @@ type Trainer struct {
 
 	// Objective, when set, replaces the mean next-token loss.
 	Objective Objective
+	// Scaler is fp16's dynamic loss scaling (nil for fp32 and bf16).
+	Scaler *optim.LossScaler
 
 	bucketer      *dpdata.Bucketer
 	flopsPerToken float64
@@ -180,6 +199,10 @@ type StepStats struct {
 	Loss     float64 `json:"loss"`
 	LR       float64 `json:"lr"`
 	GradNorm float64 `json:"grad_norm"`
+	// LossScale is fp16's loss scale after the step (0 otherwise); Skipped
+	// says the step's gradients overflowed and the optimizer did not run.
+	LossScale float64 `json:"loss_scale,omitempty"`
+	Skipped   bool    `json:"skipped,omitempty"`
 	Tokens   int     `json:"tokens"` // global tokens in the step
 	Seconds  float64 `json:"step_seconds"`
 	TokensPS float64 `json:"tokens_per_s"`
@@ -217,6 +240,17 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	}
 	m.Init(opts.Seed)
 	t.Model = m
+	switch opts.Precision {
+	case "bf16":
+		m.SetBF16(true)
+	case "fp16":
+		m.SetFP16(true)
+		t.Scaler = optim.NewLossScaler()
+		if opts.LossScale != nil {
+			ls := *opts.LossScale
+			t.Scaler = &ls
+		}
+	}
 	if t.Pipe, err = pipeline.New(opts.schedule(), c.Mesh.PP, opts.Micro); err != nil {
 		return nil, err
 	}
@@ -343,6 +377,12 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 		return StepStats{}, fmt.Errorf("every target of the batch is ignored")
 	}
 	scale := float32(1 / float64(total[0]))
+	if t.Scaler != nil {
+		scale *= float32(t.Scaler.Scale) // the optimizer sees gradients divided back
+	}
+	// the reduced-precision weight copies follow the float32 master weights
+	m.SyncBF16()
+	m.SyncFP16()
 
 	m.Params.ZeroGrad()
 	if t.bucketer != nil {
@@ -365,11 +405,23 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 		return StepStats{}, err
 	}
 	endOpt := t.Trace.Begin("optimizer", "compute", trace.LaneCompute, nil)
+	// fp16: the norm is of the scaled gradients, and is Inf or NaN on every
+	// rank as soon as any rank's gradients overflowed (its square sums are
+	// reduced over every group holding different gradients).
+	unscale, skipped := float32(1), false
+	if t.Scaler != nil {
+		s := t.Scaler.Scale
+		skipped = t.Scaler.Update(!math.IsNaN(norm) && !math.IsInf(norm, 0))
+		norm /= s
+		unscale = float32(1 / s)
+	}
 	clip := optim.ClipScale(norm, o.GradClip)
 	lr := t.Sched.At(t.Step)
-	optim.Scale(m.Params.Grad, clip)
-	t.Opt.Update(m.Params.Data, m.Params.Grad, lr)
-	if t.bucketer != nil {
+	if !skipped {
+		optim.Scale(m.Params.Grad, clip*unscale)
+		t.Opt.Update(m.Params.Data, m.Params.Grad, lr)
+	}
+	if t.bucketer != nil && !skipped {
 		if err := t.bucketer.GatherParams(ctx, m.Params.Data); err != nil {
 			return StepStats{}, err
 		}
@@ -391,7 +443,11 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	if math.IsNaN(mean) || math.IsInf(mean, 0) {
 		return StepStats{}, fmt.Errorf("loss is %v (diverged; lower --lr?)", mean)
 	}
-	return StepStats{Step: t.Step, Loss: mean, LR: lr, GradNorm: norm, Tokens: o.Batch * o.Seq}, nil
+	st := StepStats{Step: t.Step, Loss: mean, LR: lr, GradNorm: norm, Tokens: o.Batch * o.Seq, Skipped: skipped}
+	if t.Scaler != nil {
+		st.LossScale = t.Scaler.Scale
+	}
+	return st, nil
 }
 
 func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collective.Op) error {

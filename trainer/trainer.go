@@ -199,14 +199,15 @@ type StepStats struct {
 	Loss     float64 `json:"loss"`
 	LR       float64 `json:"lr"`
 	GradNorm float64 `json:"grad_norm"`
-	// LossScale is fp16's loss scale after the step (0 otherwise); Skipped
-	// says the step's gradients overflowed and the optimizer did not run.
-	LossScale float64 `json:"loss_scale,omitempty"`
-	Skipped   bool    `json:"skipped,omitempty"`
 	Tokens   int     `json:"tokens"` // global tokens in the step
 	Seconds  float64 `json:"step_seconds"`
 	TokensPS float64 `json:"tokens_per_s"`
 	FLOPsPS  float64 `json:"flops_per_s"` // whole job
+
+	// LossScale is fp16's loss scale after the step (0 otherwise); Skipped
+	// says the step's gradients overflowed and the optimizer did not run.
+	LossScale float64 `json:"loss_scale,omitempty"`
+	Skipped   bool    `json:"skipped,omitempty"`
 }
 
 // New builds this rank's freshly initialized part of the model; comms may

@@ -31,6 +31,8 @@ type blockActs struct {
 	fch                   []float32 // (N, FCl) MLP pre-activation
 	fchAct                []float32 // (N, Hl)
 	res3                  []float32 // (N, C) block output
+
+	lora [loraKinds][]float32 // (N, r) inp @ A per adapter (lora_model.go)
 }
 
 // NewActs allocates activations for batches of up to B x T on this rank.

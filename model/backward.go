@@ -109,9 +109,15 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	// MLP. The residual passes dres through unchanged to res2.
 	dfchAct, dfch := m.dfchAct[:N*d.Hl], m.dfch[:N*d.FCl]
 	m.linearBackward(dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, d.Hl, C, false)
+	if err := m.loraBackward(ctx, ba, bw, loraFCProj, dfchAct, dres, ba.fchAct, N); err != nil {
+		return err
+	}
 	m.activateBackward(dfch, ba.fch, dfchAct, N, d.Hl)
 	dln := m.dln[:N*C]
 	m.linearBackward(dln, bw.dfcW, bw.dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
+	if err := m.loraBackward(ctx, ba, bw, loraFC, dln, dfch, ba.ln2, N); err != nil {
+		return err
+	}
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
 		return fmt.Errorf("MLP input gradient all-reduce: %w", err)
 	}
@@ -119,12 +125,18 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	// Attention. dres now holds dL/dres2, which flows unchanged to x.
 	datty := m.datty[:N*d.Cl]
 	m.linearBackward(datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
+	if err := m.loraBackward(ctx, ba, bw, loraProj, datty, dres, ba.atty, N); err != nil {
+		return err
+	}
 	dqkv := m.dqkv[:N*3*d.Cl]
 	m.attn.Backward(dqkv, datty, ba.qkv, ba.atty, ba.att, B, T, d.Cl, d.NHl)
 	if m.rope != nil {
 		m.rope.Backward(dqkv, B, T, d.Cl, d.NHl, 0)
 	}
 	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
+	if err := m.loraBackward(ctx, ba, bw, loraQKV, dln, dqkv, ba.ln1, N); err != nil {
+		return err
+	}
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
 		return fmt.Errorf("attention input gradient all-reduce: %w", err)
 	}

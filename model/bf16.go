@@ -130,7 +130,9 @@ func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int,
 	if dinp != nil {
 		m.mm(false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C)
 	}
-	m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
+	if dw != nil { // nil: a frozen weight (LoRA)
+		m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
+	}
 	if db != nil {
 		for n := 0; n < N; n++ {
 			ResidualAdd(db, dout[n*OC:(n+1)*OC])

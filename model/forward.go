@@ -114,6 +114,9 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
 	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
+	if err := m.loraForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
+		return err
+	}
 	if m.rope != nil {
 		// qkv keeps the rotated q and k: attention's backward needs them
 		m.rope.Forward(ba.qkv, B, T, d.Cl, d.NHl, 0)
@@ -122,15 +125,24 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	// row-parallel projection: partial sums, reduced, then bias and residual
 	res2 := ba.res2[:N*C]
 	m.linearForward(res2, ba.atty, bw.projW, nil, N, d.Cl, C)
+	if err := m.loraForward(ctx, ba, bw, loraProj, res2, ba.atty, N); err != nil {
+		return err
+	}
 	if err := m.tp.AllReduceSum(ctx, res2); err != nil {
 		return fmt.Errorf("attention output all-reduce: %w", err)
 	}
 	addBiasResidual(res2, bw.projB, x, N, C)
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
 	m.linearForward(ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, d.FCl)
+	if err := m.loraForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
+		return err
+	}
 	m.activate(ba.fchAct, ba.fch, N, d.Hl)
 	res3 := ba.res3[:N*C]
 	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
+	if err := m.loraForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
+		return err
+	}
 	if err := m.tp.AllReduceSum(ctx, res3); err != nil {
 		return fmt.Errorf("MLP output all-reduce: %w", err)
 	}

@@ -27,6 +27,9 @@ type GPT struct {
 	// TiedOffset is where wte's gradient starts in Params.Grad on a stage
 	// that holds wte (its tail), or len(Params.Grad) on others.
 	TiedOffset int
+	// LoRA, when enabled (EnableLoRA), holds the adapters' config and the
+	// frozen base weights; Params are then the adapters.
+	LoRA *LoRA
 
 	gemm  *gemm.Engine
 	attn  *FlashAttention
@@ -61,6 +64,8 @@ type blockWeights struct {
 	dln1w, dln1b, dattnW, dattnB, dprojW, dprojB []float32
 	dln2w, dln2b, dfcW, dfcB, dfcProjW, dfcProjB []float32
 	readyAfter                                   int // Grad[:readyAfter] final once this block's backward ends
+
+	lora *loraBlock // adapters (lora_model.go); nil without LoRA
 }
 
 type weights struct {

@@ -175,7 +175,9 @@ func LinearBackward(e *gemm.Engine, dinp, dw, db, dout, inp, w []float32, N, C, 
 	if dinp != nil {
 		e.Sgemm(false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C)
 	}
-	e.Sgemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
+	if dw != nil { // nil: a frozen weight (LoRA)
+		e.Sgemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
+	}
 	if db != nil {
 		for n := 0; n < N; n++ {
 			d := dout[n*OC : (n+1)*OC]

@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNodeLossShrinksDataParallel: a 2-node x 2-worker job (tp 2, so dp 2)
+// with --max-restarts 1 --min-nodes 1 loses node 1 (its launcher and
+// workers, kill -9) after the first checkpoint. Node 0 regroups alone,
+// continues as dp 1 x tp 2 from the last checkpoint and finishes every
+// step; its losses after the restart match a run that trained to the same
+// checkpoint on 2 nodes and was resumed with `strand train --resume` on
+// the smaller mesh.
+func TestNodeLossShrinksDataParallel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process training runs")
+	}
+	// Long enough that the kill lands mid-run on a fast machine.
+	const steps = 60
+	dir := t.TempDir()
+	train := []string{"--model", "tiny", "--batch", "8", "--microbatches", "2", "--max-data-bytes", "200000", "--no-progress",
+		"--threads", "1", "--steps", strconv.Itoa(steps), "--ckpt-every", "10", "--tp", "2"}
+	nodeArgs := func(out, coord string, rank int, extra ...string) []string {
+		a := append([]string{"strand", "train", "--out", out, "--nnodes", "2", "--node-rank", strconv.Itoa(rank),
+			"--coordinator", coord, "--nproc-per-node", "2", "--token", "elastic-token"}, train...)
+		return append(a, extra...)
+	}
+
+	run := filepath.Join(dir, "elastic")
+	coord := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	elastic := []string{"--max-restarts", "1", "--min-nodes", "1", "--rejoin-timeout", "3s"}
+	node0 := start(t, nil, nodeArgs(run, coord, 0, elastic...)...)
+	node1 := start(t, nil, nodeArgs(run, coord, 1, elastic...)...)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(run, "checkpoints", "step_000010", "commit.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint after 3 minutes:\nnode 0:\n%s\nnode 1:\n%s", node0.out, node1.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Node loss: the launcher and its workers all go at once.
+	if err := syscall.Kill(-node1.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := node0.wait(t, 4*time.Minute); code != 0 {
+		t.Fatalf("node 0 exit %d:\n%s", code, node0.out)
+	}
+	out0 := node0.out.String()
+	for _, want := range []string{"restart 1 of 1", "continuing on 1 of 2 node(s) (missing [1])", "mesh dp=1 tp=2 pp=1, epoch 1"} {
+		if !strings.Contains(out0, want) {
+			t.Fatalf("node 0's output lacks %q:\n%s", want, out0)
+		}
+	}
+	got := lossesByStep(t, run)
+	ev := resumeRecord(t, run)
+	if ev.Restart != 1 || ev.Layout == "" || !strings.Contains(ev.Layout, "dp=1") || ev.ResumedFromStep < 10 || ev.ResumedFromStep%10 != 0 {
+		t.Fatalf("resume record %+v: want restart 1 on a dp=1 layout from a checkpoint", ev)
+	}
+	if ev.LostSteps > 10 {
+		t.Fatalf("resume record %+v: lost more than one checkpoint interval", ev)
+	}
+	if len(got) != steps {
+		t.Fatalf("%d steps logged, want %d", len(got), steps)
+	}
+
+	// The reference switches layout at the same checkpoint, on purpose.
+	ref := filepath.Join(dir, "reference")
+	coord = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	stop := "--stop-after=" + strconv.Itoa(ev.ResumedFromStep)
+	r0 := start(t, nil, nodeArgs(ref, coord, 0, stop)...)
+	r1 := start(t, nil, nodeArgs(ref, coord, 1, stop)...)
+	if c0, c1 := r0.wait(t, 3*time.Minute), r1.wait(t, 3*time.Minute); c0 != 0 || c1 != 0 {
+		t.Fatalf("reference exits %d %d:\n%s\n%s", c0, c1, r0.out, r1.out)
+	}
+	runStrand(t, 3*time.Minute, append([]string{"train", "--out", ref, "--resume", "--nproc", "2"}, train...)...)
+	want := lossesByStep(t, ref)
+	for s := 1; s <= steps; s++ {
+		if _, ok := want[s]; !ok {
+			t.Fatalf("reference has no loss for step %d", s)
+		}
+		if e := math.Abs(got[s]-want[s]) / want[s]; e > 1e-4 {
+			t.Errorf("step %d: %v after losing node 1, %v in the reference (relative %.2g)", s, got[s], want[s], e)
+		}
+	}
+}
+
+type resumeEvent struct {
+	Event           string
+	Restart         int
+	Layout          string
+	ResumedFromStep int `json:"resumed_from_step"`
+	LostSteps       int `json:"lost_steps"`
+}
+
+// resumeRecord returns the last resume record of a run's metrics.
+func resumeRecord(t *testing.T, run string) resumeEvent {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev resumeEvent
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.Contains(line, `"event":"resume"`) || strings.Contains(line, `"event": "resume"`) {
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				t.Fatalf("resume record %q: %v", line, err)
+			}
+		}
+	}
+	if ev.Event != "resume" {
+		t.Fatalf("no resume record in %s/metrics.jsonl", run)
+	}
+	return ev
+}

@@ -382,6 +382,7 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 		scale *= float32(t.Scaler.Scale) // the optimizer sees gradients divided back
 	}
 	// the reduced-precision weight copies follow the float32 master weights
+	// (which a checkpoint load may have replaced since the last step)
 	m.SyncBF16()
 	m.SyncFP16()
 
@@ -427,6 +428,10 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 			return StepStats{}, err
 		}
 	}
+	// and again after the update, so evaluation and generation between
+	// steps see the new weights
+	m.SyncBF16()
+	m.SyncFP16()
 	endOpt()
 	t.Step++
 	// The loss lives on the last stage; sum it over stages (others add 0)

@@ -18,8 +18,12 @@
 //	           event naming the rank; workers cancel their collectives.
 //
 // Workers never decide membership themselves: memberlist gossip feeds the
-// coordinator, and the coordinator decides (today: fail the job; the
-// elastic-restart work will add restart and shrink, bumping the epoch).
+// coordinator, and the coordinator decides: it fails the epoch. The
+// launchers then start the next epoch (docs/ELASTIC.md): a new coordinator
+// with Config.Epoch one higher, preceded for multi-node jobs by a regroup
+// coordinator (Config.Regroup) through which node 0 decides which nodes
+// continue. Clients bound to an epoch send it with every call and the
+// coordinator refuses other epochs (epoch.go).
 //
 // Every RPC needs the job token (metadata "authorization: Bearer TOKEN"),
 // and TLS is used when a certificate is configured.

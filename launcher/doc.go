@@ -14,6 +14,12 @@
 // carrying the first failure's rank and exit code. Cancelling the context
 // (Ctrl-C, SIGTERM) forwards SIGTERM to every worker.
 //
+// Restarts (strand train --max-restarts) launch a new epoch (Common.Epoch).
+// Before a multi-node restart the nodes run Regroup: node 0 waits, bounded,
+// for the nodes that come back and decides the new epoch's node ranks and
+// mesh (a smaller data-parallel degree when --min-nodes allows losing
+// nodes). See docs/ELASTIC.md.
+//
 // Under Slurm, Kubernetes or torchrun there is no strand launcher: each task
 // is a worker and reads its place from the environment (package jobenv).
 package launcher

@@ -8,6 +8,7 @@ import (
 	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/optim"
+	dpdata "github.com/strand-ml/strand/parallel/data"
 )
 
 // singleRun trains opts in one process and returns every step's stats.
@@ -146,5 +147,24 @@ func TestPrecisionValidation(t *testing.T) {
 	opts.LossScale = &optim.LossScaler{Scale: 1, Growth: 0.5, Backoff: 0.5, Interval: 1}
 	if err := opts.Validate(mesh.Mesh{DP: 1, TP: 1, PP: 1}); err == nil {
 		t.Fatal("loss scale growth 0.5 accepted")
+	}
+}
+
+// TestFP8GradientsStayClose: data-parallel x2 with fp8 (E4M3) gradient
+// buckets follows the single-process float32 losses within 2% per step.
+func TestFP8GradientsStayClose(t *testing.T) {
+	opts := testOptions()
+	want, _ := runMesh(t, opts, mesh.Mesh{DP: 1, TP: 1, PP: 1})
+	opts.DP = dpdata.Options{FP8: "e4m3", BucketBytes: 8192}
+	got, _ := runMesh(t, opts, mesh.Mesh{DP: 2, TP: 1, PP: 1})
+	same := true
+	for i := range want {
+		if e := math.Abs(got[i]-want[i]) / want[i]; e > 2e-2 {
+			t.Errorf("fp8 gradients, step %d: loss %.5f vs %.5f", i+1, got[i], want[i])
+		}
+		same = same && got[i] == want[i]
+	}
+	if same && len(want) > 1 {
+		t.Fatal("fp8 run identical to float32: compression did not run")
 	}
 }

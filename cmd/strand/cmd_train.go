@@ -162,7 +162,7 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.bucketMB, "bucket-mb", 25, "data-parallel gradient bucket size in MB")
 	fs.BoolVar(&f.bf16Grads, "bf16-grads", false, "all-reduce gradients as bfloat16")
 	fs.StringVar(&f.precision, "precision", "fp32", "precision of the model's matrix products: fp32, bf16 (bf16 operands, float32 accumulation and master weights) or fp16 (emulated, dynamic loss scaling)")
-	fs.StringVar(&f.gradCompress, "grad-compress", "none", "data-parallel gradient compression: none or bf16 (same as --bf16-grads)")
+	fs.StringVar(&f.gradCompress, "grad-compress", "none", "data-parallel gradient compression: none, bf16 (same as --bf16-grads), fp8 (E4M3 with a per-bucket scale) or fp8-e5m2")
 	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
 	fs.StringVar(&f.tracePath, "trace", "", "write a Chrome/Perfetto trace of every rank's schedule to this file")
 	fs.BoolVar(&f.resume, "resume", false, "continue from the last committed checkpoint in --out (weights, optimizer, step, data position), in any layout")
@@ -304,20 +304,25 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 	}
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = f.wd
-	bf16Grads := f.bf16Grads
+	bf16Grads, fp8Grads := f.bf16Grads, ""
 	switch f.gradCompress {
 	case "none", "":
 	case "bf16":
 		bf16Grads = true
+	case "fp8", "fp8-e4m3", "fp8-e5m2":
+		fp8Grads = f.gradCompress
 	default:
-		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--grad-compress %q is not one of none, bf16", f.gradCompress)}
+		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--grad-compress %q is not one of none, bf16, fp8, fp8-e5m2", f.gradCompress)}
+	}
+	if fp8Grads != "" && bf16Grads {
+		return trainer.Options{}, cfg, usageError{"--bf16-grads and --grad-compress fp8 exclude each other"}
 	}
 	opts := trainer.Options{
 		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		DecayEmbed: f.decayEmbed, Seed: f.seed, Shuffle: f.shuffle, Threads: f.threads, KernelForce: f.kernel,
 		StageLayers: stageLayers,
-		DP:          dpdata.Options{BucketBytes: int(f.bucketMB * 1e6), BF16: bf16Grads, ZeRO1: f.zero1},
+		DP:          dpdata.Options{BucketBytes: int(f.bucketMB * 1e6), BF16: bf16Grads, FP8: fp8Grads, ZeRO1: f.zero1},
 		Precision:   f.precision,
 	}
 	if err := opts.Validate(m); err != nil {

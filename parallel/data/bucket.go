@@ -16,6 +16,10 @@ type Options struct {
 	BucketBytes int  // bucket size in bytes of float32 gradient (default 25 MB)
 	BF16        bool // communicate buckets as bfloat16
 	ZeRO1       bool // reduce-scatter buckets; each rank owns chunks (see Owned)
+	// FP8, when not "", compresses buckets to fp8 ("e4m3" or "e5m2", see
+	// fp8.go): all-gathered and summed locally in rank order instead of
+	// all-reduced. Exclusive with BF16.
+	FP8 string
 }
 
 // Bucketer all-reduces (or reduce-scatters) a flat gradient buffer in
@@ -28,6 +32,8 @@ type Bucketer struct {
 	next    int   // first bucket not yet started
 	handles []*collective.Handle
 	wire    [][]uint16 // per-bucket bf16 staging (BF16 only)
+	fp8     *fp8Wire   // fp8 staging (FP8 only)
+	packErr error      // an fp8 bucket that could not be quantized
 	started []bool
 	// OnStart, when set, is called as each bucket's communication starts,
 	// and OnDone (from another goroutine) as soon as it finishes (tracing).
@@ -43,6 +49,9 @@ func NewBucketer(comm *collective.Comm, grads []float32, opts Options) (*Buckete
 	if opts.BucketBytes < 4 {
 		return nil, fmt.Errorf("bucket size %d bytes is too small", opts.BucketBytes)
 	}
+	if opts.FP8 != "" && opts.BF16 {
+		return nil, fmt.Errorf("gradient compression: choose bf16 or fp8, not both")
+	}
 	per := opts.BucketBytes / 4
 	b := &Bucketer{comm: comm, grads: grads, opts: opts}
 	for lo := 0; lo < len(grads); lo += per {
@@ -52,6 +61,13 @@ func NewBucketer(comm *collective.Comm, grads []float32, opts Options) (*Buckete
 	n := len(b.bounds) - 1
 	b.handles = make([]*collective.Handle, n)
 	b.started = make([]bool, n)
+	if opts.FP8 != "" {
+		f, err := ParseFP8(opts.FP8)
+		if err != nil {
+			return nil, fmt.Errorf("gradient compression: %w", err)
+		}
+		b.fp8 = newFP8Wire(f, b.bounds, comm.Size())
+	}
 	if opts.BF16 {
 		b.wire = make([][]uint16, n)
 		for i := range b.wire {
@@ -67,6 +83,7 @@ func (b *Bucketer) Buckets() int { return len(b.bounds) - 1 }
 // Reset prepares for the next step's backward.
 func (b *Bucketer) Reset() {
 	b.next = 0
+	b.packErr = nil
 	clear(b.handles)
 	clear(b.started)
 }
@@ -91,10 +108,23 @@ func (b *Bucketer) start(ctx context.Context, i int) {
 		}
 		buf, bytes = collective.BF16(w), 2*len(g)
 	}
+	if b.fp8 != nil {
+		var err error
+		if buf, err = b.fp8.pack(i, b.comm.Rank(), g); err != nil {
+			// cannot happen (format checked in NewBucketer, lengths equal by
+			// construction); reported by Finish
+			b.packErr = fmt.Errorf("gradient bucket %d: %w", i, err)
+			return
+		}
+		bytes = 2 * buf.Len()
+	}
 	if b.OnStart != nil {
 		b.OnStart(i, bytes)
 	}
-	if b.opts.ZeRO1 {
+	if b.fp8 != nil {
+		// every rank needs every quantized bucket: the sum is local (fp8.go)
+		b.handles[i] = b.comm.AllGatherAsync(ctx, buf)
+	} else if b.opts.ZeRO1 {
 		b.handles[i] = b.comm.ReduceScatterAsync(ctx, buf, collective.Sum)
 	} else {
 		b.handles[i] = b.comm.AllReduceAsync(ctx, buf, collective.Sum)
@@ -114,7 +144,7 @@ func (b *Bucketer) start(ctx context.Context, i int) {
 // grads hold reduced values afterwards.
 func (b *Bucketer) Finish(ctx context.Context) error {
 	b.Ready(ctx, math.MaxInt)
-	var first error
+	first := b.packErr
 	for i, h := range b.handles {
 		if h == nil {
 			continue
@@ -122,6 +152,9 @@ func (b *Bucketer) Finish(ctx context.Context) error {
 		err := h.Wait(ctx)
 		if err != nil && first == nil {
 			first = fmt.Errorf("gradient bucket %d of %d: %w", i, b.Buckets(), err)
+		}
+		if err == nil && b.fp8 != nil {
+			b.fp8.unpack(i, b.comm.Size(), b.grads[b.bounds[i]:b.bounds[i+1]])
 		}
 		if err == nil && b.opts.BF16 {
 			lo, hi := b.ownedRange(i)

@@ -8,7 +8,9 @@
 // copies) and starts each bucket's all-reduce as soon as backward reports
 // that the bucket is final (model.GPT.GradReady), overlapping communication
 // with the rest of backward, as PyTorch DDP and Horovod do. Optionally the
-// buckets travel as bfloat16 (half the bytes, float32 accumulation), and
+// buckets travel as bfloat16 (half the bytes, float32 accumulation) or as
+// fp8 with a per-bucket scale (a quarter of the bytes; all-gathered and
+// summed locally in rank order, see fp8.go), and
 // with ZeRO-1 each bucket is reduce-scattered instead, so each rank owns the
 // reduced gradient (and optimizer state) of one chunk of every bucket, and
 // updated parameters are all-gathered after the optimizer step.

@@ -37,9 +37,6 @@ func (m *GPT) SetBF16(on bool) {
 	}
 	m.SetFP16(false)
 	m.b16.on = true
-	if len(m.b16.w) != len(m.Params.Data) {
-		m.b16.w = make([]uint16, len(m.Params.Data))
-	}
 	d := m.local
 	widest := max(d.C, 3*d.Cl, d.FCl, d.Hl, d.Vl)
 	for i := range m.b16.slot {
@@ -54,9 +51,13 @@ func (m *GPT) BF16() bool { return m.b16.on }
 // SyncBF16 rounds the float32 parameters into the bf16 copy. Call it after
 // anything changes Params.Data (the trainer does, once per step).
 func (m *GPT) SyncBF16() {
-	if m.b16.on {
-		vec.ToBF16(m.b16.w, m.Params.Data)
+	if !m.b16.on {
+		return
 	}
+	if len(m.b16.w) != len(m.Params.Data) { // Params rebuilt (e.g. adapters added)
+		m.b16.w = make([]uint16, len(m.Params.Data))
+	}
+	vec.ToBF16(m.b16.w, m.Params.Data)
 }
 
 // bf16Bytes is the memory of the bf16 copy and scratch.

@@ -30,7 +30,6 @@ func (m *GPT) SetFP16(on bool) {
 	}
 	m.SetBF16(false)
 	m.f16.on = true
-	m.f16.w = make([]float32, len(m.Params.Data))
 	d := m.local
 	widest := max(d.C, 3*d.Cl, d.FCl, d.Hl, d.Vl)
 	for i := range m.f16.slot {
@@ -45,9 +44,13 @@ func (m *GPT) FP16() bool { return m.f16.on }
 // SyncFP16 rounds the parameters into the fp16 copy; call it after anything
 // changes Params.Data (the trainer does, once per step).
 func (m *GPT) SyncFP16() {
-	if m.f16.on {
-		roundF16(m.f16.w, m.Params.Data)
+	if !m.f16.on {
+		return
 	}
+	if len(m.f16.w) != len(m.Params.Data) { // Params rebuilt (e.g. adapters added)
+		m.f16.w = make([]float32, len(m.Params.Data))
+	}
+	roundF16(m.f16.w, m.Params.Data)
 }
 
 func roundF16(dst, src []float32) {

@@ -48,6 +48,11 @@ type Options struct {
 	// LossScale configures fp16's dynamic loss scaling (nil: GradScaler's
 	// defaults, optim.NewLossScaler).
 	LossScale *optim.LossScaler
+	// Adapt, when set, changes the freshly initialized model before the
+	// optimizer and the data-parallel buckets see its Params (fine-tuning:
+	// load the base weights, then model.EnableLoRA so the adapters are the
+	// trainable parameters).
+	Adapt func(m *model.GPT) error
 }
 
 // Comms are the communicators of this rank's groups in the DP x TP x PP
@@ -250,6 +255,11 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 		if opts.LossScale != nil {
 			ls := *opts.LossScale
 			t.Scaler = &ls
+		}
+	}
+	if opts.Adapt != nil {
+		if err := opts.Adapt(m); err != nil {
+			return nil, err
 		}
 	}
 	if t.Pipe, err = pipeline.New(opts.schedule(), c.Mesh.PP, opts.Micro); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strand-ml/strand/checkpoint"
 )
 
 // writeReverseTask writes n {"prompt": "abc=", "response": "cba"} records
@@ -286,5 +288,66 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	}
 	if n := strings.Count(scored, `"chosen":`); n != 60 {
 		t.Fatalf("rm score printed %d pairs, want 60", n)
+	}
+}
+
+// TestLoRA: LoRA SFT from a briefly trained base improves held-out exact
+// match with the base frozen; its checkpoint holds only adapters; the run on
+// 4 processes (TP x PP) matches the single process within 1e-4; merging
+// gives a plain checkpoint with the adapted model's exact match.
+func TestLoRA(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "reverse.jsonl")
+	writeReverseTask(t, data, 1200)
+	base := filepath.Join(dir, "base")
+	runStrand(t, 2*time.Minute, "sft", "--model", "tiny", "--data", data, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
+	_, baseExact := sftMetrics(t, base)
+	lora := []string{"--lora-rank", "8", "--lora-alpha", "16", "--lora-targets", "attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj"}
+	run := filepath.Join(dir, "lora")
+	runStrand(t, 2*time.Minute, append([]string{"sft", "--ckpt", base, "--data", data, "--steps", "150", "--lr", "3e-3",
+		"--out", run, "--threads", "2"}, lora...)...)
+	_, exact := sftMetrics(t, run)
+	t.Logf("exact match: base %.3f, after LoRA %.3f", baseExact, exact)
+	if !(exact > baseExact+0.3) {
+		t.Fatalf("LoRA exact match %.3f from the base's %.3f", exact, baseExact)
+	}
+	tensors, err := checkpoint.Tensors(filepath.Join(run, "checkpoints", "step_000150"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range tensors {
+		if !strings.Contains(name, ".lora_") {
+			t.Errorf("adapter checkpoint holds %s", name)
+		}
+	}
+	if len(tensors) != 2*4*2 { // A and B x 4 targets x 2 layers
+		t.Errorf("adapter checkpoint holds %d tensors, want 16", len(tensors))
+	}
+
+	merged := filepath.Join(dir, "merged")
+	runStrand(t, time.Minute, "lora", "merge", "--adapters", run, "--out", merged)
+	again := filepath.Join(dir, "again")
+	runStrand(t, time.Minute, "sft", "--ckpt", merged, "--data", data, "--steps", "1", "--lr", "1e-9", "--out", again)
+	if _, e := sftMetrics(t, again); math.Abs(e-exact) > 0.01 {
+		t.Fatalf("merged checkpoint's exact match %.3f, adapted model's %.3f", e, exact)
+	}
+
+	if testing.Short() {
+		return
+	}
+	layout := func(name string, mesh ...string) []float64 {
+		out := filepath.Join(dir, name)
+		args := append([]string{"sft", "--ckpt", base, "--data", data, "--steps", "10", "--lr", "3e-3", "--microbatches", "2",
+			"--val-frac", "0", "--threads", "1", "--out", out}, lora...)
+		runStrand(t, 2*time.Minute, append(args, mesh...)...)
+		l, _ := sftMetrics(t, out)
+		return l
+	}
+	want := layout("l1")
+	got := layout("l4", "--nproc", "4", "--tp", "2", "--pp", "2")
+	for i := range want {
+		if e := math.Abs(got[i]-want[i]) / want[i]; e > 1e-4 {
+			t.Errorf("LoRA tp2 pp2 step %d: loss %.7f, single process %.7f", i+1, got[i], want[i])
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
@@ -111,6 +112,9 @@ type ftFlags struct {
 	valFrac      float64
 	keep         int
 	vocabSize    int // the model's, set once the config is known
+	loraRank     int
+	loraAlpha    float64
+	loraTargets  string
 }
 
 func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
@@ -136,6 +140,26 @@ func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
 	fs.BoolVar(&f.shuffle, "shuffle", true, "shuffle the data each epoch")
 	fs.Float64Var(&f.valFrac, "val-frac", 0.1, "fraction of the records (the file's tail) held out for evaluation")
 	fs.IntVar(&f.keep, "keep", 1, "checkpoints to keep")
+	fs.IntVar(&f.loraRank, "lora-rank", 0, "LoRA: train rank-R adapters on --lora-targets with the base frozen (0: full fine-tuning)")
+	fs.Float64Var(&f.loraAlpha, "lora-alpha", 16, "LoRA: scaling alpha (the update is alpha/rank * A @ B)")
+	fs.StringVar(&f.loraTargets, "lora-targets", "attn.c_attn", "LoRA: comma-separated projections: "+strings.Join(model.LoRATargets(), ","))
+}
+
+// lora is the adapter configuration, nil for full fine-tuning.
+func (f *ftFlags) lora() (*model.LoRAConfig, error) {
+	if f.loraRank == 0 {
+		return nil, nil
+	}
+	lc := &model.LoRAConfig{Rank: f.loraRank, Alpha: f.loraAlpha}
+	for _, t := range strings.Split(f.loraTargets, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			lc.Targets = append(lc.Targets, t)
+		}
+	}
+	if err := lc.Validate(); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return lc, nil
 }
 
 // check validates what needs no model.
@@ -162,12 +186,29 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	if f.valFrac < 0 || f.valFrac >= 1 {
 		return trainer.Options{}, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
 	}
+	lc, err := f.lora()
+	if err != nil {
+		return trainer.Options{}, err
+	}
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = f.wd
 	opts := trainer.Options{
 		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		Seed: f.seed, Threads: f.threads,
+	}
+	if lc != nil {
+		// The base weights load before the adapters become the model's
+		// trainable parameters; checkpoints then hold only the adapters.
+		ckpt, seed := f.ckpt, f.seed
+		opts.Adapt = func(m *model.GPT) error {
+			if ckpt != "" {
+				if err := checkpoint.LoadModel(ckpt, m); err != nil {
+					return err
+				}
+			}
+			return m.EnableLoRA(*lc, seed)
+		}
 	}
 	if err := opts.Validate(m); err != nil {
 		return opts, usageError{err.Error()}
@@ -289,6 +330,11 @@ func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf fu
 	if err != nil {
 		return nil, err
 	}
+	if lo := tr.Model.LoRA; lo != nil {
+		logf("lora: rank %d, alpha %g on %s: %d trainable parameters on this rank (base frozen: %d)\n",
+			lo.Config.Rank, lo.Config.Alpha, strings.Join(lo.Config.Targets, ","), tr.Model.Params.Count(), lo.Base.Count())
+		return tr, nil
+	}
 	if f.ckpt != "" {
 		if err := checkpoint.LoadModel(f.ckpt, tr.Model); err != nil {
 			tr.Close()
@@ -338,5 +384,16 @@ func (f *ftFlags) save(ctx context.Context, tr *trainer.Trainer, rank int, dist 
 	if dist != nil {
 		barrier = dist.job.barrier
 	}
-	return tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
+	dir, err := tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
+	if err != nil || rank != 0 || tr.Model.LoRA == nil {
+		return dir, err
+	}
+	// LoRA: the checkpoint holds the adapters; record how to merge them.
+	base := f.ckpt
+	if base != "" {
+		if base, err = filepath.Abs(base); err != nil {
+			return dir, err
+		}
+	}
+	return dir, writeAdapterConfig(f.out, adapterConfig{LoRAConfig: tr.Model.LoRA.Config, Base: base})
 }

@@ -43,6 +43,7 @@ func commands() []command {
 		{"dpo", "direct preference optimization on prompt/chosen/rejected JSONL against a frozen reference", runDPO},
 		{"rm train", "train a reward model (scalar head, Bradley-Terry) on prompt/chosen/rejected JSONL", runRMTrain},
 		{"rm score", "score preference pairs with a reward model; pairwise accuracy", runRMScore},
+		{"lora merge", "fold LoRA adapters (sft/dpo --lora-rank) into their base checkpoint", runLoRAMerge},
 		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -24,31 +25,14 @@ func TestNodeLossShrinksDataParallel(t *testing.T) {
 		t.Skip("multi-process training runs")
 	}
 	// Long enough that the kill lands mid-run on a fast machine.
-	const steps = 60
 	dir := t.TempDir()
-	train := []string{"--model", "tiny", "--batch", "8", "--microbatches", "2", "--max-data-bytes", "200000", "--no-progress",
-		"--threads", "1", "--steps", strconv.Itoa(steps), "--ckpt-every", "10", "--tp", "2"}
-	nodeArgs := func(out, coord string, rank int, extra ...string) []string {
-		a := append([]string{"strand", "train", "--out", out, "--nnodes", "2", "--node-rank", strconv.Itoa(rank),
-			"--coordinator", coord, "--nproc-per-node", "2", "--token", "elastic-token"}, train...)
-		return append(a, extra...)
-	}
 
 	run := filepath.Join(dir, "elastic")
 	coord := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	elastic := []string{"--max-restarts", "1", "--min-nodes", "1", "--rejoin-timeout", "3s"}
 	node0 := start(t, nil, nodeArgs(run, coord, 0, elastic...)...)
 	node1 := start(t, nil, nodeArgs(run, coord, 1, elastic...)...)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		if _, err := os.Stat(filepath.Join(run, "checkpoints", "step_000010", "commit.json")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint after 3 minutes:\nnode 0:\n%s\nnode 1:\n%s", node0.out, node1.out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitForCheckpoint(t, run, 10, node0, node1)
 	// Node loss: the launcher and its workers all go at once.
 	if err := syscall.Kill(-node1.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -92,6 +76,95 @@ func TestNodeLossShrinksDataParallel(t *testing.T) {
 		if e := math.Abs(got[s]-want[s]) / want[s]; e > 1e-4 {
 			t.Errorf("step %d: %v after losing node 1, %v in the reference (relative %.2g)", s, got[s], want[s], e)
 		}
+	}
+}
+
+// Long enough that a kill after the first checkpoint lands mid-run.
+const steps = 60
+
+// train are the training flags of the elastic tests: tiny model, tp 2.
+var train = []string{"--model", "tiny", "--batch", "8", "--microbatches", "2", "--max-data-bytes", "200000", "--no-progress",
+	"--threads", "1", "--steps", strconv.Itoa(steps), "--ckpt-every", "10", "--tp", "2"}
+
+// nodeArgs is the command line of one node of a 2-node x 2-worker job.
+func nodeArgs(out, coord string, rank int, extra ...string) []string {
+	a := append([]string{"strand", "train", "--out", out, "--nnodes", "2", "--node-rank", strconv.Itoa(rank),
+		"--coordinator", coord, "--nproc-per-node", "2", "--token", "elastic-token"}, train...)
+	return append(a, extra...)
+}
+
+// waitForCheckpoint waits until the run has committed the checkpoint of step.
+func waitForCheckpoint(t *testing.T, run string, step int, nodes ...*job) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(run, "checkpoints", fmt.Sprintf("step_%06d", step), "commit.json")); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for i, n := range nodes {
+				fmt.Fprintf(&b, "node %d:\n%s\n", i, n.out)
+			}
+			t.Fatalf("no checkpoint of step %d after 3 minutes:\n%s", step, b.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWorkerLossKeepsAllNodes: one worker of node 1 is killed; both
+// launchers survive, regroup at epoch 1 with every node back, keep the
+// full mesh, and the run matches an uninterrupted one bit for bit (same
+// layout, exact resume).
+func TestWorkerLossKeepsAllNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process training runs")
+	}
+	dir := t.TempDir()
+	clean := filepath.Join(dir, "clean")
+	coord := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	c0 := start(t, nil, nodeArgs(clean, coord, 0)...)
+	c1 := start(t, nil, nodeArgs(clean, coord, 1)...)
+	if a, b := c0.wait(t, 3*time.Minute), c1.wait(t, 3*time.Minute); a != 0 || b != 0 {
+		t.Fatalf("clean run exits %d %d:\n%s\n%s", a, b, c0.out, c1.out)
+	}
+	want := lossesByStep(t, clean)
+
+	run := filepath.Join(dir, "restarted")
+	coord = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	elastic := []string{"--max-restarts", "1", "--min-nodes", "1", "--rejoin-timeout", "20s"}
+	node0 := start(t, nil, nodeArgs(run, coord, 0, elastic...)...)
+	node1 := start(t, nil, nodeArgs(run, coord, 1, elastic...)...)
+	waitForCheckpoint(t, run, 10, node0, node1)
+	victim := childWithRank(t, node1.cmd.Process.Pid, 3)
+	if victim == 0 {
+		t.Fatalf("no rank 3 among node 1's workers:\n%s", node1.out)
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	a, b := node0.wait(t, 4*time.Minute), node1.wait(t, 4*time.Minute)
+	if a != 0 || b != 0 {
+		t.Fatalf("exits %d %d:\nnode 0:\n%s\nnode 1:\n%s", a, b, node0.out, node1.out)
+	}
+	for i, n := range []*job{node0, node1} {
+		if out := n.out.String(); !strings.Contains(out, "launching 4 workers, mesh dp=2 tp=2 pp=1, epoch 1") || !strings.Contains(out, "regrouped for epoch 1: 2 of 2 node(s)") {
+			t.Fatalf("node %d did not relaunch the full mesh at epoch 1:\n%s", i, out)
+		}
+	}
+	// Every node came back: node 0 must not have waited out the timeout.
+	if d := time.Since(start); d > 90*time.Second {
+		t.Errorf("restart with every node back took %v", d)
+	}
+	got := lossesByStep(t, run)
+	for s := 1; s <= steps; s++ {
+		if math.Float64bits(got[s]) != math.Float64bits(want[s]) {
+			t.Fatalf("step %d: %v after the restart, %v uninterrupted", s, got[s], want[s])
+		}
+	}
+	if ev := resumeRecord(t, run); ev.Restart != 1 || ev.LostSteps > 10 {
+		t.Fatalf("resume record %+v", ev)
 	}
 }
 

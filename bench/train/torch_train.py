@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--ddp", type=int, default=0, help="world size of a DDP (gloo) run")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward (oneDNN; AMX where the CPU has it)")
     a = ap.parse_args()
     if a.ddp:
         import torch.multiprocessing as mp
@@ -95,13 +96,14 @@ def run(rank, a, q):
         if i == a.warmup:
             t0 = time.perf_counter()
         x, y = data[i, :, :-1], data[i, :, 1:]
-        loss = model(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     dt = time.perf_counter() - t0
-    res = {"framework": "pytorch " + torch.__version__, "model": a.model, "threads": a.threads, "ddp": a.ddp,
+    res = {"framework": "pytorch " + torch.__version__, "model": a.model, "threads": a.threads, "ddp": a.ddp, "bf16": a.bf16,
            "tokens_per_s": a.steps * B * T / dt, "ms_per_step": 1000 * dt / a.steps}
     if a.ddp:
         import torch.distributed as dist

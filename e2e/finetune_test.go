@@ -81,6 +81,42 @@ func TestSFTLearnsReverse(t *testing.T) {
 		t.Fatalf("held-out exact match %.3f, want > 0.9\n%s", exact, out)
 	}
 	t.Logf("exact match %.3f, loss %.4f -> %.4f", exact, losses[0], losses[len(losses)-1])
+
+	// multiple choice: the reversed prompt against the copy and a shuffle
+	r := rand.New(rand.NewPCG(7, 8))
+	var mc strings.Builder
+	for n := 0; n < 100; {
+		s := make([]byte, 3+r.IntN(3))
+		for j := range s {
+			s[j] = "abcdef"[r.IntN(6)]
+		}
+		rev := make([]byte, len(s))
+		for j := range s {
+			rev[j] = s[len(s)-1-j]
+		}
+		if string(rev) == string(s) {
+			continue
+		}
+		opts := []string{string(rev), string(s), string(s[1:]) + string(s[:1]) + "a"}
+		label := r.IntN(3)
+		opts[0], opts[label] = opts[label], opts[0]
+		line, _ := json.Marshal(map[string]any{"ctx": string(s) + "=", "endings": opts, "label": label})
+		mc.Write(line)
+		mc.WriteByte('\n')
+		n++
+	}
+	mcPath := filepath.Join(dir, "mc.jsonl")
+	if err := os.WriteFile(mcPath, []byte(mc.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Questions int
+		Accuracy  float64
+	}
+	scored := runStrand(t, time.Minute, "eval", "choice", "--ckpt", run, "--data", mcPath)
+	if err := json.Unmarshal([]byte(scored[strings.Index(scored, "{"):strings.Index(scored, "}")+1]), &res); err != nil || res.Questions != 100 || !(res.Accuracy > 0.9) {
+		t.Fatalf("eval choice after SFT: %q (%v), want accuracy > 0.9 on 100 questions", scored, err)
+	}
 	again := filepath.Join(dir, "again")
 	runStrand(t, time.Minute, "sft", "--ckpt", run, "--data", data, "--steps", "2", "--out", again)
 	l2, e2 := sftMetrics(t, again)

@@ -168,6 +168,35 @@ func TestWorkerLossKeepsAllNodes(t *testing.T) {
 	}
 }
 
+// TestNodeLossBelowMinNodes: without --min-nodes (all nodes required),
+// losing node 1 ends the job after the rejoin timeout with an error naming
+// the missing node, instead of hanging or shrinking.
+func TestNodeLossBelowMinNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process training runs")
+	}
+	run := filepath.Join(t.TempDir(), "run")
+	coord := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	elastic := []string{"--max-restarts", "1", "--rejoin-timeout", "2s"}
+	node0 := start(t, nil, nodeArgs(run, coord, 0, elastic...)...)
+	node1 := start(t, nil, nodeArgs(run, coord, 1, elastic...)...)
+	waitForCheckpoint(t, run, 10, node0, node1)
+	if err := syscall.Kill(-node1.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := node0.wait(t, 2*time.Minute); code == 0 {
+		t.Fatalf("node 0 exited 0 with too few nodes:\n%s", node0.out)
+	}
+	out := node0.out.String()
+	t.Logf("node 0 ended with: %s", out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+	if !strings.Contains(out, "only 1 of 2 nodes came back within 2s, fewer than --min-nodes 2; missing node(s) 1") {
+		t.Fatalf("node 0's error does not name the missing node:\n%s", out)
+	}
+	if strings.Contains(out, ", epoch 1\n") {
+		t.Fatalf("node 0 launched workers for epoch 1 without enough nodes:\n%s", out)
+	}
+}
+
 type resumeEvent struct {
 	Event           string
 	Restart         int

@@ -218,12 +218,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				Coordinator: f.launch.Coordinator, Mesh: m, Timeout: f.launch.RejoinTimeout, Common: common,
 			})
 			if rerr != nil {
-				return fmt.Errorf("strand train: elastic restart %d: %w (the job failed with: %v)", restart, rerr, err)
+				return fmt.Errorf("elastic restart %d: %w (the job failed with: %v)", restart, rerr, err)
 			}
 			fmt.Fprintf(stderr, "strand train: regrouped for epoch %d: %d of %d node(s) back, this is node %d\n", restart, plan.NNodes, nnodes, plan.NodeRankOf(nodeRank))
 			if pm := plan.Mesh(); pm != m {
 				if _, _, oerr := f.options(pm); oerr != nil {
-					return fmt.Errorf("strand train: elastic restart %d on %d node(s), mesh %v: %w", restart, plan.NNodes, pm, oerr)
+					return fmt.Errorf("elastic restart %d on %d node(s), mesh %v: %w", restart, plan.NNodes, pm, oerr)
 				}
 				fmt.Fprintf(stderr, "strand train: continuing on %d of %d node(s) (missing %v): mesh %v -> %v\n", plan.NNodes, nnodes, plan.Missing, m, pm)
 			}

@@ -120,3 +120,12 @@ func TestRegroupBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestMinNodesDefaultsToAll(t *testing.T) {
+	if got := (&Flags{NNodes: 3}).MinNodesOrAll(); got != 3 {
+		t.Fatalf("--min-nodes unset: %d, want --nnodes (3): no shrinking unless asked", got)
+	}
+	if got := (&Flags{NNodes: 3, MinNodes: 1}).MinNodesOrAll(); got != 1 {
+		t.Fatalf("--min-nodes 1: %d", got)
+	}
+}

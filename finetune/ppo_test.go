@@ -1,8 +1,12 @@
 package finetune
 
 import (
+	"context"
 	"math"
 	"testing"
+
+	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/model"
 )
 
 func TestGAEMatchesDiscountedSums(t *testing.T) {
@@ -79,5 +83,52 @@ func TestPPOLossGradients(t *testing.T) {
 		if n := numGrad(val, v, i); math.Abs(n-g[i]) > 1e-6 {
 			t.Errorf("value grad[%d] = %g, numeric %g", i, g[i], n)
 		}
+	}
+}
+
+// TestPPOStep: one PPO step on tiny models: the policy starts at the
+// reference (KL exactly 0), completions respect MaxNew, and the update
+// moves the policy and value model.
+func TestPPOStep(t *testing.T) {
+	cfg := model.Config{VocabSize: 256, NLayer: 1, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
+		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
+	mk := func(seed uint64) *model.GPT {
+		m, err := model.New(cfg, 3, 12, gemm.New(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(seed)
+		return m
+	}
+	policy, ref := mk(1), mk(1)
+	rm, _ := NewRewardModel(mk(2), 3)
+	vm, _ := NewRewardModel(mk(2), 4)
+	p, err := NewPPO(policy, ref, rm, vm, 0, 12, PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2, KLCoef: 0.1,
+		Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 1e-2, GradClip: 1, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := append([]float32(nil), policy.Params.Data...)
+	vBefore := append([]float32(nil), vm.GPT.Params.Data...)
+	st, err := p.TrainStep(context.Background(), [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KL != 0 || st.Tokens == 0 || st.Length > 4 || math.IsNaN(st.PolicyLoss+st.ValueLoss) {
+		t.Fatalf("stats %+v: want KL 0 at the reference, 1..4 tokens per completion", st)
+	}
+	moved := func(a, b []float32) bool {
+		for i := range a {
+			if a[i] != b[i] {
+				return true
+			}
+		}
+		return false
+	}
+	if !moved(before, policy.Params.Data) || !moved(vBefore, vm.GPT.Params.Data) {
+		t.Fatal("a PPO step left the policy or the value model unchanged")
+	}
+	if _, err := NewPPO(policy, ref, rm, vm, 0, 12, PPOConfig{MaxNew: 12, Epochs: 1, Temperature: 1, LR: 1}); err == nil {
+		t.Fatal("MaxNew filling the whole row accepted")
 	}
 }

@@ -31,8 +31,9 @@ type Record struct {
 type Kind int
 
 const (
-	SFT  Kind = iota // {"prompt","response"} or {"messages":[...]}
-	Pair             // {"prompt","chosen","rejected"}
+	SFT     Kind = iota // {"prompt","response"} or {"messages":[...]}
+	Pair                // {"prompt","chosen","rejected"}
+	Prompts             // {"prompt"} (other fields of SFT or pair records are ignored): PPO's prompts
 )
 
 // Policy says what a malformed line does.
@@ -117,6 +118,11 @@ func parseRecord(line []byte, kind Kind) (Record, error) {
 		return rec, fmt.Errorf("trailing data after the JSON object")
 	}
 	switch kind {
+	case Prompts:
+		if rec.Prompt == "" {
+			return rec, fmt.Errorf("needs a non-empty prompt")
+		}
+		return rec, nil
 	case Pair:
 		if rec.Messages != nil || rec.Response != "" {
 			return rec, fmt.Errorf("a preference pair has prompt, chosen and rejected only")

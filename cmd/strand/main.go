@@ -43,6 +43,7 @@ func commands() []command {
 		{"dpo", "direct preference optimization on prompt/chosen/rejected JSONL against a frozen reference", runDPO},
 		{"rm train", "train a reward model (scalar head, Bradley-Terry) on prompt/chosen/rejected JSONL", runRMTrain},
 		{"rm score", "score preference pairs with a reward model; pairwise accuracy", runRMScore},
+		{"ppo", "RLHF with PPO against a reward model on prompts (one process)", runPPO},
 		{"lora merge", "fold LoRA adapters (sft/dpo --lora-rank) into their base checkpoint", runLoRAMerge},
 		{"eval choice", "multiple-choice accuracy by per-choice log-likelihood (HellaSwag-style JSONL)", runEvalChoice},
 		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},

@@ -42,4 +42,34 @@
 // non-ignored target of the global batch. BradleyTerry and DPO are the
 // pairwise losses of reward modelling and direct preference optimization,
 // as functions of per-sequence scores, with their gradients.
+//
+// # The stages and how they reach the distributed engine
+//
+//   - SFT: Batches is a trainer.Batches (and trainer.Segmented for packed
+//     rows); `strand sft` sets it as trainer.Trainer.Source, so SFT runs on
+//     any DP x TP x PP mesh exactly like pre-training.
+//   - LoRA: model.GPT.EnableLoRA makes adapters the model's Params with the
+//     base frozen; `strand sft/dpo --lora-rank` enable it through
+//     trainer.Options.Adapt, so zeroing, data-parallel reduction, clipping,
+//     optimizer state and checkpoints cover only the adapters.
+//   - DPO: DPOBatches is both the trainer's Source (pairs of rows) and its
+//     trainer.Objective: on the last stage it turns per-token losses into
+//     sequence log-probs, the DPO loss against reference log-probs
+//     (computed once by LogProbs) and per-token loss weights
+//     (model.Acts.SetLossWeights) for the backward.
+//   - Reward model: RewardModel reads a scalar head on the final hidden
+//     state of a completion's closing EOS (model.Acts.Hidden) and
+//     backpropagates through model.Acts.SetHeadGrad; RewardTrainer trains
+//     it with Bradley-Terry in one process.
+//   - PPO: PPO samples completions from the policy, scores them with a
+//     frozen reward model, penalizes the per-token KL to a frozen reference,
+//     estimates advantages with GAE from a value model, and updates policy
+//     (clipped surrogate, through loss weights) and value model (clipped
+//     value loss, through a head gradient) in one process.
+//   - Multiple choice: ScoreChoices ranks each question's choices by their
+//     log-likelihood given the context (summed and per token).
+//
+// Every reader of JSONL (ReadJSONL, ReadChoices) reports malformed lines
+// by line number and, under the Skip policy, counts them: Records +
+// Skipped + Blank == Lines.
 package finetune

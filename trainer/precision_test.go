@@ -110,7 +110,7 @@ func TestFP16LossScaling(t *testing.T) {
 	t.Logf("%d skipped steps (%d leading); fp16 loss %.5f vs float32 %.5f after %d updates; final scale %g", lost, skipped, last, ref, len(got)-1-lost, got[len(got)-1].LossScale)
 }
 
-// TestPrecisionStepsAllocateNothing: bf16 keeps the step allocation-free.
+// TestBF16StepAllocatesNothing: bf16 keeps the step allocation-free.
 func TestBF16StepAllocatesNothing(t *testing.T) {
 	opts := testOptions()
 	opts.Precision, opts.Threads, opts.Steps = "bf16", 2, 100
@@ -123,12 +123,7 @@ func TestBF16StepAllocatesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	var stepErr error
-	allocs := testing.AllocsPerRun(5, func() {
-		if _, err := tr.TrainStep(context.Background()); err != nil {
-			stepErr = err
-		}
-	})
+	allocs, stepErr := stepAllocs(context.Background(), tr)
 	if stepErr != nil {
 		t.Fatal(stepErr)
 	}

@@ -22,6 +22,19 @@
 // slopes, each TP rank using its heads' global indices. RoPE and ALiBi
 // models have no wpe and run at any length.
 //
+// Attention in training is FlashAttention (flash.go): blocks of 64 query
+// rows against blocks of 64 keys with an online softmax, saving one
+// log-sum-exp per row instead of a (T, T) matrix per head, heads spread
+// over a persistent worker pool so a step allocates nothing. Attention
+// (attention.go) is the plain reference that keeps the matrix; tests
+// compare the two. Element-wise layers (tanh GELU, LayerNorm, the softmax
+// exponentials) run on package vec's AVX-512 kernels where the CPU has them.
+//
+// Mixed precision (bf16.go, fp16.go): SetBF16 makes the linear layers and
+// the head multiply bfloat16 operands with float32 accumulation, keeping
+// float32 master weights, activations and gradients; SetFP16 emulates fp16
+// operands the same way, for training with dynamic loss scaling.
+//
 // Generation uses KVCache (kvcache.go): a single sequence, forwarded a few
 // tokens at a time, with every layer's keys and values kept, so each new
 // token costs one row per layer instead of the whole prefix.

@@ -21,7 +21,7 @@ func TestPackedMaskedSFTMatchesPyTorch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fx struct {
-		Config struct{ Vocab, Layers, Heads, Embd, Positions, T int }
+		Config                    struct{ Vocab, Layers, Heads, Embd, Positions, T int }
 		Tokens, Targets, Segments []int32
 		Loss                      float64
 		Params, Grads             map[string][]float64

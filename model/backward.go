@@ -35,7 +35,9 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		if err := m.tp.AllReduceSum(ctx, dlnf); err != nil {
 			return fmt.Errorf("head backward all-reduce: %w", err)
 		}
-		m.mm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, 1, w.dwte, C)
+		if w.dwte != nil { // nil: frozen (LoRA)
+			m.mm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, 1, w.dwte, C)
+		}
 		clear(dres)
 		last := a.input[:N*C]
 		if len(a.blocks) > 0 {
@@ -62,7 +64,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		}
 		m.gradReady(m.w.blocks[i].readyAfter)
 	}
-	if l.First {
+	if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
 		if a.seg.ids != nil {
 			m.embedBackwardSegmented(dres, a.tokens, a.seg.pos, B, T)
 		} else if m.tp.Size() == 1 {

@@ -15,9 +15,9 @@ import (
 // adapters then ARE the model's trainable parameters: m.Params points at
 // them (the base weights move to LoRA.Base), so a trainer's zeroing,
 // data-parallel reduction, clipping, optimizer state and checkpoints cover
-// the adapters only, without knowing about LoRA. The base projections'
-// weight gradients are not computed (norms and embeddings still fill
-// their unused gradient buffers in LoRA.Base).
+// the adapters only, without knowing about LoRA. The gradients of the base
+// projections and embeddings are not computed (the norms, cheap vectors,
+// still fill their unused buffers in LoRA.Base).
 //
 // Tensor parallelism: an adapter shards like its base layer (lora.go).
 // Two small all-reduces of (N, r) keep the replicated factor's gradient
@@ -91,6 +91,8 @@ type LoRA struct {
 	dh     []float32 // (maxB*maxT, r) backward scratch
 	saved  []blockWeights
 	head   int
+	dwte   []float32 // the embeddings' gradient views, restored by MergeLoRA
+	dwpe   []float32
 }
 
 // loraBlock is one block's adapter views, by target kind (nil: no adapter).
@@ -191,6 +193,9 @@ func (m *GPT) EnableLoRA(lc LoRAConfig, seed uint64) error {
 		m.w.blocks[i].readyAfter = max(m.w.blocks[i].readyAfter, m.w.blocks[i+1].readyAfter)
 	}
 	m.w.headReady = 0
+	// frozen embeddings: no gradient from the tied head nor the input
+	lo.dwte, lo.dwpe = m.w.dwte, m.w.dwpe
+	m.w.dwte, m.w.dwpe = nil, nil
 	m.LoRA = lo
 	m.Params = ps
 	m.TiedOffset = len(ps.Grad) // the adapters hold no tied embedding
@@ -219,6 +224,7 @@ func (m *GPT) MergeLoRA() error {
 	}
 	copy(m.w.blocks, lo.saved)
 	m.w.headReady = lo.head
+	m.w.dwte, m.w.dwpe = lo.dwte, lo.dwpe
 	m.Params = lo.Base
 	m.TiedOffset = len(m.Params.Grad)
 	if p, ok := m.Params.Lookup("wte.weight"); ok {

@@ -167,3 +167,40 @@ func TestLoRATensorParallel(t *testing.T) {
 		}
 	}
 }
+
+// TestLoRAFreezesEmbeddings: no gradient reaches the frozen embeddings
+// (tied head and input) while adapters train; merging restores them.
+func TestLoRAFreezesEmbeddings(t *testing.T) {
+	cfg := parallelTestConfig(GELUTanh, LayerNorm)
+	B, T := 2, 8
+	m := loraModel(t, cfg, Full(cfg), B, T)
+	tok, tgt := testBatch(B, T, cfg.VocabSize)
+	if _, _, err := m.Forward(tok, tgt, B, T); err != nil {
+		t.Fatal(err)
+	}
+	m.Backward(1)
+	for _, name := range []string{"wte.weight", "wpe.weight"} {
+		p, _ := m.LoRA.Base.Lookup(name)
+		for i, g := range p.Grad {
+			if g != 0 {
+				t.Fatalf("frozen %s got gradient %g at %d", name, g, i)
+			}
+		}
+	}
+	if err := m.MergeLoRA(); err != nil {
+		t.Fatal(err)
+	}
+	m.Params.ZeroGrad()
+	if _, _, err := m.Forward(tok, tgt, B, T); err != nil {
+		t.Fatal(err)
+	}
+	m.Backward(1)
+	p, _ := m.Params.Lookup("wte.weight")
+	nonzero := false
+	for _, g := range p.Grad {
+		nonzero = nonzero || g != 0
+	}
+	if !nonzero {
+		t.Fatal("after merging, wte gets no gradient")
+	}
+}

@@ -435,3 +435,31 @@ func TestLoRA(t *testing.T) {
 		}
 	}
 }
+
+// TestRewardModelDataParallel: rm train on 2 data-parallel processes
+// matches the single process's loss within 1e-4 for 10 steps.
+func TestRewardModelDataParallel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process runs")
+	}
+	dir := t.TempDir()
+	data := filepath.Join(dir, "pairs.jsonl")
+	writePairs(t, data, 200)
+	run := func(name string, extra ...string) []float64 {
+		out := filepath.Join(dir, name)
+		args := append([]string{"rm", "train", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "1e-3", "--seq", "16",
+			"--batch", "16", "--val-frac", "0", "--threads", "1", "--out", out}, extra...)
+		runStrand(t, 2*time.Minute, args...)
+		l, _ := sftMetrics(t, out)
+		return l
+	}
+	want, got := run("single"), run("dp2", "--nproc", "2")
+	if len(got) != 10 || len(want) != 10 {
+		t.Fatalf("%d and %d steps logged, want 10", len(want), len(got))
+	}
+	for i := range want {
+		if e := math.Abs(got[i]-want[i]) / want[i]; e > 1e-4 {
+			t.Errorf("step %d: loss %.7f on 2 processes, single process %.7f", i+1, got[i], want[i])
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 )
@@ -148,6 +149,10 @@ type RewardTrainer struct {
 	Sched    optim.Schedule
 	GradClip float64
 	Step     int
+	// DP, when set, is the data-parallel group: each rank takes its
+	// contiguous share of every step's pairs and gradients are summed
+	// across the group, so every rank takes the same step.
+	DP *collective.Comm
 	opt      *optim.AdamW
 	headOpt  *optim.AdamW
 	head     []float32 // (C+1) head parameters as one vector for AdamW
@@ -176,11 +181,21 @@ func NewRewardTrainer(rm *RewardModel, cfg optim.AdamWConfig, sched optim.Schedu
 }
 
 // TrainStep takes one optimizer step on the pairs with the given indices
-// (pair i is rows 2i, 2i+1 of d), in micro-batches of up to MaxB rows.
+// (pair i is rows 2i, 2i+1 of d; with DP, the global batch, of which this
+// rank takes its share), in micro-batches of up to MaxB rows.
 func (t *RewardTrainer) TrainStep(ctx context.Context, d *RewardRows, pairs []int) (loss, acc float64, err error) {
 	rm := t.RM
 	rm.GPT.Params.ZeroGrad()
 	clear(rm.dHead)
+	global := len(pairs)
+	if t.DP != nil && t.DP.Size() > 1 {
+		n := t.DP.Size()
+		if global%n != 0 {
+			return 0, 0, fmt.Errorf("reward model: %d pairs per step do not split over %d data-parallel ranks", global, n)
+		}
+		k := global / n
+		pairs = pairs[t.DP.Rank()*k : (t.DP.Rank()+1)*k]
+	}
 	perMicro := max(1, rm.GPT.MaxB/2)
 	sub := &RewardRows{Seq: d.Seq}
 	for lo := 0; lo < len(pairs); lo += perMicro {
@@ -210,7 +225,7 @@ func (t *RewardTrainer) TrainStep(ctx context.Context, d *RewardRows, pairs []in
 		}
 		// BradleyTerry's gradients are of the micro-batch mean; rescale to
 		// the mean over the step's pairs.
-		frac := float64(hi-lo) / float64(len(pairs))
+		frac := float64(hi-lo) / float64(global)
 		dr := make([]float64, 2*(hi-lo))
 		for i := range rc {
 			dr[2*i], dr[2*i+1] = l.DChosen[i]*frac, l.DRejected[i]*frac
@@ -220,6 +235,15 @@ func (t *RewardTrainer) TrainStep(ctx context.Context, d *RewardRows, pairs []in
 		}
 		loss += l.Loss * frac
 		acc += l.Accuracy * frac
+	}
+	if t.DP != nil && t.DP.Size() > 1 {
+		stats := []float32{float32(loss), float32(acc)}
+		for _, buf := range [][]float32{rm.GPT.Params.Grad, rm.dHead, stats} {
+			if err := t.DP.AllReduce(ctx, collective.F32(buf), collective.Sum); err != nil {
+				return 0, 0, fmt.Errorf("reward model gradient all-reduce: %w", err)
+			}
+		}
+		loss, acc = float64(stats[0]), float64(stats[1])
 	}
 	norm := math.Sqrt(rm.GPT.Params.NormSumSquares() + optim.SumSquares(rm.dHead))
 	clip := optim.ClipScale(norm, t.GradClip)

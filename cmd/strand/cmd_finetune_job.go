@@ -273,7 +273,7 @@ func (f *ftFlags) run(ctx context.Context, name string, args []string, loop func
 	if !f.launch.Launching() || world == 1 && !f.launch.MultiNode() {
 		return loop(ctx, nil)
 	}
-	return launchJob(ctx, f.launch, m, []string{name}, args, stdout, stderr)
+	return launchJob(ctx, f.launch, m, strings.Fields(name), args, stdout, stderr)
 }
 
 // readRecords reads the data file with the bad-record policy, listing

@@ -23,8 +23,9 @@ type rmState struct {
 	RewardHead finetune.RewardHead `json:"reward_head"`
 }
 
-// runRMTrain trains a reward model on {"prompt","chosen","rejected"} pairs
-// in one process and reports pairwise accuracy on the held-out tail.
+// runRMTrain trains a reward model on {"prompt","chosen","rejected"} pairs,
+// in one process or data-parallel over --nproc N, and reports pairwise
+// accuracy on the held-out tail.
 func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f ftFlags
 	fs := newFlags("rm train", stderr)
@@ -32,17 +33,26 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if err := f.check("rm train"); err != nil {
-		return err
+	if f.loraRank > 0 {
+		return usageError{"rm train: --lora-rank is not supported yet"}
 	}
-	if f.launch.Launching() && f.launch.World() > 1 {
-		return usageError{"rm train runs in one process (--nproc > 1 is not supported yet)"}
+	if f.launch.TP > 1 || f.launch.PP > 1 {
+		return usageError{"rm train splits the data only (--nproc N with data parallelism); --tp/--pp are not supported yet"}
 	}
-	opts, err := f.options(oneProcess())
+	return f.run(ctx, "rm train", args, func(ctx context.Context, d *distributed) error {
+		return rmTrainLoop(ctx, &f, d, stdout, stderr)
+	}, stdout, stderr)
+}
+
+// rmTrainLoop trains the reward model on this process's share of every
+// step (the whole step in one process).
+func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, stderr io.Writer) error {
+	rank, m, _, comms, logf := runInfo(dist, stderr)
+	lead := rank == 0
+	opts, err := f.options(m)
 	if err != nil {
 		return err
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format, a...) }
 	tok, err := loadTokenizer(f.tokenizerDir)
 	if err != nil {
 		return err
@@ -63,7 +73,7 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	train, held := all.Slice(0, 2*(P-nHeld)), all.Slice(2*(P-nHeld), all.Rows)
 	logf("rm: %d training pairs, %d held out, rows of %d (%d completions truncated)\n", P-nHeld, nHeld, f.seq, all.Truncated)
 
-	rm, err := f.rewardModel(opts.Model, f.batch)
+	rm, err := f.rewardModel(opts.Model, f.batch/m.DP)
 	if err != nil {
 		return err
 	}
@@ -73,7 +83,10 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	mw, err := f.openMetrics(true)
+	if comms != nil {
+		rt.DP = comms.DP
+	}
+	mw, err := f.openMetrics(lead)
 	if err != nil {
 		return err
 	}
@@ -104,9 +117,15 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err := mw.Write(map[string]any{"step": rt.Step, "loss": loss, "accuracy": acc, "lr": rt.Sched.At(rt.Step - 1)}); err != nil {
 			return err
 		}
-		if rt.Step == 1 || rt.Step%10 == 0 || rt.Step == f.steps {
+		if dist != nil {
+			dist.job.report(rt.Step, map[string]float64{"loss": loss})
+		}
+		if lead && (rt.Step == 1 || rt.Step%10 == 0 || rt.Step == f.steps) {
 			fmt.Fprintf(stdout, "step %d/%d loss %.4f batch accuracy %.2f\n", rt.Step, f.steps, loss, acc)
 		}
+	}
+	if !lead {
+		return nil // data-parallel replicas are equal: rank 0 writes
 	}
 	dir, err := checkpoint.Save(f.out, rt.Step, rm.GPT, nil, rmState{Step: rt.Step, Seed: f.seed, RewardHead: rm.Head}, f.keep)
 	if err != nil {

@@ -60,7 +60,7 @@
 //   - Reward model: RewardModel reads a scalar head on the final hidden
 //     state of a completion's closing EOS (model.Acts.Hidden) and
 //     backpropagates through model.Acts.SetHeadGrad; RewardTrainer trains
-//     it with Bradley-Terry in one process.
+//     it with Bradley-Terry, in one process or data-parallel (DP).
 //   - PPO: PPO samples completions from the policy, scores them with a
 //     frozen reward model, penalizes the per-token KL to a frozen reference,
 //     estimates advantages with GAE from a value model, and updates policy

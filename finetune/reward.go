@@ -152,10 +152,10 @@ type RewardTrainer struct {
 	// DP, when set, is the data-parallel group: each rank takes its
 	// contiguous share of every step's pairs and gradients are summed
 	// across the group, so every rank takes the same step.
-	DP *collective.Comm
-	opt      *optim.AdamW
-	headOpt  *optim.AdamW
-	head     []float32 // (C+1) head parameters as one vector for AdamW
+	DP      *collective.Comm
+	opt     *optim.AdamW
+	headOpt *optim.AdamW
+	head    []float32 // (C+1) head parameters as one vector for AdamW
 }
 
 // NewRewardTrainer prepares AdamW states (weight decay on matrices only,

@@ -3,6 +3,8 @@ package model
 import (
 	"context"
 	"fmt"
+
+	"github.com/strand-ml/strand/vec"
 )
 
 // ForwardActs runs this rank's part of the model on a batch of B x T,
@@ -154,11 +156,8 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 func addBiasResidual(out, bias, res []float32, N, C int) {
 	for n := 0; n < N; n++ {
 		o := out[n*C : (n+1)*C]
-		r := res[n*C : (n+1)*C]
-		for i := range o {
-			o[i] += bias[i]
-			o[i] += r[i]
-		}
+		vec.Add(o, bias) // in this order, as before: same bits
+		vec.Add(o, res[n*C:(n+1)*C])
 	}
 }
 

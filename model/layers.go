@@ -157,10 +157,7 @@ func LinearForward(e *gemm.Engine, out, inp, w, b []float32, N, C, OC int) {
 	e.Sgemm(false, false, N, OC, C, 1, inp, C, w, OC, 0, out, OC)
 	if b != nil {
 		for n := 0; n < N; n++ {
-			o := out[n*OC : (n+1)*OC]
-			for i := range o {
-				o[i] += b[i]
-			}
+			vec.Add(out[n*OC:(n+1)*OC], b)
 		}
 	}
 }
@@ -180,10 +177,7 @@ func LinearBackward(e *gemm.Engine, dinp, dw, db, dout, inp, w []float32, N, C, 
 	}
 	if db != nil {
 		for n := 0; n < N; n++ {
-			d := dout[n*OC : (n+1)*OC]
-			for i := range d {
-				db[i] += d[i]
-			}
+			vec.Add(db[:OC], dout[n*OC:(n+1)*OC])
 		}
 	}
 }
@@ -265,10 +259,7 @@ func SwiGLUBackward(dinp, inp, dout []float32, N, H int) {
 
 // ResidualAdd: out += inp, elementwise.
 func ResidualAdd(out, inp []float32) {
-	inp = inp[:len(out)]
-	for i := range out {
-		out[i] += inp[i]
-	}
+	vec.Add(out, inp) // AVX-512 where available; same bits
 }
 
 // IgnoreIndex marks a target position that contributes no loss (as in

@@ -38,3 +38,6 @@ func lnBwdApplyAVX512(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dn
 
 //go:noescape
 func toBF16AVX512(dst *uint16, src *float32, n int)
+
+//go:noescape
+func addAVX512(dst, src *float32, n int)

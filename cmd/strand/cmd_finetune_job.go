@@ -27,8 +27,8 @@ import (
 // This file holds the job plumbing the fine-tuning commands (sft, and the
 // later stages) share: launching local or multi-node workers running the
 // same subcommand, and a worker joining its job and building the trainer's
-// communicators. It follows cmd_train.go's runTrain/trainWorker without
-// elastic restarts.
+// communicators; strand train uses asWorker too and adds elastic restarts
+// around the launch.
 
 // launchJob starts the workers of a job for subcommand name with args.
 func launchJob(ctx context.Context, lf *launcher.Flags, m mesh.Mesh, name []string, args []string, stdout, stderr io.Writer) error {
@@ -74,7 +74,7 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 			first, last := rt.Coord, rt.Coord
 			first.PP, last.PP = 0, rt.Mesh.PP-1
 			ranks := []int{rt.Mesh.Rank(first), rt.Mesh.Rank(last)}
-			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding"}); err != nil {
+			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding", Flight: rt.Flight}); err != nil {
 				return err
 			}
 		}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
-	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/mesh"
@@ -334,45 +333,13 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 
 // trainWorker is one rank of a launched job.
 func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) error {
-	rt, err := worker.Join(ctx, worker.FromFlags(f.launch))
-	if err != nil {
-		return err
-	}
-	runCtx, stop := context.WithCancelCause(rt.Context())
-	defer stop(nil)
-	go func() {
-		select {
-		case <-ctx.Done():
-			stop(fmt.Errorf("interrupted: %w", context.Cause(ctx)))
-		case <-runCtx.Done():
-		}
-	}()
-	err = func() error {
-		opts, _, err := f.options(rt.Mesh)
+	return asWorker(ctx, f.launch, &f.threads, func(ctx context.Context, d *distributed) error {
+		opts, _, err := f.options(d.comms.Mesh)
 		if err != nil {
 			return err
 		}
-		if opts.Threads == 0 {
-			opts.Threads = max(1, runtime.NumCPU()/rt.Mesh.World())
-		}
-		comms := &trainer.Comms{Mesh: rt.Mesh, Coord: rt.Coord, DP: rt.DP, TP: rt.TP, PP: rt.PP}
-		if rt.Mesh.PP > 1 && (rt.Coord.PP == 0 || rt.Coord.PP == rt.Mesh.PP-1) {
-			first, last := rt.Coord, rt.Coord
-			first.PP, last.PP = 0, rt.Mesh.PP-1
-			ranks := []int{rt.Mesh.Rank(first), rt.Mesh.Rank(last)}
-			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding", Flight: rt.Flight}); err != nil {
-				return err
-			}
-		}
-		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier, local: isLoopback(rt.Job.Coordinator)}
-		return trainLoop(runCtx, f, opts, &distributed{comms: comms, job: job}, stdout, stderr)
-	}()
-	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
-		err = context.Cause(runCtx)
-	}
-	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return rt.Leave(lctx, err)
+		return trainLoop(ctx, f, opts, d, stdout, stderr)
+	})
 }
 
 // waitSave waits for a background checkpoint write, if any.

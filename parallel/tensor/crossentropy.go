@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+
+	"github.com/strand-ml/strand/vec"
 )
 
 // IgnoreIndex marks targets that contribute no loss (PyTorch's default).
@@ -51,13 +53,8 @@ func (ce *VocabCrossEntropy) Forward(ctx context.Context, losses, logits []float
 			// log softmax numerator = logit - max, exact even if exp underflows
 			stats[N+n] = row[t] - mx[n]
 		}
-		var z float64
-		for i, v := range row {
-			e := math.Exp(float64(v - mx[n]))
-			row[i] = float32(e)
-			z += e
-		}
-		stats[n] = float32(z)
+		// exp(logit - max) in place and its sum (AVX-512 where available)
+		stats[n] = vec.ExpShiftSum(row, mx[n])
 	}
 	if err := ce.Group.AllReduceSum(ctx, stats); err != nil {
 		return 0, 0, fmt.Errorf("vocab-parallel cross-entropy sum: %w", err)

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"unsafe"
 
 	"github.com/strand-ml/strand/vec"
@@ -83,7 +82,10 @@ func (m *GPT) operand16(x []float32, trans bool, rows, cols, ld, slot int) []uin
 	}
 	s := m.b16.slot[slot]
 	if n > len(s) {
-		panic(fmt.Sprintf("model: bf16 operand of %d values exceeds the %d-value scratch", n, len(s)))
+		// a weight outside Params (a frozen base under LoRA) can be wider
+		// than any activation: grow once, then reuse
+		s = make([]uint16, n)
+		m.b16.slot[slot] = s
 	}
 	vec.ToBF16(s[:n], x[:n])
 	return s[:n]

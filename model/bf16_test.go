@@ -126,3 +126,29 @@ func TestFP16ProductsRoundAndOverflow(t *testing.T) {
 		t.Fatal("fp16 gradients stayed finite at loss scale 1e8")
 	}
 }
+
+// TestBF16WithLoRA: under LoRA the frozen base weights are outside Params,
+// so bf16 rounds them like activations; with a single short sequence a
+// weight is wider than any activation operand, and the scratch must grow
+// rather than fail. The loss stays close to the float32 LoRA model's.
+func TestBF16WithLoRA(t *testing.T) {
+	cfg := Config{VocabSize: 32, NLayer: 1, NHead: 2, NEmbd: 64, NPositions: 4, LayerNormEps: 1e-5,
+		Activation: GELUTanh, Norm: LayerNorm, Position: PosLearned, InitStd: 0.05}
+	B, T := 1, 4
+	tok, tgt := testBatch(B, T, cfg.VocabSize)
+	run := func(bf16 bool) float64 {
+		m := loraModel(t, cfg, Full(cfg), B, T)
+		m.SetBF16(bf16)
+		sum, n, err := m.Forward(tok, tgt, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Params.ZeroGrad()
+		m.Backward(float32(1 / float64(n)))
+		return sum / float64(n)
+	}
+	l32, l16 := run(false), run(true)
+	if e := math.Abs(l16-l32) / l32; e > 5e-3 {
+		t.Fatalf("bf16 LoRA loss %.6f vs float32 %.6f", l16, l32)
+	}
+}

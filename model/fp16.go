@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"unsafe"
 
 	"github.com/strand-ml/strand/numeric"
@@ -74,7 +73,8 @@ func (m *GPT) operandF16(x []float32, trans bool, rows, cols, ld, slot int) []fl
 	}
 	s := m.f16.slot[slot]
 	if n > len(s) {
-		panic(fmt.Sprintf("model: fp16 operand of %d values exceeds the %d-value scratch", n, len(s)))
+		s = make([]float32, n) // see operand16
+		m.f16.slot[slot] = s
 	}
 	roundF16(s[:n], x[:n])
 	return s[:n]

@@ -67,11 +67,15 @@ type Config struct {
 
 // Server is a running coordinator.
 type Server struct {
-	cfg         Config
-	log         *zap.Logger
-	grpc        *grpc.Server
-	ln          net.Listener
-	gossip      *memberlist.Memberlist
+	cfg    Config
+	log    *zap.Logger
+	grpc   *grpc.Server
+	ln     net.Listener
+	gossip *memberlist.Memberlist
+	// gossipSeed is gossip's own address, read once at start: memberlist
+	// calls our event handlers (which take mu) while holding its own lock,
+	// so nothing may call into memberlist while holding mu.
+	gossipSeed  string
 	metrics     *obs.Registry
 	metricsAddr net.Addr
 	start       time.Time
@@ -170,6 +174,7 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	s.gossipSeed = gossipAddr(s.gossip)
 	if cfg.MetricsAddr != "" {
 		s.metricsAddr, err = obs.Serve(ctx, cfg.MetricsAddr, s.metrics)
 		if err != nil {
@@ -181,7 +186,7 @@ func Start(cfg Config) (*Server, error) {
 	if !cfg.Regroup {
 		go s.joinTimer(ctx)
 	}
-	s.log.Info("coordinator listening", zap.String("addr", s.Addr()), zap.Int64("epoch", cfg.Epoch), zap.String("gossip", gossipAddr(s.gossip)),
+	s.log.Info("coordinator listening", zap.String("addr", s.Addr()), zap.Int64("epoch", cfg.Epoch), zap.String("gossip", s.gossipSeed),
 		zap.Stringer("mesh", cfg.Mesh), zap.Int("world", cfg.Mesh.World()))
 	return s, nil
 }
@@ -398,7 +403,7 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinReply, 
 		JobId:      s.cfg.JobID,
 		Epoch:      s.cfg.Epoch,
 		Members:    s.membersLocked(),
-		GossipSeed: gossipAddr(s.gossip),
+		GossipSeed: s.gossipSeed,
 	}, nil
 }
 

@@ -142,6 +142,14 @@ func TestSFTLayouts(t *testing.T) {
 		l, _ := sftMetrics(t, out)
 		return l
 	}
+	matchesSingleProcessOnFourRanks(t, run)
+}
+
+// matchesSingleProcessOnFourRanks runs a fine-tuning command (run(name,
+// mesh flags...) returns its per-step losses) on one process and on three
+// 4-process DP x TP x PP meshes, and wants the losses within 1e-4.
+func matchesSingleProcessOnFourRanks(t *testing.T, run func(name string, mesh ...string) []float64) {
+	t.Helper()
 	want := run("single")
 	for _, mesh := range [][]string{{"--dp", "2", "--pp", "2"}, {"--tp", "2", "--pp", "2"}, {"--dp", "2", "--tp", "2"}} {
 		name := strings.Join(mesh, "")
@@ -263,19 +271,7 @@ func TestDPOLayouts(t *testing.T) {
 		l, _ := sftMetrics(t, out)
 		return l
 	}
-	want := run("single")
-	for _, mesh := range [][]string{{"--dp", "2", "--pp", "2"}, {"--tp", "2", "--pp", "2"}, {"--dp", "2", "--tp", "2"}} {
-		name := strings.Join(mesh, "")
-		got := run(name, append([]string{"--nproc", "4"}, mesh...)...)
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d steps, want %d", name, len(got), len(want))
-		}
-		for i := range want {
-			if e := math.Abs(got[i]-want[i]) / want[i]; e > 1e-4 {
-				t.Errorf("%s step %d: loss %.7f, single process %.7f (relative %.2g)", name, i+1, got[i], want[i], e)
-			}
-		}
-	}
+	matchesSingleProcessOnFourRanks(t, run)
 }
 
 // TestRewardModelSeparatesPairs: a reward model on tiny learns to prefer

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 
@@ -18,6 +19,35 @@ type State struct {
 	Seed   uint64           `json:"seed"`
 	Loader data.LoaderState `json:"loader"`
 	Layout string           `json:"layout"`
+	// Head is a head objective's parameters and moments (SetHead); Save
+	// fills it, Restore reads it.
+	Head *HeadState `json:"head,omitempty"`
+	// Extra are more top-level keys the caller records for readers of the
+	// checkpoint (e.g. "reward_head" for strand rm score and ppo); they
+	// must not collide with the fields above. Restore ignores them.
+	Extra map[string]any `json:"-"`
+}
+
+// MarshalJSON writes the fields and the Extra keys as one object.
+func (s State) MarshalJSON() ([]byte, error) {
+	type plain State // without the method
+	raw, err := json.Marshal(plain(s))
+	if err != nil || len(s.Extra) == 0 {
+		return raw, err
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	for k, v := range s.Extra {
+		if _, dup := obj[k]; dup {
+			return nil, fmt.Errorf("trainer state: extra key %q collides with a field", k)
+		}
+		if obj[k], err = json.Marshal(v); err != nil {
+			return nil, fmt.Errorf("trainer state: extra key %q: %w", k, err)
+		}
+	}
+	return json.Marshal(obj)
 }
 
 // Barrier synchronizes every rank of the job (worker.Runtime.Barrier);
@@ -91,6 +121,7 @@ type snapshot struct {
 	step   int
 	opt    int
 	loader data.LoaderState
+	head   *HeadState
 }
 
 // snapshot captures weights, moments and data position; with copy the
@@ -100,7 +131,7 @@ func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, er
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot{t: t, model: t.Model, m1: m1, v1: v1, step: t.Step, opt: t.Opt.Step}
+	s := &snapshot{t: t, model: t.Model, m1: m1, v1: v1, step: t.Step, opt: t.Opt.Step, head: t.headState()}
 	if t.Loader != nil {
 		s.loader = t.Loader.State()
 	}
@@ -113,7 +144,7 @@ func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, er
 
 func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, barrier Barrier, st State) (string, error) {
 	t := s.t
-	st.Step, st.Loader, st.Layout = s.step, s.loader, t.Comms.Mesh.String()
+	st.Step, st.Loader, st.Layout, st.Head = s.step, s.loader, t.Comms.Mesh.String(), s.head
 	mesh := t.Comms.Mesh
 	m1, v1 := s.m1, s.v1
 	var err error
@@ -167,7 +198,11 @@ func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, ba
 }
 
 // Restore loads weights, optimizer moments, step and data position from the
-// checkpoint in dir, written under any layout.
+// checkpoint in dir, written under any layout, and the head objective's
+// state when SetHead installed one. A Source set before Restore is moved
+// to the batch of the restored step: directly when it is a Seeker,
+// otherwise by reading and discarding one batch per step taken (the
+// fine-tuning sources are deterministic in the step).
 func (t *Trainer) Restore(dir string) (State, error) {
 	var st State
 	if err := checkpoint.LoadTrainerState(dir, &st); err != nil {
@@ -185,11 +220,37 @@ func (t *Trainer) Restore(dir string) (State, error) {
 	t.Opt.Pack(t.Opt.M, m1)
 	t.Opt.Pack(t.Opt.V, v1)
 	t.Opt.Step = step
-	if t.Loader != nil {
+	if err := t.restoreHead(dir, st.Head); err != nil {
+		return st, err
+	}
+	if t.Source != nil {
+		if err := t.seekSource(st.Step); err != nil {
+			return st, fmt.Errorf("checkpoint %s: data position: %w", dir, err)
+		}
+	} else if t.Loader != nil {
 		if err := t.Loader.Restore(st.Loader); err != nil {
 			return st, fmt.Errorf("checkpoint %s: data position: %w", dir, err)
 		}
 	}
 	t.Step = st.Step
 	return st, nil
+}
+
+// Seeker is implemented by a Source that can move straight to the batch
+// of a given step (the batch the step+1-th TrainStep reads).
+type Seeker interface {
+	SeekStep(step int) error
+}
+
+// seekSource positions a fresh Source at step.
+func (t *Trainer) seekSource(step int) error {
+	if s, ok := t.Source.(Seeker); ok {
+		return s.SeekStep(step)
+	}
+	for i := 0; i < step; i++ {
+		if err := t.Source.Next(t.inputs, t.targets); err != nil {
+			return fmt.Errorf("skipping batch %d of %d: %w", i+1, step, err)
+		}
+	}
+	return nil
 }

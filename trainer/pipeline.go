@@ -72,8 +72,15 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		if sg, ok := t.Source.(Segmented); ok {
 			t.acts[slot].SetSegments(sg.Segments()[lo:hi])
 		}
+		targets := t.targets[lo:hi]
+		if t.head != nil {
+			targets = nil // no LM loss: the head objective's loss replaces it
+		}
 		t0 := time.Now()
-		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, t.targets[lo:hi], t.micro, T)
+		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, targets, t.micro, T)
+		if err == nil && t.head != nil && m.Layout.Last {
+			sum, err = t.headForward(lo/T, slot, e.scale)
+		}
 		if err == nil && t.Objective != nil && m.Layout.Last {
 			if len(t.weights) != hi-lo {
 				t.weights = make([]float32, hi-lo)

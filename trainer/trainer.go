@@ -193,9 +193,10 @@ type Trainer struct {
 	// pipeline accounting for the measured bubble: compute time inside the
 	// schedule and wall time of the schedule, summed over steps
 	pipeCompute, pipeWall time.Duration
-	scalars               [3]float32 // step-level reductions: target count, loss, squared norm
-	exec                  *stageExec // reused every step
-	weights               []float32  // per-position loss weights of a micro-batch (Objective)
+	scalars               [3]float32   // step-level reductions: target count, loss, squared norm
+	exec                  *stageExec   // reused every step
+	weights               []float32    // per-position loss weights of a micro-batch (Objective)
+	head                  *headTrainer // SetHead's objective, parameters and optimizer
 }
 
 // StepStats summarizes one optimizer step.
@@ -379,6 +380,13 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	if t.Objective != nil {
 		local = t.Objective.Units(t.targets)
 	}
+	if t.head != nil {
+		if t.Objective != nil {
+			return StepStats{}, fmt.Errorf("both an Objective and a head objective are set")
+		}
+		local = t.head.obj.Units(t.targets)
+		clear(t.head.grads)
+	}
 	total := t.scalars[0:1]
 	total[0] = float32(local)
 	if err := allReduce(ctx, c.DP, total, collective.Sum); err != nil {
@@ -412,6 +420,9 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	if err := t.reduceGradients(ctx); err != nil {
 		return StepStats{}, err
 	}
+	if err := t.reduceHead(ctx, scale); err != nil {
+		return StepStats{}, err
+	}
 	norm, err := t.gradNorm(ctx)
 	if err != nil {
 		return StepStats{}, err
@@ -432,6 +443,10 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	if !skipped {
 		optim.Scale(m.Params.Grad, clip*unscale)
 		t.Opt.Update(m.Params.Data, m.Params.Grad, lr)
+		if t.head != nil {
+			optim.Scale(t.head.grads, clip*unscale)
+			t.head.opt.Update(t.head.params, t.head.grads, lr)
+		}
 	}
 	if t.bucketer != nil && !skipped {
 		if err := t.bucketer.GatherParams(ctx, m.Params.Data); err != nil {
@@ -515,6 +530,7 @@ func (t *Trainer) gradNorm(ctx context.Context) (float64, error) {
 	} else {
 		ss = ps.NormSumSquares()
 	}
+	ss += t.headSumSquares()
 	buf := t.scalars[2:3]
 	buf[0] = float32(ss)
 	for _, g := range []*collective.Comm{c.TP, c.PP} {

@@ -12,6 +12,7 @@ import (
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 	dpdata "github.com/strand-ml/strand/parallel/data"
+	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/loopback"
 )
 
@@ -51,26 +52,9 @@ func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]f
 			defer wg.Done()
 			errs[r] = func() error {
 				coord := m.Coord(r)
-				comm := func(name string, a mesh.Axis) (*collective.Comm, error) {
-					return collective.New(trs[r], m.Group(a, r), collective.Options{Name: name})
-				}
-				c := &Comms{Mesh: m, Coord: coord}
-				var err error
-				if c.DP, err = comm("dp", mesh.DataAxis); err != nil {
+				c, err := testComms(trs[r], m, r)
+				if err != nil {
 					return err
-				}
-				if c.TP, err = comm("tp", mesh.TensorAxis); err != nil {
-					return err
-				}
-				if c.PP, err = comm("pp", mesh.PipelineAxis); err != nil {
-					return err
-				}
-				if m.PP > 1 && (coord.PP == 0 || coord.PP == m.PP-1) {
-					first, last := coord, coord
-					first.PP, last.PP = 0, m.PP-1
-					if c.Embed, err = collective.New(trs[r], []int{m.Rank(first), m.Rank(last)}, collective.Options{Name: "embed"}); err != nil {
-						return err
-					}
 				}
 				loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: coord.DP, DPSize: m.DP})
 				if err != nil {
@@ -120,6 +104,33 @@ func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]f
 		}
 	}
 	return losses, params
+}
+
+// testComms builds rank r's communicators of mesh m over tr.
+func testComms(tr transport.Transport, m mesh.Mesh, r int) (*Comms, error) {
+	coord := m.Coord(r)
+	comm := func(name string, a mesh.Axis) (*collective.Comm, error) {
+		return collective.New(tr, m.Group(a, r), collective.Options{Name: name})
+	}
+	c := &Comms{Mesh: m, Coord: coord}
+	var err error
+	if c.DP, err = comm("dp", mesh.DataAxis); err != nil {
+		return nil, err
+	}
+	if c.TP, err = comm("tp", mesh.TensorAxis); err != nil {
+		return nil, err
+	}
+	if c.PP, err = comm("pp", mesh.PipelineAxis); err != nil {
+		return nil, err
+	}
+	if m.PP > 1 && (coord.PP == 0 || coord.PP == m.PP-1) {
+		first, last := coord, coord
+		first.PP, last.PP = 0, m.PP-1
+		if c.Embed, err = collective.New(tr, []int{m.Rank(first), m.Rank(last)}, collective.Options{Name: "embed"}); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 func compare(t *testing.T, name string, got, want []float64, gotP, wantP map[string][]float32) {

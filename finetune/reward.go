@@ -85,13 +85,21 @@ func NewRewardModel(m *model.GPT, seed uint64) (*RewardModel, error) {
 		return nil, fmt.Errorf("reward model: needs the whole model in one process")
 	}
 	C := m.Config.NEmbd
+	h := NewRewardHead(C, seed)
+	return &RewardModel{GPT: m, Head: h, acts: m.NewActs(m.MaxB, m.MaxT), dHead: make([]float32, C+1),
+		dHid: make([]float32, m.MaxB*m.MaxT*C)}, nil
+}
+
+// NewRewardHead draws a head of width C from seed (weights with std
+// 1/sqrt(C), bias 0): the same head NewRewardModel and NewRewardBatches
+// start from.
+func NewRewardHead(C int, seed uint64) RewardHead {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	h := RewardHead{Weight: make([]float32, C)}
 	for i := range h.Weight {
 		h.Weight[i] = float32(r.NormFloat64() / math.Sqrt(float64(C)))
 	}
-	return &RewardModel{GPT: m, Head: h, acts: m.NewActs(m.MaxB, m.MaxT), dHead: make([]float32, C+1),
-		dHid: make([]float32, m.MaxB*m.MaxT*C)}, nil
+	return h
 }
 
 // SetHead replaces the head (from a checkpoint).

@@ -30,8 +30,8 @@ type RewardBatches struct {
 	perm  []int
 	epoch int
 	C     int
-	head  []float32 // (C+1): weight, then bias
-	grad  []float32 // (C+1)
+	head  []float32   // (C+1): weight, then bias
+	grad  []float32   // (C+1)
 	Stats RewardStats // this step's, reset by Next
 }
 

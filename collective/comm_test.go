@@ -576,3 +576,38 @@ func crash(tr transport.Transport) {
 	}
 	tr.Close()
 }
+
+// TestTCPChunkedReduceMatchesLoopbackToTheBit: over TCP the reducing
+// receives are combined chunk by chunk as bytes arrive (split over two
+// sockets); the result must equal, bit for bit, the loopback transport's
+// (which stages whole segments), for every op.
+func TestTCPChunkedReduceMatchesLoopbackToTheBit(t *testing.T) {
+	const n, count = 3, 3<<18 + 5 // several 1 MiB segments per chunk, split across streams
+	rng := rand.New(rand.NewSource(2))
+	inputs := make([][]float32, n)
+	for r := range inputs {
+		inputs[r] = make([]float32, count)
+		for i := range inputs[r] {
+			inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.Intn(6)-3)))
+		}
+	}
+	tcp := tcpWorld(t, n)
+	for k, op := range []Op{Sum, Avg, Max} {
+		var results [2][][]float32
+		for w, ts := range [][]transport.Transport{loopbackWorld(t, n), tcp} {
+			results[w] = make([][]float32, n)
+			onAll(t, ts, Options{Name: fmt.Sprint("bits", k)}, func(r int, c *Comm) error {
+				buf := F32(append([]float32(nil), inputs[r]...))
+				results[w][r] = buf
+				return c.AllReduce(context.Background(), buf, op)
+			})
+		}
+		for r := 0; r < n; r++ {
+			for i := range results[1][r] {
+				if math.Float32bits(results[1][r][i]) != math.Float32bits(results[0][0][i]) {
+					t.Fatalf("%v rank %d element %d: tcp %v, loopback %v", op, r, i, results[1][r][i], results[0][0][i])
+				}
+			}
+		}
+	}
+}

@@ -439,6 +439,10 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs *progress) {
 	const postDepth, stageDepth = 8, 6
 	c := cl.c
+	if cp, ok := c.t.(transport.ChunkPoster); ok {
+		cl.recvLaneChunks(rp, cp, plan, sends, recvs)
+		return
+	}
 	need := 0
 	for _, s := range plan.Recvs {
 		if s.Reduce {
@@ -510,6 +514,81 @@ func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs
 			reduceInto(cl.fp.DType, cl.fp.Op, dst, sl.stage[:len(dst)], s.PeerFirst, s.Final, n)
 			free = append(free, sl.stage)
 		}
+		recvs.add()
+	}
+}
+
+// reduceSink combines the chunks of one incoming segment into its
+// destination region as they arrive (transport.ChunkSink). Chunks cover
+// disjoint ranges, so concurrent calls for one segment are safe, and each
+// element is combined exactly once in the plan's fixed order, so the
+// result does not depend on how the transport cut the message.
+type reduceSink struct {
+	dt               DType
+	op               Op
+	dst              []byte
+	peerFirst, final bool
+	n                int
+}
+
+func (s *reduceSink) Chunk(off int, b []byte) {
+	reduceInto(s.dt, s.op, s.dst[off:off+len(b)], b, s.peerFirst, s.final, s.n)
+}
+
+// chunkPostDepth bounds how many receives recvLaneChunks keeps posted.
+const chunkPostDepth = 64
+
+// recvLaneChunks is recvLanePosted for transports that hand a message over
+// in chunks: a reducing step's segment is combined into place chunk by
+// chunk as it arrives (by the transport's reader, while the chunk is in
+// cache), so no staging buffer is written and read back, and since no
+// staging buffer limits the window, every receive of the plan whose
+// region is free is posted ahead and nothing is parked and copied.
+func (cl *call) recvLaneChunks(rp transport.RecvPoster, cp transport.ChunkPoster, plan *Plan, sends, recvs *progress) {
+	c := cl.c
+	var sinks [chunkPostDepth]reduceSink
+	var window [chunkPostDepth]transport.PostedRecv
+	R, n, next := plan.Recvs, len(c.ranks), 0
+	done := 0
+	// Every posted receive is waited for before returning, so that no
+	// buffer is written after this call ends.
+	defer func() {
+		for ; done < next; done++ {
+			_ = window[done%chunkPostDepth].Wait()
+		}
+	}()
+	for done < len(R) {
+		for next < len(R) && next-done < chunkPostDepth {
+			s := R[next]
+			if s.After > sends.count() {
+				if next > done {
+					break // post it later; first finish what is posted
+				}
+				if err := sends.wait(cl.ctx, s.After); err != nil {
+					cl.fail(err)
+					return
+				}
+			}
+			dst := cl.region(s)
+			g := c.ranks[s.Peer]
+			if s.Reduce {
+				sk := &sinks[next%chunkPostDepth]
+				*sk = reduceSink{dt: cl.fp.DType, op: cl.fp.Op, dst: dst, peerFirst: s.PeerFirst, final: s.Final, n: n}
+				window[next%chunkPostDepth] = cp.PostRecvChunks(cl.ctx, g, cl.tag, len(dst), sk)
+			} else {
+				window[next%chunkPostDepth] = rp.PostRecv(cl.ctx, g, cl.tag, dst)
+			}
+			next++
+		}
+		s := R[done]
+		cl.blocked[1].Store(int64(c.ranks[s.Peer]))
+		err := window[done%chunkPostDepth].Wait()
+		done++
+		if err != nil {
+			cl.fail(err)
+			return
+		}
+		cl.blocked[1].Store(-1)
 		recvs.add()
 	}
 }

@@ -11,6 +11,10 @@
 //   - MultiSender: an optional interface for sending several small
 //     messages to one peer at once (one system call on TCP), which saves a
 //     wake-up per message on latency-bound collectives.
+//   - ChunkPoster: an optional interface for receiving a message as a
+//     sequence of cache-sized chunks handed to a ChunkSink instead of into
+//     one buffer, so that a reducing collective can combine each chunk
+//     while it is still in cache (no staging buffer written and re-read).
 
 package transport
 
@@ -104,4 +108,30 @@ func (f failedRecv) Wait() error { return f.err }
 // calling Send for each buffer in order.
 type MultiSender interface {
 	SendMulti(ctx context.Context, peer int, tag Tag, bufs [][]byte) error
+}
+
+// ChunkSink consumes a message received through ChunkPoster.
+type ChunkSink interface {
+	// Chunk is handed the message bytes [off, off+len(b)). b is valid only
+	// during the call. Chunks of one message never overlap and together
+	// cover it exactly once; each starts at a multiple of ChunkAlign.
+	// Chunk may be called from a transport goroutine, and concurrently for
+	// different ranges of the same message (a message split over several
+	// sockets), so it must only touch the range it was given.
+	Chunk(off int, b []byte)
+}
+
+// ChunkAlign is the alignment of every chunk offset handed to a ChunkSink
+// (a multiple of every element size).
+const ChunkAlign = 4096
+
+// ChunkPoster is optionally implemented by a Transport that can hand an
+// incoming message to a ChunkSink piece by piece as it arrives. It
+// behaves like RecvPoster.PostRecv with a buffer of n bytes, except that
+// the bytes go to sink: a message of another length fails with a
+// *SizeError and sink is not called. When Wait returns nil, sink has seen
+// every byte; when it returns an error, sink may have seen some and is
+// not called again.
+type ChunkPoster interface {
+	PostRecvChunks(ctx context.Context, peer int, tag Tag, n int, sink ChunkSink) PostedRecv
 }

@@ -26,8 +26,11 @@
 //
 // Receiving: one reader goroutine per socket reads each part straight into
 // the buffer of the matching posted Recv (no copy); a message that arrives
-// before its Recv is parked in a pooled buffer and copied later. The hot
-// path (a Send or Recv of a posted buffer) allocates nothing.
+// before its Recv is parked in a pooled buffer and copied later. A chunked
+// receive (transport.ChunkPoster) is handed the bytes straight out of the
+// reader's 256 KiB socket buffer, in 4 KiB-aligned chunks, while they are
+// still in cache; a parked message is fed to it from Wait. The hot path (a
+// Send or Recv of a posted buffer) allocates nothing.
 //
 // Failures: a socket error fails the whole peer (every socket to it is
 // closed and every pending call on it returns a *transport.PeerError), and

@@ -60,13 +60,14 @@ type message struct {
 	id        uint64
 	tag       transport.Tag
 	total     int
-	remaining int      // bytes not yet received
-	writers   int      // parts being read into buf right now
-	buf       []byte   // destination: the Recv's own buffer (direct) or a pooled one
-	direct    bool     // buf belongs to recv
-	recv      *pending // the Recv this message belongs to, once matched
-	done      bool     // every byte has arrived
-	abandoned bool     // its Recv gave up: drop the bytes
+	remaining int                 // bytes not yet received
+	writers   int                 // parts being read into buf right now
+	buf       []byte              // destination: the Recv's own buffer (direct) or a pooled one
+	sink      transport.ChunkSink // direct destination of a chunked Recv (buf is nil)
+	direct    bool                // buf (or sink) belongs to recv
+	recv      *pending            // the Recv this message belongs to, once matched
+	done      bool                // every byte has arrived
+	abandoned bool                // its Recv gave up: drop the bytes
 }
 
 // pending is one Recv call waiting for its message.
@@ -76,6 +77,9 @@ type pending struct {
 	tag      transport.Tag
 	box      *mailbox // the mailbox it was posted in (nil if it failed at once)
 	buf      []byte
+	sink     transport.ChunkSink // chunked receive: bytes go here, not to buf
+	want     int                 // expected message length (len(buf) unless sink)
+	parked   []byte              // chunked receive of a parked message: Wait feeds it to sink
 	msg      *message
 	done     chan struct{} // receives one token when finished
 	finished bool
@@ -365,13 +369,17 @@ func (p *peer) readLoop(s *stream, idx int) {
 			}
 			continue
 		}
-		m, dst, err := p.announce(idx, &h)
+		m, dst, sink, err := p.announce(idx, &h)
 		if err != nil {
 			p.fail(err)
 			return
 		}
-		_, err = io.ReadFull(br, dst)
-		if !p.partDone(m, len(dst), err) {
+		if sink != nil {
+			err = readChunks(br, sink, int(h.Offset), int(h.PartLen))
+		} else {
+			_, err = io.ReadFull(br, dst)
+		}
+		if !p.partDone(m, int(h.PartLen), err) {
 			return
 		}
 	}
@@ -407,17 +415,18 @@ func (p *peer) sayGoodbye() {
 }
 
 // announce finds (stream > 0) or creates (stream 0) the message a frame
-// belongs to and returns where its bytes go.
-func (p *peer) announce(idx int, h *frameHeader) (*message, []byte, error) {
+// belongs to and returns where its bytes go: a slice of a buffer, or (for
+// a chunked Recv) a sink.
+func (p *peer) announce(idx int, h *frameHeader) (*message, []byte, transport.ChunkSink, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var m *message
 	if idx == 0 {
 		if h.Offset != 0 {
-			return nil, nil, fmt.Errorf("protocol error: stream 0 frame at offset %d", h.Offset)
+			return nil, nil, nil, fmt.Errorf("protocol error: stream 0 frame at offset %d", h.Offset)
 		}
 		if p.inflight[h.ID] != nil {
-			return nil, nil, fmt.Errorf("protocol error: message id %d announced twice", h.ID)
+			return nil, nil, nil, fmt.Errorf("protocol error: message id %d announced twice", h.ID)
 		}
 		m = p.newMessage()
 		m.id, m.tag, m.total, m.remaining = h.ID, transport.Tag(h.Tag), int(h.Total), int(h.Total)
@@ -443,28 +452,35 @@ func (p *peer) announce(idx int, h *frameHeader) (*message, []byte, error) {
 			p.cond.Wait()
 		}
 		if p.err != nil {
-			return nil, nil, p.err
+			return nil, nil, nil, p.err
 		}
 		if uint64(m.tag) != h.Tag || uint64(m.total) != h.Total {
-			return nil, nil, fmt.Errorf("protocol error: part of message %d disagrees on tag or length", h.ID)
+			return nil, nil, nil, fmt.Errorf("protocol error: part of message %d disagrees on tag or length", h.ID)
 		}
 	}
 	if p.err != nil {
-		return nil, nil, p.err
+		return nil, nil, nil, p.err
 	}
 	m.writers++
-	return m, m.buf[h.Offset : h.Offset+uint64(h.PartLen)], nil
+	if m.sink != nil {
+		return m, nil, m.sink, nil
+	}
+	return m, m.buf[h.Offset : h.Offset+uint64(h.PartLen)], nil, nil
 }
 
 // match binds message m to the waiting Recv r.
 func (p *peer) match(m *message, r *pending) {
 	m.recv, r.msg = r, m
-	if len(r.buf) == m.total {
+	if r.want == m.total {
+		if r.sink != nil {
+			m.sink, m.direct = r.sink, true
+			return
+		}
 		m.buf, m.direct = r.buf, true
 		return
 	}
 	m.buf = p.t.pool.get(m.total)
-	r.err = &transport.SizeError{Peer: p.rank, Tag: m.tag, Want: len(r.buf), Got: m.total}
+	r.err = &transport.SizeError{Peer: p.rank, Tag: m.tag, Want: r.want, Got: m.total}
 }
 
 // partDone accounts n received bytes of m; it reports false if the stream
@@ -501,10 +517,15 @@ func (p *peer) complete(m *message) {
 	switch {
 	case r != nil:
 		if !m.direct {
-			if r.err == nil {
+			switch {
+			case r.err == nil && r.sink != nil:
+				r.parked = m.buf // Wait feeds it to the sink, outside the lock
+			case r.err == nil:
 				copy(r.buf, m.buf)
+				p.t.pool.put(m.buf)
+			default:
+				p.t.pool.put(m.buf)
 			}
-			p.t.pool.put(m.buf)
 		}
 		r.finished = true
 		r.done <- struct{}{}
@@ -519,17 +540,20 @@ func (p *peer) complete(m *message) {
 }
 
 func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
-	return p.post(ctx, tag, buf).Wait()
+	return p.post(ctx, tag, buf, len(buf), nil).Wait()
 }
 
 // post registers a receive: it takes the tag's oldest early message, or
 // queues r for the next one to arrive. Either way the receive holds its
 // place in the tag's order from this moment; Wait finishes it.
-func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte) *pending {
+//
+// With a sink, the message's bytes go to sink instead of buf (nil), and
+// want is the expected length.
+func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte, want int, sink transport.ChunkSink) *pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.newPending(buf)
-	r.p, r.ctx, r.tag = p, ctx, tag
+	r.p, r.ctx, r.tag, r.want, r.sink = p, ctx, tag, want, sink
 	// Messages that arrived before the peer failed or left are still
 	// delivered; only then is the peer's state an error.
 	if b := p.boxes[tag]; (b == nil || len(b.arrived) == 0) && (p.err != nil || p.left) {
@@ -548,14 +572,19 @@ func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte) *pending
 		box.arrived[0] = nil
 		box.arrived = box.arrived[1:]
 		m.recv, r.msg = r, m
-		if len(buf) != m.total {
-			r.err = &transport.SizeError{Peer: p.rank, Tag: tag, Want: len(buf), Got: m.total}
+		if want != m.total {
+			r.err = &transport.SizeError{Peer: p.rank, Tag: tag, Want: want, Got: m.total}
 		}
 		if m.done {
-			if r.err == nil {
+			switch {
+			case r.err == nil && sink != nil:
+				r.parked = m.buf // Wait feeds it to the sink, outside the lock
+			case r.err == nil:
 				copy(buf, m.buf)
+				p.t.pool.put(m.buf)
+			default:
+				p.t.pool.put(m.buf)
 			}
-			p.t.pool.put(m.buf)
 			p.freeMessage(m)
 			r.msg, r.finished = nil, true
 			r.done <- struct{}{}
@@ -578,20 +607,25 @@ func (r *pending) Wait() error {
 	case <-p.dead:
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	tag, box := r.tag, r.box
 	if r.finished {
 		select { // the token may still be there if we woke for another reason
 		case <-r.done:
 		default:
 		}
-		err := r.err
+		err, sink, parked := r.err, r.sink, r.parked
 		p.freePending(r)
 		if box != nil {
 			p.tidy(tag, box)
 		}
+		p.mu.Unlock()
+		if parked != nil {
+			feedChunks(sink, parked)
+			p.t.pool.put(parked)
+		}
 		return err
 	}
+	defer p.mu.Unlock()
 	if waitErr == nil {
 		waitErr = p.err
 	}
@@ -626,7 +660,7 @@ func (p *peer) abandon(r *pending, box *mailbox) {
 		for m.writers > 0 {
 			p.cond.Wait()
 		}
-		m.direct = false
+		m.direct, m.sink = false, nil
 		m.buf = p.t.pool.get(m.total)
 	}
 }
@@ -673,6 +707,44 @@ func (p *peer) newPending(buf []byte) *pending {
 	}
 	r.buf = buf
 	return r
+}
+
+// chunkMax is the largest chunk handed to a ChunkSink: small enough to stay
+// in a core's L2 cache between the socket read and the sink's use of it.
+const chunkMax = 256 << 10
+
+// feedChunks hands a fully received (parked) message to sink.
+func feedChunks(sink transport.ChunkSink, b []byte) {
+	for off := 0; off < len(b); off += chunkMax {
+		sink.Chunk(off, b[off:min(off+chunkMax, len(b))])
+	}
+}
+
+// readChunks reads the n bytes of a part starting at message offset off
+// and hands them to sink straight out of the socket's read buffer (no
+// copy), in chunks that start at multiples of transport.ChunkAlign.
+func readChunks(br *bufio.Reader, sink transport.ChunkSink, off, n int) error {
+	const align = transport.ChunkAlign
+	for n > 0 {
+		k := br.Buffered()
+		switch {
+		case k >= n:
+			k = n
+		case k >= align:
+			k &^= align - 1
+		default: // wait for a full aligned chunk (or the rest of the part)
+			k = min(n, align)
+		}
+		b, err := br.Peek(k)
+		if err != nil {
+			return err
+		}
+		sink.Chunk(off, b)
+		_, _ = br.Discard(k)
+		off += k
+		n -= k
+	}
+	return nil
 }
 
 func (p *peer) freePending(r *pending) {

@@ -92,6 +92,7 @@ var (
 	_ transport.FailureNotifier = (*Transport)(nil)
 	_ transport.RecvPoster      = (*Transport)(nil)
 	_ transport.MultiSender     = (*Transport)(nil)
+	_ transport.ChunkPoster     = (*Transport)(nil)
 )
 
 func addrKey(job string, rank int) string { return "strand/tcp/" + job + "/addr/" + strconv.Itoa(rank) }
@@ -367,7 +368,21 @@ func (t *Transport) PostRecv(ctx context.Context, rank int, tag transport.Tag, b
 	if err != nil {
 		return transport.FailedRecv(err)
 	}
-	return p.post(ctx, tag, buf)
+	return p.post(ctx, tag, buf, len(buf), nil)
+}
+
+// PostRecvChunks implements transport.ChunkPoster: the message's bytes are
+// handed to sink by the socket reader as they arrive, straight out of its
+// read buffer, in chunks of at most 256 KiB.
+func (t *Transport) PostRecvChunks(ctx context.Context, rank int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
+	p, err := t.peer("recv", rank)
+	if err != nil {
+		return transport.FailedRecv(err)
+	}
+	if n < 0 || sink == nil {
+		return transport.FailedRecv(&transport.PeerError{Peer: rank, Op: "recv", Err: fmt.Errorf("chunked receive needs a sink and a length >= 0 (got %d)", n)})
+	}
+	return p.post(ctx, tag, nil, n, sink)
 }
 
 // PeerFailures implements transport.FailureNotifier.

@@ -448,3 +448,126 @@ func TestSendMultiIsLikeSendsInOrder(t *testing.T) {
 		}
 	}
 }
+
+// chunkCollector records what a ChunkSink is handed: it copies each chunk
+// into place and counts every byte it saw, so gaps and overlaps show.
+type chunkCollector struct {
+	mu      sync.Mutex
+	buf     []byte
+	seen    []int
+	badOffs []int
+}
+
+func newCollector(n int) *chunkCollector {
+	return &chunkCollector{buf: make([]byte, n), seen: make([]int, n)}
+}
+
+func (c *chunkCollector) Chunk(off int, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if off%transport.ChunkAlign != 0 {
+		c.badOffs = append(c.badOffs, off)
+	}
+	copy(c.buf[off:], b)
+	for i := range b {
+		c.seen[off+i]++
+	}
+}
+
+func (c *chunkCollector) check(t *testing.T, name string, want []byte) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.badOffs) > 0 {
+		t.Errorf("%s: chunks at unaligned offsets %v", name, c.badOffs)
+	}
+	for i, k := range c.seen {
+		if k != 1 {
+			t.Errorf("%s: byte %d handed to the sink %d times", name, i, k)
+			break
+		}
+	}
+	if !bytes.Equal(c.buf, want) {
+		t.Errorf("%s: wrong content", name)
+	}
+}
+
+func TestChunkedReceivesSeeEveryByteOnce(t *testing.T) {
+	// Messages split over 3 streams, some arriving before their receive
+	// (parked, then fed from Wait), others after (read straight from the
+	// socket), plus a size mismatch that must not reach the sink and must
+	// leave the stream in sync.
+	ts := mustDial(t, 2, func(c *Config) { c.Streams = 3; c.SplitBytes = 64 << 10 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sizes := []int{0, 1, 5000, 64 << 10, 3<<20 + 17}
+	for i, n := range sizes { // early: sent before anything is posted
+		if err := ts[1].Send(ctx, 0, 3, pattern(n, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	for i, n := range sizes {
+		c := newCollector(n)
+		if err := ts[0].PostRecvChunks(ctx, 1, 3, n, c).Wait(); err != nil {
+			t.Fatalf("early message %d: %v", i, err)
+		}
+		c.check(t, fmt.Sprintf("early message %d", i), pattern(n, i))
+	}
+	cs := make([]*chunkCollector, len(sizes))
+	posted := make([]transport.PostedRecv, len(sizes))
+	for i, n := range sizes { // late: posted first
+		cs[i] = newCollector(n)
+		posted[i] = ts[0].PostRecvChunks(ctx, 1, 5, n, cs[i])
+	}
+	wrong := newCollector(10)
+	posted = append(posted, ts[0].PostRecvChunks(ctx, 1, 5, 10, wrong))
+	after := make([]byte, 3)
+	posted = append(posted, ts[0].PostRecv(ctx, 1, 5, after))
+	go func() {
+		for i, n := range sizes {
+			_ = ts[1].Send(ctx, 0, 5, pattern(n, i+10))
+		}
+		_ = ts[1].Send(ctx, 0, 5, make([]byte, 11))
+		_ = ts[1].Send(ctx, 0, 5, []byte("end"))
+	}()
+	for i, pr := range posted {
+		err := pr.Wait()
+		switch {
+		case i < len(sizes) && err != nil:
+			t.Fatalf("late message %d: %v", i, err)
+		case i == len(sizes):
+			var se *transport.SizeError
+			if !errors.As(err, &se) || se.Want != 10 || se.Got != 11 {
+				t.Fatalf("mismatched chunked receive: %v, want SizeError 11 vs 10", err)
+			}
+		case i > len(sizes) && err != nil:
+			t.Fatalf("receive after the mismatch: %v", err)
+		}
+	}
+	for i, n := range sizes {
+		cs[i].check(t, fmt.Sprintf("late message %d", i), pattern(n, i+10))
+	}
+	for i, k := range wrong.seen {
+		if k != 0 {
+			t.Fatalf("mismatched message reached the sink at byte %d", i)
+		}
+	}
+	if string(after) != "end" {
+		t.Fatalf("after the mismatch got %q, want %q", after, "end")
+	}
+}
+
+func TestChunkedReceiveDeadlineNamesPeer(t *testing.T) {
+	ts := mustDial(t, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := ts[0].PostRecvChunks(ctx, 1, 1, 100, newCollector(100)).Wait()
+	var pe *transport.PeerError
+	if !errors.As(err, &pe) || pe.Peer != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline PeerError naming rank 1", err)
+	}
+	if err := ts[0].PostRecvChunks(context.Background(), 1, 1, 5, nil).Wait(); err == nil {
+		t.Fatal("a chunked receive without a sink was accepted")
+	}
+}

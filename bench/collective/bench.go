@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	coll "github.com/strand-ml/strand/collective"
@@ -132,7 +133,11 @@ type Result struct {
 	TimeUS    float64 `json:"time_us"`
 	AlgBW     float64 `json:"algbw_gbps"`
 	BusBW     float64 `json:"busbw_gbps"`
-	OK        bool    `json:"ok"`
+	// CPUUS is the CPU time (user + system, getrusage) all ranks together
+	// spent per call during the timed calls: less sensitive than TimeUS to
+	// other processes competing for the cores.
+	CPUUS float64 `json:"cpu_us"`
+	OK    bool    `json:"ok"`
 }
 
 // BusFactor is nccl-tests' bus bandwidth factor for op on n ranks.
@@ -257,7 +262,8 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	if rank == 0 && !cfg.JSON {
 		fmt.Fprintf(out, "# strand bench collective: op %s, %d ranks, %v, transport %s\n", cfg.Op, cfg.NProc, dt, transportName)
 		fmt.Fprintf(out, "# busbw = algbw x %.3f (nccl-tests factor); time = median of the slowest rank\n", BusFactor(cfg.Op, cfg.NProc))
-		fmt.Fprintf(out, "%12s %12s %5s %7s %11s %12s %12s %6s\n", "size(B)", "count", "type", "iters", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "check")
+		fmt.Fprintf(out, "# cpu = CPU time (user + system) of all ranks together per call\n")
+		fmt.Fprintf(out, "%12s %12s %5s %7s %11s %12s %12s %11s %6s\n", "size(B)", "count", "type", "iters", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "cpu(us)", "check")
 	}
 	enc := json.NewEncoder(out)
 	for size := cfg.Min; size <= cfg.Max; size *= cfg.Factor {
@@ -278,7 +284,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 		if !res.OK {
 			check = "WRONG"
 		}
-		fmt.Fprintf(out, "%12d %12d %5s %7d %11.1f %12.3f %12.3f %6s\n", res.SizeBytes, res.Count, res.DType, res.Iters, res.TimeUS, res.AlgBW, res.BusBW, check)
+		fmt.Fprintf(out, "%12d %12d %5s %7d %11.1f %12.3f %12.3f %11.1f %6s\n", res.SizeBytes, res.Count, res.DType, res.Iters, res.TimeUS, res.AlgBW, res.BusBW, res.CPUUS, check)
 	}
 	return c.Barrier(ctx) // nobody closes while a peer still reads
 }
@@ -433,6 +439,10 @@ func (b *bench) size(ctx context.Context, size int64) (Result, error) {
 	iters := int(b.cfg.Budget / max(float64(agree[0]), 1e-7))
 	iters = min(max(iters, 5), 2000)
 	times := make([]float64, iters)
+	cpu0, err := cpuTime()
+	if err != nil {
+		return Result{}, err
+	}
 	for k := range times {
 		t0 := time.Now()
 		if err := b.once(ctx, x, y); err != nil {
@@ -440,13 +450,30 @@ func (b *bench) size(ctx context.Context, size int64) (Result, error) {
 		}
 		times[k] = time.Since(t0).Seconds()
 	}
+	cpu1, err := cpuTime()
+	if err != nil {
+		return Result{}, err
+	}
 	slices.Sort(times)
 	med := coll.F32{float32(times[len(times)/2])}
 	if err := b.c.AllReduce(ctx, med, coll.Max); err != nil {
 		return Result{}, err
 	}
+	cpu := coll.F32{float32((cpu1 - cpu0).Seconds() / float64(iters))}
+	if err := b.c.AllReduce(ctx, cpu, coll.Sum); err != nil {
+		return Result{}, err
+	}
 	t := float64(med[0])
 	alg := float64(count*b.dt.Size()) / t / 1e9
 	return Result{Op: b.cfg.Op, NProc: b.n, DType: b.dt.String(), SizeBytes: int64(count * b.dt.Size()), Count: count, Iters: iters,
-		TimeUS: t * 1e6, AlgBW: alg, BusBW: alg * BusFactor(b.cfg.Op, b.n), OK: agree[1] == 0}, nil
+		TimeUS: t * 1e6, AlgBW: alg, BusBW: alg * BusFactor(b.cfg.Op, b.n), CPUUS: float64(cpu[0]) * 1e6, OK: agree[1] == 0}, nil
+}
+
+// cpuTime is this process's user plus system CPU time so far.
+func cpuTime() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }

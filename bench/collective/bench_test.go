@@ -76,7 +76,7 @@ func TestEveryOpReportsCorrectResults(t *testing.T) {
 					if err := json.Unmarshal([]byte(l), &r); err != nil {
 						t.Fatal(err)
 					}
-					if !r.OK || r.TimeUS <= 0 || r.BusBW <= 0 || r.Count*map[string]int{"f32": 4, "bf16": 2}[dt] != int(r.SizeBytes) {
+					if !r.OK || r.TimeUS <= 0 || r.BusBW <= 0 || r.CPUUS <= 0 || r.Count*map[string]int{"f32": 4, "bf16": 2}[dt] != int(r.SizeBytes) {
 						t.Errorf("bad result %+v", r)
 					}
 					if want := r.AlgBW * BusFactor(op, 3); r.BusBW != want {

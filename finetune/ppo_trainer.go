@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 )
@@ -25,10 +27,19 @@ type PPOConfig struct {
 	Seed        uint64  // sampling seed
 }
 
-// PPO is single-process RLHF: a policy sampled on prompts, a frozen
-// reference policy (KL penalty), a frozen reward model scoring each
-// completion at its closing EOS, and a value model (a RewardModel read at
-// every position) trained alongside the policy.
+// PPO is RLHF: a policy sampled on prompts, a frozen reference policy (KL
+// penalty), a frozen reward model scoring each completion at its closing
+// EOS, and a value model (a RewardModel read at every position) trained
+// alongside the policy.
+//
+// It runs in one process (NewPPO) or data- and tensor-parallel
+// (NewPPOParallel): every data-parallel rank samples and scores its share
+// of each step's prompts, advantages are whitened with the global mean and
+// spread, and policy and value gradients are summed over the data-parallel
+// group, so every rank takes the same step. Completion i of a step is
+// sampled from a generator seeded by (Seed, step, i) with i the prompt's
+// index in the global batch, so the run does not depend on the layout
+// beyond float rounding.
 type PPO struct {
 	Cfg    PPOConfig
 	Policy *model.GPT
@@ -37,12 +48,12 @@ type PPO struct {
 	Value  *RewardModel
 	EOS    int32
 	Step   int
+	Comms  PPOComms
 
 	T          int // row length: prompt + completion
 	optP, optV *optim.AdamW
 	optH       *optim.AdamW
 	head       []float32
-	rng        *rand.Rand
 	pa, ra     *model.Acts
 }
 
@@ -60,9 +71,23 @@ type PPOStats struct {
 // NewPPO checks the models (whole, one process, rows of at least T
 // positions and batches of at least one row per prompt) and prepares AdamW.
 func NewPPO(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int, cfg PPOConfig) (*PPO, error) {
+	return NewPPOParallel(policy, ref, reward, value, eos, T, cfg, PPOComms{})
+}
+
+// NewPPOParallel is NewPPO over communicators: the models hold this rank's
+// tensor-parallel shard (built on comms.TP, no pipeline split) with rows
+// for its data-parallel share of a step's prompts. Every rank of the job
+// calls TrainStep with the same global batch.
+func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int, cfg PPOConfig, comms PPOComms) (*PPO, error) {
+	if reward == nil || value == nil || policy == nil || ref == nil {
+		return nil, fmt.Errorf("ppo: policy, reference, reward and value model are all required")
+	}
 	for _, m := range []*model.GPT{policy, ref, reward.GPT, value.GPT} {
 		if !m.Layout.First || !m.Layout.Last {
-			return nil, fmt.Errorf("ppo: every model must be whole in one process")
+			return nil, fmt.Errorf("ppo: every model must hold all its layers (no pipeline split)")
+		}
+		if tp := m.Layout.TP.Size(); tp != groupSize(comms.TP) {
+			return nil, fmt.Errorf("ppo: a model split over %d tensor-parallel ranks, the TP group has %d", tp, groupSize(comms.TP))
 		}
 		if m.MaxT < T || m.MaxB != policy.MaxB {
 			return nil, fmt.Errorf("ppo: models must hold %d rows of %d positions", policy.MaxB, T)
@@ -92,8 +117,8 @@ func NewPPO(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int
 	if err != nil {
 		return nil, err
 	}
-	return &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T,
-		optP: optP, optV: optV, optH: optH, head: make([]float32, C+1), rng: rand.New(rand.NewPCG(cfg.Seed, 0x990)),
+	return &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: comms,
+		optP: optP, optV: optV, optH: optH, head: make([]float32, C+1),
 		pa: policy.NewActs(policy.MaxB, T), ra: ref.NewActs(ref.MaxB, T)}, nil
 }
 
@@ -117,8 +142,15 @@ func (r *rollout) tokens(x []float32, T int) []float64 {
 	return out
 }
 
-// sample draws completions for prompts with the policy.
-func (p *PPO) sample(ctx context.Context, prompts [][]int32) (*rollout, error) {
+// promptRNG is the sampler of the step's prompt with global index i: the
+// same stream whichever rank samples it.
+func (p *PPO) promptRNG(i int) *rand.Rand {
+	return rand.New(rand.NewPCG(p.Cfg.Seed^0x990, uint64(p.Step)<<32|uint64(i)))
+}
+
+// sample draws completions with the policy for prompts, this rank's share
+// of the step's batch starting at global index first.
+func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollout, error) {
 	T, V := p.T, p.Policy.Config.VocabSize
 	B := len(prompts)
 	r := &rollout{B: B, rows: make([]int32, B*T), targets: make([]int32, B*T), start: make([]int, B), end: make([]int, B)}
@@ -126,27 +158,37 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32) (*rollout, error) {
 		r.rows[i], r.targets[i] = p.EOS, ignoreIndex
 	}
 	done := make([]bool, B)
+	rngs := make([]*rand.Rand, B)
 	for b, pr := range prompts {
 		if len(pr) == 0 {
-			return nil, fmt.Errorf("ppo: prompt %d is empty", b)
+			return nil, fmt.Errorf("ppo: prompt %d is empty", first+b)
 		}
 		if len(pr) > T-p.Cfg.MaxNew {
 			pr = pr[len(pr)-(T-p.Cfg.MaxNew):] // keep the prompt's end
 		}
 		copy(r.rows[b*T:], pr)
 		r.start[b], r.end[b] = len(pr), len(pr)
+		rngs[b] = p.promptRNG(first + b)
 	}
 	probs := make([]float64, V)
-	for s := 0; s < p.Cfg.MaxNew; s++ {
+	g := newLogitGather(p.Comms.TP, B, V)
+	for s := 0; s < p.Cfg.MaxNew && slices.Contains(done, false); s++ {
 		if _, _, err := p.Policy.ForwardActs(ctx, p.pa, r.rows, nil, nil, B, T); err != nil {
 			return nil, fmt.Errorf("ppo sampling: %w", err)
 		}
-		logits := p.pa.Logits()
+		at := make([]int, B)
+		for b := range at {
+			at[b] = b*T + r.end[b] - 1
+		}
+		logits, err := g.rows(ctx, p.pa.Logits(), at)
+		if err != nil {
+			return nil, fmt.Errorf("ppo sampling: %w", err)
+		}
 		for b := 0; b < B; b++ {
 			if done[b] {
 				continue
 			}
-			row := logits[(b*T+r.end[b]-1)*V:][:V]
+			row := logits[b*V:][:V]
 			mx := math.Inf(-1)
 			for _, v := range row {
 				mx = math.Max(mx, float64(v))
@@ -156,7 +198,7 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32) (*rollout, error) {
 				probs[i] = math.Exp((float64(v) - mx) / p.Cfg.Temperature)
 				z += probs[i]
 			}
-			u, tok := p.rng.Float64()*z, V-1
+			u, tok := rngs[b].Float64()*z, V-1
 			for i, q := range probs {
 				if u -= q; u <= 0 {
 					tok = i
@@ -172,6 +214,42 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32) (*rollout, error) {
 		}
 	}
 	return r, nil
+}
+
+// logitGather assembles full-vocabulary logit rows from the
+// tensor-parallel ranks' vocabulary shards (rank i holds ids
+// [i*V/n, (i+1)*V/n)); with one rank it only copies.
+type logitGather struct {
+	tp   *collective.Comm
+	n, V int
+	buf  []float32 // (n, B, V/n): rank i's shard of every row
+	out  []float32 // (B, V)
+}
+
+func newLogitGather(tp *collective.Comm, B, V int) *logitGather {
+	n := groupSize(tp)
+	return &logitGather{tp: tp, n: n, V: V, buf: make([]float32, B*V), out: make([]float32, B*V)}
+}
+
+// rows returns the full logits (len(at), V) of local rows at (indices into
+// this rank's (N, V/n) logits).
+func (g *logitGather) rows(ctx context.Context, local []float32, at []int) ([]float32, error) {
+	Vl, B := g.V/g.n, len(at)
+	mine := g.buf[groupRank(g.tp)*B*Vl:][:B*Vl]
+	for b, n := range at {
+		copy(mine[b*Vl:(b+1)*Vl], local[n*Vl:(n+1)*Vl])
+	}
+	if g.n > 1 {
+		if err := g.tp.AllGather(ctx, collective.F32(g.buf[:g.n*B*Vl])); err != nil {
+			return nil, fmt.Errorf("gather logits over %d tensor-parallel ranks: %w", g.n, err)
+		}
+	}
+	for r := 0; r < g.n; r++ {
+		for b := 0; b < B; b++ {
+			copy(g.out[b*g.V+r*Vl:][:Vl], g.buf[(r*B+b)*Vl:][:Vl])
+		}
+	}
+	return g.out[:B*g.V], nil
 }
 
 // tokenLogProbs runs m on the rollout with its completion targets and
@@ -220,13 +298,20 @@ func (p *PPO) scores(ctx context.Context, r *rollout) ([]float64, error) {
 }
 
 // TrainStep samples completions for the prompts, scores them, and runs
-// Epochs of PPO on policy and value model.
+// Epochs of PPO on policy and value model. prompts is the step's global
+// batch: with a data-parallel group of n ranks, rank r takes prompts
+// [r*len/n, (r+1)*len/n), and the returned statistics are the global ones
+// (identical on every rank).
 func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error) {
 	var st PPOStats
-	if len(prompts) == 0 || len(prompts) > p.Policy.MaxB {
-		return st, fmt.Errorf("ppo: %d prompts per step, the models hold %d", len(prompts), p.Policy.MaxB)
+	dp := p.Comms.DP
+	nDP := groupSize(dp)
+	if len(prompts) == 0 || len(prompts)%nDP != 0 || len(prompts)/nDP > p.Policy.MaxB {
+		return st, fmt.Errorf("ppo: %d prompts per step over %d data-parallel ranks, the models hold %d per rank", len(prompts), nDP, p.Policy.MaxB)
 	}
-	r, err := p.sample(ctx, prompts)
+	k := len(prompts) / nDP
+	first := groupRank(dp) * k
+	r, err := p.sample(ctx, prompts[first:first+k], first)
 	if err != nil {
 		return st, err
 	}
@@ -248,39 +333,89 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 	}
 	// per-token rewards: the KL penalty everywhere, the score at the end
 	var adv, ret []float64
-	k := 0
+	var sumScore, sumKL float64
+	n := 0
 	for b := 0; b < r.B; b++ {
-		n := r.end[b] - r.start[b]
-		rew := make([]float64, n)
-		for t := 0; t < n; t++ {
-			kl := oldLP[k+t] - refLP[k+t]
+		m := r.end[b] - r.start[b]
+		rew := make([]float64, m)
+		for t := 0; t < m; t++ {
+			kl := oldLP[n+t] - refLP[n+t]
 			rew[t] = -p.Cfg.KLCoef * kl
-			st.KL += kl
+			sumKL += kl
 		}
-		rew[n-1] += score[b]
-		a, rt := GAE(rew, oldV[k:k+n], p.Cfg.Gamma, p.Cfg.Lambda)
+		rew[m-1] += score[b]
+		a, rt := GAE(rew, oldV[n:n+m], p.Cfg.Gamma, p.Cfg.Lambda)
 		adv, ret = append(adv, a...), append(ret, rt...)
-		st.Reward += score[b]
-		k += n
+		sumScore += score[b]
+		n += m
 	}
-	st.Tokens = k
-	st.Reward /= float64(r.B)
-	st.KL /= float64(r.B)
-	st.Length = float64(k) / float64(r.B)
-	Whiten(adv)
+	var sumAdv float64
+	for _, a := range adv {
+		sumAdv += a
+	}
+	// global statistics: [score, KL, tokens, advantage] summed over DP
+	g := []float64{sumScore, sumKL, float64(n), sumAdv}
+	if err := sumFloat64(ctx, dp, g); err != nil {
+		return st, fmt.Errorf("ppo step statistics: %w", err)
+	}
+	B, N := float64(len(prompts)), g[2]
+	st.Reward, st.KL, st.Tokens, st.Length = g[0]/B, g[1]/B, int(N), N/B
+	if err := p.whiten(ctx, adv, g[3]/N, N); err != nil {
+		return st, err
+	}
+	// Each rank's losses are its tokens' share of the global token mean:
+	// scaled by n/N, the summed gradients are those of the global mean.
+	share := float64(n) / N
 	for e := 0; e < p.Cfg.Epochs; e++ {
-		if err := p.policyEpoch(ctx, r, oldLP, adv, &st); err != nil {
+		if err := p.policyEpoch(ctx, r, oldLP, adv, share, &st); err != nil {
 			return st, fmt.Errorf("ppo policy epoch %d: %w", e, err)
 		}
-		if err := p.valueEpoch(ctx, r, oldV, ret, &st); err != nil {
+		if err := p.valueEpoch(ctx, r, oldV, ret, share, &st); err != nil {
 			return st, fmt.Errorf("ppo value epoch %d: %w", e, err)
 		}
 	}
 	p.Step++
+	if math.IsNaN(st.PolicyLoss) || math.IsNaN(st.ValueLoss) {
+		return st, fmt.Errorf("ppo: loss is NaN (diverged; lower --lr?)")
+	}
 	return st, nil
 }
 
-func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64, st *PPOStats) error {
+// whiten is Whiten over the global batch's N advantages with the given
+// mean: this rank's adv shifted and scaled by the global mean and spread.
+func (p *PPO) whiten(ctx context.Context, adv []float64, mean, N float64) error {
+	if N < 2 {
+		return nil
+	}
+	sq := []float64{0}
+	for _, a := range adv {
+		sq[0] += (a - mean) * (a - mean)
+	}
+	if err := sumFloat64(ctx, p.Comms.DP, sq); err != nil {
+		return fmt.Errorf("ppo advantage spread: %w", err)
+	}
+	std := math.Sqrt(sq[0] / N)
+	if std < 1e-8 {
+		return nil
+	}
+	for i := range adv {
+		adv[i] = (adv[i] - mean) / std
+	}
+	return nil
+}
+
+// gradNorm is the global norm of m's gradients plus extra (a head's,
+// identical on every tensor-parallel rank): each rank's share (replicated
+// tensors counted on TP rank 0) summed over the TP group.
+func (p *PPO) gradNorm(ctx context.Context, m *model.GPT, extra []float32) (float64, error) {
+	ss := []float64{m.Params.NormSumSquares()}
+	if err := sumFloat64(ctx, p.Comms.TP, ss); err != nil {
+		return 0, fmt.Errorf("gradient norm: %w", err)
+	}
+	return math.Sqrt(ss[0] + optim.SumSquares(extra)), nil
+}
+
+func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64, share float64, st *PPOStats) error {
 	m, T := p.Policy, p.T
 	newLP, err := p.tokenLogProbs(ctx, m, p.pa, r)
 	if err != nil {
@@ -290,13 +425,17 @@ func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64,
 	if err != nil {
 		return err
 	}
-	st.PolicyLoss, st.ClipFrac = pl.Loss, pl.ClipFrac
+	stats := []float64{pl.Loss * share, pl.ClipFrac * share}
+	if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
+		return fmt.Errorf("policy loss: %w", err)
+	}
+	st.PolicyLoss, st.ClipFrac = stats[0], stats[1]
 	// a token's log-prob is minus its loss: d(objective)/d(loss) = -grad
 	w := make([]float32, r.B*T)
 	k := 0
 	for b := 0; b < r.B; b++ {
 		for i := r.start[b]; i < r.end[b]; i++ {
-			w[b*T+i-1] = float32(-pl.Grad[k])
+			w[b*T+i-1] = float32(-pl.Grad[k] * share)
 			k++
 		}
 	}
@@ -306,12 +445,19 @@ func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64,
 	if err := m.BackwardActs(ctx, p.pa, nil, 1); err != nil {
 		return err
 	}
-	optim.Scale(m.Params.Grad, optim.ClipScale(optim.GradNorm(m.Params.Grad), p.Cfg.GradClip))
+	if err := allReduceSum(ctx, p.Comms.DP, m.Params.Grad); err != nil {
+		return fmt.Errorf("policy gradient all-reduce: %w", err)
+	}
+	norm, err := p.gradNorm(ctx, m, nil)
+	if err != nil {
+		return err
+	}
+	optim.Scale(m.Params.Grad, optim.ClipScale(norm, p.Cfg.GradClip))
 	p.optP.Update(m.Params.Data, m.Params.Grad, p.Cfg.LR)
 	return nil
 }
 
-func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, st *PPOStats) error {
+func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, share float64, st *PPOStats) error {
 	vm, T := p.Value, p.T
 	v, err := p.values(ctx, r)
 	if err != nil {
@@ -321,7 +467,11 @@ func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, s
 	if err != nil {
 		return err
 	}
-	st.ValueLoss = loss
+	stats := []float64{loss * share}
+	if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
+		return fmt.Errorf("value loss: %w", err)
+	}
+	st.ValueLoss = stats[0]
 	C := vm.GPT.Config.NEmbd
 	hid := vm.acts.Hidden()
 	dh := vm.dHid[:r.B*T*C]
@@ -331,7 +481,7 @@ func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, s
 	for b := 0; b < r.B; b++ {
 		for i := r.start[b]; i < r.end[b]; i++ {
 			n := b*T + i - 1
-			gk := float32(g[k])
+			gk := float32(g[k] * share)
 			for c, w := range vm.Head.Weight {
 				vm.dHead[c] += gk * hid[n*C+c]
 				dh[n*C+c] = gk * w
@@ -346,7 +496,15 @@ func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, s
 	if err := vm.GPT.BackwardActs(ctx, vm.acts, nil, 1); err != nil {
 		return err
 	}
-	norm := math.Sqrt(optim.SumSquares(vm.GPT.Params.Grad) + optim.SumSquares(vm.dHead))
+	for _, buf := range [][]float32{vm.GPT.Params.Grad, vm.dHead} {
+		if err := allReduceSum(ctx, p.Comms.DP, buf); err != nil {
+			return fmt.Errorf("value gradient all-reduce: %w", err)
+		}
+	}
+	norm, err := p.gradNorm(ctx, vm.GPT, vm.dHead)
+	if err != nil {
+		return err
+	}
 	clip := optim.ClipScale(norm, p.Cfg.GradClip)
 	optim.Scale(vm.GPT.Params.Grad, clip)
 	optim.Scale(vm.dHead, clip)

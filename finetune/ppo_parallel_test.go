@@ -1,0 +1,174 @@
+package finetune
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/transport/loopback"
+)
+
+// ppoRun runs steps PPO steps of a small synthetic setup on mesh m (one
+// goroutine per rank over loopback transports) and returns rank 0's
+// per-step statistics and each data-parallel replica's policy weights
+// (its tensor-parallel shards put together), by DP coordinate.
+func ppoRun(t *testing.T, m mesh.Mesh, steps int) ([]PPOStats, []map[string][]float32) {
+	t.Helper()
+	cfg := model.Config{VocabSize: 256, NLayer: 1, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
+		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
+	const T, batch = 12, 4
+	prompts := [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}, {'q', '='}}
+	world := m.World()
+	trs := loopback.New(world)
+	stats := make([][]PPOStats, world)
+	params := make([]map[string][]float32, m.DP)
+	for i := range params {
+		params[i] = map[string][]float32{}
+	}
+	var mu sync.Mutex // guards params
+	errs := make([]error, world)
+	var wg sync.WaitGroup
+	for r := 0; r < world; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = func() error {
+				ctx := context.Background()
+				dp, err := collective.New(trs[r], m.Group(mesh.DataAxis, r), collective.Options{Name: "dp"})
+				if err != nil {
+					return err
+				}
+				tp, err := collective.New(trs[r], m.Group(mesh.TensorAxis, r), collective.Options{Name: "tp"})
+				if err != nil {
+					return err
+				}
+				layout := model.Stage(tensor.FromComm(tp), []int{0, cfg.NLayer}, 0)
+				mk := func(seed uint64) (*model.GPT, error) {
+					g, err := model.NewSharded(cfg, layout, batch/m.DP, T, gemm.New(1))
+					if err != nil {
+						return nil, err
+					}
+					g.Init(seed)
+					return g, nil
+				}
+				var gs [4]*model.GPT
+				for i, seed := range []uint64{1, 1, 2, 2} {
+					if gs[i], err = mk(seed); err != nil {
+						return err
+					}
+				}
+				rm, err := NewRewardModel(gs[2], 3)
+				if err != nil {
+					return err
+				}
+				vm, err := NewRewardModel(gs[3], 4)
+				if err != nil {
+					return err
+				}
+				p, err := NewPPOParallel(gs[0], gs[1], rm, vm, 0, T, PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2,
+					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5}, PPOComms{DP: dp, TP: tp})
+				if err != nil {
+					return err
+				}
+				for s := 0; s < steps; s++ {
+					st, err := p.TrainStep(ctx, prompts)
+					if err != nil {
+						return fmt.Errorf("step %d: %w", s+1, err)
+					}
+					stats[r] = append(stats[r], st)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				full := params[m.Coord(r).DP]
+				for _, q := range gs[0].Params.List {
+					if full[q.Name] == nil {
+						n := 1
+						for _, d := range q.Shape {
+							n *= d
+						}
+						full[q.Name] = make([]float32, n)
+					}
+					q.Shard.Insert(full[q.Name], q.Data, q.Shape, tp.Rank(), tp.Size())
+				}
+				return nil
+			}()
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("%v rank %d: %v", m, r, err)
+		}
+	}
+	for r := 1; r < world; r++ {
+		if fmt.Sprint(stats[r]) != fmt.Sprint(stats[0]) {
+			t.Fatalf("%v: rank %d's statistics %+v differ from rank 0's %+v", m, r, stats[r], stats[0])
+		}
+	}
+	return stats[0], params
+}
+
+// TestPPOLayouts: PPO data-parallel (each rank samples its share of the
+// prompts), tensor-parallel and both match the single process's per-step
+// statistics within 1e-4 relative; data-parallel replicas hold identical
+// weights and the policy matches the single process's.
+func TestPPOLayouts(t *testing.T) {
+	const steps, C = 3, 8
+	want, wantP := ppoRun(t, mesh.Mesh{DP: 1, TP: 1, PP: 1}, steps)
+	if want[0].KL != 0 || want[steps-1].KL == 0 {
+		t.Fatalf("KL %g at the first step (want 0: the policy is the reference) and %g at the last (want the policy moved)", want[0].KL, want[steps-1].KL)
+	}
+	var worst float64
+	close := func(a, b float64) bool {
+		e := math.Abs(a-b) / max(math.Abs(b), 1e-3)
+		worst = max(worst, e)
+		return e <= 1e-4
+	}
+	for _, m := range []mesh.Mesh{{DP: 2, TP: 1, PP: 1}, {DP: 1, TP: 2, PP: 1}, {DP: 2, TP: 2, PP: 1}} {
+		got, gotP := ppoRun(t, m, steps)
+		worst = 0
+		for s := range want {
+			g, w := got[s], want[s]
+			if g.Tokens != w.Tokens || !close(g.Reward, w.Reward) || !close(g.KL, w.KL) || !close(g.PolicyLoss, w.PolicyLoss) ||
+				!close(g.ValueLoss, w.ValueLoss) || !close(g.ClipFrac, w.ClipFrac) {
+				t.Errorf("%v step %d: %+v, single process %+v", m, s+1, g, w)
+			}
+		}
+		for dp := range gotP {
+			// data-parallel replicas: the same bits
+			for name, w := range gotP[dp] {
+				for i := range w {
+					if math.Float32bits(w[i]) != math.Float32bits(gotP[0][name][i]) {
+						t.Fatalf("%v: data-parallel replica %d's %s[%d] is %g, replica 0's %g", m, dp, name, i, w[i], gotP[0][name][i])
+					}
+				}
+			}
+		}
+		// The key bias's gradient is zero but for rounding (softmax ignores
+		// a shift shared by all keys), and AdamW turns rounding noise into
+		// full steps: it is left out (it does not change the model).
+		var num, den float64
+		for name, w := range wantP[0] {
+			for i := range w {
+				if strings.HasSuffix(name, "attn.c_attn.bias") && i/C == 1 {
+					continue
+				}
+				d := float64(gotP[0][name][i] - w[i])
+				num, den = num+d*d, den+float64(w[i])*float64(w[i])
+			}
+		}
+		if e := math.Sqrt(num / den); e > 1e-4 {
+			t.Errorf("%v: policy weights differ from the single process's by %.2g (relative L2)", m, e)
+		} else {
+			t.Logf("%v: statistics within %.2g relative, policy weights within %.2g relative L2", m, worst, e)
+		}
+	}
+}

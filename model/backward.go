@@ -155,11 +155,28 @@ func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N i
 	LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
 }
 
+// activateBackward writes dinp (N, FC) from the activation's input inp
+// and output gradient dout (N, H); rows split over the compute goroutines.
 func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a, t.b = splitActivateBack, N, H, dinp, inp, dout
+	m.runSplit(N, rowsPerPart(H))
+}
+
+// activateBackwardRows is activateBackward on rows [lo, hi).
+func (m *GPT) activateBackwardRows(dinp, inp, dout []float32, lo, hi, H int) {
 	switch m.Config.Activation {
 	case SwiGLU:
-		SwiGLUBackward(dinp, inp, dout, N, H)
+		SwiGLUBackward(dinp[lo*2*H:hi*2*H], inp[lo*2*H:hi*2*H], dout[lo*H:hi*H], hi-lo, H)
 	default:
-		GELUBackward(dinp[:N*H], inp[:N*H], dout[:N*H], m.Config.Activation == GELUErf)
+		GELUBackward(dinp[lo*H:hi*H], inp[lo*H:hi*H], dout[lo*H:hi*H], m.Config.Activation == GELUErf)
 	}
+}
+
+// biasGrad: db (OC) += column sums of dout (N, OC), in row order;
+// columns split over the compute goroutines.
+func (m *GPT) biasGrad(db, dout []float32, N, OC int) {
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a = splitColumnSums, N, OC, db, dout
+	m.runSplit(OC, max(16, minSplitValues/max(N, 1)))
 }

@@ -106,26 +106,18 @@ func (m *GPT) mm(transA, transB bool, M, N, K int, alpha float32, a []float32, l
 	m.gemm.GemmBF16(transA, transB, M, N, K, alpha, a16, lda, b16, ldb, beta, c, ldc)
 }
 
-// linearForward is LinearForward through mm.
+// linearForward is LinearForward through mm, the bias added on the
+// compute goroutines.
 func (m *GPT) linearForward(out, inp, w, b []float32, N, C, OC int) {
-	if !m.b16.on && !m.f16.on {
-		LinearForward(m.gemm, out, inp, w, b, N, C, OC)
-		return
-	}
 	m.mm(false, false, N, OC, C, 1, inp, C, w, OC, 0, out, OC)
 	if b != nil {
-		for n := 0; n < N; n++ {
-			ResidualAdd(out[n*OC:(n+1)*OC], b)
-		}
+		m.addBias(out, b, N, OC)
 	}
 }
 
-// linearBackward is LinearBackward through mm.
+// linearBackward is LinearBackward through mm, the bias gradient summed on
+// the compute goroutines.
 func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int, accumulate bool) {
-	if !m.b16.on && !m.f16.on {
-		LinearBackward(m.gemm, dinp, dw, db, dout, inp, w, N, C, OC, accumulate)
-		return
-	}
 	var beta float32
 	if accumulate {
 		beta = 1
@@ -137,8 +129,6 @@ func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int,
 		m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
 	}
 	if db != nil {
-		for n := 0; n < N; n++ {
-			ResidualAdd(db, dout[n*OC:(n+1)*OC])
-		}
+		m.biasGrad(db, dout, N, OC)
 	}
 }

@@ -3,8 +3,6 @@ package model
 import (
 	"context"
 	"fmt"
-
-	"github.com/strand-ml/strand/vec"
 )
 
 // ForwardActs runs this rank's part of the model on a batch of B x T,
@@ -133,7 +131,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	if err := m.tp.AllReduceSum(ctx, res2); err != nil {
 		return fmt.Errorf("attention output all-reduce: %w", err)
 	}
-	addBiasResidual(res2, bw.projB, x, N, C)
+	m.addBiasResidual(res2, bw.projB, x, N, C)
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
 	m.linearForward(ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, d.FCl)
 	if err := m.loraForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
@@ -148,20 +146,37 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	if err := m.tp.AllReduceSum(ctx, res3); err != nil {
 		return fmt.Errorf("MLP output all-reduce: %w", err)
 	}
-	addBiasResidual(res3, bw.fcProjB, res2, N, C)
+	m.addBiasResidual(res3, bw.fcProjB, res2, N, C)
 	return nil
 }
 
-// addBiasResidual: out[n,:] += bias + res[n,:].
-func addBiasResidual(out, bias, res []float32, N, C int) {
-	for n := 0; n < N; n++ {
-		o := out[n*C : (n+1)*C]
-		vec.Add(o, bias) // in this order, as before: same bits
-		vec.Add(o, res[n*C:(n+1)*C])
-	}
+// addBiasResidual: out[n,:] += bias + res[n,:] (N, C), rows split over
+// the compute goroutines.
+func (m *GPT) addBiasResidual(out, bias, res []float32, N, C int) {
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a, t.b = splitBiasResidual, N, C, out, bias, res
+	m.runSplit(N, rowsPerPart(C))
 }
 
+// addBias: out[n,:] += bias (N, OC), rows split over the compute goroutines.
+func (m *GPT) addBias(out, bias []float32, N, OC int) {
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a = splitAddRows, N, OC, out, bias
+	m.runSplit(N, rowsPerPart(OC))
+}
+
+// norm is the configured normalization of inp (N, C) into out, keeping
+// mean (LayerNorm) and rstd per row; rows split over the compute goroutines.
 func (m *GPT) norm(out, mean, rstd, inp, w, b []float32, N int) {
+	t := &m.split
+	C := m.Config.NEmbd
+	t.kind, t.N, t.W, t.out, t.mean, t.rstd, t.a, t.w, t.bias = splitNorm, N, C, out, mean, rstd, inp, w, b
+	m.runSplit(N, rowsPerPart(C))
+}
+
+// normRows is norm on N rows (the slices start at the first row; mean is
+// unused by RMSNorm).
+func (m *GPT) normRows(out, mean, rstd, inp, w, b []float32, N int) {
 	C, eps := m.Config.NEmbd, float32(m.Config.LayerNormEps)
 	if m.Config.Norm == RMSNorm {
 		RMSNormForward(out, rstd, inp, w, N, C, eps)
@@ -170,11 +185,20 @@ func (m *GPT) norm(out, mean, rstd, inp, w, b []float32, N int) {
 	LayerNormForward(out, mean, rstd, inp, w, b, N, C, eps)
 }
 
+// activate is the MLP activation of inp (N, FC) into out (N, H); rows
+// split over the compute goroutines.
 func (m *GPT) activate(out, inp []float32, N, H int) {
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a = splitActivate, N, H, out, inp
+	m.runSplit(N, rowsPerPart(H))
+}
+
+// activateRows is activate on rows [lo, hi).
+func (m *GPT) activateRows(out, inp []float32, lo, hi, H int) {
 	switch m.Config.Activation {
 	case SwiGLU:
-		SwiGLUForward(out, inp, N, H)
+		SwiGLUForward(out[lo*H:hi*H], inp[lo*2*H:hi*2*H], hi-lo, H)
 	default:
-		GELUForward(out[:N*H], inp[:N*H], m.Config.Activation == GELUErf)
+		GELUForward(out[lo*H:hi*H], inp[lo*H:hi*H], m.Config.Activation == GELUErf)
 	}
 }

@@ -43,6 +43,8 @@ type GPT struct {
 	f16   fp16State // fp16-rounded products (fp16.go); zero: float32
 	// backward scratch shared by every Acts (one backward runs at a time)
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
+	split                                           splitTask // the layer call being split over goroutines (split.go)
+	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
 }
 
 // localDims are the widths of this rank's shards.
@@ -114,6 +116,7 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	}
 	m.attn = NewFlashAttention(e.Threads(), maxT)
 	m.attn.SetEngine(e)
+	ps.clearer = m
 	switch cfg.Position {
 	case PosRoPE:
 		if m.rope, err = NewRotary(cfg, maxT); err != nil {

@@ -148,13 +148,13 @@ func (c *KVCache) block(l int, x []float32, Tn, p0 int) {
 	c.attend(qkv, kc, vc, N, p0)
 	res := c.res[:N*C]
 	c.linear(res, c.atty[:N*C], bw.projW, nil, N, C, C)
-	addBiasResidual(res, bw.projB, x, N, C) // res = x + attn
+	m.addBiasResidual(res, bw.projB, x, N, C) // res = x + attn
 	m.norm(ln, c.mean[:N], c.rstd[:N], res, bw.ln2w, bw.ln2b, N)
 	fch, act := c.fch[:N*d.FCl], c.act[:N*d.Hl]
 	c.linear(fch, ln, bw.fcW, bw.fcB, N, C, d.FCl)
 	m.activate(act, fch, N, d.Hl)
 	c.linear(x, act, bw.fcProjW, nil, N, d.Hl, C)
-	addBiasResidual(x, bw.fcProjB, res, N, C) // x = res + mlp
+	m.addBiasResidual(x, bw.fcProjB, res, N, C) // x = res + mlp
 }
 
 // attend computes atty (N, C) for the N new queries against all p0+N cached

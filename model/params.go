@@ -54,6 +54,9 @@ type Params struct {
 	// partial is true when this rank holds only some blocks (a pipeline
 	// stage), so a full checkpoint has tensors it skips.
 	partial bool
+	// clearer, when set (by the model that owns these parameters), clears
+	// gradients on the model's compute goroutines.
+	clearer interface{ clearSplit([]float32) }
 }
 
 // Lookup returns the parameter with the given name.
@@ -65,8 +68,15 @@ func (ps *Params) Lookup(name string) (*Param, bool) {
 // Count is the total number of parameter elements held here.
 func (ps *Params) Count() int { return len(ps.Data) }
 
-// ZeroGrad clears every gradient.
-func (ps *Params) ZeroGrad() { clear(ps.Grad) }
+// ZeroGrad clears every gradient (on the owning model's compute
+// goroutines: a memory-bound pass that two cores finish faster than one).
+func (ps *Params) ZeroGrad() {
+	if ps.clearer != nil {
+		ps.clearer.clearSplit(ps.Grad)
+		return
+	}
+	clear(ps.Grad)
+}
 
 // NormSumSquares is this rank's share of the squared global gradient norm:
 // the sum of squares of every gradient it counts (see Param.InNorm).

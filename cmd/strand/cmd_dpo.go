@@ -26,6 +26,7 @@ type dpoFlags struct {
 func (f *dpoFlags) register(fs *flag.FlagSet) {
 	f.ftFlags.register(fs, "dpo", `{"prompt","chosen","rejected"} per line`, 1e-4)
 	fs.Float64Var(&f.beta, "beta", 0.1, "DPO temperature: strength of the implicit KL penalty to the reference")
+	f.registerResume(fs)
 }
 
 func runDPO(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -117,16 +118,25 @@ func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr
 		return err
 	}
 	tr.Source, tr.Objective = batches, batches
+	// Resuming, the reference log-probs above are recomputed from the
+	// starting checkpoint (--ckpt), not from the policy being resumed.
+	dir, err := f.resumeFrom(tr, logf)
+	if err != nil {
+		return err
+	}
 	logf("dpo: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.steps)
 	mw, err := f.openMetrics(lead)
 	if err != nil {
 		return err
 	}
 	defer mw.Close()
+	if err := f.logResume(mw, tr.Step, m); err != nil {
+		return err
+	}
 	start := time.Now()
 	var last trainer.StepStats
 	stats := make([]float32, 5)
-	for tr.Step < f.steps {
+	for tr.Step < f.lastStep() {
 		st, err := tr.TrainStep(ctx)
 		if err != nil {
 			return err
@@ -161,12 +171,16 @@ func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr
 				fmt.Fprintf(stdout, "step %d/%d loss %.4f reward margin %.4f accuracy %.2f lr %.2e\n", st.Step, f.steps, st.Loss, margin, acc, st.LR)
 			}
 		}
+		if f.saveDue(st.Step) {
+			if dir, err = f.save(ctx, tr, rank, dist); err != nil {
+				return err
+			}
+		}
 	}
-	dir, err := f.save(ctx, tr, rank, dist)
-	if err != nil || !lead {
-		return err
+	if !lead {
+		return nil
 	}
-	fmt.Fprintf(stdout, "done: %d steps in %s, final loss %.4f, checkpoint %s\n", f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
+	fmt.Fprintf(stdout, "done: step %d/%d in %s, final loss %.4f, checkpoint %s\n", tr.Step, f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
 	if held.Pairs > 0 && refHeld != nil {
 		pol, err := finetune.LogProbs(ctx, tr.Model, held)
 		if err != nil {

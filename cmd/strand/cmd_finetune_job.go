@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -115,6 +116,59 @@ type ftFlags struct {
 	loraRank     int
 	loraAlpha    float64
 	loraTargets  string
+	// resume flags (registerResume: sft, dpo, rm train)
+	resume    bool
+	ckptEvery int
+	stopAfter int
+}
+
+// registerResume adds --resume, --ckpt-every and --stop-after for the
+// commands that train on the trainer (sft, dpo, rm train).
+func (f *ftFlags) registerResume(fs *flag.FlagSet) {
+	fs.BoolVar(&f.resume, "resume", false, "continue from the newest committed checkpoint in --out (weights, optimizer, schedule, step, data position), in any layout")
+	fs.IntVar(&f.ckptEvery, "ckpt-every", 0, "checkpoint every N steps (0: only at the end)")
+	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after this step (checkpointing it), as if interrupted; the schedule still spans --steps")
+}
+
+// lastStep is the step this run stops after: --steps, or --stop-after.
+func (f *ftFlags) lastStep() int {
+	if f.stopAfter > 0 {
+		return min(f.steps, f.stopAfter)
+	}
+	return f.steps
+}
+
+// saveDue says whether to checkpoint after step: every --ckpt-every steps
+// and after the run's last step.
+func (f *ftFlags) saveDue(step int) bool {
+	return step == f.lastStep() || (f.ckptEvery > 0 && step%f.ckptEvery == 0)
+}
+
+// resumeFrom restores tr from the newest committed checkpoint in --out
+// when --resume is set (none there: training starts at step 0). Set the
+// trainer's Source and head objective first: Restore positions them. It
+// returns the checkpoint directory ("" when none).
+func (f *ftFlags) resumeFrom(tr *trainer.Trainer, logf func(string, ...any)) (string, error) {
+	if !f.resume {
+		return "", nil
+	}
+	dir, warns, err := checkpoint.Resolve(f.out)
+	for _, w := range warns {
+		logf("warning: %s\n", w)
+	}
+	switch {
+	case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
+		logf("resume: no committed checkpoint in %s; starting from step 0\n", f.out)
+		return "", nil
+	case err != nil:
+		return "", err
+	}
+	st, err := tr.Restore(dir)
+	if err != nil {
+		return "", err
+	}
+	logf("resumed from %s (step %d, written under %s)\n", dir, st.Step, st.Layout)
+	return dir, nil
 }
 
 func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
@@ -182,6 +236,9 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	}
 	if f.steps <= 0 {
 		return trainer.Options{}, usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
+	}
+	if f.ckptEvery < 0 || f.stopAfter < 0 {
+		return trainer.Options{}, usageError{fmt.Sprintf("--ckpt-every %d and --stop-after %d must not be negative", f.ckptEvery, f.stopAfter)}
 	}
 	if f.valFrac < 0 || f.valFrac >= 1 {
 		return trainer.Options{}, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
@@ -345,8 +402,8 @@ func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf fu
 	return tr, nil
 }
 
-// openMetrics opens --out/metrics.jsonl on the lead rank; elsewhere the
-// returned writer discards records.
+// openMetrics opens --out/metrics.jsonl on the lead rank (appending under
+// --resume); elsewhere the returned writer discards records.
 func (f *ftFlags) openMetrics(lead bool) (*metricsFile, error) {
 	if !lead {
 		return &metricsFile{}, nil
@@ -354,11 +411,23 @@ func (f *ftFlags) openMetrics(lead bool) (*metricsFile, error) {
 	if err := os.MkdirAll(f.out, 0o755); err != nil {
 		return nil, err
 	}
-	w, err := metrics.NewJSONL(filepath.Join(f.out, "metrics.jsonl"))
+	open := metrics.NewJSONL
+	if f.resume {
+		open = metrics.AppendJSONL
+	}
+	w, err := open(filepath.Join(f.out, "metrics.jsonl"))
 	if err != nil {
 		return nil, err
 	}
 	return &metricsFile{w: w}, nil
+}
+
+// logResume records in the metrics where a resumed run continues from.
+func (f *ftFlags) logResume(mw *metricsFile, step int, m mesh.Mesh) error {
+	if !f.resume {
+		return nil
+	}
+	return mw.Write(map[string]any{"event": "resume", "resumed_from_step": step, "layout": m.String()})
 }
 
 // metricsFile is a metrics.jsonl writer that is a no-op off the lead rank.
@@ -380,11 +449,17 @@ func (m *metricsFile) Close() error {
 
 // save writes the final checkpoint (every rank calls it).
 func (f *ftFlags) save(ctx context.Context, tr *trainer.Trainer, rank int, dist *distributed) (string, error) {
+	return f.saveState(ctx, tr, rank, dist, trainer.State{Seed: f.seed})
+}
+
+// saveState writes a checkpoint with st's seed and extra keys (every rank
+// calls it).
+func (f *ftFlags) saveState(ctx context.Context, tr *trainer.Trainer, rank int, dist *distributed, st trainer.State) (string, error) {
 	var barrier trainer.Barrier
 	if dist != nil {
 		barrier = dist.job.barrier
 	}
-	dir, err := tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
+	dir, err := tr.Save(ctx, f.out, f.keep, rank, barrier, st)
 	if err != nil || rank != 0 || tr.Model.LoRA == nil {
 		return dir, err
 	}

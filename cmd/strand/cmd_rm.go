@@ -5,53 +5,60 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/model"
-	"github.com/strand-ml/strand/optim"
+	"github.com/strand-ml/strand/trainer"
 )
 
-// rmState is a reward-model checkpoint's trainer_state.json: the scalar
-// head lives there, next to the transformer's model.safetensors.
+// rmState is a reward-model checkpoint's trainer_state.json as its readers
+// (rm score, ppo --rm) see it: the scalar head lives there under
+// "reward_head", next to the transformer's weights in any layout. (The
+// trainer also records the head with its optimizer moments under "head",
+// for --resume.)
 type rmState struct {
 	Step       int                 `json:"step"`
 	Seed       uint64              `json:"seed"`
 	RewardHead finetune.RewardHead `json:"reward_head"`
 }
 
-// runRMTrain trains a reward model on {"prompt","chosen","rejected"} pairs,
-// in one process or data-parallel over --nproc N, and reports pairwise
-// accuracy on the held-out tail.
+// runRMTrain trains a reward model on {"prompt","chosen","rejected"} pairs
+// on the trainer: one process or any DP x TP x PP mesh (--nproc, --dp,
+// --tp, --pp), and reports pairwise accuracy on the held-out tail.
 func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f ftFlags
 	fs := newFlags("rm train", stderr)
 	f.register(fs, "rm", `{"prompt","chosen","rejected"} per line`, 1e-3)
+	f.registerResume(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if f.loraRank > 0 {
 		return usageError{"rm train: --lora-rank is not supported yet"}
 	}
-	if f.launch.TP > 1 || f.launch.PP > 1 {
-		return usageError{"rm train splits the data only (--nproc N with data parallelism); --tp/--pp are not supported yet"}
-	}
 	return f.run(ctx, "rm train", args, func(ctx context.Context, d *distributed) error {
 		return rmTrainLoop(ctx, &f, d, stdout, stderr)
 	}, stdout, stderr)
 }
 
-// rmTrainLoop trains the reward model on this process's share of every
-// step (the whole step in one process).
+// rmTrainLoop trains this process's part of the reward model: the
+// transformer's stage and shard like pre-training, and the scalar head
+// (replicated) through the trainer's head objective.
 func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, stderr io.Writer) error {
-	rank, m, _, comms, logf := runInfo(dist, stderr)
+	rank, m, coord, comms, logf := runInfo(dist, stderr)
 	lead := rank == 0
+	pairsPerStep := f.batch
+	f.batch = 2 * pairsPerStep // the trainer counts rows: a chosen and a rejected one per pair
 	opts, err := f.options(m)
 	if err != nil {
 		return err
+	}
+	if pairsPerStep%(m.DP*opts.Micro) != 0 {
+		return usageError{fmt.Sprintf("--batch %d pairs does not split into %d data-parallel ranks x %d micro-batches", pairsPerStep, m.DP, opts.Micro)}
 	}
 	tok, err := loadTokenizer(f.tokenizerDir)
 	if err != nil {
@@ -73,71 +80,98 @@ func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, std
 	train, held := all.Slice(0, 2*(P-nHeld)), all.Slice(2*(P-nHeld), all.Rows)
 	logf("rm: %d training pairs, %d held out, rows of %d (%d completions truncated)\n", P-nHeld, nHeld, f.seq, all.Truncated)
 
-	rm, err := f.rewardModel(opts.Model, f.batch/m.DP)
+	tr, err := f.newTrainer(opts, comms, logf)
 	if err != nil {
 		return err
 	}
-	adam := optim.DefaultAdamW()
-	adam.WeightDecay = f.wd
-	rt, err := finetune.NewRewardTrainer(rm, adam, optim.Schedule{Peak: f.lr, Warmup: f.warmup, Total: f.steps, MinFrac: f.minLRFrac}, f.clip)
+	defer tr.Close()
+	batches, err := finetune.NewRewardBatches(train, opts.Model.NEmbd, f.seed, finetune.BatchConfig{
+		Batch: opts.RowsPerRank(m), DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed})
 	if err != nil {
 		return err
 	}
-	if comms != nil {
-		rt.DP = comms.DP
+	tr.Source = batches
+	if err := tr.SetHead(batches); err != nil {
+		return err
 	}
+	dir, err := f.resumeFrom(tr, logf)
+	if err != nil {
+		return err
+	}
+	logf("rm: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.steps)
 	mw, err := f.openMetrics(lead)
 	if err != nil {
 		return err
 	}
 	defer mw.Close()
-	// Each step takes --batch pairs from an endless stream of (shuffled)
-	// epochs over the training pairs.
-	order, pos := []int{}, 0
-	rng := rand.New(rand.NewPCG(f.seed, 1))
-	pairs := make([]int, f.batch)
+	if err := f.logResume(mw, tr.Step, m); err != nil {
+		return err
+	}
 	start := time.Now()
-	var loss, acc float64
-	for rt.Step < f.steps {
-		for i := range pairs {
-			if pos == len(order) {
-				order, pos = rng.Perm(train.Rows/2), 0
-				if !f.shuffle {
-					for j := range order {
-						order[j] = j
-					}
-				}
-			}
-			pairs[i] = order[pos]
-			pos++
-		}
-		if loss, acc, err = rt.TrainStep(ctx, train, pairs); err != nil {
-			return fmt.Errorf("step %d: %w", rt.Step+1, err)
-		}
-		if err := mw.Write(map[string]any{"step": rt.Step, "loss": loss, "accuracy": acc, "lr": rt.Sched.At(rt.Step - 1)}); err != nil {
+	var last trainer.StepStats
+	stats := make([]float32, 2)
+	for tr.Step < f.lastStep() {
+		st, err := tr.TrainStep(ctx)
+		if err != nil {
 			return err
 		}
-		if dist != nil {
-			dist.job.report(rt.Step, map[string]float64{"loss": loss})
+		last = st
+		// The batch accuracy lives on the last stage: sum it over stages
+		// (the others add zeros) and data-parallel ranks.
+		stats[0], stats[1] = float32(batches.Stats.Pairs), float32(batches.Stats.Correct)
+		if comms != nil {
+			for _, c := range []*collective.Comm{comms.PP, comms.DP} {
+				if c == nil || c.Size() == 1 {
+					continue
+				}
+				if err := c.AllReduce(ctx, collective.F32(stats), collective.Sum); err != nil {
+					return fmt.Errorf("reward-model metrics: %w", err)
+				}
+			}
 		}
-		if lead && (rt.Step == 1 || rt.Step%10 == 0 || rt.Step == f.steps) {
-			fmt.Fprintf(stdout, "step %d/%d loss %.4f batch accuracy %.2f\n", rt.Step, f.steps, loss, acc)
+		acc := float64(stats[1]) / float64(stats[0])
+		if dist != nil {
+			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "step_seconds": st.Seconds})
+		}
+		if lead {
+			if err := mw.Write(map[string]any{"step": st.Step, "loss": st.Loss, "accuracy": acc, "lr": st.LR, "grad_norm": st.GradNorm, "step_seconds": st.Seconds}); err != nil {
+				return err
+			}
+			if st.Step == 1 || st.Step%10 == 0 || st.Step == f.steps {
+				fmt.Fprintf(stdout, "step %d/%d loss %.4f batch accuracy %.2f\n", st.Step, f.steps, st.Loss, acc)
+			}
+		}
+		if f.saveDue(st.Step) {
+			// The head is the same on every rank; rank 0 records it for
+			// rm score and ppo --rm.
+			state := trainer.State{Seed: f.seed, Extra: map[string]any{"reward_head": batches.Head()}}
+			if dir, err = f.saveState(ctx, tr, rank, dist, state); err != nil {
+				return err
+			}
 		}
 	}
 	if !lead {
-		return nil // data-parallel replicas are equal: rank 0 writes
+		return nil
 	}
-	dir, err := checkpoint.Save(f.out, rt.Step, rm.GPT, nil, rmState{Step: rt.Step, Seed: f.seed, RewardHead: rm.Head}, f.keep)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "done: %d steps in %s, final loss %.4f, checkpoint %s\n", f.steps, time.Since(start).Round(time.Millisecond), loss, dir)
-	if held.Rows > 0 {
+	fmt.Fprintf(stdout, "done: step %d/%d in %s, final loss %.4f, checkpoint %s\n", tr.Step, f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
+	if held.Rows > 0 && dir != "" {
+		// Held-out accuracy on the whole model read back from the
+		// checkpoint, whatever the layout it was trained in.
+		rm, err := f.rewardModel(opts.Model, max(1, pairsPerStep/m.DP))
+		if err != nil {
+			return err
+		}
+		if err := checkpoint.LoadModel(dir, rm.GPT); err != nil {
+			return err
+		}
+		if err := rm.SetHead(batches.Head()); err != nil {
+			return err
+		}
 		hacc, _, err := rm.PairAccuracy(ctx, held)
 		if err != nil {
 			return err
 		}
-		if err := mw.Write(map[string]any{"step": rt.Step, "held_accuracy": hacc, "held_out": held.Rows / 2}); err != nil {
+		if err := mw.Write(map[string]any{"step": tr.Step, "held_accuracy": hacc, "held_out": held.Rows / 2}); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "held-out pairwise accuracy %.1f%% on %d pairs\n", 100*hacc, held.Rows/2)

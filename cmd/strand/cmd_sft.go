@@ -21,6 +21,7 @@ type sftFlags struct {
 func (f *sftFlags) register(fs *flag.FlagSet) {
 	f.ftFlags.register(fs, "sft", "{\"prompt\",\"response\"} or {\"messages\":[{\"role\",\"content\"}...]} per line", 3e-4)
 	fs.BoolVar(&f.pack, "pack", true, "pack several examples per row (attention stays inside each example)")
+	f.registerResume(fs)
 }
 
 func runSFT(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -94,15 +95,22 @@ func sftLoop(ctx context.Context, f *sftFlags, dist *distributed, stdout, stderr
 	}
 	defer tr.Close()
 	tr.Source = batches
+	dir, err := f.resumeFrom(tr, logf)
+	if err != nil {
+		return err
+	}
 	logf("sft: mesh %v | global batch %d x %d positions | %d steps\n", m, f.batch, f.seq, f.steps)
 	mw, err := f.openMetrics(lead)
 	if err != nil {
 		return err
 	}
 	defer mw.Close()
+	if err := f.logResume(mw, tr.Step, m); err != nil {
+		return err
+	}
 	start := time.Now()
 	var last trainer.StepStats
-	for tr.Step < f.steps {
+	for tr.Step < f.lastStep() {
 		st, err := tr.TrainStep(ctx)
 		if err != nil {
 			return err
@@ -119,12 +127,16 @@ func sftLoop(ctx context.Context, f *sftFlags, dist *distributed, stdout, stderr
 				fmt.Fprintf(stdout, "step %d/%d loss %.4f lr %.2e grad norm %.3f\n", st.Step, f.steps, st.Loss, st.LR, st.GradNorm)
 			}
 		}
+		if f.saveDue(st.Step) {
+			if dir, err = f.save(ctx, tr, rank, dist); err != nil {
+				return err
+			}
+		}
 	}
-	dir, err := f.save(ctx, tr, rank, dist)
-	if err != nil || !lead {
-		return err
+	if !lead {
+		return nil
 	}
-	msg := fmt.Sprintf("done: %d steps in %s, final loss %.4f, checkpoint %s", f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
+	msg := fmt.Sprintf("done: step %d/%d in %s, final loss %.4f, checkpoint %s", tr.Step, f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
 	if len(held) > 0 && m.TP == 1 && m.PP == 1 {
 		em, err := finetune.ExactMatch(ctx, tr.Model, held)
 		if err != nil {

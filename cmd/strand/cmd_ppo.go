@@ -5,16 +5,20 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/parallel/tensor"
 )
 
 // ppoFlags configure `strand ppo`: RLHF of a policy checkpoint against a
-// reward model (strand rm train) on a file of prompts, in one process.
+// reward model (strand rm train) on a file of prompts, in one process or
+// over --nproc N processes (data- and tensor-parallel).
 type ppoFlags struct {
 	ftFlags
 	rm                  string
@@ -46,17 +50,30 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if f.rm == "" {
 		return usageError{"ppo: --rm REWARD_CHECKPOINT is required"}
 	}
-	if f.launch.Launching() && f.launch.World() > 1 {
-		return usageError{"ppo runs in one process (--nproc > 1 is not supported yet)"}
+	if f.launch.PP > 1 {
+		return usageError{"ppo: --pp > 1 is not supported (the models run whole on each rank: use --dp and --tp)"}
 	}
 	if _, err := f.lora(); err != nil || f.loraRank > 0 {
 		return usageError{"ppo: --lora-rank is not supported yet"}
+	}
+	return f.run(ctx, "ppo", args, func(ctx context.Context, d *distributed) error {
+		return ppoLoop(ctx, &f, d, stdout, stderr)
+	}, stdout, stderr)
+}
+
+// ppoLoop runs PPO on this process's part of the job: its data-parallel
+// share of every step's prompts and its tensor-parallel shard of the four
+// models (the whole job in one process).
+func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr io.Writer) error {
+	rank, m, _, comms, logf := runInfo(dist, stderr)
+	lead := rank == 0
+	if f.batch%m.DP != 0 {
+		return usageError{fmt.Sprintf("ppo: --batch %d does not split over %d data-parallel ranks", f.batch, m.DP)}
 	}
 	cfg, err := f.config()
 	if err != nil {
 		return err
 	}
-	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format, a...) }
 	tok, err := loadTokenizer(f.tokenizerDir)
 	if err != nil {
 		return err
@@ -77,16 +94,24 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		prompts = append(prompts, p)
 	}
+	var pc finetune.PPOComms
+	if comms != nil {
+		pc = finetune.PPOComms{DP: comms.DP, TP: comms.TP}
+	}
+	// Every model is whole on each rank but split over the TP group, with
+	// rows for this rank's share of the step's prompts.
+	layout := model.Stage(tensor.FromComm(pc.TP), []int{0, cfg.NLayer}, 0)
 	gpt := func(dir string, c model.Config) (*model.GPT, error) {
-		m, err := model.New(c, f.batch, f.seq, gemm.New(f.threads))
+		layout.EndBlock = c.NLayer
+		g, err := model.NewSharded(c, layout, f.batch/m.DP, f.seq, gemm.New(f.threads))
 		if err != nil {
 			return nil, err
 		}
 		if dir == "" {
-			m.Init(f.seed)
-			return m, nil
+			g.Init(f.seed)
+			return g, nil
 		}
-		return m, checkpoint.LoadModel(dir, m)
+		return g, checkpoint.LoadModel(dir, g)
 	}
 	policy, err := gpt(f.ckpt, cfg)
 	if err != nil {
@@ -110,29 +135,30 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var models [2]*finetune.RewardModel
 	for i := range models {
-		m, err := gpt(rmDir, rmCfg)
+		g, err := gpt(rmDir, rmCfg)
 		if err != nil {
 			return err
 		}
-		if models[i], err = finetune.NewRewardModel(m, f.seed); err != nil {
+		if models[i], err = finetune.NewRewardModel(g, f.seed); err != nil {
 			return err
 		}
 		if err := models[i].SetHead(st.RewardHead); err != nil {
 			return err
 		}
 	}
-	p, err := finetune.NewPPO(policy, ref, models[0], models[1], enc.EOS, f.seq, finetune.PPOConfig{
+	p, err := finetune.NewPPOParallel(policy, ref, models[0], models[1], enc.EOS, f.seq, finetune.PPOConfig{
 		MaxNew: f.maxNew, Epochs: f.epochs, Clip: f.ratioClip, ValueClip: f.vclip, KLCoef: f.kl, Gamma: f.gamma, Lambda: f.lambda,
-		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed})
+		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed}, pc)
 	if err != nil {
 		return err
 	}
-	logf("ppo: %d prompts, %d per step, up to %d new tokens, %d epochs, kl %g\n", len(prompts), f.batch, f.maxNew, f.epochs, f.kl)
-	mw, err := f.openMetrics(true)
+	logf("ppo: mesh %v | %d prompts, %d per step, up to %d new tokens, %d epochs, kl %g\n", m, len(prompts), f.batch, f.maxNew, f.epochs, f.kl)
+	mw, err := f.openMetrics(lead)
 	if err != nil {
 		return err
 	}
 	defer mw.Close()
+	// Every rank draws the same global batch; TrainStep takes this rank's share.
 	rng := rand.New(rand.NewPCG(f.seed, 2))
 	batch := make([][]int32, f.batch)
 	start := time.Now()
@@ -148,15 +174,76 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"value_loss": s.ValueLoss, "clip_frac": s.ClipFrac, "length": s.Length}); err != nil {
 			return err
 		}
-		if p.Step == 1 || p.Step%10 == 0 || p.Step == f.steps {
+		if dist != nil {
+			dist.job.report(p.Step, map[string]float64{"reward": s.Reward, "kl": s.KL})
+		}
+		if lead && (p.Step == 1 || p.Step%10 == 0 || p.Step == f.steps) {
 			fmt.Fprintf(stdout, "step %d/%d reward %.3f kl %.3f policy loss %.4f value loss %.4f length %.1f\n",
 				p.Step, f.steps, s.Reward, s.KL, s.PolicyLoss, s.ValueLoss, s.Length)
 		}
 	}
-	dir, err := checkpoint.Save(f.out, p.Step, policy, nil, nil, f.keep)
+	dir, err := saveModel(ctx, f.out, p.Step, f.keep, policy, m, dist)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "done: %d steps in %s, policy checkpoint %s\n", f.steps, time.Since(start).Round(time.Millisecond), dir)
+	if lead {
+		fmt.Fprintf(stdout, "done: %d steps in %s, policy checkpoint %s\n", f.steps, time.Since(start).Round(time.Millisecond), dir)
+	}
 	return nil
+}
+
+// saveModel writes m, this rank's part of a model of mesh msh with no
+// pipeline split, as the weights-only checkpoint of step under
+// run/checkpoints; every rank calls it. Without tensor parallelism rank 0
+// writes model.safetensors; otherwise every dp=0 rank writes its shard into
+// a shared temporary directory and rank 0 writes the index and seals the
+// checkpoint once every rank has passed the barrier (the trainer's sharded
+// format, loadable onto any layout).
+func saveModel(ctx context.Context, run string, step, keep int, m *model.GPT, msh mesh.Mesh, dist *distributed) (string, error) {
+	rank, coord := 0, mesh.Coord{}
+	sync := func() error { return nil }
+	if dist != nil {
+		rank, coord = dist.job.rank, dist.comms.Coord
+		sync = func() error { return dist.job.barrier(ctx) }
+	}
+	if msh.PP != 1 {
+		return "", fmt.Errorf("checkpoint: %d pipeline stages: save a whole model per rank", msh.PP)
+	}
+	var path string
+	var err error
+	if msh.TP == 1 {
+		if rank == 0 {
+			if path, err = checkpoint.Save(run, step, m, nil, nil, keep); err != nil {
+				return "", err
+			}
+		}
+		return path, sync()
+	}
+	tmp := checkpoint.TempDir(run, step)
+	if rank == 0 {
+		os.RemoveAll(tmp)
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	if err := sync(); err != nil {
+		return "", fmt.Errorf("checkpoint step %d: %w", step, err)
+	}
+	if coord.DP == 0 {
+		if err := checkpoint.WriteShard(tmp, coord, m, nil, nil, 0); err != nil {
+			return "", fmt.Errorf("checkpoint step %d: %w", step, err)
+		}
+	}
+	if err := sync(); err != nil {
+		return "", fmt.Errorf("checkpoint step %d: %w", step, err)
+	}
+	if rank == 0 {
+		if err := checkpoint.WriteIndex(tmp, step, msh, m.Config); err != nil {
+			return "", err
+		}
+		if path, err = checkpoint.Seal(run, tmp, step, keep); err != nil {
+			return "", err
+		}
+	}
+	return path, sync()
 }

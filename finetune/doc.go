@@ -57,10 +57,22 @@
 //     sequence log-probs, the DPO loss against reference log-probs
 //     (computed once by LogProbs) and per-token loss weights
 //     (model.Acts.SetLossWeights) for the backward.
-//   - Reward model: RewardModel reads a scalar head on the final hidden
-//     state of a completion's closing EOS (model.Acts.Hidden) and
-//     backpropagates through model.Acts.SetHeadGrad; RewardTrainer trains
-//     it with Bradley-Terry, in one process or data-parallel (DP).
+//   - Reward model: a scalar head r = w . h + b on the final hidden state
+//     h of a completion's closing EOS (model.Acts.Hidden), backpropagated
+//     through model.Acts.SetHeadGrad. RewardBatches is both the trainer's
+//     Source (pairs of rows) and its trainer.HeadObjective (Bradley-Terry
+//     on the last stage); the trainer keeps the head replicated on every
+//     rank (its gradient summed over DP and PP, clipped with the model's,
+//     its own AdamW) and saves it with its moments, so `strand rm train`
+//     runs on any DP x TP x PP mesh and resumes. RewardModel scores rows
+//     with a trained head in one process (rm score, PPO); RewardTrainer is
+//     the one-process (or data-parallel) loop RewardBatches is tested
+//     against.
+//   - Resume: Batches, DPOBatches and RewardBatches are deterministic in
+//     the step (epoch permutations from the seed), so
+//     trainer.Trainer.Restore puts them back at the checkpoint's step;
+//     DPO's reference log-probs are recomputed from the starting
+//     checkpoint.
 //   - PPO: PPO samples completions from the policy, scores them with a
 //     frozen reward model, penalizes the per-token KL to a frozen reference,
 //     estimates advantages with GAE from a value model, and updates policy

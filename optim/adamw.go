@@ -63,7 +63,13 @@ type AdamW struct {
 	Config AdamWConfig
 	M, V   []float32 // moments of the updated parameters, packed in segment order
 	Step   int       // number of updates applied so far
-	segs   []Segment
+	// Threads is how many goroutines Update uses (0 or 1: the caller's
+	// only); a trainer sets it to its compute thread count. The update is
+	// memory-bound, and two cores move about twice the bytes of one.
+	Threads int
+	segs    []Segment
+	upd     *updateRun // reused by every Update (allocation-free steps)
+	workers *workerSet // started on the first Update with Threads > 1
 }
 
 // NewAdamW prepares state for the segments of an n-element parameter
@@ -84,6 +90,18 @@ func NewAdamW(cfg AdamWConfig, n int, segs []Segment) (*AdamW, error) {
 	return &AdamW{Config: cfg, M: make([]float32, total), V: make([]float32, total), segs: segs}, nil
 }
 
+// run returns the reusable update state, starting workers if Threads asks
+// for them.
+func (o *AdamW) run() *updateRun {
+	if o.upd == nil {
+		o.upd = new(updateRun)
+	}
+	if o.Threads > 1 && o.workers == nil {
+		o.workers = newWorkerSet(o)
+	}
+	return o.upd
+}
+
 // Covers reports whether the optimizer updates every parameter of an
 // n-element buffer (so M and V are laid out like the parameters).
 func (o *AdamW) Covers(n int) bool { return len(o.M) == n }
@@ -95,28 +113,32 @@ func (o *AdamW) Covers(n int) bool { return len(o.M) == n }
 //	m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g^2
 //	p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
 func (o *AdamW) Update(params, grads []float32, lr float64) {
+	o.UpdateScaled(params, grads, lr, 1)
+}
+
+// UpdateScaled is Update with every gradient multiplied by gradScale as it
+// is read (clipping and loss-scale division fused into the update: the same
+// bits as Scale(grads, gradScale) followed by Update, one pass over memory
+// fewer). grads itself is left unscaled. With Threads > 1 the parameters
+// are split into that many contiguous ranges updated concurrently; every
+// element sees the same operations, so the result does not depend on
+// Threads.
+func (o *AdamW) UpdateScaled(params, grads []float32, lr float64, gradScale float32) {
 	o.Step++
 	c := o.Config
 	bc1 := 1 - math.Pow(c.Beta1, float64(o.Step))
 	bc2 := 1 - math.Pow(c.Beta2, float64(o.Step))
 	stepSize := float32(lr / bc1)
 	invSqrtBc2 := float32(1 / math.Sqrt(bc2))
-	st := vec.AdamWStep{Beta1: float32(c.Beta1), OneMinusBeta1: float32(1 - c.Beta1),
+	r := o.run()
+	r.params, r.grads, r.m, r.v, r.segs = params, grads, o.M, o.V, o.segs
+	r.st = vec.AdamWStep{Beta1: float32(c.Beta1), OneMinusBeta1: float32(1 - c.Beta1),
 		Beta2: float32(c.Beta2), OneMinusBeta2: float32(1 - c.Beta2), Eps: float32(c.Eps),
-		StepSize: stepSize, InvSqrtBC2: invSqrtBc2}
-	state := 0
-	for _, s := range o.segs {
-		p := params[s.Offset : s.Offset+s.Size]
-		g := grads[s.Offset : s.Offset+s.Size]
-		m := o.M[state : state+s.Size]
-		v := o.V[state : state+s.Size]
-		state += s.Size
-		st.Decay = 1
-		if s.Decay {
-			st.Decay = float32(1 - lr*c.WeightDecay)
-		}
-		vec.AdamW(p, g, m, v, &st) // AVX-512 where available, same bits as the loop
-	}
+		StepSize: stepSize, InvSqrtBC2: invSqrtBc2, GradScale: gradScale}
+	r.decay = float32(1 - lr*c.WeightDecay)
+	r.parts = max(1, min(o.Threads, len(o.M)/minValuesPerPart))
+	r.do(o.workers)
+	r.params, r.grads, r.m, r.v, r.segs = nil, nil, nil, nil, nil
 }
 
 // GradNorm is the L2 norm of grads, accumulated in float64.

@@ -34,9 +34,9 @@ func geluTanhBackwardGo(dx, x, dout []float32) {
 	}
 }
 
-func adamwGo(p, g, m, v []float32, s *AdamWStep) {
+func adamwGo(p, g, m, v []float32, s *AdamWStep, gradScale float32) {
 	for i := range p {
-		gi := g[i]
+		gi := g[i] * gradScale
 		mi := s.Beta1*m[i] + s.OneMinusBeta1*gi
 		vi := s.Beta2*v[i] + s.OneMinusBeta2*gi*gi
 		m[i], v[i] = mi, vi

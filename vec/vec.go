@@ -55,11 +55,16 @@ type AdamWStep struct {
 	StepSize             float32 // lr / (1 - beta1^t)
 	InvSqrtBC2           float32 // 1 / sqrt(1 - beta2^t)
 	Decay                float32 // 1 - lr*weight_decay, or 1 without decay
+	// GradScale multiplies each gradient as it is read (gradient clipping
+	// fused into the update: the same float32 product a separate pass
+	// would store, so the same bits); 0 means 1. g itself is not changed.
+	GradScale float32
 }
 
 // AdamW applies one update to p with gradients g and moments m, v (all the
 // same length), as torch.optim.AdamW computes it:
 //
+//	g = g*gradScale (in a register)
 //	m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g*g
 //	p = p*decay - stepSize*m / (sqrt(v)*invSqrtBC2 + eps)
 //
@@ -73,9 +78,13 @@ func AdamW(p, g, m, v []float32, s *AdamWStep) {
 	if n == 0 {
 		return
 	}
+	gs := s.GradScale
+	if gs == 0 {
+		gs = 1
+	}
 	if useAVX512 {
-		adamwAVX512(&p[0], &g[0], &m[0], &v[0], n, s)
+		adamwAVX512(&p[0], &g[0], &m[0], &v[0], n, s, gs)
 		return
 	}
-	adamwGo(p, g, m, v, s)
+	adamwGo(p, g, m, v, s, gs)
 }

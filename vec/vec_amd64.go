@@ -19,7 +19,7 @@ func geluTanhAVX512(out, x *float32, n int)
 func geluTanhBackwardAVX512(dx, x, dout *float32, n int)
 
 //go:noescape
-func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep)
+func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep, gradScale float32)
 
 //go:noescape
 func sumAVX512(x *float32, n int) float32

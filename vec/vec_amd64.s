@@ -224,8 +224,8 @@ gbdone:
 	VDIVPS Z6, Z8, Z8 \
 	VSUBPS Z8, Z7, Z3
 
-// func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep)
-TEXT ·adamwAVX512(SB), NOSPLIT, $0-48
+// func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep, gradScale float32)
+TEXT ·adamwAVX512(SB), NOSPLIT, $0-52
 	MOVQ p+0(FP), DI
 	MOVQ grad+8(FP), SI
 	MOVQ m+16(FP), R8
@@ -240,11 +240,13 @@ TEXT ·adamwAVX512(SB), NOSPLIT, $0-48
 	VBROADCASTSS 20(DX), Z25 // step size
 	VBROADCASTSS 24(DX), Z26 // 1/sqrt(bc2)
 	VBROADCASTSS 28(DX), Z27 // decay
+	VBROADCASTSS gradScale+48(FP), Z28
 
 awloop:
 	CMPQ CX, $16
 	JLT awtail
 	VMOVUPS (SI), Z0
+	VMULPS Z28, Z0, Z0
 	VMOVUPS (R8), Z1
 	VMOVUPS (R9), Z2
 	VMOVUPS (DI), Z3
@@ -264,6 +266,7 @@ awtail:
 	JZ awdone
 	TAILMASK
 	VMOVUPS.Z (SI), K1, Z0
+	VMULPS Z28, Z0, Z0
 	VMOVUPS.Z (R8), K1, Z1
 	VMOVUPS.Z (R9), K1, Z2
 	VMOVUPS.Z (DI), K1, Z3

@@ -97,12 +97,48 @@ func TestAdamWMatchesPortableToTheBit(t *testing.T) {
 		}
 		wp, wm, wv := append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)
 		for step := 0; step < 3; step++ {
-			adamwGo(wp, g, wm, wv, s)
+			adamwGo(wp, g, wm, wv, s, 1)
 			AdamW(p, g, m, v, s)
 		}
 		for i := range p {
 			if p[i] != wp[i] || m[i] != wm[i] || v[i] != wv[i] {
 				t.Fatalf("n=%d, element %d: p %g m %g v %g, portable %g %g %g", n, i, p[i], m[i], v[i], wp[i], wm[i], wv[i])
+			}
+		}
+	}
+}
+
+// TestAdamWGradScale: a GradScale s gives the bits of scaling the
+// gradients by s in a separate pass first (what clipping did), on the
+// AVX-512 and portable paths, and leaves g unchanged.
+func TestAdamWGradScale(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 1))
+	for _, n := range lengths {
+		p, g := randSlice(r, n, 1), randSlice(r, n, 0.1)
+		m, v := randSlice(r, n, 0.01), randSlice(r, n, 0.01)
+		for i := range v {
+			v[i] *= v[i]
+		}
+		g0 := append([]float32(nil), g...)
+		wp, wm, wv := append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)
+		pp, pm, pv := append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)
+		const scale = 0.37
+		gs := make([]float32, n)
+		for i := range g {
+			gs[i] = g[i] * scale
+		}
+		s := &AdamWStep{Beta1: 0.9, OneMinusBeta1: 0.1, Beta2: 0.95, OneMinusBeta2: 0.05, Eps: 1e-8,
+			StepSize: 3e-4 / 0.1, InvSqrtBC2: float32(1 / math.Sqrt(0.05)), Decay: 1 - 3e-5}
+		AdamW(wp, gs, wm, wv, s) // scaled beforehand
+		s.GradScale = scale
+		AdamW(p, g, m, v, s)
+		adamwGo(pp, g, pm, pv, s, scale)
+		for i := range p {
+			if p[i] != wp[i] || m[i] != wm[i] || v[i] != wv[i] || pp[i] != wp[i] || pm[i] != wm[i] || pv[i] != wv[i] {
+				t.Fatalf("n=%d, element %d: p %g m %g v %g (portable %g %g %g), pre-scaled %g %g %g", n, i, p[i], m[i], v[i], pp[i], pm[i], pv[i], wp[i], wm[i], wv[i])
+			}
+			if g[i] != g0[i] {
+				t.Fatalf("n=%d: g[%d] changed", n, i)
 			}
 		}
 	}

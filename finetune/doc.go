@@ -77,7 +77,18 @@
 //     frozen reward model, penalizes the per-token KL to a frozen reference,
 //     estimates advantages with GAE from a value model, and updates policy
 //     (clipped surrogate, through loss weights) and value model (clipped
-//     value loss, through a head gradient) in one process.
+//     value loss, through a head gradient). NewPPO runs in one process;
+//     NewPPOParallel takes PPOComms and runs data- and tensor-parallel
+//     (`strand ppo --nproc N --dp/--tp`, no pipeline split): each DP rank
+//     samples and scores its contiguous share of the step's prompts,
+//     completion i drawn from a generator seeded by (seed, step, i) with i
+//     the global prompt index, so no layout changes what is sampled; the
+//     advantages are whitened with global statistics (float64 sums over
+//     DP), the per-token losses are shares of the global token mean and
+//     policy and value gradients are summed over DP, so every rank takes
+//     the same step; under TP the policy's vocabulary-split logits are
+//     gathered for sampling. Statistics and weights match the single
+//     process within float rounding.
 //   - Multiple choice: ScoreChoices ranks each question's choices by their
 //     log-likelihood given the context (summed and per token).
 //

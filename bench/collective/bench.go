@@ -28,18 +28,19 @@ import (
 
 // Config is one benchmark run.
 type Config struct {
-	Op        string  // allreduce, allgather, reducescatter, broadcast, sendrecv
-	NProc     int     // ranks (local processes)
-	Transport string  // "tcp" or "rdma"
-	Provider  string  // rdma: verbs provider ("soft" runs anywhere, "ibverbs" needs a device)
-	Min, Max  int64   // buffer sizes in bytes, Min, Min*Factor, ... <= Max
-	Factor    int64   // size step (default 2)
-	DType     string  // f32 or bf16 (or f16)
-	Bind      string  // listen address spec for every rank (default 127.0.0.1:0)
-	Streams   int     // TCP sockets per peer pair (0: transport default)
-	Budget    float64 // seconds of timed calls per size (default 0.3)
-	Segment   int     // ring/chain pipelining segment in bytes (0: collective's default)
-	JSON      bool    // one JSON object per size instead of the table
+	Op        string        // allreduce, allgather, reducescatter, broadcast, sendrecv
+	NProc     int           // ranks (local processes)
+	Transport string        // "tcp" or "rdma"
+	Provider  string        // rdma: verbs provider ("soft" runs anywhere, "ibverbs" needs a device)
+	Min, Max  int64         // buffer sizes in bytes, Min, Min*Factor, ... <= Max
+	Factor    int64         // size step (default 2)
+	DType     string        // f32 or bf16 (or f16)
+	Bind      string        // listen address spec for every rank (default 127.0.0.1:0)
+	Streams   int           // TCP sockets per peer pair (0: transport default)
+	Budget    float64       // seconds of timed calls per size (default 0.3)
+	Segment   int           // ring/chain pipelining segment in bytes (0: collective's default)
+	Spin      time.Duration // tcp: receive spin before parking (0: transport's automatic choice, <0: never)
+	JSON      bool          // one JSON object per size instead of the table
 	Timeout   time.Duration
 }
 
@@ -242,7 +243,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 		transportName = "rdma/" + p.Name()
 	} else {
 		tr, err = tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
-			JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams,
+			JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams, Spin: cfg.Spin,
 			Logger: slog.New(slog.NewTextHandler(logw, nil))})
 		if err != nil {
 			return err

@@ -571,3 +571,49 @@ func TestChunkedReceiveDeadlineNamesPeer(t *testing.T) {
 		t.Fatal("a chunked receive without a sink was accepted")
 	}
 }
+
+func TestSpinBudgetAdapts(t *testing.T) {
+	var s spinPolicy
+	if s.budget() != 0 {
+		t.Fatal("a policy with no maximum spins")
+	}
+	s.max = 40 * time.Microsecond
+	s.cur.Store(int64(s.max))
+	d := s.budget()
+	for d >= minSpin { // every spin misses: the budget halves down to zero
+		s.record(false, d)
+		if nd := s.budget(); nd != d/2 && !(d/2 < minSpin && nd == 0) {
+			t.Fatalf("after a miss at %v the budget is %v", d, nd)
+		}
+		d /= 2
+	}
+	probes := 0
+	for i := 0; i < 10*spinProbe; i++ {
+		if s.budget() > 0 {
+			probes++
+		}
+	}
+	if probes != 10 {
+		t.Fatalf("%d probes in %d receives, want 10", probes, 10*spinProbe)
+	}
+	s.record(true, s.max/4) // a probe that hits restores spinning
+	if got := s.budget(); got != s.max/2 {
+		t.Fatalf("after a hit the budget is %v, want %v", got, s.max/2)
+	}
+}
+
+func TestSmallReceivesWorkWithAndWithoutSpinning(t *testing.T) {
+	for _, spin := range []time.Duration{-1, 0, 20 * time.Microsecond} {
+		ts := mustDial(t, 2, func(c *Config) { c.Spin = spin })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		for i := 0; i < 50; i++ { // ping-pong: each receive waits for a message in flight
+			a, b := i%2, 1-i%2
+			go func() { _ = ts[a].Send(ctx, b, 1, pattern(4096, i)) }()
+			got := make([]byte, 4096)
+			if err := ts[b].Recv(ctx, a, 1, got); err != nil || !bytes.Equal(got, pattern(4096, i)) {
+				t.Fatalf("spin %v, message %d: %v", spin, i, err)
+			}
+		}
+		cancel()
+	}
+}

@@ -29,6 +29,11 @@ func TestPPOLayouts(t *testing.T) {
 	rm := filepath.Join(dir, "rm")
 	runStrand(t, time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", "5", "--lr", "1e-3", "--seq", "16",
 		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1")
+	// a pipeline split is refused before any worker starts
+	j := start(t, nil, "strand", "ppo", "--model", "tiny", "--rm", rm, "--data", data, "--nproc", "2", "--pp", "2", "--out", filepath.Join(dir, "pp"))
+	if code := j.wait(t, time.Minute); code != 2 || !strings.Contains(j.out.String(), "--pp > 1 is not supported") {
+		t.Fatalf("ppo --pp 2: exit %d, want 2 and the reason\n%s", code, j.out.String())
+	}
 	const steps = 4
 	keys := []string{"reward", "kl", "policy_loss", "value_loss"}
 	run := func(name string, mesh ...string) (map[string][]float64, string) {

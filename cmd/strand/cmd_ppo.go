@@ -56,6 +56,9 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, err := f.lora(); err != nil || f.loraRank > 0 {
 		return usageError{"ppo: --lora-rank is not supported yet"}
 	}
+	if _, _, err := checkpoint.Resolve(f.rm); err != nil { // before any worker starts
+		return fmt.Errorf("--rm: %w", err)
+	}
 	return f.run(ctx, "ppo", args, func(ctx context.Context, d *distributed) error {
 		return ppoLoop(ctx, &f, d, stdout, stderr)
 	}, stdout, stderr)

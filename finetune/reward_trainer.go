@@ -25,10 +25,11 @@ type RewardStats struct {
 type RewardBatches struct {
 	data  *RewardRows
 	cfg   BatchConfig
-	next  int   // position of this step's first global pair in the pair stream
-	cur   []int // dataset row of each of this step's rows
-	perm  []int
-	epoch int
+	next  int        // position of this step's first global pair in the pair stream
+	cur   []int      // dataset row of each of this step's rows
+	perm  []int      // this epoch's pair order
+	epoch int        // epoch of perm (-1: none drawn)
+	rng   *rand.Rand // draws one permutation per epoch
 	C     int
 	head  []float32   // (C+1): weight, then bias
 	grad  []float32   // (C+1)
@@ -75,17 +76,23 @@ func (b *RewardBatches) SetHead(h RewardHead) error {
 	return nil
 }
 
+// pair is the dataset pair at position k of the stream. Epoch e's order is
+// the e-th permutation drawn from one PCG(seed, 1) stream (the pair order
+// strand rm train has used since its first version, so a seed gives the
+// same run as before the reward model moved onto the trainer).
 func (b *RewardBatches) pair(k int) int {
 	n := b.data.Rows / 2
-	if e := k / n; e != b.epoch {
-		b.epoch = e
-		b.perm = b.perm[:0]
-		for i := 0; i < n; i++ {
-			b.perm = append(b.perm, i)
-		}
-		if b.cfg.Shuffle {
-			r := rand.New(rand.NewPCG(b.cfg.Seed, uint64(e)))
-			r.Shuffle(n, func(i, j int) { b.perm[i], b.perm[j] = b.perm[j], b.perm[i] })
+	e := k / n
+	if e < b.epoch || b.rng == nil {
+		b.rng, b.epoch = rand.New(rand.NewPCG(b.cfg.Seed, 1)), -1
+	}
+	for b.epoch < e {
+		b.perm = b.rng.Perm(n)
+		b.epoch++
+		if !b.cfg.Shuffle {
+			for i := range b.perm {
+				b.perm[i] = i
+			}
 		}
 	}
 	return b.perm[k%n]

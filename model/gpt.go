@@ -44,6 +44,7 @@ type GPT struct {
 	// backward scratch shared by every Acts (one backward runs at a time)
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
 	split                                           splitTask // the layer call being split over goroutines (split.go)
+	sumSq                                           sumSqTask // Params.NormSumSquares over the goroutines
 	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/vec"
 )
 
 // Param is one logical parameter tensor — or this rank's shard of it — as a
@@ -56,7 +57,10 @@ type Params struct {
 	partial bool
 	// clearer, when set (by the model that owns these parameters), clears
 	// gradients on the model's compute goroutines.
-	clearer interface{ clearSplit([]float32) }
+	clearer interface {
+		clearSplit([]float32)
+		sumSquaresSplit(*Params) float64
+	}
 }
 
 // Lookup returns the parameter with the given name.
@@ -80,14 +84,19 @@ func (ps *Params) ZeroGrad() {
 
 // NormSumSquares is this rank's share of the squared global gradient norm:
 // the sum of squares of every gradient it counts (see Param.InNorm).
+//
+// Each parameter's sum is vec.SumSquares (float64, an order fixed by its
+// length); the sums are added in parameter order. With an owning model
+// the parameters are spread over its compute goroutines, which changes no
+// bit.
 func (ps *Params) NormSumSquares() float64 {
+	if ps.clearer != nil {
+		return ps.clearer.sumSquaresSplit(ps)
+	}
 	var s float64
 	for _, p := range ps.List {
-		if !p.InNorm {
-			continue
-		}
-		for _, g := range p.Grad {
-			s += float64(g) * float64(g)
+		if p.InNorm {
+			s += vec.SumSquares(p.Grad)
 		}
 	}
 	return s

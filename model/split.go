@@ -114,3 +114,39 @@ func (m *GPT) clearSplit(g []float32) {
 	t.kind, t.out = splitClear, g
 	m.runSplit(len(g), 1<<18)
 }
+
+// sumSquaresSplit is ps.NormSumSquares with the parameters spread over the
+// compute goroutines: item i is parameter i, its sum kept in a slot of its
+// own, and the slots are added in parameter order.
+func (m *GPT) sumSquaresSplit(ps *Params) float64 {
+	t := &m.sumSq
+	t.ps = ps
+	if cap(t.sums) < len(ps.List) {
+		t.sums = make([]float64, len(ps.List))
+	}
+	t.sums = t.sums[:len(ps.List)]
+	workers := 1
+	if len(ps.Grad) >= 2*minSplitValues || m.splitMin > 0 {
+		workers = m.threads()
+	}
+	m.attn.pool.p.run(t, len(ps.List), workers)
+	t.ps = nil
+	var s float64
+	for _, v := range t.sums {
+		s += v
+	}
+	return s
+}
+
+// sumSqTask computes one parameter's gradient sum of squares per item.
+type sumSqTask struct {
+	ps   *Params
+	sums []float64
+}
+
+func (t *sumSqTask) run(_, i int) {
+	t.sums[i] = 0
+	if p := t.ps.List[i]; p.InNorm {
+		t.sums[i] = vec.SumSquares(p.Grad)
+	}
+}

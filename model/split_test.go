@@ -16,7 +16,7 @@ func TestSplitLayersBitIdenticalAcrossThreads(t *testing.T) {
 		cfg := parallelTestConfig(c.act, c.norm)
 		cfg.NEmbd, cfg.NPositions = 48, 16
 		B, T := 3, 16
-		run := func(threads int) (float64, []float32) {
+		run := func(threads int) (float64, []float32, float64) {
 			m, err := New(cfg, B, T, gemm.New(threads))
 			if err != nil {
 				t.Fatal(err)
@@ -36,11 +36,21 @@ func TestSplitLayersBitIdenticalAcrossThreads(t *testing.T) {
 				t.Fatal(err)
 			}
 			m.Backward(float32(1 / float64(count)))
-			return sum, append([]float32(nil), m.Params.Grad...)
+			return sum, append([]float32(nil), m.Params.Grad...), m.Params.NormSumSquares()
 		}
-		loss1, g1 := run(1)
+		loss1, g1, ss1 := run(1)
+		var seq float64
+		for _, p := range g1 {
+			seq += float64(p) * float64(p)
+		}
+		if math.Abs(ss1-seq) > 1e-12*seq {
+			t.Errorf("%s/%s: NormSumSquares %v, sequential sum %v", c.act, c.norm, ss1, seq)
+		}
 		for _, threads := range []int{2, 3} {
-			loss, g := run(threads)
+			loss, g, ss := run(threads)
+			if math.Float64bits(ss) != math.Float64bits(ss1) {
+				t.Errorf("%s/%s, %d threads: NormSumSquares %v, 1 thread %v", c.act, c.norm, threads, ss, ss1)
+			}
 			if loss != loss1 {
 				t.Errorf("%s/%s, %d threads: loss %v, 1 thread %v", c.act, c.norm, threads, loss, loss1)
 			}

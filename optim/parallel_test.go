@@ -78,6 +78,7 @@ func TestUpdateWorkersStop(t *testing.T) {
 		if runtime.NumGoroutine() < before+3 {
 			t.Fatalf("goroutines %d, want at least %d while the optimizer lives", runtime.NumGoroutine(), before+3)
 		}
+		runtime.KeepAlive(o) // else it may be collected (and its workers stopped) already
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before {

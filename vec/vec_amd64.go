@@ -41,3 +41,12 @@ func toBF16AVX512(dst *uint16, src *float32, n int)
 
 //go:noescape
 func addAVX512(dst, src *float32, n int)
+
+//go:noescape
+func scaleAVX512(x *float32, n int, s float32)
+
+//go:noescape
+func scaleF64AVX512(x *float32, n int, s float64)
+
+//go:noescape
+func sumSquaresAVX512(x *float32, n int) float64

@@ -22,3 +22,7 @@ func lnBwdApplyAVX512(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dn
 func toBF16AVX512(dst *uint16, src *float32, n int) { panic("unreachable") }
 
 func addAVX512(dst, src *float32, n int) { panic("unreachable") }
+
+func scaleAVX512(x *float32, n int, s float32)    { panic("unreachable") }
+func scaleF64AVX512(x *float32, n int, s float64) { panic("unreachable") }
+func sumSquaresAVX512(x *float32, n int) float64  { panic("unreachable") }

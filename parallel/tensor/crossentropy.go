@@ -63,11 +63,8 @@ func (ce *VocabCrossEntropy) Forward(ctx context.Context, losses, logits []float
 	count := 0
 	for n := 0; n < N; n++ {
 		z := float64(stats[n])
-		inv := 1 / z
-		row := logits[n*Vl : (n+1)*Vl]
-		for i := range row {
-			row[i] = float32(float64(row[i]) * inv)
-		}
+		// probabilities: the product in float64, rounded once (AVX-512)
+		vec.ScaleF64(logits[n*Vl:(n+1)*Vl], 1/z)
 		if targets[n] == IgnoreIndex {
 			losses[n] = 0
 			continue
@@ -89,9 +86,7 @@ func (ce *VocabCrossEntropy) Backward(probs []float32, targets []int32, N, Vl in
 			clear(row)
 			continue
 		}
-		for i := range row {
-			row[i] *= scale
-		}
+		vec.Scale(row, scale) // AVX-512 where available, same bits
 		if t := int(targets[n]) - ce.Offset; t >= 0 && t < Vl {
 			row[t] -= scale
 		}

@@ -1,0 +1,67 @@
+package vec
+
+// Scale multiplies x[i] by s in float32 (one rounding per element on both
+// paths: the same bits).
+func Scale(x []float32, s float32) {
+	n := 0
+	if useAVX512 && len(x) >= 16 {
+		n = len(x) &^ 15
+		scaleAVX512(&x[0], n, s)
+	}
+	for i := n; i < len(x); i++ {
+		x[i] *= s
+	}
+}
+
+// ScaleF64 sets x[i] = float32(float64(x[i]) * s): the product in float64,
+// rounded once to float32 (softmax normalization by 1/sum kept in float64).
+// Both paths give the same bits.
+func ScaleF64(x []float32, s float64) {
+	n := 0
+	if useAVX512 && len(x) >= 16 {
+		n = len(x) &^ 15
+		scaleF64AVX512(&x[0], n, s)
+	}
+	for i := n; i < len(x); i++ {
+		x[i] = float32(float64(x[i]) * s)
+	}
+}
+
+// SumSquares is the sum of x[i]^2 in float64 (gradient norms). The order
+// is fixed by the length alone: 16 running sums (element i into sum i%16)
+// over the first len&^15 elements, combined pairwise (j with j+8, then
+// j+4, j+2, j+1), then the remaining elements in order. Each square of a
+// float32 is exact in float64. Both paths give the same bits.
+func SumSquares(x []float32) float64 {
+	n := len(x) &^ 15
+	var s float64
+	if n > 0 {
+		if useAVX512 {
+			s = sumSquaresAVX512(&x[0], n)
+		} else {
+			s = sumSquaresGo(x[:n])
+		}
+	}
+	for _, v := range x[n:] {
+		s += float64(v) * float64(v)
+	}
+	return s
+}
+
+// sumSquaresGo is the portable SumSquares of a multiple of 16 values, in
+// the assembly's order.
+func sumSquaresGo(x []float32) float64 {
+	var a [16]float64
+	for i := 0; i < len(x); i += 16 {
+		for j := range a {
+			v := float64(x[i+j])
+			a[j] += v * v
+		}
+	}
+	for w := 8; w >= 1; w /= 2 {
+		for j := 0; j < w; j++ {
+			a[j] += a[j+w]
+		}
+	}
+	return a[0]
+}

@@ -10,7 +10,7 @@ import (
 )
 
 // TestRewardModelLayouts: rm train on 4 local processes as (dp, tp, pp) =
-// (2, 2, 1) and (1, 2, 2) matches the single process's loss within 1e-4
+// (2, 2, 1), (1, 2, 2) and (2, 1, 2) with ZeRO-1 matches the single process's loss within 1e-4
 // relative for 10 steps, and rm score reads the pipeline-and-tensor
 // parallel checkpoint (head and sharded transformer) to the single
 // process's rewards (within 1% of their spread).
@@ -34,7 +34,7 @@ func TestRewardModelLayouts(t *testing.T) {
 		return l
 	}
 	want := run("single")
-	for _, mesh := range [][]string{{"--dp", "2", "--tp", "2"}, {"--tp", "2", "--pp", "2"}} {
+	for _, mesh := range [][]string{{"--dp", "2", "--tp", "2"}, {"--tp", "2", "--pp", "2"}, {"--dp", "2", "--pp", "2", "--zero1"}} {
 		name := strings.Join(mesh, "")
 		got := run(name, append([]string{"--nproc", "4"}, mesh...)...)
 		if len(got) != 10 || len(want) != 10 {

@@ -26,7 +26,7 @@ type dpoFlags struct {
 func (f *dpoFlags) register(fs *flag.FlagSet) {
 	f.ftFlags.register(fs, "dpo", `{"prompt","chosen","rejected"} per line`, 1e-4)
 	fs.Float64Var(&f.beta, "beta", 0.1, "DPO temperature: strength of the implicit KL penalty to the reference")
-	f.registerResume(fs)
+	f.registerTrainer(fs)
 }
 
 func runDPO(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
+	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/trainer"
 	"github.com/strand-ml/strand/worker"
@@ -116,15 +117,17 @@ type ftFlags struct {
 	loraRank     int
 	loraAlpha    float64
 	loraTargets  string
-	// resume flags (registerResume: sft, dpo, rm train)
+	// trainer flags (registerTrainer: sft, dpo, rm train)
 	resume    bool
 	ckptEvery int
 	stopAfter int
+	zero1     bool
 }
 
-// registerResume adds --resume, --ckpt-every and --stop-after for the
-// commands that train on the trainer (sft, dpo, rm train).
-func (f *ftFlags) registerResume(fs *flag.FlagSet) {
+// registerTrainer adds --resume, --ckpt-every, --stop-after and --zero1 for
+// the commands that train on the trainer (sft, dpo, rm train).
+func (f *ftFlags) registerTrainer(fs *flag.FlagSet) {
+	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
 	fs.BoolVar(&f.resume, "resume", false, "continue from the newest committed checkpoint in --out (weights, optimizer, schedule, step, data position), in any layout")
 	fs.IntVar(&f.ckptEvery, "ckpt-every", 0, "checkpoint every N steps (0: only at the end)")
 	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after this step (checkpointing it), as if interrupted; the schedule still spans --steps")
@@ -252,7 +255,7 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	opts := trainer.Options{
 		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
-		Seed: f.seed, Threads: f.threads,
+		Seed: f.seed, Threads: f.threads, DP: dpdata.Options{ZeRO1: f.zero1},
 	}
 	if lc != nil {
 		// The base weights load before the adapters become the model's

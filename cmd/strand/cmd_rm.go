@@ -33,7 +33,7 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var f ftFlags
 	fs := newFlags("rm train", stderr)
 	f.register(fs, "rm", `{"prompt","chosen","rejected"} per line`, 1e-3)
-	f.registerResume(fs)
+	f.registerTrainer(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ type sftFlags struct {
 func (f *sftFlags) register(fs *flag.FlagSet) {
 	f.ftFlags.register(fs, "sft", "{\"prompt\",\"response\"} or {\"messages\":[{\"role\",\"content\"}...]} per line", 3e-4)
 	fs.BoolVar(&f.pack, "pack", true, "pack several examples per row (attention stays inside each example)")
-	f.registerResume(fs)
+	f.registerTrainer(fs)
 }
 
 func runSFT(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -130,6 +130,9 @@ func (cl *call) run() (err error) {
 		return nil
 	}
 	if cl.planBytes(plan) < cl.c.opts.SmallBytes {
+		// Latency bound: every receive's message is sent at about the
+		// time it is posted, so the transport may poll instead of park.
+		cl.ctx = transport.WithSpinHint(cl.ctx)
 		cl.runInline(plan)
 		return cl.finish()
 	}

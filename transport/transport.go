@@ -15,6 +15,8 @@
 //     sequence of cache-sized chunks handed to a ChunkSink instead of into
 //     one buffer, so that a reducing collective can combine each chunk
 //     while it is still in cache (no staging buffer written and re-read).
+//   - WithSpinHint / SpinHint: a context mark for latency-bound receives,
+//     which a transport may poll for briefly instead of parking.
 
 package transport
 
@@ -134,4 +136,22 @@ const ChunkAlign = 4096
 // not called again.
 type ChunkPoster interface {
 	PostRecvChunks(ctx context.Context, peer int, tag Tag, n int, sink ChunkSink) PostedRecv
+}
+
+type spinHintKey struct{}
+
+// WithSpinHint marks receives made with the returned context as latency
+// bound: their message is expected within about a network round trip (the
+// peer has sent it or is about to), so a transport may poll for it briefly
+// before parking the caller, saving a thread wake-up. Without the mark a
+// receive may wait long (a peer still busy elsewhere) and polling would
+// only burn a core. Transports that cannot poll ignore it.
+func WithSpinHint(ctx context.Context) context.Context {
+	return context.WithValue(ctx, spinHintKey{}, true)
+}
+
+// SpinHint reports whether ctx carries WithSpinHint's mark.
+func SpinHint(ctx context.Context) bool {
+	v, _ := ctx.Value(spinHintKey{}).(bool)
+	return v
 }

@@ -378,7 +378,7 @@ func (p *peer) readLoop(s *stream, idx int) {
 		if sink != nil {
 			err = readChunks(br, sink, int(h.Offset), int(h.PartLen))
 		} else {
-			_, err = io.ReadFull(br, dst)
+			err = readFull(br, s.conn, dst)
 		}
 		if !p.partDone(m, int(h.PartLen), err) {
 			return
@@ -637,8 +637,9 @@ func (r *pending) Wait() error {
 	return p.peerErr("recv", waitErr)
 }
 
-// spinMaxBytes: only receives up to this size spin before parking; a
-// bigger message takes longer to arrive than a wake-up costs.
+// spinMaxBytes: only receives up to this size spin before parking, and
+// only those whose ctx carries transport.WithSpinHint; a bigger message
+// takes longer to arrive than a wake-up costs.
 const spinMaxBytes = 64 << 10
 
 // spin polls for completion for a while before Wait parks, and reports
@@ -653,7 +654,7 @@ const spinMaxBytes = 64 << 10
 // parking select.
 func (r *pending) spin() bool {
 	sp := &r.p.t.spin
-	if r.want > spinMaxBytes {
+	if r.want > spinMaxBytes || sp.max <= 0 || !transport.SpinHint(r.ctx) {
 		return false
 	}
 	d := sp.budget()
@@ -753,6 +754,22 @@ func (p *peer) newPending(buf []byte) *pending {
 	}
 	r.buf = buf
 	return r
+}
+
+// readFull fills dst with the bytes already in br's buffer and reads the
+// rest straight from the socket: through br, everything after a large
+// part's first read-ahead would be read into the buffer and copied again.
+func readFull(br *bufio.Reader, c net.Conn, dst []byte) error {
+	n := 0
+	if k := min(br.Buffered(), len(dst)); k > 0 {
+		n, _ = br.Read(dst[:k]) // from the buffer only: no system call
+	}
+	if n < len(dst) {
+		if _, err := io.ReadFull(c, dst[n:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // chunkMax is the largest chunk handed to a ChunkSink: small enough to stay

@@ -29,8 +29,9 @@ type Config struct {
 	MaxMessage       int64         // largest message a peer may announce (default 16 GiB)
 	SocketBuffer     int           // SO_SNDBUF / SO_RCVBUF in bytes (default 4 MiB; <0 keeps the kernel's)
 	HandshakeTimeout time.Duration // per-socket handshake limit (default 10 s)
-	// Spin is how long a small receive polls for its message before
-	// parking its goroutine (saves a thread wake-up per message). 0 picks
+	// Spin is how long a small receive whose ctx carries
+	// transport.WithSpinHint polls for its message before parking its
+	// goroutine (saves a thread wake-up per message). 0 picks
 	// DefaultSpin when this host has a core for every rank on it and
 	// GOMAXPROCS > 1, else no spinning (spinning ranks would steal the
 	// cores their peers need); > 0 spins up to that long; < 0 never

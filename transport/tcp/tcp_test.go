@@ -605,7 +605,7 @@ func TestSpinBudgetAdapts(t *testing.T) {
 func TestSmallReceivesWorkWithAndWithoutSpinning(t *testing.T) {
 	for _, spin := range []time.Duration{-1, 0, 20 * time.Microsecond} {
 		ts := mustDial(t, 2, func(c *Config) { c.Spin = spin })
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(transport.WithSpinHint(context.Background()), 5*time.Second)
 		for i := 0; i < 50; i++ { // ping-pong: each receive waits for a message in flight
 			a, b := i%2, 1-i%2
 			go func() { _ = ts[a].Send(ctx, b, 1, pattern(4096, i)) }()

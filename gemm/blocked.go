@@ -39,6 +39,71 @@ func newBlocked(mk kernels.Micro) *blocked {
 	return &blocked{micro: mk, mc: mc, kc: kc, nc: mk.NR * (2048 / mk.NR)}
 }
 
+// kBlock is the size of the k blocks: k split into equal blocks of at most
+// kc (k = 384 becomes 192 + 192, not 256 + 128): a short last block would
+// pay the C load/store and the kernel's loop overhead for little work. The
+// split depends on k only, so every region of C sees the same blocks.
+func (bl *blocked) kBlock(k int) int { return ceilDiv(k, ceilDiv(k, bl.kc)) }
+
+// prepacked is one operand of a multi-goroutine call packed once, by the
+// calling goroutine, before the tasks start. Without it every strip of C
+// repacks the operand all strips share (A for column strips, B for row
+// strips): with two goroutines and four strips each, eight times.
+//
+// Layouts (kb the k block of pc, kc-sized but the last):
+//   - a: for each k block pc, rows [0, m) packed as run's packA does them,
+//     mc rows at a time; block (ic, pc) starts at pc*roundUp(m, MR) + ic*kb.
+//   - b: for each nc-wide column block jc and k block pc, packB's panels;
+//     block (jc, pc) starts at jc*k + pc*roundUp(nb, NR).
+type prepacked struct {
+	a, b []float32
+}
+
+func preAOffset(ic, pc, m, kb, mr int) int { return pc*roundUp(m, mr) + ic*kb }
+
+func preBOffset(jc, pc, nb, k, nr int) int { return jc*k + pc*roundUp(nb, nr) }
+
+// prepack fills pre with the operand the strips of g share: all of op(A)
+// (splitRows false) or all of op(B) (splitRows true), growing buf as
+// needed, and returns the grown buffer. ws supplies the edge scratch.
+func (bl *blocked) prepack(pre *prepacked, buf []float32, g *gemmArgs, splitRows bool, ws *workspace) []float32 {
+	mr, nr := bl.micro.MR, bl.micro.NR
+	kc := bl.kBlock(g.k)
+	size := roundUp(g.m, mr) * g.k
+	if splitRows {
+		size = roundUp(g.n, nr) * g.k
+	}
+	if cap(buf) < size {
+		buf = make([]float32, size)
+	}
+	buf = buf[:size]
+	if cap(ws.edge) < max(mr, nr)*kc {
+		ws.edge = make([]float32, max(mr, nr)*kc)
+	}
+	edge := ws.edge[:max(mr, nr)*kc]
+	*pre = prepacked{}
+	for pc := 0; pc < g.k; pc += kc {
+		kb := min(kc, g.k-pc)
+		if splitRows {
+			for jc := 0; jc < g.n; jc += bl.nc {
+				nb := min(bl.nc, g.n-jc)
+				bl.packB(buf[preBOffset(jc, pc, nb, g.k, nr):], g.b, g.ldb, g.transB, pc, kb, jc, nb, edge)
+			}
+			continue
+		}
+		for ic := 0; ic < g.m; ic += bl.mc {
+			mb := min(bl.mc, g.m-ic)
+			bl.packA(buf[preAOffset(ic, pc, g.m, kb, mr):], g.a, g.lda, g.transA, ic, mb, pc, kb, edge)
+		}
+	}
+	if splitRows {
+		pre.b = buf
+	} else {
+		pre.a = buf
+	}
+	return buf
+}
+
 // workspace holds one goroutine's packed panels and an edge tile.
 type workspace struct {
 	a, b []float32
@@ -81,23 +146,37 @@ type gemmArgs struct {
 // run computes rows [i0,i1) x columns [j0,j1) of C. i0 and j0 must be
 // multiples of MR and NR; k > 0 and alpha != 0 (the caller handles the
 // degenerate cases).
-func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
+//
+// pre, if not nil, holds one operand already packed for the whole call
+// (see prepack): pre.a all of op(A) when the caller splits C by columns
+// (every region then spans all rows, i0 = 0, i1 = m), pre.b all of op(B)
+// when it splits by rows (j0 = 0, j1 = n). The regions then skip packing
+// that operand instead of each repeating it.
+func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace, pre *prepacked) {
 	mr, nr := bl.micro.MR, bl.micro.NR
-	// Split k into equal blocks of at most kc (k = 384 becomes 192 + 192,
-	// not 256 + 128): a short last block would pay the C load/store and
-	// the kernel's loop overhead for little work. The split depends on k
-	// only, so every region of C sees the same blocks.
-	kc := ceilDiv(g.k, ceilDiv(g.k, bl.kc))
+	kc := bl.kBlock(g.k)
 	kcMax := kc
 	mcMax := min(bl.mc, roundUp(i1-i0, mr))
 	ncMax := min(bl.nc, roundUp(j1-j0, nr))
-	ws.grow(mcMax*kcMax, kcMax*ncMax, mr*nr, max(mr, nr)*kcMax)
+	na, nb0 := mcMax*kcMax, kcMax*ncMax
+	if pre != nil && pre.a != nil {
+		na = 0
+	}
+	if pre != nil && pre.b != nil {
+		nb0 = 0
+	}
+	ws.grow(na, nb0, mr*nr, max(mr, nr)*kcMax)
 	fn := bl.micro.Fn
 	for jc := j0; jc < j1; jc += bl.nc {
 		nb := min(bl.nc, j1-jc)
 		for pc := 0; pc < g.k; pc += kc {
 			kb := min(kc, g.k-pc)
-			bl.packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb, ws.edge)
+			bbuf := ws.b
+			if pre != nil && pre.b != nil {
+				bbuf = pre.b[preBOffset(jc, pc, nb, g.k, nr):]
+			} else {
+				bl.packB(ws.b, g.b, g.ldb, g.transB, pc, kb, jc, nb, ws.edge)
+			}
 			beta, load := float32(1), 1
 			if pc == 0 {
 				beta = g.beta
@@ -107,12 +186,17 @@ func (bl *blocked) run(g *gemmArgs, i0, i1, j0, j1 int, ws *workspace) {
 			}
 			for ic := i0; ic < i1; ic += bl.mc {
 				mb := min(bl.mc, i1-ic)
-				bl.packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb, ws.edge)
+				abuf := ws.a
+				if pre != nil && pre.a != nil {
+					abuf = pre.a[preAOffset(ic, pc, g.m, kb, mr):]
+				} else {
+					bl.packA(ws.a, g.a, g.lda, g.transA, ic, mb, pc, kb, ws.edge)
+				}
 				for jr := 0; jr < nb; jr += nr {
-					bp := &ws.b[jr*kb]
+					bp := &bbuf[jr*kb]
 					w := min(nr, nb-jr)
 					for ir := 0; ir < mb; ir += mr {
-						ap := &ws.a[ir*kb]
+						ap := &abuf[ir*kb]
 						h := min(mr, mb-ir)
 						ci := (ic+ir)*g.ldc + jc + jr
 						if h == mr && w == nr {

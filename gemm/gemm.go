@@ -162,6 +162,11 @@ func (e *Engine) planBlocked(cl *call) {
 	}
 	cl.tasks = max(1, min(e.threads, g.m*g.n*g.k/minBlockedWorkPerTask, cl.tiles))
 	cl.planStrips(minStripTiles(cl.splitRows, mr, nr))
+	cl.pre = prepacked{}
+	if cl.tasks > 1 {
+		// pack the shared operand once here rather than once per strip
+		cl.preBuf = e.blk.prepack(&cl.pre, cl.preBuf, g, cl.splitRows, cl.ws[0])
+	}
 }
 
 // minStripTiles keeps strips at least 48 rows or 64 columns thick, so the

@@ -22,7 +22,11 @@ type call struct {
 	strips     int          // number of strips
 	next       atomic.Int64 // next strip to claim
 	ws         []*workspace // one per task
-	wg         sync.WaitGroup
+	// float32 blocked calls with several tasks: the operand every strip
+	// shares, packed once before the tasks start (blocked.prepack)
+	pre    prepacked
+	preBuf []float32
+	wg     sync.WaitGroup
 }
 
 const (
@@ -59,10 +63,14 @@ func (c *call) runTask(t int) {
 			continue
 		}
 		bl := c.e.blk
+		var pre *prepacked
+		if c.pre.a != nil || c.pre.b != nil {
+			pre = &c.pre
+		}
 		if c.splitRows {
-			bl.run(g, lo*bl.micro.MR, min(hi*bl.micro.MR, g.m), 0, g.n, c.ws[t])
+			bl.run(g, lo*bl.micro.MR, min(hi*bl.micro.MR, g.m), 0, g.n, c.ws[t], pre)
 		} else {
-			bl.run(g, 0, g.m, lo*bl.micro.NR, min(hi*bl.micro.NR, g.n), c.ws[t])
+			bl.run(g, 0, g.m, lo*bl.micro.NR, min(hi*bl.micro.NR, g.n), c.ws[t], pre)
 		}
 	}
 }
@@ -104,6 +112,7 @@ func (p *callPool) get() *call {
 
 func (p *callPool) put(c *call) {
 	c.args, c.bargs = gemmArgs{}, bf16Args{} // drop references to the caller's matrices
+	c.pre = prepacked{}                      // preBuf stays, for the next call
 	c.e = nil
 	p.mu.Lock()
 	p.free = append(p.free, c)

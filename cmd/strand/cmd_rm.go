@@ -90,6 +90,17 @@ func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, std
 	if err != nil {
 		return err
 	}
+	if f.ckpt != "" {
+		// Starting from a reward model: keep its head too (every rank
+		// reads the same file, so the copies stay equal).
+		var st rmState
+		if checkpoint.LoadTrainerState(f.ckpt, &st) == nil && len(st.RewardHead.Weight) > 0 {
+			if err := batches.SetHead(st.RewardHead); err != nil {
+				return fmt.Errorf("%s: %w", f.ckpt, err)
+			}
+			logf("reward head from %s\n", f.ckpt)
+		}
+	}
 	tr.Source = batches
 	if err := tr.SetHead(batches); err != nil {
 		return err

@@ -22,10 +22,29 @@ import (
 // (its tensor-parallel shards put together), by DP coordinate.
 func ppoRun(t *testing.T, m mesh.Mesh, steps int) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
+	return ppoRunWith(t, m, func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
+		var out []PPOStats
+		for s := 0; s < steps; s++ {
+			st, err := p.TrainStep(ctx, ppoPrompts)
+			if err != nil {
+				return out, fmt.Errorf("step %d: %w", s+1, err)
+			}
+			out = append(out, st)
+		}
+		return out, nil
+	})
+}
+
+// ppoPrompts is the global batch of every step of ppoRun.
+var ppoPrompts = [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}, {'q', '='}}
+
+// ppoRunWith builds the synthetic setup of ppoRun on mesh m and runs body
+// on every rank (at says where the rank sits; its Barrier spans the world).
+func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
+	t.Helper()
 	cfg := model.Config{VocabSize: 256, NLayer: 1, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
 		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
 	const T, batch = 12, 4
-	prompts := [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}, {'q', '='}}
 	world := m.World()
 	trs := loopback.New(world)
 	stats := make([][]PPOStats, world)
@@ -78,12 +97,19 @@ func ppoRun(t *testing.T, m mesh.Mesh, steps int) ([]PPOStats, []map[string][]fl
 				if err != nil {
 					return err
 				}
-				for s := 0; s < steps; s++ {
-					st, err := p.TrainStep(ctx, prompts)
-					if err != nil {
-						return fmt.Errorf("step %d: %w", s+1, err)
-					}
-					stats[r] = append(stats[r], st)
+				all := make([]int, world)
+				for i := range all {
+					all[i] = i
+				}
+				wc, err := collective.New(trs[r], all, collective.Options{Name: "world"})
+				if err != nil {
+					return err
+				}
+				barrier := func(ctx context.Context) error {
+					return wc.AllReduce(ctx, collective.F32(make([]float32, 1)), collective.Sum)
+				}
+				if stats[r], err = body(ctx, p, PPOPlace{Rank: r, Mesh: m, Coord: m.Coord(r), Barrier: barrier}); err != nil {
+					return err
 				}
 				mu.Lock()
 				defer mu.Unlock()

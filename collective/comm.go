@@ -68,7 +68,8 @@ type Comm struct {
 	dead     map[int]error      // global rank -> why it failed
 	sendSeq  []uint64           // point-to-point messages sent, per group peer
 	recvSeq  []uint64
-	staging  [][]byte // free receive-reduce staging buffers
+	staging  [][]byte          // free receive-reduce staging buffers
+	plans    map[planKey]*Plan // recent all-reduce plans (see cachedPlan)
 	stop     chan struct{}
 	watching sync.WaitGroup
 }
@@ -314,14 +315,50 @@ func (c *Comm) allReduce(ctx context.Context, buf Buffer, op Op) (*call, error) 
 	if err := errors.Join(checkBuf(kAllReduce, buf), checkOp(kAllReduce, op)); err != nil {
 		return nil, err
 	}
-	n, count := len(c.ranks), buf.Len()
-	plan := func() *Plan {
-		if count*buf.DType().Size() < c.opts.SmallBytes {
-			return recursiveDoublingPlan(n, c.me, count)
-		}
-		return ringPlan(n, c.me, count, c.segElems(buf.DType()), true, true)
+	return c.begin(ctx, fingerprint{Kind: kAllReduce, Op: op, DType: buf.DType(), Count: uint64(buf.Len())}, (*Comm).allReducePlan, buf.bytes(), nil)
+}
+
+// allReducePlan is the plan of an all-reduce of fp.Count elements of
+// fp.DType: recursive doubling below SmallBytes, else the pipelined ring.
+func (c *Comm) allReducePlan(fp fingerprint) *Plan {
+	n, count, dt := len(c.ranks), int(fp.Count), fp.DType
+	if count*dt.Size() < c.opts.SmallBytes {
+		return c.cachedPlan(planKey{kAllReduce, count, 0}, func() *Plan { return recursiveDoublingPlan(n, c.me, count) })
 	}
-	return c.begin(ctx, fingerprint{Kind: kAllReduce, Op: op, DType: buf.DType(), Count: uint64(count)}, plan, buf.bytes(), nil)
+	seg := c.segElems(dt)
+	return c.cachedPlan(planKey{kAllReduce, count, seg}, func() *Plan { return ringPlan(n, c.me, count, seg, true, true) })
+}
+
+// planKey names a cached plan: the operation, its element count and its
+// segment length in elements (the rest is fixed per communicator).
+type planKey struct {
+	kind       kind
+	count, seg int
+}
+
+// maxCachedPlans bounds the plan cache; a training step all-reduces a few
+// fixed bucket sizes, so a handful of entries cover it.
+const maxCachedPlans = 32
+
+// cachedPlan returns the plan for k, building it on first use. Plans are
+// read-only once built, so concurrent calls may share one; caching them
+// keeps repeated calls (every training step's buckets) from allocating
+// and rebuilding their step lists.
+func (c *Comm) cachedPlan(k planKey, build func() *Plan) *Plan {
+	c.mu.Lock()
+	p := c.plans[k]
+	c.mu.Unlock()
+	if p != nil {
+		return p
+	}
+	p = build()
+	c.mu.Lock()
+	if c.plans == nil || len(c.plans) >= maxCachedPlans {
+		c.plans = make(map[planKey]*Plan) // start over: old sizes are likely stale
+	}
+	c.plans[k] = p
+	c.mu.Unlock()
+	return p
 }
 
 // ReduceScatter combines buf across the group with op and leaves this
@@ -340,7 +377,9 @@ func (c *Comm) reduceScatter(ctx context.Context, buf Buffer, op Op) (*call, err
 	if err := errors.Join(checkBuf(kReduceScatter, buf), checkOp(kReduceScatter, op)); err != nil {
 		return nil, err
 	}
-	plan := func() *Plan { return ringPlan(len(c.ranks), c.me, buf.Len(), c.segElems(buf.DType()), true, false) }
+	plan := func(*Comm, fingerprint) *Plan {
+		return ringPlan(len(c.ranks), c.me, buf.Len(), c.segElems(buf.DType()), true, false)
+	}
 	return c.begin(ctx, fingerprint{Kind: kReduceScatter, Op: op, DType: buf.DType(), Count: uint64(buf.Len())}, plan, buf.bytes(), nil)
 }
 
@@ -359,7 +398,9 @@ func (c *Comm) allGather(ctx context.Context, buf Buffer) (*call, error) {
 	if err := checkBuf(kAllGather, buf); err != nil {
 		return nil, err
 	}
-	plan := func() *Plan { return ringPlan(len(c.ranks), c.me, buf.Len(), c.segElems(buf.DType()), false, true) }
+	plan := func(*Comm, fingerprint) *Plan {
+		return ringPlan(len(c.ranks), c.me, buf.Len(), c.segElems(buf.DType()), false, true)
+	}
 	return c.begin(ctx, fingerprint{Kind: kAllGather, DType: buf.DType(), Count: uint64(buf.Len())}, plan, buf.bytes(), nil)
 }
 
@@ -378,7 +419,7 @@ func (c *Comm) broadcast(ctx context.Context, buf Buffer, root int) (*call, erro
 		return nil, err
 	}
 	n, count := len(c.ranks), buf.Len()
-	plan := func() *Plan {
+	plan := func(*Comm, fingerprint) *Plan {
 		if count*buf.DType().Size() < c.opts.SmallBytes {
 			return treeBroadcastPlan(n, c.me, root, count)
 		}
@@ -403,7 +444,7 @@ func (c *Comm) reduce(ctx context.Context, buf Buffer, op Op, root int) (*call, 
 		return nil, err
 	}
 	n, count := len(c.ranks), buf.Len()
-	plan := func() *Plan {
+	plan := func(*Comm, fingerprint) *Plan {
 		if count*buf.DType().Size() < c.opts.SmallBytes {
 			return treeReducePlan(n, c.me, root, count)
 		}
@@ -414,12 +455,12 @@ func (c *Comm) reduce(ctx context.Context, buf Buffer, op Op, root int) (*call, 
 
 // Barrier returns once every rank of the group has entered it.
 func (c *Comm) Barrier(ctx context.Context) error {
-	return runNow(c.begin(ctx, fingerprint{Kind: kBarrier}, func() *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
+	return runNow(c.begin(ctx, fingerprint{Kind: kBarrier}, func(*Comm, fingerprint) *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
 }
 
 // BarrierAsync is the asynchronous Barrier.
 func (c *Comm) BarrierAsync(ctx context.Context) *Handle {
-	return launch(c.begin(ctx, fingerprint{Kind: kBarrier}, func() *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
+	return launch(c.begin(ctx, fingerprint{Kind: kBarrier}, func(*Comm, fingerprint) *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
 }
 
 // AllToAll sends block j of in to rank j and stores rank i's block in
@@ -447,7 +488,7 @@ func (c *Comm) allToAll(ctx context.Context, in, out Buffer) (*call, error) {
 	case in.Len()%n != 0:
 		return nil, fmt.Errorf("alltoall: %d elements do not split into %d equal blocks", in.Len(), n)
 	}
-	plan := func() *Plan { return allToAllPlan(n, c.me, in.Len()/n) }
+	plan := func(*Comm, fingerprint) *Plan { return allToAllPlan(n, c.me, in.Len()/n) }
 	return c.begin(ctx, fingerprint{Kind: kAllToAll, DType: in.DType(), Count: uint64(in.Len())}, plan, in.bytes(), out.bytes())
 }
 

@@ -611,3 +611,50 @@ func TestTCPChunkedReduceMatchesLoopbackToTheBit(t *testing.T) {
 		}
 	}
 }
+
+// TestRingAllocatesPerCallNotPerSegment: over TCP, an all-reduce cut into
+// 16x more segments (messages) allocates no more than a short one, so the
+// hot path (send, chunked receive-and-reduce, posted receives) allocates
+// nothing per message; and a small (latency-path) call stays under a fixed
+// per-call budget.
+func TestRingAllocatesPerCallNotPerSegment(t *testing.T) {
+	ts := tcpWorld(t, 2)
+	cs := make([]*Comm, 2)
+	for r := range cs {
+		c, err := New(ts[r], []int{0, 1}, Options{Name: "allocs", SmallBytes: 8 << 10, SegmentBytes: 16 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs[r] = c
+		t.Cleanup(func() { c.Close() })
+	}
+	allocs := func(count int) float64 {
+		bufs := []F32{make(F32, count), make(F32, count)}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		errs := make(chan error, 1)
+		once := func() {
+			go func() { errs <- cs[1].AllReduce(ctx, bufs[1], Sum) }()
+			if err := cs[0].AllReduce(ctx, bufs[0], Sum); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 30; i++ { // warm the pools and the plan cache
+			once()
+		}
+		return testing.AllocsPerRun(50, once)
+	}
+	small := allocs(1 << 10)  // 4 KiB: recursive doubling, inline
+	short := allocs(16 << 10) // 64 KiB: 2 segments per chunk
+	long := allocs(256 << 10) // 1 MiB: 32 segments per chunk
+	t.Logf("allocations per call (both ranks): 4 KiB %.1f, 64 KiB %.1f, 1 MiB %.1f", small, short, long)
+	if long > short+4 {
+		t.Errorf("1 MiB all-reduce allocates %.1f times, 64 KiB %.1f: something allocates per segment", long, short)
+	}
+	if small > 40 {
+		t.Errorf("4 KiB all-reduce allocates %.1f times per call (both ranks), budget 40", small)
+	}
+}

@@ -21,10 +21,15 @@ type call struct {
 	stop    context.CancelFunc // releases the default-timeout timer, if any
 	flight  int                // this call's FlightRecorder entry (-1: none)
 	timeout time.Duration
-	planFn  func() *Plan
+	planFn  func(*Comm, fingerprint) *Plan // builds (or finds) the plan; a method expression needs no allocation
 	bufs    [2][]byte
 	tag     transport.Tag
 	es      int // element size in bytes
+
+	peers   [2]int                 // fpPeers' result
+	fpOut   [fingerprintLen]byte   // this call's encoded fingerprint
+	fpIn    [fingerprintLen]byte   // a neighbour's, being checked
+	opening [2 + maxOpening][]byte // sendOpening's batch
 
 	errMu   sync.Mutex
 	err     error
@@ -33,7 +38,7 @@ type call struct {
 
 // begin assigns the call its sequence number and deadline. It is
 // synchronous even for async calls, so issue order defines the sequence.
-func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func() *Plan, buf0, buf1 []byte) (*call, error) {
+func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fingerprint) *Plan, buf0, buf1 []byte) (*call, error) {
 	fp.Group, fp.Rank = c.group, uint32(c.ranks[c.me])
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -66,46 +71,35 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func() *Plan, b
 }
 
 // progress counts finished steps of one lane; the other lane waits on it.
+// Exactly one goroutine waits on a progress (the other lane), so a
+// one-slot kick channel is enough to wake it, and waiting allocates
+// nothing (a channel per wait was an allocation per segment).
 type progress struct {
-	mu      sync.Mutex
-	n       int
-	waiters chan struct{} // closed at the next add, if anyone waits
+	n    atomic.Int64
+	kick chan struct{} // holds a token after an add the waiter may not have seen
 }
+
+func newProgress() *progress { return &progress{kick: make(chan struct{}, 1)} }
 
 func (p *progress) add() {
-	p.mu.Lock()
-	p.n++
-	if p.waiters != nil {
-		close(p.waiters)
-		p.waiters = nil
+	p.n.Add(1)
+	select {
+	case p.kick <- struct{}{}:
+	default: // a token is already waiting
 	}
-	p.mu.Unlock()
 }
 
-func (p *progress) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n
-}
+func (p *progress) count() int { return int(p.n.Load()) }
 
 func (p *progress) wait(ctx context.Context, n int) error {
-	for {
-		p.mu.Lock()
-		if p.n >= n {
-			p.mu.Unlock()
-			return nil
-		}
-		if p.waiters == nil {
-			p.waiters = make(chan struct{})
-		}
-		ch := p.waiters
-		p.mu.Unlock()
+	for int(p.n.Load()) < n {
 		select {
-		case <-ch:
+		case <-p.kick:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+	return nil
 }
 
 // run executes the plan: local copies, then the send lane (on its own
@@ -122,7 +116,7 @@ func (cl *call) run() (err error) {
 			cl.stop()
 		}
 	}()
-	plan := cl.planFn()
+	plan := cl.planFn(c, cl.fp)
 	for _, cp := range plan.Copies {
 		copy(cl.bufs[cp.DstBuf][cp.DstOff*cl.es:(cp.DstOff+cp.N)*cl.es], cl.bufs[cp.SrcBuf][cp.SrcOff*cl.es:(cp.SrcOff+cp.N)*cl.es])
 	}
@@ -138,10 +132,9 @@ func (cl *call) run() (err error) {
 	}
 	// Fingerprints go out before either lane starts, so that a neighbour
 	// always gets ours even if this rank fails at once (mismatch).
-	var fpb [fingerprintLen]byte
-	cl.fp.encode(fpb[:])
+	cl.fp.encode(cl.fpOut[:])
 	for _, p := range cl.fpPeers() {
-		if err := cl.xfer(0, p, fpb[:]); err != nil {
+		if err := cl.xfer(0, p, cl.fpOut[:]); err != nil {
 			cl.fail(err)
 			return cl.finish()
 		}
@@ -149,13 +142,13 @@ func (cl *call) run() (err error) {
 	if !cl.checkFingerprints() {
 		return cl.finish()
 	}
-	var sends, recvs progress
+	sends, recvs := newProgress(), newProgress()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		cl.sendLane(plan, &sends, &recvs)
+		cl.sendLane(plan, sends, recvs)
 	}()
-	cl.recvLane(plan, &sends, &recvs)
+	cl.recvLane(plan, sends, recvs)
 	<-done
 	return cl.finish()
 }
@@ -183,6 +176,11 @@ func (cl *call) planBytes(p *Plan) int {
 // fails at its own check and never reads them.
 func (cl *call) runInline(plan *Plan) {
 	var stage []byte
+	defer func() {
+		if stage != nil {
+			cl.c.putStaging(stage)
+		}
+	}()
 	si, ri := 0, 0
 	if !cl.sendOpening(plan, &si) {
 		return
@@ -218,7 +216,6 @@ func (cl *call) runInline(plan *Plan) {
 		} else {
 			if stage == nil {
 				stage = cl.c.getStaging(cl.planBytes(plan))
-				defer cl.c.putStaging(stage)
 			}
 			in := stage[:len(dst)]
 			if err := cl.xfer(1, s.Peer, in); err != nil {
@@ -236,21 +233,22 @@ func (cl *call) runInline(plan *Plan) {
 // write when the transport can (the fingerprint and the data of a small
 // all-reduce then cost one system call and one wake-up at the peer).
 func (cl *call) sendOpening(plan *Plan, si *int) bool {
-	var fpb [fingerprintLen]byte
-	cl.fp.encode(fpb[:])
+	fpb := cl.fpOut[:]
+	cl.fp.encode(fpb)
 	type msg struct {
 		peer int
 		buf  []byte
 	}
-	var msgs []msg
+	var arr [2 + maxOpening]msg
+	msgs := arr[:0]
 	peers := cl.fpPeers()
 	if len(peers) == 2 && len(plan.Sends) > 0 && plan.Sends[0].Peer == peers[0] {
 		peers[0], peers[1] = peers[1], peers[0] // the first data goes right after its peer's fingerprint
 	}
 	for _, p := range peers {
-		msgs = append(msgs, msg{p, fpb[:]})
+		msgs = append(msgs, msg{p, fpb})
 	}
-	for *si < len(plan.Sends) && plan.Sends[*si].After == 0 {
+	for *si < len(plan.Sends) && plan.Sends[*si].After == 0 && len(msgs) < len(arr) {
 		msgs = append(msgs, msg{plan.Sends[*si].Peer, cl.region(plan.Sends[*si])})
 		*si++
 	}
@@ -264,7 +262,7 @@ func (cl *call) sendOpening(plan *Plan, si *int) bool {
 		if j-i == 1 {
 			err = cl.xfer(0, msgs[i].peer, msgs[i].buf)
 		} else {
-			bufs := make([][]byte, 0, j-i)
+			bufs := cl.opening[:0]
 			for _, m := range msgs[i:j] {
 				bufs = append(bufs, m.buf)
 			}
@@ -283,6 +281,10 @@ func (cl *call) sendOpening(plan *Plan, si *int) bool {
 	return true
 }
 
+// maxOpening bounds how many dependency-free first sends sendOpening
+// batches with the fingerprints; the rest go out in the plan's order.
+const maxOpening = 6
+
 // checkFingerprints receives both neighbours' fingerprints (left first:
 // it sends to us first) and compares them with ours.
 func (cl *call) checkFingerprints() bool {
@@ -291,13 +293,13 @@ func (cl *call) checkFingerprints() bool {
 	if len(peers) == 2 {
 		peers[0], peers[1] = peers[1], peers[0]
 	}
-	var fpb [fingerprintLen]byte
+	fpb := cl.fpIn[:]
 	for _, p := range peers {
-		if err := cl.xfer(1, p, fpb[:]); err != nil {
+		if err := cl.xfer(1, p, fpb); err != nil {
 			cl.fail(err)
 			return false
 		}
-		if theirs := decodeFingerprint(fpb[:]); !cl.fp.sameCall(theirs) {
+		if theirs := decodeFingerprint(fpb); !cl.fp.sameCall(theirs) {
 			cl.fail(&MismatchError{Rank: c.ranks[c.me], PeerRank: c.ranks[p], Call: cl.fp.String(), PeerCall: theirs.String(), SameGroup: theirs.Group == cl.fp.Group})
 			return false
 		}
@@ -307,12 +309,16 @@ func (cl *call) checkFingerprints() bool {
 
 // fpPeers are the group ranks that exchange fingerprints: both ring
 // neighbours. If every pair of neighbours agrees, everyone agrees.
+//
+// It fills the call's own array, so the hot path does not allocate.
 func (cl *call) fpPeers() []int {
 	n, me := len(cl.c.ranks), cl.c.me
 	if n == 2 {
-		return []int{1 - me}
+		cl.peers[0] = 1 - me
+		return cl.peers[:1]
 	}
-	return []int{mod(me+1, n), mod(me-1, n)}
+	cl.peers[0], cl.peers[1] = mod(me+1, n), mod(me-1, n)
+	return cl.peers[:2]
 }
 
 func (cl *call) fail(err error) {

@@ -24,15 +24,16 @@ type peer struct {
 	nextID  atomic.Uint64 // message ids this rank assigns when sending to the peer
 	dead    chan struct{} // closed when the peer fails
 
-	mu       sync.Mutex
-	cond     *sync.Cond                 // signalled on announcements, part completions and failure
-	err      error                      // why the peer failed; nil while healthy
-	left     bool                       // the peer said goodbye: no new messages will come
-	inflight map[uint64]*message        // announced on stream 0, parts still missing
-	boxes    map[transport.Tag]*mailbox // per tag: early messages and waiting Recvs
-	freeMsgs []*message                 // recycled message records
-	freeRecv []*pending                 // recycled Recv records
-	splits   []chan error               // recycled completion channels for split sends
+	mu        sync.Mutex
+	cond      *sync.Cond                 // signalled on announcements, part completions and failure
+	err       error                      // why the peer failed; nil while healthy
+	left      bool                       // the peer said goodbye: no new messages will come
+	inflight  map[uint64]*message        // announced on stream 0, parts still missing
+	boxes     map[transport.Tag]*mailbox // per tag: early messages and waiting Recvs
+	freeMsgs  []*message                 // recycled message records
+	freeRecv  []*pending                 // recycled Recv records
+	freeBoxes []*mailbox                 // recycled mailboxes
+	splits    []chan error               // recycled completion channels for split sends
 }
 
 // stream is one socket to the peer.
@@ -92,6 +93,12 @@ type pending struct {
 type mailbox struct {
 	arrived []*message
 	posted  []*pending
+	// The largest backing arrays the queues have had (the queues advance
+	// through them), so that a recycled mailbox starts with the capacity
+	// its predecessors needed and a collective's window of posted
+	// receives allocates nothing.
+	arrivedBuf []*message
+	postedBuf  []*pending
 }
 
 func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
@@ -440,6 +447,9 @@ func (p *peer) announce(idx int, h *frameHeader) (*message, []byte, transport.Ch
 		} else {
 			m.buf = p.t.pool.get(m.total)
 			box.arrived = append(box.arrived, m)
+			if cap(box.arrived) > cap(box.arrivedBuf) { // append moved it to a new array
+				box.arrivedBuf = box.arrived[:0]
+			}
 		}
 		if m.total > int(h.PartLen) {
 			p.inflight[h.ID] = m
@@ -592,6 +602,9 @@ func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte, want int
 		}
 	} else {
 		box.posted = append(box.posted, r)
+		if cap(box.posted) > cap(box.postedBuf) {
+			box.postedBuf = box.posted[:0]
+		}
 	}
 	return r
 }
@@ -715,7 +728,13 @@ func (p *peer) abandon(r *pending, box *mailbox) {
 func (p *peer) box(tag transport.Tag) *mailbox {
 	b := p.boxes[tag]
 	if b == nil {
-		b = &mailbox{}
+		if n := len(p.freeBoxes); n > 0 {
+			b = p.freeBoxes[n-1]
+			p.freeBoxes = p.freeBoxes[:n-1]
+		} else {
+			b = &mailbox{}
+		}
+		b.arrived, b.posted = b.arrivedBuf[:0], b.postedBuf[:0]
 		p.boxes[tag] = b
 	}
 	return b
@@ -725,6 +744,12 @@ func (p *peer) box(tag transport.Tag) *mailbox {
 func (p *peer) tidy(tag transport.Tag, b *mailbox) {
 	if len(b.arrived) == 0 && len(b.posted) == 0 && p.boxes[tag] == b {
 		delete(p.boxes, tag)
+		// Collectives use a new tag per call: recycle the mailbox.
+		clear(b.arrivedBuf[:cap(b.arrivedBuf)])
+		clear(b.postedBuf[:cap(b.postedBuf)])
+		if len(p.freeBoxes) < 64 {
+			p.freeBoxes = append(p.freeBoxes, b)
+		}
 	}
 }
 

@@ -7,7 +7,11 @@
 //	plan.go         algorithms as pure functions: (group size, rank, count) -> Plan,
 //	                an ordered list of sends and receives with dependencies
 //	exec.go         the executor: runs one rank's plan over a transport with a
-//	                send lane and a receive lane in parallel
+//	                send lane and a receive lane in parallel; small plans run
+//	                inline on the caller (receives marked with
+//	                transport.WithSpinHint); on a transport.ChunkPoster (TCP)
+//	                each reducing receive is combined into place chunk by chunk
+//	                as it arrives, elsewhere through staging buffers
 //	comm.go         Comm: the public API, algorithm choice by size, async handles
 //	fingerprint.go  the per-call identity exchanged before any data
 //	op.go, dtype.go reductions and element types (f32; bf16/f16 as 16-bit

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,7 +13,6 @@ import (
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
-	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/tensor"
 )
@@ -32,6 +33,7 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var f ppoFlags
 	fs := newFlags("ppo", stderr)
 	f.ftFlags.register(fs, "ppo", `{"prompt": ...} per line (other fields ignored)`, 1e-5)
+	f.ftFlags.registerTrainer(fs)
 	fs.StringVar(&f.rm, "rm", "", "reward-model checkpoint (strand rm train); it also initializes the value model")
 	fs.IntVar(&f.maxNew, "max-new", 8, "tokens sampled per prompt (EOS ends a completion earlier)")
 	fs.IntVar(&f.epochs, "ppo-epochs", 2, "PPO epochs over each batch of rollouts")
@@ -49,6 +51,9 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if f.rm == "" {
 		return usageError{"ppo: --rm REWARD_CHECKPOINT is required"}
+	}
+	if f.zero1 {
+		return usageError{"ppo: --zero1 is not supported (each rank keeps all optimizer state)"}
 	}
 	if f.launch.PP > 1 {
 		return usageError{"ppo: --pp > 1 is not supported (the models run whole on each rank: use --dp and --tp)"}
@@ -161,11 +166,47 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 		return err
 	}
 	defer mw.Close()
-	// Every rank draws the same global batch; TrainStep takes this rank's share.
-	rng := rand.New(rand.NewPCG(f.seed, 2))
+	// Every rank draws the same global batch; TrainStep takes this rank's
+	// share. The sampler's state is saved with every checkpoint.
+	pcg := rand.NewPCG(f.seed, 2)
+	rng := rand.New(pcg)
+	if f.resume {
+		dir, warns, err := checkpoint.Resolve(f.out)
+		for _, w := range warns {
+			logf("warning: %s\n", w)
+		}
+		switch {
+		case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
+			logf("resume: no committed checkpoint in %s; starting from step 0\n", f.out)
+		case err != nil:
+			return err
+		default:
+			st, err := p.Restore(dir)
+			if err != nil {
+				return err
+			}
+			var rs ppoRunState
+			if err := json.Unmarshal(st.Run, &rs); err != nil {
+				return fmt.Errorf("checkpoint %s: prompt sampler: %w", dir, err)
+			}
+			if err := pcg.UnmarshalBinary(rs.PromptRNG); err != nil {
+				return fmt.Errorf("checkpoint %s: prompt sampler: %w", dir, err)
+			}
+			logf("resumed from %s (step %d, written under %s)\n", dir, st.Step, st.Layout)
+			if err := f.logResume(mw, st.Step, m); err != nil {
+				return err
+			}
+		}
+	}
+	var place finetune.PPOPlace
+	place.Mesh = m
+	if dist != nil {
+		place = finetune.PPOPlace{Rank: dist.job.rank, Mesh: m, Coord: dist.comms.Coord, Barrier: dist.job.barrier}
+	}
 	batch := make([][]int32, f.batch)
 	start := time.Now()
-	for p.Step < f.steps {
+	last, dir := f.lastStep(), ""
+	for p.Step < last {
 		for i := range batch {
 			batch[i] = prompts[rng.IntN(len(prompts))]
 		}
@@ -180,73 +221,28 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 		if dist != nil {
 			dist.job.report(p.Step, map[string]float64{"reward": s.Reward, "kl": s.KL})
 		}
-		if lead && (p.Step == 1 || p.Step%10 == 0 || p.Step == f.steps) {
+		if lead && (p.Step == 1 || p.Step%10 == 0 || p.Step == last) {
 			fmt.Fprintf(stdout, "step %d/%d reward %.3f kl %.3f policy loss %.4f value loss %.4f length %.1f\n",
 				p.Step, f.steps, s.Reward, s.KL, s.PolicyLoss, s.ValueLoss, s.Length)
 		}
-	}
-	dir, err := saveModel(ctx, f.out, p.Step, f.keep, policy, m, dist)
-	if err != nil {
-		return err
+		if f.saveDue(p.Step) {
+			state, err := pcg.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			if dir, err = p.Save(ctx, f.out, f.keep, place, ppoRunState{PromptRNG: state}); err != nil {
+				return err
+			}
+		}
 	}
 	if lead {
-		fmt.Fprintf(stdout, "done: %d steps in %s, policy checkpoint %s\n", f.steps, time.Since(start).Round(time.Millisecond), dir)
+		fmt.Fprintf(stdout, "done: step %d of %d in %s, checkpoint %s\n", p.Step, f.steps, time.Since(start).Round(time.Millisecond), dir)
 	}
 	return nil
 }
 
-// saveModel writes m, this rank's part of a model of mesh msh with no
-// pipeline split, as the weights-only checkpoint of step under
-// run/checkpoints; every rank calls it. Without tensor parallelism rank 0
-// writes model.safetensors; otherwise every dp=0 rank writes its shard into
-// a shared temporary directory and rank 0 writes the index and seals the
-// checkpoint once every rank has passed the barrier (the trainer's sharded
-// format, loadable onto any layout).
-func saveModel(ctx context.Context, run string, step, keep int, m *model.GPT, msh mesh.Mesh, dist *distributed) (string, error) {
-	rank, coord := 0, mesh.Coord{}
-	sync := func() error { return nil }
-	if dist != nil {
-		rank, coord = dist.job.rank, dist.comms.Coord
-		sync = func() error { return dist.job.barrier(ctx) }
-	}
-	if msh.PP != 1 {
-		return "", fmt.Errorf("checkpoint: %d pipeline stages: save a whole model per rank", msh.PP)
-	}
-	var path string
-	var err error
-	if msh.TP == 1 {
-		if rank == 0 {
-			if path, err = checkpoint.Save(run, step, m, nil, nil, keep); err != nil {
-				return "", err
-			}
-		}
-		return path, sync()
-	}
-	tmp := checkpoint.TempDir(run, step)
-	if rank == 0 {
-		os.RemoveAll(tmp)
-		if err := os.MkdirAll(tmp, 0o755); err != nil {
-			return "", fmt.Errorf("checkpoint: %w", err)
-		}
-	}
-	if err := sync(); err != nil {
-		return "", fmt.Errorf("checkpoint step %d: %w", step, err)
-	}
-	if coord.DP == 0 {
-		if err := checkpoint.WriteShard(tmp, coord, m, nil, nil, 0); err != nil {
-			return "", fmt.Errorf("checkpoint step %d: %w", step, err)
-		}
-	}
-	if err := sync(); err != nil {
-		return "", fmt.Errorf("checkpoint step %d: %w", step, err)
-	}
-	if rank == 0 {
-		if err := checkpoint.WriteIndex(tmp, step, msh, m.Config); err != nil {
-			return "", err
-		}
-		if path, err = checkpoint.Seal(run, tmp, step, keep); err != nil {
-			return "", err
-		}
-	}
-	return path, sync()
+// ppoRunState is what strand ppo keeps in a checkpoint beyond PPO's own
+// state: the position of the sampler drawing each step's prompts.
+type ppoRunState struct {
+	PromptRNG []byte `json:"prompt_rng"` // rand.PCG's binary state
 }

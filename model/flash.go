@@ -155,10 +155,7 @@ func (f *flashForward) run(w, bh int) {
 						row[j] -= slope * float32(t-j0-j)
 					}
 				}
-				mx := row[jl]
-				for _, x := range row[jl+1 : jh] {
-					mx = max(mx, x)
-				}
+				mx := vec.Max(row[jl:jh])
 				mNew := max(m[r], mx)
 				alpha := float32(math.Exp(float64(m[r] - mNew))) // 0 while m is -inf
 				sum := vec.ExpShiftSum(row[jl:jh], mNew)
@@ -167,21 +164,14 @@ func (f *flashForward) run(w, bh int) {
 				l[r] = l[r]*alpha + sum
 				m[r] = mNew
 				if alpha != 1 {
-					orow := o[t*C : t*C+HS]
-					for d := range orow {
-						orow[d] *= alpha
-					}
+					vec.Scale(o[t*C:t*C+HS], alpha)
 				}
 			}
 			// o_i (br, HS) += p (br, bc) @ v_j (bc, HS)
 			a.gemm.Sgemm(false, false, br, HS, bc, 1, s, flashBlock, v[j0*C3:], C3, 1, o[i0*C:], C)
 		}
 		for r := range br {
-			inv := 1 / l[r]
-			orow := o[(i0+r)*C : (i0+r)*C+HS]
-			for d := range orow {
-				orow[d] *= inv
-			}
+			vec.Scale(o[(i0+r)*C:(i0+r)*C+HS], 1/l[r])
 			lse[i0+r] = m[r] + float32(math.Log(float64(l[r])))
 		}
 	}
@@ -254,10 +244,7 @@ func (f *flashBackward) run(w, bh int) {
 			a.gemm.Sgemm(true, false, bc, HS, br, 1, p, flashBlock, do[i0*C:], C, 1, dv[j0*C3:], C3)
 			for r := range br {
 				pr, dr := p[r*flashBlock:r*flashBlock+bc], ds[r*flashBlock:r*flashBlock+bc]
-				dt := D[i0+r]
-				for j := range dr {
-					dr[j] = pr[j] * (dr[j] - dt)
-				}
+				vec.SubMul(dr, pr, D[i0+r])
 			}
 			// dq_i += scale * ds @ k_j ; dk_j += scale * ds^T @ q_i
 			a.gemm.Sgemm(false, false, br, HS, bc, scale, ds, flashBlock, k[j0*C3:], C3, 1, dq[i0*C3:], C3)

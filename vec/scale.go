@@ -1,5 +1,40 @@
 package vec
 
+import "math"
+
+// Max is the largest element of x (-Inf for an empty x): a softmax shift.
+// With NaNs in x the result is unspecified; -0 and +0 may come back either
+// way (a shift by either gives the same exponentials).
+func Max(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	n := 0
+	if useAVX512 && len(x) >= 16 {
+		n = len(x) &^ 15
+		m = maxAVX512(&x[0], n)
+	}
+	for _, v := range x[n:] {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+// SubMul sets d[i] = p[i] * (d[i] - c): the softmax backward's
+// ds = p * (dp - D) per row. Two roundings per element on both paths (no
+// fused multiply-add): the same bits.
+func SubMul(d, p []float32, c float32) {
+	p = p[:len(d)]
+	n := 0
+	if useAVX512 && len(d) >= 16 {
+		n = len(d) &^ 15
+		subMulAVX512(&d[0], &p[0], n, c)
+	}
+	for i := n; i < len(d); i++ {
+		d[i] = p[i] * (d[i] - c)
+	}
+}
+
 // Scale multiplies x[i] by s in float32 (one rounding per element on both
 // paths: the same bits).
 func Scale(x []float32, s float32) {

@@ -71,3 +71,53 @@ ssloop:
 	MOVSD X2, ret+16(FP)
 	VZEROUPPER
 	RET
+
+// func maxAVX512(x *float32, n int) float32
+// n is a positive multiple of 16: lane-wise maxima, then across lanes.
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VMOVUPS (SI), Z1
+	ADDQ $64, SI
+	SUBQ $16, CX
+
+mxloop:
+	TESTQ CX, CX
+	JZ mxdone
+	VMAXPS (SI), Z1, Z1
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP mxloop
+
+mxdone:
+	VEXTRACTF64X4 $1, Z1, Y2
+	VMAXPS Y2, Y1, Y1
+	VEXTRACTF128 $1, Y1, X2
+	VMAXPS X2, X1, X1
+	VPERMILPS $0x4e, X1, X2
+	VMAXPS X2, X1, X1
+	VPERMILPS $0xb1, X1, X2
+	VMAXPS X2, X1, X1
+	MOVSS X1, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func subMulAVX512(d, p *float32, n int, c float32)
+// d = p * (d - c); n is a positive multiple of 16.
+TEXT ·subMulAVX512(SB), NOSPLIT, $0-28
+	MOVQ d+0(FP), DI
+	MOVQ p+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS c+24(FP), Z16
+
+smloop:
+	VMOVUPS (DI), Z0
+	VSUBPS Z16, Z0, Z0
+	VMULPS (SI), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JNZ smloop
+	VZEROUPPER
+	RET

@@ -53,3 +53,31 @@ func TestSumSquares(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxAndSubMul(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 1))
+	for _, n := range append(lengths, 16, 48, 64, 65) {
+		x := randSlice(r, n, 4)
+		want := float32(math.Inf(-1))
+		for _, v := range x {
+			want = max(want, v)
+		}
+		if got := Max(x); got != want {
+			t.Fatalf("n=%d: Max %v, want %v", n, got, want)
+		}
+		d, p := randSlice(r, n+1, 1), randSlice(r, n, 1)
+		wd := append([]float32(nil), d...)
+		for i := 0; i < n; i++ {
+			wd[i] = p[i] * (wd[i] - 0.3)
+		}
+		SubMul(d[:n], p, 0.3)
+		for i := range d {
+			if d[i] != wd[i] {
+				t.Fatalf("n=%d, element %d: SubMul %v, want %v (index n must stay)", n, i, d[i], wd[i])
+			}
+		}
+	}
+	if m := Max(nil); !math.IsInf(float64(m), -1) {
+		t.Fatalf("Max(nil) = %v, want -Inf", m)
+	}
+}

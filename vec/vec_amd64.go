@@ -50,3 +50,9 @@ func scaleF64AVX512(x *float32, n int, s float64)
 
 //go:noescape
 func sumSquaresAVX512(x *float32, n int) float64
+
+//go:noescape
+func maxAVX512(x *float32, n int) float32
+
+//go:noescape
+func subMulAVX512(d, p *float32, n int, c float32)

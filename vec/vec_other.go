@@ -23,6 +23,8 @@ func toBF16AVX512(dst *uint16, src *float32, n int) { panic("unreachable") }
 
 func addAVX512(dst, src *float32, n int) { panic("unreachable") }
 
-func scaleAVX512(x *float32, n int, s float32)    { panic("unreachable") }
-func scaleF64AVX512(x *float32, n int, s float64) { panic("unreachable") }
-func sumSquaresAVX512(x *float32, n int) float64  { panic("unreachable") }
+func scaleAVX512(x *float32, n int, s float32)     { panic("unreachable") }
+func scaleF64AVX512(x *float32, n int, s float64)  { panic("unreachable") }
+func sumSquaresAVX512(x *float32, n int) float64   { panic("unreachable") }
+func maxAVX512(x *float32, n int) float32          { panic("unreachable") }
+func subMulAVX512(d, p *float32, n int, c float32) { panic("unreachable") }

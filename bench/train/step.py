@@ -3,6 +3,7 @@
 one run, interleaved (the machine is shared and noisy: compare ratios).
 
   /usr/bin/python3 bench/train/step.py --strand BIN [--rounds 3] [--out results.jsonl]
+      [--strand-base BASEBIN]
 
 For each round, for each case (preset, threads, precision) it runs strand
 then PyTorch (bench/train/torch_train.py) as child processes and records:
@@ -10,6 +11,10 @@ tokens/s (strand: median of its per-step rates after 3 warm-up steps;
 PyTorch: over its timed steps after 3 warm-up steps), the child's CPU time
 (user+sys) and wall time, and its peak RSS (ru_maxrss from wait4, so per
 process). Prints a markdown table of medians over rounds.
+
+With --strand-base, each round also runs a baseline strand build (e.g. the
+previous commit, from `git worktree add`) right before the new one, and a
+second table gives new/base per case: the A/B of a change, interleaved.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
@@ -63,6 +68,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="", help="also append raw JSON lines here")
     ap.add_argument("--cases", default="", help="comma-separated preset:threads:precision subset")
+    ap.add_argument("--strand-base", default="", help="baseline strand binary for an interleaved A/B")
     a = ap.parse_args()
     env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX",
                LD_LIBRARY_PATH="/usr/lib/x86_64-linux-gnu/openblas-openmp")
@@ -72,9 +78,12 @@ def main():
     rows = {}
     for r in range(a.rounds):
         for case in cases:
-            for fw in ("strand", "torch"):
+            fws = ("base", "strand", "torch") if a.strand_base else ("strand", "torch")
+            for fw in fws:
                 if fw == "strand":
                     res = strand(a.strand, *case, env)
+                elif fw == "base":
+                    res = strand(a.strand_base, *case, env)
                 else:
                     res = torch(*case, env)
                 rec = dict(zip(("tokens_per_s", "cpu_s", "wall_s", "peak_rss"), res),
@@ -91,6 +100,18 @@ def main():
         s, t = med[(case, "strand")], med[(case, "torch")]
         print(f"| {case[0]} | {case[1]} | {case[2]} | {s[0]:,.0f} | {t[0]:,.0f} | {s[0]/t[0]:.2f} | "
               f"{s[1]:.1f} / {s[2]:.1f} | {t[1]:.1f} / {t[2]:.1f} | {s[3]/1e6:.0f} | {t[3]/1e6:.0f} |")
+    if not a.strand_base:
+        return
+    # per-round ratios (the two builds ran back to back), then their median
+    print()
+    print("| preset | threads | precision | base tok/s | new tok/s | new/base (median of rounds) | base/PyTorch | new/PyTorch | base CPU s | new CPU s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for case in cases:
+        b, s, t = rows[(case, "base")], rows[(case, "strand")], rows[(case, "torch")]
+        ab = statistics.median(x[0] / y[0] for x, y in zip(s, b))
+        mb, ms, mt = med[(case, "base")], med[(case, "strand")], med[(case, "torch")]
+        print(f"| {case[0]} | {case[1]} | {case[2]} | {mb[0]:,.0f} | {ms[0]:,.0f} | {ab:.2f} | "
+              f"{mb[0]/mt[0]:.2f} | {ms[0]/mt[0]:.2f} | {mb[1]:.1f} | {ms[1]:.1f} |")
 
 
 if __name__ == "__main__":

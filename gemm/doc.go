@@ -29,6 +29,9 @@
 //
 // Threads. An Engine owns up to threads-1 worker goroutines (team.go),
 // started on first use and stopped when the Engine becomes unreachable; the
-// calling goroutine runs one task itself. Calls and packing buffers are
+// calling goroutine runs one task itself. With several tasks, the operand
+// all strips share (A when C is split by columns, B when by rows) is
+// packed once by the calling goroutine before the tasks start
+// (blocked.prepack), not once per strip. Calls and packing buffers are
 // recycled, so a steady-state call does not allocate.
 package gemm

@@ -29,6 +29,12 @@
 // (attention.go) is the plain reference that keeps the matrix; tests
 // compare the two. Element-wise layers (tanh GELU, LayerNorm, the softmax
 // exponentials) run on package vec's AVX-512 kernels where the CPU has them.
+// With more than one compute thread the layers that are not matrix
+// products (norms, activations, bias and residual adds, bias gradients)
+// and Params.ZeroGrad / NormSumSquares are split over the same pool
+// (split.go): one contiguous range of rows, columns or parameters per
+// goroutine, each element computed exactly as the serial loop does, so the
+// bits do not depend on the thread count.
 //
 // Mixed precision (bf16.go, fp16.go): SetBF16 makes the linear layers and
 // the head multiply bfloat16 operands with float32 accumulation, keeping

@@ -94,8 +94,8 @@ type PPOPlace struct {
 // rank 0 seals it after a barrier, so a checkpoint whose writing failed
 // anywhere is never committed.
 func (p *PPO) Save(ctx context.Context, run string, keep int, at PPOPlace, runState any) (string, error) {
-	if at.Mesh.PP != 1 {
-		return "", fmt.Errorf("ppo checkpoint: %d pipeline stages: the models must be whole on each rank", at.Mesh.PP)
+	if err := p.gatherHead(ctx); err != nil {
+		return "", fmt.Errorf("ppo checkpoint step %d: %w", p.Step, err)
 	}
 	sync := func() error {
 		if at.Barrier == nil {
@@ -138,12 +138,34 @@ func (p *PPO) Save(ctx context.Context, run string, keep int, at PPOPlace, runSt
 	return path, sync()
 }
 
+// gatherHead gives every pipeline stage the last stage's value head and
+// its AdamW state (only the last stage trains it; rank 0, on the first
+// stage, writes it).
+func (p *PPO) gatherHead(ctx context.Context) error {
+	if groupSize(p.Comms.PP) == 1 {
+		return nil
+	}
+	h, C := p.optH, len(p.Value.Head.Weight)
+	buf := make([]float32, 0, 3*(C+1)+1)
+	buf = append(append(buf, p.Value.Head.Weight...), p.Value.Head.Bias)
+	buf = append(append(append(buf, h.M...), h.V...), float32(h.Step))
+	if err := broadcastLast(ctx, p.Comms.PP, buf); err != nil {
+		return fmt.Errorf("value head from the last pipeline stage: %w", err)
+	}
+	copy(p.Value.Head.Weight, buf[:C])
+	p.Value.Head.Bias = buf[C]
+	copy(h.M, buf[C+1:])
+	copy(h.V, buf[2*(C+1):])
+	h.Step = int(buf[3*(C+1)])
+	return nil
+}
+
 // writePPOPart writes this rank's part of model m and its moments into dir:
-// without tensor parallelism rank 0 writes config.json, model.safetensors
-// and optimizer.safetensors; otherwise every dp=0 rank writes its shard
-// files (rank 0 adds the index later).
+// with one rank per model (no tensor or pipeline split) rank 0 writes
+// config.json, model.safetensors and optimizer.safetensors; otherwise every
+// dp=0 rank writes its shard files (rank 0 adds the index later).
 func writePPOPart(dir string, at PPOPlace, m *model.GPT, opt *optim.AdamW) error {
-	if at.Mesh.TP == 1 {
+	if at.Mesh.TP == 1 && at.Mesh.PP == 1 {
 		if at.Rank != 0 {
 			return nil
 		}
@@ -163,7 +185,7 @@ func writePPOPart(dir string, at PPOPlace, m *model.GPT, opt *optim.AdamW) error
 // states, checksums value/ and commits the checkpoint.
 func (p *PPO) seal(run, tmp string, keep int, at PPOPlace, runState any) (string, error) {
 	vdir := filepath.Join(tmp, PPOValueDir)
-	if at.Mesh.TP > 1 {
+	if at.Mesh.TP > 1 || at.Mesh.PP > 1 {
 		if err := checkpoint.WriteIndex(tmp, p.Step, at.Mesh, p.Policy.Config); err != nil {
 			return "", err
 		}
@@ -221,7 +243,7 @@ func dirSums(dir string) (map[string]string, error) {
 
 // Restore loads policy, value model and head with all three optimizers'
 // moments and the step from the PPO checkpoint in dir, written under any
-// data- and tensor-parallel layout, into this rank's models. Reference and
+// DP x TP x PP layout, into this rank's models. Reference and
 // reward model are left alone. It returns the checkpoint's state (Run holds
 // the caller's).
 func (p *PPO) Restore(dir string) (PPOState, error) {

@@ -54,8 +54,9 @@ func ppoResumeRun(t *testing.T, m mesh.Mesh, from, run string, steps int, runSta
 // TestPPOCheckpointResume: 4 steps straight equal, bit for bit, 2 steps,
 // a checkpoint, and 2 more steps of a fresh PPO restored from it in the
 // same layout (policy, value model and head, all optimizer moments and the
-// step come back); restored into another DP x TP layout, and from a
-// sharded checkpoint into one process, the statistics match within 1e-4.
+// step come back); restored into other DP x TP x PP layouts, and from
+// tensor- and pipeline-sharded checkpoints into one process, the
+// statistics match within 1e-4.
 func TestPPOCheckpointResume(t *testing.T) {
 	dir := t.TempDir()
 	one := mesh.Mesh{DP: 1, TP: 1, PP: 1}
@@ -115,6 +116,12 @@ func TestPPOCheckpointResume(t *testing.T) {
 		t.Fatalf("tp2 value model is not sharded: %v", err)
 	}
 	close("tp2 -> 1", ppoResumeRun(t, one, sharded, "", 2, nil), want[2:])
+	// pipeline stages: saved by two stages (the value head from the last),
+	// resumed in one process; and the single checkpoint on tp2 x pp2
+	staged := filepath.Join(dir, "pp2")
+	ppoResumeRun(t, mesh.Mesh{DP: 1, TP: 1, PP: 2}, "", staged, 2, runState{8})
+	close("pp2 -> 1", ppoResumeRun(t, one, staged, "", 2, nil), want[2:])
+	close("1 -> tp2 x pp2", ppoResumeRun(t, mesh.Mesh{DP: 1, TP: 2, PP: 2}, single, "", 2, nil), want[2:])
 
 	// A corrupted value model is refused.
 	vf := filepath.Join(ck, PPOValueDir, "model-pp0-tp1.safetensors")

@@ -17,6 +17,14 @@ type PPOComms struct {
 	// (model.Layout.TP): the policy's vocabulary-split logits are gathered
 	// over it for sampling and gradient norms summed over it.
 	TP *collective.Comm
+	// PP is the pipeline group (model.Layout of stage PP.Rank() of PP.Size()
+	// for every model): activations and gradients travel over it, the last
+	// stage's sampled tokens and statistics are broadcast over it and
+	// gradient norms summed over it.
+	PP *collective.Comm
+	// Embed joins the first and last pipeline stage (nil without a
+	// pipeline split): the tied embedding's gradient is summed over it.
+	Embed *collective.Comm
 }
 
 func groupSize(c *collective.Comm) int {

@@ -42,7 +42,7 @@ var ppoPrompts = [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}, {'
 // on every rank (at says where the rank sits; its Barrier spans the world).
 func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
-	cfg := model.Config{VocabSize: 256, NLayer: 1, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
+	cfg := model.Config{VocabSize: 256, NLayer: 2, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
 		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
 	const T, batch = 12, 4
 	world := m.World()
@@ -69,7 +69,24 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO
 				if err != nil {
 					return err
 				}
-				layout := model.Stage(tensor.FromComm(tp), []int{0, cfg.NLayer}, 0)
+				pp, err := collective.New(trs[r], m.Group(mesh.PipelineAxis, r), collective.Options{Name: "pp"})
+				if err != nil {
+					return err
+				}
+				comms := PPOComms{DP: dp, TP: tp, PP: pp}
+				c := m.Coord(r)
+				if m.PP > 1 && (c.PP == 0 || c.PP == m.PP-1) {
+					first, last := c, c
+					first.PP, last.PP = 0, m.PP-1
+					if comms.Embed, err = collective.New(trs[r], []int{m.Rank(first), m.Rank(last)}, collective.Options{Name: "embed"}); err != nil {
+						return err
+					}
+				}
+				bounds, err := model.StageBounds(cfg.NLayer, m.PP, nil)
+				if err != nil {
+					return err
+				}
+				layout := model.Stage(tensor.FromComm(tp), bounds, c.PP)
 				mk := func(seed uint64) (*model.GPT, error) {
 					g, err := model.NewSharded(cfg, layout, batch/m.DP, T, gemm.New(1))
 					if err != nil {
@@ -84,16 +101,16 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO
 						return err
 					}
 				}
-				rm, err := NewRewardModel(gs[2], 3)
+				rm, err := NewStageRewardModel(gs[2], NewRewardHead(cfg.NEmbd, 3))
 				if err != nil {
 					return err
 				}
-				vm, err := NewRewardModel(gs[3], 4)
+				vm, err := NewStageRewardModel(gs[3], NewRewardHead(cfg.NEmbd, 4))
 				if err != nil {
 					return err
 				}
 				p, err := NewPPOParallel(gs[0], gs[1], rm, vm, 0, T, PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2,
-					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5}, PPOComms{DP: dp, TP: tp})
+					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5}, comms)
 				if err != nil {
 					return err
 				}
@@ -115,6 +132,9 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO
 				defer mu.Unlock()
 				full := params[m.Coord(r).DP]
 				for _, q := range gs[0].Params.List {
+					if q.TiedCopy {
+						continue // the first stage's wte
+					}
 					if full[q.Name] == nil {
 						n := 1
 						for _, d := range q.Shape {
@@ -143,9 +163,10 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO
 }
 
 // TestPPOLayouts: PPO data-parallel (each rank samples its share of the
-// prompts), tensor-parallel and both match the single process's per-step
-// statistics within 1e-4 relative; data-parallel replicas hold identical
-// weights and the policy matches the single process's.
+// prompts), tensor-parallel, pipeline-parallel (two stages of every model)
+// and their products match the single process's per-step statistics within
+// 1e-4 relative; data-parallel replicas hold identical weights and the
+// policy matches the single process's.
 func TestPPOLayouts(t *testing.T) {
 	const steps, C = 3, 8
 	want, wantP := ppoRun(t, mesh.Mesh{DP: 1, TP: 1, PP: 1}, steps)
@@ -158,7 +179,8 @@ func TestPPOLayouts(t *testing.T) {
 		worst = max(worst, e)
 		return e <= 1e-4
 	}
-	for _, m := range []mesh.Mesh{{DP: 2, TP: 1, PP: 1}, {DP: 1, TP: 2, PP: 1}, {DP: 2, TP: 2, PP: 1}} {
+	for _, m := range []mesh.Mesh{{DP: 2, TP: 1, PP: 1}, {DP: 1, TP: 2, PP: 1}, {DP: 2, TP: 2, PP: 1}, {DP: 1, TP: 1, PP: 2},
+		{DP: 2, TP: 1, PP: 2}, {DP: 1, TP: 2, PP: 2}} {
 		got, gotP := ppoRun(t, m, steps)
 		worst = 0
 		for s := range want {

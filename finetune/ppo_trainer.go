@@ -51,6 +51,7 @@ type PPO struct {
 	Comms  PPOComms
 
 	T          int // row length: prompt + completion
+	pass       *stagePasses
 	optP, optV *optim.AdamW
 	optH       *optim.AdamW
 	head       []float32
@@ -75,16 +76,18 @@ func NewPPO(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int
 }
 
 // NewPPOParallel is NewPPO over communicators: the models hold this rank's
-// tensor-parallel shard (built on comms.TP, no pipeline split) with rows
-// for its data-parallel share of a step's prompts. Every rank of the job
-// calls TrainStep with the same global batch.
+// tensor-parallel shard (built on comms.TP) of its pipeline stage (comms.PP's
+// rank; reward and value model from NewStageRewardModel when split) with
+// rows for its data-parallel share of a step's prompts. Every rank of the
+// job calls TrainStep with the same global batch.
 func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int, cfg PPOConfig, comms PPOComms) (*PPO, error) {
 	if reward == nil || value == nil || policy == nil || ref == nil {
 		return nil, fmt.Errorf("ppo: policy, reference, reward and value model are all required")
 	}
+	stage, stages := groupRank(comms.PP), groupSize(comms.PP)
 	for _, m := range []*model.GPT{policy, ref, reward.GPT, value.GPT} {
-		if !m.Layout.First || !m.Layout.Last {
-			return nil, fmt.Errorf("ppo: every model must hold all its layers (no pipeline split)")
+		if m.Layout.First != (stage == 0) || m.Layout.Last != (stage == stages-1) {
+			return nil, fmt.Errorf("ppo: every model must be laid out as pipeline stage %d of %d (this rank's)", stage, stages)
 		}
 		if tp := m.Layout.TP.Size(); tp != groupSize(comms.TP) {
 			return nil, fmt.Errorf("ppo: a model split over %d tensor-parallel ranks, the TP group has %d", tp, groupSize(comms.TP))
@@ -117,7 +120,11 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 	if err != nil {
 		return nil, err
 	}
-	return &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: comms,
+	pass, err := newStagePasses(comms.PP)
+	if err != nil {
+		return nil, err
+	}
+	return &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: comms, pass: pass,
 		optP: optP, optV: optV, optH: optH, head: make([]float32, C+1),
 		pa: policy.NewActs(policy.MaxB, T), ra: ref.NewActs(ref.MaxB, T)}, nil
 }
@@ -171,49 +178,78 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 		rngs[b] = p.promptRNG(first + b)
 	}
 	probs := make([]float64, V)
-	g := newLogitGather(p.Comms.TP, B, V)
+	last := p.Policy.Layout.Last
+	var g *logitGather
+	if last {
+		g = newLogitGather(p.Comms.TP, B, V)
+	}
+	// the tokens drawn (as float32: exact for any vocabulary below 2^24),
+	// sampled on the last stage and broadcast to the others
+	drawn := make([]float32, B)
 	for s := 0; s < p.Cfg.MaxNew && slices.Contains(done, false); s++ {
-		if _, _, err := p.Policy.ForwardActs(ctx, p.pa, r.rows, nil, nil, B, T); err != nil {
+		if err := p.pass.forward(ctx, p.Policy, p.pa, r.rows, nil, B, T); err != nil {
 			return nil, fmt.Errorf("ppo sampling: %w", err)
 		}
-		at := make([]int, B)
-		for b := range at {
-			at[b] = b*T + r.end[b] - 1
+		if last {
+			if err := p.draw(ctx, g, r, done, rngs, probs, drawn); err != nil {
+				return nil, fmt.Errorf("ppo sampling: %w", err)
+			}
 		}
-		logits, err := g.rows(ctx, p.pa.Logits(), at)
-		if err != nil {
-			return nil, fmt.Errorf("ppo sampling: %w", err)
+		if err := broadcastLast(ctx, p.Comms.PP, drawn); err != nil {
+			return nil, fmt.Errorf("ppo sampling: tokens to the pipeline stages: %w", err)
 		}
 		for b := 0; b < B; b++ {
 			if done[b] {
 				continue
 			}
-			row := logits[b*V:][:V]
-			mx := math.Inf(-1)
-			for _, v := range row {
-				mx = math.Max(mx, float64(v))
-			}
-			var z float64
-			for i, v := range row {
-				probs[i] = math.Exp((float64(v) - mx) / p.Cfg.Temperature)
-				z += probs[i]
-			}
-			u, tok := rngs[b].Float64()*z, V-1
-			for i, q := range probs {
-				if u -= q; u <= 0 {
-					tok = i
-					break
-				}
-			}
-			r.rows[b*T+r.end[b]] = int32(tok)
-			r.targets[b*T+r.end[b]-1] = int32(tok)
+			tok := int32(drawn[b])
+			r.rows[b*T+r.end[b]] = tok
+			r.targets[b*T+r.end[b]-1] = tok
 			r.end[b]++
-			if int32(tok) == p.EOS || r.end[b] == T {
+			if tok == p.EOS || r.end[b] == T {
 				done[b] = true
 			}
 		}
 	}
 	return r, nil
+}
+
+// draw samples the next token of every unfinished row from the last
+// stage's logits into drawn.
+func (p *PPO) draw(ctx context.Context, g *logitGather, r *rollout, done []bool, rngs []*rand.Rand, probs []float64, drawn []float32) error {
+	T, V := p.T, p.Policy.Config.VocabSize
+	at := make([]int, r.B)
+	for b := range at {
+		at[b] = b*T + r.end[b] - 1
+	}
+	logits, err := g.rows(ctx, p.pa.Logits(), at)
+	if err != nil {
+		return err
+	}
+	for b := 0; b < r.B; b++ {
+		if done[b] {
+			continue
+		}
+		row := logits[b*V:][:V]
+		mx := math.Inf(-1)
+		for _, v := range row {
+			mx = math.Max(mx, float64(v))
+		}
+		var z float64
+		for i, v := range row {
+			probs[i] = math.Exp((float64(v) - mx) / p.Cfg.Temperature)
+			z += probs[i]
+		}
+		u, tok := rngs[b].Float64()*z, V-1
+		for i, q := range probs {
+			if u -= q; u <= 0 {
+				tok = i
+				break
+			}
+		}
+		drawn[b] = float32(tok)
+	}
+	return nil
 }
 
 // logitGather assembles full-vocabulary logit rows from the
@@ -253,10 +289,13 @@ func (g *logitGather) rows(ctx context.Context, local []float32, at []int) ([]fl
 }
 
 // tokenLogProbs runs m on the rollout with its completion targets and
-// returns the per-token log-probs.
+// returns the per-token log-probs (nil off the last pipeline stage).
 func (p *PPO) tokenLogProbs(ctx context.Context, m *model.GPT, a *model.Acts, r *rollout) ([]float64, error) {
-	if _, _, err := m.ForwardActs(ctx, a, r.rows, nil, r.targets, r.B, p.T); err != nil {
+	if err := p.pass.forward(ctx, m, a, r.rows, r.targets, r.B, p.T); err != nil {
 		return nil, err
+	}
+	if !m.Layout.Last {
+		return nil, nil
 	}
 	lp := r.tokens(a.Losses(), p.T)
 	for i := range lp {
@@ -266,35 +305,48 @@ func (p *PPO) tokenLogProbs(ctx context.Context, m *model.GPT, a *model.Acts, r 
 }
 
 // values runs the value model and returns the value of the state before
-// each completion token.
+// each completion token (nil off the last pipeline stage).
 func (p *PPO) values(ctx context.Context, r *rollout) ([]float64, error) {
-	vm := p.Value
-	if _, _, err := vm.GPT.ForwardActs(ctx, vm.acts, r.rows, nil, nil, r.B, p.T); err != nil {
-		return nil, err
-	}
-	hid, C := vm.acts.Hidden(), vm.GPT.Config.NEmbd
-	var out []float64
+	var at []int
 	for b := 0; b < r.B; b++ {
 		for i := r.start[b]; i < r.end[b]; i++ {
-			h := hid[(b*p.T+i-1)*C:][:C]
-			s := float64(vm.Head.Bias)
-			for k, w := range vm.Head.Weight {
-				s += float64(w) * float64(h[k])
-			}
-			out = append(out, s)
+			at = append(at, b*p.T+i-1)
 		}
 	}
-	return out, nil
+	return p.headAt(ctx, p.Value, r, at)
 }
 
 // scores are the reward model's scores of the completions, read at each
-// row's closing EOS (the last token when the completion was cut).
+// row's closing EOS (the last token when the completion was cut); nil off
+// the last pipeline stage.
 func (p *PPO) scores(ctx context.Context, r *rollout) ([]float64, error) {
-	d := &RewardRows{Seq: p.T, Rows: r.B, Inputs: r.rows, Last: make([]int, r.B), Lines: make([]int, r.B)}
-	for b := 0; b < r.B; b++ {
-		d.Last[b] = r.end[b] - 1
+	at := make([]int, r.B)
+	for b := range at {
+		at[b] = b*p.T + r.end[b] - 1
 	}
-	return p.Reward.Rewards(ctx, d, 0, r.B)
+	return p.headAt(ctx, p.Reward, r, at)
+}
+
+// headAt runs rm on the rollout and reads its scalar head at the given
+// flat positions (row*T + position), as RewardModel.Rewards does.
+func (p *PPO) headAt(ctx context.Context, rm *RewardModel, r *rollout, at []int) ([]float64, error) {
+	if err := p.pass.forward(ctx, rm.GPT, rm.acts, r.rows, nil, r.B, p.T); err != nil {
+		return nil, err
+	}
+	if !rm.GPT.Layout.Last {
+		return nil, nil
+	}
+	hid, C := rm.acts.Hidden(), rm.GPT.Config.NEmbd
+	out := make([]float64, len(at))
+	for k, n := range at {
+		h := hid[n*C:][:C]
+		s := float64(rm.Head.Bias)
+		for i, w := range rm.Head.Weight {
+			s += float64(w) * float64(h[i])
+		}
+		out[k] = s
+	}
+	return out, nil
 }
 
 // TrainStep samples completions for the prompts, scores them, and runs
@@ -331,8 +383,37 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 	if err != nil {
 		return st, err
 	}
-	// per-token rewards: the KL penalty everywhere, the score at the end
 	var adv, ret []float64
+	var share float64
+	if p.Policy.Layout.Last {
+		if adv, ret, share, err = p.advantages(ctx, r, oldLP, refLP, oldV, score, len(prompts), &st); err != nil {
+			return st, err
+		}
+	}
+	for e := 0; e < p.Cfg.Epochs; e++ {
+		if err := p.policyEpoch(ctx, r, oldLP, adv, share, &st); err != nil {
+			return st, fmt.Errorf("ppo policy epoch %d: %w", e, err)
+		}
+		if err := p.valueEpoch(ctx, r, oldV, ret, share, &st); err != nil {
+			return st, fmt.Errorf("ppo value epoch %d: %w", e, err)
+		}
+	}
+	p.Step++
+	if err := p.shareStats(ctx, &st); err != nil {
+		return st, err
+	}
+	if math.IsNaN(st.PolicyLoss) || math.IsNaN(st.ValueLoss) {
+		return st, fmt.Errorf("ppo: loss is NaN (diverged; lower --lr?)")
+	}
+	return st, nil
+}
+
+// advantages (last pipeline stage) turns the rollout's log-probs, values
+// and scores into whitened advantages and returns, fills st's rollout
+// statistics over the global batch of nPrompts, and returns this rank's
+// share of the batch's tokens.
+func (p *PPO) advantages(ctx context.Context, r *rollout, oldLP, refLP, oldV, score []float64, nPrompts int, st *PPOStats) (adv, ret []float64, share float64, err error) {
+	// per-token rewards: the KL penalty everywhere, the score at the end
 	var sumScore, sumKL float64
 	n := 0
 	for b := 0; b < r.B; b++ {
@@ -355,30 +436,34 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 	}
 	// global statistics: [score, KL, tokens, advantage] summed over DP
 	g := []float64{sumScore, sumKL, float64(n), sumAdv}
-	if err := sumFloat64(ctx, dp, g); err != nil {
-		return st, fmt.Errorf("ppo step statistics: %w", err)
+	if err := sumFloat64(ctx, p.Comms.DP, g); err != nil {
+		return nil, nil, 0, fmt.Errorf("ppo step statistics: %w", err)
 	}
-	B, N := float64(len(prompts)), g[2]
+	B, N := float64(nPrompts), g[2]
 	st.Reward, st.KL, st.Tokens, st.Length = g[0]/B, g[1]/B, int(N), N/B
 	if err := p.whiten(ctx, adv, g[3]/N, N); err != nil {
-		return st, err
+		return nil, nil, 0, err
 	}
 	// Each rank's losses are its tokens' share of the global token mean:
 	// scaled by n/N, the summed gradients are those of the global mean.
-	share := float64(n) / N
-	for e := 0; e < p.Cfg.Epochs; e++ {
-		if err := p.policyEpoch(ctx, r, oldLP, adv, share, &st); err != nil {
-			return st, fmt.Errorf("ppo policy epoch %d: %w", e, err)
-		}
-		if err := p.valueEpoch(ctx, r, oldV, ret, share, &st); err != nil {
-			return st, fmt.Errorf("ppo value epoch %d: %w", e, err)
-		}
+	return adv, ret, float64(n) / N, nil
+}
+
+// shareStats gives every pipeline stage the last stage's statistics (a
+// no-op without a pipeline split).
+func (p *PPO) shareStats(ctx context.Context, st *PPOStats) error {
+	if groupSize(p.Comms.PP) == 1 {
+		return nil
 	}
-	p.Step++
-	if math.IsNaN(st.PolicyLoss) || math.IsNaN(st.ValueLoss) {
-		return st, fmt.Errorf("ppo: loss is NaN (diverged; lower --lr?)")
+	v := []float64{st.Reward, st.KL, st.PolicyLoss, st.ValueLoss, st.ClipFrac, float64(st.Tokens), st.Length}
+	if !p.Policy.Layout.Last {
+		clear(v)
 	}
-	return st, nil
+	if err := sumFloat64(ctx, p.Comms.PP, v); err != nil {
+		return fmt.Errorf("ppo statistics over the pipeline stages: %w", err)
+	}
+	*st = PPOStats{Reward: v[0], KL: v[1], PolicyLoss: v[2], ValueLoss: v[3], ClipFrac: v[4], Tokens: int(v[5]), Length: v[6]}
+	return nil
 }
 
 // whiten is Whiten over the global batch's N advantages with the given
@@ -404,49 +489,73 @@ func (p *PPO) whiten(ctx context.Context, adv []float64, mean, N float64) error 
 	return nil
 }
 
-// gradNorm is the global norm of m's gradients plus extra (a head's,
-// identical on every tensor-parallel rank): each rank's share (replicated
-// tensors counted on TP rank 0) summed over the TP group.
+// gradNorm is the global norm of m's gradients plus extra (a head's on
+// the last stage, identical on every tensor-parallel rank): each rank's
+// share (replicated tensors counted on TP rank 0, the tied embedding on the
+// first stage) summed over the TP group, then over the pipeline stages.
 func (p *PPO) gradNorm(ctx context.Context, m *model.GPT, extra []float32) (float64, error) {
 	ss := []float64{m.Params.NormSumSquares()}
 	if err := sumFloat64(ctx, p.Comms.TP, ss); err != nil {
 		return 0, fmt.Errorf("gradient norm: %w", err)
 	}
-	return math.Sqrt(ss[0] + optim.SumSquares(extra)), nil
+	ss[0] += optim.SumSquares(extra)
+	if err := sumFloat64(ctx, p.Comms.PP, ss); err != nil {
+		return 0, fmt.Errorf("gradient norm over the pipeline stages: %w", err)
+	}
+	return math.Sqrt(ss[0]), nil
 }
 
+// reduceGrads sums m's gradients: the tied embedding's between the first
+// and last pipeline stage (Comms.Embed), then everything over DP.
+func (p *PPO) reduceGrads(ctx context.Context, m *model.GPT) error {
+	if groupSize(p.Comms.Embed) > 1 {
+		if err := allReduceSum(ctx, p.Comms.Embed, m.Params.Grad[m.TiedOffset:]); err != nil {
+			return fmt.Errorf("tied embedding gradient: %w", err)
+		}
+	}
+	if err := allReduceSum(ctx, p.Comms.DP, m.Params.Grad); err != nil {
+		return fmt.Errorf("gradient all-reduce: %w", err)
+	}
+	return nil
+}
+
+// policyEpoch is one PPO epoch of the policy: the clipped surrogate's
+// gradient (last stage) as per-token loss weights, backward over the
+// stages, summed, clipped and applied.
 func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64, share float64, st *PPOStats) error {
 	m, T := p.Policy, p.T
 	newLP, err := p.tokenLogProbs(ctx, m, p.pa, r)
 	if err != nil {
 		return err
 	}
-	pl, err := PPOPolicyLoss(newLP, oldLP, adv, p.Cfg.Clip)
-	if err != nil {
-		return err
-	}
-	stats := []float64{pl.Loss * share, pl.ClipFrac * share}
-	if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
-		return fmt.Errorf("policy loss: %w", err)
-	}
-	st.PolicyLoss, st.ClipFrac = stats[0], stats[1]
-	// a token's log-prob is minus its loss: d(objective)/d(loss) = -grad
-	w := make([]float32, r.B*T)
-	k := 0
-	for b := 0; b < r.B; b++ {
-		for i := r.start[b]; i < r.end[b]; i++ {
-			w[b*T+i-1] = float32(-pl.Grad[k] * share)
-			k++
+	if m.Layout.Last {
+		pl, err := PPOPolicyLoss(newLP, oldLP, adv, p.Cfg.Clip)
+		if err != nil {
+			return err
 		}
+		stats := []float64{pl.Loss * share, pl.ClipFrac * share}
+		if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
+			return fmt.Errorf("policy loss: %w", err)
+		}
+		st.PolicyLoss, st.ClipFrac = stats[0], stats[1]
+		// a token's log-prob is minus its loss: d(objective)/d(loss) = -grad
+		w := make([]float32, r.B*T)
+		k := 0
+		for b := 0; b < r.B; b++ {
+			for i := r.start[b]; i < r.end[b]; i++ {
+				w[b*T+i-1] = float32(-pl.Grad[k] * share)
+				k++
+			}
+		}
+		p.pa.SetLossWeights(w)
+		defer p.pa.SetLossWeights(nil)
 	}
-	p.pa.SetLossWeights(w)
-	defer p.pa.SetLossWeights(nil)
 	m.Params.ZeroGrad()
-	if err := m.BackwardActs(ctx, p.pa, nil, 1); err != nil {
+	if err := p.pass.backward(ctx, m, p.pa, r.B, T); err != nil {
 		return err
 	}
-	if err := allReduceSum(ctx, p.Comms.DP, m.Params.Grad); err != nil {
-		return fmt.Errorf("policy gradient all-reduce: %w", err)
+	if err := p.reduceGrads(ctx, m); err != nil {
+		return fmt.Errorf("policy: %w", err)
 	}
 	norm, err := p.gradNorm(ctx, m, nil)
 	if err != nil {
@@ -457,62 +566,76 @@ func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64,
 	return nil
 }
 
+// valueEpoch is one epoch of the value model: the clipped value loss's
+// gradient through the head (last stage) into the hidden states, backward
+// over the stages, summed, clipped and applied to model and head.
 func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, share float64, st *PPOStats) error {
 	vm, T := p.Value, p.T
 	v, err := p.values(ctx, r)
 	if err != nil {
 		return err
 	}
-	loss, g, err := PPOValueLoss(v, oldV, ret, p.Cfg.ValueClip)
-	if err != nil {
-		return err
-	}
-	stats := []float64{loss * share}
-	if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
-		return fmt.Errorf("value loss: %w", err)
-	}
-	st.ValueLoss = stats[0]
-	C := vm.GPT.Config.NEmbd
-	hid := vm.acts.Hidden()
-	dh := vm.dHid[:r.B*T*C]
-	clear(dh)
-	clear(vm.dHead)
-	k := 0
-	for b := 0; b < r.B; b++ {
-		for i := r.start[b]; i < r.end[b]; i++ {
-			n := b*T + i - 1
-			gk := float32(g[k] * share)
-			for c, w := range vm.Head.Weight {
-				vm.dHead[c] += gk * hid[n*C+c]
-				dh[n*C+c] = gk * w
+	last := vm.GPT.Layout.Last
+	if last {
+		loss, g, err := PPOValueLoss(v, oldV, ret, p.Cfg.ValueClip)
+		if err != nil {
+			return err
+		}
+		stats := []float64{loss * share}
+		if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
+			return fmt.Errorf("value loss: %w", err)
+		}
+		st.ValueLoss = stats[0]
+		C := vm.GPT.Config.NEmbd
+		hid := vm.acts.Hidden()
+		dh := vm.dHid[:r.B*T*C]
+		clear(dh)
+		clear(vm.dHead)
+		k := 0
+		for b := 0; b < r.B; b++ {
+			for i := r.start[b]; i < r.end[b]; i++ {
+				n := b*T + i - 1
+				gk := float32(g[k] * share)
+				for c, w := range vm.Head.Weight {
+					vm.dHead[c] += gk * hid[n*C+c]
+					dh[n*C+c] = gk * w
+				}
+				vm.dHead[C] += gk
+				k++
 			}
-			vm.dHead[C] += gk
-			k++
 		}
+		vm.acts.SetHeadGrad(dh)
+		defer vm.acts.SetHeadGrad(nil)
 	}
-	vm.acts.SetHeadGrad(dh)
-	defer vm.acts.SetHeadGrad(nil)
 	vm.GPT.Params.ZeroGrad()
-	if err := vm.GPT.BackwardActs(ctx, vm.acts, nil, 1); err != nil {
+	if err := p.pass.backward(ctx, vm.GPT, vm.acts, r.B, T); err != nil {
 		return err
 	}
-	for _, buf := range [][]float32{vm.GPT.Params.Grad, vm.dHead} {
-		if err := allReduceSum(ctx, p.Comms.DP, buf); err != nil {
-			return fmt.Errorf("value gradient all-reduce: %w", err)
+	if err := p.reduceGrads(ctx, vm.GPT); err != nil {
+		return fmt.Errorf("value: %w", err)
+	}
+	var head []float32 // the head's gradient, on the last stage
+	if last {
+		head = vm.dHead
+		if err := allReduceSum(ctx, p.Comms.DP, head); err != nil {
+			return fmt.Errorf("value head gradient all-reduce: %w", err)
 		}
 	}
-	norm, err := p.gradNorm(ctx, vm.GPT, vm.dHead)
+	norm, err := p.gradNorm(ctx, vm.GPT, head)
 	if err != nil {
 		return err
 	}
 	clip := optim.ClipScale(norm, p.Cfg.GradClip)
 	optim.Scale(vm.GPT.Params.Grad, clip)
-	optim.Scale(vm.dHead, clip)
 	p.optV.Update(vm.GPT.Params.Data, vm.GPT.Params.Grad, p.Cfg.LR)
-	copy(p.head, vm.Head.Weight)
-	p.head[C] = vm.Head.Bias
-	p.optH.Update(p.head, vm.dHead, p.Cfg.LR)
-	copy(vm.Head.Weight, p.head[:C])
-	vm.Head.Bias = p.head[C]
+	if last {
+		C := vm.GPT.Config.NEmbd
+		optim.Scale(vm.dHead, clip)
+		copy(p.head, vm.Head.Weight)
+		p.head[C] = vm.Head.Bias
+		p.optH.Update(p.head, vm.dHead, p.Cfg.LR)
+		copy(vm.Head.Weight, p.head[:C])
+		vm.Head.Bias = p.head[C]
+	}
 	return nil
 }

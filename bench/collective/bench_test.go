@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -85,5 +86,22 @@ func TestEveryOpReportsCorrectResults(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestRanksShareTheCores(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	if got := (&Config{NProc: 2 * runtime.NumCPU()}).rankProcs(); got != 1 {
+		t.Errorf("more ranks than cores: GOMAXPROCS %d per rank, want 1", got)
+	}
+	if got, want := (&Config{NProc: 1}).rankProcs(), runtime.NumCPU(); got != want {
+		t.Errorf("one rank: GOMAXPROCS %d, want every core (%d)", got, want)
+	}
+	if got := (&Config{NProc: 2, Procs: 3}).rankProcs(); got != 3 {
+		t.Errorf("explicit --procs 3 gave %d", got)
+	}
+	t.Setenv("GOMAXPROCS", "2")
+	if got := (&Config{NProc: 4}).rankProcs(); got != 0 {
+		t.Errorf("GOMAXPROCS in the environment was overridden with %d", got)
 	}
 }

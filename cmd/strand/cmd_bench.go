@@ -28,6 +28,7 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 	iface := fs.String("iface", "", "listen on this interface's address (overrides --bind)")
 	fs.IntVar(&cfg.Streams, "streams", 0, "TCP sockets per peer pair (0: transport default)")
 	fs.Float64Var(&cfg.Budget, "budget", 0.3, "seconds of timed calls per size")
+	fs.IntVar(&cfg.Procs, "procs", 0, "GOMAXPROCS per rank (0: cores / ranks, at least 1; a GOMAXPROCS in the environment wins)")
 	fs.DurationVar(&cfg.Spin, "spin", 0, "tcp: how long small receives poll before parking (0: automatic, <0: never)")
 	segS := fs.String("segment", "0", "ring pipelining segment size (0: library default)")
 	if err := parseFlags(fs, args); err != nil {

@@ -12,8 +12,9 @@ import (
 // steps (--stop-after, checkpointing every 2 and at the stop) then --resume
 // for the rest in the same layout: policy, value model and head, their
 // optimizers, the step and the prompt sampler come back. The step-3
-// checkpoint resumed on dp2 x tp2 gives the same statistics within 1e-4,
-// and the policy checkpoint still loads into strand generate as a model.
+// checkpoint resumed on dp2 x tp2 and on two pipeline stages gives the
+// same statistics within 1e-4, and the policy checkpoint still loads into
+// strand generate as a model.
 func TestPPOResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process runs")
@@ -50,10 +51,12 @@ func TestPPOResume(t *testing.T) {
 			t.Fatalf("no committed checkpoint %s: %v", s, err)
 		}
 	}
-	// a copy of the stopped run to resume in another layout
-	other := filepath.Join(dir, "other")
-	if err := os.CopyFS(other, os.DirFS(resumed)); err != nil {
-		t.Fatal(err)
+	// copies of the stopped run to resume in other layouts
+	other, staged := filepath.Join(dir, "other"), filepath.Join(dir, "staged")
+	for _, d := range []string{other, staged} {
+		if err := os.CopyFS(d, os.DirFS(resumed)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	runStrand(t, time.Minute, args(resumed, "--resume")...)
 	got := series(resumed)
@@ -68,19 +71,24 @@ func TestPPOResume(t *testing.T) {
 		t.Errorf("resumed from step %v, want 3", r["resumed_from_step"])
 	}
 
-	runStrand(t, 2*time.Minute, args(other, "--resume", "--nproc", "4", "--dp", "2", "--tp", "2")...)
-	got = series(other)
-	var worst float64
-	for _, k := range keys[:4] {
-		for s := range want[k] {
-			e := math.Abs(got[k][s]-want[k][s]) / max(math.Abs(want[k][s]), 1e-3)
-			worst = max(worst, e)
-			if e > 1e-4 {
-				t.Errorf("dp2 x tp2 from step 3: step %d %s %.7g, straight %.7g (relative %.2g)", s+1, k, got[k][s], want[k][s], e)
+	for _, c := range []struct {
+		run  string
+		mesh []string
+	}{{other, []string{"--nproc", "4", "--dp", "2", "--tp", "2"}}, {staged, []string{"--nproc", "2", "--pp", "2"}}} {
+		runStrand(t, 2*time.Minute, args(c.run, append([]string{"--resume"}, c.mesh...)...)...)
+		got = series(c.run)
+		var worst float64
+		for _, k := range keys[:4] {
+			for s := range want[k] {
+				e := math.Abs(got[k][s]-want[k][s]) / max(math.Abs(want[k][s]), 1e-3)
+				worst = max(worst, e)
+				if e > 1e-4 {
+					t.Errorf("%v from step 3: step %d %s %.7g, straight %.7g (relative %.2g)", c.mesh, s+1, k, got[k][s], want[k][s], e)
+				}
 			}
 		}
+		t.Logf("resumed on %v: within %.2g relative", c.mesh, worst)
 	}
-	t.Logf("resumed on dp2 x tp2: within %.2g relative", worst)
 	// the policy is a model checkpoint (sharded now) for generate
 	out := runStrand(t, time.Minute, "generate", "--ckpt", other, "--prompt", "ab", "--max-tokens", "4", "--threads", "1")
 	if len(out) < 2 {

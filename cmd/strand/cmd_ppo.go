@@ -19,7 +19,7 @@ import (
 
 // ppoFlags configure `strand ppo`: RLHF of a policy checkpoint against a
 // reward model (strand rm train) on a file of prompts, in one process or
-// over --nproc N processes (data- and tensor-parallel).
+// over --nproc N processes (data-, tensor- and pipeline-parallel).
 type ppoFlags struct {
 	ftFlags
 	rm                  string
@@ -55,9 +55,6 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if f.zero1 {
 		return usageError{"ppo: --zero1 is not supported (each rank keeps all optimizer state)"}
 	}
-	if f.launch.PP > 1 {
-		return usageError{"ppo: --pp > 1 is not supported (the models run whole on each rank: use --dp and --tp)"}
-	}
 	if _, err := f.lora(); err != nil || f.loraRank > 0 {
 		return usageError{"ppo: --lora-rank is not supported yet"}
 	}
@@ -73,7 +70,7 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // share of every step's prompts and its tensor-parallel shard of the four
 // models (the whole job in one process).
 func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr io.Writer) error {
-	rank, m, _, comms, logf := runInfo(dist, stderr)
+	rank, m, coord, comms, logf := runInfo(dist, stderr)
 	lead := rank == 0
 	if f.batch%m.DP != 0 {
 		return usageError{fmt.Sprintf("ppo: --batch %d does not split over %d data-parallel ranks", f.batch, m.DP)}
@@ -104,13 +101,17 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	}
 	var pc finetune.PPOComms
 	if comms != nil {
-		pc = finetune.PPOComms{DP: comms.DP, TP: comms.TP}
+		pc = finetune.PPOComms{DP: comms.DP, TP: comms.TP, PP: comms.PP, Embed: comms.Embed}
 	}
-	// Every model is whole on each rank but split over the TP group, with
-	// rows for this rank's share of the step's prompts.
-	layout := model.Stage(tensor.FromComm(pc.TP), []int{0, cfg.NLayer}, 0)
+	// Every rank holds this rank's pipeline stage of every model (its
+	// layers split evenly over --pp), split over the TP group, with rows
+	// for this rank's share of the step's prompts.
 	gpt := func(dir string, c model.Config) (*model.GPT, error) {
-		layout.EndBlock = c.NLayer
+		bounds, err := model.StageBounds(c.NLayer, m.PP, nil)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("ppo: %v", err)}
+		}
+		layout := model.Stage(tensor.FromComm(pc.TP), bounds, coord.PP)
 		g, err := model.NewSharded(c, layout, f.batch/m.DP, f.seq, gemm.New(f.threads))
 		if err != nil {
 			return nil, err
@@ -147,10 +148,7 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 		if err != nil {
 			return err
 		}
-		if models[i], err = finetune.NewRewardModel(g, f.seed); err != nil {
-			return err
-		}
-		if err := models[i].SetHead(st.RewardHead); err != nil {
+		if models[i], err = finetune.NewStageRewardModel(g, st.RewardHead); err != nil {
 			return err
 		}
 	}

@@ -274,7 +274,8 @@ func TestDPOLayouts(t *testing.T) {
 	matchesSingleProcessOnFourRanks(t, run)
 }
 
-// TestRewardModelSeparatesPairs: a reward model on tiny learns to prefer
+// TestRewardModelSeparatesPairs: a reward model on tiny, started from an
+// SFT base, learns to prefer
 // the reversed prompt over the copied one (> 90% on held-out pairs), rm
 // score reproduces the figure from the checkpoint, and PPO against it
 // raises the mean reward of a policy's samples.
@@ -282,7 +283,7 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(5, 6))
 	var b strings.Builder
-	for n := 0; n < 600; {
+	for n := 0; n < 1200; {
 		s := make([]byte, 3+r.IntN(3))
 		for j := range s {
 			s[j] = "abcdef"[r.IntN(6)]
@@ -303,8 +304,17 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// As in InstructGPT, the reward model starts from the SFT policy: a
+	// base briefly fine-tuned on the reverse task already represents
+	// reversal, so the head learns to read it (from a fresh model the
+	// held-out accuracy after 150 steps ranged 72-92% across seeds; from
+	// the SFT base, with these settings, 90-98% over 16 seeds).
+	sftData := filepath.Join(dir, "reverse.jsonl")
+	writeReverseTask(t, sftData, 600)
+	base := filepath.Join(dir, "base")
+	runStrand(t, time.Minute, "sft", "--model", "tiny", "--data", sftData, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
 	run := filepath.Join(dir, "rm")
-	out := runStrand(t, 3*time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", "150", "--lr", "1e-3",
+	out := runStrand(t, 3*time.Minute, "rm", "train", "--ckpt", base, "--data", data, "--steps", "400", "--lr", "3e-4",
 		"--seq", "16", "--batch", "16", "--val-frac", "0.1", "--out", run, "--threads", "2")
 	acc := lastRecord(t, run, "held_accuracy")["held_accuracy"].(float64)
 	if !(acc > 0.9) {
@@ -312,23 +322,19 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	}
 	held := filepath.Join(dir, "held.jsonl")
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if err := os.WriteFile(held, []byte(strings.Join(lines[540:], "\n")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(held, []byte(strings.Join(lines[1080:], "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	scored := runStrand(t, time.Minute, "rm", "score", "--ckpt", run, "--data", held)
-	if want := fmt.Sprintf("pairwise accuracy %.1f%% on 60 pairs", 100*acc); !strings.Contains(scored, want) {
+	if want := fmt.Sprintf("pairwise accuracy %.1f%% on 120 pairs", 100*acc); !strings.Contains(scored, want) {
 		t.Fatalf("rm score output lacks %q\n%s", want, scored)
 	}
-	if n := strings.Count(scored, `"chosen":`); n != 60 {
-		t.Fatalf("rm score printed %d pairs, want 60", n)
+	if n := strings.Count(scored, `"chosen":`); n != 120 {
+		t.Fatalf("rm score printed %d pairs, want 120", n)
 	}
 
-	// PPO: a briefly fine-tuned policy sampled on the pairs' prompts
+	// PPO: the briefly fine-tuned policy sampled on the pairs' prompts
 	// raises the reward model's mean score of its completions.
-	sftData := filepath.Join(dir, "reverse.jsonl")
-	writeReverseTask(t, sftData, 600)
-	base := filepath.Join(dir, "base")
-	runStrand(t, time.Minute, "sft", "--model", "tiny", "--data", sftData, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
 	ppo := filepath.Join(dir, "ppo")
 	out = runStrand(t, 2*time.Minute, "ppo", "--ckpt", base, "--rm", run, "--data", data, "--steps", "60", "--batch", "16",
 		"--seq", "16", "--max-new", "6", "--lr", "1e-4", "--out", ppo, "--threads", "2")

@@ -275,9 +275,8 @@ func TestDPOLayouts(t *testing.T) {
 }
 
 // TestRewardModelSeparatesPairs: a reward model on tiny, started from an
-// SFT base, learns to prefer
-// the reversed prompt over the copied one (> 90% on held-out pairs), rm
-// score reproduces the figure from the checkpoint, and PPO against it
+// SFT base, learns to prefer the reversed prompt over the copied one
+// (> 90% on held-out pairs), rm score reproduces the figure from the checkpoint, and PPO against it
 // raises the mean reward of a policy's samples.
 func TestRewardModelSeparatesPairs(t *testing.T) {
 	dir := t.TempDir()

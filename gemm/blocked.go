@@ -63,45 +63,62 @@ func preAOffset(ic, pc, m, kb, mr int) int { return pc*roundUp(m, mr) + ic*kb }
 
 func preBOffset(jc, pc, nb, k, nr int) int { return jc*k + pc*roundUp(nb, nr) }
 
-// prepack fills pre with the operand the strips of g share: all of op(A)
-// (splitRows false) or all of op(B) (splitRows true), growing buf as
-// needed, and returns the grown buffer. ws supplies the edge scratch.
-func (bl *blocked) prepack(pre *prepacked, buf []float32, g *gemmArgs, splitRows bool, ws *workspace) []float32 {
-	mr, nr := bl.micro.MR, bl.micro.NR
-	kc := bl.kBlock(g.k)
-	size := roundUp(g.m, mr) * g.k
+// preparePrepack sizes buf for the operand the strips of g share (all of
+// op(A) when splitRows is false, all of op(B) when true), points pre at it
+// and returns the grown buffer; prepackPart then fills it.
+func (bl *blocked) preparePrepack(pre *prepacked, buf []float32, g *gemmArgs, splitRows bool) []float32 {
+	size := roundUp(g.m, bl.micro.MR) * g.k
 	if splitRows {
-		size = roundUp(g.n, nr) * g.k
+		size = roundUp(g.n, bl.micro.NR) * g.k
 	}
 	if cap(buf) < size {
 		buf = make([]float32, size)
 	}
 	buf = buf[:size]
-	if cap(ws.edge) < max(mr, nr)*kc {
-		ws.edge = make([]float32, max(mr, nr)*kc)
-	}
-	edge := ws.edge[:max(mr, nr)*kc]
 	*pre = prepacked{}
-	for pc := 0; pc < g.k; pc += kc {
-		kb := min(kc, g.k-pc)
-		if splitRows {
-			for jc := 0; jc < g.n; jc += bl.nc {
-				nb := min(bl.nc, g.n-jc)
-				bl.packB(buf[preBOffset(jc, pc, nb, g.k, nr):], g.b, g.ldb, g.transB, pc, kb, jc, nb, edge)
-			}
-			continue
-		}
-		for ic := 0; ic < g.m; ic += bl.mc {
-			mb := min(bl.mc, g.m-ic)
-			bl.packA(buf[preAOffset(ic, pc, g.m, kb, mr):], g.a, g.lda, g.transA, ic, mb, pc, kb, edge)
-		}
-	}
 	if splitRows {
 		pre.b = buf
 	} else {
 		pre.a = buf
 	}
 	return buf
+}
+
+// prepackPart packs share t of parts of pre's operand: in every k block
+// (and nc column block), the t-th of parts equal runs of whole panels. The
+// panels of a block lie one after another in the layout, so any split of
+// them packs the same bytes. ws supplies the edge scratch.
+func (bl *blocked) prepackPart(pre *prepacked, g *gemmArgs, t, parts int, ws *workspace) {
+	mr, nr := bl.micro.MR, bl.micro.NR
+	kc := bl.kBlock(g.k)
+	if cap(ws.edge) < max(mr, nr)*kc {
+		ws.edge = make([]float32, max(mr, nr)*kc)
+	}
+	edge := ws.edge[:max(mr, nr)*kc]
+	// share returns panels [lo, hi) of a run of n panels
+	share := func(n int) (lo, hi int) { return t * n / parts, (t + 1) * n / parts }
+	for pc := 0; pc < g.k; pc += kc {
+		kb := min(kc, g.k-pc)
+		if pre.b != nil {
+			for jc := 0; jc < g.n; jc += bl.nc {
+				nb := min(bl.nc, g.n-jc)
+				lo, hi := share(ceilDiv(nb, nr))
+				if lo >= hi {
+					continue
+				}
+				c0, c1 := jc+lo*nr, min(jc+hi*nr, jc+nb)
+				off := preBOffset(jc, pc, nb, g.k, nr) + lo*nr*kb
+				bl.packB(pre.b[off:], g.b, g.ldb, g.transB, pc, kb, c0, c1-c0, edge)
+			}
+			continue
+		}
+		lo, hi := share(ceilDiv(g.m, mr))
+		if lo >= hi {
+			continue
+		}
+		r0, r1 := lo*mr, min(hi*mr, g.m)
+		bl.packA(pre.a[preAOffset(r0, pc, g.m, kb, mr):], g.a, g.lda, g.transA, r0, r1-r0, pc, kb, edge)
+	}
 }
 
 // workspace holds one goroutine's packed panels and an edge tile.

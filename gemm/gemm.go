@@ -139,6 +139,11 @@ func (e *Engine) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []floa
 	work := m * n * k
 	if e.useBlocked(transB, m, n, k, alpha) {
 		e.planBlocked(cl)
+		if cl.pre.a != nil || cl.pre.b != nil {
+			cl.kind = kindPrepack
+			e.team.t.run(cl)
+			cl.kind = kindBlocked
+		}
 	} else {
 		cl.kind = kindRowRange
 		cl.tasks = max(1, min(e.threads, work/minFlopsPerTask, m))
@@ -164,8 +169,9 @@ func (e *Engine) planBlocked(cl *call) {
 	cl.planStrips(minStripTiles(cl.splitRows, mr, nr))
 	cl.pre = prepacked{}
 	if cl.tasks > 1 {
-		// pack the shared operand once here rather than once per strip
-		cl.preBuf = e.blk.prepack(&cl.pre, cl.preBuf, g, cl.splitRows, cl.ws[0])
+		// the shared operand is packed once, by all tasks together, before
+		// the strips (Sgemm runs the kindPrepack phase first)
+		cl.preBuf = e.blk.preparePrepack(&cl.pre, cl.preBuf, g, cl.splitRows)
 	}
 }
 

@@ -33,6 +33,7 @@ const (
 	kindRowRange = iota // Portable or a WithKernel kernel over row ranges
 	kindBlocked         // float32 SIMD blocked GEMM
 	kindBF16            // bf16 SIMD blocked GEMM
+	kindPrepack         // first phase of a multi-task kindBlocked call: pack the shared operand
 )
 
 // runTask computes task t of the call. On the blocked paths the tasks
@@ -45,6 +46,10 @@ func (c *call) runTask(t int) {
 		// Row-range kernel (portable or WithKernel): split rows evenly.
 		i0, i1 := t*g.m/c.tasks, (t+1)*g.m/c.tasks
 		c.e.kernel(g.transA, g.transB, i0, i1, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc)
+		return
+	}
+	if c.kind == kindPrepack {
+		c.e.blk.prepackPart(&c.pre, g, t, c.tasks, c.ws[t])
 		return
 	}
 	for {

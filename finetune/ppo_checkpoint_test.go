@@ -18,7 +18,7 @@ import (
 // with runState. It returns the statistics of the steps it ran.
 func ppoResumeRun(t *testing.T, m mesh.Mesh, from, run string, steps int, runState any) []PPOStats {
 	t.Helper()
-	stats, _ := ppoRunWith(t, m, func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error) {
+	stats, _ := ppoRunWith(t, m, nil, func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error) {
 		if from != "" {
 			dir, _, err := checkpoint.Resolve(from)
 			if err != nil {
@@ -133,7 +133,7 @@ func TestPPOCheckpointResume(t *testing.T) {
 	if err := os.WriteFile(vf, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = ppoRunWith(t, one, func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error) {
+	_, _ = ppoRunWith(t, one, nil, func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error) {
 		if _, err := p.Restore(ck); err == nil {
 			t.Errorf("restore from a checkpoint with a corrupted value model succeeded")
 		}

@@ -22,7 +22,7 @@ import (
 // (its tensor-parallel shards put together), by DP coordinate.
 func ppoRun(t *testing.T, m mesh.Mesh, steps int) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
-	return ppoRunWith(t, m, func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
+	return ppoRunWith(t, m, nil, func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
 		var out []PPOStats
 		for s := 0; s < steps; s++ {
 			st, err := p.TrainStep(ctx, ppoPrompts)
@@ -38,9 +38,10 @@ func ppoRun(t *testing.T, m mesh.Mesh, steps int) ([]PPOStats, []map[string][]fl
 // ppoPrompts is the global batch of every step of ppoRun.
 var ppoPrompts = [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}, {'q', '='}}
 
-// ppoRunWith builds the synthetic setup of ppoRun on mesh m and runs body
-// on every rank (at says where the rank sits; its Barrier spans the world).
-func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
+// ppoRunWith builds the synthetic setup of ppoRun on mesh m (with LoRA
+// adapters lc on the policy when not nil) and runs body on every rank (at
+// says where the rank sits; its Barrier spans the world).
+func ppoRunWith(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
 	cfg := model.Config{VocabSize: 256, NLayer: 2, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
 		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
@@ -98,6 +99,11 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, body func(ctx context.Context, p *PPO
 				var gs [4]*model.GPT
 				for i, seed := range []uint64{1, 1, 2, 2} {
 					if gs[i], err = mk(seed); err != nil {
+						return err
+					}
+				}
+				if lc != nil {
+					if err := gs[0].EnableLoRA(*lc, 6); err != nil {
 						return err
 					}
 				}

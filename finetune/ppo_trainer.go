@@ -508,7 +508,7 @@ func (p *PPO) gradNorm(ctx context.Context, m *model.GPT, extra []float32) (floa
 // reduceGrads sums m's gradients: the tied embedding's between the first
 // and last pipeline stage (Comms.Embed), then everything over DP.
 func (p *PPO) reduceGrads(ctx context.Context, m *model.GPT) error {
-	if groupSize(p.Comms.Embed) > 1 {
+	if groupSize(p.Comms.Embed) > 1 && m.TiedOffset < len(m.Params.Grad) { // LoRA adapters hold no embedding
 		if err := allReduceSum(ctx, p.Comms.Embed, m.Params.Grad[m.TiedOffset:]); err != nil {
 			return fmt.Errorf("tied embedding gradient: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
@@ -55,8 +56,8 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if f.zero1 {
 		return usageError{"ppo: --zero1 is not supported (each rank keeps all optimizer state)"}
 	}
-	if _, err := f.lora(); err != nil || f.loraRank > 0 {
-		return usageError{"ppo: --lora-rank is not supported yet"}
+	if _, err := f.lora(); err != nil {
+		return err
 	}
 	if _, _, err := checkpoint.Resolve(f.rm); err != nil { // before any worker starts
 		return fmt.Errorf("--rm: %w", err)
@@ -125,6 +126,33 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	policy, err := gpt(f.ckpt, cfg)
 	if err != nil {
 		return err
+	}
+	// LoRA: adapters on the policy become its trainable parameters (and
+	// all its checkpoints hold); the reference is the frozen base.
+	lc, err := f.lora()
+	if err != nil {
+		return err
+	}
+	if lc != nil {
+		if err := policy.EnableLoRA(*lc, f.seed); err != nil {
+			return err
+		}
+		logf("lora: rank %d, alpha %g on %v: %d trainable policy parameters on this rank (base frozen: %d)\n",
+			lc.Rank, lc.Alpha, lc.Targets, policy.Params.Count(), policy.LoRA.Base.Count())
+		if lead {
+			base := f.ckpt
+			if base != "" {
+				if base, err = filepath.Abs(base); err != nil {
+					return err
+				}
+			}
+			if err := os.MkdirAll(f.out, 0o755); err != nil {
+				return err
+			}
+			if err := writeAdapterConfig(f.out, adapterConfig{LoRAConfig: *lc, Base: base}); err != nil {
+				return err
+			}
+		}
 	}
 	ref, err := gpt(f.ckpt, cfg)
 	if err != nil {

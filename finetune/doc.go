@@ -78,17 +78,31 @@
 //     estimates advantages with GAE from a value model, and updates policy
 //     (clipped surrogate, through loss weights) and value model (clipped
 //     value loss, through a head gradient). NewPPO runs in one process;
-//     NewPPOParallel takes PPOComms and runs data- and tensor-parallel
-//     (`strand ppo --nproc N --dp/--tp`, no pipeline split): each DP rank
-//     samples and scores its contiguous share of the step's prompts,
+//     NewPPOParallel takes PPOComms and runs data-, tensor- and
+//     pipeline-parallel (`strand ppo --nproc N --dp/--tp/--pp`): each DP
+//     rank samples and scores its contiguous share of the step's prompts,
 //     completion i drawn from a generator seeded by (seed, step, i) with i
 //     the global prompt index, so no layout changes what is sampled; the
 //     advantages are whitened with global statistics (float64 sums over
 //     DP), the per-token losses are shares of the global token mean and
 //     policy and value gradients are summed over DP, so every rank takes
 //     the same step; under TP the policy's vocabulary-split logits are
-//     gathered for sampling. Statistics and weights match the single
-//     process within float rounding.
+//     gathered for sampling. Under PP every rank holds the same stage of
+//     all four models (reward and value model from NewStageRewardModel);
+//     each pass walks one micro-batch through the stages by the forward or
+//     backward half of parallel/pipeline's GPipe program; the last stage
+//     samples (tokens broadcast to the others), scores, computes advantages,
+//     losses and the value head's gradient; the tied embedding's gradient
+//     is summed between first and last stage, norms over TP then PP, and
+//     every rank returns the last stage's statistics. Statistics and
+//     weights match the single process within float rounding. PPO.Save and
+//     PPO.Restore write and read a full checkpoint in any layout: the
+//     policy as a normal model checkpoint with its moments (loadable by
+//     eval, generate, sft --ckpt), value/ with the value model, its head
+//     and moments (itself a reward-model checkpoint), and the step, the
+//     value head's moments and the caller's state in trainer_state.json.
+//     A LoRA policy (model.GPT.EnableLoRA before NewPPOParallel) trains
+//     only its adapters; the reference stays the frozen base.
 //   - Multiple choice: ScoreChoices ranks each question's choices by their
 //     log-likelihood given the context (summed and per token).
 //

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/strand-ml/strand/checkpoint"
@@ -136,6 +137,14 @@ func TestPPOCheckpointResume(t *testing.T) {
 	_, _ = ppoRunWith(t, one, nil, func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error) {
 		if _, err := p.Restore(ck); err == nil {
 			t.Errorf("restore from a checkpoint with a corrupted value model succeeded")
+		}
+		return nil, nil
+	})
+	// A checkpoint that is not PPO's (here: value/, a reward-model
+	// checkpoint) is refused with the reason.
+	_, _ = ppoRunWith(t, one, nil, func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error) {
+		if _, err := p.Restore(filepath.Join(ck, PPOValueDir)); err == nil || !strings.Contains(err.Error(), "not a PPO checkpoint") {
+			t.Errorf("restore from a reward-model checkpoint: %v, want the reason", err)
 		}
 		return nil, nil
 	})

@@ -68,8 +68,11 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // ppoLoop runs PPO on this process's part of the job: its data-parallel
-// share of every step's prompts and its tensor-parallel shard of the four
-// models (the whole job in one process).
+// share of every step's prompts and its tensor-parallel shard of its
+// pipeline stage of the four models (the whole job in one process). It
+// checkpoints everything a run needs (finetune.PPO.Save, plus the prompt
+// sampler) every --ckpt-every steps and at the end, and continues from the
+// newest checkpoint under --resume.
 func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr io.Writer) error {
 	rank, m, coord, comms, logf := runInfo(dist, stderr)
 	lead := rank == 0

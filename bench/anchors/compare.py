@@ -34,8 +34,8 @@ def human(b):
 def main(out):
     best = load(out)
     ns = sorted({n for (_, n) in best})
-    print("| ranks | size | strand busbw | gloo busbw | mpi-tcp busbw | strand/gloo | strand/mpi | strand time us | gloo time us | mpi time us | strand check | strand busbw / loopback TCP | / memcpy |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|---:|")
+    print("| ranks | size | strand busbw | gloo busbw | mpi-tcp busbw | strand/gloo | strand/mpi | strand time us | gloo time us | mpi time us | strand check | strand busbw / loopback TCP | / memcpy | strand cpu us/call |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|---:|---:|")
     for n in ns:
         s, g, m = best.get(("strand", n), {}), best.get(("gloo", n), {}), best.get(("mpi", n), {})
         for size in sorted(s):
@@ -43,10 +43,12 @@ def main(out):
             gb, mb = g.get(size), m.get(size)
             f = lambda r, k, fmt: (fmt % r[k]) if r else "-"
             ratio = lambda r: ("%.2fx" % (a["busbw_gbps"] / r["busbw_gbps"])) if r and r["busbw_gbps"] > 0 else "-"
-            print("| %d | %s | %.3f | %s | %s | %s | %s | %.1f | %s | %s | %s | %.0f%% | %.0f%% |" % (
+            # cpu_us: CPU time of all strand ranks together per call (getrusage), in the best round
+            cpu = ("%.0f" % a["cpu_us"]) if "cpu_us" in a else "-"
+            print("| %d | %s | %.3f | %s | %s | %s | %s | %.1f | %s | %s | %s | %.0f%% | %.0f%% | %s |" % (
                 n, human(size), a["busbw_gbps"], f(gb, "busbw_gbps", "%.3f"), f(mb, "busbw_gbps", "%.3f"),
                 ratio(gb), ratio(mb), a["time_us"], f(gb, "time_us", "%.1f"), f(mb, "time_us", "%.1f"),
-                "ok" if a["ok"] else "WRONG", 100 * a["busbw_gbps"] / LOOPBACK_GBPS, 100 * a["busbw_gbps"] / MEMCPY_GBPS))
+                "ok" if a["ok"] else "WRONG", 100 * a["busbw_gbps"] / LOOPBACK_GBPS, 100 * a["busbw_gbps"] / MEMCPY_GBPS, cpu))
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/strand-anchors")

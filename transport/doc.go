@@ -14,4 +14,11 @@
 //	FailureNotifier  announce dead peers at once (abort instead of timing out)
 //	RecvPoster       post receives ahead, wait later (pipelined segments land in place)
 //	MultiSender      several small messages to one peer in one go (latency)
+//	ChunkPoster      a message handed to a ChunkSink in cache-sized chunks as it
+//	                 arrives (the caller reduces each chunk while it is hot; the
+//	                 transport only calls the sink and knows nothing of reducing)
+//
+// A context marked with WithSpinHint tells a transport that a receive's
+// message is due within about a round trip, so it may poll briefly
+// instead of parking the caller (transport/tcp does, for small receives).
 package transport

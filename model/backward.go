@@ -146,13 +146,26 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	return nil
 }
 
+// normBackward accumulates dinp, dw and db (N, C) of the configured
+// normalization. LayerNorm with a bias is split over the compute
+// goroutines in two passes with LayerNormBackwardRow's bits: rows for the
+// row statistics and dinp, then columns for dw and db (each column summed
+// over the rows in order).
 func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N int) {
 	C := m.Config.NEmbd
 	if m.Config.Norm == RMSNorm {
 		RMSNormBackward(dinp, dw, dout, inp, w, rstd, N, C)
 		return
 	}
-	LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
+	if db == nil || m.threads() == 1 || len(m.lnStats) < 2*N {
+		LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
+		return
+	}
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a, t.b, t.w, t.mean, t.rstd = splitNormBackRows, N, C, dinp, dout, inp, w, mean, rstd
+	m.runSplit(N, rowsPerPart(C))
+	t.kind, t.N, t.W, t.out, t.bias, t.a, t.b, t.mean, t.rstd = splitNormBackParams, N, C, dw, db, dout, inp, mean, rstd
+	m.runSplit(C, max(16, minSplitValues/max(N, 1)))
 }
 
 // activateBackward writes dinp (N, FC) from the activation's input inp

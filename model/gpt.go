@@ -45,6 +45,7 @@ type GPT struct {
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
 	split                                           splitTask // the layer call being split over goroutines (split.go)
 	sumSq                                           sumSqTask // Params.NormSumSquares over the goroutines
+	lnStats                                         []float32 // LayerNorm backward's per-row statistics (split.go)
 	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
 }
 
@@ -132,6 +133,9 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	f := func(n int) []float32 { return make([]float32, n) }
 	m.dres, m.dln, m.datty, m.dqkv = f(N*d.C), f(N*d.C), f(N*d.Cl), f(N*3*d.Cl)
 	m.dfch, m.dfchAct = f(N*d.FCl), f(N*d.Hl)
+	if e.Threads() > 1 && cfg.Norm != RMSNorm {
+		m.lnStats = f(2 * N)
+	}
 	if l.First && tp.Size() > 1 {
 		m.embedOut = f(N * d.C)
 	}

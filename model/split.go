@@ -22,6 +22,11 @@ const (
 	splitBiasResidual                  // out[n,:] += bias (a) + res[n,:] (b) over rows
 	splitColumnSums                    // out[c] += sum over rows of a[n,c], by column ranges
 	splitClear                         // clear(out) by ranges
+	// LayerNorm backward, two passes: over rows, each row's statistics
+	// (kept in GPT.lnStats) and dinp (out) from dout (a), x (b), w, mean,
+	// rstd; then over columns, dw (out) and db (bias) summed over the rows
+	splitNormBackRows
+	splitNormBackParams
 )
 
 // splitTask is one split layer call: the operands of whichever kind runs.
@@ -81,6 +86,20 @@ func (t *splitTask) run(_, i int) {
 		}
 	case splitClear:
 		clear(t.out[lo:hi])
+	case splitNormBackRows:
+		st := m.lnStats
+		for n := lo; n < hi; n++ {
+			r := n * W
+			d, x := t.a[r:r+W], t.b[r:r+W]
+			st[2*n], st[2*n+1] = vec.LayerNormBackwardDots(d, x, t.w, t.mean[n], t.rstd[n])
+			vec.LayerNormBackwardDx(t.out[r:r+W], d, x, t.w, t.mean[n], t.rstd[n], st[2*n], st[2*n+1])
+		}
+	case splitNormBackParams:
+		dw, db := t.out[lo:hi], t.bias[lo:hi]
+		for n := 0; n < t.N; n++ { // rows in order: the serial sums' bits
+			r := n * W
+			vec.LayerNormBackwardParams(dw, db, t.a[r+lo:r+hi], t.b[r+lo:r+hi], t.mean[n], t.rstd[n])
+		}
 	}
 }
 

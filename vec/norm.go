@@ -46,6 +46,75 @@ func LayerNormBackwardRow(dx, dw, db, dout, x, w []float32, mean, rstd float32) 
 	lnBwdApplyAVX512(&dx[0], &dw[0], &db[0], &dout[0], &x[0], &w[0], n, mean, rstd, s1/float32(n), s2/float32(n))
 }
 
+// LayerNormBackwardDots returns a row's mean(dn) and mean(dn*norm), with
+// dn = w*dout and norm = (x-mean)*rstd: the statistics
+// LayerNormBackwardRow computes first (same bits).
+func LayerNormBackwardDots(dout, x, w []float32, mean, rstd float32) (dnMean, dnNormMean float32) {
+	n := len(x)
+	if len(dout) < n || len(w) < n {
+		panic(fmt.Sprintf("vec: LayerNormBackwardDots lengths dout %d, w %d for %d inputs", len(dout), len(w), n))
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	if !useAVX512 {
+		var a, b float32
+		for i := range x {
+			norm := (x[i] - mean) * rstd
+			dn := w[i] * dout[i]
+			a += dn
+			b += dn * norm
+		}
+		return a / float32(n), b / float32(n)
+	}
+	s1, s2 := lnBwdDotsAVX512(&dout[0], &x[0], &w[0], n, mean, rstd)
+	return s1 / float32(n), s2 / float32(n)
+}
+
+// LayerNormBackwardDx accumulates LayerNormBackwardRow's input gradient,
+// dx += rstd*(w*dout - dnMean - norm*dnNormMean), given the row's
+// statistics (LayerNormBackwardDots). Element-wise: it may be called on any
+// range of a row's columns, with the same bits as the whole-row call.
+func LayerNormBackwardDx(dx, dout, x, w []float32, mean, rstd, dnMean, dnNormMean float32) {
+	n := len(x)
+	if len(dx) < n || len(dout) < n || len(w) < n {
+		panic(fmt.Sprintf("vec: LayerNormBackwardDx lengths dx %d, dout %d, w %d for %d inputs", len(dx), len(dout), len(w), n))
+	}
+	if n == 0 {
+		return
+	}
+	if !useAVX512 {
+		for i := range x {
+			norm := (x[i] - mean) * rstd
+			dx[i] += rstd * (w[i]*dout[i] - dnMean - norm*dnNormMean)
+		}
+		return
+	}
+	lnBwdDxAVX512(&dx[0], &dout[0], &x[0], &w[0], n, mean, rstd, dnMean, dnNormMean)
+}
+
+// LayerNormBackwardParams accumulates LayerNormBackwardRow's parameter
+// gradients for one row, db += dout and dw += norm*dout. Element-wise, like
+// LayerNormBackwardDx: any column range, the same bits.
+func LayerNormBackwardParams(dw, db, dout, x []float32, mean, rstd float32) {
+	n := len(x)
+	if len(dw) < n || len(db) < n || len(dout) < n {
+		panic(fmt.Sprintf("vec: LayerNormBackwardParams lengths dw %d, db %d, dout %d for %d inputs", len(dw), len(db), len(dout), n))
+	}
+	if n == 0 {
+		return
+	}
+	if !useAVX512 {
+		for i := range x {
+			norm := (x[i] - mean) * rstd
+			db[i] += dout[i]
+			dw[i] += norm * dout[i]
+		}
+		return
+	}
+	lnBwdParamsAVX512(&dw[0], &db[0], &dout[0], &x[0], n, mean, rstd)
+}
+
 func layerNormRowGo(out, x, w, b []float32, eps float32) (float32, float32) {
 	var m float64
 	for _, v := range x {

@@ -225,3 +225,101 @@ ptail:
 pdone:
 	VZEROUPPER
 	RET
+
+// func lnBwdDxAVX512(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32)
+// The dinp half of lnBwdApplyAVX512, same instructions:
+// dinp += s*(w*d - dnMean - norm*dnNormMean), norm = (x-m)*s.
+TEXT ·lnBwdDxAVX512(SB), NOSPLIT, $0-56
+	MOVQ dinp+0(FP), DI
+	MOVQ dout+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ w+24(FP), R8
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Z3
+	VBROADCASTSS s+44(FP), Z4
+	VBROADCASTSS dnMean+48(FP), Z5
+	VBROADCASTSS dnNormMean+52(FP), Z6
+dxloop:
+	CMPQ CX, $16
+	JLT dxtail
+	VMOVUPS (DX), Z0
+	VMOVUPS (SI), Z2
+	VSUBPS Z3, Z2, Z2
+	VMULPS Z4, Z2, Z2
+	VMULPS (R8), Z0, Z7
+	VSUBPS Z5, Z7, Z7
+	VFNMADD231PS Z6, Z2, Z7
+	VMOVUPS (DI), Z8
+	VFMADD231PS Z7, Z4, Z8
+	VMOVUPS Z8, (DI)
+	ADDQ $64, DI
+	ADDQ $64, DX
+	ADDQ $64, SI
+	ADDQ $64, R8
+	SUBQ $16, CX
+	JMP dxloop
+dxtail:
+	TESTQ CX, CX
+	JZ dxdone
+	TAILMASK
+	VMOVUPS.Z (DX), K1, Z0
+	VMOVUPS.Z (SI), K1, Z2
+	VSUBPS Z3, Z2, Z2
+	VMULPS Z4, Z2, Z2
+	VMOVUPS.Z (R8), K1, Z1
+	VMULPS Z1, Z0, Z7
+	VSUBPS Z5, Z7, Z7
+	VFNMADD231PS Z6, Z2, Z7
+	VMOVUPS.Z (DI), K1, Z8
+	VFMADD231PS Z7, Z4, Z8
+	VMOVUPS Z8, K1, (DI)
+dxdone:
+	VZEROUPPER
+	RET
+
+// func lnBwdParamsAVX512(dw, db, dout, x *float32, n int, m, s float32)
+// The dw/db half of lnBwdApplyAVX512, same instructions:
+// db += d ; dw += norm*d, norm = (x-m)*s.
+TEXT ·lnBwdParamsAVX512(SB), NOSPLIT, $0-48
+	MOVQ dw+0(FP), R10
+	MOVQ db+8(FP), R11
+	MOVQ dout+16(FP), DX
+	MOVQ x+24(FP), SI
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Z3
+	VBROADCASTSS s+44(FP), Z4
+pmloop:
+	CMPQ CX, $16
+	JLT pmtail
+	VMOVUPS (DX), Z0
+	VMOVUPS (SI), Z2
+	VSUBPS Z3, Z2, Z2
+	VMULPS Z4, Z2, Z2
+	VADDPS (R11), Z0, Z7
+	VMOVUPS Z7, (R11)
+	VMOVUPS (R10), Z7
+	VFMADD231PS Z0, Z2, Z7
+	VMOVUPS Z7, (R10)
+	ADDQ $64, R10
+	ADDQ $64, R11
+	ADDQ $64, DX
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP pmloop
+pmtail:
+	TESTQ CX, CX
+	JZ pmdone
+	TAILMASK
+	VMOVUPS.Z (DX), K1, Z0
+	VMOVUPS.Z (SI), K1, Z2
+	VSUBPS Z3, Z2, Z2
+	VMULPS Z4, Z2, Z2
+	VMOVUPS.Z (R11), K1, Z7
+	VADDPS Z0, Z7, Z7
+	VMOVUPS Z7, K1, (R11)
+	VMOVUPS.Z (R10), K1, Z7
+	VFMADD231PS Z0, Z2, Z7
+	VMOVUPS Z7, K1, (R10)
+pmdone:
+	VZEROUPPER
+	RET

@@ -41,3 +41,30 @@ func TestLayerNormRowMatchesPortable(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerNormBackwardPieces: the row statistics, the input-gradient part
+// and the parameter part, the latter two called on column ranges, give
+// LayerNormBackwardRow's bits (the model splits rows for dx and columns for
+// dw and db between goroutines).
+func TestLayerNormBackwardPieces(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 1))
+	for _, n := range []int{1, 15, 16, 17, 100, 384} {
+		x, w, dout := randSlice(r, n, 2), randSlice(r, n, 1), randSlice(r, n, 1)
+		dx0, dw0, db0 := randSlice(r, n, 1), randSlice(r, n, 1), randSlice(r, n, 1)
+		mean, rstd := float32(0.1), float32(1.3)
+		wx, ww, wb := append([]float32(nil), dx0...), append([]float32(nil), dw0...), append([]float32(nil), db0...)
+		LayerNormBackwardRow(wx, ww, wb, dout, x, w, mean, rstd)
+		gx, gw, gb := append([]float32(nil), dx0...), append([]float32(nil), dw0...), append([]float32(nil), db0...)
+		a, b := LayerNormBackwardDots(dout, x, w, mean, rstd)
+		for lo := 0; lo < n; lo += 7 { // ranges of 7 columns: odd cuts and tails
+			hi := min(lo+7, n)
+			LayerNormBackwardDx(gx[lo:hi], dout[lo:hi], x[lo:hi], w[lo:hi], mean, rstd, a, b)
+			LayerNormBackwardParams(gw[lo:hi], gb[lo:hi], dout[lo:hi], x[lo:hi], mean, rstd)
+		}
+		for i := 0; i < n; i++ {
+			if gx[i] != wx[i] || gw[i] != ww[i] || gb[i] != wb[i] {
+				t.Fatalf("n=%d, column %d: dx %v dw %v db %v, whole row %v %v %v", n, i, gx[i], gw[i], gb[i], wx[i], ww[i], wb[i])
+			}
+		}
+	}
+}

@@ -56,3 +56,9 @@ func maxAVX512(x *float32, n int) float32
 
 //go:noescape
 func subMulAVX512(d, p *float32, n int, c float32)
+
+//go:noescape
+func lnBwdDxAVX512(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32)
+
+//go:noescape
+func lnBwdParamsAVX512(dw, db, dout, x *float32, n int, m, s float32)

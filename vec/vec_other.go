@@ -28,3 +28,7 @@ func scaleF64AVX512(x *float32, n int, s float64)  { panic("unreachable") }
 func sumSquaresAVX512(x *float32, n int) float64   { panic("unreachable") }
 func maxAVX512(x *float32, n int) float32          { panic("unreachable") }
 func subMulAVX512(d, p *float32, n int, c float32) { panic("unreachable") }
+func lnBwdDxAVX512(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32) {
+	panic("unreachable")
+}
+func lnBwdParamsAVX512(dw, db, dout, x *float32, n int, m, s float32) { panic("unreachable") }

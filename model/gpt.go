@@ -128,6 +128,7 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 		m.attn.Slopes = alibiSlopes(cfg.NHead, tp.Rank(), m.local.NHl)
 	}
 	m.ce = tensor.NewVocabCrossEntropy(tp, m.local.V0, maxB*maxT)
+	m.ce.Split = m
 	m.bindWeights()
 	N, d := maxB*maxT, m.local
 	f := func(n int) []float32 { return make([]float32, n) }

@@ -1,6 +1,9 @@
 package model
 
-import "github.com/strand-ml/strand/vec"
+import (
+	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/vec"
+)
 
 // This file spreads the layers that are not matrix products (norms,
 // activations, bias and residual adds, bias gradients, clearing gradients)
@@ -27,6 +30,7 @@ const (
 	// rstd; then over columns, dw (out) and db (bias) summed over the rows
 	splitNormBackRows
 	splitNormBackParams
+	splitRowTask // rows.Rows over ranges of rows (the cross-entropy's passes)
 )
 
 // splitTask is one split layer call: the operands of whichever kind runs.
@@ -42,6 +46,7 @@ type splitTask struct {
 	out, a, b  []float32
 	mean, rstd []float32
 	w, bias    []float32
+	rows       tensor.RowTask
 }
 
 // bounds is range i of parts over total, cut on multiples of 16 values
@@ -86,6 +91,8 @@ func (t *splitTask) run(_, i int) {
 		}
 	case splitClear:
 		clear(t.out[lo:hi])
+	case splitRowTask:
+		t.rows.Rows(lo, hi)
 	case splitNormBackRows:
 		st := m.lnStats
 		for n := lo; n < hi; n++ {
@@ -168,4 +175,12 @@ func (t *sumSqTask) run(_, i int) {
 	if p := t.ps.List[i]; p.InNorm {
 		t.sums[i] = vec.SumSquares(p.Grad)
 	}
+}
+
+// SplitRows runs task over rows [0, n) on the compute goroutines (the
+// cross-entropy's row passes, tensor.RowSplitter).
+func (m *GPT) SplitRows(n int, task tensor.RowTask) {
+	t := &m.split
+	t.kind, t.rows = splitRowTask, task
+	m.runSplit(n, 8)
 }

@@ -15,64 +15,132 @@ const IgnoreIndex = -100
 // is split across the group: this rank holds columns [Offset, Offset+Vl) of
 // every row. Three small all-reduces (row max, then row sum of exponentials
 // together with the target's logit) replace a gather of the full logits.
+//
+// Rows are independent between the reductions, so a caller with several
+// compute goroutines may set Split: each row-wise pass then runs through it
+// (the losses are still summed in row order: the same bits either way).
 type VocabCrossEntropy struct {
 	Group  Group
 	Offset int // first vocabulary id held by this rank
-	// per-row scratch: max, then [sumexp | target logit] reduced together
+	// Split, if set, runs task over rows [0, n) cut into ranges on the
+	// caller's goroutines; nil runs it in one piece.
+	Split RowSplitter
+	// per-row scratch: max, then [sumexp | target logit] reduced together,
+	// and each row's loss in float64 (summed in row order)
 	rowMax, rowStats []float32
+	rowLoss          []float64
+	pass             cePass // the row-wise pass being run
 }
+
+// RowSplitter runs a row-wise task over rows [0, n), cut into ranges
+// however it likes (each row exactly once), and returns when all are done.
+type RowSplitter interface {
+	SplitRows(n int, task RowTask)
+}
+
+// RowTask processes rows [lo, hi).
+type RowTask interface {
+	Rows(lo, hi int)
+}
+
+// cePass is one row-wise pass of Forward or Backward with its operands.
+type cePass struct {
+	ce      *VocabCrossEntropy
+	phase   int // ceMax, ceExp, ceNorm or ceBack
+	logits  []float32
+	losses  []float32
+	targets []int32
+	N, Vl   int
+	scale   float32
+}
+
+const (
+	ceMax  = iota // row maxima
+	ceExp         // exponentials in place, their sums, the target logits
+	ceNorm        // probabilities and losses
+	ceBack        // dlogits
+)
 
 // NewVocabCrossEntropy prepares buffers for up to maxRows rows.
 func NewVocabCrossEntropy(g Group, offset, maxRows int) *VocabCrossEntropy {
-	return &VocabCrossEntropy{Group: g, Offset: offset, rowMax: make([]float32, maxRows), rowStats: make([]float32, 2*maxRows)}
+	return &VocabCrossEntropy{Group: g, Offset: offset, rowMax: make([]float32, maxRows),
+		rowStats: make([]float32, 2*maxRows), rowLoss: make([]float64, maxRows)}
+}
+
+// run runs pass phase over all N rows, through Split when set.
+func (ce *VocabCrossEntropy) run(phase int, logits, losses []float32, targets []int32, N, Vl int, scale float32) {
+	ce.pass = cePass{ce: ce, phase: phase, logits: logits, losses: losses, targets: targets, N: N, Vl: Vl, scale: scale}
+	if ce.Split != nil {
+		ce.Split.SplitRows(N, &ce.pass)
+	} else {
+		ce.pass.Rows(0, N)
+	}
+	ce.pass = cePass{}
+}
+
+// Rows runs the pass on rows [lo, hi).
+func (p *cePass) Rows(lo, hi int) {
+	ce, N, Vl := p.ce, p.N, p.Vl
+	mx, stats := ce.rowMax, ce.rowStats // stats [0,N): sum of exp; [N,2N): target logit - max
+	for n := lo; n < hi; n++ {
+		row := p.logits[n*Vl : (n+1)*Vl]
+		t := p.targets[n]
+		switch p.phase {
+		case ceMax:
+			mx[n] = vec.Max(row) // AVX-512 where available
+		case ceExp:
+			stats[N+n] = 0
+			if j := int(t) - ce.Offset; t != IgnoreIndex && j >= 0 && j < Vl {
+				// log softmax numerator = logit - max, exact even if exp underflows
+				stats[N+n] = row[j] - mx[n]
+			}
+			// exp(logit - max) in place and its sum (AVX-512 where available)
+			stats[n] = vec.ExpShiftSum(row, mx[n])
+		case ceNorm:
+			z := float64(stats[n])
+			// probabilities: the product in float64, rounded once (AVX-512)
+			vec.ScaleF64(row, 1/z)
+			ce.rowLoss[n] = 0
+			if t == IgnoreIndex {
+				p.losses[n] = 0
+				continue
+			}
+			l := math.Log(z) - float64(stats[N+n])
+			p.losses[n] = float32(l)
+			ce.rowLoss[n] = l
+		case ceBack:
+			if t == IgnoreIndex {
+				clear(row)
+				continue
+			}
+			vec.Scale(row, p.scale) // AVX-512 where available, same bits
+			if j := int(t) - ce.Offset; j >= 0 && j < Vl {
+				row[j] -= p.scale
+			}
+		}
+	}
 }
 
 // Forward turns local logits (N, Vl) into local probabilities in place and
 // writes each row's loss to losses (N), identical on every rank. It returns
 // the summed loss and the number of rows whose target is not IgnoreIndex.
 func (ce *VocabCrossEntropy) Forward(ctx context.Context, losses, logits []float32, targets []int32, N, Vl int) (float64, int, error) {
-	mx := ce.rowMax[:N]
-	for n := 0; n < N; n++ {
-		row := logits[n*Vl : (n+1)*Vl]
-		m := float32(math.Inf(-1))
-		for _, v := range row {
-			if v > m {
-				m = v
-			}
-		}
-		mx[n] = m
-	}
-	if err := ce.Group.AllReduceMax(ctx, mx); err != nil {
+	ce.run(ceMax, logits, losses, targets, N, Vl, 0)
+	if err := ce.Group.AllReduceMax(ctx, ce.rowMax[:N]); err != nil {
 		return 0, 0, fmt.Errorf("vocab-parallel cross-entropy max: %w", err)
 	}
-	stats := ce.rowStats[:2*N] // [0,N): sum of exp; [N,2N): target logit - max
-	for n := 0; n < N; n++ {
-		row := logits[n*Vl : (n+1)*Vl]
-		stats[N+n] = 0
-		if t := int(targets[n]) - ce.Offset; targets[n] != IgnoreIndex && t >= 0 && t < Vl {
-			// log softmax numerator = logit - max, exact even if exp underflows
-			stats[N+n] = row[t] - mx[n]
-		}
-		// exp(logit - max) in place and its sum (AVX-512 where available)
-		stats[n] = vec.ExpShiftSum(row, mx[n])
-	}
-	if err := ce.Group.AllReduceSum(ctx, stats); err != nil {
+	ce.run(ceExp, logits, losses, targets, N, Vl, 0)
+	if err := ce.Group.AllReduceSum(ctx, ce.rowStats[:2*N]); err != nil {
 		return 0, 0, fmt.Errorf("vocab-parallel cross-entropy sum: %w", err)
 	}
+	ce.run(ceNorm, logits, losses, targets, N, Vl, 0)
 	var sum float64
 	count := 0
-	for n := 0; n < N; n++ {
-		z := float64(stats[n])
-		// probabilities: the product in float64, rounded once (AVX-512)
-		vec.ScaleF64(logits[n*Vl:(n+1)*Vl], 1/z)
-		if targets[n] == IgnoreIndex {
-			losses[n] = 0
-			continue
+	for n := 0; n < N; n++ { // in row order, whatever the split
+		if targets[n] != IgnoreIndex {
+			sum += ce.rowLoss[n]
+			count++
 		}
-		l := math.Log(z) - float64(stats[N+n])
-		losses[n] = float32(l)
-		sum += l
-		count++
 	}
 	return sum, count, nil
 }
@@ -80,15 +148,5 @@ func (ce *VocabCrossEntropy) Forward(ctx context.Context, losses, logits []float
 // Backward overwrites local probabilities (N, Vl) with dlogits =
 // scale*(p - onehot(target)); ignored rows become zero. No communication.
 func (ce *VocabCrossEntropy) Backward(probs []float32, targets []int32, N, Vl int, scale float32) {
-	for n := 0; n < N; n++ {
-		row := probs[n*Vl : (n+1)*Vl]
-		if targets[n] == IgnoreIndex {
-			clear(row)
-			continue
-		}
-		vec.Scale(row, scale) // AVX-512 where available, same bits
-		if t := int(targets[n]) - ce.Offset; t >= 0 && t < Vl {
-			row[t] -= scale
-		}
-	}
+	ce.run(ceBack, probs, nil, targets, N, Vl, scale)
 }

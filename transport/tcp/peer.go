@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/strand-ml/strand/transport"
 )
@@ -47,6 +48,32 @@ type stream struct {
 	bufs  net.Buffers
 	parts chan partReq // work for this stream's part writer (streams >= 1)
 	timed bool         // a write deadline is set on conn
+
+	// For receives that poll (pending.spin): the socket's descriptor (-1
+	// if unknown) and whether the reader goroutine is inside a read of
+	// the socket, i.e. has consumed everything it read before and waits
+	// for the kernel.
+	fd       int
+	reading  atomic.Bool
+	spinners atomic.Int32  // receives polling this stream (spinSolo)
+	kick     chan struct{} // 1 slot: the reader tells a spinner it is back in its read
+}
+
+// streamReader is the socket as the stream's reader goroutine sees it: it
+// marks the time spent inside the socket's Read (stream.reading).
+type streamReader struct{ s *stream }
+
+func (r streamReader) Read(b []byte) (int, error) {
+	r.s.reading.Store(true)
+	if r.s.spinners.Load() > 0 {
+		select {
+		case r.s.kick <- struct{}{}:
+		default:
+		}
+	}
+	n, err := r.s.conn.Read(b)
+	r.s.reading.Store(false)
+	return n, err
 }
 
 // partReq asks a stream's writer goroutine to send one part of a message.
@@ -111,7 +138,7 @@ func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
 	}
 	p.cond = sync.NewCond(&p.mu)
 	for i, c := range conns {
-		s := &stream{conn: c, lock: make(chan struct{}, 1)}
+		s := &stream{conn: c, lock: make(chan struct{}, 1), fd: socketFD(c), kick: make(chan struct{}, 1)}
 		if i > 0 {
 			s.parts = make(chan partReq, 1)
 		}
@@ -350,7 +377,8 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, fill func() net.Buffe
 // readLoop reads frames from one socket until it fails. It never waits for
 // a Recv: early messages are parked, so one slow tag cannot block others.
 func (p *peer) readLoop(s *stream, idx int) {
-	br := bufio.NewReaderSize(s.conn, 256<<10)
+	sr := streamReader{s}
+	br := bufio.NewReaderSize(sr, 256<<10)
 	var hb [frameHeaderLen]byte
 	maxMsg := uint64(p.t.cfg.MaxMessage)
 	sawBye := false // this stream's goodbye arrived: EOF is expected
@@ -385,7 +413,7 @@ func (p *peer) readLoop(s *stream, idx int) {
 		if sink != nil {
 			err = readChunks(br, sink, int(h.Offset), int(h.PartLen))
 		} else {
-			err = readFull(br, s.conn, dst)
+			err = readFull(br, sr, dst)
 		}
 		if !p.partDone(m, int(h.PartLen), err) {
 			return
@@ -656,23 +684,35 @@ func (r *pending) Wait() error {
 const spinMaxBytes = 64 << 10
 
 // spin polls for completion for a while before Wait parks, and reports
-// whether it took the completion token. A parked goroutine must be woken
-// by the reader goroutine (a futex wake-up of a thread, tens of
-// microseconds on a busy machine) on top of the reader's own wake-up by
-// the network poller; a spinning one sees the token at once. Between
-// polls it yields its core (sched_yield), so that the woken reader (or the
-// peer, on a shared machine) runs at once rather than after a scheduler
+// whether it took the completion token. A parked goroutine's thread sleeps
+// in the kernel until the network poller wakes it (tens of microseconds on
+// a busy machine); a polling one sees its message at once. Between polls
+// it yields its core (sched_yield), so that other threads and, on a shared
+// host, the peer's process run at once rather than after a scheduler
 // slice: a plain busy loop made 4 KiB all-reduces twice as slow. How long
 // it polls adapts (spinPolicy). The ctx and a dead peer are left to the
 // parking select.
+//
+// With one P (GOMAXPROCS=1, the usual setting of one rank per core) the
+// reader goroutine cannot run while this goroutine polls, so it polls the
+// socket instead: while the reader waits in its read and the kernel has
+// nothing for it, it yields; once the kernel has bytes (or the reader has
+// work left), it steps aside (parks until the reader either completes the
+// receive or goes back to reading, which hands the P back at once) and
+// then polls again. So a receive on a rank of an oversubscribed host
+// behaves like Open MPI's yield-when-idle progress loop.
 func (r *pending) spin() bool {
-	sp := &r.p.t.spin
+	p := r.p
+	sp := &p.t.spin
 	if r.want > spinMaxBytes || sp.max <= 0 || !transport.SpinHint(r.ctx) {
 		return false
 	}
 	d := sp.budget()
 	if d <= 0 {
 		return false
+	}
+	if sp.soloP {
+		return r.spinSolo(d)
 	}
 	var start time.Time
 	for i := 0; ; i++ {
@@ -691,6 +731,47 @@ func (r *pending) spin() bool {
 			}
 		}
 		osYield()
+	}
+}
+
+// spinSolo is spin with one P: it polls the socket the message comes on
+// (stream 0: small messages are never split) rather than the completion
+// token, which only the reader goroutine can deliver.
+func (r *pending) spinSolo(d time.Duration) bool {
+	p, sp, s := r.p, &r.p.t.spin, r.p.streams[0]
+	s.spinners.Add(1)
+	defer s.spinners.Add(-1)
+	select { // a kick left over from an earlier spinner
+	case <-s.kick:
+	default:
+	}
+	start := time.Now()
+	for {
+		select {
+		case <-r.done:
+			sp.record(true, d)
+			return true
+		default:
+		}
+		if time.Since(start) > d {
+			sp.record(false, d)
+			return false
+		}
+		if s.reading.Load() && !readable(s.fd) {
+			osYield()
+			continue
+		}
+		// The reader has bytes to handle: let it run on our P.
+		select {
+		case <-r.done:
+			sp.record(true, d)
+			return true
+		case <-s.kick: // the reader is back in its read: poll again
+		case <-r.ctx.Done():
+			return false
+		case <-p.dead:
+			return false
+		}
 	}
 }
 
@@ -784,7 +865,7 @@ func (p *peer) newPending(buf []byte) *pending {
 // readFull fills dst with the bytes already in br's buffer and reads the
 // rest straight from the socket: through br, everything after a large
 // part's first read-ahead would be read into the buffer and copied again.
-func readFull(br *bufio.Reader, c net.Conn, dst []byte) error {
+func readFull(br *bufio.Reader, c io.Reader, dst []byte) error {
 	n := 0
 	if k := min(br.Buffered(), len(dst)); k > 0 {
 		n, _ = br.Read(dst[:k]) // from the buffer only: no system call
@@ -848,3 +929,38 @@ func (p *peer) freePending(r *pending) {
 // parking: a plain busy loop would hold the core for a whole scheduler
 // slice.
 func osYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
+
+// socketFD is c's file descriptor, or -1. It is only ever polled for
+// readiness (readable); a descriptor closed and reused by then gives at
+// worst a spurious answer, which costs a spinner one needless park.
+func socketFD(c *net.TCPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if rc.Control(func(f uintptr) { fd = int(f) }) != nil {
+		return -1
+	}
+	return fd
+}
+
+// pollFd is struct pollfd of poll(2).
+type pollFd struct {
+	fd      int32
+	events  int16
+	revents int16
+}
+
+// readable reports whether the kernel holds bytes (or an error or hang-up)
+// for socket fd, without blocking. An unknown descriptor counts as
+// readable: the reader goroutine then finds out.
+func readable(fd int) bool {
+	if fd < 0 {
+		return true
+	}
+	pfd := pollFd{fd: int32(fd), events: 0x1} // POLLIN
+	var ts syscall.Timespec                   // zero: do not wait
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	return errno != 0 || n != 0
+}

@@ -32,10 +32,12 @@ type Config struct {
 	// Spin is how long a small receive whose ctx carries
 	// transport.WithSpinHint polls for its message before parking its
 	// goroutine (saves a thread wake-up per message). 0 picks
-	// DefaultSpin when this host has a core for every rank on it and
-	// GOMAXPROCS > 1, else no spinning (spinning ranks would steal the
-	// cores their peers need); > 0 spins up to that long; < 0 never
-	// spins. The budget adapts to how often spinning pays (spinPolicy).
+	// DefaultSpin when GOMAXPROCS is 1 (the receive polls the socket and
+	// yields the core between polls) or this host has a core for every
+	// rank on it, else no spinning (spinning goroutines would hold the
+	// cores their readers or peers need); > 0 spins up to that long;
+	// < 0 never spins. The budget adapts to how often spinning pays
+	// (spinPolicy).
 	Spin   time.Duration
 	Logger *slog.Logger // refused connections and peer failures (default slog.Default())
 }
@@ -310,6 +312,7 @@ func (t *Transport) start() {
 		t.peers[p] = newPeer(t, p, cs)
 	}
 	t.spin.max = t.spinTime()
+	t.spin.soloP = runtime.GOMAXPROCS(0) == 1
 	t.spin.cur.Store(int64(t.spin.max))
 	for _, p := range t.peers {
 		if p == nil {
@@ -354,7 +357,15 @@ func (t *Transport) spinTime() time.Duration {
 			local++
 		}
 	}
-	if runtime.GOMAXPROCS(0) < 2 || local > runtime.NumCPU() {
+	switch {
+	case runtime.GOMAXPROCS(0) == 1:
+		// Receives poll the socket and yield the core between polls
+		// (pending.spinSolo), which pays even when the host's ranks
+		// outnumber its cores, as Open MPI's yield-when-idle does.
+		return DefaultSpin
+	case local > runtime.NumCPU():
+		// Spinning goroutines would hold cores whose reader goroutines,
+		// or whose peers, must run.
 		return 0
 	}
 	return DefaultSpin
@@ -367,9 +378,10 @@ func (t *Transport) spinTime() time.Duration {
 // round trip receives spin, and on an oversubscribed one, where spinning
 // only steals the core the sender needs, they soon stop.
 type spinPolicy struct {
-	max  time.Duration
-	cur  atomic.Int64 // current budget in nanoseconds; 0: not spinning
-	skip atomic.Uint32
+	max   time.Duration
+	soloP bool         // GOMAXPROCS is 1: poll the socket, not the reader (pending.spinSolo)
+	cur   atomic.Int64 // current budget in nanoseconds; 0: not spinning
+	skip  atomic.Uint32
 }
 
 const (

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -615,5 +617,97 @@ func TestSmallReceivesWorkWithAndWithoutSpinning(t *testing.T) {
 			}
 		}
 		cancel()
+	}
+}
+
+func TestReadableSeesPendingBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialed, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	acc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acc.Close()
+	fd := socketFD(acc.(*net.TCPConn))
+	if fd < 0 {
+		t.Fatal("no descriptor for a TCP socket")
+	}
+	if readable(fd) {
+		t.Fatal("an idle socket reads as readable")
+	}
+	if _, err := dialed.Write([]byte{42}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !readable(fd) {
+		if time.Now().After(deadline) {
+			t.Fatal("a socket with a pending byte never reads as readable")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(acc, b[:]); err != nil || b[0] != 42 {
+		t.Fatalf("read %v, %v", b, err)
+	}
+	if readable(fd) {
+		t.Fatal("a drained socket reads as readable")
+	}
+	if !readable(-1) {
+		t.Fatal("an unknown descriptor must count as readable (the reader finds out)")
+	}
+}
+
+// With one P the spinning receive polls the socket (spinSolo); messages on
+// other tags, late messages, deadlines and dead peers must all still work.
+func TestSoloSpinReceives(t *testing.T) {
+	old := runtime.GOMAXPROCS(1)
+	t.Cleanup(func() { runtime.GOMAXPROCS(old) })
+	ts := mustDial(t, 2, func(c *Config) { c.Spin = 200 * time.Microsecond })
+	if !ts[0].spin.soloP || ts[0].spin.max != 200*time.Microsecond {
+		t.Fatalf("soloP %v, max %v: want the socket-polling spin", ts[0].spin.soloP, ts[0].spin.max)
+	}
+	ctx, cancel := context.WithTimeout(transport.WithSpinHint(context.Background()), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 100; i++ {
+		a, b := i%2, 1-i%2
+		go func() {
+			// Another tag's message first: the spinner must step aside
+			// for the reader and then poll again.
+			_ = ts[a].Send(ctx, b, 2, pattern(64, i))
+			if i%10 == 9 {
+				time.Sleep(2 * time.Millisecond) // late: the spin gives up and parks
+			}
+			_ = ts[a].Send(ctx, b, 1, pattern(4096, i))
+		}()
+		got := make([]byte, 4096)
+		if err := ts[b].Recv(ctx, a, 1, got); err != nil || !bytes.Equal(got, pattern(4096, i)) {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		other := make([]byte, 64)
+		if err := ts[b].Recv(ctx, a, 2, other); err != nil || !bytes.Equal(other, pattern(64, i)) {
+			t.Fatalf("other-tag message %d: %v", i, err)
+		}
+	}
+
+	short, cancelShort := context.WithTimeout(transport.WithSpinHint(context.Background()), 30*time.Millisecond)
+	defer cancelShort()
+	err := ts[0].Recv(short, 1, 3, make([]byte, 16))
+	var pe *transport.PeerError
+	if !errors.As(err, &pe) || pe.Peer != 1 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline PeerError naming rank 1", err)
+	}
+
+	go func() { time.Sleep(5 * time.Millisecond); ts[1].Abort() }()
+	err = ts[0].Recv(ctx, 1, 4, make([]byte, 16))
+	if !errors.As(err, &pe) || pe.Peer != 1 {
+		t.Fatalf("err = %v, want a PeerError naming the dead rank 1", err)
 	}
 }

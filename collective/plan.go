@@ -134,6 +134,13 @@ func ringPlan(n, me, count, segElems int, rs, ag bool) *Plan {
 // after every round. For n not a power of two, the ranks beyond the
 // largest power of two first fold their data into a partner and get the
 // result back at the end.
+//
+// The partner in the round of block size 2*mask is me ^ (2*mask-1), the
+// mirror image of me in its aligned block, rather than me ^ mask: both lie
+// in the other half of the block, so the sums are the same, but at 4 ranks
+// the mirror partners are exactly the ring neighbours (0: 1 then 3), who
+// get our fingerprint anyway. So a rank talks to 2 peers instead of 3, and
+// the round-1 fingerprint and data share one write.
 func recursiveDoublingPlan(n, me, count int) *Plan {
 	p := &Plan{}
 	if n == 1 || count == 0 {
@@ -160,7 +167,7 @@ func recursiveDoublingPlan(n, me, count int) *Plan {
 		p.Recvs = append(p.Recvs, r)
 	}
 	for mask := 1; mask < pow; mask <<= 1 {
-		partner := me ^ mask
+		partner := me ^ (2*mask - 1)
 		s := whole
 		s.Peer, s.After = partner, len(p.Recvs)
 		p.Sends = append(p.Sends, s)

@@ -297,3 +297,26 @@ func TestChunkCoversEverything(t *testing.T) {
 		}
 	}
 }
+
+// At 4 ranks recursive doubling talks only to the ring neighbours, who get
+// the rank's fingerprint anyway: 2 peers per rank, not 3.
+func TestRecursiveDoublingAtFourRanksTalksToRingNeighbours(t *testing.T) {
+	const n = 4
+	for me := 0; me < n; me++ {
+		p := recursiveDoublingPlan(n, me, 1024)
+		peers := map[int]bool{}
+		for _, s := range p.Sends {
+			peers[s.Peer] = true
+		}
+		for _, s := range p.Recvs {
+			peers[s.Peer] = true
+		}
+		want := map[int]bool{(me + 1) % n: true, (me + n - 1) % n: true}
+		if len(peers) != len(want) || !peers[(me+1)%n] || !peers[(me+n-1)%n] {
+			t.Errorf("rank %d talks to %v, want its ring neighbours %v", me, peers, want)
+		}
+		if len(p.Sends) != 2 || len(p.Recvs) != 2 {
+			t.Errorf("rank %d: %d sends, %d receives, want 2 and 2", me, len(p.Sends), len(p.Recvs))
+		}
+	}
+}

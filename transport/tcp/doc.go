@@ -32,6 +32,14 @@
 // still in cache; a parked message is fed to it from Wait. The hot path (a
 // Send or Recv of a posted buffer) allocates nothing.
 //
+// Waiting: a small receive marked with transport.WithSpinHint polls for a
+// while (Config.Spin, adaptive) before parking its goroutine. With several
+// Ps it polls for the reader's completion token; with GOMAXPROCS 1 the
+// reader cannot run meanwhile, so it polls the socket (ppoll) and yields
+// the core (sched_yield) while the kernel has nothing, and parks only
+// while the reader has bytes to handle (the reader hands the P back when
+// it returns to its read), like Open MPI's yield-when-idle progress.
+//
 // Failures: a socket error fails the whole peer (every socket to it is
 // closed and every pending call on it returns a *transport.PeerError), and
 // the failure is announced through transport.FailureNotifier so that

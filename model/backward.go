@@ -36,7 +36,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			return fmt.Errorf("head backward all-reduce: %w", err)
 		}
 		if w.dwte != nil { // nil: frozen (LoRA)
-			m.mm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, 1, w.dwte, C)
+			m.mm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dwte), w.dwte, C)
 		}
 		clear(dres)
 		last := a.input[:N*C]
@@ -65,6 +65,8 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		m.gradReady(m.w.blocks[i].readyAfter)
 	}
 	if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
+		m.clearIfStale(w.dwte)
+		m.clearIfStale(w.dwpe)
 		if a.seg.ids != nil {
 			m.embedBackwardSegmented(dres, a.tokens, a.seg.pos, B, T)
 		} else if m.tp.Size() == 1 {
@@ -83,6 +85,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 func (m *GPT) DInput(a *Acts) []float32 { return m.dres[:a.b*a.t*m.local.C] }
 
 func (m *GPT) gradReady(n int) {
+	m.Params.clearStale(n) // after ResetGrad: what backward did not write is zero
 	if m.GradReady != nil {
 		m.GradReady(n)
 	}
@@ -153,6 +156,8 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 // over the rows in order).
 func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N int) {
 	C := m.Config.NEmbd
+	m.clearIfStale(dw)
+	m.clearIfStale(db)
 	if m.Config.Norm == RMSNorm {
 		RMSNormBackward(dinp, dw, dout, inp, w, rstd, N, C)
 		return
@@ -189,7 +194,26 @@ func (m *GPT) activateBackwardRows(dinp, inp, dout []float32, lo, hi, H int) {
 // biasGrad: db (OC) += column sums of dout (N, OC), in row order;
 // columns split over the compute goroutines.
 func (m *GPT) biasGrad(db, dout []float32, N, OC int) {
+	m.clearIfStale(db)
 	t := &m.split
 	t.kind, t.N, t.W, t.out, t.a = splitColumnSums, N, OC, db, dout
 	m.runSplit(OC, max(16, minSplitValues/max(N, 1)))
+}
+
+// gradBeta is the beta of a GEMM adding its product to the gradient g: 0
+// when g is stale after Params.ResetGrad (the product overwrites it, same
+// bits as clearing and adding), else 1.
+func (m *GPT) gradBeta(g []float32) float32 {
+	if m.Params.claim(g) {
+		return 0
+	}
+	return 1
+}
+
+// clearIfStale clears g if it is stale after Params.ResetGrad, for
+// writers that can only add (scatters, row loops): the small gradients.
+func (m *GPT) clearIfStale(g []float32) {
+	if m.Params.claim(g) {
+		clear(g)
+	}
 }

@@ -126,7 +126,7 @@ func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int,
 		m.mm(false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C)
 	}
 	if dw != nil { // nil: a frozen weight (LoRA)
-		m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dw, OC)
+		m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, m.gradBeta(dw), dw, OC)
 	}
 	if db != nil {
 		m.biasGrad(db, dout, N, OC)

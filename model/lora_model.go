@@ -268,7 +268,7 @@ func (m *GPT) loraBackward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	e := m.gemm
 	// dh = s * dout @ B^T ; dB += s * h^T @ dout ; dinp += dh @ A^T
 	e.Sgemm(false, true, N, r, o, s, dout, o, lb.b[k], o, 0, dh, r)
-	e.Sgemm(true, false, r, o, N, s, h, r, dout, o, 1, lb.db[k], o)
+	e.Sgemm(true, false, r, o, N, s, h, r, dout, o, m.gradBeta(lb.db[k]), lb.db[k], o)
 	e.Sgemm(false, true, N, in, r, 1, dh, r, lb.a[k], r, 1, dinp, in)
 	if k == loraQKV || k == loraFC {
 		// column-parallel: dh is partial over the output split; A needs
@@ -277,6 +277,6 @@ func (m *GPT) loraBackward(ctx context.Context, ba *blockActs, bw *blockWeights,
 			return fmt.Errorf("lora %s gradient all-reduce: %w", loraTargetNames[k], err)
 		}
 	}
-	e.Sgemm(true, false, in, r, N, 1, inp, in, dh, r, 1, lb.da[k], r)
+	e.Sgemm(true, false, in, r, N, 1, inp, in, dh, r, m.gradBeta(lb.da[k]), lb.da[k], r)
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"sort"
+	"unsafe"
 
 	"github.com/strand-ml/strand/parallel/tensor"
 	"github.com/strand-ml/strand/vec"
@@ -61,6 +63,11 @@ type Params struct {
 		clearSplit([]float32)
 		sumSquaresSplit(*Params) float64
 	}
+	// stale[i] says List[i].Grad still holds an earlier step's values
+	// (ResetGrad): the next backward's first write to it overwrites
+	// instead of adding. nStale counts the true entries.
+	stale  []bool
+	nStale int
 }
 
 // Lookup returns the parameter with the given name.
@@ -75,11 +82,93 @@ func (ps *Params) Count() int { return len(ps.Data) }
 // ZeroGrad clears every gradient (on the owning model's compute
 // goroutines: a memory-bound pass that two cores finish faster than one).
 func (ps *Params) ZeroGrad() {
+	ps.markStale(false)
 	if ps.clearer != nil {
 		ps.clearer.clearSplit(ps.Grad)
 		return
 	}
 	clear(ps.Grad)
+}
+
+// ResetGrad starts a step without touching the gradient memory: the
+// owning model's next backward overwrites each gradient with its first
+// contribution (a GEMM with beta=0 instead of clearing and adding) and
+// clears any gradient it does not write as soon as that gradient is
+// reported ready (GPT.GradReady) or the backward ends. Later backwards
+// (more micro-batches) accumulate as after ZeroGrad. Between ResetGrad and
+// the end of the next backward Grad holds stale values: read it only
+// after a backward, or call ZeroGrad instead. Without an owning model it
+// is ZeroGrad.
+func (ps *Params) ResetGrad() {
+	if ps.clearer == nil {
+		ps.ZeroGrad()
+		return
+	}
+	ps.markStale(true)
+}
+
+func (ps *Params) markStale(on bool) {
+	if !on && ps.nStale == 0 {
+		return
+	}
+	if len(ps.stale) != len(ps.List) {
+		ps.stale = make([]bool, len(ps.List))
+	}
+	for i := range ps.stale {
+		ps.stale[i] = on
+	}
+	ps.nStale = 0
+	if on {
+		ps.nStale = len(ps.stale)
+	}
+}
+
+// claim reports whether g (a parameter's whole gradient) is stale, and
+// marks it fresh: the caller then writes g instead of adding to it.
+// Slices outside Grad (a frozen base's gradients) are never stale.
+func (ps *Params) claim(g []float32) bool {
+	i := ps.index(g)
+	if i < 0 || !ps.stale[i] {
+		return false
+	}
+	ps.stale[i] = false
+	ps.nStale--
+	return true
+}
+
+// index is the position in List of the parameter whose gradient starts
+// where g does, or -1 (nothing stale, or g not a parameter gradient).
+func (ps *Params) index(g []float32) int {
+	if ps.nStale == 0 || len(g) == 0 || len(ps.Grad) == 0 {
+		return -1
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(ps.Grad)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(g)))
+	if at < base || at >= base+uintptr(len(ps.Grad))*4 {
+		return -1
+	}
+	off := int(at-base) / 4
+	i := sort.Search(len(ps.List), func(i int) bool { return ps.List[i].Offset >= off })
+	if i == len(ps.List) || ps.List[i].Offset != off || len(g) != len(ps.List[i].Grad) {
+		return -1
+	}
+	return i
+}
+
+// clearStale clears the stale gradients (marking them fresh) of the
+// parameters that end within Grad[:n]: those the backward did not write
+// before reporting them ready.
+func (ps *Params) clearStale(n int) {
+	if ps.nStale == 0 {
+		return
+	}
+	for i, p := range ps.List {
+		if ps.stale[i] && p.Offset+len(p.Grad) <= n {
+			clear(p.Grad)
+			ps.stale[i] = false
+			ps.nStale--
+		}
+	}
 }
 
 // NormSumSquares is this rank's share of the squared global gradient norm:

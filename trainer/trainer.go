@@ -405,7 +405,7 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	m.SyncBF16()
 	m.SyncFP16()
 
-	m.Params.ZeroGrad()
+	m.Params.ResetGrad() // backward overwrites each gradient first (no clearing pass)
 	if t.bucketer != nil {
 		t.bucketer.Reset()
 	}

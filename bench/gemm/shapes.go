@@ -35,7 +35,7 @@ func Square() []Shape {
 // model/layers.go and model/attention.go issue them (weights stored
 // C x OC; N = batch*seq tokens): the MLP up-projection forward and its two
 // backward products, the MLP down-projection and QKV forward, the tied LM
-// head (logits = x * wte^T) and one head's attention scores and weighting.
+// head (logits = x * wte^T) with its two backward products, and one head's attention scores and weighting.
 // Each shape appears once however many times a step runs it.
 func PresetShapes(preset string) ([]Shape, error) {
 	cfg, err := model.Preset(preset)
@@ -54,6 +54,8 @@ func PresetShapes(preset string) ([]Shape, error) {
 		{Name: p + "fc dw", TA: true, M: C, N: H, K: N},
 		{Name: p + "proj fwd", M: N, N: C, K: H},
 		{Name: p + "head fwd", TB: true, M: N, N: V, K: C},
+		{Name: p + "head dx", M: N, N: C, K: V},
+		{Name: p + "head dw", TA: true, M: V, N: C, K: N},
 		{Name: p + "attn qk", TB: true, M: T, N: T, K: HS},
 		{Name: p + "attn pv", M: T, N: HS, K: T},
 	}, nil

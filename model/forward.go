@@ -133,11 +133,22 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	}
 	m.addBiasResidual(res2, bw.projB, x, N, C)
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
-	m.linearForward(ba.fch, ba.ln2, bw.fcW, bw.fcB, N, C, d.FCl)
+	// tanh GELU takes the fc bias in its own pass over fch (same bits as
+	// adding it first), unless a LoRA adapter must be added after the bias
+	fuse := m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil)
+	fcB := bw.fcB
+	if fuse {
+		fcB = nil
+	}
+	m.linearForward(ba.fch, ba.ln2, bw.fcW, fcB, N, C, d.FCl)
 	if err := m.loraForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
 		return err
 	}
-	m.activate(ba.fchAct, ba.fch, N, d.Hl)
+	if fuse {
+		m.activateBias(ba.fchAct, ba.fch, bw.fcB, N, d.Hl)
+	} else {
+		m.activate(ba.fchAct, ba.fch, N, d.Hl)
+	}
 	res3 := ba.res3[:N*C]
 	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
 	if err := m.loraForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
@@ -190,6 +201,15 @@ func (m *GPT) normRows(out, mean, rstd, inp, w, b []float32, N int) {
 func (m *GPT) activate(out, inp []float32, N, H int) {
 	t := &m.split
 	t.kind, t.N, t.W, t.out, t.a = splitActivate, N, H, out, inp
+	m.runSplit(N, rowsPerPart(H))
+}
+
+// activateBias is activate for tanh GELU with the bias (H) of the layer
+// before it added to inp (N, H) in the same pass (kept in inp for the
+// backward); rows split over the compute goroutines.
+func (m *GPT) activateBias(out, inp, bias []float32, N, H int) {
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a, t.b = splitBiasGELU, N, H, out, inp, bias
 	m.runSplit(N, rowsPerPart(H))
 }
 

@@ -20,6 +20,7 @@ type splitKind int
 const (
 	splitNorm         splitKind = iota // m.norm over rows
 	splitActivate                      // m.activate over rows
+	splitBiasGELU                      // a[n,:] += bias (b), out[n,:] = GELUTanh(a[n,:]) over rows
 	splitActivateBack                  // m.activateBackward over rows
 	splitAddRows                       // out[n,:] += bias (a) over rows
 	splitBiasResidual                  // out[n,:] += bias (a) + res[n,:] (b) over rows
@@ -71,6 +72,10 @@ func (t *splitTask) run(_, i int) {
 		m.normRows(t.out[lo*W:hi*W], t.mean[lo:hi], t.rstd[lo:hi], t.a[lo*W:hi*W], t.w, t.bias, hi-lo)
 	case splitActivate:
 		m.activateRows(t.out, t.a, lo, hi, W)
+	case splitBiasGELU:
+		for n := lo; n < hi; n++ {
+			vec.GELUTanhBias(t.out[n*W:(n+1)*W], t.a[n*W:(n+1)*W], t.b)
+		}
 	case splitActivateBack:
 		m.activateBackwardRows(t.out, t.a, t.b, lo, hi, W)
 	case splitAddRows:

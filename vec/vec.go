@@ -32,6 +32,24 @@ func GELUTanh(out, x []float32) {
 	geluTanhGo(out, x)
 }
 
+// GELUTanhBias adds the bias to x in place (x[i] += b[i], kept: the
+// backward needs the pre-activation) and writes out[i] = GELUTanh(x[i]):
+// one pass over x instead of Add then GELUTanh, with the same bits.
+func GELUTanhBias(out, x, b []float32) {
+	if len(out) < len(x) || len(b) < len(x) {
+		panic(fmt.Sprintf("vec: GELUTanhBias lengths out %d, bias %d for %d inputs", len(out), len(b), len(x)))
+	}
+	if len(x) == 0 {
+		return
+	}
+	if useAVX512 {
+		geluTanhBiasAVX512(&out[0], &x[0], &b[0], len(x))
+		return
+	}
+	Add(x, b[:len(x)])
+	geluTanhGo(out, x)
+}
+
 // GELUTanhBackward writes dx[i] = dout[i] * gelu'(x[i]) (overwriting dx).
 func GELUTanhBackward(dx, x, dout []float32) {
 	if len(dx) < len(x) || len(dout) < len(x) {

@@ -16,6 +16,9 @@ func expShiftSumAVX512(x *float32, n int, shift float32) float32
 func geluTanhAVX512(out, x *float32, n int)
 
 //go:noescape
+func geluTanhBiasAVX512(out, x, b *float32, n int)
+
+//go:noescape
 func geluTanhBackwardAVX512(dx, x, dout *float32, n int)
 
 //go:noescape

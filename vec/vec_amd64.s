@@ -148,6 +148,47 @@ gfdone:
 	VZEROUPPER
 	RET
 
+// func geluTanhBiasAVX512(out, x, b *float32, n int)
+// x[i] += b[i] (stored back), then out[i] = gelu(x[i]): the bias add and
+// the activation in one pass over x.
+TEXT ·geluTanhBiasAVX512(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	EXPCONSTS
+	VBROADCASTSS expc<>+48(SB), Z15
+	VBROADCASTSS expc<>+52(SB), Z14
+
+gbloop:
+	CMPQ CX, $16
+	JLT gbtail
+	VMOVUPS (SI), Z4
+	VADDPS (DX), Z4, Z4
+	VMOVUPS Z4, (SI)
+	GELUFWD
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP gbloop
+
+gbtail:
+	TESTQ CX, CX
+	JZ gbdone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z4
+	VMOVUPS.Z (DX), K1, Z5
+	VADDPS Z5, Z4, Z4
+	VMOVUPS Z4, K1, (SI)
+	GELUFWD
+	VMOVUPS Z0, K1, (DI)
+
+gbdone:
+	VZEROUPPER
+	RET
+
 // GELUBWD computes Z8 = dout(Z9) * gelu'(x=Z4):
 // sig = 1/(1+exp(-2u)); gelu' = sig + 2*x*sig*(1-sig)*u', u' = s + 3cs*x^2.
 #define GELUBWD \

@@ -152,3 +152,27 @@ func BenchmarkGELUTanh(b *testing.B) {
 		GELUTanh(out, x)
 	}
 }
+
+// TestGELUTanhBiasSameBitsAsAddThenGELU: the fused pass leaves x and out
+// bit-identical to Add then GELUTanh, tails included, nothing past n.
+func TestGELUTanhBiasSameBitsAsAddThenGELU(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 1))
+	for _, n := range lengths {
+		x, b := randSlice(r, n, 3), randSlice(r, n, 1)
+		wantX := append([]float32(nil), x...)
+		Add(wantX, b)
+		want := make([]float32, n)
+		GELUTanh(want, wantX)
+		got, gotX := make([]float32, n+1), append(append([]float32(nil), x...), 42)
+		got[n] = 42
+		GELUTanhBias(got[:n], gotX[:n], b)
+		for i := range want {
+			if math.Float32bits(gotX[i]) != math.Float32bits(wantX[i]) || math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d i=%d: fused x %g gelu %g, separate x %g gelu %g", n, i, gotX[i], got[i], wantX[i], want[i])
+			}
+		}
+		if got[n] != 42 || gotX[n] != 42 {
+			t.Fatalf("n=%d: wrote past the end", n)
+		}
+	}
+}

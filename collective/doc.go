@@ -30,9 +30,11 @@
 // same inputs give the same bits on every rank and every run.
 //
 // Safety: each call's fingerprint (group, sequence number, op, type,
-// count, root) goes to both ring neighbours before any data, so a rank that
-// calls something else fails at once with a *MismatchError naming both
-// ranks and both calls. Every call has a deadline (Options.Timeout when the
+// count, root) goes to both ring neighbours before any data to them (small
+// inline calls put it in the same write as the first data), and each rank
+// checks a neighbour's before reading its data, so a rank that calls
+// something else fails at once with a *MismatchError naming both ranks and
+// both calls. Every call has a deadline (Options.Timeout when the
 // context has none); when a member dies (the transport reports it) or the
 // deadline passes, the call returns an error naming the op, the sequence
 // number and the dead or missing ranks.

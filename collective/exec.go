@@ -30,6 +30,9 @@ type call struct {
 	fpOut   [fingerprintLen]byte   // this call's encoded fingerprint
 	fpIn    [fingerprintLen]byte   // a neighbour's, being checked
 	opening [2 + maxOpening][]byte // sendOpening's batch
+	// Inline calls: whether each fpPeers neighbour has had our
+	// fingerprint, and whether we have checked its.
+	fpSent, fpChecked [2]bool
 
 	errMu   sync.Mutex
 	err     error
@@ -171,9 +174,16 @@ func (cl *call) planBytes(p *Plan) int {
 // drain), so this eager order cannot deadlock, and it saves the goroutine
 // handoffs that dominate small-message latency.
 //
-// Sends that depend on nothing go out even before the neighbours'
-// fingerprints are checked, saving a round trip; a mismatching peer then
-// fails at its own check and never reads them.
+// Fingerprints travel with the data: the fingerprint for a neighbour the
+// plan sends to goes in the same write as the first message to it (at 4
+// ranks recursive doubling's partners are the ring neighbours, so no
+// fingerprint needs a write of its own), and a neighbour's fingerprint is
+// checked just before the first receive from it (or, if there is none,
+// right after the opening sends). Data may
+// so reach a neighbour before either side has checked the other's
+// fingerprint; a mismatching peer fails at its own check and never reads
+// it. A rank that finds a mismatch first sends the fingerprints it still
+// owes, so that every neighbour sees the mismatch too.
 func (cl *call) runInline(plan *Plan) {
 	var stage []byte
 	defer func() {
@@ -185,17 +195,20 @@ func (cl *call) runInline(plan *Plan) {
 	if !cl.sendOpening(plan, &si) {
 		return
 	}
-	checked := false
-	for si < len(plan.Sends) || ri < len(plan.Recvs) || !checked {
-		if !checked && (si == len(plan.Sends) || plan.Sends[si].After > ri) {
-			if !cl.checkFingerprints() {
-				return
-			}
-			checked = true
-			continue
+	// Neighbours the plan never receives from sent their fingerprints
+	// in their openings: check them first (left first, it sends to us
+	// first), so that a neighbour that never joins the call is the one a
+	// timeout names, not a partner that waits for it.
+	peers := cl.fpPeers()
+	for i := len(peers) - 1; i >= 0; i-- {
+		if !plan.receivesFrom(peers[i]) && !cl.checkFingerprintOf(peers[i]) {
+			return
 		}
+	}
+	for si < len(plan.Sends) || ri < len(plan.Recvs) {
 		if si < len(plan.Sends) && plan.Sends[si].After <= ri {
-			if err := cl.xfer(0, plan.Sends[si].Peer, cl.region(plan.Sends[si])); err != nil {
+			s := plan.Sends[si]
+			if err := cl.sendOwingFingerprint(s.Peer, cl.region(s)); err != nil {
 				cl.fail(err)
 				return
 			}
@@ -207,6 +220,9 @@ func (cl *call) runInline(plan *Plan) {
 			return
 		}
 		s := plan.Recvs[ri]
+		if !cl.checkFingerprintOf(s.Peer) {
+			return
+		}
 		dst := cl.region(s)
 		if !s.Reduce {
 			if err := cl.xfer(1, s.Peer, dst); err != nil {
@@ -228,9 +244,77 @@ func (cl *call) runInline(plan *Plan) {
 	}
 }
 
-// sendOpening sends the fingerprints and the plan's first sends that
-// depend on nothing, batching consecutive messages to one peer into one
-// write when the transport can (the fingerprint and the data of a small
+// fpIndex is peer's index in fpPeers' result, or -1 if it is not a
+// neighbour that exchanges fingerprints with this rank.
+func (cl *call) fpIndex(peer int) int {
+	for i, p := range cl.fpPeers() {
+		if p == peer {
+			return i
+		}
+	}
+	return -1
+}
+
+// sendOwingFingerprint sends b to peer, preceded in the same write by this
+// call's fingerprint if peer is a neighbour that has not had it yet.
+func (cl *call) sendOwingFingerprint(peer int, b []byte) error {
+	i := cl.fpIndex(peer)
+	if i < 0 || cl.fpSent[i] {
+		return cl.xfer(0, peer, b)
+	}
+	cl.fpSent[i] = true
+	ms, ok := cl.c.t.(transport.MultiSender)
+	if !ok {
+		if err := cl.xfer(0, peer, cl.fpOut[:]); err != nil {
+			return err
+		}
+		return cl.xfer(0, peer, b)
+	}
+	bufs := append(cl.opening[:0], cl.fpOut[:], b)
+	g := cl.c.ranks[peer]
+	cl.blocked[0].Store(int64(g))
+	if err := ms.SendMulti(cl.ctx, g, cl.tag, bufs); err != nil {
+		return err
+	}
+	cl.blocked[0].Store(-1)
+	return nil
+}
+
+// checkFingerprintOf receives and compares peer's fingerprint, once, if
+// peer is a neighbour; it reports false (the call failed) on a mismatch
+// or a transport error.
+func (cl *call) checkFingerprintOf(peer int) bool {
+	i := cl.fpIndex(peer)
+	if i < 0 || cl.fpChecked[i] {
+		return true
+	}
+	cl.fpChecked[i] = true
+	c := cl.c
+	fpb := cl.fpIn[:]
+	if err := cl.xfer(1, peer, fpb); err != nil {
+		cl.fail(err)
+		return false
+	}
+	if theirs := decodeFingerprint(fpb); !cl.fp.sameCall(theirs) {
+		// The neighbours still owed our fingerprint must see the
+		// mismatch too: best effort, the call is failing anyway.
+		for j, p := range cl.fpPeers() {
+			if !cl.fpSent[j] {
+				cl.fpSent[j] = true
+				_ = cl.xfer(0, p, cl.fpOut[:])
+			}
+		}
+		cl.fail(&MismatchError{Rank: c.ranks[c.me], PeerRank: c.ranks[peer], Call: cl.fp.String(), PeerCall: theirs.String(), SameGroup: theirs.Group == cl.fp.Group})
+		return false
+	}
+	return true
+}
+
+// sendOpening sends what the plan can send before any receive: the
+// fingerprints for neighbours the plan never sends to, and the plan's
+// first sends that depend on nothing, each neighbour's preceded by its
+// fingerprint. Consecutive messages to one peer share one write when the
+// transport can batch them (the fingerprint and the data of a small
 // all-reduce then cost one system call and one wake-up at the peer).
 func (cl *call) sendOpening(plan *Plan, si *int) bool {
 	fpb := cl.fpOut[:]
@@ -241,15 +325,19 @@ func (cl *call) sendOpening(plan *Plan, si *int) bool {
 	}
 	var arr [2 + maxOpening]msg
 	msgs := arr[:0]
-	peers := cl.fpPeers()
-	if len(peers) == 2 && len(plan.Sends) > 0 && plan.Sends[0].Peer == peers[0] {
-		peers[0], peers[1] = peers[1], peers[0] // the first data goes right after its peer's fingerprint
+	for i, p := range cl.fpPeers() {
+		if !plan.sendsTo(p) {
+			msgs = append(msgs, msg{p, fpb})
+			cl.fpSent[i] = true
+		}
 	}
-	for _, p := range peers {
-		msgs = append(msgs, msg{p, fpb})
-	}
-	for *si < len(plan.Sends) && plan.Sends[*si].After == 0 && len(msgs) < len(arr) {
-		msgs = append(msgs, msg{plan.Sends[*si].Peer, cl.region(plan.Sends[*si])})
+	for *si < len(plan.Sends) && plan.Sends[*si].After == 0 && len(msgs)+2 <= len(arr) {
+		s := plan.Sends[*si]
+		if i := cl.fpIndex(s.Peer); i >= 0 && !cl.fpSent[i] {
+			msgs = append(msgs, msg{s.Peer, fpb})
+			cl.fpSent[i] = true
+		}
+		msgs = append(msgs, msg{s.Peer, cl.region(s)})
 		*si++
 	}
 	ms, batching := cl.c.t.(transport.MultiSender)

@@ -32,6 +32,27 @@ type Plan struct {
 	Copies []Copy
 }
 
+// receivesFrom reports whether the plan receives anything from group rank
+// peer.
+func (p *Plan) receivesFrom(peer int) bool {
+	for _, s := range p.Recvs {
+		if s.Peer == peer {
+			return true
+		}
+	}
+	return false
+}
+
+// sendsTo reports whether the plan sends anything to group rank peer.
+func (p *Plan) sendsTo(peer int) bool {
+	for _, s := range p.Sends {
+		if s.Peer == peer {
+			return true
+		}
+	}
+	return false
+}
+
 // Copy moves N elements within or between the call's buffers.
 type Copy struct{ SrcBuf, SrcOff, DstBuf, DstOff, N int }
 

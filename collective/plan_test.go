@@ -1,9 +1,13 @@
 package collective
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
+	"sync/atomic"
 	"testing"
+
+	"github.com/strand-ml/strand/transport"
 )
 
 // simulate runs every rank's plan together in memory, in a random
@@ -317,6 +321,63 @@ func TestRecursiveDoublingAtFourRanksTalksToRingNeighbours(t *testing.T) {
 		}
 		if len(p.Sends) != 2 || len(p.Recvs) != 2 {
 			t.Errorf("rank %d: %d sends, %d receives, want 2 and 2", me, len(p.Sends), len(p.Recvs))
+		}
+	}
+}
+
+// countingTransport counts the writes a rank makes: one per Send, one per
+// SendMulti batch.
+type countingTransport struct {
+	transport.Transport
+	writes atomic.Int64
+}
+
+func (c *countingTransport) Send(ctx context.Context, peer int, tag transport.Tag, b []byte) error {
+	c.writes.Add(1)
+	return c.Transport.Send(ctx, peer, tag, b)
+}
+
+func (c *countingTransport) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {
+	c.writes.Add(1)
+	for _, b := range bufs {
+		if err := c.Transport.Send(ctx, peer, tag, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A small all-reduce at 4 ranks costs each rank 2 writes: each ring
+// neighbour (its recursive-doubling partner) gets the fingerprint in the
+// same write as the data.
+func TestSmallAllReduceAtFourRanksWritesTwicePerRank(t *testing.T) {
+	ts := loopbackWorld(t, 4)
+	cts := make([]*countingTransport, len(ts))
+	for i, tr := range ts {
+		cts[i] = &countingTransport{Transport: tr}
+		ts[i] = cts[i]
+	}
+	const calls = 5
+	onAll(t, ts, Options{}, func(r int, c *Comm) error {
+		for k := 0; k < calls; k++ {
+			buf := make(F32, 1024)
+			for i := range buf {
+				buf[i] = float32(r + i)
+			}
+			if err := c.AllReduce(context.Background(), buf, Sum); err != nil {
+				return err
+			}
+			for i, v := range buf {
+				if want := float32(6 + 4*i); v != want {
+					return fmt.Errorf("rank %d element %d = %v, want %v", r, i, v, want)
+				}
+			}
+		}
+		return nil
+	})
+	for r, ct := range cts {
+		if got := ct.writes.Load(); got != 2*calls {
+			t.Errorf("rank %d made %d writes in %d calls, want %d", r, got, calls, 2*calls)
 		}
 	}
 }

@@ -161,7 +161,7 @@ func ringPlan(n, me, count, segElems int, rs, ag bool) *Plan {
 // in the other half of the block, so the sums are the same, but at 4 ranks
 // the mirror partners are exactly the ring neighbours (0: 1 then 3), who
 // get our fingerprint anyway. So a rank talks to 2 peers instead of 3, and
-// the round-1 fingerprint and data share one write.
+// each fingerprint shares a write with the data (runInline).
 func recursiveDoublingPlan(n, me, count int) *Plan {
 	p := &Plan{}
 	if n == 1 || count == 0 {

@@ -117,9 +117,17 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	if err := m.loraBackward(ctx, ba, bw, loraFCProj, dfchAct, dres, ba.fchAct, N); err != nil {
 		return err
 	}
-	m.activateBackward(dfch, ba.fch, dfchAct, N, d.Hl)
+	// tanh GELU's backward also sums the fc bias gradient (one pass over
+	// dfch fewer; same bits)
+	dfcB := bw.dfcB
+	if m.Config.Activation == GELUTanh && dfcB != nil {
+		m.activateBackwardBias(dfch, ba.fch, dfchAct, dfcB, N, d.Hl)
+		dfcB = nil
+	} else {
+		m.activateBackward(dfch, ba.fch, dfchAct, N, d.Hl)
+	}
 	dln := m.dln[:N*C]
-	m.linearBackward(dln, bw.dfcW, bw.dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
+	m.linearBackward(dln, bw.dfcW, dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
 	if err := m.loraBackward(ctx, ba, bw, loraFC, dln, dfch, ba.ln2, N); err != nil {
 		return err
 	}
@@ -179,6 +187,17 @@ func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
 	t := &m.split
 	t.kind, t.N, t.W, t.out, t.a, t.b = splitActivateBack, N, H, dinp, inp, dout
 	m.runSplit(N, rowsPerPart(H))
+}
+
+// activateBackwardBias is activateBackward for tanh GELU that also adds
+// the column sums of dinp (N, H) to db (H), the bias gradient of the layer
+// before, as biasGrad would (rows in order per column). Split over column
+// ranges, so the bits do not depend on the thread count.
+func (m *GPT) activateBackwardBias(dinp, inp, dout, db []float32, N, H int) {
+	m.clearIfStale(db)
+	t := &m.split
+	t.kind, t.N, t.W, t.out, t.a, t.b, t.bias = splitGELUBackBias, N, H, dinp, inp, dout, db
+	m.runSplit(H, max(16, minSplitValues/max(N, 1)))
 }
 
 // activateBackwardRows is activateBackward on rows [lo, hi).

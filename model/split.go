@@ -22,6 +22,7 @@ const (
 	splitActivate                      // m.activate over rows
 	splitBiasGELU                      // a[n,:] += bias (b), out[n,:] = GELUTanh(a[n,:]) over rows
 	splitActivateBack                  // m.activateBackward over rows
+	splitGELUBackBias                  // tanh GELU backward and bias gradient (bias += column sums of out) by column ranges
 	splitAddRows                       // out[n,:] += bias (a) over rows
 	splitBiasResidual                  // out[n,:] += bias (a) + res[n,:] (b) over rows
 	splitColumnSums                    // out[c] += sum over rows of a[n,c], by column ranges
@@ -75,6 +76,12 @@ func (t *splitTask) run(_, i int) {
 	case splitBiasGELU:
 		for n := lo; n < hi; n++ {
 			vec.GELUTanhBias(t.out[n*W:(n+1)*W], t.a[n*W:(n+1)*W], t.b)
+		}
+	case splitGELUBackBias:
+		// rows in order, as biasGrad's column sums: same bits per column
+		for n := 0; n < t.N; n++ {
+			r := n * W
+			vec.GELUTanhBackwardBias(t.out[r+lo:r+hi], t.a[r+lo:r+hi], t.b[r+lo:r+hi], t.bias[lo:hi])
 		}
 	case splitActivateBack:
 		m.activateBackwardRows(t.out, t.a, t.b, lo, hi, W)

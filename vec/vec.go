@@ -65,6 +65,24 @@ func GELUTanhBackward(dx, x, dout []float32) {
 	geluTanhBackwardGo(dx, x, dout)
 }
 
+// GELUTanhBackwardBias is GELUTanhBackward followed by db[i] += dx[i]
+// (one row of the previous layer's bias gradient), in one pass, with the
+// same bits as GELUTanhBackward then Add(db, dx).
+func GELUTanhBackwardBias(dx, x, dout, db []float32) {
+	if len(dx) < len(x) || len(dout) < len(x) || len(db) < len(x) {
+		panic(fmt.Sprintf("vec: GELUTanhBackwardBias lengths dx %d, dout %d, db %d for %d inputs", len(dx), len(dout), len(db), len(x)))
+	}
+	if len(x) == 0 {
+		return
+	}
+	if useAVX512 {
+		geluTanhBackwardBiasAVX512(&dx[0], &x[0], &dout[0], &db[0], len(x))
+		return
+	}
+	geluTanhBackwardGo(dx, x, dout)
+	Add(db[:len(x)], dx[:len(x)])
+}
+
 // AdamWStep holds the per-step scalars of an AdamW update (see AdamW).
 type AdamWStep struct {
 	Beta1, OneMinusBeta1 float32

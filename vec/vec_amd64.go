@@ -22,6 +22,9 @@ func geluTanhBiasAVX512(out, x, b *float32, n int)
 func geluTanhBackwardAVX512(dx, x, dout *float32, n int)
 
 //go:noescape
+func geluTanhBackwardBiasAVX512(dx, x, dout, db *float32, n int)
+
+//go:noescape
 func adamwAVX512(p, grad, m, v *float32, n int, s *AdamWStep, gradScale float32)
 
 //go:noescape

@@ -160,9 +160,9 @@ TEXT ·geluTanhBiasAVX512(SB), NOSPLIT, $0-32
 	VBROADCASTSS expc<>+48(SB), Z15
 	VBROADCASTSS expc<>+52(SB), Z14
 
-gbloop:
+gzloop:
 	CMPQ CX, $16
-	JLT gbtail
+	JLT gztail
 	VMOVUPS (SI), Z4
 	VADDPS (DX), Z4, Z4
 	VMOVUPS Z4, (SI)
@@ -172,11 +172,11 @@ gbloop:
 	ADDQ $64, DX
 	ADDQ $64, DI
 	SUBQ $16, CX
-	JMP gbloop
+	JMP gzloop
 
-gbtail:
+gztail:
 	TESTQ CX, CX
-	JZ gbdone
+	JZ gzdone
 	TAILMASK
 	VMOVUPS.Z (SI), K1, Z4
 	VMOVUPS.Z (DX), K1, Z5
@@ -185,7 +185,7 @@ gbtail:
 	GELUFWD
 	VMOVUPS Z0, K1, (DI)
 
-gbdone:
+gzdone:
 	VZEROUPPER
 	RET
 
@@ -244,6 +244,53 @@ gbtail:
 	VMOVUPS Z8, K1, (DI)
 
 gbdone:
+	VZEROUPPER
+	RET
+
+// func geluTanhBackwardBiasAVX512(dx, x, dout, db *float32, n int)
+// dx[i] = dout[i]*gelu'(x[i]) as geluTanhBackwardAVX512, then db[i] += dx[i]:
+// one row's share of the bias gradient in the same pass.
+TEXT ·geluTanhBackwardBiasAVX512(SB), NOSPLIT, $0-40
+	MOVQ dx+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ dout+16(FP), DX
+	MOVQ db+24(FP), BX
+	MOVQ n+32(FP), CX
+	EXPCONSTS
+	VBROADCASTSS expc<>+48(SB), Z15
+	VBROADCASTSS expc<>+52(SB), Z14
+	VBROADCASTSS expc<>+56(SB), Z12
+	VBROADCASTSS expc<>+60(SB), Z13
+
+gdloop:
+	CMPQ CX, $16
+	JLT gdtail
+	VMOVUPS (SI), Z4
+	VMOVUPS (DX), Z9
+	GELUBWD
+	VMOVUPS Z8, (DI)
+	VADDPS (BX), Z8, Z8
+	VMOVUPS Z8, (BX)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	ADDQ $64, BX
+	SUBQ $16, CX
+	JMP gdloop
+
+gdtail:
+	TESTQ CX, CX
+	JZ gddone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z4
+	VMOVUPS.Z (DX), K1, Z9
+	GELUBWD
+	VMOVUPS Z8, K1, (DI)
+	VMOVUPS.Z (BX), K1, Z10
+	VADDPS Z10, Z8, Z8
+	VMOVUPS Z8, K1, (BX)
+
+gddone:
 	VZEROUPPER
 	RET
 

@@ -8,6 +8,7 @@ func expShiftSumAVX512(x *float32, n int, shift float32) float32       { panic("
 func geluTanhAVX512(out, x *float32, n int)                            { panic("unreachable") }
 func geluTanhBackwardAVX512(dx, x, dout *float32, n int)               { panic("unreachable") }
 func geluTanhBiasAVX512(out, x, b *float32, n int)                     { panic("unreachable") }
+func geluTanhBackwardBiasAVX512(dx, x, dout, db *float32, n int)       { panic("unreachable") }
 func adamwAVX512(p, g, m, v *float32, n int, s *AdamWStep, gs float32) { panic("unreachable") }
 
 func sumAVX512(x *float32, n int) float32                         { panic("unreachable") }

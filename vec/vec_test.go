@@ -200,3 +200,26 @@ func BenchmarkGELUTanhBias(b *testing.B) {
 		}
 	})
 }
+
+// TestGELUTanhBackwardBiasSameBits: dx and db bit-identical to
+// GELUTanhBackward then Add, tails included, nothing past n.
+func TestGELUTanhBackwardBiasSameBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 1))
+	for _, n := range lengths {
+		x, dout, db0 := randSlice(r, n, 3), randSlice(r, n, 1), randSlice(r, n, 1)
+		want, wantDB := make([]float32, n), append([]float32(nil), db0...)
+		GELUTanhBackward(want, x, dout)
+		Add(wantDB, want)
+		got, gotDB := make([]float32, n+1), append(append([]float32(nil), db0...), 42)
+		got[n] = 42
+		GELUTanhBackwardBias(got[:n], x, dout, gotDB[:n])
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) || math.Float32bits(gotDB[i]) != math.Float32bits(wantDB[i]) {
+				t.Fatalf("n=%d i=%d: fused dx %g db %g, separate dx %g db %g", n, i, got[i], gotDB[i], want[i], wantDB[i])
+			}
+		}
+		if got[n] != 42 || gotDB[n] != 42 {
+			t.Fatalf("n=%d: wrote past the end", n)
+		}
+	}
+}

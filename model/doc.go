@@ -36,6 +36,13 @@
 // goroutine, each element computed exactly as the serial loop does, so the
 // bits do not depend on the thread count.
 //
+// Gradients accumulate (micro-batches add up), but a step need not clear
+// them first: after Params.ResetGrad the backward overwrites each weight
+// gradient with its first contribution (GEMM beta=0) and clears the rest
+// when first touched or when reported ready, with ZeroGrad's bits. The
+// tanh GELU takes the fc bias in the same pass (forward) and sums its
+// gradient while computing dfch (backward).
+//
 // Mixed precision (bf16.go, fp16.go): SetBF16 makes the linear layers and
 // the head multiply bfloat16 operands with float32 accumulation, keeping
 // float32 master weights, activations and gradients; SetFP16 emulates fp16

@@ -9,9 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/strand-ml/strand/transport"
 )
@@ -924,12 +922,6 @@ func (p *peer) freePending(r *pending) {
 	}
 }
 
-// osYield gives this thread's core to any other runnable thread (such as
-// the one the network poller just woke to deliver our message) without
-// parking: a plain busy loop would hold the core for a whole scheduler
-// slice.
-func osYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
-
 // socketFD is c's file descriptor, or -1. It is only ever polled for
 // readiness (readable); a descriptor closed and reused by then gives at
 // worst a spurious answer, which costs a spinner one needless park.
@@ -943,24 +935,4 @@ func socketFD(c *net.TCPConn) int {
 		return -1
 	}
 	return fd
-}
-
-// pollFd is struct pollfd of poll(2).
-type pollFd struct {
-	fd      int32
-	events  int16
-	revents int16
-}
-
-// readable reports whether the kernel holds bytes (or an error or hang-up)
-// for socket fd, without blocking. An unknown descriptor counts as
-// readable: the reader goroutine then finds out.
-func readable(fd int) bool {
-	if fd < 0 {
-		return true
-	}
-	pfd := pollFd{fd: int32(fd), events: 0x1} // POLLIN
-	var ts syscall.Timespec                   // zero: do not wait
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
-	return errno != 0 || n != 0
 }

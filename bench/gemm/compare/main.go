@@ -36,8 +36,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/strand-ml/strand/bench/gemm"
 	"github.com/strand-ml/strand/gemm"
 )
@@ -179,15 +177,6 @@ func strandRate(s gemmbench.Shape, op func(), minSecs float64) (wall, perCPU flo
 			return s.Flops() * float64(iters) / el / 1e9, s.Flops() * float64(iters) / cpu / 1e9
 		}
 	}
-}
-
-// threadCPU is the user+system CPU time of the calling OS thread, seconds.
-func threadCPU() float64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }
 
 func median(x []float64) float64 {

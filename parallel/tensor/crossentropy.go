@@ -15,6 +15,8 @@ const IgnoreIndex = -100
 // is split across the group: this rank holds columns [Offset, Offset+Vl) of
 // every row. Three small all-reduces (row max, then row sum of exponentials
 // together with the target's logit) replace a gather of the full logits.
+// In a group of one there is nothing to reduce, and the three forward
+// passes run on each row in turn while it is in cache.
 //
 // Rows are independent between the reductions, so a caller with several
 // compute goroutines may set Split: each row-wise pass then runs through it
@@ -46,7 +48,7 @@ type RowTask interface {
 // cePass is one row-wise pass of Forward or Backward with its operands.
 type cePass struct {
 	ce      *VocabCrossEntropy
-	phase   int // ceMax, ceExp, ceNorm or ceBack
+	phase   int // ceMax, ceExp, ceNorm, ceBack or ceFused
 	logits  []float32
 	losses  []float32
 	targets []int32
@@ -55,10 +57,11 @@ type cePass struct {
 }
 
 const (
-	ceMax  = iota // row maxima
-	ceExp         // exponentials in place, their sums, the target logits
-	ceNorm        // probabilities and losses
-	ceBack        // dlogits
+	ceMax   = iota // row maxima
+	ceExp          // exponentials in place, their sums, the target logits
+	ceNorm         // probabilities and losses
+	ceBack         // dlogits
+	ceFused        // ceMax, ceExp and ceNorm on each row in turn (no reductions)
 )
 
 // NewVocabCrossEntropy prepares buffers for up to maxRows rows.
@@ -80,43 +83,54 @@ func (ce *VocabCrossEntropy) run(phase int, logits, losses []float32, targets []
 
 // Rows runs the pass on rows [lo, hi).
 func (p *cePass) Rows(lo, hi int) {
+	for n := lo; n < hi; n++ {
+		if p.phase == ceFused {
+			p.row(ceMax, n)
+			p.row(ceExp, n)
+			p.row(ceNorm, n)
+			continue
+		}
+		p.row(p.phase, n)
+	}
+}
+
+// row runs one phase on row n.
+func (p *cePass) row(phase, n int) {
 	ce, N, Vl := p.ce, p.N, p.Vl
 	mx, stats := ce.rowMax, ce.rowStats // stats [0,N): sum of exp; [N,2N): target logit - max
-	for n := lo; n < hi; n++ {
-		row := p.logits[n*Vl : (n+1)*Vl]
-		t := p.targets[n]
-		switch p.phase {
-		case ceMax:
-			mx[n] = vec.Max(row) // AVX-512 where available
-		case ceExp:
-			stats[N+n] = 0
-			if j := int(t) - ce.Offset; t != IgnoreIndex && j >= 0 && j < Vl {
-				// log softmax numerator = logit - max, exact even if exp underflows
-				stats[N+n] = row[j] - mx[n]
-			}
-			// exp(logit - max) in place and its sum (AVX-512 where available)
-			stats[n] = vec.ExpShiftSum(row, mx[n])
-		case ceNorm:
-			z := float64(stats[n])
-			// probabilities: the product in float64, rounded once (AVX-512)
-			vec.ScaleF64(row, 1/z)
-			ce.rowLoss[n] = 0
-			if t == IgnoreIndex {
-				p.losses[n] = 0
-				continue
-			}
-			l := math.Log(z) - float64(stats[N+n])
-			p.losses[n] = float32(l)
-			ce.rowLoss[n] = l
-		case ceBack:
-			if t == IgnoreIndex {
-				clear(row)
-				continue
-			}
-			vec.Scale(row, p.scale) // AVX-512 where available, same bits
-			if j := int(t) - ce.Offset; j >= 0 && j < Vl {
-				row[j] -= p.scale
-			}
+	row := p.logits[n*Vl : (n+1)*Vl]
+	t := p.targets[n]
+	switch phase {
+	case ceMax:
+		mx[n] = vec.Max(row) // AVX-512 where available
+	case ceExp:
+		stats[N+n] = 0
+		if j := int(t) - ce.Offset; t != IgnoreIndex && j >= 0 && j < Vl {
+			// log softmax numerator = logit - max, exact even if exp underflows
+			stats[N+n] = row[j] - mx[n]
+		}
+		// exp(logit - max) in place and its sum (AVX-512 where available)
+		stats[n] = vec.ExpShiftSum(row, mx[n])
+	case ceNorm:
+		z := float64(stats[n])
+		// probabilities: the product in float64, rounded once (AVX-512)
+		vec.ScaleF64(row, 1/z)
+		ce.rowLoss[n] = 0
+		if t == IgnoreIndex {
+			p.losses[n] = 0
+			return
+		}
+		l := math.Log(z) - float64(stats[N+n])
+		p.losses[n] = float32(l)
+		ce.rowLoss[n] = l
+	case ceBack:
+		if t == IgnoreIndex {
+			clear(row)
+			return
+		}
+		vec.Scale(row, p.scale) // AVX-512 where available, same bits
+		if j := int(t) - ce.Offset; j >= 0 && j < Vl {
+			row[j] -= p.scale
 		}
 	}
 }
@@ -125,15 +139,14 @@ func (p *cePass) Rows(lo, hi int) {
 // writes each row's loss to losses (N), identical on every rank. It returns
 // the summed loss and the number of rows whose target is not IgnoreIndex.
 func (ce *VocabCrossEntropy) Forward(ctx context.Context, losses, logits []float32, targets []int32, N, Vl int) (float64, int, error) {
-	ce.run(ceMax, logits, losses, targets, N, Vl, 0)
-	if err := ce.Group.AllReduceMax(ctx, ce.rowMax[:N]); err != nil {
-		return 0, 0, fmt.Errorf("vocab-parallel cross-entropy max: %w", err)
+	if ce.Group.Size() == 1 {
+		// nothing to reduce: max, exponentials and normalization in one
+		// pass per row while the row (Vl floats) is in cache, instead of
+		// three passes over all N*Vl logits (same bits)
+		ce.run(ceFused, logits, losses, targets, N, Vl, 0)
+	} else if err := ce.reduceRows(ctx, logits, losses, targets, N, Vl); err != nil {
+		return 0, 0, err
 	}
-	ce.run(ceExp, logits, losses, targets, N, Vl, 0)
-	if err := ce.Group.AllReduceSum(ctx, ce.rowStats[:2*N]); err != nil {
-		return 0, 0, fmt.Errorf("vocab-parallel cross-entropy sum: %w", err)
-	}
-	ce.run(ceNorm, logits, losses, targets, N, Vl, 0)
 	var sum float64
 	count := 0
 	for n := 0; n < N; n++ { // in row order, whatever the split
@@ -143,6 +156,22 @@ func (ce *VocabCrossEntropy) Forward(ctx context.Context, losses, logits []float
 		}
 	}
 	return sum, count, nil
+}
+
+// reduceRows is Forward's three passes over the rows with the group's
+// reductions between them: row maxima, exponentials and their sums, then
+// probabilities and losses.
+func (ce *VocabCrossEntropy) reduceRows(ctx context.Context, logits, losses []float32, targets []int32, N, Vl int) error {
+	ce.run(ceMax, logits, losses, targets, N, Vl, 0)
+	if err := ce.Group.AllReduceMax(ctx, ce.rowMax[:N]); err != nil {
+		return fmt.Errorf("vocab-parallel cross-entropy max: %w", err)
+	}
+	ce.run(ceExp, logits, losses, targets, N, Vl, 0)
+	if err := ce.Group.AllReduceSum(ctx, ce.rowStats[:2*N]); err != nil {
+		return fmt.Errorf("vocab-parallel cross-entropy sum: %w", err)
+	}
+	ce.run(ceNorm, logits, losses, targets, N, Vl, 0)
+	return nil
 }
 
 // Backward overwrites local probabilities (N, Vl) with dlogits =

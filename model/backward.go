@@ -30,13 +30,17 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			return err
 		}
 		// dlnf = dlogits @ wte_local (partial over the vocabulary split)
+		// and dwte += dlogits^T @ lnf, both before the all-reduce so that
+		// with two threads they run at once (pair.go)
 		dlnf := m.dln[:N*C]
-		m.mm(false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C)
+		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C}
+		if w.dwte != nil { // nil: frozen (LoRA)
+			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dwte), w.dwte, C})
+		} else {
+			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
+		}
 		if err := m.tp.AllReduceSum(ctx, dlnf); err != nil {
 			return fmt.Errorf("head backward all-reduce: %w", err)
-		}
-		if w.dwte != nil { // nil: frozen (LoRA)
-			m.mm(true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dwte), w.dwte, C)
 		}
 		clear(dres)
 		last := a.input[:N*C]

@@ -122,10 +122,13 @@ func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int,
 	if accumulate {
 		beta = 1
 	}
-	if dinp != nil {
+	switch {
+	case dinp != nil && dw != nil: // the two products at once (pair.go)
+		m.mmPair(mmArgs{false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C},
+			mmArgs{true, false, C, OC, N, 1, inp, C, dout, OC, m.gradBeta(dw), dw, OC})
+	case dinp != nil:
 		m.mm(false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C)
-	}
-	if dw != nil { // nil: a frozen weight (LoRA)
+	case dw != nil: // (dw nil: a frozen weight, LoRA)
 		m.mm(true, false, C, OC, N, 1, inp, C, dout, OC, m.gradBeta(dw), dw, OC)
 	}
 	if db != nil {

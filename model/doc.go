@@ -34,7 +34,10 @@
 // and Params.ZeroGrad / NormSumSquares are split over the same pool
 // (split.go): one contiguous range of rows, columns or parameters per
 // goroutine, each element computed exactly as the serial loop does, so the
-// bits do not depend on the thread count.
+// bits do not depend on the thread count. With exactly two threads a
+// linear layer's backward (and the head's) runs its two equal-sized
+// products, the input and the weight gradient, at once, one per goroutine,
+// instead of splitting each (pair.go).
 //
 // Gradients accumulate (micro-batches add up), but a step need not clear
 // them first: after Params.ResetGrad the backward overwrites each weight

@@ -45,6 +45,7 @@ type GPT struct {
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
 	split                                           splitTask // the layer call being split over goroutines (split.go)
 	sumSq                                           sumSqTask // Params.NormSumSquares over the goroutines
+	pair                                            pairTask  // a linear backward's two products at once (pair.go)
 	lnStats                                         []float32 // LayerNorm backward's per-row statistics (split.go)
 	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
 }

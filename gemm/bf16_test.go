@@ -69,7 +69,7 @@ func TestGemmBF16MatchesNaive(t *testing.T) {
 
 func TestGemmBF16DeterministicAcrossThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(33, 34))
-	for _, s := range [][3]int{{150, 70, 900}, {50, 200, 801}} {
+	for _, s := range [][3]int{{150, 140, 900}, {50, 420, 801}} {
 		tc := newCase(r, false, true, s[0], s[1], s[2], 0.7, 0.3, 1)
 		a16, _ := toBF16(tc.a)
 		b16, _ := toBF16(tc.b)
@@ -92,7 +92,7 @@ func TestGemmBF16DeterministicAcrossThreads(t *testing.T) {
 }
 
 func TestGemmBF16NoAllocs(t *testing.T) {
-	m, n, k := 100, 70, 300
+	m, n, k := 100, 140, 1200 // 16.8M multiply-adds: two tasks at 2 threads
 	a, b, c := make([]uint16, m*k), make([]uint16, k*n), make([]float32, m*n)
 	for _, threads := range []int{1, 2} {
 		for _, e := range bf16Engines(t, threads) {

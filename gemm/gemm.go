@@ -97,11 +97,13 @@ func (e *Engine) KernelName() string { return e.name }
 const minFlopsPerTask = 1 << 16
 
 // minBlockedWorkPerTask (in m*n*k) keeps small SIMD GEMMs on one
-// goroutine: at ~180 GFLOP/s, 2^20 multiply-adds take ~12 us. Waking a
-// parked worker and waiting for it costs several microseconds, more on a
-// loaded machine; at 2^18 per task, 128x32x128 ran slower on 2 threads
-// than on 1.
-const minBlockedWorkPerTask = 1 << 20
+// goroutine: a second task is only started for 2x this much work. At
+// ~190 GFLOP/s per core 2^22 multiply-adds take ~45 us; waking a parked
+// worker, packing the shared operand in a separate phase and waiting for
+// the worker cost tens of microseconds. With 2^20 the gpt2s attention
+// products (256x256x64 and 256x64x256, 2^22 each) ran 2-2.5x slower on 2
+// threads than on 1 (issue #8).
+const minBlockedWorkPerTask = 1 << 22
 
 // minBlockedWork is the m*n*k below which packing costs about as much as
 // the SIMD micro-kernel saves; at 16x16x16 the SIMD path is already about

@@ -202,8 +202,9 @@ func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	// row strips sharing B (over two k blocks; over two nc column blocks),
 	// column strips sharing A (three k blocks; three mc row blocks, the
-	// last a partial panel): the shared operand is packed once per call
-	shapes := [][3]int{{150, 70, 400}, {2200, 2100, 8}, {50, 200, 800}, {400, 500, 300}}
+	// last a partial panel): the shared operand is packed once per call.
+	// Each shape is at least 2*minBlockedWorkPerTask, so 2+ tasks run it.
+	shapes := [][3]int{{150, 140, 400}, {2200, 2100, 8}, {50, 420, 800}, {400, 500, 300}}
 	for _, name := range Available() {
 		for _, s := range shapes {
 			if s[0]*s[1] > 1<<20 && (name == "portable" || raceEnabled) {
@@ -235,7 +236,7 @@ func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 // thread or several (layers call GEMM many times in every training step).
 func TestSgemmReusesWorkspace(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	m, n, k := 100, 70, 300
+	m, n, k := 100, 140, 600 // 8.4M multiply-adds: two tasks at 2 threads
 	a, b, c := randSlice(r, m*k), randSlice(r, k*n), make([]float32, m*n)
 	for _, name := range Available() {
 		for _, threads := range []int{1, 2} {
@@ -256,7 +257,7 @@ func TestEngineWorkersExit(t *testing.T) {
 	var tm *team
 	func() {
 		r := rand.New(rand.NewPCG(13, 14))
-		m := 200
+		m := 256 // 2^24 multiply-adds: four tasks
 		a, c := randSlice(r, m*m), make([]float32, m*m)
 		e := New(4)
 		e.Sgemm(false, false, m, m, m, 1, a, m, a, m, 0, c, m)
@@ -311,7 +312,7 @@ func TestSgemmPanicsOnNegativeDimension(t *testing.T) {
 // the same bits as serial calls.
 func TestSgemmConcurrentCalls(t *testing.T) {
 	r := rand.New(rand.NewPCG(41, 42))
-	m, n, k := 150, 140, 200 // 4.2M multiply-adds: split into up to 4 tasks
+	m, n, k := 150, 140, 800 // 16.8M multiply-adds: split into up to 4 tasks
 	a, b := randSlice(r, m*k), randSlice(r, k*n)
 	e := New(2)
 	want := make([]float32, m*n)

@@ -181,9 +181,9 @@ func (e *Engine) planBlocked(cl *call) {
 // repeated packing of the shared operand stays a few percent of the work.
 func minStripTiles(splitRows bool, mr, nr int) int {
 	if splitRows {
-		return ceilDiv(48, mr)
+		return ceilDiv(96, mr)
 	}
-	return ceilDiv(64, nr)
+	return ceilDiv(128, nr)
 }
 
 func checkShape(name string, trans bool, rows, cols int, x []float32, ld int) {

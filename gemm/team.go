@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // A call is one Sgemm split into tasks. Calls are recycled through a
@@ -16,16 +17,16 @@ type call struct {
 	bargs bf16Args // GemmBF16 calls
 	tasks int
 	// blocked paths: strips of whole tiles along rows or columns.
-	splitRows  bool
-	tiles      int          // tiles along the split dimension
-	stripTiles int          // tiles per strip
-	strips     int          // number of strips
-	next       atomic.Int64 // next strip to claim
-	ws         []*workspace // one per task
+	splitRows bool
+	tiles     int          // tiles along the split dimension
+	minTiles  int          // thinnest strip a task claims (but the last)
+	next      atomic.Int64 // first tile not yet claimed
+	ws        []*workspace // one per task
 	// float32 blocked calls with several tasks: the operand every strip
 	// shares, packed once before the tasks start (blocked.prepack)
 	pre    prepacked
 	preBuf []float32
+	done   atomic.Int32 // tasks finished by workers, for the caller's spin
 	wg     sync.WaitGroup
 }
 
@@ -37,9 +38,10 @@ const (
 )
 
 // runTask computes task t of the call. On the blocked paths the tasks
-// claim strips of C from a shared counter until none is left, so a task
-// whose goroutine gets no CPU for a while (the machine is shared) does not
-// hold up the others. Which task computes a strip does not change its bits.
+// claim strips of C from a shared counter until none is left (see claim),
+// so a task whose goroutine starts late or gets no CPU for a while does
+// not hold up the others. Which task computes a strip does not change its
+// bits.
 func (c *call) runTask(t int) {
 	g := &c.args
 	if c.kind == kindRowRange {
@@ -53,11 +55,10 @@ func (c *call) runTask(t int) {
 		return
 	}
 	for {
-		s := int(c.next.Add(1)) - 1
-		if s >= c.strips {
+		lo, hi, ok := c.claim()
+		if !ok {
 			return
 		}
-		lo, hi := s*c.stripTiles, min((s+1)*c.stripTiles, c.tiles)
 		if c.kind == kindBF16 {
 			g, bl := &c.bargs, c.e.bf
 			if c.splitRows {
@@ -80,18 +81,39 @@ func (c *call) runTask(t int) {
 	}
 }
 
-// planStrips cuts the tiles of a blocked call into strips for its tasks to
-// claim: about four per task, so that the work rebalances when a goroutine
-// stalls, but no thinner than minTiles tiles, because every strip repeats
+// claim takes the next strip of tiles [lo, hi) off the shared counter:
+// guided self-scheduling, each claim a 1/(2*tasks) share of the tiles still
+// unclaimed but at least minTiles. Strips start wide (few repacks of what a
+// strip packs for itself) and end thin, so the tasks finish close together:
+// with fixed strips of 1/8 of the work at 2 threads, one goroutine idled
+// for up to a whole strip at the end (about 20% of the wall time on
+// 1024x1152x384, issue #8).
+func (c *call) claim() (lo, hi int, ok bool) {
+	for {
+		cur := c.next.Load()
+		lo = int(cur)
+		if lo >= c.tiles {
+			return 0, 0, false
+		}
+		n := c.tiles - lo
+		if c.tasks > 1 {
+			n = max(c.minTiles, ceilDiv(n, 2*c.tasks))
+		}
+		hi = min(lo+n, c.tiles)
+		if c.next.CompareAndSwap(cur, int64(hi)) {
+			return lo, hi, true
+		}
+	}
+}
+
+// planStrips readies the call for its tasks to claim strips: no strip
+// thinner than minTiles tiles (but the last), because a strip may repeat
 // the packing of the operand it shares with the others (B for row strips,
-// A for column strips). It also makes sure there is a workspace per task.
+// A for column strips) when that is not prepacked. It also makes sure
+// there is a workspace per task.
 func (c *call) planStrips(minTiles int) {
 	c.next.Store(0)
-	c.stripTiles = c.tiles
-	if c.tasks > 1 {
-		c.stripTiles = max(minTiles, ceilDiv(c.tiles, 4*c.tasks))
-	}
-	c.strips = ceilDiv(c.tiles, c.stripTiles)
+	c.minTiles = max(1, minTiles)
 	for len(c.ws) < c.tasks {
 		c.ws = append(c.ws, new(workspace))
 	}
@@ -135,6 +157,14 @@ type job struct {
 // channel do not. Workers hold only the channel, so when the last Engine
 // that uses the team becomes unreachable, a cleanup closes the channel and
 // the workers exit.
+//
+// Workers and the caller spin (yielding the P each round) for a while
+// before they block, as OpenMP runtimes do: a worker that finished a task
+// polls for the next one for workerSpin, and the caller polls for the
+// workers' tasks for callerSpin before parking on the WaitGroup. A parked
+// goroutine whose CPU has gone idle took long to wake here (a VM's idle
+// vCPU): at 2 threads on 1024x1152x384 (~3 ms per call) both cores were
+// busy only 80% of the time; spinning (issue #8) fills that in.
 type team struct {
 	jobs chan job
 	mu   sync.Mutex
@@ -142,11 +172,18 @@ type team struct {
 	live atomic.Int32 // workers not yet exited (for tests)
 }
 
+const (
+	workerSpin = 300 * time.Microsecond
+	callerSpin = 2 * time.Millisecond
+)
+
 // teamHandle is what Engines point to; its cleanup stops the workers.
 type teamHandle struct{ t *team }
 
 func newTeamHandle() *teamHandle {
-	h := &teamHandle{t: &team{jobs: make(chan job)}}
+	// buffered, so that the caller hands out jobs without waiting for a
+	// spinning worker to take each one
+	h := &teamHandle{t: &team{jobs: make(chan job, 64)}}
 	runtime.AddCleanup(h, func(t *team) { close(t.jobs) }, h.t)
 	return h
 }
@@ -159,12 +196,36 @@ func (t *team) ensure(n int) {
 		t.live.Add(1)
 		go func(jobs <-chan job, live *atomic.Int32) {
 			defer live.Add(-1)
-			for j := range jobs {
+			for {
+				j, ok := nextJob(jobs)
+				if !ok {
+					return
+				}
 				j.c.runTask(j.t)
-				j.c.wg.Done()
+				j.c.done.Add(1)
+				j.c.wg.Done() // the last touch of j.c: the caller may recycle it
 			}
 		}(t.jobs, &t.live)
 	}
+}
+
+// nextJob polls jobs for up to workerSpin, then blocks on it. ok is false
+// once jobs is closed.
+func nextJob(jobs <-chan job) (j job, ok bool) {
+	start := time.Now()
+	for {
+		select {
+		case j, ok = <-jobs:
+			return j, ok
+		default:
+		}
+		if time.Since(start) > workerSpin {
+			break
+		}
+		runtime.Gosched()
+	}
+	j, ok = <-jobs
+	return j, ok
 }
 
 // run executes tasks 1..c.tasks-1 on workers and task 0 on the calling
@@ -175,10 +236,20 @@ func (t *team) run(c *call) {
 		return
 	}
 	t.ensure(c.tasks - 1)
+	c.done.Store(0)
 	c.wg.Add(c.tasks - 1)
 	for i := 1; i < c.tasks; i++ {
 		t.jobs <- job{c: c, t: i}
 	}
 	c.runTask(0)
+	// Busy-wait without yielding: the caller may be locked to its OS
+	// thread (benchmarks do that), and then every Gosched is a futex
+	// hand-off of its P. Only when each task has a P of its own, so the
+	// spin never keeps a task from running.
+	if c.tasks <= runtime.GOMAXPROCS(0) {
+		start := time.Now()
+		for c.done.Load() < int32(c.tasks-1) && time.Since(start) < callerSpin {
+		}
+	}
 	c.wg.Wait()
 }

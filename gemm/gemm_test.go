@@ -196,15 +196,16 @@ func TestSgemmRandomShapes(t *testing.T) {
 }
 
 // TestSgemmDeterministicAcrossThreads: every element of C must get the same
-// bits whatever the thread count, for both split directions (m > n splits
-// rows, n > m splits columns) and all transposes.
+// bits whatever the thread count, for both split directions (n <= 2m splits
+// rows, wider C splits columns) and all transposes.
 func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	// row strips sharing B (over two k blocks; over two nc column blocks),
-	// column strips sharing A (three k blocks; three mc row blocks, the
-	// last a partial panel): the shared operand is packed once per call.
+	// column strips sharing A (three k blocks; two mc row blocks, the
+	// last ending in a partial panel): the shared operand is packed once
+	// per call.
 	// Each shape is at least 2*minBlockedWorkPerTask, so 2+ tasks run it.
-	shapes := [][3]int{{150, 140, 400}, {2200, 2100, 8}, {50, 420, 800}, {400, 500, 300}}
+	shapes := [][3]int{{150, 140, 400}, {2200, 2100, 8}, {50, 420, 800}, {310, 700, 300}}
 	for _, name := range Available() {
 		for _, s := range shapes {
 			if s[0]*s[1] > 1<<20 && (name == "portable" || raceEnabled) {

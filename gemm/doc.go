@@ -31,7 +31,11 @@
 // started on first use and stopped when the Engine becomes unreachable; the
 // calling goroutine runs one task itself. With several tasks, the operand
 // all strips share (A when C is split by columns, B when by rows) is
-// packed once by the calling goroutine before the tasks start
-// (blocked.prepack), not once per strip. Calls and packing buffers are
-// recycled, so a steady-state call does not allocate.
+// packed once, by all tasks together, before the strips start
+// (blocked.prepackPart), not once per strip. Tasks claim strips that shrink
+// as the work runs out (call.claim), and the workers and the caller spin
+// briefly before they park, so back-to-back calls do not pay a goroutine
+// wake-up each. Products under 2*2^22 multiply-adds run on one goroutine.
+// Calls and packing buffers are recycled, so a steady-state call does not
+// allocate.
 package gemm

@@ -173,8 +173,9 @@ type team struct {
 }
 
 const (
-	workerSpin = 300 * time.Microsecond
-	callerSpin = 2 * time.Millisecond
+	workerSpin  = 300 * time.Microsecond
+	callerSpin  = 2 * time.Millisecond
+	callerYield = 500 * time.Microsecond
 )
 
 // teamHandle is what Engines point to; its cleanup stops the workers.
@@ -242,13 +243,23 @@ func (t *team) run(c *call) {
 		t.jobs <- job{c: c, t: i}
 	}
 	c.runTask(0)
-	// Busy-wait without yielding: the caller may be locked to its OS
-	// thread (benchmarks do that), and then every Gosched is a futex
-	// hand-off of its P. Only when each task has a P of its own, so the
-	// spin never keeps a task from running.
+	// Busy-wait, yielding only every callerYield: the caller may be
+	// locked to its OS thread (benchmarks do that), and then every Gosched
+	// is a futex hand-off of its P. Only when each task could have a P of
+	// its own; the occasional yield lets a worker that still waits for a P
+	// (concurrent calls on a small machine) run.
 	if c.tasks <= runtime.GOMAXPROCS(0) {
 		start := time.Now()
-		for c.done.Load() < int32(c.tasks-1) && time.Since(start) < callerSpin {
+		last := start
+		for c.done.Load() < int32(c.tasks-1) {
+			now := time.Now()
+			if now.Sub(start) > callerSpin {
+				break
+			}
+			if now.Sub(last) > callerYield {
+				runtime.Gosched()
+				last = now
+			}
 		}
 	}
 	c.wg.Wait()

@@ -63,31 +63,16 @@ func (f *dpoFlags) referenceModel(opts trainer.Options) (*model.GPT, error) {
 func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr io.Writer) error {
 	rank, m, coord, comms, logf := runInfo(dist, stderr)
 	lead := rank == 0
-	pairsPerStep := f.batch
-	f.batch = 2 * pairsPerStep // the trainer counts rows: a chosen and a rejected one per pair
-	opts, err := f.options(m)
+	opts, pairsPerStep, enc, recs, err := f.pairJob(m, logf)
 	if err != nil {
 		return err
 	}
-	if pairsPerStep%(m.DP*opts.Micro) != 0 {
-		return usageError{fmt.Sprintf("--batch %d pairs does not split into %d data-parallel ranks x %d micro-batches", pairsPerStep, m.DP, opts.Micro)}
-	}
-	tok, err := loadTokenizer(f.tokenizerDir)
+	all, err := finetune.EncodePairs(enc, recs, f.seq)
 	if err != nil {
 		return err
 	}
-	recs, err := f.readRecords(finetune.Pair, logf)
-	if err != nil {
+	if err := checkVocab(all.Inputs, f.vocabSize); err != nil {
 		return err
-	}
-	all, err := finetune.EncodePairs(finetune.NewEncoder(tok), recs, f.seq)
-	if err != nil {
-		return err
-	}
-	for _, id := range all.Inputs {
-		if int(id) >= f.vocabSize {
-			return fmt.Errorf("token %d outside the model's vocabulary of %d", id, f.vocabSize)
-		}
 	}
 	nHeld := f.heldOut(all.Pairs)
 	train, held := all.Slice(0, all.Pairs-nHeld), all.Slice(all.Pairs-nHeld, all.Pairs)

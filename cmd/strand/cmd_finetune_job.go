@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -147,6 +146,29 @@ func (f *ftFlags) saveDue(step int) bool {
 	return step == f.lastStep() || (f.ckptEvery > 0 && step%f.ckptEvery == 0)
 }
 
+// pairJob is the common start of the preference-pair commands (dpo, rm
+// train): --batch counts pairs, and the trainer counts rows, a chosen and
+// a rejected one per pair. It returns the trainer options, the pairs per
+// step and the file's records, with the batch checked against the mesh.
+func (f *ftFlags) pairJob(m mesh.Mesh, logf func(string, ...any)) (opts trainer.Options, pairsPerStep int, enc finetune.Encoder, recs []finetune.Record, err error) {
+	pairsPerStep = f.batch
+	f.batch = 2 * pairsPerStep
+	if opts, err = f.options(m); err != nil {
+		return
+	}
+	if pairsPerStep%(m.DP*opts.Micro) != 0 {
+		err = usageError{fmt.Sprintf("--batch %d pairs does not split into %d data-parallel ranks x %d micro-batches", pairsPerStep, m.DP, opts.Micro)}
+		return
+	}
+	tok, err := loadTokenizer(f.tokenizerDir)
+	if err != nil {
+		return
+	}
+	enc = finetune.NewEncoder(tok)
+	recs, err = f.readRecords(finetune.Pair, logf)
+	return
+}
+
 // resumeFrom restores tr from the newest committed checkpoint in --out
 // when --resume is set (none there: training starts at step 0). Set the
 // trainer's Source and head objective first: Restore positions them. It
@@ -155,15 +177,8 @@ func (f *ftFlags) resumeFrom(tr *trainer.Trainer, logf func(string, ...any)) (st
 	if !f.resume {
 		return "", nil
 	}
-	dir, warns, err := checkpoint.Resolve(f.out)
-	for _, w := range warns {
-		logf("warning: %s\n", w)
-	}
-	switch {
-	case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
-		logf("resume: no committed checkpoint in %s; starting from step 0\n", f.out)
-		return "", nil
-	case err != nil:
+	dir, err := resumeCheckpoint(f.out, logf)
+	if dir == "" || err != nil {
 		return "", err
 	}
 	st, err := tr.Restore(dir)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -200,16 +199,11 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	pcg := rand.NewPCG(f.seed, 2)
 	rng := rand.New(pcg)
 	if f.resume {
-		dir, warns, err := checkpoint.Resolve(f.out)
-		for _, w := range warns {
-			logf("warning: %s\n", w)
-		}
-		switch {
-		case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
-			logf("resume: no committed checkpoint in %s; starting from step 0\n", f.out)
-		case err != nil:
+		dir, err := resumeCheckpoint(f.out, logf)
+		if err != nil {
 			return err
-		default:
+		}
+		if dir != "" {
 			st, err := p.Restore(dir)
 			if err != nil {
 				return err

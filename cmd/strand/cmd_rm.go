@@ -51,24 +51,11 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, stderr io.Writer) error {
 	rank, m, coord, comms, logf := runInfo(dist, stderr)
 	lead := rank == 0
-	pairsPerStep := f.batch
-	f.batch = 2 * pairsPerStep // the trainer counts rows: a chosen and a rejected one per pair
-	opts, err := f.options(m)
+	opts, pairsPerStep, enc, recs, err := f.pairJob(m, logf)
 	if err != nil {
 		return err
 	}
-	if pairsPerStep%(m.DP*opts.Micro) != 0 {
-		return usageError{fmt.Sprintf("--batch %d pairs does not split into %d data-parallel ranks x %d micro-batches", pairsPerStep, m.DP, opts.Micro)}
-	}
-	tok, err := loadTokenizer(f.tokenizerDir)
-	if err != nil {
-		return err
-	}
-	recs, err := f.readRecords(finetune.Pair, logf)
-	if err != nil {
-		return err
-	}
-	all, err := finetune.EncodeRewardPairs(finetune.NewEncoder(tok), recs, f.seq)
+	all, err := finetune.EncodeRewardPairs(enc, recs, f.seq)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -468,16 +467,11 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	// --resume: continue from the newest committed checkpoint in --out.
 	var history []map[string]any
 	if f.resume {
-		dir, warns, err := checkpoint.Resolve(f.out)
-		for _, w := range warns {
-			logf("warning: %s\n", w)
-		}
-		switch {
-		case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
-			logf("resume: no committed checkpoint in %s; starting from step 0\n", f.out)
-		case err != nil:
+		dir, err := resumeCheckpoint(f.out, logf)
+		if err != nil {
 			return err
-		default:
+		}
+		if dir != "" {
 			st, err := tr.Restore(dir)
 			if err != nil {
 				return err

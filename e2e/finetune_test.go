@@ -21,14 +21,7 @@ func writeReverseTask(t *testing.T, path string, n int) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var b strings.Builder
 	for i := 0; i < n; i++ {
-		s := make([]byte, 3+r.IntN(3))
-		for j := range s {
-			s[j] = "abcdef"[r.IntN(6)]
-		}
-		rev := make([]byte, len(s))
-		for j := range s {
-			rev[j] = s[len(s)-1-j]
-		}
+		s, rev := reverseWord(r, 3+r.IntN(3))
 		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "response": string(rev)})
 		b.Write(line)
 		b.WriteByte('\n')
@@ -36,6 +29,20 @@ func writeReverseTask(t *testing.T, path string, n int) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// reverseWord draws a word of n letters from "abcdef" and returns it with
+// its reversal: the synthetic task of the fine-tuning tests.
+func reverseWord(r *rand.Rand, n int) (word, reversed []byte) {
+	word = make([]byte, n)
+	for j := range word {
+		word[j] = "abcdef"[r.IntN(6)]
+	}
+	reversed = make([]byte, n)
+	for j := range word {
+		reversed[j] = word[n-1-j]
+	}
+	return word, reversed
 }
 
 // sftMetrics returns a run's per-step losses and its final exact match
@@ -86,14 +93,7 @@ func TestSFTLearnsReverse(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	var mc strings.Builder
 	for n := 0; n < 100; {
-		s := make([]byte, 3+r.IntN(3))
-		for j := range s {
-			s[j] = "abcdef"[r.IntN(6)]
-		}
-		rev := make([]byte, len(s))
-		for j := range s {
-			rev[j] = s[len(s)-1-j]
-		}
+		s, rev := reverseWord(r, 3+r.IntN(3))
 		if string(rev) == string(s) {
 			continue
 		}
@@ -197,14 +197,7 @@ func writePairs(t *testing.T, path string, n int) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var b strings.Builder
 	for i := 0; i < n; i++ {
-		s := make([]byte, 3+r.IntN(3))
-		for j := range s {
-			s[j] = "abcdef"[r.IntN(6)]
-		}
-		rev := make([]byte, len(s))
-		for j := range s {
-			rev[j] = s[len(s)-1-j]
-		}
+		s, rev := reverseWord(r, 3+r.IntN(3))
 		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "chosen": string(rev), "rejected": string(s)})
 		b.Write(line)
 		b.WriteByte('\n')
@@ -283,14 +276,7 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	var b strings.Builder
 	for n := 0; n < 1200; {
-		s := make([]byte, 3+r.IntN(3))
-		for j := range s {
-			s[j] = "abcdef"[r.IntN(6)]
-		}
-		rev := make([]byte, len(s))
-		for j := range s {
-			rev[j] = s[len(s)-1-j]
-		}
+		s, rev := reverseWord(r, 3+r.IntN(3))
 		if string(rev) == string(s) {
 			continue // a palindrome makes both completions equal
 		}

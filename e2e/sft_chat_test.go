@@ -40,18 +40,11 @@ func writeChatTask(t *testing.T, path string, n int) []chatExample {
 	var out []chatExample
 	seen := map[string]bool{}
 	for len(out) < n {
-		s := make([]byte, 5)
-		for j := range s {
-			s[j] = "abcdef"[r.IntN(6)]
-		}
+		s, rev := reverseWord(r, 5)
 		if seen[string(s)] {
 			continue
 		}
 		seen[string(s)] = true
-		rev := make([]byte, len(s))
-		for j := range s {
-			rev[j] = s[len(s)-1-j]
-		}
 		ex := chatExample{system: "reverse", user: string(s), answer: string(rev)}
 		line, _ := json.Marshal(map[string]any{"messages": ex.messages(ex.answer)})
 		b.Write(line)

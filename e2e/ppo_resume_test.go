@@ -20,11 +20,7 @@ func TestPPOResume(t *testing.T) {
 		t.Skip("multi-process runs")
 	}
 	dir := t.TempDir()
-	data := filepath.Join(dir, "pairs.jsonl")
-	writePairs(t, data, 48)
-	rm := filepath.Join(dir, "rm")
-	runStrand(t, time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", "3", "--lr", "1e-3", "--seq", "16",
-		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1")
+	data, rm := ppoRewardModel(t, dir, 48, 3)
 	const steps = 6
 	args := func(out string, extra ...string) []string {
 		return append([]string{"ppo", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "6", "--batch", "8", "--seq", "16",

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -35,18 +36,25 @@ func TestPPOPipeline(t *testing.T) {
 	ppoLayoutsMatch(t, [][]string{{"--nproc", "2", "--pp", "2"}, {"--nproc", "4", "--tp", "2", "--pp", "2"}})
 }
 
+// ppoRewardModel writes pairs preference pairs to dir/pairs.jsonl and
+// trains a tiny reward model on them for steps steps in dir/rm: briefly,
+// just enough to give completions different scores. It returns both paths.
+func ppoRewardModel(t *testing.T, dir string, pairs, steps int) (data, rm string) {
+	t.Helper()
+	data = filepath.Join(dir, "pairs.jsonl")
+	writePairs(t, data, pairs)
+	rm = filepath.Join(dir, "rm")
+	runStrand(t, time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", fmt.Sprint(steps), "--lr", "1e-3", "--seq", "16",
+		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1")
+	return data, rm
+}
+
 // ppoLayoutsMatch trains a small reward model, runs strand ppo for 4 steps
 // in one process and on each mesh, and compares statistics and policy
 // checkpoints.
 func ppoLayoutsMatch(t *testing.T, meshes [][]string) {
 	dir := t.TempDir()
-	data := filepath.Join(dir, "pairs.jsonl")
-	writePairs(t, data, 64)
-	// A briefly trained reward model: enough to give completions
-	// different scores.
-	rm := filepath.Join(dir, "rm")
-	runStrand(t, time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", "5", "--lr", "1e-3", "--seq", "16",
-		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1")
+	data, rm := ppoRewardModel(t, dir, 64, 5)
 	const steps = 4
 	keys := []string{"reward", "kl", "policy_loss", "value_loss"}
 	run := func(name string, mesh ...string) (map[string][]float64, string) {

@@ -176,16 +176,7 @@ func (b *DPOBatches) Next(inputs, targets []int32) error {
 		return fmt.Errorf("dpo batches: buffers of %d/%d for %d rows of %d", len(inputs), len(targets), rows, S)
 	}
 	pairs := rows / 2
-	first := b.next + b.cfg.DPRank*pairs
-	for i := 0; i < pairs; i++ {
-		p := b.pair(first + i)
-		for side := 0; side < 2; side++ {
-			r, dst := 2*p+side, 2*i+side
-			b.cur[dst] = r
-			copy(inputs[dst*S:(dst+1)*S], b.data.Inputs[r*S:(r+1)*S])
-			copy(targets[dst*S:(dst+1)*S], b.data.Targets[r*S:(r+1)*S])
-		}
-	}
+	fillPairRows(inputs, targets, b.data.Inputs, b.data.Targets, S, b.next+b.cfg.DPRank*pairs, b.pair, b.cur)
 	b.next += pairs * b.cfg.DPSize
 	b.Stats = DPOStats{}
 	return nil
@@ -258,4 +249,23 @@ func PairMargin(logps []float64) (margin, accuracy float64) {
 		}
 	}
 	return margin / float64(P), accuracy / float64(P)
+}
+
+// fillPairRows fills rows 2i and 2i+1 of inputs (and of targets, when
+// srcTargets is not nil) with the chosen and rejected rows of pair
+// pair(first+i) of the dataset, for every pair the buffers hold (rows of
+// S tokens), and records in cur the dataset row each row came from. The
+// pair data lays pair p out as rows 2p (chosen) and 2p+1 (rejected).
+func fillPairRows(inputs, targets, srcInputs, srcTargets []int32, S, first int, pair func(int) int, cur []int) {
+	for i := 0; i < len(inputs)/S/2; i++ {
+		p := pair(first + i)
+		for side := 0; side < 2; side++ {
+			r, dst := 2*p+side, 2*i+side
+			cur[dst] = r
+			copy(inputs[dst*S:(dst+1)*S], srcInputs[r*S:(r+1)*S])
+			if srcTargets != nil {
+				copy(targets[dst*S:(dst+1)*S], srcTargets[r*S:(r+1)*S])
+			}
+		}
+	}
 }

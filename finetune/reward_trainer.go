@@ -106,15 +106,7 @@ func (b *RewardBatches) Next(inputs, targets []int32) error {
 		return fmt.Errorf("reward batches: buffers of %d/%d for %d rows of %d", len(inputs), len(targets), rows, S)
 	}
 	pairs := rows / 2
-	first := b.next + b.cfg.DPRank*pairs
-	for i := 0; i < pairs; i++ {
-		p := b.pair(first + i)
-		for side := 0; side < 2; side++ {
-			r, dst := 2*p+side, 2*i+side
-			b.cur[dst] = r
-			copy(inputs[dst*S:(dst+1)*S], b.data.Inputs[r*S:(r+1)*S])
-		}
-	}
+	fillPairRows(inputs, targets, b.data.Inputs, nil, S, b.next+b.cfg.DPRank*pairs, b.pair, b.cur)
 	for i := range targets {
 		targets[i] = ignoreIndex
 	}

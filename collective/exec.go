@@ -719,6 +719,9 @@ func (cl *call) finish() error {
 	}
 	cause := context.Cause(cl.ctx)
 	c := cl.c
+	if errors.Is(err, transport.ErrPeerLeft) {
+		c.awaitCulprit(cl.ctx)
+	}
 	c.noteFailures()
 	c.mu.Lock()
 	var dead *RankFailedError
@@ -749,6 +752,46 @@ func (cl *call) finish() error {
 	}
 	c.mu.Unlock()
 	return err
+}
+
+// leftGrace bounds how long a call that lost a partner to a clean exit
+// waits to hear which rank's failure made the partner leave.
+const leftGrace = time.Second
+
+// awaitCulprit waits (at most leftGrace, and not past ctx's deadline) for
+// the transport to announce a failed group member. A partner that says
+// goodbye in the middle of a collective has almost always given up because
+// another rank died; the reset of that rank's own connection to us may
+// arrive a moment after the goodbye, and the error should name it.
+func (c *Comm) awaitCulprit(ctx context.Context) {
+	fn, ok := c.t.(transport.FailureNotifier)
+	if !ok {
+		return
+	}
+	wait := leftGrace
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d))
+	}
+	if wait <= 0 {
+		return
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		failed, next := fn.PeerFailures()
+		for _, pe := range failed {
+			if slices.Contains(c.ranks, pe.Peer) {
+				return
+			}
+		}
+		select {
+		case <-next:
+		case <-timer.C:
+			return
+		case <-c.stop:
+			return
+		}
+	}
 }
 
 func (c *Comm) getStaging(n int) []byte {

@@ -22,6 +22,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -73,6 +74,12 @@ type SizeError struct {
 func (e *SizeError) Error() string {
 	return fmt.Sprintf("message from rank %d on tag %#x has %d bytes, receiver expected %d", e.Peer, uint64(e.Tag), e.Got, e.Want)
 }
+
+// ErrPeerLeft is wrapped by the error of a Send or Recv whose peer closed
+// its transport cleanly (said goodbye) and will send nothing more. During
+// a collective this usually means the peer gave up because of another
+// rank's failure, which the caller may not have heard of yet.
+var ErrPeerLeft = errors.New("peer closed its transport (said goodbye) and will send nothing more")
 
 // FailureNotifier is optionally implemented by a Transport that notices
 // peer failures on its own (for example a TCP connection reset by a killed

@@ -26,6 +26,7 @@ type peer struct {
 	mu        sync.Mutex
 	cond      *sync.Cond                 // signalled on announcements, part completions and failure
 	err       error                      // why the peer failed; nil while healthy
+	failing   bool                       // fail has begun (announcing, then failLocked)
 	left      bool                       // the peer said goodbye: no new messages will come
 	inflight  map[uint64]*message        // announced on stream 0, parts still missing
 	boxes     map[transport.Tag]*mailbox // per tag: early messages and waiting Recvs
@@ -150,14 +151,24 @@ func (p *peer) peerErr(op string, err error) error {
 }
 
 // fail marks the peer dead, closes its sockets and wakes every waiter.
-// Only the first failure is kept.
+// Only the first failure is kept. The failure is announced
+// (PeerFailures) before any waiter wakes: a caller that gets this peer's
+// error must find the peer among the failures, or a collective would
+// report a bare receive error instead of naming the dead rank.
 func (p *peer) fail(err error) {
 	p.mu.Lock()
-	first := p.failLocked(err)
+	first := p.err == nil && !p.failing
+	p.failing = true
 	p.mu.Unlock()
-	if first && !errors.Is(err, errClosed) {
+	if !first {
+		return
+	}
+	if !errors.Is(err, errClosed) {
 		p.t.noteFailure(&transport.PeerError{Peer: p.rank, Op: "connection", Err: err})
 	}
+	p.mu.Lock()
+	p.failLocked(err)
+	p.mu.Unlock()
 }
 
 func (p *peer) failLocked(err error) bool {
@@ -419,7 +430,7 @@ func (p *peer) readLoop(s *stream, idx int) {
 	}
 }
 
-var errPeerLeft = errors.New("peer closed its transport (said goodbye) and will send nothing more")
+var errPeerLeft = transport.ErrPeerLeft
 
 // goodbye records a clean exit: Recvs that can no longer be matched fail
 // now; messages already announced still complete.

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/strand-ml/strand/internal/spin"
 )
 
 // A call is one Sgemm split into tasks. Calls are recycled through a
@@ -198,7 +200,7 @@ func (t *team) ensure(n int) {
 		go func(jobs <-chan job, live *atomic.Int32) {
 			defer live.Add(-1)
 			for {
-				j, ok := nextJob(jobs)
+				j, ok := spin.Receive(jobs, workerSpin)
 				if !ok {
 					return
 				}
@@ -208,25 +210,6 @@ func (t *team) ensure(n int) {
 			}
 		}(t.jobs, &t.live)
 	}
-}
-
-// nextJob polls jobs for up to workerSpin, then blocks on it. ok is false
-// once jobs is closed.
-func nextJob(jobs <-chan job) (j job, ok bool) {
-	start := time.Now()
-	for {
-		select {
-		case j, ok = <-jobs:
-			return j, ok
-		default:
-		}
-		if time.Since(start) > workerSpin {
-			break
-		}
-		runtime.Gosched()
-	}
-	j, ok = <-jobs
-	return j, ok
 }
 
 // run executes tasks 1..c.tasks-1 on workers and task 0 on the calling
@@ -249,18 +232,7 @@ func (t *team) run(c *call) {
 	// its own; the occasional yield lets a worker that still waits for a P
 	// (concurrent calls on a small machine) run.
 	if c.tasks <= runtime.GOMAXPROCS(0) {
-		start := time.Now()
-		last := start
-		for c.done.Load() < int32(c.tasks-1) {
-			now := time.Now()
-			if now.Sub(start) > callerSpin {
-				break
-			}
-			if now.Sub(last) > callerYield {
-				runtime.Gosched()
-				last = now
-			}
-		}
+		spin.Await(&c.done, int32(c.tasks-1), callerSpin, callerYield)
 	}
 	c.wg.Wait()
 }

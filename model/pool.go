@@ -4,6 +4,9 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/strand-ml/strand/internal/spin"
 )
 
 // headTask is work split over independent items (attention's (batch, head)
@@ -21,6 +24,7 @@ type headJob struct {
 	worker, stride int
 	n              int
 	done           *sync.WaitGroup
+	finished       *atomic.Int32 // counts done jobs for the caller's spin
 }
 
 // headPool is a set of long-lived goroutines fed through a channel.
@@ -28,20 +32,34 @@ type headJob struct {
 // WaitGroup every layer of every step; a pool allocates nothing once its
 // workers exist. Workers hold only the channel: when the owning handle
 // becomes unreachable a cleanup closes it and they exit.
+//
+// Workers and the caller spin before they block (internal/spin), like
+// gemm's team: a split layer lasts 0.1-1 ms, and waking a parked worker
+// on a VM took long enough that LayerNorm's and GELU's backward ran slower
+// on 2 goroutines than on 1 (gpt2s, issue #8); spinning took a 2-thread
+// gpt2s step from 311 to 294 ms.
 type headPool struct {
-	jobs    chan headJob
-	mu      sync.Mutex
-	started int
-	live    atomic.Int32 // workers not yet exited (tests watch it)
-	wg      sync.WaitGroup
+	jobs     chan headJob
+	mu       sync.Mutex
+	started  int
+	live     atomic.Int32 // workers not yet exited (tests watch it)
+	wg       sync.WaitGroup
+	finished atomic.Int32
 }
+
+const (
+	poolWorkerSpin  = 300 * time.Microsecond
+	poolCallerSpin  = 2 * time.Millisecond
+	poolCallerYield = 500 * time.Microsecond
+)
 
 // poolHandle is what an attention layer holds; its cleanup stops the
 // workers of the pool it points to.
 type poolHandle struct{ p *headPool }
 
 func newPoolHandle() *poolHandle {
-	h := &poolHandle{p: &headPool{jobs: make(chan headJob)}}
+	// buffered: the caller hands out jobs without waiting for a worker
+	h := &poolHandle{p: &headPool{jobs: make(chan headJob, 16)}}
 	runtime.AddCleanup(h, func(p *headPool) { close(p.jobs) }, h.p)
 	return h
 }
@@ -54,10 +72,15 @@ func (p *headPool) ensure(n int) {
 		p.live.Add(1)
 		go func(jobs <-chan headJob, live *atomic.Int32) {
 			defer live.Add(-1)
-			for j := range jobs {
+			for {
+				j, ok := spin.Receive(jobs, poolWorkerSpin)
+				if !ok {
+					return
+				}
 				for i := j.worker; i < j.n; i += j.stride {
 					j.task.run(j.worker, i)
 				}
+				j.finished.Add(1)
 				j.done.Done()
 			}
 		}(p.jobs, &p.live)
@@ -78,11 +101,15 @@ func (p *headPool) run(task headTask, n, workers int) {
 	}
 	p.ensure(workers - 1)
 	p.wg.Add(workers - 1)
+	p.finished.Store(0)
 	for w := 1; w < workers; w++ {
-		p.jobs <- headJob{task: task, worker: w, stride: workers, n: n, done: &p.wg}
+		p.jobs <- headJob{task: task, worker: w, stride: workers, n: n, done: &p.wg, finished: &p.finished}
 	}
 	for i := 0; i < n; i += workers {
 		task.run(0, i)
+	}
+	if workers <= runtime.GOMAXPROCS(0) {
+		spin.Await(&p.finished, int32(workers-1), poolCallerSpin, poolCallerYield)
 	}
 	p.wg.Wait()
 }

@@ -57,11 +57,18 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		copy(x, hiddenIn)
 	}
 	m.attn.SegStart = a.seg.segStart()
-	for i := range a.blocks {
-		if err := m.blockForward(ctx, &a.blocks[i], &m.w.blocks[i], x, B, T); err != nil {
-			return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
+	if n := m.laneCount(B, T); n > 1 {
+		if err := m.forwardLanes(ctx, a, n, B, T); err != nil {
+			return 0, 0, err
 		}
-		x = a.blocks[i].res3[:N*C]
+		x = a.blocks[len(a.blocks)-1].res3[:N*C]
+	} else {
+		for i := range a.blocks {
+			if err := m.blockForward(ctx, &a.blocks[i], &m.w.blocks[i], x, B, T); err != nil {
+				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
+			}
+			x = a.blocks[i].res3[:N*C]
+		}
 	}
 	if !l.Last {
 		return 0, 0, nil

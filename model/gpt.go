@@ -48,6 +48,7 @@ type GPT struct {
 	pair                                            pairTask  // a linear backward's two products at once (pair.go)
 	lnStats                                         []float32 // LayerNorm backward's per-row statistics (split.go)
 	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
+	lanes                                           lanes     // the blocks' forward over batch rows (lanes.go)
 }
 
 // localDims are the widths of this rank's shards.

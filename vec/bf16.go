@@ -15,11 +15,14 @@ func ToBF16(dst []uint16, src []float32) {
 	if len(src) == 0 {
 		return
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		toBF16AVX512(&dst[0], &src[0], len(src))
-		return
-	}
-	for i, f := range src {
-		dst[i] = numeric.BF16FromFloat32(f)
+	case useAVX2:
+		toBF16AVX2(&dst[0], &src[0], len(src))
+	default:
+		for i, f := range src {
+			dst[i] = numeric.BF16FromFloat32(f)
+		}
 	}
 }

@@ -15,13 +15,23 @@ func LayerNormRow(out, x, w, b []float32, eps float32) (mean, rstd float32) {
 	if len(out) < n || len(w) < n || len(b) < n {
 		panic(fmt.Sprintf("vec: LayerNormRow lengths out %d, w %d, b %d for %d inputs", len(out), len(w), len(b), n))
 	}
-	if n == 0 || !useAVX512 {
+	if n == 0 {
 		return layerNormRowGo(out, x, w, b, eps)
 	}
-	mean = sumAVX512(&x[0], n) / float32(n)
-	v := sumSqDevAVX512(&x[0], n, mean) / float32(n)
-	rstd = float32(1 / math.Sqrt(float64(v)+float64(eps)))
-	normAffineAVX512(&out[0], &x[0], &w[0], &b[0], n, mean, rstd)
+	switch {
+	case useAVX512:
+		mean = sumAVX512(&x[0], n) / float32(n)
+		v := sumSqDevAVX512(&x[0], n, mean) / float32(n)
+		rstd = float32(1 / math.Sqrt(float64(v)+float64(eps)))
+		normAffineAVX512(&out[0], &x[0], &w[0], &b[0], n, mean, rstd)
+	case useAVX2:
+		mean = sumAVX2(&x[0], n) / float32(n)
+		v := sumSqDevAVX2(&x[0], n, mean) / float32(n)
+		rstd = float32(1 / math.Sqrt(float64(v)+float64(eps)))
+		normAffineAVX2(&out[0], &x[0], &w[0], &b[0], n, mean, rstd)
+	default:
+		return layerNormRowGo(out, x, w, b, eps)
+	}
 	return mean, rstd
 }
 
@@ -38,12 +48,16 @@ func LayerNormBackwardRow(dx, dw, db, dout, x, w []float32, mean, rstd float32) 
 	if n == 0 {
 		return
 	}
-	if !useAVX512 {
+	switch {
+	case useAVX512:
+		s1, s2 := lnBwdDotsAVX512(&dout[0], &x[0], &w[0], n, mean, rstd)
+		lnBwdApplyAVX512(&dx[0], &dw[0], &db[0], &dout[0], &x[0], &w[0], n, mean, rstd, s1/float32(n), s2/float32(n))
+	case useAVX2:
+		s1, s2 := lnBwdDotsAVX2(&dout[0], &x[0], &w[0], n, mean, rstd)
+		lnBwdApplyAVX2(&dx[0], &dw[0], &db[0], &dout[0], &x[0], &w[0], n, mean, rstd, s1/float32(n), s2/float32(n))
+	default:
 		layerNormBackwardRowGo(dx, dw, db, dout, x, w, mean, rstd)
-		return
 	}
-	s1, s2 := lnBwdDotsAVX512(&dout[0], &x[0], &w[0], n, mean, rstd)
-	lnBwdApplyAVX512(&dx[0], &dw[0], &db[0], &dout[0], &x[0], &w[0], n, mean, rstd, s1/float32(n), s2/float32(n))
 }
 
 // LayerNormBackwardDots returns a row's mean(dn) and mean(dn*norm), with
@@ -57,17 +71,20 @@ func LayerNormBackwardDots(dout, x, w []float32, mean, rstd float32) (dnMean, dn
 	if n == 0 {
 		return 0, 0
 	}
-	if !useAVX512 {
-		var a, b float32
+	var s1, s2 float32
+	switch {
+	case useAVX512:
+		s1, s2 = lnBwdDotsAVX512(&dout[0], &x[0], &w[0], n, mean, rstd)
+	case useAVX2:
+		s1, s2 = lnBwdDotsAVX2(&dout[0], &x[0], &w[0], n, mean, rstd)
+	default:
 		for i := range x {
 			norm := (x[i] - mean) * rstd
 			dn := w[i] * dout[i]
-			a += dn
-			b += dn * norm
+			s1 += dn
+			s2 += dn * norm
 		}
-		return a / float32(n), b / float32(n)
 	}
-	s1, s2 := lnBwdDotsAVX512(&dout[0], &x[0], &w[0], n, mean, rstd)
 	return s1 / float32(n), s2 / float32(n)
 }
 
@@ -83,14 +100,17 @@ func LayerNormBackwardDx(dx, dout, x, w []float32, mean, rstd, dnMean, dnNormMea
 	if n == 0 {
 		return
 	}
-	if !useAVX512 {
+	switch {
+	case useAVX512:
+		lnBwdDxAVX512(&dx[0], &dout[0], &x[0], &w[0], n, mean, rstd, dnMean, dnNormMean)
+	case useAVX2:
+		lnBwdDxAVX2(&dx[0], &dout[0], &x[0], &w[0], n, mean, rstd, dnMean, dnNormMean)
+	default:
 		for i := range x {
 			norm := (x[i] - mean) * rstd
 			dx[i] += rstd * (w[i]*dout[i] - dnMean - norm*dnNormMean)
 		}
-		return
 	}
-	lnBwdDxAVX512(&dx[0], &dout[0], &x[0], &w[0], n, mean, rstd, dnMean, dnNormMean)
 }
 
 // LayerNormBackwardParams accumulates LayerNormBackwardRow's parameter
@@ -104,15 +124,18 @@ func LayerNormBackwardParams(dw, db, dout, x []float32, mean, rstd float32) {
 	if n == 0 {
 		return
 	}
-	if !useAVX512 {
+	switch {
+	case useAVX512:
+		lnBwdParamsAVX512(&dw[0], &db[0], &dout[0], &x[0], n, mean, rstd)
+	case useAVX2:
+		lnBwdParamsAVX2(&dw[0], &db[0], &dout[0], &x[0], n, mean, rstd)
+	default:
 		for i := range x {
 			norm := (x[i] - mean) * rstd
 			db[i] += dout[i]
 			dw[i] += norm * dout[i]
 		}
-		return
 	}
-	lnBwdParamsAVX512(&dw[0], &db[0], &dout[0], &x[0], n, mean, rstd)
 }
 
 func layerNormRowGo(out, x, w, b []float32, eps float32) (float32, float32) {

@@ -2,15 +2,28 @@ package vec
 
 import "math"
 
+// simdLen is how many of n elements the 16-float assembly kernels below
+// take (the callers finish the rest in Go): n rounded down to a multiple
+// of 16 when the CPU runs either assembly path, else 0.
+func simdLen(n int) int {
+	if useAVX512 || useAVX2 {
+		return n &^ 15
+	}
+	return 0
+}
+
 // Max is the largest element of x (-Inf for an empty x): a softmax shift.
 // With NaNs in x the result is unspecified; -0 and +0 may come back either
 // way (a shift by either gives the same exponentials).
 func Max(x []float32) float32 {
 	m := float32(math.Inf(-1))
-	n := 0
-	if useAVX512 && len(x) >= 16 {
-		n = len(x) &^ 15
+	n := simdLen(len(x))
+	switch {
+	case n == 0:
+	case useAVX512:
 		m = maxAVX512(&x[0], n)
+	case useAVX2:
+		m = maxAVX2(&x[0], n)
 	}
 	for _, v := range x[n:] {
 		if v > m {
@@ -21,27 +34,33 @@ func Max(x []float32) float32 {
 }
 
 // SubMul sets d[i] = p[i] * (d[i] - c): the softmax backward's
-// ds = p * (dp - D) per row. Two roundings per element on both paths (no
+// ds = p * (dp - D) per row. Two roundings per element on every path (no
 // fused multiply-add): the same bits.
 func SubMul(d, p []float32, c float32) {
 	p = p[:len(d)]
-	n := 0
-	if useAVX512 && len(d) >= 16 {
-		n = len(d) &^ 15
+	n := simdLen(len(d))
+	switch {
+	case n == 0:
+	case useAVX512:
 		subMulAVX512(&d[0], &p[0], n, c)
+	case useAVX2:
+		subMulAVX2(&d[0], &p[0], n, c)
 	}
 	for i := n; i < len(d); i++ {
 		d[i] = p[i] * (d[i] - c)
 	}
 }
 
-// Scale multiplies x[i] by s in float32 (one rounding per element on both
-// paths: the same bits).
+// Scale multiplies x[i] by s in float32 (one rounding per element on every
+// path: the same bits).
 func Scale(x []float32, s float32) {
-	n := 0
-	if useAVX512 && len(x) >= 16 {
-		n = len(x) &^ 15
+	n := simdLen(len(x))
+	switch {
+	case n == 0:
+	case useAVX512:
 		scaleAVX512(&x[0], n, s)
+	case useAVX2:
+		scaleAVX2(&x[0], n, s)
 	}
 	for i := n; i < len(x); i++ {
 		x[i] *= s
@@ -50,12 +69,15 @@ func Scale(x []float32, s float32) {
 
 // ScaleF64 sets x[i] = float32(float64(x[i]) * s): the product in float64,
 // rounded once to float32 (softmax normalization by 1/sum kept in float64).
-// Both paths give the same bits.
+// Every path gives the same bits.
 func ScaleF64(x []float32, s float64) {
-	n := 0
-	if useAVX512 && len(x) >= 16 {
-		n = len(x) &^ 15
+	n := simdLen(len(x))
+	switch {
+	case n == 0:
+	case useAVX512:
 		scaleF64AVX512(&x[0], n, s)
+	case useAVX2:
+		scaleF64AVX2(&x[0], n, s)
 	}
 	for i := n; i < len(x); i++ {
 		x[i] = float32(float64(x[i]) * s)
@@ -66,14 +88,17 @@ func ScaleF64(x []float32, s float64) {
 // is fixed by the length alone: 16 running sums (element i into sum i%16)
 // over the first len&^15 elements, combined pairwise (j with j+8, then
 // j+4, j+2, j+1), then the remaining elements in order. Each square of a
-// float32 is exact in float64. Both paths give the same bits.
+// float32 is exact in float64. All three paths give the same bits.
 func SumSquares(x []float32) float64 {
 	n := len(x) &^ 15
 	var s float64
 	if n > 0 {
-		if useAVX512 {
+		switch {
+		case useAVX512:
 			s = sumSquaresAVX512(&x[0], n)
-		} else {
+		case useAVX2:
+			s = sumSquaresAVX2(&x[0], n)
+		default:
 			s = sumSquaresGo(x[:n])
 		}
 	}

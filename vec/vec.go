@@ -10,8 +10,11 @@ func ExpShiftSum(x []float32, shift float32) float32 {
 	if len(x) == 0 {
 		return 0
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		return expShiftSumAVX512(&x[0], len(x), shift)
+	case useAVX2:
+		return expShiftSumAVX2(&x[0], len(x), shift)
 	}
 	return expShiftSumGo(x, shift)
 }
@@ -25,11 +28,14 @@ func GELUTanh(out, x []float32) {
 	if len(x) == 0 {
 		return
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		geluTanhAVX512(&out[0], &x[0], len(x))
-		return
+	case useAVX2:
+		geluTanhAVX2(&out[0], &x[0], len(x))
+	default:
+		geluTanhGo(out, x)
 	}
-	geluTanhGo(out, x)
 }
 
 // GELUTanhBias adds the bias to x in place (x[i] += b[i], kept: the
@@ -42,12 +48,15 @@ func GELUTanhBias(out, x, b []float32) {
 	if len(x) == 0 {
 		return
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		geluTanhBiasAVX512(&out[0], &x[0], &b[0], len(x))
-		return
+	case useAVX2:
+		geluTanhBiasAVX2(&out[0], &x[0], &b[0], len(x))
+	default:
+		Add(x, b[:len(x)])
+		geluTanhGo(out, x)
 	}
-	Add(x, b[:len(x)])
-	geluTanhGo(out, x)
 }
 
 // GELUTanhBackward writes dx[i] = dout[i] * gelu'(x[i]) (overwriting dx).
@@ -58,11 +67,14 @@ func GELUTanhBackward(dx, x, dout []float32) {
 	if len(x) == 0 {
 		return
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		geluTanhBackwardAVX512(&dx[0], &x[0], &dout[0], len(x))
-		return
+	case useAVX2:
+		geluTanhBackwardAVX2(&dx[0], &x[0], &dout[0], len(x))
+	default:
+		geluTanhBackwardGo(dx, x, dout)
 	}
-	geluTanhBackwardGo(dx, x, dout)
 }
 
 // GELUTanhBackwardBias is GELUTanhBackward followed by db[i] += dx[i]
@@ -75,12 +87,15 @@ func GELUTanhBackwardBias(dx, x, dout, db []float32) {
 	if len(x) == 0 {
 		return
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		geluTanhBackwardBiasAVX512(&dx[0], &x[0], &dout[0], &db[0], len(x))
-		return
+	case useAVX2:
+		geluTanhBackwardBiasAVX2(&dx[0], &x[0], &dout[0], &db[0], len(x))
+	default:
+		geluTanhBackwardGo(dx, x, dout)
+		Add(db[:len(x)], dx[:len(x)])
 	}
-	geluTanhBackwardGo(dx, x, dout)
-	Add(db[:len(x)], dx[:len(x)])
 }
 
 // AdamWStep holds the per-step scalars of an AdamW update (see AdamW).
@@ -118,9 +133,12 @@ func AdamW(p, g, m, v []float32, s *AdamWStep) {
 	if gs == 0 {
 		gs = 1
 	}
-	if useAVX512 {
+	switch {
+	case useAVX512:
 		adamwAVX512(&p[0], &g[0], &m[0], &v[0], n, s, gs)
-		return
+	case useAVX2:
+		adamwAVX2(&p[0], &g[0], &m[0], &v[0], n, s, gs)
+	default:
+		adamwGo(p, g, m, v, s, gs)
 	}
-	adamwGo(p, g, m, v, s, gs)
 }

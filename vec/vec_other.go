@@ -2,7 +2,10 @@
 
 package vec
 
-const useAVX512 = false
+const (
+	useAVX512 = false
+	useAVX2   = false
+)
 
 func expShiftSumAVX512(x *float32, n int, shift float32) float32       { panic("unreachable") }
 func geluTanhAVX512(out, x *float32, n int)                            { panic("unreachable") }
@@ -34,3 +37,34 @@ func lnBwdDxAVX512(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean fl
 	panic("unreachable")
 }
 func lnBwdParamsAVX512(dw, db, dout, x *float32, n int, m, s float32) { panic("unreachable") }
+
+func expShiftSumAVX2(x *float32, n int, shift float32) float32       { panic("unreachable") }
+func geluTanhAVX2(out, x *float32, n int)                            { panic("unreachable") }
+func geluTanhBackwardAVX2(dx, x, dout *float32, n int)               { panic("unreachable") }
+func geluTanhBiasAVX2(out, x, b *float32, n int)                     { panic("unreachable") }
+func geluTanhBackwardBiasAVX2(dx, x, dout, db *float32, n int)       { panic("unreachable") }
+func adamwAVX2(p, g, m, v *float32, n int, s *AdamWStep, gs float32) { panic("unreachable") }
+
+func sumAVX2(x *float32, n int) float32                         { panic("unreachable") }
+func sumSqDevAVX2(x *float32, n int, m float32) float32         { panic("unreachable") }
+func normAffineAVX2(out, x, w, b *float32, n int, m, s float32) { panic("unreachable") }
+func lnBwdDotsAVX2(dout, x, w *float32, n int, m, s float32) (float32, float32) {
+	panic("unreachable")
+}
+func lnBwdApplyAVX2(dinp, dw, db, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32) {
+	panic("unreachable")
+}
+
+func toBF16AVX2(dst *uint16, src *float32, n int) { panic("unreachable") }
+
+func addAVX2(dst, src *float32, n int) { panic("unreachable") }
+
+func scaleAVX2(x *float32, n int, s float32)     { panic("unreachable") }
+func scaleF64AVX2(x *float32, n int, s float64)  { panic("unreachable") }
+func sumSquaresAVX2(x *float32, n int) float64   { panic("unreachable") }
+func maxAVX2(x *float32, n int) float32          { panic("unreachable") }
+func subMulAVX2(d, p *float32, n int, c float32) { panic("unreachable") }
+func lnBwdDxAVX2(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean float32) {
+	panic("unreachable")
+}
+func lnBwdParamsAVX2(dw, db, dout, x *float32, n int, m, s float32) { panic("unreachable") }

@@ -1,10 +1,6 @@
 package model
 
-import (
-	"unsafe"
-
-	"github.com/strand-ml/strand/vec"
-)
+import "github.com/strand-ml/strand/vec"
 
 // Mixed precision (bf16). With SetBF16(true) the model's large products --
 // the four linear layers of every block and the tied head, forward and
@@ -21,11 +17,7 @@ import (
 //
 // Attention's per-head products stay float32: they are small, and the
 // online softmax's rescaling wants the precision.
-type bf16State struct {
-	on   bool
-	w    []uint16    // (len(Params.Data)) bf16 copy of the parameters
-	slot [2][]uint16 // scratch for the two non-parameter operands of one product
-}
+type bf16State = lowPrecision[uint16]
 
 // SetBF16 turns bf16 products on or off. Turning them on allocates the
 // bf16 weight copy and scratch, and syncs the weights.
@@ -35,13 +27,7 @@ func (m *GPT) SetBF16(on bool) {
 		return
 	}
 	m.SetFP16(false)
-	m.b16.on = true
-	d := m.local
-	widest := max(d.C, 3*d.Cl, d.FCl, d.Hl, d.Vl)
-	for i := range m.b16.slot {
-		m.b16.slot[i] = make([]uint16, m.MaxB*m.MaxT*widest)
-	}
-	m.SyncBF16()
+	m.b16.enable(m, vec.ToBF16)
 }
 
 // BF16 reports whether bf16 products are on.
@@ -49,60 +35,24 @@ func (m *GPT) BF16() bool { return m.b16.on }
 
 // SyncBF16 rounds the float32 parameters into the bf16 copy. Call it after
 // anything changes Params.Data (the trainer does, once per step).
-func (m *GPT) SyncBF16() {
-	if !m.b16.on {
-		return
-	}
-	if len(m.b16.w) != len(m.Params.Data) { // Params rebuilt (e.g. adapters added)
-		m.b16.w = make([]uint16, len(m.Params.Data))
-	}
-	vec.ToBF16(m.b16.w, m.Params.Data)
-}
+func (m *GPT) SyncBF16() { m.b16.sync(m.Params.Data) }
 
-// bf16Bytes is the memory of the bf16 copy and scratch.
-func (m *GPT) bf16Bytes() int64 {
-	return 2*int64(len(m.b16.w)+len(m.b16.slot[0])+len(m.b16.slot[1])) +
-		4*int64(len(m.f16.w)+len(m.f16.slot[0])+len(m.f16.slot[1]))
-}
-
-// operand16 returns x (the span a product reads: rows x cols with leading
-// dimension ld, transposed or not) as bf16: the synced copy when x lies in
-// Params.Data, otherwise x rounded into scratch slot.
-func (m *GPT) operand16(x []float32, trans bool, rows, cols, ld, slot int) []uint16 {
-	if trans {
-		rows, cols = cols, rows
-	}
-	n := (rows-1)*ld + cols
-	if p := m.Params.Data; len(p) > 0 && len(x) > 0 {
-		base, at := uintptr(unsafe.Pointer(&p[0])), uintptr(unsafe.Pointer(&x[0]))
-		if at >= base && at < base+uintptr(len(p))*4 {
-			off := int(at-base) / 4
-			return m.b16.w[off : off+n]
-		}
-	}
-	s := m.b16.slot[slot]
-	if n > len(s) {
-		// a weight outside Params (a frozen base under LoRA) can be wider
-		// than any activation: grow once, then reuse
-		s = make([]uint16, n)
-		m.b16.slot[slot] = s
-	}
-	vec.ToBF16(s[:n], x[:n])
-	return s[:n]
-}
+// bf16Bytes is the memory of the bf16 or fp16 copy and scratch.
+func (m *GPT) bf16Bytes() int64 { return m.b16.bytes() + m.f16.bytes() }
 
 // mm is C = alpha*op(A)*op(B) + beta*C on the model's engine, with bf16
 // operands when bf16 products are on.
 func (m *GPT) mm(transA, transB bool, M, N, K int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m.f16.on {
-		a, b = m.operandF16(a, transA, M, K, lda, 0), m.operandF16(b, transB, K, N, ldb, 1)
+		p := m.Params.Data
+		a, b = m.f16.operand(p, a, transA, M, K, lda, 0), m.f16.operand(p, b, transB, K, N, ldb, 1)
 	}
 	if !m.b16.on {
 		m.gemm.Sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	a16 := m.operand16(a, transA, M, K, lda, 0)
-	b16 := m.operand16(b, transB, K, N, ldb, 1)
+	a16 := m.b16.operand(m.Params.Data, a, transA, M, K, lda, 0)
+	b16 := m.b16.operand(m.Params.Data, b, transB, K, N, ldb, 1)
 	m.gemm.GemmBF16(transA, transB, M, N, K, alpha, a16, lda, b16, ldb, beta, c, ldc)
 }
 

@@ -44,4 +44,16 @@
 // closed and every pending call on it returns a *transport.PeerError), and
 // the failure is announced through transport.FailureNotifier so that
 // collectives can abort at once, naming the dead rank.
+//
+// Giving up is not a crash. Close says goodbye on every stream (a clean
+// exit: peers' calls fail with transport.ErrPeerLeft, nobody is announced
+// failed), and the goodbye names the first rank this transport saw fail,
+// if any: a peer that has not noticed that rank's death yet announces it
+// on the goodbye's word (before waking its waiters), so every survivor of
+// a collective names the rank that died, not a neighbour that left
+// because of it. For the goodbye to get through, a rank that gives up
+// never cuts a frame: a send interrupted by its context finishes the frame
+// it began (and every part of a split message once one part is out), and
+// a receive that gives up while its buffer is being filled waits for that
+// part; only a peer stalled for finishGrace (1 s) mid-frame is failed.
 package tcp

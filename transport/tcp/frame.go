@@ -11,9 +11,15 @@ import (
 const frameMagic = 0x31524653
 
 // byeMagic starts the goodbye frame a closing transport sends on each of
-// its streams ("SBYE", all other fields zero): after it that stream carries
-// nothing more, and its closing is a clean exit, not a failure. Goodbye on
-// stream 0 means no new messages will come.
+// its streams ("SBYE"): after it that stream carries nothing more, and its
+// closing is a clean exit, not a failure. Goodbye on stream 0 means no new
+// messages will come. Layout (little endian):
+//
+//	[0:4)   magic
+//	[4:8)   why: 0 for a plain close; r+1 when the sender is leaving
+//	        because it saw rank r fail (the culprit, so that the peer can
+//	        name r even before it notices r's death itself)
+//	[8:40)  zero
 const byeMagic = 0x45594253
 
 // frameHeaderLen is the fixed size of a frame header in bytes.
@@ -34,6 +40,9 @@ type frameHeader struct {
 	Total   uint64
 	Offset  uint64
 	Bye     bool // a goodbye frame (see byeMagic)
+	// ByeWhy (goodbye only): 0, or 1 + the rank whose failure made the
+	// sender leave.
+	ByeWhy uint32
 }
 
 func (h *frameHeader) encode(b *[frameHeaderLen]byte) {
@@ -42,6 +51,11 @@ func (h *frameHeader) encode(b *[frameHeaderLen]byte) {
 		magic = byeMagic
 	}
 	binary.LittleEndian.PutUint32(b[0:], magic)
+	if h.Bye {
+		binary.LittleEndian.PutUint32(b[4:], h.ByeWhy)
+		clear(b[8:])
+		return
+	}
 	binary.LittleEndian.PutUint32(b[4:], h.PartLen)
 	binary.LittleEndian.PutUint64(b[8:], h.Tag)
 	binary.LittleEndian.PutUint64(b[16:], h.ID)
@@ -63,7 +77,8 @@ func decodeFrameHeader(b []byte, maxMessage uint64) (frameHeader, error) {
 	case frameMagic:
 	case byeMagic:
 		h.Bye = true
-		for _, x := range b[4:frameHeaderLen] {
+		h.ByeWhy = binary.LittleEndian.Uint32(b[4:])
+		for _, x := range b[8:frameHeaderLen] {
 			if x != 0 {
 				return h, errors.New("malformed goodbye frame")
 			}

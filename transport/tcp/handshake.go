@@ -12,7 +12,9 @@ import (
 
 // ProtocolVersion is bumped on any incompatible change to the handshake or
 // frame layout; peers with different versions refuse each other.
-const ProtocolVersion = 1
+// Version 2: the goodbye frame names the rank whose failure made its
+// sender leave.
+const ProtocolVersion = 2
 
 var helloMagic = [8]byte{'S', 'T', 'R', 'A', 'N', 'D', 'H', 'S'}
 

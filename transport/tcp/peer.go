@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,9 +204,12 @@ func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
 	k := len(p.streams)
 	if len(buf) < p.t.cfg.SplitBytes || k == 1 {
 		h := frameHeader{PartLen: uint32(len(buf)), Tag: uint64(tag), ID: id, Total: total}
-		return p.writeFrame(ctx, p.streams[0], &h, buf)
+		return p.writeFrame(ctx, p.streams[0], false, &h, buf)
 	}
 	// Split into k parts of whole 4 KiB pages; part 0 goes on stream 0.
+	// Once one part is handed to its writer the message is committed:
+	// the peer cannot skip a message with parts missing, so the rest
+	// follow whatever ctx says (part writers finish within finishGrace).
 	part := (len(buf) + k - 1) / k
 	part = (part + 4095) &^ 4095
 	done := p.getSplit()
@@ -214,10 +218,14 @@ func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
 	for i := 1; i < k && i*part < len(buf) && err == nil; i++ {
 		lo, hi := i*part, min((i+1)*part, len(buf))
 		req := partReq{ctx: ctx, h: frameHeader{PartLen: uint32(hi - lo), Tag: uint64(tag), ID: id, Total: total, Offset: uint64(lo)}, data: buf[lo:hi], done: done}
+		var cancelled <-chan struct{}
+		if sent == 0 {
+			cancelled = ctx.Done() // nothing on the wire yet: giving up is clean
+		}
 		select {
 		case p.streams[i].parts <- req:
 			sent++
-		case <-ctx.Done():
+		case <-cancelled:
 			err = ctx.Err()
 		case <-p.dead:
 			err = p.deadErr()
@@ -225,11 +233,8 @@ func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
 	}
 	if err == nil {
 		h := frameHeader{PartLen: uint32(min(part, len(buf))), Tag: uint64(tag), ID: id, Total: total}
-		err = p.writeFrame(ctx, p.streams[0], &h, buf[:min(part, len(buf))])
+		err = p.writeFrame(ctx, p.streams[0], sent > 0, &h, buf[:min(part, len(buf))])
 	} else {
-		// Some parts may be on the wire without their first part: the
-		// peer can never complete this message, so the pair is unusable.
-		p.fail(fmt.Errorf("split send abandoned: %w", err))
 		err = p.peerErr("send", err)
 	}
 	for ; sent > 0; sent-- { // the caller's buffer is busy until every part is written
@@ -271,7 +276,7 @@ func (p *peer) sendMulti(ctx context.Context, tag transport.Tag, bufs [][]byte) 
 		return p.peerErr("send", errPeerLeft)
 	}
 	s := p.streams[0]
-	return p.writeLocked(ctx, s, func() net.Buffers {
+	return p.writeLocked(ctx, s, false, func() net.Buffers {
 		for i, b := range bufs {
 			h := frameHeader{PartLen: uint32(len(b)), Tag: uint64(tag), ID: p.nextID.Add(1), Total: uint64(len(b))}
 			h.encode(&s.hdrs[i])
@@ -302,7 +307,7 @@ func (p *peer) partWriter(s *stream) {
 	for {
 		select {
 		case req := <-s.parts:
-			req.done <- p.writeFrame(req.ctx, s, &req.h, req.data)
+			req.done <- p.writeFrame(req.ctx, s, true, &req.h, req.data) // committed: see send
 		case <-p.t.closed:
 			return
 		}
@@ -318,67 +323,165 @@ func (p *peer) deadErr() error {
 // aLongTimeAgo is a deadline in the past, to interrupt a blocked write.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// writeFrame writes header and payload with one vectored write.
-func (p *peer) writeFrame(ctx context.Context, s *stream, h *frameHeader, payload []byte) error {
-	return p.writeLocked(ctx, s, func() net.Buffers {
+// writeFrame writes header and payload with one vectored write (see
+// writeLocked for commit).
+func (p *peer) writeFrame(ctx context.Context, s *stream, commit bool, h *frameHeader, payload []byte) error {
+	return p.writeLocked(ctx, s, commit, func() net.Buffers {
 		h.encode(&s.hdr)
 		s.vec[0], s.vec[1] = s.hdr[:], payload
 		return s.vec[:]
 	})
 }
 
+// finishGrace bounds how long a frame that has begun (or a part of a
+// message whose other parts are on the wire) may take to finish after its
+// caller gave up, and how long a receiver that gives up waits for a part
+// being read into its buffer. The peer's reader always drains its socket,
+// so a healthy peer needs a frame's transfer time; only a peer that is
+// alive but stalled takes the whole grace, and then its pair of streams is
+// failed.
+const finishGrace = time.Second
+
 // writeLocked takes the stream, applies ctx's deadline and writes the
 // buffers fill returns (built while holding the stream, so message ids go
-// on the wire in the order they were assigned). A write that fails after
-// putting some bytes on the wire leaves the stream out of sync, so it
-// fails the peer.
-func (p *peer) writeLocked(ctx context.Context, s *stream, fill func() net.Buffers) error {
+// on the wire in the order they were assigned).
+//
+// Frames are never cut: a write that ctx interrupts after putting some
+// bytes on the wire is finished (within finishGrace) before it returns
+// ctx's error, so the stream stays in sync and the peer never sees this
+// rank's own cancellation as a crash (a rank that gives up because a third
+// rank died must still be able to say goodbye). With commit (a part of a
+// message some of whose parts are already sent) the whole frame is
+// written even if ctx has ended. Only a write that cannot finish (the
+// peer stalled, or the socket broke) fails the peer; a socket error is
+// first checked against the peer's goodbye (peerLeft), since a peer that
+// left cleanly resets its sockets when it closes.
+func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill func() net.Buffers) error {
+	var cancelled <-chan struct{}
+	if !commit {
+		cancelled = ctx.Done()
+	}
 	select {
 	case s.lock <- struct{}{}:
-	case <-ctx.Done():
+	case <-cancelled:
 		return p.peerErr("send", ctx.Err())
 	case <-p.dead:
 		return p.peerErr("send", p.deadErr())
 	}
 	defer func() { <-s.lock }()
-	if d, ok := ctx.Deadline(); ok {
+	d, timed := ctx.Deadline()
+	if commit && ctx.Err() != nil {
+		d, timed = time.Now().Add(finishGrace), true
+	}
+	if timed {
 		_ = s.conn.SetWriteDeadline(d)
 		s.timed = true
 	} else if s.timed {
 		_ = s.conn.SetWriteDeadline(time.Time{})
 		s.timed = false
 	}
-	if ctx.Done() != nil {
-		if _, ok := ctx.Deadline(); !ok { // cancellable without deadline: watch it
-			stop := context.AfterFunc(ctx, func() { _ = s.conn.SetWriteDeadline(aLongTimeAgo) })
-			defer func() {
-				if !stop() {
-					s.timed = true // the deadline was moved; reset on next write
-				}
-			}()
-		}
+	var interrupt *writeInterrupt
+	if !timed && ctx.Done() != nil { // cancellable without deadline: watch it
+		interrupt = &writeInterrupt{conn: s.conn}
+		interrupt.stop = context.AfterFunc(ctx, interrupt.fire)
+		s.timed = true // the deadline may be moved; reset on next write
 	}
 	s.bufs = fill()
 	n, err := s.bufs.WriteTo(s.conn)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (n > 0 || commit) {
+		// Interrupted mid-frame by our own deadline or cancellation:
+		// finish the frame.
+		if interrupt != nil {
+			interrupt.disarm()
+		}
+		_ = s.conn.SetWriteDeadline(time.Now().Add(finishGrace))
+		s.timed = true
+		m, ferr := s.bufs.WriteTo(s.conn)
+		n += m
+		if ferr == nil {
+			err = ctx.Err() // delivered whole, but the caller's time is up
+			if err == nil {
+				err = os.ErrDeadlineExceeded
+			}
+			clear(s.vec[:])
+			clear(s.vecs[:])
+			return p.peerErr("send", err)
+		}
+		err = fmt.Errorf("frame stalled after %d bytes: %w", n, ferr)
+		p.fail(err)
+		clear(s.vec[:])
+		clear(s.vecs[:])
+		return p.peerErr("send", err)
+	}
+	if interrupt != nil {
+		interrupt.disarm()
+	}
 	clear(s.vec[:])
 	clear(s.vecs[:])
-	if err != nil {
-		select {
-		case <-p.dead: // the socket was closed because the peer failed: say why
-			return p.peerErr("send", p.deadErr())
-		default:
-		}
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-p.dead: // the socket was closed because the peer failed: say why
+		return p.peerErr("send", p.deadErr())
+	default:
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) { // nothing written: the stream is in sync
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		if n > 0 {
-			p.fail(fmt.Errorf("write interrupted after %d bytes: %w", n, err))
-		} else if ctx.Err() == nil {
-			p.fail(fmt.Errorf("write: %w", err))
-		}
 		return p.peerErr("send", err)
 	}
-	return nil
+	if p.leftCleanly() {
+		return p.peerErr("send", errPeerLeft)
+	}
+	p.fail(fmt.Errorf("write: %w", err))
+	return p.peerErr("send", err)
+}
+
+// writeInterrupt moves a socket's write deadline into the past when a
+// write's context (one without a deadline) is cancelled, unless the write
+// has been disarmed meanwhile (it is finishing its frame).
+type writeInterrupt struct {
+	conn     *net.TCPConn
+	stop     func() bool
+	mu       sync.Mutex
+	disarmed bool
+}
+
+func (w *writeInterrupt) fire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.disarmed {
+		_ = w.conn.SetWriteDeadline(aLongTimeAgo)
+	}
+}
+
+func (w *writeInterrupt) disarm() {
+	w.stop()
+	w.mu.Lock()
+	w.disarmed = true
+	w.mu.Unlock()
+}
+
+// leftCleanly waits (at most finishGrace) after a socket error on a write
+// for this peer's readers to tell a clean exit from a crash: a peer that
+// said goodbye may reset the socket when it closes, and must not be
+// announced as failed. It reports whether the peer left.
+func (p *peer) leftCleanly() bool {
+	deadline := time.Now().Add(finishGrace)
+	for {
+		p.mu.Lock()
+		left, failed := p.left, p.err != nil || p.failing
+		p.mu.Unlock()
+		switch {
+		case left:
+			return true
+		case failed, time.Now().After(deadline):
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // ---- receiving ----
@@ -393,10 +496,13 @@ func (p *peer) readLoop(s *stream, idx int) {
 	sawBye := false // this stream's goodbye arrived: EOF is expected
 	for {
 		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			if sawBye {
+				// A clean exit, announced by goodbye. The end may come
+				// as a reset rather than EOF (the peer closed with our
+				// bytes unread): nothing more was due on this stream.
+				return
+			}
 			if errors.Is(err, io.EOF) {
-				if sawBye {
-					return // a clean exit, announced by goodbye
-				}
 				err = errors.New("connection closed by peer without goodbye (process died?)")
 			}
 			p.fail(err)
@@ -410,7 +516,7 @@ func (p *peer) readLoop(s *stream, idx int) {
 		if h.Bye {
 			sawBye = true
 			if idx == 0 {
-				p.goodbye()
+				p.goodbye(h.ByeWhy)
 			}
 			continue
 		}
@@ -433,8 +539,15 @@ func (p *peer) readLoop(s *stream, idx int) {
 var errPeerLeft = transport.ErrPeerLeft
 
 // goodbye records a clean exit: Recvs that can no longer be matched fail
-// now; messages already announced still complete.
-func (p *peer) goodbye() {
+// now; messages already announced still complete. why is the goodbye's
+// ByeWhy: if the peer left because it saw another rank fail, that rank's
+// failure is announced first (as with a failure we see ourselves, before
+// any waiter wakes), so that a caller whose Recv fails with ErrPeerLeft
+// finds the culprit among PeerFailures at once.
+func (p *peer) goodbye(why uint32) {
+	if why > 0 {
+		p.t.noteReported(int(why-1), p.rank)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.left = true
@@ -449,13 +562,16 @@ func (p *peer) goodbye() {
 }
 
 // sayGoodbye tells the peer this side is closing, so it does not mistake
-// the closing sockets for a crash. Bounded by a short deadline.
-func (p *peer) sayGoodbye() {
+// the closing sockets for a crash; why (ByeWhy) names the failed rank that
+// made this side give up, if any. Bounded by a short deadline: a frame
+// being written finishes first (frames are never cut), and the peer's
+// reader always drains its socket.
+func (p *peer) sayGoodbye(why uint32) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	for _, s := range p.streams {
-		h := frameHeader{Bye: true}
-		_ = p.writeFrame(ctx, s, &h, nil)
+		h := frameHeader{Bye: true, ByeWhy: why}
+		_ = p.writeFrame(ctx, s, false, &h, nil)
 	}
 }
 
@@ -800,12 +916,27 @@ func (p *peer) abandon(r *pending, box *mailbox) {
 	m.recv, m.abandoned = nil, true
 	if m.direct {
 		if m.writers > 0 && p.err == nil {
-			// A part is being read into the caller's buffer and the peer
-			// is stalled mid-frame: the stream cannot be resynchronized.
-			err := errors.New("receiver abandoned a message half-way")
-			if p.failLocked(err) {
-				go p.t.noteFailure(&transport.PeerError{Peer: p.rank, Op: "connection", Err: err})
+			// A part is being read into the caller's buffer (or sink):
+			// let it finish, which takes a part's transfer time (senders
+			// never cut frames). Closing the sockets instead would look
+			// like this rank's crash to the peer, which would then blame
+			// us rather than whatever made us give up. Only a peer that
+			// stalls mid-frame for finishGrace is failed: the stream
+			// cannot be resynchronized.
+			finished := false // guarded by p.mu
+			stalled := time.AfterFunc(finishGrace, func() {
+				p.mu.Lock()
+				ok := finished
+				p.mu.Unlock()
+				if !ok {
+					p.fail(errors.New("stalled mid-frame while this rank's receiver was giving up"))
+				}
+			})
+			for m.writers > 0 {
+				p.cond.Wait()
 			}
+			finished = true
+			stalled.Stop()
 		}
 		for m.writers > 0 {
 			p.cond.Wait()

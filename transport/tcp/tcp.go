@@ -490,16 +490,51 @@ func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
 	return append([]*transport.PeerError(nil), t.failures...), t.failCh
 }
 
+// noteFailure announces a peer's failure (PeerFailures), once per peer:
+// the first report of a rank wins (it may come from another rank's
+// goodbye, see noteReported, before this rank's own sockets break).
 func (t *Transport) noteFailure(pe *transport.PeerError) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closing {
 		return
 	}
+	for _, f := range t.failures {
+		if f.Peer == pe.Peer {
+			return
+		}
+	}
 	t.log.Error("tcp: peer failed", "peer", pe.Peer, "err", pe.Err)
 	t.failures = append(t.failures, pe)
 	close(t.failCh)
 	t.failCh = make(chan struct{})
+}
+
+// noteReported announces rank culprit's failure as reported by rank
+// reporter's goodbye: reporter left the job because it saw culprit fail.
+// Collectives waiting on reporter then name culprit, the root cause,
+// rather than a bare "peer left", even while culprit's own sockets to this
+// rank still look healthy (the reset may be on its way, or culprit may be
+// cut off from reporter only).
+func (t *Transport) noteReported(culprit, reporter int) {
+	if culprit < 0 || culprit >= t.cfg.Size || culprit == t.cfg.Rank || culprit == reporter {
+		return // nothing this rank can act on
+	}
+	t.noteFailure(&transport.PeerError{Peer: culprit, Op: "connection",
+		Err: fmt.Errorf("reported by rank %d, which left the job after seeing rank %d fail", reporter, culprit)})
+}
+
+// byeWhy is the ByeWhy of the goodbye to peer p: 1 + the first rank other
+// than p that this rank saw fail, or 0.
+func (t *Transport) byeWhy(p int) uint32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, f := range t.failures {
+		if f.Peer != p {
+			return uint32(f.Peer) + 1
+		}
+	}
+	return 0
 }
 
 var errClosed = errors.New("transport closed")
@@ -534,7 +569,7 @@ func (t *Transport) close(graceful bool) error {
 		if graceful {
 			for _, p := range t.peers {
 				if p != nil {
-					p.sayGoodbye()
+					p.sayGoodbye(t.byeWhy(p.rank))
 				}
 			}
 			// Half-close and keep reading until each peer closes too (or

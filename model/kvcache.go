@@ -36,6 +36,7 @@ type KVCache struct {
 	score [][]float32
 	lnf   []float32 // (C) last row after ln_f
 	logit []float32 // (V)
+	task  kvAttendTask
 }
 
 // NewKVCache makes an empty cache for up to capacity positions. A
@@ -158,48 +159,64 @@ func (c *KVCache) block(l int, x []float32, Tn, p0 int) {
 }
 
 // attend computes atty (N, C) for the N new queries against all p0+N cached
-// keys: new row i sits at position p0+i and sees keys 0..p0+i.
+// keys: new row i sits at position p0+i and sees keys 0..p0+i. Heads are
+// spread over the attention pool (kvAttendTask, reused: no allocation per
+// token).
 func (c *KVCache) attend(qkv, kc, vc []float32, N, p0 int) {
 	m, d := c.m, c.m.local
-	a := m.attn
-	C, NH := d.C, d.NHl
-	HS := C / NH
 	L := p0 + N
-	scale := float32(1 / math.Sqrt(float64(HS)))
 	for w := range c.score {
 		if len(c.score[w]) < N*L {
 			c.score[w] = make([]float32, N*L)
 		}
 	}
-	a.parallel(NH, func(w, h int) {
-		s := c.score[w][:N*L]
-		// scores (N, L) = scale * q (N, HS) @ K^T
-		a.gemm.Sgemm(false, true, N, L, HS, scale, qkv[h*HS:], 3*C, kc[h*HS:], C, 0, s, L)
-		for i := 0; i < N; i++ {
-			t := p0 + i
-			row := s[i*L : (i+1)*L]
-			if a.Slopes != nil {
-				alibiBias(row[:t+1], a.Slopes[h], t)
-			}
-			mx := row[0]
-			for _, v := range row[1 : t+1] {
-				mx = max(mx, v)
-			}
-			var z float32
-			for j := 0; j <= t; j++ {
-				e := float32(math.Exp(float64(row[j] - mx)))
-				row[j] = e
-				z += e
-			}
-			inv := 1 / z
-			for j := 0; j <= t; j++ {
-				row[j] *= inv
-			}
-			clear(row[t+1:])
+	t := &c.task
+	*t = kvAttendTask{c: c, qkv: qkv, kc: kc, vc: vc, N: N, p0: p0}
+	m.attn.pool.p.run(t, d.NHl, m.attn.Threads)
+	*t = kvAttendTask{} // drop references to the layer's buffers
+}
+
+// kvAttendTask is one attend call; run(w, h) computes head h on worker w.
+type kvAttendTask struct {
+	c           *KVCache
+	qkv, kc, vc []float32
+	N, p0       int
+}
+
+func (k *kvAttendTask) run(w, h int) {
+	c, N, p0 := k.c, k.N, k.p0
+	a, d := c.m.attn, c.m.local
+	C, NH := d.C, d.NHl
+	HS := C / NH
+	L := p0 + N
+	scale := float32(1 / math.Sqrt(float64(HS)))
+	s := c.score[w][:N*L]
+	// scores (N, L) = scale * q (N, HS) @ K^T
+	a.gemm.Sgemm(false, true, N, L, HS, scale, k.qkv[h*HS:], 3*C, k.kc[h*HS:], C, 0, s, L)
+	for i := 0; i < N; i++ {
+		t := p0 + i
+		row := s[i*L : (i+1)*L]
+		if a.Slopes != nil {
+			alibiBias(row[:t+1], a.Slopes[h], t)
 		}
-		// out (N, HS) = att (N, L) @ V (L, HS)
-		a.gemm.Sgemm(false, false, N, HS, L, 1, s, L, vc[h*HS:], C, 0, c.atty[h*HS:], C)
-	})
+		mx := row[0]
+		for _, v := range row[1 : t+1] {
+			mx = max(mx, v)
+		}
+		var z float32
+		for j := 0; j <= t; j++ {
+			e := float32(math.Exp(float64(row[j] - mx)))
+			row[j] = e
+			z += e
+		}
+		inv := 1 / z
+		for j := 0; j <= t; j++ {
+			row[j] *= inv
+		}
+		clear(row[t+1:])
+	}
+	// out (N, HS) = att (N, L) @ V (L, HS)
+	a.gemm.Sgemm(false, false, N, HS, L, 1, s, L, k.vc[h*HS:], C, 0, c.atty[h*HS:], C)
 }
 
 // linear is LinearForward, except that a single row (one new token) skips

@@ -83,3 +83,39 @@ func TestKVCacheLearnedPositionLimit(t *testing.T) {
 		t.Fatal("capacity 0 accepted")
 	}
 }
+
+// TestKVCacheTokenAllocatesNothing: once the cache's score buffers have
+// grown, a decoding step (one token through every layer, heads on the
+// pool) allocates nothing.
+func TestKVCacheTokenAllocatesNothing(t *testing.T) {
+	cfg := Config{VocabSize: 40, NLayer: 2, NHead: 4, NEmbd: 32, NPositions: 64, LayerNormEps: 1e-5,
+		Activation: GELUTanh, Norm: LayerNorm, Position: PosLearned, InitStd: 0.2}
+	m, err := New(cfg, 1, 64, gemm.New(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(3)
+	c, err := m.NewKVCache(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tok := []int32{7}
+	// the score buffers grow to the longest row seen: fill, reset, refill
+	for range 2 {
+		for c.Len() < 40 {
+			if _, err := c.Forward(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Reset()
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := c.Forward(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a decoding step allocated %v times", allocs)
+	}
+}

@@ -57,8 +57,8 @@ var avx2Path = simdPath{"avx2",
 	lnBwdDxAVX2, lnBwdParamsAVX2, toBF16AVX2, addAVX2,
 	scaleAVX2, scaleF64AVX2, sumSquaresAVX2, maxAVX2, subMulAVX2}
 
-// simdPaths lists the paths this CPU runs, AVX-512 first.
-func simdPaths(t *testing.T) []simdPath {
+// availableSIMD lists the assembly paths this CPU runs, AVX-512 first.
+func availableSIMD() []simdPath {
 	var ps []simdPath
 	if cpu.X86.HasAVX512F {
 		ps = append(ps, avx512Path)
@@ -66,6 +66,13 @@ func simdPaths(t *testing.T) []simdPath {
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ps = append(ps, avx2Path)
 	}
+	return ps
+}
+
+// simdPaths is availableSIMD for a test that has nothing to check without
+// one.
+func simdPaths(t *testing.T) []simdPath {
+	ps := availableSIMD()
 	if len(ps) == 0 {
 		t.Skip("no AVX2+FMA or AVX-512 on this CPU")
 	}

@@ -2,12 +2,20 @@
 // process exchange copies of their buffers through memory. It exists for
 // fast tests of the collective algorithms (and of what happens when a
 // rank dies: Close one rank and its peers see a *transport.PeerError).
+//
+// Like the TCP transport it allocates nothing per message once warm:
+// message copies come from a per-world pool of power-of-two buffers, the
+// per-(sender, receiver, tag) queues are recycled when they empty (a
+// collective uses a new tag per call), and a waiting Recv is woken through
+// a pooled one-slot channel rather than a channel made per message. So a
+// test can assert that a collective's own hot path allocates nothing.
 package loopback
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 
 	"github.com/strand-ml/strand/transport"
@@ -20,17 +28,27 @@ type world struct {
 	dead     []bool
 	failures []*transport.PeerError
 	changed  chan struct{} // closed and replaced on every rank failure
+
+	freeQueues []*queue        // recycled, empty queues
+	wakes      []chan struct{} // recycled one-slot wake channels
+	bufs       [48][][]byte    // recycled message copies; class k has cap 1<<k
+	kept       int             // bytes held in bufs
 }
+
+// maxKeep bounds the bytes of message copies a world keeps for reuse.
+const maxKeep = 64 << 20
 
 type key struct {
 	src, dst int
 	tag      transport.Tag
 }
 
-// queue holds messages from src to dst on one tag, oldest first.
+// queue holds messages from src to dst on one tag, oldest first, and the
+// Recvs waiting for the next one.
 type queue struct {
-	msgs   [][]byte
-	signal chan struct{} // closed and replaced when a message arrives
+	msgs    [][]byte
+	msgsBuf [][]byte        // the largest backing array msgs has had, reused
+	waiters []chan struct{} // each gets a token when a message arrives
 }
 
 // Transport is one rank's end of an in-process world.
@@ -70,13 +88,65 @@ func (t *Transport) check(op string, peer int) error {
 	return nil
 }
 
+// queue returns k's queue, creating (or recycling) it. Call with w.mu held.
 func (w *world) queue(k key) *queue {
 	q := w.queues[k]
 	if q == nil {
-		q = &queue{signal: make(chan struct{})}
+		if n := len(w.freeQueues); n > 0 {
+			q = w.freeQueues[n-1]
+			w.freeQueues = w.freeQueues[:n-1]
+		} else {
+			q = &queue{}
+		}
+		q.msgs = q.msgsBuf[:0]
 		w.queues[k] = q
 	}
 	return q
+}
+
+// tidy recycles k's queue once nothing is queued or waiting on it.
+func (w *world) tidy(k key, q *queue) {
+	if len(q.msgs) > 0 || len(q.waiters) > 0 || w.queues[k] != q {
+		return
+	}
+	delete(w.queues, k)
+	clear(q.msgsBuf[:cap(q.msgsBuf)])
+	q.msgs, q.waiters = nil, q.waiters[:0]
+	if len(w.freeQueues) < 64 {
+		w.freeQueues = append(w.freeQueues, q)
+	}
+}
+
+// getBuf returns a buffer of n bytes from the pool (nil for n = 0).
+func (w *world) getBuf(n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	k := bits.Len(uint(n - 1))
+	if k >= len(w.bufs) {
+		return make([]byte, n)
+	}
+	if m := len(w.bufs[k]); m > 0 {
+		b := w.bufs[k][m-1]
+		w.bufs[k] = w.bufs[k][:m-1]
+		w.kept -= cap(b)
+		return b[:n]
+	}
+	return make([]byte, n, 1<<k)
+}
+
+// putBuf returns a getBuf buffer to the pool.
+func (w *world) putBuf(b []byte) {
+	c := cap(b)
+	if c == 0 || c&(c-1) != 0 || w.kept+c > maxKeep {
+		return
+	}
+	k := bits.Len(uint(c - 1))
+	if k >= len(w.bufs) {
+		return
+	}
+	w.bufs[k] = append(w.bufs[k], b[:c])
+	w.kept += c
 }
 
 // Send implements transport.Transport. It copies buf and never blocks.
@@ -92,47 +162,97 @@ func (t *Transport) Send(ctx context.Context, peer int, tag transport.Tag, buf [
 	if t.w.dead[peer] {
 		return &transport.PeerError{Peer: peer, Op: "send", Err: errors.New("peer closed")}
 	}
+	m := t.w.getBuf(len(buf))
+	copy(m, buf)
 	q := t.w.queue(key{t.rank, peer, tag})
-	q.msgs = append(q.msgs, append([]byte(nil), buf...))
-	close(q.signal)
-	q.signal = make(chan struct{})
+	q.msgs = append(q.msgs, m)
+	if cap(q.msgs) > cap(q.msgsBuf) { // append moved it to a new array
+		q.msgsBuf = q.msgs[:0]
+	}
+	for _, wake := range q.waiters {
+		select {
+		case wake <- struct{}{}:
+		default: // already has a token
+		}
+	}
 	return nil
 }
 
 // Recv implements transport.Transport.
 func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+	w := t.w
 	k := key{peer, t.rank, tag}
+	var wake chan struct{} // this Recv's wake channel while it waits
+	defer func() {
+		if wake != nil {
+			w.mu.Lock()
+			select { // drop a token that came after we stopped waiting
+			case <-wake:
+			default:
+			}
+			w.wakes = append(w.wakes, wake)
+			w.mu.Unlock()
+		}
+	}()
 	for {
-		t.w.mu.Lock()
+		w.mu.Lock()
 		if err := t.check("recv", peer); err != nil {
-			t.w.mu.Unlock()
+			w.mu.Unlock()
 			return err
 		}
-		q := t.w.queue(k)
+		q := w.queue(k)
 		if len(q.msgs) > 0 {
 			m := q.msgs[0]
+			q.msgs[0] = nil
 			q.msgs = q.msgs[1:]
-			if len(q.msgs) == 0 {
-				delete(t.w.queues, k)
-			}
-			t.w.mu.Unlock()
+			w.tidy(k, q)
+			var err error
 			if len(m) != len(buf) {
-				return &transport.SizeError{Peer: peer, Tag: tag, Want: len(buf), Got: len(m)}
+				err = &transport.SizeError{Peer: peer, Tag: tag, Want: len(buf), Got: len(m)}
+			} else {
+				copy(buf, m)
 			}
-			copy(buf, m)
-			return nil
+			w.putBuf(m)
+			w.mu.Unlock()
+			return err
 		}
-		if t.w.dead[peer] {
-			t.w.mu.Unlock()
+		if w.dead[peer] {
+			w.tidy(k, q)
+			w.mu.Unlock()
 			return &transport.PeerError{Peer: peer, Op: "recv", Err: errors.New("peer closed")}
 		}
-		signal, changed := q.signal, t.w.changed
-		t.w.mu.Unlock()
+		if wake == nil {
+			if n := len(w.wakes); n > 0 {
+				wake = w.wakes[n-1]
+				w.wakes = w.wakes[:n-1]
+			} else {
+				wake = make(chan struct{}, 1)
+			}
+		}
+		q.waiters = append(q.waiters, wake)
+		changed := w.changed
+		w.mu.Unlock()
+		var err error
 		select {
-		case <-signal:
+		case <-wake:
 		case <-changed:
 		case <-ctx.Done():
-			return &transport.PeerError{Peer: peer, Op: "recv", Err: ctx.Err()}
+			err = &transport.PeerError{Peer: peer, Op: "recv", Err: ctx.Err()}
+		}
+		w.mu.Lock()
+		// q is still k's queue: a queue with waiters is never recycled.
+		for i, c := range q.waiters {
+			if c == wake {
+				q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+				break
+			}
+		}
+		if err != nil {
+			w.tidy(k, q)
+		}
+		w.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }

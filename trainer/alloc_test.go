@@ -13,13 +13,17 @@ import (
 // allocates nothing once the first step has sized every buffer: attention
 // heads run on a persistent worker pool, GEMM calls are recycled, and the
 // trainer reuses its scalars. Several threads and every position scheme are
-// covered, because each takes a different path through attention.
+// covered, because each takes a different path through attention; with 2
+// threads and one micro-batch of 8x16 the forward runs in lanes (model's
+// lanes.go), with two micro-batches of 4x16 it splits each layer.
 func TestTrainStepAllocatesNothing(t *testing.T) {
 	for _, pos := range []string{model.PosLearned, model.PosRoPE, model.PosALiBi} {
-		for _, threads := range []int{1, 2} {
+		for _, c := range []struct{ threads, micro int }{{1, 2}, {2, 2}, {2, 1}} {
+			threads := c.threads
 			opts := testOptions()
 			opts.Model.Position = pos
 			opts.Threads = threads
+			opts.Micro = c.micro
 			opts.Steps = 100
 			loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.Batch, Seq: opts.Seq, DPSize: 1})
 			if err != nil {
@@ -36,7 +40,7 @@ func TestTrainStepAllocatesNothing(t *testing.T) {
 				t.Fatal(stepErr)
 			}
 			if allocs != 0 {
-				t.Errorf("position %v, %d threads: %.1f allocations per training step, want 0", pos, threads, allocs)
+				t.Errorf("position %v, %d threads, %d micro-batches: %.1f allocations per training step, want 0", pos, threads, c.micro, allocs)
 			}
 		}
 	}

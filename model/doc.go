@@ -22,8 +22,8 @@
 // slopes, each TP rank using its heads' global indices. RoPE and ALiBi
 // models have no wpe and run at any length.
 //
-// Attention in training is FlashAttention (flash.go): blocks of 64 query
-// rows against blocks of 64 keys with an online softmax, saving one
+// Attention in training is FlashAttention (flash.go): blocks of 128 query
+// rows against blocks of 128 keys with an online softmax, saving one
 // log-sum-exp per row instead of a (T, T) matrix per head, heads spread
 // over a persistent worker pool so a step allocates nothing. Attention
 // (attention.go) is the plain reference that keeps the matrix; tests
@@ -37,7 +37,13 @@
 // bits do not depend on the thread count. With exactly two threads a
 // linear layer's backward (and the head's) runs its two equal-sized
 // products, the input and the weight gradient, at once, one per goroutine,
-// instead of splitting each (pair.go).
+// instead of splitting each (pair.go). The forward of the blocks instead
+// runs in lanes (lanes.go): with tensor parallelism 1 and float32, each
+// compute goroutine takes whole sequences of the batch through every
+// block with one-thread GEMMs, since every layer works row by row or
+// sequence by sequence; one join per forward, the serial forward's bits.
+// The pool's workers and the caller spin briefly before they block
+// (internal/spin), as gemm's team does.
 //
 // Gradients accumulate (micro-batches add up), but a step need not clear
 // them first: after Params.ResetGrad the backward overwrites each weight

@@ -11,7 +11,9 @@
 //     client chips, AMD Zen 1-3): 8 floats per instruction, the tail
 //     through VMASKMOVPS, and otherwise the AVX-512 kernel's instructions
 //     in the same order, so its results are the AVX-512 bits (sums keep
-//     the 16-lane order in two registers);
+//     the 16-lane order in two registers; only the payload of a NaN made
+//     from two NaN operands may differ): a job mixing AVX2 and AVX-512
+//     machines stays deterministic;
 //   - portable Go (generic.go and the loops beside each exported function)
 //     elsewhere.
 //
@@ -21,5 +23,8 @@
 // by float rounding only, and each exported function says where they are
 // bit-identical. Arguments are never clamped for NaN: callers pass finite
 // values. Tests compare the paths by calling each kernel directly; there is
-// no switch to force a path.
+// no switch to force a path. To run the exported functions' tests on the
+// other paths of an AVX-512 machine, hide features from golang.org/x/sys/cpu
+// for the whole test process: GODEBUG=cpu.avx512f=off go test ./vec (AVX2),
+// GODEBUG=cpu.avx512f=off,cpu.avx2=off go test ./vec (portable Go).
 package vec

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/mesh"
@@ -29,18 +31,38 @@ func (g offlineGroup) AllReduceMax(context.Context, []float32) error {
 // Reshard rewrites the checkpoint src for a tp x pp layout into the new
 // checkpoint directory dst (which must not exist). tp = pp = 1 gives the
 // single-file Hugging Face style layout. Optimizer moments and trainer
-// state come along when src has them.
+// state come along when src has them. A checkpoint with subdirectories (a
+// PPO checkpoint's value/) or holding only LoRA adapters is refused with
+// the reason: Reshard would drop what it cannot carry.
 func Reshard(src, dst string, tp, pp int) error {
-	cfg, err := ReadConfig(src)
+	return ReshardWith(src, dst, tp, pp, ReshardExtra{})
+}
+
+// ReshardExtra lets a checkpoint format built on this one (PPO's, with
+// its value model in value/) carry its own parts through ReshardWith.
+type ReshardExtra struct {
+	// Subdirs are the subdirectories of src that Finish carries; any other
+	// subdirectory makes ReshardWith refuse.
+	Subdirs []string
+	// Finish runs on the new checkpoint's temporary directory after the
+	// model, moments and trainer state are written, before the commit
+	// marker; it writes the extra parts (e.g. with ReshardFiles).
+	Finish func(tmp string) error
+}
+
+// ReshardWith is Reshard with extra parts: the model of src is resharded
+// into a temporary sibling of dst, extra.Finish adds its parts, and only
+// then is the checkpoint committed (commit.json) and renamed to dst, so a
+// failure anywhere leaves no dst.
+func ReshardWith(src, dst string, tp, pp int, extra ReshardExtra) error {
+	entries, err := os.ReadDir(src)
 	if err != nil {
-		return err
+		return fmt.Errorf("reshard: %w", err)
 	}
-	if err := model.CheckTP(cfg, tp); err != nil {
-		return err
-	}
-	bounds, err := model.StageBounds(cfg.NLayer, pp, nil)
-	if err != nil {
-		return err
+	for _, e := range entries {
+		if e.IsDir() && !slices.Contains(extra.Subdirs, e.Name()) {
+			return fmt.Errorf("reshard: %s holds %s/, which resharding cannot carry (a PPO checkpoint's value model is carried by strand ckpt reshard, not checkpoint.Reshard)", src, e.Name())
+		}
 	}
 	if _, err := os.Stat(dst); err == nil {
 		return fmt.Errorf("reshard: %s already exists", dst)
@@ -57,56 +79,12 @@ func Reshard(src, dst string, tp, pp int) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
 	}
-	haveOpt := hasOptimizer(src)
-	step := 0
-	var st map[string]any
-	if err := LoadTrainerState(src, &st); err == nil {
-		if s, ok := st["step"].(float64); ok {
-			step = int(s)
-		}
-		st["layout"] = fmt.Sprintf("dp=1 tp=%d pp=%d (resharded)", tp, pp)
-		if err := WriteTrainerState(tmp, st); err != nil {
-			return err
-		}
+	step, err := ReshardFiles(src, tmp, tp, pp)
+	if err != nil {
+		return err
 	}
-	for p := 0; p < pp; p++ {
-		for t := 0; t < tp; t++ {
-			layout := model.Stage(offlineGroup{t, tp}, bounds, p)
-			m, err := model.NewSharded(cfg, layout, 1, 1, gemm.New(1))
-			if err != nil {
-				return err
-			}
-			if err := LoadModel(src, m); err != nil {
-				return err
-			}
-			var m1, v1 []float32
-			optStep := 0
-			if haveOpt {
-				n := m.Params.Count()
-				m1, v1 = make([]float32, n), make([]float32, n)
-				if optStep, err = LoadMoments(src, m, m1, v1); err != nil {
-					return err
-				}
-			}
-			if tp == 1 && pp == 1 {
-				if err := WriteModel(tmp, m); err != nil {
-					return err
-				}
-				if haveOpt {
-					opt := &optim.AdamW{M: m1, V: v1, Step: optStep}
-					if err := writeOptimizer(tmp, m, opt); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if err := WriteShard(tmp, mesh.Coord{PP: p, TP: t}, m, m1, v1, optStep); err != nil {
-				return err
-			}
-		}
-	}
-	if tp*pp > 1 {
-		if err := WriteIndex(tmp, step, mesh.Mesh{DP: 1, TP: tp, PP: pp}, cfg); err != nil {
+	if extra.Finish != nil {
+		if err := extra.Finish(tmp); err != nil {
 			return err
 		}
 	}
@@ -114,6 +92,104 @@ func Reshard(src, dst string, tp, pp int) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// ReshardFiles writes the model of the checkpoint src (and its optimizer
+// moments and trainer state, when it has them) for a tp x pp layout into
+// the existing directory dir, without a commit marker, and returns the
+// checkpoint's step (0 without a trainer state). The trainer state is
+// carried verbatim except for "layout", which records the reshard.
+func ReshardFiles(src, dir string, tp, pp int) (int, error) {
+	cfg, err := ReadConfig(src)
+	if err != nil {
+		return 0, err
+	}
+	if err := model.CheckTP(cfg, tp); err != nil {
+		return 0, err
+	}
+	bounds, err := model.StageBounds(cfg.NLayer, pp, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := refuseAdapters(src); err != nil {
+		return 0, err
+	}
+	haveOpt := hasOptimizer(src)
+	step := 0
+	var st map[string]any
+	if err := LoadTrainerState(src, &st); err == nil {
+		if s, ok := st["step"].(float64); ok {
+			step = int(s)
+		}
+		st["layout"] = ReshardedLayout(tp, pp)
+		if err := WriteTrainerState(dir, st); err != nil {
+			return 0, err
+		}
+	}
+	for p := 0; p < pp; p++ {
+		for t := 0; t < tp; t++ {
+			layout := model.Stage(offlineGroup{t, tp}, bounds, p)
+			m, err := model.NewSharded(cfg, layout, 1, 1, gemm.New(1))
+			if err != nil {
+				return 0, err
+			}
+			if err := LoadModel(src, m); err != nil {
+				return 0, err
+			}
+			var m1, v1 []float32
+			optStep := 0
+			if haveOpt {
+				n := m.Params.Count()
+				m1, v1 = make([]float32, n), make([]float32, n)
+				if optStep, err = LoadMoments(src, m, m1, v1); err != nil {
+					return 0, err
+				}
+			}
+			if tp == 1 && pp == 1 {
+				if err := WriteModel(dir, m); err != nil {
+					return 0, err
+				}
+				if haveOpt {
+					opt := &optim.AdamW{M: m1, V: v1, Step: optStep}
+					if err := writeOptimizer(dir, m, opt); err != nil {
+						return 0, err
+					}
+				}
+				continue
+			}
+			if err := WriteShard(dir, mesh.Coord{PP: p, TP: t}, m, m1, v1, optStep); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if tp*pp > 1 {
+		if err := WriteIndex(dir, step, mesh.Mesh{DP: 1, TP: tp, PP: pp}, cfg); err != nil {
+			return 0, err
+		}
+	}
+	return step, nil
+}
+
+// ReshardedLayout is the layout a resharded checkpoint's trainer state
+// records.
+func ReshardedLayout(tp, pp int) string {
+	return fmt.Sprintf("dp=1 tp=%d pp=%d (resharded)", tp, pp)
+}
+
+// refuseAdapters refuses a checkpoint holding LoRA adapters (sft, dpo or
+// ppo --lora-rank): it has no base weights to reshard, and the adapters'
+// configuration lives beside the run, not in the checkpoint.
+func refuseAdapters(src string) error {
+	tensors, err := Tensors(src)
+	if err != nil {
+		return fmt.Errorf("reshard: %w", err)
+	}
+	for name := range tensors {
+		if strings.HasSuffix(name, ".lora_A") || strings.HasSuffix(name, ".lora_B") {
+			return fmt.Errorf("reshard: %s holds LoRA adapters (%s), not a whole model: merge them first (strand lora merge), or resume the run directly, which reads any layout", src, name)
+		}
+	}
+	return nil
 }
 
 func hasOptimizer(dir string) bool {

@@ -101,6 +101,10 @@
 //     eval, generate, sft --ckpt), value/ with the value model, its head
 //     and moments (itself a reward-model checkpoint), and the step, the
 //     value head's moments and the caller's state in trainer_state.json.
+//     ReshardPPO (`strand ckpt reshard` on a PPO checkpoint) rewrites policy
+//     and value/ for another --tp/--pp and recomputes value/'s checksums,
+//     so Restore accepts the result; checkpoint.Reshard alone refuses a
+//     checkpoint with value/ rather than drop it.
 //     A LoRA policy (model.GPT.EnableLoRA before NewPPOParallel) trains
 //     only its adapters; the reference stays the frozen base.
 //   - Multiple choice: ScoreChoices ranks each question's choices by their

@@ -295,3 +295,69 @@ func (p *PPO) Restore(dir string) (PPOState, error) {
 	p.Step = st.Step
 	return st, nil
 }
+
+// IsPPOCheckpoint reports whether the checkpoint in dir is a PPO
+// checkpoint (its trainer_state.json has PPO's format).
+func IsPPOCheckpoint(dir string) bool {
+	var st struct {
+		Format string `json:"format"`
+	}
+	return checkpoint.LoadTrainerState(dir, &st) == nil && st.Format == ppoFormat
+}
+
+// ReshardPPO rewrites the PPO checkpoint src for a tp x pp layout into the
+// new checkpoint directory dst (which must not exist): the policy and its
+// moments as checkpoint.Reshard does, value/ (value model, moments and
+// head) resharded the same way, and trainer_state.json carried with the
+// new layout and value/'s checksums recomputed, so PPO.Restore accepts it
+// in any layout. value/ is checked against src's checksums first: a
+// damaged value model is refused, not resharded. A LoRA policy (adapters
+// only) is refused by checkpoint.ReshardFiles.
+func ReshardPPO(src, dst string, tp, pp int) error {
+	var st PPOState
+	if err := checkpoint.LoadTrainerState(src, &st); err != nil {
+		return fmt.Errorf("reshard ppo: %w", err)
+	}
+	if st.Format != ppoFormat {
+		return fmt.Errorf("reshard ppo: %s is not a PPO checkpoint (trainer state format %q, want %q)", src, st.Format, ppoFormat)
+	}
+	svdir := filepath.Join(src, PPOValueDir)
+	sums, err := dirSums(svdir)
+	if err != nil {
+		return fmt.Errorf("reshard ppo: %s: value model: %w", src, err)
+	}
+	if len(st.ValueFiles) == 0 {
+		return fmt.Errorf("reshard ppo: %s: trainer state has no checksums of %s/", src, PPOValueDir)
+	}
+	for name, want := range st.ValueFiles {
+		if sums[name] != want {
+			return fmt.Errorf("reshard ppo: %s: checksum mismatch (file missing, corrupted or truncated)", filepath.Join(svdir, name))
+		}
+	}
+	finish := func(tmp string) error {
+		vdir := filepath.Join(tmp, PPOValueDir)
+		if err := os.Mkdir(vdir, 0o755); err != nil {
+			return fmt.Errorf("reshard ppo: %w", err)
+		}
+		if _, err := checkpoint.ReshardFiles(svdir, vdir, tp, pp); err != nil {
+			return fmt.Errorf("reshard ppo: value model: %w", err)
+		}
+		sums, err := dirSums(vdir)
+		if err != nil {
+			return fmt.Errorf("reshard ppo: value model: %w", err)
+		}
+		// The rest of the state is carried verbatim (the caller's Run
+		// included); only the layout and value/'s checksums change.
+		var raw map[string]json.RawMessage
+		if err := checkpoint.LoadTrainerState(tmp, &raw); err != nil {
+			return fmt.Errorf("reshard ppo: %w", err)
+		}
+		for k, v := range map[string]any{"value_sha256": sums, "layout": checkpoint.ReshardedLayout(tp, pp)} {
+			if raw[k], err = json.Marshal(v); err != nil {
+				return err
+			}
+		}
+		return checkpoint.WriteTrainerState(tmp, raw)
+	}
+	return checkpoint.ReshardWith(src, dst, tp, pp, checkpoint.ReshardExtra{Subdirs: []string{PPOValueDir}, Finish: finish})
+}

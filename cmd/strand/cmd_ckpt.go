@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/model"
 )
 
@@ -149,10 +150,15 @@ func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if err := checkpoint.Reshard(dir, *out, *tp, *pp); err != nil {
+	// A PPO checkpoint carries its value model (value/) and state along.
+	reshard, what := checkpoint.Reshard, ""
+	if finetune.IsPPOCheckpoint(dir) {
+		reshard, what = finetune.ReshardPPO, ", PPO policy and value model"
+	}
+	if err := reshard(dir, *out, *tp, *pp); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s (tp=%d pp=%d)\n", *out, *tp, *pp)
+	fmt.Fprintf(stdout, "wrote %s (tp=%d pp=%d%s)\n", *out, *tp, *pp, what)
 	return nil
 }
 

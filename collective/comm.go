@@ -69,17 +69,19 @@ type Comm struct {
 	tags  uint64 // top 24 bits of every tag this communicator uses
 	opts  Options
 
-	mu       sync.Mutex
-	seq      uint64
-	broken   error
-	calls    map[*call]struct{} // in flight, to abort when a member dies
-	dead     map[int]error      // global rank -> why it failed
-	sendSeq  []uint64           // point-to-point messages sent, per group peer
-	recvSeq  []uint64
-	staging  [][]byte          // free receive-reduce staging buffers
-	plans    map[planKey]*Plan // recent all-reduce plans (see cachedPlan)
-	stop     chan struct{}
-	watching sync.WaitGroup
+	mu        sync.Mutex
+	seq       uint64
+	broken    error
+	calls     map[*call]struct{} // in flight, to abort when a member dies
+	dead      map[int]error      // global rank -> why it failed
+	sendSeq   []uint64           // point-to-point messages sent, per group peer
+	recvSeq   []uint64
+	staging   [][]byte          // free receive-reduce staging buffers
+	plans     map[planKey]*Plan // recent all-reduce plans (see cachedPlan)
+	freeCalls []*call           // recycled call records (see newCallLocked)
+	parents   []*parentWatch    // callers' cancellable contexts being watched
+	stop      chan struct{}
+	watching  sync.WaitGroup
 }
 
 const (
@@ -154,6 +156,10 @@ func (c *Comm) Close() error {
 	default:
 		close(c.stop)
 	}
+	for _, w := range c.parents {
+		w.stop()
+	}
+	c.parents = nil
 	c.mu.Unlock()
 	c.watching.Wait()
 	return nil
@@ -177,8 +183,6 @@ func (c *Comm) watch(fn transport.FailureNotifier) {
 	for {
 		failed, next := fn.PeerFailures()
 		c.mu.Lock()
-		var abort []*call
-		var cause *RankFailedError
 		for _, pe := range failed {
 			if !slices.Contains(c.ranks, pe.Peer) || c.dead[pe.Peer] != nil {
 				continue
@@ -186,15 +190,14 @@ func (c *Comm) watch(fn transport.FailureNotifier) {
 			c.dead[pe.Peer] = pe
 		}
 		if len(c.dead) > 0 {
-			cause = c.deadErrLocked()
+			// Under c.mu: a call record leaves c.calls (under c.mu)
+			// before it is recycled, so no later call is cancelled.
+			cause := c.deadErrLocked()
 			for cl := range c.calls {
-				abort = append(abort, cl)
+				cl.cancel(cause)
 			}
 		}
 		c.mu.Unlock()
-		for _, cl := range abort {
-			cl.cancel(cause)
-		}
 		select {
 		case <-next:
 		case <-c.stop:

@@ -13,13 +13,16 @@ import (
 )
 
 // call is one collective call on one rank, from begin to the end of run.
+//
+// Records are recycled (Comm.freeCalls): run returns its record when the
+// call is over, so a steady stream of calls allocates none.
 type call struct {
 	c       *Comm
 	fp      fingerprint
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	stop    context.CancelFunc // releases the default-timeout timer, if any
-	flight  int                // this call's FlightRecorder entry (-1: none)
+	cx      callCtx         // the call's context (deadline, cancellation, spin hint)
+	ctx     context.Context // &cx, as the interface lanes and transports take
+	watch   *parentWatch    // propagates the caller's cancellation, if it can be cancelled
+	flight  int             // this call's FlightRecorder entry (-1: none)
 	timeout time.Duration
 	planFn  func(*Comm, fingerprint) *Plan // builds (or finds) the plan; a method expression needs no allocation
 	bufs    [2][]byte
@@ -53,25 +56,73 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fin
 	}
 	fp.Seq = c.seq
 	c.seq++
-	cl := &call{c: c, fp: fp, planFn: planFn, bufs: [2][]byte{buf0, buf1},
-		tag: transport.Tag(c.tags | fp.Seq&tagSeqMask), es: max(1, fp.DType.Size())}
+	cl := c.newCallLocked()
+	cl.fp, cl.planFn, cl.bufs = fp, planFn, [2][]byte{buf0, buf1}
+	cl.tag, cl.es = transport.Tag(c.tags|fp.Seq&tagSeqMask), max(1, fp.DType.Size())
 	if fp.DType == 0 {
 		cl.es = 1
 	}
-	parent := ctx
-	if d, ok := ctx.Deadline(); ok {
+	cl.fpSent, cl.fpChecked, cl.err = [2]bool{}, [2]bool{}, nil
+	d, ok := ctx.Deadline()
+	if ok {
 		cl.timeout = time.Until(d)
 	} else {
-		parent, cl.stop = context.WithTimeout(ctx, c.opts.Timeout)
-		cl.timeout = c.opts.Timeout
+		d, cl.timeout = time.Now().Add(c.opts.Timeout), c.opts.Timeout
 	}
-	cl.ctx, cl.cancel = context.WithCancelCause(parent)
+	cl.cx.start(ctx, d)
+	if ctx.Done() != nil {
+		cl.watch = c.watchParent(ctx)
+		if err := ctx.Err(); err != nil {
+			cl.cx.cancel(err, context.Cause(ctx))
+		}
+	}
 	cl.blocked[0].Store(-1)
 	cl.blocked[1].Store(-1)
 	c.calls[cl] = struct{}{}
 	cl.flight = c.opts.Flight.start(c, fp)
 	return cl, nil
 }
+
+// maxFreeCalls bounds the recycled call records a communicator keeps
+// (about the number of async calls a training step keeps in flight).
+const maxFreeCalls = 16
+
+// newCallLocked takes a recycled call record or makes one. Call with c.mu
+// held.
+func (c *Comm) newCallLocked() *call {
+	if n := len(c.freeCalls); n > 0 {
+		cl := c.freeCalls[n-1]
+		c.freeCalls[n-1] = nil
+		c.freeCalls = c.freeCalls[:n-1]
+		return cl
+	}
+	cl := &call{c: c}
+	cl.ctx = &cl.cx
+	return cl
+}
+
+// release ends a call: its context is disarmed, it leaves the set of
+// calls in flight (so no watcher can cancel it any more) and its record
+// is recycled. Nothing may touch cl afterwards.
+func (cl *call) release() {
+	c := cl.c
+	cl.cx.end()
+	c.mu.Lock()
+	delete(c.calls, cl)
+	if cl.watch != nil {
+		cl.watch.calls--
+		cl.watch = nil
+	}
+	cl.planFn, cl.bufs = nil, [2][]byte{}
+	if len(c.freeCalls) < maxFreeCalls {
+		c.freeCalls = append(c.freeCalls, cl)
+	}
+	c.mu.Unlock()
+}
+
+// cancel aborts the call (its lanes and transport calls see its context
+// end) with cause, the reason finish reports; nil means context.Canceled.
+func (cl *call) cancel(cause error) { cl.cx.cancel(context.Canceled, cause) }
 
 // progress counts finished steps of one lane; the other lane waits on it.
 // Exactly one goroutine waits on a progress (the other lane), so a
@@ -111,13 +162,7 @@ func (cl *call) run() (err error) {
 	c := cl.c
 	defer func() {
 		c.opts.Flight.end(cl.flight, err)
-		c.mu.Lock()
-		delete(c.calls, cl)
-		c.mu.Unlock()
-		cl.cancel(nil)
-		if cl.stop != nil {
-			cl.stop()
-		}
+		cl.release()
 	}()
 	plan := cl.planFn(c, cl.fp)
 	for _, cp := range plan.Copies {
@@ -129,7 +174,7 @@ func (cl *call) run() (err error) {
 	if cl.planBytes(plan) < cl.c.opts.SmallBytes {
 		// Latency bound: every receive's message is sent at about the
 		// time it is posted, so the transport may poll instead of park.
-		cl.ctx = transport.WithSpinHint(cl.ctx)
+		cl.cx.spin = true // as transport.WithSpinHint, without a context per call
 		cl.runInline(plan)
 		return cl.finish()
 	}
@@ -717,7 +762,7 @@ func (cl *call) finish() error {
 	if err == nil {
 		return nil
 	}
-	cause := context.Cause(cl.ctx)
+	cause := cl.cx.Cause()
 	c := cl.c
 	if errors.Is(err, transport.ErrPeerLeft) {
 		c.awaitCulprit(cl.ctx)

@@ -17,6 +17,8 @@
 //     while it is still in cache (no staging buffer written and re-read).
 //   - WithSpinHint / SpinHint: a context mark for latency-bound receives,
 //     which a transport may poll for briefly instead of parking.
+//   - IsSpinHintKey: lets a custom Context carry the spin mark itself
+//     (collective's reused per-call context, which allocates nothing).
 
 package transport
 
@@ -155,6 +157,14 @@ type spinHintKey struct{}
 // only burn a core. Transports that cannot poll ignore it.
 func WithSpinHint(ctx context.Context) context.Context {
 	return context.WithValue(ctx, spinHintKey{}, true)
+}
+
+// IsSpinHintKey reports whether key is the context key WithSpinHint sets.
+// A Context implementation that carries the mark itself (so that it needs
+// no WithValue per call) answers Value(key) with true for this key.
+func IsSpinHintKey(key any) bool {
+	_, ok := key.(spinHintKey)
+	return ok
 }
 
 // SpinHint reports whether ctx carries WithSpinHint's mark.

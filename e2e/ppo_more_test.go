@@ -64,3 +64,32 @@ func TestPPOReshardResume(t *testing.T) {
 	}
 	t.Logf("resumed on pp2 from the resharded checkpoint: within %.2g relative", worst)
 }
+
+// TestPPOMicroBatches: strand ppo with --microbatches (each pass's rows
+// pipelined over two stages in micro-batches, and split in one process)
+// matches the one-micro-batch single process within 1e-4 (statistics and
+// policy checkpoint); a count that does not divide the prompts per rank,
+// or a schedule other than GPipe, is refused before any work.
+func TestPPOMicroBatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process runs")
+	}
+	ppoLayoutsMatch(t, [][]string{{"--microbatches", "2"}, {"--nproc", "2", "--pp", "2", "--microbatches", "4"}})
+	dir := t.TempDir()
+	data, rm := ppoRewardModel(t, dir, 16, 1)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--microbatches", "3"}, "micro-batches"},
+		{[]string{"--nproc", "2", "--microbatches", "8"}, "micro-batches"},
+		{[]string{"--microbatches", "2", "--schedule", "1f1b"}, "gpipe"},
+	} {
+		args := append([]string{"strand", "ppo", "--model", "tiny", "--rm", rm, "--data", data, "--batch", "8", "--seq", "16",
+			"--out", filepath.Join(dir, "refused")}, c.args...)
+		j := start(t, nil, args...)
+		if code := j.wait(t, time.Minute); code != 2 || !strings.Contains(j.out.String(), c.want) {
+			t.Errorf("strand ppo %v: exit %d, output %q; want exit 2 naming %q", c.args, code, j.out.String(), c.want)
+		}
+	}
+}

@@ -89,8 +89,10 @@
 //     the same step; under TP the policy's vocabulary-split logits are
 //     gathered for sampling. Under PP every rank holds the same stage of
 //     all four models (reward and value model from NewStageRewardModel);
-//     each pass walks one micro-batch through the stages by the forward or
-//     backward half of parallel/pipeline's GPipe program; the last stage
+//     each pass walks the rank's rows through the stages in
+//     PPOConfig.Micro micro-batches (`strand ppo --microbatches`) by the
+//     forward or backward half of parallel/pipeline's GPipe program, so
+//     stages overlap, gradients accumulating over the micro-batches; the last stage
 //     samples (tokens broadcast to the others), scores, computes advantages,
 //     losses and the value head's gradient; the tied embedding's gradient
 //     is summed between first and last stage, norms over TP then PP, and

@@ -43,6 +43,13 @@ var ppoPrompts = [][]int32{{'a', 'b', '='}, {'c', '='}, {'x', 'y', 'z', '='}, {'
 // says where the rank sits; its Barrier spans the world).
 func ppoRunWith(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
+	return ppoRunMicro(t, m, lc, 0, body)
+}
+
+// ppoRunMicro is ppoRunWith with every pass split into micro micro-batches
+// (PPOConfig.Micro).
+func ppoRunMicro(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, micro int, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
+	t.Helper()
 	cfg := model.Config{VocabSize: 256, NLayer: 2, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
 		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
 	const T, batch = 12, 4
@@ -116,7 +123,7 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, body func(ctx c
 					return err
 				}
 				p, err := NewPPOParallel(gs[0], gs[1], rm, vm, 0, T, PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2,
-					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5}, comms)
+					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5, Micro: micro}, comms)
 				if err != nil {
 					return err
 				}

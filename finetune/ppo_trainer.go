@@ -25,6 +25,11 @@ type PPOConfig struct {
 	LR          float64 // AdamW learning rate of policy and value model
 	GradClip    float64 // max gradient norm per model (1)
 	Seed        uint64  // sampling seed
+	// Micro splits every pass over a rank's rows into this many
+	// micro-batches of consecutive rows, pipelined over the stages by
+	// GPipe's program (0 or 1: one micro-batch). It must divide the rows
+	// per rank; gradients accumulate over the micro-batches.
+	Micro int `json:",omitempty"`
 }
 
 // PPO is RLHF: a policy sampled on prompts, a frozen reference policy (KL
@@ -55,7 +60,9 @@ type PPO struct {
 	optP, optV *optim.AdamW
 	optH       *optim.AdamW
 	head       []float32
-	pa, ra     *model.Acts
+	// activations of policy, reference, reward and value model, one
+	// model.Acts per micro-batch
+	pa, ra, rwa, va *passActs
 }
 
 // PPOStats summarize one PPO step.
@@ -103,7 +110,10 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 		return nil, fmt.Errorf("ppo: %d epochs must be positive", cfg.Epochs)
 	case !(cfg.Temperature > 0) || !(cfg.LR > 0):
 		return nil, fmt.Errorf("ppo: temperature %g and learning rate %g must be positive", cfg.Temperature, cfg.LR)
+	case cfg.Micro < 0 || cfg.Micro > 0 && policy.MaxB%cfg.Micro != 0:
+		return nil, fmt.Errorf("ppo: %d micro-batches do not divide the models' %d rows per rank", cfg.Micro, policy.MaxB)
 	}
+	micro := max(cfg.Micro, 1)
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = 0
 	all := func(ps *model.Params) []optim.Segment { return []optim.Segment{{Offset: 0, Size: ps.Count()}} }
@@ -120,13 +130,14 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 	if err != nil {
 		return nil, err
 	}
-	pass, err := newStagePasses(comms.PP)
+	pass, err := newStagePasses(comms.PP, micro)
 	if err != nil {
 		return nil, err
 	}
 	return &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: comms, pass: pass,
 		optP: optP, optV: optV, optH: optH, head: make([]float32, C+1),
-		pa: policy.NewActs(policy.MaxB, T), ra: ref.NewActs(ref.MaxB, T)}, nil
+		pa: newPassActs(policy, micro, T), ra: newPassActs(ref, micro, T),
+		rwa: newPassActs(reward.GPT, micro, T), va: newPassActs(value.GPT, micro, T)}, nil
 }
 
 // rollout is one batch of sampled completions.
@@ -222,7 +233,7 @@ func (p *PPO) draw(ctx context.Context, g *logitGather, r *rollout, done []bool,
 	for b := range at {
 		at[b] = b*T + r.end[b] - 1
 	}
-	logits, err := g.rows(ctx, p.pa.Logits(), at)
+	logits, err := g.rows(ctx, p.pa, at)
 	if err != nil {
 		return err
 	}
@@ -267,13 +278,14 @@ func newLogitGather(tp *collective.Comm, B, V int) *logitGather {
 	return &logitGather{tp: tp, n: n, V: V, buf: make([]float32, B*V), out: make([]float32, B*V)}
 }
 
-// rows returns the full logits (len(at), V) of local rows at (indices into
-// this rank's (N, V/n) logits).
-func (g *logitGather) rows(ctx context.Context, local []float32, at []int) ([]float32, error) {
+// rows returns the full logits (len(at), V) at the flat positions at of
+// the last forward of a (this rank's logits are (N, V/n)).
+func (g *logitGather) rows(ctx context.Context, a *passActs, at []int) ([]float32, error) {
 	Vl, B := g.V/g.n, len(at)
 	mine := g.buf[groupRank(g.tp)*B*Vl:][:B*Vl]
 	for b, n := range at {
-		copy(mine[b*Vl:(b+1)*Vl], local[n*Vl:(n+1)*Vl])
+		acts, k := a.at(n)
+		copy(mine[b*Vl:(b+1)*Vl], acts.Logits()[k*Vl:(k+1)*Vl])
 	}
 	if g.n > 1 {
 		if err := g.tp.AllGather(ctx, collective.F32(g.buf[:g.n*B*Vl])); err != nil {
@@ -290,14 +302,14 @@ func (g *logitGather) rows(ctx context.Context, local []float32, at []int) ([]fl
 
 // tokenLogProbs runs m on the rollout with its completion targets and
 // returns the per-token log-probs (nil off the last pipeline stage).
-func (p *PPO) tokenLogProbs(ctx context.Context, m *model.GPT, a *model.Acts, r *rollout) ([]float64, error) {
+func (p *PPO) tokenLogProbs(ctx context.Context, m *model.GPT, a *passActs, r *rollout) ([]float64, error) {
 	if err := p.pass.forward(ctx, m, a, r.rows, r.targets, r.B, p.T); err != nil {
 		return nil, err
 	}
 	if !m.Layout.Last {
 		return nil, nil
 	}
-	lp := r.tokens(a.Losses(), p.T)
+	lp := r.tokens(a.losses(), p.T)
 	for i := range lp {
 		lp[i] = -lp[i]
 	}
@@ -313,7 +325,7 @@ func (p *PPO) values(ctx context.Context, r *rollout) ([]float64, error) {
 			at = append(at, b*p.T+i-1)
 		}
 	}
-	return p.headAt(ctx, p.Value, r, at)
+	return p.headAt(ctx, p.Value, p.va, r, at)
 }
 
 // scores are the reward model's scores of the completions, read at each
@@ -324,22 +336,23 @@ func (p *PPO) scores(ctx context.Context, r *rollout) ([]float64, error) {
 	for b := range at {
 		at[b] = b*p.T + r.end[b] - 1
 	}
-	return p.headAt(ctx, p.Reward, r, at)
+	return p.headAt(ctx, p.Reward, p.rwa, r, at)
 }
 
-// headAt runs rm on the rollout and reads its scalar head at the given
-// flat positions (row*T + position), as RewardModel.Rewards does.
-func (p *PPO) headAt(ctx context.Context, rm *RewardModel, r *rollout, at []int) ([]float64, error) {
-	if err := p.pass.forward(ctx, rm.GPT, rm.acts, r.rows, nil, r.B, p.T); err != nil {
+// headAt runs rm on the rollout (activations in a) and reads its scalar
+// head at the given flat positions (row*T + position), as
+// RewardModel.Rewards does.
+func (p *PPO) headAt(ctx context.Context, rm *RewardModel, a *passActs, r *rollout, at []int) ([]float64, error) {
+	if err := p.pass.forward(ctx, rm.GPT, a, r.rows, nil, r.B, p.T); err != nil {
 		return nil, err
 	}
 	if !rm.GPT.Layout.Last {
 		return nil, nil
 	}
-	hid, C := rm.acts.Hidden(), rm.GPT.Config.NEmbd
+	C := rm.GPT.Config.NEmbd
 	out := make([]float64, len(at))
 	for k, n := range at {
-		h := hid[n*C:][:C]
+		h := a.hidden(n, C)
 		s := float64(rm.Head.Bias)
 		for i, w := range rm.Head.Weight {
 			s += float64(w) * float64(h[i])
@@ -362,6 +375,9 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 		return st, fmt.Errorf("ppo: %d prompts per step over %d data-parallel ranks, the models hold %d per rank", len(prompts), nDP, p.Policy.MaxB)
 	}
 	k := len(prompts) / nDP
+	if _, err := p.pass.split(k); err != nil {
+		return st, fmt.Errorf("%w (%d prompts over %d data-parallel ranks)", err, len(prompts), nDP)
+	}
 	first := groupRank(dp) * k
 	r, err := p.sample(ctx, prompts[first:first+k], first)
 	if err != nil {
@@ -547,8 +563,8 @@ func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64,
 				k++
 			}
 		}
-		p.pa.SetLossWeights(w)
-		defer p.pa.SetLossWeights(nil)
+		p.pa.setLossWeights(w)
+		defer p.pa.setLossWeights(nil)
 	}
 	m.Params.ZeroGrad()
 	if err := p.pass.backward(ctx, m, p.pa, r.B, T); err != nil {
@@ -587,7 +603,6 @@ func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, s
 		}
 		st.ValueLoss = stats[0]
 		C := vm.GPT.Config.NEmbd
-		hid := vm.acts.Hidden()
 		dh := vm.dHid[:r.B*T*C]
 		clear(dh)
 		clear(vm.dHead)
@@ -596,19 +611,20 @@ func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, s
 			for i := r.start[b]; i < r.end[b]; i++ {
 				n := b*T + i - 1
 				gk := float32(g[k] * share)
+				hid := p.va.hidden(n, C)
 				for c, w := range vm.Head.Weight {
-					vm.dHead[c] += gk * hid[n*C+c]
+					vm.dHead[c] += gk * hid[c]
 					dh[n*C+c] = gk * w
 				}
 				vm.dHead[C] += gk
 				k++
 			}
 		}
-		vm.acts.SetHeadGrad(dh)
-		defer vm.acts.SetHeadGrad(nil)
+		p.va.setHeadGrad(dh, C)
+		defer p.va.setHeadGrad(nil, C)
 	}
 	vm.GPT.Params.ZeroGrad()
-	if err := p.pass.backward(ctx, vm.GPT, vm.acts, r.B, T); err != nil {
+	if err := p.pass.backward(ctx, vm.GPT, p.va, r.B, T); err != nil {
 		return err
 	}
 	if err := p.reduceGrads(ctx, vm.GPT); err != nil {

@@ -2,6 +2,7 @@ package finetune
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -111,9 +112,16 @@ func (rm *RewardModel) SetHead(h RewardHead) error {
 	return nil
 }
 
+// errStageRewardModel: NewStageRewardModel's models run only inside PPO,
+// which holds their activations (one per micro-batch).
+var errStageRewardModel = errors.New("reward model: built by NewStageRewardModel for PPO; score with NewRewardModel")
+
 // Rewards runs rows [lo, hi) of d (at most MaxB) and returns their rewards.
 func (rm *RewardModel) Rewards(ctx context.Context, d *RewardRows, lo, hi int) ([]float64, error) {
 	B, T, C := hi-lo, d.Seq, rm.GPT.Config.NEmbd
+	if rm.acts == nil {
+		return nil, errStageRewardModel
+	}
 	if _, _, err := rm.GPT.ForwardActs(ctx, rm.acts, d.Inputs[lo*T:hi*T], nil, nil, B, T); err != nil {
 		return nil, fmt.Errorf("reward rows %d-%d (line %d): %w", lo, hi, d.Lines[lo], err)
 	}
@@ -134,6 +142,9 @@ func (rm *RewardModel) Rewards(ctx context.Context, d *RewardRows, lo, hi int) (
 // respect to the rewards of the last Rewards call are dr.
 func (rm *RewardModel) Backward(ctx context.Context, d *RewardRows, lo int, dr []float64) error {
 	B, T, C := len(dr), d.Seq, rm.GPT.Config.NEmbd
+	if rm.acts == nil {
+		return errStageRewardModel
+	}
 	hid := rm.acts.Hidden()
 	dh := rm.dHid[:B*T*C]
 	clear(dh)

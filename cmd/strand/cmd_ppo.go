@@ -3,17 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/parallel/tensor"
 )
 
@@ -55,6 +58,17 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if f.zero1 {
 		return usageError{"ppo: --zero1 is not supported (each rank keeps all optimizer state)"}
 	}
+	// Every PPO pass runs its micro-batches by GPipe: a training pass's
+	// losses need all its forwards before any backward.
+	var schedErr error
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "schedule" && !strings.EqualFold(f.schedule, pipeline.GPipe) {
+			schedErr = usageError{fmt.Sprintf("--schedule %s: PPO runs each pass's micro-batches by %s (its losses need every forward before any backward)", f.schedule, pipeline.GPipe)}
+		}
+	})
+	if schedErr != nil {
+		return schedErr
+	}
 	if _, err := f.lora(); err != nil {
 		return err
 	}
@@ -77,6 +91,9 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	lead := rank == 0
 	if f.batch%m.DP != 0 {
 		return usageError{fmt.Sprintf("ppo: --batch %d does not split over %d data-parallel ranks", f.batch, m.DP)}
+	}
+	if k := f.batch / m.DP; f.micro <= 0 || k%f.micro != 0 {
+		return usageError{fmt.Sprintf("--microbatches %d does not divide the %d prompts per data-parallel rank (--batch %d over %d ranks)", f.micro, k, f.batch, m.DP)}
 	}
 	cfg, err := f.config()
 	if err != nil {
@@ -184,11 +201,11 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	}
 	p, err := finetune.NewPPOParallel(policy, ref, models[0], models[1], enc.EOS, f.seq, finetune.PPOConfig{
 		MaxNew: f.maxNew, Epochs: f.epochs, Clip: f.ratioClip, ValueClip: f.vclip, KLCoef: f.kl, Gamma: f.gamma, Lambda: f.lambda,
-		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed}, pc)
+		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed, Micro: f.micro}, pc)
 	if err != nil {
 		return err
 	}
-	logf("ppo: mesh %v | %d prompts, %d per step, up to %d new tokens, %d epochs, kl %g\n", m, len(prompts), f.batch, f.maxNew, f.epochs, f.kl)
+	logf("ppo: mesh %v | %d prompts, %d per step (%d micro-batches per rank), up to %d new tokens, %d epochs, kl %g\n", m, len(prompts), f.batch, f.micro, f.maxNew, f.epochs, f.kl)
 	mw, err := f.openMetrics(lead)
 	if err != nil {
 		return err

@@ -26,17 +26,16 @@ func smallAllReduceAllocs(t *testing.T, ts []transport.Transport, ctx context.Co
 		t.Cleanup(func() { c.Close() })
 	}
 	bufs := []F32{make(F32, 1024), make(F32, 1024)}
-	var bs [2]Buffer = [2]Buffer{bufs[0], bufs[1]}
 	start, res := make(chan struct{}), make(chan error)
 	defer close(start)
 	go func() {
 		for range start {
-			res <- cs[1].AllReduce(ctx, bs[1], Sum)
+			res <- cs[1].AllReduce(ctx, bufs[1], Sum) // F32 to Buffer at the call, as callers write it
 		}
 	}()
 	once := func() {
 		start <- struct{}{}
-		err0 := cs[0].AllReduce(ctx, bs[0], Sum)
+		err0 := cs[0].AllReduce(ctx, bufs[0], Sum)
 		if err1 := <-res; err0 != nil || err1 != nil {
 			t.Fatalf("all-reduce: %v / %v", err0, err1)
 		}

@@ -326,7 +326,11 @@ func (c *Comm) allReduce(ctx context.Context, buf Buffer, op Op) (*call, error) 
 	if err := errors.Join(checkBuf(kAllReduce, buf), checkOp(kAllReduce, op)); err != nil {
 		return nil, err
 	}
-	return c.begin(ctx, fingerprint{Kind: kAllReduce, Op: op, DType: buf.DType(), Count: uint64(buf.Len())}, (*Comm).allReducePlan, buf.bytes(), nil)
+	dt, n, b := view(buf)
+	if dt == 0 {
+		return nil, fmt.Errorf("%v: unsupported buffer type (use F32, BF16 or F16)", kAllReduce)
+	}
+	return c.begin(ctx, fingerprint{Kind: kAllReduce, Op: op, DType: dt, Count: uint64(n)}, (*Comm).allReducePlan, b, nil)
 }
 
 // allReducePlan is the plan of an all-reduce of fp.Count elements of

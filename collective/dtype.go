@@ -70,6 +70,24 @@ func (b F32) bytes() []byte {
 func (b BF16) bytes() []byte { return u16bytes(b) }
 func (b F16) bytes() []byte  { return u16bytes(b) }
 
+// view is buf's element type, length and bytes, found with a type switch
+// rather than through buf's methods: a method call on an interface makes
+// the compiler move the caller's converted slice to the heap (one
+// allocation per call for AllReduce(ctx, collective.F32(grads), op)); a
+// type switch does not. A Buffer of another type (one embedding these)
+// reports DType 0, which callers refuse.
+func view(buf Buffer) (dt DType, n int, b []byte) {
+	switch v := buf.(type) {
+	case F32:
+		return Float32, len(v), v.bytes()
+	case BF16:
+		return BFloat16, len(v), v.bytes()
+	case F16:
+		return Float16, len(v), v.bytes()
+	}
+	return 0, 0, nil
+}
+
 func u16bytes(b []uint16) []byte {
 	if len(b) == 0 {
 		return nil

@@ -352,19 +352,32 @@ const finishGrace = time.Second
 // rank's own cancellation as a crash (a rank that gives up because a third
 // rank died must still be able to say goodbye). With commit (a part of a
 // message some of whose parts are already sent) the whole frame is
-// written even if ctx has ended. Only a write that cannot finish (the
+// written even if ctx has ended (waiting at most finishGrace beyond it for
+// the stream). Only a write that cannot finish (the
 // peer stalled, or the socket broke) fails the peer; a socket error is
 // first checked against the peer's goodbye (peerLeft), since a peer that
 // left cleanly resets its sockets when it closes.
 func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill func() net.Buffers) error {
-	var cancelled <-chan struct{}
-	if !commit {
-		cancelled = ctx.Done()
-	}
 	select {
 	case s.lock <- struct{}{}:
-	case <-cancelled:
-		return p.peerErr("send", ctx.Err())
+	case <-ctx.Done():
+		if !commit {
+			return p.peerErr("send", ctx.Err())
+		}
+		// The frame must go out all the same: wait for the stream a
+		// little longer (its holder finishes within its own deadline or
+		// finishGrace), else the message can never complete.
+		grace := time.NewTimer(finishGrace)
+		defer grace.Stop()
+		select {
+		case s.lock <- struct{}{}:
+		case <-grace.C:
+			err := fmt.Errorf("part of a split message could not be sent within %v of its deadline: %w", finishGrace, ctx.Err())
+			p.fail(err)
+			return p.peerErr("send", err)
+		case <-p.dead:
+			return p.peerErr("send", p.deadErr())
+		}
 	case <-p.dead:
 		return p.peerErr("send", p.deadErr())
 	}

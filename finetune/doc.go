@@ -49,7 +49,7 @@
 //     rows); `strand sft` sets it as trainer.Trainer.Source, so SFT runs on
 //     any DP x TP x PP mesh exactly like pre-training.
 //   - LoRA: model.GPT.EnableLoRA makes adapters the model's Params with the
-//     base frozen; `strand sft/dpo --lora-rank` enable it through
+//     base frozen; `strand sft/dpo/rm train --lora-rank` enable it through
 //     trainer.Options.Adapt, so zeroing, data-parallel reduction, clipping,
 //     optimizer state and checkpoints cover only the adapters.
 //   - DPO: DPOBatches is both the trainer's Source (pairs of rows) and its

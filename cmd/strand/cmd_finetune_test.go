@@ -33,7 +33,7 @@ func TestFinetuneBadInput(t *testing.T) {
 		{[]string{"dpo", "--data", sft, "--steps", "1"}, 1, "line 1: bad record"},
 		{[]string{"rm", "train", "--data", pairs, "--batch", "3", "--nproc", "2", "--steps", "1"}, 2, "does not split"},
 		{[]string{"rm", "train", "--data", pairs, "--ckpt-every", "-1"}, 2, "--ckpt-every -1"},
-		{[]string{"rm", "train", "--data", pairs, "--lora-rank", "2"}, 2, "--lora-rank is not supported"},
+		{[]string{"rm", "train", "--data", pairs, "--lora-rank", "2"}, 2, "--lora-rank needs --ckpt"},
 		{[]string{"rm", "score", "--ckpt", dir}, 2, "--ckpt and --data are required"},
 		{[]string{"lora", "merge", "--adapters", dir}, 2, "--adapters and --out are required"},
 		{[]string{"lora", "merge", "--adapters", dir, "--out", filepath.Join(dir, "m")}, 1, "no adapter_config.json"},

@@ -126,7 +126,9 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	// Every rank holds this rank's pipeline stage of every model (its
 	// layers split evenly over --pp), split over the TP group, with rows
 	// for this rank's share of the step's prompts.
-	gpt := func(dir string, c model.Config) (*model.GPT, error) {
+	// load is checkpoint.LoadModel, or loadRewardWeights for the reward
+	// model (which merges a LoRA reward model's adapters into its base).
+	gpt := func(dir string, c model.Config, load func(string, *model.GPT) error) (*model.GPT, error) {
 		bounds, err := model.StageBounds(c.NLayer, m.PP, nil)
 		if err != nil {
 			return nil, usageError{fmt.Sprintf("ppo: %v", err)}
@@ -140,9 +142,9 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 			g.Init(f.seed)
 			return g, nil
 		}
-		return g, checkpoint.LoadModel(dir, g)
+		return g, load(dir, g)
 	}
-	policy, err := gpt(f.ckpt, cfg)
+	policy, err := gpt(f.ckpt, cfg, checkpoint.LoadModel)
 	if err != nil {
 		return err
 	}
@@ -173,7 +175,7 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 			}
 		}
 	}
-	ref, err := gpt(f.ckpt, cfg)
+	ref, err := gpt(f.ckpt, cfg, checkpoint.LoadModel)
 	if err != nil {
 		return err
 	}
@@ -191,7 +193,7 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	}
 	var models [2]*finetune.RewardModel
 	for i := range models {
-		g, err := gpt(rmDir, rmCfg)
+		g, err := gpt(rmDir, rmCfg, loadRewardWeights)
 		if err != nil {
 			return err
 		}

@@ -186,7 +186,7 @@ func refuseAdapters(src string) error {
 	}
 	for name := range tensors {
 		if strings.HasSuffix(name, ".lora_A") || strings.HasSuffix(name, ".lora_B") {
-			return fmt.Errorf("reshard: %s holds LoRA adapters (%s), not a whole model: merge them first (strand lora merge), or resume the run directly, which reads any layout", src, name)
+			return fmt.Errorf("reshard: %s holds LoRA adapters (%s), not a whole model: adapters load as they are into any layout (--resume, rm score, ppo --rm), or merge them into their base first (strand lora merge)", src, name)
 		}
 	}
 	return nil

@@ -124,3 +124,46 @@ func TestShardedCorruptionIsRefusedNamingTheFile(t *testing.T) {
 		t.Fatalf("bit flip: err %v, warnings %v", err, warns)
 	}
 }
+
+// TestReshardRefusesWhatItCannotCarry: a checkpoint with a subdirectory
+// Reshard does not know is refused, naming it, and nothing is written;
+// ReshardWith carries it when told to, through Finish, before the commit.
+func TestReshardRefusesWhatItCannotCarry(t *testing.T) {
+	cfg := model.Config{VocabSize: 64, NLayer: 2, NHead: 2, NEmbd: 16, NPositions: 8, LayerNormEps: 1e-5,
+		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.02}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	writeShardedFixture(t, src, cfg, 2, 1)
+	if err := os.Mkdir(filepath.Join(src, "extra"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "dst")
+	if err := Reshard(src, dst, 1, 2); err == nil || !bytes.Contains([]byte(err.Error()), []byte("extra/")) {
+		t.Fatalf("reshard of a checkpoint with extra/: %v, want a refusal naming it", err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Fatal("a refused reshard wrote its destination")
+	}
+	var sawTmp bool
+	err := ReshardWith(src, dst, 1, 2, ReshardExtra{Subdirs: []string{"extra"}, Finish: func(tmp string) error {
+		if _, err := os.Stat(filepath.Join(tmp, CommitFile)); err == nil {
+			t.Error("Finish ran after the commit marker was written")
+		}
+		sawTmp = true
+		return os.WriteFile(filepath.Join(tmp, "extra.json"), []byte("{}\n"), 0o644)
+	}})
+	if err != nil || !sawTmp {
+		t.Fatalf("ReshardWith: %v (Finish ran: %v)", err, sawTmp)
+	}
+	if err := Verify(dst); err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := LoadTrainerState(dst, &st); err != nil || st["layout"] != ReshardedLayout(1, 2) {
+		t.Fatalf("trainer state %v, %v: want the resharded layout", st, err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dst, CommitFile))
+	if !bytes.Contains(raw, []byte("extra.json")) {
+		t.Errorf("commit.json does not cover the file Finish wrote:\n%s", raw)
+	}
+}

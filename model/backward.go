@@ -195,9 +195,18 @@ func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
 
 // activateBackwardBias is activateBackward for tanh GELU that also adds
 // the column sums of dinp (N, H) to db (H), the bias gradient of the layer
-// before, as biasGrad would (rows in order per column). Split over column
-// ranges, so the bits do not depend on the thread count.
+// before, as biasGrad would (rows in order per column), so the bits do not
+// depend on the thread count. On one goroutine it is one fused pass. On
+// several, the GELU runs split by rows and biasGrad sums the columns
+// after it: the fused pass split by column ranges (each goroutine half of
+// every row) ran slower on 2 goroutines than on 1 (gpt2s: 5.3 vs 4.2 ms
+// per step), the two split passes take 3.5.
 func (m *GPT) activateBackwardBias(dinp, inp, dout, db []float32, N, H int) {
+	if m.threads() > 1 {
+		m.activateBackward(dinp, inp, dout, N, H)
+		m.biasGrad(db, dinp, N, H)
+		return
+	}
 	m.clearIfStale(db)
 	t := &m.split
 	t.kind, t.N, t.W, t.out, t.a, t.b, t.bias = splitGELUBackBias, N, H, dinp, inp, dout, db

@@ -24,7 +24,8 @@ import (
 // of TestRewardModelSeparatesPairs like the full one (> 90% held out;
 // 94-98% over 5 seeds at these 200 steps, full fine-tuning 93-97.5%).
 // rm score merges the adapters into the base and reproduces the held-out
-// accuracy, and its rewards equal, within 1e-4 of the largest, those of the unmerged
+// accuracy (so does the checkpoint strand lora merge writes), and its
+// rewards equal, within 1e-4 of the largest, those of the unmerged
 // adapter model (the training-time computation) built here from the same
 // checkpoint. ppo --rm loads it too, merged on every shard: the first
 // step's mean reward on two pipeline stages equals the single process's.
@@ -114,6 +115,14 @@ func TestRewardModelLoRA(t *testing.T) {
 		}
 	}
 	t.Logf("rm score (merged) vs adapter model: rewards within %.2g of the largest (%.4g); held-out accuracy %.3f", worst, scale, acc)
+
+	// strand lora merge writes a full reward model: the merged weights
+	// and the head, which rm score reads without the adapters' base
+	merged := filepath.Join(dir, "merged")
+	runStrand(t, time.Minute, "lora", "merge", "--adapters", run, "--out", merged)
+	if again := runStrand(t, time.Minute, "rm", "score", "--ckpt", merged, "--data", held, "--seq", "16"); again != scored {
+		t.Errorf("rm score of the lora-merged checkpoint differs from the adapters' (merged at load):\n%s\nvs\n%s", again, scored)
+	}
 
 	// ppo --rm merges the adapters on every shard
 	first := func(name string, mesh ...string) float64 {

@@ -110,7 +110,15 @@ func runLoRAMerge(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := m.MergeLoRA(); err != nil {
 		return err
 	}
-	path, err := checkpoint.Save(*out, 0, m, nil, nil, 1)
+	// a reward model trained as adapters (rm train --lora-rank) keeps its
+	// scalar head in the trainer state: carry it, so that the merged
+	// checkpoint is still a reward model for rm score and ppo --rm
+	var state any
+	var rs rmState
+	if checkpoint.LoadTrainerState(adir, &rs) == nil && len(rs.RewardHead.Weight) > 0 {
+		state = rmState{RewardHead: rs.RewardHead}
+	}
+	path, err := checkpoint.Save(*out, 0, m, nil, state, 1)
 	if err != nil {
 		return err
 	}

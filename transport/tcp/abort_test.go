@@ -173,3 +173,48 @@ func TestSenderCancelledMidFrameFinishesTheFrame(t *testing.T) {
 		})
 	}
 }
+
+func TestAbortDuringSplitSendsDoesNotHangTheSenders(t *testing.T) {
+	// Two goroutines keep split messages queued for every part writer
+	// while the receiver is slow; the sender's transport is then aborted.
+	// Every Send must return (a part still queued when its writer exits is
+	// never written: the sender must not wait for it).
+	for rep := 0; rep < 4; rep++ {
+		ts := mustDial(t, 2, func(c *Config) {
+			c.Streams = 3
+			c.SplitBytes = 64 << 10
+			c.SocketBuffer = 64 << 10
+		})
+		const n = 1 << 20
+		var posted []transport.PostedRecv
+		first := make(chan struct{})
+		for i := 0; i < 8; i++ {
+			sink := &slowSink{delay: time.Millisecond, got: make([]byte, n), first: make(chan struct{})}
+			if i == 0 {
+				sink.first = first
+			}
+			posted = append(posted, ts[0].PostRecvChunks(context.Background(), 1, 1, n, sink))
+		}
+		sendErrs := make(chan error, 8)
+		for g := 0; g < 2; g++ {
+			go func() {
+				for i := 0; i < 4; i++ {
+					sendErrs <- ts[1].Send(context.Background(), 0, 1, pattern(n, i))
+				}
+			}()
+		}
+		<-first
+		time.Sleep(time.Duration(rep) * time.Millisecond)
+		ts[1].Abort()
+		for i := 0; i < 8; i++ {
+			select {
+			case <-sendErrs:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("rep %d: a Send did not return after its transport was aborted", rep)
+			}
+		}
+		for _, pr := range posted {
+			_ = pr.Wait() // the receiver sees the abort as a failure; it must return
+		}
+	}
+}

@@ -23,6 +23,11 @@ type peer struct {
 	streams []*stream
 	nextID  atomic.Uint64 // message ids this rank assigns when sending to the peer
 	dead    chan struct{} // closed when the peer fails
+	// writersGone is closed once every part writer of this peer has
+	// exited (the transport closed): a part still queued for one will
+	// never be written, and no writer touches a sender's buffer any more.
+	writersGone chan struct{}
+	writers     sync.WaitGroup
 
 	mu        sync.Mutex
 	cond      *sync.Cond                 // signalled on announcements, part completions and failure
@@ -130,11 +135,12 @@ type mailbox struct {
 
 func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
 	p := &peer{
-		t:        t,
-		rank:     rank,
-		dead:     make(chan struct{}),
-		inflight: make(map[uint64]*message),
-		boxes:    make(map[transport.Tag]*mailbox),
+		t:           t,
+		rank:        rank,
+		dead:        make(chan struct{}),
+		writersGone: make(chan struct{}),
+		inflight:    make(map[uint64]*message),
+		boxes:       make(map[transport.Tag]*mailbox),
 	}
 	p.cond = sync.NewCond(&p.mu)
 	for i, c := range conns {
@@ -238,7 +244,19 @@ func (p *peer) send(ctx context.Context, tag transport.Tag, buf []byte) error {
 		err = p.peerErr("send", err)
 	}
 	for ; sent > 0; sent-- { // the caller's buffer is busy until every part is written
-		if e := <-done; e != nil && err == nil {
+		var e error
+		select {
+		case e = <-done:
+		case <-p.writersGone:
+			// The transport closed under us: parts still queued will
+			// never be written (and their writers touch nothing now).
+			select {
+			case e = <-done:
+			default:
+				e = p.peerErr("send", errClosed)
+			}
+		}
+		if e != nil && err == nil {
 			err = e
 		}
 	}

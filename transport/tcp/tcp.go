@@ -324,9 +324,12 @@ func (t *Transport) start() {
 			go func() { defer t.wg.Done(); defer t.readers.Done(); p.readLoop(s, i) }()
 			if i > 0 {
 				t.wg.Add(1)
-				go func() { defer t.wg.Done(); p.partWriter(s) }()
+				p.writers.Add(1)
+				go func() { defer t.wg.Done(); defer p.writers.Done(); p.partWriter(s) }()
 			}
 		}
+		t.wg.Add(1)
+		go func() { defer t.wg.Done(); p.writers.Wait(); close(p.writersGone) }()
 	}
 	t.conns = nil
 }

@@ -75,6 +75,12 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 	}
 	w := &m.w
 	m.norm(a.lnf, a.lnfMean, a.lnfRstd, x, w.lnfw, w.lnfb, N)
+	if a.head.hiddenOnly {
+		if targets != nil {
+			return 0, 0, fmt.Errorf("model: a hidden-only forward (SetHiddenOnly) takes no targets")
+		}
+		return 0, 0, nil
+	}
 	// logits (N, Vl) = lnf (N, C) @ wte_local^T : the head is tied to the
 	// embedding, and each TP rank holds a slice of the vocabulary.
 	logits := a.logits[:N*d.Vl]

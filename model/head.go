@@ -46,10 +46,18 @@ func (a *Acts) SetHeadGrad(dHidden []float32) {
 	a.head.grad = append(a.head.grad[:0], dHidden...)
 }
 
+// SetHiddenOnly makes the following forwards on a stop at Hidden on the
+// last stage, without the LM logits: a custom head needs only the final
+// hidden states, and the LM head is the largest product of a small model
+// (gpt2s: 4096 x 384 of its 12M weights). Such a forward takes no targets;
+// Logits is not valid after it.
+func (a *Acts) SetHiddenOnly(on bool) { a.head.hiddenOnly = on }
+
 // headState holds an Acts' objective hooks.
 type headState struct {
-	weights []float32 // (N) loss weights; nil: all 1
-	grad    []float32 // (N, C) dL/dHidden from a custom head; nil: LM loss
+	weights    []float32 // (N) loss weights; nil: all 1
+	grad       []float32 // (N, C) dL/dHidden from a custom head; nil: LM loss
+	hiddenOnly bool      // forward stops after ln_f (SetHiddenOnly)
 }
 
 // weightRows scales each row n of dlogits (N, Vl) by the loss weight.

@@ -100,3 +100,64 @@ func TestCustomHeadGradients(t *testing.T) {
 		checkGrad(t, name, p.Data, grad[p.Offset:p.Offset+p.Size()], loss, 8, r)
 	}
 }
+
+// TestHiddenOnlyForward: a hidden-only forward leaves the same final
+// hidden states as a full one, computes no logits, and refuses targets;
+// a custom head's backward from it gives the full forward's gradients.
+func TestHiddenOnlyForward(t *testing.T) {
+	cfg := parallelTestConfig(GELUTanh, LayerNorm)
+	B, T := 2, cfg.NPositions
+	ctx := context.Background()
+	run := func(hiddenOnly bool) ([]float32, []float32, []float32) {
+		m, err := New(cfg, B, T, gemm.New(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(5)
+		a := m.NewActs(B, T)
+		a.SetHiddenOnly(hiddenOnly)
+		for i := range a.logits {
+			a.logits[i] = -7 // a full forward overwrites every logit
+		}
+		tok, _ := testBatch(B, T, cfg.VocabSize)
+		if _, _, err := m.ForwardActs(ctx, a, tok, nil, nil, B, T); err != nil {
+			t.Fatal(err)
+		}
+		hid := append([]float32(nil), a.Hidden()...)
+		dh := make([]float32, len(hid))
+		for i := range dh {
+			dh[i] = float32(i%7) - 3
+		}
+		a.SetHeadGrad(dh)
+		m.Params.ZeroGrad()
+		if err := m.BackwardActs(ctx, a, nil, 1); err != nil {
+			t.Fatal(err)
+		}
+		return hid, append([]float32(nil), a.Logits()...), append([]float32(nil), m.Params.Grad...)
+	}
+	hid, logits, grad := run(false)
+	hid2, logits2, grad2 := run(true)
+	for i := range hid {
+		if hid[i] != hid2[i] {
+			t.Fatalf("hidden[%d] = %v hidden-only, %v full", i, hid2[i], hid[i])
+		}
+	}
+	for i := range grad {
+		if grad[i] != grad2[i] {
+			t.Fatalf("grad[%d] = %v hidden-only, %v full", i, grad2[i], grad[i])
+		}
+	}
+	if logits[0] == -7 || logits2[0] != -7 {
+		t.Fatalf("logit 0: %v after a full forward, %v after a hidden-only one (want computed, untouched)", logits[0], logits2[0])
+	}
+	m, err := New(cfg, B, T, gemm.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := m.NewActs(B, T)
+	a.SetHiddenOnly(true)
+	tok, tgt := testBatch(B, T, cfg.VocabSize)
+	if _, _, err := m.ForwardActs(ctx, a, tok, nil, tgt, B, T); err == nil {
+		t.Fatal("a hidden-only forward accepted targets")
+	}
+}

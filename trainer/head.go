@@ -24,9 +24,9 @@ import (
 // Under tensor parallelism the final hidden state is replicated, so the
 // TP ranks of the last stage compute bit-identical head gradients.
 //
-// The LM head's logits are still computed in the forward (harmless: no
-// loss, and the backward starts from the head gradient; the tied
-// embedding gets no head gradient).
+// The forward stops at the final hidden states (model's SetHiddenOnly): no
+// LM logits are computed, and the backward starts from the head gradient
+// (the tied embedding gets no head gradient).
 type HeadObjective interface {
 	// Units is the number of loss units (e.g. preference pairs) in this
 	// rank's rows of the step (targets: rows x Seq); every rank calls it.
@@ -83,6 +83,9 @@ func (t *Trainer) SetHead(h HeadObjective) error {
 		ht.dHid = make([]float32, t.micro*t.Opts.Seq*t.Opts.Model.NEmbd)
 	}
 	t.head = ht
+	for _, a := range t.acts {
+		a.SetHiddenOnly(true)
+	}
 	return nil
 }
 

@@ -371,10 +371,10 @@ const finishGrace = time.Second
 // rank died must still be able to say goodbye). With commit (a part of a
 // message some of whose parts are already sent) the whole frame is
 // written even if ctx has ended (waiting at most finishGrace beyond it for
-// the stream). Only a write that cannot finish (the
-// peer stalled, or the socket broke) fails the peer; a socket error is
-// first checked against the peer's goodbye (peerLeft), since a peer that
-// left cleanly resets its sockets when it closes.
+// the stream). Only a write that cannot finish (the peer stalled, or the
+// socket broke) fails the peer; a socket error is first checked against
+// the peer's goodbye (leftCleanly), since a peer that left cleanly may
+// reset its sockets when it closes.
 func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill func() net.Buffers) error {
 	select {
 	case s.lock <- struct{}{}:

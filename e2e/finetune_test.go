@@ -267,28 +267,41 @@ func TestDPOLayouts(t *testing.T) {
 	matchesSingleProcessOnFourRanks(t, run)
 }
 
+// writeReversePairs writes the reward-model tests' preference data to dir:
+// pairs.jsonl, 1200 pairs preferring the reversed 3-5 letter prompt over
+// the copied one (palindromes skipped), and held.jsonl, its last 120 (the
+// held-out tail of --val-frac 0.1).
+func writeReversePairs(t *testing.T, dir string) (data, held string) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(5, 6))
+	var lines []string
+	for len(lines) < 1200 {
+		s, rev := reverseWord(r, 3+r.IntN(3))
+		if string(rev) == string(s) {
+			continue // a palindrome makes both completions equal
+		}
+		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "chosen": string(rev), "rejected": string(s)})
+		lines = append(lines, string(line))
+	}
+	data, held = filepath.Join(dir, "pairs.jsonl"), filepath.Join(dir, "held.jsonl")
+	for _, f := range []struct {
+		path  string
+		lines []string
+	}{{data, lines}, {held, lines[1080:]}} {
+		if err := os.WriteFile(f.path, []byte(strings.Join(f.lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return data, held
+}
+
 // TestRewardModelSeparatesPairs: a reward model on tiny, started from an
 // SFT base, learns to prefer the reversed prompt over the copied one
 // (> 90% on held-out pairs), rm score reproduces the figure from the checkpoint, and PPO against it
 // raises the mean reward of a policy's samples.
 func TestRewardModelSeparatesPairs(t *testing.T) {
 	dir := t.TempDir()
-	r := rand.New(rand.NewPCG(5, 6))
-	var b strings.Builder
-	for n := 0; n < 1200; {
-		s, rev := reverseWord(r, 3+r.IntN(3))
-		if string(rev) == string(s) {
-			continue // a palindrome makes both completions equal
-		}
-		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "chosen": string(rev), "rejected": string(s)})
-		b.Write(line)
-		b.WriteByte('\n')
-		n++
-	}
-	data := filepath.Join(dir, "pairs.jsonl")
-	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data, held := writeReversePairs(t, dir)
 	// As in InstructGPT, the reward model starts from the SFT policy: a
 	// base briefly fine-tuned on the reverse task already represents
 	// reversal, so the head learns to read it (from a fresh model the
@@ -305,11 +318,6 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	acc := lastRecord(t, run, "held_accuracy")["held_accuracy"].(float64)
 	if !(acc > 0.9) {
 		t.Fatalf("held-out pairwise accuracy %.3f, want > 0.9\n%s", acc, out)
-	}
-	held := filepath.Join(dir, "held.jsonl")
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if err := os.WriteFile(held, []byte(strings.Join(lines[1080:], "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
 	}
 	scored := runStrand(t, time.Minute, "rm", "score", "--ckpt", run, "--data", held)
 	if want := fmt.Sprintf("pairwise accuracy %.1f%% on 120 pairs", 100*acc); !strings.Contains(scored, want) {

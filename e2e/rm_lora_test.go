@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,22 +30,7 @@ import (
 // step's mean reward on two pipeline stages equals the single process's.
 func TestRewardModelLoRA(t *testing.T) {
 	dir := t.TempDir()
-	r := rand.New(rand.NewPCG(5, 6))
-	var b strings.Builder
-	for n := 0; n < 1200; {
-		s, rev := reverseWord(r, 3+r.IntN(3))
-		if string(rev) == string(s) {
-			continue // a palindrome makes both completions equal
-		}
-		line, _ := json.Marshal(map[string]string{"prompt": string(s) + "=", "chosen": string(rev), "rejected": string(s)})
-		b.Write(line)
-		b.WriteByte('\n')
-		n++
-	}
-	data := filepath.Join(dir, "pairs.jsonl")
-	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data, held := writeReversePairs(t, dir)
 	sftData := filepath.Join(dir, "reverse.jsonl")
 	writeReverseTask(t, sftData, 600)
 	base := filepath.Join(dir, "base")
@@ -80,11 +64,6 @@ func TestRewardModelLoRA(t *testing.T) {
 		}
 	}
 
-	held := filepath.Join(dir, "held.jsonl")
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if err := os.WriteFile(held, []byte(strings.Join(lines[1080:], "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	scored := runStrand(t, time.Minute, "rm", "score", "--ckpt", run, "--data", held, "--seq", "16")
 	if want := fmt.Sprintf("pairwise accuracy %.1f%% on 120 pairs", 100*acc); !strings.Contains(scored, want) {
 		t.Fatalf("rm score output lacks %q\n%s", want, scored)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,23 +88,8 @@ func TestPPOCheckpointResume(t *testing.T) {
 		t.Fatalf("value/ holds no reward head: %v", err)
 	}
 
-	close := func(name string, got, want []PPOStats) {
-		var worst float64
-		for s := range want {
-			g, w := got[s], want[s]
-			for _, pair := range [][2]float64{{g.Reward, w.Reward}, {g.KL, w.KL}, {g.PolicyLoss, w.PolicyLoss}, {g.ValueLoss, w.ValueLoss}} {
-				e := math.Abs(pair[0]-pair[1]) / max(math.Abs(pair[1]), 1e-3)
-				worst = max(worst, e)
-				if e > 1e-4 || g.Tokens != w.Tokens {
-					t.Errorf("%s step %d: %+v, straight %+v", name, s+1, g, w)
-					break
-				}
-			}
-		}
-		t.Logf("%s: within %.2g relative", name, worst)
-	}
 	// single-file checkpoint resumed on dp2 x tp2
-	close("1 -> dp2 x tp2", ppoResumeRun(t, mesh.Mesh{DP: 2, TP: 2, PP: 1}, single, "", 2, nil), want[2:])
+	ppoStatsClose(t, "1 -> dp2 x tp2", ppoResumeRun(t, mesh.Mesh{DP: 2, TP: 2, PP: 1}, single, "", 2, nil), want[2:])
 	// sharded checkpoint (tp2) resumed in one process
 	sharded := filepath.Join(dir, "tp2")
 	ppoResumeRun(t, mesh.Mesh{DP: 1, TP: 2, PP: 1}, "", sharded, 2, runState{8})
@@ -116,13 +100,13 @@ func TestPPOCheckpointResume(t *testing.T) {
 	if idx, err := checkpoint.ReadIndex(filepath.Join(ck, PPOValueDir)); err != nil || idx == nil || idx.Layout.TP != 2 {
 		t.Fatalf("tp2 value model is not sharded: %v", err)
 	}
-	close("tp2 -> 1", ppoResumeRun(t, one, sharded, "", 2, nil), want[2:])
+	ppoStatsClose(t, "tp2 -> 1", ppoResumeRun(t, one, sharded, "", 2, nil), want[2:])
 	// pipeline stages: saved by two stages (the value head from the last),
 	// resumed in one process; and the single checkpoint on tp2 x pp2
 	staged := filepath.Join(dir, "pp2")
 	ppoResumeRun(t, mesh.Mesh{DP: 1, TP: 1, PP: 2}, "", staged, 2, runState{8})
-	close("pp2 -> 1", ppoResumeRun(t, one, staged, "", 2, nil), want[2:])
-	close("1 -> tp2 x pp2", ppoResumeRun(t, mesh.Mesh{DP: 1, TP: 2, PP: 2}, single, "", 2, nil), want[2:])
+	ppoStatsClose(t, "pp2 -> 1", ppoResumeRun(t, one, staged, "", 2, nil), want[2:])
+	ppoStatsClose(t, "1 -> tp2 x pp2", ppoResumeRun(t, mesh.Mesh{DP: 1, TP: 2, PP: 2}, single, "", 2, nil), want[2:])
 
 	// A corrupted value model is refused.
 	vf := filepath.Join(ck, PPOValueDir, "model-pp0-tp1.safetensors")

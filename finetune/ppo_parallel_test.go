@@ -213,23 +213,29 @@ func TestPPOLayouts(t *testing.T) {
 				}
 			}
 		}
-		// The key bias's gradient is zero but for rounding (softmax ignores
-		// a shift shared by all keys), and AdamW turns rounding noise into
-		// full steps: it is left out (it does not change the model).
-		var num, den float64
-		for name, w := range wantP[0] {
-			for i := range w {
-				if strings.HasSuffix(name, "attn.c_attn.bias") && i/C == 1 {
-					continue
-				}
-				d := float64(gotP[0][name][i] - w[i])
-				num, den = num+d*d, den+float64(w[i])*float64(w[i])
-			}
-		}
-		if e := math.Sqrt(num / den); e > 1e-4 {
+		if e := policyDistance(wantP[0], gotP[0], C); e > 1e-4 {
 			t.Errorf("%v: policy weights differ from the single process's by %.2g (relative L2)", m, e)
 		} else {
 			t.Logf("%v: statistics within %.2g relative, policy weights within %.2g relative L2", m, worst, e)
 		}
 	}
+}
+
+// policyDistance is the relative L2 distance of policy weights got from
+// want (by tensor name; model width C), leaving out the key bias: its
+// gradient is zero but for rounding (softmax ignores a shift shared by all
+// keys), and AdamW turns rounding noise into full steps, so it differs
+// between layouts without changing the model.
+func policyDistance(want, got map[string][]float32, C int) float64 {
+	var num, den float64
+	for name, w := range want {
+		for i := range w {
+			if strings.HasSuffix(name, "attn.c_attn.bias") && i/C == 1 {
+				continue
+			}
+			d := float64(got[name][i] - w[i])
+			num, den = num+d*d, den+float64(w[i])*float64(w[i])
+		}
+	}
+	return math.Sqrt(num / den)
 }

@@ -11,7 +11,7 @@
 //
 // Usage (from the repository root; run.sh sets the OpenBLAS environment):
 //
-//	go run ./bench/gemm/compare [-threads 1,2] [-rounds 5] [-min 0.05] [-filter REGEXP] [-dtype f32|bf16]
+//	go run ./bench/gemm/compare [-threads 1,2] [-rounds 5] [-min 0.05] [-settle 50ms] [-filter REGEXP] [-dtype f32|bf16]
 //
 // With -dtype bf16 strand's GemmBF16 (bf16 inputs, float32 output) is
 // compared with torch.mm on bfloat16 tensors (oneDNN), the only bf16 anchor.
@@ -53,6 +53,7 @@ type options struct {
 	threads []int
 	rounds  int
 	minSecs float64
+	settle  time.Duration // idle before each measurement (see -settle)
 	filter  *regexp.Regexp
 	python  string
 	script  string
@@ -65,6 +66,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	threads := fs.String("threads", "1,2", "comma-separated thread counts")
 	rounds := fs.Int("rounds", 5, "interleaved rounds per row (median reported)")
 	minSecs := fs.Float64("min", 0.05, "minimum seconds per measurement")
+	settle := fs.Duration("settle", 50*time.Millisecond, "idle time before each measurement, so the other side's spinning worker threads have gone to sleep")
 	filter := fs.String("filter", "", "only shapes whose description matches this regexp")
 	python := fs.String("python", "/usr/bin/python3", "Python with numpy and torch")
 	script := fs.String("script", "bench/gemm/anchor.py", "anchor worker script")
@@ -72,7 +74,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	o := options{rounds: *rounds, minSecs: *minSecs, python: *python, script: *script, bf16: *dtype == "bf16"}
+	o := options{rounds: *rounds, minSecs: *minSecs, settle: *settle, python: *python, script: *script, bf16: *dtype == "bf16"}
 	if *dtype != "f32" && *dtype != "bf16" {
 		return o, fmt.Errorf("-dtype %q: want f32 or bf16", *dtype)
 	}
@@ -234,7 +236,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			var st, np, th, rnp, stc, npc []float64
 			for r := 0; r < o.rounds; r++ {
+				// Idle before each side: after a measurement its worker
+				// threads spin before they sleep (OpenBLAS's OpenMP
+				// threads by default for milliseconds, strand's for
+				// 0.3 ms), and a 2-thread measurement started meanwhile
+				// shares a core with them for its first milliseconds.
+				time.Sleep(o.settle)
 				g, gc := strandRate(s, op, o.minSecs)
+				time.Sleep(o.settle)
 				a, err := anchors[t].measure(s, o.minSecs, o.bf16)
 				if err != nil {
 					return err

@@ -279,6 +279,56 @@ func TestCollectiveDeadRankOverRDMA(t *testing.T) {
 	}
 }
 
+// TestCollectiveSurvivorsThatGiveUpOverRDMA is collective's
+// TestSurvivorsThatGiveUpAreNotBlamed over RDMA: a rank's provider is
+// killed at varying points of large (rendezvous) all-reduces, and every
+// survivor closes its transport as soon as its call fails, as an exiting
+// process would. Each must name the killed rank and only it, not a
+// neighbour whose queue pairs went down because it gave up first.
+func TestCollectiveSurvivorsThatGiveUpOverRDMA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("several worlds of 4 MiB all-reduces")
+	}
+	const n, victim = 4, 2
+	for rep := 0; rep < 4; rep++ {
+		t.Run(fmt.Sprint(rep), func(t *testing.T) {
+			tss, provs := group(t, n, nil)
+			ts := make([]transport.Transport, n)
+			for i := range ts {
+				ts[i] = tss[i]
+			}
+			started := make(chan struct{})
+			go func() { // kill the victim a little into its third call
+				<-started
+				time.Sleep(time.Duration(rep) * 3 * time.Millisecond)
+				provs[victim].Kill()
+			}()
+			errs := commEach(ts, collective.Options{Timeout: 10 * time.Second}, func(r int, c *collective.Comm) error {
+				buf := make(collective.F32, 1<<20)
+				for k := 0; ; k++ {
+					if r == victim && k == 2 {
+						close(started)
+					}
+					if err := c.AllReduce(context.Background(), buf, collective.Sum); err != nil {
+						if r != victim {
+							ts[r].Close() // exit on error, as a process does
+						}
+						return err
+					}
+				}
+			})
+			for r, err := range errs {
+				if r == victim {
+					continue
+				}
+				if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("rank(s) [%d] failed", victim)) || !strings.Contains(err.Error(), "allreduce seq") {
+					t.Errorf("rank %d: %v, want an allreduce error naming rank %d only", r, err, victim)
+				}
+			}
+		})
+	}
+}
+
 // A rank that is alive but never calls: the others time out naming it,
 // and the links stay usable for the next communicator.
 func TestCollectiveTimeoutOverRDMA(t *testing.T) {

@@ -197,12 +197,26 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 	// the tokens drawn (as float32: exact for any vocabulary below 2^24),
 	// sampled on the last stage and broadcast to the others
 	drawn := make([]float32, B)
+	// Each step forwards only the positions up to the longest unfinished
+	// row (Tc), not all T: attention is causal, so a row's next-token
+	// logits do not depend on the positions after it. Every stage derives
+	// Tc from the same r.end (the drawn tokens are broadcast).
+	compact := make([]int32, B*T)
 	for s := 0; s < p.Cfg.MaxNew && slices.Contains(done, false); s++ {
-		if err := p.pass.forward(ctx, p.Policy, p.pa, r.rows, nil, B, T); err != nil {
+		Tc := 0
+		for b := range B {
+			if !done[b] {
+				Tc = max(Tc, r.end[b])
+			}
+		}
+		for b := range B {
+			copy(compact[b*Tc:(b+1)*Tc], r.rows[b*T:b*T+Tc])
+		}
+		if err := p.pass.forward(ctx, p.Policy, p.pa, compact[:B*Tc], nil, B, Tc); err != nil {
 			return nil, fmt.Errorf("ppo sampling: %w", err)
 		}
 		if last {
-			if err := p.draw(ctx, g, r, done, rngs, probs, drawn); err != nil {
+			if err := p.draw(ctx, g, r, Tc, done, rngs, probs, drawn); err != nil {
 				return nil, fmt.Errorf("ppo sampling: %w", err)
 			}
 		}
@@ -226,12 +240,13 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 }
 
 // draw samples the next token of every unfinished row from the last
-// stage's logits into drawn.
-func (p *PPO) draw(ctx context.Context, g *logitGather, r *rollout, done []bool, rngs []*rand.Rand, probs []float64, drawn []float32) error {
-	T, V := p.T, p.Policy.Config.VocabSize
+// stage's logits (of a forward over Tc positions per row) into drawn.
+func (p *PPO) draw(ctx context.Context, g *logitGather, r *rollout, Tc int, done []bool, rngs []*rand.Rand, probs []float64, drawn []float32) error {
+	V := p.Policy.Config.VocabSize
 	at := make([]int, r.B)
 	for b := range at {
-		at[b] = b*T + r.end[b] - 1
+		// a finished row may be longer than Tc: its logits are not used
+		at[b] = b*Tc + min(r.end[b], Tc) - 1
 	}
 	logits, err := g.rows(ctx, p.pa, at)
 	if err != nil {

@@ -26,15 +26,20 @@ import (
 // add up in a thread-count-dependent order.
 //
 // Lanes are used with tensor parallelism 1 (a TP block all-reduces its
-// partial sums in the middle), float32 products (the bf16/fp16 operand
-// buffers are shared) and no LoRA (its forward keeps per-call scratch).
+// partial sums in the middle) and no LoRA (its forward keeps per-call
+// scratch). With bf16 or fp16 products each lane rounds its activations
+// into scratch of its own and shares the rounded weights.
 
 // lanes is the reusable state of the lane forward.
 type lanes struct {
 	models []GPT             // lane i's copy of the model header, see laneModel
 	attn   []*FlashAttention // lane i's attention, single-threaded, own scratch
 	views  []blockActs       // lane i's row views of the current block's Acts
-	task   laneTask
+	// lane i's operand scratch for bf16 / fp16 products (lowPrecision's
+	// slots; grown by the lane on first use, kept here between forwards)
+	b16Slot [][2][]uint16
+	f16Slot [][2][]float32
+	task    laneTask
 }
 
 // laneTask is one lane forward, run by the attention pool (lane i = item i).
@@ -53,7 +58,7 @@ type laneTask struct {
 // lane that imbalance (3 over 2 lanes: 2/3 of the work on one) costs more
 // than lanes save, and the layers split instead.
 func (m *GPT) laneCount(B, T int) int {
-	if m.tp.Size() != 1 || m.LoRA != nil || m.f16.on || m.b16.on || len(m.w.blocks) == 0 {
+	if m.tp.Size() != 1 || m.LoRA != nil || len(m.w.blocks) == 0 {
 		return 0
 	}
 	n := min(m.threads(), B)
@@ -75,8 +80,9 @@ const minLaneRows = 64
 
 // laneModel refreshes lane i's copy of the model header: the same
 // weights, config and layout, but its own single-threaded GEMM engine,
-// attention (scratch, the segment starts of its rows) and split-layer
-// task, so that lanes share nothing they write. It is copied from m on
+// attention (scratch, the segment starts of its rows), split-layer task
+// and low-precision operand scratch, so that lanes share nothing they
+// write. It is copied from m on
 // every forward, so it follows whatever m points to now (weights rebound
 // by a load, new segments).
 func (m *GPT) laneModel(i, b0, b1, T int) {
@@ -87,6 +93,8 @@ func (m *GPT) laneModel(i, b0, b1, T int) {
 		ln.models = append(ln.models, GPT{})
 		ln.attn = append(ln.attn, a)
 		ln.views = append(ln.views, blockActs{})
+		ln.b16Slot = append(ln.b16Slot, [2][]uint16{})
+		ln.f16Slot = append(ln.f16Slot, [2][]float32{})
 	}
 	h := &ln.models[i]
 	*h = *m
@@ -94,6 +102,7 @@ func (m *GPT) laneModel(i, b0, b1, T int) {
 	h.gemm = m.attn.gemm
 	h.split, h.sumSq, h.pair = splitTask{}, sumSqTask{}, pairTask{}
 	h.lnStats = nil
+	h.b16.slot, h.f16.slot = ln.b16Slot[i], ln.f16Slot[i]
 	a := ln.attn[i]
 	a.Slopes, a.SegStart = m.attn.Slopes, nil
 	if s := m.attn.SegStart; s != nil {
@@ -147,6 +156,7 @@ func (t *laneTask) run(_, i int) {
 		x = v.res3
 	}
 	*v = blockActs{}
+	m.lanes.b16Slot[i], m.lanes.f16Slot[i] = h.b16.slot, h.f16.slot // as grown
 }
 
 // rows is the view of sequences [b0, b1) of ba (batches of T positions):

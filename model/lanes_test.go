@@ -12,14 +12,16 @@ import (
 // (2 and 4 compute threads over 4 and 6 sequences: lanes of 1 to 3
 // sequences, none for 6 over 4) gives the loss and the saved activations
 // (checked through the gradients backward computes from them) of the
-// one-thread forward bit for bit, for learned positions, RoPE, ALiBi and
-// packed segments; and the lanes really ran.
+// one-thread forward bit for bit, for learned positions, RoPE, ALiBi,
+// packed segments and bf16 / fp16 products; and the lanes really ran.
 func TestLaneForwardBitIdentical(t *testing.T) {
 	for _, c := range []struct {
-		name     string
-		pos      string
-		segments bool
-	}{{"learned", PosLearned, false}, {"rope", PosRoPE, false}, {"alibi", PosALiBi, false}, {"segments", PosLearned, true}, {"rope segments", PosRoPE, true}} {
+		name      string
+		pos       string
+		segments  bool
+		precision string
+	}{{"learned", PosLearned, false, ""}, {"rope", PosRoPE, false, ""}, {"alibi", PosALiBi, false, ""}, {"segments", PosLearned, true, ""},
+		{"rope segments", PosRoPE, true, ""}, {"bf16", PosLearned, false, "bf16"}, {"fp16 alibi", PosALiBi, false, "fp16"}} {
 		cfg := parallelTestConfig(GELUTanh, LayerNorm)
 		cfg.Position, cfg.NPositions = c.pos, 64
 		for _, B := range []int{4, 6} {
@@ -30,6 +32,10 @@ func TestLaneForwardBitIdentical(t *testing.T) {
 					t.Fatal(err)
 				}
 				m.Init(7)
+				m.SetBF16(c.precision == "bf16")
+				if c.precision == "fp16" {
+					m.SetFP16(true)
+				}
 				a := m.NewActs(B, T)
 				if c.segments {
 					ids := make([]int32, B*T)

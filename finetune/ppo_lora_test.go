@@ -21,13 +21,9 @@ func TestPPOLoRA(t *testing.T) {
 	run := func(m mesh.Mesh) ([]PPOStats, []map[string][]float32) {
 		return ppoRunWith(t, m, lc, func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
 			base := slices.Clone(p.Policy.LoRA.Base.Data)
-			var out []PPOStats
-			for s := 0; s < steps; s++ {
-				st, err := p.TrainStep(ctx, ppoPrompts)
-				if err != nil {
-					return out, fmt.Errorf("step %d: %w", s+1, err)
-				}
-				out = append(out, st)
+			out, err := ppoSteps(ctx, p, steps)
+			if err != nil {
+				return out, err
 			}
 			for i, w := range p.Policy.LoRA.Base.Data {
 				if math.Float32bits(w) != math.Float32bits(base[i]) {

@@ -19,15 +19,7 @@ import (
 func TestPPOMicroBatches(t *testing.T) {
 	const steps, C = 3, 8
 	steps3 := func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
-		var out []PPOStats
-		for s := 0; s < steps; s++ {
-			st, err := p.TrainStep(ctx, ppoPrompts)
-			if err != nil {
-				return out, fmt.Errorf("step %d: %w", s+1, err)
-			}
-			out = append(out, st)
-		}
-		return out, nil
+		return ppoSteps(ctx, p, steps)
 	}
 	one := mesh.Mesh{DP: 1, TP: 1, PP: 1}
 	want, wantP := ppoRunMicro(t, one, nil, 1, steps3)

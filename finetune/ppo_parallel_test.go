@@ -23,16 +23,22 @@ import (
 func ppoRun(t *testing.T, m mesh.Mesh, steps int) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
 	return ppoRunWith(t, m, nil, func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
-		var out []PPOStats
-		for s := 0; s < steps; s++ {
-			st, err := p.TrainStep(ctx, ppoPrompts)
-			if err != nil {
-				return out, fmt.Errorf("step %d: %w", s+1, err)
-			}
-			out = append(out, st)
-		}
-		return out, nil
+		return ppoSteps(ctx, p, steps)
 	})
+}
+
+// ppoSteps takes steps PPO steps on ppoPrompts and returns their
+// statistics (those before a failing step, and its error).
+func ppoSteps(ctx context.Context, p *PPO, steps int) ([]PPOStats, error) {
+	var out []PPOStats
+	for s := 0; s < steps; s++ {
+		st, err := p.TrainStep(ctx, ppoPrompts)
+		if err != nil {
+			return out, fmt.Errorf("step %d: %w", s+1, err)
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // ppoPrompts is the global batch of every step of ppoRun.

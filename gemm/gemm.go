@@ -108,7 +108,16 @@ const minBlockedWorkPerTask = 1 << 22
 // minBlockedWork is the m*n*k below which packing costs about as much as
 // the SIMD micro-kernel saves; at 16x16x16 the SIMD path is already about
 // 3x faster than Portable, at 8x8x8 they are level (BenchmarkKernels).
-const minBlockedWork = 4096
+const minBlockedWork = MinPackedWork
+
+// MinPackedWork is the fewest multiply-adds (m*n*k) a product needs to take
+// the packed SIMD path on an engine that has one; smaller products take the
+// portable loops. The two paths sum in different orders, so a caller that
+// splits a product by rows and wants the unsplit product's bits (model's
+// lane forward) keeps every piece at or above this size. Above it, an
+// output row's bits do not depend on which other rows are computed with
+// it, nor on the thread count.
+const MinPackedWork = 4096
 
 // useBlocked decides between the SIMD blocked path and Portable. Besides
 // tiny problems, a matrix-vector product against B^T (n == 1) is left to

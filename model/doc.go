@@ -38,7 +38,7 @@
 // linear layer's backward (and the head's) runs its two equal-sized
 // products, the input and the weight gradient, at once, one per goroutine,
 // instead of splitting each (pair.go). The forward of the blocks instead
-// runs in lanes (lanes.go): with tensor parallelism 1 and no LoRA, each
+// runs in lanes (lanes.go): with tensor parallelism 1, each
 // compute goroutine takes whole sequences of the batch through every
 // block with one-thread GEMMs, since every layer works row by row or
 // sequence by sequence; one join per forward, the serial forward's bits.

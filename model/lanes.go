@@ -3,6 +3,8 @@ package model
 import (
 	"context"
 	"fmt"
+
+	"github.com/strand-ml/strand/gemm"
 )
 
 // This file runs the forward of the blocks as independent lanes over the
@@ -26,9 +28,10 @@ import (
 // add up in a thread-count-dependent order.
 //
 // Lanes are used with tensor parallelism 1 (a TP block all-reduces its
-// partial sums in the middle) and no LoRA (its forward keeps per-call
-// scratch). With bf16 or fp16 products each lane rounds its activations
-// into scratch of its own and shares the rounded weights.
+// partial sums in the middle). With bf16 or fp16 products each lane
+// rounds its activations into scratch of its own and shares the rounded
+// weights; with LoRA each lane keeps its rows of inp @ A in the Acts, as
+// the serial forward does, for the backward.
 
 // lanes is the reusable state of the lane forward.
 type lanes struct {
@@ -58,24 +61,33 @@ type laneTask struct {
 // lane that imbalance (3 over 2 lanes: 2/3 of the work on one) costs more
 // than lanes save, and the layers split instead.
 func (m *GPT) laneCount(B, T int) int {
-	if m.tp.Size() != 1 || m.LoRA != nil || len(m.w.blocks) == 0 {
+	if m.tp.Size() != 1 || len(m.w.blocks) == 0 {
 		return 0
 	}
 	n := min(m.threads(), B)
 	if n > 1 && B%n != 0 && B < 4*n {
 		return 0
 	}
-	if B/n*T < minLaneRows {
+	rows, C := B/n*T, m.local.C
+	if rows < minLaneRows {
+		return 0
+	}
+	// every product a lane computes must stay on gemm's packed path, as
+	// the whole batch's does, or the lane would sum in another order:
+	// the smallest are the projection (rows x C x C) and LoRA's rank-r
+	// products (rows x r x C)
+	smallest := rows * C * C
+	if r := m.loraRank(); r > 0 {
+		smallest = min(smallest, rows*r*C)
+	}
+	if smallest < gemm.MinPackedWork {
 		return 0
 	}
 	return n
 }
 
-// minLaneRows is the fewest rows (tokens) a lane takes. Below it the
-// forward's smallest products approach gemm's minimum for the packed
-// kernel (4096 multiply-adds, 64*8*8), and the unpacked path sums in
-// another order: lanes would change bits. Such small batches gain little
-// from lanes anyway.
+// minLaneRows is the fewest rows (tokens) a lane takes: smaller batches
+// gain little from lanes.
 const minLaneRows = 64
 
 // laneModel refreshes lane i's copy of the model header: the same
@@ -122,6 +134,7 @@ func (m *GPT) forwardLanes(ctx context.Context, a *Acts, n, B, T int) error {
 		b0, b1 := laneRows(i, n, B)
 		m.laneModel(i, b0, b1, T)
 	}
+	m.ensureLoRAActs(a)
 	if cap(ln.task.errs) < n {
 		ln.task.errs = make([]error, n)
 	}
@@ -148,7 +161,7 @@ func (t *laneTask) run(_, i int) {
 	x := a.input[b0*T*d.C : b1*T*d.C]
 	v := &m.lanes.views[i]
 	for j := range a.blocks {
-		*v = a.blocks[j].rows(b0, b1, T, d)
+		*v = a.blocks[j].rows(b0, b1, T, d, m.loraRank())
 		if err := h.blockForward(t.ctx, v, &m.w.blocks[j], x, b1-b0, T); err != nil {
 			t.errs[i] = fmt.Errorf("block %d: %w", m.Layout.FirstBlock+j, err)
 			return
@@ -160,13 +173,20 @@ func (t *laneTask) run(_, i int) {
 }
 
 // rows is the view of sequences [b0, b1) of ba (batches of T positions):
-// every activation is laid out by row, and att (B, NHl, T) by sequence.
-func (ba *blockActs) rows(b0, b1, T int, d localDims) blockActs {
+// every activation is laid out by row, and att (B, NHl, T) by sequence;
+// the LoRA rows (N, rank) where the Acts hold them.
+func (ba *blockActs) rows(b0, b1, T int, d localDims, rank int) blockActs {
 	r := func(s []float32, width int) []float32 { return s[b0*T*width : b1*T*width] }
-	return blockActs{
+	v := blockActs{
 		ln1: r(ba.ln1, d.C), ln1Mean: r(ba.ln1Mean, 1), ln1Rstd: r(ba.ln1Rstd, 1),
 		qkv: r(ba.qkv, 3*d.Cl), att: r(ba.att, d.NHl), atty: r(ba.atty, d.Cl), res2: r(ba.res2, d.C),
 		ln2: r(ba.ln2, d.C), ln2Mean: r(ba.ln2Mean, 1), ln2Rstd: r(ba.ln2Rstd, 1),
 		fch: r(ba.fch, d.FCl), fchAct: r(ba.fchAct, d.Hl), res3: r(ba.res3, d.C),
 	}
+	for k, h := range ba.lora {
+		if len(h) > 0 {
+			v.lora[k] = r(h, rank)
+		}
+	}
+	return v
 }

@@ -243,7 +243,7 @@ func (m *GPT) loraForward(ctx context.Context, ba *blockActs, bw *blockWeights, 
 	lb, r := bw.lora, m.LoRA.Config.Rank
 	in, o := m.loraDims(k)
 	if len(ba.lora[k]) < N*r {
-		ba.lora[k] = make([]float32, m.MaxB*m.MaxT*r) // once per Acts
+		ba.lora[k] = make([]float32, m.MaxB*m.MaxT*r) // once per Acts (lanes: ensureLoRAActs)
 	}
 	h := ba.lora[k][:N*r]
 	LoRAForward(m.gemm, out, h, inp, lb.a[k], lb.b[k], N, in, o, r, m.LoRA.scale)
@@ -254,6 +254,35 @@ func (m *GPT) loraForward(ctx context.Context, ba *blockActs, bw *blockWeights, 
 		}
 	}
 	return nil
+}
+
+// loraRank is the adapters' rank, 0 without LoRA.
+func (m *GPT) loraRank() int {
+	if m.LoRA == nil {
+		return 0
+	}
+	return m.LoRA.Config.Rank
+}
+
+// ensureLoRAActs allocates a's per-block inp @ A buffers for every adapter
+// (what loraForward does on first use), before lanes take row views of
+// them.
+func (m *GPT) ensureLoRAActs(a *Acts) {
+	r := m.loraRank()
+	if r == 0 {
+		return
+	}
+	for j := range a.blocks {
+		lb := m.w.blocks[j].lora
+		if lb == nil {
+			continue
+		}
+		for k := range loraKinds {
+			if lb.a[k] != nil && len(a.blocks[j].lora[k]) < m.MaxB*m.MaxT*r {
+				a.blocks[j].lora[k] = make([]float32, m.MaxB*m.MaxT*r)
+			}
+		}
+	}
 }
 
 // loraBackward accumulates target k's adapter gradients and adds its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -56,6 +57,16 @@ func smallAllReduceAllocs(t *testing.T, ts []transport.Transport, ctx context.Co
 	// them all instead, so that one allocation every few calls shows. The
 	// runtime itself allocates now and then (a blocking select's sudog
 	// when its per-P cache runs dry), so the best of a few windows counts.
+	// A garbage collection empties those caches (and the next blocking
+	// selects allocate again): with other tests' goroutines allocating in
+	// the same process, one landed in every window of a CI run (0.05 per
+	// call). The windows run with the collector off, after a collection
+	// and a few calls to refill the caches.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	for i := 0; i < 20; i++ {
+		once()
+	}
 	const runs, windows = 200, 4
 	best := math.Inf(1)
 	for w := 0; w < windows; w++ {
@@ -89,7 +100,16 @@ func TestSmallAllReduceAllocatesNothing(t *testing.T) {
 			t.Run(wn+"/"+cn, func(t *testing.T) {
 				a := smallAllReduceAllocs(t, w(t, 2), ctx)
 				t.Logf("%.3f allocations per call", a)
-				if a >= 0.05 {
+				// Under the race detector the best window of 200 calls
+				// still shows a few allocations now and then (0.005-0.055
+				// per call across runs; 0 without it). An allocation the
+				// call itself makes, even every other call, shows 0.5 or
+				// more.
+				limit := 0.05
+				if raceEnabled {
+					limit = 0.25
+				}
+				if a >= limit {
 					t.Errorf("%.3f allocations per 4 KiB all-reduce (both ranks), want 0", a)
 				}
 			})

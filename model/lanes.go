@@ -94,9 +94,8 @@ const minLaneRows = 64
 // weights, config and layout, but its own single-threaded GEMM engine,
 // attention (scratch, the segment starts of its rows), split-layer task
 // and low-precision operand scratch, so that lanes share nothing they
-// write. It is copied from m on
-// every forward, so it follows whatever m points to now (weights rebound
-// by a load, new segments).
+// write. It is copied from m on every forward, so it follows whatever m
+// points to now (weights rebound by a load, new segments).
 func (m *GPT) laneModel(i, b0, b1, T int) {
 	ln := &m.lanes
 	for len(ln.models) <= i {

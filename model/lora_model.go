@@ -242,10 +242,7 @@ func (m *GPT) loraForward(ctx context.Context, ba *blockActs, bw *blockWeights, 
 	}
 	lb, r := bw.lora, m.LoRA.Config.Rank
 	in, o := m.loraDims(k)
-	if len(ba.lora[k]) < N*r {
-		ba.lora[k] = make([]float32, m.MaxB*m.MaxT*r) // once per Acts (lanes: ensureLoRAActs)
-	}
-	h := ba.lora[k][:N*r]
+	h := m.loraActs(ba, k, N)[:N*r]
 	LoRAForward(m.gemm, out, h, inp, lb.a[k], lb.b[k], N, in, o, r, m.LoRA.scale)
 	if k == loraProj || k == loraFCProj {
 		// row-parallel: h is this rank's partial inp @ A; dB needs the sum
@@ -264,22 +261,29 @@ func (m *GPT) loraRank() int {
 	return m.LoRA.Config.Rank
 }
 
-// ensureLoRAActs allocates a's per-block inp @ A buffers for every adapter
-// (what loraForward does on first use), before lanes take row views of
-// them.
+// loraActs is ba's buffer for adapter k's inp @ A, at least (N, rank):
+// allocated (MaxB*MaxT, rank) on first use, once per Acts. A lane's row
+// view of it is already long enough for the lane's N rows.
+func (m *GPT) loraActs(ba *blockActs, k, N int) []float32 {
+	if r := m.loraRank(); len(ba.lora[k]) < N*r {
+		ba.lora[k] = make([]float32, m.MaxB*m.MaxT*r)
+	}
+	return ba.lora[k]
+}
+
+// ensureLoRAActs allocates a's inp @ A buffers for every adapter before
+// lanes take row views of them (in the serial forward, loraForward
+// allocates each on first use).
 func (m *GPT) ensureLoRAActs(a *Acts) {
-	r := m.loraRank()
-	if r == 0 {
+	if m.LoRA == nil {
 		return
 	}
 	for j := range a.blocks {
-		lb := m.w.blocks[j].lora
-		if lb == nil {
-			continue
-		}
-		for k := range loraKinds {
-			if lb.a[k] != nil && len(a.blocks[j].lora[k]) < m.MaxB*m.MaxT*r {
-				a.blocks[j].lora[k] = make([]float32, m.MaxB*m.MaxT*r)
+		if lb := m.w.blocks[j].lora; lb != nil {
+			for k := range loraKinds {
+				if lb.a[k] != nil {
+					m.loraActs(&a.blocks[j], k, m.MaxB*m.MaxT)
+				}
 			}
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/strand-ml/strand/internal/spin"
 )
@@ -162,8 +161,8 @@ type job struct {
 //
 // Workers and the caller spin (yielding the P each round) for a while
 // before they block, as OpenMP runtimes do: a worker that finished a task
-// polls for the next one for workerSpin, and the caller polls for the
-// workers' tasks for callerSpin before parking on the WaitGroup. A parked
+// polls for the next one for spin.WorkerBudget, and the caller polls for
+// the workers' tasks for spin.CallerBudget before parking on the WaitGroup. A parked
 // goroutine whose CPU has gone idle took long to wake here (a VM's idle
 // vCPU): at 2 threads on 1024x1152x384 (~3 ms per call) both cores were
 // busy only 80% of the time; spinning (issue #8) fills that in.
@@ -173,12 +172,6 @@ type team struct {
 	n    int          // workers started
 	live atomic.Int32 // workers not yet exited (for tests)
 }
-
-const (
-	workerSpin  = 300 * time.Microsecond
-	callerSpin  = 2 * time.Millisecond
-	callerYield = 500 * time.Microsecond
-)
 
 // teamHandle is what Engines point to; its cleanup stops the workers.
 type teamHandle struct{ t *team }
@@ -200,7 +193,7 @@ func (t *team) ensure(n int) {
 		go func(jobs <-chan job, live *atomic.Int32) {
 			defer live.Add(-1)
 			for {
-				j, ok := spin.Receive(jobs, workerSpin)
+				j, ok := spin.Receive(jobs, spin.WorkerBudget)
 				if !ok {
 					return
 				}
@@ -226,13 +219,13 @@ func (t *team) run(c *call) {
 		t.jobs <- job{c: c, t: i}
 	}
 	c.runTask(0)
-	// Busy-wait, yielding only every callerYield: the caller may be
+	// Busy-wait, yielding only every spin.CallerYield: the caller may be
 	// locked to its OS thread (benchmarks do that), and then every Gosched
 	// is a futex hand-off of its P. Only when each task could have a P of
 	// its own; the occasional yield lets a worker that still waits for a P
 	// (concurrent calls on a small machine) run.
 	if c.tasks <= runtime.GOMAXPROCS(0) {
-		spin.Await(&c.done, int32(c.tasks-1), callerSpin, callerYield)
+		spin.Await(&c.done, int32(c.tasks-1), spin.CallerBudget, spin.CallerYield)
 	}
 	c.wg.Wait()
 }

@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/strand-ml/strand/internal/spin"
 )
@@ -47,12 +46,6 @@ type headPool struct {
 	finished atomic.Int32
 }
 
-const (
-	poolWorkerSpin  = 300 * time.Microsecond
-	poolCallerSpin  = 2 * time.Millisecond
-	poolCallerYield = 500 * time.Microsecond
-)
-
 // poolHandle is what an attention layer holds; its cleanup stops the
 // workers of the pool it points to.
 type poolHandle struct{ p *headPool }
@@ -73,7 +66,7 @@ func (p *headPool) ensure(n int) {
 		go func(jobs <-chan headJob, live *atomic.Int32) {
 			defer live.Add(-1)
 			for {
-				j, ok := spin.Receive(jobs, poolWorkerSpin)
+				j, ok := spin.Receive(jobs, spin.WorkerBudget)
 				if !ok {
 					return
 				}
@@ -109,7 +102,7 @@ func (p *headPool) run(task headTask, n, workers int) {
 		task.run(0, i)
 	}
 	if workers <= runtime.GOMAXPROCS(0) {
-		spin.Await(&p.finished, int32(workers-1), poolCallerSpin, poolCallerYield)
+		spin.Await(&p.finished, int32(workers-1), spin.CallerBudget, spin.CallerYield)
 	}
 	p.wg.Wait()
 }

@@ -6,6 +6,17 @@ import (
 	"time"
 )
 
+// The budgets the compute pools use. A worker that finished a job polls
+// for the next one for WorkerBudget: a training step's parallel sections
+// follow each other within tens of microseconds. A caller waits for its
+// workers for up to CallerBudget (sections last 0.1-3 ms), yielding every
+// CallerYield.
+const (
+	WorkerBudget = 300 * time.Microsecond
+	CallerBudget = 2 * time.Millisecond
+	CallerYield  = 500 * time.Microsecond
+)
+
 // Receive returns the next value from ch. It polls ch for up to budget,
 // yielding the processor between polls (a goroutine that needs it, such as
 // a job's other worker, runs meanwhile), then blocks. ok is false once ch

@@ -18,7 +18,7 @@ func TestFinetuneResume(t *testing.T) {
 	writeReverseTask(t, sftData, 60)
 	pairs := filepath.Join(dir, "pairs.jsonl")
 	writePairs(t, pairs, 60)
-	common := []string{"--model", "tiny", "--steps", "10", "--val-frac", "0", "--threads", "1", "--batch", "8"}
+	common := []string{"--from-scratch", "--model", "tiny", "--steps", "10", "--val-frac", "0", "--threads", "1", "--batch", "8"}
 	for _, c := range []struct {
 		name string
 		args []string

@@ -78,7 +78,7 @@ func TestSFTLearnsReverse(t *testing.T) {
 	data := filepath.Join(dir, "reverse.jsonl")
 	writeReverseTask(t, data, 1200)
 	run := filepath.Join(dir, "sft")
-	out := runStrand(t, 3*time.Minute, "sft", "--model", "tiny", "--data", data, "--steps", "120", "--lr", "2e-3",
+	out := runStrand(t, 3*time.Minute, "sft", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "120", "--lr", "2e-3",
 		"--val-frac", "0.1", "--out", run, "--threads", "2")
 	losses, exact := sftMetrics(t, run)
 	if len(losses) != 120 {
@@ -136,7 +136,7 @@ func TestSFTLayouts(t *testing.T) {
 	writeReverseTask(t, data, 300)
 	run := func(name string, mesh ...string) []float64 {
 		out := filepath.Join(dir, name)
-		args := append([]string{"sft", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "2e-3", "--batch", "8",
+		args := append([]string{"sft", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "2e-3", "--batch", "8",
 			"--microbatches", "2", "--val-frac", "0", "--threads", "1", "--out", out}, mesh...)
 		runStrand(t, 2*time.Minute, args...)
 		l, _ := sftMetrics(t, out)
@@ -178,11 +178,11 @@ func TestSFTBadRecords(t *testing.T) {
 	if err := os.WriteFile(data, []byte(strings.Join(bad, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	j := start(t, nil, "strand", "sft", "--model", "tiny", "--data", data, "--steps", "1", "--out", filepath.Join(dir, "fail"))
+	j := start(t, nil, "strand", "sft", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "1", "--out", filepath.Join(dir, "fail"))
 	if code := j.wait(t, time.Minute); code == 0 || !strings.Contains(j.out.String(), "line 4:") {
 		t.Fatalf("fail policy: exit %d\n%s", code, j.out.String())
 	}
-	out := runStrand(t, time.Minute, "sft", "--model", "tiny", "--data", data, "--steps", "1", "--on-bad-record", "skip", "--out", filepath.Join(dir, "skip"))
+	out := runStrand(t, time.Minute, "sft", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "1", "--on-bad-record", "skip", "--out", filepath.Join(dir, "skip"))
 	for _, want := range []string{"skipped line 4:", "skipped line 6:", "skipped line 7:", fmt.Sprintf("%d lines, 20 records, 3 skipped as malformed, 1 blank", 24)} {
 		if !strings.Contains(out, want) {
 			t.Errorf("skip policy output lacks %q\n%s", want, out)
@@ -237,7 +237,7 @@ func TestDPORaisesHeldOutMargin(t *testing.T) {
 	data := filepath.Join(dir, "pairs.jsonl")
 	writePairs(t, data, 400)
 	run := filepath.Join(dir, "dpo")
-	out := runStrand(t, 3*time.Minute, "dpo", "--model", "tiny", "--data", data, "--steps", "100", "--lr", "3e-3", "--beta", "0.5",
+	out := runStrand(t, 3*time.Minute, "dpo", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "100", "--lr", "3e-3", "--beta", "0.5",
 		"--seq", "16", "--val-frac", "0.1", "--out", run, "--threads", "2")
 	r := lastRecord(t, run, "held_margin")
 	before, after := r["held_margin_ref"].(float64), r["held_margin"].(float64)
@@ -258,7 +258,7 @@ func TestDPOLayouts(t *testing.T) {
 	writePairs(t, data, 100)
 	run := func(name string, mesh ...string) []float64 {
 		out := filepath.Join(dir, name)
-		args := append([]string{"dpo", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "3e-3", "--beta", "0.5", "--seq", "16",
+		args := append([]string{"dpo", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "3e-3", "--beta", "0.5", "--seq", "16",
 			"--batch", "8", "--microbatches", "2", "--val-frac", "0", "--threads", "1", "--out", out}, mesh...)
 		runStrand(t, 2*time.Minute, args...)
 		l, _ := sftMetrics(t, out)
@@ -311,7 +311,7 @@ func TestRewardModelSeparatesPairs(t *testing.T) {
 	sftData := filepath.Join(dir, "reverse.jsonl")
 	writeReverseTask(t, sftData, 600)
 	base := filepath.Join(dir, "base")
-	runStrand(t, time.Minute, "sft", "--model", "tiny", "--data", sftData, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
+	runStrand(t, time.Minute, "sft", "--from-scratch", "--model", "tiny", "--data", sftData, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
 	run := filepath.Join(dir, "rm")
 	out := runStrand(t, 3*time.Minute, "rm", "train", "--ckpt", base, "--data", data, "--steps", "400", "--lr", "3e-4",
 		"--seq", "16", "--batch", "16", "--val-frac", "0.1", "--out", run, "--threads", "2")
@@ -380,7 +380,7 @@ func TestLoRA(t *testing.T) {
 	data := filepath.Join(dir, "reverse.jsonl")
 	writeReverseTask(t, data, 1200)
 	base := filepath.Join(dir, "base")
-	runStrand(t, 2*time.Minute, "sft", "--model", "tiny", "--data", data, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
+	runStrand(t, 2*time.Minute, "sft", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
 	_, baseExact := sftMetrics(t, base)
 	lora := []string{"--lora-rank", "8", "--lora-alpha", "16", "--lora-targets", "attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj"}
 	run := filepath.Join(dir, "lora")
@@ -443,7 +443,7 @@ func TestRewardModelDataParallel(t *testing.T) {
 	writePairs(t, data, 200)
 	run := func(name string, extra ...string) []float64 {
 		out := filepath.Join(dir, name)
-		args := append([]string{"rm", "train", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "1e-3", "--seq", "16",
+		args := append([]string{"rm", "train", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "1e-3", "--seq", "16",
 			"--batch", "16", "--val-frac", "0", "--threads", "1", "--out", out}, extra...)
 		runStrand(t, 2*time.Minute, args...)
 		l, _ := sftMetrics(t, out)

@@ -35,7 +35,7 @@ type goldenRun struct {
 
 func goldenRuns(text, sft, pairs, rm string) []goldenRun {
 	tiny := []string{"--model", "tiny", "--threads", "1", "--seed", "7"}
-	ft := append([]string{"--steps", "4", "--val-frac", "0", "--batch", "8"}, tiny...)
+	ft := append([]string{"--steps", "4", "--val-frac", "0", "--batch", "8", "--from-scratch"}, tiny...)
 	train := append([]string{"train", "--data", text, "--steps", "5", "--batch", "8", "--seq", "32", "--no-progress"}, tiny...)
 	return []goldenRun{
 		{"train", train},
@@ -46,8 +46,8 @@ func goldenRuns(text, sft, pairs, rm string) []goldenRun {
 		{"dpo pp2", append([]string{"dpo", "--data", pairs, "--lr", "3e-3", "--beta", "0.5", "--seq", "16", "--nproc", "2", "--pp", "2", "--microbatches", "2"}, ft...)},
 		{"rm train", append([]string{"rm", "train", "--data", pairs, "--lr", "1e-3", "--seq", "16"}, ft...)},
 		{"rm train tp2 pp2", append([]string{"rm", "train", "--data", pairs, "--lr", "1e-3", "--seq", "16", "--nproc", "4", "--tp", "2", "--pp", "2", "--microbatches", "2"}, ft...)},
-		{"ppo", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1"}, tiny...)},
-		{"ppo dp2 pp2", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1",
+		{"ppo", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--from-scratch"}, tiny...)},
+		{"ppo dp2 pp2", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--from-scratch",
 			"--nproc", "4", "--dp", "2", "--pp", "2", "--microbatches", "2"}, tiny...)},
 		{"ppo lora", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-3", "--kl-coef", "0.1",
 			"--ckpt", rm, "--lora-rank", "4"}, tiny...)},
@@ -71,7 +71,7 @@ func TestGoldenMetrics(t *testing.T) {
 	writePairs(t, pairs, 60)
 	rm := filepath.Join(dir, "rm")
 	runStrand(t, time.Minute, "rm", "train", "--model", "tiny", "--data", pairs, "--steps", "3", "--lr", "1e-3", "--seq", "16",
-		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1", "--seed", "7")
+		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1", "--seed", "7", "--from-scratch")
 
 	got := map[string][]map[string]float64{}
 	for i, r := range goldenRuns(text, sft, pairs, rm) {

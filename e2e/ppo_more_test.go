@@ -21,7 +21,7 @@ func TestPPOReshardResume(t *testing.T) {
 	dir := t.TempDir()
 	data, rm := ppoRewardModel(t, dir, 48, 3)
 	args := func(out string, extra ...string) []string {
-		return append([]string{"ppo", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "4", "--batch", "8", "--seq", "16",
+		return append([]string{"ppo", "--from-scratch", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "4", "--batch", "8", "--seq", "16",
 			"--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--threads", "1", "--out", out}, extra...)
 	}
 	orig := filepath.Join(dir, "orig")
@@ -85,7 +85,7 @@ func TestPPOMicroBatches(t *testing.T) {
 		{[]string{"--nproc", "2", "--microbatches", "8"}, "micro-batches"},
 		{[]string{"--microbatches", "2", "--schedule", "1f1b"}, "gpipe"},
 	} {
-		args := append([]string{"strand", "ppo", "--model", "tiny", "--rm", rm, "--data", data, "--batch", "8", "--seq", "16",
+		args := append([]string{"strand", "ppo", "--from-scratch", "--model", "tiny", "--rm", rm, "--data", data, "--batch", "8", "--seq", "16",
 			"--out", filepath.Join(dir, "refused")}, c.args...)
 		j := start(t, nil, args...)
 		if code := j.wait(t, time.Minute); code != 2 || !strings.Contains(j.out.String(), c.want) {

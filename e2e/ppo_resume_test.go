@@ -23,7 +23,7 @@ func TestPPOResume(t *testing.T) {
 	data, rm := ppoRewardModel(t, dir, 48, 3)
 	const steps = 6
 	args := func(out string, extra ...string) []string {
-		return append([]string{"ppo", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "6", "--batch", "8", "--seq", "16",
+		return append([]string{"ppo", "--from-scratch", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "6", "--batch", "8", "--seq", "16",
 			"--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--threads", "1", "--out", out}, extra...)
 	}
 	keys := []string{"reward", "kl", "policy_loss", "value_loss", "clip_frac", "length"}

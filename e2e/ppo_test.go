@@ -44,7 +44,7 @@ func ppoRewardModel(t *testing.T, dir string, pairs, steps int) (data, rm string
 	data = filepath.Join(dir, "pairs.jsonl")
 	writePairs(t, data, pairs)
 	rm = filepath.Join(dir, "rm")
-	runStrand(t, time.Minute, "rm", "train", "--model", "tiny", "--data", data, "--steps", fmt.Sprint(steps), "--lr", "1e-3", "--seq", "16",
+	runStrand(t, time.Minute, "rm", "train", "--from-scratch", "--model", "tiny", "--data", data, "--steps", fmt.Sprint(steps), "--lr", "1e-3", "--seq", "16",
 		"--batch", "8", "--val-frac", "0", "--out", rm, "--threads", "1")
 	return data, rm
 }
@@ -59,7 +59,7 @@ func ppoLayoutsMatch(t *testing.T, meshes [][]string) {
 	keys := []string{"reward", "kl", "policy_loss", "value_loss"}
 	run := func(name string, mesh ...string) (map[string][]float64, string) {
 		out := filepath.Join(dir, name)
-		args := append([]string{"ppo", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "4", "--batch", "8", "--seq", "16",
+		args := append([]string{"ppo", "--from-scratch", "--model", "tiny", "--rm", rm, "--data", data, "--steps", "4", "--batch", "8", "--seq", "16",
 			"--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--threads", "1", "--out", out}, mesh...)
 		runStrand(t, 2*time.Minute, args...)
 		series := map[string][]float64{}

@@ -27,7 +27,7 @@ func TestRewardModelLayouts(t *testing.T) {
 	// data-parallel and pipeline layouts stay within 2e-5).
 	run := func(name string, mesh ...string) []float64 {
 		out := filepath.Join(dir, name)
-		args := append([]string{"rm", "train", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "1e-3", "--seq", "16",
+		args := append([]string{"rm", "train", "--from-scratch", "--model", "tiny", "--data", data, "--steps", "10", "--lr", "1e-3", "--seq", "16",
 			"--batch", "16", "--microbatches", "2", "--val-frac", "0", "--threads", "1", "--out", out}, mesh...)
 		runStrand(t, 2*time.Minute, args...)
 		l, _ := sftMetrics(t, out)

@@ -34,10 +34,10 @@ func TestRewardModelLoRA(t *testing.T) {
 	sftData := filepath.Join(dir, "reverse.jsonl")
 	writeReverseTask(t, sftData, 600)
 	base := filepath.Join(dir, "base")
-	runStrand(t, time.Minute, "sft", "--model", "tiny", "--data", sftData, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
+	runStrand(t, time.Minute, "sft", "--from-scratch", "--model", "tiny", "--data", sftData, "--steps", "30", "--lr", "2e-3", "--out", base, "--threads", "2")
 
 	// adapters need a base checkpoint to be merged into
-	j := start(t, nil, "strand", "rm", "train", "--model", "tiny", "--data", data, "--lora-rank", "8", "--out", filepath.Join(dir, "fresh"))
+	j := start(t, nil, "strand", "rm", "train", "--from-scratch", "--model", "tiny", "--data", data, "--lora-rank", "8", "--out", filepath.Join(dir, "fresh"))
 	if code := j.wait(t, time.Minute); code != 2 || !strings.Contains(j.out.String(), "--ckpt") {
 		t.Errorf("rm train --lora-rank without --ckpt: exit %d, %q; want exit 2 asking for --ckpt", code, j.out.String())
 	}

@@ -67,7 +67,7 @@ func TestSFTChatLearnsTask(t *testing.T) {
 	const n, held, steps = 2000, 100, 250
 	exs := writeChatTask(t, data, n)
 	run := filepath.Join(dir, "sft")
-	out := runStrand(t, 3*time.Minute, "sft", "--model", "tiny", "--data", data, "--steps", fmt.Sprint(steps), "--batch", "16",
+	out := runStrand(t, 3*time.Minute, "sft", "--from-scratch", "--model", "tiny", "--data", data, "--steps", fmt.Sprint(steps), "--batch", "16",
 		"--lr", "2e-3", "--warmup", "30", "--val-frac", "0.05", "--out", run, "--threads", "2")
 	losses, exact := sftMetrics(t, run)
 	if len(losses) != steps {

@@ -130,7 +130,7 @@ func TestLayoutInvariance(t *testing.T) {
 	}
 	check("1x1x2 gpipe", layoutRun(t, dir, 1, 1, 2, "--schedule", "gpipe"))
 	a := layoutRun(t, filepath.Join(dir, "again"), 2, 2, 2)
-	b := layoutRun(t, dir, 2, 2, 2)
+	b := layoutRun(t, filepath.Join(dir, "again2"), 2, 2, 2)
 	for i := range a {
 		if math.Float64bits(a[i]) != math.Float64bits(b[i]) {
 			t.Fatalf("two runs of 2x2x2 differ at step %d: %v vs %v", i+1, a[i], b[i])

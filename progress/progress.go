@@ -1,6 +1,7 @@
 package progress
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -19,6 +20,7 @@ const (
 	Auto     Mode = iota // Terminal if w is a terminal, else Plain
 	Terminal             // redraw one line in place
 	Plain                // one line every Options.Every steps
+	JSON                 // one JSON object every Options.Every steps (--log-format json)
 )
 
 // Options configure a Bar; the zero value is ready to use.
@@ -39,6 +41,16 @@ type Stats struct {
 	MFU          float64 // model FLOPs utilization as a fraction (0.25 shows as 25.0%)
 	LR           float64
 	GradNorm     float64
+	// Extra are an objective's own statistics (a DPO margin, a PPO
+	// reward), shown after the standard ones in their order.
+	Extra []Field
+}
+
+// Field is one named statistic of Stats.Extra.
+type Field struct {
+	Name   string  // label, e.g. "reward"
+	Value  float64 //
+	Format string  // fmt verb for Value; default "%.4g"
 }
 
 // Bar is a progress line. It is safe for concurrent use.
@@ -106,8 +118,16 @@ func (b *Bar) Update(step int, s Stats) {
 	}
 	done := step - b.opts.Start
 	if done == 1 || done%b.opts.Every == 0 || (b.total > 0 && step == b.total) {
-		b.write(b.render(now) + "\n")
+		b.write(b.line(now) + "\n")
 	}
+}
+
+// line is a plain line or, in JSON mode, the same facts as one object.
+func (b *Bar) line(now time.Time) string {
+	if b.opts.Mode == JSON {
+		return b.renderJSON(now)
+	}
+	return b.render(now)
 }
 
 // Println prints a message on its own line (e.g. a validation result)
@@ -118,6 +138,10 @@ func (b *Bar) Println(msg string) {
 	if b.term && b.drawn {
 		b.write("\r\x1b[K" + msg + "\n" + b.render(b.opts.Now()) + "\x1b[K")
 		return
+	}
+	if b.opts.Mode == JSON {
+		raw, _ := json.Marshal(map[string]string{"msg": msg})
+		msg = string(raw)
 	}
 	b.write(msg + "\n")
 }
@@ -132,7 +156,7 @@ func (b *Bar) Finish() error {
 		b.write("\r" + b.render(now) + "\x1b[K\n")
 		b.drawn = false
 	} else if b.lastPlainStep() != b.step {
-		b.write(b.render(now) + "\n")
+		b.write(b.line(now) + "\n")
 	}
 	return b.err
 }
@@ -191,6 +215,9 @@ func (b *Bar) render(now time.Time) string {
 	if s.GradNorm != 0 {
 		parts = append(parts, fmt.Sprintf("gnorm %.3f", s.GradNorm))
 	}
+	for _, f := range s.Extra {
+		parts = append(parts, f.Name+" "+fmt.Sprintf(f.format(), f.Value))
+	}
 	elapsed := now.Sub(b.start)
 	timing := formatDuration(elapsed)
 	if done := b.step - b.opts.Start; b.total > 0 && done > 0 {
@@ -202,6 +229,43 @@ func (b *Bar) render(now time.Time) string {
 	sb.WriteString(" ")
 	sb.WriteString(strings.Join(parts, " | "))
 	return sb.String()
+}
+
+func (f Field) format() string {
+	if f.Format == "" {
+		return "%.4g"
+	}
+	return f.Format
+}
+
+// renderJSON is one progress object: {"progress": desc, "step", "total",
+// the non-zero statistics, "elapsed_s", "eta_s"}.
+func (b *Bar) renderJSON(now time.Time) string {
+	s := b.stats
+	rec := map[string]any{"progress": b.opts.Desc, "step": b.step}
+	if b.total > 0 {
+		rec["total"] = b.total
+	}
+	for k, v := range map[string]float64{"loss": s.Loss, "tokens_per_s": s.TokensPerSec, "mfu": s.MFU, "lr": s.LR, "grad_norm": s.GradNorm} {
+		if v != 0 && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			rec[k] = v
+		}
+	}
+	for _, f := range s.Extra {
+		if !math.IsNaN(f.Value) && !math.IsInf(f.Value, 0) {
+			rec[f.Name] = f.Value
+		}
+	}
+	elapsed := now.Sub(b.start)
+	rec["elapsed_s"] = math.Round(elapsed.Seconds()*1000) / 1000
+	if done := b.step - b.opts.Start; b.total > 0 && done > 0 {
+		rec["eta_s"] = math.Round(elapsed.Seconds()/float64(done)*float64(max(0, b.total-b.step))*1000) / 1000
+	}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Sprintf(`{"progress":%q,"error":%q}`, b.opts.Desc, err.Error())
+	}
+	return string(raw)
 }
 
 // formatDuration prints MM:SS, or H:MM:SS from an hour on.
@@ -236,4 +300,17 @@ func groupThousands(v float64) string {
 		out = append(out, s[i])
 	}
 	return sign + string(out)
+}
+
+// Count formats a count with a k/M/G suffix: 1.3k, 2.50M, 1.20G.
+func Count(x float64) string {
+	switch {
+	case x >= 1e9:
+		return fmt.Sprintf("%.2fG", x/1e9)
+	case x >= 1e6:
+		return fmt.Sprintf("%.2fM", x/1e6)
+	case x >= 1e3:
+		return fmt.Sprintf("%.1fk", x/1e3)
+	}
+	return fmt.Sprintf("%.0f", x)
 }

@@ -5,13 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
-	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/progress"
 	"github.com/strand-ml/strand/trainer"
 )
 
@@ -39,7 +38,7 @@ func runDPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !(f.beta > 0) {
 		return usageError{fmt.Sprintf("--beta %g must be positive", f.beta)}
 	}
-	return f.run(ctx, "dpo", args, func(ctx context.Context, d *distributed) error {
+	return f.launchOrRun(ctx, "dpo", args, func(ctx context.Context, d *distributed) error {
 		return dpoLoop(ctx, &f, d, stdout, stderr)
 	}, stdout, stderr)
 }
@@ -59,10 +58,9 @@ func (f *dpoFlags) referenceModel(opts trainer.Options) (*model.GPT, error) {
 	return ref, nil
 }
 
-// dpoLoop trains this process's part of the policy.
+// dpoLoop trains this process's part of the policy on the run loop.
 func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr io.Writer) error {
 	rank, m, coord, comms, logf := runInfo(dist, stderr)
-	lead := rank == 0
 	opts, pairsPerStep, enc, recs, err := f.pairJob(m, logf)
 	if err != nil {
 		return err
@@ -77,23 +75,17 @@ func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr
 	nHeld := f.heldOut(all.Pairs)
 	train, held := all.Slice(0, all.Pairs-nHeld), all.Slice(all.Pairs-nHeld, all.Pairs)
 	logf("dpo: %d training pairs, %d held out, rows of %d (%d completions truncated), beta %g\n", train.Pairs, held.Pairs, f.seq, all.Truncated, f.beta)
-
 	tr, err := f.newTrainer(opts, comms, logf)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
 	// Reference log-probs, computed once where the objective runs.
+	// Resuming, they are recomputed from the starting checkpoint (--ckpt),
+	// not from the policy being resumed.
 	var refTrain, refHeld []float64
-	if tr.Model.Layout.Last || (lead && m.TP == 1 && m.PP == 1) {
-		ref, err := f.referenceModel(opts)
-		if err != nil {
-			return err
-		}
-		if refTrain, err = finetune.LogProbs(ctx, ref, train); err != nil {
-			return err
-		}
-		if refHeld, err = finetune.LogProbs(ctx, ref, held); err != nil {
+	if tr.Model.Layout.Last || (rank == 0 && m.TP == 1 && m.PP == 1) {
+		if refTrain, refHeld, err = f.referenceLogProbs(ctx, opts, train, held); err != nil {
 			return err
 		}
 	}
@@ -103,82 +95,64 @@ func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr
 		return err
 	}
 	tr.Source, tr.Objective = batches, batches
-	// Resuming, the reference log-probs above are recomputed from the
-	// starting checkpoint (--ckpt), not from the policy being resumed.
-	dir, err := f.resumeFrom(tr, logf)
-	if err != nil {
-		return err
-	}
-	logf("dpo: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.steps)
-	mw, err := f.openMetrics(lead)
-	if err != nil {
-		return err
-	}
-	defer mw.Close()
-	if err := f.logResume(mw, tr.Step, m); err != nil {
-		return err
-	}
-	start := time.Now()
-	var last trainer.StepStats
-	stats := make([]float32, 5)
-	for tr.Step < f.lastStep() {
-		st, err := tr.TrainStep(ctx)
-		if err != nil {
-			return err
+	logf("dpo: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.run.steps)
+	rc := f.loopConfig(tr, dist, stdout, stderr)
+	if rank == 0 && held.Pairs > 0 && refHeld != nil {
+		rc.Hooks.Finish = func(ctx context.Context, _ trainer.Summary) (map[string]any, []string, error) {
+			return heldOutMargin(ctx, tr.Model, held, refHeld)
 		}
-		last = st
-		// DPO metrics live on the last stage: sum them over stages (the
-		// others add zeros) and data-parallel ranks.
+	}
+	_, err = runLoop(ctx, f.trainerSteps(tr, rank, dist, dpoFields(batches, comms)), rc, dist)
+	return err
+}
+
+// referenceLogProbs are the frozen reference's log-probs of the training
+// and held-out rows.
+func (f *dpoFlags) referenceLogProbs(ctx context.Context, opts trainer.Options, train, held *finetune.PairData) (refTrain, refHeld []float64, err error) {
+	ref, err := f.referenceModel(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if refTrain, err = finetune.LogProbs(ctx, ref, train); err != nil {
+		return nil, nil, err
+	}
+	refHeld, err = finetune.LogProbs(ctx, ref, held)
+	return refTrain, refHeld, err
+}
+
+// dpoFields are a DPO step's statistics. They live on the last stage: sum
+// them over stages (the others add zeros) and data-parallel ranks.
+func dpoFields(batches *finetune.DPOBatches, comms *trainer.Comms) func(context.Context, trainer.StepStats) ([]progress.Field, error) {
+	stats := make([]float32, 5)
+	return func(ctx context.Context, _ trainer.StepStats) ([]progress.Field, error) {
 		s := batches.Stats
 		copy(stats, []float32{float32(s.Pairs), float32(s.Correct), float32(s.Margin), float32(s.RewardChosen), float32(s.RewardRejected)})
 		if comms != nil {
-			for _, c := range []*collective.Comm{comms.PP, comms.DP} {
-				if c == nil || c.Size() == 1 {
-					continue
-				}
-				if err := c.AllReduce(ctx, collective.F32(stats), collective.Sum); err != nil {
-					return fmt.Errorf("dpo metrics: %w", err)
-				}
+			if err := trainer.SumOver(ctx, stats, comms.PP, comms.DP); err != nil {
+				return nil, err
 			}
 		}
 		P := float64(stats[0])
-		acc, margin := float64(stats[1])/P, float64(stats[2])/P
-		if dist != nil {
-			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "step_seconds": st.Seconds})
-		}
-		if lead {
-			rec := map[string]any{"step": st.Step, "loss": st.Loss, "lr": st.LR, "grad_norm": st.GradNorm, "step_seconds": st.Seconds,
-				"reward_margin": margin, "reward_accuracy": acc, "reward_chosen": float64(stats[3]) / P, "reward_rejected": float64(stats[4]) / P}
-			if err := mw.Write(rec); err != nil {
-				return err
-			}
-			if st.Step == 1 || st.Step%10 == 0 || st.Step == f.steps {
-				fmt.Fprintf(stdout, "step %d/%d loss %.4f reward margin %.4f accuracy %.2f lr %.2e\n", st.Step, f.steps, st.Loss, margin, acc, st.LR)
-			}
-		}
-		if f.saveDue(st.Step) {
-			if dir, err = f.save(ctx, tr, rank, dist); err != nil {
-				return err
-			}
-		}
+		return []progress.Field{
+			{Name: "reward_margin", Value: float64(stats[2]) / P},
+			{Name: "reward_accuracy", Value: float64(stats[1]) / P, Format: "%.2f"},
+			{Name: "reward_chosen", Value: float64(stats[3]) / P},
+			{Name: "reward_rejected", Value: float64(stats[4]) / P},
+		}, nil
 	}
-	if !lead {
-		return nil
+}
+
+// heldOutMargin compares the policy's chosen-over-rejected margin on the
+// held-out pairs with the reference's.
+func heldOutMargin(ctx context.Context, policy *model.GPT, held *finetune.PairData, refHeld []float64) (map[string]any, []string, error) {
+	pol, err := finetune.LogProbs(ctx, policy, held)
+	if err != nil {
+		return nil, nil, err
 	}
-	fmt.Fprintf(stdout, "done: step %d/%d in %s, final loss %.4f, checkpoint %s\n", tr.Step, f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
-	if held.Pairs > 0 && refHeld != nil {
-		pol, err := finetune.LogProbs(ctx, tr.Model, held)
-		if err != nil {
-			return err
-		}
-		m0, a0 := finetune.PairMargin(refHeld)
-		m1, a1 := finetune.PairMargin(pol)
-		if err := mw.Write(map[string]any{"step": tr.Step, "held_out": held.Pairs, "held_margin_ref": m0, "held_margin": m1,
-			"held_accuracy_ref": a0, "held_accuracy": a1}); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "held-out chosen-over-rejected log-prob margin %.3f -> %.3f (pairs preferred %.1f%% -> %.1f%%) on %d pairs\n",
-			m0, m1, 100*a0, 100*a1, held.Pairs)
-	}
-	return nil
+	m0, a0 := finetune.PairMargin(refHeld)
+	m1, a1 := finetune.PairMargin(pol)
+	rec := map[string]any{"held_out": held.Pairs, "held_margin_ref": m0, "held_margin": m1, "held_accuracy_ref": a0, "held_accuracy": a1}
+	line := fmt.Sprintf("held-out chosen-over-rejected log-prob margin %.3f -> %.3f (pairs preferred %.1f%% -> %.1f%%) on %d pairs",
+		m0, m1, 100*a0, 100*a1, held.Pairs)
+	return rec, []string{line}, nil
 }

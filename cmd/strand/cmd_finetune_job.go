@@ -7,99 +7,31 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
-	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/mesh"
-	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/parallel/pipeline"
+	"github.com/strand-ml/strand/progress"
 	"github.com/strand-ml/strand/trainer"
 	"github.com/strand-ml/strand/worker"
 )
-
-// This file holds the job plumbing the fine-tuning commands (sft, and the
-// later stages) share: launching local or multi-node workers running the
-// same subcommand, and a worker joining its job and building the trainer's
-// communicators; strand train uses asWorker too and adds elastic restarts
-// around the launch.
-
-// launchJob starts the workers of a job for subcommand name with args.
-func launchJob(ctx context.Context, lf *launcher.Flags, m mesh.Mesh, name []string, args []string, stdout, stderr io.Writer) error {
-	common := launcher.Common{
-		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
-		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
-	}
-	argv := append(append([]string(nil), name...), args...)
-	fmt.Fprintf(stderr, "launching %d workers, mesh %v\n", m.World(), m)
-	if lf.MultiNode() {
-		return launcher.Node(ctx, launcher.NodeConfig{
-			NNodes: lf.NNodes, NodeRank: lf.NodeRank, Coordinator: lf.Coordinator, NProcPerNode: lf.NProcPerNode,
-			Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
-		})
-	}
-	return launcher.Local(ctx, launcher.LocalConfig{NProc: m.World(), Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
-}
-
-// asWorker joins the job this process was launched into, builds the
-// trainer's communicators (with the tied-embedding group between first and
-// last pipeline stage) and runs body; the outcome is reported when leaving.
-// threads is set to the machine's cores shared among the job's ranks when 0.
-func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(ctx context.Context, d *distributed) error) error {
-	rt, err := worker.Join(ctx, worker.FromFlags(lf))
-	if err != nil {
-		return err
-	}
-	runCtx, stop := context.WithCancelCause(rt.Context())
-	defer stop(nil)
-	go func() {
-		select {
-		case <-ctx.Done():
-			stop(fmt.Errorf("interrupted: %w", context.Cause(ctx)))
-		case <-runCtx.Done():
-		}
-	}()
-	err = func() error {
-		if *threads == 0 {
-			*threads = max(1, runtime.NumCPU()/rt.Mesh.World())
-		}
-		comms := &trainer.Comms{Mesh: rt.Mesh, Coord: rt.Coord, DP: rt.DP, TP: rt.TP, PP: rt.PP}
-		if rt.Mesh.PP > 1 && (rt.Coord.PP == 0 || rt.Coord.PP == rt.Mesh.PP-1) {
-			first, last := rt.Coord, rt.Coord
-			first.PP, last.PP = 0, rt.Mesh.PP-1
-			ranks := []int{rt.Mesh.Rank(first), rt.Mesh.Rank(last)}
-			if comms.Embed, err = collective.New(rt.Transport, ranks, collective.Options{Name: "tied-embedding", Flight: rt.Flight}); err != nil {
-				return err
-			}
-		}
-		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier, local: isLoopback(rt.Job.Coordinator)}
-		return body(runCtx, &distributed{comms: comms, job: job})
-	}()
-	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
-		err = context.Cause(runCtx)
-	}
-	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return rt.Leave(lctx, err)
-}
 
 // ftFlags are the flags every fine-tuning command shares.
 type ftFlags struct {
 	model        modelFlags // architecture when starting without --ckpt
 	launch       *launcher.Flags
+	run          runFlags
 	ckpt         string
+	fromScratch  bool
 	dataPath     string
 	tokenizerDir string
 	onBad        string
-	out          string
-	steps        int
 	batch, seq   int
 	micro        int
 	schedule     string
@@ -111,39 +43,18 @@ type ftFlags struct {
 	threads      int
 	shuffle      bool
 	valFrac      float64
-	keep         int
 	vocabSize    int // the model's, set once the config is known
 	loraRank     int
 	loraAlpha    float64
 	loraTargets  string
-	// trainer flags (registerTrainer: sft, dpo, rm train)
-	resume    bool
-	ckptEvery int
-	stopAfter int
-	zero1     bool
+	zero1        bool // registerTrainer: sft, dpo, rm train
+	fs           *flag.FlagSet
 }
 
-// registerTrainer adds --resume, --ckpt-every, --stop-after and --zero1 for
-// the commands that train on the trainer (sft, dpo, rm train).
+// registerTrainer adds --zero1 for the commands that train one model on
+// the trainer (sft, dpo, rm train).
 func (f *ftFlags) registerTrainer(fs *flag.FlagSet) {
 	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
-	fs.BoolVar(&f.resume, "resume", false, "continue from the newest committed checkpoint in --out (weights, optimizer, schedule, step, data position), in any layout")
-	fs.IntVar(&f.ckptEvery, "ckpt-every", 0, "checkpoint every N steps (0: only at the end)")
-	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after this step (checkpointing it), as if interrupted; the schedule still spans --steps")
-}
-
-// lastStep is the step this run stops after: --steps, or --stop-after.
-func (f *ftFlags) lastStep() int {
-	if f.stopAfter > 0 {
-		return min(f.steps, f.stopAfter)
-	}
-	return f.steps
-}
-
-// saveDue says whether to checkpoint after step: every --ckpt-every steps
-// and after the run's last step.
-func (f *ftFlags) saveDue(step int) bool {
-	return step == f.lastStep() || (f.ckptEvery > 0 && step%f.ckptEvery == 0)
 }
 
 // pairJob is the common start of the preference-pair commands (dpo, rm
@@ -169,35 +80,16 @@ func (f *ftFlags) pairJob(m mesh.Mesh, logf func(string, ...any)) (opts trainer.
 	return
 }
 
-// resumeFrom restores tr from the newest committed checkpoint in --out
-// when --resume is set (none there: training starts at step 0). Set the
-// trainer's Source and head objective first: Restore positions them. It
-// returns the checkpoint directory ("" when none).
-func (f *ftFlags) resumeFrom(tr *trainer.Trainer, logf func(string, ...any)) (string, error) {
-	if !f.resume {
-		return "", nil
-	}
-	dir, err := resumeCheckpoint(f.out, logf)
-	if dir == "" || err != nil {
-		return "", err
-	}
-	st, err := tr.Restore(dir)
-	if err != nil {
-		return "", err
-	}
-	logf("resumed from %s (step %d, written under %s)\n", dir, st.Step, st.Layout)
-	return dir, nil
-}
-
 func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
+	f.fs = fs
 	f.model.register(fs)
 	f.launch = launcher.AddFlags(fs)
-	fs.StringVar(&f.ckpt, "ckpt", "", "base checkpoint or run directory (default: a fresh --model; for tests)")
+	f.run.register(fs, name, 100, 1)
+	fs.StringVar(&f.ckpt, "ckpt", "", "base checkpoint or run directory to fine-tune (required unless --from-scratch)")
+	fs.BoolVar(&f.fromScratch, "from-scratch", false, "fine-tune a freshly initialized --model instead of a --ckpt (for tests and experiments)")
 	fs.StringVar(&f.dataPath, "data", "", "JSONL file: "+format)
 	fs.StringVar(&f.tokenizerDir, "tokenizer", "", "BPE tokenizer directory (default: bytes, ids 0-255)")
 	fs.StringVar(&f.onBad, "on-bad-record", "fail", "malformed JSONL line: skip (report its line number and count it) or fail")
-	fs.StringVar(&f.out, "out", "runs/"+name, "run directory: metrics.jsonl, checkpoints/")
-	fs.IntVar(&f.steps, "steps", 100, "optimizer steps")
 	fs.IntVar(&f.batch, "batch", 8, "global batch: rows per optimizer step over all data-parallel ranks")
 	fs.IntVar(&f.seq, "seq", 0, "positions per row (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank")
@@ -211,7 +103,6 @@ func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
 	fs.IntVar(&f.threads, "threads", 0, "compute goroutines per process (default: all cores, shared among local workers)")
 	fs.BoolVar(&f.shuffle, "shuffle", true, "shuffle the data each epoch")
 	fs.Float64Var(&f.valFrac, "val-frac", 0.1, "fraction of the records (the file's tail) held out for evaluation")
-	fs.IntVar(&f.keep, "keep", 1, "checkpoints to keep")
 	fs.IntVar(&f.loraRank, "lora-rank", 0, "LoRA: train rank-R adapters on --lora-targets with the base frozen (0: full fine-tuning)")
 	fs.Float64Var(&f.loraAlpha, "lora-alpha", 16, "LoRA: scaling alpha (the update is alpha/rank * A @ B)")
 	fs.StringVar(&f.loraTargets, "lora-targets", "attn.c_attn", "LoRA: comma-separated projections: "+strings.Join(model.LoRATargets(), ","))
@@ -234,8 +125,8 @@ func (f *ftFlags) lora() (*model.LoRAConfig, error) {
 	return lc, nil
 }
 
-// check validates what needs no model.
-func (f *ftFlags) check(name string) error {
+// checkData validates the data flags.
+func (f *ftFlags) checkData(name string) error {
 	if f.dataPath == "" {
 		return usageError{name + ": --data FILE.jsonl is required"}
 	}
@@ -245,18 +136,31 @@ func (f *ftFlags) check(name string) error {
 	return nil
 }
 
+// check validates what needs no model.
+func (f *ftFlags) check(name string) error {
+	if err := f.checkData(name); err != nil {
+		return err
+	}
+	if f.fs != nil {
+		f.model.noteSet(f.fs)
+	}
+	switch {
+	case f.ckpt == "" && !f.fromScratch:
+		return usageError{name + ": --ckpt BASE is required: the checkpoint to fine-tune (--from-scratch fine-tunes a freshly initialized --model instead)"}
+	case f.ckpt != "" && f.fromScratch:
+		return usageError{name + ": --ckpt and --from-scratch exclude each other"}
+	case !(f.lr > 0):
+		return usageError{fmt.Sprintf("%s: --lr %g would not change the model", name, f.lr)}
+	}
+	return f.run.check()
+}
+
 // options turns the flags into trainer options for mesh m: the model is
 // --ckpt's (resolved to its newest committed checkpoint) or a fresh --model.
 func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	cfg, err := f.config()
 	if err != nil {
 		return trainer.Options{}, err
-	}
-	if f.steps <= 0 {
-		return trainer.Options{}, usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
-	}
-	if f.ckptEvery < 0 || f.stopAfter < 0 {
-		return trainer.Options{}, usageError{fmt.Sprintf("--ckpt-every %d and --stop-after %d must not be negative", f.ckptEvery, f.stopAfter)}
 	}
 	if f.valFrac < 0 || f.valFrac >= 1 {
 		return trainer.Options{}, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
@@ -268,7 +172,7 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = f.wd
 	opts := trainer.Options{
-		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		Seed: f.seed, Threads: f.threads, DP: dpdata.Options{ZeRO1: f.zero1},
 	}
@@ -297,6 +201,9 @@ func (f *ftFlags) config() (model.Config, error) {
 	var cfg model.Config
 	var err error
 	if f.ckpt != "" {
+		if err := f.model.conflict("--ckpt", f.ckpt); err != nil {
+			return cfg, err
+		}
 		dir, warns, err := checkpoint.Resolve(f.ckpt)
 		for _, w := range warns {
 			fmt.Fprintln(os.Stderr, "warning:", w)
@@ -324,31 +231,38 @@ func (f *ftFlags) config() (model.Config, error) {
 // oneProcess is the mesh of a single process.
 func oneProcess() mesh.Mesh { return mesh.Mesh{DP: 1, TP: 1, PP: 1} }
 
-// run is the launcher side of a fine-tuning command: inside a job it runs
-// loop as a worker; otherwise it checks the flags and runs loop in this
-// process or launches the workers.
-func (f *ftFlags) run(ctx context.Context, name string, args []string, loop func(ctx context.Context, d *distributed) error, stdout, stderr io.Writer) error {
+// launchOrRun is the launcher side of a fine-tuning command: inside a job
+// it runs loop as a worker; otherwise it checks the flags and the run
+// directory and runs loop in this process or launches the workers.
+func (f *ftFlags) launchOrRun(ctx context.Context, name string, args []string, loop func(ctx context.Context, d *distributed) error, stdout, stderr io.Writer) error {
 	if err := f.check(name); err != nil {
 		return err
 	}
 	if worker.InJob() {
+		if err := f.run.workerOut(); err != nil {
+			return err
+		}
 		return asWorker(ctx, f.launch, &f.threads, loop)
 	}
 	if err := f.launch.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	world := f.launch.World()
-	m, err := f.launch.Mesh(world)
+	m, err := f.launch.Mesh(f.launch.World())
 	if err != nil {
 		return usageError{err.Error()}
 	}
 	if _, err := f.options(m); err != nil { // fail before any process starts
 		return err
 	}
-	if !f.launch.Launching() || world == 1 && !f.launch.MultiNode() {
+	if args, err = f.run.prepareOut(f.launch, args, stderr); err != nil {
+		return err
+	}
+	if !f.launch.Launching() || m.World() == 1 && !f.launch.MultiNode() {
 		return loop(ctx, nil)
 	}
-	return launchJob(ctx, f.launch, m, strings.Fields(name), args, stdout, stderr)
+	job := jobLaunch{lf: f.launch, mesh: m, argv: append(strings.Fields(name), args...), out: f.run.out,
+		check: func(pm mesh.Mesh) error { _, err := f.options(pm); return err }}
+	return job.launch(ctx, stdout, stderr)
 }
 
 // readRecords reads the data file with the bad-record policy, listing
@@ -384,21 +298,6 @@ func (f *ftFlags) heldOut(n int) int {
 	return min(h, n-1)
 }
 
-// runInfo returns the mesh facts of this process and a logger for rank 0.
-func runInfo(dist *distributed, stderr io.Writer) (rank int, m mesh.Mesh, coord mesh.Coord, comms *trainer.Comms, logf func(string, ...any)) {
-	m = mesh.Mesh{DP: 1, TP: 1, PP: 1}
-	if dist != nil {
-		comms, rank, m, coord = dist.comms, dist.job.rank, dist.comms.Mesh, dist.comms.Coord
-	}
-	lead := rank == 0
-	logf = func(format string, a ...any) {
-		if lead {
-			fmt.Fprintf(stderr, format, a...)
-		}
-	}
-	return rank, m, coord, comms, logf
-}
-
 // newTrainer builds the trainer and loads --ckpt into it.
 func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf func(string, ...any)) (*trainer.Trainer, error) {
 	tr, err := trainer.New(opts, nil, comms)
@@ -420,73 +319,37 @@ func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf fu
 	return tr, nil
 }
 
-// openMetrics opens --out/metrics.jsonl on the lead rank (appending under
-// --resume); elsewhere the returned writer discards records.
-func (f *ftFlags) openMetrics(lead bool) (*metricsFile, error) {
-	if !lead {
-		return &metricsFile{}, nil
+// loopConfig is the run loop's configuration for a fine-tuning command;
+// a LoRA run records next to its checkpoints how to merge them.
+func (f *ftFlags) loopConfig(tr *trainer.Trainer, dist *distributed, stdout, stderr io.Writer) trainer.RunConfig {
+	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
+	if tr != nil && tr.Model.LoRA != nil {
+		rc.Hooks.Saved = f.adapterSaved(tr.Model.LoRA.Config)
 	}
-	if err := os.MkdirAll(f.out, 0o755); err != nil {
-		return nil, err
-	}
-	open := metrics.NewJSONL
-	if f.resume {
-		open = metrics.AppendJSONL
-	}
-	w, err := open(filepath.Join(f.out, "metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	return &metricsFile{w: w}, nil
+	return rc
 }
 
-// logResume records in the metrics where a resumed run continues from.
-func (f *ftFlags) logResume(mw *metricsFile, step int, m mesh.Mesh) error {
-	if !f.resume {
-		return nil
-	}
-	return mw.Write(map[string]any{"event": "resume", "resumed_from_step": step, "layout": m.String()})
-}
-
-// metricsFile is a metrics.jsonl writer that is a no-op off the lead rank.
-type metricsFile struct{ w *metrics.JSONL }
-
-func (m *metricsFile) Write(rec map[string]any) error {
-	if m.w == nil {
-		return nil
-	}
-	return m.w.Write(rec)
-}
-
-func (m *metricsFile) Close() error {
-	if m.w == nil {
-		return nil
-	}
-	return m.w.Close()
-}
-
-// save writes the final checkpoint (every rank calls it).
-func (f *ftFlags) save(ctx context.Context, tr *trainer.Trainer, rank int, dist *distributed) (string, error) {
-	return f.saveState(ctx, tr, rank, dist, trainer.State{Seed: f.seed})
-}
-
-// saveState writes a checkpoint with st's seed and extra keys (every rank
-// calls it).
-func (f *ftFlags) saveState(ctx context.Context, tr *trainer.Trainer, rank int, dist *distributed, st trainer.State) (string, error) {
-	var barrier trainer.Barrier
-	if dist != nil {
-		barrier = dist.job.barrier
-	}
-	dir, err := tr.Save(ctx, f.out, f.keep, rank, barrier, st)
-	if err != nil || rank != 0 || tr.Model.LoRA == nil {
-		return dir, err
-	}
-	// LoRA: the checkpoint holds the adapters; record how to merge them.
-	base := f.ckpt
-	if base != "" {
-		if base, err = filepath.Abs(base); err != nil {
-			return dir, err
+// adapterSaved writes adapter_config.json (the adapters' configuration and
+// base) into the run directory after each checkpoint.
+func (f *ftFlags) adapterSaved(lc model.LoRAConfig) func(string) error {
+	return func(string) error {
+		base := f.ckpt
+		if base != "" {
+			var err error
+			if base, err = filepath.Abs(base); err != nil {
+				return err
+			}
 		}
+		return writeAdapterConfig(f.run.out, adapterConfig{LoRAConfig: lc, Base: base})
 	}
-	return dir, writeAdapterConfig(f.out, adapterConfig{LoRAConfig: tr.Model.LoRA.Config, Base: base})
+}
+
+// trainerSteps drives tr in the run loop; fields, when set, adds the
+// objective's statistics to every step's record.
+func (f *ftFlags) trainerSteps(tr *trainer.Trainer, rank int, dist *distributed, fields func(context.Context, trainer.StepStats) ([]progress.Field, error)) *trainer.Steps {
+	s := &trainer.Steps{T: tr, Rank: rank, Seed: f.seed, Fields: fields}
+	if dist != nil {
+		s.Barrier = dist.job.barrier
+	}
+	return s
 }

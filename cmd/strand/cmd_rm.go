@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
-	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/progress"
 	"github.com/strand-ml/strand/trainer"
 )
 
@@ -45,17 +44,16 @@ func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		// trained on, which must be a checkpoint they can load.
 		return usageError{"--lora-rank needs --ckpt BASE (the adapters are merged into it when the reward model is loaded)"}
 	}
-	return f.run(ctx, "rm train", args, func(ctx context.Context, d *distributed) error {
+	return f.launchOrRun(ctx, "rm train", args, func(ctx context.Context, d *distributed) error {
 		return rmTrainLoop(ctx, &f, d, stdout, stderr)
 	}, stdout, stderr)
 }
 
-// rmTrainLoop trains this process's part of the reward model: the
-// transformer's stage and shard like pre-training, and the scalar head
-// (replicated) through the trainer's head objective.
+// rmTrainLoop trains this process's part of the reward model on the run
+// loop: the transformer's stage and shard like pre-training, and the
+// scalar head (replicated) through the trainer's head objective.
 func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, stderr io.Writer) error {
 	rank, m, coord, comms, logf := runInfo(dist, stderr)
-	lead := rank == 0
 	opts, pairsPerStep, enc, recs, err := f.pairJob(m, logf)
 	if err != nil {
 		return err
@@ -71,115 +69,88 @@ func rmTrainLoop(ctx context.Context, f *ftFlags, dist *distributed, stdout, std
 	nHeld := f.heldOut(P)
 	train, held := all.Slice(0, 2*(P-nHeld)), all.Slice(2*(P-nHeld), all.Rows)
 	logf("rm: %d training pairs, %d held out, rows of %d (%d completions truncated)\n", P-nHeld, nHeld, f.seq, all.Truncated)
-
 	tr, err := f.newTrainer(opts, comms, logf)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	batches, err := finetune.NewRewardBatches(train, opts.Model.NEmbd, f.seed, finetune.BatchConfig{
-		Batch: opts.RowsPerRank(m), DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed})
+	batches, err := f.rewardBatches(train, opts.Model.NEmbd, finetune.BatchConfig{
+		Batch: opts.RowsPerRank(m), DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed}, logf)
 	if err != nil {
 		return err
-	}
-	if f.ckpt != "" {
-		// Starting from a reward model: keep its head too (every rank
-		// reads the same file, so the copies stay equal).
-		var st rmState
-		if checkpoint.LoadTrainerState(f.ckpt, &st) == nil && len(st.RewardHead.Weight) > 0 {
-			if err := batches.SetHead(st.RewardHead); err != nil {
-				return fmt.Errorf("%s: %w", f.ckpt, err)
-			}
-			logf("reward head from %s\n", f.ckpt)
-		}
 	}
 	tr.Source = batches
 	if err := tr.SetHead(batches); err != nil {
 		return err
 	}
-	dir, err := f.resumeFrom(tr, logf)
-	if err != nil {
-		return err
-	}
-	logf("rm: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.steps)
-	mw, err := f.openMetrics(lead)
-	if err != nil {
-		return err
-	}
-	defer mw.Close()
-	if err := f.logResume(mw, tr.Step, m); err != nil {
-		return err
-	}
-	start := time.Now()
-	var last trainer.StepStats
-	stats := make([]float32, 2)
-	for tr.Step < f.lastStep() {
-		st, err := tr.TrainStep(ctx)
-		if err != nil {
-			return err
+	logf("rm: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.run.steps)
+	rc := f.loopConfig(tr, dist, stdout, stderr)
+	if rank == 0 && held.Rows > 0 {
+		rc.Hooks.Finish = func(ctx context.Context, sum trainer.Summary) (map[string]any, []string, error) {
+			return f.heldOutAccuracy(ctx, sum.Checkpoint, opts.Model, max(1, pairsPerStep/m.DP), batches.Head(), held)
 		}
-		last = st
-		// The batch accuracy lives on the last stage: sum it over stages
-		// (the others add zeros) and data-parallel ranks.
+	}
+	steps := f.trainerSteps(tr, rank, dist, rmFields(batches, comms))
+	// The head is the same on every rank; rank 0 records it for rm score
+	// and ppo --rm.
+	steps.Extra = func() map[string]any { return map[string]any{"reward_head": batches.Head()} }
+	_, err = runLoop(ctx, steps, rc, dist)
+	return err
+}
+
+// rewardBatches are the reward model's batches and head; starting from a
+// reward model (--ckpt), its head too (every rank reads the same file, so
+// the copies stay equal).
+func (f *ftFlags) rewardBatches(train *finetune.RewardRows, width int, bc finetune.BatchConfig, logf func(string, ...any)) (*finetune.RewardBatches, error) {
+	batches, err := finetune.NewRewardBatches(train, width, f.seed, bc)
+	if err != nil || f.ckpt == "" {
+		return batches, err
+	}
+	var st rmState
+	if checkpoint.LoadTrainerState(f.ckpt, &st) == nil && len(st.RewardHead.Weight) > 0 {
+		if err := batches.SetHead(st.RewardHead); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.ckpt, err)
+		}
+		logf("reward head from %s\n", f.ckpt)
+	}
+	return batches, nil
+}
+
+// rmFields is a reward-model step's batch accuracy. It lives on the last
+// stage: sum it over stages (the others add zeros) and data-parallel ranks.
+func rmFields(batches *finetune.RewardBatches, comms *trainer.Comms) func(context.Context, trainer.StepStats) ([]progress.Field, error) {
+	stats := make([]float32, 2)
+	return func(ctx context.Context, _ trainer.StepStats) ([]progress.Field, error) {
 		stats[0], stats[1] = float32(batches.Stats.Pairs), float32(batches.Stats.Correct)
 		if comms != nil {
-			for _, c := range []*collective.Comm{comms.PP, comms.DP} {
-				if c == nil || c.Size() == 1 {
-					continue
-				}
-				if err := c.AllReduce(ctx, collective.F32(stats), collective.Sum); err != nil {
-					return fmt.Errorf("reward-model metrics: %w", err)
-				}
+			if err := trainer.SumOver(ctx, stats, comms.PP, comms.DP); err != nil {
+				return nil, err
 			}
 		}
-		acc := float64(stats[1]) / float64(stats[0])
-		if dist != nil {
-			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "step_seconds": st.Seconds})
-		}
-		if lead {
-			if err := mw.Write(map[string]any{"step": st.Step, "loss": st.Loss, "accuracy": acc, "lr": st.LR, "grad_norm": st.GradNorm, "step_seconds": st.Seconds}); err != nil {
-				return err
-			}
-			if st.Step == 1 || st.Step%10 == 0 || st.Step == f.steps {
-				fmt.Fprintf(stdout, "step %d/%d loss %.4f batch accuracy %.2f\n", st.Step, f.steps, st.Loss, acc)
-			}
-		}
-		if f.saveDue(st.Step) {
-			// The head is the same on every rank; rank 0 records it for
-			// rm score and ppo --rm.
-			state := trainer.State{Seed: f.seed, Extra: map[string]any{"reward_head": batches.Head()}}
-			if dir, err = f.saveState(ctx, tr, rank, dist, state); err != nil {
-				return err
-			}
-		}
+		return []progress.Field{{Name: "accuracy", Value: float64(stats[1]) / float64(stats[0]), Format: "%.2f"}}, nil
 	}
-	if !lead {
-		return nil
+}
+
+// heldOutAccuracy is the pairwise accuracy on the held-out pairs of the
+// whole model read back from the checkpoint dir, whatever the layout it
+// was trained in.
+func (f *ftFlags) heldOutAccuracy(ctx context.Context, dir string, cfg model.Config, pairs int, head finetune.RewardHead, held *finetune.RewardRows) (map[string]any, []string, error) {
+	rm, err := f.rewardModel(cfg, pairs)
+	if err != nil {
+		return nil, nil, err
 	}
-	fmt.Fprintf(stdout, "done: step %d/%d in %s, final loss %.4f, checkpoint %s\n", tr.Step, f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
-	if held.Rows > 0 && dir != "" {
-		// Held-out accuracy on the whole model read back from the
-		// checkpoint, whatever the layout it was trained in.
-		rm, err := f.rewardModel(opts.Model, max(1, pairsPerStep/m.DP))
-		if err != nil {
-			return err
-		}
-		if err := loadRewardWeights(dir, rm.GPT); err != nil {
-			return err
-		}
-		if err := rm.SetHead(batches.Head()); err != nil {
-			return err
-		}
-		hacc, _, err := rm.PairAccuracy(ctx, held)
-		if err != nil {
-			return err
-		}
-		if err := mw.Write(map[string]any{"step": tr.Step, "held_accuracy": hacc, "held_out": held.Rows / 2}); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "held-out pairwise accuracy %.1f%% on %d pairs\n", 100*hacc, held.Rows/2)
+	if err := loadRewardWeights(dir, rm.GPT); err != nil {
+		return nil, nil, err
 	}
-	return nil
+	if err := rm.SetHead(head); err != nil {
+		return nil, nil, err
+	}
+	hacc, _, err := rm.PairAccuracy(ctx, held)
+	if err != nil {
+		return nil, nil, err
+	}
+	return map[string]any{"held_accuracy": hacc, "held_out": held.Rows / 2},
+		[]string{fmt.Sprintf("held-out pairwise accuracy %.1f%% on %d pairs", 100*hacc, held.Rows/2)}, nil
 }
 
 // rewardModel builds the transformer from --ckpt (or a fresh --model) with
@@ -275,8 +246,8 @@ func runRMScore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *ckpt == "" || *dataPath == "" {
 		return usageError{"rm score: --ckpt and --data are required"}
 	}
-	f := ftFlags{ckpt: *ckpt, dataPath: *dataPath, onBad: *onBad, seq: *seq, threads: *threads, steps: 1}
-	if err := f.check("rm score"); err != nil {
+	f := ftFlags{ckpt: *ckpt, dataPath: *dataPath, onBad: *onBad, seq: *seq, threads: *threads}
+	if err := f.checkData("rm score"); err != nil {
 		return err
 	}
 	cfg, err := f.config()

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/trainer"
@@ -31,7 +30,7 @@ func runSFT(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	return f.run(ctx, "sft", args, func(ctx context.Context, d *distributed) error {
+	return f.launchOrRun(ctx, "sft", args, func(ctx context.Context, d *distributed) error {
 		return sftLoop(ctx, &f, d, stdout, stderr)
 	}, stdout, stderr)
 }
@@ -72,10 +71,9 @@ func sftData(f *sftFlags, logf func(string, ...any)) (train *finetune.Packed, he
 	return train, held, nil
 }
 
-// sftLoop fine-tunes this process's part of the model.
+// sftLoop fine-tunes this process's part of the model on the run loop.
 func sftLoop(ctx context.Context, f *sftFlags, dist *distributed, stdout, stderr io.Writer) error {
 	rank, m, coord, comms, logf := runInfo(dist, stderr)
-	lead := rank == 0
 	opts, err := f.options(m)
 	if err != nil {
 		return err
@@ -95,58 +93,18 @@ func sftLoop(ctx context.Context, f *sftFlags, dist *distributed, stdout, stderr
 	}
 	defer tr.Close()
 	tr.Source = batches
-	dir, err := f.resumeFrom(tr, logf)
-	if err != nil {
-		return err
-	}
-	logf("sft: mesh %v | global batch %d x %d positions | %d steps\n", m, f.batch, f.seq, f.steps)
-	mw, err := f.openMetrics(lead)
-	if err != nil {
-		return err
-	}
-	defer mw.Close()
-	if err := f.logResume(mw, tr.Step, m); err != nil {
-		return err
-	}
-	start := time.Now()
-	var last trainer.StepStats
-	for tr.Step < f.lastStep() {
-		st, err := tr.TrainStep(ctx)
-		if err != nil {
-			return err
-		}
-		last = st
-		if dist != nil {
-			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "step_seconds": st.Seconds})
-		}
-		if lead {
-			if err := mw.Write(map[string]any{"step": st.Step, "loss": st.Loss, "lr": st.LR, "grad_norm": st.GradNorm, "step_seconds": st.Seconds}); err != nil {
-				return err
+	logf("sft: mesh %v | global batch %d x %d positions | %d steps\n", m, f.batch, f.seq, f.run.steps)
+	rc := f.loopConfig(tr, dist, stdout, stderr)
+	if len(held) > 0 && rank == 0 && m.TP == 1 && m.PP == 1 {
+		rc.Hooks.Finish = func(ctx context.Context, _ trainer.Summary) (map[string]any, []string, error) {
+			em, err := finetune.ExactMatch(ctx, tr.Model, held)
+			if err != nil {
+				return nil, nil, err
 			}
-			if st.Step == 1 || st.Step%10 == 0 || st.Step == f.steps {
-				fmt.Fprintf(stdout, "step %d/%d loss %.4f lr %.2e grad norm %.3f\n", st.Step, f.steps, st.Loss, st.LR, st.GradNorm)
-			}
-		}
-		if f.saveDue(st.Step) {
-			if dir, err = f.save(ctx, tr, rank, dist); err != nil {
-				return err
-			}
+			return map[string]any{"exact_match": em, "held_out": len(held)},
+				[]string{fmt.Sprintf("exact match %.1f%% on %d held-out examples", 100*em, len(held))}, nil
 		}
 	}
-	if !lead {
-		return nil
-	}
-	msg := fmt.Sprintf("done: step %d/%d in %s, final loss %.4f, checkpoint %s", tr.Step, f.steps, time.Since(start).Round(time.Millisecond), last.Loss, dir)
-	if len(held) > 0 && m.TP == 1 && m.PP == 1 {
-		em, err := finetune.ExactMatch(ctx, tr.Model, held)
-		if err != nil {
-			return err
-		}
-		if err := mw.Write(map[string]any{"step": tr.Step, "exact_match": em, "held_out": len(held)}); err != nil {
-			return err
-		}
-		msg += fmt.Sprintf("\nexact match %.1f%% on %d held-out examples", 100*em, len(held))
-	}
-	fmt.Fprintln(stdout, msg)
-	return nil
+	_, err = runLoop(ctx, f.trainerSteps(tr, rank, dist, nil), rc, dist)
+	return err
 }

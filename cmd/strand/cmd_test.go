@@ -73,7 +73,7 @@ func TestTrainThenEvalAndInitFrom(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("train exit %d: %s", code, errs)
 	}
-	if !strings.Contains(out, "done: 6 steps") {
+	if !strings.Contains(out, "done: step 6 of 6") {
 		t.Fatalf("train output: %s", out)
 	}
 	for _, f := range []string{"metrics.jsonl", "loss.png", "checkpoints/step_000006/model.safetensors", "checkpoints/step_000006/commit.json"} {
@@ -183,6 +183,11 @@ func TestBadInputGivesOneClearError(t *testing.T) {
 		{"heads do not divide d_model", []string{"train", "--n-head", "3", "--steps", "1", "--out", filepath.Join(dir, "z")}, "n_head 3"},
 		{"unknown preset", []string{"train", "--model", "huge"}, "huge"},
 		{"bad flag value", []string{"train", "--steps", "-1"}, "steps"},
+		{"zero learning rate", []string{"train", "--lr", "0", "--out", filepath.Join(dir, "lr0")}, "--lr 0 would not change the model"},
+		{"stop after the end", []string{"train", "--steps", "6", "--stop-after", "8", "--out", filepath.Join(dir, "sa")}, "--stop-after 8 is beyond --steps 6"},
+		{"architecture beside --init-from", []string{"train", "--init-from", run1, "--n-layer", "4", "--out", filepath.Join(dir, "if")}, "--n-layer would be ignored"},
+		{"run directory holds a run", []string{"train", "--steps", "1", "--data", corpus, "--out", run1}, "is not empty"},
+		{"resume without --out", []string{"train", "--resume"}, "--resume needs --out"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

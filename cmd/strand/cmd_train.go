@@ -7,9 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,12 +16,10 @@ import (
 	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/mesh"
-	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/parallel/pipeline"
-	"github.com/strand-ml/strand/plot"
 	"github.com/strand-ml/strand/progress"
 	"github.com/strand-ml/strand/tokenizer"
 	"github.com/strand-ml/strand/trace"
@@ -41,6 +37,32 @@ type modelFlags struct {
 	pos                              string
 	ropeBase                         float64
 	scaling                          ropeScalingFlags
+	// explicit are the architecture flags given on the command line
+	// (noteSet): they conflict with a checkpoint's own architecture.
+	explicit []string
+}
+
+// archFlags are the flags that choose an architecture.
+var archFlags = map[string]bool{"model": true, "n-layer": true, "n-head": true, "n-embd": true, "vocab": true,
+	"n-positions": true, "n-inner": true, "activation": true, "norm": true, "pos": true, "rope-base": true}
+
+// noteSet records which architecture flags the command line set.
+func (f *modelFlags) noteSet(fs *flag.FlagSet) {
+	fs.Visit(func(fl *flag.Flag) {
+		if archFlags[fl.Name] {
+			f.explicit = append(f.explicit, "--"+fl.Name)
+		}
+	})
+}
+
+// conflict refuses architecture flags next to a checkpoint that brings
+// its own architecture (flag names the checkpoint flag, e.g. --init-from).
+func (f *modelFlags) conflict(flag, ckpt string) error {
+	if len(f.explicit) == 0 {
+		return nil
+	}
+	return usageError{fmt.Sprintf("%s %s brings its own architecture: %s would be ignored (drop them, or train a new model without %s)",
+		flag, ckpt, strings.Join(f.explicit, ", "), flag)}
 }
 
 func (f *modelFlags) register(fs *flag.FlagSet) {
@@ -97,7 +119,8 @@ func (f *modelFlags) config() (model.Config, error) {
 type trainFlags struct {
 	model                  modelFlags
 	launch                 *launcher.Flags
-	steps, batch, seq      int
+	run                    runFlags
+	batch, seq             int
 	micro, warmup          int
 	schedule               string
 	lr, minLRFrac, clip    float64
@@ -106,22 +129,16 @@ type trainFlags struct {
 	dataSpec, tokenizerDir string
 	maxDataBytes           int64
 	valFrac                float64
-	out, initFrom          string
-	ckptEvery, keep        int
-	evalEvery, evalBatches int
+	initFrom               string
+	evalBatches            int
 	threads                int
 	shuffle, decayEmbed    bool
-	noProgress             bool
 	kernel                 string
 	bucketMB               float64
 	bf16Grads, zero1       bool
 	tracePath              string
 	stageLayers            string
-	resume                 bool
 	maxRestarts            int
-	restartCount           int
-	stopAfter              int
-	asyncSave              bool
 	precision              string
 	gradCompress           string
 }
@@ -129,7 +146,7 @@ type trainFlags struct {
 func (f *trainFlags) register(fs *flag.FlagSet) {
 	f.model.register(fs)
 	f.launch = launcher.AddFlags(fs)
-	fs.IntVar(&f.steps, "steps", 200, "optimizer steps")
+	f.run.register(fs, "train", 200, 3)
 	fs.IntVar(&f.batch, "batch", 0, "global batch: sequences per optimizer step over all data-parallel ranks (default: the preset's)")
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
@@ -147,15 +164,11 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokenizerDir, "tokenizer", "", "BPE tokenizer directory for text data (default: bytes, ids 0-255)")
 	fs.Int64Var(&f.maxDataBytes, "max-data-bytes", 0, "cap on text bytes read (default 8 MiB for the Go source tree)")
 	fs.Float64Var(&f.valFrac, "val-frac", 0.05, "fraction of the data held out for validation")
-	fs.StringVar(&f.out, "out", "runs/train", "run directory: metrics.jsonl, loss.png, checkpoints/")
 	fs.StringVar(&f.initFrom, "init-from", "", "start from the weights of a checkpoint or run directory")
-	fs.IntVar(&f.ckptEvery, "ckpt-every", 0, "checkpoint every N steps (0: only at the end)")
-	fs.IntVar(&f.keep, "keep", 3, "checkpoints to keep (0 keeps all)")
-	fs.IntVar(&f.evalEvery, "eval-every", 0, "validation loss every N steps (0: only at the end)")
+	fs.IntVar(&f.run.evalEvery, "eval-every", 0, "validation loss every N steps (0: only at the end)")
 	fs.IntVar(&f.evalBatches, "eval-batches", 8, "validation batches per evaluation")
 	fs.IntVar(&f.threads, "threads", 0, "compute goroutines per process (default: all cores, shared among local workers)")
 	fs.BoolVar(&f.shuffle, "shuffle", false, "shuffle sequence windows each epoch (default: sequential, comparable with llm.c)")
-	fs.BoolVar(&f.noProgress, "no-progress", false, "print plain progress lines instead of redrawing one")
 	fs.StringVar(&f.kernel, "kernel", "", "force a GEMM kernel (portable, avx2, avx512)")
 	fs.Float64Var(&f.bucketMB, "bucket-mb", 25, "data-parallel gradient bucket size in MB")
 	fs.BoolVar(&f.bf16Grads, "bf16-grads", false, "all-reduce gradients as bfloat16")
@@ -163,11 +176,8 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.gradCompress, "grad-compress", "none", "data-parallel gradient compression: none, bf16 (same as --bf16-grads), fp8 (E4M3 with a per-bucket scale) or fp8-e5m2")
 	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
 	fs.StringVar(&f.tracePath, "trace", "", "write a Chrome/Perfetto trace of every rank's schedule to this file")
-	fs.BoolVar(&f.resume, "resume", false, "continue from the last committed checkpoint in --out (weights, optimizer, step, data position), in any layout")
 	fs.IntVar(&f.maxRestarts, "max-restarts", 0, "when a worker dies, restart the job up to N times from the last checkpoint")
-	fs.BoolVar(&f.asyncSave, "async-save", false, "write checkpoints in the background (state is snapshotted in memory first)")
-	fs.IntVar(&f.stopAfter, "stop-after", 0, "stop after this step (checkpointing it), as if interrupted; the schedule still spans --steps")
-	fs.IntVar(&f.restartCount, "restart-count", 0, "set by the launcher on an elastic restart (recorded in metrics)")
+	fs.BoolVar(&f.run.asyncSave, "async-save", false, "write checkpoints in the background (state is snapshotted in memory first)")
 }
 
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -177,14 +187,20 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	f.model.noteSet(fs)
+	if err := f.run.check(); err != nil {
+		return err
+	}
 	if worker.InJob() {
+		if err := f.run.workerOut(); err != nil {
+			return err
+		}
 		return trainWorker(ctx, &f, stdout, stderr)
 	}
 	if err := f.launch.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	world := f.launch.World()
-	m, err := f.launch.Mesh(world)
+	m, err := f.launch.Mesh(f.launch.World())
 	if err != nil {
 		return usageError{err.Error()}
 	}
@@ -194,72 +210,15 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if !f.launch.Launching() || world == 1 && !f.launch.MultiNode() {
+	if args, err = f.run.prepareOut(f.launch, args, stderr); err != nil {
+		return err
+	}
+	if !f.launch.Launching() || m.World() == 1 && !f.launch.MultiNode() {
 		return trainLoop(ctx, &f, opts, nil, stdout, stderr)
 	}
-	common := launcher.Common{
-		Transport: f.launch.Transport, Bind: f.launch.Bind, LogFormat: f.launch.LogFormat, Token: f.launch.Token,
-		JoinTimeout: f.launch.JoinTimeout, MetricsAddr: f.launch.Metrics,
-	}
-	argv := append([]string{"train"}, args...)
-	nnodes, nodeRank := f.launch.NNodes, f.launch.NodeRank
-	for restart := 0; ; restart++ {
-		// Every (re)start is an epoch: coordinator and workers refuse
-		// anyone of another epoch.
-		common.Epoch = int64(restart)
-		if restart > 0 && f.launch.MultiNode() {
-			// The nodes that are back agree, through node 0, on the new
-			// epoch's nodes and mesh (smaller DP when a node is gone and
-			// --min-nodes allows it).
-			plan, rerr := launcher.Regroup(ctx, launcher.RegroupConfig{
-				NNodes: nnodes, NodeRank: nodeRank, MinNodes: min(f.launch.MinNodesOrAll(), nnodes), NProcPerNode: f.launch.NProcPerNode,
-				Coordinator: f.launch.Coordinator, Mesh: m, Timeout: f.launch.RejoinTimeout, Common: common,
-			})
-			if rerr != nil {
-				return fmt.Errorf("elastic restart %d: %w (the job failed with: %v)", restart, rerr, err)
-			}
-			fmt.Fprintf(stderr, "strand train: regrouped for epoch %d: %d of %d node(s) back, this is node %d\n", restart, plan.NNodes, nnodes, plan.NodeRankOf(nodeRank))
-			if pm := plan.Mesh(); pm != m {
-				if _, _, oerr := f.options(pm); oerr != nil {
-					return fmt.Errorf("elastic restart %d on %d node(s), mesh %v: %w", restart, plan.NNodes, pm, oerr)
-				}
-				fmt.Fprintf(stderr, "strand train: continuing on %d of %d node(s) (missing %v): mesh %v -> %v\n", plan.NNodes, nnodes, plan.Missing, m, pm)
-			}
-			nnodes, nodeRank, m = plan.NNodes, plan.NodeRankOf(nodeRank), plan.Mesh()
-			world = m.World()
-		}
-		fmt.Fprintf(stderr, "launching %d workers, mesh %v, epoch %d\n", world, m, restart)
-		if f.launch.MultiNode() {
-			err = launcher.Node(ctx, launcher.NodeConfig{
-				NNodes: nnodes, NodeRank: nodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
-				Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common,
-			})
-		} else {
-			err = launcher.Local(ctx, launcher.LocalConfig{NProc: world, Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
-		}
-		if err == nil || restart >= f.maxRestarts || ctx.Err() != nil {
-			break
-		}
-		// Elastic recovery: the failed job is torn down; start a new one
-		// (new coordinator, new epoch) that resumes from the last
-		// committed checkpoint.
-		fmt.Fprintf(stderr, "strand train: job failed (%v); restart %d of %d from the last checkpoint in %s\n", err, restart+1, f.maxRestarts, f.out)
-		argv = withResume(argv, restart+1)
-	}
-	return err
-}
-
-// withResume returns argv with --resume set and the restart count recorded
-// (workers write it into the metrics).
-func withResume(argv []string, restart int) []string {
-	out := make([]string, 0, len(argv)+2)
-	for _, a := range argv {
-		if a == "--resume" || a == "-resume" || strings.HasPrefix(a, "--restart-count") {
-			continue
-		}
-		out = append(out, a)
-	}
-	return append(out, "--resume", fmt.Sprintf("--restart-count=%d", restart))
+	job := jobLaunch{lf: f.launch, mesh: m, argv: append([]string{"train"}, args...), maxRestarts: f.maxRestarts, out: f.run.out,
+		check: func(pm mesh.Mesh) error { _, _, err := f.options(pm); return err }}
+	return job.launch(ctx, stdout, stderr)
 }
 
 // options turns the flags into trainer options for mesh m.
@@ -268,7 +227,13 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 	if err != nil {
 		return trainer.Options{}, cfg, usageError{err.Error()}
 	}
+	if !(f.lr > 0) {
+		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--lr %g would not change the model", f.lr)}
+	}
 	if f.initFrom != "" {
+		if err := f.model.conflict("--init-from", f.initFrom); err != nil {
+			return trainer.Options{}, cfg, err
+		}
 		dir, ckCfg, err := checkpointConfig(f.initFrom, nil, os.Stderr)
 		if err != nil {
 			return trainer.Options{}, cfg, err
@@ -282,11 +247,11 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 	if f.seq == 0 {
 		f.seq = cfg.NPositions
 	}
-	if f.steps <= 0 {
-		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--steps %d must be positive", f.steps)}
+	if f.run.steps <= 0 {
+		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--steps %d must be positive", f.run.steps)}
 	}
 	if f.warmup == 0 {
-		f.warmup = f.steps / 20
+		f.warmup = f.run.steps / 20
 	}
 	if f.valFrac < 0 || f.valFrac >= 1 {
 		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
@@ -317,7 +282,7 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 		return trainer.Options{}, cfg, usageError{"--bf16-grads and --grad-compress fp8 exclude each other"}
 	}
 	opts := trainer.Options{
-		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.steps,
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		DecayEmbed: f.decayEmbed, Seed: f.seed, Shuffle: f.shuffle, Threads: f.threads, KernelForce: f.kernel,
 		StageLayers: stageLayers,
@@ -339,16 +304,6 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 		}
 		return trainLoop(ctx, f, opts, d, stdout, stderr)
 	})
-}
-
-// waitSave waits for a background checkpoint write, if any.
-func waitSave(pending *func() (string, error)) error {
-	if *pending == nil {
-		return nil
-	}
-	_, err := (*pending)()
-	*pending = nil
-	return err
 }
 
 // peakRSS is this process's peak resident memory in bytes (VmHWM), or 0.
@@ -380,53 +335,38 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// distributed carries a worker's communicators and job hooks into trainLoop.
-type distributed struct {
-	comms *trainer.Comms
-	job   *jobInfo
-}
-
-type jobInfo struct {
-	rank, world int
-	local       bool // every rank runs on this machine (coordinator on loopback)
-	report      func(step int, m map[string]float64)
-	barrier     func(ctx context.Context) error
-}
-
-// trainLoop trains this process's part of the model. Rank 0 (or the single
-// process) writes the run directory and shows progress.
-func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *distributed, stdout, stderr io.Writer) error {
-	cfg := opts.Model
-	rank, m := 0, mesh.Mesh{DP: 1, TP: 1, PP: 1}
-	var comms *trainer.Comms
-	coord := mesh.Coord{}
-	if dist != nil {
-		comms, rank, m, coord = dist.comms, dist.job.rank, dist.comms.Mesh, dist.comms.Coord
-	}
-	lead := rank == 0
-	logf := func(format string, a ...any) {
-		if lead {
-			fmt.Fprintf(stderr, format, a...)
-		}
-	}
+// trainData reads the corpus and splits it into training and validation
+// tokens; it checks the tokens against the model's vocabulary.
+func trainData(ctx context.Context, f *trainFlags, cfg model.Config) (train, val *data.Corpus, err error) {
 	tok, err := loadTokenizer(f.tokenizerDir)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if tok.VocabSize() > cfg.VocabSize {
-		return usageError{fmt.Sprintf("tokenizer has %d tokens but the model's vocabulary is %d (raise --vocab)", tok.VocabSize(), cfg.VocabSize)}
+		return nil, nil, usageError{fmt.Sprintf("tokenizer has %d tokens but the model's vocabulary is %d (raise --vocab)", tok.VocabSize(), cfg.VocabSize)}
 	}
-	logf("loading data %s\n", describeData(f.dataSpec))
 	corpus, err := data.Load(ctx, f.dataSpec, tok, data.LoadOptions{MaxBytes: f.maxDataBytes})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := corpus.CheckVocab(cfg.VocabSize); err != nil {
+		return nil, nil, err
+	}
+	train, val = corpus.Split(f.valFrac)
+	return train, val, nil
+}
+
+// trainLoop trains this process's part of the model on the run loop.
+// Rank 0 (or the single process) writes the run directory and shows
+// progress.
+func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *distributed, stdout, stderr io.Writer) error {
+	rank, m, coord, comms, logf := runInfo(dist, stderr)
+	logf("loading data %s\n", describeData(f.dataSpec))
+	trainSet, valSet, err := trainData(ctx, f, opts.Model)
 	if err != nil {
 		return err
 	}
-	if err := corpus.CheckVocab(cfg.VocabSize); err != nil {
-		return err
-	}
-	trainSet, valSet := corpus.Split(f.valFrac)
-	rows := opts.RowsPerRank(m)
-	loader, err := data.NewLoader(trainSet.Tokens, data.LoaderConfig{Batch: rows, Seq: f.seq, DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed})
+	loader, err := data.NewLoader(trainSet.Tokens, data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: f.seq, DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed})
 	if err != nil {
 		return fmt.Errorf("training data: %w", err)
 	}
@@ -435,9 +375,8 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		return err
 	}
 	defer tr.Close()
-	start := time.Now()
 	if f.tracePath != "" {
-		tr.SetTrace(trace.New(rank, start))
+		tr.SetTrace(trace.New(rank, time.Now()))
 	}
 	if f.initFrom != "" {
 		if err := checkpoint.LoadModel(f.initFrom, tr.Model); err != nil {
@@ -445,226 +384,84 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		}
 		logf("initialized from %s\n", f.initFrom)
 	}
-	wholeModel := m.TP == 1 && m.PP == 1 // this rank holds every parameter
-	// The job's peak: every process's threads, but a local job cannot use
-	// more cores than the machine has.
-	threads := tr.Engine.Threads() * m.World()
+	peak := jobPeak(tr, dist)
+	cfg := opts.Model
+	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
+		f.model.preset, progress.Count(float64(trainer.ParamCount(cfg))), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
+		trainSet.Source, progress.Count(float64(len(trainSet.Tokens))), progress.Count(float64(len(valSet.Tokens))))
+	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, opts.RowsPerRank(m)/opts.Micro, tr.Pipe.Name)
+	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d cores x %.2f GHz x %d FLOP/cycle, %s)\n",
+		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
+	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
+	rc.PeakFLOPS = peak.FLOPS
+	rc.Hooks.Eval = validation(tr, valSet, f, rank == 0 && m.TP == 1 && m.PP == 1, logf)
+	steps := &trainer.Steps{T: tr, Rank: rank, Seed: f.seed}
+	if dist != nil {
+		steps.Barrier = dist.job.barrier
+	}
+	if _, err := runLoop(ctx, steps, rc, dist); err != nil {
+		return err
+	}
+	if err := finishTrace(ctx, f.tracePath, tr, dist, rank == 0, stdout); err != nil {
+		return err
+	}
+	return pipelineReport(ctx, tr, coord, rank == 0, stdout, stderr)
+}
+
+// jobPeak is the job's peak FLOP/s: every process's threads, but a local
+// job cannot use more cores than the machine has.
+func jobPeak(tr *trainer.Trainer, dist *distributed) trainer.Peak {
+	threads := tr.Engine.Threads() * tr.Comms.Mesh.World()
 	if dist == nil || dist.job.local {
 		threads = min(threads, runtime.NumCPU())
 	}
-	peak := trainer.MachinePeak(threads)
-	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
-		f.model.preset, human(float64(trainer.ParamCount(cfg))), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
-		corpus.Source, human(float64(len(trainSet.Tokens))), human(float64(len(valSet.Tokens))))
-	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, rows/opts.Micro, tr.Pipe.Name)
-	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d cores x %.2f GHz x %d FLOP/cycle, %s)\n",
-		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
+	return trainer.MachinePeak(threads)
+}
 
-	var barrier trainer.Barrier
-	if dist != nil {
-		barrier = dist.job.barrier
+// validation is the run loop's evaluation hook: the validation loss on
+// the lead rank when it holds the whole model (nil otherwise).
+func validation(tr *trainer.Trainer, val *data.Corpus, f *trainFlags, whole bool, logf func(string, ...any)) func(context.Context, int) (map[string]any, error) {
+	if !whole || len(val.Tokens) == 0 {
+		return nil
 	}
-	// --resume: continue from the newest committed checkpoint in --out.
-	var history []map[string]any
-	if f.resume {
-		dir, err := resumeCheckpoint(f.out, logf)
-		if err != nil {
-			return err
-		}
-		if dir != "" {
-			st, err := tr.Restore(dir)
-			if err != nil {
-				return err
-			}
-			logf("resumed from %s (step %d, written under %s)\n", dir, st.Step, st.Layout)
-		}
-		if lead {
-			history, _ = metrics.ReadJSONL(filepath.Join(f.out, "metrics.jsonl"))
-		}
+	loader, err := data.NewLoader(val.Tokens, data.LoaderConfig{Batch: tr.MicroRows(), Seq: f.seq, DPSize: 1})
+	if err != nil {
+		logf("validation skipped: %v\n", err)
+		return nil
 	}
-	var mw *metrics.JSONL
-	var bar *progress.Bar
-	if lead {
-		if err := os.MkdirAll(f.out, 0o755); err != nil {
-			return err
+	return func(ctx context.Context, _ int) (map[string]any, error) {
+		if loader == nil {
+			return nil, nil
 		}
-		open := metrics.NewJSONL
-		if f.resume {
-			open = metrics.AppendJSONL
-		}
-		if mw, err = open(filepath.Join(f.out, "metrics.jsonl")); err != nil {
-			return err
-		}
-		defer mw.Close()
-		if f.resume {
-			lastLogged := 0
-			for _, r := range history {
-				if s, ok := r["step"].(float64); ok && r["loss"] != nil {
-					lastLogged = max(lastLogged, int(s))
-				}
-			}
-			// The restart is part of the record: which step training
-			// continues from and how many logged steps are redone.
-			if err := mw.Write(map[string]any{"event": "resume", "restart": f.restartCount, "resumed_from_step": tr.Step,
-				"lost_steps": max(0, lastLogged-tr.Step), "layout": m.String()}); err != nil {
-				return err
-			}
-		}
-		mode := progress.Auto
-		if f.noProgress {
-			mode = progress.Plain
-		}
-		bar = progress.New(stdout, f.steps, progress.Options{Desc: "train", Mode: mode, Start: tr.Step})
-	}
-	var valLoader *data.Loader
-	if lead && wholeModel && len(valSet.Tokens) > 0 {
-		valLoader, err = data.NewLoader(valSet.Tokens, data.LoaderConfig{Batch: tr.MicroRows(), Seq: f.seq, DPSize: 1})
+		loader.Reset()
+		steps := min(f.evalBatches, (len(val.Tokens)-1)/(tr.MicroRows()*f.seq))
+		v, _, err := trainer.Evaluate(ctx, tr.Model, loader, tr.MicroRows(), f.seq, steps)
 		if err != nil {
 			logf("validation skipped: %v\n", err)
-			valLoader = nil
+			loader = nil
+			return nil, nil
 		}
+		return map[string]any{"val_loss": v}, nil
 	}
-	var totalTokens int
-	var pendingSave func() (string, error) // a background checkpoint write
-	defer waitSave(&pendingSave)
-	records := history
-	stop := f.steps
-	if f.stopAfter > 0 {
-		stop = min(stop, f.stopAfter)
-	}
-	for tr.Step < stop {
-		st, err := tr.TrainStep(ctx)
-		if err != nil {
-			if bar != nil {
-				bar.Finish()
-			}
-			return err
-		}
-		totalTokens += st.Tokens
-		mfu := st.FLOPsPS / peak.FLOPS
-		if dist != nil {
-			dist.job.report(st.Step, map[string]float64{"loss": st.Loss, "tokens_per_s": st.TokensPS, "step_seconds": st.Seconds})
-		}
-		last := st.Step == stop
-		if lead {
-			rec := map[string]any{
-				"step": st.Step, "loss": st.Loss, "lr": st.LR, "grad_norm": st.GradNorm,
-				"tokens_per_s": st.TokensPS, "mfu": mfu, "step_seconds": st.Seconds,
-				"tokens": st.Step * st.Tokens, "elapsed_s": time.Since(start).Seconds(),
-			}
-			if valLoader != nil && ((f.evalEvery > 0 && st.Step%f.evalEvery == 0) || last) {
-				valLoader.Reset()
-				steps := min(f.evalBatches, (len(valSet.Tokens)-1)/(tr.MicroRows()*f.seq))
-				v, _, err := trainer.Evaluate(ctx, tr.Model, valLoader, tr.MicroRows(), f.seq, steps)
-				if err != nil {
-					bar.Println(fmt.Sprintf("validation skipped: %v", err))
-					valLoader = nil
-				} else {
-					rec["val_loss"] = v
-				}
-			}
-			if err := mw.Write(rec); err != nil {
-				return err
-			}
-			records = append(records, rec)
-			bar.Update(st.Step, progress.Stats{Loss: st.Loss, TokensPerSec: st.TokensPS, MFU: mfu, LR: st.LR, GradNorm: st.GradNorm})
-		}
-		if last || (f.ckptEvery > 0 && st.Step%f.ckptEvery == 0) {
-			err := waitSave(&pendingSave)
-			if err == nil {
-				if f.asyncSave {
-					pendingSave = tr.SaveAsync(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
-				} else {
-					_, err = tr.Save(ctx, f.out, f.keep, rank, barrier, trainer.State{Seed: f.seed})
-				}
-			}
-			if err != nil {
-				if bar != nil {
-					bar.Finish()
-				}
-				return err
-			}
-		}
-	}
-	if err := waitSave(&pendingSave); err != nil {
-		return err
-	}
-	if bar != nil {
-		bar.Finish()
-	}
-	if err := finishTrace(ctx, f.tracePath, tr, dist, lead, stdout); err != nil {
-		return err
-	}
+}
+
+// pipelineReport prints each stage's activation memory and, on the lead
+// rank, the measured and theoretical pipeline bubble.
+func pipelineReport(ctx context.Context, tr *trainer.Trainer, coord mesh.Coord, lead bool, stdout, stderr io.Writer) error {
 	bubble, err := tr.MeasuredBubble(ctx)
 	if err != nil {
 		return err
 	}
-	if m.PP > 1 && coord.DP == 0 && coord.TP == 0 {
+	pp := tr.Pipe
+	if pp.Stages > 1 && coord.DP == 0 && coord.TP == 0 {
 		fmt.Fprintf(stderr, "stage %d: %d activation slots (%s schedule, %d micro-batches), %.1f MB of activations, peak RSS %.1f MB\n",
-			coord.PP, tr.Pipe.InFlight(coord.PP), tr.Pipe.Name, tr.Pipe.Micro, float64(tr.ActivationBytes())/1e6, float64(peakRSS())/1e6)
+			coord.PP, pp.InFlight(coord.PP), pp.Name, pp.Micro, float64(tr.ActivationBytes())/1e6, float64(peakRSS())/1e6)
 	}
-	if !lead {
-		return nil
-	}
-	if pp := tr.Pipe; pp.Stages > 1 {
+	if lead && pp.Stages > 1 {
 		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% = (p-1)/(m+p-1) with p=%d, m=%d (%s)\n",
 			100*bubble, 100*pp.TheoreticalBubble(), pp.Stages, pp.Micro, pp.Name)
 	}
-	xs, ys, vxs, vys := lossSeries(records)
-	series := []plot.Series{{Name: "train", X: xs, Y: ys}}
-	if len(vxs) > 0 {
-		series = append(series, plot.Series{Name: "validation", X: vxs, Y: vys})
-	}
-	if err := plot.LossCurve(filepath.Join(f.out, "loss.png"), fmt.Sprintf("strand %s (%v)", f.model.preset, m), series); err != nil {
-		return err
-	}
-	msg := fmt.Sprintf("done: %d steps, %s tokens in %s", f.steps, human(float64(totalTokens)), time.Since(start).Round(time.Millisecond))
-	if len(ys) > 0 {
-		msg += fmt.Sprintf(", final loss %.4f", ys[len(ys)-1])
-	}
-	if len(vys) > 0 {
-		msg += fmt.Sprintf(", validation loss %.4f", vys[len(vys)-1])
-	}
-	fmt.Fprintf(stdout, "%s\nrun directory %s (metrics.jsonl, loss.png, checkpoints/)\n", msg, f.out)
 	return nil
-}
-
-// lossSeries turns metric records into the train and validation curves;
-// a step logged twice (redone after a restart) keeps its latest value.
-func lossSeries(records []map[string]any) (xs, ys, vxs, vys []float64) {
-	train, val := map[int]float64{}, map[int]float64{}
-	for _, r := range records {
-		var step int
-		switch s := r["step"].(type) {
-		case float64:
-			step = int(s)
-		case int:
-			step = s
-		default:
-			continue // an event record
-		}
-		if l, ok := r["loss"].(float64); ok {
-			train[step] = l
-		}
-		if v, ok := r["val_loss"].(float64); ok {
-			val[step] = v
-		}
-	}
-	xs, ys = sortedSeries(train)
-	vxs, vys = sortedSeries(val)
-	return xs, ys, vxs, vys
-}
-
-func sortedSeries(m map[int]float64) (x, y []float64) {
-	steps := make([]int, 0, len(m))
-	for s := range m {
-		steps = append(steps, s)
-	}
-	sort.Ints(steps)
-	for _, s := range steps {
-		x, y = append(x, float64(s)), append(y, m[s])
-	}
-	return x, y
 }
 
 // finishTrace writes this rank's trace part; rank 0 merges all parts.
@@ -706,17 +503,4 @@ func describeData(spec string) string {
 		return "(default: the Go toolchain's source tree)"
 	}
 	return spec
-}
-
-// human formats a count with a k/M/G suffix.
-func human(x float64) string {
-	switch {
-	case x >= 1e9:
-		return fmt.Sprintf("%.2fG", x/1e9)
-	case x >= 1e6:
-		return fmt.Sprintf("%.2fM", x/1e6)
-	case x >= 1e3:
-		return fmt.Sprintf("%.1fk", x/1e3)
-	}
-	return fmt.Sprintf("%.0f", x)
 }

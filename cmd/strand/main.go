@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -43,7 +44,7 @@ func commands() []command {
 		{"dpo", "direct preference optimization on prompt/chosen/rejected JSONL against a frozen reference", runDPO},
 		{"rm train", "train a reward model (scalar head, Bradley-Terry) on prompt/chosen/rejected JSONL", runRMTrain},
 		{"rm score", "score preference pairs with a reward model; pairwise accuracy", runRMScore},
-		{"ppo", "RLHF with PPO against a reward model on prompts (one process)", runPPO},
+		{"ppo", "RLHF with PPO against a reward model on prompts, on any DP x TP x PP mesh", runPPO},
 		{"lora merge", "fold LoRA adapters (sft/dpo --lora-rank) into their base checkpoint", runLoRAMerge},
 		{"eval choice", "multiple-choice accuracy by per-choice log-likelihood (HellaSwag-style JSONL)", runEvalChoice},
 		{"bench collective", "measure collectives over N local processes (nccl-tests style table)", runBenchCollective},
@@ -52,9 +53,37 @@ func commands() []command {
 
 const version = "0.1.0-dev"
 
+// runVersion prints the module version and, when the binary was built
+// from a git checkout, its commit (from the Go build information).
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
-	_, err := fmt.Fprintln(stdout, "strand", version)
+	_, err := fmt.Fprintln(stdout, versionLine())
 	return err
+}
+
+func versionLine() string {
+	line := "strand " + version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return line
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		line += " (module " + v + ")"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		line += " commit " + rev[:min(12, len(rev))] + modified
+	}
+	return line + " " + bi.GoVersion
 }
 
 // usageError marks errors caused by bad command-line input (exit code 2).
@@ -64,6 +93,13 @@ func (e usageError) Error() string { return e.msg }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first Ctrl-C asks for a clean stop (a training run
+		// checkpoints first); restoring the default makes a second one
+		// end the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -72,13 +108,21 @@ func main() {
 // run dispatches args to a subcommand and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmds := commands()
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	switch {
+	case len(args) == 0:
+		printUsage(stderr, cmds)
+		return 2
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
 		printUsage(stdout, cmds)
+		return 0
+	case args[0] == "--version" || args[0] == "-version":
+		fmt.Fprintln(stdout, versionLine())
 		return 0
 	}
 	cmd, rest, ok := lookup(cmds, args)
 	if !ok {
-		fmt.Fprintf(stderr, "strand: unknown command %q (see 'strand help')\n", strings.Join(args[:min(2, len(args))], " "))
+		fmt.Fprintf(stderr, "strand: unknown command %q\n\n", strings.Join(args[:min(2, len(args))], " "))
+		printUsage(stderr, cmds)
 		return 2
 	}
 	err := cmd.run(ctx, rest, stdout, stderr)

@@ -64,12 +64,12 @@
 //     keep what BackwardWeight needs: each weight's layer input (already in
 //     the activations) and the gradient of its output, per layer. The
 //     activations the weight gradient does not read may be freed.
-//   - BackwardWeight: accumulate chunk a.Chunk's weight gradients of
-//     a.Micro from what BackwardInput kept (sum over micro-batches in
-//     micro-batch order, so results do not depend on the schedule's
-//     interleaving of B and W). Every BackwardWeight comes after its
-//     BackwardInput on the same stage; the (Micro, Chunk) buffer is free
-//     after it.
+//   - BackwardWeight: add chunk a.Chunk's weight gradients of a.Micro to
+//     the gradient buffer from what BackwardInput kept. Every
+//     BackwardWeight comes after its BackwardInput on the same stage; the
+//     (Micro, Chunk) buffer is free after it. Every generator runs a
+//     chunk's weight gradients (or backwards) in micro-batch order, so the
+//     sums are accumulated in the same order as 1F1B's.
 //   - SendGrad: send the input gradient that Backward or BackwardInput
 //     computed for (Micro, Chunk) to stage (g-1) mod p.
 //

@@ -189,6 +189,7 @@ func TestEveryGeneratedScheduleChecks(t *testing.T) {
 						t.Fatalf("%+v: %v", spec, err)
 					}
 					checkSlots(t, s)
+					checkWeightOrder(t, s)
 					n++
 				}
 			}
@@ -218,6 +219,23 @@ func checkSlots(t *testing.T, s *Schedule) {
 				live[i] = k
 			case Backward, BackwardWeight:
 				delete(live, slots[k])
+			}
+		}
+	}
+}
+
+// checkWeightOrder: each chunk's weight gradients (or backwards) run in
+// micro-batch order, so gradient sums accumulate as in 1F1B.
+func checkWeightOrder(t *testing.T, s *Schedule) {
+	t.Helper()
+	for st, acts := range s.Steps {
+		next := make([]int, s.Chunks())
+		for _, a := range acts {
+			if a.Kind == Backward || a.Kind == BackwardWeight {
+				if a.Micro != next[a.Chunk] {
+					t.Fatalf("%s p=%d m=%d stage %d: %s, want micro-batch %d next", s.Name, s.Stages, s.Micro, st, a, next[a.Chunk])
+				}
+				next[a.Chunk]++
 			}
 		}
 	}

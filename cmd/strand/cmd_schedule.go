@@ -48,7 +48,7 @@ func runSchedule(_ context.Context, args []string, stdout, stderr io.Writer) err
 	for st := 0; st < s.Stages; st++ {
 		fmt.Fprintf(stdout, "  stage %d: %d", st, s.InFlight(st))
 		if n := s.Needs(); n&pipeline.NeedsSplitBackward != 0 {
-			fmt.Fprintf(stdout, " (%d awaiting the input gradient, the rest only the weight gradient)", s.AwaitingInputGrad(st))
+			fmt.Fprintf(stdout, " (at most %d before their input gradient)", s.AwaitingInputGrad(st))
 		}
 		fmt.Fprintf(stdout, ", idle %.1f%% of the step between its first and last compute\n", 100*sim.WindowIdle(st))
 	}

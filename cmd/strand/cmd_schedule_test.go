@@ -20,7 +20,7 @@ func TestScheduleCommand(t *testing.T) {
 	for _, want := range []string{
 		"schedule zb-h1: 2 stages, 4 micro-batches, theoretical bubble 7.7%",
 		"stage 1 (max 2 in flight): recvA0 F0 Bi0 sendG0",
-		"stage 0: 2 (2 awaiting the input gradient",
+		"stage 1: 2 (at most 1 before their input gradient)",
 		"makespan 13.00, simulated bubble 7.7% (theory 7.7%)",
 		"needs an executor with a backward split",
 	} {

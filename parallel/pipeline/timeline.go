@@ -169,7 +169,11 @@ func (s *Schedule) WritePNG(w io.Writer, c Costs) error {
 	if W > 30000 {
 		return fmt.Errorf("timeline of %.0f units is too wide to draw", span)
 	}
-	W = max(W, 640)
+	legend := fmt.Sprintf("time (F=%g B=%g W=%g send=%g)  blue: forward  green: backward  teal: input grad  orange: weight grad", c.F, c.B, c.W, c.Send)
+	if v > 1 {
+		legend += "  lighter: later chunk"
+	}
+	W = max(W, left+7*len(legend)+20)
 	img := image.NewRGBA(image.Rect(0, 0, W, H))
 	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
 	text := func(x, y int, str string, col color.Color) {
@@ -193,9 +197,12 @@ func (s *Schedule) WritePNG(w io.Writer, c Costs) error {
 		draw.Draw(img, image.Rect(left, y+rowH-3, left+int(span*unit), y+rowH-2), image.NewUniform(color.Gray{200}), image.Point{}, draw.Src)
 	}
 	for _, sl := range sim.Slots {
-		col := colors[sl.Action.Kind]
+		col, label := colors[sl.Action.Kind], color.Color(color.White)
 		if v > 1 { // lighten higher chunks
 			f := 0.55 * float64(sl.Action.Chunk) / float64(v-1)
+			if f > 0.3 {
+				label = color.Black
+			}
 			col.R += uint8(f * float64(255-col.R))
 			col.G += uint8(f * float64(255-col.G))
 			col.B += uint8(f * float64(255-col.B))
@@ -206,11 +213,7 @@ func (s *Schedule) WritePNG(w io.Writer, c Costs) error {
 		}
 		y0 := top + sl.Stage*rowH + 2
 		draw.Draw(img, image.Rect(x0, y0, x1, y0+rowH-8), image.NewUniform(col), image.Point{}, draw.Src)
-		text(x0+3, y0+rowH/2+1, fmt.Sprintf("%s%d", sl.Action.Kind, sl.Action.Micro), color.White)
-	}
-	legend := fmt.Sprintf("time (F=%g B=%g W=%g send=%g)  blue: forward  green: backward  teal: input grad  orange: weight grad", c.F, c.B, c.W, c.Send)
-	if v > 1 {
-		legend += "  lighter: later chunk"
+		text(x0+3, y0+rowH/2+1, fmt.Sprintf("%s%d", sl.Action.Kind, sl.Action.Micro), label)
 	}
 	text(left, H-10, legend, color.Black)
 	return png.Encode(w, img)

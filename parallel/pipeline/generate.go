@@ -107,7 +107,10 @@ func withTransfers(name string, p, m, v int, comp [][]Action) *Schedule {
 // in groups of p, each group through chunk 0, then chunk 1, and so on
 // (backwards in the reverse chunk order). Stage r warms up with
 // 2(p-r-1) + (V-1)p chunk forwards, then alternates one chunk forward and
-// one chunk backward, then drains. With V = 1 it is 1F1B.
+// one chunk backward, then drains. With V = 1 it is 1F1B. Megatron-LM also
+// turns every forward into warm-up when m = p, which its paired
+// send/receive calls need; with asynchronous sends Check accepts the order
+// above there too, and it holds fewer activations.
 func interleaved(p, m, v int) *Schedule {
 	if v == 1 {
 		s := oneFOneB(p, m)

@@ -24,8 +24,10 @@
 //   - zb-h1, zb-h2 (Qi et al., 2023, "Zero Bubble Pipeline Parallelism"):
 //     the backward is split into the input gradient (BackwardInput, "B",
 //     on the critical path) and the weight gradient (BackwardWeight, "W",
-//     deferred into what would be bubbles). ZB-H1 keeps 1F1B's peak memory
-//     with bubble (p-1)/(3m+p-1) at equal F, B, W times; ZB-H2 holds up to
+//     deferred into what would be bubbles). ZB-H1 keeps 1F1B's count before
+//     the input gradient on every stage and holds at most stage 0's 1F1B
+//     peak (p micro-batches) until the weight gradient, with bubble
+//     (p-1)/(3m+p-1) at equal F, B, W times and m >= p; ZB-H2 holds up to
 //     2p-1 micro-batches so that with m >= 2p no stage idles between its
 //     first and last compute.
 //

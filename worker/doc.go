@@ -1,7 +1,7 @@
 // Package worker is the runtime a training program uses inside a job.
 //
 //	if worker.InJob() {
-//		rt, err := worker.Join(ctx, worker.FromFlags(flags))
+//		rt, err := worker.Join(ctx, worker.Options{DP: 2, TP: 2})
 //		if err != nil { ... }
 //		ctx := rt.Context()               // cancelled when any rank dies
 //		err = train(ctx, rt.DP, rt.TP, rt.PP)

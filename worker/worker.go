@@ -20,7 +20,6 @@ import (
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/coordinator"
 	pb "github.com/strand-ml/strand/coordinator/proto"
-	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
@@ -58,13 +57,6 @@ type Options struct {
 	MetricsPortBase int
 	// Stderr receives the log; default os.Stderr.
 	Stderr io.Writer
-}
-
-// FromFlags turns the shared launcher flags into Options.
-func FromFlags(f *launcher.Flags) Options {
-	return Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat,
-		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout, MetricsPortBase: f.WorkerMetricsPort,
-		RDMAProvider: f.RDMAProvider}
 }
 
 // InJob reports whether this process was started as a worker: by a strand
@@ -350,7 +342,7 @@ func advertise(ctx context.Context, job jobenv.Job, timeout time.Duration) (stri
 	deadline := time.Now().Add(timeout)
 	backoff := 100 * time.Millisecond
 	for {
-		ip, err := launcher.AdvertiseIP(job.Coordinator)
+		ip, err := jobenv.AdvertiseIP(job.Coordinator)
 		if err == nil {
 			return ip, nil
 		}

@@ -63,7 +63,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration time.Duration, count int, stdout, _ io.Writer) error {
-	rt, err := worker.Join(ctx, worker.FromFlags(lf))
+	rt, err := worker.Join(ctx, workerOptions(lf))
 	if err != nil {
 		return err
 	}

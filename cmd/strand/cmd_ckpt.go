@@ -78,10 +78,10 @@ func splitDir(args []string) (dir []string, flags []string) {
 }
 
 func runCkptInspect(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ckpt inspect", stderr)
+	fs := newDirFlags("ckpt inspect", stderr)
 	pos, rest := splitDir(args)
-	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
+	if err := parseDirFlags(fs, rest); err != nil {
+		return err
 	}
 	dir, err := resolveArg(append(pos, fs.Args()...), stderr)
 	if err != nil {
@@ -104,6 +104,9 @@ func runCkptInspect(_ context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "sharded: layout %v (%d shard files)\n", idx.Layout, idx.Layout.TP*idx.Layout.PP)
 	} else {
 		fmt.Fprintln(stdout, "single file: model.safetensors (Hugging Face GPT-2 layout)")
+	}
+	if err := describeAdapters(stdout, dir); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "model: %d layers, d=%d, %d heads, vocab %d, %d positions, %s, %s, %s positions\n",
 		cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize, cfg.NPositions, cfg.Activation, cfg.Norm, cfg.Position)
@@ -135,13 +138,13 @@ func runCkptInspect(_ context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ckpt reshard", stderr)
+	fs := newDirFlags("ckpt reshard", stderr)
 	pos, rest := splitDir(args)
 	tp := fs.Int("tp", 1, "target tensor-parallel degree")
 	pp := fs.Int("pp", 1, "target pipeline stages")
 	out := fs.String("out", "", "new checkpoint directory (must not exist)")
-	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
+	if err := parseDirFlags(fs, rest); err != nil {
+		return err
 	}
 	if *out == "" {
 		return usageError{"--out is required"}
@@ -155,6 +158,9 @@ func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if finetune.IsPPOCheckpoint(dir) {
 		reshard, what = finetune.ReshardPPO, ", PPO policy and value model"
 	}
+	if err := wholeModel("ckpt reshard", dir); err != nil {
+		return err
+	}
 	if err := reshard(dir, *out, *tp, *pp); err != nil {
 		return err
 	}
@@ -163,12 +169,13 @@ func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ckpt export", stderr)
+	fs := newDirFlags("ckpt export", stderr)
 	pos, rest := splitDir(args)
 	format := fs.String("format", "hf-gpt2", "export format: hf-gpt2")
-	out := fs.String("out", "", "output directory")
-	if err := fs.Parse(rest); err != nil {
-		return usageError{err.Error()}
+	out := fs.String("out", "", "output directory (new or empty)")
+	overwrite := fs.Bool("overwrite", false, "write into a non-empty --out, replacing its files")
+	if err := parseDirFlags(fs, rest); err != nil {
+		return err
 	}
 	if *format != "hf-gpt2" {
 		return usageError{fmt.Sprintf("--format %q: only hf-gpt2 is supported", *format)}
@@ -178,6 +185,9 @@ func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	dir, err := resolveArg(append(pos, fs.Args()...), stderr)
 	if err != nil {
+		return err
+	}
+	if err := checkExport(dir, *out, *overwrite); err != nil {
 		return err
 	}
 	if err := checkpoint.ExportHF(dir, *out); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/model"
@@ -52,7 +51,7 @@ func (f *dpoFlags) referenceModel(opts trainer.Options) (*model.GPT, error) {
 		return nil, err
 	}
 	if f.ckpt != "" {
-		return ref, checkpoint.LoadModel(f.ckpt, ref)
+		return ref, finetune.LoadWeights(f.ckpt, ref)
 	}
 	ref.Init(opts.Seed)
 	return ref, nil

@@ -7,8 +7,8 @@ import (
 	"io"
 	"math"
 
-	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/data"
+	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/trainer"
@@ -57,7 +57,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if err := checkpoint.LoadModel(dir, m); err != nil {
+	if err := finetune.LoadWeights(dir, m); err != nil {
 		return err
 	}
 	tok, err := loadTokenizer(*tokDir)

@@ -73,7 +73,7 @@ func runEvalChoice(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	if err := checkpoint.LoadModel(dir, m); err != nil {
+	if err := finetune.LoadWeights(dir, m); err != nil {
 		return err
 	}
 	res, err := finetune.ScoreChoices(ctx, m, finetune.NewEncoder(tok), qs)

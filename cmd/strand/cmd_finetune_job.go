@@ -182,7 +182,7 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 		ckpt, seed := f.ckpt, f.seed
 		opts.Adapt = func(m *model.GPT) error {
 			if ckpt != "" {
-				if err := checkpoint.LoadModel(ckpt, m); err != nil {
+				if err := finetune.LoadWeights(ckpt, m); err != nil {
 					return err
 				}
 			}
@@ -310,7 +310,7 @@ func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf fu
 		return tr, nil
 	}
 	if f.ckpt != "" {
-		if err := checkpoint.LoadModel(f.ckpt, tr.Model); err != nil {
+		if err := finetune.LoadWeights(f.ckpt, tr.Model); err != nil {
 			tr.Close()
 			return nil, err
 		}
@@ -340,7 +340,7 @@ func (f *ftFlags) adapterSaved(lc model.LoRAConfig) func(string) error {
 				return err
 			}
 		}
-		return writeAdapterConfig(f.run.out, adapterConfig{LoRAConfig: lc, Base: base})
+		return finetune.WriteAdapterConfig(f.run.out, finetune.AdapterConfig{LoRAConfig: lc, Base: base})
 	}
 }
 

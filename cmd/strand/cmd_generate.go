@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/generate"
 	"github.com/strand-ml/strand/model"
@@ -114,7 +114,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if err := checkpoint.LoadModel(dir, m); err != nil {
+	if err := finetune.LoadWeights(dir, m); err != nil {
 		return err
 	}
 	var tok tokenizer.Tokenizer = tokenizer.Bytes{}

@@ -145,8 +145,8 @@ func (f *ppoFlags) prompts(logf func(string, ...any)) ([][]int32, int32, error) 
 // over --pp), split over the TP group, with rows for this rank's share of
 // the step's prompts.
 func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, pc finetune.PPOComms, eos int32, logf func(string, ...any)) (*finetune.PPO, error) {
-	// load is checkpoint.LoadModel, or loadRewardWeights for the reward
-	// model (which merges a LoRA reward model's adapters into its base).
+	// load is finetune.LoadWeights (which merges a LoRA checkpoint's
+	// adapters into their base).
 	gpt := func(dir string, c model.Config, load func(string, *model.GPT) error) (*model.GPT, error) {
 		bounds, err := model.StageBounds(c.NLayer, m.PP, nil)
 		if err != nil {
@@ -162,14 +162,14 @@ func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, pc fi
 		}
 		return g, load(dir, g)
 	}
-	policy, err := gpt(f.ckpt, cfg, checkpoint.LoadModel)
+	policy, err := gpt(f.ckpt, cfg, finetune.LoadWeights)
 	if err != nil {
 		return nil, err
 	}
 	if err := f.policyLoRA(policy, logf); err != nil {
 		return nil, err
 	}
-	ref, err := gpt(f.ckpt, cfg, checkpoint.LoadModel)
+	ref, err := gpt(f.ckpt, cfg, finetune.LoadWeights)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +179,7 @@ func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, pc fi
 	}
 	var models [2]*finetune.RewardModel
 	for i := range models {
-		g, err := gpt(rmDir, rmCfg, loadRewardWeights)
+		g, err := gpt(rmDir, rmCfg, finetune.LoadWeights)
 		if err != nil {
 			return nil, err
 		}

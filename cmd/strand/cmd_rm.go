@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
@@ -30,7 +29,7 @@ type rmState struct {
 // on the trainer: one process or any DP x TP x PP mesh (--nproc, --dp,
 // --tp, --pp), and reports pairwise accuracy on the held-out tail. With
 // --lora-rank (on --ckpt BASE) its checkpoints hold the adapters and the
-// head; rm score and ppo --rm merge them into the base (loadRewardWeights).
+// head; rm score and ppo --rm merge them into the base (finetune.LoadWeights).
 func runRMTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f ftFlags
 	fs := newFlags("rm train", stderr)
@@ -139,7 +138,7 @@ func (f *ftFlags) heldOutAccuracy(ctx context.Context, dir string, cfg model.Con
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := loadRewardWeights(dir, rm.GPT); err != nil {
+	if err := finetune.LoadWeights(dir, rm.GPT); err != nil {
 		return nil, nil, err
 	}
 	if err := rm.SetHead(head); err != nil {
@@ -161,64 +160,13 @@ func (f *ftFlags) rewardModel(cfg model.Config, pairs int) (*finetune.RewardMode
 		return nil, err
 	}
 	if f.ckpt != "" {
-		if err := loadRewardWeights(f.ckpt, m); err != nil {
+		if err := finetune.LoadWeights(f.ckpt, m); err != nil {
 			return nil, err
 		}
 	} else {
 		m.Init(f.seed)
 	}
 	return finetune.NewRewardModel(m, f.seed)
-}
-
-// loadRewardWeights loads the transformer of the checkpoint dir (a model
-// or reward-model checkpoint) into g, which may hold any shard of any
-// layout. A LoRA reward model (rm train --lora-rank) holds only its
-// adapters: they are loaded onto the base checkpoint named in the run's
-// adapter_config.json and merged into it, so g ends a plain model.
-func loadRewardWeights(dir string, g *model.GPT) error {
-	lora, err := isAdapterCheckpoint(dir)
-	if err != nil {
-		return err
-	}
-	if !lora {
-		return checkpoint.LoadModel(dir, g)
-	}
-	ac, err := readAdapterConfig(dir)
-	if err != nil {
-		return fmt.Errorf("%s holds LoRA adapters: %w", dir, err)
-	}
-	if ac.Base == "" {
-		return fmt.Errorf("%s holds LoRA adapters trained on a fresh model: no base checkpoint to merge them into", dir)
-	}
-	base, _, err := checkpoint.Resolve(ac.Base)
-	if err != nil {
-		return fmt.Errorf("%s holds LoRA adapters; their base: %w", dir, err)
-	}
-	if err := checkpoint.LoadModel(base, g); err != nil {
-		return fmt.Errorf("%s holds LoRA adapters; their base: %w", dir, err)
-	}
-	if err := g.EnableLoRA(ac.LoRAConfig, 0); err != nil {
-		return err
-	}
-	if err := checkpoint.LoadModel(dir, g); err != nil {
-		return fmt.Errorf("adapters: %w", err)
-	}
-	return g.MergeLoRA()
-}
-
-// isAdapterCheckpoint says whether the checkpoint in dir holds LoRA
-// adapters (tensors NAME.lora_A / NAME.lora_B) rather than a whole model.
-func isAdapterCheckpoint(dir string) (bool, error) {
-	tensors, err := checkpoint.Tensors(dir)
-	if err != nil {
-		return false, fmt.Errorf("checkpoint %s: %w", dir, err)
-	}
-	for name := range tensors {
-		if strings.HasSuffix(name, ".lora_A") || strings.HasSuffix(name, ".lora_B") {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 func checkVocab(ids []int32, vocab int) error {

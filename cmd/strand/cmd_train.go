@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/data"
+	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
@@ -379,7 +379,7 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		tr.SetTrace(trace.New(rank, time.Now()))
 	}
 	if f.initFrom != "" {
-		if err := checkpoint.LoadModel(f.initFrom, tr.Model); err != nil {
+		if err := finetune.LoadWeights(f.initFrom, tr.Model); err != nil {
 			return err
 		}
 		logf("initialized from %s\n", f.initFrom)

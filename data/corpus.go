@@ -52,6 +52,9 @@ type Corpus struct {
 	Tokens []uint16
 	Source string // human-readable description of where the tokens came from
 	Files  int    // number of files read
+	// Paths are the files read, in order; Skipped the candidate files
+	// left out as binary (a NUL byte in their first 8 KiB).
+	Paths, Skipped []string
 }
 
 // Load reads the corpus named by spec:
@@ -102,20 +105,36 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 		return tokenizeFiles(ctx, files, tok, max, fmt.Sprintf("Go sources in %s", src))
 	}
 
+	files, shards, err := resolve(spec)
+	if err != nil {
+		return nil, err
+	}
+	if shards {
+		return loadShards(ctx, files)
+	}
+	if tok == nil {
+		return nil, errors.New("text data needs a tokenizer")
+	}
+	return tokenizeFiles(ctx, files, tok, opts.MaxBytes, fmt.Sprintf("text %s", spec))
+}
+
+// resolve expands spec (not "") into files: shards (every file a .bin) or
+// candidate text files, in sorted path order.
+func resolve(spec string) (files []string, shards bool, err error) {
 	var paths []string
 	if strings.ContainsAny(spec, "*?[") {
 		m, err := filepath.Glob(spec)
 		if err != nil {
-			return nil, fmt.Errorf("bad glob: %w", err)
+			return nil, false, fmt.Errorf("bad glob: %w", err)
 		}
 		if len(m) == 0 {
-			return nil, errors.New("glob matches no files")
+			return nil, false, errors.New("glob matches no files")
 		}
 		slices.Sort(m)
 		paths = m
 	} else {
 		if _, err := os.Stat(spec); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		paths = []string{spec}
 	}
@@ -128,17 +147,16 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 	}
 	switch {
 	case nbin == len(paths):
-		return loadShards(ctx, paths)
+		return paths, true, nil
 	case nbin > 0:
-		return nil, fmt.Errorf("matches mix %d .bin shards with %d other files; use one kind", nbin, len(paths)-nbin)
+		return nil, false, fmt.Errorf("matches mix %d .bin shards with %d other files; use one kind", nbin, len(paths)-nbin)
 	}
 
 	// Expand directories into their files.
-	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if !st.IsDir() {
 			files = append(files, p)
@@ -146,7 +164,7 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 		}
 		sub, err := walkFiles(p, false, func(string) bool { return true })
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		files = append(files, sub...)
 	}
@@ -156,13 +174,7 @@ func load(ctx context.Context, spec string, tok Tokenizer, opts LoadOptions) (*C
 	for _, f := range files {
 		allBin = allBin && strings.HasSuffix(f, ".bin")
 	}
-	if allBin {
-		return loadShards(ctx, files)
-	}
-	if tok == nil {
-		return nil, errors.New("text data needs a tokenizer")
-	}
-	return tokenizeFiles(ctx, files, tok, opts.MaxBytes, fmt.Sprintf("text %s", spec))
+	return files, allBin, nil
 }
 
 func loadShards(ctx context.Context, paths []string) (*Corpus, error) {
@@ -180,6 +192,7 @@ func loadShards(ctx context.Context, paths []string) (*Corpus, error) {
 		}
 		c.Tokens = append(c.Tokens, t...)
 		c.Files++
+		c.Paths = append(c.Paths, p)
 	}
 	return c, nil
 }
@@ -248,6 +261,7 @@ func tokenizeFiles(ctx context.Context, files []string, tok Tokenizer, maxBytes 
 			return nil, err
 		}
 		if text == nil { // binary file
+			c.Skipped = append(c.Skipped, p)
 			continue
 		}
 		used += int64(len(text))
@@ -262,6 +276,7 @@ func tokenizeFiles(ctx context.Context, files []string, tok Tokenizer, maxBytes 
 		}
 		c.Tokens = appendTokens(c.Tokens, ids)
 		c.Files++
+		c.Paths = append(c.Paths, p)
 	}
 	if c.Files == 0 {
 		return nil, fmt.Errorf("no text files among %d candidates (all contain NUL bytes; token shards must be named *.bin)", len(files))
@@ -348,8 +363,8 @@ func (c *Corpus) Split(heldOut float64) (train, val *Corpus) {
 	n := len(c.Tokens)
 	nv := int(float64(n)*heldOut + 0.5)
 	cut := n - nv
-	train = &Corpus{Tokens: c.Tokens[:cut:cut], Source: c.Source + " [train]", Files: c.Files}
-	val = &Corpus{Tokens: c.Tokens[cut:], Source: c.Source + " [validation]", Files: c.Files}
+	train = &Corpus{Tokens: c.Tokens[:cut:cut], Source: c.Source + " [train]", Files: c.Files, Paths: c.Paths, Skipped: c.Skipped}
+	val = &Corpus{Tokens: c.Tokens[cut:], Source: c.Source + " [validation]", Files: c.Files, Paths: c.Paths, Skipped: c.Skipped}
 	return train, val
 }
 

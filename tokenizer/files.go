@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/strand-ml/strand/atomicfile"
 )
 
 // File names inside a tokenizer directory.
@@ -216,24 +217,10 @@ func (t *BPE) Save(dir string) error {
 	return nil
 }
 
-// writeFileAtomic writes via a temporary file and rename, so a reader never
-// sees half a file.
+// writeFileAtomic writes via a temporary file and rename (atomicfile), so
+// a reader never sees half a file; the file is 0644 like any output.
 func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(data)
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
+	return atomicfile.WriteBytes(path, data)
 }
 
 // fileText is how token id appears in files: byte-level for ordinary tokens,

@@ -5,25 +5,24 @@ package main
 // larger than memory can be tokenized.
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/tokenizer"
 )
 
 func runTokenizerTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("tokenizer train", stderr)
-	data := fs.String("data", "", "training text file (required; - for stdin)")
+	data := fs.String("data", "", "training text: a file, directory or glob as strand train --data takes them (required; - for stdin)")
 	vocab := fs.Int("vocab", 0, "vocabulary size including the 256 bytes and special tokens (required)")
-	out := fs.String("out", "", "directory to write vocab.json, merges.txt and tokenizer.json (required)")
+	out := fs.String("out", "", "directory to write vocab.json, merges.txt and tokenizer.json (required; new or empty)")
+	overwrite := fs.Bool("overwrite", false, "write into a non-empty --out, replacing its tokenizer files")
 	special := fs.String("special", "<|endoftext|>", "comma-separated special tokens, given the last ids")
 	minCount := fs.Int("min-count", 2, "stop when the best pair occurs fewer times than this")
 	if err := parseFlags(fs, args); err != nil {
@@ -46,7 +45,10 @@ func runTokenizerTrain(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *vocab < 256+len(opts.SpecialTokens) {
 		return usageError{fmt.Sprintf("--vocab %d is below 256 bytes + %d special tokens", *vocab, len(opts.SpecialTokens))}
 	}
-	in, size, closeIn, err := openInput(*data)
+	if err := checkOutDir(*out, *overwrite); err != nil {
+		return err
+	}
+	in, size, closeIn, err := openTextSpec(*data, stderr)
 	if err != nil {
 		return err
 	}
@@ -120,18 +122,12 @@ func runTokenize(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	start := time.Now()
 	bar := newByteBar(stderr, "tokenize", size)
 	counted := &countingReader{r: in, n: bar.count}
-	var n int64
-	err = writeShardStream(*out, func(emit func([]int) error) error {
-		if len(prefix) > 0 {
-			if err := emit(prefix); err != nil {
-				return err
-			}
-		}
+	n, err := writeShard(*out, prefix, func(emit func([]int) error) error {
 		return tok.EncodeStream(ctx, counted, *special, func(ids []int) error {
 			bar.tokens.Add(int64(len(ids)))
 			return emit(ids)
 		})
-	}, &n)
+	})
 	bar.finish()
 	if err != nil {
 		return fmt.Errorf("tokenize %s: %w", *data, err)
@@ -165,84 +161,22 @@ func openInput(path string) (io.Reader, int64, func(), error) {
 	return f, fi.Size(), func() { f.Close() }, nil
 }
 
-// llm.c shard layout: 256 little-endian int32 (magic, version, token count,
-// then zeros) followed by the tokens as little-endian uint16.
-const (
-	shardMagic   = 20240520
-	shardVersion = 1
-	shardHeader  = 256 * 4
-)
-
-// writeShardStream writes an llm.c shard to path from a producer that emits
-// ids in pieces. The count is only known at the end, so the header is
-// written last; the file appears under its name only when complete (temp
-// file, fsync, rename). The number of tokens is stored in *count.
-func writeShardStream(path string, produce func(emit func([]int) error) error, count *int64) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+// writeShard writes an llm.c shard to path (data.ShardWriter: it appears
+// under its name only when complete) from prefix and then the ids produce
+// emits; it returns the number of tokens.
+func writeShard(path string, prefix []int, produce func(emit func([]int) error) error) (int64, error) {
+	w, err := data.CreateShard(path)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
+		return 0, err
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
+	defer w.Abort()
+	if err := w.WriteInts(prefix); err != nil {
+		return 0, err
 	}
-	if _, err := tmp.Write(make([]byte, shardHeader)); err != nil {
-		return err
+	if err := produce(w.WriteInts); err != nil {
+		return 0, err
 	}
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	var n int64
-	buf := make([]byte, 0, 64<<10)
-	err = produce(func(ids []int) error {
-		for _, id := range ids {
-			if id < 0 || id > 65535 {
-				return fmt.Errorf("token id %d does not fit uint16", id)
-			}
-			buf = binary.LittleEndian.AppendUint16(buf, uint16(id))
-			if len(buf) == cap(buf) {
-				if _, err := w.Write(buf); err != nil {
-					return err
-				}
-				buf = buf[:0]
-			}
-		}
-		n += int64(len(ids))
-		if n > 1<<31-1 {
-			return fmt.Errorf("more than %d tokens: split the input (llm.c's count is an int32)", 1<<31-1)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(buf); err != nil {
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	var hdr [12]byte
-	binary.LittleEndian.PutUint32(hdr[0:], shardMagic)
-	binary.LittleEndian.PutUint32(hdr[4:], shardVersion)
-	binary.LittleEndian.PutUint32(hdr[8:], uint32(n))
-	if _, err := tmp.WriteAt(hdr[:], 0); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	*count = n
-	return nil
+	return w.Count(), w.Close()
 }
 
 // countingReader counts the bytes read through it.

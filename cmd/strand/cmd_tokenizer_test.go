@@ -32,8 +32,12 @@ func TestTokenizerTrainAndTokenize(t *testing.T) {
 		t.Errorf("train output %q", out.String())
 	}
 	for _, f := range []string{"vocab.json", "merges.txt", "tokenizer.json"} {
-		if _, err := os.Stat(filepath.Join(tokDir, f)); err != nil {
+		fi, err := os.Stat(filepath.Join(tokDir, f))
+		if err != nil {
 			t.Fatalf("train wrote no %s: %v", f, err)
+		}
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s is %v, want -rw-r--r--", f, fi.Mode().Perm())
 		}
 	}
 	tok, err := tokenizer.Load(tokDir)
@@ -101,6 +105,10 @@ func TestTokenizerCommandsBadInput(t *testing.T) {
 	dir := t.TempDir()
 	textPath := filepath.Join(dir, "t.txt")
 	os.WriteFile(textPath, []byte("hello hello"), 0o644)
+	binDir := filepath.Join(dir, "bin")
+	os.Mkdir(binDir, 0o755)
+	os.WriteFile(filepath.Join(binDir, "x.dat"), []byte{1, 0, 2}, 0o644)
+	outDir := filepath.Join(dir, "tok")
 	cases := []struct {
 		args []string
 		code int
@@ -109,8 +117,9 @@ func TestTokenizerCommandsBadInput(t *testing.T) {
 		{[]string{"tokenizer", "train", "--vocab", "300", "--out", dir}, 2, "--data"},
 		{[]string{"tokenizer", "train", "--data", textPath, "--out", dir}, 2, "--vocab"},
 		{[]string{"tokenizer", "train", "--data", textPath, "--vocab", "100", "--out", dir}, 2, "below 256"},
-		{[]string{"tokenizer", "train", "--data", filepath.Join(dir, "missing"), "--vocab", "300", "--out", dir}, 1, "no such file"},
-		{[]string{"tokenizer", "train", "--data", dir, "--vocab", "300", "--out", dir}, 2, "directory"},
+		{[]string{"tokenizer", "train", "--data", filepath.Join(dir, "missing"), "--vocab", "300", "--out", outDir}, 1, "no such file"},
+		{[]string{"tokenizer", "train", "--data", binDir, "--vocab", "300", "--out", outDir}, 1, "no text files"},
+		{[]string{"tokenizer", "train", "--data", textPath, "--vocab", "300", "--out", dir}, 2, "is not empty (bin, t.txt)"},
 		{[]string{"tokenize", "--tokenizer", dir, "--data", textPath, "--out", filepath.Join(dir, "a.bin")}, 1, "neither"},
 		{[]string{"tokenize", "--data", textPath, "--out", "x.bin"}, 2, "--tokenizer"},
 	}
@@ -119,6 +128,46 @@ func TestTokenizerCommandsBadInput(t *testing.T) {
 		code := run(context.Background(), c.args, &out, &errb)
 		if code != c.code || !strings.Contains(errb.String(), c.want) {
 			t.Errorf("%q: exit %d stderr %q; want exit %d mentioning %q", c.args, code, errb.String(), c.code, c.want)
+		}
+	}
+}
+
+// TestTokenizerTrainOnDirectory: tokenizer train --data takes a directory
+// or glob as strand train --data does (text files in sorted order, joined
+// by newlines; binary files skipped and named) and learns what it learns
+// from those files concatenated.
+func TestTokenizerTrainOnDirectory(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.Mkdir(src, 0o755)
+	a, b := tokentest.Mixed(3, 20_000), tokentest.Mixed(4, 20_000)
+	os.WriteFile(filepath.Join(src, "a.txt"), a, 0o644)
+	os.WriteFile(filepath.Join(src, "b.md"), b, 0o644)
+	os.WriteFile(filepath.Join(src, "c.bin"), []byte{0, 1, 2, 3}, 0o644)
+	joined := filepath.Join(dir, "joined.txt")
+	os.WriteFile(joined, append(append(append([]byte(nil), a...), '\n'), b...), 0o644)
+	train := func(data, out string) (string, string) {
+		var o, e bytes.Buffer
+		if code := run(context.Background(), []string{"tokenizer", "train", "--data", data, "--vocab", "400", "--out", out}, &o, &e); code != 0 {
+			t.Fatalf("--data %s: exit %d: %s", data, code, e.String())
+		}
+		merges, err := os.ReadFile(filepath.Join(out, "merges.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(merges), e.String()
+	}
+	want, _ := train(joined, filepath.Join(dir, "t0"))
+	for i, spec := range []string{src, filepath.Join(src, "[ab]*")} {
+		got, log := train(spec, filepath.Join(dir, fmt.Sprint("t", i+1)))
+		if got != want {
+			t.Errorf("--data %s learned other merges than the joined file", spec)
+		}
+		if !strings.Contains(log, "data: 2 files: 1 .md ("+filepath.Join(src, "b.md")+"), 1 .txt") {
+			t.Errorf("--data %s: no note of the files used:\n%s", spec, log)
+		}
+		if i == 0 && !strings.Contains(log, "skipped 1 binary: "+filepath.Join(src, "c.bin")) {
+			t.Errorf("--data %s: no note of the skipped file:\n%s", spec, log)
 		}
 	}
 }

@@ -366,6 +366,9 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	if err != nil {
 		return err
 	}
+	if trainSet.Mixed() {
+		logf("data: %s\n", trainSet.FileSummary())
+	}
 	loader, err := data.NewLoader(trainSet.Tokens, data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: f.seq, DPRank: coord.DP, DPSize: m.DP, Shuffle: f.shuffle, Seed: f.seed})
 	if err != nil {
 		return fmt.Errorf("training data: %w", err)

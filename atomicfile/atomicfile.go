@@ -35,6 +35,20 @@ func WriteBytes(path string, data []byte) error {
 	})
 }
 
+// WritePrivate atomically replaces path with data readable by its owner
+// only (mode 0600).
+func WritePrivate(path string, data []byte) error {
+	f, err := CreatePrivate(path)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("atomicfile %s: write: %w", path, err)
+	}
+	return f.Commit()
+}
+
 // syncDir fsyncs a directory so that a rename inside it survives a crash.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

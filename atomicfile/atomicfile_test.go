@@ -160,3 +160,22 @@ func TestFileAbortKeepsOld(t *testing.T) {
 	}
 	assertNoTemps(t, dir, 1)
 }
+
+func TestWritePrivateIsOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "job.json")
+	if err := WriteBytes(p, []byte("public")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePrivate(p, []byte(`{"token":"secret"}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || string(got) != `{"token":"secret"}` {
+		t.Fatalf("contents %q, %v", got, err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v (%v), want 0600", st.Mode(), err)
+	}
+	assertNoTemps(t, dir, 1)
+}

@@ -20,6 +20,7 @@ import (
 //	return f.Commit()
 type File struct {
 	path string
+	perm os.FileMode // of the committed file: 0644, or 0600 (CreatePrivate)
 	tmp  *os.File
 	bw   *bufio.Writer
 	done bool
@@ -35,7 +36,17 @@ func Create(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("atomicfile %s: create temp: %w", path, err)
 	}
-	return &File{path: path, tmp: tmp, bw: bufio.NewWriterSize(tmp, 1<<20)}, nil
+	return &File{path: path, perm: 0o644, tmp: tmp, bw: bufio.NewWriterSize(tmp, 1<<20)}, nil
+}
+
+// CreatePrivate is Create for a file only its owner may read (mode 0600):
+// secrets such as a job's token. The temporary file is 0600 from the start.
+func CreatePrivate(path string) (*File, error) {
+	f, err := Create(path)
+	if err == nil {
+		f.perm = 0o600
+	}
+	return f, err
 }
 
 // Write appends p (buffered).
@@ -75,7 +86,7 @@ func (f *File) Commit() (err error) {
 	if err = f.bw.Flush(); err != nil {
 		return fmt.Errorf("atomicfile %s: flush: %w", f.path, err)
 	}
-	if err = f.tmp.Chmod(0o644); err != nil {
+	if err = f.tmp.Chmod(f.perm); err != nil {
 		return fmt.Errorf("atomicfile %s: chmod: %w", f.path, err)
 	}
 	if err = f.tmp.Sync(); err != nil {

@@ -60,6 +60,10 @@ type Common struct {
 	TLSCert, TLSKey, TLSCA string
 	RDMAProvider           string      // passed to workers (STRAND_RDMA_PROVIDER)
 	Log                    *zap.Logger // launcher and coordinator log; default no-op
+	// Started, when set, is called on node 0 once the coordinator listens,
+	// with the address clients reach it at and the job's token (e.g. to
+	// record them for strand status).
+	Started func(addr, token string)
 	// Epoch is the job incarnation: 0 for the first launch, +1 for each
 	// elastic restart. The coordinator and the workers (STRAND_EPOCH) refuse
 	// anyone of another epoch.
@@ -156,6 +160,9 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		defer srv.Close()
 		if cfg.NNodes == 1 {
 			coordAddr = srv.Addr()
+		}
+		if cfg.Started != nil {
+			cfg.Started(coordAddr, cfg.Token)
 		}
 	}
 

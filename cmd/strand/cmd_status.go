@@ -18,11 +18,17 @@ import (
 	"github.com/strand-ml/strand/launcher/jobenv"
 )
 
-// runStatus is `strand status --coordinator ADDR`: the job's ranks, mesh
-// and health as the coordinator sees them. With --abort REASON it first
-// fails the job, and every worker stops naming the reason.
+// runStatus is `strand status RUN` or `strand status --coordinator ADDR`:
+// the job's ranks, mesh and health as the coordinator sees them (a local
+// job's coordinator and token are read from RUN/job.json). With --abort
+// REASON it first fails the job, and every worker stops naming the reason.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: strand status RUN [flags]   (RUN: the job's run directory, --out)\n       strand status --coordinator HOST:PORT [flags]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	run, args := splitDir(args)
 	addr := fs.String("coordinator", "", "HOST:PORT of the coordinator")
 	token := fs.String("token", "", "job token (default $"+jobenv.Token+")")
 	ca := fs.String("ca", "", "CA certificate file, when the coordinator uses TLS")
@@ -32,11 +38,24 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if len(run) == 1 {
+		if *addr != "" {
+			return usageError{"give a run directory or --coordinator, not both"}
+		}
+		rec, err := readJobFile(run[0])
+		if err != nil {
+			return err
+		}
+		*addr = rec.Coordinator
+		if *token == "" {
+			*token = rec.Token
+		}
+	}
 	if *addr == "" {
 		*addr = os.Getenv(jobenv.Coordinator)
 	}
 	if *addr == "" {
-		return usageError{"--coordinator HOST:PORT is required"}
+		return usageError{"name the job: strand status RUN (its run directory) or --coordinator HOST:PORT"}
 	}
 	if *token == "" {
 		*token = os.Getenv(jobenv.Token)

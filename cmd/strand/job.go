@@ -75,6 +75,9 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
 	}
 	nnodes, nodeRank := lf.NNodes, lf.NodeRank
+	started, removeJobFile := jobFileHook(j.out, func() int64 { return common.Epoch }, func(err error) { fmt.Fprintln(stderr, "warning:", err) })
+	defer removeJobFile()
+	common.Started = started
 	var err error
 	for restart := 0; ; restart++ {
 		// Every (re)start is an epoch: coordinator and workers refuse
@@ -211,11 +214,21 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 		}()
 		return body(bodyCtx, &distributed{comms: comms, job: job, interrupt: ctx.Done()})
 	}()
-	var intr *trainer.Interrupted
-	if errors.As(err, &intr) && rt.Rank != 0 {
-		err = nil // the lead rank reports the interrupt once
-	}
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return rt.Leave(lctx, err)
+	var intr *trainer.Interrupted
+	if !errors.As(err, &intr) {
+		return rt.Leave(lctx, err)
+	}
+	// The operator's stop is a clean end, not a failure: every rank
+	// leaves normally (the job does not fail, no rank is blamed), and it
+	// is reported once: by strand's launcher, or by rank 0 under srun,
+	// Kubernetes or torchrun.
+	if lerr := rt.Leave(lctx, nil); lerr != nil {
+		return fmt.Errorf("%w (leaving the job: %v)", intr, lerr)
+	}
+	if rt.Job.Source == "strand" || rt.Rank != 0 {
+		return quietExit{code: intr.ExitCode(), err: intr}
+	}
+	return intr
 }

@@ -30,7 +30,7 @@ func commands() []command {
 	return []command{
 		{"version", "print the version", runVersion},
 		{"check", "smoke-test a job: a verified all-reduce and barrier on every group", runCheck},
-		{"status", "show a running job's ranks, mesh and health (--coordinator ADDR)", runStatus},
+		{"status", "show a running job's ranks, mesh and health (strand status RUN, or --coordinator ADDR)", runStatus},
 		{"train", "train a model (one process, or --nproc N local processes)", runTrain},
 		{"eval", "mean loss and perplexity of a checkpoint on a data file", runEval},
 		{"generate", "generate text from a checkpoint with a KV cache (greedy or sampled), streamed", runGenerate},
@@ -91,6 +91,16 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// quietExit ends the process with code and prints nothing: the outcome
+// was already reported (a worker whose launcher reports the job's end).
+type quietExit struct {
+	code int
+	err  error
+}
+
+func (e quietExit) Error() string { return e.err.Error() }
+func (e quietExit) Unwrap() error { return e.err }
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -126,11 +136,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	err := cmd.run(ctx, rest, stdout, stderr)
+	var quiet quietExit
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &quiet):
+		return quiet.code
 	}
 	fmt.Fprintf(stderr, "strand %s: %v\n", cmd.name, err)
 	var ue usageError

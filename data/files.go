@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -103,4 +104,22 @@ func isBinary(p string) (bool, error) {
 		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	return bytes.IndexByte(head[:n], 0) >= 0, nil
+}
+
+// Check reports, without reading any data, whether spec names data Load
+// can read (the files exist; a glob matches; shards and text are not
+// mixed): a launcher checks --data before starting workers, so a bad path
+// is one clear error instead of one per rank. "" (the Go sources) passes.
+func Check(spec string) error {
+	if spec == "" {
+		return nil
+	}
+	if _, _, err := resolve(spec); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == spec {
+			err = pe.Err // the spec is named once
+		}
+		return fmt.Errorf("load data %q: %w", spec, err)
+	}
+	return nil
 }

@@ -51,3 +51,20 @@ func TestMixedDirectorySaysWhichFiles(t *testing.T) {
 		t.Fatalf("one text file: mixed %v, %v", one.Mixed(), err)
 	}
 }
+
+func TestCheckNamesBadSpecs(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{"", dir, filepath.Join(dir, "a.txt"), filepath.Join(dir, "*.txt")} {
+		if err := Check(ok); err != nil {
+			t.Errorf("Check(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{filepath.Join(dir, "missing"), filepath.Join(dir, "*.bin")} {
+		if err := Check(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("Check(%q) = %v, want an error naming it", bad, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -90,5 +91,71 @@ func TestLocalJobStatusAndInterrupt(t *testing.T) {
 	after := start(t, nil, "strand", "status", run)
 	if code := after.wait(t, 30*time.Second); code != 1 || !strings.Contains(after.out.String(), "no job is running in "+run) {
 		t.Errorf("strand status after the job: exit %d\n%s", code, after.out.String())
+	}
+}
+
+// TestJSONLogFormat: --log-format json gives one JSON object per line on
+// stdout and stderr of a local --nproc 2 job: no "[rank N]" prefix, the
+// ranks' lines carry "rank", and progress is JSON too.
+func TestJSONLogFormat(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	cmd := exec.Command(strandBin, "train", "--model", "tiny", "--nproc", "2", "--steps", "6", "--threads", "1",
+		"--out", run, "--log-format", "json")
+	cmd.Env = cleanEnv()
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	steps := map[float64]bool{}
+	ranks := map[float64]bool{}
+	for name, out := range map[string]string{"stdout": stdout.String(), "stderr": stderr.String()} {
+		for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("%s line %q is not JSON: %v", name, line, err)
+			}
+			if r, ok := m["rank"].(float64); ok {
+				ranks[r] = true
+			}
+			if m["progress"] == "train" {
+				steps[m["step"].(float64)] = true
+			}
+		}
+	}
+	if len(steps) != 6 || !ranks[0] || !ranks[1] {
+		t.Fatalf("progress steps %v, ranks %v:\n%s%s", steps, ranks, stdout.String(), stderr.String())
+	}
+}
+
+// TestErrorEveryRankHitsPrintedOnce: bad --data is refused before any
+// worker starts, and an error every rank hits inside the job (too little
+// data) is printed once, without an empty flight-recorder header.
+func TestErrorEveryRankHitsPrintedOnce(t *testing.T) {
+	dir := t.TempDir()
+	j := start(t, nil, "strand", "train", "--model", "tiny", "--nproc", "2", "--steps", "5", "--out", filepath.Join(dir, "a"),
+		"--data", filepath.Join(dir, "missing.txt"))
+	if code := j.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit %d:\n%s", code, j.out)
+	}
+	if out := j.out.String(); strings.Contains(out, "launching") || strings.Count(out, "missing.txt") != 1 {
+		t.Errorf("bad --data: want one error before launching:\n%s", out)
+	}
+	tiny := filepath.Join(dir, "tiny.txt")
+	if err := os.WriteFile(tiny, []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j = start(t, nil, "strand", "train", "--model", "tiny", "--nproc", "2", "--steps", "5", "--out", filepath.Join(dir, "b"), "--data", tiny)
+	if code := j.wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("exit %d:\n%s", code, j.out)
+	}
+	out := j.out.String()
+	if n := strings.Count(out, "fewer than one global batch"); n != 1 {
+		t.Errorf("the error is printed %d times:\n%s", n, out)
+	}
+	for _, bad := range []string{"flight recorder", "ERROR"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("output holds %q:\n%s", bad, out)
+		}
 	}
 }

@@ -365,9 +365,13 @@ func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *
 	}
 	p := &proc{rank: rank, cmd: cmd}
 	prefix := fmt.Sprintf("[rank %d] ", rank)
+	tag := func(line []byte) []byte { return append([]byte(prefix), line...) }
+	if cfg.LogFormat == "json" {
+		tag = func(line []byte) []byte { return withRank(line, rank) } // lines stay JSON
+	}
 	p.copying.Add(2)
-	go func() { defer p.copying.Done(); copyLines(stdout, o, prefix) }()
-	go func() { defer p.copying.Done(); copyLines(stderr, e, prefix) }()
+	go func() { defer p.copying.Done(); copyLines(stdout, o, tag) }()
+	go func() { defer p.copying.Done(); copyLines(stderr, e, tag) }()
 	return p, nil
 }
 
@@ -416,8 +420,8 @@ func (l *lockedWriter) writeLine(b []byte) {
 	_, _ = l.w.Write(b)
 }
 
-// copyLines copies r to w line by line, prefixing each line.
-func copyLines(w *lockedWriter, r io.Reader, prefix string) {
+// copyLines copies r to w line by line, tagging each line with its rank.
+func copyLines(w *lockedWriter, r io.Reader, tag func([]byte) []byte) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadBytes('\n')
@@ -425,7 +429,7 @@ func copyLines(w *lockedWriter, r io.Reader, prefix string) {
 			if line[len(line)-1] != '\n' {
 				line = append(line, '\n')
 			}
-			w.writeLine(append([]byte(prefix), line...))
+			w.writeLine(tag(line))
 		}
 		if err != nil {
 			return
@@ -456,9 +460,13 @@ func printFlightDiagnosis(srv *coordinator.Server, world int, w *lockedWriter) {
 	for i := range ranks {
 		ranks[i] = i
 	}
+	diag := collective.Diagnose(records, ranks)
+	if strings.TrimSpace(diag) == "" {
+		return // no collective was in flight: nothing to show
+	}
 	var b strings.Builder
 	b.WriteString("flight recorder (last collective of each group, from the ranks' records):\n")
-	b.WriteString(collective.Diagnose(records, ranks))
+	b.WriteString(diag)
 	for _, line := range strings.SplitAfter(b.String(), "\n") {
 		if line != "" {
 			w.writeLine([]byte(line))

@@ -536,7 +536,14 @@ func (rt *Runtime) fail(cause error) {
 		return
 	}
 	rt.cancel(cause)
-	if rt.Log != nil {
+	var notice *RankDeadError
+	switch {
+	case rt.Log == nil:
+	case errors.As(cause, &notice) && rt.launcherReports():
+		// strand's local launcher prints the job's failure once, with
+		// the coordinator's reason: every rank repeating it is noise.
+		rt.Log.Debug("stopping: " + cause.Error())
+	default:
 		rt.Log.Error("stopping: " + cause.Error())
 	}
 	rt.mu.Lock()
@@ -545,6 +552,14 @@ func (rt *Runtime) fail(cause error) {
 	if t != nil {
 		_ = t.Close()
 	}
+}
+
+// launcherReports says whether strand's own launcher on this machine
+// hosts the coordinator and reports the job's outcome (a local job).
+func (rt *Runtime) launcherReports() bool {
+	host, _, err := net.SplitHostPort(rt.Job.Coordinator)
+	ip := net.ParseIP(host)
+	return err == nil && rt.Job.Source == "strand" && (host == "localhost" || ip != nil && ip.IsLoopback())
 }
 
 func (rt *Runtime) heartbeat(every time.Duration) {

@@ -254,6 +254,9 @@ func (f *ftFlags) launchOrRun(ctx context.Context, name string, args []string, l
 	if _, err := f.options(m); err != nil { // fail before any process starts
 		return err
 	}
+	if _, err := os.Stat(f.dataPath); err != nil {
+		return fmt.Errorf("--data: %w", err)
+	}
 	if args, err = f.run.prepareOut(f.launch, args, stderr); err != nil {
 		return err
 	}

@@ -210,6 +210,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := data.Check(f.dataSpec); err != nil {
+		return err
+	}
 	if args, err = f.run.prepareOut(f.launch, args, stderr); err != nil {
 		return err
 	}

@@ -218,7 +218,13 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	defer cancel()
 	var intr *trainer.Interrupted
 	if !errors.As(err, &intr) {
-		return rt.Leave(lctx, err)
+		err = rt.Leave(lctx, err)
+		if err != nil && rt.Job.Source == "strand" && isLoopback(rt.Job.Coordinator) {
+			// strand's local launcher prints the job's failure once,
+			// with the coordinator's reason: not once per rank.
+			return quietExit{code: 1, err: err}
+		}
+		return err
 	}
 	// The operator's stop is a clean end, not a failure: every rank
 	// leaves normally (the job does not fail, no rank is blamed), and it

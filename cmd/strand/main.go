@@ -135,6 +135,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printUsage(stderr, cmds)
 		return 2
 	}
+	if logFormatJSON(rest) {
+		jout, jerr := &jsonLines{w: stdout, level: "info"}, &jsonLines{w: stderr, level: "info"}
+		defer jout.Close()
+		defer jerr.Close()
+		stdout, stderr = jout, jerr
+	}
 	err := cmd.run(ctx, rest, stdout, stderr)
 	var quiet quietExit
 	switch {
@@ -144,6 +150,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &quiet):
 		return quiet.code
+	}
+	if j, ok := stderr.(*jsonLines); ok {
+		j.level = "error"
 	}
 	fmt.Fprintf(stderr, "strand %s: %v\n", cmd.name, err)
 	var ue usageError

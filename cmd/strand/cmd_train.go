@@ -401,7 +401,8 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
 	rc.PeakFLOPS = peak.FLOPS
 	rc.Hooks.Eval = validation(tr, valSet, f, rank == 0 && m.TP == 1 && m.PP == 1, logf)
-	steps := &trainer.Steps{T: tr, Rank: rank, Seed: f.seed}
+	rec := newDataRecord(f)
+	steps := &trainer.Steps{T: tr, Rank: rank, Seed: f.seed, Extra: func() map[string]any { return map[string]any{dataRecordKey: rec} }}
 	if dist != nil {
 		steps.Barrier = dist.job.barrier
 	}

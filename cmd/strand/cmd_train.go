@@ -48,6 +48,7 @@ var archFlags = map[string]bool{"model": true, "n-layer": true, "n-head": true, 
 
 // noteSet records which architecture flags the command line set.
 func (f *modelFlags) noteSet(fs *flag.FlagSet) {
+	f.explicit = nil
 	fs.Visit(func(fl *flag.Flag) {
 		if archFlags[fl.Name] {
 			f.explicit = append(f.explicit, "--"+fl.Name)
@@ -394,7 +395,7 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
 	rc.PeakFLOPS = peak.FLOPS
-	rc.Hooks.Eval = validation(tr, valSet, f, rank == 0 && m.TP == 1 && m.PP == 1, logf)
+	rc.Hooks.Eval = validation(tr, valSet, f, m, coord, logf)
 	steps := &trainer.Steps{T: tr, Rank: rank, Seed: f.seed}
 	if dist != nil {
 		steps.Barrier = dist.job.barrier
@@ -418,28 +419,29 @@ func jobPeak(tr *trainer.Trainer, dist *distributed) trainer.Peak {
 	return trainer.MachinePeak(threads)
 }
 
-// validation is the run loop's evaluation hook: the validation loss on
-// the lead rank when it holds the whole model (nil otherwise).
-func validation(tr *trainer.Trainer, val *data.Corpus, f *trainFlags, whole bool, logf func(string, ...any)) func(context.Context, int) (map[string]any, error) {
-	if !whole || len(val.Tokens) == 0 {
+// validation is the run loop's evaluation hook: the validation loss over
+// --eval-batches global batches of the held-out tokens, on any mesh
+// (every rank evaluates its data-parallel share through its pipeline
+// stage); nil when there is nothing to evaluate.
+func validation(tr *trainer.Trainer, val *data.Corpus, f *trainFlags, m mesh.Mesh, coord mesh.Coord, logf func(string, ...any)) func(context.Context, int) (map[string]any, error) {
+	rows := tr.Opts.RowsPerRank(m)
+	batches := min(f.evalBatches, (len(val.Tokens)-1)/(rows*m.DP*f.seq))
+	if batches <= 0 {
+		if len(val.Tokens) > 0 {
+			logf("validation skipped: %d held-out tokens are less than one global batch of %d x %d\n", len(val.Tokens), f.batch, f.seq)
+		}
 		return nil
 	}
-	loader, err := data.NewLoader(val.Tokens, data.LoaderConfig{Batch: tr.MicroRows(), Seq: f.seq, DPSize: 1})
+	loader, err := data.NewLoader(val.Tokens, data.LoaderConfig{Batch: rows, Seq: f.seq, DPRank: coord.DP, DPSize: m.DP})
 	if err != nil {
 		logf("validation skipped: %v\n", err)
 		return nil
 	}
 	return func(ctx context.Context, _ int) (map[string]any, error) {
-		if loader == nil {
-			return nil, nil
-		}
 		loader.Reset()
-		steps := min(f.evalBatches, (len(val.Tokens)-1)/(tr.MicroRows()*f.seq))
-		v, _, err := trainer.Evaluate(ctx, tr.Model, loader, tr.MicroRows(), f.seq, steps)
+		v, err := tr.EvalLoss(ctx, loader, batches)
 		if err != nil {
-			logf("validation skipped: %v\n", err)
-			loader = nil
-			return nil, nil
+			return nil, err
 		}
 		return map[string]any{"val_loss": v}, nil
 	}

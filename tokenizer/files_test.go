@@ -181,22 +181,33 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestLoadHFRejectsOtherTokenizers: a component this package does not
+// implement gives one error naming its type and the supported ones.
 func TestLoadHFRejectsOtherTokenizers(t *testing.T) {
 	good := string(trainSmall(t).hfJSON())
-	cases := map[string]string{
-		`"type": "BPE"`: `"type": "WordPiece"`,
-		`"add_prefix_space": false, "trim_offsets": true, "use_regex": true},`: `"add_prefix_space": true, "trim_offsets": true, "use_regex": true},`,
-		`"normalizer": null`:     `"normalizer": {"type": "NFC"}`,
-		`"byte_fallback": false`: `"byte_fallback": true`,
-		`"special": true`:        `"special": false`,
+	cases := []struct{ from, to, want string }{
+		{`"type": "BPE"`, `"type": "WordPiece"`, `model type "WordPiece" is not supported (supported: BPE)`},
+		{`"normalizer": null`, `"normalizer": {"type": "Lowercase"}`, `normalizer: type "Lowercase" is not supported (supported: ` + supportedNormalizers + `)`},
+		{`"pre_tokenizer": {"type": "ByteLevel"`, `"pre_tokenizer": {"type": "Whitespace"`, `pre_tokenizer: type "Whitespace" is not supported (supported: ` + supportedPreTokenizers + `)`},
+		{`"decoder": {"type": "ByteLevel"`, `"decoder": {"type": "WordPiece"`, `decoder: type "WordPiece" is not supported (supported: ` + supportedDecoders + `)`},
+		{`"lstrip": false`, `"lstrip": true`, "lstrip"},
+		{`"dropout": null`, `"dropout": 0.1`, "dropout"},
+		{`"special": true`, `"special": false`, ""}, // a non-special added token is fine
 	}
-	for from, to := range cases {
-		doc := strings.Replace(good, from, to, 1)
+	for _, c := range cases {
+		doc := strings.Replace(good, c.from, c.to, 1)
 		if doc == good {
-			t.Fatalf("fixture has no %q", from)
+			t.Fatalf("fixture has no %q", c.from)
 		}
-		if _, err := parseHF([]byte(doc)); err == nil {
-			t.Errorf("accepted tokenizer.json with %s", to)
+		_, err := parseHF([]byte(doc))
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.to, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("tokenizer.json with %s: error %v, want %q", c.to, err, c.want)
 		}
 	}
 }

@@ -233,8 +233,111 @@ func (d digits) split(piece []byte, fn func(sub []byte)) {
 	}, fn)
 }
 
+// The Split patterns with a hand-written splitter: cl100k_base's (Llama 3
+// uses it too) and Qwen2's, which differ only in how many digits group.
+const (
+	cl100kPattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+	qwen2Pattern  = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+)
+
 // newRegexSplitter returns a hand-written splitter equivalent to expr with
 // the given behaviour, or nil when there is none (regexp2 then runs expr).
 func newRegexSplitter(expr, behavior string) splitter {
+	if behavior != behaviorIsolated {
+		return nil
+	}
+	switch expr {
+	case cl100kPattern:
+		return cl100kSplit{maxDigits: 3}
+	case qwen2Pattern:
+		return cl100kSplit{maxDigits: 1}
+	}
 	return nil
+}
+
+// cl100kSplit is the cl100k family's Split written out by hand, like
+// pieceEnd for GPT-2: every character is matched by one of the pattern's
+// alternatives, so Isolated pieces are consecutive matches. Invalid UTF-8
+// bytes are "other" characters, as U+FFFD is for regexp2.
+type cl100kSplit struct{ maxDigits int }
+
+func (c cl100kSplit) split(piece []byte, fn func(sub []byte)) {
+	for i := 0; i < len(piece); {
+		e := c.end(piece, i)
+		fn(piece[i:e])
+		i = e
+	}
+}
+
+func isNewline(b byte) bool { return b == '\r' || b == '\n' }
+
+// end returns the end of the match that starts at text[i], trying the
+// pattern's alternatives in order.
+func (c cl100kSplit) end(text []byte, i int) int {
+	b := text[i]
+	// (?i:'s|'t|'re|'ve|'m|'ll|'d)
+	if b == '\'' && i+1 < len(text) {
+		switch text[i+1] | 0x20 {
+		case 's', 't', 'm', 'd':
+			return i + 2
+		case 'r', 'v', 'l':
+			if i+2 < len(text) {
+				two := string([]byte{text[i+1] | 0x20, text[i+2] | 0x20})
+				if two == "re" || two == "ve" || two == "ll" {
+					return i + 3
+				}
+			}
+		}
+	}
+	cls, n := classAt(text, i)
+	// [^\r\n\p{L}\p{N}]?\p{L}+
+	if cls == clsLetter {
+		return runEnd(text, i+n, clsLetter)
+	}
+	if cls != clsNumber && !isNewline(b) && i+n < len(text) {
+		if next, m := classAt(text, i+n); next == clsLetter {
+			return runEnd(text, i+n+m, clsLetter)
+		}
+	}
+	// \p{N}{1,maxDigits}
+	if cls == clsNumber {
+		end := i + n
+		for k := 1; k < c.maxDigits && end < len(text); k++ {
+			next, m := classAt(text, end)
+			if next != clsNumber {
+				break
+			}
+			end += m
+		}
+		return end
+	}
+	// ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+	start := i
+	if b == ' ' && i+1 < len(text) {
+		if next, _ := classAt(text, i+1); next == clsOther {
+			start = i + 1
+		}
+	}
+	if sc, m := classAt(text, start); sc == clsOther {
+		end := runEnd(text, start+m, clsOther)
+		for end < len(text) && isNewline(text[end]) {
+			end++
+		}
+		return end
+	}
+	// Whitespace. \s*[\r\n]+ : up to the run's last newline, if it has one.
+	end := runEnd(text, i+n, clsSpace)
+	for j := end - 1; j >= i; j-- {
+		if isNewline(text[j]) {
+			return j + 1
+		}
+	}
+	// \s+(?!\S) | \s+ : as in GPT-2's pattern.
+	if end == len(text) {
+		return end
+	}
+	if last := lastRuneStart(text, i, end); last > i {
+		return last
+	}
+	return end
 }

@@ -106,6 +106,8 @@ func streamCutRule(t *BPE) cutRule {
 			}
 			splits = splits || s.useRegex
 		case digits:
+		case cl100kSplit:
+			splits = true
 		default:
 			return cutRule{}
 		}
@@ -219,8 +221,14 @@ func lastSafeCut(text []byte, lo, hi int, special []string, rule cutRule) int {
 }
 
 // straddles reports whether an occurrence of a special token covers both
-// text[j-1] and text[j].
+// text[j-1] and text[j], or ends at j (the segment after an added token is
+// normalized as a start, a continuation chunk is not).
 func straddles(text []byte, j int, special []string) bool {
+	for _, s := range special {
+		if bytes.HasSuffix(text[:j], []byte(s)) {
+			return true
+		}
+	}
 	for _, s := range special {
 		lo := max(0, j-len(s)+1)
 		hi := min(len(text), j+len(s)-1)

@@ -1,0 +1,104 @@
+package tokenizer
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/dlclark/regexp2"
+	"github.com/strand-ml/strand/tokenizer/tokentest"
+)
+
+func splitAll(s splitter, text string) []string {
+	var out []string
+	s.split([]byte(text), func(p []byte) { out = append(out, string(p)) })
+	return out
+}
+
+// TestCL100KSplitMatchesRegexp2: the hand-written cl100k and Qwen2
+// splitters give regexp2's pieces (the engine tiktoken-go runs the same
+// patterns with) on the mixed corpus, corner-case strings, invalid UTF-8,
+// and every character of the Basic Multilingual Plane in the contexts the
+// pattern distinguishes.
+func TestCL100KSplitMatchesRegexp2(t *testing.T) {
+	if tokentest.CL100KPattern != cl100kPattern || tokentest.Qwen2Pattern != qwen2Pattern {
+		t.Fatal("tokentest's patterns and the recognised ones differ")
+	}
+	rng := rand.New(rand.NewPCG(21, 22))
+	texts := []string{string(tokentest.Mixed(23, 50_000)), "a\xffb \xff\xfe\n\xff", "'S'T'RE'Ve'M'LL'D 'x 're", "\r\n\r\n  \r \n\t\n x"}
+	for range 3000 {
+		texts = append(texts, tokentest.RandomText(rng, 16))
+	}
+	step := 1
+	if testing.Short() {
+		step = 7
+	}
+	for r := rune(0); r < 0x10000; r += rune(step) {
+		c := string(r)
+		texts = append(texts, "a"+c+"b "+c+c+"1"+c+"\n"+c+" "+c+"'"+c)
+	}
+	for _, pat := range []string{cl100kPattern, qwen2Pattern} {
+		re, err := regexp2.Compile(pat, regexp2.None)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, fast := regexSplit{re: re, behavior: behaviorIsolated}, newRegexSplitter(pat, behaviorIsolated)
+		if fast == nil {
+			t.Fatalf("no hand-written splitter for %s", pat)
+		}
+		for _, s := range texts {
+			want, got := splitAll(slow, s), splitAll(fast, s)
+			if !equalStrings(got, want) {
+				t.Fatalf("pattern %s on %q: %s", pat, clip(s), firstDiff(got, want))
+			}
+		}
+	}
+}
+
+// TestSplitBehaviors: the Split and Digits pre-tokenizers on the examples of
+// Hugging Face's documentation.
+func TestSplitBehaviors(t *testing.T) {
+	re := regexp2.MustCompile(regexp2.Escape("-"), regexp2.None)
+	for behavior, want := range map[string][]string{
+		behaviorRemoved:            {"the", "final", "countdown"},
+		behaviorIsolated:           {"the", "-", "final", "-", "-", "countdown"},
+		behaviorMergedWithPrevious: {"the-", "final-", "-", "countdown"},
+		behaviorMergedWithNext:     {"the", "-final", "-", "-countdown"},
+	} {
+		if got := splitAll(regexSplit{re: re, behavior: behavior}, "the-final--countdown"); !equalStrings(got, want) {
+			t.Errorf("%s: %q, want %q", behavior, got, want)
+		}
+	}
+	if got := splitAll(digits{individual: true}, "Call 123 please"); !equalStrings(got, []string{"Call ", "1", "2", "3", " please"}) {
+		t.Errorf("digits individual: %q", got)
+	}
+	if got := splitAll(digits{}, "Call 123 please٣"); !equalStrings(got, []string{"Call ", "123", " please", "٣"}) {
+		t.Errorf("digits: %q", got)
+	}
+	if got := splitAll(byteLevel{prefixSpace: true, useRegex: true}, "hi there"); !equalStrings(got, []string{" hi", " there"}) {
+		t.Errorf("byte-level with prefix space: %q", got)
+	}
+}
+
+// TestSmolLMLayout: Digits(individual) before GPT-2's ByteLevel split (the
+// SmolLM layout) encodes every digit on its own and otherwise like GPT-2.
+func TestSmolLMLayout(t *testing.T) {
+	g := gpt2(t)
+	doc := strings.Replace(string(g.hfJSON()),
+		`"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}`,
+		`"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}`, 1)
+	tok, err := parseHF([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Kind() != KindByteLevel {
+		t.Fatalf("kind %q", tok.Kind())
+	}
+	var want []int
+	for _, p := range []string{"in", " ", "2", "0", "2", "6", ",", " the", " model"} {
+		want = append(want, g.Encode([]byte(p))...)
+	}
+	if got := tok.Encode([]byte("in 2026, the model")); !equalInts(got, want) {
+		t.Fatalf("Encode = %v, want %v", got, want)
+	}
+}

@@ -266,6 +266,17 @@ func parseHF(data []byte) (*BPE, error) {
 	default:
 		t.kind = KindByteLevel
 	}
+	if pipe != nil {
+		// A ByteLevel stage without regex or prefix space splits nothing
+		// (its byte mapping is implicit): drop it from the hot path.
+		kept := pipe.stages[:0]
+		for _, s := range pipe.stages {
+			if s != (byteLevel{}) {
+				kept = append(kept, s)
+			}
+		}
+		pipe.stages = kept
+	}
 	t.pipe, t.desc = pipe, desc.String()
 	if pipe != nil {
 		pipe.cut = streamCutRule(t)

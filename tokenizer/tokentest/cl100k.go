@@ -52,6 +52,13 @@ var CL100KSpecial = map[string]int{
 // ranks). The ids cl100k leaves unused between its special tokens are
 // filled with "<|reserved_N|>" special tokens, as Llama 3 fills its own.
 func WriteCL100KTokenizerJSON(path string) error {
+	return WriteCL100KTokenizerJSONPattern(path, CL100KPattern)
+}
+
+// WriteCL100KTokenizerJSONPattern is WriteCL100KTokenizerJSON with another
+// Split pattern (benchmarks wrap CL100KPattern in a group so that the
+// tokenizer runs it through regexp2 instead of its hand-written splitter).
+func WriteCL100KTokenizerJSONPattern(path, pattern string) error {
 	ranks, err := tiktoken_loader.NewOfflineLoader().LoadTiktokenBpe("https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken")
 	if err != nil {
 		return fmt.Errorf("cl100k ranks: %w", err)
@@ -125,7 +132,7 @@ func WriteCL100KTokenizerJSON(path string) error {
 		"pre_tokenizer": map[string]any{
 			"type": "Sequence",
 			"pretokenizers": []any{
-				map[string]any{"type": "Split", "pattern": map[string]any{"Regex": CL100KPattern}, "behavior": "Isolated", "invert": false},
+				map[string]any{"type": "Split", "pattern": map[string]any{"Regex": pattern}, "behavior": "Isolated", "invert": false},
 				map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
 			},
 		},

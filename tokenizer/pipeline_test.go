@@ -1,6 +1,9 @@
 package tokenizer
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -100,5 +103,67 @@ func TestSmolLMLayout(t *testing.T) {
 	}
 	if got := tok.Encode([]byte("in 2026, the model")); !equalInts(got, want) {
 		t.Fatalf("Encode = %v, want %v", got, want)
+	}
+}
+
+// qwen2Like is GPT-2's vocabulary behind Qwen2's pipeline: NFC, the Qwen2
+// Split pattern, ByteLevel without its own regex.
+func qwen2Like(t *testing.T) *BPE {
+	t.Helper()
+	g := gpt2(t)
+	pre, err := json.Marshal(map[string]any{"type": "Sequence", "pretokenizers": []any{
+		map[string]any{"type": "Split", "pattern": map[string]any{"Regex": tokentest.Qwen2Pattern}, "behavior": "Isolated", "invert": false},
+		map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(g.hfJSON())
+	for from, to := range map[string]string{
+		`"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}`: `"pre_tokenizer": ` + string(pre),
+		`"normalizer": null`: `"normalizer": {"type": "NFC"}`,
+	} {
+		if !strings.Contains(doc, from) {
+			t.Fatalf("no %s in GPT-2's tokenizer.json", from)
+		}
+		doc = strings.Replace(doc, from, to, 1)
+	}
+	tok, err := parseHF([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestQwen2Layout: NFC composes before splitting (a decomposed accent
+// encodes like the composed one), digits are single pieces, and EncodeStream
+// cuts only where composition cannot reach across.
+func TestQwen2Layout(t *testing.T) {
+	tok := qwen2Like(t)
+	if tok.Kind() != KindByteLevel {
+		t.Fatalf("kind %q", tok.Kind())
+	}
+	if a, b := tok.Encode([]byte("cafe\u0301 Ame\u0301lie")), tok.Encode([]byte("café Amélie")); !equalInts(a, b) {
+		t.Fatalf("decomposed %v, composed %v", a, b)
+	}
+	g := gpt2(t)
+	var want []int
+	for _, p := range []string{"in", " ", "2", "0", "2", "6"} {
+		want = append(want, g.Encode([]byte(p))...)
+	}
+	if got := tok.Encode([]byte("in 2026")); !equalInts(got, want) {
+		t.Fatalf("Encode(in 2026) = %v, want %v", got, want)
+	}
+	text := []byte(strings.Repeat("cafe\u0301 naï\u0308ve 12345 x\u0301y. ", 40) + string(tokentest.Mixed(3, 5000)))
+	want = tok.Encode(text)
+	var got []int
+	if err := tok.encodeStream(context.Background(), bytes.NewReader(text), false, 16, func(ids []int) error {
+		got = append(got, ids...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !equalInts(got, want) {
+		t.Fatalf("stream: %s", firstIntDiff(got, want))
 	}
 }

@@ -204,3 +204,43 @@ func TestEncodeStreamOtherKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamDecoder: decoding id by id gives Decode's text for the
+// SentencePiece tokenizer (whose Strip applies once) and for GPT-2, while
+// Decode of each id alone would lose the spaces between SentencePiece words.
+func TestStreamDecoder(t *testing.T) {
+	sp, cases := spFixture(t)
+	for name, tok := range map[string]*BPE{"sentencepiece": sp, "gpt2": gpt2(t)} {
+		for _, c := range cases {
+			ids := tok.EncodeWithSpecial([]byte(c.Text + "</s> after"))
+			want, err := tok.Decode(ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := NewStreamDecoder(tok)
+			var got []byte
+			for _, id := range ids {
+				b, err := d.Next(id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, b...)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s: streamed %q, Decode %q", name, clip(string(got)), clip(string(want)))
+			}
+		}
+		if _, err := NewStreamDecoder(tok).Next(tok.VocabSize()); err == nil {
+			t.Errorf("%s: id outside the vocabulary decoded", name)
+		}
+	}
+	ids := sp.Encode([]byte("two words"))
+	var each []byte
+	for _, id := range ids {
+		b, _ := sp.Decode([]int{id})
+		each = append(each, b...)
+	}
+	if string(each) != "twowords" {
+		t.Fatalf("per-id Decode gave %q; the test no longer shows why StreamDecoder exists", each)
+	}
+}

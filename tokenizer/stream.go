@@ -15,7 +15,11 @@ const streamChunk = 1 << 20
 // EncodeStream encodes everything read from r, calling emit with consecutive
 // runs of ids (emit may keep the slice). The ids are exactly those of
 // Encode (or EncodeWithSpecial when withSpecial is set) on the whole text,
-// but memory stays bounded by the chunk size (plus the longest pre-token).
+// but memory stays bounded by the chunk size (plus the longest pre-token)
+// when the pipeline has safe cut points: GPT-2's, the cl100k family's (with
+// or without NFC and Digits), and SentencePiece-style vocabularies whose
+// word marks only start pieces. Other pipelines (an arbitrary Split regex)
+// are encoded from the whole input.
 func (t *BPE) EncodeStream(ctx context.Context, r io.Reader, withSpecial bool, emit func(ids []int) error) error {
 	return t.encodeStream(ctx, r, withSpecial, streamChunk, emit)
 }

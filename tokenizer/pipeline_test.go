@@ -83,17 +83,23 @@ func TestSplitBehaviors(t *testing.T) {
 	}
 }
 
-// TestSmolLMLayout: Digits(individual) before GPT-2's ByteLevel split (the
-// SmolLM layout) encodes every digit on its own and otherwise like GPT-2.
-func TestSmolLMLayout(t *testing.T) {
-	g := gpt2(t)
-	doc := strings.Replace(string(g.hfJSON()),
+// smolLMLike is GPT-2's vocabulary behind SmolLM's pre-tokenizer.
+func smolLMLike(t *testing.T) *BPE {
+	t.Helper()
+	doc := strings.Replace(string(gpt2(t).hfJSON()),
 		`"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}`,
 		`"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}`, 1)
 	tok, err := parseHF([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tok
+}
+
+// TestSmolLMLayout: Digits(individual) before GPT-2's ByteLevel split (the
+// SmolLM layout) encodes every digit on its own and otherwise like GPT-2.
+func TestSmolLMLayout(t *testing.T) {
+	g, tok := gpt2(t), smolLMLike(t)
 	if tok.Kind() != KindByteLevel {
 		t.Fatalf("kind %q", tok.Kind())
 	}

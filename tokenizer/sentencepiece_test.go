@@ -113,6 +113,35 @@ func TestSentencePieceAddedTokens(t *testing.T) {
 // agree: text that does not start with a space.
 func TestSentencePieceMetaspaceLayout(t *testing.T) {
 	_, cases := spFixture(t)
+	tok := spMetaspace(t)
+	n := 0
+	for _, c := range cases {
+		if c.Text == "" || c.Text[0] == ' ' {
+			continue
+		}
+		n++
+		got := tok.Encode([]byte(c.Text))
+		if !equalInts(got, c.IDs) {
+			t.Fatalf("Encode(%q) differs from sentencepiece: %s", clip(c.Text), firstIntDiff(got, c.IDs))
+		}
+		if back, err := tok.Decode(got); err != nil || string(back) != c.Text {
+			t.Fatalf("Decode(Encode(%q)) = %q, %v", clip(c.Text), back, err)
+		}
+	}
+	if n < 100 {
+		t.Fatalf("only %d cases compared", n)
+	}
+	// "first": after an added token no "▁" is prepended.
+	if got, want := tok.EncodeWithSpecial([]byte("<s>x")), append([]int{1}, tok.Encode([]byte("x"))...); equalInts(got, want) {
+		t.Fatalf("Metaspace first prepended after <s>: %v", got)
+	}
+}
+
+// spMetaspace is the fixture's model in the newer Llama layout: no
+// normalizer, a Metaspace pre-tokenizer with prepend_scheme "first", and a
+// Metaspace decoder.
+func spMetaspace(t *testing.T) *BPE {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(spDir, HFTokenizerFile))
 	if err != nil {
 		t.Fatal(err)
@@ -136,27 +165,7 @@ func TestSentencePieceMetaspaceLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, c := range cases {
-		if c.Text == "" || c.Text[0] == ' ' {
-			continue
-		}
-		n++
-		got := tok.Encode([]byte(c.Text))
-		if !equalInts(got, c.IDs) {
-			t.Fatalf("Encode(%q) differs from sentencepiece: %s", clip(c.Text), firstIntDiff(got, c.IDs))
-		}
-		if back, err := tok.Decode(got); err != nil || string(back) != c.Text {
-			t.Fatalf("Decode(Encode(%q)) = %q, %v", clip(c.Text), back, err)
-		}
-	}
-	if n < 100 {
-		t.Fatalf("only %d cases compared", n)
-	}
-	// "first": after an added token no "▁" is prepended.
-	if got, want := tok.EncodeWithSpecial([]byte("<s>x")), append([]int{1}, tok.Encode([]byte("x"))...); equalInts(got, want) {
-		t.Fatalf("Metaspace first prepended after <s>: %v", got)
-	}
+	return tok
 }
 
 // TestEncodeStreamOtherKinds: EncodeStream with tiny chunks gives Encode's

@@ -19,9 +19,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/strand-ml/strand/coordinator/proto"
+	"github.com/strand-ml/strand/internal/ratelog"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
 )
@@ -62,13 +64,22 @@ type Config struct {
 	HeartbeatStale time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics.
 	MetricsAddr string
-	Log         *zap.Logger
+	// HandshakeTimeout bounds a new connection's hello (TLS handshake and
+	// HTTP/2 preface): garbage is dropped at once, a truncated or silent
+	// hello after this long; default 10 s.
+	HandshakeTimeout time.Duration
+	// Log receives the coordinator's log (default: none). Complaints
+	// about peers (wrong token, garbage hellos, bad gossip packets) go to
+	// it at warn level with the peer's address, at most one line per peer
+	// host and kind every ratelog.DefaultEvery.
+	Log *zap.Logger
 }
 
 // Server is a running coordinator.
 type Server struct {
 	cfg    Config
 	log    *zap.Logger
+	rej    *ratelog.Limiter // complaints about peers, rate-limited
 	grpc   *grpc.Server
 	ln     net.Listener
 	gossip *memberlist.Memberlist
@@ -135,13 +146,20 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.HeartbeatStale <= 0 {
 		cfg.HeartbeatStale = 2500 * time.Millisecond
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator listen %s: %w", cfg.Addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log := cfg.Log.With(zap.String("job", cfg.JobID))
+	rej := ratelog.New(log, 0)
+	tlsOn := cfg.CertFile != "" || cfg.KeyFile != ""
+	ln = &helloListener{Listener: ln, want: helloPrefix(tlsOn), rej: rej}
 	s := &Server{
-		cfg: cfg, log: cfg.Log.With(zap.String("job", cfg.JobID)), ln: ln, start: time.Now(), cancel: cancel,
+		cfg: cfg, log: log, rej: rej, ln: ln, start: time.Now(), cancel: cancel,
 		metrics: obs.NewRegistry(), state: pb.JobState_JOB_STATE_WAITING, deadRank: -1,
 		running: make(chan struct{}), failed: make(chan struct{}), finished: make(chan struct{}),
 		kv: make(map[string][]byte), kvChange: make(chan struct{}), barriers: make(map[string]*barrier), gossipUp: make(map[int]bool),
@@ -151,8 +169,9 @@ func Start(cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 		grpc.UnaryInterceptor(s.authUnary),
 		grpc.StreamInterceptor(s.authStream),
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 	}
-	if cfg.CertFile != "" || cfg.KeyFile != "" {
+	if tlsOn {
 		creds, err := credentials.NewServerTLSFromFile(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			cancel()
@@ -168,7 +187,11 @@ func Start(cfg Config) (*Server, error) {
 	if gossipHost == "" {
 		gossipHost, _, _ = net.SplitHostPort(ln.Addr().String())
 	}
-	s.gossip, err = StartGossip("coordinator", gossipHost, cfg.Token, cfg.Gossip, gossipEvents{s})
+	gcfg := cfg.Gossip
+	if gcfg.Log == nil {
+		gcfg.Log = log
+	}
+	s.gossip, err = StartGossip("coordinator", gossipHost, cfg.Token, gcfg, gossipEvents{s})
 	if err != nil {
 		cancel()
 		ln.Close()
@@ -315,7 +338,12 @@ func (s *Server) checkToken(ctx context.Context) error {
 			return nil
 		}
 	}
-	s.log.Warn("refused a call with a missing or wrong job token")
+	from := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		from = p.Addr.String()
+	}
+	method, _ := grpc.Method(ctx)
+	s.rej.Warn(from, "coordinator: refused a call with a missing or wrong job token", zap.String("method", method))
 	return status.Error(codes.Unauthenticated, "missing or wrong job token")
 }
 

@@ -7,11 +7,14 @@ import (
 )
 
 // Tolerance is the allocations per call a test of an allocation-free call
-// allows: the runtime's occasional allocations stay well below it (the
-// collective's 4 KiB all-reduce measured 0.005-0.055 per call under the
-// race detector), an allocation the call makes every call or every other
-// call reaches 0.5 or more.
-const Tolerance = 0.25
+// allows (it fails at Tolerance or more): an allocation the call makes on
+// every call shows 1 or more, one every other call 0.5. The runtime's own
+// stay below it: a blocking channel receive or WaitGroup.Wait allocates a
+// sudog now and then even with the collector off (0.005-0.055 per call
+// for the collective's 4 KiB all-reduce, up to 0.25 per 2-thread training
+// step in the best window, both under the race detector on a busy
+// machine).
+const Tolerance = 0.5
 
 // PerCall returns the fewest allocations per call of f over windows
 // windows of runs calls each, measured with the garbage collector off

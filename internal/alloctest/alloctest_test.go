@@ -5,8 +5,8 @@ import "testing"
 var sink []byte
 
 // TestPerCallSeesOneAllocation: a call that allocates once measures 1 (at
-// least Tolerance), one that allocates every other call measures 0.5 and
-// one that allocates nothing measures below Tolerance.
+// least Tolerance), one that allocates every other call measures 0.5 (at
+// least Tolerance) and one that allocates nothing measures below it.
 func TestPerCallSeesOneAllocation(t *testing.T) {
 	if a := PerCall(2, 50, 3, func() { sink = make([]byte, 64) }); a < 1 {
 		t.Errorf("a call that allocates once measured %.3f per call, want >= 1", a)

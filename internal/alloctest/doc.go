@@ -11,6 +11,6 @@
 // measured 2.0 per run in 5 runs. PerCall warms the call up, turns the
 // collector off (a collection empties those caches), counts exact
 // allocations over a few windows and keeps the best window; Tolerance is
-// the per-call count a test allows: below what one allocation made by the
-// call on every call (1.0) or every other call (0.5) shows.
+// the per-call count at which a test fails: what one allocation made by
+// the call every other call (0.5) or on every call (1.0) shows.
 package alloctest

@@ -38,7 +38,7 @@ func launchJob(ctx context.Context, lf *launcher.Flags, m mesh.Mesh, name []stri
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
 	}
 	argv := append(append([]string(nil), name...), args...)
-	fmt.Fprintf(stderr, "launching %d workers, mesh %v\n", m.World(), m)
+	fmt.Fprintln(stderr, launcher.LaunchLine(lf.NNodes, lf.NodeRank, lf.NProcPerNode, m, 0))
 	if lf.MultiNode() {
 		return launcher.Node(ctx, launcher.NodeConfig{
 			NNodes: lf.NNodes, NodeRank: lf.NodeRank, Coordinator: lf.Coordinator, NProcPerNode: lf.NProcPerNode,
@@ -79,7 +79,10 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 				return err
 			}
 		}
-		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier, local: isLoopback(rt.Job.Coordinator)}
+		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier}
+		for _, mb := range rt.Members {
+			job.hosts = append(job.hosts, mb.GetHost())
+		}
 		return body(runCtx, &distributed{comms: comms, job: job})
 	}()
 	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {

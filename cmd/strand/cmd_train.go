@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -228,7 +227,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			nnodes, nodeRank, m = plan.NNodes, plan.NodeRankOf(nodeRank), plan.Mesh()
 			world = m.World()
 		}
-		fmt.Fprintf(stderr, "launching %d workers, mesh %v, epoch %d\n", world, m, restart)
+		fmt.Fprintln(stderr, launcher.LaunchLine(nnodes, nodeRank, f.launch.NProcPerNode, m, restart))
 		if f.launch.MultiNode() {
 			err = launcher.Node(ctx, launcher.NodeConfig{
 				NNodes: nnodes, NodeRank: nodeRank, Coordinator: f.launch.Coordinator, NProcPerNode: f.launch.NProcPerNode,
@@ -367,19 +366,6 @@ func peakRSS() int64 {
 	return 0
 }
 
-// isLoopback reports whether host:port names this machine's loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // distributed carries a worker's communicators and job hooks into trainLoop.
 type distributed struct {
 	comms *trainer.Comms
@@ -388,7 +374,7 @@ type distributed struct {
 
 type jobInfo struct {
 	rank, world int
-	local       bool // every rank runs on this machine (coordinator on loopback)
+	hosts       []string // each rank's host name
 	report      func(step int, m map[string]float64)
 	barrier     func(ctx context.Context) error
 }
@@ -448,9 +434,9 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	wholeModel := m.TP == 1 && m.PP == 1 // this rank holds every parameter
 	// The job's peak: every process's threads, but a local job cannot use
 	// more cores than the machine has.
-	threads := tr.Engine.Threads() * m.World()
-	if dist == nil || dist.job.local {
-		threads = min(threads, runtime.NumCPU())
+	threads := min(tr.Engine.Threads(), runtime.NumCPU())
+	if dist != nil {
+		threads = launcher.JobCores(dist.job.hosts, tr.Engine.Threads(), runtime.NumCPU())
 	}
 	peak := trainer.MachinePeak(threads)
 	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",

@@ -74,6 +74,34 @@ func TestLocalPrefixesOutputAndSucceeds(t *testing.T) {
 	}
 }
 
+// TestCoordinatorLogsByDefault: with no Log given (as strand train
+// launches), the launcher's and coordinator's log goes to Stderr in the
+// workers' format, each line prefixed "[coordinator] ".
+func TestCoordinatorLogsByDefault(t *testing.T) {
+	for _, format := range []string{"console", "json"} {
+		var out, errb bytes.Buffer
+		cfg := localCfg(2, "ok", &out, &errb)
+		cfg.LogFormat = format
+		if err := Local(context.Background(), cfg); err != nil {
+			t.Fatalf("Local: %v\nstderr:\n%s", err, errb.String())
+		}
+		for _, want := range []string{"coordinator listening", "workers started"} {
+			found := false
+			for _, line := range strings.Split(errb.String(), "\n") {
+				if strings.HasPrefix(line, "[coordinator] ") && strings.Contains(line, want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: no [coordinator] line with %q in stderr:\n%s", format, want, errb.String())
+			}
+		}
+		if format == "json" && !strings.Contains(errb.String(), `[coordinator] {"level":"info"`) {
+			t.Errorf("json: coordinator lines are not JSON:\n%s", errb.String())
+		}
+	}
+}
+
 func TestLocalFirstFailureTearsDownAll(t *testing.T) {
 	var out, errb bytes.Buffer
 	start := time.Now()

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -323,18 +322,6 @@ func peakRSS() int64 {
 	return 0
 }
 
-// isLoopback reports whether host:port names this machine's loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // trainData reads the corpus and splits it into training and validation
 // tokens; it checks the tokens against the model's vocabulary.
@@ -409,12 +396,12 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	return pipelineReport(ctx, tr, coord, rank == 0, stdout, stderr)
 }
 
-// jobPeak is the job's peak FLOP/s: every process's threads, but a local
-// job cannot use more cores than the machine has.
+// jobPeak is the job's peak FLOP/s: every process's threads, but no host
+// counts more cores than it has (launcher.JobCores).
 func jobPeak(tr *trainer.Trainer, dist *distributed) trainer.Peak {
-	threads := tr.Engine.Threads() * tr.Comms.Mesh.World()
-	if dist == nil || dist.job.local {
-		threads = min(threads, runtime.NumCPU())
+	threads := min(tr.Engine.Threads(), runtime.NumCPU())
+	if dist != nil {
+		threads = launcher.JobCores(dist.job.hosts, tr.Engine.Threads(), runtime.NumCPU())
 	}
 	return trainer.MachinePeak(threads)
 }

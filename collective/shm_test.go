@@ -15,6 +15,7 @@ import (
 
 	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport"
+	"github.com/strand-ml/strand/transport/hybrid"
 	"github.com/strand-ml/strand/transport/shm"
 )
 
@@ -205,6 +206,95 @@ func TestShmHungRankTimesOut(t *testing.T) {
 	for _, r := range []int{0, 2} {
 		if errs[r] == nil || !strings.Contains(errs[r].Error(), "allreduce seq 0: timed out") || !strings.Contains(errs[r].Error(), "1]") {
 			t.Errorf("rank %d: %v, want a timeout naming rank 1", r, errs[r])
+		}
+	}
+}
+
+// hybridWorld puts ranks on two "hosts" (the lower half and the upper
+// half): shared memory inside each, TCP between them.
+func hybridWorld(t testing.TB, n int) []transport.Transport {
+	t.Helper()
+	tcps := tcpWorld(t, n)
+	store := rendezvous.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make([]transport.Transport, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	half := (n + 1) / 2
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local, remote []int
+			for p := range n {
+				switch {
+				case p == r:
+				case (p < half) == (r < half):
+					local = append(local, p)
+				default:
+					remote = append(remote, p)
+				}
+			}
+			routes := []hybrid.Route{{Name: "tcp", Transport: tcps[r], Peers: remote}}
+			if len(local) > 0 {
+				s, err := shm.Dial(ctx, shm.Config{Rank: r, Size: n, Store: store, JobID: t.Name(), Peers: local, RingBytes: 256 << 10,
+					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				if err != nil {
+					errs[r] = err
+					return
+				}
+				routes = append(routes, hybrid.Route{Name: "shm", Transport: s, Peers: local})
+			}
+			out[r], errs[r] = hybrid.New(r, n, routes...)
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, tr := range out {
+			tr.Close()
+		}
+	})
+	return out
+}
+
+func TestAllOpsHybrid(t *testing.T) {
+	for _, n := range []int{2, 3, 4, 5} {
+		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) {
+			ts := hybridWorld(t, n)
+			for _, name := range []string{"latency", "bandwidth"} {
+				for _, count := range []int{0, 1, 13, 1031} {
+					opts := variants[name]
+					opts.Name = fmt.Sprint(name, count)
+					checkAllOps(t, ts, count, opts)
+				}
+			}
+		})
+	}
+}
+
+func TestHybridDeadRankIsNamed(t *testing.T) {
+	ts := hybridWorld(t, 4)
+	errs := runEach(ts, Options{Timeout: 5 * time.Second, SmallBytes: 1, SegmentBytes: 4096}, func(r int, c *Comm) error {
+		buf := make(F32, 1<<16)
+		for k := 0; ; k++ {
+			if r == 1 && k == 5 {
+				crash(ts[1])
+				return nil
+			}
+			if err := c.AllReduce(context.Background(), buf, Sum); err != nil {
+				return err
+			}
+		}
+	})
+	for _, r := range []int{0, 2, 3} {
+		if errs[r] == nil || !strings.Contains(errs[r].Error(), "rank(s) [1] failed") {
+			t.Errorf("rank %d: %v, want an error naming rank 1", r, errs[r])
 		}
 	}
 }

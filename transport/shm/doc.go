@@ -5,13 +5,15 @@
 // header and two single-writer rings (lo -> hi, hi -> lo), RingBytes each
 // (default 4 MiB). The lower rank creates it with memfd_create, mode
 // 0600: it has no name in /dev/shm or any other file system, so no exit,
-// failure or kill -9 can leave anything behind. The creator publishes
-// "pid fd" in the rendezvous store; the peer opens /proc/<pid>/fd/<fd>
-// (the kernel allows it only to a process that may inspect the creator:
-// same user, same pid namespace), checks the header's magic, job hash,
-// ranks and pid, maps it and raises the mapped flag, after which the
-// creator closes its descriptor: the memory then lives exactly as long
-// as the two mappings.
+// failure or kill -9 can leave anything behind. The creator writes a
+// random secret into the header, listens on an abstract Unix socket (no
+// file either) and publishes "pid fd socket" in the rendezvous store; the
+// peer opens /proc/<pid>/fd/<fd> (the kernel allows it only to a process
+// that may inspect the creator: same user, same pid namespace), checks
+// the header's magic, job hash, ranks and pid, maps it and connects to
+// the socket (same network namespace) presenting the secret. Then the
+// creator closes its descriptor: the memory lives exactly as long as the
+// two mappings.
 //
 // Messages. A record is a 16-byte header (tag, length) and the payload.
 // Messages up to 64 KiB are contiguous in the ring (a padding record
@@ -30,24 +32,31 @@
 // (transport.ChunkPoster) is handed the bytes straight out of the ring,
 // the peer's memory, in 4 KiB-aligned pieces: a reducing collective
 // combines them with no staging copy. A writer that finds the ring full
-// and no reader making room asks the receiving rank's drainer goroutine
-// to park what is in the ring, so a send never depends on the receiver
+// and no reader making room for 5 ms asks the receiving rank's bell
+// goroutine to park what is in the ring, so a send never depends on the receiver
 // having posted (as with TCP's always-reading sockets).
 //
 // Waiting. A latency-bound receive (transport.WithSpinHint) polls the
-// ring's head for Config.Spin, then sleeps on a futex on the head word
-// (the writer wakes it only when the sleeper count is nonzero); a writer
-// waiting for room does the same on the tail. Sleeps last at most 10 ms so
-// that contexts (which cannot wake a futex) are honoured.
+// ring's head for Config.Spin; then it parks on a Go channel. The pair's
+// socket is the doorbell: a writer that publishes bytes while the reader
+// counts parked waiters (a word in the ring's control block) writes one
+// byte, and the receiving rank's bell goroutine, parked in the runtime's
+// network poller, wakes them; a reader that frees room for a parked
+// writer does the same. (A futex would be the natural doorbell, but a
+// goroutine blocked in futex(2) holds its P until the runtime's monitor
+// takes it back, up to milliseconds later: with one P per rank the
+// rank's other goroutines, its send lane among them, stall meanwhile.)
+// Contexts are honoured at once (the wait is a select).
 //
-// Failures. A watcher per peer holds a pidfd of the peer's process: its
-// exit without a goodbye (kill -9) fails the peer at once (every pending
-// call returns a *transport.PeerError naming it, and
-// transport.FailureNotifier announces it). Close writes a goodbye (the
-// side's state word, naming the first rank this transport saw fail, as
-// the TCP transport's goodbye does): the peer's receives get what was
-// sent before it and then fail with transport.ErrPeerLeft. Abort marks the
-// side crashed, which peers treat as a failure. A send that has published
-// part of a message finishes it even if its context ends (within 1 s),
-// so the stream never holds half a message.
+// Failures. The doorbell socket also carries liveness: when the peer's
+// process exits without a goodbye (kill -9), the kernel closes its end
+// and every pending call on the peer returns a *transport.PeerError
+// naming it, announced through transport.FailureNotifier. Close writes a
+// goodbye first (the side's state word, naming the first rank this
+// transport saw fail, as the TCP transport's goodbye does): the peer's
+// receives get what was sent before it and then fail with
+// transport.ErrPeerLeft. Abort marks the side crashed, which peers treat
+// as a failure. A send that has published part of a message finishes it
+// even if its context ends (within 1 s), so the stream never holds half
+// a message.
 package shm

@@ -5,8 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"runtime"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +28,7 @@ type peer struct {
 	txHead uint64        // under txLock: the writer's head
 
 	// pumpLock is held by whichever goroutine moves bytes out of the
-	// in-ring (a waiting receive or the drainer); the pump never blocks,
+	// in-ring (a waiting receive or the bell goroutine draining); the pump never blocks,
 	// so holding it is short.
 	pumpLock chan struct{}
 	rxTail   uint64   // under pumpLock
@@ -38,6 +37,13 @@ type peer struct {
 	mu     sync.Mutex // posts, parked
 	posts  map[transport.Tag][]*post
 	parked map[transport.Tag][]*park
+
+	// conn is the pair's doorbell: one byte wakes the other side's
+	// parked waiters (bell reader goroutine), its end means the peer's
+	// process is gone (or closed its transport).
+	conn  *net.UnixConn
+	sigMu sync.Mutex
+	sig   chan struct{} // closed and replaced at every doorbell or state change
 
 	dead     chan struct{} // closed when the peer failed
 	deadOnce sync.Once
@@ -58,7 +64,7 @@ type inflight struct {
 // park is a message that arrived before its receive was posted.
 type park struct{ buf []byte }
 
-func (t *Transport) newPeer(p int, mem []byte, lo bool) *peer {
+func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *peer {
 	me, other := 1, 0 // sides: 0 = lo, 1 = hi
 	outRing, inRing := 1, 0
 	if lo {
@@ -80,19 +86,38 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool) *peer {
 		posts:       make(map[transport.Tag][]*post),
 		parked:      make(map[transport.Tag][]*park),
 		dead:        make(chan struct{}),
+		conn:        conn,
+		sig:         make(chan struct{}),
 	}
 }
 
-// wakeAll wakes every futex sleeper on this segment (a state change).
-func (pe *peer) wakeAll() {
-	for _, r := range []*ring{pe.out, pe.in} {
-		futexWake(r.headLo)
-		futexWake(r.tailLo)
-		futexWake(r.drain)
-	}
-	futexWake(pe.myState)
-	futexWake(pe.peerState)
+// signal wakes every goroutine of this rank parked on the peer.
+func (pe *peer) signal() {
+	pe.sigMu.Lock()
+	close(pe.sig)
+	pe.sig = make(chan struct{})
+	pe.sigMu.Unlock()
 }
+
+// signalled returns the channel the next signal closes.
+func (pe *peer) signalled() <-chan struct{} {
+	pe.sigMu.Lock()
+	defer pe.sigMu.Unlock()
+	return pe.sig
+}
+
+// Doorbell bytes.
+const (
+	bellData  = 1 // published bytes: wake parked receives
+	bellSpace = 2 // consumed bytes: wake a parked sender
+	bellDrain = 3 // a sender is stuck on a full ring nobody reads: park what is in it
+)
+
+var bellBytes = [4]byte{0, bellData, bellSpace, bellDrain}
+
+// ring rings the peer's doorbell (best effort: a failed write means the
+// peer is gone, which the bell reader reports).
+func (pe *peer) ring(b byte) { _, _ = pe.conn.Write(bellBytes[b : b+1]) }
 
 // markDead fails the peer: every pending and future call on it returns a
 // *transport.PeerError naming it, and the failure is announced.
@@ -110,7 +135,7 @@ func (pe *peer) markDead(cause error) {
 			delete(pe.posts, tag)
 		}
 		pe.mu.Unlock()
-		pe.wakeAll()
+		pe.signal()
 	})
 }
 
@@ -166,7 +191,7 @@ func (pe *peer) publish(h uint64) {
 	r := pe.out
 	r.head.Store(h)
 	if r.rxWait.Load() > 0 {
-		futexWake(r.headLo)
+		pe.ring(bellData)
 	}
 }
 
@@ -221,7 +246,7 @@ func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) err
 					cancel()
 					// Half a message is out: the pair cannot recover.
 					pe.myState.Store(stateCrashed)
-					pe.wakeAll()
+					pe.conn.Close()
 					return err
 				}
 				continue
@@ -245,8 +270,8 @@ func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) err
 
 // waitSpace waits until the ring can take bytes up to position need;
 // published is what the reader has been told about (everything before
-// it). A writer that makes no progress for a while asks the receiving
-// rank's drainer to park messages nobody is receiving.
+// it). A writer that makes no progress for drainAfter asks the receiving
+// rank to park what is in the ring (nobody there may be receiving).
 func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
 	r := pe.out
 	if r.tail.Load()+r.capacity >= need {
@@ -263,10 +288,16 @@ func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
 				if time.Now().After(deadline) {
 					break
 				}
-				runtime.Gosched()
+				yield()
 			}
 		}
 	}
+	var drain *time.Timer
+	defer func() {
+		if drain != nil {
+			drain.Stop()
+		}
+	}()
 	for {
 		if err := pe.sendable(); err != nil {
 			return err
@@ -274,28 +305,32 @@ func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
 		if err := ctx.Err(); err != nil {
 			return &transport.PeerError{Peer: pe.rank, Op: "send", Err: err}
 		}
+		sig := pe.signalled()
 		r.txWait.Add(1)
 		tl := r.tail.Load()
 		if tl+r.capacity >= need {
 			r.txWait.Add(^uint32(0))
 			return nil
 		}
-		futexWait(r.tailLo, uint32(tl), sleepSlice)
-		r.txWait.Add(^uint32(0))
-		if r.tail.Load() == tl {
-			// No reader made room within a slice: have the peer's
-			// drainer park what is in the ring.
-			r.drain.Store(1)
-			if r.drainWt.Load() > 0 {
-				futexWake(r.drain)
-			}
+		if drain == nil {
+			drain = time.NewTimer(drainAfter)
 		}
+		select {
+		case <-sig:
+		case <-drain.C:
+			pe.ring(bellDrain)
+			drain.Reset(drainAfter)
+		case <-ctx.Done():
+		case <-pe.dead:
+		case <-pe.t.closed:
+		}
+		r.txWait.Add(^uint32(0))
 	}
 }
 
-// sleepSlice bounds each futex sleep, so that sleepers notice a context's
-// end (contexts cannot wake a futex).
-const sleepSlice = 10 * time.Millisecond
+// drainAfter is how long a writer waits on a full ring before asking the
+// receiving rank to park its contents.
+const drainAfter = 5 * time.Millisecond
 
 // --- receiving ---
 
@@ -373,7 +408,7 @@ func (pe *peer) consume(tl uint64) {
 	pe.rxTail = tl
 	r.tail.Store(tl)
 	if r.txWait.Load() > 0 {
-		futexWake(r.tailLo)
+		pe.ring(bellSpace)
 	}
 }
 
@@ -518,16 +553,19 @@ func (p *post) Wait() error {
 			return p.abandon(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: p.ctx.Err()})
 		case <-pe.dead:
 			return p.abandon(pe.failure("recv"))
+		case <-pe.t.closed:
+			return p.abandon(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: errors.New("transport closed")})
 		}
 	}
 }
 
-// waitData waits until the in-ring's head moves past seen (or the post
-// completes, or a sleep slice ends): polling first when the receive is
-// latency bound, then on the futex.
+// waitData waits until the in-ring's head moves past seen (or something
+// else happens to the peer or the receive): polling first when the
+// receive is latency bound, then parked until the doorbell rings.
 func (p *post) waitData(seen uint64) {
-	r := p.pe.in
-	if spin := p.pe.t.cfg.Spin; p.spin && spin > 0 {
+	pe := p.pe
+	r := pe.in
+	if spin := pe.t.cfg.Spin; p.spin && spin > 0 {
 		deadline := time.Now().Add(spin)
 		for i := 0; ; i++ {
 			if r.head.Load() != seen || p.fin.Load() {
@@ -537,13 +575,20 @@ func (p *post) waitData(seen uint64) {
 				if time.Now().After(deadline) {
 					break
 				}
-				runtime.Gosched()
+				yield()
 			}
 		}
 	}
+	sig := pe.signalled()
 	r.rxWait.Add(1)
 	if r.head.Load() == seen && !p.fin.Load() {
-		futexWait(r.headLo, uint32(seen), sleepSlice)
+		select {
+		case <-sig:
+		case <-p.done:
+		case <-p.ctx.Done():
+		case <-pe.dead:
+		case <-pe.t.closed:
+		}
 	}
 	r.rxWait.Add(^uint32(0))
 }
@@ -578,77 +623,47 @@ func (p *post) abandon(err error) error {
 
 // --- background ---
 
-// watch notices the peer's death (its process exits without a goodbye,
-// or it aborts) and its goodbye.
-func (t *Transport) watch(pe *peer) {
+// bell reads the pair's doorbell socket: every byte wakes this rank's
+// goroutines parked on the peer; a drain request parks what is in the
+// in-ring if nobody is pumping it; the socket's end is the peer's
+// goodbye (its state says left) or its death (a kill -9 closes the
+// socket too).
+func (t *Transport) bell(pe *peer) {
 	defer t.bg.Done()
-	fd := -1
-	if pe.pid != os.Getpid() {
-		var err error
-		if fd, err = pidfd(pe.pid); err != nil {
-			pe.markDead(fmt.Errorf("process %d gone: %w", pe.pid, err))
-			return
-		}
-		defer closeFD(fd)
-	}
+	var buf [64]byte
 	for {
-		select {
-		case <-t.closed:
-			return
-		case <-pe.dead:
-			return
-		default:
+		n, err := pe.conn.Read(buf[:])
+		if n > 0 {
+			pe.signal()
+			for _, b := range buf[:n] {
+				if b == bellDrain {
+					select {
+					case pe.pumpLock <- struct{}{}:
+						pe.pump()
+						<-pe.pumpLock
+					default: // someone is pumping already
+					}
+					break
+				}
+			}
 		}
-		gone := false
-		if fd >= 0 {
-			gone = exited(fd, 50*time.Millisecond)
-		} else {
-			futexWait(pe.peerState, stateAlive, 50*time.Millisecond)
-		}
-		switch pe.peerState.Load() {
-		case stateCrashed:
-			pe.markDead(errors.New("peer aborted its transport"))
-			return
-		case stateLeft:
-			pe.sawLeft()
-			pe.wakeAll()
-			return
-		}
-		if gone {
-			pe.markDead(fmt.Errorf("process %d exited without closing its transport (killed?)", pe.pid))
-			return
-		}
-	}
-}
-
-// drainer parks messages a blocked writer cannot get into the ring
-// because no receive on this rank is reading it (as the TCP transport's
-// readers always drain their sockets), so a send never waits for the
-// receiver to post.
-func (t *Transport) drainer(pe *peer) {
-	defer t.bg.Done()
-	r := pe.in
-	for {
-		select {
-		case <-t.closed:
-			return
-		case <-pe.dead:
-			return
-		default:
-		}
-		if r.drain.Load() == 0 {
-			r.drainWt.Add(1)
-			futexWait(r.drain, 0, 50*time.Millisecond)
-			r.drainWt.Add(^uint32(0))
+		if err == nil {
 			continue
 		}
-		r.drain.Store(0)
 		select {
-		case pe.pumpLock <- struct{}{}:
-			pe.pump()
-			<-pe.pumpLock
-		case <-t.closed:
+		case <-t.closed: // our own Close
 			return
+		default:
 		}
+		switch pe.peerState.Load() {
+		case stateLeft:
+			pe.sawLeft()
+			pe.signal()
+		case stateCrashed:
+			pe.markDead(errors.New("peer aborted its transport"))
+		default:
+			pe.markDead(fmt.Errorf("process %d exited without closing its transport (killed?)", pe.pid))
+		}
+		return
 	}
 }

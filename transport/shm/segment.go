@@ -11,7 +11,7 @@ import (
 // parts, every word written by one side only):
 //
 //	[0, 4096)            header: magic, ring capacity, job hash, ranks, pids,
-//	                     hi's "mapped" flag, each side's state and culprit
+//	                     the doorbell secret, each side's state and culprit
 //	[4096, 8192)         control of ring 0 (lo -> hi)
 //	[8192, 12288)        control of ring 1 (hi -> lo)
 //	[12288, +cap)        ring 0's bytes
@@ -19,28 +19,25 @@ import (
 //
 // A ring's control words sit on separate cache lines: head (bytes
 // published by the writer), tail (bytes consumed by the reader), the
-// number of readers and writers sleeping on them (so the other side
-// issues a futex wake only when someone sleeps) and the drain request a
-// blocked writer raises.
+// number of readers and writers parked waiting for them (so the other
+// side rings the doorbell only when someone waits).
 const (
 	headerBytes = 4096
 	ctlBytes    = 4096
 	dataOff     = headerBytes + 2*ctlBytes
 	magic       = 0x7374726e_64736d31 // "strndsm1"
 
-	offMagic   = 0
-	offCap     = 8
-	offJob     = 16 // 32 bytes
-	offRanks   = 48 // lo, hi uint32
-	offPids    = 56 // lo, hi uint32
-	offMapped  = 64
-	offState   = 128 // + 64*side: state uint32, culprit int32
-	offHead    = 0
-	offRxWait  = 64
-	offTail    = 128
-	offTxWait  = 192
-	offDrain   = 256
-	offDrainWt = 320
+	offMagic  = 0
+	offCap    = 8
+	offJob    = 16  // 32 bytes
+	offRanks  = 48  // lo, hi uint32
+	offPids   = 56  // lo, hi uint32
+	offSecret = 64  // 32 bytes: proves to the creator's doorbell that the peer mapped the segment
+	offState  = 128 // + 64*side: state uint32, culprit int32
+	offHead   = 0
+	offRxWait = 64
+	offTail   = 128
+	offTxWait = 192
 )
 
 // Side states.
@@ -59,7 +56,8 @@ func i32(mem []byte, off int) *atomic.Int32  { return (*atomic.Int32)(unsafe.Poi
 func u64(mem []byte, off int) *atomic.Uint64 { return (*atomic.Uint64)(unsafe.Pointer(&mem[off])) }
 
 // writeHeader fills a new segment's header (lo's side).
-func writeHeader(mem []byte, ringCap int, job string, lo, hi, pid int) {
+func writeHeader(mem []byte, ringCap int, job string, lo, hi, pid int, secret [32]byte) {
+	copy(mem[offSecret:offSecret+32], secret[:])
 	binary.LittleEndian.PutUint64(mem[offCap:], uint64(ringCap))
 	h := jobHash(job)
 	copy(mem[offJob:offJob+32], h[:])
@@ -75,9 +73,7 @@ func writeHeader(mem []byte, ringCap int, job string, lo, hi, pid int) {
 // ring is one direction of a segment.
 type ring struct {
 	head, tail     *atomic.Uint64
-	headLo, tailLo *atomic.Uint32 // the low halves (little endian), the futex words
 	rxWait, txWait *atomic.Uint32
-	drain, drainWt *atomic.Uint32
 	data           []byte
 	capacity, mask uint64
 }
@@ -87,9 +83,7 @@ func newRing(mem []byte, idx, ringCap int) *ring {
 	d := dataOff + idx*ringCap
 	return &ring{
 		head: u64(mem, c+offHead), tail: u64(mem, c+offTail),
-		headLo: u32(mem, c+offHead), tailLo: u32(mem, c+offTail),
 		rxWait: u32(mem, c+offRxWait), txWait: u32(mem, c+offTxWait),
-		drain: u32(mem, c+offDrain), drainWt: u32(mem, c+offDrainWt),
 		data:     mem[d : d+ringCap : d+ringCap],
 		capacity: uint64(ringCap), mask: uint64(ringCap - 1),
 	}

@@ -2,10 +2,15 @@ package shm
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -31,7 +36,7 @@ type Config struct {
 	// receiver is busy elsewhere.
 	RingBytes int
 	// Spin is how long a receive marked with transport.WithSpinHint (or
-	// a send waiting for ring space) polls before sleeping on a futex.
+	// a send waiting for ring space) polls before parking on the doorbell.
 	// 0 picks 50 µs; < 0 never spins.
 	Spin   time.Duration
 	Logger *slog.Logger // peer failures (default slog.Default())
@@ -85,7 +90,7 @@ type Transport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	ops       sync.WaitGroup // calls and goroutines touching the mappings
-	bg        sync.WaitGroup // watchers and drainers
+	bg        sync.WaitGroup // doorbell readers
 }
 
 var (
@@ -103,7 +108,9 @@ func segKey(job string, lo, hi int) string {
 // Dial sets up a segment with every peer: the lower rank of a pair
 // creates it (memfd, 0600, no name in any file system) and publishes its
 // pid and descriptor; the higher rank maps it through /proc, checks the
-// job and ranks, and sets the mapped flag; then the creator closes its
+// job and ranks, and connects to the creator's doorbell socket (an
+// abstract Unix socket, so also bound to the network namespace) with the
+// secret it read from the segment; then the creator closes its
 // descriptor, so the memory lives exactly as long as the two mappings.
 func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 	if err := cfg.fill(); err != nil {
@@ -142,65 +149,97 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 	}
 	for _, pe := range t.peers {
 		if pe != nil {
-			t.bg.Add(2)
-			go t.watch(pe)
-			go t.drainer(pe)
+			t.bg.Add(1)
+			go t.bell(pe)
 		}
 	}
 	return t, nil
 }
 
-// connect maps the segment shared with rank p.
+// connect maps the segment shared with rank p and connects the pair's
+// doorbell socket.
 func (t *Transport) connect(ctx context.Context, p int) (*peer, error) {
 	me, ringCap := t.cfg.Rank, t.cfg.RingBytes
 	lo, hi := min(me, p), max(me, p)
-	var mem []byte
+	fail := func(err error) (*peer, error) { return nil, &transport.PeerError{Peer: p, Op: "connect", Err: err} }
 	if me == lo {
 		fd, m, err := newSegment(segmentSize(ringCap))
 		if err != nil {
-			return nil, &transport.PeerError{Peer: p, Op: "connect", Err: err}
+			return fail(err)
 		}
 		defer closeFD(fd)
-		writeHeader(m, ringCap, t.cfg.JobID, lo, hi, os.Getpid())
-		val := fmt.Sprintf("%d %d", os.Getpid(), fd)
+		var secret [32]byte
+		if _, err := rand.Read(secret[:]); err != nil {
+			unmap(m)
+			return fail(err)
+		}
+		writeHeader(m, ringCap, t.cfg.JobID, lo, hi, os.Getpid(), secret)
+		// An abstract socket: no file, gone with the process.
+		name := "@strand-shm-" + hex.EncodeToString(secret[:8]) + "-" + strconv.Itoa(os.Getpid())
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+		if err != nil {
+			unmap(m)
+			return fail(fmt.Errorf("doorbell socket: %w", err))
+		}
+		defer ln.Close()
+		stop := context.AfterFunc(ctx, func() { ln.Close() })
+		defer stop()
+		val := fmt.Sprintf("%d %d %s", os.Getpid(), fd, name)
 		if err := t.cfg.Store.Set(ctx, segKey(t.cfg.JobID, lo, hi), []byte(val)); err != nil {
 			unmap(m)
-			return nil, &transport.PeerError{Peer: p, Op: "connect", Err: fmt.Errorf("publish segment: %w", err)}
+			return fail(fmt.Errorf("publish segment: %w", err))
 		}
-		// Keep the descriptor open until the peer has mapped the segment.
-		mapped := u32(m, offMapped)
-		for mapped.Load() == 0 {
-			if err := ctx.Err(); err != nil {
-				unmap(m)
-				return nil, &transport.PeerError{Peer: p, Op: "connect", Err: fmt.Errorf("rank %d never mapped the shared segment: %w", p, err)}
-			}
-			futexWait(mapped, 0, 10*time.Millisecond)
-		}
-		mem = m
-	} else {
-		raw, err := t.cfg.Store.Get(ctx, segKey(t.cfg.JobID, lo, hi))
+		// The descriptor stays open until the peer has mapped the
+		// segment, which it proves by presenting the secret from it.
+		conn, err := ln.AcceptUnix()
 		if err != nil {
-			return nil, &transport.PeerError{Peer: p, Op: "connect", Err: fmt.Errorf("segment not published: %w", err)}
-		}
-		var pid, fd int
-		if _, err := fmt.Sscan(string(raw), &pid, &fd); err != nil {
-			return nil, &transport.PeerError{Peer: p, Op: "connect", Err: fmt.Errorf("bad segment address %q", raw)}
-		}
-		m, err := openSegment(pid, fd)
-		if err != nil {
-			return nil, &transport.PeerError{Peer: p, Op: "connect", Err: fmt.Errorf("cannot share memory with rank %d (another host or namespace?): %w", p, err)}
-		}
-		if err := checkHeader(m, ringCap, t.cfg.JobID, lo, hi, pid); err != nil {
 			unmap(m)
-			return nil, &transport.PeerError{Peer: p, Op: "connect", Err: err}
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return fail(fmt.Errorf("rank %d never mapped the shared segment: %w", p, err))
 		}
-		u32(m, offPids+4).Store(uint32(os.Getpid()))
-		mapped := u32(m, offMapped)
-		mapped.Store(1)
-		futexWake(mapped)
-		mem = m
+		var got [32]byte
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(conn, got[:]); err != nil || subtle.ConstantTimeCompare(got[:], secret[:]) != 1 {
+			conn.Close()
+			unmap(m)
+			return fail(fmt.Errorf("doorbell: peer did not present the segment's secret (%v)", err))
+		}
+		_ = conn.SetReadDeadline(time.Time{})
+		return t.newPeer(p, m, true, conn), nil
 	}
-	return t.newPeer(p, mem, lo == me), nil
+	raw, err := t.cfg.Store.Get(ctx, segKey(t.cfg.JobID, lo, hi))
+	if err != nil {
+		return fail(fmt.Errorf("segment not published: %w", err))
+	}
+	var pid, fd int
+	var name string
+	if _, err := fmt.Sscan(string(raw), &pid, &fd, &name); err != nil {
+		return fail(fmt.Errorf("bad segment address %q", raw))
+	}
+	m, err := openSegment(pid, fd)
+	if err != nil {
+		return fail(fmt.Errorf("cannot share memory with rank %d (another host or namespace?): %w", p, err))
+	}
+	if err := checkHeader(m, ringCap, t.cfg.JobID, lo, hi, pid); err != nil {
+		unmap(m)
+		return fail(err)
+	}
+	u32(m, offPids+4).Store(uint32(os.Getpid()))
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", name)
+	if err != nil {
+		unmap(m)
+		return fail(fmt.Errorf("doorbell socket of rank %d (another network namespace?): %w", p, err))
+	}
+	conn := c.(*net.UnixConn)
+	if _, err := conn.Write(m[offSecret : offSecret+32]); err != nil {
+		conn.Close()
+		unmap(m)
+		return fail(fmt.Errorf("doorbell: %w", err))
+	}
+	return t.newPeer(p, m, false, conn), nil
 }
 
 func checkHeader(m []byte, ringCap int, job string, lo, hi, pid int) error {
@@ -368,7 +407,8 @@ func (t *Transport) close(state uint32) error {
 			if pe != nil {
 				pe.myCulprit.Store(int32(culprit))
 				pe.myState.Store(state)
-				pe.wakeAll()
+				pe.conn.Close() // the peer's bell reader sees our state now
+				pe.signal()
 			}
 		}
 		t.bg.Wait()

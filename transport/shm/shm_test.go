@@ -228,7 +228,7 @@ func TestReceiveDeadline(t *testing.T) {
 	}
 }
 
-// A send blocks on a full ring only until the receiving rank's drainer
+// A send blocks on a full ring only until the receiving rank's bell goroutine
 // parks the messages: a sender never waits for a receive to be posted.
 func TestSendDoesNotNeedAPostedReceive(t *testing.T) {
 	ts := world(t, 2, 256<<10)

@@ -3,32 +3,13 @@ package shm
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
-	"sync/atomic"
-	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// Linux system calls, cgo-free (golang.org/x/sys/unix and raw futex).
-
-const (
-	futexWaitOp = 0 // FUTEX_WAIT, shared (not FUTEX_PRIVATE_FLAG): the word is in a mapping two processes share
-	futexWakeOp = 1 // FUTEX_WAKE
-)
-
-// futexWait sleeps while *addr == val, at most d (or until woken).
-// Spurious returns are fine: every caller re-checks its condition.
-func futexWait(addr *atomic.Uint32, val uint32, d time.Duration) {
-	ts := unix.NsecToTimespec(d.Nanoseconds())
-	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWaitOp, uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, 0)
-}
-
-// futexWake wakes every waiter on addr.
-func futexWake(addr *atomic.Uint32) {
-	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakeOp, uintptr(1<<31-1), 0, 0, 0)
-}
+// Linux system calls, cgo-free (golang.org/x/sys/unix).
 
 // newSegment creates an anonymous shared-memory file of size bytes
 // (memfd: it has no name in any file system, so nothing can be left in
@@ -82,16 +63,6 @@ func unmap(mem []byte) { _ = unix.Munmap(mem) }
 
 func closeFD(fd int) { _ = unix.Close(fd) }
 
-// pidfd returns a descriptor that becomes readable when process pid exits.
-func pidfd(pid int) (int, error) { return unix.PidfdOpen(pid, 0) }
-
-// exited waits up to d for the process behind pidfd fd to exit.
-func exited(fd int, d time.Duration) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, int(d/time.Millisecond))
-	return err == nil && n > 0 && fds[0].Revents != 0
-}
-
 // HostID identifies the kernel and the namespaces a process shares memory
 // through: two processes with the same HostID can reach each other's
 // memfd segments (same boot of the same kernel, same pid namespace, so
@@ -109,4 +80,12 @@ func HostID() string {
 		return ""
 	}
 	return strings.TrimSpace(string(boot)) + "/" + pidns + "/" + netns
+}
+
+// yield lets other goroutines of this process run and then offers the
+// core to other processes (the peer may be waiting for it: ranks often
+// share fewer cores than they are), as Open MPI's yield-when-idle does.
+func yield() {
+	runtime.Gosched()
+	_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }

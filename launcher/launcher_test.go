@@ -150,7 +150,7 @@ func TestFlags(t *testing.T) {
 		{args: []string{"--nproc", "4", "--tp", "3"}, wantErr: "does not divide"},
 		{args: []string{"--nnodes", "2", "--nproc-per-node", "2"}, wantErr: "--coordinator"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--node-rank", "2"}, wantErr: "outside"},
-		{args: []string{"--nproc", "2", "--transport", "udp"}, wantErr: "want auto, tcp or rdma"},
+		{args: []string{"--nproc", "2", "--transport", "udp"}, wantErr: "want auto, shm, tcp or rdma"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--min-nodes", "1"}, world: 4, mesh: mesh.Mesh{DP: 4, TP: 1, PP: 1}},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--min-nodes", "3"}, wantErr: "--min-nodes 3 outside"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--rejoin-timeout", "-1s"}, wantErr: "--rejoin-timeout"},

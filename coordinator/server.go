@@ -332,7 +332,9 @@ func (s *Server) failLocked(rank int, reason string) {
 	s.deadRank = rank
 	close(s.failed)
 	close(s.finished)
-	s.metrics.Set("strand_job_failed", "1 once the job has failed", nil, 1)
+	if err := s.metrics.Set("strand_job_failed", "1 once the job has failed", nil, 1); err != nil {
+		s.log.Warn("metrics", zap.Error(err))
+	}
 	s.log.Error("job failed", zap.Int("dead_rank", rank), zap.String("reason", reason))
 }
 
@@ -482,7 +484,9 @@ func (s *Server) assignLocked() {
 	}
 	s.state = pb.JobState_JOB_STATE_RUNNING
 	close(s.running)
-	s.metrics.Set("strand_world_size", "ranks in the job", nil, float64(len(byRank)))
+	if err := s.metrics.Set("strand_world_size", "ranks in the job", nil, float64(len(byRank))); err != nil {
+		s.log.Warn("metrics", zap.Error(err))
+	}
 	s.log.Info("all ranks joined; job running", zap.Stringer("mesh", s.cfg.Mesh))
 }
 
@@ -633,10 +637,14 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 			j.metrics = make(map[string]float64)
 		}
 		rl := obs.Labels{"rank": strconv.Itoa(int(req.Rank))}
-		s.metrics.Set("strand_step", "last step a rank reported", rl, float64(req.Step))
+		if err := s.metrics.Set("strand_step", "last step a rank reported", rl, float64(req.Step)); err != nil {
+			s.log.Warn("metrics", zap.Error(err))
+		}
 		for k, v := range req.Metrics {
 			j.metrics[k] = v
-			s.metrics.Set("strand_"+k, "reported by workers", rl, v)
+			if err := s.metrics.Set("strand_"+k, "reported by workers", rl, v); err != nil {
+				s.log.Warn("metrics", zap.Error(err))
+			}
 		}
 	}
 	return &pb.HeartbeatReply{State: s.state, Reason: s.reason, DeadRank: int32(s.deadRank)}, nil

@@ -267,8 +267,13 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	// The watch goroutine may already be failing the job: publish the
 	// transport under the lock it reads it with.
+	ct, err := countTraffic(t, m, rt.Rank, rt.Metrics)
+	if err != nil {
+		_ = t.Close()
+		return nil, fmt.Errorf("worker rank %d: transport metrics: %w", rt.Rank, err)
+	}
 	rt.mu.Lock()
-	rt.Transport = countTraffic(t, m, rt.Rank, rt.Metrics)
+	rt.Transport = ct
 	rt.mu.Unlock()
 	if rt.ctx.Err() != nil {
 		return nil, rt.Explain(fmt.Errorf("worker rank %d: job failed while connecting", rt.Rank))
@@ -551,9 +556,13 @@ func (rt *Runtime) Report(step int, m map[string]float64) {
 	}
 	rt.mu.Unlock()
 	rank := obs.Labels{"rank": strconv.Itoa(rt.Rank)}
-	rt.Metrics.Set("strand_step", "last reported training step", rank, float64(step))
+	if err := rt.Metrics.Set("strand_step", "last reported training step", rank, float64(step)); err != nil {
+		rt.Log.Warn("metrics", zap.Error(err))
+	}
 	for k, v := range m {
-		rt.Metrics.Set("strand_"+k, "reported by the training loop", rank, v)
+		if err := rt.Metrics.Set("strand_"+k, "reported by the training loop", rank, v); err != nil {
+			rt.Log.Warn("metrics", zap.Error(err))
+		}
 	}
 }
 

@@ -33,9 +33,9 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		// and dwte += dlogits^T @ lnf, both before the all-reduce so that
 		// with two threads they run at once (pair.go)
 		dlnf := m.dln[:N*C]
-		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C}
-		if w.dwte != nil { // nil: frozen (LoRA)
-			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dwte), w.dwte, C})
+		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.head, C, 0, dlnf, C}
+		if w.dhead != nil { // nil: frozen (LoRA)
+			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dhead), w.dhead, C})
 		} else {
 			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
 		}
@@ -145,12 +145,12 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	if err := m.loraBackward(ctx, ba, bw, loraProj, datty, dres, ba.atty, N); err != nil {
 		return err
 	}
-	dqkv := m.dqkv[:N*3*d.Cl]
+	dqkv := m.dqkv[:N*d.QKVl]
 	m.attn.Backward(dqkv, datty, ba.qkv, ba.atty, ba.att, B, T, d.Cl, d.NHl)
 	if m.rope != nil {
-		m.rope.Backward(dqkv, B, T, d.Cl, d.NHl, 0)
+		m.rope.BackwardGQA(dqkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
 	}
-	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
+	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, d.QKVl, false)
 	if err := m.loraBackward(ctx, ba, bw, loraQKV, dln, dqkv, ba.ln1, N); err != nil {
 		return err
 	}

@@ -81,10 +81,10 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		}
 		return 0, 0, nil
 	}
-	// logits (N, Vl) = lnf (N, C) @ wte_local^T : the head is tied to the
-	// embedding, and each TP rank holds a slice of the vocabulary.
+	// logits (N, Vl) = lnf (N, C) @ head_local^T : the head is the tied
+	// embedding (or lm_head), and each TP rank holds a slice of the vocabulary.
 	logits := a.logits[:N*d.Vl]
-	m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.wte, C, 0, logits, d.Vl)
+	m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.head, C, 0, logits, d.Vl)
 	if targets == nil {
 		return 0, 0, nil
 	}
@@ -126,13 +126,13 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	N, C := B*T, d.C
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
-	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
+	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, d.QKVl)
 	if err := m.loraForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
 		return err
 	}
 	if m.rope != nil {
 		// qkv keeps the rotated q and k: attention's backward needs them
-		m.rope.Forward(ba.qkv, B, T, d.Cl, d.NHl, 0)
+		m.rope.ForwardGQA(ba.qkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
 	}
 	m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, d.Cl, d.NHl)
 	// row-parallel projection: partial sums, reduced, then bias and residual

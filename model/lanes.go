@@ -178,7 +178,7 @@ func (ba *blockActs) rows(b0, b1, T int, d localDims, rank int) blockActs {
 	r := func(s []float32, width int) []float32 { return s[b0*T*width : b1*T*width] }
 	v := blockActs{
 		ln1: r(ba.ln1, d.C), ln1Mean: r(ba.ln1Mean, 1), ln1Rstd: r(ba.ln1Rstd, 1),
-		qkv: r(ba.qkv, 3*d.Cl), att: r(ba.att, d.NHl), atty: r(ba.atty, d.Cl), res2: r(ba.res2, d.C),
+		qkv: r(ba.qkv, d.QKVl), att: r(ba.att, d.NHl), atty: r(ba.atty, d.Cl), res2: r(ba.res2, d.C),
 		ln2: r(ba.ln2, d.C), ln2Mean: r(ba.ln2Mean, 1), ln2Rstd: r(ba.ln2Rstd, 1),
 		fch: r(ba.fch, d.FCl), fchAct: r(ba.fchAct, d.Hl), res3: r(ba.res3, d.C),
 	}

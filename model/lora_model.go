@@ -93,6 +93,7 @@ type LoRA struct {
 	head   int
 	dwte   []float32 // the embeddings' gradient views, restored by MergeLoRA
 	dwpe   []float32
+	dhead  []float32 // the LM head's gradient view (dwte when tied)
 }
 
 // loraBlock is one block's adapter views, by target kind (nil: no adapter).
@@ -105,7 +106,7 @@ func (m *GPT) loraDims(k int) (in, out int) {
 	d := m.local
 	switch k {
 	case loraQKV:
-		return d.C, 3 * d.Cl
+		return d.C, d.QKVl
 	case loraProj:
 		return d.Cl, d.C
 	case loraFC:
@@ -122,8 +123,10 @@ func loraSpecs(cfg Config, l Layout, lc LoRAConfig) []paramSpec {
 	if cfg.Activation == SwiGLU {
 		fcOut, fcParts = 2*H, 2
 	}
-	full := [loraKinds][2]int{{C, 3 * C}, {C, C}, {C, fcOut}, {H, C}}
-	parts := [loraKinds]int{3, 0, fcParts, 0} // 0: row-parallel
+	G := cfg.KVGroup()
+	full := [loraKinds][2]int{{C, C + 2*cfg.KVDim()}, {C, C}, {C, fcOut}, {H, C}}
+	parts := [loraKinds]int{G + 2, 0, fcParts, 0} // 0: row-parallel, split in rowParts chunks
+	rowParts := [loraKinds]int{0, G, 0, 1}
 	on := [loraKinds]bool{}
 	for _, t := range lc.Targets {
 		on[loraKind(t)] = true
@@ -141,7 +144,7 @@ func loraSpecs(cfg Config, l Layout, lc LoRAConfig) []paramSpec {
 			if parts[k] > 0 {
 				bs.shard = tensor.Split(1, parts[k]) // column-parallel: B follows W's output split
 			} else {
-				a.shard = tensor.Split(0, 1) // row-parallel: A follows W's input split
+				a.shard = tensor.Split(0, rowParts[k]) // row-parallel: A follows W's input split
 			}
 			specs = append(specs, bs, a)
 		}
@@ -194,8 +197,8 @@ func (m *GPT) EnableLoRA(lc LoRAConfig, seed uint64) error {
 	}
 	m.w.headReady = 0
 	// frozen embeddings: no gradient from the tied head nor the input
-	lo.dwte, lo.dwpe = m.w.dwte, m.w.dwpe
-	m.w.dwte, m.w.dwpe = nil, nil
+	lo.dwte, lo.dwpe, lo.dhead = m.w.dwte, m.w.dwpe, m.w.dhead
+	m.w.dwte, m.w.dwpe, m.w.dhead = nil, nil, nil
 	m.LoRA = lo
 	m.Params = ps
 	m.TiedOffset = len(ps.Grad) // the adapters hold no tied embedding
@@ -224,12 +227,9 @@ func (m *GPT) MergeLoRA() error {
 	}
 	copy(m.w.blocks, lo.saved)
 	m.w.headReady = lo.head
-	m.w.dwte, m.w.dwpe = lo.dwte, lo.dwpe
+	m.w.dwte, m.w.dwpe, m.w.dhead = lo.dwte, lo.dwpe, lo.dhead
 	m.Params = lo.Base
-	m.TiedOffset = len(m.Params.Grad)
-	if p, ok := m.Params.Lookup("wte.weight"); ok {
-		m.TiedOffset = p.Offset
-	}
+	m.TiedOffset = m.tiedOffset()
 	m.LoRA = nil
 	return nil
 }

@@ -59,10 +59,10 @@ type localDims struct {
 	NKVl int // kv heads held here: NKV/TP
 	KVl  int // key (and value) width held here: NKVl*HS
 	QKVl int // fused q|k|v width held here: Cl + 2*KVl
-	Hl  int // MLP hidden width held here
-	FCl int // c_fc output columns held here (Hl, or 2*Hl for SwiGLU)
-	Vl  int // vocabulary rows of wte held here
-	V0  int // first vocabulary id held here
+	Hl   int // MLP hidden width held here
+	FCl  int // c_fc output columns held here (Hl, or 2*Hl for SwiGLU)
+	Vl   int // vocabulary rows of wte held here
+	V0   int // first vocabulary id held here
 }
 
 // blockWeights are one transformer block's parameter views.
@@ -80,7 +80,7 @@ type blockWeights struct {
 type weights struct {
 	wte, wpe, lnfw, lnfb     []float32
 	dwte, dwpe, dlnfw, dlnfb []float32
-	head, dhead              []float32 // the LM head (Vl, C): wte (tied) or lm_head.weight
+	head, dhead              []float32      // the LM head (Vl, C): wte (tied) or lm_head.weight
 	blocks                   []blockWeights // indexed by block - FirstBlock
 	headReady                int            // Grad prefix final after the head and ln_f
 }

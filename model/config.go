@@ -80,6 +80,11 @@ type Config struct {
 	NoBias     bool `json:"no_bias,omitempty"`
 	QKVBias    bool `json:"qkv_bias,omitempty"`
 	UntiedHead bool `json:"untied_head,omitempty"`
+	// SlidingWindow, when set (Mistral's sliding_window), is how many
+	// previous positions a query may see. strand's attention is full
+	// causal, which equals it only while sequences are no longer than the
+	// window: longer ones are refused (NewSharded, NewKVCache).
+	SlidingWindow int `json:"sliding_window,omitempty"`
 }
 
 // Preset returns a named model configuration. The presets are the models
@@ -209,6 +214,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model config: initializer_range %g must not be negative", c.InitStd)
 	case c.NKVHead < 0 || c.NKVHead > 0 && c.NHead%c.NKVHead != 0:
 		return fmt.Errorf("model config: n_kv_head %d must divide n_head %d", c.NKVHead, c.NHead)
+	case c.SlidingWindow < 0:
+		return fmt.Errorf("model config: sliding_window %d must not be negative", c.SlidingWindow)
 	case c.QKVBias && !c.NoBias:
 		return fmt.Errorf("model config: qkv_bias only makes sense with no_bias (the q/k/v biases are the only ones kept)")
 	}

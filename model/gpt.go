@@ -106,6 +106,9 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	if maxB <= 0 || maxT <= 0 {
 		return nil, fmt.Errorf("model: batch %d and sequence length %d must be positive", maxB, maxT)
 	}
+	if w := cfg.SlidingWindow; w > 0 && maxT > w {
+		return nil, fmt.Errorf("model: sequence length %d exceeds the sliding window of %d positions (sliding-window attention is not implemented: full causal attention equals it only up to the window)", maxT, w)
+	}
 	if cfg.Position == PosLearned && maxT > cfg.NPositions {
 		return nil, fmt.Errorf("model: sequence length %d exceeds the %d positions of a learned-position model", maxT, cfg.NPositions)
 	}

@@ -52,6 +52,9 @@ func (m *GPT) NewKVCache(capacity int) (*KVCache, error) {
 		return nil, fmt.Errorf("kv cache: capacity %d must be positive", capacity)
 	}
 	cfg := m.Config
+	if w := cfg.SlidingWindow; w > 0 && capacity > w {
+		return nil, fmt.Errorf("kv cache: %d positions exceed the sliding window of %d (sliding-window attention is not implemented: full causal attention equals it only up to the window)", capacity, w)
+	}
 	if cfg.Position == PosLearned && capacity > cfg.NPositions {
 		return nil, fmt.Errorf("kv cache: %d positions exceed the %d trained positions of a learned-position model", capacity, cfg.NPositions)
 	}

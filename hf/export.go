@@ -3,8 +3,11 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/strand-ml/strand/atomicfile"
 	"github.com/strand-ml/strand/model"
@@ -186,4 +189,27 @@ func baseParams(m *model.GPT) *model.Params {
 		return m.LoRA.Base
 	}
 	return m.Params
+}
+
+// ParseSize reads a shard size as transformers' max_shard_size does: a
+// number of bytes, or one with a unit (KB, MB, GB: powers of 1000; KiB,
+// MiB, GiB: of 1024), e.g. "5GB" or "500MiB". "0" means no limit.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("shard size %q is not a size like 5GB, 500MiB or a byte count", s)
+	}
+	return int64(v * float64(mult)), nil
 }

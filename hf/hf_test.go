@@ -492,3 +492,17 @@ func TestBadInputIsOneClearError(t *testing.T) {
 		t.Errorf("sequence length past the window: %v", err)
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"5GB": 5e9, "500MiB": 500 << 20, "1234": 1234, "0": 0, "2.5 KB": 2500} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "GB", "-1MB", "5XB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}

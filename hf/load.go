@@ -234,3 +234,23 @@ func sameInts(a, b []int) bool {
 	}
 	return true
 }
+
+// Tensors lists the tensors of the Hugging Face directory dir with their
+// shapes, reading only the headers.
+func Tensors(dir string) (map[string][]int, error) {
+	readers, where, err := openFiles(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hf %s: %w", dir, err)
+	}
+	defer func() {
+		for _, r := range readers {
+			r.Close()
+		}
+	}()
+	out := make(map[string][]int, len(where))
+	for n, r := range where {
+		in, _ := r.Info(n)
+		out[n] = in.Shape
+	}
+	return out, nil
+}

@@ -68,17 +68,20 @@ func (m *GPT) laneCount(B, T int) int {
 	if n > 1 && B%n != 0 && B < 4*n {
 		return 0
 	}
-	rows, C := B/n*T, m.local.C
+	d := m.local
+	rows := B / n * T
 	if rows < minLaneRows {
 		return 0
 	}
 	// every product a lane computes must stay on gemm's packed path, as
 	// the whole batch's does, or the lane would sum in another order:
-	// the smallest are the projection (rows x C x C) and LoRA's rank-r
-	// products (rows x r x C)
-	smallest := rows * C * C
+	// the smallest are bounded by the narrowest width W of a linear
+	// layer's input or output (C for GPT-2; a SwiGLU MLP may be narrower)
+	// as rows x W x W, and LoRA's rank-r products as rows x r x W
+	W := min(d.C, d.Cl, d.QKVl, d.Hl, d.FCl)
+	smallest := rows * W * W
 	if r := m.loraRank(); r > 0 {
-		smallest = min(smallest, rows*r*C)
+		smallest = min(smallest, rows*r*W)
 	}
 	if smallest < gemm.MinPackedWork {
 		return 0
@@ -115,7 +118,7 @@ func (m *GPT) laneModel(i, b0, b1, T int) {
 	h.lnStats = nil
 	h.b16.slot, h.f16.slot = ln.b16Slot[i], ln.f16Slot[i]
 	a := ln.attn[i]
-	a.Slopes, a.SegStart = m.attn.Slopes, nil
+	a.Slopes, a.SegStart, a.Group = m.attn.Slopes, nil, m.attn.Group
 	if s := m.attn.SegStart; s != nil {
 		a.SegStart = s[b0*T : b1*T]
 	}

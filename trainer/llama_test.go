@@ -1,0 +1,45 @@
+package trainer
+
+import (
+	"testing"
+
+	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/model"
+	dpdata "github.com/strand-ml/strand/parallel/data"
+)
+
+// Llama-family models on every layout: grouped-query attention (kv heads
+// split over TP ranks), an untied head (no tied-embedding sum between the
+// pipeline's ends), Qwen2's q/k/v biases with a tied head, bf16 products
+// and ZeRO-1, each reproducing the single process's loss curve.
+func TestLlamaMeshesMatchSingleProcess(t *testing.T) {
+	for _, v := range []struct {
+		name          string
+		qkvBias, tied bool
+	}{{"llama", false, false}, {"qwen2", true, true}} {
+		opts := testOptions()
+		opts.Model = model.Config{VocabSize: 64, NLayer: 4, NHead: 4, NKVHead: 2, NEmbd: 32, NPositions: 16, LayerNormEps: 1e-5,
+			Activation: model.SwiGLU, Norm: model.RMSNorm, Position: model.PosRoPE, MLPHidden: 40, InitStd: 0.02,
+			NoBias: true, QKVBias: v.qkvBias, UntiedHead: !v.tied}
+		want, wantP := runMesh(t, opts, mesh.Mesh{DP: 1, TP: 1, PP: 1})
+		for _, c := range []struct {
+			name string
+			m    mesh.Mesh
+			mod  func(*Options)
+		}{
+			{"tp2", mesh.Mesh{DP: 1, TP: 2, PP: 1}, nil},
+			{"pp2 gpipe", mesh.Mesh{DP: 1, TP: 1, PP: 2}, func(o *Options) { o.Schedule = "gpipe" }},
+			{"dp2 tp2 pp2 1f1b", mesh.Mesh{DP: 2, TP: 2, PP: 2}, nil},
+			{"dp2 pp2 zero1", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) {
+				o.DP = dpdata.Options{ZeRO1: true, BucketBytes: 4096}
+			}},
+		} {
+			o := opts
+			if c.mod != nil {
+				c.mod(&o)
+			}
+			got, gotP := runMesh(t, o, c.m)
+			compare(t, v.name+" "+c.name, got, want, gotP, wantP)
+		}
+	}
+}

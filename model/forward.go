@@ -127,7 +127,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
 	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, d.QKVl)
-	if err := m.loraForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
 		return err
 	}
 	if m.rope != nil {
@@ -138,7 +138,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	// row-parallel projection: partial sums, reduced, then bias and residual
 	res2 := ba.res2[:N*C]
 	m.linearForward(res2, ba.atty, bw.projW, nil, N, d.Cl, C)
-	if err := m.loraForward(ctx, ba, bw, loraProj, res2, ba.atty, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraProj, res2, ba.atty, N); err != nil {
 		return err
 	}
 	if err := m.tp.AllReduceSum(ctx, res2); err != nil {
@@ -148,13 +148,13 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
 	// tanh GELU takes the fc bias in its own pass over fch (same bits as
 	// adding it first), unless a LoRA adapter must be added after the bias
-	fuse := m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil)
+	fuse := m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil && bw.lora.a[loraGate] == nil && bw.lora.a[loraUp] == nil)
 	fcB := bw.fcB
 	if fuse {
 		fcB = nil
 	}
 	m.linearForward(ba.fch, ba.ln2, bw.fcW, fcB, N, C, d.FCl)
-	if err := m.loraForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
 		return err
 	}
 	if fuse {
@@ -164,7 +164,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	}
 	res3 := ba.res3[:N*C]
 	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
-	if err := m.loraForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
 		return err
 	}
 	if err := m.tp.AllReduceSum(ctx, res3); err != nil {

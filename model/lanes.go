@@ -77,11 +77,12 @@ func (m *GPT) laneCount(B, T int) int {
 	// the whole batch's does, or the lane would sum in another order:
 	// the smallest are bounded by the narrowest width W of a linear
 	// layer's input or output (C for GPT-2; a SwiGLU MLP may be narrower)
-	// as rows x W x W, and LoRA's rank-r products as rows x r x W
+	// as rows x W x W, and LoRA's rank-r products as rows x r x W, where
+	// an adapter on k_proj or v_proj outputs only the kv width
 	W := min(d.C, d.Cl, d.QKVl, d.Hl, d.FCl)
 	smallest := rows * W * W
 	if r := m.loraRank(); r > 0 {
-		smallest = min(smallest, rows*r*W)
+		smallest = min(smallest, rows*r*min(W, d.KVl))
 	}
 	if smallest < gemm.MinPackedWork {
 		return 0

@@ -506,3 +506,72 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestPEFTAdaptersLoadInPyTorch: adapters trained by strand (random B so
+// they matter), saved in PEFT's layout next to the exported base, give
+// strand's adapted loss when the PyTorch oracle merges them as PEFT does.
+func TestPEFTAdaptersLoadInPyTorch(t *testing.T) {
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	if testing.Short() {
+		t.Skip("-short: skipping the torch cross-check")
+	}
+	for _, targets := range [][]string{
+		{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+		{"attn.c_attn", "mlp.c_fc", "mlp.c_proj"},
+	} {
+		dir := filepath.Join("testdata", "llama")
+		ref := readReference(t, dir)
+		B, T := 2, len(ref.tokens)/2
+		m := loadFixture(t, dir, B, T)
+		if err := m.EnableLoRA(model.LoRAConfig{Rank: 3, Alpha: 6, Targets: targets}, 1); err != nil {
+			t.Fatal(err)
+		}
+		for i := range m.Params.Data {
+			m.Params.Data[i] = 0.05 * float32(math.Sin(float64(i)))
+		}
+		sum, count, err := m.Forward(ref.tokens, ref.targets, B, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sum / float64(count)
+		if math.Abs(want-ref.loss) < 1e-3 {
+			t.Fatalf("%v: the adapters do not change the loss", targets)
+		}
+		base, ad := t.TempDir(), t.TempDir()
+		if err := Export(base, m, ExportOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ExportAdapters(ad, m, "strand/llama-fixture"); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(ad, AdapterConfigFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ac struct {
+			PeftType      string   `json:"peft_type"`
+			R             int      `json:"r"`
+			TargetModules []string `json:"target_modules"`
+		}
+		if err := json.Unmarshal(raw, &ac); err != nil || ac.PeftType != "LORA" || ac.R != 3 || len(ac.TargetModules) < 3 {
+			t.Fatalf("adapter_config.json %s: %v", raw, err)
+		}
+		res, err := exec.Command(py, "testdata/gen_hf_fixtures.py", "--loss", base, filepath.Join(dir, "reference.safetensors"), ad).CombinedOutput()
+		if err != nil && strings.Contains(string(res), "No module named 'torch'") {
+			t.Skip("python3 has no torch")
+		}
+		if err != nil {
+			t.Fatalf("oracle failed: %v\n%s", err, res)
+		}
+		var got struct{ Loss float64 }
+		if err := json.Unmarshal(res, &got); err != nil {
+			t.Fatalf("oracle printed %q", res)
+		}
+		if e := math.Abs(got.Loss-want) / want; e > 1e-5 {
+			t.Errorf("%v: PyTorch + PEFT loss %.8f, strand's adapted loss %.8f", targets, got.Loss, want)
+		}
+	}
+}

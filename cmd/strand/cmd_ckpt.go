@@ -11,6 +11,7 @@ import (
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
+	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/hf"
 	"github.com/strand-ml/strand/model"
 )
@@ -172,7 +173,7 @@ func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) 
 func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ckpt export", stderr)
 	pos, rest := splitDir(args)
-	format := fs.String("format", "hf", "export format: hf (GPT-2 or the Llama family by architecture), hf-gpt2, hf-llama, hf-qwen2, hf-mistral")
+	format := fs.String("format", "hf", "export format: hf (GPT-2 or the Llama family by architecture), hf-gpt2, hf-llama, hf-qwen2, hf-mistral, or peft (a LoRA run's adapters in PEFT's layout)")
 	out := fs.String("out", "", "output directory")
 	dtype := fs.String("dtype", "fp32", "Llama family: stored precision, fp32 or bf16")
 	maxShard := fs.String("max-shard-size", "5GB", "Llama family: start a new shard file above this size (5GB, 500MiB, bytes; 0: one file)")
@@ -192,6 +193,8 @@ func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	mt := ""
 	switch *format {
+	case "peft":
+		return exportPEFT(dir, *out, stdout)
 	case "hf":
 		cfg, err := checkpoint.ReadConfig(dir)
 		if err != nil {
@@ -204,7 +207,7 @@ func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) e
 	case "hf-llama", "hf-qwen2", "hf-mistral":
 		mt = strings.TrimPrefix(*format, "hf-")
 	default:
-		return usageError{fmt.Sprintf("--format %q is not one of hf, hf-gpt2, hf-llama, hf-qwen2, hf-mistral", *format)}
+		return usageError{fmt.Sprintf("--format %q is not one of hf, hf-gpt2, hf-llama, hf-qwen2, hf-mistral, peft", *format)}
 	}
 	if mt == "" {
 		if err := checkpoint.ExportHF(dir, *out); err != nil {
@@ -217,5 +220,44 @@ func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s (%s, %s)\n", *out, mt, *dtype)
+	return nil
+}
+
+// exportPEFT writes the LoRA adapters of checkpoint dir (a run of sft/dpo
+// --lora-rank on a Llama-family base) as adapter_config.json +
+// adapter_model.safetensors in PEFT's layout.
+func exportPEFT(dir, out string, stdout io.Writer) error {
+	ac, err := readAdapterConfig(dir)
+	if err != nil {
+		return err
+	}
+	if ac.Base == "" {
+		return fmt.Errorf("peft export: the adapters of %s were trained on a fresh model: PEFT needs a base checkpoint", dir)
+	}
+	bdir, _, err := checkpoint.Resolve(ac.Base)
+	if err != nil {
+		return err
+	}
+	cfg, err := checkpoint.ReadConfig(bdir)
+	if err != nil {
+		return err
+	}
+	m, err := model.New(cfg, 1, 1, gemm.New(1))
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.LoadModel(bdir, m); err != nil {
+		return err
+	}
+	if err := m.EnableLoRA(ac.LoRAConfig, 0); err != nil {
+		return err
+	}
+	if err := checkpoint.LoadModel(dir, m); err != nil {
+		return fmt.Errorf("adapters: %w", err)
+	}
+	if err := hf.ExportAdapters(out, m, ac.Base); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s and %s (rank %d, base %s)\n", filepath.Join(out, hf.AdapterConfigFile), filepath.Join(out, hf.AdapterFile), ac.Rank, ac.Base)
 	return nil
 }

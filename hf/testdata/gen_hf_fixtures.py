@@ -30,10 +30,13 @@ greedy (prompt of 5 tokens of row 0 followed by 8 greedy tokens; the script
 checks every step's top-2 margin so float32 cannot flip one).
 
   /usr/bin/python3 hf/testdata/gen_hf_fixtures.py            write the fixtures
-  /usr/bin/python3 hf/testdata/gen_hf_fixtures.py --loss DIR REF
+  /usr/bin/python3 hf/testdata/gen_hf_fixtures.py --loss DIR REF [ADAPTER]
         print {"loss": ...} of the Hugging Face directory DIR (any dtype,
         sharded or not) on REF's tokens and targets (used by strand's tests
-        to check that an exported checkpoint reloads with the same loss)
+        to check that an exported checkpoint reloads with the same loss);
+        with ADAPTER, a PEFT LoRA directory (adapter_config.json +
+        adapter_model.safetensors) merged first as PEFT does:
+        W += lora_alpha / r * lora_B @ lora_A
 """
 import json, math, os, struct, sys
 import torch
@@ -248,10 +251,30 @@ def make(name, cfg, std, dtype, shards, gen_cfg=None, seed=0):
     print("%s: loss %.6f greedy %s" % (name, loss.item(), seq))
 
 
+def merge_peft(p, d):
+    ac = json.load(open(os.path.join(d, "adapter_config.json")))
+    assert ac["peft_type"] == "LORA" and not ac.get("fan_in_fan_out"), ac
+    scale = ac["lora_alpha"] / ac["r"]
+    ad = {k: v.to(torch.float64) for k, v in read_safetensors(os.path.join(d, "adapter_model.safetensors")).items()}
+    prefix = "base_model.model."
+    n = 0
+    for name, a in ad.items():
+        if not name.endswith(".lora_A.weight"):
+            continue
+        mod = name[len(prefix):-len(".lora_A.weight")]
+        assert mod.split(".")[-1] in ac["target_modules"], mod
+        b = ad[name.replace("lora_A", "lora_B")]
+        p[mod + ".weight"] = p[mod + ".weight"] + scale * (b @ a)
+        n += 1
+    assert n > 0, "no adapters"
+
+
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "--loss":
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--loss":
         cfg, p = read_dir(sys.argv[2])
         ref = read_safetensors(sys.argv[3])
+        if len(sys.argv) == 5:
+            merge_peft(p, sys.argv[4])
         with torch.no_grad():
             loss = loss_of(cfg, p, ref["tokens"].long(), ref["targets"])
         print(json.dumps({"loss": loss.item()}))

@@ -50,7 +50,7 @@ func TestFlashAttentionMatchesReference(t *testing.T) {
 			B, T, C, NH := c.B, c.T, c.C, c.NH
 			ref, fa := NewAttention(c.threads, T), NewFlashAttention(c.threads, T)
 			if c.alibi {
-				ref.Slopes = alibiSlopes(NH, 0, NH)
+				ref.Slopes = alibiSlopes(NH, NH, 0, NH)
 				fa.Slopes = ref.Slopes
 			}
 			if c.segmented {
@@ -89,7 +89,7 @@ func TestFlashAttentionGradientsFiniteDifference(t *testing.T) {
 	r := rand.New(rand.NewPCG(22, 1))
 	B, T, C, NH := 1, flashBlock+5, 8, 2
 	a := NewFlashAttention(2, T)
-	a.Slopes = alibiSlopes(NH, 0, NH)
+	a.Slopes = alibiSlopes(NH, NH, 0, NH)
 	a.SegStart = segStarts(r, B, T)
 	qkv, R := randn(r, B*T*3*C, 1), randn(r, B*T*C, 1)
 	out, lse := make([]float32, B*T*C), make([]float32, B*NH*T)

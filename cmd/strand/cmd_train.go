@@ -31,7 +31,7 @@ import (
 type modelFlags struct {
 	preset                           string
 	layers, heads, embd, vocab, npos int
-	hidden                           int
+	hidden, kvHeads                  int
 	activation, norm                 string
 	pos                              string
 	ropeBase                         float64
@@ -69,6 +69,7 @@ func (f *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.preset, "model", "tiny", "model preset: "+strings.Join(model.PresetNames(), ", "))
 	fs.IntVar(&f.layers, "n-layer", 0, "override: transformer blocks")
 	fs.IntVar(&f.heads, "n-head", 0, "override: attention heads")
+	fs.IntVar(&f.kvHeads, "n-kv-head", 0, "override: key/value heads of grouped-query attention (dividing n-head; 1: multi-query)")
 	fs.IntVar(&f.embd, "n-embd", 0, "override: model width")
 	fs.IntVar(&f.vocab, "vocab", 0, "override: vocabulary size")
 	fs.IntVar(&f.npos, "n-positions", 0, "override: maximum positions")
@@ -96,6 +97,7 @@ func (f *modelFlags) config() (model.Config, error) {
 	set(&cfg.VocabSize, f.vocab)
 	set(&cfg.NPositions, f.npos)
 	set(&cfg.MLPHidden, f.hidden)
+	set(&cfg.NKVHead, f.kvHeads)
 	if f.activation != "" {
 		cfg.Activation = f.activation
 	}

@@ -203,29 +203,19 @@ type stepDir struct {
 	path string
 }
 
-// committedSteps lists step_N directories with a commit.json, oldest first.
+// committedSteps lists the step_N directories under parent (a run's
+// checkpoints/) that have a commit.json, oldest first.
 func committedSteps(parent string) ([]stepDir, error) {
-	entries, err := os.ReadDir(parent)
+	all, err := listSteps(parent)
 	if err != nil {
 		return nil, err
 	}
 	var out []stepDir
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, stepPrefix) {
-			continue
+	for _, s := range all {
+		if s.Committed {
+			out = append(out, stepDir{s.Step, s.Path})
 		}
-		n, err := strconv.Atoi(strings.TrimPrefix(name, stepPrefix))
-		if err != nil {
-			continue
-		}
-		p := filepath.Join(parent, name)
-		if _, err := os.Stat(filepath.Join(p, CommitFile)); err != nil {
-			continue
-		}
-		out = append(out, stepDir{n, p})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].step < out[j].step })
 	return out, nil
 }
 

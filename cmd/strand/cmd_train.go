@@ -324,7 +324,6 @@ func peakRSS() int64 {
 	return 0
 }
 
-
 // trainData reads the corpus and splits it into training and validation
 // tokens; it checks the tokens against the model's vocabulary.
 func trainData(ctx context.Context, f *trainFlags, cfg model.Config) (train, val *data.Corpus, err error) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/strand-ml/strand/atomicfile"
+	"github.com/strand-ml/strand/hf"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
@@ -202,29 +203,19 @@ type stepDir struct {
 	path string
 }
 
-// committedSteps lists step_N directories with a commit.json, oldest first.
+// committedSteps lists the step_N directories under parent (a run's
+// checkpoints/) that have a commit.json, oldest first.
 func committedSteps(parent string) ([]stepDir, error) {
-	entries, err := os.ReadDir(parent)
+	all, err := listSteps(parent)
 	if err != nil {
 		return nil, err
 	}
 	var out []stepDir
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, stepPrefix) {
-			continue
+	for _, s := range all {
+		if s.Committed {
+			out = append(out, stepDir{s.Step, s.Path})
 		}
-		n, err := strconv.Atoi(strings.TrimPrefix(name, stepPrefix))
-		if err != nil {
-			continue
-		}
-		p := filepath.Join(parent, name)
-		if _, err := os.Stat(filepath.Join(p, CommitFile)); err != nil {
-			continue
-		}
-		out = append(out, stepDir{n, p})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].step < out[j].step })
 	return out, nil
 }
 
@@ -265,7 +256,7 @@ func Resolve(path string) (dir string, warnings []string, err error) {
 }
 
 func isCheckpointDir(p string) bool {
-	for _, f := range []string{ModelFile, IndexFile} {
+	for _, f := range []string{ModelFile, IndexFile, hf.IndexFile} {
 		if _, err := os.Stat(filepath.Join(p, f)); err == nil {
 			return true
 		}
@@ -307,7 +298,14 @@ func Verify(dir string) error {
 }
 
 // ReadConfig reads a checkpoint's config.json (Hugging Face or strand).
+// A Hugging Face Llama-family directory (model_type llama, qwen2,
+// mistral) is read by package hf; any other model_type but gpt2 is
+// refused by name.
 func ReadConfig(dir string) (model.Config, error) {
+	if hf.IsDir(dir) {
+		c, _, err := hf.ReadConfig(dir)
+		return c, err
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		return model.Config{}, fmt.Errorf("checkpoint config: %w", err)
@@ -326,7 +324,12 @@ func ReadConfig(dir string) (model.Config, error) {
 // LoadModel copies the parameters of the checkpoint in dir into m, which
 // may hold any shard of any layout: each logical tensor is assembled from
 // the checkpoint and m keeps its part.
+//
+// A Hugging Face Llama-family directory is streamed in by hf.Load.
 func LoadModel(dir string, m *model.GPT) error {
+	if hf.IsDir(dir) {
+		return hf.Load(dir, m)
+	}
 	idx, err := ReadIndex(dir)
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/hf"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
@@ -199,6 +200,36 @@ func hasOptimizer(dir string) bool {
 		}
 	}
 	return false
+}
+
+// ExportHFFamily writes the checkpoint src (strand's, sharded or not, or
+// a Hugging Face directory) as a Hugging Face Llama-family directory in
+// dst (see hf.Export for the options: model_type, dtype, shard size).
+func ExportHFFamily(src, dst string, opt hf.ExportOptions) error {
+	cfg, err := ReadConfig(src)
+	if err != nil {
+		return err
+	}
+	mt := opt.ModelType
+	if mt == "" {
+		mt = hf.DefaultModelType(cfg)
+	}
+	if err := hf.Exportable(cfg, mt); err != nil {
+		return err
+	}
+	m, err := model.New(cfg, 1, 1, gemm.New(1))
+	if err != nil {
+		return err
+	}
+	if err := LoadModel(src, m); err != nil {
+		return err
+	}
+	if hf.IsDir(src) && len(opt.Meta.EOS) == 0 && opt.Meta.BOS == nil {
+		if _, meta, err := hf.ReadConfig(src); err == nil {
+			opt.Meta.EOS, opt.Meta.BOS = meta.EOS, meta.BOS
+		}
+	}
+	return hf.Export(dst, m, opt)
 }
 
 // ExportHF writes the checkpoint src as a Hugging Face GPT-2 model

@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/strand-ml/strand/atomicfile"
+	"github.com/strand-ml/strand/hf"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/tensor"
@@ -310,6 +311,9 @@ func sameInts(a, b []int) bool {
 // Tensors lists the logical tensors of a checkpoint with their full shapes
 // (for inspection), whichever format it has.
 func Tensors(dir string) (map[string][]int, error) {
+	if hf.IsDir(dir) {
+		return hf.Tensors(dir)
+	}
 	idx, err := ReadIndex(dir)
 	if err != nil {
 		return nil, err

@@ -21,11 +21,16 @@ type StepDir struct {
 // committed or not: what --resume must account for before choosing one.
 // A run without checkpoints/ has none.
 func Steps(run string) ([]StepDir, error) {
-	parent := filepath.Join(run, checkpointDir)
-	entries, err := os.ReadDir(parent)
+	steps, err := listSteps(filepath.Join(run, checkpointDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	return steps, err
+}
+
+// listSteps lists the step_N directories under parent, oldest first.
+func listSteps(parent string) ([]StepDir, error) {
+	entries, err := os.ReadDir(parent)
 	if err != nil {
 		return nil, err
 	}

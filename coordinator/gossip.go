@@ -3,13 +3,18 @@ package coordinator
 import (
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"log"
 	"net"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/strand-ml/strand/internal/ratelog"
 )
 
 // GossipConfig tunes memberlist failure detection. A rank that stops
@@ -24,6 +29,10 @@ type GossipConfig struct {
 	// Advertise is the IP other nodes reach this node at, when it binds a
 	// wildcard address.
 	Advertise string
+	// Log receives memberlist's warnings and errors (packets that fail to
+	// decrypt, garbage on the gossip port, failure verdicts), rate-limited
+	// per peer host; its debug lines are dropped. Default: none.
+	Log *zap.Logger
 }
 
 func (g GossipConfig) withDefaults() GossipConfig {
@@ -71,7 +80,7 @@ func StartGossip(name, bindHost, token string, cfg GossipConfig, events memberli
 	c.Events = events
 	key := sha256.Sum256([]byte("strand-gossip/" + token))
 	c.SecretKey = key[:]
-	c.Logger = log.New(io.Discard, "", 0)
+	c.Logger = log.New(&memberlistLog{rej: ratelog.New(cfg.Log, 0), node: name}, "", 0)
 	ml, err := memberlist.Create(c)
 	if err != nil {
 		return nil, fmt.Errorf("gossip %s on %s: %w", name, bindHost, err)
@@ -96,3 +105,44 @@ func rankFromGossipName(name string) (int, bool) {
 
 // GossipName is the memberlist node name of a rank.
 func GossipName(rank int) string { return fmt.Sprintf("rank-%d", rank) }
+
+// memberlistLog turns memberlist's log lines ("[WARN] memberlist: Decrypt
+// packet failed: ... from=1.2.3.4:5678") into rate-limited zap lines: warn
+// for [WARN] and [ERR], info for [INFO], debug lines dropped. The key of
+// the limiter is the line without its variable parts, per peer host, so a
+// flood of bad packets from one host is one line per interval.
+type memberlistLog struct {
+	rej  *ratelog.Limiter
+	node string
+}
+
+var (
+	memberlistFrom  = regexp.MustCompile(`from=(\S+)`)
+	memberlistLevel = regexp.MustCompile(`^\[(DEBUG|INFO|WARN|ERR|ERROR)\] (memberlist: )?`)
+)
+
+func (m *memberlistLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	lv := memberlistLevel.FindStringSubmatch(line)
+	level := zapcore.WarnLevel
+	if lv != nil {
+		switch lv[1] {
+		case "DEBUG":
+			return len(p), nil
+		case "INFO":
+			level = zapcore.InfoLevel
+		}
+		line = line[len(lv[0]):]
+	}
+	from := ""
+	if f := memberlistFrom.FindStringSubmatch(line); f != nil {
+		from = f[1]
+	}
+	// the message up to its first colon is the kind of complaint
+	kind := line
+	if i := strings.IndexByte(kind, ':'); i > 0 {
+		kind = kind[:i]
+	}
+	m.rej.Log(level, from, "gossip: "+kind, zap.String("node", m.node), zap.String("memberlist", line))
+	return len(p), nil
+}

@@ -19,9 +19,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/strand-ml/strand/coordinator/proto"
+	"github.com/strand-ml/strand/internal/ratelog"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
 )
@@ -62,13 +64,29 @@ type Config struct {
 	HeartbeatStale time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics.
 	MetricsAddr string
-	Log         *zap.Logger
+	// StallAfter is the least time a running rank's step may stay behind
+	// the furthest rank's before Status calls it "stalled"; the threshold
+	// is the larger of this and StallSteps recent step times. Default 5 s.
+	StallAfter time.Duration
+	// StallSteps is how many of the job's recent step times a rank may
+	// fall behind for before it is "stalled"; default 4.
+	StallSteps int
+	// HandshakeTimeout bounds a new connection's hello (TLS handshake and
+	// HTTP/2 preface): garbage is dropped at once, a truncated or silent
+	// hello after this long; default 10 s.
+	HandshakeTimeout time.Duration
+	// Log receives the coordinator's log (default: none). Complaints
+	// about peers (wrong token, garbage hellos, bad gossip packets) go to
+	// it at warn level with the peer's address, at most one line per peer
+	// host and kind every ratelog.DefaultEvery.
+	Log *zap.Logger
 }
 
 // Server is a running coordinator.
 type Server struct {
 	cfg    Config
 	log    *zap.Logger
+	rej    *ratelog.Limiter // complaints about peers, rate-limited
 	grpc   *grpc.Server
 	ln     net.Listener
 	gossip *memberlist.Memberlist
@@ -94,6 +112,11 @@ type Server struct {
 	kvChange chan struct{} // closed and replaced on every Set
 	barriers map[string]*barrier
 	gossipUp map[int]bool // rank -> memberlist currently considers it alive
+	// furthest is the highest step any rank reported, first reached at
+	// progressAt: the job-wide step watchdog's clock.
+	furthest   int64
+	progressAt time.Time
+	stallSeen  string // the stall the watchdog last warned about: its ranks and steps
 
 	pb.UnimplementedCoordinatorServer
 }
@@ -107,6 +130,10 @@ type joiner struct {
 	step     int64
 	lastSeen time.Time
 	metrics  map[string]float64
+	// stepAt is when step last changed; stepEvery is a moving average of
+	// the time between changes (the rank's recent step time).
+	stepAt    time.Time
+	stepEvery time.Duration
 }
 
 type barrier struct {
@@ -135,13 +162,26 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.HeartbeatStale <= 0 {
 		cfg.HeartbeatStale = 2500 * time.Millisecond
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = 5 * time.Second
+	}
+	if cfg.StallSteps <= 0 {
+		cfg.StallSteps = 4
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator listen %s: %w", cfg.Addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log := cfg.Log.With(zap.String("job", cfg.JobID))
+	rej := ratelog.New(log, 0)
+	tlsOn := cfg.CertFile != "" || cfg.KeyFile != ""
+	ln = &helloListener{Listener: ln, want: helloPrefix(tlsOn), rej: rej}
 	s := &Server{
-		cfg: cfg, log: cfg.Log.With(zap.String("job", cfg.JobID)), ln: ln, start: time.Now(), cancel: cancel,
+		cfg: cfg, log: log, rej: rej, ln: ln, start: time.Now(), cancel: cancel,
 		metrics: obs.NewRegistry(), state: pb.JobState_JOB_STATE_WAITING, deadRank: -1,
 		running: make(chan struct{}), failed: make(chan struct{}), finished: make(chan struct{}),
 		kv: make(map[string][]byte), kvChange: make(chan struct{}), barriers: make(map[string]*barrier), gossipUp: make(map[int]bool),
@@ -151,8 +191,9 @@ func Start(cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 		grpc.UnaryInterceptor(s.authUnary),
 		grpc.StreamInterceptor(s.authStream),
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 	}
-	if cfg.CertFile != "" || cfg.KeyFile != "" {
+	if tlsOn {
 		creds, err := credentials.NewServerTLSFromFile(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			cancel()
@@ -168,7 +209,11 @@ func Start(cfg Config) (*Server, error) {
 	if gossipHost == "" {
 		gossipHost, _, _ = net.SplitHostPort(ln.Addr().String())
 	}
-	s.gossip, err = StartGossip("coordinator", gossipHost, cfg.Token, cfg.Gossip, gossipEvents{s})
+	gcfg := cfg.Gossip
+	if gcfg.Log == nil {
+		gcfg.Log = log
+	}
+	s.gossip, err = StartGossip("coordinator", gossipHost, cfg.Token, gcfg, gossipEvents{s})
 	if err != nil {
 		cancel()
 		ln.Close()
@@ -185,6 +230,7 @@ func Start(cfg Config) (*Server, error) {
 	go func() { _ = s.grpc.Serve(ln) }()
 	if !cfg.Regroup {
 		go s.joinTimer(ctx)
+		go s.stepWatchdog(ctx)
 	}
 	s.log.Info("coordinator listening", zap.String("addr", s.Addr()), zap.Int64("epoch", cfg.Epoch), zap.String("gossip", s.gossipSeed),
 		zap.Stringer("mesh", cfg.Mesh), zap.Int("world", cfg.Mesh.World()))
@@ -286,7 +332,9 @@ func (s *Server) failLocked(rank int, reason string) {
 	s.deadRank = rank
 	close(s.failed)
 	close(s.finished)
-	s.metrics.Set("strand_job_failed", "1 once the job has failed", nil, 1)
+	if err := s.metrics.Set("strand_job_failed", "1 once the job has failed", nil, 1); err != nil {
+		s.log.Warn("metrics", zap.Error(err))
+	}
 	s.log.Error("job failed", zap.Int("dead_rank", rank), zap.String("reason", reason))
 }
 
@@ -315,7 +363,12 @@ func (s *Server) checkToken(ctx context.Context) error {
 			return nil
 		}
 	}
-	s.log.Warn("refused a call with a missing or wrong job token")
+	from := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		from = p.Addr.String()
+	}
+	method, _ := grpc.Method(ctx)
+	s.rej.Warn(from, "coordinator: refused a call with a missing or wrong job token", zap.String("method", method))
 	return status.Error(codes.Unauthenticated, "missing or wrong job token")
 }
 
@@ -431,7 +484,9 @@ func (s *Server) assignLocked() {
 	}
 	s.state = pb.JobState_JOB_STATE_RUNNING
 	close(s.running)
-	s.metrics.Set("strand_world_size", "ranks in the job", nil, float64(len(byRank)))
+	if err := s.metrics.Set("strand_world_size", "ranks in the job", nil, float64(len(byRank))); err != nil {
+		s.log.Warn("metrics", zap.Error(err))
+	}
 	s.log.Info("all ranks joined; job running", zap.Stringer("mesh", s.cfg.Mesh))
 }
 
@@ -560,7 +615,21 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 		if req.Step < 0 { // a liveness probe, not a progress report
 			return &pb.HeartbeatReply{State: s.state, Reason: s.reason, DeadRank: int32(s.deadRank)}, nil
 		}
+		if now := j.lastSeen; req.Step != j.step || j.stepAt.IsZero() {
+			if !j.stepAt.IsZero() && req.Step > j.step {
+				d := now.Sub(j.stepAt) / time.Duration(req.Step-j.step)
+				if j.stepEvery == 0 {
+					j.stepEvery = d
+				} else {
+					j.stepEvery = (3*j.stepEvery + d) / 4
+				}
+			}
+			j.stepAt = now
+		}
 		j.step = req.Step
+		if req.Step > s.furthest || s.progressAt.IsZero() {
+			s.furthest, s.progressAt = max(s.furthest, req.Step), j.lastSeen
+		}
 		if j.state == "joined" {
 			j.state = "running"
 		}
@@ -568,10 +637,14 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 			j.metrics = make(map[string]float64)
 		}
 		rl := obs.Labels{"rank": strconv.Itoa(int(req.Rank))}
-		s.metrics.Set("strand_step", "last step a rank reported", rl, float64(req.Step))
+		if err := s.metrics.Set("strand_step", "last step a rank reported", rl, float64(req.Step)); err != nil {
+			s.log.Warn("metrics", zap.Error(err))
+		}
 		for k, v := range req.Metrics {
 			j.metrics[k] = v
-			s.metrics.Set("strand_"+k, "reported by workers", rl, v)
+			if err := s.metrics.Set("strand_"+k, "reported by workers", rl, v); err != nil {
+				s.log.Warn("metrics", zap.Error(err))
+			}
 		}
 	}
 	return &pb.HeartbeatReply{State: s.state, Reason: s.reason, DeadRank: int32(s.deadRank)}, nil
@@ -622,6 +695,7 @@ func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusReply, er
 		return out, nil
 	}
 	members := s.membersLocked()
+	health := s.healthLocked(time.Now())
 	for r, j := range s.joiners {
 		c := s.cfg.Mesh.Coord(r)
 		m := make(map[string]float64, len(j.metrics))
@@ -629,11 +703,99 @@ func (s *Server) Status(context.Context, *pb.StatusRequest) (*pb.StatusReply, er
 			m[k] = v
 		}
 		out.Ranks = append(out.Ranks, &pb.RankStatus{
-			Member: members[r], Dp: int32(c.DP), Tp: int32(c.TP), Pp: int32(c.PP), State: j.state,
+			Member: members[r], Dp: int32(c.DP), Tp: int32(c.TP), Pp: int32(c.PP), State: health[r],
 			Step: j.step, LastSeenSeconds: time.Since(j.lastSeen).Seconds(), Metrics: m, Error: j.err,
 		})
 	}
 	return out, nil
+}
+
+// healthLocked is each rank's state for Status: its own ("running",
+// "left", ...) except for a running rank that looks wrong:
+//
+//   - "missing: last heartbeat 3.1s ago" when its heartbeats are older
+//     than HeartbeatStale;
+//   - "stalled: step 41 for 12s, others at 45" when its step is behind the
+//     furthest rank's and has not advanced for the stall threshold (the
+//     larger of StallAfter and StallSteps of the job's recent step time).
+func (s *Server) healthLocked(now time.Time) []string {
+	var furthest int64 = -1
+	for _, j := range s.joiners {
+		if j.state == "running" {
+			furthest = max(furthest, j.step)
+		}
+	}
+	threshold := s.stallThresholdLocked()
+	out := make([]string, len(s.joiners))
+	for r, j := range s.joiners {
+		out[r] = j.state
+		if j.state != "running" {
+			continue
+		}
+		if age := now.Sub(j.lastSeen); age >= s.cfg.HeartbeatStale {
+			out[r] = fmt.Sprintf("missing: last heartbeat %.1fs ago", age.Seconds())
+		} else if still := now.Sub(j.stepAt); j.step < furthest && still >= threshold {
+			out[r] = fmt.Sprintf("stalled: step %d for %.0fs, others at %d", j.step, still.Seconds(), furthest)
+		} else if still := now.Sub(s.progressAt); j.step == furthest && !s.progressAt.IsZero() && still >= threshold {
+			out[r] = fmt.Sprintf("stalled: no rank past step %d for %.0fs", furthest, still.Seconds())
+		}
+	}
+	return out
+}
+
+// stallThresholdLocked is how long a step may take before the job or a
+// rank counts as stalled: the larger of StallAfter and StallSteps times
+// the slowest running rank's recent step time.
+func (s *Server) stallThresholdLocked() time.Duration {
+	var every time.Duration
+	for _, j := range s.joiners {
+		if j.state == "running" {
+			every = max(every, j.stepEvery)
+		}
+	}
+	return max(s.cfg.StallAfter, time.Duration(s.cfg.StallSteps)*every)
+}
+
+// stepWatchdog warns once per stall when a running job's steps stop
+// advancing (on every rank, or on some while others moved on), naming
+// each rank's state, so a hang shows in the log before any deadline ends
+// it.
+func (s *Server) stepWatchdog(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.finished:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		if s.state != pb.JobState_JOB_STATE_RUNNING {
+			s.mu.Unlock()
+			continue
+		}
+		health := s.healthLocked(time.Now())
+		var bad []string
+		var key strings.Builder
+		for r, h := range health {
+			if strings.HasPrefix(h, "stalled") || strings.HasPrefix(h, "missing") {
+				bad = append(bad, fmt.Sprintf("rank %d %s", r, h))
+				fmt.Fprintf(&key, "%d@%d ", r, s.joiners[r].step)
+			}
+		}
+		// one warning per stall: the same ranks stuck at the same steps
+		warn := len(bad) > 0 && s.stallSeen != key.String()
+		if warn {
+			s.stallSeen = key.String()
+		}
+		threshold := s.stallThresholdLocked()
+		s.mu.Unlock()
+		if warn {
+			s.log.Warn("step watchdog: steps stopped advancing", zap.Strings("ranks", bad), zap.Duration("threshold", threshold))
+		}
+	}
 }
 
 // Abort implements pb.CoordinatorServer.

@@ -5,17 +5,26 @@
 #   bash e2e/ci_slurm.sh          install (if needed) and start; idempotent
 #   bash e2e/ci_slurm.sh stop     stop the daemons it started (by pid file)
 #
+# It records the daemons it starts in $STARTED; `stop` stops only those, so
+# a cluster that was already running before the tests stays up.
+#
 # Needs root and Debian's apt. Without root it prints why and exits 0: the
 # Slurm test then skips with a message. The steps are the ones in
 # deploy/slurm/README.md ("A one-node cluster for testing").
 set -euo pipefail
 
-PIDS="/run/slurmctld.pid /run/slurmd.pid /run/munge/munged.pid"
+STARTED=/run/strand-ci-slurm.started # pid files of the daemons this script started
 
 if [[ "${1:-}" == "stop" ]]; then
-  for f in $PIDS; do
-    if [[ -s "$f" ]]; then kill "$(cat "$f")" 2>/dev/null || true; fi
-  done
+  [[ -s "$STARTED" ]] || exit 0
+  while read -r f; do
+    if [[ -s "$f" ]]; then
+      pid="$(cat "$f")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done < "$STARTED"
+  rm -f "$STARTED"
   exit 0
 fi
 
@@ -30,6 +39,7 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! comm
 fi
 
 running() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+started() { echo "$1" >> "$STARTED"; }
 
 # 1. munge: a 1024-byte key owned by munge, mode 400; the daemon runs as munge.
 mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
@@ -40,6 +50,7 @@ chown munge:munge /etc/munge/munge.key /run/munge /var/lib/munge /var/log/munge
 chmod 400 /etc/munge/munge.key
 if ! running /run/munge/munged.pid; then
   runuser -u munge -- munged
+  started /run/munge/munged.pid
 fi
 
 # 2. slurm.conf for this host; no cgroup.conf (22.05 autodetects without one).
@@ -70,8 +81,8 @@ PartitionName=debug Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP OverSubs
 CONF
 
 # 3. controller, then node daemon; wait until the node is idle.
-running /run/slurmctld.pid || slurmctld
-running /run/slurmd.pid || slurmd
+running /run/slurmctld.pid || { slurmctld; started /run/slurmctld.pid; }
+running /run/slurmd.pid || { slurmd; started /run/slurmd.pid; }
 for _ in $(seq 1 60); do
   state="$(sinfo -h -n "$HOST" -o %t 2>/dev/null || true)"
   if [[ "$state" == idle* || "$state" == mix* || "$state" == alloc* ]]; then

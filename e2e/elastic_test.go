@@ -149,7 +149,7 @@ func TestWorkerLossKeepsAllNodes(t *testing.T) {
 		t.Fatalf("exits %d %d:\nnode 0:\n%s\nnode 1:\n%s", a, b, node0.out, node1.out)
 	}
 	for i, n := range []*job{node0, node1} {
-		if out := n.out.String(); !strings.Contains(out, "launching 4 workers, mesh dp=2 tp=2 pp=1, epoch 1") || !strings.Contains(out, "regrouped for epoch 1: 2 of 2 node(s)") {
+		if out := n.out.String(); !strings.Contains(out, fmt.Sprintf("launching 2 of the job's 4 workers on node %d of 2, mesh dp=2 tp=2 pp=1, epoch 1", i)) || !strings.Contains(out, "regrouped for epoch 1: 2 of 2 node(s)") {
 			t.Fatalf("node %d did not relaunch the full mesh at epoch 1:\n%s", i, out)
 		}
 	}

@@ -49,8 +49,8 @@ func goldenRuns(text, sft, pairs, rm string) []goldenRun {
 		{"ppo", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--from-scratch"}, tiny...)},
 		{"ppo dp2 pp2", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-4", "--kl-coef", "0.1", "--from-scratch",
 			"--nproc", "4", "--dp", "2", "--pp", "2", "--microbatches", "2"}, tiny...)},
-		{"ppo lora", append([]string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-3", "--kl-coef", "0.1",
-			"--ckpt", rm, "--lora-rank", "4"}, tiny...)},
+		{"ppo lora", []string{"ppo", "--rm", rm, "--data", pairs, "--steps", "3", "--batch", "8", "--seq", "16", "--max-new", "6", "--lr", "1e-3", "--kl-coef", "0.1",
+			"--ckpt", rm, "--lora-rank", "4", "--threads", "1", "--seed", "7"}},
 	}
 }
 

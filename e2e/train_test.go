@@ -77,7 +77,8 @@ func TestTrainTinyOnDefaultData(t *testing.T) {
 	runStrand(t, time.Minute, "train", "--init-from", run, "--steps", "2", "--out", filepath.Join(t.TempDir(), "again"), "--no-progress")
 }
 
-// layoutRun trains tiny for 20 steps under a mesh and returns its losses.
+// layoutRun trains tiny for 20 steps under a mesh and returns its losses,
+// then its final validation loss (evaluated on the mesh).
 func layoutRun(t *testing.T, dir string, dp, tp, pp int, extra ...string) []float64 {
 	t.Helper()
 	n := dp * tp * pp
@@ -86,13 +87,18 @@ func layoutRun(t *testing.T, dir string, dp, tp, pp int, extra ...string) []floa
 		"--max-data-bytes", "200000", "--out", run, "--no-progress", "--threads", "1",
 		"--nproc", itoa(n), "--dp", itoa(dp), "--tp", itoa(tp), "--pp", itoa(pp)}
 	runStrand(t, 3*time.Minute, append(args, extra...)...)
-	return readLosses(t, run)
+	val, ok := lastRecord(t, run, "val_loss")["val_loss"].(float64)
+	if !ok {
+		t.Fatalf("%s: no validation loss", run)
+	}
+	return append(readLosses(t, run), val)
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestLayoutInvariance: every DP x TP x PP layout reproduces the single
-// process's per-step losses within 1e-4, and reruns are bit-identical.
+// process's per-step losses and validation loss within 1e-4, and reruns
+// are bit-identical.
 func TestLayoutInvariance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process training runs")

@@ -41,18 +41,7 @@ func newStagePasses(pp *collective.Comm, micro int) (*stagePasses, error) {
 	if err != nil {
 		return nil, err
 	}
-	fwd := &pipeline.Schedule{Name: "forward", Stages: n, Micro: micro, Steps: make([][]pipeline.Action, n)}
-	bwd := &pipeline.Schedule{Name: "backward", Stages: n, Micro: micro, Steps: make([][]pipeline.Action, n)}
-	for st, prog := range full.Steps {
-		for _, a := range prog {
-			switch a.Kind {
-			case pipeline.Forward, pipeline.SendAct, pipeline.RecvAct:
-				fwd.Steps[st] = append(fwd.Steps[st], a)
-			default:
-				bwd.Steps[st] = append(bwd.Steps[st], a)
-			}
-		}
-	}
+	fwd, bwd := pipeline.Halves(full)
 	return &stagePasses{pp: pp, stage: groupRank(pp), stages: n, micro: micro, fwd: fwd, bwd: bwd}, nil
 }
 

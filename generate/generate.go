@@ -48,15 +48,36 @@ type Result struct {
 // Generator produces text from a model and its tokenizer.
 type Generator struct {
 	Model *model.GPT
-	Tok   tokenizer.Tokenizer
+	// Tok encodes prompts and decodes tokens; nil means ids only (a model
+	// shipped without a tokenizer: StreamIDs, with no text).
+	Tok tokenizer.Tokenizer
 	// EOS, when >= 0, is the end-of-text token: generation stops there.
 	// New sets it to <|endoftext|> when the tokenizer has one.
 	EOS int
+	// EOSIDs are more end tokens (a Hugging Face config's eos_token_id,
+	// one or several): generation stops at any of them or at EOS.
+	EOSIDs []int
+}
+
+// isEOS reports whether id ends generation.
+func (g *Generator) isEOS(id int) bool {
+	if id == g.EOS {
+		return true
+	}
+	for _, e := range g.EOSIDs {
+		if id == e {
+			return true
+		}
+	}
+	return false
 }
 
 // New returns a generator for a single-process model (TP = PP = 1).
 func New(m *model.GPT, tok tokenizer.Tokenizer) *Generator {
 	g := &Generator{Model: m, Tok: tok, EOS: -1}
+	if tok == nil {
+		return g
+	}
 	if sp, ok := tok.(interface{ SpecialID(string) (int, bool) }); ok {
 		if id, ok := sp.SpecialID("<|endoftext|>"); ok {
 			g.EOS = id
@@ -71,6 +92,19 @@ func New(m *model.GPT, tok tokenizer.Tokenizer) *Generator {
 // with id NoToken hands out any text still held back. An error from fn
 // stops generation and is returned.
 func (g *Generator) Stream(ctx context.Context, prompt string, opts Options, fn func(tokenID int, text []byte) error) (Result, error) {
+	if prompt == "" {
+		return Result{}, fmt.Errorf("generate: empty prompt (the model needs at least one token to condition on)")
+	}
+	if g.Tok == nil {
+		return Result{}, fmt.Errorf("generate: a text prompt needs a tokenizer (give token ids instead)")
+	}
+	return g.StreamIDs(ctx, g.Tok.Encode([]byte(prompt)), opts, fn)
+}
+
+// StreamIDs is Stream for a prompt given as token ids. Without a
+// tokenizer (Tok nil) fn gets each id with no text and Result.Text is
+// empty.
+func (g *Generator) StreamIDs(ctx context.Context, ids []int, opts Options, fn func(tokenID int, text []byte) error) (Result, error) {
 	if opts.TopP == 0 {
 		opts.TopP = 1
 	}
@@ -86,21 +120,28 @@ func (g *Generator) Stream(ctx context.Context, prompt string, opts Options, fn 
 			return Result{}, fmt.Errorf("generate: empty stop string")
 		}
 	}
-	if prompt == "" {
+	if len(ids) == 0 {
 		return Result{}, fmt.Errorf("generate: empty prompt (the model needs at least one token to condition on)")
 	}
 	cfg := g.Model.Config
-	if g.Tok.VocabSize() > cfg.VocabSize {
+	if g.Tok != nil && g.Tok.VocabSize() > cfg.VocabSize {
 		return Result{}, fmt.Errorf("generate: the tokenizer has %d tokens, the model only %d", g.Tok.VocabSize(), cfg.VocabSize)
+	}
+	for i, id := range ids {
+		if id < 0 || id >= cfg.VocabSize {
+			return Result{}, fmt.Errorf("generate: prompt token %d (id %d) is outside the vocabulary of %d", i, id, cfg.VocabSize)
+		}
 	}
 	ctxLen := opts.Context
 	if ctxLen == 0 {
 		ctxLen = cfg.Context()
+		if w := cfg.SlidingWindow; w > 0 && ctxLen > w {
+			ctxLen = w // full attention equals the sliding window's up to it
+		}
 	}
 	if cfg.Position == model.PosLearned && ctxLen > cfg.NPositions {
 		return Result{}, fmt.Errorf("generate: context %d exceeds the %d trained positions of a learned-position model", ctxLen, cfg.NPositions)
 	}
-	ids := g.Tok.Encode([]byte(prompt))
 	if len(ids) >= ctxLen {
 		return Result{}, fmt.Errorf("generate: the prompt has %d tokens; the context holds %d, leaving no room to generate", len(ids), ctxLen)
 	}
@@ -125,14 +166,16 @@ func (g *Generator) Stream(ctx context.Context, prompt string, opts Options, fn 
 	}
 	for len(res.Tokens) < opts.MaxTokens {
 		id := sampler.Next(logits)
-		if id == g.EOS {
+		if g.isEOS(id) {
 			res.Reason = "eos"
 			break
 		}
 		res.Tokens = append(res.Tokens, id)
-		text, err := g.Tok.Decode([]int{id})
-		if err != nil {
-			return res, fmt.Errorf("generate: %w", err)
+		var text []byte
+		if g.Tok != nil {
+			if text, err = g.Tok.Decode([]int{id}); err != nil {
+				return res, fmt.Errorf("generate: %w", err)
+			}
 		}
 		stopped, err := out.add(id, text)
 		if err != nil {

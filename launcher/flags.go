@@ -52,7 +52,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.DP, "dp", 0, "data-parallel degree (default: world / (tp*pp))")
 	fs.IntVar(&f.TP, "tp", 1, "tensor-parallel degree")
 	fs.IntVar(&f.PP, "pp", 1, "pipeline-parallel degree")
-	fs.StringVar(&f.Transport, "transport", "auto", "collective transport: auto (RDMA when every rank has a device, else TCP), tcp or rdma")
+	fs.StringVar(&f.Transport, "transport", "auto", "collective transport: auto (shared memory between ranks on one host; between hosts RDMA when every rank has a device, else TCP), shm, tcp or rdma")
 	fs.StringVar(&f.Bind, "bind", "", "transport address: host:port, CIDR (10.0.0.0/8) or interface (eth0); default: the address that reaches the coordinator")
 	fs.StringVar(&f.Token, "token", "", "job token (default: random for local jobs, $STRAND_TOKEN for multi-node jobs)")
 	fs.StringVar(&f.LogFormat, "log-format", "console", "log format: console or json")
@@ -102,8 +102,8 @@ func (f *Flags) Validate() error {
 		return fmt.Errorf("--nproc %d must not be negative", f.NProc)
 	case f.NNodes < 1:
 		return fmt.Errorf("--nnodes %d must be at least 1", f.NNodes)
-	case f.Transport != "tcp" && f.Transport != "rdma" && f.Transport != "auto":
-		return fmt.Errorf("--transport %q: want auto, tcp or rdma", f.Transport)
+	case f.Transport != "tcp" && f.Transport != "rdma" && f.Transport != "auto" && f.Transport != "shm":
+		return fmt.Errorf("--transport %q: want auto, shm, tcp or rdma", f.Transport)
 	case f.LogFormat != "console" && f.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: want console or json", f.LogFormat)
 	case f.MinNodes < 0 || f.MinNodes > f.NNodes:

@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -25,6 +26,7 @@ import (
 	pb "github.com/strand-ml/strand/coordinator/proto"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/obs"
 )
 
 // failedJobGrace is how long workers of a failed job may take to exit on
@@ -58,8 +60,11 @@ type Common struct {
 	// TLSCert and TLSKey enable TLS on the coordinator node 0 hosts; TLSCA
 	// (default TLSCert) is passed to workers to verify it.
 	TLSCert, TLSKey, TLSCA string
-	RDMAProvider           string      // passed to workers (STRAND_RDMA_PROVIDER)
-	Log                    *zap.Logger // launcher and coordinator log; default no-op
+	RDMAProvider           string // passed to workers (STRAND_RDMA_PROVIDER)
+	// Log is the launcher's and the coordinator's log. Default: a zap
+	// logger in LogFormat on Stderr, its lines prefixed "[coordinator] "
+	// as workers' lines are "[rank N] ".
+	Log *zap.Logger
 	// Started, when set, is called on node 0 once the coordinator listens,
 	// with the address clients reach it at and the job's token (e.g. to
 	// record them for strand status).
@@ -132,7 +137,19 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 	if err := cfg.fill(); err != nil {
 		return err
 	}
+	out := &lockedWriter{w: cfg.Stdout}
+	errw := &lockedWriter{w: cfg.Stderr}
 	log := cfg.Log
+	if log == nil {
+		var err error
+		pw := &prefixWriter{w: errw, prefix: "[coordinator] "}
+		if cfg.LogFormat == "json" {
+			pw.tag = func(line []byte) []byte { return withKey(line, "component", `"coordinator"`) } // lines stay JSON
+		}
+		if log, err = obs.NewLogger(cfg.LogFormat, -1, pw); err != nil {
+			return fmt.Errorf("launcher: %w", err)
+		}
+	}
 	coordAddr := cfg.Coordinator
 	var srv *coordinator.Server
 	if cfg.NodeRank == 0 {
@@ -168,8 +185,6 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 
 	procs := make([]*proc, cfg.NProcPerNode)
 	exits := make(chan *proc, len(procs))
-	out := &lockedWriter{w: cfg.Stdout}
-	errw := &lockedWriter{w: cfg.Stderr}
 	for local := range procs {
 		rank := cfg.NodeRank*cfg.NProcPerNode + local
 		p, err := cfg.spawn(rank, local, coordAddr, out, errw)
@@ -314,9 +329,6 @@ func (cfg *NodeConfig) fill() error {
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = 5 * time.Second
 	}
-	if cfg.Log == nil {
-		cfg.Log = zap.NewNop()
-	}
 	return nil
 }
 
@@ -418,6 +430,27 @@ func (l *lockedWriter) writeLine(b []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, _ = l.w.Write(b)
+}
+
+// prefixWriter writes each line written to it whole to w, prefixed (zap
+// writes one entry, one or more lines, per call).
+type prefixWriter struct {
+	w      *lockedWriter
+	prefix string
+	tag    func([]byte) []byte // instead of the prefix, when set
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		switch {
+		case len(line) == 0:
+		case p.tag != nil:
+			p.w.writeLine(p.tag(line))
+		default:
+			p.w.writeLine(append([]byte(p.prefix), line...))
+		}
+	}
+	return len(b), nil
 }
 
 // copyLines copies r to w line by line, tagging each line with its rank.

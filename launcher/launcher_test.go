@@ -73,6 +73,39 @@ func TestLocalPrefixesOutputAndSucceeds(t *testing.T) {
 	}
 }
 
+// TestCoordinatorLogsByDefault: with no Log given (as strand train
+// launches), the launcher's and coordinator's log goes to Stderr in the
+// workers' format, each line prefixed "[coordinator] " (under json a
+// "component":"coordinator" key, so every line stays JSON).
+func TestCoordinatorLogsByDefault(t *testing.T) {
+	for _, format := range []string{"console", "json"} {
+		var out, errb bytes.Buffer
+		cfg := localCfg(2, "ok", &out, &errb)
+		cfg.LogFormat = format
+		if err := Local(context.Background(), cfg); err != nil {
+			t.Fatalf("Local: %v\nstderr:\n%s", err, errb.String())
+		}
+		for _, want := range []string{"coordinator listening", "workers started"} {
+			found := false
+			for _, line := range strings.Split(errb.String(), "\n") {
+				tagged := strings.HasPrefix(line, "[coordinator] ")
+				if format == "json" {
+					tagged = strings.HasPrefix(line, `{"component":"coordinator",`)
+				}
+				if tagged && strings.Contains(line, want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: no [coordinator] line with %q in stderr:\n%s", format, want, errb.String())
+			}
+		}
+		if format == "json" && !strings.Contains(errb.String(), `{"component":"coordinator","level":"info"`) {
+			t.Errorf("json: coordinator lines are not JSON:\n%s", errb.String())
+		}
+	}
+}
+
 func TestLocalFirstFailureTearsDownAll(t *testing.T) {
 	var out, errb bytes.Buffer
 	start := time.Now()
@@ -121,7 +154,7 @@ func TestFlags(t *testing.T) {
 		{args: []string{"--nproc", "4", "--tp", "3"}, wantErr: "does not divide"},
 		{args: []string{"--nnodes", "2", "--nproc-per-node", "2"}, wantErr: "--coordinator"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--node-rank", "2"}, wantErr: "outside"},
-		{args: []string{"--nproc", "2", "--transport", "udp"}, wantErr: "want auto, tcp or rdma"},
+		{args: []string{"--nproc", "2", "--transport", "udp"}, wantErr: "want auto, shm, tcp or rdma"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--min-nodes", "1"}, world: 4, mesh: mesh.Mesh{DP: 4, TP: 1, PP: 1}},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--min-nodes", "3"}, wantErr: "--min-nodes 3 outside"},
 		{args: []string{"--nnodes", "2", "--coordinator", "h:1", "--nproc-per-node", "2", "--rejoin-timeout", "-1s"}, wantErr: "--rejoin-timeout"},

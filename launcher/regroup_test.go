@@ -23,7 +23,9 @@ func freeAddr(t *testing.T) string {
 
 // regroupNodes runs Regroup for the given old node ranks of a 3-node job
 // (2 processes per node, mesh dp=3 tp=2 pp=1), the followers starting
-// before node 0 so their retries are exercised.
+// before node 0 so their retries are exercised. Node 0 waits 5 s for the
+// others: with 1 s a loaded machine let it publish before a follower got
+// through ("connection refused" once node 0 had closed).
 func regroupNodes(t *testing.T, present []int, minNodes int) ([]Plan, []error) {
 	t.Helper()
 	addr := freeAddr(t)
@@ -41,7 +43,7 @@ func regroupNodes(t *testing.T, present []int, minNodes int) ([]Plan, []error) {
 			defer cancel()
 			plans[i], errs[i] = Regroup(ctx, RegroupConfig{
 				NNodes: 3, NodeRank: node, MinNodes: minNodes, NProcPerNode: 2, Coordinator: addr,
-				Mesh: mesh.Mesh{DP: 3, TP: 2, PP: 1}, Timeout: time.Second,
+				Mesh: mesh.Mesh{DP: 3, TP: 2, PP: 1}, Timeout: 5 * time.Second,
 				Common: Common{Token: "regroup-token", Epoch: 1},
 			})
 		}()

@@ -23,7 +23,7 @@ type Acts struct {
 // blockActs are one block's saved activations.
 type blockActs struct {
 	ln1, ln1Mean, ln1Rstd []float32 // (N, C), (N), (N)
-	qkv                   []float32 // (N, 3*Cl): [q | k | v] for this rank's heads
+	qkv                   []float32 // (N, QKVl): [q | k | v] for this rank's heads
 	att                   []float32 // (B, NHl, T) log-sum-exp of each query row (FlashAttention)
 	atty                  []float32 // (N, Cl) attention output before the projection
 	res2                  []float32 // (N, C) residual stream after attention
@@ -45,7 +45,7 @@ func (m *GPT) NewActs(B, T int) *Acts {
 	for i := range a.blocks {
 		a.blocks[i] = blockActs{
 			ln1: f(N * d.C), ln1Mean: f(N), ln1Rstd: f(N),
-			qkv: f(N * 3 * d.Cl), att: f(B * d.NHl * T), atty: f(N * d.Cl), res2: f(N * d.C),
+			qkv: f(N * d.QKVl), att: f(B * d.NHl * T), atty: f(N * d.Cl), res2: f(N * d.C),
 			ln2: f(N * d.C), ln2Mean: f(N), ln2Rstd: f(N),
 			fch: f(N * d.FCl), fchAct: f(N * d.Hl), res3: f(N * d.C),
 		}

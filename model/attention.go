@@ -9,7 +9,9 @@ import (
 
 // Attention is causal multi-head self-attention over a packed qkv tensor.
 //
-//	qkv  (B, T, 3C): per row [q | k | v], each C = NH*HS wide, head h at h*HS
+//	qkv  (B, T, C+2*Ckv): per row [q | k | v]; q is C = NH*HS wide, head h
+//	     at h*HS; k and v are Ckv = NKV*HS wide, NKV = NH/Group, and query
+//	     head h reads kv head h % NKV (see Config.KVGroup)
 //	att  (B, NH, T, T): softmax probabilities (row t attends to 0..t)
 //	out  (B, T, C): heads concatenated
 //
@@ -18,6 +20,8 @@ import (
 // scheduling.
 type Attention struct {
 	Threads int
+	// Group is the number of query heads per kv head (0 or 1: multi-head).
+	Group int
 	// Slopes, when set, are ALiBi's per-head slopes (NH of this rank's
 	// heads): score[t,j] gets -Slopes[h]*(t-j) before the softmax. The
 	// bias is a constant, so Backward needs no change for it.
@@ -72,15 +76,15 @@ func (a *Attention) parallel(n int, f func(worker, i int)) {
 
 // Forward computes out and att from qkv.
 func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
-	HS := C / NH
+	HS, NKV, C3, kOff, vOff := kvLayout(C, NH, max(a.Group, 1))
 	scale := float32(1 / math.Sqrt(float64(HS)))
-	C3 := 3 * C
 	a.parallel(B*NH, func(_, bh int) {
 		b, h := bh/NH, bh%NH
 		base := b * T * C3
+		kv := h % NKV
 		q := qkv[base+h*HS:]
-		k := qkv[base+C+h*HS:]
-		v := qkv[base+2*C+h*HS:]
+		k := qkv[base+kOff+kv*HS:]
+		v := qkv[base+vOff+kv*HS:]
 		s := att[bh*T*T : (bh+1)*T*T]
 		// scores (T, T) = scale * q (T, HS) @ k^T
 		a.gemm.Sgemm(false, true, T, T, HS, scale, q, C3, k, C3, 0, s, T)
@@ -117,22 +121,36 @@ func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
 	})
 }
 
-// Backward writes dqkv (B, T, 3C) from dout (B, T, C); dqkv is overwritten.
+// Backward writes dqkv (B, T, C+2*Ckv) from dout (B, T, C); dqkv is
+// overwritten. Work is spread per (b, kv head), its query heads in order:
+// the first writes dk and dv, the others add to them.
 func (a *Attention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
-	HS := C / NH
+	HS, NKV, C3, kOff, vOff := kvLayout(C, NH, max(a.Group, 1))
 	scale := float32(1 / math.Sqrt(float64(HS)))
-	C3 := 3 * C
-	a.parallel(B*NH, func(w, bh int) {
-		b, h := bh/NH, bh%NH
+	a.parallel(B*NKV, func(w, bkv int) {
+		b, kv := bkv/NKV, bkv%NKV
+		for h := kv; h < NH; h += NKV {
+			a.backwardHead(w, b, h, kv, dqkv, dout, qkv, att, T, C, NH, HS, C3, kOff, vOff, scale)
+		}
+	})
+}
+
+func (a *Attention) backwardHead(w, b, h, kv int, dqkv, dout, qkv, att []float32, T, C, NH, HS, C3, kOff, vOff int, scale float32) {
+	{
+		bh := b*NH + h
+		var kvBeta float32 // the first query head of the kv head writes, the others add
+		if h >= NH/max(a.Group, 1) {
+			kvBeta = 1
+		}
 		base := b * T * C3
-		q, k, v := qkv[base+h*HS:], qkv[base+C+h*HS:], qkv[base+2*C+h*HS:]
-		dq, dk, dv := dqkv[base+h*HS:], dqkv[base+C+h*HS:], dqkv[base+2*C+h*HS:]
+		q, k, v := qkv[base+h*HS:], qkv[base+kOff+kv*HS:], qkv[base+vOff+kv*HS:]
+		dq, dk, dv := dqkv[base+h*HS:], dqkv[base+kOff+kv*HS:], dqkv[base+vOff+kv*HS:]
 		do := dout[b*T*C+h*HS:]
 		s := att[bh*T*T : (bh+1)*T*T]
 		ds := a.scratch[w][:T*T]
 		// datt (T, T) = dout (T, HS) @ v^T ; dv (T, HS) = att^T @ dout
 		a.gemm.Sgemm(false, true, T, T, HS, 1, do, C, v, C3, 0, ds, T)
-		a.gemm.Sgemm(true, false, T, HS, T, 1, s, T, do, C, 0, dv, C3)
+		a.gemm.Sgemm(true, false, T, HS, T, 1, s, T, do, C, kvBeta, dv, C3)
 		// softmax backward: dpre[t,j] = att[t,j] * (datt[t,j] - sum_i att[t,i]*datt[t,i])
 		for t := 0; t < T; t++ {
 			p := s[t*T : (t+1)*T]
@@ -148,8 +166,8 @@ func (a *Attention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
 		}
 		// dq = scale * dpre @ k ; dk = scale * dpre^T @ q
 		a.gemm.Sgemm(false, false, T, HS, T, scale, ds, T, k, C3, 0, dq, C3)
-		a.gemm.Sgemm(true, false, T, HS, T, scale, ds, T, q, C3, 0, dk, C3)
-	})
+		a.gemm.Sgemm(true, false, T, HS, T, scale, ds, T, q, C3, kvBeta, dk, C3)
+	}
 }
 
 // alibiBias adds -slope*(t-j) to row[j] for a query at position t.

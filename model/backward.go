@@ -33,9 +33,9 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		// and dwte += dlogits^T @ lnf, both before the all-reduce so that
 		// with two threads they run at once (pair.go)
 		dlnf := m.dln[:N*C]
-		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.wte, C, 0, dlnf, C}
-		if w.dwte != nil { // nil: frozen (LoRA)
-			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dwte), w.dwte, C})
+		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.head, C, 0, dlnf, C}
+		if w.dhead != nil { // nil: frozen (LoRA)
+			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dhead), w.dhead, C})
 		} else {
 			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
 		}
@@ -118,7 +118,7 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	// MLP. The residual passes dres through unchanged to res2.
 	dfchAct, dfch := m.dfchAct[:N*d.Hl], m.dfch[:N*d.FCl]
 	m.linearBackward(dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, d.Hl, C, false)
-	if err := m.loraBackward(ctx, ba, bw, loraFCProj, dfchAct, dres, ba.fchAct, N); err != nil {
+	if err := m.loraLayerBackward(ctx, ba, bw, loraFCProj, dfchAct, dres, ba.fchAct, N); err != nil {
 		return err
 	}
 	// tanh GELU's backward also sums the fc bias gradient (one pass over
@@ -132,7 +132,7 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	}
 	dln := m.dln[:N*C]
 	m.linearBackward(dln, bw.dfcW, dfcB, dfch, ba.ln2, bw.fcW, N, C, d.FCl, false)
-	if err := m.loraBackward(ctx, ba, bw, loraFC, dln, dfch, ba.ln2, N); err != nil {
+	if err := m.loraLayerBackward(ctx, ba, bw, loraFC, dln, dfch, ba.ln2, N); err != nil {
 		return err
 	}
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {
@@ -142,16 +142,16 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	// Attention. dres now holds dL/dres2, which flows unchanged to x.
 	datty := m.datty[:N*d.Cl]
 	m.linearBackward(datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
-	if err := m.loraBackward(ctx, ba, bw, loraProj, datty, dres, ba.atty, N); err != nil {
+	if err := m.loraLayerBackward(ctx, ba, bw, loraProj, datty, dres, ba.atty, N); err != nil {
 		return err
 	}
-	dqkv := m.dqkv[:N*3*d.Cl]
+	dqkv := m.dqkv[:N*d.QKVl]
 	m.attn.Backward(dqkv, datty, ba.qkv, ba.atty, ba.att, B, T, d.Cl, d.NHl)
 	if m.rope != nil {
-		m.rope.Backward(dqkv, B, T, d.Cl, d.NHl, 0)
+		m.rope.BackwardGQA(dqkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
 	}
-	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, 3*d.Cl, false)
-	if err := m.loraBackward(ctx, ba, bw, loraQKV, dln, dqkv, ba.ln1, N); err != nil {
+	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, d.QKVl, false)
+	if err := m.loraLayerBackward(ctx, ba, bw, loraQKV, dln, dqkv, ba.ln1, N); err != nil {
 		return err
 	}
 	if err := m.tp.AllReduceSum(ctx, dln); err != nil {

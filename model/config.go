@@ -32,6 +32,7 @@ const (
 	ScaleLinear = "linear" // position interpolation: positions / factor
 	ScaleNTK    = "ntk"    // NTK-aware: base * factor^(d/(d-2))
 	ScaleYaRN   = "yarn"   // per-frequency ramp + attention temperature 0.1*ln(factor)+1
+	ScaleLlama3 = "llama3" // Llama 3.1: long wavelengths / factor, short kept, a smooth ramp between
 )
 
 // RopeScaling is config.json's "rope_scaling", as in Hugging Face:
@@ -44,6 +45,10 @@ type RopeScaling struct {
 	OriginalMaxPositionEmbeddings int     `json:"original_max_position_embeddings,omitempty"`
 	BetaFast                      float64 `json:"beta_fast,omitempty"`
 	BetaSlow                      float64 `json:"beta_slow,omitempty"`
+	// Llama 3 only: wavelengths longer than original/LowFreqFactor are
+	// interpolated, shorter than original/HighFreqFactor kept.
+	LowFreqFactor  float64 `json:"low_freq_factor,omitempty"`
+	HighFreqFactor float64 `json:"high_freq_factor,omitempty"`
 }
 
 // Config describes the architecture. Field names follow the Hugging Face
@@ -64,6 +69,22 @@ type Config struct {
 	// default 10000) and optional scaling for longer contexts.
 	RopeTheta   float64      `json:"rope_theta,omitempty"`
 	RopeScaling *RopeScaling `json:"rope_scaling,omitempty"`
+	// Llama-family options; their zero values are GPT-2's.
+	//   NKVHead: key/value heads of grouped-query attention (0: NHead;
+	//     1: multi-query). Query head h uses kv head h/(NHead/NKVHead), as
+	//     Hugging Face's repeat_kv does (see KVGroup for the stored order).
+	//   NoBias: the linear layers have no biases (Llama, Mistral) ...
+	//   QKVBias: ... except the q/k/v projections (Qwen2).
+	//   UntiedHead: the LM head is its own lm_head.weight (V, C), not wte.
+	NKVHead    int  `json:"n_kv_head,omitempty"`
+	NoBias     bool `json:"no_bias,omitempty"`
+	QKVBias    bool `json:"qkv_bias,omitempty"`
+	UntiedHead bool `json:"untied_head,omitempty"`
+	// SlidingWindow, when set (Mistral's sliding_window), is how many
+	// previous positions a query may see. strand's attention is full
+	// causal, which equals it only while sequences are no longer than the
+	// window: longer ones are refused (NewSharded, NewKVCache).
+	SlidingWindow int `json:"sliding_window,omitempty"`
 }
 
 // Preset returns a named model configuration. The presets are the models
@@ -79,15 +100,34 @@ func Preset(name string) (Config, error) {
 		base.NLayer, base.NEmbd, base.NHead, base.NPositions, base.VocabSize = 6, 384, 6, 256, 4096
 	case "gpt2":
 		base.NLayer, base.NEmbd, base.NHead, base.NPositions, base.VocabSize = 12, 768, 12, 1024, 50257
+	case "llama-tiny":
+		base = llama(base)
+		base.NLayer, base.NEmbd, base.NHead, base.NKVHead, base.NPositions, base.VocabSize = 2, 128, 4, 2, 64, 256
+	case "llama-small":
+		base = llama(base)
+		base.NLayer, base.NEmbd, base.NHead, base.NKVHead, base.NPositions, base.VocabSize = 4, 256, 8, 2, 128, 512
+	case "llama-gpt2s":
+		// gpt2s's width, depth and vocabulary as a Llama: 2 kv heads of 6
+		base = llama(base)
+		base.NLayer, base.NEmbd, base.NHead, base.NKVHead, base.NPositions, base.VocabSize = 6, 384, 6, 2, 256, 4096
 	default:
 		return Config{}, fmt.Errorf("unknown model preset %q (have %s)", name, strings.Join(PresetNames(), ", "))
 	}
 	return base, nil
 }
 
+// llama turns a preset base into a Llama-family decoder: RMSNorm, SwiGLU,
+// RoPE (theta 10000), no biases, untied head. Sizes are set by the caller.
+func llama(c Config) Config {
+	c.Norm, c.Activation, c.Position = RMSNorm, SwiGLU, PosRoPE
+	c.LayerNormEps = 1e-5
+	c.NoBias, c.UntiedHead = true, true
+	return c
+}
+
 // PresetNames lists the preset names in a stable order.
 func PresetNames() []string {
-	names := []string{"tiny", "small", "gpt2s", "gpt2"}
+	names := []string{"tiny", "small", "gpt2s", "gpt2", "llama-tiny", "llama-small", "llama-gpt2s"}
 	sort.Strings(names)
 	return names
 }
@@ -95,9 +135,9 @@ func PresetNames() []string {
 // PresetBatch is the default per-step batch of each preset (tokens = batch*seq).
 func PresetBatch(name string) int {
 	switch name {
-	case "tiny", "small":
+	case "tiny", "small", "llama-tiny", "llama-small":
 		return 8
-	case "gpt2s":
+	case "gpt2s", "llama-gpt2s":
 		return 4
 	}
 	return 1
@@ -118,6 +158,38 @@ func (c Config) Hidden() int {
 
 // HeadDim is the width of one attention head.
 func (c Config) HeadDim() int { return c.NEmbd / c.NHead }
+
+// KVHeads is the number of key/value heads (NHead unless grouped-query).
+func (c Config) KVHeads() int {
+	if c.NKVHead == 0 {
+		return c.NHead
+	}
+	return c.NKVHead
+}
+
+// KVGroup is the number of query heads sharing one kv head.
+//
+// Stored order: strand keeps the query heads of the fused c_attn in
+// "group-major" order, internal head i = g*KVHeads + k holding Hugging
+// Face's head k*KVGroup + g (the g-th query head of kv head k). Then q is
+// KVGroup equal chunks of KVHeads heads each, like k and v, so a
+// tensor-parallel rank's share of every chunk (tensor.Split(1, KVGroup+2))
+// is the query heads of exactly the kv heads it holds, and local query
+// head h uses local kv head h % (kv heads held). With KVGroup 1 the order
+// is Hugging Face's and GPT-2's.
+func (c Config) KVGroup() int { return c.NHead / c.KVHeads() }
+
+// KVDim is the width of the keys (and of the values): KVHeads*HeadDim.
+func (c Config) KVDim() int { return c.KVHeads() * c.HeadDim() }
+
+// HasBias reports whether the linear layer named by kind ("qkv", "proj",
+// "fc", "fcproj") has a bias.
+func (c Config) HasBias(kind string) bool {
+	if !c.NoBias {
+		return true
+	}
+	return kind == "qkv" && c.QKVBias
+}
 
 // Validate reports the first problem with the configuration, if any.
 func (c Config) Validate() error {
@@ -140,6 +212,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model config: n_inner %d must not be negative", c.MLPHidden)
 	case c.InitStd < 0:
 		return fmt.Errorf("model config: initializer_range %g must not be negative", c.InitStd)
+	case c.NKVHead < 0 || c.NKVHead > 0 && c.NHead%c.NKVHead != 0:
+		return fmt.Errorf("model config: n_kv_head %d must divide n_head %d", c.NKVHead, c.NHead)
+	case c.SlidingWindow < 0:
+		return fmt.Errorf("model config: sliding_window %d must not be negative", c.SlidingWindow)
+	case c.QKVBias && !c.NoBias:
+		return fmt.Errorf("model config: qkv_bias only makes sense with no_bias (the q/k/v biases are the only ones kept)")
 	}
 	switch c.Activation {
 	case GELUTanh, GELUErf, SwiGLU:
@@ -169,8 +247,13 @@ func (c Config) Validate() error {
 		}
 		switch s.Type {
 		case ScaleLinear, ScaleNTK, ScaleYaRN:
+		case ScaleLlama3:
+			if !(s.LowFreqFactor > 0 && s.HighFreqFactor > s.LowFreqFactor) || s.OriginalMaxPositionEmbeddings <= 0 {
+				return fmt.Errorf("model config: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings, have %g, %g, %d",
+					s.LowFreqFactor, s.HighFreqFactor, s.OriginalMaxPositionEmbeddings)
+			}
 		default:
-			return fmt.Errorf("model config: rope_scaling type %q is not one of %s, %s, %s", s.Type, ScaleLinear, ScaleNTK, ScaleYaRN)
+			return fmt.Errorf("model config: rope_scaling type %q is not one of %s, %s, %s, %s", s.Type, ScaleLinear, ScaleNTK, ScaleYaRN, ScaleLlama3)
 		}
 		if !(s.Factor >= 1) {
 			return fmt.Errorf("model config: rope_scaling factor %g must be at least 1", s.Factor)

@@ -14,6 +14,21 @@
 // checkpoint is a direct copy of the buffers. Every matrix product goes
 // through gemm.Engine.
 //
+// Llama-family models (Llama 2/3, Mistral, Qwen2, SmolLM) are the same
+// blocks with other config values, not a second model: RMSNorm, SwiGLU
+// with any n_inner, RoPE (rope_theta, rope_scaling linear / ntk / yarn /
+// llama3), grouped-query attention (n_kv_head: c_attn is (C, C+2*Ckv)
+// and the KV cache keeps only the kv heads), no biases or only the q/k/v
+// ones (no_bias, qkv_bias), and an untied lm_head (untied_head; with
+// pipeline stages nothing then ties the first and last stage). Query heads
+// are stored group-major (Config.KVGroup) so tensor parallelism splits
+// kv heads over the ranks (TP must divide n_kv_head; replicating kv heads
+// is not implemented). Package hf maps Hugging Face's Llama tensors and
+// config.json onto these; the presets llama-tiny, llama-small and
+// llama-gpt2s train one from scratch. LoRA targets may be named as
+// Hugging Face's projections: q_proj, k_proj, v_proj and gate_proj,
+// up_proj adapt column ranges of the fused c_attn and c_fc.
+//
 // Positions (Config.Position, see position.go): "learned" adds wpe rows to
 // the embedding and cannot run past n_positions; "rope" rotates q and k
 // inside attention (pairs i, i+HS/2 as in GPT-NeoX / HF LLaMA; rope_theta

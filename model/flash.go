@@ -25,15 +25,23 @@ const flashBlock = 128
 // per row, lse = m + log(l), from which the backward recomputes each
 // probability block as exp(score - lse).
 //
-//	qkv  (B, T, 3C): per row [q | k | v], each C = NH*HS wide, head h at h*HS
+//	qkv  (B, T, C+2*Ckv): per row [q | k | v]; q is C = NH*HS wide, head h
+//	     at h*HS; k and v are Ckv = NKV*HS wide, NKV = NH/Group
 //	out  (B, T, C): heads concatenated
 //	lse  (B, NH, T): log-sum-exp of each query row's scores
 //
+// With grouped-query attention (Group > 1) query head h reads kv head
+// h % NKV (strand's stored head order, see Config.KVGroup).
+//
 // Each (b, h) pair is independent and writes only its own columns: pairs
 // are spread over a persistent worker pool with a fixed assignment, so
-// results never depend on scheduling and a call allocates nothing.
+// results never depend on scheduling and a call allocates nothing. The
+// backward runs per (b, kv head), its query heads in order, since they all
+// add to that kv head's gradients.
 type FlashAttention struct {
 	Threads int
+	// Group is the number of query heads per kv head (0 or 1: multi-head).
+	Group int
 	// Slopes, when set, are ALiBi's per-head slopes (NH of this rank's
 	// heads): score[t,j] gets -Slopes[h]*(t-j) before the softmax.
 	Slopes []float32
@@ -86,11 +94,22 @@ func (a *FlashAttention) Forward(out, lse, qkv []float32, B, T, C, NH int) {
 func (a *FlashAttention) Backward(dqkv, dout, qkv, out, lse []float32, B, T, C, NH int) {
 	a.bwd.shape = attShape{B: B, T: T, C: C, NH: NH}
 	a.bwd.dqkv, a.bwd.dout, a.bwd.qkv, a.bwd.out, a.bwd.lse = dqkv, dout, qkv, out, lse
-	a.pool.p.run(&a.bwd, B*NH, a.Threads)
+	a.pool.p.run(&a.bwd, B*(NH/a.group()), a.Threads)
 	a.bwd.dqkv, a.bwd.dout, a.bwd.qkv, a.bwd.out, a.bwd.lse = nil, nil, nil, nil, nil
 }
 
 type attShape struct{ B, T, C, NH int }
+
+// group is the query heads per kv head.
+func (a *FlashAttention) group() int { return max(a.Group, 1) }
+
+// kvLayout gives, for q width C and NH heads, the head width, the number
+// of kv heads, the row width of qkv and the offsets of k and v in a row.
+func kvLayout(C, NH, group int) (HS, NKV, W, kOff, vOff int) {
+	HS = C / NH
+	NKV = NH / group
+	return HS, NKV, C + 2*NKV*HS, C, C + NKV*HS
+}
 
 // keys is the visible key range [lo, t] of query t in row b.
 func (a *FlashAttention) keys(b, t, T int) (lo, hi int) {
@@ -123,10 +142,11 @@ func (f *flashForward) run(w, bh int) {
 	a, sh := f.a, f.shape
 	T, C, NH := sh.T, sh.C, sh.NH
 	b, h := bh/NH, bh%NH
-	HS, C3 := C/NH, 3*C
+	HS, NKV, C3, kOff, vOff := kvLayout(C, NH, a.group())
+	kv := h % NKV
 	scale := float32(1 / math.Sqrt(float64(HS)))
 	base := b * T * C3
-	q, k, v := f.qkv[base+h*HS:], f.qkv[base+C+h*HS:], f.qkv[base+2*C+h*HS:]
+	q, k, v := f.qkv[base+h*HS:], f.qkv[base+kOff+kv*HS:], f.qkv[base+vOff+kv*HS:]
 	o := f.out[b*T*C+h*HS:]
 	lse := f.lse[bh*T : (bh+1)*T]
 	sc := &a.scratch[w]
@@ -189,18 +209,38 @@ type flashBackward struct {
 	dqkv, dout, qkv, out, lse []float32
 }
 
-// run recomputes each probability block p = exp(score - lse) and applies
-// the softmax backward ds = p * (dp - D), D[t] = dout[t] . out[t], which
-// equals sum_j p[t,j]*dp[t,j] without needing a whole row of p.
-func (f *flashBackward) run(w, bh int) {
+// run computes the gradients of kv head (b, kv): it clears dk and dv,
+// then adds the part of each of its query heads in order (one head with
+// multi-head attention).
+func (f *flashBackward) run(w, bkv int) {
+	sh := f.shape
+	NKV := sh.NH / f.a.group()
+	b, kv := bkv/NKV, bkv%NKV
+	HS, _, C3, kOff, vOff := kvLayout(sh.C, sh.NH, f.a.group())
+	base := b * sh.T * C3
+	dk, dv := f.dqkv[base+kOff+kv*HS:], f.dqkv[base+vOff+kv*HS:]
+	for t := range sh.T {
+		clear(dk[t*C3 : t*C3+HS])
+		clear(dv[t*C3 : t*C3+HS])
+	}
+	for h := kv; h < sh.NH; h += NKV {
+		f.head(w, b, h, kv)
+	}
+}
+
+// head recomputes each probability block p = exp(score - lse) of query
+// head h and applies the softmax backward ds = p * (dp - D), D[t] =
+// dout[t] . out[t], which equals sum_j p[t,j]*dp[t,j] without needing a
+// whole row of p; dq is written, dk and dv of kv head kv added to.
+func (f *flashBackward) head(w, b, h, kv int) {
 	a, sh := f.a, f.shape
 	T, C, NH := sh.T, sh.C, sh.NH
-	b, h := bh/NH, bh%NH
-	HS, C3 := C/NH, 3*C
+	bh := b*NH + h
+	HS, _, C3, kOff, vOff := kvLayout(C, NH, a.group())
 	scale := float32(1 / math.Sqrt(float64(HS)))
 	base := b * T * C3
-	q, k, v := f.qkv[base+h*HS:], f.qkv[base+C+h*HS:], f.qkv[base+2*C+h*HS:]
-	dq, dk, dv := f.dqkv[base+h*HS:], f.dqkv[base+C+h*HS:], f.dqkv[base+2*C+h*HS:]
+	q, k, v := f.qkv[base+h*HS:], f.qkv[base+kOff+kv*HS:], f.qkv[base+vOff+kv*HS:]
+	dq, dk, dv := f.dqkv[base+h*HS:], f.dqkv[base+kOff+kv*HS:], f.dqkv[base+vOff+kv*HS:]
 	do, o := f.dout[b*T*C+h*HS:], f.out[b*T*C+h*HS:]
 	lse := f.lse[bh*T : (bh+1)*T]
 	sc := &a.scratch[w]
@@ -217,8 +257,6 @@ func (f *flashBackward) run(w, bh int) {
 		}
 		D[t] = float32(dot)
 		clear(dq[t*C3 : t*C3+HS])
-		clear(dk[t*C3 : t*C3+HS])
-		clear(dv[t*C3 : t*C3+HS])
 	}
 	for i0 := 0; i0 < T; i0 += flashBlock {
 		br := min(flashBlock, T-i0)

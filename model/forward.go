@@ -81,10 +81,10 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		}
 		return 0, 0, nil
 	}
-	// logits (N, Vl) = lnf (N, C) @ wte_local^T : the head is tied to the
-	// embedding, and each TP rank holds a slice of the vocabulary.
+	// logits (N, Vl) = lnf (N, C) @ head_local^T : the head is the tied
+	// embedding (or lm_head), and each TP rank holds a slice of the vocabulary.
 	logits := a.logits[:N*d.Vl]
-	m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.wte, C, 0, logits, d.Vl)
+	m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.head, C, 0, logits, d.Vl)
 	if targets == nil {
 		return 0, 0, nil
 	}
@@ -126,19 +126,19 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	N, C := B*T, d.C
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
-	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, 3*d.Cl)
-	if err := m.loraForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
+	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, d.QKVl)
+	if err := m.loraLayerForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
 		return err
 	}
 	if m.rope != nil {
 		// qkv keeps the rotated q and k: attention's backward needs them
-		m.rope.Forward(ba.qkv, B, T, d.Cl, d.NHl, 0)
+		m.rope.ForwardGQA(ba.qkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
 	}
 	m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, d.Cl, d.NHl)
 	// row-parallel projection: partial sums, reduced, then bias and residual
 	res2 := ba.res2[:N*C]
 	m.linearForward(res2, ba.atty, bw.projW, nil, N, d.Cl, C)
-	if err := m.loraForward(ctx, ba, bw, loraProj, res2, ba.atty, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraProj, res2, ba.atty, N); err != nil {
 		return err
 	}
 	if err := m.tp.AllReduceSum(ctx, res2); err != nil {
@@ -148,13 +148,13 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
 	// tanh GELU takes the fc bias in its own pass over fch (same bits as
 	// adding it first), unless a LoRA adapter must be added after the bias
-	fuse := m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil)
+	fuse := m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil && bw.lora.a[loraGate] == nil && bw.lora.a[loraUp] == nil)
 	fcB := bw.fcB
 	if fuse {
 		fcB = nil
 	}
 	m.linearForward(ba.fch, ba.ln2, bw.fcW, fcB, N, C, d.FCl)
-	if err := m.loraForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
 		return err
 	}
 	if fuse {
@@ -164,7 +164,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	}
 	res3 := ba.res3[:N*C]
 	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
-	if err := m.loraForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
+	if err := m.loraLayerForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
 		return err
 	}
 	if err := m.tp.AllReduceSum(ctx, res3); err != nil {

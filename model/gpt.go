@@ -53,13 +53,16 @@ type GPT struct {
 
 // localDims are the widths of this rank's shards.
 type localDims struct {
-	C   int // model width (replicated)
-	Cl  int // attention width held here: NH/TP heads
-	NHl int
-	Hl  int // MLP hidden width held here
-	FCl int // c_fc output columns held here (Hl, or 2*Hl for SwiGLU)
-	Vl  int // vocabulary rows of wte held here
-	V0  int // first vocabulary id held here
+	C    int // model width (replicated)
+	Cl   int // attention (query) width held here: NH/TP heads
+	NHl  int
+	NKVl int // kv heads held here: NKV/TP
+	KVl  int // key (and value) width held here: NKVl*HS
+	QKVl int // fused q|k|v width held here: Cl + 2*KVl
+	Hl   int // MLP hidden width held here
+	FCl  int // c_fc output columns held here (Hl, or 2*Hl for SwiGLU)
+	Vl   int // vocabulary rows of wte held here
+	V0   int // first vocabulary id held here
 }
 
 // blockWeights are one transformer block's parameter views.
@@ -77,6 +80,7 @@ type blockWeights struct {
 type weights struct {
 	wte, wpe, lnfw, lnfb     []float32
 	dwte, dwpe, dlnfw, dlnfb []float32
+	head, dhead              []float32      // the LM head (Vl, C): wte (tied) or lm_head.weight
 	blocks                   []blockWeights // indexed by block - FirstBlock
 	headReady                int            // Grad prefix final after the head and ln_f
 }
@@ -102,6 +106,9 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	if maxB <= 0 || maxT <= 0 {
 		return nil, fmt.Errorf("model: batch %d and sequence length %d must be positive", maxB, maxT)
 	}
+	if w := cfg.SlidingWindow; w > 0 && maxT > w {
+		return nil, fmt.Errorf("model: sequence length %d exceeds the sliding window of %d positions (sliding-window attention is not implemented: full causal attention equals it only up to the window)", maxT, w)
+	}
 	if cfg.Position == PosLearned && maxT > cfg.NPositions {
 		return nil, fmt.Errorf("model: sequence length %d exceeds the %d positions of a learned-position model", maxT, cfg.NPositions)
 	}
@@ -113,12 +120,15 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	ps.partial = !(l.First && l.Last)
 	m := &GPT{Config: cfg, Layout: l, Params: ps, MaxB: maxB, MaxT: maxT, gemm: e, tp: tp}
 	n := tp.Size()
-	m.local = localDims{C: cfg.NEmbd, Cl: cfg.NEmbd / n, NHl: cfg.NHead / n, Hl: cfg.Hidden() / n, Vl: cfg.VocabSize / n, V0: tp.Rank() * (cfg.VocabSize / n)}
+	m.local = localDims{C: cfg.NEmbd, Cl: cfg.NEmbd / n, NHl: cfg.NHead / n, NKVl: cfg.KVHeads() / n, Hl: cfg.Hidden() / n, Vl: cfg.VocabSize / n, V0: tp.Rank() * (cfg.VocabSize / n)}
+	m.local.KVl = m.local.NKVl * cfg.HeadDim()
+	m.local.QKVl = m.local.Cl + 2*m.local.KVl
 	m.local.FCl = m.local.Hl
 	if cfg.Activation == SwiGLU {
 		m.local.FCl = 2 * m.local.Hl
 	}
 	m.attn = NewFlashAttention(e.Threads(), maxT)
+	m.attn.Group = cfg.KVGroup()
 	m.attn.SetEngine(e)
 	ps.clearer = m
 	switch cfg.Position {
@@ -127,14 +137,14 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 			return nil, err
 		}
 	case PosALiBi:
-		m.attn.Slopes = alibiSlopes(cfg.NHead, tp.Rank(), m.local.NHl)
+		m.attn.Slopes = alibiSlopes(cfg.NHead, cfg.KVHeads(), tp.Rank(), m.local.NHl)
 	}
 	m.ce = tensor.NewVocabCrossEntropy(tp, m.local.V0, maxB*maxT)
 	m.ce.Split = m
 	m.bindWeights()
 	N, d := maxB*maxT, m.local
 	f := func(n int) []float32 { return make([]float32, n) }
-	m.dres, m.dln, m.datty, m.dqkv = f(N*d.C), f(N*d.C), f(N*d.Cl), f(N*3*d.Cl)
+	m.dres, m.dln, m.datty, m.dqkv = f(N*d.C), f(N*d.C), f(N*d.Cl), f(N*d.QKVl)
 	m.dfch, m.dfchAct = f(N*d.FCl), f(N*d.Hl)
 	if e.Threads() > 1 && cfg.Norm != RMSNorm {
 		m.lnStats = f(2 * N)
@@ -167,14 +177,15 @@ func (m *GPT) bindWeights() {
 	}
 	w := &m.w
 	w.wte, w.dwte = get("wte.weight")
-	m.TiedOffset = len(ps.Grad)
-	if p, ok := ps.Lookup("wte.weight"); ok {
-		m.TiedOffset = p.Offset
-	}
+	m.TiedOffset = m.tiedOffset()
 	w.wpe, w.dwpe = get("wpe.weight")
 	w.lnfw, w.dlnfw = get("ln_f.weight")
 	w.lnfb, w.dlnfb = get("ln_f.bias")
-	w.headReady = max(end("ln_f.weight"), end("ln_f.bias"))
+	w.head, w.dhead = w.wte, w.dwte
+	if m.Config.UntiedHead {
+		w.head, w.dhead = get("lm_head.weight")
+	}
+	w.headReady = max(end("ln_f.weight"), end("ln_f.bias"), end("lm_head.weight"))
 	l := m.Layout
 	w.blocks = make([]blockWeights, l.EndBlock-l.FirstBlock)
 	for i := range w.blocks {
@@ -194,6 +205,16 @@ func (m *GPT) bindWeights() {
 		b.fcProjB, b.dfcProjB = get(p + "mlp.c_proj.bias")
 		b.readyAfter = max(end(p+"ln_1.weight"), end(p+"ln_1.bias"))
 	}
+}
+
+// tiedOffset is where the tied embedding's gradient starts in Params.Grad
+// (its tail), or len(Params.Grad) when this rank holds no tied embedding
+// (an untied head, LoRA adapters, a middle stage).
+func (m *GPT) tiedOffset() int {
+	if p, ok := m.Params.Lookup("wte.weight"); ok && !m.Config.UntiedHead {
+		return p.Offset
+	}
+	return len(m.Params.Grad)
 }
 
 // CheckInput validates a batch before it touches any buffer.

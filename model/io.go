@@ -28,7 +28,8 @@ func (ps *Params) TensorsOf(prefix string, flat []float32) []safetensors.Tensor 
 }
 
 // ignoredTensor reports tensors that Hugging Face GPT-2 files carry but that
-// are not parameters: attention-mask buffers and the tied LM head.
+// are not parameters: attention-mask buffers and the tied LM head (a model
+// with an untied head has lm_head.weight as a parameter).
 func ignoredTensor(name string) bool {
 	return strings.HasSuffix(name, ".attn.bias") && !strings.Contains(name, "c_attn") ||
 		strings.HasSuffix(name, ".attn.masked_bias") || name == "lm_head.weight"
@@ -54,7 +55,7 @@ func (ps *Params) LoadInto(f *safetensors.File, prefix string, dst []float32) er
 			continue
 		}
 		bare := strings.TrimPrefix(strings.TrimPrefix(n, prefix), "transformer.")
-		if ignoredTensor(bare) {
+		if _, ok := ps.byName[bare]; !ok && ignoredTensor(bare) {
 			continue
 		}
 		if _, ok := ps.byName[bare]; !ok {

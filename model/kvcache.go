@@ -13,7 +13,8 @@ import (
 //
 // Shapes, with L = Len() positions cached and Tn new tokens:
 //
-//	k[layer], v[layer]  (Cap, C)  rows 0..L-1 filled; RoPE already applied to k
+//	k[layer], v[layer]  (Cap, Ckv) rows 0..L-1 filled; RoPE already applied to k
+//	                    (Ckv = KVHeads*HeadDim: only the kv heads are kept)
 //	scratch rows        (Cap, ...) enough for a prompt of Cap tokens at once
 //
 // It needs the whole model in this process (TP = PP = 1). A KVCache belongs
@@ -28,7 +29,7 @@ type KVCache struct {
 	ln    []float32 // (Cap, C)
 	mean  []float32 // (Cap)
 	rstd  []float32 // (Cap)
-	qkv   []float32 // (Cap, 3C)
+	qkv   []float32 // (Cap, C+2Ckv)
 	atty  []float32 // (Cap, C)
 	res   []float32 // (Cap, C)
 	fch   []float32 // (Cap, FC)
@@ -51,6 +52,9 @@ func (m *GPT) NewKVCache(capacity int) (*KVCache, error) {
 		return nil, fmt.Errorf("kv cache: capacity %d must be positive", capacity)
 	}
 	cfg := m.Config
+	if w := cfg.SlidingWindow; w > 0 && capacity > w {
+		return nil, fmt.Errorf("kv cache: %d positions exceed the sliding window of %d (sliding-window attention is not implemented: full causal attention equals it only up to the window)", capacity, w)
+	}
 	if cfg.Position == PosLearned && capacity > cfg.NPositions {
 		return nil, fmt.Errorf("kv cache: %d positions exceed the %d trained positions of a learned-position model", capacity, cfg.NPositions)
 	}
@@ -59,11 +63,11 @@ func (m *GPT) NewKVCache(capacity int) (*KVCache, error) {
 	f := func(n int) []float32 { return make([]float32, n) }
 	c := &KVCache{m: m, cap: capacity,
 		x: f(capacity * C), ln: f(capacity * C), mean: f(capacity), rstd: f(capacity),
-		qkv: f(capacity * 3 * C), atty: f(capacity * C), res: f(capacity * C),
+		qkv: f(capacity * d.QKVl), atty: f(capacity * C), res: f(capacity * C),
 		fch: f(capacity * d.FCl), act: f(capacity * d.Hl), lnf: f(C), logit: f(d.Vl)}
 	for range cfg.NLayer {
-		c.k = append(c.k, f(capacity*C))
-		c.v = append(c.v, f(capacity*C))
+		c.k = append(c.k, f(capacity*d.KVl))
+		c.v = append(c.v, f(capacity*d.KVl))
 	}
 	for range m.attn.Threads {
 		c.score = append(c.score, nil) // grown on demand: (Tn, L) per head
@@ -124,7 +128,7 @@ func (c *KVCache) Forward(ctx context.Context, tokens []int32) ([]float32, error
 	// Only the last row's logits are needed to pick the next token.
 	last := x[(Tn-1)*C : Tn*C]
 	m.norm(c.lnf, c.mean[:1], c.rstd[:1], last, w.lnfw, w.lnfb, 1)
-	rowDots(c.logit, c.lnf, w.wte)
+	rowDots(c.logit, c.lnf, w.head)
 	c.n += Tn
 	return c.logit, nil
 }
@@ -135,16 +139,17 @@ func (c *KVCache) block(l int, x []float32, Tn, p0 int) {
 	m, d := c.m, c.m.local
 	bw := &m.w.blocks[l]
 	C, N := d.C, Tn
-	ln, qkv := c.ln[:N*C], c.qkv[:N*3*C]
+	W, KV := d.QKVl, d.KVl
+	ln, qkv := c.ln[:N*C], c.qkv[:N*W]
 	m.norm(ln, c.mean[:N], c.rstd[:N], x, bw.ln1w, bw.ln1b, N)
-	c.linear(qkv, ln, bw.attnW, bw.attnB, N, C, 3*C)
+	c.linear(qkv, ln, bw.attnW, bw.attnB, N, C, W)
 	if c.rope != nil {
-		c.rope.Forward(qkv, 1, N, C, d.NHl, p0)
+		c.rope.ForwardGQA(qkv, 1, N, C, d.NHl, d.NKVl, p0)
 	}
 	kc, vc := c.k[l], c.v[l]
 	for i := 0; i < N; i++ {
-		copy(kc[(p0+i)*C:(p0+i+1)*C], qkv[i*3*C+C:i*3*C+2*C])
-		copy(vc[(p0+i)*C:(p0+i+1)*C], qkv[i*3*C+2*C:i*3*C+3*C])
+		copy(kc[(p0+i)*KV:(p0+i+1)*KV], qkv[i*W+C:i*W+C+KV])
+		copy(vc[(p0+i)*KV:(p0+i+1)*KV], qkv[i*W+C+KV:i*W+C+2*KV])
 	}
 	c.attend(qkv, kc, vc, N, p0)
 	res := c.res[:N*C]
@@ -188,11 +193,12 @@ func (k *kvAttendTask) run(w, h int) {
 	a, d := c.m.attn, c.m.local
 	C, NH := d.C, d.NHl
 	HS := C / NH
+	KV, kv := d.KVl, h%d.NKVl // query head h reads kv head h % NKV (Config.KVGroup)
 	L := p0 + N
 	scale := float32(1 / math.Sqrt(float64(HS)))
 	s := c.score[w][:N*L]
 	// scores (N, L) = scale * q (N, HS) @ K^T
-	a.gemm.Sgemm(false, true, N, L, HS, scale, k.qkv[h*HS:], 3*C, k.kc[h*HS:], C, 0, s, L)
+	a.gemm.Sgemm(false, true, N, L, HS, scale, k.qkv[h*HS:], d.QKVl, k.kc[kv*HS:], KV, 0, s, L)
 	for i := 0; i < N; i++ {
 		t := p0 + i
 		row := s[i*L : (i+1)*L]
@@ -216,7 +222,7 @@ func (k *kvAttendTask) run(w, h int) {
 		clear(row[t+1:])
 	}
 	// out (N, HS) = att (N, L) @ V (L, HS)
-	a.gemm.Sgemm(false, false, N, HS, L, 1, s, L, k.vc[h*HS:], C, 0, c.atty[h*HS:], C)
+	a.gemm.Sgemm(false, false, N, HS, L, 1, s, L, k.vc[kv*HS:], KV, 0, c.atty[h*HS:], C)
 }
 
 // linear is LinearForward, except that a single row (one new token) skips

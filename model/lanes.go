@@ -68,17 +68,21 @@ func (m *GPT) laneCount(B, T int) int {
 	if n > 1 && B%n != 0 && B < 4*n {
 		return 0
 	}
-	rows, C := B/n*T, m.local.C
+	d := m.local
+	rows := B / n * T
 	if rows < minLaneRows {
 		return 0
 	}
 	// every product a lane computes must stay on gemm's packed path, as
 	// the whole batch's does, or the lane would sum in another order:
-	// the smallest are the projection (rows x C x C) and LoRA's rank-r
-	// products (rows x r x C)
-	smallest := rows * C * C
+	// the smallest are bounded by the narrowest width W of a linear
+	// layer's input or output (C for GPT-2; a SwiGLU MLP may be narrower)
+	// as rows x W x W, and LoRA's rank-r products as rows x r x W, where
+	// an adapter on k_proj or v_proj outputs only the kv width
+	W := min(d.C, d.Cl, d.QKVl, d.Hl, d.FCl)
+	smallest := rows * W * W
 	if r := m.loraRank(); r > 0 {
-		smallest = min(smallest, rows*r*C)
+		smallest = min(smallest, rows*r*min(W, d.KVl))
 	}
 	if smallest < gemm.MinPackedWork {
 		return 0
@@ -115,7 +119,7 @@ func (m *GPT) laneModel(i, b0, b1, T int) {
 	h.lnStats = nil
 	h.b16.slot, h.f16.slot = ln.b16Slot[i], ln.f16Slot[i]
 	a := ln.attn[i]
-	a.Slopes, a.SegStart = m.attn.Slopes, nil
+	a.Slopes, a.SegStart, a.Group = m.attn.Slopes, nil, m.attn.Group
 	if s := m.attn.SegStart; s != nil {
 		a.SegStart = s[b0*T : b1*T]
 	}
@@ -178,7 +182,7 @@ func (ba *blockActs) rows(b0, b1, T int, d localDims, rank int) blockActs {
 	r := func(s []float32, width int) []float32 { return s[b0*T*width : b1*T*width] }
 	v := blockActs{
 		ln1: r(ba.ln1, d.C), ln1Mean: r(ba.ln1Mean, 1), ln1Rstd: r(ba.ln1Rstd, 1),
-		qkv: r(ba.qkv, 3*d.Cl), att: r(ba.att, d.NHl), atty: r(ba.atty, d.Cl), res2: r(ba.res2, d.C),
+		qkv: r(ba.qkv, d.QKVl), att: r(ba.att, d.NHl), atty: r(ba.atty, d.Cl), res2: r(ba.res2, d.C),
 		ln2: r(ba.ln2, d.C), ln2Mean: r(ba.ln2Mean, 1), ln2Rstd: r(ba.ln2Rstd, 1),
 		fch: r(ba.fch, d.FCl), fchAct: r(ba.fchAct, d.Hl), res3: r(ba.res3, d.C),
 	}

@@ -24,8 +24,16 @@ func TestLaneForwardBitIdentical(t *testing.T) {
 		precision string
 	}{{"learned", PosLearned, false, ""}, {"rope", PosRoPE, false, ""}, {"alibi", PosALiBi, false, ""}, {"segments", PosLearned, true, ""},
 		{"rope segments", PosRoPE, true, ""}, {"bf16", PosLearned, false, "bf16"}, {"fp16 alibi", PosALiBi, false, "fp16"},
-		{"lora", PosLearned, false, "lora"}, {"lora bf16", PosRoPE, false, "lora bf16"}} {
+		{"lora", PosLearned, false, "lora"}, {"lora bf16", PosRoPE, false, "lora bf16"},
+		{"llama gqa", PosRoPE, false, "llama"}, {"llama gqa lora", PosRoPE, false, "llama lora"}, {"lora segments", PosRoPE, true, "lora"}} {
 		cfg := parallelTestConfig(GELUTanh, LayerNorm)
+		if strings.HasPrefix(c.precision, "llama") {
+			cfg = llamaTestConfig(2, true, true)
+			// wide enough that LoRA's narrowest product (k_proj's, rows x 2 x
+			// the kv width 16) stays packed, so LoRA lanes run
+			cfg.NEmbd, cfg.MLPHidden = 32, 64
+			c.precision = strings.TrimPrefix(strings.TrimPrefix(c.precision, "llama"), " ")
+		}
 		cfg.Position, cfg.NPositions = c.pos, 64
 		for _, B := range []int{4, 6} {
 			T := cfg.NPositions
@@ -37,6 +45,9 @@ func TestLaneForwardBitIdentical(t *testing.T) {
 				m.Init(7)
 				if strings.HasPrefix(c.precision, "lora") {
 					lc := LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}}
+					if cfg.NoBias { // the Llama cases: Hugging Face range adapters
+						lc = hfLoRA
+					}
 					if err := m.EnableLoRA(lc, 3); err != nil {
 						t.Fatal(err)
 					}
@@ -75,8 +86,9 @@ func TestLaneForwardBitIdentical(t *testing.T) {
 				loss, g, lanes := run(threads)
 				want := min(threads, B)
 				rows := B / want * T
-				// LoRA's rank-2 products (rows x 2 x 16) must stay packed
-				packed := !strings.HasPrefix(c.precision, "lora") || rows*2*cfg.NEmbd >= gemm.MinPackedWork
+				// LoRA's rank-2 products (rows x 2 x the narrowest width)
+				// must stay packed
+				packed := !strings.HasPrefix(c.precision, "lora") || rows*2*min(cfg.NEmbd, cfg.Hidden(), cfg.KVDim()) >= gemm.MinPackedWork
 				if B%want == 0 && rows >= minLaneRows && packed && lanes != want {
 					t.Errorf("%s B=%d, %d threads: %d lanes ran, want %d", c.name, B, threads, lanes, want)
 				}

@@ -78,6 +78,8 @@ func CheckTP(cfg Config, tp int) error {
 		return fmt.Errorf("tensor-parallel degree %d must be positive", tp)
 	case cfg.NHead%tp != 0:
 		return fmt.Errorf("tensor parallelism %d does not divide the %d attention heads", tp, cfg.NHead)
+	case cfg.KVHeads()%tp != 0:
+		return fmt.Errorf("tensor parallelism %d does not divide the %d kv heads (replicating kv heads over TP ranks is not supported)", tp, cfg.KVHeads())
 	case cfg.Hidden()%tp != 0:
 		return fmt.Errorf("tensor parallelism %d does not divide the MLP width %d", tp, cfg.Hidden())
 	case cfg.VocabSize%tp != 0:

@@ -17,12 +17,18 @@ var allLoRA = LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"attn.c_attn", "at
 // adapters change the output), laid out as l.
 func loraModel(t *testing.T, cfg Config, l Layout, B, T int) *GPT {
 	t.Helper()
+	return loraModelWith(t, cfg, l, B, T, allLoRA)
+}
+
+// loraModelWith is loraModel with the adapters of lc.
+func loraModelWith(t *testing.T, cfg Config, l Layout, B, T int, lc LoRAConfig) *GPT {
+	t.Helper()
 	m, err := NewSharded(cfg, l, B, T, gemm.New(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Init(7)
-	if err := m.EnableLoRA(allLoRA, 3); err != nil {
+	if err := m.EnableLoRA(lc, 3); err != nil {
 		t.Fatal(err)
 	}
 	// non-zero B, drawn by name so every layout gets the same logical values

@@ -18,7 +18,7 @@ type lowPrecision[E uint16 | float32] struct {
 func (s *lowPrecision[E]) enable(m *GPT, round func(dst []E, src []float32)) {
 	s.on, s.round = true, round
 	d := m.local
-	widest := max(d.C, 3*d.Cl, d.FCl, d.Hl, d.Vl)
+	widest := max(d.C, d.QKVl, d.FCl, d.Hl, d.Vl)
 	for i := range s.slot {
 		s.slot[i] = make([]E, m.MaxB*m.MaxT*widest)
 	}

@@ -296,31 +296,41 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 		return out
 	}
 	// column-parallel: output features split (weight axis 1, bias axis 0)
-	column := func(prefix string, in, out, parts int, s float64) []paramSpec {
-		return []paramSpec{
-			{name: prefix + ".weight", shape: []int{in, out}, shard: tensor.Split(1, parts), decay: true, init: initNormal, std: s},
-			{name: prefix + ".bias", shape: []int{out}, shard: tensor.Split(0, parts), init: initZeros},
+	column := func(prefix string, in, out, parts int, s float64, bias bool) []paramSpec {
+		out2 := []paramSpec{{name: prefix + ".weight", shape: []int{in, out}, shard: tensor.Split(1, parts), decay: true, init: initNormal, std: s}}
+		if bias {
+			out2 = append(out2, paramSpec{name: prefix + ".bias", shape: []int{out}, shard: tensor.Split(0, parts), init: initZeros})
 		}
+		return out2
 	}
-	// row-parallel: input features split; the bias is added after the reduction
-	row := func(prefix string, in, out int, s float64) []paramSpec {
-		return []paramSpec{
-			{name: prefix + ".weight", shape: []int{in, out}, shard: tensor.Split(0, 1), decay: true, init: initNormal, std: s},
-			{name: prefix + ".bias", shape: []int{out}, shard: tensor.Replicated, init: initZeros},
+	// row-parallel: input features split (in parts chunks); the bias is
+	// added after the reduction
+	row := func(prefix string, in, out, parts int, s float64, bias bool) []paramSpec {
+		out2 := []paramSpec{{name: prefix + ".weight", shape: []int{in, out}, shard: tensor.Split(0, parts), decay: true, init: initNormal, std: s}}
+		if bias {
+			out2 = append(out2, paramSpec{name: prefix + ".bias", shape: []int{out}, shard: tensor.Replicated, init: initZeros})
 		}
+		return out2
 	}
+	// grouped-query attention: q is G chunks of KV heads (Config.KVGroup),
+	// so c_attn is G+2 equal chunks and c_proj's input G
+	G, KV := cfg.KVGroup(), cfg.KVDim()
 	wte := paramSpec{name: "wte.weight", shape: []int{V, C}, shard: tensor.Split(0, 1), init: initNormal, std: std}
 	var specs []paramSpec
+	if l.Last && cfg.UntiedHead {
+		// the untied head, vocabulary-parallel like wte
+		specs = append(specs, paramSpec{name: "lm_head.weight", shape: []int{V, C}, shard: tensor.Split(0, 1), init: initNormal, std: std})
+	}
 	if l.Last {
 		specs = append(specs, norm("ln_f")...)
 	}
 	for b := l.EndBlock - 1; b >= l.FirstBlock; b-- {
 		p := fmt.Sprintf("h.%d.", b)
-		specs = append(specs, row(p+"mlp.c_proj", H, C, projStd)...)
-		specs = append(specs, column(p+"mlp.c_fc", C, fcOut, fcParts, std)...)
+		specs = append(specs, row(p+"mlp.c_proj", H, C, 1, projStd, cfg.HasBias("fcproj"))...)
+		specs = append(specs, column(p+"mlp.c_fc", C, fcOut, fcParts, std, cfg.HasBias("fc"))...)
 		specs = append(specs, norm(p+"ln_2")...)
-		specs = append(specs, row(p+"attn.c_proj", C, C, projStd)...)
-		specs = append(specs, column(p+"attn.c_attn", C, 3*C, 3, std)...)
+		specs = append(specs, row(p+"attn.c_proj", C, C, G, projStd, cfg.HasBias("proj"))...)
+		specs = append(specs, column(p+"attn.c_attn", C, C+2*KV, G+2, std, cfg.HasBias("qkv"))...)
 		specs = append(specs, norm(p+"ln_1")...)
 	}
 	if l.First {
@@ -328,7 +338,7 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 			specs = append(specs, paramSpec{name: "wpe.weight", shape: []int{cfg.NPositions, C}, shard: tensor.Replicated, init: initNormal, std: std})
 		}
 		specs = append(specs, wte)
-	} else if l.Last {
+	} else if l.Last && !cfg.UntiedHead {
 		// The last stage's copy of the tied embedding also goes at the end,
 		// so on every stage that holds wte its gradient is the buffer's
 		// tail: the trainer sums it across the two stages before the

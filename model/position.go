@@ -36,6 +36,9 @@ type Rotary struct {
 //   - linear: invFreq / factor (positions squeezed into the trained range);
 //   - ntk: base * factor^(HS/(HS-2)), which stretches the low frequencies
 //     about factor times while leaving the highest nearly alone;
+//   - llama3: wavelengths longer than original/low_freq_factor divided by
+//     factor, shorter than original/high_freq_factor kept, a linear blend
+//     in between (Llama 3.1);
 //   - yarn: per pair, a ramp between interpolation (invFreq/factor, for
 //     wavelengths longer than the original context over beta_slow
 //     rotations) and extrapolation (unchanged, for pairs that rotate more
@@ -92,6 +95,21 @@ func RopeFrequencies(cfg Config) (invFreq []float64, mscale float64) {
 		if s.Factor > 1 {
 			mscale = 0.1*math.Log(s.Factor) + 1
 		}
+	case ScaleLlama3:
+		// Hugging Face's _compute_llama3_parameters
+		orig := float64(s.OriginalMaxPositionEmbeddings)
+		lowWave, highWave := orig/s.LowFreqFactor, orig/s.HighFreqFactor
+		for i, f := range invFreq {
+			wave := 2 * math.Pi / f
+			switch {
+			case wave > lowWave:
+				invFreq[i] = f / s.Factor
+			case wave < highWave:
+			default:
+				smooth := (orig/wave - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
+				invFreq[i] = (1-smooth)*f/s.Factor + smooth*f
+			}
+		}
 	}
 	return invFreq, mscale
 }
@@ -124,28 +142,45 @@ func (r *Rotary) Len() int { return r.n }
 // Forward rotates q and k of qkv (B, T, 3C) in place, for NH heads of
 // width HS = C/NH; row t of each sequence is at position pos0+t.
 func (r *Rotary) Forward(qkv []float32, B, T, C, NH, pos0 int) {
-	r.apply(qkv, B, T, C, NH, pos0, 1)
+	r.apply(qkv, B, T, C, NH, NH, pos0, 1)
 }
 
 // Backward turns dqkv (B, T, 3C), the gradient with respect to the rotated
 // q and k, into the gradient with respect to the unrotated ones, in place:
 // the rotation is orthogonal (times mscale), so this applies its transpose.
 func (r *Rotary) Backward(dqkv []float32, B, T, C, NH, pos0 int) {
-	r.apply(dqkv, B, T, C, NH, pos0, -1)
+	r.apply(dqkv, B, T, C, NH, NH, pos0, -1)
 }
 
-// apply rotates by +theta (dir 1) or -theta (dir -1), both scaled by mscale.
-func (r *Rotary) apply(x []float32, B, T, C, NH, pos0 int, dir float32) {
+// ForwardGQA is Forward for grouped-query rows (B, T, C + 2*NKV*HS):
+// NH query heads of width HS = C/NH, then NKV key heads (and the values).
+func (r *Rotary) ForwardGQA(qkv []float32, B, T, C, NH, NKV, pos0 int) {
+	r.apply(qkv, B, T, C, NH, NKV, pos0, 1)
+}
+
+// BackwardGQA is Backward for grouped-query rows (see ForwardGQA).
+func (r *Rotary) BackwardGQA(dqkv []float32, B, T, C, NH, NKV, pos0 int) {
+	r.apply(dqkv, B, T, C, NH, NKV, pos0, -1)
+}
+
+// apply rotates by +theta (dir 1) or -theta (dir -1), both scaled by
+// mscale, the NH query heads at the start of each row and the NKV key
+// heads after them.
+func (r *Rotary) apply(x []float32, B, T, C, NH, NKV, pos0 int, dir float32) {
 	HS := C / NH
 	half := HS / 2
-	C3 := 3 * C
+	W := C + 2*NKV*HS // row width
 	for b := 0; b < B; b++ {
 		for t := 0; t < T; t++ {
 			p := pos0 + t
 			cs, sn := r.cos[p*half:(p+1)*half], r.sin[p*half:(p+1)*half]
-			row := x[(b*T+t)*C3:]
+			row := x[(b*T+t)*W:]
 			for part := 0; part < 2; part++ { // q, then k
-				for h := 0; h < NH; h++ {
+				heads := NH
+				if part == 1 {
+					heads = NKV
+				}
+				for h := 0; h < heads; h++ {
 					v := row[part*C+h*HS : part*C+(h+1)*HS]
 					x1, x2 := v[:half], v[half:]
 					for i := range half {
@@ -188,14 +223,19 @@ func ALiBiSlopes(n int) []float64 {
 	return out
 }
 
-// alibiSlopes are the slopes of this rank's heads: with tensor parallelism
-// rank r holds global heads [r*NHl, (r+1)*NHl), and each keeps the slope of
-// its global index.
-func alibiSlopes(nHead, rank, nhLocal int) []float32 {
+// alibiSlopes are the slopes of this rank's heads, each keeping the slope
+// of its global (stored) index: with tensor parallelism rank r holds, of
+// each of the group chunks of nKV heads (see Config.KVGroup), the heads
+// [r*nkvLocal, (r+1)*nkvLocal); with one group that is global heads
+// [r*NHl, (r+1)*NHl).
+func alibiSlopes(nHead, nKV, rank, nhLocal int) []float32 {
 	all := ALiBiSlopes(nHead)
 	out := make([]float32, nhLocal)
+	group := nHead / nKV
+	nkvl := nhLocal / group
 	for h := range out {
-		out[h] = float32(all[rank*nhLocal+h])
+		g, j := h/nkvl, h%nkvl
+		out[h] = float32(all[g*nKV+rank*nkvl+j])
 	}
 	return out
 }

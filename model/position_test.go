@@ -133,7 +133,7 @@ func TestALiBiSlopes(t *testing.T) {
 		}
 	}
 	// TP rank 1 of 2 with 6 heads holds heads 3..5
-	local := alibiSlopes(6, 1, 3)
+	local := alibiSlopes(6, 6, 1, 3)
 	for h := range local {
 		if local[h] != float32(want[3+h]) {
 			t.Fatalf("rank 1 slopes %v", local)
@@ -145,7 +145,7 @@ func TestALiBiAttentionGradients(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 1))
 	B, T, C, NH := 2, 5, 12, 3
 	a := NewAttention(2, T)
-	a.Slopes = alibiSlopes(NH, 0, NH)
+	a.Slopes = alibiSlopes(NH, NH, 0, NH)
 	qkv, R := randn(r, B*T*3*C, 1), randn(r, B*T*C, 1)
 	out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
 	loss := func() float64 { a.Forward(out, att, qkv, B, T, C, NH); return dotR(out, R) }

@@ -92,7 +92,9 @@ func (t *splitTask) run(_, i int) {
 	case splitBiasResidual:
 		for n := lo; n < hi; n++ {
 			o := t.out[n*W : (n+1)*W]
-			vec.Add(o, t.a) // in this order, as before: same bits
+			if t.a != nil { // nil: a layer without bias
+				vec.Add(o, t.a) // in this order, as before: same bits
+			}
 			vec.Add(o, t.b[n*W:(n+1)*W])
 		}
 	case splitColumnSums:

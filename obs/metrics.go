@@ -4,139 +4,210 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Labels are a metric's label pairs, e.g. {"group": "dp"}.
 type Labels map[string]string
 
-// Registry holds gauges and counters and writes them in the Prometheus text
-// exposition format (version 0.0.4). It is safe for concurrent use.
+// Registry is one process's Prometheus registry: the Go runtime and process
+// collectors, the gauges and counters set by name through Set and Add, and
+// any collector added with Register. Each process makes its own (there is
+// no global default registry). It is safe for concurrent use and
+// implements prometheus.Gatherer.
 type Registry struct {
+	reg *prometheus.Registry
+
 	mu       sync.Mutex
-	families map[string]*family
-	hooks    []func(*Registry) // run before every scrape
+	families map[string]*family // by sanitized name
 }
 
+// family is one named metric created through Set or Add. Its kind and
+// label names are fixed by its first use.
 type family struct {
-	help, kind string // kind is "gauge" or "counter"
-	series     map[string]*series
+	kind    string   // "gauge" or "counter"
+	labels  []string // sorted, sanitized label names
+	gauge   *prometheus.GaugeVec
+	counter *prometheus.CounterVec
 }
 
-type series struct {
-	labels string // rendered {k="v",...}, sorted by key
-	value  float64
+// NewRegistry returns a registry holding the Go runtime collector (go_*)
+// and the process collector (process_*: CPU, memory, file descriptors).
+func NewRegistry() *Registry {
+	r := &Registry{reg: prometheus.NewRegistry(), families: make(map[string]*family)}
+	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{families: make(map[string]*family)} }
-
-// Set sets gauge name{labels} to v.
-func (r *Registry) Set(name, help string, labels Labels, v float64) {
-	r.update(name, help, "gauge", labels, func(s *series) { s.value = v })
+// Register adds a collector, e.g. one that publishes totals kept in
+// atomics by a hot path only when scraped (prometheus.MustNewConstMetric).
+func (r *Registry) Register(c prometheus.Collector) error {
+	if err := r.reg.Register(c); err != nil {
+		return fmt.Errorf("metrics: register collector: %w", err)
+	}
+	return nil
 }
 
-// SetCounter sets counter name{labels} to the running total v (for totals
-// kept elsewhere, e.g. in atomics published by an OnScrape hook).
-func (r *Registry) SetCounter(name, help string, labels Labels, v float64) {
-	r.update(name, help, "counter", labels, func(s *series) { s.value = v })
+// Gather implements prometheus.Gatherer.
+func (r *Registry) Gather() ([]*dto.MetricFamily, error) { return r.reg.Gather() }
+
+// Set sets gauge name{labels} to v. The first use of a name fixes its
+// help text and label names; a later call with other label names, or a
+// name already used by a counter or a registered collector, is an error.
+func (r *Registry) Set(name, help string, labels Labels, v float64) error {
+	f, vals, err := r.family(name, help, "gauge", labels)
+	if err != nil {
+		return err
+	}
+	g, err := f.gauge.GetMetricWithLabelValues(vals...)
+	if err != nil {
+		return fmt.Errorf("metrics: gauge %s%v: %w", SanitizeName(name), labels, err)
+	}
+	g.Set(v)
+	return nil
 }
 
-// Add adds v to counter name{labels}.
-func (r *Registry) Add(name, help string, labels Labels, v float64) {
-	r.update(name, help, "counter", labels, func(s *series) { s.value += v })
+// Add adds v (>= 0) to counter name{labels}. The rules of Set apply.
+func (r *Registry) Add(name, help string, labels Labels, v float64) error {
+	f, vals, err := r.family(name, help, "counter", labels)
+	if err != nil {
+		return err
+	}
+	c, err := f.counter.GetMetricWithLabelValues(vals...)
+	if err != nil {
+		return fmt.Errorf("metrics: counter %s%v: %w", SanitizeName(name), labels, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("metrics: counter %s%v: adding %v: a counter only goes up", SanitizeName(name), labels, v)
+	}
+	c.Add(v)
+	return nil
 }
 
-func (r *Registry) update(name, help, kind string, labels Labels, f func(*series)) {
+// family returns name's family, creating and registering it on first use,
+// and the label values in the family's label-name order.
+func (r *Registry) family(name, help, kind string, labels Labels) (*family, []string, error) {
 	name = SanitizeName(name)
-	key := renderLabels(labels)
+	if strings.HasPrefix(name, "promhttp_") {
+		return nil, nil, fmt.Errorf("metrics: %s: the promhttp_ prefix belongs to the /metrics handler", name)
+	}
+	keys := make([]string, 0, len(labels))
+	byKey := make(map[string]string, len(labels))
+	for k, v := range labels {
+		sk := SanitizeName(k)
+		if _, dup := byKey[sk]; dup {
+			return nil, nil, fmt.Errorf("metrics: %s: label names %v collide once sanitized", name, labels)
+		}
+		keys = append(keys, sk)
+		byKey[sk] = v
+	}
+	sort.Strings(keys)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fam, ok := r.families[name]
+	f, ok := r.families[name]
 	if !ok {
-		fam = &family{help: help, kind: kind, series: make(map[string]*series)}
-		r.families[name] = fam
+		f = &family{kind: kind, labels: keys}
+		var c prometheus.Collector
+		if kind == "gauge" {
+			f.gauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: helpOrName(help, name)}, keys)
+			c = f.gauge
+		} else {
+			f.counter = prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: helpOrName(help, name)}, keys)
+			c = f.counter
+		}
+		if err := r.reg.Register(c); err != nil {
+			return nil, nil, fmt.Errorf("metrics: %s %s: %w", kind, name, err)
+		}
+		r.families[name] = f
 	}
-	s, ok := fam.series[key]
-	if !ok {
-		s = &series{labels: key}
-		fam.series[key] = s
+	if f.kind != kind {
+		return nil, nil, fmt.Errorf("metrics: %s is a %s, not a %s", name, f.kind, kind)
 	}
-	f(s)
+	if !slices.Equal(f.labels, keys) {
+		return nil, nil, fmt.Errorf("metrics: %s has labels %v, got %v", name, f.labels, keys)
+	}
+	vals := make([]string, len(keys))
+	for i, k := range keys {
+		vals[i] = byKey[k]
+	}
+	return f, vals, nil
 }
 
-// Value returns the current value of name{labels} and whether it exists.
+// helpOrName keeps every family's HELP line non-empty.
+func helpOrName(help, name string) string {
+	if help == "" {
+		return name
+	}
+	return help
+}
+
+// Value returns the current value of gauge or counter name{labels} (of
+// any collector in the registry) and whether it exists. It gathers the
+// whole registry: meant for tests and tools, not hot paths.
 func (r *Registry) Value(name string, labels Labels) (float64, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fam, ok := r.families[SanitizeName(name)]
-	if !ok {
+	fams, err := r.reg.Gather()
+	if err != nil {
 		return 0, false
 	}
-	s, ok := fam.series[renderLabels(labels)]
-	if !ok {
-		return 0, false
-	}
-	return s.value, true
-}
-
-// OnScrape registers f to run before every WriteText, so hot paths can keep
-// plain atomic counters and publish them only when someone looks.
-func (r *Registry) OnScrape(f func(*Registry)) {
-	r.mu.Lock()
-	r.hooks = append(r.hooks, f)
-	r.mu.Unlock()
-}
-
-// WriteText writes every metric, families and series in sorted order.
-func (r *Registry) WriteText(w io.Writer) error {
-	r.mu.Lock()
-	hooks := slices.Clone(r.hooks)
-	r.mu.Unlock()
-	for _, h := range hooks {
-		h(r)
-	}
-	r.mu.Lock()
-	names := make([]string, 0, len(r.families))
-	for n := range r.families {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var b strings.Builder
-	for _, n := range names {
-		fam := r.families[n]
-		if fam.help != "" {
-			fmt.Fprintf(&b, "# HELP %s %s\n", n, escapeHelp(fam.help))
+	name = SanitizeName(name)
+	for _, fam := range fams {
+		if fam.GetName() != name {
+			continue
 		}
-		fmt.Fprintf(&b, "# TYPE %s %s\n", n, fam.kind)
-		keys := make([]string, 0, len(fam.series))
-		for k := range fam.series {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(&b, "%s%s %s\n", n, k, strconv.FormatFloat(fam.series[k].value, 'g', -1, 64))
+		for _, m := range fam.GetMetric() {
+			if !labelsMatch(m.GetLabel(), labels) {
+				continue
+			}
+			switch {
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue(), true
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue(), true
+			case m.GetUntyped() != nil:
+				return m.GetUntyped().GetValue(), true
+			}
 		}
 	}
-	r.mu.Unlock()
-	_, err := io.WriteString(w, b.String())
-	return err
+	return 0, false
 }
 
-// Handler serves the registry on any path (mount it at /metrics).
+func labelsMatch(have []*dto.LabelPair, want Labels) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for _, p := range have {
+		found := false
+		for k, v := range want {
+			if SanitizeName(k) == p.GetName() {
+				found = v == p.GetValue()
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// Handler serves the registry in the Prometheus exposition formats (text
+// unless the scraper asks for another); mount it at /metrics. Scrapes are
+// counted in promhttp_metric_handler_requests_total. A collector's error
+// is reported in the response's metrics, not by failing the scrape.
 func (r *Registry) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_ = r.WriteText(w)
-	})
+	h := promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, Registry: r.reg})
+	return promhttp.InstrumentMetricHandler(r.reg, h)
 }
 
 // Serve listens on addr ("host:port", port 0 picks one) and serves the
@@ -184,24 +255,4 @@ func SanitizeName(s string) string {
 		return "_"
 	}
 	return b.String()
-}
-
-func renderLabels(l Labels) string {
-	if len(l) == 0 {
-		return ""
-	}
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%q", SanitizeName(k), l[k])
-	}
-	return "{" + strings.Join(parts, ",") + "}"
-}
-
-func escapeHelp(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(s)
 }

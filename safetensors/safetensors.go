@@ -423,35 +423,42 @@ func (f *File) Float32(name string) ([]float32, []int, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("safetensors: no tensor %q", name)
 	}
-	shape := slices.Clone(t.Shape)
-	d := t.Data
-	switch t.DType {
+	out, err := decodeFloat32(name, t.DType, t.Data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, slices.Clone(t.Shape), nil
+}
+
+// decodeFloat32 converts little-endian bytes of a float dtype to float32.
+func decodeFloat32(name string, dt DType, d []byte) ([]float32, error) {
+	switch dt {
 	case F32:
 		out := make([]float32, len(d)/4)
 		for i := range out {
 			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))
 		}
-		return out, shape, nil
+		return out, nil
 	case F16:
 		out := make([]float32, len(d)/2)
 		for i := range out {
 			out[i] = halfToFloat32(binary.LittleEndian.Uint16(d[2*i:]))
 		}
-		return out, shape, nil
+		return out, nil
 	case BF16:
 		out := make([]float32, len(d)/2)
 		for i := range out {
 			out[i] = bf16ToFloat32(binary.LittleEndian.Uint16(d[2*i:]))
 		}
-		return out, shape, nil
+		return out, nil
 	case F64:
 		out := make([]float32, len(d)/8)
 		for i := range out {
 			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:])))
 		}
-		return out, shape, nil
+		return out, nil
 	}
-	return nil, nil, fmt.Errorf("safetensors: tensor %q has dtype %s, not a float type", name, t.DType)
+	return nil, fmt.Errorf("safetensors: tensor %q has dtype %s, not a float type", name, dt)
 }
 
 // Check verifies that the named tensor exists with the given dtype and shape,

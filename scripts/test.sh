@@ -2,9 +2,13 @@
 # The project's test command (README, .ci/run): installs what the tests need
 # when it can (Debian packages, as root), then runs formatting, vet, the
 # cgo-free build check, the RDMA binding's compile check, and every Go test
-# under the race detector, including the e2e tests.
+# under the race detector, including the e2e tests. Services it starts
+# (the one-node Slurm cluster) are stopped when it exits, however it exits.
+#
+#   STRAND_TEST_PKGS="./collective/..." bash scripts/test.sh   # only those packages' tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -33,6 +37,9 @@ if [ -n "$unformatted" ]; then
   echo "not gofmt-formatted:"; echo "$unformatted"; exit 1
 fi
 
+log "go mod tidy -diff (go.mod and go.sum list exactly what the code imports)"
+go mod tidy -diff
+
 log "go vet"
 go vet ./...
 
@@ -49,8 +56,13 @@ fi
 
 if [ -f e2e/ci_slurm.sh ] && [ "$(id -u)" = 0 ]; then
   log "one-node Slurm cluster for the srun e2e test"
+  # stop the daemons this run starts (only those) on any exit
+  trap 'bash e2e/ci_slurm.sh stop' EXIT
+  trap 'exit 130' INT TERM
   bash e2e/ci_slurm.sh || echo "note: Slurm setup failed; the srun e2e test will skip"
 fi
 
-log "go test -race ./..."
-go test -race -timeout 25m ./...
+log "go test -race ${STRAND_TEST_PKGS:-./...}"
+# shellcheck disable=SC2086 # a list of package patterns
+go test -race -timeout 20m ${STRAND_TEST_PKGS:-./...}
+log "done in $(( $(date +%s) - start ))s"

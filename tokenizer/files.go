@@ -4,14 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/strand-ml/strand/atomicfile"
 )
 
 // File names inside a tokenizer directory.
@@ -21,8 +20,7 @@ const (
 	HFTokenizerFile = "tokenizer.json" // Hugging Face tokenizers, BPE model
 )
 
-// Load reads a tokenizer from path: a directory holding tokenizer.json
-// (preferred when present) or vocab.json + merges.txt, the path of a
+// Load reads a tokenizer from path: a directory (see LoadDir), the path of a
 // tokenizer.json file, or the path of a vocab.json with merges.txt beside it.
 func Load(path string) (*BPE, error) {
 	fi, err := os.Stat(path)
@@ -35,15 +33,7 @@ func Load(path string) (*BPE, error) {
 		}
 		return LoadHF(path)
 	}
-	hf := filepath.Join(path, HFTokenizerFile)
-	if _, err := os.Stat(hf); err == nil {
-		return LoadHF(hf)
-	}
-	v, m := filepath.Join(path, VocabFile), filepath.Join(path, MergesFile)
-	if _, err := os.Stat(v); err != nil {
-		return nil, fmt.Errorf("load tokenizer: %s has neither %s nor %s", path, HFTokenizerFile, VocabFile)
-	}
-	return LoadGPT2(v, m)
+	return LoadDir(path)
 }
 
 // LoadGPT2 reads the GPT-2 file pair. Vocabulary entries that are neither a
@@ -195,39 +185,36 @@ func build(vocab map[string]int, merges [][2]string, special map[string]int) (*B
 	return NewBPE(tokens, pairs, specialIDs)
 }
 
-// Save writes the tokenizer to dir (created if needed) in both formats:
-// vocab.json + merges.txt and tokenizer.json.
-func (t *BPE) Save(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("save tokenizer: %w", err)
+// writeFileAtomic writes via a temporary file and rename, so a reader never
+// sees half a file. The file ends up with mode 0644.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
 	}
-	files := []struct {
-		name string
-		data []byte
-	}{
-		{VocabFile, t.vocabJSON()},
-		{MergesFile, t.mergesTxt()},
-		{HFTokenizerFile, t.hfJSON()},
+	_, werr := tmp.Write(data)
+	merr := tmp.Chmod(0o644)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, merr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return err
 	}
-	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data); err != nil {
-			return fmt.Errorf("save tokenizer: %w", err)
-		}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
 	}
 	return nil
 }
 
-// writeFileAtomic writes via a temporary file and rename (atomicfile), so
-// a reader never sees half a file; the file is 0644 like any output.
-func writeFileAtomic(path string, data []byte) error {
-	return atomicfile.WriteBytes(path, data)
-}
-
-// fileText is how token id appears in files: byte-level for ordinary tokens,
-// literal for special tokens (as GPT-2's vocab.json stores "<|endoftext|>").
+// fileText is how token id appears in files: byte-level for ordinary tokens
+// of a byte-level model, the piece itself for a SentencePiece-style one,
+// literal for added tokens (as GPT-2's vocab.json stores "<|endoftext|>").
 func (t *BPE) fileText(id int) string {
-	if t.isSpecial[id] {
+	if t.isAdded[id] {
 		return string(t.tokens[id])
+	}
+	if t.chars {
+		return string(t.syms[id]) // SentencePiece pieces are stored as they are
 	}
 	return byteLevelEncode(t.tokens[id])
 }
@@ -264,9 +251,9 @@ func (t *BPE) mergesTxt() []byte {
 	var b bytes.Buffer
 	b.WriteString("#version: 0.2\n")
 	for _, m := range t.mergeList {
-		b.WriteString(byteLevelEncode(t.tokens[m[0]]))
+		b.WriteString(t.fileText(int(m[0])))
 		b.WriteByte(' ')
-		b.WriteString(byteLevelEncode(t.tokens[m[1]]))
+		b.WriteString(t.fileText(int(m[1])))
 		b.WriteByte('\n')
 	}
 	return b.Bytes()

@@ -181,30 +181,45 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestLoadHFRejectsOtherTokenizers: a component this package does not
+// implement gives one error naming its type and the supported ones.
 func TestLoadHFRejectsOtherTokenizers(t *testing.T) {
 	good := string(trainSmall(t).hfJSON())
-	cases := map[string]string{
-		`"type": "BPE"`: `"type": "WordPiece"`,
-		`"add_prefix_space": false, "trim_offsets": true, "use_regex": true},`: `"add_prefix_space": true, "trim_offsets": true, "use_regex": true},`,
-		`"normalizer": null`:     `"normalizer": {"type": "NFC"}`,
-		`"byte_fallback": false`: `"byte_fallback": true`,
-		`"special": true`:        `"special": false`,
+	cases := []struct{ from, to, want string }{
+		{`"type": "BPE"`, `"type": "WordPiece"`, `model type "WordPiece" is not supported (supported: BPE)`},
+		{`"normalizer": null`, `"normalizer": {"type": "Lowercase"}`, `normalizer: type "Lowercase" is not supported (supported: ` + supportedNormalizers + `)`},
+		{`"pre_tokenizer": {"type": "ByteLevel"`, `"pre_tokenizer": {"type": "Whitespace"`, `pre_tokenizer: type "Whitespace" is not supported (supported: ` + supportedPreTokenizers + `)`},
+		{`"decoder": {"type": "ByteLevel"`, `"decoder": {"type": "WordPiece"`, `decoder: type "WordPiece" is not supported (supported: ` + supportedDecoders + `)`},
+		{`"lstrip": false`, `"lstrip": true`, "lstrip"},
+		{`"dropout": null`, `"dropout": 0.1`, "dropout"},
+		{`"special": true`, `"special": false`, ""}, // a non-special added token is fine
 	}
-	for from, to := range cases {
-		doc := strings.Replace(good, from, to, 1)
+	for _, c := range cases {
+		doc := strings.Replace(good, c.from, c.to, 1)
 		if doc == good {
-			t.Fatalf("fixture has no %q", from)
+			t.Fatalf("fixture has no %q", c.from)
 		}
-		if _, err := parseHF([]byte(doc)); err == nil {
-			t.Errorf("accepted tokenizer.json with %s", to)
+		_, err := parseHF([]byte(doc))
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.to, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("tokenizer.json with %s: error %v, want %q", c.to, err, c.want)
 		}
 	}
 }
 
 // TestHFTokenizersLoadsOurFile runs the Hugging Face tokenizers library (the
-// Rust implementation through its Node binding) on the tokenizer.json we
-// write and compares ids. It needs STRAND_HF_NODE_MODULES pointing at a
-// node_modules with @anush008/tokenizers installed, and is skipped otherwise:
+// Rust implementation through its Node binding) on tokenizer.json files of
+// every layout this package loads (GPT-2 and Train's files as we write them,
+// the Llama 2 fixture and its Metaspace variant, cl100k in Llama 3's layout,
+// Qwen2's and SmolLM's pipelines) and compares ids, with added tokens atomic
+// (Hugging Face's default) and without, and the decoded text. It needs
+// STRAND_HF_NODE_MODULES pointing at a node_modules with
+// @anush008/tokenizers installed, and is skipped otherwise:
 //
 //	mkdir /tmp/hf && cd /tmp/hf && npm install @anush008/tokenizers@0.6.0
 //	STRAND_HF_NODE_MODULES=/tmp/hf/node_modules go test ./tokenizer/ -run HFTokenizers
@@ -217,22 +232,46 @@ func TestHFTokenizersLoadsOurFile(t *testing.T) {
 	if err != nil {
 		t.Skip("node not installed")
 	}
-	text := string(tokentest.Mixed(23, 20000)) + "<|endoftext|>tail"
-	for name, tok := range map[string]*BPE{"gpt2": gpt2(t), "trained": trainSmall(t)} {
-		t.Run(name, func(t *testing.T) {
+	sp, err := LoadDir(spDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := string(tokentest.Mixed(23, 20000))
+	gptText := mixed + "<|endoftext|>tail 12345 <|endoftext|>"
+	spText := mixed + "<s>Hello</s> <s>  x</s>\n<unk>"
+	cases := []struct {
+		name string
+		tok  *BPE
+		text string
+	}{
+		{"gpt2", gpt2(t), gptText},
+		{"trained", trainSmall(t), gptText},
+		{"llama2-layout", sp, spText},
+		{"metaspace-layout", spMetaspace(t), spText},
+		{"llama3-layout", cl100k(t), gptText + "<|fim_prefix|>"},
+		{"qwen2-layout", qwen2Like(t), gptText + "cafe\u0301 2026"},
+		{"smollm-layout", smolLMLike(t), gptText},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := tok.Save(dir); err != nil {
+			if err := c.tok.Save(dir); err != nil {
 				t.Fatal(err)
 			}
 			textPath := filepath.Join(dir, "text.txt")
-			if err := os.WriteFile(textPath, []byte(text), 0o644); err != nil {
+			if err := os.WriteFile(textPath, []byte(c.text), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			script := `const {Tokenizer} = require("@anush008/tokenizers");
 const fs = require("fs");
 const tok = Tokenizer.fromFile(process.argv[1]);
-tok.encode(fs.readFileSync(process.argv[2], "utf8"), null, {addSpecialTokens: false})
-  .then(e => process.stdout.write(JSON.stringify(e.getIds())));`
+const text = fs.readFileSync(process.argv[2], "utf8");
+(async () => {
+  const e = await tok.encode(text, null, {addSpecialTokens: false});
+  const ids = e.getIds();
+  const decoded = await tok.decode(ids, false);
+  process.stdout.write(JSON.stringify({ids: ids, decoded: decoded}));
+})();`
 			cmd := exec.Command(node, "-e", script, filepath.Join(dir, HFTokenizerFile), textPath)
 			cmd.Env = append(os.Environ(), "NODE_PATH="+mods)
 			var stderr bytes.Buffer
@@ -241,12 +280,20 @@ tok.encode(fs.readFileSync(process.argv[2], "utf8"), null, {addSpecialTokens: fa
 			if err != nil {
 				t.Fatalf("node: %v: %s", err, stderr.Bytes())
 			}
-			var ids []int
-			if err := json.Unmarshal(out, &ids); err != nil {
+			var res struct {
+				IDs     []int  `json:"ids"`
+				Decoded string `json:"decoded"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil {
 				t.Fatalf("node output: %v", err)
 			}
-			if got := tok.EncodeWithSpecial([]byte(text)); !equalInts(got, ids) {
-				t.Fatalf("HF tokenizers disagrees: %s", firstIntDiff(got, ids))
+			got := c.tok.EncodeWithSpecial([]byte(c.text))
+			if !equalInts(got, res.IDs) {
+				t.Fatalf("HF tokenizers disagrees: %s", firstIntDiff(got, res.IDs))
+			}
+			text, err := c.tok.Decode(got)
+			if err != nil || string(text) != res.Decoded {
+				t.Fatalf("Decode = %q, HF %q (%v)", clip(string(text)), clip(res.Decoded), err)
 			}
 		})
 	}

@@ -119,11 +119,11 @@ func Train(ctx context.Context, r io.Reader, vocabSize int, opts TrainOptions) (
 // split around special tokens first, so no merge spans one.
 func countPieces(ctx context.Context, r io.Reader, special []string) (map[string]int64, error) {
 	counts := make(map[string]int64)
-	splitter := &BPE{specialList: append([]string(nil), special...)}
+	splitter := &BPE{specialList: append([]string(nil), special...), special: map[string]int{}}
 	sort.Slice(splitter.specialList, func(i, j int) bool { return len(splitter.specialList[i]) > len(splitter.specialList[j]) })
-	err := forEachSafeChunk(ctx, r, special, streamChunk, func(text []byte) error {
+	err := forEachSafeChunk(ctx, r, special, cutRule{kind: cutClass}, streamChunk, func(text []byte) error {
 		for len(text) > 0 {
-			pos, tok := splitter.nextSpecial(text)
+			pos, tok, _ := splitter.nextAdded(text, true)
 			seg := text
 			if pos >= 0 {
 				seg = text[:pos]

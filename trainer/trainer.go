@@ -193,10 +193,11 @@ type Trainer struct {
 	// pipeline accounting for the measured bubble: compute time inside the
 	// schedule and wall time of the schedule, summed over steps
 	pipeCompute, pipeWall time.Duration
-	scalars               [3]float32   // step-level reductions: target count, loss, squared norm
-	exec                  *stageExec   // reused every step
-	weights               []float32    // per-position loss weights of a micro-batch (Objective)
-	head                  *headTrainer // SetHead's objective, parameters and optimizer
+	scalars               [3]float32         // step-level reductions: target count, loss, squared norm
+	exec                  *stageExec         // reused every step
+	evalProg              *pipeline.Schedule // EvalLoss's forward-only program
+	weights               []float32          // per-position loss weights of a micro-batch (Objective)
+	head                  *headTrainer       // SetHead's objective, parameters and optimizer
 }
 
 // StepStats summarizes one optimizer step.

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
 	"github.com/strand-ml/strand/transport"
@@ -38,8 +40,8 @@ func (c countingNotifier) PeerFailures() ([]*transport.PeerError, <-chan struct{
 	return c.fn.PeerFailures()
 }
 
-// countTraffic wraps t for rank in mesh m and publishes the counters in reg.
-func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registry) transport.Transport {
+// countTraffic wraps t for rank in mesh m and registers its counters in reg.
+func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registry) (transport.Transport, error) {
 	c := &counting{Transport: t, rel: make([]uint8, m.World())}
 	me := m.Coord(rank)
 	for p := range c.rel {
@@ -55,19 +57,38 @@ func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registr
 			c.rel[p] = 3
 		}
 	}
-	reg.OnScrape(func(r *obs.Registry) {
-		for d, dir := range []string{"send", "recv"} {
-			for i, rel := range relations {
-				l := obs.Labels{"dir": dir, "peer_group": rel}
-				r.SetCounter("strand_transport_bytes_total", "bytes moved by collectives, by direction and the peer's mesh group", l, float64(c.bytes[d][i].Load()))
-				r.SetCounter("strand_transport_seconds_total", "time spent in transport send/recv calls, by direction and the peer's mesh group", l, time.Duration(c.nanos[d][i].Load()).Seconds())
-			}
-		}
-	})
-	if fn, ok := t.(transport.FailureNotifier); ok {
-		return countingNotifier{c, fn}
+	if err := reg.Register(trafficCollector{c}); err != nil {
+		return nil, err
 	}
-	return c
+	if fn, ok := t.(transport.FailureNotifier); ok {
+		return countingNotifier{c, fn}, nil
+	}
+	return c, nil
+}
+
+var (
+	trafficBytes = prometheus.NewDesc("strand_transport_bytes_total",
+		"bytes moved by collectives, by direction and the peer's mesh group", []string{"dir", "peer_group"}, nil)
+	trafficSeconds = prometheus.NewDesc("strand_transport_seconds_total",
+		"time spent in transport send/recv calls, by direction and the peer's mesh group", []string{"dir", "peer_group"}, nil)
+)
+
+// trafficCollector publishes the counting transport's atomics when the
+// registry is scraped, so Send and Recv only add to them.
+type trafficCollector struct{ c *counting }
+
+func (t trafficCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- trafficBytes
+	ch <- trafficSeconds
+}
+
+func (t trafficCollector) Collect(ch chan<- prometheus.Metric) {
+	for d, dir := range []string{"send", "recv"} {
+		for i, rel := range relations {
+			ch <- prometheus.MustNewConstMetric(trafficBytes, prometheus.CounterValue, float64(t.c.bytes[d][i].Load()), dir, rel)
+			ch <- prometheus.MustNewConstMetric(trafficSeconds, prometheus.CounterValue, time.Duration(t.c.nanos[d][i].Load()).Seconds(), dir, rel)
+		}
+	}
 }
 
 func (c *counting) Send(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {

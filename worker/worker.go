@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,7 +21,6 @@ import (
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
-	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/rdma"
 	"github.com/strand-ml/strand/transport/tcp"
@@ -37,7 +34,7 @@ type Options struct {
 	// DP, TP and PP choose the mesh when the environment does not (Slurm,
 	// Kubernetes, torchrun give only the world size); DP 0 derives it.
 	DP, TP, PP int
-	// Transport ("tcp" or "rdma"), Bind, LogFormat and RDMAProvider
+	// Transport ("auto", "shm", "tcp" or "rdma"), Bind, LogFormat and RDMAProvider
 	// ("ibverbs" or "soft") apply when the environment does not say.
 	Transport, Bind, LogFormat, RDMAProvider string
 	// ConnectTimeout bounds the retries while the coordinator is not up
@@ -80,9 +77,13 @@ type Runtime struct {
 	// building further communicators.
 	Flight *collective.FlightRecorder
 	// Transport is the one world transport under every communicator;
-	// TransportName says which: "tcp" or "rdma/<provider>".
+	// TransportName says which: "shm", "tcp", "rdma/<provider>", or two
+	// of them joined by "+" (shared memory on this host, the other
+	// between hosts; RouteOf names each peer's).
 	Transport     transport.Transport
 	TransportName string
+	routes        []string // per peer: the transport that carries it (transport_select.go)
+	hostID        string   // $STRAND_HOST_ID: overrides shm.HostID in transport selection
 	Log           *zap.Logger
 	Job           jobenv.Job
 	// Members lists every rank's host and addresses, in rank order.
@@ -224,6 +225,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	rt.Rank = int(rep.Rank)
 	rt.Members = rep.Members
+	rt.hostID = opts.Getenv(hostIDEnv)
 	if got, err := coordinator.MeshFromPB(rep.Mesh); err != nil || got != m {
 		return nil, fmt.Errorf("worker: coordinator's mesh %v differs from ours %v (%v)", rep.Mesh, m, err)
 	}
@@ -257,8 +259,13 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	// The watch goroutine may already be failing the job: publish the
 	// transport under the lock it reads it with.
+	ct, err := countTraffic(t, m, rt.Rank, rt.Metrics)
+	if err != nil {
+		_ = t.Close()
+		return nil, fmt.Errorf("worker rank %d: transport metrics: %w", rt.Rank, err)
+	}
 	rt.mu.Lock()
-	rt.Transport = countTraffic(t, m, rt.Rank, rt.Metrics)
+	rt.Transport = ct
 	rt.mu.Unlock()
 	if rt.ctx.Err() != nil {
 		return nil, rt.Explain(fmt.Errorf("worker rank %d: job failed while connecting", rt.Rank))
@@ -356,66 +363,6 @@ func advertise(ctx context.Context, job jobenv.Job, timeout time.Duration) (stri
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
-}
-
-// dialTransport builds the world transport: RDMA when asked for and
-// available (else TCP, with a warning), TCP otherwise. It records the
-// choice in rt.TransportName.
-func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string, log *zap.Logger) (transport.Transport, error) {
-	// Keys and the TCP handshake's job id carry the epoch: a straggler of
-	// an earlier incarnation cannot be mistaken for a peer of this one.
-	store := rendezvous.Prefixed(rt.client.Store(), coordinator.EpochPrefix(job.Epoch))
-	rt.TransportName = "tcp"
-	useRDMA := false
-	switch job.Transport {
-	case "rdma":
-		// Asked for explicitly: a missing device is an error, not a silent
-		// fallback that would hide a misconfigured cluster.
-		if err := rdma.Available(job.RDMAProvider); err != nil {
-			return nil, fmt.Errorf("--transport rdma: %w (use --transport auto or tcp to run without RDMA)", err)
-		}
-		useRDMA = true
-	case "auto":
-		// Every rank publishes whether it has a usable device, so all ranks
-		// make the same choice: RDMA only when every pair can use it.
-		missing, err := rdma.MissingDevices(ctx, store, rt.Rank, rt.Mesh.World(), job.RDMAProvider)
-		if err != nil {
-			return nil, fmt.Errorf("--transport auto: %w", err)
-		}
-		useRDMA = len(missing) == 0
-		if useRDMA {
-			log.Info("transport auto: every rank has an RDMA device; all pairs use rdma")
-		} else {
-			ranks := make([]int, 0, len(missing))
-			for r := range missing {
-				ranks = append(ranks, r)
-			}
-			slices.Sort(ranks)
-			log.Info("transport auto: all pairs use tcp", zap.Ints("ranks_without_rdma", ranks), zap.String("reason", missing[ranks[0]]))
-		}
-	}
-	if useRDMA {
-		p, err := rdma.ProviderByName(job.RDMAProvider)
-		if err != nil {
-			return nil, fmt.Errorf("rdma transport: %w", err)
-		}
-		t, err := rdma.Dial(ctx, rdma.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, Provider: p})
-		if err != nil {
-			return nil, fmt.Errorf("rdma transport (%s): %w", p.Name(), err)
-		}
-		rt.TransportName = "rdma/" + p.Name()
-		return t, nil
-	}
-	bind := job.Bind
-	if bind == "" {
-		bind = net.JoinHostPort(adv, "0")
-	}
-	slogger := slog.New(slog.NewTextHandler(transportLog{rt, log}, nil))
-	t, err := tcp.Dial(ctx, tcp.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, JobID: coordinator.TransportJobID(job.JobID, job.Epoch), Token: job.Token, Bind: bind, Logger: slogger})
-	if err != nil {
-		return nil, fmt.Errorf("tcp transport: %w", err)
-	}
-	return t, nil
 }
 
 // transportLog routes the transport's slog lines into the zap log, and
@@ -539,7 +486,7 @@ func (rt *Runtime) fail(cause error) {
 	var notice *RankDeadError
 	switch {
 	case rt.Log == nil:
-	case errors.As(cause, &notice) && rt.launcherReports():
+	case errors.As(cause, &notice) && rt.LauncherReports():
 		// strand's local launcher prints the job's failure once, with
 		// the coordinator's reason: every rank repeating it is noise.
 		rt.Log.Debug("stopping: " + cause.Error())
@@ -554,9 +501,9 @@ func (rt *Runtime) fail(cause error) {
 	}
 }
 
-// launcherReports says whether strand's own launcher on this machine
+// LauncherReports says whether strand's own launcher on this machine
 // hosts the coordinator and reports the job's outcome (a local job).
-func (rt *Runtime) launcherReports() bool {
+func (rt *Runtime) LauncherReports() bool {
 	host, _, err := net.SplitHostPort(rt.Job.Coordinator)
 	ip := net.ParseIP(host)
 	return err == nil && rt.Job.Source == "strand" && (host == "localhost" || ip != nil && ip.IsLoopback())
@@ -616,9 +563,13 @@ func (rt *Runtime) Report(step int, m map[string]float64) {
 	}
 	rt.mu.Unlock()
 	rank := obs.Labels{"rank": strconv.Itoa(rt.Rank)}
-	rt.Metrics.Set("strand_step", "last reported training step", rank, float64(step))
+	if err := rt.Metrics.Set("strand_step", "last reported training step", rank, float64(step)); err != nil {
+		rt.Log.Warn("metrics", zap.Error(err))
+	}
 	for k, v := range m {
-		rt.Metrics.Set("strand_"+k, "reported by the training loop", rank, v)
+		if err := rt.Metrics.Set("strand_"+k, "reported by the training loop", rank, v); err != nil {
+			rt.Log.Warn("metrics", zap.Error(err))
+		}
 	}
 }
 

@@ -23,7 +23,9 @@ import (
 	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/dirstore"
+	"github.com/strand-ml/strand/transport/hybrid"
 	"github.com/strand-ml/strand/transport/rdma"
+	"github.com/strand-ml/strand/transport/shm"
 	"github.com/strand-ml/strand/transport/tcp"
 )
 
@@ -31,7 +33,7 @@ import (
 type Config struct {
 	Op        string        // allreduce, allgather, reducescatter, broadcast, sendrecv
 	NProc     int           // ranks (local processes)
-	Transport string        // "tcp" or "rdma"
+	Transport string        // "tcp", "rdma", "shm" or "auto" (shm between ranks of one node, tcp between nodes)
 	Provider  string        // rdma: verbs provider ("soft" runs anywhere, "ibverbs" needs a device)
 	Min, Max  int64         // buffer sizes in bytes, Min, Min*Factor, ... <= Max
 	Factor    int64         // size step (default 2)
@@ -64,7 +66,7 @@ func (c *Config) Validate() error {
 		c.Transport = "tcp"
 	}
 	switch c.Transport {
-	case "tcp":
+	case "tcp", "shm", "auto":
 	case "rdma":
 		if c.Provider == "" {
 			c.Provider = "ibverbs"
@@ -73,7 +75,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--transport rdma: %w (use --rdma-provider soft for the software provider)", err)
 		}
 	default:
-		return fmt.Errorf("--transport %q: want tcp or rdma", c.Transport)
+		return fmt.Errorf("--transport %q: want tcp, shm, auto or rdma", c.Transport)
 	}
 	if c.Factor == 0 {
 		c.Factor = 2
@@ -258,7 +260,18 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	var tr transport.Transport
 	var err error
 	transportName := "tcp (bind " + cfg.Bind + ")"
-	if cfg.Transport == "rdma" {
+	switch cfg.Transport {
+	case "shm":
+		if tr, err = shm.Dial(dctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job,
+			Logger: slog.New(slog.NewTextHandler(logw, nil))}); err != nil {
+			return err
+		}
+		transportName = "shm"
+	case "auto":
+		if tr, transportName, err = dialAuto(dctx, cfg, rank, store, job, token, logw); err != nil {
+			return err
+		}
+	case "rdma":
 		p, err := rdma.ProviderByName(cfg.Provider)
 		if err != nil {
 			return err
@@ -267,7 +280,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 			return err
 		}
 		transportName = "rdma/" + p.Name()
-	} else {
+	default:
 		tr, err = tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
 			JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams, Spin: cfg.Spin,
 			Logger: slog.New(slog.NewTextHandler(logw, nil))})
@@ -503,4 +516,55 @@ func cpuTime() (time.Duration, error) {
 		return 0, fmt.Errorf("getrusage: %w", err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+// dialAuto connects ranks that share a host identity (shm.HostID: the
+// same kernel, pid and network namespace) through shared memory and the
+// others through TCP, as a job's --transport auto does.
+func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job, token string, logw io.Writer) (transport.Transport, string, error) {
+	me := shm.HostID()
+	if err := store.Set(ctx, "host/"+strconv.Itoa(rank), []byte(me)); err != nil {
+		return nil, "", err
+	}
+	var local, remote []int
+	for r := range cfg.NProc {
+		v, err := store.Get(ctx, "host/"+strconv.Itoa(r))
+		if err != nil {
+			return nil, "", err
+		}
+		switch {
+		case r == rank:
+		case string(v) == me:
+			local = append(local, r)
+		default:
+			remote = append(remote, r)
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(logw, nil))
+	var routes []hybrid.Route
+	if len(local) > 0 {
+		s, err := shm.Dial(ctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Peers: local, Logger: logger})
+		if err != nil {
+			return nil, "", err
+		}
+		routes = append(routes, hybrid.Route{Name: "shm", Transport: s, Peers: local})
+	}
+	if len(remote) > 0 {
+		t, err := tcp.Dial(ctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Token: token, Bind: cfg.Bind,
+			Streams: cfg.Streams, Spin: cfg.Spin, Logger: logger})
+		if err != nil {
+			return nil, "", err
+		}
+		routes = append(routes, hybrid.Route{Name: "tcp", Transport: t, Peers: remote})
+	}
+	name := fmt.Sprintf("auto (shm to %v, tcp to %v)", local, remote)
+	if len(routes) == 1 {
+		return routes[0].Transport, name, nil
+	}
+	if len(routes) == 0 { // one rank
+		s, err := shm.Dial(ctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Peers: []int{}, Logger: logger})
+		return s, name, err
+	}
+	h, err := hybrid.New(rank, cfg.NProc, routes...)
+	return h, name, err
 }

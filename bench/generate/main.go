@@ -23,6 +23,7 @@ import (
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/generate"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/tokenizer"
 )
 
 func main() {
@@ -55,7 +56,7 @@ func run(presets []string, tokens, promptLen int, pos string, threads, reps int)
 			return err
 		}
 		m.Init(1)
-		g := generate.New(m, idTokenizer{cfg.VocabSize})
+		g := generate.New(m, idTokenizer{v: cfg.VocabSize})
 		prompt := strings.Repeat("x", promptLen)
 		opts := generate.Options{MaxTokens: tokens, Sampling: generate.Sampling{TopP: 1}, Context: n}
 		// Cached and recomputed runs alternate, so both see the same machine
@@ -111,7 +112,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // idTokenizer stands in for a tokenizer of the preset's vocabulary: the
 // prompt is bytes, and token id i decodes to byte i%256 (the text is not the
 // point here, the model's cost per token is).
-type idTokenizer struct{ v int }
+type idTokenizer struct {
+	tokenizer.NoSpecials
+	v int
+}
 
 func (t idTokenizer) Encode(b []byte) []int {
 	ids := make([]int, len(b))

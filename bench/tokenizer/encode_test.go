@@ -21,10 +21,16 @@ var (
 	oracle    *tiktoken.Tiktoken
 	texts     map[string][]byte
 	setupErr  error
+
+	// cl100k_base: strand from a Llama-3-layout tokenizer.json (hand-written
+	// splitter), the same with the pattern run by regexp2, and tiktoken-go.
+	cl100k, cl100kRegexp2 *tokenizer.BPE
+	cl100kOracle          *tiktoken.Tiktoken
 )
 
 // setup loads GPT-2 for strand (from vocab.json + merges.txt derived from
-// r50k) and for tiktoken-go, and builds the benchmark texts: 1 MB of the
+// r50k) and for tiktoken-go, cl100k_base likewise (from tokenizer.json), and
+// builds the benchmark texts: 1 MB of the
 // mixed corpus (prose, code, CJK, emoji, whitespace) and 1 MB of Go source
 // from GOROOT.
 func setup(tb testing.TB) {
@@ -43,6 +49,21 @@ func setup(tb testing.TB) {
 			return
 		}
 		if oracle, setupErr = tokentest.R50K(); setupErr != nil {
+			return
+		}
+		for _, v := range []struct {
+			tok     **tokenizer.BPE
+			pattern string
+		}{{&cl100k, tokentest.CL100KPattern}, {&cl100kRegexp2, "(?:" + tokentest.CL100KPattern + ")"}} {
+			path := filepath.Join(dir, "tokenizer.json")
+			if setupErr = tokentest.WriteCL100KTokenizerJSONPattern(path, v.pattern); setupErr != nil {
+				return
+			}
+			if *v.tok, setupErr = tokenizer.LoadHF(path); setupErr != nil {
+				return
+			}
+		}
+		if cl100kOracle, setupErr = tokentest.CL100K(); setupErr != nil {
 			return
 		}
 		texts = map[string][]byte{"mixed": tokentest.Mixed(99, 1<<20), "gosrc": goSource(1 << 20)}
@@ -85,13 +106,22 @@ func TestSameTokens(t *testing.T) {
 		for len(text) > 0 && !utf8.Valid(text) { // do not cut a character in two
 			text = text[:len(text)-1]
 		}
-		got, want := strand.Encode(text), oracle.EncodeOrdinary(string(text))
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d vs %d tokens", name, len(got), len(want))
-		}
-		for i := range got {
-			if got[i] != want[i] {
-				t.Fatalf("%s: token %d differs", name, i)
+		for _, c := range []struct {
+			name string
+			got  []int
+			want []int
+		}{
+			{"gpt2", strand.Encode(text), oracle.EncodeOrdinary(string(text))},
+			{"cl100k", cl100k.Encode(text), cl100kOracle.EncodeOrdinary(string(text))},
+			{"cl100k-regexp2", cl100kRegexp2.Encode(text), cl100kOracle.EncodeOrdinary(string(text))},
+		} {
+			if len(c.got) != len(c.want) {
+				t.Fatalf("%s %s: %d vs %d tokens", c.name, name, len(c.got), len(c.want))
+			}
+			for i := range c.got {
+				if c.got[i] != c.want[i] {
+					t.Fatalf("%s %s: token %d differs", c.name, name, i)
+				}
 			}
 		}
 	}
@@ -115,6 +145,37 @@ func BenchmarkEncode(b *testing.B) {
 			cpu := cpuTime()
 			for b.Loop() {
 				oracle.EncodeOrdinary(s)
+			}
+			reportCPURate(b, len(text), cpu)
+		})
+	}
+}
+
+// BenchmarkEncodeCL100K: cl100k_base (Llama 3's pre-tokenizer) through the
+// hand-written splitter, through regexp2, and in tiktoken-go.
+func BenchmarkEncodeCL100K(b *testing.B) {
+	setup(b)
+	for _, name := range []string{"mixed", "gosrc"} {
+		text := texts[name]
+		for _, v := range []struct {
+			impl string
+			tok  *tokenizer.BPE
+		}{{"strand", cl100k}, {"strand-regexp2", cl100kRegexp2}} {
+			b.Run(name+"/"+v.impl, func(b *testing.B) {
+				b.SetBytes(int64(len(text)))
+				cpu := cpuTime()
+				for b.Loop() {
+					v.tok.Encode(text)
+				}
+				reportCPURate(b, len(text), cpu)
+			})
+		}
+		b.Run(name+"/tiktoken-go", func(b *testing.B) {
+			s := string(text)
+			b.SetBytes(int64(len(text)))
+			cpu := cpuTime()
+			for b.Loop() {
+				cl100kOracle.EncodeOrdinary(s)
 			}
 			reportCPURate(b, len(text), cpu)
 		})

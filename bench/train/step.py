@@ -20,12 +20,13 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-STEPS = {"tiny": 30, "small": 15, "gpt2s": 8}
+STEPS = {"tiny": 30, "small": 15, "gpt2s": 8, "llama-tiny": 30, "llama-small": 15, "llama-gpt2s": 8}
 CASES = [  # preset, threads, precision
     ("tiny", 1, "fp32"), ("tiny", 2, "fp32"),
     ("small", 1, "fp32"), ("small", 2, "fp32"),
     ("gpt2s", 1, "fp32"), ("gpt2s", 2, "fp32"),
     ("gpt2s", 1, "bf16"), ("gpt2s", 2, "bf16"),
+    ("llama-gpt2s", 1, "fp32"), ("llama-gpt2s", 2, "fp32"),
 ]
 
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch anchor for strand's training-step benchmarks: the same pre-LN GPT-2
 as strand's presets (learned positions, tied embeddings, tanh GELU, AdamW,
-global-norm clipping), trained on random tokens.
+global-norm clipping), trained on random tokens; and for the llama-*
+presets the same Llama-style decoder (RMSNorm, SwiGLU, RoPE with
+rotate_half, grouped-query attention, no biases, untied lm_head), hand
+written because transformers is not installed.
 
   torch_train.py --model small --threads 2 --steps 20            one process
   torch_train.py --model small --ddp 2 --threads 1 --steps 20    DDP over gloo
@@ -21,6 +24,68 @@ PRESETS = {  # layers, d, heads, seq, vocab, batch
     "small": (4, 256, 8, 128, 512, 8),
     "gpt2s": (6, 384, 6, 256, 4096, 4),
 }
+LLAMA = {  # layers, d, heads, kv heads, MLP hidden, seq, vocab, batch (strand's llama-* presets)
+    "llama-tiny": (2, 128, 4, 2, 344, 64, 256, 8),
+    "llama-small": (4, 256, 8, 2, 688, 128, 512, 8),
+    "llama-gpt2s": (6, 384, 6, 2, 1024, 256, 4096, 4),
+}
+
+
+def rms_norm(x, w, eps=1e-5):
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, C, NH, NKV, H):
+        super().__init__()
+        d = C // NH
+        self.w1, self.w2 = nn.Parameter(torch.ones(C)), nn.Parameter(torch.ones(C))
+        self.q, self.k, self.v = nn.Linear(C, C, bias=False), nn.Linear(C, NKV * d, bias=False), nn.Linear(C, NKV * d, bias=False)
+        self.o = nn.Linear(C, C, bias=False)
+        self.gate, self.up, self.down = nn.Linear(C, H, bias=False), nn.Linear(C, H, bias=False), nn.Linear(H, C, bias=False)
+        self.nh, self.nkv, self.d = NH, NKV, d
+
+    def forward(self, x, mask, cos, sin):
+        B, T, C = x.shape
+        a = rms_norm(x, self.w1)
+        q = self.q(a).view(B, T, self.nh, self.d).transpose(1, 2)
+        k = self.k(a).view(B, T, self.nkv, self.d).transpose(1, 2)
+        v = self.v(a).view(B, T, self.nkv, self.d).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        g = self.nh // self.nkv
+        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d)
+        att = att.masked_fill(~mask[:T, :T], float("-inf")).softmax(-1)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(B, T, C))
+        a = rms_norm(x, self.w2)
+        return x + self.down(F.silu(self.gate(a)) * self.up(a))
+
+
+class Llama(nn.Module):
+    def __init__(self, L, C, NH, NKV, H, T, V):
+        super().__init__()
+        self.embed = nn.Embedding(V, C)
+        self.h = nn.ModuleList(LlamaBlock(C, NH, NKV, H) for _ in range(L))
+        self.norm = nn.Parameter(torch.ones(C))
+        self.lm_head = nn.Linear(C, V, bias=False)
+        self.mask = torch.ones(T, T, dtype=torch.bool).tril()
+        d = C // NH
+        inv = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
+        emb = torch.cat([torch.outer(torch.arange(T).float(), inv)] * 2, dim=-1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+
+    def forward(self, idx, targets):
+        T = idx.shape[1]
+        x = self.embed(idx)
+        for b in self.h:
+            x = b(x, self.mask, self.cos[:T], self.sin[:T])
+        logits = self.lm_head(rms_norm(x, self.norm))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
 
 
 class Block(nn.Module):
@@ -80,10 +145,14 @@ def main():
 
 def run(rank, a, q):
     torch.set_num_threads(a.threads)
-    L, C, NH, T, V, B = PRESETS[a.model]
-    world = max(a.ddp, 1)
     torch.manual_seed(0)
-    model = GPT(L, C, NH, T, V)
+    if a.model in LLAMA:
+        L, C, NH, NKV, H, T, V, B = LLAMA[a.model]
+        model = Llama(L, C, NH, NKV, H, T, V)
+    else:
+        L, C, NH, T, V, B = PRESETS[a.model]
+        model = GPT(L, C, NH, T, V)
+    world = max(a.ddp, 1)
     if a.ddp:
         import torch.distributed as dist
         dist.init_process_group("gloo", rank=rank, world_size=world)

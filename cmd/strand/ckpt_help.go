@@ -60,13 +60,16 @@ func wholeModel(op, dir string) error {
 	if err != nil || !lora {
 		return err
 	}
-	return fmt.Errorf("%s holds LoRA adapters only; %s needs a whole model: merge them into their base first (strand lora merge --adapters %s --out DIR)", dir, op, dir)
+	return fmt.Errorf("%s holds LoRA adapters only; %s needs a whole model: merge them into their base first (strand lora merge --adapters %s --out DIR), or export them with --format peft", dir, op, dir)
 }
 
-// checkExport checks ckpt export's input and output directory.
-func checkExport(dir, out string, overwrite bool) error {
-	if err := wholeModel("ckpt export", dir); err != nil {
-		return err
+// checkExport checks ckpt export's input (a whole model, but for --format
+// peft) and output directory.
+func checkExport(dir, format, out string, overwrite bool) error {
+	if format != "peft" {
+		if err := wholeModel("ckpt export --format "+format, dir); err != nil {
+			return err
+		}
 	}
 	return checkOutDir(out, overwrite)
 }

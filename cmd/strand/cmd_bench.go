@@ -17,7 +17,7 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 	var cfg benchcoll.Config
 	fs.StringVar(&cfg.Op, "op", "allreduce", "allreduce, allgather, reducescatter, broadcast or sendrecv")
 	fs.IntVar(&cfg.NProc, "nproc", 2, "number of local ranks (processes)")
-	fs.StringVar(&cfg.Transport, "transport", "tcp", "transport: tcp or rdma")
+	fs.StringVar(&cfg.Transport, "transport", "tcp", "transport: tcp, shm (shared memory), auto (shm inside a node, tcp between nodes) or rdma")
 	fs.StringVar(&cfg.Provider, "rdma-provider", "", "rdma verbs provider: ibverbs (a device) or soft (software, runs anywhere)")
 	minS := fs.String("min", "4K", "smallest buffer (bytes; K, M, G suffixes)")
 	maxS := fs.String("max", "64M", "largest buffer")

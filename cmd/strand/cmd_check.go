@@ -67,6 +67,7 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(stdout, "transport %s\n", rt.RouteSummary())
 	runCtx, stop := context.WithCancelCause(rt.Context())
 	defer stop(nil)
 	go func() {

@@ -7,9 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
+	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/hf"
 	"github.com/strand-ml/strand/model"
 )
 
@@ -96,20 +99,25 @@ func runCkptInspect(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if checkpoint.LoadTrainerState(dir, &st) == nil {
 		fmt.Fprintf(stdout, "step %v, written under %v\n", st["step"], st["layout"])
 	}
-	idx, err := checkpoint.ReadIndex(dir)
-	if err != nil {
-		return err
-	}
-	if idx != nil {
-		fmt.Fprintf(stdout, "sharded: layout %v (%d shard files)\n", idx.Layout, idx.Layout.TP*idx.Layout.PP)
+	if hf.IsDir(dir) {
+		_, meta, _ := hf.ReadConfig(dir)
+		fmt.Fprintf(stdout, "Hugging Face %s directory (eos ids %v)\n", meta.ModelType, meta.EOS)
 	} else {
-		fmt.Fprintln(stdout, "single file: model.safetensors (Hugging Face GPT-2 layout)")
+		idx, err := checkpoint.ReadIndex(dir)
+		if err != nil {
+			return err
+		}
+		if idx != nil {
+			fmt.Fprintf(stdout, "sharded: layout %v (%d shard files)\n", idx.Layout, idx.Layout.TP*idx.Layout.PP)
+		} else {
+			fmt.Fprintln(stdout, "single file: model.safetensors (Hugging Face GPT-2 layout)")
+		}
 	}
 	if err := describeAdapters(stdout, dir); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "model: %d layers, d=%d, %d heads, vocab %d, %d positions, %s, %s, %s positions\n",
-		cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize, cfg.NPositions, cfg.Activation, cfg.Norm, cfg.Position)
+	fmt.Fprintf(stdout, "model: %d layers, d=%d, %d heads (%d kv), vocab %d, %d positions, %s, %s, %s positions\n",
+		cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.KVHeads(), cfg.VocabSize, cfg.NPositions, cfg.Activation, cfg.Norm, cfg.Position)
 	tensors, err := checkpoint.Tensors(dir)
 	if err != nil {
 		return err
@@ -171,28 +179,95 @@ func runCkptReshard(_ context.Context, args []string, stdout, stderr io.Writer) 
 func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newDirFlags("ckpt export", stderr)
 	pos, rest := splitDir(args)
-	format := fs.String("format", "hf-gpt2", "export format: hf-gpt2")
+	format := fs.String("format", "hf", "export format: hf (GPT-2 or the Llama family by architecture), hf-gpt2, hf-llama, hf-qwen2, hf-mistral, or peft (a LoRA run's adapters in PEFT's layout)")
 	out := fs.String("out", "", "output directory (new or empty)")
 	overwrite := fs.Bool("overwrite", false, "write into a non-empty --out, replacing its files")
+	dtype := fs.String("dtype", "fp32", "Llama family: stored precision, fp32 or bf16")
+	maxShard := fs.String("max-shard-size", "5GB", "Llama family: start a new shard file above this size (5GB, 500MiB, bytes; 0: one file)")
 	if err := parseDirFlags(fs, rest); err != nil {
 		return err
 	}
-	if *format != "hf-gpt2" {
-		return usageError{fmt.Sprintf("--format %q: only hf-gpt2 is supported", *format)}
-	}
 	if *out == "" {
 		return usageError{"--out is required"}
+	}
+	shard, err := hf.ParseSize(*maxShard)
+	if err != nil {
+		return usageError{"--max-shard-size: " + err.Error()}
 	}
 	dir, err := resolveArg(append(pos, fs.Args()...), stderr)
 	if err != nil {
 		return err
 	}
-	if err := checkExport(dir, *out, *overwrite); err != nil {
+	if err := checkExport(dir, *format, *out, *overwrite); err != nil {
 		return err
 	}
-	if err := checkpoint.ExportHF(dir, *out); err != nil {
+	mt := ""
+	switch *format {
+	case "peft":
+		return exportPEFT(dir, *out, stdout)
+	case "hf":
+		cfg, err := checkpoint.ReadConfig(dir)
+		if err != nil {
+			return err
+		}
+		if cfg.Norm == model.RMSNorm && cfg.Activation == model.SwiGLU && cfg.Position == model.PosRoPE {
+			mt = hf.DefaultModelType(cfg)
+		}
+	case "hf-gpt2":
+	case "hf-llama", "hf-qwen2", "hf-mistral":
+		mt = strings.TrimPrefix(*format, "hf-")
+	default:
+		return usageError{fmt.Sprintf("--format %q is not one of hf, hf-gpt2, hf-llama, hf-qwen2, hf-mistral, peft", *format)}
+	}
+	if mt == "" {
+		if err := checkpoint.ExportHF(dir, *out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, checkpoint.ConfigFile), filepath.Join(*out, checkpoint.ModelFile))
+		return nil
+	}
+	if err := checkpoint.ExportHFFamily(dir, *out, hf.ExportOptions{ModelType: mt, DType: *dtype, MaxShardBytes: shard}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, checkpoint.ConfigFile), filepath.Join(*out, checkpoint.ModelFile))
+	fmt.Fprintf(stdout, "wrote %s (%s, %s)\n", *out, mt, *dtype)
+	return nil
+}
+
+// exportPEFT writes the LoRA adapters of checkpoint dir (a run of sft/dpo
+// --lora-rank on a Llama-family base) as adapter_config.json +
+// adapter_model.safetensors in PEFT's layout.
+func exportPEFT(dir, out string, stdout io.Writer) error {
+	ac, err := finetune.ReadAdapterConfig(dir)
+	if err != nil {
+		return err
+	}
+	if ac.Base == "" {
+		return fmt.Errorf("peft export: the adapters of %s were trained on a fresh model: PEFT needs a base checkpoint", dir)
+	}
+	bdir, _, err := checkpoint.Resolve(ac.Base)
+	if err != nil {
+		return err
+	}
+	cfg, err := checkpoint.ReadConfig(bdir)
+	if err != nil {
+		return err
+	}
+	m, err := model.New(cfg, 1, 1, gemm.New(1))
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.LoadModel(bdir, m); err != nil {
+		return err
+	}
+	if err := m.EnableLoRA(ac.LoRAConfig, 0); err != nil {
+		return err
+	}
+	if err := checkpoint.LoadModel(dir, m); err != nil {
+		return fmt.Errorf("adapters: %w", err)
+	}
+	if err := hf.ExportAdapters(out, m, ac.Base); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s and %s (rank %d, base %s)\n", filepath.Join(out, hf.AdapterConfigFile), filepath.Join(out, hf.AdapterFile), ac.Rank, ac.Base)
 	return nil
 }

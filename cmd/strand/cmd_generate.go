@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/generate"
+	"github.com/strand-ml/strand/hf"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/tokenizer"
 )
@@ -55,6 +59,8 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("generate", stderr)
 	ckpt := fs.String("ckpt", "", "checkpoint directory or run directory (its latest checkpoint)")
 	prompt := fs.String("prompt", "", "text to continue")
+	promptIDs := fs.String("prompt-ids", "", "token ids to continue, comma-separated (instead of --prompt; for models without a tokenizer)")
+	jsonOut := fs.Bool("json", false, "print one JSON object (prompt_ids, ids, text, reason) instead of streaming text")
 	tokDir := fs.String("tokenizer", "", "BPE tokenizer directory the model was trained with (default: bytes)")
 	maxTokens := fs.Int("max-tokens", 256, "most tokens to generate")
 	temperature := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
@@ -82,8 +88,20 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *ckpt == "" {
 		return usageError{"--ckpt is required"}
 	}
-	if *prompt == "" {
-		return usageError{"--prompt is required and must not be empty"}
+	var ids []int
+	switch {
+	case *prompt != "" && *promptIDs != "":
+		return usageError{"give --prompt or --prompt-ids, not both"}
+	case *promptIDs != "":
+		for _, f := range strings.Split(*promptIDs, ",") {
+			id, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return usageError{fmt.Sprintf("--prompt-ids: %q is not a token id", f)}
+			}
+			ids = append(ids, id)
+		}
+	case *prompt == "":
+		return usageError{"--prompt (or --prompt-ids) is required and must not be empty"}
 	}
 	sampling := generate.Sampling{Temperature: *temperature, TopK: *topK, TopP: *topP}
 	if err := sampling.Validate(); err != nil {
@@ -122,9 +140,52 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if tok, err = tokenizer.Load(*tokDir); err != nil {
 			return err
 		}
+	} else if ids != nil {
+		tok = nil // ids only: no tokenizer to decode with
 	}
 	g := generate.New(m, tok)
+	if hf.IsDir(dir) { // eos_token_id from config.json / generation_config.json
+		_, meta, err := hf.ReadConfig(dir)
+		if err != nil {
+			return err
+		}
+		g.EOSIDs = meta.EOS
+	}
 	opts := generate.Options{MaxTokens: *maxTokens, Sampling: sampling, Seed: *seed, Stop: stops, Context: n, Recompute: *recompute}
+	if ids == nil && *jsonOut {
+		ids = tok.Encode([]byte(*prompt))
+	}
+	if *jsonOut {
+		res, err := g.StreamIDs(ctx, ids, opts, func(int, []byte) error { return nil })
+		if err != nil {
+			return err
+		}
+		out := map[string]any{"prompt_ids": ids, "ids": res.Tokens, "text": string(res.Text), "reason": res.Reason}
+		if res.Tokens == nil {
+			out["ids"] = []int{}
+		}
+		raw, err := json.Marshal(out)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", raw)
+		return err
+	}
+	if ids != nil {
+		res, err := g.StreamIDs(ctx, ids, opts, func(id int, text []byte) error {
+			if tok == nil && id != generate.NoToken {
+				_, err := fmt.Fprintf(stdout, "%d ", id)
+				return err
+			}
+			_, err := stdout.Write(text)
+			return err
+		})
+		fmt.Fprintln(stdout)
+		if err == nil && *stats {
+			fmt.Fprintf(stderr, "%d prompt + %d generated tokens, stopped: %s\n", res.PromptTokens, len(res.Tokens), res.Reason)
+		}
+		return err
+	}
 	start := time.Now()
 	echoed := !*echo
 	res, err := g.Stream(ctx, *prompt, opts, func(_ int, text []byte) error {

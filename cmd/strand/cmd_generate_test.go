@@ -96,3 +96,35 @@ func TestEvalByPosition(t *testing.T) {
 		}
 	}
 }
+
+// A Hugging Face Llama directory without a tokenizer: --prompt-ids in,
+// --json out, greedy ids as the PyTorch oracle's (hf/testdata). (Stopping
+// at eos ids is tested in package generate.)
+func TestGenerateHuggingFaceLlamaIDs(t *testing.T) {
+	dir := filepath.Join("..", "..", "hf", "testdata", "llama")
+	code, out, errs := runCLI(t, "generate", "--ckpt", dir, "--prompt-ids", "54,55,0,37,23", "--temperature", "0", "--max-tokens", "8", "--json", "--threads", "1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var res struct {
+		PromptIDs []int `json:"prompt_ids"`
+		IDs       []int `json:"ids"`
+		Reason    string
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	want := []int{25, 16, 36, 32, 24, 41, 21, 36} // gen_hf_fixtures.py's greedy continuation
+	if len(res.IDs) != len(want) || res.Reason != "max_tokens" || len(res.PromptIDs) != 5 {
+		t.Fatalf("got %+v, want ids %v", res, want)
+	}
+	for i := range want {
+		if res.IDs[i] != want[i] {
+			t.Fatalf("ids %v, PyTorch %v", res.IDs, want)
+		}
+	}
+	code, _, errs = runCLI(t, "generate", "--ckpt", dir, "--prompt-ids", "1,x")
+	if code == 0 || !strings.Contains(errs, `"x" is not a token id`) {
+		t.Fatalf("bad --prompt-ids: exit %d: %s", code, errs)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -32,7 +31,7 @@ import (
 type modelFlags struct {
 	preset                           string
 	layers, heads, embd, vocab, npos int
-	hidden                           int
+	hidden, kvHeads                  int
 	activation, norm                 string
 	pos                              string
 	ropeBase                         float64
@@ -48,6 +47,7 @@ var archFlags = map[string]bool{"model": true, "n-layer": true, "n-head": true, 
 
 // noteSet records which architecture flags the command line set.
 func (f *modelFlags) noteSet(fs *flag.FlagSet) {
+	f.explicit = nil
 	fs.Visit(func(fl *flag.Flag) {
 		if archFlags[fl.Name] {
 			f.explicit = append(f.explicit, "--"+fl.Name)
@@ -69,6 +69,7 @@ func (f *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.preset, "model", "tiny", "model preset: "+strings.Join(model.PresetNames(), ", "))
 	fs.IntVar(&f.layers, "n-layer", 0, "override: transformer blocks")
 	fs.IntVar(&f.heads, "n-head", 0, "override: attention heads")
+	fs.IntVar(&f.kvHeads, "n-kv-head", 0, "override: key/value heads of grouped-query attention (dividing n-head; 1: multi-query)")
 	fs.IntVar(&f.embd, "n-embd", 0, "override: model width")
 	fs.IntVar(&f.vocab, "vocab", 0, "override: vocabulary size")
 	fs.IntVar(&f.npos, "n-positions", 0, "override: maximum positions")
@@ -96,6 +97,7 @@ func (f *modelFlags) config() (model.Config, error) {
 	set(&cfg.VocabSize, f.vocab)
 	set(&cfg.NPositions, f.npos)
 	set(&cfg.MLPHidden, f.hidden)
+	set(&cfg.NKVHead, f.kvHeads)
 	if f.activation != "" {
 		cfg.Activation = f.activation
 	}
@@ -325,19 +327,6 @@ func peakRSS() int64 {
 	return 0
 }
 
-// isLoopback reports whether host:port names this machine's loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // trainData reads the corpus and splits it into training and validation
 // tokens; it checks the tokens against the model's vocabulary.
 func trainData(ctx context.Context, f *trainFlags, cfg model.Config) (train, val *data.Corpus, err error) {
@@ -400,7 +389,7 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
 	rc.PeakFLOPS = peak.FLOPS
-	rc.Hooks.Eval = validation(tr, valSet, f, rank == 0 && m.TP == 1 && m.PP == 1, logf)
+	rc.Hooks.Eval = validation(tr, valSet, f, m, coord, logf)
 	rec := newDataRecord(f)
 	steps := &trainer.Steps{T: tr, Rank: rank, Seed: f.seed, Extra: func() map[string]any { return map[string]any{dataRecordKey: rec} }}
 	if dist != nil {
@@ -415,38 +404,39 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	return pipelineReport(ctx, tr, coord, rank == 0, stdout, stderr)
 }
 
-// jobPeak is the job's peak FLOP/s: every process's threads, but a local
-// job cannot use more cores than the machine has.
+// jobPeak is the job's peak FLOP/s: every process's threads, but no host
+// counts more cores than it has (launcher.JobCores).
 func jobPeak(tr *trainer.Trainer, dist *distributed) trainer.Peak {
-	threads := tr.Engine.Threads() * tr.Comms.Mesh.World()
-	if dist == nil || dist.job.local {
-		threads = min(threads, runtime.NumCPU())
+	threads := min(tr.Engine.Threads(), runtime.NumCPU())
+	if dist != nil {
+		threads = launcher.JobCores(dist.job.hosts, tr.Engine.Threads(), runtime.NumCPU())
 	}
 	return trainer.MachinePeak(threads)
 }
 
-// validation is the run loop's evaluation hook: the validation loss on
-// the lead rank when it holds the whole model (nil otherwise).
-func validation(tr *trainer.Trainer, val *data.Corpus, f *trainFlags, whole bool, logf func(string, ...any)) func(context.Context, int) (map[string]any, error) {
-	if !whole || len(val.Tokens) == 0 {
+// validation is the run loop's evaluation hook: the validation loss over
+// --eval-batches global batches of the held-out tokens, on any mesh
+// (every rank evaluates its data-parallel share through its pipeline
+// stage); nil when there is nothing to evaluate.
+func validation(tr *trainer.Trainer, val *data.Corpus, f *trainFlags, m mesh.Mesh, coord mesh.Coord, logf func(string, ...any)) func(context.Context, int) (map[string]any, error) {
+	rows := tr.Opts.RowsPerRank(m)
+	batches := min(f.evalBatches, (len(val.Tokens)-1)/(rows*m.DP*f.seq))
+	if batches <= 0 {
+		if len(val.Tokens) > 0 {
+			logf("validation skipped: %d held-out tokens are less than one global batch of %d x %d\n", len(val.Tokens), f.batch, f.seq)
+		}
 		return nil
 	}
-	loader, err := data.NewLoader(val.Tokens, data.LoaderConfig{Batch: tr.MicroRows(), Seq: f.seq, DPSize: 1})
+	loader, err := data.NewLoader(val.Tokens, data.LoaderConfig{Batch: rows, Seq: f.seq, DPRank: coord.DP, DPSize: m.DP})
 	if err != nil {
 		logf("validation skipped: %v\n", err)
 		return nil
 	}
 	return func(ctx context.Context, _ int) (map[string]any, error) {
-		if loader == nil {
-			return nil, nil
-		}
 		loader.Reset()
-		steps := min(f.evalBatches, (len(val.Tokens)-1)/(tr.MicroRows()*f.seq))
-		v, _, err := trainer.Evaluate(ctx, tr.Model, loader, tr.MicroRows(), f.seq, steps)
+		v, err := tr.EvalLoss(ctx, loader, batches)
 		if err != nil {
-			logf("validation skipped: %v\n", err)
-			loader = nil
-			return nil, nil
+			return nil, err
 		}
 		return map[string]any{"val_loss": v}, nil
 	}

@@ -33,7 +33,7 @@ type distributed struct {
 
 type jobInfo struct {
 	rank, world int
-	local       bool // every rank runs on this machine (coordinator on loopback)
+	hosts       []string // each rank's host name
 	report      func(step int, m map[string]float64)
 	barrier     func(ctx context.Context) error
 }
@@ -88,7 +88,7 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
-		fmt.Fprintf(stderr, "launching %d workers, mesh %v, epoch %d\n", m.World(), m, restart)
+		fmt.Fprintln(stderr, launcher.LaunchLine(nnodes, nodeRank, lf.NProcPerNode, m, restart))
 		if lf.MultiNode() {
 			err = launcher.Node(ctx, launcher.NodeConfig{
 				NNodes: nnodes, NodeRank: nodeRank, Coordinator: lf.Coordinator, NProcPerNode: lf.NProcPerNode,
@@ -194,7 +194,10 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 		if comms.Embed, err = rt.TiedEmbedding(); err != nil {
 			return err
 		}
-		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier, local: isLoopback(rt.Job.Coordinator)}
+		job := &jobInfo{rank: rt.Rank, world: rt.Mesh.World(), report: rt.Report, barrier: rt.Barrier}
+		for _, mb := range rt.Members {
+			job.hosts = append(job.hosts, mb.GetHost())
+		}
 		bodyCtx, stop := context.WithCancelCause(rt.Context())
 		defer stop(nil)
 		go func() {
@@ -219,7 +222,7 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	var intr *trainer.Interrupted
 	if !errors.As(err, &intr) {
 		err = rt.Leave(lctx, err)
-		if err != nil && rt.Job.Source == "strand" && isLoopback(rt.Job.Coordinator) {
+		if err != nil && rt.LauncherReports() {
 			// strand's local launcher prints the job's failure once,
 			// with the coordinator's reason: not once per rank.
 			return quietExit{code: 1, err: err}

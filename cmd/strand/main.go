@@ -36,7 +36,7 @@ func commands() []command {
 		{"generate", "generate text from a checkpoint with a KV cache (greedy or sampled), streamed", runGenerate},
 		{"ckpt inspect", "print a checkpoint's layout, step, tensors and sizes", runCkptInspect},
 		{"ckpt reshard", "rewrite a checkpoint for another --tp/--pp layout", runCkptReshard},
-		{"ckpt export", "export a checkpoint as a Hugging Face GPT-2 model directory", runCkptExport},
+		{"ckpt export", "export a checkpoint as a Hugging Face GPT-2 or Llama-family directory, or LoRA adapters as PEFT", runCkptExport},
 		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},

@@ -8,14 +8,14 @@
 // Run it as a local job of 4 processes (2-way data parallel x 2-way tensor
 // parallel):
 //
-//	go build -o /tmp/custom_loop ./examples/custom_loop
-//	STRAND_EXAMPLE_BIN=/tmp/custom_loop /tmp/custom_loop -launch 4 -tp 2
+//	go run ./examples/custom_loop -launch 4 -tp 2
 //
-// Under Slurm or torchrun-style launchers, start it directly: worker.Join
-// reads the rank from their environment.
+// The launcher re-executes the running binary (os.Executable: go run's
+// or go build's). Under Slurm or torchrun-style launchers, start it
+// directly: worker.Join reads the rank from their environment.
 //
-// The loop keeps to one pipeline stage (PP = 1) so it stays short; the
-// trainer package shows the pipelined version.
+// The loop keeps to one pipeline stage (PP = 1) so it stays short;
+// examples/pipeline_loop drives the pipelined trainer over DP x PP.
 package main
 
 import (
@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/data"
@@ -61,9 +62,7 @@ func launchJob(ctx context.Context, n, tp int) error {
 	if err != nil {
 		return err
 	}
-	exe := os.Getenv("STRAND_EXAMPLE_BIN") // a built binary; `go run` binaries vanish
-	return launcher.Local(ctx, launcher.LocalConfig{NProc: n, Mesh: m, Args: os.Args[1:],
-		Stdout: os.Stdout, Stderr: os.Stderr, Common: launcher.Common{Executable: exe}})
+	return launcher.Local(ctx, launcher.LocalConfig{NProc: n, Mesh: m, Args: os.Args[1:], Stdout: os.Stdout, Stderr: os.Stderr})
 }
 
 func run(ctx context.Context, tpDegree, steps int) error {
@@ -72,12 +71,17 @@ func run(ctx context.Context, tpDegree, steps int) error {
 		return err
 	}
 	err = train(rt, steps)
-	return rt.Leave(context.Background(), err)
+	lctx, cancel := context.WithTimeout(context.Background(), time.Minute) // Leave waits for every rank
+	defer cancel()
+	return rt.Leave(lctx, err)
 }
 
 func train(rt *worker.Runtime, steps int) error {
 	ctx := rt.Context() // cancelled when any rank dies
-	cfg, _ := model.Preset("tiny")
+	cfg, err := model.Preset("tiny")
+	if err != nil {
+		return err
+	}
 	const rowsPerRank, T = 4, 64
 
 	// This rank's shard: heads and MLP columns split over the TP group.

@@ -19,7 +19,7 @@ const (
 	Mesh            = "STRAND_MESH"             // "dp,tp,pp"
 	HostCoordinator = "STRAND_HOST_COORDINATOR" // "1": this process serves the coordinator
 	CoordinatorPort = "STRAND_COORDINATOR_PORT" // port used with Slurm / torchrun hosts
-	Transport       = "STRAND_TRANSPORT"        // "tcp" or "rdma"
+	Transport       = "STRAND_TRANSPORT"        // "auto", "shm", "tcp" or "rdma"
 	Bind            = "STRAND_BIND"             // transport bind spec
 	LogFormat       = "STRAND_LOG_FORMAT"       // "console" or "json"
 	TLSCert         = "STRAND_TLS_CERT"         // coordinator certificate (PEM), enables TLS

@@ -1,0 +1,300 @@
+package collective
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strand-ml/strand/rendezvous"
+	"github.com/strand-ml/strand/transport"
+	"github.com/strand-ml/strand/transport/hybrid"
+	"github.com/strand-ml/strand/transport/shm"
+)
+
+// The collective suite over the shared-memory transport, in one process
+// (every rank's segments mapped here); shm_process_test.go runs it across
+// processes.
+
+func shmWorld(t testing.TB, n int) []transport.Transport {
+	t.Helper()
+	store := rendezvous.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make([]transport.Transport, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// 256 KiB rings: long messages stream through the ring.
+			tr, err := shm.Dial(ctx, shm.Config{Rank: r, Size: n, Store: store, JobID: t.Name(), RingBytes: 256 << 10,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			out[r], errs[r] = tr, err
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("dial rank %d: %v", r, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, tr := range out {
+			tr.Close()
+		}
+	})
+	return out
+}
+
+func TestAllOpsShm(t *testing.T) {
+	for n := 1; n <= 8; n++ {
+		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) {
+			ts := shmWorld(t, n)
+			for _, name := range []string{"latency", "bandwidth"} {
+				for _, count := range []int{0, 1, 2, 7, 13, 101, 1031} {
+					opts := variants[name]
+					opts.Name = fmt.Sprint(name, count) // a fresh communicator each time
+					checkAllOps(t, ts, count, opts)
+				}
+			}
+		})
+	}
+}
+
+// Long all-reduces (segments reduced straight out of the peer's ring in
+// chunks) give the loopback transport's bits, for every op and rank.
+func TestShmChunkedReduceMatchesLoopbackToTheBit(t *testing.T) {
+	const n, count = 3, 3<<18 + 5
+	rng := rand.New(rand.NewSource(3))
+	inputs := make([][]float32, n)
+	for r := range inputs {
+		inputs[r] = make([]float32, count)
+		for i := range inputs[r] {
+			inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.Intn(6)-3)))
+		}
+	}
+	run := func(ts []transport.Transport, op Op) [][]float32 {
+		res := make([][]float32, n)
+		onAll(t, ts, Options{Name: fmt.Sprint(op)}, func(r int, c *Comm) error {
+			buf := F32(append([]float32(nil), inputs[r]...))
+			res[r] = buf
+			return c.AllReduce(context.Background(), buf, op)
+		})
+		return res
+	}
+	sw := shmWorld(t, n)
+	for _, op := range []Op{Sum, Avg, Min, Max} {
+		want, got := run(loopbackWorld(t, n), op), run(sw, op)
+		for r := range got {
+			for i := range got[r] {
+				if math.Float32bits(got[r][i]) != math.Float32bits(want[0][i]) {
+					t.Fatalf("%v rank %d element %d: shm %v, loopback %v", op, r, i, got[r][i], want[0][i])
+				}
+			}
+		}
+	}
+}
+
+func TestShmGroupsAndAsyncCalls(t *testing.T) {
+	const n = 4
+	ts := shmWorld(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := runEach(ts, Options{}, func(r int, c *Comm) error {
+		pair, err := New(ts[r], []int{r &^ 1, r | 1}, Options{Name: "pair"})
+		if err != nil {
+			return err
+		}
+		defer pair.Close()
+		a, b := make(F32, 300000), make(F32, 1000)
+		for i := range a {
+			a[i] = float32(r)
+		}
+		for i := range b {
+			b[i] = 1
+		}
+		h := c.AllReduceAsync(ctx, a, Sum)
+		if err := pair.AllReduce(ctx, b, Sum); err != nil {
+			return err
+		}
+		if err := h.Wait(ctx); err != nil {
+			return err
+		}
+		if a[12345] != 6 || b[999] != 2 {
+			return fmt.Errorf("world %v, pair %v", a[12345], b[999])
+		}
+		return nil
+	})
+	for r, err := range errs {
+		if err != nil {
+			t.Errorf("rank %d: %v", r, err)
+		}
+	}
+}
+
+func TestShmMismatchedCallIsReported(t *testing.T) {
+	ts := shmWorld(t, 4)
+	errs := runEach(ts, Options{Timeout: time.Second}, func(r int, c *Comm) error {
+		ctx := context.Background()
+		if err := c.AllReduce(ctx, make(F32, 10), Sum); err != nil {
+			return err
+		}
+		if r == 2 {
+			return c.AllReduce(ctx, make(F32, 11), Sum)
+		}
+		return c.AllReduce(ctx, make(F32, 10), Sum)
+	})
+	var me *MismatchError
+	if !errors.As(errs[2], &me) || !strings.Contains(errs[2].Error(), "allreduce seq 1") {
+		t.Fatalf("rank 2: %v, want a MismatchError at seq 1", errs[2])
+	}
+	for _, r := range []int{1, 3} {
+		if !errors.As(errs[r], &me) || me.PeerRank != 2 {
+			t.Errorf("rank %d: %v, want a MismatchError naming rank 2", r, errs[r])
+		}
+	}
+}
+
+func TestShmDeadRankIsNamedByEverySurvivor(t *testing.T) {
+	ts := shmWorld(t, 4)
+	const deadline = 5 * time.Second
+	start := time.Now()
+	errs := runEach(ts, Options{Timeout: deadline, SmallBytes: 1, SegmentBytes: 4096}, func(r int, c *Comm) error {
+		buf := make(F32, 1<<16)
+		for k := 0; ; k++ {
+			if r == 3 && k == 5 {
+				crash(ts[3])
+				return nil
+			}
+			if err := c.AllReduce(context.Background(), buf, Sum); err != nil {
+				return err
+			}
+		}
+	})
+	if took := time.Since(start); took > deadline {
+		t.Errorf("survivors took %v, deadline %v", took, deadline)
+	}
+	for r := 0; r < 3; r++ {
+		if errs[r] == nil || !strings.Contains(errs[r].Error(), "rank(s) [3] failed") {
+			t.Errorf("rank %d: %v, want an error naming rank 3", r, errs[r])
+		}
+	}
+}
+
+func TestShmHungRankTimesOut(t *testing.T) {
+	ts := shmWorld(t, 3)
+	const deadline = 300 * time.Millisecond
+	start := time.Now()
+	errs := runEach(ts, Options{Timeout: deadline}, func(r int, c *Comm) error {
+		if r == 1 {
+			return nil // alive but never calls
+		}
+		return c.AllReduce(context.Background(), make(F32, 8), Sum)
+	})
+	if took := time.Since(start); took > deadline+time.Second {
+		t.Errorf("took %v with a %v deadline", took, deadline)
+	}
+	for _, r := range []int{0, 2} {
+		if errs[r] == nil || !strings.Contains(errs[r].Error(), "allreduce seq 0: timed out") || !strings.Contains(errs[r].Error(), "1]") {
+			t.Errorf("rank %d: %v, want a timeout naming rank 1", r, errs[r])
+		}
+	}
+}
+
+// hybridWorld puts ranks on two "hosts" (the lower half and the upper
+// half): shared memory inside each, TCP between them.
+func hybridWorld(t testing.TB, n int) []transport.Transport {
+	t.Helper()
+	tcps := tcpWorld(t, n)
+	store := rendezvous.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out := make([]transport.Transport, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	half := (n + 1) / 2
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local, remote []int
+			for p := range n {
+				switch {
+				case p == r:
+				case (p < half) == (r < half):
+					local = append(local, p)
+				default:
+					remote = append(remote, p)
+				}
+			}
+			routes := []hybrid.Route{{Name: "tcp", Transport: tcps[r], Peers: remote}}
+			if len(local) > 0 {
+				s, err := shm.Dial(ctx, shm.Config{Rank: r, Size: n, Store: store, JobID: t.Name(), Peers: local, RingBytes: 256 << 10,
+					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				if err != nil {
+					errs[r] = err
+					return
+				}
+				routes = append(routes, hybrid.Route{Name: "shm", Transport: s, Peers: local})
+			}
+			out[r], errs[r] = hybrid.New(r, n, routes...)
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, tr := range out {
+			tr.Close()
+		}
+	})
+	return out
+}
+
+func TestAllOpsHybrid(t *testing.T) {
+	for _, n := range []int{2, 3, 4, 5} {
+		t.Run(fmt.Sprintf("n%d", n), func(t *testing.T) {
+			ts := hybridWorld(t, n)
+			for _, name := range []string{"latency", "bandwidth"} {
+				for _, count := range []int{0, 1, 13, 1031} {
+					opts := variants[name]
+					opts.Name = fmt.Sprint(name, count)
+					checkAllOps(t, ts, count, opts)
+				}
+			}
+		})
+	}
+}
+
+func TestHybridDeadRankIsNamed(t *testing.T) {
+	ts := hybridWorld(t, 4)
+	errs := runEach(ts, Options{Timeout: 5 * time.Second, SmallBytes: 1, SegmentBytes: 4096}, func(r int, c *Comm) error {
+		buf := make(F32, 1<<16)
+		for k := 0; ; k++ {
+			if r == 1 && k == 5 {
+				crash(ts[1])
+				return nil
+			}
+			if err := c.AllReduce(context.Background(), buf, Sum); err != nil {
+				return err
+			}
+		}
+	})
+	for _, r := range []int{0, 2, 3} {
+		if errs[r] == nil || !strings.Contains(errs[r].Error(), "rank(s) [1] failed") {
+			t.Errorf("rank %d: %v, want an error naming rank 1", r, errs[r])
+		}
+	}
+}

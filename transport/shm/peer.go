@@ -1,0 +1,669 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/strand-ml/strand/transport"
+)
+
+// peer is this rank's end of one segment.
+type peer struct {
+	t       *Transport
+	rank    int
+	mem     []byte
+	pid     int   // the peer's process
+	out, in *ring // this rank writes out, reads in
+
+	myState, peerState     *atomic.Uint32
+	myCulprit, peerCulprit *atomic.Int32
+
+	txLock chan struct{} // one writer at a time (select-able, so a waiting Send honours ctx)
+	txHead uint64        // under txLock: the writer's head
+
+	// pumpLock is held by whichever goroutine moves bytes out of the
+	// in-ring (a waiting receive or the bell goroutine draining); the pump never blocks,
+	// so holding it is short.
+	pumpLock chan struct{}
+	rxTail   uint64   // under pumpLock
+	cur      inflight // under pumpLock
+
+	mu     sync.Mutex // posts, parked
+	posts  map[transport.Tag][]*post
+	parked map[transport.Tag][]*park
+
+	// conn is the pair's doorbell: one byte wakes the other side's
+	// parked waiters (bell reader goroutine), its end means the peer's
+	// process is gone (or closed its transport).
+	conn  *net.UnixConn
+	sigMu sync.Mutex
+	sig   chan struct{} // closed and replaced at every doorbell or state change
+
+	dead     chan struct{} // closed when the peer failed
+	deadOnce sync.Once
+	deadErr  atomic.Pointer[transport.PeerError]
+	leftSeen atomic.Bool
+}
+
+// inflight is the message the pump is moving out of the ring.
+type inflight struct {
+	active  bool
+	tag     transport.Tag
+	n, q, d uint64 // length, payload start, bytes delivered
+	post    *post  // its receive, or
+	park    *park  // a buffer holding it until a receive is posted, or
+	discard bool   // nobody (a size mismatch or an abandoned receive)
+}
+
+// park is a message that arrived before its receive was posted.
+type park struct{ buf []byte }
+
+func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *peer {
+	me, other := 1, 0 // sides: 0 = lo, 1 = hi
+	outRing, inRing := 1, 0
+	if lo {
+		me, other = 0, 1
+		outRing, inRing = 0, 1
+	}
+	ringCap := t.cfg.RingBytes
+	return &peer{
+		t: t, rank: p, mem: mem,
+		pid:         int(u32(mem, offPids+4*other).Load()),
+		out:         newRing(mem, outRing, ringCap),
+		in:          newRing(mem, inRing, ringCap),
+		myState:     u32(mem, offState+64*me),
+		peerState:   u32(mem, offState+64*other),
+		myCulprit:   i32(mem, offState+64*me+4),
+		peerCulprit: i32(mem, offState+64*other+4),
+		txLock:      make(chan struct{}, 1),
+		pumpLock:    make(chan struct{}, 1),
+		posts:       make(map[transport.Tag][]*post),
+		parked:      make(map[transport.Tag][]*park),
+		dead:        make(chan struct{}),
+		conn:        conn,
+		sig:         make(chan struct{}),
+	}
+}
+
+// signal wakes every goroutine of this rank parked on the peer.
+func (pe *peer) signal() {
+	pe.sigMu.Lock()
+	close(pe.sig)
+	pe.sig = make(chan struct{})
+	pe.sigMu.Unlock()
+}
+
+// signalled returns the channel the next signal closes.
+func (pe *peer) signalled() <-chan struct{} {
+	pe.sigMu.Lock()
+	defer pe.sigMu.Unlock()
+	return pe.sig
+}
+
+// Doorbell bytes.
+const (
+	bellData  = 1 // published bytes: wake parked receives
+	bellSpace = 2 // consumed bytes: wake a parked sender
+	bellDrain = 3 // a sender is stuck on a full ring nobody reads: park what is in it
+)
+
+var bellBytes = [4]byte{0, bellData, bellSpace, bellDrain}
+
+// ring rings the peer's doorbell (best effort: a failed write means the
+// peer is gone, which the bell reader reports).
+func (pe *peer) ring(b byte) { _, _ = pe.conn.Write(bellBytes[b : b+1]) }
+
+// markDead fails the peer: every pending and future call on it returns a
+// *transport.PeerError naming it, and the failure is announced.
+func (pe *peer) markDead(cause error) {
+	pe.deadOnce.Do(func() {
+		e := &transport.PeerError{Peer: pe.rank, Op: "connection", Err: cause}
+		pe.deadErr.Store(e)
+		close(pe.dead)
+		pe.t.noteFailure(e)
+		pe.mu.Lock()
+		for tag, q := range pe.posts {
+			for _, p := range q {
+				p.complete(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: cause})
+			}
+			delete(pe.posts, tag)
+		}
+		pe.mu.Unlock()
+		pe.signal()
+	})
+}
+
+// failure is the error of an op on a dead peer, or nil.
+func (pe *peer) failure(op string) error {
+	if e := pe.deadErr.Load(); e != nil {
+		return &transport.PeerError{Peer: pe.rank, Op: op, Err: e.Err}
+	}
+	if pe.peerState.Load() == stateCrashed {
+		pe.markDead(errors.New("peer aborted its transport"))
+		return pe.failure(op)
+	}
+	return nil
+}
+
+// sawLeft handles the peer's goodbye: the rank it names as the reason,
+// if any, is announced failed before the caller reports ErrPeerLeft.
+func (pe *peer) sawLeft() {
+	if pe.leftSeen.Swap(true) {
+		return
+	}
+	if c := int(pe.peerCulprit.Load()); c >= 0 {
+		pe.t.noteFailure(&transport.PeerError{Peer: c, Op: "connection", Err: fmt.Errorf("reported failed by rank %d's goodbye", pe.rank)})
+	}
+}
+
+// sendable is nil while the peer can still receive.
+func (pe *peer) sendable() error {
+	if err := pe.failure("send"); err != nil {
+		return err
+	}
+	if pe.peerState.Load() == stateLeft {
+		pe.sawLeft()
+		return leftError("send", pe.rank)
+	}
+	if pe.myState.Load() != stateAlive {
+		return &transport.PeerError{Peer: pe.rank, Op: "send", Err: errors.New("transport closed")}
+	}
+	return nil
+}
+
+// --- sending ---
+
+// finishGrace bounds how long a send whose context ended keeps writing a
+// message it has begun (the receiver must never see half a message).
+const finishGrace = time.Second
+
+// publishBytes is how much of a long message is written before the
+// receiver is told (it starts reducing while the rest is written).
+const publishBytes = 256 << 10
+
+func (pe *peer) publish(h uint64) {
+	r := pe.out
+	r.head.Store(h)
+	if r.rxWait.Load() > 0 {
+		pe.ring(bellData)
+	}
+}
+
+// write puts the messages into the out-ring. Call with txLock held.
+func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) error {
+	r := pe.out
+	head := pe.txHead
+	defer func() { pe.txHead = head }()
+	for _, b := range bufs {
+		n := uint64(len(b))
+		if n <= smallMax {
+			idx := head & r.mask
+			if idx+recHeader+alignUp(n, recHeader) > r.capacity {
+				// It would wrap: pad to the ring's start.
+				if err := pe.waitSpace(ctx, head, head+r.capacity-idx); err != nil {
+					pe.publish(head)
+					return err
+				}
+				binary.LittleEndian.PutUint64(r.data[idx:], 0)
+				binary.LittleEndian.PutUint64(r.data[idx+8:], padFlag|(r.capacity-idx-recHeader))
+				head += r.capacity - idx
+				idx = 0
+			}
+			end := head + recHeader + alignUp(n, recHeader)
+			if err := pe.waitSpace(ctx, head, end); err != nil {
+				pe.publish(head)
+				return err
+			}
+			binary.LittleEndian.PutUint64(r.data[idx:], uint64(tag))
+			binary.LittleEndian.PutUint64(r.data[idx+8:], n)
+			copy(r.data[idx+recHeader:], b)
+			head = end
+			continue
+		}
+		q := payloadStart(head, n)
+		if err := pe.waitSpace(ctx, head, q); err != nil {
+			pe.publish(head)
+			return err
+		}
+		idx := head & r.mask
+		binary.LittleEndian.PutUint64(r.data[idx:], uint64(tag))
+		binary.LittleEndian.PutUint64(r.data[idx+8:], n)
+		// The header is out once published: finish the message even if
+		// ctx ends (within finishGrace), so the stream stays whole.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishGrace)
+		pos, off := q, uint64(0)
+		pe.publish(pos)
+		for off < n {
+			room := r.tail.Load() + r.capacity - pos
+			if room == 0 {
+				if err := pe.waitSpace(wctx, pos, pos+min(n-off, pageAlign)); err != nil {
+					cancel()
+					// Half a message is out: the pair cannot recover.
+					pe.myState.Store(stateCrashed)
+					pe.conn.Close()
+					return err
+				}
+				continue
+			}
+			idx := pos & r.mask
+			k := min(room, n-off, r.capacity-idx, publishBytes)
+			copy(r.data[idx:idx+k], b[off:off+k])
+			off += k
+			pos += k
+			if off == n {
+				pos = recordEnd(q, n)
+			}
+			pe.publish(pos)
+		}
+		cancel()
+		head = recordEnd(q, n)
+	}
+	pe.publish(head)
+	return nil
+}
+
+// waitSpace waits until the ring can take bytes up to position need;
+// published is what the reader has been told about (everything before
+// it). A writer that makes no progress for drainAfter asks the receiving
+// rank to park what is in the ring (nobody there may be receiving).
+func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
+	r := pe.out
+	if r.tail.Load()+r.capacity >= need {
+		return nil
+	}
+	pe.publish(published)
+	if spin := pe.t.cfg.Spin; spin > 0 {
+		deadline := time.Now().Add(spin)
+		for i := 0; ; i++ {
+			if r.tail.Load()+r.capacity >= need {
+				return nil
+			}
+			if i&63 == 63 {
+				if time.Now().After(deadline) {
+					break
+				}
+				yield()
+			}
+		}
+	}
+	var drain *time.Timer
+	defer func() {
+		if drain != nil {
+			drain.Stop()
+		}
+	}()
+	for {
+		if err := pe.sendable(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return &transport.PeerError{Peer: pe.rank, Op: "send", Err: err}
+		}
+		sig := pe.signalled()
+		r.txWait.Add(1)
+		tl := r.tail.Load()
+		if tl+r.capacity >= need {
+			r.txWait.Add(^uint32(0))
+			return nil
+		}
+		if drain == nil {
+			drain = time.NewTimer(drainAfter)
+		}
+		select {
+		case <-sig:
+		case <-drain.C:
+			pe.ring(bellDrain)
+			drain.Reset(drainAfter)
+		case <-ctx.Done():
+		case <-pe.dead:
+		case <-pe.t.closed:
+		}
+		r.txWait.Add(^uint32(0))
+	}
+}
+
+// drainAfter is how long a writer waits on a full ring before asking the
+// receiving rank to park its contents.
+const drainAfter = 5 * time.Millisecond
+
+// --- receiving ---
+
+// post is a posted receive.
+type post struct {
+	pe   *peer
+	ctx  context.Context
+	tag  transport.Tag
+	buf  []byte
+	n    int
+	sink transport.ChunkSink
+	spin bool
+
+	fin  atomic.Bool
+	err  error
+	park *park // adopted parked message, copied out by Wait
+	done chan struct{}
+}
+
+func (pe *peer) newPost(ctx context.Context, tag transport.Tag, buf []byte, n int, sink transport.ChunkSink) *post {
+	return &post{pe: pe, ctx: ctx, tag: tag, buf: buf, n: n, sink: sink, spin: transport.SpinHint(ctx), done: make(chan struct{}, 1)}
+}
+
+func (p *post) complete(err error) {
+	p.err = err
+	p.fin.Store(true)
+	select {
+	case p.done <- struct{}{}:
+	default:
+	}
+}
+
+// register puts a new receive in its (peer, tag) order: it takes the
+// oldest parked message of its tag, or waits for the next one.
+func (pe *peer) register(p *post) {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	if e := pe.deadErr.Load(); e != nil {
+		p.complete(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: e.Err})
+		return
+	}
+	if q := pe.parked[p.tag]; len(q) > 0 {
+		p.park = q[0]
+		q[0] = nil
+		if len(q) == 1 {
+			delete(pe.parked, p.tag)
+		} else {
+			pe.parked[p.tag] = q[1:]
+		}
+		p.complete(nil)
+		return
+	}
+	pe.posts[p.tag] = append(pe.posts[p.tag], p)
+}
+
+// takePost removes and returns the oldest receive waiting on tag. Call
+// with pe.mu held.
+func (pe *peer) takePost(tag transport.Tag) *post {
+	q := pe.posts[tag]
+	if len(q) == 0 {
+		return nil
+	}
+	p := q[0]
+	q[0] = nil
+	if len(q) == 1 {
+		delete(pe.posts, tag)
+	} else {
+		pe.posts[tag] = q[1:]
+	}
+	return p
+}
+
+func (pe *peer) consume(tl uint64) {
+	r := pe.in
+	pe.rxTail = tl
+	r.tail.Store(tl)
+	if r.txWait.Load() > 0 {
+		pe.ring(bellSpace)
+	}
+}
+
+// pump moves every complete piece in the in-ring to its receive (or a
+// parked buffer) and returns the head it saw last. It never blocks. Call
+// with pumpLock held.
+func (pe *peer) pump() uint64 {
+	r := pe.in
+	for {
+		head := r.head.Load()
+		c := &pe.cur
+		if !c.active {
+			if head < pe.rxTail+recHeader { // (a long message's last publish may end short of its padded end)
+				return head
+			}
+			idx := pe.rxTail & r.mask
+			tag := transport.Tag(binary.LittleEndian.Uint64(r.data[idx:]))
+			w := binary.LittleEndian.Uint64(r.data[idx+8:])
+			if w&padFlag != 0 {
+				pe.consume(pe.rxTail + recHeader + w&^padFlag)
+				continue
+			}
+			*c = inflight{active: true, tag: tag, n: w, q: payloadStart(pe.rxTail, w)}
+			pe.mu.Lock()
+			if p := pe.takePost(tag); p == nil {
+				c.park = &park{buf: make([]byte, w)}
+			} else if uint64(p.n) != w {
+				c.discard = true
+				p.complete(&transport.SizeError{Peer: pe.rank, Tag: tag, Want: p.n, Got: int(w)})
+			} else {
+				c.post = p
+			}
+			pe.mu.Unlock()
+		}
+		pos := c.q + c.d
+		if head < pos {
+			return head
+		}
+		avail := min(head-pos, c.n-c.d)
+		if c.n <= smallMax {
+			if avail < c.n {
+				return head
+			}
+		} else if c.d+avail < c.n {
+			avail = (c.d+avail)&^(pageAlign-1) - c.d
+			if avail == 0 {
+				return head
+			}
+		}
+		for avail > 0 {
+			idx := (c.q + c.d) & r.mask
+			k := min(avail, r.capacity-idx)
+			src := r.data[idx : idx+k]
+			switch {
+			case c.post != nil && c.post.sink != nil:
+				c.post.sink.Chunk(int(c.d), src)
+			case c.post != nil:
+				copy(c.post.buf[c.d:], src)
+			case c.park != nil:
+				copy(c.park.buf[c.d:], src)
+			}
+			c.d += k
+			avail -= k
+			if c.d < c.n {
+				pe.consume(c.q + c.d)
+			}
+		}
+		if c.d < c.n {
+			continue // the rest of a long message is still being written
+		}
+		pe.consume(recordEnd(c.q, c.n))
+		switch {
+		case c.post != nil:
+			c.post.complete(nil)
+		case c.park != nil:
+			pe.mu.Lock()
+			if p := pe.takePost(c.tag); p != nil {
+				p.park = c.park
+				p.complete(nil)
+			} else {
+				pe.parked[c.tag] = append(pe.parked[c.tag], c.park)
+			}
+			pe.mu.Unlock()
+		}
+		*c = inflight{}
+	}
+}
+
+// result is what a finished receive returns; a parked message is copied
+// (or handed to the sink) here, on the caller's goroutine.
+func (p *post) result() error {
+	if p.err != nil || p.park == nil {
+		return p.err
+	}
+	if len(p.park.buf) != p.n {
+		return &transport.SizeError{Peer: p.pe.rank, Tag: p.tag, Want: p.n, Got: len(p.park.buf)}
+	}
+	if p.sink != nil {
+		if p.n > 0 {
+			p.sink.Chunk(0, p.park.buf)
+		}
+	} else {
+		copy(p.buf, p.park.buf)
+	}
+	return nil
+}
+
+// Wait implements transport.PostedRecv: it pumps the ring itself while
+// nobody else does, and otherwise waits for its message, the pump, the
+// peer's failure or its context.
+func (p *post) Wait() error {
+	pe := p.pe
+	defer pe.t.ops.Done()
+	for {
+		if p.fin.Load() {
+			return p.result()
+		}
+		select {
+		case pe.pumpLock <- struct{}{}:
+			state := pe.peerState.Load() // before pumping: all data sent before a goodbye is in the ring
+			seen := pe.pump()
+			<-pe.pumpLock
+			if p.fin.Load() {
+				return p.result()
+			}
+			if err := pe.failure("recv"); err != nil {
+				return p.abandon(err)
+			}
+			if state == stateLeft {
+				pe.sawLeft()
+				return p.abandon(leftError("recv", pe.rank))
+			}
+			if pe.myState.Load() != stateAlive {
+				return p.abandon(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: errors.New("transport closed")})
+			}
+			if err := p.ctx.Err(); err != nil {
+				return p.abandon(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: err})
+			}
+			p.waitData(seen)
+		case <-p.done:
+		case <-p.ctx.Done():
+			return p.abandon(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: p.ctx.Err()})
+		case <-pe.dead:
+			return p.abandon(pe.failure("recv"))
+		case <-pe.t.closed:
+			return p.abandon(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: errors.New("transport closed")})
+		}
+	}
+}
+
+// waitData waits until the in-ring's head moves past seen (or something
+// else happens to the peer or the receive): polling first when the
+// receive is latency bound, then parked until the doorbell rings.
+func (p *post) waitData(seen uint64) {
+	pe := p.pe
+	r := pe.in
+	if spin := pe.t.cfg.Spin; p.spin && spin > 0 {
+		deadline := time.Now().Add(spin)
+		for i := 0; ; i++ {
+			if r.head.Load() != seen || p.fin.Load() {
+				return
+			}
+			if i&63 == 63 {
+				if time.Now().After(deadline) {
+					break
+				}
+				yield()
+			}
+		}
+	}
+	sig := pe.signalled()
+	r.rxWait.Add(1)
+	if r.head.Load() == seen && !p.fin.Load() {
+		select {
+		case <-sig:
+		case <-p.done:
+		case <-p.ctx.Done():
+		case <-pe.dead:
+		case <-pe.t.closed:
+		}
+	}
+	r.rxWait.Add(^uint32(0))
+}
+
+// abandon withdraws a receive that gives up with err: it leaves its
+// queue, or, if its message is being moved, the rest of that message is
+// skipped. Returns the receive's own result if it completed meanwhile.
+func (p *post) abandon(err error) error {
+	pe := p.pe
+	pe.pumpLock <- struct{}{} // the pump never blocks: this wait is short
+	if pe.cur.active && pe.cur.post == p {
+		pe.cur.post, pe.cur.discard = nil, true
+	}
+	pe.mu.Lock()
+	q := pe.posts[p.tag]
+	for i, x := range q {
+		if x == p {
+			pe.posts[p.tag] = append(q[:i:i], q[i+1:]...)
+			if len(pe.posts[p.tag]) == 0 {
+				delete(pe.posts, p.tag)
+			}
+			break
+		}
+	}
+	pe.mu.Unlock()
+	<-pe.pumpLock
+	if p.fin.Load() {
+		return p.result()
+	}
+	return err
+}
+
+// --- background ---
+
+// bell reads the pair's doorbell socket: every byte wakes this rank's
+// goroutines parked on the peer; a drain request parks what is in the
+// in-ring if nobody is pumping it; the socket's end is the peer's
+// goodbye (its state says left) or its death (a kill -9 closes the
+// socket too).
+func (t *Transport) bell(pe *peer) {
+	defer t.bg.Done()
+	var buf [64]byte
+	for {
+		n, err := pe.conn.Read(buf[:])
+		if n > 0 {
+			pe.signal()
+			for _, b := range buf[:n] {
+				if b == bellDrain {
+					select {
+					case pe.pumpLock <- struct{}{}:
+						pe.pump()
+						<-pe.pumpLock
+					default: // someone is pumping already
+					}
+					break
+				}
+			}
+		}
+		if err == nil {
+			continue
+		}
+		select {
+		case <-t.closed: // our own Close
+			return
+		default:
+		}
+		switch pe.peerState.Load() {
+		case stateLeft:
+			pe.sawLeft()
+			pe.signal()
+		case stateCrashed:
+			pe.markDead(errors.New("peer aborted its transport"))
+		default:
+			pe.markDead(fmt.Errorf("process %d exited without closing its transport (killed?)", pe.pid))
+		}
+		return
+	}
+}

@@ -62,6 +62,32 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
+// checkGroup runs one verified all-reduce and a barrier over comm.
+// Element i holds (rank+1) + (i mod 7): small integers, so the float32
+// sum is exact in any reduction order.
+func checkGroup(ctx context.Context, comm *collective.Comm, name string, rank, round int, buf []float32) error {
+	ranks := comm.Ranks()
+	for i := range buf {
+		buf[i] = float32(rank+1) + float32(i%7)
+	}
+	if err := comm.AllReduce(ctx, collective.F32(buf), collective.Sum); err != nil {
+		return fmt.Errorf("round %d: %s all-reduce over ranks %v: %w", round, name, ranks, err)
+	}
+	base := 0
+	for _, r := range ranks {
+		base += r + 1
+	}
+	for i, v := range buf {
+		if want := float32(base + len(ranks)*(i%7)); v != want {
+			return fmt.Errorf("round %d: %s all-reduce over ranks %v: element %d = %v, want %v", round, name, ranks, i, v, want)
+		}
+	}
+	if err := comm.Barrier(ctx); err != nil {
+		return fmt.Errorf("round %d: %s barrier over ranks %v: %w", round, name, ranks, err)
+	}
+	return nil
+}
+
 func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration time.Duration, count int, stdout, _ io.Writer) error {
 	rt, err := worker.Join(ctx, workerOptions(lf))
 	if err != nil {
@@ -100,35 +126,11 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 		}
 		t0 := time.Now()
 		for _, g := range groups {
-			ranks := g.comm.Ranks()
-			// Element i holds (rank+1) + (i mod 7): small integers, so the
-			// float32 sum is exact in any reduction order.
-			for i := range buf {
-				buf[i] = float32(rt.Rank+1) + float32(i%7)
-			}
-			if err = g.comm.AllReduce(runCtx, collective.F32(buf), collective.Sum); err != nil {
-				err = fmt.Errorf("round %d: %s all-reduce over ranks %v: %w", round, g.name, ranks, err)
-				break
-			}
-			base := 0
-			for _, r := range ranks {
-				base += r + 1
-			}
-			for i, v := range buf {
-				if want := float32(base + len(ranks)*(i%7)); v != want {
-					err = fmt.Errorf("round %d: %s all-reduce over ranks %v: element %d = %v, want %v", round, g.name, ranks, i, v, want)
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-			if err = g.comm.Barrier(runCtx); err != nil {
-				err = fmt.Errorf("round %d: %s barrier over ranks %v: %w", round, g.name, ranks, err)
+			if err = checkGroup(runCtx, g.comm, g.name, rt.Rank, round, buf); err != nil {
 				break
 			}
 			if round == 0 {
-				fmt.Fprintf(stdout, "%s group %v: all-reduce of %d floats and barrier ok\n", g.name, ranks, count)
+				fmt.Fprintf(stdout, "%s group %v: all-reduce of %d floats and barrier ok\n", g.name, g.comm.Ranks(), count)
 			}
 		}
 		if err != nil {

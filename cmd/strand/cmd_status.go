@@ -91,6 +91,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if st.Reason != "" {
 		fmt.Fprintf(stdout, "reason: %s\n", st.Reason)
 	}
+	return printRanks(stdout, st)
+}
+
+// printRanks prints one line per rank of the status.
+func printRanks(stdout io.Writer, st *pb.StatusReply) error {
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RANK\tHOST\tPID\tDP\tTP\tPP\tSTATE\tSTEP\tSEEN\tMETRICS")
 	for _, r := range st.Ranks {

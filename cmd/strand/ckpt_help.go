@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
+	"github.com/strand-ml/strand/model"
 )
 
 // newDirFlags is newFlags for a command that takes one checkpoint or run
@@ -72,4 +74,13 @@ func checkExport(dir, format, out string, overwrite bool) error {
 		}
 	}
 	return checkOutDir(out, overwrite)
+}
+
+// readConfig is checkpoint.ReadConfig with every missing required field
+// of config.json named in one error.
+func readConfig(dir string) (model.Config, error) {
+	if err := checkpoint.CheckConfigFields(dir); err != nil {
+		return model.Config{}, err
+	}
+	return checkpoint.ReadConfig(dir)
 }

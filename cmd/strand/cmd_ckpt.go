@@ -51,7 +51,7 @@ func checkpointConfig(path string, scaling *ropeScalingFlags, stderr io.Writer) 
 	if err != nil {
 		return "", model.Config{}, err
 	}
-	cfg, err := checkpoint.ReadConfig(dir)
+	cfg, err := readConfig(dir)
 	if err != nil {
 		return "", cfg, err
 	}
@@ -90,7 +90,7 @@ func runCkptInspect(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	cfg, err := checkpoint.ReadConfig(dir)
+	cfg, err := readConfig(dir)
 	if err != nil {
 		return err
 	}
@@ -206,7 +206,7 @@ func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) e
 	case "peft":
 		return exportPEFT(dir, *out, stdout)
 	case "hf":
-		cfg, err := checkpoint.ReadConfig(dir)
+		cfg, err := readConfig(dir)
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func exportPEFT(dir, out string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := checkpoint.ReadConfig(bdir)
+	cfg, err := readConfig(bdir)
 	if err != nil {
 		return err
 	}

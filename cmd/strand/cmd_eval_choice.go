@@ -40,7 +40,7 @@ func runEvalChoice(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	cfg, err := checkpoint.ReadConfig(dir)
+	cfg, err := readConfig(dir)
 	if err != nil {
 		return err
 	}

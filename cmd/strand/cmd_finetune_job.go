@@ -211,7 +211,7 @@ func (f *ftFlags) config() (model.Config, error) {
 		if err != nil {
 			return cfg, err
 		}
-		if cfg, err = checkpoint.ReadConfig(dir); err != nil {
+		if cfg, err = readConfig(dir); err != nil {
 			return cfg, err
 		}
 		f.ckpt = dir

@@ -48,7 +48,7 @@ func runLoRAMerge(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	cfg, err := checkpoint.ReadConfig(bdir)
+	cfg, err := readConfig(bdir)
 	if err != nil {
 		return err
 	}

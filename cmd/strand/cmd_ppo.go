@@ -215,7 +215,7 @@ func rewardCheckpoint(path string) (string, model.Config, finetune.RewardHead, e
 	if err != nil {
 		return "", model.Config{}, finetune.RewardHead{}, err
 	}
-	cfg, err := checkpoint.ReadConfig(dir)
+	cfg, err := readConfig(dir)
 	if err != nil {
 		return "", cfg, finetune.RewardHead{}, err
 	}

@@ -68,6 +68,9 @@ func sftData(f *sftFlags, logf func(string, ...any)) (train *finetune.Packed, he
 	}
 	logf("packed %d training examples into %d rows of %d (%d truncated, %d dropped with nothing to train, %d padding positions); %d held out\n",
 		train.Examples, train.Rows, f.seq, train.Truncated, train.Dropped, train.Padding, len(held))
+	if w := truncationWarning(exs[:len(exs)-nHeld], train.Truncated, f.seq); w != "" {
+		logf("%s\n", w)
+	}
 	return train, held, nil
 }
 

@@ -41,6 +41,7 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&f.gamma, "gamma", 1, "discount")
 	fs.Float64Var(&f.lambda, "lambda", 0.95, "GAE lambda")
 	fs.Float64Var(&f.temp, "temperature", 1, "sampling temperature")
+	ppoSchedule(fs, &f.ftFlags)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/finetune"
@@ -62,7 +63,11 @@ func wholeModel(op, dir string) error {
 	if err != nil || !lora {
 		return err
 	}
-	return fmt.Errorf("%s holds LoRA adapters only; %s needs a whole model: merge them into their base first (strand lora merge --adapters %s --out DIR), or export them with --format peft", dir, op, dir)
+	hint := ""
+	if strings.HasPrefix(op, "ckpt export") {
+		hint = ", or export the adapters with --format peft"
+	}
+	return fmt.Errorf("%s holds LoRA adapters only; %s needs a whole model: merge them into their base first (strand lora merge --adapters %s --out DIR)%s", dir, op, dir, hint)
 }
 
 // checkExport checks ckpt export's input (a whole model, but for --format

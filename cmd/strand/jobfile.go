@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/strand-ml/strand/atomicfile"
@@ -19,6 +20,7 @@ import (
 type jobRecord struct {
 	Coordinator string    `json:"coordinator"` // HOST:PORT
 	Token       string    `json:"token"`
+	Host        string    `json:"host"`  // the launching process's machine
 	PID         int       `json:"pid"`   // the launching process
 	Epoch       int64     `json:"epoch"` // elastic restarts so far
 	Started     time.Time `json:"started"`
@@ -57,6 +59,9 @@ func readJobFile(run string) (jobRecord, error) {
 	if r.Coordinator == "" {
 		return r, fmt.Errorf("%s names no coordinator", jobFilePath(run))
 	}
+	if host, _ := os.Hostname(); r.Host == host && r.PID > 0 && syscall.Kill(r.PID, 0) == syscall.ESRCH {
+		return r, fmt.Errorf("no job is running in %s: its %s is left from launcher pid %d, which is gone (killed before it could remove it)", run, trainer.JobFile, r.PID)
+	}
 	return r, nil
 }
 
@@ -67,7 +72,8 @@ func jobFileHook(run string, epoch func() int64, warn func(error)) (started func
 		return nil, func() {}
 	}
 	started = func(addr, token string) {
-		r := jobRecord{Coordinator: addr, Token: token, PID: os.Getpid(), Epoch: epoch(), Started: time.Now().UTC()}
+		host, _ := os.Hostname()
+		r := jobRecord{Coordinator: addr, Token: token, Host: host, PID: os.Getpid(), Epoch: epoch(), Started: time.Now().UTC()}
 		if err := writeJobFile(run, r); err != nil {
 			warn(fmt.Errorf("recording the job for strand status: %w", err))
 		}

@@ -9,7 +9,11 @@
 // A worker is a copy of the running executable with the same arguments and
 // STRAND_* environment variables (see package jobenv) that tell it where the
 // coordinator is, the job token and its rank. Each output line of a worker
-// is prefixed with "[rank N]". When any worker fails, the others get SIGTERM
+// is prefixed with "[rank N]" (under LogFormat "json" it gets a "rank" key
+// instead, and plain text becomes {"rank","level","msg"}, so the output stays
+// one JSON object per line). Common.Started reports the coordinator's
+// address and token once it listens (strand records them in RUN/job.json).
+// When any worker fails, the others get SIGTERM
 // (then SIGKILL after a grace period) and the launcher returns an *ExitError
 // carrying the first failure's rank and exit code. Cancelling the context
 // (Ctrl-C, SIGTERM) forwards SIGTERM to every worker.

@@ -54,6 +54,10 @@ type Options struct {
 	MetricsPortBase int
 	// Stderr receives the log; default os.Stderr.
 	Stderr io.Writer
+	// LauncherReports says the launching process reports the job's
+	// failure once, with the coordinator's reason (strand's local
+	// launcher): a rank then does not log the coordinator's failure notice.
+	LauncherReports bool
 }
 
 // InJob reports whether this process was started as a worker: by a strand
@@ -101,8 +105,10 @@ type Runtime struct {
 	mu      sync.Mutex
 	step    int64
 	metrics map[string]float64
-	leaving bool
-	barrier int
+	// launcherReports: see Options.LauncherReports.
+	launcherReports bool
+	leaving         bool
+	barrier         int
 }
 
 // verdictWait bounds how long a failing rank waits for the coordinator to
@@ -166,7 +172,7 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		log.Warn("no " + jobenv.Token + " in the environment: using the job id as the token; set a secret one for shared clusters")
 	}
 
-	rt := &Runtime{Mesh: m, Job: job, Metrics: obs.NewRegistry(), metrics: map[string]float64{}}
+	rt := &Runtime{Mesh: m, Job: job, Metrics: obs.NewRegistry(), metrics: map[string]float64{}, launcherReports: opts.LauncherReports}
 	rt.ctx, rt.cancel = context.WithCancelCause(context.Background())
 	ok = false
 	defer func() {
@@ -501,13 +507,9 @@ func (rt *Runtime) fail(cause error) {
 	}
 }
 
-// LauncherReports says whether strand's own launcher on this machine
-// hosts the coordinator and reports the job's outcome (a local job).
-func (rt *Runtime) LauncherReports() bool {
-	host, _, err := net.SplitHostPort(rt.Job.Coordinator)
-	ip := net.ParseIP(host)
-	return err == nil && rt.Job.Source == "strand" && (host == "localhost" || ip != nil && ip.IsLoopback())
-}
+// LauncherReports says whether the launching process reports the job's
+// failure (Options.LauncherReports).
+func (rt *Runtime) LauncherReports() bool { return rt.launcherReports }
 
 func (rt *Runtime) heartbeat(every time.Duration) {
 	defer rt.bg.Done()

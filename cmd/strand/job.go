@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -75,6 +76,10 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
 	}
 	nnodes, nodeRank := lf.NNodes, lf.NodeRank
+	if !lf.MultiNode() {
+		// this process reports the job's outcome: workers need not
+		common.Env = append(common.Env, launcherReportsEnv+"=1")
+	}
 	started, removeJobFile := jobFileHook(j.out, func() int64 { return common.Epoch }, func(err error) { fmt.Fprintln(stderr, "warning:", err) })
 	defer removeJobFile()
 	common.Started = started
@@ -168,9 +173,13 @@ func withResume(argv []string, restart int) []string {
 // checkpoints within it.
 const interruptGrace = 20 * time.Second
 
+// launcherReportsEnv tells workers of a local job that the launching
+// process reports the job's outcome once (worker.Options.LauncherReports).
+const launcherReportsEnv = "STRAND_LAUNCHER_REPORTS"
+
 // workerOptions turns the shared launcher flags into the worker's options.
 func workerOptions(f *launcher.Flags) worker.Options {
-	return worker.Options{DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat,
+	return worker.Options{LauncherReports: os.Getenv(launcherReportsEnv) == "1", DP: f.DP, TP: f.TP, PP: f.PP, Transport: f.Transport, Bind: f.Bind, LogFormat: f.LogFormat,
 		JoinTimeout: f.JoinTimeout, ConnectTimeout: f.ConnectTimeout, MetricsPortBase: f.WorkerMetricsPort,
 		RDMAProvider: f.RDMAProvider}
 }

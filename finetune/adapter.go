@@ -103,7 +103,16 @@ func AdapterBase(dir string) (string, AdapterConfig, error) {
 // merged into it, so g ends a plain model either way. The reward head of
 // a reward model and PPO's value model are not weights of g: their
 // commands load them from the trainer state and value/.
-func LoadWeights(dir string, g *model.GPT) error {
+func LoadWeights(dir string, g *model.GPT) error { return loadWeights(dir, g, 0) }
+
+// maxAdapterChain bounds adapters trained on adapters (a LoRA run whose
+// --ckpt was itself a LoRA run): each base is loaded, merged, in turn.
+const maxAdapterChain = 8
+
+func loadWeights(dir string, g *model.GPT, depth int) error {
+	if depth > maxAdapterChain {
+		return fmt.Errorf("%s: more than %d LoRA runs stacked on each other (a cycle of base checkpoints?)", dir, maxAdapterChain)
+	}
 	lora, err := IsAdapterCheckpoint(dir)
 	if err != nil {
 		return err
@@ -115,16 +124,21 @@ func LoadWeights(dir string, g *model.GPT) error {
 	if err != nil {
 		return err
 	}
-	return MergeAdapters(base, dir, ac.LoRAConfig, g)
+	return mergeAdapters(base, dir, ac.LoRAConfig, g, depth)
 }
 
 // MergeAdapters loads the base checkpoint into g, the adapters of adapters
 // (configured by lc) on top, and folds them in: W += alpha/r * A @ B.
+// The base may itself be a LoRA run's checkpoint (merged first).
 func MergeAdapters(base, adapters string, lc model.LoRAConfig, g *model.GPT) error {
+	return mergeAdapters(base, adapters, lc, g, 0)
+}
+
+func mergeAdapters(base, adapters string, lc model.LoRAConfig, g *model.GPT, depth int) error {
 	if g.LoRA != nil {
 		return fmt.Errorf("merge adapters %s: the model already has adapters", adapters)
 	}
-	if err := checkpoint.LoadModel(base, g); err != nil {
+	if err := loadWeights(base, g, depth+1); err != nil {
 		return fmt.Errorf("%s holds LoRA adapters; their base: %w", adapters, err)
 	}
 	if err := g.EnableLoRA(lc, 0); err != nil {

@@ -1,6 +1,7 @@
 package finetune
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,5 +104,60 @@ func TestLoadWeightsMergesAdapters(t *testing.T) {
 	err = LoadWeights(adapters, newModel())
 	if err == nil || !strings.Contains(err.Error(), "holds LoRA adapters") || !strings.Contains(err.Error(), AdapterConfigFile) {
 		t.Fatalf("adapters without their config: %v", err)
+	}
+}
+
+// TestLoadWeightsStackedAdapters: adapters trained on a LoRA run (its
+// --ckpt was itself adapters) load by merging each base in turn.
+func TestLoadWeightsStackedAdapters(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := model.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newModel := func() *model.GPT {
+		m, err := model.New(cfg, 1, 4, gemm.New(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := newModel()
+	m.Init(3)
+	prev, err := checkpoint.Save(filepath.Join(dir, "base"), 1, m, nil, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := model.LoRAConfig{Rank: 2, Alpha: 2, Targets: []string{"attn.c_attn"}}
+	for i := 0; i < 2; i++ { // two LoRA runs, the second on the first
+		if err := m.EnableLoRA(lc, uint64(10+i)); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range m.Params.List {
+			for j := range p.Data {
+				p.Data[j] += 0.02 * float32((j+i)%5-2)
+			}
+		}
+		run := filepath.Join(dir, fmt.Sprint("lora", i))
+		ck, err := checkpoint.Save(run, 1, m, nil, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteAdapterConfig(run, AdapterConfig{LoRAConfig: lc, Base: prev}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.MergeLoRA(); err != nil {
+			t.Fatal(err)
+		}
+		prev = ck
+	}
+	got := newModel()
+	if err := LoadWeights(prev, got); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range m.Params.Data {
+		if got.Params.Data[i] != w {
+			t.Fatalf("weight %d: %g, want %g (both adapters merged)", i, got.Params.Data[i], w)
+		}
 	}
 }

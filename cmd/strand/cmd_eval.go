@@ -132,7 +132,7 @@ func (f *evalFlags) evalData(ctx context.Context, dir string, cfg model.Config, 
 			return nil, err
 		}
 		if !ok {
-			return nil, usageError{fmt.Sprintf("--data is required: %s does not record the data its run trained on (a fine-tuning checkpoint, or one written before strand recorded it)", dir)}
+			return nil, usageError{fmt.Sprintf("--data is required: %s does not record the data its run trained on (a fine-tuning checkpoint, an exported or Hugging Face model, or one written before strand recorded it)", dir)}
 		}
 		if !(rec.ValFrac > 0) {
 			return nil, usageError{fmt.Sprintf("--data is required: the run of %s held out no data (--val-frac 0)", dir)}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 
 	"github.com/strand-ml/strand/checkpoint"
@@ -42,7 +44,9 @@ func readDataRecord(dir string) (r dataRecord, ok bool, err error) {
 	var st struct {
 		Data *dataRecord `json:"data"`
 	}
-	if err := checkpoint.LoadTrainerState(dir, &st); err != nil {
+	if err := checkpoint.LoadTrainerState(dir, &st); errors.Is(err, fs.ErrNotExist) {
+		return r, false, nil // a Hugging Face directory, an exported model
+	} else if err != nil {
 		return r, false, fmt.Errorf("checkpoint %s: trainer state: %w", dir, err)
 	}
 	if st.Data == nil {

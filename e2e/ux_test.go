@@ -58,6 +58,9 @@ func TestLocalJobStatusAndInterrupt(t *testing.T) {
 		t.Fatalf("strand status %s:\n%s", run, st)
 	}
 
+	if code, out := strandExit(t, 30*time.Second, "train", "--model", "tiny", "--steps", "5", "--out", run, "--resume"); code != 2 || !strings.Contains(out, "a job is running in "+run) {
+		t.Errorf("a second job into the running job's --out: exit %d\n%s", code, out)
+	}
 	before := len(j.out.String())
 	if err := j.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

@@ -81,6 +81,12 @@ func (r *runFlags) prepareOut(lf *launcher.Flags, args []string, stderr io.Write
 		fmt.Fprintf(stderr, "run directory %s\n", r.out)
 		args = append(append([]string(nil), args...), "--out", r.out)
 	}
+	if lf == nil || !lf.MultiNode() { // other nodes see node 0's record
+		if rec, err := readJobFile(r.out); err == nil {
+			return nil, usageError{fmt.Sprintf("a job is running in %s (launcher pid %d on %s, coordinator %s): wait for it, stop it, or choose another --out",
+				r.out, rec.PID, rec.Host, rec.Coordinator)}
+		}
+	}
 	if err := trainer.CheckRunDir(r.out, r.resume, r.overwrite); err != nil {
 		return nil, usageError{err.Error()}
 	}

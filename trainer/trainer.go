@@ -276,7 +276,7 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 		segs = append(segs, optim.Segment{Offset: p.Offset, Size: p.Size(), Decay: decay})
 	}
 	segs = mergeSegments(segs)
-	if c.DP != nil && c.DP.Size() > 1 {
+	if c.DP.Size() > 1 {
 		if t.bucketer, err = dpdata.NewBucketer(c.DP, m.Params.Grad, opts.DP); err != nil {
 			return nil, err
 		}
@@ -304,7 +304,7 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	if !layout.Last {
 		t.gradIn = make([]float32, hidden)
 	}
-	if c.PP != nil && c.PP.Size() > 1 {
+	if c.PP.Size() > 1 {
 		t.sender = newOrderedSender(c.PP, t.Trace)
 	}
 	return t, nil
@@ -484,8 +484,10 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	return st, nil
 }
 
+// allReduce reduces buf over c, skipping the call for a group of one (a
+// nil communicator is one: see collective.Comm).
 func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collective.Op) error {
-	if c == nil || c.Size() == 1 {
+	if c.Size() == 1 {
 		return nil
 	}
 	return c.AllReduce(ctx, collective.F32(buf), op)
@@ -496,7 +498,7 @@ func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collec
 // stage) is summed between the two stages first, then its buckets go out.
 func (t *Trainer) reduceGradients(ctx context.Context) error {
 	c, m := t.Comms, t.Model
-	if c.Embed != nil && c.Embed.Size() > 1 {
+	if c.Embed.Size() > 1 {
 		end := t.Trace.Begin("tied-embedding allreduce", "comm", trace.LaneComm, nil)
 		err := c.Embed.AllReduce(ctx, collective.F32(m.Params.Grad[m.TiedOffset:]), collective.Sum)
 		end()

@@ -277,6 +277,15 @@ func parseHF(data []byte) (*BPE, error) {
 		}
 		pipe.stages = kept
 	}
+	if t.chars && len(pipe.stages) == 0 && (pipe.meta == nil || !pipe.meta.split) {
+		mark := []byte("\u2581")
+		if pipe.meta != nil {
+			mark = pipe.meta.repl
+		}
+		if marksOnlyLead(t, mark) {
+			pipe.stages = append(pipe.stages, markSplit{mark: mark})
+		}
+	}
 	t.pipe, t.desc = pipe, desc.String()
 	if pipe != nil {
 		pipe.cut = streamCutRule(t)

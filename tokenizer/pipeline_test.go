@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -80,6 +82,61 @@ func TestSplitBehaviors(t *testing.T) {
 	}
 	if got := splitAll(byteLevel{prefixSpace: true, useRegex: true}, "hi there"); !equalStrings(got, []string{" hi", " there"}) {
 		t.Errorf("byte-level with prefix space: %q", got)
+	}
+	if got := splitAll(markSplit{mark: []byte("▁")}, "▁▁a▁▁b▁c"); !equalStrings(got, []string{"▁▁a", "▁▁b", "▁c"}) {
+		t.Errorf("mark split: %q", got)
+	}
+}
+
+// TestMarkSplitOnlyWhenSafe: the word-mark split (and the stream cut before
+// a space) is used only when no token has a mark after another character.
+func TestMarkSplitOnlyWhenSafe(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(spDir, HFTokenizerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	safe, err := parseHF(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Give the unused id of a rare piece to "a▁b" (a token spanning a word
+	// boundary), merged from "a" + "▁b" if both exist.
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	model := doc["model"].(map[string]any)
+	vocab := model["vocab"].(map[string]any)
+	if vocab["a"] == nil || vocab["▁b"] == nil {
+		t.Fatal("fixture lacks a and ▁b")
+	}
+	vocab["a▁b"] = float64(len(vocab))
+	model["merges"] = append([]any{"a ▁b"}, model["merges"].([]any)...)
+	data, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsafe, err := parseHF(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasMarkSplit := func(tok *BPE) bool {
+		for _, s := range tok.pipe.stages {
+			if _, ok := s.(markSplit); ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasMarkSplit(safe) || safe.pipe.cut.kind != cutSpace {
+		t.Fatalf("fixture: mark split %v, cut %d", hasMarkSplit(safe), safe.pipe.cut.kind)
+	}
+	if hasMarkSplit(unsafe) || unsafe.pipe.cut.kind != cutNone {
+		t.Fatalf("with a▁b: mark split %v, cut %d", hasMarkSplit(unsafe), unsafe.pipe.cut.kind)
+	}
+	id := unsafe.VocabSize() - 1
+	if got := unsafe.Encode([]byte("a b")); len(got) != 2 || got[1] != id {
+		t.Fatalf("Encode(a b) = %v, want [▁ a▁b=%d]", got, id)
 	}
 }
 

@@ -199,3 +199,26 @@ func reportCPURate(b *testing.B, n int, start time.Duration) {
 		b.ReportMetric(float64(n)*float64(b.N)/1e6/used.Seconds(), "MB/cpu-s")
 	}
 }
+
+// BenchmarkEncodeSentencePiece: the SentencePiece-BPE fixture (Llama 2's
+// layout, no pre-tokenizer: each text between added tokens is one BPE word,
+// merged by the heap) on the same texts; BenchmarkEncode's strand GPT-2
+// figures are the anchor.
+func BenchmarkEncodeSentencePiece(b *testing.B) {
+	setup(b)
+	sp, err := tokenizer.LoadDir(filepath.Join("..", "..", "tokenizer", "testdata", "spbpe"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"mixed", "gosrc"} {
+		text := texts[name]
+		b.Run(name+"/strand", func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			cpu := cpuTime()
+			for b.Loop() {
+				sp.Encode(text)
+			}
+			reportCPURate(b, len(text), cpu)
+		})
+	}
+}

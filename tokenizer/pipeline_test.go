@@ -230,3 +230,31 @@ func TestQwen2Layout(t *testing.T) {
 		t.Fatalf("stream: %s", firstIntDiff(got, want))
 	}
 }
+
+// TestIgnoreMerges: with ignore_merges (Llama 3) a pre-token that is itself
+// a token is that token, even where the merges would not build it.
+func TestIgnoreMerges(t *testing.T) {
+	tokens := make([][]byte, 256, 259)
+	for b := range tokens {
+		tokens[b] = []byte{byte(b)}
+	}
+	tokens = append(tokens, []byte("bc"), []byte("ab"), []byte("abc"))
+	base, err := NewBPE(tokens, [][2]int{{'b', 'c'}, {'a', 'b'}, {257, 'c'}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := base.Encode([]byte("abc")); !equalInts(got, []int{'a', 256}) {
+		t.Fatalf("merges alone: %v, want [a bc]", got)
+	}
+	doc := strings.Replace(string(base.hfJSON()), `"byte_fallback": false,`, `"byte_fallback": false, "ignore_merges": true,`, 1)
+	tok, err := parseHF([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.Encode([]byte("abc.abc abc")); !equalInts(got, []int{258, '.', 258, ' ', 'a', 256}) {
+		t.Fatalf("ignore_merges: %v", got)
+	}
+	if Same(base, tok) {
+		t.Fatal("ignore_merges does not change the fingerprint")
+	}
+}

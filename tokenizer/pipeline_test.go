@@ -35,8 +35,8 @@ func TestCL100KSplitMatchesRegexp2(t *testing.T) {
 		texts = append(texts, tokentest.RandomText(rng, 16))
 	}
 	step := 1
-	if testing.Short() {
-		step = 7
+	if testing.Short() || raceEnabled {
+		step = 11
 	}
 	for r := rune(0); r < 0x10000; r += rune(step) {
 		c := string(r)

@@ -93,9 +93,10 @@ func goSource(n int) []byte {
 	return out
 }
 
-// TestSameTokens guards the comparison: both encoders give the same ids on
-// the benchmark texts (their first 256 kB: tiktoken-go is slow under -race;
-// package tokenizer's own tests cover equality in depth).
+// TestSameTokens guards the comparison: strand and tiktoken-go give the same
+// ids on the benchmark texts (their first 256 kB for GPT-2, 64 kB for the
+// two cl100k variants: tiktoken-go is slow under -race; package tokenizer's
+// own tests cover equality in depth).
 func TestSameTokens(t *testing.T) {
 	setup(t)
 	for name, text := range texts {
@@ -106,14 +107,18 @@ func TestSameTokens(t *testing.T) {
 		for len(text) > 0 && !utf8.Valid(text) { // do not cut a character in two
 			text = text[:len(text)-1]
 		}
+		short := text[:64<<10] // cl100k: package tokenizer compares it in depth
+		for len(short) > 0 && !utf8.Valid(short) {
+			short = short[:len(short)-1]
+		}
 		for _, c := range []struct {
 			name string
 			got  []int
 			want []int
 		}{
 			{"gpt2", strand.Encode(text), oracle.EncodeOrdinary(string(text))},
-			{"cl100k", cl100k.Encode(text), cl100kOracle.EncodeOrdinary(string(text))},
-			{"cl100k-regexp2", cl100kRegexp2.Encode(text), cl100kOracle.EncodeOrdinary(string(text))},
+			{"cl100k", cl100k.Encode(short), cl100kOracle.EncodeOrdinary(string(short))},
+			{"cl100k-regexp2", cl100kRegexp2.Encode(short), cl100kOracle.EncodeOrdinary(string(short))},
 		} {
 			if len(c.got) != len(c.want) {
 				t.Fatalf("%s %s: %d vs %d tokens", c.name, name, len(c.got), len(c.want))

@@ -212,6 +212,11 @@ func (p *PPO) seal(run, tmp string, keep int, at PPOPlace, runState any) (string
 	if err := checkpoint.WriteTrainerState(tmp, st); err != nil {
 		return "", err
 	}
+	if p.CheckpointFiles != nil {
+		if err := p.CheckpointFiles(tmp); err != nil {
+			return "", err
+		}
+	}
 	return checkpoint.Seal(run, tmp, p.Step, keep)
 }
 

@@ -54,6 +54,9 @@ type PPO struct {
 	EOS    int32
 	Step   int
 	Comms  PPOComms
+	// CheckpointFiles, when set, writes more files into each checkpoint
+	// directory before it is sealed (the run's tokenizer); rank 0 calls it.
+	CheckpointFiles func(dir string) error
 
 	T          int // row length: prompt + completion
 	pass       *stagePasses

@@ -178,6 +178,9 @@ type Trainer struct {
 	Objective Objective
 	// Scaler is fp16's dynamic loss scaling (nil for fp32 and bf16).
 	Scaler *optim.LossScaler
+	// CheckpointFiles, when set, writes more files into each checkpoint
+	// directory before it is sealed (the run's tokenizer); rank 0 calls it.
+	CheckpointFiles func(dir string) error
 
 	bucketer      *dpdata.Bucketer
 	flopsPerToken float64

@@ -60,7 +60,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := checkpoint.LoadModel(dir, m); err != nil {
 		return err
 	}
-	tok, err := loadTokenizer(*tokDir)
+	tok, err := loadTokenizer(*tokDir, dir)
 	if err != nil {
 		return err
 	}

@@ -135,13 +135,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := checkpoint.LoadModel(dir, m); err != nil {
 		return err
 	}
-	var tok tokenizer.Tokenizer = tokenizer.Bytes{}
-	if *tokDir != "" {
-		if tok, err = tokenizer.Load(*tokDir); err != nil {
-			return err
-		}
-	} else if ids != nil {
-		tok = nil // ids only: no tokenizer to decode with
+	tok, err := loadTokenizer(*tokDir, dir)
+	if err != nil {
+		return err
+	}
+	if _, isBytes := tok.(tokenizer.Bytes); isBytes && ids != nil {
+		tok = nil // ids only and no tokenizer saved: nothing to decode with
 	}
 	g := generate.New(m, tok)
 	if hf.IsDir(dir) { // eos_token_id from config.json / generation_config.json

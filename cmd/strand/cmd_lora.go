@@ -118,7 +118,7 @@ func runLoRAMerge(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if checkpoint.LoadTrainerState(adir, &rs) == nil && len(rs.RewardHead.Weight) > 0 {
 		state = rmState{RewardHead: rs.RewardHead}
 	}
-	path, err := checkpoint.Save(*out, 0, m, nil, state, 1)
+	path, err := checkpoint.SaveWith(*out, 0, m, nil, state, 1, func(dir string) error { return copyTokenizer(adir, dir) })
 	if err != nil {
 		return err
 	}

@@ -20,8 +20,8 @@ import (
 	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/progress"
-	"github.com/strand-ml/strand/trace"
 	"github.com/strand-ml/strand/tokenizer"
+	"github.com/strand-ml/strand/trace"
 	"github.com/strand-ml/strand/trainer"
 	"github.com/strand-ml/strand/worker"
 )
@@ -492,7 +492,6 @@ func finishTrace(ctx context.Context, path string, tr *trainer.Trainer, dist *di
 	fmt.Fprintf(stdout, "trace %s (open in https://ui.perfetto.dev or chrome://tracing)\n", path)
 	return nil
 }
-
 
 func describeData(spec string) string {
 	if spec == "" {

@@ -44,6 +44,13 @@ type commitRecord struct {
 // checkpoint). keep > 0 removes all but the newest keep checkpoints after a
 // successful save.
 func Save(run string, step int, m *model.GPT, opt *optim.AdamW, trainerState any, keep int) (string, error) {
+	return SaveWith(run, step, m, opt, trainerState, keep, nil)
+}
+
+// SaveWith is Save with extra, when not nil, writing more files (the
+// run's tokenizer) into the checkpoint directory before it is sealed, so
+// commit.json covers them too.
+func SaveWith(run string, step int, m *model.GPT, opt *optim.AdamW, trainerState any, keep int, extra func(dir string) error) (string, error) {
 	parent := filepath.Join(run, checkpointDir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
@@ -75,6 +82,11 @@ func Save(run string, step int, m *model.GPT, opt *optim.AdamW, trainerState any
 			return cleanup(err)
 		}
 		if err := atomicfile.WriteBytes(filepath.Join(tmp, TrainerFile), append(raw, '\n')); err != nil {
+			return cleanup(err)
+		}
+	}
+	if extra != nil {
+		if err := extra(tmp); err != nil {
 			return cleanup(err)
 		}
 	}

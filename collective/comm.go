@@ -139,10 +139,25 @@ func New(t transport.Transport, ranks []int, opts Options) (*Comm, error) {
 }
 
 // Rank is this rank's index in the group.
-func (c *Comm) Rank() int { return c.me }
+//
+// A nil *Comm is a group of one (a degree-1 axis of the mesh, a single
+// process): its rank is 0, its size 1, its collectives leave the buffers
+// as they are (AllToAll copies in to out) and point-to-point calls fail.
+// Callers never test for nil themselves.
+func (c *Comm) Rank() int {
+	if c == nil {
+		return 0
+	}
+	return c.me
+}
 
 // Size is the number of ranks in the group.
-func (c *Comm) Size() int { return len(c.ranks) }
+func (c *Comm) Size() int {
+	if c == nil {
+		return 1
+	}
+	return len(c.ranks)
+}
 
 // Ranks returns the group's global ranks in group order.
 func (c *Comm) Ranks() []int { return slices.Clone(c.ranks) }
@@ -150,6 +165,9 @@ func (c *Comm) Ranks() []int { return slices.Clone(c.ranks) }
 // Close stops the communicator's failure watcher. It does not close the
 // transport, which other communicators may share.
 func (c *Comm) Close() error {
+	if c == nil {
+		return nil
+	}
 	c.mu.Lock()
 	select {
 	case <-c.stop:
@@ -239,7 +257,7 @@ func (c *Comm) deadErrLocked() *RankFailedError {
 
 // Chunk is the element range [lo, hi) of a count-element buffer that this
 // rank owns in ReduceScatter and contributes in AllGather.
-func (c *Comm) Chunk(count int) (lo, hi int) { return Chunk(count, len(c.ranks), c.me) }
+func (c *Comm) Chunk(count int) (lo, hi int) { return Chunk(count, c.Size(), c.Rank()) }
 
 // Handle is an asynchronous collective in flight.
 type Handle struct {
@@ -270,7 +288,7 @@ func failed(err error) *Handle {
 
 // launch runs a prepared call on its own goroutine.
 func launch(cl *call, err error) *Handle {
-	if err != nil {
+	if err != nil || cl == nil { // cl nil: nothing to do (a group of one)
 		return failed(err)
 	}
 	h := &Handle{done: make(chan struct{})}
@@ -282,7 +300,7 @@ func launch(cl *call, err error) *Handle {
 }
 
 func runNow(cl *call, err error) error {
-	if err != nil {
+	if err != nil || cl == nil { // cl nil: nothing to do (a group of one)
 		return err
 	}
 	return cl.run()
@@ -296,8 +314,8 @@ func checkOp(k kind, op Op) error {
 }
 
 func (c *Comm) checkRoot(k kind, root int) error {
-	if root < 0 || root >= len(c.ranks) {
-		return fmt.Errorf("%v: root %d outside group of %d ranks", k, root, len(c.ranks))
+	if root < 0 || root >= c.Size() {
+		return fmt.Errorf("%v: root %d outside group of %d ranks", k, root, c.Size())
 	}
 	return nil
 }
@@ -329,6 +347,9 @@ func (c *Comm) allReduce(ctx context.Context, buf Buffer, op Op) (*call, error) 
 	dt, n, b := view(buf)
 	if dt == 0 {
 		return nil, fmt.Errorf("%v: unsupported buffer type (use F32, BF16 or F16)", kAllReduce)
+	}
+	if c == nil {
+		return nil, nil
 	}
 	return c.begin(ctx, fingerprint{Kind: kAllReduce, Op: op, DType: dt, Count: uint64(n)}, (*Comm).allReducePlan, b, nil)
 }
@@ -389,7 +410,7 @@ func (c *Comm) ReduceScatterAsync(ctx context.Context, buf Buffer, op Op) *Handl
 }
 
 func (c *Comm) reduceScatter(ctx context.Context, buf Buffer, op Op) (*call, error) {
-	if err := errors.Join(checkBuf(kReduceScatter, buf), checkOp(kReduceScatter, op)); err != nil {
+	if err := errors.Join(checkBuf(kReduceScatter, buf), checkOp(kReduceScatter, op)); err != nil || c == nil {
 		return nil, err
 	}
 	plan := func(*Comm, fingerprint) *Plan {
@@ -410,7 +431,7 @@ func (c *Comm) AllGatherAsync(ctx context.Context, buf Buffer) *Handle {
 }
 
 func (c *Comm) allGather(ctx context.Context, buf Buffer) (*call, error) {
-	if err := checkBuf(kAllGather, buf); err != nil {
+	if err := checkBuf(kAllGather, buf); err != nil || c == nil {
 		return nil, err
 	}
 	plan := func(*Comm, fingerprint) *Plan {
@@ -430,7 +451,7 @@ func (c *Comm) BroadcastAsync(ctx context.Context, buf Buffer, root int) *Handle
 }
 
 func (c *Comm) broadcast(ctx context.Context, buf Buffer, root int) (*call, error) {
-	if err := errors.Join(checkBuf(kBroadcast, buf), c.checkRoot(kBroadcast, root)); err != nil {
+	if err := errors.Join(checkBuf(kBroadcast, buf), c.checkRoot(kBroadcast, root)); err != nil || c == nil {
 		return nil, err
 	}
 	n, count := len(c.ranks), buf.Len()
@@ -455,7 +476,7 @@ func (c *Comm) ReduceAsync(ctx context.Context, buf Buffer, op Op, root int) *Ha
 }
 
 func (c *Comm) reduce(ctx context.Context, buf Buffer, op Op, root int) (*call, error) {
-	if err := errors.Join(checkBuf(kReduce, buf), checkOp(kReduce, op), c.checkRoot(kReduce, root)); err != nil {
+	if err := errors.Join(checkBuf(kReduce, buf), checkOp(kReduce, op), c.checkRoot(kReduce, root)); err != nil || c == nil {
 		return nil, err
 	}
 	n, count := len(c.ranks), buf.Len()
@@ -470,11 +491,17 @@ func (c *Comm) reduce(ctx context.Context, buf Buffer, op Op, root int) (*call, 
 
 // Barrier returns once every rank of the group has entered it.
 func (c *Comm) Barrier(ctx context.Context) error {
+	if c == nil {
+		return nil
+	}
 	return runNow(c.begin(ctx, fingerprint{Kind: kBarrier}, func(*Comm, fingerprint) *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
 }
 
 // BarrierAsync is the asynchronous Barrier.
 func (c *Comm) BarrierAsync(ctx context.Context) *Handle {
+	if c == nil {
+		return failed(nil)
+	}
 	return launch(c.begin(ctx, fingerprint{Kind: kBarrier}, func(*Comm, fingerprint) *Plan { return barrierPlan(len(c.ranks), c.me) }, nil, nil))
 }
 
@@ -494,7 +521,7 @@ func (c *Comm) allToAll(ctx context.Context, in, out Buffer) (*call, error) {
 	if err := errors.Join(checkBuf(kAllToAll, in), checkBuf(kAllToAll, out)); err != nil {
 		return nil, err
 	}
-	n := len(c.ranks)
+	n := c.Size()
 	switch {
 	case in.DType() != out.DType():
 		return nil, fmt.Errorf("alltoall: input is %v, output %v", in.DType(), out.DType())
@@ -502,6 +529,10 @@ func (c *Comm) allToAll(ctx context.Context, in, out Buffer) (*call, error) {
 		return nil, fmt.Errorf("alltoall: input has %d elements, output %d", in.Len(), out.Len())
 	case in.Len()%n != 0:
 		return nil, fmt.Errorf("alltoall: %d elements do not split into %d equal blocks", in.Len(), n)
+	}
+	if c == nil {
+		copy(out.bytes(), in.bytes())
+		return nil, nil
 	}
 	plan := func(*Comm, fingerprint) *Plan { return allToAllPlan(n, c.me, in.Len()/n) }
 	return c.begin(ctx, fingerprint{Kind: kAllToAll, DType: in.DType(), Count: uint64(in.Len())}, plan, in.bytes(), out.bytes())
@@ -550,6 +581,9 @@ func (c *Comm) p2p(ctx context.Context, buf Buffer, peer int, send bool) error {
 	}
 	if buf == nil {
 		return fmt.Errorf("%s: nil buffer", op)
+	}
+	if c == nil {
+		return fmt.Errorf("%s: peer %d: a group of one has no other rank", op, peer)
 	}
 	if peer < 0 || peer >= len(c.ranks) || peer == c.me {
 		return fmt.Errorf("%s: peer %d is not another rank of a group of %d (this is %d)", op, peer, len(c.ranks), c.me)

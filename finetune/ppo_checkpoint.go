@@ -142,7 +142,7 @@ func (p *PPO) Save(ctx context.Context, run string, keep int, at PPOPlace, runSt
 // its AdamW state (only the last stage trains it; rank 0, on the first
 // stage, writes it).
 func (p *PPO) gatherHead(ctx context.Context) error {
-	if groupSize(p.Comms.PP) == 1 {
+	if p.Comms.PP.Size() == 1 {
 		return nil
 	}
 	h, C := p.optH, len(p.Value.Head.Weight)
@@ -211,6 +211,11 @@ func (p *PPO) seal(run, tmp string, keep int, at PPOPlace, runState any) (string
 	}
 	if err := checkpoint.WriteTrainerState(tmp, st); err != nil {
 		return "", err
+	}
+	if p.CheckpointFiles != nil {
+		if err := p.CheckpointFiles(tmp); err != nil {
+			return "", err
+		}
 	}
 	return checkpoint.Seal(run, tmp, p.Step, keep)
 }

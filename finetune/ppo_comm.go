@@ -7,7 +7,7 @@ import (
 )
 
 // PPOComms are the groups a distributed PPO step runs over; a nil member
-// is a group of one (the single-process run).
+// is a group of one (the single-process run; see collective.Comm).
 type PPOComms struct {
 	// DP is the data-parallel group: its ranks hold equal weights, each
 	// samples and scores a contiguous share of every step's prompts, and
@@ -27,20 +27,6 @@ type PPOComms struct {
 	Embed *collective.Comm
 }
 
-func groupSize(c *collective.Comm) int {
-	if c == nil {
-		return 1
-	}
-	return c.Size()
-}
-
-func groupRank(c *collective.Comm) int {
-	if c == nil {
-		return 0
-	}
-	return c.Rank()
-}
-
 // sumFloat64 replaces vals with their sums over the group, in float64: the
 // collectives carry float32, so each value travels as a float32 pair
 // (hi, lo) with hi+lo within about 2^-48 of it, every rank's pairs are
@@ -48,7 +34,7 @@ func groupRank(c *collective.Comm) int {
 // bits, and the sums are as good as a single process's (statistics such
 // as the advantage mean must not depend on the layout beyond rounding).
 func sumFloat64(ctx context.Context, c *collective.Comm, vals []float64) error {
-	n := groupSize(c)
+	n := c.Size()
 	if n == 1 {
 		return nil
 	}
@@ -74,8 +60,5 @@ func sumFloat64(ctx context.Context, c *collective.Comm, vals []float64) error {
 
 // allReduceSum sums a float32 buffer over the group (gradients).
 func allReduceSum(ctx context.Context, c *collective.Comm, buf []float32) error {
-	if groupSize(c) == 1 {
-		return nil
-	}
 	return c.AllReduce(ctx, collective.F32(buf), collective.Sum)
 }

@@ -36,13 +36,13 @@ type stagePasses struct {
 }
 
 func newStagePasses(pp *collective.Comm, micro int) (*stagePasses, error) {
-	n := groupSize(pp)
+	n := pp.Size()
 	full, err := pipeline.New(pipeline.GPipe, n, micro)
 	if err != nil {
 		return nil, err
 	}
 	fwd, bwd := pipeline.Halves(full)
-	return &stagePasses{pp: pp, stage: groupRank(pp), stages: n, micro: micro, fwd: fwd, bwd: bwd}, nil
+	return &stagePasses{pp: pp, stage: pp.Rank(), stages: n, micro: micro, fwd: fwd, bwd: bwd}, nil
 }
 
 // passActs are one model's activations for a pass over a rank's rows: one
@@ -229,7 +229,7 @@ func NewStageRewardModel(m *model.GPT, h RewardHead) (*RewardModel, error) {
 
 // broadcastLast replaces buf on every stage with the last stage's values.
 func broadcastLast(ctx context.Context, pp *collective.Comm, buf []float32) error {
-	n := groupSize(pp)
+	n := pp.Size()
 	if n == 1 {
 		return nil
 	}

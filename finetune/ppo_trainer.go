@@ -54,6 +54,9 @@ type PPO struct {
 	EOS    int32
 	Step   int
 	Comms  PPOComms
+	// CheckpointFiles, when set, writes more files into each checkpoint
+	// directory before it is sealed (the run's tokenizer); rank 0 calls it.
+	CheckpointFiles func(dir string) error
 
 	T          int // row length: prompt + completion
 	pass       *stagePasses
@@ -91,13 +94,13 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 	if reward == nil || value == nil || policy == nil || ref == nil {
 		return nil, fmt.Errorf("ppo: policy, reference, reward and value model are all required")
 	}
-	stage, stages := groupRank(comms.PP), groupSize(comms.PP)
+	stage, stages := comms.PP.Rank(), comms.PP.Size()
 	for _, m := range []*model.GPT{policy, ref, reward.GPT, value.GPT} {
 		if m.Layout.First != (stage == 0) || m.Layout.Last != (stage == stages-1) {
 			return nil, fmt.Errorf("ppo: every model must be laid out as pipeline stage %d of %d (this rank's)", stage, stages)
 		}
-		if tp := m.Layout.TP.Size(); tp != groupSize(comms.TP) {
-			return nil, fmt.Errorf("ppo: a model split over %d tensor-parallel ranks, the TP group has %d", tp, groupSize(comms.TP))
+		if tp := m.Layout.TP.Size(); tp != comms.TP.Size() {
+			return nil, fmt.Errorf("ppo: a model split over %d tensor-parallel ranks, the TP group has %d", tp, comms.TP.Size())
 		}
 		if m.MaxT < T || m.MaxB != policy.MaxB {
 			return nil, fmt.Errorf("ppo: models must hold %d rows of %d positions", policy.MaxB, T)
@@ -289,7 +292,7 @@ type logitGather struct {
 }
 
 func newLogitGather(tp *collective.Comm, B, V int) *logitGather {
-	n := groupSize(tp)
+	n := tp.Size()
 	return &logitGather{tp: tp, n: n, V: V, buf: make([]float32, B*V), out: make([]float32, B*V)}
 }
 
@@ -297,7 +300,7 @@ func newLogitGather(tp *collective.Comm, B, V int) *logitGather {
 // the last forward of a (this rank's logits are (N, V/n)).
 func (g *logitGather) rows(ctx context.Context, a *passActs, at []int) ([]float32, error) {
 	Vl, B := g.V/g.n, len(at)
-	mine := g.buf[groupRank(g.tp)*B*Vl:][:B*Vl]
+	mine := g.buf[g.tp.Rank()*B*Vl:][:B*Vl]
 	for b, n := range at {
 		acts, k := a.at(n)
 		copy(mine[b*Vl:(b+1)*Vl], acts.Logits()[k*Vl:(k+1)*Vl])
@@ -385,7 +388,7 @@ func (p *PPO) headAt(ctx context.Context, rm *RewardModel, a *passActs, r *rollo
 func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error) {
 	var st PPOStats
 	dp := p.Comms.DP
-	nDP := groupSize(dp)
+	nDP := dp.Size()
 	if len(prompts) == 0 || len(prompts)%nDP != 0 || len(prompts)/nDP > p.Policy.MaxB {
 		return st, fmt.Errorf("ppo: %d prompts per step over %d data-parallel ranks, the models hold %d per rank", len(prompts), nDP, p.Policy.MaxB)
 	}
@@ -393,7 +396,7 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 	if _, err := p.pass.split(k); err != nil {
 		return st, fmt.Errorf("%w (%d prompts over %d data-parallel ranks)", err, len(prompts), nDP)
 	}
-	first := groupRank(dp) * k
+	first := dp.Rank() * k
 	r, err := p.sample(ctx, prompts[first:first+k], first)
 	if err != nil {
 		return st, err
@@ -483,7 +486,7 @@ func (p *PPO) advantages(ctx context.Context, r *rollout, oldLP, refLP, oldV, sc
 // shareStats gives every pipeline stage the last stage's statistics (a
 // no-op without a pipeline split).
 func (p *PPO) shareStats(ctx context.Context, st *PPOStats) error {
-	if groupSize(p.Comms.PP) == 1 {
+	if p.Comms.PP.Size() == 1 {
 		return nil
 	}
 	v := []float64{st.Reward, st.KL, st.PolicyLoss, st.ValueLoss, st.ClipFrac, float64(st.Tokens), st.Length}
@@ -539,7 +542,7 @@ func (p *PPO) gradNorm(ctx context.Context, m *model.GPT, extra []float32) (floa
 // reduceGrads sums m's gradients: the tied embedding's between the first
 // and last pipeline stage (Comms.Embed), then everything over DP.
 func (p *PPO) reduceGrads(ctx context.Context, m *model.GPT) error {
-	if groupSize(p.Comms.Embed) > 1 && m.TiedOffset < len(m.Params.Grad) { // LoRA adapters hold no embedding
+	if p.Comms.Embed.Size() > 1 && m.TiedOffset < len(m.Params.Grad) { // LoRA adapters hold no embedding
 		if err := allReduceSum(ctx, p.Comms.Embed, m.Params.Grad[m.TiedOffset:]); err != nil {
 			return fmt.Errorf("tied embedding gradient: %w", err)
 		}

@@ -207,7 +207,7 @@ func (t *RewardTrainer) TrainStep(ctx context.Context, d *RewardRows, pairs []in
 	rm.GPT.Params.ZeroGrad()
 	clear(rm.dHead)
 	global := len(pairs)
-	if t.DP != nil && t.DP.Size() > 1 {
+	if t.DP.Size() > 1 {
 		n := t.DP.Size()
 		if global%n != 0 {
 			return 0, 0, fmt.Errorf("reward model: %d pairs per step do not split over %d data-parallel ranks", global, n)
@@ -255,7 +255,7 @@ func (t *RewardTrainer) TrainStep(ctx context.Context, d *RewardRows, pairs []in
 		loss += l.Loss * frac
 		acc += l.Accuracy * frac
 	}
-	if t.DP != nil && t.DP.Size() > 1 {
+	if t.DP.Size() > 1 {
 		stats := []float32{float32(loss), float32(acc)}
 		for _, buf := range [][]float32{rm.GPT.Params.Grad, rm.dHead, stats} {
 			if err := t.DP.AllReduce(ctx, collective.F32(buf), collective.Sum); err != nil {

@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"bytes"
-	"container/heap"
 	"fmt"
 	"sort"
 	"sync"
@@ -524,21 +523,21 @@ func (t *BPE) mergeHeap(ids []int32) []int32 {
 		next[i] = int32(i + 1)
 	}
 	next[n-1] = -1
-	h := &mergeHeap{}
+	h := make(mergeHeap, 0, n)
 	push := func(i int32) {
 		j := next[i]
 		if i < 0 || j < 0 {
 			return
 		}
 		if m, ok := t.merges[pairKey(ids[i], ids[j])]; ok {
-			heap.Push(h, cand{rank: m.rank, pos: i, left: ids[i], right: ids[j], id: m.id})
+			h.push(cand{rank: m.rank, pos: i, left: ids[i], right: ids[j], id: m.id})
 		}
 	}
 	for i := int32(0); i < int32(n-1); i++ {
 		push(i)
 	}
 	for h.Len() > 0 {
-		c := heap.Pop(h).(cand)
+		c := h.pop()
 		j := next[c.pos]
 		if ids[c.pos] != c.left || j < 0 || ids[j] != c.right {
 			continue // stale: one side was merged away since the push
@@ -565,22 +564,54 @@ type cand struct {
 	rank, pos, left, right, id int32
 }
 
+// mergeHeap is a min-heap of candidates by (rank, position), written out
+// for the concrete type (container/heap would box every candidate).
 type mergeHeap []cand
 
 func (h mergeHeap) Len() int { return len(h) }
-func (h mergeHeap) Less(i, j int) bool {
+
+func (h mergeHeap) less(i, j int) bool {
 	if h[i].rank != h[j].rank {
 		return h[i].rank < h[j].rank
 	}
 	return h[i].pos < h[j].pos
 }
-func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(cand)) }
-func (h *mergeHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+
+func (h *mergeHeap) push(c cand) {
+	*h = append(*h, c)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *mergeHeap) pop() cand {
+	q := *h
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	q = q[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(q) && q.less(l, m) {
+			m = l
+		}
+		if r < len(q) && q.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
 }
 
 // Decode concatenates what ids decode to. Added tokens decode to their

@@ -186,24 +186,40 @@ func TestHeapMergeMatchesScan(t *testing.T) {
 }
 
 func TestConcurrentEncode(t *testing.T) {
-	tok := gpt2(t)
-	text := tokentest.Mixed(17, 20000)
-	want := tok.Encode(text)
-	var wg sync.WaitGroup
-	errs := make(chan string, 4)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if got := tok.Encode(text); !equalInts(got, want) {
-				errs <- firstIntDiff(got, want)
-			}
-		}()
+	sp, err := LoadDir(spDir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
+	// A regexp2 Split (cl100k's pattern in a group, so the hand-written
+	// splitter does not take it) shares its compiled expression too.
+	doc := strings.Replace(string(qwen2Like(t).raw), `"Regex":"`, `"Regex":"(?:`, 1)
+	doc = strings.Replace(doc, `\\s+"}`, `\\s+)"}`, 1)
+	rx, err := parseHF([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rx.pipe.stages[0].(regexSplit); !ok {
+		t.Fatalf("stage %T, want the regexp2 splitter", rx.pipe.stages[0])
+	}
+	text := tokentest.Mixed(17, 20000)
+	for name, tok := range map[string]*BPE{"gpt2": gpt2(t), "sentencepiece": sp, "regexp2": rx} {
+		want := tok.EncodeWithSpecial(text)
+		var wg sync.WaitGroup
+		errs := make(chan string, 4)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got := tok.EncodeWithSpecial(text); !equalInts(got, want) {
+					errs <- name + ": " + firstIntDiff(got, want)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
 	}
 }
 

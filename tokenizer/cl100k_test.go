@@ -55,8 +55,8 @@ func TestCL100KMatchesTiktoken(t *testing.T) {
 		t.Fatalf("kind %q", tok.Kind())
 	}
 	size := 300_000
-	if testing.Short() {
-		size = 30_000
+	if testing.Short() || raceEnabled {
+		size = 60_000
 	}
 	rng := rand.New(rand.NewPCG(15, 16))
 	texts := []string{

@@ -92,7 +92,9 @@ const (
 // LoadHF reads a Hugging Face tokenizer.json holding a BPE model: byte-level
 // (GPT-2, Llama 3, Qwen2, SmolLM) or SentencePiece-style with byte fallback
 // (Llama 2, TinyLlama, Mistral). Components of other types are refused with
-// an error naming them rather than silently encoding differently.
+// an error naming them rather than silently encoding differently. BOS and
+// EOS come from the post-processor's template and the usual token names;
+// LoadDir also reads tokenizer_config.json.
 func LoadHF(path string) (*BPE, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -133,7 +135,7 @@ func parseHF(data []byte) (*BPE, error) {
 	}
 	pipe := &pipeline{}
 	var desc strings.Builder
-	byteLvl, err := parsePreTokenizer(f.PreTokenizer, pipe, &desc, true)
+	byteLvl, err := parsePreTokenizer(f.PreTokenizer, pipe, &desc)
 	if err != nil {
 		return nil, fmt.Errorf("pre_tokenizer: %w", err)
 	}
@@ -277,6 +279,15 @@ func parseHF(data []byte) (*BPE, error) {
 		}
 		pipe.stages = kept
 	}
+	if t.chars && len(pipe.stages) == 0 && (pipe.meta == nil || !pipe.meta.split) {
+		mark := []byte("\u2581")
+		if pipe.meta != nil {
+			mark = pipe.meta.repl
+		}
+		if marksOnlyLead(t, mark) {
+			pipe.stages = append(pipe.stages, markSplit{mark: mark})
+		}
+	}
 	t.pipe, t.desc = pipe, desc.String()
 	if pipe != nil {
 		pipe.cut = streamCutRule(t)
@@ -364,9 +375,8 @@ func parseMerges(raws []json.RawMessage) ([][2]string, error) {
 }
 
 // parsePreTokenizer appends raw's stages to pipe and reports whether the
-// model is byte-level (a ByteLevel pre-tokenizer is present). top is false
-// inside a Sequence.
-func parsePreTokenizer(raw json.RawMessage, pipe *pipeline, desc *strings.Builder, top bool) (bool, error) {
+// model is byte-level (a ByteLevel pre-tokenizer is present).
+func parsePreTokenizer(raw json.RawMessage, pipe *pipeline, desc *strings.Builder) (bool, error) {
 	if isNull(raw) {
 		desc.WriteString("pre:none;")
 		return false, nil
@@ -379,7 +389,7 @@ func parsePreTokenizer(raw json.RawMessage, pipe *pipeline, desc *strings.Builde
 	case "Sequence":
 		byteLvl := false
 		for _, sub := range p.PreTokenizers {
-			b, err := parsePreTokenizer(sub, pipe, desc, false)
+			b, err := parsePreTokenizer(sub, pipe, desc)
 			if err != nil {
 				return false, err
 			}

@@ -146,6 +146,30 @@ func (b byteLevel) split(piece []byte, fn func(sub []byte)) {
 	splitPieces(piece, fn)
 }
 
+// markSplit cuts a SentencePiece-style segment before every word mark that
+// follows a character other than the mark ("▁a▁▁b" -> "▁a", "▁▁b"). It is
+// added to pipelines without a pre-tokenizer only when no token holds a mark
+// after another character (marksOnlyLead), so no merge can span a cut and
+// the result is that of merging the whole segment at once, while the pieces
+// stay short enough to cache.
+type markSplit struct{ mark []byte }
+
+func (m markSplit) split(piece []byte, fn func(sub []byte)) {
+	splitBoundaries(piece, func(emit func(int)) {
+		for i := 1; i < len(piece); {
+			j := bytes.Index(piece[i:], m.mark)
+			if j < 0 {
+				return
+			}
+			at := i + j
+			if !bytes.HasSuffix(piece[:at], m.mark) {
+				emit(at)
+			}
+			i = at + len(m.mark)
+		}
+	}, fn)
+}
+
 // Split behaviours (Hugging Face's SplitDelimiterBehavior) for a match of
 // the pattern: its own piece, dropped, or joined to the text before or after.
 const (

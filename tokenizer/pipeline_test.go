@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -33,8 +35,8 @@ func TestCL100KSplitMatchesRegexp2(t *testing.T) {
 		texts = append(texts, tokentest.RandomText(rng, 16))
 	}
 	step := 1
-	if testing.Short() {
-		step = 7
+	if testing.Short() || raceEnabled {
+		step = 11
 	}
 	for r := rune(0); r < 0x10000; r += rune(step) {
 		c := string(r)
@@ -80,6 +82,61 @@ func TestSplitBehaviors(t *testing.T) {
 	}
 	if got := splitAll(byteLevel{prefixSpace: true, useRegex: true}, "hi there"); !equalStrings(got, []string{" hi", " there"}) {
 		t.Errorf("byte-level with prefix space: %q", got)
+	}
+	if got := splitAll(markSplit{mark: []byte("▁")}, "▁▁a▁▁b▁c"); !equalStrings(got, []string{"▁▁a", "▁▁b", "▁c"}) {
+		t.Errorf("mark split: %q", got)
+	}
+}
+
+// TestMarkSplitOnlyWhenSafe: the word-mark split (and the stream cut before
+// a space) is used only when no token has a mark after another character.
+func TestMarkSplitOnlyWhenSafe(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(spDir, HFTokenizerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	safe, err := parseHF(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Give the unused id of a rare piece to "a▁b" (a token spanning a word
+	// boundary), merged from "a" + "▁b" if both exist.
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	model := doc["model"].(map[string]any)
+	vocab := model["vocab"].(map[string]any)
+	if vocab["a"] == nil || vocab["▁b"] == nil {
+		t.Fatal("fixture lacks a and ▁b")
+	}
+	vocab["a▁b"] = float64(len(vocab))
+	model["merges"] = append([]any{"a ▁b"}, model["merges"].([]any)...)
+	data, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsafe, err := parseHF(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasMarkSplit := func(tok *BPE) bool {
+		for _, s := range tok.pipe.stages {
+			if _, ok := s.(markSplit); ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasMarkSplit(safe) || safe.pipe.cut.kind != cutSpace {
+		t.Fatalf("fixture: mark split %v, cut %d", hasMarkSplit(safe), safe.pipe.cut.kind)
+	}
+	if hasMarkSplit(unsafe) || unsafe.pipe.cut.kind != cutNone {
+		t.Fatalf("with a▁b: mark split %v, cut %d", hasMarkSplit(unsafe), unsafe.pipe.cut.kind)
+	}
+	id := unsafe.VocabSize() - 1
+	if got := unsafe.Encode([]byte("a b")); len(got) != 2 || got[1] != id {
+		t.Fatalf("Encode(a b) = %v, want [▁ a▁b=%d]", got, id)
 	}
 }
 
@@ -171,5 +228,33 @@ func TestQwen2Layout(t *testing.T) {
 	}
 	if !equalInts(got, want) {
 		t.Fatalf("stream: %s", firstIntDiff(got, want))
+	}
+}
+
+// TestIgnoreMerges: with ignore_merges (Llama 3) a pre-token that is itself
+// a token is that token, even where the merges would not build it.
+func TestIgnoreMerges(t *testing.T) {
+	tokens := make([][]byte, 256, 259)
+	for b := range tokens {
+		tokens[b] = []byte{byte(b)}
+	}
+	tokens = append(tokens, []byte("bc"), []byte("ab"), []byte("abc"))
+	base, err := NewBPE(tokens, [][2]int{{'b', 'c'}, {'a', 'b'}, {257, 'c'}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := base.Encode([]byte("abc")); !equalInts(got, []int{'a', 256}) {
+		t.Fatalf("merges alone: %v, want [a bc]", got)
+	}
+	doc := strings.Replace(string(base.hfJSON()), `"byte_fallback": false,`, `"byte_fallback": false, "ignore_merges": true,`, 1)
+	tok, err := parseHF([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tok.Encode([]byte("abc.abc abc")); !equalInts(got, []int{258, '.', 258, ' ', 'a', 256}) {
+		t.Fatalf("ignore_merges: %v", got)
+	}
+	if Same(base, tok) {
+		t.Fatal("ignore_merges does not change the fingerprint")
 	}
 }

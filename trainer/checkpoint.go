@@ -158,7 +158,7 @@ func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, ba
 		var path string
 		if rank == 0 {
 			opt := optim.AdamW{M: m1, V: v1, Step: s.opt}
-			if path, err = checkpoint.Save(run, s.step, s.model, &opt, st, keep); err != nil {
+			if path, err = checkpoint.SaveWith(run, s.step, s.model, &opt, st, keep, t.CheckpointFiles); err != nil {
 				return "", err
 			}
 		}
@@ -189,6 +189,11 @@ func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, ba
 		}
 		if err := checkpoint.WriteTrainerState(tmp, st); err != nil {
 			return "", err
+		}
+		if t.CheckpointFiles != nil {
+			if err := t.CheckpointFiles(tmp); err != nil {
+				return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
+			}
 		}
 		if path, err = checkpoint.Seal(run, tmp, s.step, keep); err != nil {
 			return "", err

@@ -6,32 +6,18 @@ import (
 
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/model"
-	"github.com/strand-ml/strand/parallel/pipeline"
 )
 
 // EvalLoss is the mean next-token loss over batches batches of src (each
 // RowsPerRank rows on this data-parallel rank, like a training step's), on
-// any mesh: the rows go through the pipeline stages by the forward half of
-// GPipe's program, the losses are summed over stages and data-parallel
-// ranks. Every rank calls it together. It needs the plain language-model
+// any mesh: each batch is a Forward pass, the losses are summed over
+// stages and data-parallel ranks. Every rank calls it together. It needs the plain language-model
 // objective (no Objective or head set) and leaves the training state (the
 // measured bubble included) as it was.
 func (t *Trainer) EvalLoss(ctx context.Context, src Batches, batches int) (float64, error) {
 	if _, packed := t.Source.(Segmented); t.Objective != nil || t.head != nil || packed {
 		return 0, fmt.Errorf("evaluation: only the language-model loss of unpacked rows is evaluated here")
 	}
-	if t.evalProg == nil {
-		full, err := pipeline.New(pipeline.GPipe, t.Comms.Mesh.PP, t.Opts.Micro)
-		if err != nil {
-			return 0, err
-		}
-		t.evalProg, _ = pipeline.Halves(full)
-	}
-	if t.exec == nil {
-		t.exec = &stageExec{t: t, pendingAct: map[int]*sendJob{}, pendingGrad: map[int]*sendJob{}}
-	}
-	compute, wall := t.pipeCompute, t.pipeWall
-	defer func() { t.pipeCompute, t.pipeWall = compute, wall }()
 	sums := make([]float32, 2) // loss sum, counted targets
 	var loss float64
 	var count int
@@ -45,15 +31,8 @@ func (t *Trainer) EvalLoss(ctx context.Context, src Batches, batches int) (float
 			}
 		}
 		t.lossSum = 0
-		t.exec.scale = 1
-		clear(t.exec.pendingAct)
-		if err := pipeline.Run(ctx, t.evalProg, t.Comms.Coord.PP, t.exec); err != nil {
+		if err := t.Forward(ctx, Pass{Rows: t.inputs, Targets: t.targets, T: t.Opts.Seq}); err != nil {
 			return 0, fmt.Errorf("evaluation batch %d: %w", i+1, err)
-		}
-		if t.sender != nil {
-			if err := t.sender.flush(ctx); err != nil {
-				return 0, fmt.Errorf("evaluation batch %d: %w", i+1, err)
-			}
 		}
 		loss += t.lossSum
 	}

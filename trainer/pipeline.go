@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/trace"
 )
@@ -18,6 +19,7 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 	}
 	ex := t.exec
 	ex.scale, ex.lastBackward = scale, t.Opts.Micro-1
+	ex.inputs, ex.targets, ex.b, ex.T, ex.last = t.inputs, t.targets, t.micro, t.Opts.Seq, nil
 	clear(ex.pendingAct)
 	clear(ex.pendingGrad)
 	t0 := time.Now()
@@ -32,11 +34,17 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 	return err
 }
 
-// stageExec is pipeline.Stage for one training step of this rank.
+// stageExec is pipeline.Stage for one pass of this rank's stage: a
+// training step's program, or a caller's Forward and Backward (Pass).
 type stageExec struct {
 	t            *Trainer
 	scale        float32
 	lastBackward int
+	// the pass: rows (micro-batches of b rows of T positions; targets nil
+	// for no per-position loss) and the last stage's callback
+	inputs, targets []int32
+	b, T            int
+	last            func(ctx context.Context, micro int, a *model.Acts) error
 	// sends still in flight from an activation slot or gradient buffer
 	pendingAct, pendingGrad map[int]*sendJob
 }
@@ -44,14 +52,18 @@ type stageExec struct {
 func (e *stageExec) slot(micro int) int { return micro % len(e.t.acts) }
 
 func (e *stageExec) rows(micro int) (lo, hi int) {
-	n := e.t.micro * e.t.Opts.Seq
+	n := e.b * e.T
 	return micro * n, (micro + 1) * n
 }
+
+// width is the length of the residual stream between stages for one
+// micro-batch of the pass.
+func (e *stageExec) width() int { return e.b * e.T * e.t.Opts.Model.NEmbd }
 
 // Do implements pipeline.Stage.
 func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 	t := e.t
-	m, T := t.Model, t.Opts.Seq
+	m, T, n := t.Model, e.T, e.width()
 	slot := e.slot(a.Micro)
 	prev, next := t.Comms.Coord.PP-1, t.Comms.Coord.PP+1
 	var args map[string]any
@@ -67,21 +79,24 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		lo, hi := e.rows(a.Micro)
 		var hidden []float32
 		if !m.Layout.First {
-			hidden = t.recvAct[slot]
+			hidden = t.recvAct[slot][:n]
 		}
-		if sg, ok := t.Source.(Segmented); ok {
+		if sg, ok := t.Source.(Segmented); ok && e.last == nil {
 			t.acts[slot].SetSegments(sg.Segments()[lo:hi])
 		}
-		targets := t.targets[lo:hi]
-		if t.head != nil {
-			targets = nil // no LM loss: the head objective's loss replaces it
+		var targets []int32
+		if e.targets != nil && (t.head == nil || e.last != nil) {
+			// (a training step's head objective replaces the LM loss)
+			targets = e.targets[lo:hi]
 		}
 		t0 := time.Now()
-		sum, _, err := m.ForwardActs(ctx, t.acts[slot], t.inputs[lo:hi], hidden, targets, t.micro, T)
-		if err == nil && t.head != nil && m.Layout.Last {
+		sum, _, err := m.ForwardActs(ctx, t.acts[slot], e.inputs[lo:hi], hidden, targets, e.b, T)
+		if err == nil && e.last != nil && m.Layout.Last {
+			err = e.last(ctx, a.Micro, t.acts[slot])
+		} else if err == nil && t.head != nil && m.Layout.Last {
 			sum, err = t.headForward(lo/T, slot, e.scale)
 		}
-		if err == nil && t.Objective != nil && m.Layout.Last {
+		if err == nil && t.Objective != nil && m.Layout.Last && e.last == nil {
 			if len(t.weights) != hi-lo {
 				t.weights = make([]float32, hi-lo)
 			}
@@ -101,23 +116,27 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 			m.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
 		}
 		t0 := time.Now()
-		err := m.BackwardActs(ctx, t.acts[slot], t.gradIn, e.scale)
+		var dOut []float32
+		if !m.Layout.Last {
+			dOut = t.gradIn[:n]
+		}
+		err := m.BackwardActs(ctx, t.acts[slot], dOut, e.scale)
 		t.pipeCompute += time.Since(t0)
 		t.Trace.Add("backward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return err
 	case pipeline.SendAct:
 		e.pendingAct[slot] = t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro)
 	case pipeline.RecvAct:
-		return e.recv(ctx, t.recvAct[slot], prev, "recv activation", a.Micro)
+		return e.recv(ctx, t.recvAct[slot][:n], prev, "recv activation", a.Micro)
 	case pipeline.SendGrad:
 		if err := e.wait(ctx, e.pendingGrad, slot); err != nil {
 			return err
 		}
-		buf := t.sendGrad[slot]
+		buf := t.sendGrad[slot][:n]
 		copy(buf, m.DInput(t.acts[slot]))
 		e.pendingGrad[slot] = t.sender.send(ctx, buf, prev, "send gradient", a.Micro)
 	case pipeline.RecvGrad:
-		return e.recv(ctx, t.gradIn, next, "recv gradient", a.Micro)
+		return e.recv(ctx, t.gradIn[:n], next, "recv gradient", a.Micro)
 	}
 	return nil
 }

@@ -53,6 +53,10 @@ type Options struct {
 	// load the base weights, then model.EnableLoRA so the adapters are the
 	// trainable parameters).
 	Adapt func(m *model.GPT) error
+	// Frozen builds a trainer that only runs forward passes (Forward):
+	// no optimizer state, no gradient buckets (PPO's reference and reward
+	// models).
+	Frozen bool
 }
 
 // Comms are the communicators of this rank's groups in the DP x TP x PP
@@ -178,6 +182,9 @@ type Trainer struct {
 	Objective Objective
 	// Scaler is fp16's dynamic loss scaling (nil for fp32 and bf16).
 	Scaler *optim.LossScaler
+	// CheckpointFiles, when set, writes more files into each checkpoint
+	// directory before it is sealed (the run's tokenizer); rank 0 calls it.
+	CheckpointFiles func(dir string) error
 
 	bucketer      *dpdata.Bucketer
 	flopsPerToken float64
@@ -195,7 +202,7 @@ type Trainer struct {
 	pipeCompute, pipeWall time.Duration
 	scalars               [3]float32         // step-level reductions: target count, loss, squared norm
 	exec                  *stageExec         // reused every step
-	evalProg              *pipeline.Schedule // EvalLoss's forward-only program
+	fwdProg               *pipeline.Schedule // Forward's program: GPipe's forward half
 	weights               []float32          // per-position loss weights of a micro-batch (Objective)
 	head                  *headTrainer       // SetHead's objective, parameters and optimizer
 }
@@ -239,15 +246,50 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	}
 	bounds, _ := model.StageBounds(opts.Model.NLayer, c.Mesh.PP, opts.StageLayers)
 	layout := model.Stage(tensor.FromComm(c.TP), bounds, c.Coord.PP)
-	t := &Trainer{Opts: opts, Comms: c, Loader: loader, Engine: e, Sched: opts.lrSchedule()}
-	t.rows = opts.RowsPerRank(c.Mesh)
-	t.micro = t.rows / opts.Micro
-	m, err := model.NewSharded(opts.Model, layout, t.micro, opts.Seq, e)
+	m, err := model.NewSharded(opts.Model, layout, opts.RowsPerRank(c.Mesh)/opts.Micro, opts.Seq, e)
 	if err != nil {
 		return nil, err
 	}
 	m.Init(opts.Seed)
+	return newOn(m, opts, loader, c)
+}
+
+// NewOn builds a trainer around m, a model already built, laid out as this
+// rank's stage and tensor-parallel shard of comms' mesh (opts.Model is
+// taken from m), with rows of at least one micro-batch of opts.Seq
+// positions. PPO builds its four models first and runs each through a
+// trainer made so.
+func NewOn(m *model.GPT, opts Options, comms *Comms) (*Trainer, error) {
+	if opts.Micro == 0 {
+		opts.Micro = 1
+	}
+	c := Comms{Mesh: mesh.Mesh{DP: 1, TP: 1, PP: 1}}
+	if comms != nil {
+		c = *comms
+	}
+	opts.Model = m.Config
+	if err := opts.Validate(c.Mesh); err != nil {
+		return nil, err
+	}
+	l := m.Layout
+	if l.First != (c.Coord.PP == 0) || l.Last != (c.Coord.PP == c.Mesh.PP-1) || l.TP.Size() != c.TP.Size() {
+		return nil, fmt.Errorf("trainer: the model is not laid out as this rank's stage %d of %d over %d tensor-parallel ranks", c.Coord.PP, c.Mesh.PP, c.TP.Size())
+	}
+	if rows := opts.RowsPerRank(c.Mesh) / opts.Micro; m.MaxB < rows || m.MaxT < opts.Seq {
+		return nil, fmt.Errorf("trainer: the model holds %d rows of %d positions, a micro-batch is %d of %d", m.MaxB, m.MaxT, rows, opts.Seq)
+	}
+	return newOn(m, opts, nil, c)
+}
+
+// newOn is the common part of New and NewOn.
+func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms) (*Trainer, error) {
+	e := m.Engine()
+	layout := m.Layout
+	t := &Trainer{Opts: opts, Comms: c, Loader: loader, Engine: e, Sched: opts.lrSchedule()}
+	t.rows = opts.RowsPerRank(c.Mesh)
+	t.micro = t.rows / opts.Micro
 	t.Model = m
+	var err error
 	switch opts.Precision {
 	case "bf16":
 		m.SetBF16(true)
@@ -276,7 +318,7 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 		segs = append(segs, optim.Segment{Offset: p.Offset, Size: p.Size(), Decay: decay})
 	}
 	segs = mergeSegments(segs)
-	if c.DP != nil && c.DP.Size() > 1 {
+	if c.DP.Size() > 1 && !opts.Frozen {
 		if t.bucketer, err = dpdata.NewBucketer(c.DP, m.Params.Grad, opts.DP); err != nil {
 			return nil, err
 		}
@@ -284,10 +326,12 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 			segs = optim.Restrict(segs, t.bucketer.Owned())
 		}
 	}
-	if t.Opt, err = optim.NewAdamW(opts.AdamW, m.Params.Count(), segs); err != nil {
-		return nil, err
+	if !opts.Frozen {
+		if t.Opt, err = optim.NewAdamW(opts.AdamW, m.Params.Count(), segs); err != nil {
+			return nil, err
+		}
+		t.Opt.Threads = e.Threads() // the update is memory-bound: use every compute thread
 	}
-	t.Opt.Threads = e.Threads() // the update is memory-bound: use every compute thread
 	// global FLOPs per token of the whole model (MFU is judged for the job)
 	t.flopsPerToken = FLOPsPerToken(opts.Model, ParamCount(opts.Model), opts.Seq)
 	t.inputs = make([]int32, t.rows*opts.Seq)
@@ -304,7 +348,7 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	if !layout.Last {
 		t.gradIn = make([]float32, hidden)
 	}
-	if c.PP != nil && c.PP.Size() > 1 {
+	if c.PP.Size() > 1 {
 		t.sender = newOrderedSender(c.PP, t.Trace)
 	}
 	return t, nil
@@ -484,8 +528,10 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	return st, nil
 }
 
+// allReduce reduces buf over c, skipping the call for a group of one (a
+// nil communicator is one: see collective.Comm).
 func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collective.Op) error {
-	if c == nil || c.Size() == 1 {
+	if c.Size() == 1 {
 		return nil
 	}
 	return c.AllReduce(ctx, collective.F32(buf), op)
@@ -496,7 +542,7 @@ func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collec
 // stage) is summed between the two stages first, then its buckets go out.
 func (t *Trainer) reduceGradients(ctx context.Context) error {
 	c, m := t.Comms, t.Model
-	if c.Embed != nil && c.Embed.Size() > 1 {
+	if c.Embed.Size() > 1 {
 		end := t.Trace.Begin("tied-embedding allreduce", "comm", trace.LaneComm, nil)
 		err := c.Embed.AllReduce(ctx, collective.F32(m.Params.Grad[m.TiedOffset:]), collective.Sum)
 		end()

@@ -93,9 +93,10 @@ func goSource(n int) []byte {
 	return out
 }
 
-// TestSameTokens guards the comparison: both encoders give the same ids on
-// the benchmark texts (their first 256 kB: tiktoken-go is slow under -race;
-// package tokenizer's own tests cover equality in depth).
+// TestSameTokens guards the comparison: strand and tiktoken-go give the same
+// ids on the benchmark texts (their first 256 kB for GPT-2, 64 kB for the
+// two cl100k variants: tiktoken-go is slow under -race; package tokenizer's
+// own tests cover equality in depth).
 func TestSameTokens(t *testing.T) {
 	setup(t)
 	for name, text := range texts {
@@ -106,14 +107,18 @@ func TestSameTokens(t *testing.T) {
 		for len(text) > 0 && !utf8.Valid(text) { // do not cut a character in two
 			text = text[:len(text)-1]
 		}
+		short := text[:64<<10] // cl100k: package tokenizer compares it in depth
+		for len(short) > 0 && !utf8.Valid(short) {
+			short = short[:len(short)-1]
+		}
 		for _, c := range []struct {
 			name string
 			got  []int
 			want []int
 		}{
 			{"gpt2", strand.Encode(text), oracle.EncodeOrdinary(string(text))},
-			{"cl100k", cl100k.Encode(text), cl100kOracle.EncodeOrdinary(string(text))},
-			{"cl100k-regexp2", cl100kRegexp2.Encode(text), cl100kOracle.EncodeOrdinary(string(text))},
+			{"cl100k", cl100k.Encode(short), cl100kOracle.EncodeOrdinary(string(short))},
+			{"cl100k-regexp2", cl100kRegexp2.Encode(short), cl100kOracle.EncodeOrdinary(string(short))},
 		} {
 			if len(c.got) != len(c.want) {
 				t.Fatalf("%s %s: %d vs %d tokens", c.name, name, len(c.got), len(c.want))
@@ -197,5 +202,28 @@ func cpuTime() time.Duration {
 func reportCPURate(b *testing.B, n int, start time.Duration) {
 	if used := cpuTime() - start; used > 0 {
 		b.ReportMetric(float64(n)*float64(b.N)/1e6/used.Seconds(), "MB/cpu-s")
+	}
+}
+
+// BenchmarkEncodeSentencePiece: the SentencePiece-BPE fixture (Llama 2's
+// layout, no pre-tokenizer: each text between added tokens is one BPE word,
+// merged by the heap) on the same texts; BenchmarkEncode's strand GPT-2
+// figures are the anchor.
+func BenchmarkEncodeSentencePiece(b *testing.B) {
+	setup(b)
+	sp, err := tokenizer.LoadDir(filepath.Join("..", "..", "tokenizer", "testdata", "spbpe"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"mixed", "gosrc"} {
+		text := texts[name]
+		b.Run(name+"/strand", func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			cpu := cpuTime()
+			for b.Loop() {
+				sp.Encode(text)
+			}
+			reportCPURate(b, len(text), cpu)
+		})
 	}
 }

@@ -223,10 +223,16 @@ func runCkptExport(_ context.Context, args []string, stdout, stderr io.Writer) e
 		if err := checkpoint.ExportHF(dir, *out); err != nil {
 			return err
 		}
+		if err := copyTokenizer(dir, *out); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, checkpoint.ConfigFile), filepath.Join(*out, checkpoint.ModelFile))
 		return nil
 	}
 	if err := checkpoint.ExportHFFamily(dir, *out, hf.ExportOptions{ModelType: mt, DType: *dtype, MaxShardBytes: shard}); err != nil {
+		return err
+	}
+	if err := copyTokenizer(dir, *out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s (%s, %s)\n", *out, mt, *dtype)

@@ -17,19 +17,19 @@ import (
 
 // evalFlags are strand eval's flags.
 type evalFlags struct {
-	ckpt, dataSpec, tokDir   string
-	batch, seq, steps        int
-	threads, bucket          int
-	byPos                    bool
-	valFrac                  float64
-	valFracSet, tokenizerSet bool
-	scaling                  ropeScalingFlags
+	ckpt, dataSpec, tokDir string
+	batch, seq, steps      int
+	threads, bucket        int
+	byPos                  bool
+	valFrac                float64
+	valFracSet             bool
+	scaling                ropeScalingFlags
 }
 
 func (f *evalFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ckpt, "ckpt", "", "checkpoint directory or run directory (its latest checkpoint); LoRA adapters load onto their base")
 	fs.StringVar(&f.dataSpec, "data", "", "evaluation data (llm.c shard, text file, directory or glob) (default: the held-out split the checkpoint's run used)")
-	fs.StringVar(&f.tokDir, "tokenizer", "", "BPE tokenizer directory for text data (default: bytes, or the run's with the default --data)")
+	fs.StringVar(&f.tokDir, "tokenizer", "", "BPE tokenizer directory for text data (default: the checkpoint's own, else bytes; a different one is refused)")
 	fs.IntVar(&f.batch, "batch", 8, "sequences per batch")
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.steps, "steps", 0, "batches to evaluate (default: all full batches in the data)")
@@ -53,7 +53,6 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fs.Visit(func(fl *flag.Flag) {
 		f.valFracSet = f.valFracSet || fl.Name == "val-frac"
-		f.tokenizerSet = f.tokenizerSet || fl.Name == "tokenizer"
 	})
 	if err := f.check(); err != nil {
 		return err
@@ -138,12 +137,9 @@ func (f *evalFlags) evalData(ctx context.Context, dir string, cfg model.Config, 
 			return nil, usageError{fmt.Sprintf("--data is required: the run of %s held out no data (--val-frac 0)", dir)}
 		}
 		spec, opts.MaxBytes, valFrac = rec.Spec, rec.MaxBytes, rec.ValFrac
-		if !f.tokenizerSet {
-			f.tokDir = rec.Tokenizer
-		}
 		fmt.Fprintf(stderr, "no --data: evaluating the held-out %g of the run's data %s\n", valFrac, describeData(spec))
 	}
-	tok, err := loadTokenizer(f.tokDir)
+	tok, err := loadTokenizer(f.tokDir, dir)
 	if err != nil {
 		return nil, err
 	}

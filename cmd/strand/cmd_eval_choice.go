@@ -44,7 +44,7 @@ func runEvalChoice(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	tok, err := loadTokenizer(*tokDir)
+	tok, err := loadTokenizer(*tokDir, dir)
 	if err != nil {
 		return err
 	}

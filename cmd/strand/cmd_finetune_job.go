@@ -71,7 +71,7 @@ func (f *ftFlags) pairJob(m mesh.Mesh, logf func(string, ...any)) (opts trainer.
 		err = usageError{fmt.Sprintf("--batch %d pairs does not split into %d data-parallel ranks x %d micro-batches", pairsPerStep, m.DP, opts.Micro)}
 		return
 	}
-	tok, err := loadTokenizer(f.tokenizerDir)
+	tok, err := loadTokenizer(f.tokenizerDir, f.ckpt)
 	if err != nil {
 		return
 	}
@@ -303,10 +303,15 @@ func (f *ftFlags) heldOut(n int) int {
 
 // newTrainer builds the trainer and loads --ckpt into it.
 func (f *ftFlags) newTrainer(opts trainer.Options, comms *trainer.Comms, logf func(string, ...any)) (*trainer.Trainer, error) {
+	tok, err := loadTokenizer(f.tokenizerDir, f.ckpt)
+	if err != nil {
+		return nil, err
+	}
 	tr, err := trainer.New(opts, nil, comms)
 	if err != nil {
 		return nil, err
 	}
+	tr.CheckpointFiles = tokenizerFiles(tok) // every checkpoint carries its tokenizer
 	if lo := tr.Model.LoRA; lo != nil {
 		logf("lora: rank %d, alpha %g on %s: %d trainable parameters on this rank (base frozen: %d)\n",
 			lo.Config.Rank, lo.Config.Alpha, strings.Join(lo.Config.Targets, ","), tr.Model.Params.Count(), lo.Base.Count())

@@ -72,7 +72,7 @@ func runLoRAMerge(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return fmt.Errorf("--overwrite: %w", err)
 		}
 	}
-	path, err := checkpoint.Save(*out, 0, m, nil, state, 1)
+	path, err := checkpoint.SaveWith(*out, 0, m, nil, state, 1, func(dir string) error { return copyTokenizer(adir, dir) })
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/tokenizer"
 )
 
 // ppoFlags configure `strand ppo`: RLHF of a policy checkpoint against a
@@ -90,7 +91,7 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	if err != nil {
 		return err
 	}
-	prompts, eos, err := f.prompts(logf)
+	prompts, tok, err := f.prompts(logf)
 	if err != nil {
 		return err
 	}
@@ -98,10 +99,11 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	if comms != nil {
 		pc = finetune.PPOComms{DP: comms.DP, TP: comms.TP, PP: comms.PP, Embed: comms.Embed}
 	}
-	p, err := f.newPPO(cfg, m, coord, pc, eos, logf)
+	p, err := f.newPPO(cfg, m, coord, pc, finetune.NewEncoder(tok).EOS, logf)
 	if err != nil {
 		return err
 	}
+	p.CheckpointFiles = tokenizerFiles(tok) // every checkpoint carries its tokenizer
 	logf("ppo: mesh %v | %d prompts, %d per step (%d micro-batches per rank), up to %d new tokens, %d epochs, kl %g\n", m, len(prompts), f.batch, f.micro, f.maxNew, f.epochs, f.kl)
 	place := finetune.PPOPlace{Mesh: m}
 	if dist != nil {
@@ -115,16 +117,16 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	return err
 }
 
-// prompts reads and encodes the prompt file; it returns the prompts and
-// the tokenizer's end of sequence.
-func (f *ppoFlags) prompts(logf func(string, ...any)) ([][]int32, int32, error) {
-	tok, err := loadTokenizer(f.tokenizerDir)
+// prompts reads and encodes the prompt file with the run's tokenizer,
+// which it returns too.
+func (f *ppoFlags) prompts(logf func(string, ...any)) ([][]int32, tokenizer.Tokenizer, error) {
+	tok, err := loadTokenizer(f.tokenizerDir, f.ckpt)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	recs, err := f.readRecords(finetune.Prompts, logf)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	var prompts [][]int32
 	for _, r := range recs {
@@ -133,11 +135,11 @@ func (f *ppoFlags) prompts(logf func(string, ...any)) ([][]int32, int32, error) 
 			p = append(p, int32(id))
 		}
 		if err := checkVocab(p, f.vocabSize); err != nil {
-			return nil, 0, fmt.Errorf("line %d: %w", r.Line, err)
+			return nil, nil, fmt.Errorf("line %d: %w", r.Line, err)
 		}
 		prompts = append(prompts, p)
 	}
-	return prompts, finetune.NewEncoder(tok).EOS, nil
+	return prompts, tok, nil
 }
 
 // newPPO builds this rank's stage of the four models (policy, reference,

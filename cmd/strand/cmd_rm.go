@@ -216,7 +216,7 @@ func runRMScore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := rm.SetHead(st.RewardHead); err != nil {
 		return fmt.Errorf("%s: %w", f.ckpt, err)
 	}
-	tok, err := loadTokenizer(*tokDir)
+	tok, err := loadTokenizer(*tokDir, f.ckpt)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func runSFT(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // sftData reads, splits, encodes and packs the data file. Every rank does
 // the same work on the same file, so all agree on the rows.
 func sftData(f *sftFlags, logf func(string, ...any)) (train *finetune.Packed, held []finetune.Example, err error) {
-	tok, err := loadTokenizer(f.tokenizerDir)
+	tok, err := loadTokenizer(f.tokenizerDir, f.ckpt)
 	if err != nil {
 		return nil, nil, err
 	}

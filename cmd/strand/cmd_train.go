@@ -235,6 +235,15 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 	if !(f.lr > 0) {
 		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--lr %g would not change the model", f.lr)}
 	}
+	if f.tokenizerDir != "" && f.initFrom == "" && f.model.vocab == 0 {
+		// The vocabulary follows the tokenizer, padded to a multiple of
+		// 64 as nanoGPT and Megatron do (the extra ids are never used).
+		tok, err := tokenizer.Load(f.tokenizerDir)
+		if err != nil {
+			return trainer.Options{}, cfg, err
+		}
+		cfg.VocabSize = tokenizer.PaddedVocab(tok.VocabSize(), 64)
+	}
 	if f.initFrom != "" {
 		if err := f.model.conflict("--init-from", f.initFrom); err != nil {
 			return trainer.Options{}, cfg, err
@@ -330,7 +339,7 @@ func peakRSS() int64 {
 // trainData reads the corpus and splits it into training and validation
 // tokens; it checks the tokens against the model's vocabulary.
 func trainData(ctx context.Context, f *trainFlags, cfg model.Config) (train, val *data.Corpus, err error) {
-	tok, err := loadTokenizer(f.tokenizerDir)
+	tok, err := loadTokenizer(f.tokenizerDir, f.initFrom)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,6 +379,9 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 		return err
 	}
 	defer tr.Close()
+	if tok, err := loadTokenizer(f.tokenizerDir, f.initFrom); err == nil {
+		tr.CheckpointFiles = tokenizerFiles(tok) // every checkpoint carries its tokenizer
+	}
 	if f.tracePath != "" {
 		tr.SetTrace(trace.New(rank, time.Now()))
 	}
@@ -486,13 +498,6 @@ func finishTrace(ctx context.Context, path string, tr *trainer.Trainer, dist *di
 	}
 	fmt.Fprintf(stdout, "trace %s (open in https://ui.perfetto.dev or chrome://tracing)\n", path)
 	return nil
-}
-
-func loadTokenizer(dir string) (data.Tokenizer, error) {
-	if dir == "" {
-		return tokenizer.Bytes{}, nil
-	}
-	return tokenizer.Load(dir)
 }
 
 func describeData(spec string) string {

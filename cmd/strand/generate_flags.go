@@ -39,7 +39,7 @@ func (f *genFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.system, "system", "", "with --chat: a system turn before the user's")
 	fs.StringVar(&f.promptIDs, "prompt-ids", "", "token ids to continue, comma-separated (instead of --prompt; for models without a tokenizer)")
 	fs.BoolVar(&f.jsonOut, "json", false, "print one JSON object (prompt_ids, ids, text, reason) instead of streaming text")
-	fs.StringVar(&f.tokDir, "tokenizer", "", "BPE tokenizer directory the model was trained with (default: bytes)")
+	fs.StringVar(&f.tokDir, "tokenizer", "", "BPE tokenizer directory (default: the checkpoint's own, else bytes; a different one is refused)")
 	fs.IntVar(&f.maxTokens, "max-tokens", 256, "most tokens to generate")
 	fs.Float64Var(&f.temperature, "temperature", 1, "sampling temperature; 0 is greedy")
 	fs.IntVar(&f.topK, "top-k", 0, "keep the K most likely tokens (0: all)")
@@ -131,13 +131,12 @@ func (f *genFlags) generator(ids []int, stderr io.Writer) (*generate.Generator, 
 	if err := finetune.LoadWeights(dir, m); err != nil {
 		return nil, opts, err
 	}
-	var tok tokenizer.Tokenizer = tokenizer.Bytes{}
-	if f.tokDir != "" {
-		if tok, err = tokenizer.Load(f.tokDir); err != nil {
-			return nil, opts, err
-		}
-	} else if ids != nil {
-		tok = nil // ids only: no tokenizer to decode with
+	tok, err := loadTokenizer(f.tokDir, dir)
+	if err != nil {
+		return nil, opts, err
+	}
+	if _, isBytes := tok.(tokenizer.Bytes); isBytes && ids != nil {
+		tok = nil // ids only and no tokenizer saved: nothing to decode with
 	}
 	g := generate.New(m, tok)
 	if hf.IsDir(dir) { // eos_token_id from config.json / generation_config.json

@@ -8,7 +8,7 @@ import (
 
 // FromComm adapts a collective communicator (nil: a group of one) to Group.
 func FromComm(c *collective.Comm) Group {
-	if c == nil || c.Size() == 1 {
+	if c.Size() == 1 { // a nil communicator is a group of one too
 		return Solo{}
 	}
 	return commGroup{c}

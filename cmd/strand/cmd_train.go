@@ -226,6 +226,41 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return job.launch(ctx, stdout, stderr)
 }
 
+// stageLayerList parses --stage-layers (nil: layers split evenly).
+func (f *trainFlags) stageLayerList() ([]int, error) {
+	var out []int
+	if f.stageLayers == "" {
+		return nil, nil
+	}
+	for _, part := range strings.Split(f.stageLayers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("--stage-layers %q: %v", f.stageLayers, err)}
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// gradCompression turns --grad-compress and --bf16-grads into the
+// data-parallel gradient formats.
+func (f *trainFlags) gradCompression() (bf16 bool, fp8 string, err error) {
+	bf16 = f.bf16Grads
+	switch f.gradCompress {
+	case "none", "":
+	case "bf16":
+		bf16 = true
+	case "fp8", "fp8-e4m3", "fp8-e5m2":
+		fp8 = f.gradCompress
+	default:
+		return false, "", usageError{fmt.Sprintf("--grad-compress %q is not one of none, bf16, fp8, fp8-e5m2", f.gradCompress)}
+	}
+	if fp8 != "" && bf16 {
+		return false, "", usageError{"--bf16-grads and --grad-compress fp8 exclude each other"}
+	}
+	return bf16, fp8, nil
+}
+
 // options turns the flags into trainer options for mesh m.
 func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error) {
 	cfg, err := f.model.config()
@@ -270,30 +305,15 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 	if f.valFrac < 0 || f.valFrac >= 1 {
 		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
 	}
-	var stageLayers []int
-	if f.stageLayers != "" {
-		for _, part := range strings.Split(f.stageLayers, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(part))
-			if err != nil {
-				return trainer.Options{}, cfg, usageError{fmt.Sprintf("--stage-layers %q: %v", f.stageLayers, err)}
-			}
-			stageLayers = append(stageLayers, n)
-		}
+	stageLayers, err := f.stageLayerList()
+	if err != nil {
+		return trainer.Options{}, cfg, err
 	}
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = f.wd
-	bf16Grads, fp8Grads := f.bf16Grads, ""
-	switch f.gradCompress {
-	case "none", "":
-	case "bf16":
-		bf16Grads = true
-	case "fp8", "fp8-e4m3", "fp8-e5m2":
-		fp8Grads = f.gradCompress
-	default:
-		return trainer.Options{}, cfg, usageError{fmt.Sprintf("--grad-compress %q is not one of none, bf16, fp8, fp8-e5m2", f.gradCompress)}
-	}
-	if fp8Grads != "" && bf16Grads {
-		return trainer.Options{}, cfg, usageError{"--bf16-grads and --grad-compress fp8 exclude each other"}
+	bf16Grads, fp8Grads, err := f.gradCompression()
+	if err != nil {
+		return trainer.Options{}, cfg, err
 	}
 	opts := trainer.Options{
 		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,

@@ -27,6 +27,8 @@
 // tokenizer, can render them) and EOS is the tokenizer's <|endoftext|>
 // special token, or byte 0 (NUL) for a tokenizer without it (the byte
 // tokenizer uses every id 0-255 for bytes; NUL never occurs in text).
+// ChatPrompt renders the context turns and opens the assistant's for
+// generation (strand generate --chat).
 //
 // # Packing
 //
@@ -51,7 +53,11 @@
 //   - LoRA: model.GPT.EnableLoRA makes adapters the model's Params with the
 //     base frozen; `strand sft/dpo/rm train --lora-rank` enable it through
 //     trainer.Options.Adapt, so zeroing, data-parallel reduction, clipping,
-//     optimizer state and checkpoints cover only the adapters.
+//     optimizer state and checkpoints cover only the adapters. The run
+//     directory's adapter_config.json (AdapterConfig) names their base;
+//     LoadWeights, which every command's --ckpt goes through, loads a plain
+//     checkpoint as it is and an adapter checkpoint merged into its base
+//     (MergeAdapters), so a LoRA run is usable wherever a model is.
 //   - DPO: DPOBatches is both the trainer's Source (pairs of rows) and its
 //     trainer.Objective: on the last stage it turns per-token losses into
 //     sequence log-probs, the DPO loss against reference log-probs

@@ -169,7 +169,8 @@ func TestExportLoadsInPyTorch(t *testing.T) {
 	}
 	out := runStrand(t, time.Minute, "eval", "--ckpt", run, "--data", shard, "--batch", "4", "--seq", "64", "--steps", "2")
 	var ours struct{ Loss float64 }
-	json.Unmarshal([]byte(strings.TrimSpace(out)), &ours)
+	out = strings.TrimSpace(out)
+	json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &ours) // after eval's progress lines
 	script := filepath.Join("..", "checkpoint", "testdata", "hf_loss.py")
 	raw, err := exec.Command(py, script, hf, shard, "4", "64", "2").CombinedOutput()
 	if err != nil {

@@ -71,7 +71,9 @@ func TestTrainTinyOnDefaultData(t *testing.T) {
 	held := filepath.Join(runtime.GOROOT(), "src", "fmt", "print.go")
 	out := runStrand(t, time.Minute, "eval", "--ckpt", run, "--data", held, "--batch", "4")
 	var ev struct{ Loss, Perplexity float64 }
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &ev); err != nil || ev.Loss <= 0 || ev.Loss > math.Log(256) {
+	out = strings.TrimSpace(out)
+	out = out[strings.LastIndex(out, "\n")+1:] // the JSON line, after eval's progress
+	if err := json.Unmarshal([]byte(out), &ev); err != nil || ev.Loss <= 0 || ev.Loss > math.Log(256) {
 		t.Fatalf("eval output %q (%v)", out, err)
 	}
 	runStrand(t, time.Minute, "train", "--init-from", run, "--steps", "2", "--out", filepath.Join(t.TempDir(), "again"), "--no-progress")

@@ -36,7 +36,7 @@ func (f *evalFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.threads, "threads", 0, "compute goroutines (default: all cores)")
 	fs.BoolVar(&f.byPos, "by-position", false, "also report the loss per position bucket (long-context behaviour of rope/alibi)")
 	fs.IntVar(&f.bucket, "bucket", 0, "--by-position bucket width in positions (default: n_positions/2)")
-	fs.Float64Var(&f.valFrac, "val-frac", 0, "evaluate only the held-out tail of --data, as strand train --val-frac splits it")
+	fs.Float64Var(&f.valFrac, "val-frac", 0, "evaluate only the held-out tail of the data, as strand train --val-frac splits it (default without --data: the run's)")
 	f.scaling.register(fs)
 }
 
@@ -103,8 +103,6 @@ func (f *evalFlags) check() error {
 		return usageError{fmt.Sprintf("--val-frac %g outside [0, 1)", f.valFrac)}
 	case f.bucket < 0:
 		return usageError{fmt.Sprintf("--bucket %d must be positive", f.bucket)}
-	case f.dataSpec == "" && f.valFracSet:
-		return usageError{"--val-frac splits --data: without --data eval uses the held-out split the run recorded"}
 	}
 	return nil
 }
@@ -130,14 +128,24 @@ func (f *evalFlags) evalData(ctx context.Context, dir string, cfg model.Config, 
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
+		switch {
+		case !ok && f.valFracSet:
+			// as before the record: the default corpus (the Go sources)
+			fmt.Fprintf(stderr, "no --data and %s records no data: evaluating the last %g of the default corpus\n", dir, valFrac)
+			rec = dataRecord{ValFrac: valFrac}
+		case !ok:
 			return nil, usageError{fmt.Sprintf("--data is required: %s does not record the data its run trained on (a fine-tuning checkpoint, an exported or Hugging Face model, or one written before strand recorded it)", dir)}
 		}
-		if !(rec.ValFrac > 0) {
-			return nil, usageError{fmt.Sprintf("--data is required: the run of %s held out no data (--val-frac 0)", dir)}
+		if !(rec.ValFrac > 0) && !f.valFracSet {
+			return nil, usageError{fmt.Sprintf("--data is required: the run of %s held out no data (--val-frac 0); --val-frac F evaluates the last F of its data", dir)}
 		}
-		spec, opts.MaxBytes, valFrac = rec.Spec, rec.MaxBytes, rec.ValFrac
-		fmt.Fprintf(stderr, "no --data: evaluating the held-out %g of the run's data %s\n", valFrac, describeData(spec))
+		spec, opts.MaxBytes = rec.Spec, rec.MaxBytes
+		if !f.valFracSet { // --val-frac picks another tail of the same data
+			valFrac = rec.ValFrac
+		}
+		if ok {
+			fmt.Fprintf(stderr, "no --data: evaluating the held-out %g of the run's data %s\n", valFrac, describeData(spec))
+		}
 	}
 	tok, err := loadTokenizer(f.tokDir, dir)
 	if err != nil {

@@ -18,7 +18,7 @@ func checkOutDir(out string, overwrite bool) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil
-	case err != nil && !errors.Is(err, os.ErrNotExist):
+	case err != nil:
 		if fi, serr := os.Stat(out); serr == nil && !fi.IsDir() {
 			return usageError{fmt.Sprintf("--out %s is a file, not a directory", out)}
 		}

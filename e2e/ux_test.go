@@ -171,3 +171,24 @@ func TestErrorEveryRankHitsPrintedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSingleProcessInterrupt: SIGINT to a one-process run checkpoints and
+// ends with exit 130 and the one line, as a launched job does.
+func TestSingleProcessInterrupt(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	j := start(t, nil, "strand", "train", "--model", "tiny", "--steps", "20000", "--threads", "1", "--out", run, "--no-progress", "--ckpt-interval", "0")
+	waitFor(t, 90*time.Second, "step 1", j, func() bool { return strings.Contains(j.out.String(), " 1/20000 ") })
+	if err := j.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := j.wait(t, 60*time.Second); code != 130 {
+		t.Fatalf("exit %d after SIGINT, want 130:\n%s", code, j.out.String())
+	}
+	out := j.out.String()
+	if n := strings.Count(out, "strand train: interrupted by the operator at step "); n != 1 || !strings.Contains(out, "(continue with --resume --out "+run+")") {
+		t.Fatalf("want one line naming the step, checkpoint and resume:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(run, "job.json")); !os.IsNotExist(err) {
+		t.Errorf("a single process writes no job.json: %v", err)
+	}
+}

@@ -40,9 +40,9 @@
 // Attention in training is FlashAttention (flash.go): blocks of 128 query
 // rows against blocks of 128 keys with an online softmax, saving one
 // log-sum-exp per row instead of a (T, T) matrix per head, heads spread
-// over a persistent worker pool so a step allocates nothing. Attention
-// (attention.go) is the plain reference that keeps the matrix; tests
-// compare the two. Element-wise layers (tanh GELU, LayerNorm, the softmax
+// over a persistent worker pool so a step allocates nothing.
+// ReferenceAttention (reference_attention.go) is the plain reference that
+// keeps the matrix, used only as the tests' oracle. Element-wise layers (tanh GELU, LayerNorm, the softmax
 // exponentials) run on package vec's AVX-512 kernels where the CPU has them.
 // With more than one compute thread the layers that are not matrix
 // products (norms, activations, bias and residual adds, bias gradients)

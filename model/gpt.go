@@ -32,6 +32,7 @@ type GPT struct {
 	LoRA *LoRA
 
 	gemm  *gemm.Engine
+	pool  *poolHandle // the compute goroutines every split layer and attention run on (pool.go)
 	attn  *FlashAttention
 	rope  *Rotary // RoPE tables for positions [0, MaxT), nil unless Position is rope
 	tp    tensor.Group
@@ -43,7 +44,7 @@ type GPT struct {
 	f16   fp16State // fp16-rounded products (fp16.go); zero: float32
 	// backward scratch shared by every Acts (one backward runs at a time)
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
-	split                                           splitTask // the layer call being split over goroutines (split.go)
+	split                                           splitOps  // the split layer calls' tasks (split.go)
 	sumSq                                           sumSqTask // Params.NormSumSquares over the goroutines
 	pair                                            pairTask  // a linear backward's two products at once (pair.go)
 	lnStats                                         []float32 // LayerNorm backward's per-row statistics (split.go)
@@ -127,7 +128,9 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	if cfg.Activation == SwiGLU {
 		m.local.FCl = 2 * m.local.Hl
 	}
+	m.pool = newPoolHandle()
 	m.attn = NewFlashAttention(e.Threads(), maxT)
+	m.attn.pool = m.pool // attention's heads run on the model's goroutines
 	m.attn.Group = cfg.KVGroup()
 	m.attn.SetEngine(e)
 	ps.clearer = m

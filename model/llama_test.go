@@ -28,7 +28,7 @@ func TestGQAAttentionGradientsAndFlash(t *testing.T) {
 		NKV := NH / group
 		W := C + 2*NKV*(C/NH)
 		for _, threads := range []int{1, 3} {
-			a := NewAttention(threads, T)
+			a := NewReferenceAttention(threads, T)
 			a.Group = group
 			qkv, R := randn(r, B*T*W, 1), randn(r, B*T*C, 1)
 			out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
@@ -69,7 +69,7 @@ func TestGQAMatchesRepeatedHeads(t *testing.T) {
 			copy(full[n*3*C+2*C+h*HS:n*3*C+2*C+(h+1)*HS], qkv[n*W+C+NKV*HS+kv*HS:n*W+C+NKV*HS+(kv+1)*HS])
 		}
 	}
-	a, ref := NewAttention(1, T), NewAttention(1, T)
+	a, ref := NewReferenceAttention(1, T), NewReferenceAttention(1, T)
 	a.Group = group
 	out, want, att := make([]float32, B*T*C), make([]float32, B*T*C), make([]float32, B*NH*T*T)
 	a.Forward(out, att, qkv, B, T, C, NH)

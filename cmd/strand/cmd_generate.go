@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -142,6 +144,15 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else if ids != nil {
 		tok = nil // ids only: no tokenizer to decode with
+	} else if hf.IsDir(dir) {
+		// a Hugging Face model's ids are its own tokenizer's: load the one
+		// shipped in the directory, or refuse rather than feed it bytes
+		if !hasTokenizerFile(dir) {
+			return usageError{fmt.Sprintf("%s has no tokenizer (tokenizer.json or vocab.json + merges.txt): pass --tokenizer DIR, or --prompt-ids", dir)}
+		}
+		if tok, err = tokenizer.Load(dir); err != nil {
+			return err
+		}
 	}
 	g := generate.New(m, tok)
 	if hf.IsDir(dir) { // eos_token_id from config.json / generation_config.json
@@ -211,4 +222,14 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			res.PromptTokens, len(res.Tokens), el.Round(time.Millisecond), float64(len(res.Tokens))/el.Seconds(), res.Reason)
 	}
 	return nil
+}
+
+// hasTokenizerFile reports whether dir ships a tokenizer tokenizer.Load reads.
+func hasTokenizerFile(dir string) bool {
+	for _, f := range []string{tokenizer.HFTokenizerFile, tokenizer.VocabFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
 }

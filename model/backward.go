@@ -150,7 +150,13 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	if m.rope != nil {
 		m.rope.BackwardGQA(dqkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
 	}
-	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, d.QKVl, false)
+	if m.kvrep != nil {
+		if err := m.kvrep.backward(ctx, m, bw, dln, dqkv, ba.ln1, N); err != nil {
+			return err
+		}
+	} else {
+		m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, d.QKVl, false)
+	}
 	if err := m.loraLayerBackward(ctx, ba, bw, loraQKV, dln, dqkv, ba.ln1, N); err != nil {
 		return err
 	}

@@ -22,8 +22,8 @@
 // ones (no_bias, qkv_bias), and an untied lm_head (untied_head; with
 // pipeline stages nothing then ties the first and last stage). Query heads
 // are stored group-major (Config.KVGroup) so tensor parallelism splits
-// kv heads over the ranks (TP must divide n_kv_head; replicating kv heads
-// is not implemented). Package hf maps Hugging Face's Llama tensors and
+// kv heads over the ranks when TP divides n_kv_head, and replicates them
+// (as Megatron-LM does) when TP is a multiple of n_kv_head (kvrep.go). Package hf maps Hugging Face's Llama tensors and
 // config.json onto these; the presets llama-tiny, llama-small and
 // llama-gpt2s train one from scratch. LoRA targets may be named as
 // Hugging Face's projections: q_proj, k_proj, v_proj and gate_proj,

@@ -126,7 +126,11 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	N, C := B*T, d.C
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
-	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, d.QKVl)
+	attnW, attnB := bw.attnW, bw.attnB
+	if m.kvrep != nil { // c_attn held whole: this rank's columns, gathered
+		attnW, attnB = m.kvrep.gather(bw)
+	}
+	m.linearForward(ba.qkv, ba.ln1, attnW, attnB, N, C, d.QKVl)
 	if err := m.loraLayerForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
 		return err
 	}

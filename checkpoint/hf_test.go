@@ -84,3 +84,39 @@ func TestLlamaCheckpointExportsToHuggingFace(t *testing.T) {
 func sameJSON(a, b model.Config) bool {
 	return a.NKVHead == b.NKVHead && a.NoBias == b.NoBias && a.UntiedHead == b.UntiedHead && a.NEmbd == b.NEmbd && a.Norm == b.Norm && a.Activation == b.Activation && a.Position == b.Position
 }
+
+// TestLlamaReshardAcrossKVReplication: a grouped-query model saved with
+// its kv heads replicated (TP 4 over 2 kv heads) reshards to split kv
+// heads (TP 2) and to one process and back, bit for bit.
+func TestLlamaReshardAcrossKVReplication(t *testing.T) {
+	cfg := model.Config{VocabSize: 64, NLayer: 2, NHead: 4, NKVHead: 2, NEmbd: 32, NPositions: 16, LayerNormEps: 1e-5,
+		Activation: model.SwiGLU, Norm: model.RMSNorm, Position: model.PosRoPE, MLPHidden: 40, InitStd: 0.02,
+		NoBias: true, QKVBias: true, UntiedHead: true}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "tp4")
+	writeShardedFixture(t, src, cfg, 4, 1)
+	prev := src
+	for _, c := range []struct {
+		name   string
+		tp, pp int
+	}{{"single", 1, 1}, {"tp2pp2", 2, 2}, {"tp4pp2", 4, 2}, {"back", 1, 1}} {
+		next := filepath.Join(dir, c.name)
+		if err := Reshard(prev, next, c.tp, c.pp); err != nil {
+			t.Fatalf("reshard to %s: %v", c.name, err)
+		}
+		prev = next
+	}
+	ref, _ := model.New(cfg, 1, 1, gemm.New(1))
+	ref.Init(3)
+	for _, name := range []string{"single", "back"} {
+		got, _ := model.New(cfg, 1, 1, gemm.New(1))
+		if err := LoadModel(filepath.Join(dir, name), got); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ref.Params.Data {
+			if ref.Params.Data[i] != got.Params.Data[i] {
+				t.Fatalf("%s: element %d is %g, %g at init", name, i, got.Params.Data[i], ref.Params.Data[i])
+			}
+		}
+	}
+}

@@ -31,6 +31,9 @@ func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 		// after seq 1 the others make this call too (the skip case)
 		then      func(c *Comm) error
 		sameGroup bool
+		// rank 0 is the others' broadcast root: it only sends, and may
+		// finish before a receiver finds the mismatch
+		rootMayFinish bool
 	}{
 		{name: "op", odd: func(c *Comm) error { return c.Broadcast(ctx, make(F32, 10), 0) },
 			mine: "rank 2 called broadcast(count=10, f32, root=0) seq 1", theirs: "allreduce(count=10, f32, sum) seq 1", sameGroup: true},
@@ -40,7 +43,8 @@ func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 			mine: "rank 2 called allreduce(count=10, f32, max) seq 1", theirs: "allreduce(count=10, f32, sum) seq 1", sameGroup: true},
 		{name: "root", odd: func(c *Comm) error { return c.Broadcast(ctx, make(F32, 10), 1) },
 			others: func(c *Comm) error { return c.Broadcast(ctx, make(F32, 10), 0) },
-			mine:   "rank 2 called broadcast(count=10, f32, root=1) seq 1", theirs: "broadcast(count=10, f32, root=0) seq 1", sameGroup: true},
+			mine:   "rank 2 called broadcast(count=10, f32, root=1) seq 1", theirs: "broadcast(count=10, f32, root=0) seq 1", sameGroup: true,
+			rootMayFinish: true},
 		{name: "reduce-root", odd: func(c *Comm) error { return c.Reduce(ctx, make(F32, 10), Sum, 3) },
 			others: func(c *Comm) error { return c.Reduce(ctx, make(F32, 10), Sum, 0) },
 			mine:   "rank 2 called reduce(count=10, f32, sum, root=3) seq 1", theirs: "reduce(count=10, f32, sum, root=0) seq 1", sameGroup: true},
@@ -75,7 +79,7 @@ func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 					}
 					return nil
 				})
-				checkMismatch(t, errs, tc.mine, tc.theirs, tc.sameGroup)
+				checkMismatch(t, errs, tc.mine, tc.theirs, tc.sameGroup, tc.rootMayFinish)
 			})
 		}
 	}
@@ -83,7 +87,7 @@ func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 
 // checkMismatch: rank 2's error is a MismatchError quoting both calls
 // and naming a ring neighbour; ranks 1 and 3 name rank 2.
-func checkMismatch(t *testing.T, errs []error, mine, theirs string, sameGroup bool) {
+func checkMismatch(t *testing.T, errs []error, mine, theirs string, sameGroup, rootMayFinish bool) {
 	t.Helper()
 	var me *MismatchError
 	if !errors.As(errs[2], &me) {
@@ -105,7 +109,7 @@ func checkMismatch(t *testing.T, errs []error, mine, theirs string, sameGroup bo
 			t.Errorf("rank %d: %v, want a MismatchError naming rank 2", r, errs[r])
 		}
 	}
-	if errs[0] == nil {
+	if errs[0] == nil && !rootMayFinish {
 		t.Error("rank 0 returned no error from a call its neighbours abandoned")
 	}
 }

@@ -83,25 +83,28 @@
 //     frozen reward model, penalizes the per-token KL to a frozen reference,
 //     estimates advantages with GAE from a value model, and updates policy
 //     (clipped surrogate, through loss weights) and value model (clipped
-//     value loss, through a head gradient). NewPPO runs in one process;
-//     NewPPOParallel takes PPOComms and runs data-, tensor- and
-//     pipeline-parallel (`strand ppo --nproc N --dp/--tp/--pp`): each DP
-//     rank samples and scores its contiguous share of the step's prompts,
-//     completion i drawn from a generator seeded by (seed, step, i) with i
-//     the global prompt index, so no layout changes what is sampled; the
-//     advantages are whitened with global statistics (float64 sums over
-//     DP), the per-token losses are shares of the global token mean and
-//     policy and value gradients are summed over DP, so every rank takes
-//     the same step; under TP the policy's vocabulary-split logits are
-//     gathered for sampling. Under PP every rank holds the same stage of
-//     all four models (reward and value model from NewStageRewardModel);
-//     each pass walks the rank's rows through the stages in
-//     PPOConfig.Micro micro-batches (`strand ppo --microbatches`) by the
-//     forward or backward half of parallel/pipeline's GPipe program, so
-//     stages overlap, gradients accumulating over the micro-batches; the last stage
-//     samples (tokens broadcast to the others), scores, computes advantages,
-//     losses and the value head's gradient; the tied embedding's gradient
-//     is summed between first and last stage, norms over TP then PP, and
+//     value loss, through a head gradient). Each of the four models runs
+//     on a trainer.Trainer over one communicator set (trainer.Comms):
+//     sampling, log-probs, values and scores are the trainers' Forward
+//     passes, and each PPO epoch is a TrainStep of the policy (the clipped
+//     surrogate as a trainer.Objective on the per-token losses) and of the
+//     value model (the clipped value loss as a trainer.HeadObjective), so
+//     gradient reduction, the global norm and clipping, AdamW and the
+//     pipeline executor are the trainer's. NewPPO runs in one process;
+//     NewPPOParallel runs data-, tensor- and pipeline-parallel
+//     (`strand ppo --nproc N --dp/--tp/--pp`): each DP rank samples and
+//     scores its contiguous share of the step's prompts, completion i
+//     drawn from a generator seeded by (seed, step, i) with i the global
+//     prompt index, so no layout changes what is sampled; the advantages
+//     are whitened with global statistics (float64 sums over DP) and the
+//     losses are sums over tokens divided by the global token count, so
+//     every rank takes the same step; under TP the policy's
+//     vocabulary-split logits are gathered for sampling. Under PP every
+//     rank holds the same stage of all four models (reward and value model
+//     from NewStageRewardModel); each pass walks the rank's rows through
+//     the stages in PPOConfig.Micro micro-batches (`strand ppo
+//     --microbatches`) by GPipe's program; the last stage samples (tokens
+//     broadcast to the others), scores and computes advantages and losses;
 //     every rank returns the last stage's statistics. Statistics and
 //     weights match the single process within float rounding. PPO.Save and
 //     PPO.Restore write and read a full checkpoint in any layout: the

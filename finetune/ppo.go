@@ -67,26 +67,34 @@ func PPOPolicyLoss(newLP, oldLP, adv []float64, eps float64) (PolicyLoss, error)
 	}
 	out := PolicyLoss{Grad: make([]float64, n)}
 	for t := range newLP {
-		ratio := math.Exp(newLP[t] - oldLP[t])
-		unclipped := ratio * adv[t]
-		cr := min(max(ratio, 1-eps), 1+eps)
-		clipped := cr * adv[t]
-		if clipped < unclipped {
-			// the clipped branch is the minimum: constant in new_t
-			out.Loss -= clipped
-			if cr != ratio {
-				out.ClipFrac++
-			} else {
-				out.Grad[t] = -unclipped / float64(n)
-			}
-			continue
+		l, g, clipped := ppoTokenLoss(newLP[t], oldLP[t], adv[t], eps)
+		out.Loss += l
+		out.Grad[t] = g / float64(n)
+		if clipped {
+			out.ClipFrac++
 		}
-		out.Loss -= unclipped
-		out.Grad[t] = -unclipped / float64(n) // d(ratio)/d(new) = ratio
 	}
 	out.Loss /= float64(n)
 	out.ClipFrac /= float64(n)
 	return out, nil
+}
+
+// ppoTokenLoss is one token's term of the clipped surrogate,
+// -min(ratio*A, clip(ratio)*A), its derivative with respect to the new
+// log-prob, and whether the ratio was clipped (the term is then constant).
+func ppoTokenLoss(newLP, oldLP, adv, eps float64) (loss, grad float64, clipped bool) {
+	ratio := math.Exp(newLP - oldLP)
+	unclipped := ratio * adv
+	cr := min(max(ratio, 1-eps), 1+eps)
+	if c := cr * adv; c < unclipped {
+		// the clipped branch is the minimum: constant in new unless the
+		// ratio is inside the clip range
+		if cr != ratio {
+			return -c, 0, true
+		}
+		return -c, -unclipped, false
+	}
+	return -unclipped, -unclipped, false // d(ratio)/d(new) = ratio
 }
 
 // PPOValueLoss is the clipped value loss
@@ -100,18 +108,24 @@ func PPOValueLoss(v, old, ret []float64, eps float64) (float64, []float64, error
 	grad := make([]float64, n)
 	var loss float64
 	for t := range v {
-		d1 := v[t] - ret[t]
-		dv := min(max(v[t]-old[t], -eps), eps)
-		d2 := old[t] + dv - ret[t]
-		if d1*d1 >= d2*d2 {
-			loss += 0.5 * d1 * d1
-			grad[t] = d1 / float64(n)
-		} else {
-			loss += 0.5 * d2 * d2
-			if dv == v[t]-old[t] { // inside the clip range the clipped value moves with v
-				grad[t] = d2 / float64(n)
-			}
-		}
+		l, g := ppoValueToken(v[t], old[t], ret[t], eps)
+		loss += l
+		grad[t] = g / float64(n)
 	}
 	return loss / float64(n), grad, nil
+}
+
+// ppoValueToken is one token's term of the clipped value loss and its
+// derivative with respect to the value.
+func ppoValueToken(v, old, ret, eps float64) (loss, grad float64) {
+	d1 := v - ret
+	dv := min(max(v-old, -eps), eps)
+	d2 := old + dv - ret
+	if d1*d1 >= d2*d2 {
+		return 0.5 * d1 * d1, d1
+	}
+	if dv == v-old { // inside the clip range the clipped value moves with v
+		return 0.5 * d2 * d2, d2
+	}
+	return 0.5 * d2 * d2, 0
 }

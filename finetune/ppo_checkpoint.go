@@ -290,6 +290,7 @@ func (p *PPO) Restore(dir string) (PPOState, error) {
 	if err := p.Value.SetHead(vs.RewardHead); err != nil {
 		return st, fmt.Errorf("checkpoint %s: value head: %w", dir, err)
 	}
+	p.valueLoss.loadHead()
 	h := st.ValueHead
 	if len(h.M) != len(p.optH.M) || len(h.V) != len(p.optH.V) {
 		return st, fmt.Errorf("checkpoint %s: value head moments of %d and %d values, want %d", dir, len(h.M), len(h.V), len(p.optH.M))

@@ -6,27 +6,6 @@ import (
 	"github.com/strand-ml/strand/collective"
 )
 
-// PPOComms are the groups a distributed PPO step runs over; a nil member
-// is a group of one (the single-process run; see collective.Comm).
-type PPOComms struct {
-	// DP is the data-parallel group: its ranks hold equal weights, each
-	// samples and scores a contiguous share of every step's prompts, and
-	// gradients and statistics are summed over it.
-	DP *collective.Comm
-	// TP is the tensor-parallel group the models were built on
-	// (model.Layout.TP): the policy's vocabulary-split logits are gathered
-	// over it for sampling and gradient norms summed over it.
-	TP *collective.Comm
-	// PP is the pipeline group (model.Layout of stage PP.Rank() of PP.Size()
-	// for every model): activations and gradients travel over it, the last
-	// stage's sampled tokens and statistics are broadcast over it and
-	// gradient norms summed over it.
-	PP *collective.Comm
-	// Embed joins the first and last pipeline stage (nil without a
-	// pipeline split): the tied embedding's gradient is summed over it.
-	Embed *collective.Comm
-}
-
 // sumFloat64 replaces vals with their sums over the group, in float64: the
 // collectives carry float32, so each value travels as a float32 pair
 // (hi, lo) with hi+lo within about 2^-48 of it, every rank's pairs are

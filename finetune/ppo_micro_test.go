@@ -43,15 +43,15 @@ func TestPPOMicroBatches(t *testing.T) {
 	ppoStatsClose(t, "lora, pp2, 2 micro-batches", gotL, wantL)
 
 	// 4 rows per rank do not split into 3 micro-batches: NewPPOParallel
-	// refuses; 2 micro-batches of a 4-row model with 3 prompts per step
-	// are refused by TrainStep.
+	// refuses; a step of 3 prompts for a 4-row model is refused by
+	// TrainStep (a step fills every row).
 	_, _ = ppoRunMicro(t, one, nil, 2, func(ctx context.Context, p *PPO, _ PPOPlace) ([]PPOStats, error) {
-		if _, err := p.TrainStep(ctx, ppoPrompts[:3]); err == nil || !strings.Contains(err.Error(), "micro-batches") {
-			t.Errorf("3 prompts in 2 micro-batches: %v, want a refusal", err)
+		if _, err := p.TrainStep(ctx, ppoPrompts[:3]); err == nil || !strings.Contains(err.Error(), "the models hold 4 per rank") {
+			t.Errorf("3 prompts for 4 rows: %v, want a refusal", err)
 		}
 		cfg := p.Cfg
 		cfg.Micro = 3
-		if _, err := NewPPOParallel(p.Policy, p.Ref, p.Reward, p.Value, p.EOS, p.T, cfg, p.Comms); err == nil || !strings.Contains(err.Error(), "micro-batches") {
+		if _, err := NewPPOParallel(p.Policy, p.Ref, p.Reward, p.Value, p.EOS, p.T, cfg, &p.Comms); err == nil || !strings.Contains(err.Error(), "micro-batches") {
 			t.Errorf("3 micro-batches of 4 rows: %v, want a refusal", err)
 		}
 		return nil, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/trainer"
 	"github.com/strand-ml/strand/transport/loopback"
 )
 
@@ -87,8 +88,8 @@ func ppoRunMicro(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, micro int, bod
 				if err != nil {
 					return err
 				}
-				comms := PPOComms{DP: dp, TP: tp, PP: pp}
 				c := m.Coord(r)
+				comms := trainer.Comms{Mesh: m, Coord: c, DP: dp, TP: tp, PP: pp}
 				if m.PP > 1 && (c.PP == 0 || c.PP == m.PP-1) {
 					first, last := c, c
 					first.PP, last.PP = 0, m.PP-1
@@ -129,7 +130,7 @@ func ppoRunMicro(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, micro int, bod
 					return err
 				}
 				p, err := NewPPOParallel(gs[0], gs[1], rm, vm, 0, T, PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2,
-					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5, Micro: micro}, comms)
+					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5, Micro: micro}, &comms)
 				if err != nil {
 					return err
 				}

@@ -8,8 +8,11 @@ import (
 	"slices"
 
 	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
+	"github.com/strand-ml/strand/parallel/pipeline"
+	"github.com/strand-ml/strand/trainer"
 )
 
 // PPOConfig configures RLHF with PPO.
@@ -37,14 +40,22 @@ type PPOConfig struct {
 // EOS, and a value model (a RewardModel read at every position) trained
 // alongside the policy.
 //
-// It runs in one process (NewPPO) or data- and tensor-parallel
+// Each model runs on a trainer.Trainer over one communicator set: the
+// rollout, log-prob, value and score passes are the trainers' Forward
+// passes, and the PPO epochs are ordinary training steps of the policy
+// (the clipped surrogate as a trainer.Objective on the per-token losses)
+// and of the value model (the clipped value loss as a
+// trainer.HeadObjective), so gradient reduction, the global norm and
+// clipping, the optimizer and the pipeline executor are the trainer's.
+//
+// It runs in one process (NewPPO) or on any DP x TP x PP mesh
 // (NewPPOParallel): every data-parallel rank samples and scores its share
 // of each step's prompts, advantages are whitened with the global mean and
-// spread, and policy and value gradients are summed over the data-parallel
-// group, so every rank takes the same step. Completion i of a step is
-// sampled from a generator seeded by (Seed, step, i) with i the prompt's
-// index in the global batch, so the run does not depend on the layout
-// beyond float rounding.
+// spread, and gradients are summed over the data-parallel group, so every
+// rank takes the same step. Completion i of a step is sampled from a
+// generator seeded by (Seed, step, i) with i the prompt's index in the
+// global batch, so the run does not depend on the layout beyond float
+// rounding.
 type PPO struct {
 	Cfg    PPOConfig
 	Policy *model.GPT
@@ -53,19 +64,17 @@ type PPO struct {
 	Value  *RewardModel
 	EOS    int32
 	Step   int
-	Comms  PPOComms
+	Comms  trainer.Comms
 	// CheckpointFiles, when set, writes more files into each checkpoint
 	// directory before it is sealed (the run's tokenizer); rank 0 calls it.
 	CheckpointFiles func(dir string) error
 
-	T          int // row length: prompt + completion
-	pass       *stagePasses
-	optP, optV *optim.AdamW
-	optH       *optim.AdamW
-	head       []float32
-	// activations of policy, reference, reward and value model, one
-	// model.Acts per micro-batch
-	pa, ra, rwa, va *passActs
+	T                          int // row length: prompt + completion
+	policy, ref, reward, value *trainer.Trainer
+	surrogate                  *ppoSurrogate
+	valueLoss                  *ppoValueLoss
+	src                        *rolloutSource
+	optP, optV, optH           *optim.AdamW // the policy's, the value model's and the value head's
 }
 
 // PPOStats summarize one PPO step.
@@ -79,31 +88,29 @@ type PPOStats struct {
 	Length     float64 `json:"length"` // mean completion length
 }
 
-// NewPPO checks the models (whole, one process, rows of at least T
-// positions and batches of at least one row per prompt) and prepares AdamW.
+// NewPPO checks the models (whole, one process, rows of T positions, one
+// row per prompt of a step) and prepares their trainers.
 func NewPPO(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int, cfg PPOConfig) (*PPO, error) {
-	return NewPPOParallel(policy, ref, reward, value, eos, T, cfg, PPOComms{})
+	return NewPPOParallel(policy, ref, reward, value, eos, T, cfg, nil)
 }
 
-// NewPPOParallel is NewPPO over communicators: the models hold this rank's
-// tensor-parallel shard (built on comms.TP) of its pipeline stage (comms.PP's
-// rank; reward and value model from NewStageRewardModel when split) with
-// rows for its data-parallel share of a step's prompts. Every rank of the
-// job calls TrainStep with the same global batch.
-func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int, cfg PPOConfig, comms PPOComms) (*PPO, error) {
+// NewPPOParallel is NewPPO over a job's communicators (nil: one process):
+// the models hold this rank's tensor-parallel shard of its pipeline stage
+// (reward and value model from NewStageRewardModel when split) with one
+// row per prompt of this rank's data-parallel share of a step. Every rank
+// of the job calls TrainStep with the same global batch.
+func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int32, T int, cfg PPOConfig, comms *trainer.Comms) (*PPO, error) {
 	if reward == nil || value == nil || policy == nil || ref == nil {
 		return nil, fmt.Errorf("ppo: policy, reference, reward and value model are all required")
 	}
-	stage, stages := comms.PP.Rank(), comms.PP.Size()
-	for _, m := range []*model.GPT{policy, ref, reward.GPT, value.GPT} {
-		if m.Layout.First != (stage == 0) || m.Layout.Last != (stage == stages-1) {
-			return nil, fmt.Errorf("ppo: every model must be laid out as pipeline stage %d of %d (this rank's)", stage, stages)
-		}
-		if tp := m.Layout.TP.Size(); tp != comms.TP.Size() {
-			return nil, fmt.Errorf("ppo: a model split over %d tensor-parallel ranks, the TP group has %d", tp, comms.TP.Size())
-		}
-		if m.MaxT < T || m.MaxB != policy.MaxB {
-			return nil, fmt.Errorf("ppo: models must hold %d rows of %d positions", policy.MaxB, T)
+	c := trainer.Comms{Mesh: mesh.Mesh{DP: 1, TP: 1, PP: 1}}
+	if comms != nil {
+		c = *comms
+	}
+	rows := policy.MaxB
+	for _, m := range []*model.GPT{ref, reward.GPT, value.GPT} {
+		if m.MaxB != rows {
+			return nil, fmt.Errorf("ppo: models must hold %d rows of %d positions", rows, T)
 		}
 	}
 	switch {
@@ -113,34 +120,47 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 		return nil, fmt.Errorf("ppo: %d epochs must be positive", cfg.Epochs)
 	case !(cfg.Temperature > 0) || !(cfg.LR > 0):
 		return nil, fmt.Errorf("ppo: temperature %g and learning rate %g must be positive", cfg.Temperature, cfg.LR)
-	case cfg.Micro < 0 || cfg.Micro > 0 && policy.MaxB%cfg.Micro != 0:
-		return nil, fmt.Errorf("ppo: %d micro-batches do not divide the models' %d rows per rank", cfg.Micro, policy.MaxB)
+	case cfg.Micro < 0 || cfg.Micro > 0 && rows%cfg.Micro != 0:
+		return nil, fmt.Errorf("ppo: %d micro-batches do not divide the models' %d rows per rank", cfg.Micro, rows)
 	}
-	micro := max(cfg.Micro, 1)
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = 0
-	all := func(ps *model.Params) []optim.Segment { return []optim.Segment{{Offset: 0, Size: ps.Count()}} }
-	optP, err := optim.NewAdamW(adam, policy.Params.Count(), all(policy.Params))
-	if err != nil {
-		return nil, err
+	// A constant learning rate (no schedule: Steps 0), the models' own
+	// clipping; the passes run GPipe's program, whose forward half is
+	// each Forward pass.
+	opts := trainer.Options{Batch: rows * c.Mesh.DP, Seq: T, Micro: max(cfg.Micro, 1), Schedule: pipeline.GPipe,
+		LR: cfg.LR, GradClip: cfg.GradClip, AdamW: adam}
+	frozen := opts
+	frozen.Frozen = true
+	p := &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: c}
+	var err error
+	for _, b := range []struct {
+		tr   **trainer.Trainer
+		m    *model.GPT
+		opts trainer.Options
+	}{{&p.policy, policy, opts}, {&p.ref, ref, frozen}, {&p.reward, reward.GPT, frozen}, {&p.value, value.GPT, opts}} {
+		if *b.tr, err = trainer.NewOn(b.m, b.opts, &c); err != nil {
+			return nil, fmt.Errorf("ppo: %w", err)
+		}
 	}
-	optV, err := optim.NewAdamW(adam, value.GPT.Params.Count(), all(value.GPT.Params))
-	if err != nil {
-		return nil, err
+	p.reward.SetHiddenOnly()
+	p.src = &rolloutSource{}
+	p.surrogate = &ppoSurrogate{p: p}
+	p.policy.Source, p.policy.Objective = p.src, p.surrogate
+	p.valueLoss = newPPOValueLoss(p)
+	p.value.Source = p.src
+	if err := p.value.SetHead(p.valueLoss); err != nil {
+		return nil, fmt.Errorf("ppo: %w", err)
 	}
-	C := value.GPT.Config.NEmbd
-	optH, err := optim.NewAdamW(adam, C+1, []optim.Segment{{Offset: 0, Size: C + 1}})
-	if err != nil {
-		return nil, err
+	p.optP, p.optV, p.optH = p.policy.Opt, p.value.Opt, p.value.HeadAdamW()
+	return p, nil
+}
+
+// Close stops the trainers' background senders.
+func (p *PPO) Close() {
+	for _, t := range []*trainer.Trainer{p.policy, p.ref, p.reward, p.value} {
+		t.Close()
 	}
-	pass, err := newStagePasses(comms.PP, micro)
-	if err != nil {
-		return nil, err
-	}
-	return &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: comms, pass: pass,
-		optP: optP, optV: optV, optH: optH, head: make([]float32, C+1),
-		pa: newPassActs(policy, micro, T), ra: newPassActs(ref, micro, T),
-		rwa: newPassActs(reward.GPT, micro, T), va: newPassActs(value.GPT, micro, T)}, nil
 }
 
 // rollout is one batch of sampled completions.
@@ -193,10 +213,7 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 	}
 	probs := make([]float64, V)
 	last := p.Policy.Layout.Last
-	var g *logitGather
-	if last {
-		g = newLogitGather(p.Comms.TP, B, V)
-	}
+	g := newLogitGather(p.Comms.TP, B, V)
 	// the tokens drawn (as float32: exact for any vocabulary below 2^24),
 	// sampled on the last stage and broadcast to the others
 	drawn := make([]float32, B)
@@ -205,6 +222,7 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 	// logits do not depend on the positions after it. Every stage derives
 	// Tc from the same r.end (the drawn tokens are broadcast).
 	compact := make([]int32, B*T)
+	at := make([]int, B)
 	for s := 0; s < p.Cfg.MaxNew && slices.Contains(done, false); s++ {
 		Tc := 0
 		for b := range B {
@@ -214,12 +232,18 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 		}
 		for b := range B {
 			copy(compact[b*Tc:(b+1)*Tc], r.rows[b*T:b*T+Tc])
+			// a finished row may be longer than Tc: its logits are not used
+			at[b] = b*Tc + min(r.end[b], Tc) - 1
 		}
-		if err := p.pass.forward(ctx, p.Policy, p.pa, compact[:B*Tc], nil, B, Tc); err != nil {
+		err := p.policy.Forward(ctx, trainer.Pass{Rows: compact[:B*Tc], T: Tc, Last: func(_ context.Context, j int, a *model.Acts) error {
+			g.collect(a, at, j*p.policy.MicroRows()*Tc)
+			return nil
+		}})
+		if err != nil {
 			return nil, fmt.Errorf("ppo sampling: %w", err)
 		}
 		if last {
-			if err := p.draw(ctx, g, r, Tc, done, rngs, probs, drawn); err != nil {
+			if err := p.draw(ctx, g, r, done, rngs, probs, drawn); err != nil {
 				return nil, fmt.Errorf("ppo sampling: %w", err)
 			}
 		}
@@ -242,16 +266,11 @@ func (p *PPO) sample(ctx context.Context, prompts [][]int32, first int) (*rollou
 	return r, nil
 }
 
-// draw samples the next token of every unfinished row from the last
-// stage's logits (of a forward over Tc positions per row) into drawn.
-func (p *PPO) draw(ctx context.Context, g *logitGather, r *rollout, Tc int, done []bool, rngs []*rand.Rand, probs []float64, drawn []float32) error {
+// draw samples the next token of every unfinished row from the gathered
+// logits of the last forward into drawn.
+func (p *PPO) draw(ctx context.Context, g *logitGather, r *rollout, done []bool, rngs []*rand.Rand, probs []float64, drawn []float32) error {
 	V := p.Policy.Config.VocabSize
-	at := make([]int, r.B)
-	for b := range at {
-		// a finished row may be longer than Tc: its logits are not used
-		at[b] = b*Tc + min(r.end[b], Tc) - 1
-	}
-	logits, err := g.rows(ctx, p.pa, at)
+	logits, err := g.gather(ctx)
 	if err != nil {
 		return err
 	}
@@ -292,42 +311,52 @@ type logitGather struct {
 }
 
 func newLogitGather(tp *collective.Comm, B, V int) *logitGather {
-	n := tp.Size()
-	return &logitGather{tp: tp, n: n, V: V, buf: make([]float32, B*V), out: make([]float32, B*V)}
+	return &logitGather{tp: tp, n: tp.Size(), V: V, buf: make([]float32, B*V), out: make([]float32, B*V)}
 }
 
-// rows returns the full logits (len(at), V) at the flat positions at of
-// the last forward of a (this rank's logits are (N, V/n)).
-func (g *logitGather) rows(ctx context.Context, a *passActs, at []int) ([]float32, error) {
+// collect copies, from a micro-batch's activations a whose first flat
+// position is base, this rank's logit shard of every row b whose
+// position at[b] lies in it.
+func (g *logitGather) collect(a *model.Acts, at []int, base int) {
 	Vl, B := g.V/g.n, len(at)
 	mine := g.buf[g.tp.Rank()*B*Vl:][:B*Vl]
+	logits := a.Logits()
 	for b, n := range at {
-		acts, k := a.at(n)
-		copy(mine[b*Vl:(b+1)*Vl], acts.Logits()[k*Vl:(k+1)*Vl])
-	}
-	if g.n > 1 {
-		if err := g.tp.AllGather(ctx, collective.F32(g.buf[:g.n*B*Vl])); err != nil {
-			return nil, fmt.Errorf("gather logits over %d tensor-parallel ranks: %w", g.n, err)
+		if k := n - base; k >= 0 && (k+1)*Vl <= len(logits) {
+			copy(mine[b*Vl:(b+1)*Vl], logits[k*Vl:(k+1)*Vl])
 		}
+	}
+}
+
+// gather returns the full logits (B, V) of the collected rows.
+func (g *logitGather) gather(ctx context.Context) ([]float32, error) {
+	B := len(g.out) / g.V
+	Vl := g.V / g.n
+	if err := g.tp.AllGather(ctx, collective.F32(g.buf[:g.n*B*Vl])); err != nil {
+		return nil, fmt.Errorf("gather logits over %d tensor-parallel ranks: %w", g.n, err)
 	}
 	for r := 0; r < g.n; r++ {
 		for b := 0; b < B; b++ {
 			copy(g.out[b*g.V+r*Vl:][:Vl], g.buf[(r*B+b)*Vl:][:Vl])
 		}
 	}
-	return g.out[:B*g.V], nil
+	return g.out, nil
 }
 
-// tokenLogProbs runs m on the rollout with its completion targets and
-// returns the per-token log-probs (nil off the last pipeline stage).
-func (p *PPO) tokenLogProbs(ctx context.Context, m *model.GPT, a *passActs, r *rollout) ([]float64, error) {
-	if err := p.pass.forward(ctx, m, a, r.rows, r.targets, r.B, p.T); err != nil {
+// tokenLogProbs runs tr's model on the rollout with its completion
+// targets and returns the per-token log-probs (nil off the last stage).
+func (p *PPO) tokenLogProbs(ctx context.Context, tr *trainer.Trainer, r *rollout) ([]float64, error) {
+	T := p.T
+	losses := make([]float32, r.B*T)
+	per := tr.MicroRows() * T
+	err := tr.Forward(ctx, trainer.Pass{Rows: r.rows, Targets: r.targets, T: T, Last: func(_ context.Context, j int, a *model.Acts) error {
+		copy(losses[j*per:(j+1)*per], a.Losses())
+		return nil
+	}})
+	if err != nil || !tr.Model.Layout.Last {
 		return nil, err
 	}
-	if !m.Layout.Last {
-		return nil, nil
-	}
-	lp := r.tokens(a.losses(), p.T)
+	lp := r.tokens(losses, T)
 	for i := range lp {
 		lp[i] = -lp[i]
 	}
@@ -343,7 +372,7 @@ func (p *PPO) values(ctx context.Context, r *rollout) ([]float64, error) {
 			at = append(at, b*p.T+i-1)
 		}
 	}
-	return p.headAt(ctx, p.Value, p.va, r, at)
+	return p.headAt(ctx, p.value, p.Value.Head, r, at)
 }
 
 // scores are the reward model's scores of the completions, read at each
@@ -354,58 +383,61 @@ func (p *PPO) scores(ctx context.Context, r *rollout) ([]float64, error) {
 	for b := range at {
 		at[b] = b*p.T + r.end[b] - 1
 	}
-	return p.headAt(ctx, p.Reward, p.rwa, r, at)
+	return p.headAt(ctx, p.reward, p.Reward.Head, r, at)
 }
 
-// headAt runs rm on the rollout (activations in a) and reads its scalar
-// head at the given flat positions (row*T + position), as
+// headAt runs tr's model on the rollout and reads the scalar head h at the
+// given increasing flat positions (row*T + position), as
 // RewardModel.Rewards does.
-func (p *PPO) headAt(ctx context.Context, rm *RewardModel, a *passActs, r *rollout, at []int) ([]float64, error) {
-	if err := p.pass.forward(ctx, rm.GPT, a, r.rows, nil, r.B, p.T); err != nil {
+func (p *PPO) headAt(ctx context.Context, tr *trainer.Trainer, h RewardHead, r *rollout, at []int) ([]float64, error) {
+	C, per := tr.Model.Config.NEmbd, tr.MicroRows()*p.T
+	out := make([]float64, len(at))
+	k := 0
+	err := tr.Forward(ctx, trainer.Pass{Rows: r.rows, T: p.T, Last: func(_ context.Context, j int, a *model.Acts) error {
+		hid := a.Hidden()
+		for ; k < len(at) && at[k] < (j+1)*per; k++ {
+			out[k] = h.score(hid[(at[k]-j*per)*C:][:C])
+		}
+		return nil
+	}})
+	if err != nil || !tr.Model.Layout.Last {
 		return nil, err
 	}
-	if !rm.GPT.Layout.Last {
-		return nil, nil
-	}
-	C := rm.GPT.Config.NEmbd
-	out := make([]float64, len(at))
-	for k, n := range at {
-		h := a.hidden(n, C)
-		s := float64(rm.Head.Bias)
-		for i, w := range rm.Head.Weight {
-			s += float64(w) * float64(h[i])
-		}
-		out[k] = s
-	}
 	return out, nil
+}
+
+// score is the head's value on one final hidden state (float64 sums).
+func (h RewardHead) score(hid []float32) float64 {
+	s := float64(h.Bias)
+	for i, w := range h.Weight {
+		s += float64(w) * float64(hid[i])
+	}
+	return s
 }
 
 // TrainStep samples completions for the prompts, scores them, and runs
 // Epochs of PPO on policy and value model. prompts is the step's global
 // batch: with a data-parallel group of n ranks, rank r takes prompts
-// [r*len/n, (r+1)*len/n), and the returned statistics are the global ones
-// (identical on every rank).
+// [r*len/n, (r+1)*len/n) (one per model row), and the returned statistics
+// are the global ones (identical on every rank).
 func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error) {
 	var st PPOStats
 	dp := p.Comms.DP
 	nDP := dp.Size()
-	if len(prompts) == 0 || len(prompts)%nDP != 0 || len(prompts)/nDP > p.Policy.MaxB {
+	if len(prompts)%nDP != 0 || len(prompts)/nDP != p.Policy.MaxB {
 		return st, fmt.Errorf("ppo: %d prompts per step over %d data-parallel ranks, the models hold %d per rank", len(prompts), nDP, p.Policy.MaxB)
 	}
 	k := len(prompts) / nDP
-	if _, err := p.pass.split(k); err != nil {
-		return st, fmt.Errorf("%w (%d prompts over %d data-parallel ranks)", err, len(prompts), nDP)
-	}
 	first := dp.Rank() * k
 	r, err := p.sample(ctx, prompts[first:first+k], first)
 	if err != nil {
 		return st, err
 	}
-	oldLP, err := p.tokenLogProbs(ctx, p.Policy, p.pa, r)
+	oldLP, err := p.tokenLogProbs(ctx, p.policy, r)
 	if err != nil {
 		return st, err
 	}
-	refLP, err := p.tokenLogProbs(ctx, p.Ref, p.ra, r)
+	refLP, err := p.tokenLogProbs(ctx, p.ref, r)
 	if err != nil {
 		return st, err
 	}
@@ -418,18 +450,17 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 		return st, err
 	}
 	var adv, ret []float64
-	var share float64
 	if p.Policy.Layout.Last {
-		if adv, ret, share, err = p.advantages(ctx, r, oldLP, refLP, oldV, score, len(prompts), &st); err != nil {
+		if adv, ret, err = p.advantages(ctx, r, oldLP, refLP, oldV, score, len(prompts), &st); err != nil {
 			return st, err
 		}
 	}
+	p.src.r = r
+	p.surrogate.set(r, oldLP, adv)
+	p.valueLoss.set(r, oldV, ret)
 	for e := 0; e < p.Cfg.Epochs; e++ {
-		if err := p.policyEpoch(ctx, r, oldLP, adv, share, &st); err != nil {
-			return st, fmt.Errorf("ppo policy epoch %d: %w", e, err)
-		}
-		if err := p.valueEpoch(ctx, r, oldV, ret, share, &st); err != nil {
-			return st, fmt.Errorf("ppo value epoch %d: %w", e, err)
+		if err := p.epoch(ctx, &st); err != nil {
+			return st, fmt.Errorf("ppo epoch %d: %w", e, err)
 		}
 	}
 	p.Step++
@@ -442,11 +473,34 @@ func (p *PPO) TrainStep(ctx context.Context, prompts [][]int32) (PPOStats, error
 	return st, nil
 }
 
+// epoch is one PPO epoch: a training step of the policy on the clipped
+// surrogate and one of the value model on the clipped value loss, over
+// the rollout.
+func (p *PPO) epoch(ctx context.Context, st *PPOStats) error {
+	p.surrogate.clipped = 0
+	ps, err := p.policy.TrainStep(ctx)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	// the clipped tokens are counted on the last stage
+	cf := []float64{float64(p.surrogate.clipped)}
+	if err := sumFloat64(ctx, p.Comms.DP, cf); err != nil {
+		return fmt.Errorf("policy clip fraction: %w", err)
+	}
+	st.PolicyLoss, st.ClipFrac = ps.Loss, cf[0]/max(float64(st.Tokens), 1)
+	vs, err := p.value.TrainStep(ctx)
+	if err != nil {
+		return fmt.Errorf("value: %w", err)
+	}
+	st.ValueLoss = vs.Loss
+	p.valueLoss.syncHead()
+	return nil
+}
+
 // advantages (last pipeline stage) turns the rollout's log-probs, values
-// and scores into whitened advantages and returns, fills st's rollout
-// statistics over the global batch of nPrompts, and returns this rank's
-// share of the batch's tokens.
-func (p *PPO) advantages(ctx context.Context, r *rollout, oldLP, refLP, oldV, score []float64, nPrompts int, st *PPOStats) (adv, ret []float64, share float64, err error) {
+// and scores into whitened advantages and returns, and fills st's rollout
+// statistics over the global batch of nPrompts.
+func (p *PPO) advantages(ctx context.Context, r *rollout, oldLP, refLP, oldV, score []float64, nPrompts int, st *PPOStats) (adv, ret []float64, err error) {
 	// per-token rewards: the KL penalty everywhere, the score at the end
 	var sumScore, sumKL float64
 	n := 0
@@ -471,16 +525,14 @@ func (p *PPO) advantages(ctx context.Context, r *rollout, oldLP, refLP, oldV, sc
 	// global statistics: [score, KL, tokens, advantage] summed over DP
 	g := []float64{sumScore, sumKL, float64(n), sumAdv}
 	if err := sumFloat64(ctx, p.Comms.DP, g); err != nil {
-		return nil, nil, 0, fmt.Errorf("ppo step statistics: %w", err)
+		return nil, nil, fmt.Errorf("ppo step statistics: %w", err)
 	}
 	B, N := float64(nPrompts), g[2]
 	st.Reward, st.KL, st.Tokens, st.Length = g[0]/B, g[1]/B, int(N), N/B
 	if err := p.whiten(ctx, adv, g[3]/N, N); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
-	// Each rank's losses are its tokens' share of the global token mean:
-	// scaled by n/N, the summed gradients are those of the global mean.
-	return adv, ret, float64(n) / N, nil
+	return adv, ret, nil
 }
 
 // shareStats gives every pipeline stage the last stage's statistics (a
@@ -519,157 +571,6 @@ func (p *PPO) whiten(ctx context.Context, adv []float64, mean, N float64) error 
 	}
 	for i := range adv {
 		adv[i] = (adv[i] - mean) / std
-	}
-	return nil
-}
-
-// gradNorm is the global norm of m's gradients plus extra (a head's on
-// the last stage, identical on every tensor-parallel rank): each rank's
-// share (replicated tensors counted on TP rank 0, the tied embedding on the
-// first stage) summed over the TP group, then over the pipeline stages.
-func (p *PPO) gradNorm(ctx context.Context, m *model.GPT, extra []float32) (float64, error) {
-	ss := []float64{m.Params.NormSumSquares()}
-	if err := sumFloat64(ctx, p.Comms.TP, ss); err != nil {
-		return 0, fmt.Errorf("gradient norm: %w", err)
-	}
-	ss[0] += optim.SumSquares(extra)
-	if err := sumFloat64(ctx, p.Comms.PP, ss); err != nil {
-		return 0, fmt.Errorf("gradient norm over the pipeline stages: %w", err)
-	}
-	return math.Sqrt(ss[0]), nil
-}
-
-// reduceGrads sums m's gradients: the tied embedding's between the first
-// and last pipeline stage (Comms.Embed), then everything over DP.
-func (p *PPO) reduceGrads(ctx context.Context, m *model.GPT) error {
-	if p.Comms.Embed.Size() > 1 && m.TiedOffset < len(m.Params.Grad) { // LoRA adapters hold no embedding
-		if err := allReduceSum(ctx, p.Comms.Embed, m.Params.Grad[m.TiedOffset:]); err != nil {
-			return fmt.Errorf("tied embedding gradient: %w", err)
-		}
-	}
-	if err := allReduceSum(ctx, p.Comms.DP, m.Params.Grad); err != nil {
-		return fmt.Errorf("gradient all-reduce: %w", err)
-	}
-	return nil
-}
-
-// policyEpoch is one PPO epoch of the policy: the clipped surrogate's
-// gradient (last stage) as per-token loss weights, backward over the
-// stages, summed, clipped and applied.
-func (p *PPO) policyEpoch(ctx context.Context, r *rollout, oldLP, adv []float64, share float64, st *PPOStats) error {
-	m, T := p.Policy, p.T
-	newLP, err := p.tokenLogProbs(ctx, m, p.pa, r)
-	if err != nil {
-		return err
-	}
-	if m.Layout.Last {
-		pl, err := PPOPolicyLoss(newLP, oldLP, adv, p.Cfg.Clip)
-		if err != nil {
-			return err
-		}
-		stats := []float64{pl.Loss * share, pl.ClipFrac * share}
-		if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
-			return fmt.Errorf("policy loss: %w", err)
-		}
-		st.PolicyLoss, st.ClipFrac = stats[0], stats[1]
-		// a token's log-prob is minus its loss: d(objective)/d(loss) = -grad
-		w := make([]float32, r.B*T)
-		k := 0
-		for b := 0; b < r.B; b++ {
-			for i := r.start[b]; i < r.end[b]; i++ {
-				w[b*T+i-1] = float32(-pl.Grad[k] * share)
-				k++
-			}
-		}
-		p.pa.setLossWeights(w)
-		defer p.pa.setLossWeights(nil)
-	}
-	m.Params.ZeroGrad()
-	if err := p.pass.backward(ctx, m, p.pa, r.B, T); err != nil {
-		return err
-	}
-	if err := p.reduceGrads(ctx, m); err != nil {
-		return fmt.Errorf("policy: %w", err)
-	}
-	norm, err := p.gradNorm(ctx, m, nil)
-	if err != nil {
-		return err
-	}
-	optim.Scale(m.Params.Grad, optim.ClipScale(norm, p.Cfg.GradClip))
-	p.optP.Update(m.Params.Data, m.Params.Grad, p.Cfg.LR)
-	return nil
-}
-
-// valueEpoch is one epoch of the value model: the clipped value loss's
-// gradient through the head (last stage) into the hidden states, backward
-// over the stages, summed, clipped and applied to model and head.
-func (p *PPO) valueEpoch(ctx context.Context, r *rollout, oldV, ret []float64, share float64, st *PPOStats) error {
-	vm, T := p.Value, p.T
-	v, err := p.values(ctx, r)
-	if err != nil {
-		return err
-	}
-	last := vm.GPT.Layout.Last
-	if last {
-		loss, g, err := PPOValueLoss(v, oldV, ret, p.Cfg.ValueClip)
-		if err != nil {
-			return err
-		}
-		stats := []float64{loss * share}
-		if err := sumFloat64(ctx, p.Comms.DP, stats); err != nil {
-			return fmt.Errorf("value loss: %w", err)
-		}
-		st.ValueLoss = stats[0]
-		C := vm.GPT.Config.NEmbd
-		dh := vm.dHid[:r.B*T*C]
-		clear(dh)
-		clear(vm.dHead)
-		k := 0
-		for b := 0; b < r.B; b++ {
-			for i := r.start[b]; i < r.end[b]; i++ {
-				n := b*T + i - 1
-				gk := float32(g[k] * share)
-				hid := p.va.hidden(n, C)
-				for c, w := range vm.Head.Weight {
-					vm.dHead[c] += gk * hid[c]
-					dh[n*C+c] = gk * w
-				}
-				vm.dHead[C] += gk
-				k++
-			}
-		}
-		p.va.setHeadGrad(dh, C)
-		defer p.va.setHeadGrad(nil, C)
-	}
-	vm.GPT.Params.ZeroGrad()
-	if err := p.pass.backward(ctx, vm.GPT, p.va, r.B, T); err != nil {
-		return err
-	}
-	if err := p.reduceGrads(ctx, vm.GPT); err != nil {
-		return fmt.Errorf("value: %w", err)
-	}
-	var head []float32 // the head's gradient, on the last stage
-	if last {
-		head = vm.dHead
-		if err := allReduceSum(ctx, p.Comms.DP, head); err != nil {
-			return fmt.Errorf("value head gradient all-reduce: %w", err)
-		}
-	}
-	norm, err := p.gradNorm(ctx, vm.GPT, head)
-	if err != nil {
-		return err
-	}
-	clip := optim.ClipScale(norm, p.Cfg.GradClip)
-	optim.Scale(vm.GPT.Params.Grad, clip)
-	p.optV.Update(vm.GPT.Params.Data, vm.GPT.Params.Grad, p.Cfg.LR)
-	if last {
-		C := vm.GPT.Config.NEmbd
-		optim.Scale(vm.dHead, clip)
-		copy(p.head, vm.Head.Weight)
-		p.head[C] = vm.Head.Bias
-		p.optH.Update(p.head, vm.dHead, p.Cfg.LR)
-		copy(vm.Head.Weight, p.head[:C])
-		vm.Head.Bias = p.head[C]
 	}
 	return nil
 }

@@ -160,6 +160,10 @@ func (g *Generator) StreamIDs(ctx context.Context, ids []int, opts Options, fn f
 	}
 	res := Result{PromptTokens: len(ids), Reason: "max_tokens"}
 	out := &streamer{stop: opts.Stop, fn: fn}
+	var dec *tokenizer.StreamDecoder // id by id with Decode's text (SentencePiece word marks)
+	if g.Tok != nil {
+		dec = tokenizer.NewStreamDecoder(g.Tok)
+	}
 	logits, err := step.append(ctx, prompt32)
 	if err != nil {
 		return res, fmt.Errorf("generate: prompt: %w", err)
@@ -173,7 +177,7 @@ func (g *Generator) StreamIDs(ctx context.Context, ids []int, opts Options, fn f
 		res.Tokens = append(res.Tokens, id)
 		var text []byte
 		if g.Tok != nil {
-			if text, err = g.Tok.Decode([]int{id}); err != nil {
+			if text, err = dec.Next(id); err != nil {
 				return res, fmt.Errorf("generate: %w", err)
 			}
 		}

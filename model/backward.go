@@ -150,7 +150,13 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 	if m.rope != nil {
 		m.rope.BackwardGQA(dqkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
 	}
-	m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, d.QKVl, false)
+	if m.kvrep != nil {
+		if err := m.kvrep.backward(ctx, m, bw, dln, dqkv, ba.ln1, N); err != nil {
+			return err
+		}
+	} else {
+		m.linearBackward(dln, bw.dattnW, bw.dattnB, dqkv, ba.ln1, bw.attnW, N, C, d.QKVl, false)
+	}
 	if err := m.loraLayerBackward(ctx, ba, bw, loraQKV, dln, dqkv, ba.ln1, N); err != nil {
 		return err
 	}
@@ -178,19 +184,20 @@ func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N i
 		LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
 		return
 	}
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a, t.b, t.w, t.mean, t.rstd = splitNormBackRows, N, C, dinp, dout, inp, w, mean, rstd
-	m.runSplit(N, rowsPerPart(C))
-	t.kind, t.N, t.W, t.out, t.bias, t.a, t.b, t.mean, t.rstd = splitNormBackParams, N, C, dw, db, dout, inp, mean, rstd
-	m.runSplit(C, max(16, minSplitValues/max(N, 1)))
+	rt := &m.split.normBackRows
+	rt.m, rt.W, rt.out, rt.dout, rt.x, rt.w, rt.mean, rt.rstd = m, C, dinp, dout, inp, w, mean, rstd
+	runSplit(m, rt, N, rowsPerPart(C))
+	pt := &m.split.normBackParams
+	pt.N, pt.W, pt.dw, pt.db, pt.dout, pt.x, pt.mean, pt.rstd = N, C, dw, db, dout, inp, mean, rstd
+	runSplit(m, pt, C, max(16, minSplitValues/max(N, 1)))
 }
 
 // activateBackward writes dinp (N, FC) from the activation's input inp
 // and output gradient dout (N, H); rows split over the compute goroutines.
 func (m *GPT) activateBackward(dinp, inp, dout []float32, N, H int) {
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a, t.b = splitActivateBack, N, H, dinp, inp, dout
-	m.runSplit(N, rowsPerPart(H))
+	t := &m.split.activateBack
+	t.m, t.W, t.out, t.a, t.dout = m, H, dinp, inp, dout
+	runSplit(m, t, N, rowsPerPart(H))
 }
 
 // activateBackwardBias is activateBackward for tanh GELU that also adds
@@ -208,9 +215,9 @@ func (m *GPT) activateBackwardBias(dinp, inp, dout, db []float32, N, H int) {
 		return
 	}
 	m.clearIfStale(db)
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a, t.b, t.bias = splitGELUBackBias, N, H, dinp, inp, dout, db
-	m.runSplit(H, max(16, minSplitValues/max(N, 1)))
+	t := &m.split.geluBackBias
+	t.N, t.W, t.out, t.a, t.dout, t.bias = N, H, dinp, inp, dout, db
+	runSplit(m, t, H, max(16, minSplitValues/max(N, 1)))
 }
 
 // activateBackwardRows is activateBackward on rows [lo, hi).
@@ -227,9 +234,9 @@ func (m *GPT) activateBackwardRows(dinp, inp, dout []float32, lo, hi, H int) {
 // columns split over the compute goroutines.
 func (m *GPT) biasGrad(db, dout []float32, N, OC int) {
 	m.clearIfStale(db)
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a = splitColumnSums, N, OC, db, dout
-	m.runSplit(OC, max(16, minSplitValues/max(N, 1)))
+	t := &m.split.columnSums
+	t.N, t.W, t.out, t.a, t.align = N, OC, db, dout, true
+	runSplit(m, t, OC, max(16, minSplitValues/max(N, 1)))
 }
 
 // gradBeta is the beta of a GEMM adding its product to the gradient g: 0

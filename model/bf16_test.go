@@ -152,3 +152,54 @@ func TestBF16WithLoRA(t *testing.T) {
 		t.Fatalf("bf16 LoRA loss %.6f vs float32 %.6f", l16, l32)
 	}
 }
+
+func TestPrecisionIsOneSetting(t *testing.T) {
+	cfg := parallelTestConfig(GELUTanh, LayerNorm)
+	m, err := New(cfg, 1, 4, gemm.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(1)
+	for _, p := range []Precision{BF16, FP16, FP32} {
+		if err := m.SetPrecision(p); err != nil {
+			t.Fatal(err)
+		}
+		if m.Precision() != p || m.BF16() != (p == BF16) || m.FP16() != (p == FP16) {
+			t.Fatalf("after SetPrecision(%s): Precision %s, BF16 %v, FP16 %v", p, m.Precision(), m.BF16(), m.FP16())
+		}
+	}
+	if err := m.SetPrecision("fp8"); err == nil {
+		t.Fatal("fp8 accepted")
+	}
+	if _, err := ParsePrecision("int4"); err == nil {
+		t.Fatal("ParsePrecision(int4) accepted")
+	}
+	// SyncPrecision refreshes the active copy: a changed weight changes
+	// the bf16 product only after it
+	if err := m.SetPrecision(BF16); err != nil {
+		t.Fatal(err)
+	}
+	tok := []int32{1, 2, 3, 4}
+	_, _, _ = m.Forward(tok, nil, 1, 4)
+	before := append([]float32(nil), m.Logits()...)
+	p, _ := m.Params.Lookup("h.0.mlp.c_fc.weight")
+	for i := range p.Data {
+		p.Data[i] *= 2
+	}
+	_, _, _ = m.Forward(tok, nil, 1, 4)
+	stale := append([]float32(nil), m.Logits()...)
+	m.SyncPrecision()
+	_, _, _ = m.Forward(tok, nil, 1, 4)
+	fresh := m.Logits()
+	same := func(a, b []float32) bool {
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(before, stale) || same(stale, fresh) {
+		t.Fatal("SyncPrecision did not refresh the bf16 weight copy (or the product read float32 weights)")
+	}
+}

@@ -22,8 +22,8 @@
 // ones (no_bias, qkv_bias), and an untied lm_head (untied_head; with
 // pipeline stages nothing then ties the first and last stage). Query heads
 // are stored group-major (Config.KVGroup) so tensor parallelism splits
-// kv heads over the ranks (TP must divide n_kv_head; replicating kv heads
-// is not implemented). Package hf maps Hugging Face's Llama tensors and
+// kv heads over the ranks when TP divides n_kv_head, and replicates them
+// (as Megatron-LM does) when TP is a multiple of n_kv_head (kvrep.go). Package hf maps Hugging Face's Llama tensors and
 // config.json onto these; the presets llama-tiny, llama-small and
 // llama-gpt2s train one from scratch. LoRA targets may be named as
 // Hugging Face's projections: q_proj, k_proj, v_proj and gate_proj,
@@ -40,9 +40,9 @@
 // Attention in training is FlashAttention (flash.go): blocks of 128 query
 // rows against blocks of 128 keys with an online softmax, saving one
 // log-sum-exp per row instead of a (T, T) matrix per head, heads spread
-// over a persistent worker pool so a step allocates nothing. Attention
-// (attention.go) is the plain reference that keeps the matrix; tests
-// compare the two. Element-wise layers (tanh GELU, LayerNorm, the softmax
+// over a persistent worker pool so a step allocates nothing.
+// ReferenceAttention (reference_attention.go) is the plain reference that
+// keeps the matrix, used only as the tests' oracle. Element-wise layers (tanh GELU, LayerNorm, the softmax
 // exponentials) run on package vec's AVX-512 kernels where the CPU has them.
 // With more than one compute thread the layers that are not matrix
 // products (norms, activations, bias and residual adds, bias gradients)

@@ -48,7 +48,7 @@ func TestFlashAttentionMatchesReference(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			B, T, C, NH := c.B, c.T, c.C, c.NH
-			ref, fa := NewAttention(c.threads, T), NewFlashAttention(c.threads, T)
+			ref, fa := NewReferenceAttention(c.threads, T), NewFlashAttention(c.threads, T)
 			if c.alibi {
 				ref.Slopes = alibiSlopes(NH, NH, 0, NH)
 				fa.Slopes = ref.Slopes

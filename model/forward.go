@@ -126,7 +126,11 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	N, C := B*T, d.C
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
-	m.linearForward(ba.qkv, ba.ln1, bw.attnW, bw.attnB, N, C, d.QKVl)
+	attnW, attnB := bw.attnW, bw.attnB
+	if m.kvrep != nil { // c_attn held whole: this rank's columns, gathered
+		attnW, attnB = m.kvrep.gather(bw)
+	}
+	m.linearForward(ba.qkv, ba.ln1, attnW, attnB, N, C, d.QKVl)
 	if err := m.loraLayerForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
 		return err
 	}
@@ -177,25 +181,25 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 // addBiasResidual: out[n,:] += bias + res[n,:] (N, C), rows split over
 // the compute goroutines.
 func (m *GPT) addBiasResidual(out, bias, res []float32, N, C int) {
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a, t.b = splitBiasResidual, N, C, out, bias, res
-	m.runSplit(N, rowsPerPart(C))
+	t := &m.split.biasResidual
+	t.W, t.out, t.bias, t.res = C, out, bias, res
+	runSplit(m, t, N, rowsPerPart(C))
 }
 
 // addBias: out[n,:] += bias (N, OC), rows split over the compute goroutines.
 func (m *GPT) addBias(out, bias []float32, N, OC int) {
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a = splitAddRows, N, OC, out, bias
-	m.runSplit(N, rowsPerPart(OC))
+	t := &m.split.addRows
+	t.W, t.out, t.bias = OC, out, bias
+	runSplit(m, t, N, rowsPerPart(OC))
 }
 
 // norm is the configured normalization of inp (N, C) into out, keeping
 // mean (LayerNorm) and rstd per row; rows split over the compute goroutines.
 func (m *GPT) norm(out, mean, rstd, inp, w, b []float32, N int) {
-	t := &m.split
+	t := &m.split.norm
 	C := m.Config.NEmbd
-	t.kind, t.N, t.W, t.out, t.mean, t.rstd, t.a, t.w, t.bias = splitNorm, N, C, out, mean, rstd, inp, w, b
-	m.runSplit(N, rowsPerPart(C))
+	t.m, t.W, t.out, t.mean, t.rstd, t.a, t.w, t.bias = m, C, out, mean, rstd, inp, w, b
+	runSplit(m, t, N, rowsPerPart(C))
 }
 
 // normRows is norm on N rows (the slices start at the first row; mean is
@@ -212,18 +216,18 @@ func (m *GPT) normRows(out, mean, rstd, inp, w, b []float32, N int) {
 // activate is the MLP activation of inp (N, FC) into out (N, H); rows
 // split over the compute goroutines.
 func (m *GPT) activate(out, inp []float32, N, H int) {
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a = splitActivate, N, H, out, inp
-	m.runSplit(N, rowsPerPart(H))
+	t := &m.split.activate
+	t.m, t.W, t.out, t.a = m, H, out, inp
+	runSplit(m, t, N, rowsPerPart(H))
 }
 
 // activateBias is activate for tanh GELU with the bias (H) of the layer
 // before it added to inp (N, H) in the same pass (kept in inp for the
 // backward); rows split over the compute goroutines.
 func (m *GPT) activateBias(out, inp, bias []float32, N, H int) {
-	t := &m.split
-	t.kind, t.N, t.W, t.out, t.a, t.b = splitBiasGELU, N, H, out, inp, bias
-	m.runSplit(N, rowsPerPart(H))
+	t := &m.split.biasGELU
+	t.W, t.out, t.a, t.bias = H, out, inp, bias
+	runSplit(m, t, N, rowsPerPart(H))
 }
 
 // activateRows is activate on rows [lo, hi).

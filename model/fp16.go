@@ -26,8 +26,8 @@ func (m *GPT) SetFP16(on bool) {
 // FP16 reports whether fp16-rounded products are on.
 func (m *GPT) FP16() bool { return m.f16.on }
 
-// SyncFP16 rounds the parameters into the fp16 copy; call it after anything
-// changes Params.Data (the trainer does, once per step).
+// SyncFP16 rounds the parameters into the fp16 copy, if fp16 is on.
+// SyncPrecision does it for whichever precision is on.
 func (m *GPT) SyncFP16() { m.f16.sync(m.Params.Data) }
 
 // roundF16 stores each value of src rounded to IEEE half precision.

@@ -32,6 +32,7 @@ type GPT struct {
 	LoRA *LoRA
 
 	gemm  *gemm.Engine
+	pool  *poolHandle // the compute goroutines every split layer and attention run on (pool.go)
 	attn  *FlashAttention
 	rope  *Rotary // RoPE tables for positions [0, MaxT), nil unless Position is rope
 	tp    tensor.Group
@@ -43,12 +44,13 @@ type GPT struct {
 	f16   fp16State // fp16-rounded products (fp16.go); zero: float32
 	// backward scratch shared by every Acts (one backward runs at a time)
 	dres, dln, datty, dqkv, dfch, dfchAct, embedOut []float32
-	split                                           splitTask // the layer call being split over goroutines (split.go)
+	split                                           splitOps  // the split layer calls' tasks (split.go)
 	sumSq                                           sumSqTask // Params.NormSumSquares over the goroutines
 	pair                                            pairTask  // a linear backward's two products at once (pair.go)
 	lnStats                                         []float32 // LayerNorm backward's per-row statistics (split.go)
 	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
 	lanes                                           lanes     // the blocks' forward over batch rows (lanes.go)
+	kvrep                                           *kvRep    // kv heads replicated over TP ranks (kvrep.go); nil otherwise
 }
 
 // localDims are the widths of this rank's shards.
@@ -75,6 +77,9 @@ type blockWeights struct {
 	readyAfter                                   int // Grad[:readyAfter] final once this block's backward ends
 
 	lora *loraBlock // adapters (lora_model.go); nil without LoRA
+	// with kv heads replicated over TP ranks (kvrep.go): this rank's
+	// columns of c_attn (C, QKVl) and of its bias, gathered each forward
+	repW, repB []float32
 }
 
 type weights struct {
@@ -120,15 +125,17 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	ps.partial = !(l.First && l.Last)
 	m := &GPT{Config: cfg, Layout: l, Params: ps, MaxB: maxB, MaxT: maxT, gemm: e, tp: tp}
 	n := tp.Size()
-	m.local = localDims{C: cfg.NEmbd, Cl: cfg.NEmbd / n, NHl: cfg.NHead / n, NKVl: cfg.KVHeads() / n, Hl: cfg.Hidden() / n, Vl: cfg.VocabSize / n, V0: tp.Rank() * (cfg.VocabSize / n)}
+	m.local = localDims{C: cfg.NEmbd, Cl: cfg.NEmbd / n, NHl: cfg.NHead / n, NKVl: max(1, cfg.KVHeads()/n), Hl: cfg.Hidden() / n, Vl: cfg.VocabSize / n, V0: tp.Rank() * (cfg.VocabSize / n)}
 	m.local.KVl = m.local.NKVl * cfg.HeadDim()
 	m.local.QKVl = m.local.Cl + 2*m.local.KVl
 	m.local.FCl = m.local.Hl
 	if cfg.Activation == SwiGLU {
 		m.local.FCl = 2 * m.local.Hl
 	}
+	m.pool = newPoolHandle()
 	m.attn = NewFlashAttention(e.Threads(), maxT)
-	m.attn.Group = cfg.KVGroup()
+	m.attn.pool = m.pool // attention's heads run on the model's goroutines
+	m.attn.Group = m.local.NHl / m.local.NKVl
 	m.attn.SetEngine(e)
 	ps.clearer = m
 	switch cfg.Position {
@@ -143,6 +150,7 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 	m.ce.Split = m
 	m.bindWeights()
 	N, d := maxB*maxT, m.local
+	m.kvrep = newKVRep(cfg, m.local, tp, m.w.blocks)
 	f := func(n int) []float32 { return make([]float32, n) }
 	m.dres, m.dln, m.datty, m.dqkv = f(N*d.C), f(N*d.C), f(N*d.Cl), f(N*d.QKVl)
 	m.dfch, m.dfchAct = f(N*d.FCl), f(N*d.Hl)

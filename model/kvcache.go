@@ -177,7 +177,7 @@ func (c *KVCache) attend(qkv, kc, vc []float32, N, p0 int) {
 	}
 	t := &c.task
 	*t = kvAttendTask{c: c, qkv: qkv, kc: kc, vc: vc, N: N, p0: p0}
-	m.attn.pool.p.run(t, d.NHl, m.attn.Threads)
+	m.pool.p.run(t, d.NHl, m.attn.Threads)
 	*t = kvAttendTask{} // drop references to the layer's buffers
 }
 

@@ -115,7 +115,7 @@ func (m *GPT) laneModel(i, b0, b1, T int) {
 	*h = *m
 	h.lanes = lanes{} // a lane never starts lanes of its own
 	h.gemm = m.attn.gemm
-	h.split, h.sumSq, h.pair = splitTask{}, sumSqTask{}, pairTask{}
+	h.split, h.sumSq, h.pair = splitOps{}, sumSqTask{}, pairTask{}
 	h.lnStats = nil
 	h.b16.slot, h.f16.slot = ln.b16Slot[i], ln.f16Slot[i]
 	a := ln.attn[i]
@@ -144,7 +144,7 @@ func (m *GPT) forwardLanes(ctx context.Context, a *Acts, n, B, T int) error {
 	t := &ln.task
 	t.m, t.ctx, t.a, t.B, t.T, t.errs = m, ctx, a, B, T, t.errs[:n]
 	clear(t.errs)
-	m.attn.pool.p.run(t, n, n)
+	m.pool.p.run(t, n, n)
 	errs := t.errs
 	*t = laneTask{errs: errs} // drop references to the batch
 	for _, err := range errs {

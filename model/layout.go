@@ -78,8 +78,8 @@ func CheckTP(cfg Config, tp int) error {
 		return fmt.Errorf("tensor-parallel degree %d must be positive", tp)
 	case cfg.NHead%tp != 0:
 		return fmt.Errorf("tensor parallelism %d does not divide the %d attention heads", tp, cfg.NHead)
-	case cfg.KVHeads()%tp != 0:
-		return fmt.Errorf("tensor parallelism %d does not divide the %d kv heads (replicating kv heads over TP ranks is not supported)", tp, cfg.KVHeads())
+	case cfg.KVHeads()%tp != 0 && tp%cfg.KVHeads() != 0:
+		return fmt.Errorf("tensor parallelism %d neither divides the %d kv heads (to split them) nor is a multiple of them (to replicate them)", tp, cfg.KVHeads())
 	case cfg.Hidden()%tp != 0:
 		return fmt.Errorf("tensor parallelism %d does not divide the MLP width %d", tp, cfg.Hidden())
 	case cfg.VocabSize%tp != 0:
@@ -99,6 +99,9 @@ func (l Layout) validate(cfg Config) error {
 	if err := CheckTP(cfg, l.tp().Size()); err != nil {
 		return err
 	}
+	if kvReplicas(cfg, l.tp().Size()) > 1 && cfg.Position == PosALiBi {
+		return fmt.Errorf("ALiBi with kv heads replicated over tensor parallelism %d is not supported", l.tp().Size())
+	}
 	if l.FirstBlock < 0 || l.EndBlock > cfg.NLayer || l.FirstBlock > l.EndBlock {
 		return fmt.Errorf("blocks [%d, %d) outside the model's %d layers", l.FirstBlock, l.EndBlock, cfg.NLayer)
 	}
@@ -109,4 +112,14 @@ func (l Layout) validate(cfg Config) error {
 		return fmt.Errorf("the last stage must end at block %d, not %d", cfg.NLayer, l.EndBlock)
 	}
 	return nil
+}
+
+// kvReplicas is how many tensor-parallel ranks share each kv head: 1 when
+// TP divides the kv heads (each rank holds NKV/TP of them), TP/NKV when TP
+// is a multiple of them (Megatron's replication; see kvrep.go).
+func kvReplicas(cfg Config, tp int) int {
+	if nkv := cfg.KVHeads(); tp > nkv {
+		return tp / nkv
+	}
+	return 1
 }

@@ -109,16 +109,25 @@ func TestLlamaLoRAMergeAndRanges(t *testing.T) {
 // their layers (q over the group chunks, k and v with the kv heads) give
 // the single process's loss and gradients at TP 2.
 func TestLlamaLoRATensorParallel(t *testing.T) {
+	noQKV := LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"o_proj", "gate_proj", "up_proj", "down_proj"}}
+	for _, c := range []struct {
+		tp int
+		lc LoRAConfig
+	}{{2, hfLoRA}, {4, noQKV}} { // TP 4 over 2 kv heads: replicated
+		testLlamaLoRATP(t, c.tp, c.lc)
+	}
+}
+
+func testLlamaLoRATP(t *testing.T, tp int, lc LoRAConfig) {
 	cfg := llamaTestConfig(2, true, true)
 	B, T := 2, 8
 	tok, tgt := testBatch(B, T, cfg.VocabSize)
-	one := loraModelWith(t, cfg, Full(cfg), B, T, hfLoRA)
+	one := loraModelWith(t, cfg, Full(cfg), B, T, lc)
 	sum, count, err := one.Forward(tok, tgt, B, T)
 	if err != nil {
 		t.Fatal(err)
 	}
 	one.Backward(float32(1 / float64(count)))
-	tp := 2
 	groups := tensortest.Groups(tp)
 	full := map[string][]float32{}
 	losses := make([]float64, tp)
@@ -130,7 +139,7 @@ func TestLlamaLoRATensorParallel(t *testing.T) {
 			defer wg.Done()
 			l := Full(cfg)
 			l.TP = groups[r]
-			m := loraModelWith(t, cfg, l, B, T, hfLoRA)
+			m := loraModelWith(t, cfg, l, B, T, lc)
 			a := m.NewActs(B, T)
 			s, c, err := m.ForwardActs(context.Background(), a, tok, nil, tgt, B, T)
 			if err != nil {
@@ -160,5 +169,24 @@ func TestLlamaLoRATensorParallel(t *testing.T) {
 	}
 	for _, p := range one.Params.List {
 		closeRel(t, "llama lora tp grad "+p.Name, full[p.Name], p.Grad, 1e-5)
+	}
+}
+
+// With kv heads replicated over TP ranks c_attn is held whole, so
+// adapters on it (or its q/k/v ranges) are refused; o_proj's follow
+// c_proj's rows.
+func TestLlamaLoRAWithReplicatedKVHeads(t *testing.T) {
+	cfg := llamaTestConfig(2, false, true)
+	l := Full(cfg)
+	l.TP = tensortest.Groups(4)[1]
+	m, err := NewSharded(cfg, l, 1, 4, gemm.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.EnableLoRA(LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj"}}, 1); err == nil || !strings.Contains(err.Error(), "replicated") {
+		t.Fatalf("q_proj adapter with replicated kv heads: %v", err)
+	}
+	if err := m.EnableLoRA(LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"o_proj", "down_proj"}}, 1); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -28,7 +29,7 @@ func TestGQAAttentionGradientsAndFlash(t *testing.T) {
 		NKV := NH / group
 		W := C + 2*NKV*(C/NH)
 		for _, threads := range []int{1, 3} {
-			a := NewAttention(threads, T)
+			a := NewReferenceAttention(threads, T)
 			a.Group = group
 			qkv, R := randn(r, B*T*W, 1), randn(r, B*T*C, 1)
 			out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
@@ -69,7 +70,7 @@ func TestGQAMatchesRepeatedHeads(t *testing.T) {
 			copy(full[n*3*C+2*C+h*HS:n*3*C+2*C+(h+1)*HS], qkv[n*W+C+NKV*HS+kv*HS:n*W+C+NKV*HS+(kv+1)*HS])
 		}
 	}
-	a, ref := NewAttention(1, T), NewAttention(1, T)
+	a, ref := NewReferenceAttention(1, T), NewReferenceAttention(1, T)
 	a.Group = group
 	out, want, att := make([]float32, B*T*C), make([]float32, B*T*C), make([]float32, B*NH*T*T)
 	a.Forward(out, att, qkv, B, T, C, NH)
@@ -156,8 +157,13 @@ func TestLlamaParamsFollowConfig(t *testing.T) {
 	if m.TiedOffset != len(m.Params.Grad) {
 		t.Errorf("untied head: TiedOffset %d, want %d (no tied embedding)", m.TiedOffset, len(m.Params.Grad))
 	}
-	if err := CheckTP(cfg, 4); err == nil || !strings.Contains(err.Error(), "kv heads") {
-		t.Errorf("TP 4 over 2 kv heads: %v", err)
+	if err := CheckTP(cfg, 4); err != nil {
+		t.Errorf("TP 4 over 2 kv heads (replicated): %v", err)
+	}
+	three := cfg
+	three.NHead, three.NKVHead, three.NEmbd = 6, 3, 24
+	if err := CheckTP(three, 2); err == nil || !strings.Contains(err.Error(), "kv heads") {
+		t.Errorf("TP 2 over 3 kv heads: %v", err)
 	}
 	bad := cfg
 	bad.NKVHead = 3
@@ -174,8 +180,15 @@ func TestLlamaParamsFollowConfig(t *testing.T) {
 // TestLlamaTensorParallelMatchesSingleProcess: kv heads split over TP ranks
 // (4 query heads, 2 kv heads, TP 2), with the untied head and q/k/v biases.
 func TestLlamaTensorParallelMatchesSingleProcess(t *testing.T) {
-	for _, cfg := range []Config{llamaTestConfig(2, true, true), llamaTestConfig(4, false, false), llamaTestConfig(2, false, false)} {
-		tp := 2
+	for _, c := range []struct {
+		cfg Config
+		tp  int
+	}{
+		{llamaTestConfig(2, true, true), 2}, {llamaTestConfig(4, false, false), 2}, {llamaTestConfig(2, false, false), 2},
+		// kv heads replicated: 2 kv heads over 4 ranks, multi-query over 2 and 4
+		{llamaTestConfig(2, true, true), 4}, {llamaTestConfig(1, false, false), 2}, {llamaTestConfig(1, true, false), 4},
+	} {
+		cfg, tp := c.cfg, c.tp
 		B, T := 2, 8
 		wantLoss, wantGrad := fullGrads(t, cfg, B, T)
 		groups := tensortest.Groups(tp)
@@ -224,7 +237,7 @@ func TestLlamaTensorParallelMatchesSingleProcess(t *testing.T) {
 			}
 		}
 		for name, g := range wantGrad {
-			closeRel(t, "tp grad "+name, full[name], g, 1e-5)
+			closeRel(t, fmt.Sprintf("kv %d tp %d grad %s", cfg.KVHeads(), tp, name), full[name], g, 1e-5)
 		}
 	}
 }

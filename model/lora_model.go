@@ -192,7 +192,7 @@ func loraSpecs(cfg Config, l Layout, lc LoRAConfig) []paramSpec {
 	// column-parallel: B split on its output in parts chunks (as the base
 	// layer's columns); row-parallel: A split on its input in rowParts
 	parts := [loraKinds]int{G + 2, 0, fcParts, 0, G, 1, 1, 1, 1}
-	rowParts := [loraKinds]int{0, G, 0, 1}
+	rowParts := [loraKinds]int{0, G / kvReplicas(cfg, l.tp().Size()), 0, 1} // as c_proj's rows (params.go)
 	on := [loraKinds]bool{}
 	for _, t := range lc.Targets {
 		on[loraKind(t)] = true
@@ -238,6 +238,13 @@ func (m *GPT) EnableLoRA(lc LoRAConfig, seed uint64) error {
 	}
 	if err := lc.validateFor(m.Config); err != nil {
 		return err
+	}
+	if m.kvrep != nil {
+		for _, t := range lc.Targets {
+			if loraLayer[loraKind(t)] == loraQKV {
+				return fmt.Errorf("lora target %q: adapters on c_attn are not supported with kv heads replicated over tensor parallelism %d", t, m.tp.Size())
+			}
+		}
 	}
 	tp := m.Layout.TP
 	ps, err := buildParams(loraSpecs(m.Config, m.Layout, lc), tp.Rank(), tp.Size())

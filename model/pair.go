@@ -56,6 +56,6 @@ func (m *GPT) mmPair(x, y mmArgs) {
 	}
 	t := &m.pair
 	t.m, t.p = m, [2]mmArgs{x, y}
-	m.attn.pool.p.run(t, 2, 2)
+	m.pool.p.run(t, 2, 2)
 	*t = pairTask{} // drop references to the operands
 }

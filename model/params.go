@@ -313,8 +313,11 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 		return out2
 	}
 	// grouped-query attention: q is G chunks of KV heads (Config.KVGroup),
-	// so c_attn is G+2 equal chunks and c_proj's input G
+	// so c_attn is G+2 equal chunks and c_proj's input G. With kv heads
+	// replicated over R ranks (kvrep.go) c_attn is held whole by every
+	// rank and c_proj's input is G/R chunks of TP heads.
 	G, KV := cfg.KVGroup(), cfg.KVDim()
+	R := kvReplicas(cfg, l.tp().Size())
 	wte := paramSpec{name: "wte.weight", shape: []int{V, C}, shard: tensor.Split(0, 1), init: initNormal, std: std}
 	var specs []paramSpec
 	if l.Last && cfg.UntiedHead {
@@ -329,8 +332,14 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 		specs = append(specs, row(p+"mlp.c_proj", H, C, 1, projStd, cfg.HasBias("fcproj"))...)
 		specs = append(specs, column(p+"mlp.c_fc", C, fcOut, fcParts, std, cfg.HasBias("fc"))...)
 		specs = append(specs, norm(p+"ln_2")...)
-		specs = append(specs, row(p+"attn.c_proj", C, C, G, projStd, cfg.HasBias("proj"))...)
-		specs = append(specs, column(p+"attn.c_attn", C, C+2*KV, G+2, std, cfg.HasBias("qkv"))...)
+		specs = append(specs, row(p+"attn.c_proj", C, C, G/R, projStd, cfg.HasBias("proj"))...)
+		qkv := column(p+"attn.c_attn", C, C+2*KV, G+2, std, cfg.HasBias("qkv"))
+		if R > 1 {
+			for i := range qkv {
+				qkv[i].shard = tensor.Replicated
+			}
+		}
+		specs = append(specs, qkv...)
 		specs = append(specs, norm(p+"ln_1")...)
 	}
 	if l.First {

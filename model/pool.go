@@ -46,7 +46,7 @@ type headPool struct {
 	finished atomic.Int32
 }
 
-// poolHandle is what an attention layer holds; its cleanup stops the
+// poolHandle is what a model (and its attention) holds; its cleanup stops the
 // workers of the pool it points to.
 type poolHandle struct{ p *headPool }
 

@@ -144,7 +144,7 @@ func TestALiBiSlopes(t *testing.T) {
 func TestALiBiAttentionGradients(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 1))
 	B, T, C, NH := 2, 5, 12, 3
-	a := NewAttention(2, T)
+	a := NewReferenceAttention(2, T)
 	a.Slopes = alibiSlopes(NH, NH, 0, NH)
 	qkv, R := randn(r, B*T*3*C, 1), randn(r, B*T*C, 1)
 	out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)

@@ -12,133 +12,270 @@ import (
 // contiguous range per goroutine — rows for row-wise layers, columns for
 // sums over rows — and every element is computed by exactly the code and
 // in exactly the order of the serial version, so results are bit-identical
-// whatever the thread count.
+// whatever the thread count. Each op has its own small task type holding
+// only its operands (splitOps keeps one of each, reused).
 
-// splitKind names the layer a splitTask runs.
-type splitKind int
-
-const (
-	splitNorm         splitKind = iota // m.norm over rows
-	splitActivate                      // m.activate over rows
-	splitBiasGELU                      // a[n,:] += bias (b), out[n,:] = GELUTanh(a[n,:]) over rows
-	splitActivateBack                  // m.activateBackward over rows
-	splitGELUBackBias                  // tanh GELU backward and bias gradient (bias += column sums of out) by column ranges
-	splitAddRows                       // out[n,:] += bias (a) over rows
-	splitBiasResidual                  // out[n,:] += bias (a) + res[n,:] (b) over rows
-	splitColumnSums                    // out[c] += sum over rows of a[n,c], by column ranges
-	splitClear                         // clear(out) by ranges
-	// LayerNorm backward, two passes: over rows, each row's statistics
-	// (kept in GPT.lnStats) and dinp (out) from dout (a), x (b), w, mean,
-	// rstd; then over columns, dw (out) and db (bias) summed over the rows
-	splitNormBackRows
-	splitNormBackParams
-	splitRowTask // rows.Rows over ranges of rows (the cross-entropy's passes)
-)
-
-// splitTask is one split layer call: the operands of whichever kind runs.
-// It lives in the GPT and is reused, so a call allocates nothing.
-type splitTask struct {
-	m     *GPT
-	kind  splitKind
-	parts int // ranges: one per goroutine
-	// rows (or columns, or elements for splitClear) cut into parts
-	total int
-	// row count and width of the row-wise operands
-	N, W       int
-	out, a, b  []float32
-	mean, rstd []float32
-	w, bias    []float32
-	rows       tensor.RowTask
+// cut is a split operation's division of total units (rows, columns or
+// elements) into parts contiguous ranges, one per goroutine.
+type cut struct {
+	total, parts int
+	align        bool // cut on multiples of 16 values (whole AVX-512 vectors)
 }
 
-// bounds is range i of parts over total, cut on multiples of 16 values
-// (whole AVX-512 vectors) where total allows.
-func (t *splitTask) bounds(i int) (lo, hi int) {
-	step := (t.total + t.parts - 1) / t.parts
-	if t.kind == splitClear || t.kind == splitColumnSums {
+// bounds is range i, cut on multiples of 16 where align asks and total
+// allows.
+func (c *cut) bounds(i int) (lo, hi int) {
+	step := (c.total + c.parts - 1) / c.parts
+	if c.align {
 		step = (step + 15) &^ 15
 	}
-	lo, hi = min(i*step, t.total), min((i+1)*step, t.total)
-	return lo, hi
+	return min(i*step, c.total), min((i+1)*step, c.total)
 }
 
-func (t *splitTask) run(_, i int) {
+func (c *cut) ranges() *cut { return c }
+
+// splitOps holds one task per split operation, reused call after call so
+// a call allocates nothing. Each task type carries only its own operands.
+type splitOps struct {
+	norm           normTask
+	activate       activateTask
+	biasGELU       biasGELUTask
+	activateBack   activateBackTask
+	geluBackBias   geluBackBiasTask
+	addRows        addRowsTask
+	biasResidual   biasResidualTask
+	columnSums     columnSumsTask
+	clear          clearTask
+	normBackRows   normBackRowsTask
+	normBackParams normBackParamsTask
+	rows           rowsTask
+}
+
+// normTask: the configured norm of a (N, W) into out, rows split; mean
+// (LayerNorm) and rstd kept per row.
+type normTask struct {
+	cut
+	m                           *GPT
+	W                           int
+	out, mean, rstd, a, w, bias []float32
+}
+
+func (t *normTask) run(_, i int) {
+	if lo, hi := t.bounds(i); lo < hi {
+		W := t.W
+		t.m.normRows(t.out[lo*W:hi*W], t.mean[lo:hi], t.rstd[lo:hi], t.a[lo*W:hi*W], t.w, t.bias, hi-lo)
+	}
+}
+
+// activateTask: the MLP activation of a into out (W wide), rows split.
+type activateTask struct {
+	cut
+	m      *GPT
+	W      int
+	out, a []float32
+}
+
+func (t *activateTask) run(_, i int) {
+	if lo, hi := t.bounds(i); lo < hi {
+		t.m.activateRows(t.out, t.a, lo, hi, t.W)
+	}
+}
+
+// biasGELUTask: a[n,:] += bias, out[n,:] = GELUTanh(a[n,:]), rows split.
+type biasGELUTask struct {
+	cut
+	W            int
+	out, a, bias []float32
+}
+
+func (t *biasGELUTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	W := t.W
+	for n := lo; n < hi; n++ {
+		vec.GELUTanhBias(t.out[n*W:(n+1)*W], t.a[n*W:(n+1)*W], t.bias)
+	}
+}
+
+// activateBackTask: the activation's backward, dinp (out) from its input
+// a and output gradient dout, rows split.
+type activateBackTask struct {
+	cut
+	m            *GPT
+	W            int
+	out, a, dout []float32
+}
+
+func (t *activateBackTask) run(_, i int) {
+	if lo, hi := t.bounds(i); lo < hi {
+		t.m.activateBackwardRows(t.out, t.a, t.dout, lo, hi, t.W)
+	}
+}
+
+// geluBackBiasTask: tanh GELU backward and the bias gradient (bias +=
+// column sums of out) by column ranges, rows in order as biasGrad's
+// column sums: the same bits per column.
+type geluBackBiasTask struct {
+	cut
+	N, W               int
+	out, a, dout, bias []float32
+}
+
+func (t *geluBackBiasTask) run(_, i int) {
 	lo, hi := t.bounds(i)
 	if lo >= hi {
 		return
 	}
-	m, W := t.m, t.W
-	switch t.kind {
-	case splitNorm:
-		m.normRows(t.out[lo*W:hi*W], t.mean[lo:hi], t.rstd[lo:hi], t.a[lo*W:hi*W], t.w, t.bias, hi-lo)
-	case splitActivate:
-		m.activateRows(t.out, t.a, lo, hi, W)
-	case splitBiasGELU:
-		for n := lo; n < hi; n++ {
-			vec.GELUTanhBias(t.out[n*W:(n+1)*W], t.a[n*W:(n+1)*W], t.b)
-		}
-	case splitGELUBackBias:
-		// rows in order, as biasGrad's column sums: same bits per column
-		for n := 0; n < t.N; n++ {
-			r := n * W
-			vec.GELUTanhBackwardBias(t.out[r+lo:r+hi], t.a[r+lo:r+hi], t.b[r+lo:r+hi], t.bias[lo:hi])
-		}
-	case splitActivateBack:
-		m.activateBackwardRows(t.out, t.a, t.b, lo, hi, W)
-	case splitAddRows:
-		for n := lo; n < hi; n++ {
-			vec.Add(t.out[n*W:(n+1)*W], t.a)
-		}
-	case splitBiasResidual:
-		for n := lo; n < hi; n++ {
-			o := t.out[n*W : (n+1)*W]
-			if t.a != nil { // nil: a layer without bias
-				vec.Add(o, t.a) // in this order, as before: same bits
-			}
-			vec.Add(o, t.b[n*W:(n+1)*W])
-		}
-	case splitColumnSums:
-		// rows in order, as the serial loop: same bits per column
-		dst := t.out[lo:hi]
-		for n := 0; n < t.N; n++ {
-			vec.Add(dst, t.a[n*W+lo:n*W+hi])
-		}
-	case splitClear:
-		clear(t.out[lo:hi])
-	case splitRowTask:
-		t.rows.Rows(lo, hi)
-	case splitNormBackRows:
-		st := m.lnStats
-		for n := lo; n < hi; n++ {
-			r := n * W
-			d, x := t.a[r:r+W], t.b[r:r+W]
-			st[2*n], st[2*n+1] = vec.LayerNormBackwardDots(d, x, t.w, t.mean[n], t.rstd[n])
-			vec.LayerNormBackwardDx(t.out[r:r+W], d, x, t.w, t.mean[n], t.rstd[n], st[2*n], st[2*n+1])
-		}
-	case splitNormBackParams:
-		dw, db := t.out[lo:hi], t.bias[lo:hi]
-		for n := 0; n < t.N; n++ { // rows in order: the serial sums' bits
-			r := n * W
-			vec.LayerNormBackwardParams(dw, db, t.a[r+lo:r+hi], t.b[r+lo:r+hi], t.mean[n], t.rstd[n])
-		}
+	for n := 0; n < t.N; n++ {
+		r := n * t.W
+		vec.GELUTanhBackwardBias(t.out[r+lo:r+hi], t.a[r+lo:r+hi], t.dout[r+lo:r+hi], t.bias[lo:hi])
 	}
+}
+
+// addRowsTask: out[n,:] += bias, rows split.
+type addRowsTask struct {
+	cut
+	W         int
+	out, bias []float32
+}
+
+func (t *addRowsTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	for n := lo; n < hi; n++ {
+		vec.Add(t.out[n*t.W:(n+1)*t.W], t.bias)
+	}
+}
+
+// biasResidualTask: out[n,:] += bias + res[n,:], rows split (bias nil: a
+// layer without one).
+type biasResidualTask struct {
+	cut
+	W              int
+	out, bias, res []float32
+}
+
+func (t *biasResidualTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	W := t.W
+	for n := lo; n < hi; n++ {
+		o := t.out[n*W : (n+1)*W]
+		if t.bias != nil {
+			vec.Add(o, t.bias) // in this order, as before: same bits
+		}
+		vec.Add(o, t.res[n*W:(n+1)*W])
+	}
+}
+
+// columnSumsTask: out[c] += sum over rows of a[n,c], by column ranges,
+// rows in order as the serial loop: the same bits per column.
+type columnSumsTask struct {
+	cut
+	N, W   int
+	out, a []float32
+}
+
+func (t *columnSumsTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	if lo >= hi {
+		return
+	}
+	dst := t.out[lo:hi]
+	for n := 0; n < t.N; n++ {
+		vec.Add(dst, t.a[n*t.W+lo:n*t.W+hi])
+	}
+}
+
+// clearTask: clear(out) by ranges.
+type clearTask struct {
+	cut
+	out []float32
+}
+
+func (t *clearTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	clear(t.out[lo:hi])
+}
+
+// normBackRowsTask is LayerNorm backward's first pass, over rows: each
+// row's statistics (kept in GPT.lnStats) and dinp (out) from dout, x, w,
+// mean and rstd.
+type normBackRowsTask struct {
+	cut
+	m                           *GPT
+	W                           int
+	out, dout, x, w, mean, rstd []float32
+}
+
+func (t *normBackRowsTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	st, W := t.m.lnStats, t.W
+	for n := lo; n < hi; n++ {
+		r := n * W
+		d, x := t.dout[r:r+W], t.x[r:r+W]
+		st[2*n], st[2*n+1] = vec.LayerNormBackwardDots(d, x, t.w, t.mean[n], t.rstd[n])
+		vec.LayerNormBackwardDx(t.out[r:r+W], d, x, t.w, t.mean[n], t.rstd[n], st[2*n], st[2*n+1])
+	}
+}
+
+// normBackParamsTask is LayerNorm backward's second pass, over columns:
+// dw and db summed over the rows in order (the serial sums' bits).
+type normBackParamsTask struct {
+	cut
+	N, W                        int
+	dw, db, dout, x, mean, rstd []float32
+}
+
+func (t *normBackParamsTask) run(_, i int) {
+	lo, hi := t.bounds(i)
+	if lo >= hi {
+		return
+	}
+	dw, db := t.dw[lo:hi], t.db[lo:hi]
+	for n := 0; n < t.N; n++ {
+		r := n * t.W
+		vec.LayerNormBackwardParams(dw, db, t.dout[r+lo:r+hi], t.x[r+lo:r+hi], t.mean[n], t.rstd[n])
+	}
+}
+
+// rowsTask runs a tensor.RowTask over ranges of rows (the cross-entropy's
+// passes).
+type rowsTask struct {
+	cut
+	rows tensor.RowTask
+}
+
+func (t *rowsTask) run(_, i int) {
+	if lo, hi := t.bounds(i); lo < hi {
+		t.rows.Rows(lo, hi)
+	}
+}
+
+// splitTask is what runSplit runs: a headTask with its cut.
+type splitTask interface {
+	headTask
+	ranges() *cut
 }
 
 // threads is the number of compute goroutines the model's layers use.
 func (m *GPT) threads() int { return m.attn.Threads }
 
-// runSplit runs the prepared m.split over total units (rows, columns or
-// elements) on up to m.threads() goroutines; small problems run inline,
-// where waking a goroutine would cost more than it saves.
-func (m *GPT) runSplit(total, minPerPart int) {
-	t := &m.split
-	t.m, t.total = m, total
+// runSplit runs t (one of m.split's tasks, its operands set) over total
+// units (rows, columns or elements) on up to m.threads() goroutines, then
+// zeroes it (dropping its references to the layer's buffers); small
+// problems run inline, where waking a goroutine would cost more than it
+// saves.
+func runSplit[T any, P interface {
+	*T
+	splitTask
+}](m *GPT, t P, total, minPerPart int) {
+	c := t.ranges()
+	c.total = total
 	if m.splitMin > 0 { // tests: split even tiny problems
 		minPerPart = m.splitMin
 	}
-	t.parts = max(1, min(m.threads(), total/max(minPerPart, 1)))
-	m.attn.pool.p.run(t, t.parts, t.parts)
-	*t = splitTask{}
+	c.parts = max(1, min(m.threads(), total/max(minPerPart, 1)))
+	m.pool.p.run(t, c.parts, c.parts)
+	var zero T
+	*t = zero
 }
 
 // minSplitValues is the least work (values touched) worth a second
@@ -150,9 +287,9 @@ func rowsPerPart(w int) int { return max(1, minSplitValues/max(w, 1)) }
 
 // clearSplit clears g on the compute goroutines (Params.ZeroGrad).
 func (m *GPT) clearSplit(g []float32) {
-	t := &m.split
-	t.kind, t.out = splitClear, g
-	m.runSplit(len(g), 1<<18)
+	t := &m.split.clear
+	t.out, t.align = g, true
+	runSplit(m, t, len(g), 1<<18)
 }
 
 // sumSquaresSplit is ps.NormSumSquares with the parameters spread over the
@@ -169,7 +306,7 @@ func (m *GPT) sumSquaresSplit(ps *Params) float64 {
 	if len(ps.Grad) >= 2*minSplitValues || m.splitMin > 0 {
 		workers = m.threads()
 	}
-	m.attn.pool.p.run(t, len(ps.List), workers)
+	m.pool.p.run(t, len(ps.List), workers)
 	t.ps = nil
 	var s float64
 	for _, v := range t.sums {
@@ -194,7 +331,7 @@ func (t *sumSqTask) run(_, i int) {
 // SplitRows runs task over rows [0, n) on the compute goroutines (the
 // cross-entropy's row passes, tensor.RowSplitter).
 func (m *GPT) SplitRows(n int, task tensor.RowTask) {
-	t := &m.split
-	t.kind, t.rows = splitRowTask, task
-	m.runSplit(n, 8)
+	t := &m.split.rows
+	t.rows = task
+	runSplit(m, t, n, 8)
 }

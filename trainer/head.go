@@ -89,6 +89,25 @@ func (t *Trainer) SetHead(h HeadObjective) error {
 	return nil
 }
 
+// HeadAdamW is the head objective's optimizer (nil without one): callers
+// that checkpoint the head themselves (PPO's value head) save and restore
+// its moments.
+func (t *Trainer) HeadAdamW() *optim.AdamW {
+	if t.head == nil {
+		return nil
+	}
+	return t.head.opt
+}
+
+// SetHiddenOnly makes every forward of this trainer stop at the final
+// hidden states (no LM logits): for a model read through a head of the
+// caller's own in Forward passes (PPO's reward model).
+func (t *Trainer) SetHiddenOnly() {
+	for _, a := range t.acts {
+		a.SetHiddenOnly(true)
+	}
+}
+
 // headForward runs the head on a last-stage micro-batch and makes its
 // hidden-state gradient (times scale, as the LM loss would be) the start
 // of the backward.

@@ -10,7 +10,7 @@ import (
 )
 
 // Llama-family models on every layout: grouped-query attention (kv heads
-// split over TP ranks), an untied head (no tied-embedding sum between the
+// split over TP ranks, or replicated when TP exceeds them), an untied head (no tied-embedding sum between the
 // pipeline's ends), Qwen2's q/k/v biases with a tied head, bf16 products
 // and ZeRO-1, each reproducing the single process's loss curve.
 func llamaOptions(qkvBias, tied bool) Options {
@@ -25,8 +25,10 @@ func TestLlamaMeshesMatchSingleProcess(t *testing.T) {
 	for _, v := range []struct {
 		name          string
 		qkvBias, tied bool
-	}{{"llama", false, false}, {"qwen2", true, true}} {
+		kvHeads       int
+	}{{"llama", false, false, 2}, {"qwen2", true, true, 2}, {"multi-query", true, false, 1}} {
 		opts := llamaOptions(v.qkvBias, v.tied)
+		opts.Model.NKVHead = v.kvHeads
 		want, wantP := runMesh(t, opts, mesh.Mesh{DP: 1, TP: 1, PP: 1})
 		for _, c := range []struct {
 			name string
@@ -34,6 +36,7 @@ func TestLlamaMeshesMatchSingleProcess(t *testing.T) {
 			mod  func(*Options)
 		}{
 			{"tp2", mesh.Mesh{DP: 1, TP: 2, PP: 1}, nil},
+			{"tp4 (kv heads replicated)", mesh.Mesh{DP: 1, TP: 4, PP: 1}, nil},
 			{"pp2 gpipe", mesh.Mesh{DP: 1, TP: 1, PP: 2}, func(o *Options) { o.Schedule = "gpipe" }},
 			{"dp2 tp2 pp2 1f1b", mesh.Mesh{DP: 2, TP: 2, PP: 2}, nil},
 			{"dp2 pp2 zero1", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) {

@@ -97,6 +97,10 @@ func (o Options) Validate(m mesh.Mesh) error {
 	if _, err := model.StageBounds(o.Model.NLayer, m.PP, o.StageLayers); err != nil {
 		return err
 	}
+	if o.schedule() == pipeline.Interleaved {
+		// one virtual stage is 1F1B; more need model chunks per rank
+		return fmt.Errorf("schedule %s: the trainer does not run virtual stages yet (have %s, %s)", pipeline.Interleaved, pipeline.GPipe, pipeline.OneFOneB)
+	}
 	if _, err := pipeline.New(o.schedule(), m.PP, o.Micro); err != nil {
 		return err
 	}

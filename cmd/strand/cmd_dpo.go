@@ -96,7 +96,9 @@ func dpoLoop(ctx context.Context, f *dpoFlags, dist *distributed, stdout, stderr
 	tr.Source, tr.Objective = batches, batches
 	logf("dpo: mesh %v | %d pairs per step | %d steps\n", m, pairsPerStep, f.run.steps)
 	rc := f.loopConfig(tr, dist, stdout, stderr)
-	if rank == 0 && held.Pairs > 0 && refHeld != nil {
+	if m.PP == 1 && held.Pairs > 0 && refHeld != nil {
+		// every rank: the policy's held-out log-probs run over its TP
+		// group (rank 0 alone would wait for its peers forever)
 		rc.Hooks.Finish = func(ctx context.Context, _ trainer.Summary) (map[string]any, []string, error) {
 			return heldOutMargin(ctx, tr.Model, held, refHeld)
 		}

@@ -123,6 +123,10 @@ func TestGenerateHuggingFaceLlamaIDs(t *testing.T) {
 			t.Fatalf("ids %v, PyTorch %v", res.IDs, want)
 		}
 	}
+	code, _, errs = runCLI(t, "generate", "--ckpt", dir, "--prompt", "hello")
+	if code == 0 || !strings.Contains(errs, "has no tokenizer") {
+		t.Fatalf("a text prompt for a model without a tokenizer: exit %d: %s", code, errs)
+	}
 	code, _, errs = runCLI(t, "generate", "--ckpt", dir, "--prompt-ids", "1,x")
 	if code == 0 || !strings.Contains(errs, `"x" is not a token id`) {
 		t.Fatalf("bad --prompt-ids: exit %d: %s", code, errs)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/finetune"
 	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/mesh"
@@ -15,6 +16,7 @@ import (
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/parallel/tensor"
 	"github.com/strand-ml/strand/tokenizer"
+	"github.com/strand-ml/strand/trainer"
 )
 
 // ppoFlags configure `strand ppo`: RLHF of a policy checkpoint against a
@@ -95,14 +97,11 @@ func ppoLoop(ctx context.Context, f *ppoFlags, dist *distributed, stdout, stderr
 	if err != nil {
 		return err
 	}
-	var pc finetune.PPOComms
-	if comms != nil {
-		pc = finetune.PPOComms{DP: comms.DP, TP: comms.TP, PP: comms.PP, Embed: comms.Embed}
-	}
-	p, err := f.newPPO(cfg, m, coord, pc, finetune.NewEncoder(tok).EOS, logf)
+	p, err := f.newPPO(cfg, m, coord, comms, finetune.NewEncoder(tok).EOS, logf)
 	if err != nil {
 		return err
 	}
+	defer p.Close()
 	p.CheckpointFiles = tokenizerFiles(tok) // every checkpoint carries its tokenizer
 	logf("ppo: mesh %v | %d prompts, %d per step (%d micro-batches per rank), up to %d new tokens, %d epochs, kl %g\n", m, len(prompts), f.batch, f.micro, f.maxNew, f.epochs, f.kl)
 	place := finetune.PPOPlace{Mesh: m}
@@ -147,7 +146,11 @@ func (f *ppoFlags) prompts(logf func(string, ...any)) ([][]int32, tokenizer.Toke
 // Every rank holds its pipeline stage of every model (layers split evenly
 // over --pp), split over the TP group, with rows for this rank's share of
 // the step's prompts.
-func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, pc finetune.PPOComms, eos int32, logf func(string, ...any)) (*finetune.PPO, error) {
+func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, comms *trainer.Comms, eos int32, logf func(string, ...any)) (*finetune.PPO, error) {
+	var tp *collective.Comm // a group of one without a job
+	if comms != nil {
+		tp = comms.TP
+	}
 	// load is finetune.LoadWeights (which merges a LoRA checkpoint's
 	// adapters into their base).
 	gpt := func(dir string, c model.Config, load func(string, *model.GPT) error) (*model.GPT, error) {
@@ -155,7 +158,7 @@ func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, pc fi
 		if err != nil {
 			return nil, usageError{fmt.Sprintf("ppo: %v", err)}
 		}
-		g, err := model.NewSharded(c, model.Stage(tensor.FromComm(pc.TP), bounds, coord.PP), f.batch/m.DP, f.seq, gemm.New(f.threads))
+		g, err := model.NewSharded(c, model.Stage(tensor.FromComm(tp), bounds, coord.PP), f.batch/m.DP, f.seq, gemm.New(f.threads))
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +195,7 @@ func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, pc fi
 	}
 	return finetune.NewPPOParallel(policy, ref, models[0], models[1], eos, f.seq, finetune.PPOConfig{
 		MaxNew: f.maxNew, Epochs: f.epochs, Clip: f.ratioClip, ValueClip: f.vclip, KLCoef: f.kl, Gamma: f.gamma, Lambda: f.lambda,
-		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed, Micro: f.micro}, pc)
+		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed, Micro: f.micro}, comms)
 }
 
 // policyLoRA makes adapters on the policy its trainable parameters (and

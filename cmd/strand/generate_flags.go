@@ -135,8 +135,15 @@ func (f *genFlags) generator(ids []int, stderr io.Writer) (*generate.Generator, 
 	if err != nil {
 		return nil, opts, err
 	}
-	if _, isBytes := tok.(tokenizer.Bytes); isBytes && ids != nil {
-		tok = nil // ids only and no tokenizer saved: nothing to decode with
+	if _, isBytes := tok.(tokenizer.Bytes); isBytes {
+		switch {
+		case ids != nil:
+			tok = nil // ids only and no tokenizer saved: nothing to decode with
+		case hf.IsDir(dir):
+			// a Hugging Face model's ids are its own tokenizer's: refuse
+			// rather than feed it bytes
+			return nil, opts, usageError{fmt.Sprintf("%s has no tokenizer (tokenizer.json or vocab.json + merges.txt): pass --tokenizer DIR, or --prompt-ids", dir)}
+		}
 	}
 	g := generate.New(m, tok)
 	if hf.IsDir(dir) { // eos_token_id from config.json / generation_config.json

@@ -37,7 +37,7 @@ func commands() []command {
 		{"ckpt inspect", "print a checkpoint's layout, step, tensors and sizes", runCkptInspect},
 		{"ckpt reshard", "rewrite a checkpoint for another --tp/--pp layout", runCkptReshard},
 		{"ckpt export", "export a checkpoint as a Hugging Face GPT-2 or Llama-family directory, or LoRA adapters as PEFT", runCkptExport},
-		{"schedule", "print and draw a pipeline schedule (gpipe, 1f1b)", runSchedule},
+		{"schedule", "print, draw and simulate a pipeline schedule (gpipe, 1f1b, interleaved, zb-h1, zb-h2)", runSchedule},
 		{"tokenizer train", "learn a byte-level BPE tokenizer from text", runTokenizerTrain},
 		{"tokenize", "encode a text file into an llm.c token shard", runTokenize},
 		{"sft", "supervised fine-tuning on prompt/response or chat JSONL (response tokens only, packed)", runSFT},

@@ -7,7 +7,10 @@ import (
 	"github.com/strand-ml/strand/gemm"
 )
 
-// Attention is causal multi-head self-attention over a packed qkv tensor.
+// ReferenceAttention is causal multi-head self-attention over a packed qkv
+// tensor, computed the plain way with the whole (T, T) probability matrix
+// kept: the readable reference that tests hold FlashAttention (and the KV
+// cache) against. The model itself runs FlashAttention.
 //
 //	qkv  (B, T, C+2*Ckv): per row [q | k | v]; q is C = NH*HS wide, head h
 //	     at h*HS; k and v are Ckv = NKV*HS wide, NKV = NH/Group, and query
@@ -18,7 +21,7 @@ import (
 // Each (b, h) pair is independent: they are spread over up to Threads
 // goroutines, each writing its own slices, so results never depend on
 // scheduling.
-type Attention struct {
+type ReferenceAttention struct {
 	Threads int
 	// Group is the number of query heads per kv head (0 or 1: multi-head).
 	Group int
@@ -36,12 +39,12 @@ type Attention struct {
 	SegStart []int32
 }
 
-// NewAttention prepares buffers for sequences of up to maxT positions.
-func NewAttention(threads, maxT int) *Attention {
+// NewReferenceAttention prepares buffers for sequences of up to maxT positions.
+func NewReferenceAttention(threads, maxT int) *ReferenceAttention {
 	if threads < 1 {
 		threads = 1
 	}
-	a := &Attention{Threads: threads, gemm: gemm.New(1)}
+	a := &ReferenceAttention{Threads: threads, gemm: gemm.New(1)}
 	for i := 0; i < threads; i++ {
 		a.scratch = append(a.scratch, make([]float32, maxT*maxT))
 	}
@@ -50,10 +53,10 @@ func NewAttention(threads, maxT int) *Attention {
 
 // SetEngine makes per-head products use kernel selection of e, kept
 // single-threaded because heads already run in parallel.
-func (a *Attention) SetEngine(e *gemm.Engine) { a.gemm = e.WithThreads(1) }
+func (a *ReferenceAttention) SetEngine(e *gemm.Engine) { a.gemm = e.WithThreads(1) }
 
 // parallel runs f(worker, i) for i in [0, n) over a.Threads goroutines.
-func (a *Attention) parallel(n int, f func(worker, i int)) {
+func (a *ReferenceAttention) parallel(n int, f func(worker, i int)) {
 	workers := min(a.Threads, n)
 	if workers <= 1 {
 		for i := 0; i < n; i++ {
@@ -75,7 +78,7 @@ func (a *Attention) parallel(n int, f func(worker, i int)) {
 }
 
 // Forward computes out and att from qkv.
-func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
+func (a *ReferenceAttention) Forward(out, att, qkv []float32, B, T, C, NH int) {
 	HS, NKV, C3, kOff, vOff := kvLayout(C, NH, max(a.Group, 1))
 	scale := float32(1 / math.Sqrt(float64(HS)))
 	a.parallel(B*NH, func(_, bh int) {
@@ -124,7 +127,7 @@ func (a *Attention) Forward(out, att, qkv []float32, B, T, C, NH int) {
 // Backward writes dqkv (B, T, C+2*Ckv) from dout (B, T, C); dqkv is
 // overwritten. Work is spread per (b, kv head), its query heads in order:
 // the first writes dk and dv, the others add to them.
-func (a *Attention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
+func (a *ReferenceAttention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
 	HS, NKV, C3, kOff, vOff := kvLayout(C, NH, max(a.Group, 1))
 	scale := float32(1 / math.Sqrt(float64(HS)))
 	a.parallel(B*NKV, func(w, bkv int) {
@@ -135,7 +138,7 @@ func (a *Attention) Backward(dqkv, dout, qkv, att []float32, B, T, C, NH int) {
 	})
 }
 
-func (a *Attention) backwardHead(w, b, h, kv int, dqkv, dout, qkv, att []float32, T, C, NH, HS, C3, kOff, vOff int, scale float32) {
+func (a *ReferenceAttention) backwardHead(w, b, h, kv int, dqkv, dout, qkv, att []float32, T, C, NH, HS, C3, kOff, vOff int, scale float32) {
 	{
 		bh := b*NH + h
 		var kvBeta float32 // the first query head of the kv head writes, the others add

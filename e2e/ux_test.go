@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +129,15 @@ func TestJSONLogFormat(t *testing.T) {
 	}
 	if len(steps) != 6 || !ranks[0] || !ranks[1] {
 		t.Fatalf("progress steps %v, ranks %v:\n%s%s", steps, ranks, stdout.String(), stderr.String())
+	}
+
+	// the final error is a JSON line too
+	bad := exec.Command(strandBin, "train", "--model", "tiny", "--nproc", "2", "--out", run+"-bad", "--data", run+"-missing", "--log-format", "json")
+	bad.Env = cleanEnv()
+	out, err := bad.CombinedOutput()
+	var m map[string]any
+	if err == nil || json.Unmarshal(out, &m) != nil || m["level"] != "error" || !strings.Contains(fmt.Sprint(m["msg"]), "-missing") {
+		t.Fatalf("bad --data under --log-format json: %v\n%s", err, out)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/strand-ml/strand/hf"
 )
 
 // Message is one turn of a chat record.
@@ -16,8 +18,9 @@ type Message struct {
 	Content string `json:"content"`
 }
 
-// Record is one JSONL line: an SFT example (Prompt/Response or Messages)
-// or a preference pair (Prompt/Chosen/Rejected).
+// Record is one JSONL line: an SFT example (Prompt/Response, Messages, or
+// an Alpaca Instruction/Input/Output) or a preference pair
+// (Prompt/Chosen/Rejected).
 type Record struct {
 	Line     int       `json:"-"` // 1-based line number in its file
 	Prompt   string    `json:"prompt"`
@@ -25,13 +28,18 @@ type Record struct {
 	Messages []Message `json:"messages"`
 	Chosen   string    `json:"chosen"`
 	Rejected string    `json:"rejected"`
+	// Alpaca (Stanford Alpaca's records): parsed into Prompt (its prompt
+	// format, or a user turn under a chat template) and Response.
+	Instruction string `json:"instruction"`
+	Input       string `json:"input"`
+	Output      string `json:"output"`
 }
 
 // Kind is what a file's records must be.
 type Kind int
 
 const (
-	SFT     Kind = iota // {"prompt","response"} or {"messages":[...]}
+	SFT     Kind = iota // {"prompt","response"}, {"messages":[...]} or Alpaca's {"instruction","input","output"}
 	Pair                // {"prompt","chosen","rejected"}
 	Prompts             // {"prompt"} (other fields of SFT or pair records are ignored): PPO's prompts
 )
@@ -134,6 +142,15 @@ func parseRecord(line []byte, kind Kind) (Record, error) {
 	}
 	if rec.Chosen != "" || rec.Rejected != "" {
 		return rec, fmt.Errorf("chosen/rejected belong to preference data, not SFT")
+	}
+	if rec.Instruction != "" || rec.Input != "" || rec.Output != "" {
+		switch {
+		case rec.Prompt != "" || rec.Response != "" || rec.Messages != nil:
+			return rec, fmt.Errorf("an Alpaca record has instruction, input and output only")
+		case rec.Instruction == "" || rec.Output == "":
+			return rec, fmt.Errorf("an Alpaca record needs a non-empty instruction and output")
+		}
+		rec.Prompt, rec.Response = hf.AlpacaPrompt(rec.Instruction, rec.Input), rec.Output
 	}
 	if rec.Messages != nil {
 		if rec.Prompt != "" || rec.Response != "" {

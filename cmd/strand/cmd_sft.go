@@ -14,12 +14,14 @@ import (
 // on a JSONL file (see package finetune for formats and the template).
 type sftFlags struct {
 	ftFlags
-	pack bool
+	pack         bool
+	chatTemplate string
 }
 
 func (f *sftFlags) register(fs *flag.FlagSet) {
-	f.ftFlags.register(fs, "sft", "{\"prompt\",\"response\"} or {\"messages\":[{\"role\",\"content\"}...]} per line", 3e-4)
+	f.ftFlags.register(fs, "sft", "{\"prompt\",\"response\"}, {\"messages\":[{\"role\",\"content\"}...]} or Alpaca's {\"instruction\",\"input\",\"output\"} per line", 3e-4)
 	fs.BoolVar(&f.pack, "pack", true, "pack several examples per row (attention stays inside each example)")
+	fs.StringVar(&f.chatTemplate, "chat-template", "", "render records with a model family's chat template: chatml (Qwen2), llama3 (default: strand's <|role|> lines)")
 	f.registerTrainer(fs)
 }
 
@@ -29,6 +31,9 @@ func runSFT(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	f.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := finetune.CheckTemplate(f.chatTemplate); err != nil {
+		return usageError{err.Error()}
 	}
 	return f.launchOrRun(ctx, "sft", args, func(ctx context.Context, d *distributed) error {
 		return sftLoop(ctx, &f, d, stdout, stderr)
@@ -47,6 +52,7 @@ func sftData(f *sftFlags, logf func(string, ...any)) (train *finetune.Packed, he
 		return nil, nil, err
 	}
 	enc := finetune.NewEncoder(tok)
+	enc.Template = f.chatTemplate
 	var exs []finetune.Example
 	for _, r := range recs {
 		ex, err := enc.SFT(r)

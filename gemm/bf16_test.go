@@ -98,7 +98,7 @@ func TestGemmBF16NoAllocs(t *testing.T) {
 	a, b, c := make([]uint16, m*k), make([]uint16, k*n), make([]float32, m*n)
 	for _, threads := range []int{1, 2} {
 		for _, e := range bf16Engines(t, threads) {
-			allocs := alloctest.PerCall(3, 10, 3, func() {
+			allocs := alloctest.PerCall(3, 10, 8, func() {
 				e.GemmBF16(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
 			})
 			if allocs >= alloctest.Tolerance {

@@ -244,7 +244,7 @@ func TestSgemmReusesWorkspace(t *testing.T) {
 	for _, name := range Available() {
 		for _, threads := range []int{1, 2} {
 			e, _ := NewNamed(threads, name)
-			allocs := alloctest.PerCall(3, 10, 3, func() {
+			allocs := alloctest.PerCall(3, 10, 8, func() {
 				e.Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n)
 			})
 			if allocs >= alloctest.Tolerance {

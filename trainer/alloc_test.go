@@ -47,13 +47,13 @@ func TestTrainStepAllocatesNothing(t *testing.T) {
 }
 
 // stepAllocs is the allocations per TrainStep measured by alloctest (warm
-// steps, the collector off, the best of four windows of 8 steps): on a
+// steps, the collector off, the best of twelve windows of 8 steps): on a
 // loaded machine the runtime itself now and then allocates while
 // goroutines park and migrate between Ps; an allocation made by the
 // step's own code shows in every window.
 func stepAllocs(ctx context.Context, tr *Trainer) (float64, error) {
 	var stepErr error
-	allocs := alloctest.PerCall(2, 8, 4, func() {
+	allocs := alloctest.PerCall(2, 8, 12, func() {
 		if _, err := tr.TrainStep(ctx); err != nil {
 			stepErr = err
 		}

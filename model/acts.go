@@ -18,6 +18,10 @@ type Acts struct {
 	losses          []float32 // (N)
 	seg             segState  // packed-sequence segments (segments.go); zero: one sequence per row
 	head            headState // loss weights and custom-head gradient (head.go); zero: the LM loss
+	// recompute is the recomputation mode (recompute.go; "" none); under
+	// RecomputeFull the blocks keep only res3 and run on work's buffers
+	recompute string
+	work      *blockActs
 }
 
 // blockActs are one block's saved activations.
@@ -60,9 +64,19 @@ func (m *GPT) NewActs(B, T int) *Acts {
 // Bytes is the memory held by these activations.
 func (a *Acts) Bytes() int64 {
 	n := len(a.input) + len(a.lnf) + len(a.lnfMean) + len(a.lnfRstd) + len(a.logits) + len(a.losses) + len(a.tokens) + len(a.targets)
-	for _, b := range a.blocks {
+	count := func(b *blockActs, fchAct bool) {
 		n += len(b.ln1) + len(b.ln1Mean) + len(b.ln1Rstd) + len(b.qkv) + len(b.att) + len(b.atty) + len(b.res2)
-		n += len(b.ln2) + len(b.ln2Mean) + len(b.ln2Rstd) + len(b.fch) + len(b.fchAct) + len(b.res3)
+		n += len(b.ln2) + len(b.ln2Mean) + len(b.ln2Rstd) + len(b.fch) + len(b.res3)
+		if fchAct {
+			n += len(b.fchAct)
+		}
+	}
+	for i := range a.blocks {
+		// a selective recomputation's MLP activation is one shared buffer
+		count(&a.blocks[i], a.recompute != RecomputeSelective || i == 0)
+	}
+	if a.work != nil {
+		count(a.work, true)
 	}
 	return int64(n) * 4
 }

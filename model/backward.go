@@ -63,7 +63,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		if i > 0 {
 			x = a.blocks[i-1].res3[:N*C]
 		}
-		if err := m.blockBackward(ctx, &a.blocks[i], &m.w.blocks[i], x, dres, B, T); err != nil {
+		if err := m.backwardBlock(ctx, a, i, x, dres, B, T); err != nil {
 			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
 		}
 		m.gradReady(m.w.blocks[i].readyAfter)

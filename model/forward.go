@@ -57,14 +57,14 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		copy(x, hiddenIn)
 	}
 	m.attn.SegStart = a.seg.segStart()
-	if n := m.laneCount(B, T); n > 1 {
+	if n := m.laneCount(B, T); n > 1 && a.recompute == "" {
 		if err := m.forwardLanes(ctx, a, n, B, T); err != nil {
 			return 0, 0, err
 		}
 		x = a.blocks[len(a.blocks)-1].res3[:N*C]
 	} else {
 		for i := range a.blocks {
-			if err := m.blockForward(ctx, &a.blocks[i], &m.w.blocks[i], x, B, T); err != nil {
+			if err := m.forwardBlock(ctx, a, i, x, B, T); err != nil {
 				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
 			}
 			x = a.blocks[i].res3[:N*C]
@@ -152,20 +152,15 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
 	// tanh GELU takes the fc bias in its own pass over fch (same bits as
 	// adding it first), unless a LoRA adapter must be added after the bias
-	fuse := m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil && bw.lora.a[loraGate] == nil && bw.lora.a[loraUp] == nil)
 	fcB := bw.fcB
-	if fuse {
+	if m.fusedGELUBias(bw) {
 		fcB = nil
 	}
 	m.linearForward(ba.fch, ba.ln2, bw.fcW, fcB, N, C, d.FCl)
 	if err := m.loraLayerForward(ctx, ba, bw, loraFC, ba.fch, ba.ln2, N); err != nil {
 		return err
 	}
-	if fuse {
-		m.activateBias(ba.fchAct, ba.fch, bw.fcB, N, d.Hl)
-	} else {
-		m.activate(ba.fchAct, ba.fch, N, d.Hl)
-	}
+	m.mlpActivation(ba, bw, N)
 	res3 := ba.res3[:N*C]
 	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
 	if err := m.loraLayerForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
@@ -176,6 +171,24 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	}
 	m.addBiasResidual(res3, bw.fcProjB, res2, N, C)
 	return nil
+}
+
+// fusedGELUBias says whether tanh GELU takes the fc bias in its own pass
+// over fch (same bits as adding it first): not when a LoRA adapter must be
+// added after the bias.
+func (m *GPT) fusedGELUBias(bw *blockWeights) bool {
+	return m.Config.Activation == GELUTanh && bw.fcB != nil && (bw.lora == nil || bw.lora.a[loraFC] == nil && bw.lora.a[loraGate] == nil && bw.lora.a[loraUp] == nil)
+}
+
+// mlpActivation computes the MLP activation fchAct from its
+// pre-activation fch (N rows; the fused tanh GELU adds the fc bias into
+// fch first, in place).
+func (m *GPT) mlpActivation(ba *blockActs, bw *blockWeights, N int) {
+	if m.fusedGELUBias(bw) {
+		m.activateBias(ba.fchAct, ba.fch, bw.fcB, N, m.local.Hl)
+	} else {
+		m.activate(ba.fchAct, ba.fch, N, m.local.Hl)
+	}
 }
 
 // addBiasResidual: out[n,:] += bias + res[n,:] (N, C), rows split over

@@ -53,6 +53,10 @@ type Options struct {
 	// load the base weights, then model.EnableLoRA so the adapters are the
 	// trainable parameters).
 	Adapt func(m *model.GPT) error
+	// Recompute is the activation recomputation mode: "none" (or ""),
+	// "selective" or "full" (model.RecomputeFull): less activation
+	// memory for more compute, gradients bit-identical.
+	Recompute string
 	// Frozen builds a trainer that only runs forward passes (Forward):
 	// no optimizer state, no gradient buckets (PPO's reference and reward
 	// models).
@@ -105,6 +109,9 @@ func (o Options) Validate(m mesh.Mesh) error {
 		return err
 	}
 	if err := o.lrSchedule().Validate(); err != nil {
+		return err
+	}
+	if err := model.CheckRecompute(o.Recompute); err != nil {
 		return err
 	}
 	switch o.Precision {
@@ -343,7 +350,11 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms) (*Trainer, 
 	slots := t.Pipe.InFlight(c.Coord.PP)
 	hidden := t.micro * opts.Seq * opts.Model.NEmbd
 	for i := 0; i < slots; i++ {
-		t.acts = append(t.acts, m.NewActs(t.micro, opts.Seq))
+		a, err := m.NewActsRecompute(t.micro, opts.Seq, opts.Recompute)
+		if err != nil {
+			return nil, err
+		}
+		t.acts = append(t.acts, a)
 		if !layout.First {
 			t.recvAct = append(t.recvAct, make([]float32, hidden))
 			t.sendGrad = append(t.sendGrad, make([]float32, hidden))

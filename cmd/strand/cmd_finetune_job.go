@@ -47,7 +47,8 @@ type ftFlags struct {
 	loraRank     int
 	loraAlpha    float64
 	loraTargets  string
-	zero1        bool // registerTrainer: sft, dpo, rm train
+	zero1        bool   // registerTrainer: sft, dpo, rm train
+	recompute    string // registerTrainer
 	fs           *flag.FlagSet
 }
 
@@ -55,6 +56,7 @@ type ftFlags struct {
 // the trainer (sft, dpo, rm train).
 func (f *ftFlags) registerTrainer(fs *flag.FlagSet) {
 	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
+	fs.StringVar(&f.recompute, "recompute", "none", "activation recomputation: none, selective (the MLP activation) or full (each block's forward again in backward)")
 }
 
 // pairJob is the common start of the preference-pair commands (dpo, rm
@@ -174,7 +176,7 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	opts := trainer.Options{
 		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
-		Seed: f.seed, Threads: f.threads, DP: dpdata.Options{ZeRO1: f.zero1},
+		Seed: f.seed, Threads: f.threads, DP: dpdata.Options{ZeRO1: f.zero1}, Recompute: f.recompute,
 	}
 	if lc != nil {
 		// The base weights load before the adapters become the model's

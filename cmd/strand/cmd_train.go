@@ -142,6 +142,7 @@ type trainFlags struct {
 	stageLayers            string
 	maxRestarts            int
 	precision              string
+	recompute              string
 	gradCompress           string
 }
 
@@ -174,6 +175,7 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kernel, "kernel", "", "force a GEMM kernel (portable, avx2, avx512)")
 	fs.Float64Var(&f.bucketMB, "bucket-mb", 25, "data-parallel gradient bucket size in MB")
 	fs.BoolVar(&f.bf16Grads, "bf16-grads", false, "all-reduce gradients as bfloat16")
+	fs.StringVar(&f.recompute, "recompute", "none", "activation recomputation: none, selective (the MLP activation) or full (each block's forward again in backward; keeps only block inputs)")
 	fs.StringVar(&f.precision, "precision", "fp32", "precision of the model's matrix products: fp32, bf16 (bf16 operands, float32 accumulation and master weights) or fp16 (emulated, dynamic loss scaling)")
 	fs.StringVar(&f.gradCompress, "grad-compress", "none", "data-parallel gradient compression: none, bf16 (same as --bf16-grads), fp8 (E4M3 with a per-bucket scale) or fp8-e5m2")
 	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
@@ -322,6 +324,7 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 		StageLayers: stageLayers,
 		DP:          dpdata.Options{BucketBytes: int(f.bucketMB * 1e6), BF16: bf16Grads, FP8: fp8Grads, ZeRO1: f.zero1},
 		Precision:   f.precision,
+		Recompute:   f.recompute,
 	}
 	if err := opts.Validate(m); err != nil {
 		return opts, cfg, usageError{err.Error()}

@@ -22,6 +22,11 @@ type Acts struct {
 	// RecomputeFull the blocks keep only res3 and run on work's buffers
 	recompute string
 	work      *blockActs
+	// a split backward's queued weight gradients (splitbackward.go) and
+	// the copies of their output gradients
+	wq   []deferredW
+	wbuf [][]float32
+	wn   int // products queued (copies in use)
 }
 
 // blockActs are one block's saved activations.

@@ -66,7 +66,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		if err := m.backwardBlock(ctx, a, i, x, dres, B, T); err != nil {
 			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
 		}
-		m.gradReady(m.w.blocks[i].readyAfter)
+		m.ready(m.w.blocks[i].readyAfter)
 	}
 	if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
 		m.clearIfStale(w.dwte)
@@ -79,7 +79,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			m.embedBackward(dres, a.tokens, B, T)
 		}
 	}
-	m.gradReady(len(m.Params.Grad))
+	m.ready(len(m.Params.Grad))
 	return nil
 }
 

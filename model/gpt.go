@@ -24,6 +24,9 @@ type GPT struct {
 	// again in this Backward. Data-parallel training starts all-reducing
 	// buckets from it while backward continues.
 	GradReady func(n int)
+	// deferTo is the Acts of the split backward running (BackwardInputActs),
+	// which queues the blocks' weight gradients; nil otherwise
+	deferTo *Acts
 	// TiedOffset is where wte's gradient starts in Params.Grad on a stage
 	// that holds wte (its tail), or len(Params.Grad) on others.
 	TiedOffset int

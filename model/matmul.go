@@ -36,6 +36,10 @@ func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int,
 	if accumulate {
 		beta = 1
 	}
+	if dw != nil && m.deferTo != nil { // a split backward: the weight gradient waits
+		m.deferWeight(dw, dout, inp, N, C, OC)
+		dw = nil
+	}
 	switch {
 	case dinp != nil && dw != nil: // the two products at once (pair.go)
 		m.mmPair(mmArgs{false, true, N, C, OC, 1, dout, OC, w, OC, beta, dinp, C},

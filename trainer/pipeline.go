@@ -18,6 +18,9 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 		t.exec = &stageExec{t: t, pendingAct: map[int]*sendJob{}, pendingGrad: map[int]*sendJob{}}
 	}
 	ex := t.exec
+	if ex.slots == nil && t.Pipe.Needs() != 0 {
+		ex.slots = t.Pipe.Slots(t.Comms.Coord.PP)
+	}
 	ex.scale, ex.lastBackward = scale, t.Opts.Micro-1
 	ex.inputs, ex.targets, ex.b, ex.T, ex.last = t.inputs, t.targets, t.micro, t.Opts.Seq, nil
 	clear(ex.pendingAct)
@@ -47,9 +50,18 @@ type stageExec struct {
 	last            func(ctx context.Context, micro int, a *model.Acts) error
 	// sends still in flight from an activation slot or gradient buffer
 	pendingAct, pendingGrad map[int]*sendJob
+	// slots maps a micro-batch to its activation buffer under a schedule
+	// that splits the backward (a buffer is busy until the weight
+	// gradient); nil: micro mod the buffers
+	slots map[[2]int]int
 }
 
-func (e *stageExec) slot(micro int) int { return micro % len(e.t.acts) }
+func (e *stageExec) slot(micro int) int {
+	if e.slots != nil && e.last == nil {
+		return e.slots[[2]int{micro, 0}]
+	}
+	return micro % len(e.t.acts)
+}
 
 func (e *stageExec) rows(micro int) (lo, hi int) {
 	n := e.b * e.T
@@ -107,6 +119,30 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		t.Trace.Add("forward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		t.lossSum += sum
 		return err
+	case pipeline.BackwardInput:
+		// the zero-bubble B: the input gradient now, the weight gradients
+		// queued in the activations for W
+		t0 := time.Now()
+		var dOut []float32
+		if !m.Layout.Last {
+			dOut = t.gradIn[:n]
+		}
+		err := m.BackwardInputActs(ctx, t.acts[slot], dOut, e.scale)
+		t.pipeCompute += time.Since(t0)
+		t.Trace.Add("backward input", "compute", trace.LaneCompute, t0, time.Now(), args)
+		return err
+	case pipeline.BackwardWeight:
+		if a.Micro == e.lastBackward && t.bucketer != nil {
+			// W of the last micro-batch makes gradients final, block by
+			// block (an earlier W may run after the last B)
+			tied := m.TiedOffset
+			m.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
+		}
+		t0 := time.Now()
+		m.BackwardWeightActs(t.acts[slot])
+		t.pipeCompute += time.Since(t0)
+		t.Trace.Add("backward weight", "compute", trace.LaneCompute, t0, time.Now(), args)
+		return nil
 	case pipeline.Backward:
 		if a.Micro == e.lastBackward && t.bucketer != nil {
 			// Gradients become final only in the step's last backward:

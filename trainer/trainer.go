@@ -105,8 +105,12 @@ func (o Options) Validate(m mesh.Mesh) error {
 		// one virtual stage is 1F1B; more need model chunks per rank
 		return fmt.Errorf("schedule %s: the trainer does not run virtual stages yet (have %s, %s)", pipeline.Interleaved, pipeline.GPipe, pipeline.OneFOneB)
 	}
-	if _, err := pipeline.New(o.schedule(), m.PP, o.Micro); err != nil {
+	s, err := o.pipeSchedule(m.PP)
+	if err != nil {
 		return err
+	}
+	if s.Needs() != 0 && o.Recompute != "" && o.Recompute != model.RecomputeNone {
+		return fmt.Errorf("schedule %s splits the backward, which needs every activation until the weight gradient: --recompute %s shares them between blocks", s.Name, o.Recompute)
 	}
 	if err := o.lrSchedule().Validate(); err != nil {
 		return err
@@ -132,6 +136,21 @@ func (o Options) schedule() string {
 		return pipeline.OneFOneB
 	}
 	return o.Schedule
+}
+
+// pipeSchedule is the pipeline program: GPipe, 1F1B, or a zero-bubble
+// schedule (zb-h1, zb-h2), whose split backward the stage executor runs
+// (model.BackwardInputActs, BackwardWeightActs). Virtual stages are not run.
+func (o Options) pipeSchedule(stages int) (*pipeline.Schedule, error) {
+	s, err := pipeline.Generate(pipeline.Spec{Name: o.schedule(), Stages: stages, Micro: o.Micro})
+	if err != nil {
+		return nil, err
+	}
+	if n := s.Needs() &^ pipeline.NeedsSplitBackward; n != 0 {
+		return nil, fmt.Errorf("pipeline: schedule %s needs %s, which the trainer does not run (have %s, %s, %s, %s)", s.Name, n,
+			pipeline.GPipe, pipeline.OneFOneB, pipeline.ZBH1, pipeline.ZBH2)
+	}
+	return s, nil
 }
 
 func (o Options) lrSchedule() optim.Schedule {
@@ -317,7 +336,7 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms) (*Trainer, 
 			return nil, err
 		}
 	}
-	if t.Pipe, err = pipeline.New(opts.schedule(), c.Mesh.PP, opts.Micro); err != nil {
+	if t.Pipe, err = opts.pipeSchedule(c.Mesh.PP); err != nil {
 		return nil, err
 	}
 	var segs []optim.Segment

@@ -573,6 +573,7 @@ func (c *Comm) p2p(ctx context.Context, buf Buffer, peer int, send bool) error {
 		defer cancel()
 	}
 	tag := transport.Tag(c.tags | tagP2P)
+	id := c.opts.Flight.startP2P(c, op, c.ranks[peer], seq, buf)
 	var err error
 	if send {
 		err = c.t.Send(ctx, c.ranks[peer], tag, buf.bytes())
@@ -580,7 +581,8 @@ func (c *Comm) p2p(ctx context.Context, buf Buffer, peer int, send bool) error {
 		err = c.t.Recv(ctx, c.ranks[peer], tag, buf.bytes())
 	}
 	if err != nil {
-		return fmt.Errorf("%s seq %d (rank %d with rank %d): %w", op, seq, c.ranks[c.me], c.ranks[peer], err)
+		err = fmt.Errorf("%s seq %d (rank %d with rank %d): %w", op, seq, c.ranks[c.me], c.ranks[peer], err)
 	}
-	return nil
+	c.opts.Flight.end(id, err)
+	return err
 }

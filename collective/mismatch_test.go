@@ -15,9 +15,10 @@ import (
 // quoting its own call and a neighbour's, and its ring neighbours (1 and
 // 3) fail naming rank 2: the fingerprints found it, not the deadline
 // (which would be a timeout error). Rank 0, not a neighbour of rank 2,
-// learns nothing from the fingerprints and times out waiting for a
-// neighbour: the job's abort (the worker runtime reports the first
-// failure to the coordinator) ends it sooner in a real run. The count
+// learns nothing from the fingerprints: it times out waiting for a
+// neighbour (or, as a broadcast's root, finishes): the job's abort (the
+// worker runtime reports the first failure to the coordinator) ends it
+// sooner in a real run. The count
 // mismatch is TestMismatchedCallNamesBothRanksAndCalls.
 func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 	ctx := context.Background()
@@ -55,7 +56,7 @@ func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(w.name+"/"+tc.name, func(t *testing.T) {
 				ts := w.mk(t, 4)
-				const deadline = 2 * time.Second
+				const deadline = time.Second
 				errs := runEach(ts, Options{Timeout: deadline}, func(r int, c *Comm) error {
 					if err := same(c); err != nil { // seq 0 agrees
 						return err
@@ -104,9 +105,6 @@ func checkMismatch(t *testing.T, errs []error, mine, theirs string, sameGroup bo
 		if !errors.As(errs[r], &me) || me.PeerRank != 2 {
 			t.Errorf("rank %d: %v, want a MismatchError naming rank 2", r, errs[r])
 		}
-	}
-	if errs[0] == nil {
-		t.Error("rank 0 returned no error from a call its neighbours abandoned")
 	}
 }
 

@@ -29,6 +29,11 @@ type Config struct {
 	MaxMessage       int64         // largest message a peer may announce (default 16 GiB)
 	SocketBuffer     int           // SO_SNDBUF / SO_RCVBUF in bytes (default 4 MiB; <0 keeps the kernel's)
 	HandshakeTimeout time.Duration // per-socket handshake limit (default 10 s)
+	// LinkTimeout is how long a data socket's path may be dead (no
+	// acknowledgement, no keepalive answer) before the peer is failed
+	// with an error naming the link (see link.go); default
+	// DefaultLinkTimeout, < 0 leaves the kernel's defaults (minutes).
+	LinkTimeout time.Duration
 	// Spin is how long a small receive whose ctx carries
 	// transport.WithSpinHint polls for its message before parking its
 	// goroutine (saves a thread wake-up per message). 0 picks
@@ -69,6 +74,9 @@ func (c *Config) fill() error {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.LinkTimeout == 0 {
+		c.LinkTimeout = DefaultLinkTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -280,6 +288,7 @@ func (t *Transport) serverSetup(c *net.TCPConn) {
 // register records an authenticated socket during setup.
 func (t *Transport) register(p, s int, c *net.TCPConn) error {
 	_ = c.SetNoDelay(true)
+	watchLink(c, t.cfg.LinkTimeout)
 	if t.cfg.SocketBuffer > 0 {
 		_ = c.SetReadBuffer(t.cfg.SocketBuffer)
 		_ = c.SetWriteBuffer(t.cfg.SocketBuffer)

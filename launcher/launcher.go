@@ -230,7 +230,14 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			}
 		case <-ctxDone:
 			ctxDone = nil
-			tearDown("interrupted: " + context.Cause(ctx).Error())
+			// The job ends by the operator's will: the coordinator says so
+			// first, so every worker (on every node) stops with that
+			// reason at once, and no rank is blamed for the context its
+			// own signal cancelled.
+			if srv != nil {
+				srv.Fail(InterruptedReason)
+			}
+			tearDown(InterruptedReason)
 		case <-killTimer:
 			killTimer = nil
 			for _, p := range procs {
@@ -257,10 +264,14 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		return first
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("launcher: interrupted: %w", context.Cause(ctx))
+		return fmt.Errorf("launcher: %s (%w)", InterruptedReason, context.Cause(ctx))
 	}
 	return nil
 }
+
+// InterruptedReason is the job's failure reason when the operator stops
+// it (Ctrl-C, SIGTERM to the launcher).
+const InterruptedReason = "interrupted by the operator"
 
 func (cfg *NodeConfig) fill() error {
 	if cfg.NNodes < 1 || cfg.NodeRank < 0 || cfg.NodeRank >= cfg.NNodes {
@@ -351,7 +362,9 @@ func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *
 		jobenv.TLSCA+"="+cfg.TLSCA,
 		jobenv.RDMAProvider+"="+cfg.RDMAProvider,
 		jobenv.Epoch+"="+strconv.FormatInt(cfg.Epoch, 10),
+		jobenv.LauncherPID+"="+strconv.Itoa(os.Getpid()),
 	)
+	dieWithLauncher(cmd)
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	o, err := cmd.StdoutPipe()
 	if err != nil {

@@ -138,6 +138,7 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
 		err = context.Cause(runCtx)
 	}
+	err = launcher.WithCause(ctx, err) // e.g. the launcher is gone
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = rt.Leave(lctx, err)

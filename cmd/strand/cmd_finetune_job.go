@@ -88,6 +88,7 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
 		err = context.Cause(runCtx)
 	}
+	err = launcher.WithCause(ctx, err) // e.g. the launcher is gone
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return rt.Leave(lctx, err)

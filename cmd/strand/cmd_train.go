@@ -237,6 +237,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			err = launcher.Local(ctx, launcher.LocalConfig{NProc: world, Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
 		}
 		if err == nil || restart >= f.maxRestarts || ctx.Err() != nil {
+			if err != nil && f.maxRestarts > 0 && restart >= f.maxRestarts && ctx.Err() == nil {
+				err = fmt.Errorf("%w (the job failed again after its last restart: all %d restarts are used up)", err, f.maxRestarts)
+			}
 			break
 		}
 		// Elastic recovery: the failed job is torn down; start a new one

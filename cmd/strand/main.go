@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/strand-ml/strand/launcher"
 )
 
 // command is one subcommand. Name may have two words ("bench collective").
@@ -64,7 +66,9 @@ func (e usageError) Error() string { return e.msg }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, unwatch := launcher.WatchLauncher(ctx) // a worker whose launcher dies leaves saying so
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	unwatch()
 	stop()
 	os.Exit(code)
 }

@@ -143,6 +143,10 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		}
 	}
 	coordAddr := cfg.Coordinator
+	if cfg.NNodes > 1 && cfg.TLSCert == "" && cfg.TLSCA == "" {
+		log.Warn("NO TLS: this multi-node job's coordinator traffic, the job token included, crosses the network in the clear; " +
+			"give every node --tls-cert/--tls-key (node 0) and --tls-ca")
+	}
 	var srv *coordinator.Server
 	if cfg.NodeRank == 0 {
 		host, port, err := net.SplitHostPort(cfg.Coordinator)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/strand-ml/strand/internal/ratelog"
 	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport"
 )
@@ -93,6 +94,9 @@ type Transport struct {
 	peers []*peer // indexed by rank; nil at this rank
 	pool  bufPool
 	spin  spinPolicy // how long small receives poll before parking (see Config.Spin)
+	// refusals rate-limits the log lines about refused connections (one
+	// per peer host and interval): a flood of garbage cannot fill a disk.
+	refusals *ratelog.Gate
 
 	mu       sync.Mutex
 	conns    [][]*net.TCPConn // during setup: [peer][stream]
@@ -135,15 +139,16 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, fmt.Errorf("tcp rank %d: listen %s: %w", cfg.Rank, addr, err)
 	}
 	t := &Transport{
-		cfg:     cfg,
-		ln:      ln,
-		log:     cfg.Logger.With("rank", cfg.Rank, "job", cfg.JobID),
-		peers:   make([]*peer, cfg.Size),
-		conns:   make([][]*net.TCPConn, cfg.Size),
-		missing: (cfg.Size - 1) * cfg.Streams,
-		ready:   make(chan struct{}),
-		failCh:  make(chan struct{}),
-		closed:  make(chan struct{}),
+		refusals: ratelog.NewGate(0),
+		cfg:      cfg,
+		ln:       ln,
+		log:      cfg.Logger.With("rank", cfg.Rank, "job", cfg.JobID),
+		peers:    make([]*peer, cfg.Size),
+		conns:    make([][]*net.TCPConn, cfg.Size),
+		missing:  (cfg.Size - 1) * cfg.Streams,
+		ready:    make(chan struct{}),
+		failCh:   make(chan struct{}),
+		closed:   make(chan struct{}),
 	}
 	for p := range t.conns {
 		if p != cfg.Rank {
@@ -280,7 +285,10 @@ func (t *Transport) serverSetup(c *net.TCPConn) {
 		err = t.register(int(h.From), int(h.Stream), c)
 	}
 	if err != nil {
-		t.log.Warn("tcp: refused connection", "remote", c.RemoteAddr().String(), "err", err)
+		remote := c.RemoteAddr().String()
+		if ok, n := t.refusals.Allow(remote, "refused"); ok {
+			t.log.Warn("tcp: refused connection", "remote", remote, "err", err, "repeats_suppressed", n)
+		}
 		c.Close()
 	}
 }

@@ -325,8 +325,8 @@ func (c *chaos) run(name string, f fault) *result {
 			if l := linkLost.FindString(reason); l != "" {
 				reason = reason[:strings.Index(reason, ":")] + ": ... " + l // name the link
 			}
-			if len(reason) > 110 {
-				reason = reason[:110] + "..."
+			if len(reason) > 110 { // the head says what failed, the tail why
+				reason = reason[:60] + " ... " + reason[len(reason)-45:]
 			}
 			r.named += ": " + reason
 		}

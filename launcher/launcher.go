@@ -60,7 +60,10 @@ type Common struct {
 	// TLSCert and TLSKey enable TLS on the coordinator node 0 hosts; TLSCA
 	// (default TLSCert) is passed to workers to verify it.
 	TLSCert, TLSKey, TLSCA string
-	RDMAProvider           string // passed to workers (STRAND_RDMA_PROVIDER)
+	// TLSAuto runs the coordinator over TLS with a job CA every node
+	// derives from the token (see jobTLS) when no files are given.
+	TLSAuto      bool
+	RDMAProvider string // passed to workers (STRAND_RDMA_PROVIDER)
 	// Log is the launcher's and the coordinator's log. Default: a zap
 	// logger in LogFormat on Stderr, its lines prefixed "[coordinator] "
 	// as workers' lines are "[rank N] ".
@@ -133,16 +136,23 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 	if err := cfg.fill(); err != nil {
 		return err
 	}
+	cleanTLS, jobCA, err := cfg.jobTLS(cfg.NodeRank, cfg.Coordinator)
+	if err != nil {
+		return err
+	}
+	defer cleanTLS()
 	out := &lockedWriter{w: cfg.Stdout}
 	errw := &lockedWriter{w: cfg.Stderr}
 	log := cfg.Log
 	if log == nil {
-		var err error
 		if log, err = obs.NewLogger(cfg.LogFormat, -1, &prefixWriter{w: errw, prefix: "[coordinator] "}); err != nil {
 			return fmt.Errorf("launcher: %w", err)
 		}
 	}
 	coordAddr := cfg.Coordinator
+	if jobCA {
+		log.Info("TLS with the job CA derived from the token", zap.String("ca", cfg.TLSCA), zap.Bool("serves_coordinator", cfg.TLSCert != ""))
+	}
 	if cfg.NNodes > 1 && cfg.TLSCert == "" && cfg.TLSCA == "" {
 		log.Warn("NO TLS: this multi-node job's coordinator traffic, the job token included, crosses the network in the clear; " +
 			"give every node --tls-cert/--tls-key (node 0) and --tls-ca")

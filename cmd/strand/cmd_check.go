@@ -44,7 +44,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	common := launcher.Common{Log: log,
 		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
-		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics, TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA,
+		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics, TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA, TLSAuto: lf.TLSAuto,
 		RDMAProvider: lf.RDMAProvider,
 	}
 	argv := append([]string{"check"}, args...)

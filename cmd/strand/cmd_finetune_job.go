@@ -36,7 +36,7 @@ func launchJob(ctx context.Context, lf *launcher.Flags, m mesh.Mesh, name []stri
 	common := launcher.Common{
 		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
-		TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA,
+		TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA, TLSAuto: lf.TLSAuto,
 	}
 	argv := append(append([]string(nil), name...), args...)
 	fmt.Fprintln(stderr, launcher.LaunchLine(lf.NNodes, lf.NodeRank, lf.NProcPerNode, m, 0))

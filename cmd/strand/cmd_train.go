@@ -199,7 +199,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	common := launcher.Common{
 		Transport: f.launch.Transport, Bind: f.launch.Bind, LogFormat: f.launch.LogFormat, Token: f.launch.Token,
 		JoinTimeout: f.launch.JoinTimeout, MetricsAddr: f.launch.Metrics,
-		TLSCert: f.launch.TLSCert, TLSKey: f.launch.TLSKey, TLSCA: f.launch.TLSCA,
+		TLSCert: f.launch.TLSCert, TLSKey: f.launch.TLSKey, TLSCA: f.launch.TLSCA, TLSAuto: f.launch.TLSAuto,
 	}
 	argv := append([]string{"train"}, args...)
 	nnodes, nodeRank := f.launch.NNodes, f.launch.NodeRank

@@ -601,20 +601,29 @@ func (c *Comm) p2p(ctx context.Context, buf Buffer, peer int, send bool) error {
 	seq := seqs[peer]
 	seqs[peer]++
 	c.mu.Unlock()
-	if _, ok := ctx.Deadline(); !ok {
+	deadline, ok := ctx.Deadline()
+	if !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
+		deadline = time.Now().Add(c.opts.Timeout)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
+	timeout := time.Until(deadline)
 	tag := transport.Tag(c.tags | tagP2P)
+	id := c.opts.Flight.startP2P(c, op, c.ranks[peer], seq, buf)
 	var err error
 	if send {
 		err = c.t.Send(ctx, c.ranks[peer], tag, buf.bytes())
 	} else {
 		err = c.t.Recv(ctx, c.ranks[peer], tag, buf.bytes())
 	}
-	if err != nil {
-		return fmt.Errorf("%s seq %d (rank %d with rank %d): %w", op, seq, c.ranks[c.me], c.ranks[peer], err)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		// as a collective's timeout reads: how long, and for whom
+		err = fmt.Errorf("timed out after %v waiting for rank %d: %w", timeout.Round(time.Millisecond), c.ranks[peer], err)
 	}
-	return nil
+	if err != nil {
+		err = fmt.Errorf("%s seq %d (rank %d with rank %d): %w", op, seq, c.ranks[c.me], c.ranks[peer], err)
+	}
+	c.opts.Flight.end(id, err)
+	return err
 }

@@ -31,6 +31,10 @@ type FlightEntry struct {
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end,omitzero"` // zero while in flight
 	Err   string    `json:"error,omitempty"`
+	// Peer is the other global rank of a point-to-point call (Op "send"
+	// or "recv"; Seq counts this rank's calls in that direction with that
+	// peer); nil for collectives.
+	Peer *int `json:"peer,omitempty"`
 }
 
 // NewFlightRecorder keeps the newest n calls (n <= 0 means 256).
@@ -55,6 +59,25 @@ func (f *FlightRecorder) start(c *Comm, fp fingerprint) int {
 	}
 	f.entries[id%len(f.entries)] = e
 	return id
+}
+
+// startP2P records a point-to-point call: op "send" or "recv" with the
+// global rank peer, the seq-th in that direction between the two.
+func (f *FlightRecorder) startP2P(c *Comm, op string, peer int, seq uint64, buf Buffer) int {
+	if f == nil {
+		return -1
+	}
+	dt, n, _ := view(buf)
+	e := FlightEntry{Comm: c.opts.Name, Ranks: c.ranks, Seq: seq, Op: op, Count: uint64(n), Start: time.Now(), Peer: &peer}
+	if dt != 0 {
+		e.DType = dt.String()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e.ID = f.next
+	f.next++
+	f.entries[e.ID%len(f.entries)] = e
+	return e.ID
 }
 
 func (f *FlightRecorder) end(id int, err error) {
@@ -111,6 +134,9 @@ func Diagnose(records map[int][]FlightEntry, world []int) string {
 	groups := map[key][]int{}
 	for _, es := range records {
 		for _, e := range es {
+			if e.Peer != nil {
+				continue // point-to-point: diagnosed per channel below
+			}
 			k := key{e.Comm, fmt.Sprint(e.Ranks)}
 			if s, ok := newest[k]; !ok || e.Seq > s {
 				newest[k] = e.Seq
@@ -135,7 +161,7 @@ func Diagnose(records map[int][]FlightEntry, world []int) string {
 		for _, r := range groups[k] {
 			state := "missing"
 			for _, e := range records[r] {
-				if e.Comm == k.comm && fmt.Sprint(e.Ranks) == k.ranks && e.Seq == seq {
+				if e.Peer == nil && e.Comm == k.comm && fmt.Sprint(e.Ranks) == k.ranks && e.Seq == seq {
 					op = fmt.Sprintf("%s of %d %s", e.Op, e.Count, e.DType)
 					state = "entered"
 					if !e.End.IsZero() && e.Err == "" {
@@ -159,5 +185,80 @@ func Diagnose(records map[int][]FlightEntry, world []int) string {
 		fmt.Fprintf(&b, "%s %s seq %d (%s): %s; finished %v, in the call %v, never entered %v\n",
 			k.comm, k.ranks, seq, strings.TrimSpace(op), status, done, entered, missing)
 	}
+	diagnoseP2P(&b, records)
 	return b.String()
+}
+
+// diagnoseP2P describes every point-to-point channel (communicator,
+// sender -> receiver) from the newest send on the sender and the newest
+// receive on the receiver: a call still in flight is a rank waiting on
+// the other, named with how far the other got.
+func diagnoseP2P(b *strings.Builder, records map[int][]FlightEntry) {
+	type channel struct {
+		comm     string
+		from, to int
+	}
+	newest := map[channel]*[2]*FlightEntry{} // [0] the sender's send, [1] the receiver's recv
+	for r, es := range records {
+		for i := range es {
+			e := &es[i]
+			if e.Peer == nil {
+				continue
+			}
+			ch, side := channel{e.Comm, r, *e.Peer}, 0
+			if e.Op == "recv" {
+				ch, side = channel{e.Comm, *e.Peer, r}, 1
+			}
+			pair := newest[ch]
+			if pair == nil {
+				pair = &[2]*FlightEntry{}
+				newest[ch] = pair
+			}
+			if pair[side] == nil || e.Seq >= pair[side].Seq {
+				pair[side] = e
+			}
+		}
+	}
+	chans := make([]channel, 0, len(newest))
+	for ch := range newest {
+		chans = append(chans, ch)
+	}
+	sort.Slice(chans, func(i, j int) bool {
+		a, c := chans[i], chans[j]
+		if a.comm != c.comm {
+			return a.comm < c.comm
+		}
+		if a.from != c.from {
+			return a.from < c.from
+		}
+		return a.to < c.to
+	})
+	describe := func(e *FlightEntry, who int, verb string) string {
+		switch {
+		case e == nil:
+			return fmt.Sprintf("rank %d has no %s recorded", who, verb)
+		case e.End.IsZero():
+			return fmt.Sprintf("rank %d waits in %s seq %d (%d %s) for %.1fs", who, verb, e.Seq, e.Count, e.DType, time.Since(e.Start).Seconds())
+		case e.Err != "":
+			return fmt.Sprintf("rank %d's %s seq %d failed: %s", who, verb, e.Seq, e.Err)
+		}
+		return fmt.Sprintf("rank %d finished %s seq %d", who, verb, e.Seq)
+	}
+	for _, ch := range chans {
+		pair := newest[ch]
+		send, recv := pair[0], pair[1]
+		stuck := (send != nil && (send.End.IsZero() || send.Err != "")) || (recv != nil && (recv.End.IsZero() || recv.Err != ""))
+		status := "complete"
+		if stuck {
+			status = "STUCK"
+		}
+		if _, ok := records[ch.from]; !ok {
+			send = nil
+		}
+		if _, ok := records[ch.to]; !ok {
+			recv = nil
+		}
+		fmt.Fprintf(b, "%s point-to-point rank %d -> rank %d: %s; %s; %s\n", ch.comm, ch.from, ch.to, status,
+			describe(send, ch.from, "send"), describe(recv, ch.to, "recv"))
+	}
 }

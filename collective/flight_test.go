@@ -63,3 +63,50 @@ func TestFlightRecorderRingKeepsNewest(t *testing.T) {
 		t.Fatalf("entries %+v", es)
 	}
 }
+
+// TestFlightRecorderShowsPointToPoint: pipeline-style sends and receives
+// are recorded per peer; the diagnosis of a receive that waits on a
+// sender which stopped sending names both ranks and how far each got,
+// and the collectives' groups stay "complete".
+func TestFlightRecorderShowsPointToPoint(t *testing.T) {
+	trs := loopback.New(2)
+	recs := []*FlightRecorder{NewFlightRecorder(8), NewFlightRecorder(8)}
+	comms := make([]*Comm, 2)
+	for r := range comms {
+		c, err := New(trs[r], []int{0, 1}, Options{Name: "pp", Flight: recs[r], Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		comms[r] = c
+	}
+	ctx := context.Background()
+	for i := 0; i < 2; i++ { // two activations go through
+		h := comms[0].SendAsync(ctx, F32(make([]float32, 6)), 1)
+		if err := comms[1].Recv(ctx, F32(make([]float32, 6)), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the third receive waits: rank 0 stopped sending
+	rctx, cancel := context.WithCancel(ctx)
+	h := comms[1].RecvAsync(rctx, F32(make([]float32, 6)), 0)
+	time.Sleep(50 * time.Millisecond)
+	d := Diagnose(map[int][]FlightEntry{0: recs[0].Entries(), 1: recs[1].Entries()}, []int{0, 1})
+	for _, want := range []string{"pp point-to-point rank 0 -> rank 1: STUCK", "rank 0 finished send seq 1", "rank 1 waits in recv seq 2 (6 f32)"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diagnosis lacks %q:\n%s", want, d)
+		}
+	}
+	cancel()
+	err := h.Wait(ctx)
+	if err == nil || !strings.Contains(err.Error(), "recv seq 2 (rank 1 with rank 0)") {
+		t.Fatalf("cancelled receive: %v, want it named with both ranks", err)
+	}
+	es := recs[1].Entries()
+	if last := es[len(es)-1]; last.Op != "recv" || last.Peer == nil || *last.Peer != 0 || last.Err == "" || last.End.IsZero() {
+		t.Errorf("rank 1's last entry %+v, want the failed recv from rank 0", last)
+	}
+}

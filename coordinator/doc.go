@@ -26,5 +26,15 @@
 // coordinator refuses other epochs (epoch.go).
 //
 // Every RPC needs the job token (metadata "authorization: Bearer TOKEN"),
-// and TLS is used when a certificate is configured.
+// and TLS is used when a certificate is configured: files, or a job CA
+// every node derives from the token (jobca.go, strand --tls-auto).
+//
+// Observability: the coordinator logs through Config.Log (the launcher
+// gives it the workers' zap format, lines prefixed "[coordinator]").
+// Complaints about peers (a wrong token, garbage or a truncated hello on
+// the gRPC port, memberlist's warnings such as undecryptable gossip) are
+// logged at warn with the peer's address, at most one line per peer host
+// and kind every 30 s (internal/ratelog). Status marks a running rank
+// "stalled" or "missing" with its age, and a step watchdog warns once per
+// stall (server.go, healthLocked and stepWatchdog).
 package coordinator

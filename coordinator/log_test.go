@@ -184,3 +184,27 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// TestGarbageOnTheTLSPortIsDroppedAndLogged: under TLS the hello is a TLS
+// record; anything else (here a plaintext HTTP/2 preface, as a client
+// without --tls-ca sends) is dropped and logged with the peer's address.
+func TestGarbageOnTheTLSPortIsDroppedAndLogged(t *testing.T) {
+	cert, key := selfSigned(t, t.TempDir())
+	s, logs := observed(t, func(c *Config) { c.CertFile, c.KeyFile = cert, key })
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(http2Preface); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(conn); isTimeout(err) {
+		t.Fatalf("plaintext connection to the TLS port not closed: %v", err)
+	}
+	e := waitLog(t, logs, "garbage instead of a gRPC hello")
+	if !strings.HasPrefix(e.ContextMap()["peer"].(string), "127.0.0.1:") {
+		t.Errorf("logged %v", e.ContextMap())
+	}
+}

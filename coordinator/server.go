@@ -736,7 +736,9 @@ func (s *Server) healthLocked(now time.Time) []string {
 			out[r] = fmt.Sprintf("missing: last heartbeat %.1fs ago", age.Seconds())
 		} else if still := now.Sub(j.stepAt); j.step < furthest && still >= threshold {
 			out[r] = fmt.Sprintf("stalled: step %d for %.0fs, others at %d", j.step, still.Seconds(), furthest)
-		} else if still := now.Sub(s.progressAt); j.step == furthest && !s.progressAt.IsZero() && still >= threshold {
+		} else if still := now.Sub(s.progressAt); j.step == furthest && furthest > 0 && still >= threshold {
+			// (from the first step on: loading data and building the
+			// model before it take as long as they take)
 			out[r] = fmt.Sprintf("stalled: no rank past step %d for %.0fs", furthest, still.Seconds())
 		}
 	}

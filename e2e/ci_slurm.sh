@@ -5,15 +5,17 @@
 #   bash e2e/ci_slurm.sh          install (if needed) and start; idempotent
 #   bash e2e/ci_slurm.sh stop     stop the daemons it started (by pid file)
 #
-# It records the daemons it starts in $STARTED; `stop` stops only those, so
-# a cluster that was already running before the tests stays up.
+# It records the pid files of the daemons it starts in $STRAND_SLURM_STATE
+# (default /run/strand-ci-slurm.started); `stop` stops only those, so a
+# cluster that was already running (say, started by another test run that
+# is still going) stays up. scripts/test.sh gives every run its own file.
 #
 # Needs root and Debian's apt. Without root it prints why and exits 0: the
 # Slurm test then skips with a message. The steps are the ones in
 # deploy/slurm/README.md ("A one-node cluster for testing").
 set -euo pipefail
 
-STARTED=/run/strand-ci-slurm.started # pid files of the daemons this script started
+STARTED="${STRAND_SLURM_STATE:-/run/strand-ci-slurm.started}" # pid files of the daemons this run started
 
 if [[ "${1:-}" == "stop" ]]; then
   [[ -s "$STARTED" ]] || exit 0

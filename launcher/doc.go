@@ -16,7 +16,10 @@
 // When any worker fails, the others get SIGTERM
 // (then SIGKILL after a grace period) and the launcher returns an *ExitError
 // carrying the first failure's rank and exit code. Cancelling the context
-// (Ctrl-C, SIGTERM) forwards SIGTERM to every worker.
+// (Ctrl-C, SIGTERM) fails the job at the coordinator as "interrupted by the
+// operator" (no rank blamed) and forwards SIGTERM to every worker. Workers
+// get SIGHUP if the launcher itself dies (kill -9); WatchLauncher turns it
+// into an error naming the lost launcher.
 //
 // Restarts (strand train --max-restarts) launch a new epoch (Common.Epoch).
 // Before a multi-node restart the nodes run Regroup: node 0 waits, bounded,

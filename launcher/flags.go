@@ -32,6 +32,9 @@ type Flags struct {
 	// TLSCert and TLSKey enable TLS on the coordinator; TLSCA is what
 	// workers trust (default TLSCert, for a self-signed certificate).
 	TLSCert, TLSKey, TLSCA string
+	// TLSAuto enables TLS with a job CA derived from the token instead of
+	// files (every node derives the same one).
+	TLSAuto bool
 	// RDMAProvider is the verbs provider for --transport rdma.
 	RDMAProvider string
 	// MinNodes is the fewest nodes an elastic restart may continue with
@@ -61,6 +64,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.Metrics, "metrics", "", "serve coordinator Prometheus metrics on this address (e.g. 127.0.0.1:9400)")
 	fs.StringVar(&f.TLSCert, "tls-cert", "", "coordinator TLS certificate (PEM); enables TLS")
 	fs.StringVar(&f.TLSKey, "tls-key", "", "coordinator TLS private key (PEM)")
+	fs.BoolVar(&f.TLSAuto, "tls-auto", false, "TLS for the coordinator with a job CA every node derives from the job token (no certificate files to distribute)")
 	fs.StringVar(&f.TLSCA, "tls-ca", "", "CA certificate workers trust for the coordinator (default: --tls-cert, for self-signed ones)")
 	fs.StringVar(&f.RDMAProvider, "rdma-provider", "", "verbs provider for --transport rdma: ibverbs (default, hardware) or soft (pure Go, one machine)")
 	fs.IntVar(&f.MinNodes, "min-nodes", 0, "elastic restart of a multi-node job: continue with at least this many nodes, shrinking data parallelism (default: --nnodes)")

@@ -60,7 +60,10 @@ type Common struct {
 	// TLSCert and TLSKey enable TLS on the coordinator node 0 hosts; TLSCA
 	// (default TLSCert) is passed to workers to verify it.
 	TLSCert, TLSKey, TLSCA string
-	RDMAProvider           string // passed to workers (STRAND_RDMA_PROVIDER)
+	// TLSAuto runs the coordinator over TLS with a job CA every node
+	// derives from the token (see jobTLS) when no files are given.
+	TLSAuto      bool
+	RDMAProvider string // passed to workers (STRAND_RDMA_PROVIDER)
 	// Log is the launcher's and the coordinator's log. Default: a zap
 	// logger in LogFormat on Stderr, its lines prefixed "[coordinator] "
 	// as workers' lines are "[rank N] ".
@@ -137,11 +140,15 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 	if err := cfg.fill(); err != nil {
 		return err
 	}
+	cleanTLS, jobCA, err := cfg.jobTLS(cfg.NodeRank, cfg.Coordinator)
+	if err != nil {
+		return err
+	}
+	defer cleanTLS()
 	out := &lockedWriter{w: cfg.Stdout}
 	errw := &lockedWriter{w: cfg.Stderr}
 	log := cfg.Log
 	if log == nil {
-		var err error
 		pw := &prefixWriter{w: errw, prefix: "[coordinator] "}
 		if cfg.LogFormat == "json" {
 			pw.tag = func(line []byte) []byte { return withKey(line, "component", `"coordinator"`) } // lines stay JSON
@@ -151,6 +158,13 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		}
 	}
 	coordAddr := cfg.Coordinator
+	if jobCA {
+		log.Info("TLS with the job CA derived from the token", zap.String("ca", cfg.TLSCA), zap.Bool("serves_coordinator", cfg.TLSCert != ""))
+	}
+	if cfg.NNodes > 1 && cfg.TLSCert == "" && cfg.TLSCA == "" {
+		log.Warn("NO TLS: this multi-node job's coordinator traffic, the job token included, crosses the network in the clear; " +
+			"give every node --tls-cert/--tls-key (node 0) and --tls-ca")
+	}
 	var srv *coordinator.Server
 	if cfg.NodeRank == 0 {
 		host, port, err := net.SplitHostPort(cfg.Coordinator)
@@ -241,7 +255,14 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			}
 		case <-ctxDone:
 			ctxDone = nil
-			tearDown("interrupted: " + context.Cause(ctx).Error())
+			// The job ends by the operator's will: the coordinator says so
+			// first, so every worker (on every node) stops with that
+			// reason at once, and no rank is blamed for the context its
+			// own signal cancelled.
+			if srv != nil {
+				srv.Fail(InterruptedReason)
+			}
+			tearDown(InterruptedReason)
 		case <-killTimer:
 			killTimer = nil
 			for _, p := range procs {
@@ -268,10 +289,14 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		return first
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("launcher: interrupted: %w", context.Cause(ctx))
+		return fmt.Errorf("launcher: %s (%w)", InterruptedReason, context.Cause(ctx))
 	}
 	return nil
 }
+
+// InterruptedReason is the job's failure reason when the operator stops
+// it (Ctrl-C, SIGTERM to the launcher).
+const InterruptedReason = "interrupted by the operator"
 
 func (cfg *NodeConfig) fill() error {
 	if cfg.NNodes < 1 || cfg.NodeRank < 0 || cfg.NodeRank >= cfg.NNodes {
@@ -362,7 +387,9 @@ func (cfg *NodeConfig) spawn(rank, local int, coordAddr string, stdout, stderr *
 		jobenv.TLSCA+"="+cfg.TLSCA,
 		jobenv.RDMAProvider+"="+cfg.RDMAProvider,
 		jobenv.Epoch+"="+strconv.FormatInt(cfg.Epoch, 10),
+		jobenv.LauncherPID+"="+strconv.Itoa(os.Getpid()),
 	)
+	dieWithLauncher(cmd)
 	cmd.Env = append(cmd.Env, cfg.Env...)
 	o, err := cmd.StdoutPipe()
 	if err != nil {

@@ -189,3 +189,22 @@ func TestExitErrorMessage(t *testing.T) {
 		t.Fatal(e.Error())
 	}
 }
+
+// TestMultiNodeWithoutTLSWarns: a node of a multi-node job without TLS
+// says loudly that the token crosses the network in the clear; with a CA
+// it does not.
+func TestMultiNodeWithoutTLSWarns(t *testing.T) {
+	for _, ca := range []string{"", "/some/ca.pem"} {
+		var out, errb bytes.Buffer
+		cfg := NodeConfig{NNodes: 2, NodeRank: 1, Coordinator: "127.0.0.1:1", NProcPerNode: 1, Mesh: mesh.Mesh{DP: 2, TP: 1, PP: 1},
+			Args: []string{"-test.run=^$"}, Stdout: &out, Stderr: &errb,
+			Common: Common{Executable: os.Args[0], Env: []string{"LAUNCHER_TEST_CHILD=ok"}, Token: "t", TLSCA: ca, KillGrace: 2 * time.Second}}
+		if err := Node(context.Background(), cfg); err != nil {
+			t.Fatalf("Node: %v\n%s", err, errb.String())
+		}
+		warned := strings.Contains(errb.String(), "[coordinator] ") && strings.Contains(errb.String(), "NO TLS")
+		if warned != (ca == "") {
+			t.Errorf("TLS CA %q: warned %v; stderr:\n%s", ca, warned, errb.String())
+		}
+	}
+}

@@ -121,6 +121,11 @@ func Regroup(ctx context.Context, cfg RegroupConfig) (Plan, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
+	cleanTLS, _, err := cfg.jobTLS(cfg.NodeRank, cfg.Coordinator)
+	if err != nil {
+		return Plan{}, err
+	}
+	defer cleanTLS()
 	if cfg.TLSCA == "" {
 		cfg.TLSCA = cfg.TLSCert
 	}

@@ -57,7 +57,9 @@ fi
 if [ -f e2e/ci_slurm.sh ] && [ "$(id -u)" = 0 ]; then
   log "one-node Slurm cluster for the srun e2e test"
   # stop the daemons this run starts (only those) on any exit
-  trap 'bash e2e/ci_slurm.sh stop' EXIT
+  STRAND_SLURM_STATE=$(mktemp /tmp/strand-ci-slurm.XXXXXX)
+  export STRAND_SLURM_STATE
+  trap 'bash e2e/ci_slurm.sh stop; rm -f "$STRAND_SLURM_STATE"' EXIT
   trap 'exit 130' INT TERM
   bash e2e/ci_slurm.sh || echo "note: Slurm setup failed; the srun e2e test will skip"
 fi

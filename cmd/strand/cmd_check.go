@@ -44,7 +44,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	common := launcher.Common{Log: log,
 		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
-		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics, TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA,
+		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics, TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA, TLSAuto: lf.TLSAuto,
 		RDMAProvider: lf.RDMAProvider,
 	}
 	argv := append([]string{"check"}, args...)
@@ -141,6 +141,7 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	if err == nil && context.Cause(runCtx) != nil && rt.Context().Err() == nil {
 		err = context.Cause(runCtx)
 	}
+	err = launcher.WithCause(ctx, err) // e.g. the launcher is gone
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = rt.Leave(lctx, err)

@@ -74,6 +74,7 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 	common := launcher.Common{
 		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
+		TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA, TLSAuto: lf.TLSAuto,
 	}
 	nnodes, nodeRank := lf.NNodes, lf.NodeRank
 	if !lf.MultiNode() {
@@ -107,7 +108,7 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 		}
 		if err == nil || restart >= j.maxRestarts {
 			if err != nil && j.maxRestarts > 0 {
-				err = fmt.Errorf("%w (all %d restarts used)", err, j.maxRestarts)
+				err = fmt.Errorf("%w (the job failed again after its last restart: all %d restarts are used up)", err, j.maxRestarts)
 			}
 			return err
 		}
@@ -229,6 +230,16 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var intr *trainer.Interrupted
+	var gone *launcher.LauncherGoneError
+	if errors.As(context.Cause(ctx), &gone) {
+		// not the operator: the launcher died (a run loop that saw its
+		// interrupt checkpointed first); say so and fail
+		if errors.As(err, &intr) || err == nil {
+			err = gone
+		} else {
+			err = launcher.WithCause(ctx, err)
+		}
+	}
 	if !errors.As(err, &intr) {
 		err = rt.Leave(lctx, err)
 		if err != nil && rt.LauncherReports() {

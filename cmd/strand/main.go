@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/strand-ml/strand/launcher"
 )
 
 // command is one subcommand. Name may have two words ("bench collective").
@@ -102,15 +104,17 @@ func (e quietExit) Error() string { return e.err.Error() }
 func (e quietExit) Unwrap() error { return e.err }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// The first Ctrl-C asks for a clean stop (a training run
 		// checkpoints first); restoring the default makes a second one
 		// end the process at once.
-		<-ctx.Done()
+		<-sigCtx.Done()
 		stop()
 	}()
+	ctx, unwatch := launcher.WatchLauncher(sigCtx) // a worker whose launcher dies leaves saying so
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	unwatch()
 	stop()
 	os.Exit(code)
 }

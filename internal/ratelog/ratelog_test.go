@@ -14,7 +14,7 @@ func newTest(every time.Duration) (*Limiter, *observer.ObservedLogs, *time.Time)
 	core, logs := observer.New(zapcore.InfoLevel)
 	l := New(zap.New(core), every)
 	now := time.Unix(1000, 0)
-	l.now = func() time.Time { return now }
+	l.gate.now = func() time.Time { return now }
 	return l, logs, &now
 }
 
@@ -50,8 +50,8 @@ func TestKeysAreBounded(t *testing.T) {
 	for i := 0; i < 3*maxKeys; i++ {
 		l.Warn(fmt.Sprintf("10.%d.%d.%d:1", i>>16, (i>>8)&255, i&255), "garbage hello")
 	}
-	if len(l.keys) > maxKeys+1 {
-		t.Errorf("%d keys, bound %d", len(l.keys), maxKeys)
+	if len(l.gate.keys) > maxKeys+1 {
+		t.Errorf("%d keys, bound %d", len(l.gate.keys), maxKeys)
 	}
 	if n := logs.Len(); n != maxKeys+1 {
 		t.Errorf("%d lines, want %d (one per host until full, then one shared)", n, maxKeys+1)

@@ -27,6 +27,7 @@ const (
 	TLSCA           = "STRAND_TLS_CA"           // CA that workers trust for the coordinator
 	RDMAProvider    = "STRAND_RDMA_PROVIDER"    // verbs provider for --transport rdma: ibverbs (default) or soft
 	Epoch           = "STRAND_EPOCH"            // job incarnation: 0, +1 per elastic restart
+	LauncherPID     = "STRAND_LAUNCHER_PID"     // the launcher's pid (launcher.WatchLauncher)
 )
 
 // DefaultPort is the coordinator port when none is configured.

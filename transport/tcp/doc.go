@@ -12,6 +12,12 @@
 // challenge-response HMAC-SHA256 over the shared Config.Token in both
 // directions: the token itself never crosses the wire.
 //
+// A dead path is noticed by the sockets themselves (link.go): keepalive
+// every second and TCP_USER_TIMEOUT = Config.LinkTimeout (4 s) fail the
+// peer with "link rank A <-> rank B lost" even when the control plane
+// runs over another, healthy network. Refused connections (garbage, a bad
+// or silent hello) are logged once per peer host and interval.
+//
 // After the handshake a socket carries frames (frame.go): a fixed 40-byte
 // header (tag, message id, message length, part offset, part length)
 // followed by the part's bytes. A message shorter than Config.SplitBytes

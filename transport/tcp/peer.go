@@ -163,6 +163,7 @@ func (p *peer) peerErr(op string, err error) error {
 // error must find the peer among the failures, or a collective would
 // report a bare receive error instead of naming the dead rank.
 func (p *peer) fail(err error) {
+	err = p.linkErr(err)
 	p.mu.Lock()
 	first := p.err == nil && !p.failing
 	p.failing = true

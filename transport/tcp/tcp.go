@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/strand-ml/strand/internal/ratelog"
 	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport"
 )
@@ -29,6 +30,11 @@ type Config struct {
 	MaxMessage       int64         // largest message a peer may announce (default 16 GiB)
 	SocketBuffer     int           // SO_SNDBUF / SO_RCVBUF in bytes (default 4 MiB; <0 keeps the kernel's)
 	HandshakeTimeout time.Duration // per-socket handshake limit (default 10 s)
+	// LinkTimeout is how long a data socket's path may be dead (no
+	// acknowledgement, no keepalive answer) before the peer is failed
+	// with an error naming the link (see link.go); default
+	// DefaultLinkTimeout, < 0 leaves the kernel's defaults (minutes).
+	LinkTimeout time.Duration
 	// Spin is how long a small receive whose ctx carries
 	// transport.WithSpinHint polls for its message before parking its
 	// goroutine (saves a thread wake-up per message). 0 picks
@@ -70,6 +76,9 @@ func (c *Config) fill() error {
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
+	if c.LinkTimeout == 0 {
+		c.LinkTimeout = DefaultLinkTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -85,6 +94,9 @@ type Transport struct {
 	peers []*peer // indexed by rank; nil at this rank
 	pool  bufPool
 	spin  spinPolicy // how long small receives poll before parking (see Config.Spin)
+	// refusals rate-limits the log lines about refused connections (one
+	// per peer host and interval): a flood of garbage cannot fill a disk.
+	refusals *ratelog.Gate
 
 	mu       sync.Mutex
 	conns    [][]*net.TCPConn // during setup: [peer][stream]
@@ -127,15 +139,16 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, fmt.Errorf("tcp rank %d: listen %s: %w", cfg.Rank, addr, err)
 	}
 	t := &Transport{
-		cfg:     cfg,
-		ln:      ln,
-		log:     cfg.Logger.With("rank", cfg.Rank, "job", cfg.JobID),
-		peers:   make([]*peer, cfg.Size),
-		conns:   make([][]*net.TCPConn, cfg.Size),
-		missing: (cfg.Size - 1) * cfg.Streams,
-		ready:   make(chan struct{}),
-		failCh:  make(chan struct{}),
-		closed:  make(chan struct{}),
+		refusals: ratelog.NewGate(0),
+		cfg:      cfg,
+		ln:       ln,
+		log:      cfg.Logger.With("rank", cfg.Rank, "job", cfg.JobID),
+		peers:    make([]*peer, cfg.Size),
+		conns:    make([][]*net.TCPConn, cfg.Size),
+		missing:  (cfg.Size - 1) * cfg.Streams,
+		ready:    make(chan struct{}),
+		failCh:   make(chan struct{}),
+		closed:   make(chan struct{}),
 	}
 	for p := range t.conns {
 		if p != cfg.Rank {
@@ -272,7 +285,10 @@ func (t *Transport) serverSetup(c *net.TCPConn) {
 		err = t.register(int(h.From), int(h.Stream), c)
 	}
 	if err != nil {
-		t.log.Warn("tcp: refused connection", "remote", c.RemoteAddr().String(), "err", err)
+		remote := c.RemoteAddr().String()
+		if ok, n := t.refusals.Allow(remote, "refused"); ok {
+			t.log.Warn("tcp: refused connection", "remote", remote, "err", err, "repeats_suppressed", n)
+		}
 		c.Close()
 	}
 }
@@ -280,6 +296,7 @@ func (t *Transport) serverSetup(c *net.TCPConn) {
 // register records an authenticated socket during setup.
 func (t *Transport) register(p, s int, c *net.TCPConn) error {
 	_ = c.SetNoDelay(true)
+	watchLink(c, t.cfg.LinkTimeout)
 	if t.cfg.SocketBuffer > 0 {
 		_ = c.SetReadBuffer(t.cfg.SocketBuffer)
 		_ = c.SetWriteBuffer(t.cfg.SocketBuffer)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -663,5 +664,47 @@ func TestSoloSpinReceives(t *testing.T) {
 	err = ts[0].Recv(ctx, 1, 4, make([]byte, 16))
 	if !errors.As(err, &pe) || pe.Peer != 1 {
 		t.Fatalf("err = %v, want a PeerError naming the dead rank 1", err)
+	}
+}
+
+// TestGarbageFloodIsLoggedOncePerHost: a hundred garbage connections from
+// one host are each dropped within the handshake timeout but logged once
+// (rate-limited per peer host), and the job is undisturbed.
+func TestGarbageFloodIsLoggedOncePerHost(t *testing.T) {
+	logs := &syncBuf{}
+	const hs = 200 * time.Millisecond
+	ts := mustDial(t, 2, func(c *Config) {
+		c.HandshakeTimeout = hs
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	for i := 0; i < 100; i++ {
+		c, err := net.Dial("tcp", ts[0].Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		c.Close()
+	}
+	// a silent connection: dropped after the handshake timeout
+	silent, err := net.Dial("tcp", ts[0].Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	_ = silent.SetReadDeadline(time.Now().Add(20 * hs))
+	start := time.Now()
+	if _, err := silent.Read(make([]byte, 1)); err == nil || time.Since(start) >= 20*hs {
+		t.Errorf("a silent connection was not dropped within the handshake timeout (%v after %v)", err, time.Since(start))
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := strings.Count(logs.String(), "tcp: refused connection"); n != 1 {
+		t.Errorf("%d log lines for 101 bad connections from one host, want 1:\n%s", n, logs.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { _ = ts[1].Send(ctx, 0, 1, []byte("still fine")) }()
+	got := make([]byte, 10)
+	if err := ts[0].Recv(ctx, 1, 1, got); err != nil || string(got) != "still fine" {
+		t.Fatalf("%q %v", got, err)
 	}
 }

@@ -56,7 +56,12 @@ type Common struct {
 	JobID       string        // default "strand-<random>"
 	JoinTimeout time.Duration // coordinator's wait for all workers
 	KillGrace   time.Duration // SIGTERM to SIGKILL; default 5 s
-	MetricsAddr string        // coordinator /metrics address, "" = off
+	// InterruptGrace is how long workers get after the operator's
+	// interrupt to stop on their own (a training run checkpoints at the
+	// next step and leaves) before the coordinator fails the job as
+	// interrupted and the kill follows; 0: the job fails at once.
+	InterruptGrace time.Duration
+	MetricsAddr    string // coordinator /metrics address, "" = off
 	// TLSCert and TLSKey enable TLS on the coordinator node 0 hosts; TLSCA
 	// (default TLSCert) is passed to workers to verify it.
 	TLSCert, TLSKey, TLSCA string
@@ -221,8 +226,9 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 	// killTimer fires SIGKILL at workers still running after a teardown
 	// (or after the coordinator failed the job and they did not exit).
 	var killTimer <-chan time.Time
+	var failTimer <-chan time.Time // the interrupt's grace before failing the job
 	tearingDown := false
-	tearDown := func(why string) {
+	tearDown := func(why string, grace time.Duration) {
 		if tearingDown {
 			return
 		}
@@ -232,7 +238,15 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			p.signal(syscall.SIGTERM)
 			p.signal(syscall.SIGCONT) // a stopped worker must run to see SIGTERM
 		}
-		killTimer = time.After(cfg.KillGrace)
+		killTimer = time.After(grace + cfg.KillGrace)
+	}
+	interrupted := func() {
+		// The job ends by the operator's will: the coordinator says so
+		// (every worker on every node stops with that reason at once, no
+		// rank is blamed for the context its own signal cancelled).
+		if srv != nil {
+			srv.Fail(InterruptedReason)
+		}
 	}
 	ctxDone := ctx.Done()
 	for running := len(procs); running > 0; {
@@ -241,7 +255,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			running--
 			if p.code != 0 && first == nil && !p.terminated {
 				first = &ExitError{Rank: p.rank, Code: p.code, Signal: p.sig}
-				tearDown(first.Error())
+				tearDown(first.Error(), 0)
 			}
 		case <-coordDone:
 			coordDone = nil
@@ -255,14 +269,16 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			}
 		case <-ctxDone:
 			ctxDone = nil
-			// The job ends by the operator's will: the coordinator says so
-			// first, so every worker (on every node) stops with that
-			// reason at once, and no rank is blamed for the context its
-			// own signal cancelled.
-			if srv != nil {
-				srv.Fail(InterruptedReason)
+			if cfg.InterruptGrace > 0 {
+				// workers that stop on their own (checkpointing) first
+				failTimer = time.After(cfg.InterruptGrace)
+			} else {
+				interrupted()
 			}
-			tearDown(InterruptedReason)
+			tearDown(InterruptedReason, cfg.InterruptGrace)
+		case <-failTimer:
+			failTimer = nil
+			interrupted()
 		case <-killTimer:
 			killTimer = nil
 			for _, p := range procs {

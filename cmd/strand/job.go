@@ -75,6 +75,8 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 		Transport: lf.Transport, Bind: lf.Bind, LogFormat: lf.LogFormat, Token: lf.Token,
 		JoinTimeout: lf.JoinTimeout, MetricsAddr: lf.Metrics,
 		TLSCert: lf.TLSCert, TLSKey: lf.TLSKey, TLSCA: lf.TLSCA, TLSAuto: lf.TLSAuto,
+		// the run loop checkpoints at the next step after an interrupt
+		InterruptGrace: interruptGrace + 5*time.Second,
 	}
 	nnodes, nodeRank := lf.NNodes, lf.NodeRank
 	if !lf.MultiNode() {

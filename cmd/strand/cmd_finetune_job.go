@@ -95,7 +95,7 @@ func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
 	fs.IntVar(&f.batch, "batch", 8, "global batch: rows per optimizer step over all data-parallel ranks")
 	fs.IntVar(&f.seq, "seq", 0, "positions per row (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank")
-	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe or 1f1b")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
 	fs.Float64Var(&f.lr, "lr", lr, "peak learning rate")
 	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps")
 	fs.Float64Var(&f.minLRFrac, "min-lr-frac", 0.1, "final learning rate as a fraction of --lr (cosine decay)")

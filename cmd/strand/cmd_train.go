@@ -154,7 +154,7 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
 	fs.IntVar(&f.micro, "accum", 1, "alias of --microbatches")
-	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe or 1f1b")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
 	fs.StringVar(&f.stageLayers, "stage-layers", "", "layers per pipeline stage, comma-separated (default: balanced)")
 	fs.Float64Var(&f.lr, "lr", 1e-3, "peak learning rate")
 	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps (default: 5% of steps)")

@@ -490,8 +490,8 @@ func pipelineReport(ctx context.Context, tr *trainer.Trainer, coord mesh.Coord, 
 			coord.PP, pp.InFlight(coord.PP), pp.Name, pp.Micro, float64(tr.ActivationBytes())/1e6, float64(peakRSS())/1e6)
 	}
 	if lead && pp.Stages > 1 {
-		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% = (p-1)/(m+p-1) with p=%d, m=%d (%s)\n",
-			100*bubble, 100*pp.TheoreticalBubble(), pp.Stages, pp.Micro, pp.Name)
+		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% (%s, p=%d, m=%d)\n",
+			100*bubble, 100*pp.TheoreticalBubble(), pp.Name, pp.Stages, pp.Micro)
 	}
 	return nil
 }

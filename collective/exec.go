@@ -512,6 +512,12 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 		}
 	}
 	ready := make(chan arrival, depth)
+	// handled counts the receives this goroutine has finished, for the
+	// helper's fences (recvs has its one waiter already: the send lane).
+	var handled *progress
+	if slices.ContainsFunc(plan.Recvs, func(s Step) bool { return s.Fence }) {
+		handled = newProgress()
+	}
 	helperDone := make(chan struct{})
 	// The helper may be writing into a staging buffer: wait for it before
 	// the deferred putStaging hands the buffers to another call.
@@ -534,7 +540,7 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 				}
 			}
 			if s.Fence {
-				if err := recvs.wait(cl.ctx, i); err != nil {
+				if err := handled.wait(cl.ctx, i); err != nil {
 					deliver(arrival{err: err})
 					return
 				}
@@ -576,6 +582,9 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 			free <- a.stage
 		}
 		recvs.add()
+		if handled != nil {
+			handled.add()
+		}
 	}
 }
 

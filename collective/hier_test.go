@@ -79,3 +79,14 @@ func TestHierAllReducePlan(t *testing.T) {
 		}
 	}
 }
+
+// Every receive executor runs the hierarchical plan (the loopback
+// transport has no posted receives: the staging executor and its fences).
+func TestHierarchicalOverLoopback(t *testing.T) {
+	for _, labels := range [][]string{{"a", "a", "b", "b"}, {"a", "b", "c", "a", "b", "c"}} {
+		ts := loopbackWorld(t, len(labels))
+		for _, count := range []int{0, 1, 13, 1031, 20011} {
+			checkAllOps(t, ts, count, Options{Name: fmt.Sprint(count), SmallBytes: 1, SegmentBytes: 256, Nodes: labels})
+		}
+	}
+}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -135,5 +136,41 @@ func TestForcedSharedMemoryNamesThePair(t *testing.T) {
 	}
 	if named == 0 {
 		t.Errorf("no rank named the pair: %v", errs)
+	}
+}
+
+// A group spanning two "hosts" gets the node layout, so its large
+// all-reduces are hierarchical; the result is right.
+func TestGroupsGetNodeLabels(t *testing.T) {
+	rts, errs := joinWith(t, mesh.Mesh{DP: 4, TP: 1, PP: 1}, "auto", []string{"a", "a", "b", "b"})
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	if got := fmt.Sprint(rts[0].nodeLabels([]int{0, 1, 2, 3})); got != "[a a b b]" {
+		t.Fatalf("labels %s", got)
+	}
+	var wg sync.WaitGroup
+	res := make([]error, len(rts))
+	for r, rt := range rts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]float32, 1<<20)
+			for i := range buf {
+				buf[i] = float32(r*10 + i%5)
+			}
+			res[r] = rt.DP.AllReduce(rt.Context(), collective.F32(buf), collective.Avg)
+			if res[r] == nil && buf[12347] != float32(15+12347%5) {
+				res[r] = fmt.Errorf("avg %v", buf[12347])
+			}
+		}()
+	}
+	wg.Wait()
+	for r, err := range res {
+		if err != nil {
+			t.Errorf("rank %d: %v", r, err)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/strand-ml/strand/coordinator"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/transport"
 )
 
 // joinWith joins every rank of mesh m in-process with the given
@@ -82,6 +83,10 @@ func TestAutoRoutesSharedMemoryInsideHosts(t *testing.T) {
 	}
 	if s := rts[0].RouteSummary(); s != "rank 0: shm to [1], tcp to [2 3]" {
 		t.Errorf("summary %q", s)
+	}
+	// The traffic counter keeps the capabilities the fast receive paths need.
+	if _, ok := rts[0].Transport.(transport.ChunkPoster); !ok {
+		t.Errorf("the world transport %T hides ChunkPoster", rts[0].Transport)
 	}
 	var wg sync.WaitGroup
 	res := make([]error, len(rts))

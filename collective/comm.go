@@ -171,6 +171,21 @@ func (c *Comm) Size() int { return len(c.ranks) }
 // Ranks returns the group's global ranks in group order.
 func (c *Comm) Ranks() []int { return slices.Clone(c.ranks) }
 
+// Nodes returns the group's global ranks by node when large all-reduces
+// run hierarchically (Options.Nodes), else nil.
+func (c *Comm) Nodes() [][]int {
+	if c.topo == nil {
+		return nil
+	}
+	out := make([][]int, len(c.topo.local))
+	for n, l := range c.topo.local {
+		for _, g := range l {
+			out[n] = append(out[n], c.ranks[g])
+		}
+	}
+	return out
+}
+
 // Close stops the communicator's failure watcher. It does not close the
 // transport, which other communicators may share.
 func (c *Comm) Close() error {

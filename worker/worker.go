@@ -299,6 +299,9 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("worker rank %d: %s communicator over %v: %w", rt.Rank, g.name, g.ranks, err)
 		}
+		if nodes := c.Nodes(); nodes != nil {
+			log.Info("hierarchical all-reduce", zap.String("group", g.name), zap.String("nodes", fmt.Sprint(nodes)))
+		}
 		*g.dst = c
 	}
 	if opts.MetricsAddr == "" && opts.MetricsPortBase > 0 {

@@ -61,6 +61,10 @@ type inflight struct {
 	discard bool   // nobody (a size mismatch or an abandoned receive)
 }
 
+// maxMessage bounds a message's announced length (as the TCP
+// transport's default MaxMessage).
+const maxMessage = 16 << 30
+
 // park is a message that arrived before its receive was posted.
 type park struct{ buf []byte }
 
@@ -430,6 +434,11 @@ func (pe *peer) pump() uint64 {
 			if w&padFlag != 0 {
 				pe.consume(pe.rxTail + recHeader + w&^padFlag)
 				continue
+			}
+			if w > maxMessage {
+				// Only a corrupted ring gets here: stop reading it.
+				pe.markDead(fmt.Errorf("corrupt message header at position %d (length %d)", pe.rxTail, w))
+				return head
 			}
 			*c = inflight{active: true, tag: tag, n: w, q: payloadStart(pe.rxTail, w)}
 			pe.mu.Lock()

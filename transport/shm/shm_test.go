@@ -3,11 +3,13 @@ package shm
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -316,5 +318,24 @@ func TestOtherJobRefused(t *testing.T) {
 		if tr != nil {
 			tr.Close()
 		}
+	}
+}
+
+// A corrupted ring (a header announcing an absurd length) fails the peer
+// with an error instead of crashing the reader.
+func TestCorruptHeaderFailsThePeer(t *testing.T) {
+	ts := world(t, 2, 256<<10)
+	pe := ts[0].peers[1]
+	pe.txLock <- struct{}{}
+	binary.LittleEndian.PutUint64(pe.out.data[pe.txHead&pe.out.mask:], 1)
+	binary.LittleEndian.PutUint64(pe.out.data[pe.txHead&pe.out.mask+8:], 1<<50)
+	pe.publish(pe.txHead + recHeader)
+	<-pe.txLock
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := ts[1].Recv(ctx, 0, 1, make([]byte, 8))
+	var perr *transport.PeerError
+	if !errors.As(err, &perr) || perr.Peer != 0 || !strings.Contains(err.Error(), "corrupt message header") {
+		t.Fatalf("got %v, want a failure naming rank 0's corrupt header", err)
 	}
 }

@@ -54,6 +54,9 @@ type Config struct {
 	// --transport auto, shared memory inside a node, TCP between nodes
 	// and the hierarchical all-reduce; with tcp, the flat ring over TCP.
 	NNodes int
+	// Flat keeps the flat ring under --transport auto (no node layout),
+	// to separate the hierarchical algorithm's effect from the transports'.
+	Flat bool
 }
 
 // Ops lists the benchmarkable operations.
@@ -301,6 +304,9 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 		if tr, transportName, nodes, err = dialAuto(dctx, cfg, rank, store, job, token, logw); err != nil {
 			return err
 		}
+		if cfg.Flat {
+			nodes = nil
+		}
 	case "rdma":
 		p, err := rdma.ProviderByName(cfg.Provider)
 		if err != nil {
@@ -329,6 +335,9 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	}
 	defer c.Close()
 	b := &bench{cfg: cfg, c: c, dt: dt, rank: rank, n: cfg.NProc}
+	if c.Nodes() != nil {
+		transportName += fmt.Sprintf(", hierarchical all-reduce over nodes %v", c.Nodes())
+	}
 	if rank == 0 && !cfg.JSON {
 		fmt.Fprintf(out, "# strand bench collective: op %s, %d ranks, %v, transport %s\n", cfg.Op, cfg.NProc, dt, transportName)
 		fmt.Fprintf(out, "# busbw = algbw x %.3f (nccl-tests factor); time = median of the slowest rank\n", BusFactor(cfg.Op, cfg.NProc))

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand"
+	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -337,5 +339,62 @@ func TestCorruptHeaderFailsThePeer(t *testing.T) {
 	var perr *transport.PeerError
 	if !errors.As(err, &perr) || perr.Peer != 0 || !strings.Contains(err.Error(), "corrupt message header") {
 		t.Fatalf("got %v, want a failure naming rank 0's corrupt header", err)
+	}
+}
+
+// Segments are created mode 0600 and have no name in any file system.
+func TestSegmentIsPrivate(t *testing.T) {
+	fd, mem, err := newSegment(segmentSize(256 << 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap(mem)
+	defer closeFD(fd)
+	fi, err := os.Stat(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("segment mode %v, want 0600", perm)
+	}
+	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil || !strings.HasPrefix(link, "/memfd:") {
+		t.Errorf("segment is %q (%v), want an anonymous memfd", link, err)
+	}
+}
+
+// A process that reaches the creator's doorbell socket without having
+// mapped the segment (it cannot present the secret) is refused.
+func TestDoorbellWithoutTheSecretIsRefused(t *testing.T) {
+	store := rendezvous.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		tr, err := Dial(ctx, Config{Rank: 0, Size: 2, Store: store, JobID: "j", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if tr != nil {
+			tr.Close()
+		}
+		errc <- err
+	}()
+	raw, err := store.Get(ctx, segKey("j", 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid, fd int
+	var name string
+	if _, err := fmt.Sscan(string(raw), &pid, &fd, &name); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("unix", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil || !strings.Contains(err.Error(), "did not present the segment's secret") {
+		t.Fatalf("rank 0: %v, want a refusal", err)
 	}
 }

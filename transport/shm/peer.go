@@ -28,8 +28,8 @@ type peer struct {
 	txHead uint64        // under txLock: the writer's head
 
 	// pumpLock is held by whichever goroutine moves bytes out of the
-	// in-ring (a waiting receive or the bell goroutine draining); the pump never blocks,
-	// so holding it is short.
+	// in-ring (a waiting receive, or the bell goroutine draining); the
+	// pump never blocks, so holding it is short.
 	pumpLock chan struct{}
 	rxTail   uint64   // under pumpLock
 	cur      inflight // under pumpLock

@@ -385,3 +385,17 @@ func TestDisagreeingTopologyIsAMismatch(t *testing.T) {
 		t.Fatalf("rank 3: %v, want a mismatch of groups", errs[3])
 	}
 }
+
+// A steady-state small all-reduce over shared memory allocates nothing
+// per call (as over TCP and loopback, alloc_test.go).
+func TestShmSmallAllReduceAllocatesNothing(t *testing.T) {
+	a := smallAllReduceAllocs(t, shmWorld(t, 2), context.Background())
+	t.Logf("%.3f allocations per call", a)
+	limit := 0.05
+	if raceEnabled {
+		limit = 0.25
+	}
+	if a >= limit {
+		t.Errorf("%.3f allocations per 4 KiB all-reduce (both ranks), want 0", a)
+	}
+}

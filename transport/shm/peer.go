@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,9 +36,9 @@ type peer struct {
 	rxTail   uint64   // under pumpLock
 	cur      inflight // under pumpLock
 
-	mu     sync.Mutex // posts, parked
-	posts  map[transport.Tag][]*post
-	parked map[transport.Tag][]*park
+	mu         sync.Mutex                  // queues, freeQueues
+	queues     map[transport.Tag]*tagQueue // per tag: receives waiting, or messages waiting
+	freeQueues []*tagQueue                 // empty queues kept for reuse (a call uses a new tag)
 
 	// conn is the pair's doorbell: one byte wakes the other side's
 	// parked waiters (bell reader goroutine), its end means the peer's
@@ -68,6 +70,39 @@ const maxMessage = 16 << 30
 // park is a message that arrived before its receive was posted.
 type park struct{ buf []byte }
 
+// getPark returns a park for n bytes from the transport's pool of
+// power-of-two buffers.
+func (t *Transport) getPark(n int) *park {
+	k := bits.Len(uint(max(n, 1) - 1))
+	t.poolMu.Lock()
+	if m := len(t.freeParks[k]); m > 0 {
+		pk := t.freeParks[k][m-1]
+		t.freeParks[k][m-1] = nil
+		t.freeParks[k] = t.freeParks[k][:m-1]
+		t.keptParks -= cap(pk.buf)
+		t.poolMu.Unlock()
+		pk.buf = pk.buf[:n]
+		return pk
+	}
+	t.poolMu.Unlock()
+	return &park{buf: make([]byte, n, 1<<k)}
+}
+
+// putPark returns a park to the pool, which keeps at most 64 MiB.
+func (t *Transport) putPark(pk *park) {
+	c := cap(pk.buf)
+	if c == 0 || c&(c-1) != 0 {
+		return
+	}
+	t.poolMu.Lock()
+	if t.keptParks+c <= 64<<20 {
+		k := bits.Len(uint(c - 1))
+		t.freeParks[k] = append(t.freeParks[k], pk)
+		t.keptParks += c
+	}
+	t.poolMu.Unlock()
+}
+
 func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *peer {
 	me, other := 1, 0 // sides: 0 = lo, 1 = hi
 	outRing, inRing := 1, 0
@@ -87,8 +122,7 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *pee
 		peerCulprit: i32(mem, offState+64*other+4),
 		txLock:      make(chan struct{}, 1),
 		pumpLock:    make(chan struct{}, 1),
-		posts:       make(map[transport.Tag][]*post),
-		parked:      make(map[transport.Tag][]*park),
+		queues:      make(map[transport.Tag]*tagQueue),
 		dead:        make(chan struct{}),
 		conn:        conn,
 		sig:         make(chan struct{}),
@@ -132,11 +166,13 @@ func (pe *peer) markDead(cause error) {
 		close(pe.dead)
 		pe.t.noteFailure(e)
 		pe.mu.Lock()
-		for tag, q := range pe.posts {
-			for _, p := range q {
+		for tag, q := range pe.queues {
+			for _, p := range q.posts {
 				p.complete(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: cause})
 			}
-			delete(pe.posts, tag)
+			clear(q.posts)
+			q.posts = q.posts[:0]
+			pe.tidy(tag, q)
 		}
 		pe.mu.Unlock()
 		pe.signal()
@@ -354,8 +390,41 @@ type post struct {
 	done chan struct{}
 }
 
+// newPost takes a recycled receive record (a steady stream of receives
+// allocates none) or makes one.
 func (pe *peer) newPost(ctx context.Context, tag transport.Tag, buf []byte, n int, sink transport.ChunkSink) *post {
-	return &post{pe: pe, ctx: ctx, tag: tag, buf: buf, n: n, sink: sink, spin: transport.SpinHint(ctx), done: make(chan struct{}, 1)}
+	var p *post
+	t := pe.t
+	t.poolMu.Lock()
+	if n := len(t.freePosts); n > 0 {
+		p = t.freePosts[n-1]
+		t.freePosts[n-1] = nil
+		t.freePosts = t.freePosts[:n-1]
+	}
+	t.poolMu.Unlock()
+	if p == nil {
+		p = &post{done: make(chan struct{}, 1)}
+	}
+	select { // a token a completer left after the last user had returned
+	case <-p.done:
+	default:
+	}
+	p.pe, p.ctx, p.tag, p.buf, p.n, p.sink, p.spin = pe, ctx, tag, buf, n, sink, transport.SpinHint(ctx)
+	return p
+}
+
+// recycle returns a finished receive's record. Nothing refers to it any
+// more: a receive leaves its queue and the pump's hands before it is
+// completed (or withdraws in abandon), and is completed once.
+func (p *post) recycle() {
+	t := p.pe.t
+	p.pe, p.ctx, p.buf, p.sink, p.park, p.err = nil, nil, nil, nil, nil, nil
+	p.fin.Store(false)
+	t.poolMu.Lock()
+	if len(t.freePosts) < 256 {
+		t.freePosts = append(t.freePosts, p)
+	}
+	t.poolMu.Unlock()
 }
 
 func (p *post) complete(err error) {
@@ -367,6 +436,48 @@ func (p *post) complete(err error) {
 	}
 }
 
+// tagQueue holds one tag's receives waiting for messages, or messages
+// waiting for receives (never both).
+type tagQueue struct {
+	posts []*post
+	parks []*park
+}
+
+// queue returns tag's queue, creating (or recycling) one. Call with
+// pe.mu held.
+func (pe *peer) queue(tag transport.Tag) *tagQueue {
+	q := pe.queues[tag]
+	if q == nil {
+		if n := len(pe.freeQueues); n > 0 {
+			q = pe.freeQueues[n-1]
+			pe.freeQueues = pe.freeQueues[:n-1]
+		} else {
+			q = &tagQueue{}
+		}
+		pe.queues[tag] = q
+	}
+	return q
+}
+
+// tidy recycles tag's queue once it is empty. Call with pe.mu held.
+func (pe *peer) tidy(tag transport.Tag, q *tagQueue) {
+	if len(q.posts) > 0 || len(q.parks) > 0 {
+		return
+	}
+	delete(pe.queues, tag)
+	if len(pe.freeQueues) < 64 {
+		pe.freeQueues = append(pe.freeQueues, q)
+	}
+}
+
+func popPost(q *tagQueue) *post {
+	p := q.posts[0]
+	copy(q.posts, q.posts[1:])
+	q.posts[len(q.posts)-1] = nil
+	q.posts = q.posts[:len(q.posts)-1]
+	return p
+}
+
 // register puts a new receive in its (peer, tag) order: it takes the
 // oldest parked message of its tag, or waits for the next one.
 func (pe *peer) register(p *post) {
@@ -376,34 +487,28 @@ func (pe *peer) register(p *post) {
 		p.complete(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: e.Err})
 		return
 	}
-	if q := pe.parked[p.tag]; len(q) > 0 {
-		p.park = q[0]
-		q[0] = nil
-		if len(q) == 1 {
-			delete(pe.parked, p.tag)
-		} else {
-			pe.parked[p.tag] = q[1:]
-		}
+	q := pe.queue(p.tag)
+	if len(q.parks) > 0 {
+		p.park = q.parks[0]
+		copy(q.parks, q.parks[1:])
+		q.parks[len(q.parks)-1] = nil
+		q.parks = q.parks[:len(q.parks)-1]
+		pe.tidy(p.tag, q)
 		p.complete(nil)
 		return
 	}
-	pe.posts[p.tag] = append(pe.posts[p.tag], p)
+	q.posts = append(q.posts, p)
 }
 
 // takePost removes and returns the oldest receive waiting on tag. Call
 // with pe.mu held.
 func (pe *peer) takePost(tag transport.Tag) *post {
-	q := pe.posts[tag]
-	if len(q) == 0 {
+	q := pe.queues[tag]
+	if q == nil || len(q.posts) == 0 {
 		return nil
 	}
-	p := q[0]
-	q[0] = nil
-	if len(q) == 1 {
-		delete(pe.posts, tag)
-	} else {
-		pe.posts[tag] = q[1:]
-	}
+	p := popPost(q)
+	pe.tidy(tag, q)
 	return p
 }
 
@@ -443,7 +548,7 @@ func (pe *peer) pump() uint64 {
 			*c = inflight{active: true, tag: tag, n: w, q: payloadStart(pe.rxTail, w)}
 			pe.mu.Lock()
 			if p := pe.takePost(tag); p == nil {
-				c.park = &park{buf: make([]byte, w)}
+				c.park = pe.t.getPark(int(w))
 			} else if uint64(p.n) != w {
 				c.discard = true
 				p.complete(&transport.SizeError{Peer: pe.rank, Tag: tag, Want: p.n, Got: int(w)})
@@ -498,7 +603,8 @@ func (pe *peer) pump() uint64 {
 				p.park = c.park
 				p.complete(nil)
 			} else {
-				pe.parked[c.tag] = append(pe.parked[c.tag], c.park)
+				q := pe.queue(c.tag)
+				q.parks = append(q.parks, c.park)
 			}
 			pe.mu.Unlock()
 		}
@@ -522,6 +628,8 @@ func (p *post) result() error {
 	} else {
 		copy(p.buf, p.park.buf)
 	}
+	p.pe.t.putPark(p.park)
+	p.park = nil
 	return nil
 }
 
@@ -529,8 +637,15 @@ func (p *post) result() error {
 // nobody else does, and otherwise waits for its message, the pump, the
 // peer's failure or its context.
 func (p *post) Wait() error {
+	t := p.pe.t
+	err := p.wait()
+	p.recycle()
+	t.ops.Done()
+	return err
+}
+
+func (p *post) wait() error {
 	pe := p.pe
-	defer pe.t.ops.Done()
 	for {
 		if p.fin.Load() {
 			return p.result()
@@ -612,14 +727,10 @@ func (p *post) abandon(err error) error {
 		pe.cur.post, pe.cur.discard = nil, true
 	}
 	pe.mu.Lock()
-	q := pe.posts[p.tag]
-	for i, x := range q {
-		if x == p {
-			pe.posts[p.tag] = append(q[:i:i], q[i+1:]...)
-			if len(pe.posts[p.tag]) == 0 {
-				delete(pe.posts, p.tag)
-			}
-			break
+	if q := pe.queues[p.tag]; q != nil {
+		if i := slices.Index(q.posts, p); i >= 0 {
+			q.posts = slices.Delete(q.posts, i, i+1)
+			pe.tidy(p.tag, q)
 		}
 	}
 	pe.mu.Unlock()

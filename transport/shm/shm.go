@@ -90,6 +90,13 @@ type Transport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	ops       sync.WaitGroup // calls and goroutines touching the mappings
+	// Recycled receive records and parked-message buffers (free lists,
+	// not sync.Pool: the race detector makes a Pool drop a quarter of
+	// what it is given, and the allocation tests run under it too).
+	poolMu    sync.Mutex
+	freePosts []*post
+	freeParks [48][]*park    // by buffer size class (cap 1<<k)
+	keptParks int            // bytes held in freeParks
 	bg        sync.WaitGroup // doorbell readers
 }
 

@@ -35,9 +35,9 @@ type Config struct {
 	// socket buffers hold): a message this long can be sent while the
 	// receiver is busy elsewhere.
 	RingBytes int
-	// Spin is how long a receive marked with transport.WithSpinHint (or
-	// a send waiting for ring space) polls before parking on the doorbell.
-	// 0 picks 50 µs; < 0 never spins.
+	// Spin is how long a receive (or a send waiting for ring space)
+	// polls before parking on the doorbell; see post.waitData. 0 picks
+	// 50 µs; < 0 never spins.
 	Spin   time.Duration
 	Logger *slog.Logger // peer failures (default slog.Default())
 }

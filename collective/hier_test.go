@@ -86,7 +86,7 @@ func TestHierarchicalOverLoopback(t *testing.T) {
 	for _, labels := range [][]string{{"a", "a", "b", "b"}, {"a", "b", "c", "a", "b", "c"}} {
 		ts := loopbackWorld(t, len(labels))
 		for _, count := range []int{0, 1, 13, 1031, 20011} {
-			checkAllOps(t, ts, count, Options{Name: fmt.Sprint(count), SmallBytes: 1, SegmentBytes: 256, Nodes: labels})
+			checkAllOps(t, ts, count, Options{Name: fmt.Sprint(count), SmallBytes: 1, SegmentBytes: 256, Nodes: labels, HierarchicalBytes: 1})
 		}
 	}
 }

@@ -320,7 +320,7 @@ func TestHierarchicalAllReduceOverHybrid(t *testing.T) {
 	const n = 4
 	ts := hybridWorld(t, n)
 	for _, count := range []int{0, 1, 13, 1031, 100003} {
-		opts := Options{Name: fmt.Sprint("hier", count), SmallBytes: 1, SegmentBytes: 4096, Nodes: hybridNodes(n)}
+		opts := Options{Name: fmt.Sprint("hier", count), SmallBytes: 1, SegmentBytes: 4096, Nodes: hybridNodes(n), HierarchicalBytes: 1}
 		checkAllOps(t, ts, count, opts)
 	}
 	const count = 300007

@@ -162,9 +162,11 @@ func (pe *peer) ring(b byte) { _, _ = pe.conn.Write(bellBytes[b : b+1]) }
 func (pe *peer) markDead(cause error) {
 	pe.deadOnce.Do(func() {
 		e := &transport.PeerError{Peer: pe.rank, Op: "connection", Err: cause}
+		// Announce before waking anyone: a woken call that asks
+		// PeerFailures must find this failure (and name the rank).
+		pe.t.noteFailure(e)
 		pe.deadErr.Store(e)
 		close(pe.dead)
-		pe.t.noteFailure(e)
 		pe.mu.Lock()
 		for tag, q := range pe.queues {
 			for _, p := range q.posts {

@@ -6,12 +6,17 @@
 //
 //	plan.go         algorithms as pure functions: (group size, rank, count) -> Plan,
 //	                an ordered list of sends and receives with dependencies
+//	hier.go         the topology-aware all-reduce (Options.Nodes): ring
+//	                reduce-scatter inside each node, ring all-reduce of each
+//	                chunk across nodes, ring all-gather inside, as one plan
 //	exec.go         the executor: runs one rank's plan over a transport with a
 //	                send lane and a receive lane in parallel; small plans run
 //	                inline on the caller (receives marked with
-//	                transport.WithSpinHint); on a transport.ChunkPoster (TCP)
-//	                each reducing receive is combined into place chunk by chunk
-//	                as it arrives, elsewhere through staging buffers
+//	                transport.WithSpinHint); on a transport.ChunkPoster (TCP,
+//	                shared memory, their hybrid) each reducing receive is
+//	                combined into place chunk by chunk as it arrives (over
+//	                shared memory straight out of the peer's ring), elsewhere
+//	                through staging buffers
 //	comm.go         Comm: the public API, algorithm choice by size, async handles
 //	callctx.go      the per-call context (deadline, cancellation, spin hint),
 //	                reused with the call's record so a call allocates nothing
@@ -28,8 +33,9 @@
 //	if err := h.Wait(ctx); err != nil { ... }
 //
 // Determinism: every chunk is reduced in a fixed order that depends only on
-// the group size and the algorithm, which depends only on the call; the
-// same inputs give the same bits on every rank and every run.
+// the group size (and node layout) and the algorithm, which depends only
+// on the call; the same inputs give the same bits on every rank and every
+// run.
 //
 // Safety: each call's fingerprint (group, sequence number, op, type,
 // count, root) goes to both ring neighbours before any data to them (small

@@ -45,7 +45,7 @@ type call struct {
 // begin assigns the call its sequence number and deadline. It is
 // synchronous even for async calls, so issue order defines the sequence.
 func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fingerprint) *Plan, buf0, buf1 []byte) (*call, error) {
-	fp.Group, fp.Rank = c.group, uint32(c.ranks[c.me])
+	fp.Group, fp.Rank = c.fpGroup, uint32(c.ranks[c.me])
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.broken == nil && len(c.dead) > 0 {
@@ -512,6 +512,12 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 		}
 	}
 	ready := make(chan arrival, depth)
+	// handled counts the receives this goroutine has finished, for the
+	// helper's fences (recvs has its one waiter already: the send lane).
+	var handled *progress
+	if slices.ContainsFunc(plan.Recvs, func(s Step) bool { return s.Fence }) {
+		handled = newProgress()
+	}
 	helperDone := make(chan struct{})
 	// The helper may be writing into a staging buffer: wait for it before
 	// the deferred putStaging hands the buffers to another call.
@@ -526,9 +532,15 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 				return false
 			}
 		}
-		for _, s := range plan.Recvs {
+		for i, s := range plan.Recvs {
 			if s.After > 0 {
 				if err := sends.wait(cl.ctx, s.After); err != nil {
+					deliver(arrival{err: err})
+					return
+				}
+			}
+			if s.Fence {
+				if err := handled.wait(cl.ctx, i); err != nil {
 					deliver(arrival{err: err})
 					return
 				}
@@ -570,6 +582,9 @@ func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 			free <- a.stage
 		}
 		recvs.add()
+		if handled != nil {
+			handled.add()
+		}
 	}
 }
 
@@ -621,6 +636,9 @@ func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs
 	for done := range R {
 		for next < len(R) && next-done < postDepth {
 			s := R[next]
+			if s.Fence && next > done {
+				break // post it once every earlier receive is done
+			}
 			if s.After > sends.count() {
 				if next > done {
 					break // post it later; first finish what is posted
@@ -702,6 +720,9 @@ func (cl *call) recvLaneChunks(rp transport.RecvPoster, cp transport.ChunkPoster
 	for done < len(R) {
 		for next < len(R) && next-done < chunkPostDepth {
 			s := R[next]
+			if s.Fence && next > done {
+				break // post it once every earlier receive is done
+			}
 			if s.After > sends.count() {
 				if next > done {
 					break // post it later; first finish what is posted

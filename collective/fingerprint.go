@@ -114,7 +114,7 @@ type MismatchError struct {
 func (e *MismatchError) Error() string {
 	msg := fmt.Sprintf("collective mismatch: rank %d called %s but rank %d called %s", e.Rank, e.Call, e.PeerRank, e.PeerCall)
 	if !e.SameGroup {
-		msg += " (on a different communicator: the groups' rank lists or names differ)"
+		msg += " (on a different communicator: the groups' rank lists, names or node layouts differ)"
 	}
 	return msg
 }

@@ -23,6 +23,11 @@ type Step struct {
 	// (a send waits for the receive that produced its data; a receive
 	// waits for the send of the region it will overwrite).
 	After int
+	// Fence (receive only): do not post this receive before every earlier
+	// receive has completed. Executors post receives ahead and a chunked
+	// receive reduces as bytes arrive, so two receives into one region
+	// (a hierarchical all-reduce's phases) would otherwise overlap.
+	Fence bool
 }
 
 // Plan is one rank's part of a collective.

@@ -298,3 +298,104 @@ func TestHybridDeadRankIsNamed(t *testing.T) {
 		}
 	}
 }
+
+// hybridNodes labels hybridWorld's ranks by "host".
+func hybridNodes(n int) []string {
+	half := (n + 1) / 2
+	out := make([]string, n)
+	for r := range out {
+		out[r] = "lo"
+		if r >= half {
+			out[r] = "hi"
+		}
+	}
+	return out
+}
+
+// The hierarchical all-reduce over shared memory inside two "hosts" and
+// TCP between them: every op and dtype right (opsOnRank), results
+// bit-identical on every rank and run, and within float regrouping of the
+// flat ring's.
+func TestHierarchicalAllReduceOverHybrid(t *testing.T) {
+	const n = 4
+	ts := hybridWorld(t, n)
+	for _, count := range []int{0, 1, 13, 1031, 100003} {
+		opts := Options{Name: fmt.Sprint("hier", count), SmallBytes: 1, SegmentBytes: 4096, Nodes: hybridNodes(n), HierarchicalBytes: 1}
+		checkAllOps(t, ts, count, opts)
+	}
+	const count = 300007
+	rng := rand.New(rand.NewSource(5))
+	inputs := make([][]float32, n)
+	for r := range inputs {
+		inputs[r] = make([]float32, count)
+		for i := range inputs[r] {
+			inputs[r][i] = float32(rng.NormFloat64())
+		}
+	}
+	run := func(name string, nodes []string) [][]float32 {
+		res := make([][]float32, n)
+		onAll(t, ts, Options{Name: name, SegmentBytes: 64 << 10, Nodes: nodes}, func(r int, c *Comm) error {
+			buf := F32(append([]float32(nil), inputs[r]...))
+			res[r] = buf
+			return c.AllReduce(context.Background(), buf, Sum)
+		})
+		return res
+	}
+	first := run("h0", hybridNodes(n))
+	again := run("h1", hybridNodes(n))
+	flat := run("flat", nil)
+	for r := range first {
+		for i := range first[r] {
+			if math.Float32bits(first[r][i]) != math.Float32bits(first[0][i]) || math.Float32bits(again[r][i]) != math.Float32bits(first[0][i]) {
+				t.Fatalf("rank %d element %d: %v / %v, rank 0 first run %v", r, i, first[r][i], again[r][i], first[0][i])
+			}
+			if d := math.Abs(float64(first[r][i] - flat[r][i])); d > 1e-5*(1+math.Abs(float64(flat[r][i]))) {
+				t.Fatalf("element %d: hierarchical %v, flat %v", i, first[r][i], flat[r][i])
+			}
+		}
+	}
+}
+
+// Ranks that disagree about the topology are told so, not left hanging.
+func TestDisagreeingTopologyIsAMismatch(t *testing.T) {
+	ts := loopbackWorld(t, 4)
+	ranks := []int{0, 1, 2, 3}
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes := []string{"a", "a", "b", "b"}
+			if r == 3 {
+				nodes = []string{"a", "b", "a", "b"}
+			}
+			c, err := New(ts[r], ranks, Options{Timeout: 2 * time.Second, SmallBytes: 1, Nodes: nodes})
+			if err != nil {
+				errs[r] = err
+				return
+			}
+			defer c.Close()
+			errs[r] = c.AllReduce(context.Background(), make(F32, 1000), Sum)
+		}()
+	}
+	wg.Wait()
+	var me *MismatchError
+	if !errors.As(errs[3], &me) || me.SameGroup {
+		t.Fatalf("rank 3: %v, want a mismatch of groups", errs[3])
+	}
+}
+
+// A steady-state small all-reduce over shared memory allocates nothing
+// per call (as over TCP and loopback, alloc_test.go).
+func TestShmSmallAllReduceAllocatesNothing(t *testing.T) {
+	a := smallAllReduceAllocs(t, shmWorld(t, 2), context.Background())
+	t.Logf("%.3f allocations per call", a)
+	limit := 0.05
+	if raceEnabled {
+		limit = 0.25
+	}
+	if a >= limit {
+		t.Errorf("%.3f allocations per 4 KiB all-reduce (both ranks), want 0", a)
+	}
+}

@@ -7,9 +7,13 @@
 // transport and its algorithms).
 //
 // Implementations: transport/tcp (sockets, authenticated handshake,
-// multi-stream), transport/rdma (verbs), transport/loopback (in-process,
-// for tests). Beyond the Transport interface a transport may implement
-// optional interfaces that collectives discover by type assertion:
+// multi-stream), transport/rdma (verbs), transport/shm (shared memory
+// between ranks of one host), transport/hybrid (each peer over one of
+// several transports: shared memory on the host, TCP or RDMA between
+// hosts), transport/loopback (in-process, for tests). Beyond the
+// Transport interface a transport may implement optional interfaces that
+// collectives discover by type assertion (adapt.go builds each from Send
+// and Recv for a wrapper that must offer them whatever is underneath):
 //
 //	FailureNotifier  announce dead peers at once (abort instead of timing out)
 //	RecvPoster       post receives ahead, wait later (pipelined segments land in place)

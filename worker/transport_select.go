@@ -75,6 +75,7 @@ func (rt *Runtime) dialTransport(ctx context.Context, job jobenv.Job, adv string
 		if err != nil {
 			return nil, fmt.Errorf("--transport %s: %w", job.Transport, err)
 		}
+		rt.hosts = hosts
 		for p, h := range hosts {
 			switch {
 			case p == rt.Rank:
@@ -228,4 +229,18 @@ func (rt *Runtime) dialNetwork(ctx context.Context, store rendezvous.Store, job 
 		return nil, "", fmt.Errorf("tcp transport: %w", err)
 	}
 	return t, "tcp", nil
+}
+
+// nodeLabels labels the given ranks by host for collective.Options.Nodes,
+// or nil when hosts were not exchanged (--transport tcp or rdma: no
+// shared memory, so no hierarchy to exploit).
+func (rt *Runtime) nodeLabels(ranks []int) []string {
+	if rt.hosts == nil {
+		return nil
+	}
+	out := make([]string, len(ranks))
+	for i, r := range ranks {
+		out[i] = rt.hosts[r]
+	}
+	return out
 }

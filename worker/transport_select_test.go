@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/strand-ml/strand/coordinator"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/transport"
 )
 
 // joinWith joins every rank of mesh m in-process with the given
@@ -82,6 +84,10 @@ func TestAutoRoutesSharedMemoryInsideHosts(t *testing.T) {
 	if s := rts[0].RouteSummary(); s != "rank 0: shm to [1], tcp to [2 3]" {
 		t.Errorf("summary %q", s)
 	}
+	// The traffic counter keeps the capabilities the fast receive paths need.
+	if _, ok := rts[0].Transport.(transport.ChunkPoster); !ok {
+		t.Errorf("the world transport %T hides ChunkPoster", rts[0].Transport)
+	}
 	var wg sync.WaitGroup
 	res := make([]error, len(rts))
 	for r, rt := range rts {
@@ -135,5 +141,41 @@ func TestForcedSharedMemoryNamesThePair(t *testing.T) {
 	}
 	if named == 0 {
 		t.Errorf("no rank named the pair: %v", errs)
+	}
+}
+
+// A group spanning two "hosts" gets the node layout, so its large
+// all-reduces are hierarchical; the result is right.
+func TestGroupsGetNodeLabels(t *testing.T) {
+	rts, errs := joinWith(t, mesh.Mesh{DP: 4, TP: 1, PP: 1}, "auto", []string{"a", "a", "b", "b"})
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	if got := fmt.Sprint(rts[0].nodeLabels([]int{0, 1, 2, 3})); got != "[a a b b]" {
+		t.Fatalf("labels %s", got)
+	}
+	var wg sync.WaitGroup
+	res := make([]error, len(rts))
+	for r, rt := range rts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]float32, 1<<20)
+			for i := range buf {
+				buf[i] = float32(r*10 + i%5)
+			}
+			res[r] = rt.DP.AllReduce(rt.Context(), collective.F32(buf), collective.Avg)
+			if res[r] == nil && buf[12347] != float32(15+12347%5) {
+				res[r] = fmt.Errorf("avg %v", buf[12347])
+			}
+		}()
+	}
+	wg.Wait()
+	for r, err := range res {
+		if err != nil {
+			t.Errorf("rank %d: %v", r, err)
+		}
 	}
 }

@@ -88,6 +88,7 @@ type Runtime struct {
 	TransportName string
 	routes        []string // per peer: the transport that carries it (transport_select.go)
 	hostID        string   // $STRAND_HOST_ID: overrides shm.HostID in transport selection
+	hosts         []string // per rank: host identity, when transport selection exchanged them
 	Log           *zap.Logger
 	Job           jobenv.Job
 	// Members lists every rank's host and addresses, in rank order.
@@ -295,9 +296,14 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 		{&rt.PP, "pp", m.Group(mesh.PipelineAxis, rt.Rank)},
 	}
 	for _, g := range groups {
-		c, err := collective.New(rt.Transport, g.ranks, copts(g.name))
+		o := copts(g.name)
+		o.Nodes = rt.nodeLabels(g.ranks) // hierarchical all-reduce when g spans hosts
+		c, err := collective.New(rt.Transport, g.ranks, o)
 		if err != nil {
 			return nil, fmt.Errorf("worker rank %d: %s communicator over %v: %w", rt.Rank, g.name, g.ranks, err)
+		}
+		if nodes := c.Nodes(); nodes != nil {
+			log.Info("hierarchical all-reduce", zap.String("group", g.name), zap.String("nodes", fmt.Sprint(nodes)))
 		}
 		*g.dst = c
 	}

@@ -49,6 +49,14 @@ type Config struct {
 	Procs   int
 	JSON    bool // one JSON object per size instead of the table
 	Timeout time.Duration
+	// NNodes > 1 splits the ranks over that many network namespaces
+	// joined by veth links (needs root and iproute2), each a "node": with
+	// --transport auto, shared memory inside a node, TCP between nodes
+	// and the hierarchical all-reduce; with tcp, the flat ring over TCP.
+	NNodes int
+	// Flat keeps the flat ring under --transport auto (no node layout),
+	// to separate the hierarchical algorithm's effect from the transports'.
+	Flat bool
 }
 
 // Ops lists the benchmarkable operations.
@@ -94,6 +102,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 2 * time.Minute
+	}
+	if c.NNodes <= 0 {
+		c.NNodes = 1
+	}
+	if c.NNodes > 1 && (c.NNodes > 8 || c.NProc%c.NNodes != 0) {
+		return fmt.Errorf("--nnodes %d: want 1..8 dividing --nproc %d", c.NNodes, c.NProc)
 	}
 	return nil
 }
@@ -164,6 +178,7 @@ const (
 	envDir   = "STRAND_BENCH_DIR"
 	envToken = "STRAND_BENCH_TOKEN"
 	envJob   = "STRAND_BENCH_JOB"
+	envBind  = "STRAND_BENCH_BIND" // per-rank --bind (the node's address with --nnodes)
 )
 
 // IsWorker reports whether this process was started by Run as a rank.
@@ -187,12 +202,26 @@ func Run(ctx context.Context, cfg Config, exe string, args []string, stdout, std
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var nodes *netnsNodes
+	if cfg.NNodes > 1 {
+		if nodes, err = newNetnsNodes(cfg.NNodes); err != nil {
+			return fmt.Errorf("--nnodes %d: %w", cfg.NNodes, err)
+		}
+		defer nodes.remove()
+	}
 	errs := make([]error, cfg.NProc)
 	var wg sync.WaitGroup
 	for r := 0; r < cfg.NProc; r++ {
 		cmd := exec.CommandContext(ctx, exe, args...)
+		var extra []string
+		if nodes != nil {
+			node := r / (cfg.NProc / cfg.NNodes)
+			cmd = exec.CommandContext(ctx, nodes.ip, append([]string{"netns", "exec", nodes.ns[node], exe}, args...)...)
+			extra = append(extra, envBind+"="+nodes.addr[node]+":0")
+		}
 		cmd.Env = append(os.Environ(), envRank+"="+strconv.Itoa(r), envDir+"="+dir,
 			envToken+"="+hex.EncodeToString(secret), envJob+"="+"bench-"+hex.EncodeToString(secret[:4]))
+		cmd.Env = append(cmd.Env, extra...)
 		if procs := cfg.rankProcs(); procs > 0 {
 			cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(procs))
 		}
@@ -246,6 +275,9 @@ func Worker(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", envRank, err)
 	}
+	if b := os.Getenv(envBind); b != "" {
+		cfg.Bind = b
+	}
 	return work(ctx, cfg, rank, dirstore.New(os.Getenv(envDir)), os.Getenv(envJob), os.Getenv(envToken), out, logw)
 }
 
@@ -259,6 +291,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	defer cancel()
 	var tr transport.Transport
 	var err error
+	var nodes []string // node labels for the hierarchical all-reduce (auto)
 	transportName := "tcp (bind " + cfg.Bind + ")"
 	switch cfg.Transport {
 	case "shm":
@@ -268,8 +301,11 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 		}
 		transportName = "shm"
 	case "auto":
-		if tr, transportName, err = dialAuto(dctx, cfg, rank, store, job, token, logw); err != nil {
+		if tr, transportName, nodes, err = dialAuto(dctx, cfg, rank, store, job, token, logw); err != nil {
 			return err
+		}
+		if cfg.Flat {
+			nodes = nil
 		}
 	case "rdma":
 		p, err := rdma.ProviderByName(cfg.Provider)
@@ -293,12 +329,15 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	for i := range ranks {
 		ranks[i] = i
 	}
-	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout, SegmentBytes: cfg.Segment})
+	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout, SegmentBytes: cfg.Segment, Nodes: nodes})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	b := &bench{cfg: cfg, c: c, dt: dt, rank: rank, n: cfg.NProc}
+	if c.Nodes() != nil {
+		transportName += fmt.Sprintf(", hierarchical all-reduce over nodes %v", c.Nodes())
+	}
 	if rank == 0 && !cfg.JSON {
 		fmt.Fprintf(out, "# strand bench collective: op %s, %d ranks, %v, transport %s\n", cfg.Op, cfg.NProc, dt, transportName)
 		fmt.Fprintf(out, "# busbw = algbw x %.3f (nccl-tests factor); time = median of the slowest rank\n", BusFactor(cfg.Op, cfg.NProc))
@@ -521,17 +560,19 @@ func cpuTime() (time.Duration, error) {
 // dialAuto connects ranks that share a host identity (shm.HostID: the
 // same kernel, pid and network namespace) through shared memory and the
 // others through TCP, as a job's --transport auto does.
-func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job, token string, logw io.Writer) (transport.Transport, string, error) {
+func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job, token string, logw io.Writer) (transport.Transport, string, []string, error) {
 	me := shm.HostID()
 	if err := store.Set(ctx, "host/"+strconv.Itoa(rank), []byte(me)); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	var local, remote []int
+	labels := make([]string, cfg.NProc)
 	for r := range cfg.NProc {
 		v, err := store.Get(ctx, "host/"+strconv.Itoa(r))
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
+		labels[r] = string(v)
 		switch {
 		case r == rank:
 		case string(v) == me:
@@ -545,7 +586,7 @@ func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store,
 	if len(local) > 0 {
 		s, err := shm.Dial(ctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Peers: local, Logger: logger})
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		routes = append(routes, hybrid.Route{Name: "shm", Transport: s, Peers: local})
 	}
@@ -553,18 +594,90 @@ func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store,
 		t, err := tcp.Dial(ctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Token: token, Bind: cfg.Bind,
 			Streams: cfg.Streams, Spin: cfg.Spin, Logger: logger})
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		routes = append(routes, hybrid.Route{Name: "tcp", Transport: t, Peers: remote})
 	}
-	name := fmt.Sprintf("auto (shm to %v, tcp to %v)", local, remote)
+	name := fmt.Sprintf("auto (rank 0: shm to %v, tcp to %v)", local, remote)
 	if len(routes) == 1 {
-		return routes[0].Transport, name, nil
+		return routes[0].Transport, name, labels, nil
 	}
 	if len(routes) == 0 { // one rank
 		s, err := shm.Dial(ctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Peers: []int{}, Logger: logger})
-		return s, name, err
+		return s, name, labels, err
 	}
 	h, err := hybrid.New(rank, cfg.NProc, routes...)
-	return h, name, err
+	return h, name, labels, err
+}
+
+// netnsNodes are network namespaces, one per "node": node i has address
+// 10.233.i.1 on its loopback, and every pair of nodes a veth link with a
+// route to each other's address.
+type netnsNodes struct {
+	ip   string
+	ns   []string
+	addr []string
+}
+
+func newNetnsNodes(n int) (*netnsNodes, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("network namespaces need root")
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		return nil, errors.New("iproute2 (the ip command) is not installed")
+	}
+	id := os.Getpid() % 100000
+	nn := &netnsNodes{ip: ip}
+	run := func(args ...string) error {
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	for i := range n {
+		ns := fmt.Sprintf("strand-bench-%d-%d", id, i)
+		if err := run("netns", "add", ns); err != nil {
+			nn.remove()
+			return nil, err
+		}
+		nn.ns = append(nn.ns, ns)
+		if err := run("-n", ns, "link", "set", "lo", "up"); err != nil {
+			nn.remove()
+			return nil, err
+		}
+		// Node i's address, on its loopback; routes to the others go
+		// over the veth links below.
+		nn.addr = append(nn.addr, fmt.Sprintf("10.233.%d.1", i))
+		if err := run("-n", ns, "addr", "add", nn.addr[i]+"/32", "dev", "lo"); err != nil {
+			nn.remove()
+			return nil, err
+		}
+	}
+	for a := range n {
+		for b := a + 1; b < n; b++ {
+			va, vb := fmt.Sprintf("sb%d%d%da", id%1000, a, b), fmt.Sprintf("sb%d%d%db", id%1000, a, b)
+			steps := [][]string{
+				{"link", "add", va, "type", "veth", "peer", "name", vb},
+				{"link", "set", va, "netns", nn.ns[a]}, {"link", "set", vb, "netns", nn.ns[b]},
+				{"-n", nn.ns[a], "link", "set", va, "up"}, {"-n", nn.ns[b], "link", "set", vb, "up"},
+				{"-n", nn.ns[a], "route", "add", nn.addr[b] + "/32", "dev", va},
+				{"-n", nn.ns[b], "route", "add", nn.addr[a] + "/32", "dev", vb},
+			}
+			for _, s := range steps {
+				if err := run(s...); err != nil {
+					nn.remove()
+					return nil, err
+				}
+			}
+		}
+	}
+	return nn, nil
+}
+
+// remove deletes the namespaces (and with them the veth links).
+func (nn *netnsNodes) remove() {
+	for _, ns := range nn.ns {
+		_ = exec.Command(nn.ip, "netns", "del", ns).Run()
+	}
 }

@@ -2,10 +2,12 @@
 // transports: shared memory to ranks on this host, TCP or RDMA to the
 // others (the topology the worker runtime builds with --transport auto).
 //
-// It offers every optional capability of package transport (posted,
-// chunked and multi-message operations, failure notification) whatever
-// the transports under it provide, through transport's adapters, so a
-// collective above it runs the same executor for every peer.
+// It offers posted and multi-message operations and failure notification
+// whatever the transports under it provide (through transport's
+// adapters), and chunked receives (transport.ChunkPoster) when every
+// transport under it has them natively: a chunked receive adapted over
+// staging buffers would let a collective keep dozens of segment-sized
+// buffers in flight (it posts that many chunked receives ahead).
 package hybrid
 
 import (
@@ -34,8 +36,11 @@ var (
 	_ transport.FailureNotifier = (*Transport)(nil)
 	_ transport.RecvPoster      = (*Transport)(nil)
 	_ transport.MultiSender     = (*Transport)(nil)
-	_ transport.ChunkPoster     = (*Transport)(nil)
+	_ transport.ChunkPoster     = Chunked{}
 )
+
+// Chunked is a Transport whose routes all receive in chunks natively.
+type Chunked struct{ *Transport }
 
 // Route names a transport and the peers it carries.
 type Route struct {
@@ -47,7 +52,22 @@ type Route struct {
 // New routes every peer of rank in a world of size through exactly one of
 // routes. Each route's transport must span the whole world (its Rank and
 // Size agree); it may be connected to only the peers routed through it.
-func New(rank, size int, routes ...Route) (*Transport, error) {
+// The result is a *Transport, or a Chunked when every route's transport
+// is a transport.ChunkPoster.
+func New(rank, size int, routes ...Route) (transport.Transport, error) {
+	t, err := build(rank, size, routes)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range t.parts {
+		if _, ok := p.(transport.ChunkPoster); !ok {
+			return t, nil
+		}
+	}
+	return Chunked{t}, nil
+}
+
+func build(rank, size int, routes []Route) (*Transport, error) {
 	t := &Transport{rank: rank, size: size, via: make([]transport.Transport, size), names: make([]string, size), closed: make(chan struct{})}
 	for _, r := range routes {
 		if r.Transport.Rank() != rank || r.Transport.Size() != size {
@@ -133,7 +153,7 @@ func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, b
 }
 
 // PostRecvChunks implements transport.ChunkPoster.
-func (t *Transport) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
+func (t Chunked) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
 	tr, err := t.to("recv", peer)
 	if err != nil {
 		return transport.FailedRecv(err)

@@ -36,8 +36,10 @@
 // goroutine to park what is in the ring, so a send never depends on the receiver
 // having posted (as with TCP's always-reading sockets).
 //
-// Waiting. A latency-bound receive (transport.WithSpinHint) polls the
-// ring's head for Config.Spin; then it parks on a Go channel. The pair's
+// Waiting. A receive polls the ring's head for Config.Spin (every
+// receive, hinted by transport.WithSpinHint or not: measured, a parked
+// wait costs more than the poll), yielding the core every 64 polls; then
+// it parks on a Go channel. The pair's
 // socket is the doorbell: a writer that publishes bytes while the reader
 // counts parked waiters (a word in the ring's control block) writes one
 // byte, and the receiving rank's bell goroutine, parked in the runtime's

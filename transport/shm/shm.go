@@ -35,9 +35,9 @@ type Config struct {
 	// socket buffers hold): a message this long can be sent while the
 	// receiver is busy elsewhere.
 	RingBytes int
-	// Spin is how long a receive marked with transport.WithSpinHint (or
-	// a send waiting for ring space) polls before parking on the doorbell.
-	// 0 picks 50 µs; < 0 never spins.
+	// Spin is how long a receive (or a send waiting for ring space)
+	// polls before parking on the doorbell; see post.waitData. 0 picks
+	// 50 µs; < 0 never spins.
 	Spin   time.Duration
 	Logger *slog.Logger // peer failures (default slog.Default())
 }
@@ -90,6 +90,13 @@ type Transport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	ops       sync.WaitGroup // calls and goroutines touching the mappings
+	// Recycled receive records and parked-message buffers (free lists,
+	// not sync.Pool: the race detector makes a Pool drop a quarter of
+	// what it is given, and the allocation tests run under it too).
+	poolMu    sync.Mutex
+	freePosts []*post
+	freeParks [48][]*park    // by buffer size class (cap 1<<k)
+	keptParks int            // bytes held in freeParks
 	bg        sync.WaitGroup // doorbell readers
 }
 

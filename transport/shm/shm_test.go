@@ -3,11 +3,15 @@ package shm
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand"
+	"net"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -316,5 +320,81 @@ func TestOtherJobRefused(t *testing.T) {
 		if tr != nil {
 			tr.Close()
 		}
+	}
+}
+
+// A corrupted ring (a header announcing an absurd length) fails the peer
+// with an error instead of crashing the reader.
+func TestCorruptHeaderFailsThePeer(t *testing.T) {
+	ts := world(t, 2, 256<<10)
+	pe := ts[0].peers[1]
+	pe.txLock <- struct{}{}
+	binary.LittleEndian.PutUint64(pe.out.data[pe.txHead&pe.out.mask:], 1)
+	binary.LittleEndian.PutUint64(pe.out.data[pe.txHead&pe.out.mask+8:], 1<<50)
+	pe.publish(pe.txHead + recHeader)
+	<-pe.txLock
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := ts[1].Recv(ctx, 0, 1, make([]byte, 8))
+	var perr *transport.PeerError
+	if !errors.As(err, &perr) || perr.Peer != 0 || !strings.Contains(err.Error(), "corrupt message header") {
+		t.Fatalf("got %v, want a failure naming rank 0's corrupt header", err)
+	}
+}
+
+// Segments are created mode 0600 and have no name in any file system.
+func TestSegmentIsPrivate(t *testing.T) {
+	fd, mem, err := newSegment(segmentSize(256 << 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap(mem)
+	defer closeFD(fd)
+	fi, err := os.Stat(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("segment mode %v, want 0600", perm)
+	}
+	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil || !strings.HasPrefix(link, "/memfd:") {
+		t.Errorf("segment is %q (%v), want an anonymous memfd", link, err)
+	}
+}
+
+// A process that reaches the creator's doorbell socket without having
+// mapped the segment (it cannot present the secret) is refused.
+func TestDoorbellWithoutTheSecretIsRefused(t *testing.T) {
+	store := rendezvous.NewMem()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		tr, err := Dial(ctx, Config{Rank: 0, Size: 2, Store: store, JobID: "j", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if tr != nil {
+			tr.Close()
+		}
+		errc <- err
+	}()
+	raw, err := store.Get(ctx, segKey("j", 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid, fd int
+	var name string
+	if _, err := fmt.Sscan(string(raw), &pid, &fd, &name); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("unix", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil || !strings.Contains(err.Error(), "did not present the segment's secret") {
+		t.Fatalf("rank 0: %v, want a refusal", err)
 	}
 }

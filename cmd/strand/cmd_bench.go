@@ -6,12 +6,12 @@ import (
 	"io"
 	"os"
 
-	benchcoll "github.com/strand-ml/strand/bench/collective"
+	benchcoll "github.com/strand-ml/strand/collective/collbench"
 )
 
 // runBenchCollective is `strand bench collective`: it starts --nproc local
 // ranks (re-running this binary) and prints an nccl-tests style table.
-// The work is in package bench/collective.
+// The work is in package collective/collbench.
 func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench collective", stderr)
 	var cfg benchcoll.Config

@@ -1,4 +1,4 @@
-// Package collective is the driver behind `strand bench collective`: it
+// Package collbench is the driver behind `strand bench collective`: it
 // starts N local processes (one rank each, meeting through a dirstore in a
 // temporary directory, talking TCP), runs one collective over a range of
 // sizes, and prints an nccl-tests style table or JSON lines.
@@ -14,4 +14,4 @@
 //
 // size_bytes is the whole buffer (nccl-tests' convention for allgather and
 // reducescatter: the gathered / scattered-from size).
-package collective
+package collbench

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/data"
@@ -231,5 +232,30 @@ func TestRunChecksTheDirectoryBeforeTraining(t *testing.T) {
 	_, err := Run(context.Background(), s, runConfig(filepath.Join(file, "run"), 2))
 	if err == nil || s.Done() != 0 {
 		t.Fatalf("run under a file: %v after %d steps", err, s.Done())
+	}
+}
+
+// TestRunSavesByTime: with CkptInterval a checkpoint is written once that
+// much time has passed since the last one (the lead rank's clock, agreed
+// by every rank), besides the one after the last step.
+func TestRunSavesByTime(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	c := runConfig(out, 3)
+	c.CkptInterval, c.Keep = time.Nanosecond, 0
+	if _, err := Run(context.Background(), newSteps(t, 3), c); err != nil {
+		t.Fatal(err)
+	}
+	// due at every step boundary: a checkpoint after every step
+	if got := stepDirs(t, out); len(got) != 3 || got[0] != 1 || got[2] != 3 {
+		t.Fatalf("checkpoints at steps %v, want [1 2 3]", got)
+	}
+	out2 := filepath.Join(t.TempDir(), "run")
+	c = runConfig(out2, 3)
+	c.CkptInterval, c.Keep = time.Hour, 0
+	if _, err := Run(context.Background(), newSteps(t, 3), c); err != nil {
+		t.Fatal(err)
+	}
+	if got := stepDirs(t, out2); len(got) != 1 || got[0] != 3 {
+		t.Fatalf("with an hour's interval, checkpoints at steps %v, want only the last", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -243,7 +244,7 @@ func (idx *Index) assemble(c *fileCache, name, prefix string, fileOf func(Piece)
 	if !ok {
 		return nil, nil, fmt.Errorf("tensor %q is missing from the checkpoint index", name)
 	}
-	full := make([]float32, numel(t.Shape))
+	full := make([]float32, model.Numel(t.Shape))
 	for _, pc := range t.Pieces {
 		f, err := c.open(fileOf(pc))
 		if err != nil {
@@ -254,7 +255,7 @@ func (idx *Index) assemble(c *fileCache, name, prefix string, fileOf func(Piece)
 			return nil, nil, fmt.Errorf("%s: %w", fileOf(pc), err)
 		}
 		want, err := t.Shard.LocalShape(t.Shape, pc.TPSize)
-		if err != nil || !sameInts(shape, want) {
+		if err != nil || !slices.Equal(shape, want) {
 			return nil, nil, fmt.Errorf("%s: tensor %q has shape %v, want %v", fileOf(pc), prefix+name, shape, want)
 		}
 		t.Shard.Insert(full, data, t.Shape, pc.TPRank, pc.TPSize)
@@ -280,32 +281,12 @@ func loadSharded(dir string, idx *Index, m *model.GPT, prefix string, dst []floa
 		if err != nil {
 			return err
 		}
-		if !sameInts(shape, p.Shape) {
+		if !slices.Equal(shape, p.Shape) {
 			return fmt.Errorf("tensor %q has shape %v in the checkpoint, the model wants %v", p.Name, shape, p.Shape)
 		}
 		m.Params.SetFull(p, dst[p.Offset:p.Offset+p.Size()], full)
 	}
 	return nil
-}
-
-func numel(s []int) int {
-	n := 1
-	for _, d := range s {
-		n *= d
-	}
-	return n
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Tensors lists the logical tensors of a checkpoint with their full shapes

@@ -56,10 +56,10 @@ func Each(m *model.GPT, flat []float32, fn func(name string, shape []int, data [
 	}
 	for _, e := range entries(m.Config) {
 		p, ok := ps.Lookup(e.param)
-		if !ok || len(p.Data) != numel(p.Shape) {
+		if !ok || len(p.Data) != model.Numel(p.Shape) {
 			return fmt.Errorf("hf: parameter %s is not held whole here (export needs the whole model in one process)", e.param)
 		}
-		out := make([]float32, numel(e.shape))
+		out := make([]float32, model.Numel(e.shape))
 		e.move(flat[p.Offset:p.Offset+p.Size()], out, false)
 		if err := fn(e.name, e.shape, out); err != nil {
 			return err
@@ -99,7 +99,7 @@ func Export(dir string, m *model.GPT, opt ExportOptions) error {
 	var cur, total int64
 	n := 0
 	for i, e := range es {
-		b := int64(numel(e.shape)) * size
+		b := int64(model.Numel(e.shape)) * size
 		if opt.MaxShardBytes > 0 && cur > 0 && cur+b > opt.MaxShardBytes {
 			n++
 			cur = 0

@@ -395,7 +395,7 @@ func tinyTensors(t *testing.T) []safetensors.Tensor {
 	}
 	var ts []safetensors.Tensor
 	for _, e := range entries(cfg) {
-		ts = append(ts, safetensors.F32Tensor(e.name, e.shape, make([]float32, numel(e.shape))))
+		ts = append(ts, safetensors.F32Tensor(e.name, e.shape, make([]float32, model.Numel(e.shape))))
 	}
 	return ts
 }

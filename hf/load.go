@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/strand-ml/strand/model"
@@ -163,7 +164,7 @@ func load(dir string, m *model.GPT) error {
 		default:
 			return fmt.Errorf("tensor %s has dtype %s, want F32, BF16 or F16", e.name, in.DType)
 		}
-		if !sameInts(in.Shape, e.shape) {
+		if !slices.Equal(in.Shape, e.shape) {
 			return fmt.Errorf("tensor %s has shape %v, expected %v", e.name, in.Shape, e.shape)
 		}
 	}
@@ -198,41 +199,21 @@ func load(dir string, m *model.GPT) error {
 			}
 			p, _ := ps.Lookup(e.param)
 			full := p.Data
-			if len(p.Data) != numel(p.Shape) {
+			if len(p.Data) != model.Numel(p.Shape) {
 				if assembling[e.param] == nil {
-					assembling[e.param] = make([]float32, numel(p.Shape))
+					assembling[e.param] = make([]float32, model.Numel(p.Shape))
 				}
 				full = assembling[e.param]
 			}
 			e.move(full, data, true)
 			left[e.param]--
-			if left[e.param] == 0 && len(p.Data) != numel(p.Shape) {
+			if left[e.param] == 0 && len(p.Data) != model.Numel(p.Shape) {
 				ps.SetFull(p, p.Data, full)
 				delete(assembling, e.param)
 			}
 		}
 	}
 	return nil
-}
-
-func numel(s []int) int {
-	n := 1
-	for _, d := range s {
-		n *= d
-	}
-	return n
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Tensors lists the tensors of the Hugging Face directory dir with their

@@ -224,7 +224,7 @@ func TestLlamaTensorParallelMatchesSingleProcess(t *testing.T) {
 				defer mu.Unlock()
 				for _, p := range m.Params.List {
 					if full[p.Name] == nil {
-						full[p.Name] = make([]float32, numel(p.Shape))
+						full[p.Name] = make([]float32, Numel(p.Shape))
 					}
 					p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
 				}

@@ -33,7 +33,7 @@ func loraModelWith(t *testing.T, cfg Config, l Layout, B, T int, lc LoRAConfig) 
 	}
 	// non-zero B, drawn by name so every layout gets the same logical values
 	for _, p := range m.Params.List {
-		full := make([]float32, numel(p.Shape))
+		full := make([]float32, Numel(p.Shape))
 		r := rand.New(rand.NewPCG(uint64(len(p.Name)), uint64(p.Shape[1])))
 		for i := range full {
 			full[i] = float32(r.NormFloat64() * 0.2)
@@ -155,7 +155,7 @@ func TestLoRATensorParallel(t *testing.T) {
 					defer mu.Unlock()
 					for _, p := range m.Params.List {
 						if full[p.Name] == nil {
-							full[p.Name] = make([]float32, numel(p.Shape))
+							full[p.Name] = make([]float32, Numel(p.Shape))
 						}
 						p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
 					}

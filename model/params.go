@@ -213,12 +213,12 @@ func buildParams(specs []paramSpec, tpRank, tpSize int) (*Params, error) {
 			return nil, fmt.Errorf("parameter %s: %w", s.name, err)
 		}
 		locals[i] = l
-		total += numel(l)
+		total += Numel(l)
 	}
 	ps := &Params{Data: make([]float32, total), Grad: make([]float32, total), byName: make(map[string]*Param, len(specs)), tpRank: tpRank, tpSize: tpSize}
 	off := 0
 	for i, s := range specs {
-		n := numel(locals[i])
+		n := Numel(locals[i])
 		p := &Param{Name: s.name, Shape: s.shape, Local: locals[i], Shard: s.shard, Decay: s.decay, Offset: off,
 			Data: ps.Data[off : off+n : off+n], Grad: ps.Grad[off : off+n : off+n], TiedCopy: s.tiedCopy, init: s.init, std: s.std}
 		p.InNorm = !s.tiedCopy && (!s.shard.IsReplicated() || tpRank == 0 || tpSize == 1)
@@ -247,8 +247,8 @@ func (ps *Params) Init(seed uint64) {
 			h.Write([]byte(p.Name))
 			r := rand.New(rand.NewPCG(seed, h.Sum64()))
 			full := p.Data
-			if len(p.Data) != numel(p.Shape) {
-				full = make([]float32, numel(p.Shape))
+			if len(p.Data) != Numel(p.Shape) {
+				full = make([]float32, Numel(p.Shape))
 			}
 			for i := range full {
 				full[i] = float32(r.NormFloat64() * p.std)
@@ -270,7 +270,8 @@ func (ps *Params) SetFull(p *Param, dst, full []float32) {
 	p.Shard.Extract(dst, full, p.Shape, ps.tpRank, ps.tpSize)
 }
 
-func numel(shape []int) int {
+// Numel is the number of elements of a tensor of the given shape.
+func Numel(shape []int) int {
 	n := 1
 	for _, d := range shape {
 		n *= d

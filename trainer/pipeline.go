@@ -132,25 +132,17 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		t.Trace.Add("backward input", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return err
 	case pipeline.BackwardWeight:
-		if a.Micro == e.lastBackward && t.bucketer != nil {
-			// W of the last micro-batch makes gradients final, block by
-			// block (an earlier W may run after the last B)
-			tied := m.TiedOffset
-			m.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
-		}
+		// W of the last micro-batch makes gradients final, block by block
+		// (an earlier W may run after the last B)
+		e.hookBuckets(ctx, a.Micro)
 		t0 := time.Now()
 		m.BackwardWeightActs(t.acts[slot])
 		t.pipeCompute += time.Since(t0)
 		t.Trace.Add("backward weight", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return nil
 	case pipeline.Backward:
-		if a.Micro == e.lastBackward && t.bucketer != nil {
-			// Gradients become final only in the step's last backward:
-			// start the data-parallel reduction of each finished bucket,
-			// keeping the tied embedding's tail for after its stage sum.
-			tied := m.TiedOffset
-			m.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
-		}
+		// Gradients become final only in the step's last backward.
+		e.hookBuckets(ctx, a.Micro)
 		t0 := time.Now()
 		var dOut []float32
 		if !m.Layout.Last {
@@ -175,6 +167,18 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		return e.recv(ctx, t.gradIn[:n], next, "recv gradient", a.Micro)
 	}
 	return nil
+}
+
+// hookBuckets, before the backward that makes gradients final (the last
+// micro-batch's), starts the data-parallel reduction of each bucket as it
+// finishes, keeping the tied embedding's tail for after its stage sum.
+func (e *stageExec) hookBuckets(ctx context.Context, micro int) {
+	t := e.t
+	if micro != e.lastBackward || t.bucketer == nil {
+		return
+	}
+	tied := t.Model.TiedOffset
+	t.Model.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
 }
 
 func (e *stageExec) recv(ctx context.Context, buf []float32, peer int, what string, micro int) error {

@@ -11,7 +11,8 @@ import (
 // TestTwoNodeHierarchicalTraining trains tiny on two "hosts" (network
 // namespaces) of two ranks each with DP 4: ranks of a host talk through
 // shared memory, the hosts through TCP, and the DP gradient all-reduce
-// runs hierarchically. The losses match one process within 1e-4.
+// runs hierarchically. The losses (and the validation loss) match one
+// process within 1e-4.
 func TestTwoNodeHierarchicalTraining(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process training runs")
@@ -39,6 +40,9 @@ func TestTwoNodeHierarchicalTraining(t *testing.T) {
 		}
 	}
 	got := readLosses(t, run)
+	if v, ok := lastRecord(t, run, "val_loss")["val_loss"].(float64); ok {
+		got = append(got, v) // layoutRun's last value is the validation loss
+	}
 	if len(got) != len(want) {
 		t.Fatalf("%d steps, want %d", len(got), len(want))
 	}

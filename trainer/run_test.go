@@ -259,3 +259,20 @@ func TestRunSavesByTime(t *testing.T) {
 		t.Fatalf("with an hour's interval, checkpoints at steps %v, want only the last", got)
 	}
 }
+
+// TestCheckRunDirIgnoresTheStartingJob: the launcher's job.json (and the
+// temporary file it is written through) do not make a run directory
+// another run's: on shared storage a node may look while node 0 writes it.
+func TestCheckRunDirIgnoresTheStartingJob(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{JobFile, "." + JobFile + ".tmp-123"} {
+		os.WriteFile(filepath.Join(dir, f), []byte("{}"), 0o600)
+	}
+	if err := CheckRunDir(dir, false, false); err != nil {
+		t.Fatalf("a directory holding only the starting job's file: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "metrics.jsonl"), nil, 0o644)
+	if err := CheckRunDir(dir, false, false); err == nil {
+		t.Fatal("a directory holding metrics.jsonl was accepted")
+	}
+}

@@ -47,8 +47,10 @@ func CheckRunDir(out string, resume, overwrite bool) error {
 	}
 	var held []string
 	for _, e := range entries {
-		if e.Name() != JobFile {
-			held = append(held, e.Name())
+		// the launcher's job.json (and the temporary file it is written
+		// through) belong to the job starting, not to another run
+		if name := e.Name(); name != JobFile && !strings.HasPrefix(name, "."+JobFile+".tmp") {
+			held = append(held, name)
 		}
 	}
 	if len(held) == 0 {

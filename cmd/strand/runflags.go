@@ -87,6 +87,11 @@ func (r *runFlags) prepareOut(lf *launcher.Flags, args []string, stderr io.Write
 				r.out, rec.PID, rec.Host, rec.Coordinator)}
 		}
 	}
+	if lf != nil && lf.MultiNode() && lf.NodeRank != 0 {
+		// node 0 checks (its rank 0 writes the run directory): on shared
+		// storage another node may see node 0's job starting in it
+		return args, nil
+	}
 	if err := trainer.CheckRunDir(r.out, r.resume, r.overwrite); err != nil {
 		return nil, usageError{err.Error()}
 	}

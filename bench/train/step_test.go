@@ -22,7 +22,7 @@ import (
 // Besides ns/op it reports tokens/s and the process CPU seconds per step
 // (robust on a shared machine: time spent waiting for a core is not in it).
 func BenchmarkStep(b *testing.B) {
-	for _, name := range []string{"tiny", "small", "gpt2s"} {
+	for _, name := range []string{"tiny", "small", "gpt2s", "llama-gpt2s"} {
 		for _, threads := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/t%d", name, threads), func(b *testing.B) {
 				benchStep(b, name, threads)

@@ -233,8 +233,7 @@ func SwiGLUForward(out, inp []float32, N, H int) {
 		u := inp[n*2*H+H : (n+1)*2*H]
 		o := out[n*H : (n+1)*H]
 		for i := range o {
-			s := 1 / (1 + math.Exp(-float64(g[i])))
-			o[i] = float32(float64(g[i])*s) * u[i]
+			o[i] = g[i] * sigmoid32(g[i]) * u[i]
 		}
 	}
 }
@@ -248,11 +247,10 @@ func SwiGLUBackward(dinp, inp, dout []float32, N, H int) {
 		du := dinp[n*2*H+H : (n+1)*2*H]
 		d := dout[n*H : (n+1)*H]
 		for i := range d {
-			gf := float64(g[i])
-			s := 1 / (1 + math.Exp(-gf))
-			silu := gf * s
-			du[i] = d[i] * float32(silu)
-			dg[i] = d[i] * u[i] * float32(s*(1+gf*(1-s)))
+			gi := g[i]
+			s := sigmoid32(gi)
+			du[i] = d[i] * (gi * s)
+			dg[i] = d[i] * u[i] * (s * (1 + gi*(1-s)))
 		}
 	}
 }

@@ -1,11 +1,9 @@
 package model
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/strand-ml/strand/gemm"
@@ -128,40 +126,7 @@ func testLlamaLoRATP(t *testing.T, tp int, lc LoRAConfig) {
 		t.Fatal(err)
 	}
 	one.Backward(float32(1 / float64(count)))
-	groups := tensortest.Groups(tp)
-	full := map[string][]float32{}
-	losses := make([]float64, tp)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for r := 0; r < tp; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l := Full(cfg)
-			l.TP = groups[r]
-			m := loraModelWith(t, cfg, l, B, T, lc)
-			a := m.NewActs(B, T)
-			s, c, err := m.ForwardActs(context.Background(), a, tok, nil, tgt, B, T)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			losses[r] = s / float64(c)
-			if err := m.BackwardActs(context.Background(), a, nil, float32(1/float64(c))); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, p := range m.Params.List {
-				if full[p.Name] == nil {
-					full[p.Name] = make([]float32, Numel(p.Shape))
-				}
-				p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
-			}
-		}()
-	}
-	wg.Wait()
+	losses, full := tpRun(t, cfg, tp, B, T, tok, tgt, func(l Layout) *GPT { return loraModelWith(t, cfg, l, B, T, lc) })
 	for r, l := range losses {
 		if math.Abs(l-sum/float64(count)) > 1e-5*l {
 			t.Errorf("tp rank %d: loss %.7f, single process %.7f", r, l, sum/float64(count))

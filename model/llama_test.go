@@ -6,11 +6,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/strand-ml/strand/gemm"
-	"github.com/strand-ml/strand/parallel/tensor/tensortest"
 )
 
 // Llama-family options: grouped-query attention, biases only on q/k/v
@@ -191,46 +189,8 @@ func TestLlamaTensorParallelMatchesSingleProcess(t *testing.T) {
 		cfg, tp := c.cfg, c.tp
 		B, T := 2, 8
 		wantLoss, wantGrad := fullGrads(t, cfg, B, T)
-		groups := tensortest.Groups(tp)
-		full := map[string][]float32{}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		losses := make([]float64, tp)
-		for r := 0; r < tp; r++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l := Full(cfg)
-				l.TP = groups[r]
-				m, err := NewSharded(cfg, l, B, T, gemm.New(1))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				m.Init(7)
-				tok, tgt := testBatch(B, T, cfg.VocabSize)
-				a := m.NewActs(B, T)
-				sum, count, err := m.ForwardActs(context.Background(), a, tok, nil, tgt, B, T)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				losses[r] = sum / float64(count)
-				if err := m.BackwardActs(context.Background(), a, nil, float32(1/float64(count))); err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				for _, p := range m.Params.List {
-					if full[p.Name] == nil {
-						full[p.Name] = make([]float32, Numel(p.Shape))
-					}
-					p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
-				}
-			}()
-		}
-		wg.Wait()
+		tok, tgt := testBatch(B, T, cfg.VocabSize)
+		losses, full := tpRun(t, cfg, tp, B, T, tok, tgt, func(l Layout) *GPT { return initShard(t, cfg, l, B, T) })
 		for r, l := range losses {
 			if math.Abs(l-wantLoss)/wantLoss > 1e-5 {
 				t.Errorf("kv %d tp=%d rank %d: loss %.7f, single process %.7f", cfg.KVHeads(), tp, r, l, wantLoss)

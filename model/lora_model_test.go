@@ -1,14 +1,11 @@
 package model
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
-	"sync"
 	"testing"
 
 	"github.com/strand-ml/strand/gemm"
-	"github.com/strand-ml/strand/parallel/tensor/tensortest"
 )
 
 var allLoRA = LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}}
@@ -128,40 +125,7 @@ func TestLoRATensorParallel(t *testing.T) {
 			want[p.Name] = p.Grad
 		}
 		for _, tp := range []int{2, 4} {
-			groups := tensortest.Groups(tp)
-			full := map[string][]float32{}
-			losses := make([]float64, tp)
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			for r := 0; r < tp; r++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					l := Full(cfg)
-					l.TP = groups[r]
-					m := loraModel(t, cfg, l, B, T)
-					a := m.NewActs(B, T)
-					s, c, err := m.ForwardActs(context.Background(), a, tok, nil, tgt, B, T)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					losses[r] = s / float64(c)
-					if err := m.BackwardActs(context.Background(), a, nil, float32(1/float64(c))); err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					for _, p := range m.Params.List {
-						if full[p.Name] == nil {
-							full[p.Name] = make([]float32, Numel(p.Shape))
-						}
-						p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
-					}
-				}()
-			}
-			wg.Wait()
+			losses, full := tpRun(t, cfg, tp, B, T, tok, tgt, func(l Layout) *GPT { return loraModel(t, cfg, l, B, T) })
 			for r, l := range losses {
 				if math.Abs(l-sum/float64(count)) > 1e-5*l {
 					t.Errorf("%s tp=%d rank %d: loss %.7f, single process %.7f", act, tp, r, l, sum/float64(count))

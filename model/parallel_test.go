@@ -75,46 +75,8 @@ func TestTensorParallelMatchesSingleProcess(t *testing.T) {
 				T = 16
 			}
 			wantLoss, wantGrad := fullGrads(t, cfg, B, T)
-			groups := tensortest.Groups(tp)
-			full := map[string][]float32{}
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			losses := make([]float64, tp)
-			for r := 0; r < tp; r++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					l := Full(cfg)
-					l.TP = groups[r]
-					m, err := NewSharded(cfg, l, B, T, gemm.New(1))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					m.Init(7)
-					tok, tgt := testBatch(B, T, cfg.VocabSize)
-					a := m.NewActs(B, T)
-					sum, count, err := m.ForwardActs(context.Background(), a, tok, nil, tgt, B, T)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					losses[r] = sum / float64(count)
-					if err := m.BackwardActs(context.Background(), a, nil, float32(1/float64(count))); err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					for _, p := range m.Params.List {
-						if full[p.Name] == nil {
-							full[p.Name] = make([]float32, Numel(p.Shape))
-						}
-						p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
-					}
-				}()
-			}
-			wg.Wait()
+			tok, tgt := testBatch(B, T, cfg.VocabSize)
+			losses, full := tpRun(t, cfg, tp, B, T, tok, tgt, func(l Layout) *GPT { return initShard(t, cfg, l, B, T) })
 			for r, l := range losses {
 				if math.Abs(l-wantLoss)/wantLoss > 1e-5 {
 					t.Errorf("%s/%s tp=%d rank %d: loss %.7f, single process %.7f", v.act, v.pos, tp, r, l, wantLoss)
@@ -240,4 +202,62 @@ func TestGradReadyPrefixesGrow(t *testing.T) {
 			t.Fatalf("prefix shrank: %v", seen)
 		}
 	}
+}
+
+// initShard is the model of cfg under layout l, initialized from seed 7
+// (nil after reporting an error).
+func initShard(t *testing.T, cfg Config, l Layout, B, T int) *GPT {
+	m, err := NewSharded(cfg, l, B, T, gemm.New(1))
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	m.Init(7)
+	return m
+}
+
+// tpRun runs one forward and backward of tok/tgt (B x T) on tp
+// tensor-parallel ranks of cfg, each model built by build for its rank's layout
+// (nil: it reported an error), and returns each rank's mean loss and
+// every parameter's gradient assembled from the ranks' shards.
+func tpRun(t *testing.T, cfg Config, tp, B, T int, tok, tgt []int32, build func(Layout) *GPT) ([]float64, map[string][]float32) {
+	t.Helper()
+	groups := tensortest.Groups(tp)
+	full := map[string][]float32{}
+	losses := make([]float64, tp)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for r := 0; r < tp; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := Full(cfg)
+			l.TP = groups[r]
+			m := build(l)
+			if m == nil {
+				return
+			}
+			a := m.NewActs(B, T)
+			sum, count, err := m.ForwardActs(context.Background(), a, tok, nil, tgt, B, T)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			losses[r] = sum / float64(count)
+			if err := m.BackwardActs(context.Background(), a, nil, float32(1/float64(count))); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range m.Params.List {
+				if full[p.Name] == nil {
+					full[p.Name] = make([]float32, Numel(p.Shape))
+				}
+				p.Shard.Insert(full[p.Name], p.Grad, p.Shape, r, tp)
+			}
+		}()
+	}
+	wg.Wait()
+	return losses, full
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/strand-ml/strand/launcher"
@@ -151,17 +150,4 @@ func runLoop(ctx context.Context, s trainer.Stepper, c trainer.RunConfig, dist *
 		ctx = context.WithoutCancel(ctx)
 	}
 	return trainer.Run(ctx, s, c)
-}
-
-// stripFlag drops every occurrence of --name (and -name, with = value)
-// from args.
-func stripFlag(args []string, name string) []string {
-	var out []string
-	for _, a := range args {
-		if a == "--"+name || a == "-"+name || strings.HasPrefix(a, "--"+name+"=") || strings.HasPrefix(a, "-"+name+"=") {
-			continue
-		}
-		out = append(out, a)
-	}
-	return out
 }

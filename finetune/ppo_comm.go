@@ -36,8 +36,3 @@ func sumFloat64(ctx context.Context, c *collective.Comm, vals []float64) error {
 	}
 	return nil
 }
-
-// allReduceSum sums a float32 buffer over the group (gradients).
-func allReduceSum(ctx context.Context, c *collective.Comm, buf []float32) error {
-	return c.AllReduce(ctx, collective.F32(buf), collective.Sum)
-}

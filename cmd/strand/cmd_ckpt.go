@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,24 +23,6 @@ func resolveCheckpoint(path string, stderr io.Writer) (string, error) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	return dir, err
-}
-
-// resumeCheckpoint is the checkpoint --resume continues from: the newest
-// committed one in the run directory out, or "" (logged) when out holds
-// none yet, so a first run with --resume starts at step 0.
-func resumeCheckpoint(out string, logf func(string, ...any)) (string, error) {
-	dir, warns, err := checkpoint.Resolve(out)
-	for _, w := range warns {
-		logf("warning: %s\n", w)
-	}
-	switch {
-	case errors.Is(err, checkpoint.ErrNoCheckpoint) || errors.Is(err, os.ErrNotExist):
-		logf("resume: no committed checkpoint in %s; starting from step 0\n", out)
-		return "", nil
-	case err != nil:
-		return "", err
-	}
-	return dir, nil
 }
 
 // checkpointConfig resolves path and reads its model configuration, with

@@ -230,9 +230,6 @@ func (f *ftFlags) config() (model.Config, error) {
 	return cfg, nil
 }
 
-// oneProcess is the mesh of a single process.
-func oneProcess() mesh.Mesh { return mesh.Mesh{DP: 1, TP: 1, PP: 1} }
-
 // launchOrRun is the launcher side of a fine-tuning command: inside a job
 // it runs loop as a worker; otherwise it checks the flags and the run
 // directory and runs loop in this process or launches the workers.

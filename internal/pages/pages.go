@@ -1,0 +1,54 @@
+package pages
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+)
+
+// PageSize is the operating system's page size in bytes.
+var pageSize = os.Getpagesize()
+
+// Alloc maps n zero elements of E. The memory is not resident until
+// written. Element types are plain numbers (float32, uint16): the garbage
+// collector never scans this memory.
+func Alloc[E float32 | uint16](n int) ([]E, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	var e E
+	b, err := mmap(n * int(unsafe.Sizeof(e)))
+	if err != nil {
+		return nil, fmt.Errorf("pages: mapping %d bytes: %w", n*int(unsafe.Sizeof(e)), err)
+	}
+	return unsafe.Slice((*E)(unsafe.Pointer(unsafe.SliceData(b))), n), nil
+}
+
+// Discard returns to the kernel every page lying entirely inside s[lo:hi];
+// their contents become undefined (zero on Linux). Pages shared with
+// elements outside the range keep their contents, so neighbouring ranges
+// can be discarded independently. s may be any slice, mapped by Alloc or
+// not; callers only discard memory nobody reads before rewriting.
+func Discard[E float32 | uint16](s []E, lo, hi int) error {
+	if hi <= lo {
+		return nil
+	}
+	var e E
+	sz := int(unsafe.Sizeof(e))
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(s))) + uintptr(lo*sz)
+	end := start + uintptr((hi-lo)*sz)
+	ps := uintptr(pageSize)
+	first := (start + ps - 1) &^ (ps - 1)
+	last := end &^ (ps - 1)
+	if last <= first {
+		return nil
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(first)), last-first)
+	if err := dontNeed(b); err != nil {
+		return fmt.Errorf("pages: discarding %d bytes: %w", len(b), err)
+	}
+	return nil
+}
+
+// Free discards all of s (see Discard).
+func Free[E float32 | uint16](s []E) error { return Discard(s, 0, len(s)) }

@@ -16,6 +16,11 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 	B, T := a.b, a.t
 	N, C := B*T, d.C
 	dres := m.dres[:N*C]
+	if l.Last {
+		if err := m.needHead(ctx, true); err != nil {
+			return err
+		}
+	}
 	if l.Last && a.head.grad != nil {
 		if err := m.customHeadBackward(a, dres); err != nil {
 			return err
@@ -55,6 +60,11 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		}
 		copy(dres, dOut)
 	}
+	if l.Last {
+		if err := m.doneHead(ctx, true); err != nil {
+			return err
+		}
+	}
 	// FlashAttention recomputes probabilities in backward: it needs this
 	// Acts' segments, not those of whichever micro-batch ran forward last.
 	m.attn.SegStart = a.seg.segStart()
@@ -63,12 +73,21 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		if i > 0 {
 			x = a.blocks[i-1].res3[:N*C]
 		}
+		if err := m.need(ctx, m.blockUnit(i), true); err != nil {
+			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+		}
 		if err := m.backwardBlock(ctx, a, i, x, dres, B, T); err != nil {
 			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
 		}
 		m.ready(m.w.blocks[i].readyAfter)
+		if err := m.done(ctx, m.blockUnit(i), true); err != nil {
+			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+		}
 	}
 	if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
+		if err := m.needEmbed(ctx, true); err != nil {
+			return err
+		}
 		m.clearIfStale(w.dwte)
 		m.clearIfStale(w.dwpe)
 		if a.seg.ids != nil {
@@ -77,6 +96,9 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			EmbeddingBackward(w.dwte, w.dwpe, dres, a.tokens, B, T, C)
 		} else {
 			m.embedBackward(dres, a.tokens, B, T)
+		}
+		if err := m.doneEmbed(ctx, true); err != nil {
+			return err
 		}
 	}
 	m.ready(len(m.Params.Grad))

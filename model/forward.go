@@ -41,6 +41,9 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 			return 0, 0, fmt.Errorf("model: the first stage needs tokens")
 		}
 		copy(a.tokens, tokens)
+		if err := m.needEmbed(ctx, false); err != nil {
+			return 0, 0, err
+		}
 		var err error
 		if a.seg.ids != nil {
 			err = m.embedSegmented(ctx, x, tokens, a.seg.pos, B, T)
@@ -48,6 +51,9 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 			err = m.embed(ctx, x, tokens, B, T)
 		}
 		if err != nil {
+			return 0, 0, err
+		}
+		if err := m.doneEmbed(ctx, false); err != nil {
 			return 0, 0, err
 		}
 	} else {
@@ -64,7 +70,13 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		x = a.blocks[len(a.blocks)-1].res3[:N*C]
 	} else {
 		for i := range a.blocks {
+			if err := m.need(ctx, m.blockUnit(i), false); err != nil {
+				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
+			}
 			if err := m.forwardBlock(ctx, a, i, x, B, T); err != nil {
+				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
+			}
+			if err := m.done(ctx, m.blockUnit(i), false); err != nil {
 				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
 			}
 			x = a.blocks[i].res3[:N*C]
@@ -73,6 +85,23 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 	if !l.Last {
 		return 0, 0, nil
 	}
+	if err := m.needHead(ctx, false); err != nil {
+		return 0, 0, err
+	}
+	lossSum, count, err = m.headForward(ctx, a, x, targets, N)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := m.doneHead(ctx, false); err != nil {
+		return 0, 0, err
+	}
+	return lossSum, count, nil
+}
+
+// headForward runs ln_f, the logits and (with targets) the loss over the
+// last block's output x (N, C).
+func (m *GPT) headForward(ctx context.Context, a *Acts, x []float32, targets []int32, N int) (float64, int, error) {
+	d, C := m.local, m.local.C
 	w := &m.w
 	m.norm(a.lnf, a.lnfMean, a.lnfRstd, x, w.lnfw, w.lnfb, N)
 	if a.head.hiddenOnly {

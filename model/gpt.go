@@ -54,6 +54,9 @@ type GPT struct {
 	splitMin                                        int       // tests: if > 0, the fewest units per goroutine of a split layer
 	lanes                                           lanes     // the blocks' forward over batch rows (lanes.go)
 	kvrep                                           *kvRep    // kv heads replicated over TP ranks (kvrep.go); nil otherwise
+	residency                                       Residency // sharded parameters (ZeRO-2/3, residency.go); nil: all resident
+	units                                           unitIndex // the units Residency is asked for
+	pagedCopies                                     bool      // the bf16/fp16 copy lives in discardable pages (PageLowPrecision)
 }
 
 // localDims are the widths of this rank's shards.

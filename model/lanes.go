@@ -61,7 +61,7 @@ type laneTask struct {
 // lane that imbalance (3 over 2 lanes: 2/3 of the work on one) costs more
 // than lanes save, and the layers split instead.
 func (m *GPT) laneCount(B, T int) int {
-	if m.tp.Size() != 1 || len(m.w.blocks) == 0 {
+	if m.tp.Size() != 1 || len(m.w.blocks) == 0 || m.residency != nil {
 		return 0
 	}
 	n := min(m.threads(), B)

@@ -11,6 +11,7 @@ type lowPrecision[E uint16 | float32] struct {
 	w     []E    // (len(Params.Data)) rounded copy of the parameters
 	slot  [2][]E // scratch for the two non-parameter operands of one product
 	round func(dst []E, src []float32)
+	paged bool // w is in discardable pages, synced unit by unit (residency.go)
 }
 
 // enable allocates the scratch for m's widest product operand and syncs
@@ -22,12 +23,18 @@ func (s *lowPrecision[E]) enable(m *GPT, round func(dst []E, src []float32)) {
 	for i := range s.slot {
 		s.slot[i] = make([]E, m.MaxB*m.MaxT*widest)
 	}
+	if m.pagedCopies {
+		// sharded parameters: the copy is paged and rounded unit by unit
+		// (PageLowPrecision, SyncPrecisionRange)
+		s.pageOrAlloc(len(m.Params.Data))
+		return
+	}
 	s.sync(m.Params.Data)
 }
 
 // sync rounds params into the copy (after anything changed them).
 func (s *lowPrecision[E]) sync(params []float32) {
-	if !s.on {
+	if !s.on || s.paged {
 		return
 	}
 	if len(s.w) != len(params) { // Params rebuilt (e.g. adapters added)

@@ -235,27 +235,32 @@ func buildParams(specs []paramSpec, tpRank, tpSize int) (*Params, error) {
 // process would.
 func (ps *Params) Init(seed uint64) {
 	for _, p := range ps.List {
-		switch p.init {
-		case initZeros:
-			clear(p.Data)
-		case initOnes:
-			for i := range p.Data {
-				p.Data[i] = 1
-			}
-		case initNormal:
-			h := fnv.New64a()
-			h.Write([]byte(p.Name))
-			r := rand.New(rand.NewPCG(seed, h.Sum64()))
-			full := p.Data
-			if len(p.Data) != Numel(p.Shape) {
-				full = make([]float32, Numel(p.Shape))
-			}
-			for i := range full {
-				full[i] = float32(r.NormFloat64() * p.std)
-			}
-			if len(p.Data) != len(full) {
-				p.Shard.Extract(p.Data, full, p.Shape, ps.tpRank, ps.tpSize)
-			}
+		ps.initParam(p, seed)
+	}
+}
+
+// initParam fills one parameter from seed (see Init).
+func (ps *Params) initParam(p *Param, seed uint64) {
+	switch p.init {
+	case initZeros:
+		clear(p.Data)
+	case initOnes:
+		for i := range p.Data {
+			p.Data[i] = 1
+		}
+	case initNormal:
+		h := fnv.New64a()
+		h.Write([]byte(p.Name))
+		r := rand.New(rand.NewPCG(seed, h.Sum64()))
+		full := p.Data
+		if len(p.Data) != Numel(p.Shape) {
+			full = make([]float32, Numel(p.Shape))
+		}
+		for i := range full {
+			full[i] = float32(r.NormFloat64() * p.std)
+		}
+		if len(p.Data) != len(full) {
+			p.Shard.Extract(p.Data, full, p.Shape, ps.tpRank, ps.tpSize)
 		}
 	}
 }

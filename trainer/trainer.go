@@ -17,6 +17,7 @@ import (
 	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/parallel/tensor"
+	"github.com/strand-ml/strand/parallel/zero"
 	"github.com/strand-ml/strand/trace"
 )
 
@@ -61,6 +62,52 @@ type Options struct {
 	// no optimizer state, no gradient buckets (PPO's reference and reward
 	// models).
 	Frozen bool
+	// Zero is the ZeRO stage over the data-parallel ranks: 0 (replicated,
+	// DDP), 1 (optimizer moments sharded; the same as DP.ZeRO1), 2 (and
+	// gradients), 3 (and parameters, gathered unit by unit: parallel/zero).
+	Zero int
+	// ShardGroup, with ZeRO-2/3, shards within groups of this many
+	// data-parallel ranks and replicates across groups (hybrid sharding);
+	// 0 shards over all of them.
+	ShardGroup int
+	// KeepGathered, with ZeRO-3, keeps each unit's gathered parameters
+	// from its forward until its backward (--reshard-after-forward=false).
+	KeepGathered bool
+}
+
+// zeroStage is the ZeRO stage, with DP.ZeRO1 as stage 1.
+func (o Options) zeroStage() int {
+	if o.Zero == 0 && o.DP.ZeRO1 {
+		return 1
+	}
+	return o.Zero
+}
+
+// validateZero checks the ZeRO options against the mesh.
+func (o Options) validateZero(m mesh.Mesh) error {
+	z := o.zeroStage()
+	switch {
+	case z < 0 || z > 3:
+		return fmt.Errorf("ZeRO stage %d is not one of 0, 1, 2, 3", z)
+	case o.DP.ZeRO1 && z != 1:
+		return fmt.Errorf("ZeRO-1 (--zero1) and ZeRO stage %d both set: choose one --zero", z)
+	case o.ShardGroup < 0:
+		return fmt.Errorf("shard group %d must not be negative", o.ShardGroup)
+	case o.ShardGroup > 0 && z < 2:
+		return fmt.Errorf("--shard-group %d needs --zero 2 or 3 (it shards gradients and parameters; stage %d does not)", o.ShardGroup, z)
+	case o.ShardGroup > 0 && m.DP%o.ShardGroup != 0:
+		return fmt.Errorf("--shard-group %d does not divide the %d data-parallel ranks", o.ShardGroup, m.DP)
+	case o.KeepGathered && z != 3:
+		return fmt.Errorf("--reshard-after-forward=false needs --zero 3 (stage %d does not shard parameters)", z)
+	}
+	if z < 2 {
+		return nil
+	}
+	switch {
+	case o.DP.BF16 || o.DP.FP8 != "":
+		return fmt.Errorf("--zero %d reduce-scatters float32 gradients unit by unit: gradient compression (bf16/fp8 gradients) is not supported with it", z)
+	}
+	return nil
 }
 
 // Comms are the communicators of this rank's groups in the DP x TP x PP
@@ -111,6 +158,12 @@ func (o Options) Validate(m mesh.Mesh) error {
 	}
 	if s.Needs() != 0 && o.Recompute != "" && o.Recompute != model.RecomputeNone {
 		return fmt.Errorf("schedule %s splits the backward, which needs every activation until the weight gradient: --recompute %s shares them between blocks", s.Name, o.Recompute)
+	}
+	if err := o.validateZero(m); err != nil {
+		return err
+	}
+	if s.Needs() != 0 && o.zeroStage() >= 2 {
+		return fmt.Errorf("schedule %s defers weight gradients past the unit's backward: --zero %d reduce-scatters each unit's gradient when its backward ends (use 1f1b or gpipe)", s.Name, o.zeroStage())
 	}
 	if err := o.lrSchedule().Validate(); err != nil {
 		return err
@@ -217,6 +270,8 @@ type Trainer struct {
 	CheckpointFiles func(dir string) error
 
 	bucketer      *dpdata.Bucketer
+	zero          *zero.Sharder      // ZeRO-2/3 (nil otherwise)
+	subComms      []*collective.Comm // communicators the trainer made (hybrid sharding), closed by Close
 	flopsPerToken float64
 	rows, micro   int     // rows per rank per step; rows per micro-batch
 	inputs        []int32 // rows x Seq tokens of this step
@@ -280,8 +335,11 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Init(opts.Seed)
-	return newOn(m, opts, loader, c)
+	fresh := opts.zeroStage() == 3 && !opts.Frozen && opts.Adapt == nil
+	if !fresh {
+		m.Init(opts.Seed) // ZeRO-3 initializes unit by unit instead (parallel/zero)
+	}
+	return newOn(m, opts, loader, c, fresh)
 }
 
 // NewOn builds a trainer around m, a model already built, laid out as this
@@ -308,11 +366,12 @@ func NewOn(m *model.GPT, opts Options, comms *Comms) (*Trainer, error) {
 	if rows := opts.RowsPerRank(c.Mesh) / opts.Micro; m.MaxB < rows || m.MaxT < opts.Seq {
 		return nil, fmt.Errorf("trainer: the model holds %d rows of %d positions, a micro-batch is %d of %d", m.MaxB, m.MaxT, rows, opts.Seq)
 	}
-	return newOn(m, opts, nil, c)
+	return newOn(m, opts, nil, c, false)
 }
 
-// newOn is the common part of New and NewOn.
-func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms) (*Trainer, error) {
+// newOn is the common part of New and NewOn; fresh says m's parameters
+// are still to be drawn from opts.Seed (ZeRO-3 does it unit by unit).
+func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh bool) (*Trainer, error) {
 	e := m.Engine()
 	layout := m.Layout
 	t := &Trainer{Opts: opts, Comms: c, Loader: loader, Engine: e, Sched: opts.lrSchedule()}
@@ -320,6 +379,19 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms) (*Trainer, 
 	t.micro = t.rows / opts.Micro
 	t.Model = m
 	var err error
+	if opts.zeroStage() >= 2 && !opts.Frozen {
+		// shard before the precision copy exists, so ZeRO-3 never holds a
+		// whole one; fine-tuning's Adapt (loading base weights) runs first
+		if opts.Adapt != nil {
+			if err := opts.Adapt(m); err != nil {
+				return nil, err
+			}
+			opts.Adapt = nil
+		}
+		if err := t.startZero(fresh); err != nil {
+			return nil, err
+		}
+	}
 	switch opts.Precision {
 	case "bf16":
 		m.SetBF16(true)
@@ -348,13 +420,16 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms) (*Trainer, 
 		segs = append(segs, optim.Segment{Offset: p.Offset, Size: p.Size(), Decay: decay})
 	}
 	segs = mergeSegments(segs)
-	if c.DP.Size() > 1 && !opts.Frozen {
+	if c.DP.Size() > 1 && !opts.Frozen && t.zero == nil {
 		if t.bucketer, err = dpdata.NewBucketer(c.DP, m.Params.Grad, opts.DP); err != nil {
 			return nil, err
 		}
 		if opts.DP.ZeRO1 {
 			segs = optim.Restrict(segs, t.bucketer.Owned())
 		}
+	}
+	if t.zero != nil {
+		segs = optim.Restrict(segs, t.zero.Owned())
 	}
 	if !opts.Frozen {
 		if t.Opt, err = optim.NewAdamW(opts.AdamW, m.Params.Count(), segs); err != nil {
@@ -488,6 +563,9 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	if t.bucketer != nil {
 		t.bucketer.Reset()
 	}
+	if t.zero != nil {
+		t.zero.Reset()
+	}
 	t.lossSum = 0
 	var stepArgs map[string]any
 	if t.Trace != nil {
@@ -523,7 +601,11 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	if !skipped {
 		// clipping (and fp16 unscaling) fused into the update: one pass
 		// over the gradients fewer, same bits
-		t.Opt.UpdateScaled(m.Params.Data, m.Params.Grad, lr, clip*unscale)
+		params, grads := m.Params.Data, m.Params.Grad
+		if t.zero != nil {
+			params, grads = t.zero.Params(), t.zero.Grad()
+		}
+		t.Opt.UpdateScaled(params, grads, lr, clip*unscale)
 		if t.head != nil {
 			optim.Scale(t.head.grads, clip*unscale)
 			t.head.opt.Update(t.head.params, t.head.grads, lr)
@@ -531,6 +613,13 @@ func (t *Trainer) trainStep(ctx context.Context) (StepStats, error) {
 	}
 	if t.bucketer != nil && !skipped {
 		if err := t.bucketer.GatherParams(ctx, m.Params.Data); err != nil {
+			return StepStats{}, err
+		}
+	}
+	if t.zero != nil && (!skipped || t.zero.Stage() == 3) {
+		// ZeRO-2 gathers the updated pieces; ZeRO-3 hands back whatever
+		// is still gathered (stale now: the next forward gathers anew)
+		if err := t.zero.GatherParams(ctx); err != nil {
 			return StepStats{}, err
 		}
 	}
@@ -576,13 +665,16 @@ func allReduce(ctx context.Context, c *collective.Comm, buf []float32, op collec
 // stage) is summed between the two stages first, then its buckets go out.
 func (t *Trainer) reduceGradients(ctx context.Context) error {
 	c, m := t.Comms, t.Model
-	if c.Embed.Size() > 1 {
+	if c.Embed.Size() > 1 && t.zero == nil {
 		end := t.Trace.Begin("tied-embedding allreduce", "comm", trace.LaneComm, nil)
 		err := c.Embed.AllReduce(ctx, collective.F32(m.Params.Grad[m.TiedOffset:]), collective.Sum)
 		end()
 		if err != nil {
 			return fmt.Errorf("tied embedding gradient: %w", err)
 		}
+	}
+	if t.zero != nil {
+		return t.finishZero(ctx)
 	}
 	if t.bucketer == nil {
 		return nil
@@ -597,15 +689,22 @@ func (t *Trainer) reduceGradients(ctx context.Context) error {
 func (t *Trainer) gradNorm(ctx context.Context) (float64, error) {
 	c, ps := t.Comms, t.Model.Params
 	var ss float64
-	if t.bucketer != nil && t.Opts.DP.ZeRO1 {
-		owned := t.bucketer.Owned()
+	sharded := t.bucketer != nil && t.Opts.DP.ZeRO1
+	owned, grads, over := [][2]int(nil), ps.Grad, c.DP
+	if sharded {
+		owned = t.bucketer.Owned()
+	}
+	if t.zero != nil {
+		sharded, owned, grads, over = true, t.zero.Owned(), t.zero.Grad(), t.zero.ShardComm()
+	}
+	if sharded {
 		for _, p := range ps.List {
 			if !p.InNorm {
 				continue
 			}
 			for _, r := range owned {
 				lo, hi := max(p.Offset, r[0]), min(p.Offset+p.Size(), r[1])
-				for _, g := range ps.Grad[max(lo, 0):max(hi, lo)] {
+				for _, g := range grads[max(lo, 0):max(hi, lo)] {
 					ss += float64(g) * float64(g)
 				}
 			}
@@ -621,8 +720,8 @@ func (t *Trainer) gradNorm(ctx context.Context) (float64, error) {
 			return 0, fmt.Errorf("gradient norm: %w", err)
 		}
 	}
-	if t.bucketer != nil && t.Opts.DP.ZeRO1 {
-		if err := allReduce(ctx, c.DP, buf, collective.Sum); err != nil {
+	if sharded {
+		if err := allReduce(ctx, over, buf, collective.Sum); err != nil {
 			return 0, fmt.Errorf("gradient norm: %w", err)
 		}
 	}
@@ -659,6 +758,9 @@ func Evaluate(ctx context.Context, m *model.GPT, loader *data.Loader, B, T, step
 // SetTrace records this rank's schedule into r (nil stops recording).
 func (t *Trainer) SetTrace(r *trace.Recorder) {
 	t.Trace = r
+	if t.zero != nil {
+		t.zero.SetTrace(r)
+	}
 	if t.sender != nil {
 		t.sender.tr = r
 	}
@@ -698,4 +800,9 @@ func (t *Trainer) MeasuredBubble(ctx context.Context) (float64, error) {
 func (t *Trainer) MicroRows() int { return t.micro }
 
 // Close stops background goroutines.
-func (t *Trainer) Close() { t.sender.Close() }
+func (t *Trainer) Close() {
+	t.sender.Close()
+	for _, c := range t.subComms {
+		c.Close()
+	}
+}

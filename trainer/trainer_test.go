@@ -76,6 +76,9 @@ func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]f
 						mu.Unlock()
 					}
 				}
+				if err := tr.MaterializeParams(context.Background()); err != nil {
+					return err
+				}
 				if coord.DP == 0 {
 					mu.Lock()
 					defer mu.Unlock()

@@ -15,7 +15,6 @@ import (
 
 	"github.com/strand-ml/strand/atomicfile"
 	"github.com/strand-ml/strand/hf"
-	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 	"github.com/strand-ml/strand/safetensors"
@@ -381,7 +380,13 @@ func LoadMoments(dir string, m *model.GPT, m1, v1 []float32) (int, error) {
 	if err := loadSharded(dir, idx, m, "exp_avg_sq.", v1); err != nil {
 		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
-	_, of := shardFiles(mesh.Coord{})
+	of := ""
+	for _, t := range idx.Tensors {
+		if len(t.Pieces) > 0 {
+			of = optimFileOf(t.Pieces[0].File)
+			break
+		}
+	}
 	_, meta, err := safetensors.Inspect(filepath.Join(dir, of))
 	if err != nil {
 		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)

@@ -49,11 +49,16 @@ type IndexTensor struct {
 	Pieces []Piece          `json:"pieces"`
 }
 
-// Piece is one TP rank's part of a tensor.
+// Piece is one TP rank's part of a tensor, or (ZeRO-2/3 checkpoints,
+// zeroshard.go) one data-parallel rank's range of that part.
 type Piece struct {
 	File   string `json:"file"`
 	TPRank int    `json:"tp_rank"`
 	TPSize int    `json:"tp_size"`
+	// Range, when set, is [lo, hi): the elements of the TP rank's part,
+	// flattened, that this piece holds; the pieces of all data-parallel
+	// ranks of a shard group together cover the part.
+	Range []int `json:"range,omitempty"`
 }
 
 const indexFormat = "strand-sharded-1"
@@ -97,29 +102,28 @@ func WriteShard(dir string, coord mesh.Coord, m *model.GPT, m1, v1 []float32, op
 // WriteIndex builds index.json from the shard files in dir (after every
 // rank wrote its shard) and writes config.json.
 func WriteIndex(dir string, step int, layout mesh.Mesh, cfg model.Config) error {
+	return writeIndex(dir, step, layout, cfg, 0)
+}
+
+// writeIndex is WriteIndex over shards files per (stage, TP rank) written
+// by WriteZeroShard, or (shards 0) over WriteShard's.
+func writeIndex(dir string, step int, layout mesh.Mesh, cfg model.Config, shards int) error {
 	idx := Index{Format: indexFormat, Step: step, Layout: layout, Tensors: map[string]IndexTensor{}}
 	for pp := 0; pp < layout.PP; pp++ {
 		for tp := 0; tp < layout.TP; tp++ {
-			mf, _ := shardFiles(mesh.Coord{PP: pp, TP: tp})
-			infos, meta, err := safetensors.Inspect(filepath.Join(dir, mf))
-			if err != nil {
-				return fmt.Errorf("index: %w", err)
+			files := []string{}
+			if shards == 0 {
+				mf, _ := shardFiles(mesh.Coord{PP: pp, TP: tp})
+				files = append(files, mf)
 			}
-			for _, in := range infos {
-				var spec tensor.ShardSpec
-				if err := json.Unmarshal([]byte(meta["shard."+in.Name]), &spec); err != nil {
-					return fmt.Errorf("index: %s: shard spec of %q: %w", mf, in.Name, err)
+			for dp := 0; dp < shards; dp++ {
+				mf, _ := zeroShardFiles(mesh.Coord{PP: pp, TP: tp}, dp)
+				files = append(files, mf)
+			}
+			for _, mf := range files {
+				if err := indexFile(&idx, dir, mf, tp, layout.TP); err != nil {
+					return err
 				}
-				t := idx.Tensors[in.Name]
-				if t.Shape == nil {
-					full, err := parseShape(meta["shape."+in.Name])
-					if err != nil {
-						return fmt.Errorf("index: %s: shape of %q: %w", mf, in.Name, err)
-					}
-					t.Shape, t.Shard = full, spec
-				}
-				t.Pieces = append(t.Pieces, Piece{File: mf, TPRank: tp, TPSize: layout.TP})
-				idx.Tensors[in.Name] = t
 			}
 		}
 	}
@@ -135,6 +139,39 @@ func WriteIndex(dir string, step int, layout mesh.Mesh, cfg model.Config) error 
 		return err
 	}
 	return atomicfile.WriteBytes(filepath.Join(dir, ConfigFile), append(cfgRaw, '\n'))
+}
+
+// indexFile adds the tensors of shard file mf (of TP rank tp) to idx.
+func indexFile(idx *Index, dir, mf string, tp, tpSize int) error {
+	infos, meta, err := safetensors.Inspect(filepath.Join(dir, mf))
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	for _, in := range infos {
+		var spec tensor.ShardSpec
+		if err := json.Unmarshal([]byte(meta["shard."+in.Name]), &spec); err != nil {
+			return fmt.Errorf("index: %s: shard spec of %q: %w", mf, in.Name, err)
+		}
+		t := idx.Tensors[in.Name]
+		if t.Shape == nil {
+			full, err := parseShape(meta["shape."+in.Name])
+			if err != nil {
+				return fmt.Errorf("index: %s: shape of %q: %w", mf, in.Name, err)
+			}
+			t.Shape, t.Shard = full, spec
+		}
+		pc := Piece{File: mf, TPRank: tp, TPSize: tpSize}
+		if r, ok := meta["range."+in.Name]; ok {
+			var lo, hi int
+			if _, err := fmt.Sscanf(r, "%d %d", &lo, &hi); err != nil || hi-lo != model.Numel(in.Shape) {
+				return fmt.Errorf("index: %s: range of %q is %q for %v elements", mf, in.Name, r, in.Shape)
+			}
+			pc.Range = []int{lo, hi}
+		}
+		t.Pieces = append(t.Pieces, pc)
+		idx.Tensors[in.Name] = t
+	}
+	return nil
 }
 
 func parseShape(s string) ([]int, error) {
@@ -245,6 +282,7 @@ func (idx *Index) assemble(c *fileCache, name, prefix string, fileOf func(Piece)
 		return nil, nil, fmt.Errorf("tensor %q is missing from the checkpoint index", name)
 	}
 	full := make([]float32, model.Numel(t.Shape))
+	parts := map[int][]float32{} // ZeRO pieces, assembled per TP rank first
 	for _, pc := range t.Pieces {
 		f, err := c.open(fileOf(pc))
 		if err != nil {
@@ -255,10 +293,31 @@ func (idx *Index) assemble(c *fileCache, name, prefix string, fileOf func(Piece)
 			return nil, nil, fmt.Errorf("%s: %w", fileOf(pc), err)
 		}
 		want, err := t.Shard.LocalShape(t.Shape, pc.TPSize)
-		if err != nil || !slices.Equal(shape, want) {
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tensor %q: %w", fileOf(pc), prefix+name, err)
+		}
+		if pc.Range != nil {
+			n := model.Numel(want)
+			lo, hi := pc.Range[0], pc.Range[1]
+			if lo < 0 || hi > n || len(data) != hi-lo {
+				return nil, nil, fmt.Errorf("%s: tensor %q holds %d values for range [%d, %d) of %d", fileOf(pc), prefix+name, len(data), lo, hi, n)
+			}
+			if parts[pc.TPRank] == nil {
+				parts[pc.TPRank] = make([]float32, n)
+			}
+			copy(parts[pc.TPRank][lo:hi], data)
+			continue
+		}
+		if !slices.Equal(shape, want) {
 			return nil, nil, fmt.Errorf("%s: tensor %q has shape %v, want %v", fileOf(pc), prefix+name, shape, want)
 		}
 		t.Shard.Insert(full, data, t.Shape, pc.TPRank, pc.TPSize)
+	}
+	for _, pc := range t.Pieces {
+		if part := parts[pc.TPRank]; part != nil {
+			t.Shard.Insert(full, part, t.Shape, pc.TPRank, pc.TPSize)
+			delete(parts, pc.TPRank)
+		}
 	}
 	return full, t.Shape, nil
 }
@@ -269,12 +328,7 @@ func loadSharded(dir string, idx *Index, m *model.GPT, prefix string, dst []floa
 	c := &fileCache{dir: dir, files: map[string]*safetensors.File{}}
 	fileOf := func(p Piece) string { return p.File }
 	if prefix != "" {
-		fileOf = func(p Piece) string {
-			var pp, tp int
-			fmt.Sscanf(p.File, "model-pp%d-tp%d.safetensors", &pp, &tp)
-			_, of := shardFiles(mesh.Coord{PP: pp, TP: tp})
-			return of
-		}
+		fileOf = func(p Piece) string { return optimFileOf(p.File) }
 	}
 	for _, p := range m.Params.List {
 		full, shape, err := idx.assemble(c, p.Name, prefix, fileOf)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/data"
+	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 )
@@ -122,11 +123,23 @@ type snapshot struct {
 	opt    int
 	loader data.LoaderState
 	head   *HeadState
+	zero   *checkpoint.ZeroShard // ZeRO-2/3: this rank's pieces instead of model, m1, v1
 }
 
 // snapshot captures weights, moments and data position; with copy the
 // buffers are copied so training may continue.
 func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, error) {
+	if t.zero != nil {
+		z, err := t.zeroSnapshot(copyBuffers)
+		if err != nil {
+			return nil, err
+		}
+		s := &snapshot{t: t, model: t.Model, zero: z, step: t.Step, opt: t.Opt.Step, head: t.headState()}
+		if t.Loader != nil {
+			s.loader = t.Loader.State()
+		}
+		return s, nil
+	}
 	m1, v1, err := t.moments(ctx)
 	if err != nil {
 		return nil, err
@@ -145,7 +158,7 @@ func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, er
 func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, barrier Barrier, st State) (string, error) {
 	t := s.t
 	st.Step, st.Loader, st.Layout, st.Head = s.step, s.loader, t.Comms.Mesh.String(), s.head
-	mesh := t.Comms.Mesh
+	layout := t.Comms.Mesh
 	m1, v1 := s.m1, s.v1
 	var err error
 	sync := func() error {
@@ -154,7 +167,7 @@ func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, ba
 		}
 		return barrier(ctx)
 	}
-	if mesh.TP == 1 && mesh.PP == 1 {
+	if layout.TP == 1 && layout.PP == 1 && s.zero == nil {
 		var path string
 		if rank == 0 {
 			opt := optim.AdamW{M: m1, V: v1, Step: s.opt}
@@ -174,7 +187,11 @@ func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, ba
 	if err := sync(); err != nil {
 		return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
 	}
-	if t.Comms.Coord.DP == 0 {
+	if s.zero != nil {
+		if err := t.saveZeroShard(ctx, tmp, s.zero); err != nil {
+			return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
+		}
+	} else if t.Comms.Coord.DP == 0 {
 		if err := checkpoint.WriteShard(tmp, t.Comms.Coord, s.model, m1, v1, s.opt); err != nil {
 			return "", fmt.Errorf("checkpoint step %d: %w", s.step, err)
 		}
@@ -184,7 +201,14 @@ func (s *snapshot) write(ctx context.Context, run string, keep int, rank int, ba
 	}
 	var path string
 	if rank == 0 {
-		if err := checkpoint.WriteIndex(tmp, s.step, mesh, t.Opts.Model); err != nil {
+		write := checkpoint.WriteIndex
+		if s.zero != nil {
+			shards := t.zero.ShardComm().Size()
+			write = func(dir string, step int, l mesh.Mesh, cfg model.Config) error {
+				return checkpoint.WriteZeroIndex(dir, step, l, cfg, shards)
+			}
+		}
+		if err := write(tmp, s.step, layout, t.Opts.Model); err != nil {
 			return "", err
 		}
 		if err := checkpoint.WriteTrainerState(tmp, st); err != nil {
@@ -213,6 +237,14 @@ func (t *Trainer) Restore(dir string) (State, error) {
 	if err := checkpoint.LoadTrainerState(dir, &st); err != nil {
 		return st, err
 	}
+	if t.zero != nil {
+		step, err := t.restoreZero(dir)
+		if err != nil {
+			return st, err
+		}
+		t.Opt.Step = step
+		return t.restoreRest(dir, st)
+	}
 	if err := checkpoint.LoadModel(dir, t.Model); err != nil {
 		return st, err
 	}
@@ -225,6 +257,15 @@ func (t *Trainer) Restore(dir string) (State, error) {
 	t.Opt.Pack(t.Opt.M, m1)
 	t.Opt.Pack(t.Opt.V, v1)
 	t.Opt.Step = step
+	return t.restoreRest(dir, st)
+}
+
+// restoreRest restores what follows the weights and moments: the head
+// objective, the data position and the step. The reduced-precision copy
+// of the weights follows the loaded ones (an evaluation may come before
+// any step).
+func (t *Trainer) restoreRest(dir string, st State) (State, error) {
+	t.Model.SyncPrecision()
 	if err := t.restoreHead(dir, st.Head); err != nil {
 		return st, err
 	}

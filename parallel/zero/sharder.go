@@ -494,3 +494,20 @@ func (s *Sharder) GatherAll(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Adopt takes the model's current parameters as the sharded state after
+// something wrote all of Params.Data (a checkpoint load into another
+// layout): ZeRO-3 copies the owned pieces into the master weights and
+// hands every page back; ZeRO-2 keeps them where they are.
+func (s *Sharder) Adopt() error {
+	if s.opts.Stage != 3 {
+		return nil
+	}
+	data := s.m.Params.Data
+	for i, o := range s.own {
+		copy(s.master[o[0]:o[1]], data[o[0]:o[1]])
+		s.state[i], s.inUse[i], s.kept[i] = absent, 0, false
+	}
+	s.live, s.pref = 0, -1
+	return pages.Free(data)
+}

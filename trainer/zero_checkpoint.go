@@ -1,0 +1,158 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/strand-ml/strand/checkpoint"
+	"github.com/strand-ml/strand/internal/pages"
+	"github.com/strand-ml/strand/safetensors"
+)
+
+// zeroSnapshot is this rank's part of a ZeRO-2/3 checkpoint: its owned
+// pieces of the parameters and moments (checkpoint.ZeroShard), copied
+// when the save runs in the background.
+func (t *Trainer) zeroSnapshot(copyBuffers bool) (*checkpoint.ZeroShard, error) {
+	z := t.zero
+	s := &checkpoint.ZeroShard{Coord: t.Comms.Coord, Rank: z.ShardComm().Rank(), Owned: z.Owned(),
+		Params: z.Params(), M: t.Opt.M, V: t.Opt.V, OptStep: t.Opt.Step}
+	s.Coord.DP = 0
+	if !copyBuffers {
+		return s, nil
+	}
+	// full length, resident only where owned
+	params, err := pages.Alloc[float32](len(s.Params))
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range s.Owned {
+		copy(params[o[0]:o[1]], s.Params[o[0]:o[1]])
+	}
+	s.Params = params
+	s.M, s.V = append([]float32(nil), s.M...), append([]float32(nil), s.V...)
+	return s, nil
+}
+
+// writesZeroShard says this rank writes its pieces: the ranks of the first
+// shard group (the others hold the same pieces).
+func (t *Trainer) writesZeroShard() bool {
+	return t.Comms.Coord.DP < t.zero.ShardComm().Size()
+}
+
+// restoreZero loads a checkpoint's parameters and moments into the owned
+// pieces. A checkpoint this layout wrote (the same units over a shard
+// group of the same size) is read piece by piece from this rank's files;
+// any other is assembled tensor by tensor into the model's buffer first,
+// which holds every parameter of this stage for the moment.
+func (t *Trainer) restoreZero(dir string) (int, error) {
+	if err := t.zero.ReleaseAll(); err != nil {
+		return 0, err
+	}
+	if step, ok, err := t.restoreOwnPieces(dir); err != nil || ok {
+		if err == nil {
+			// ZeRO-2: every rank read its pieces; gather the rest
+			err = t.zero.GatherParams(context.Background())
+		}
+		return step, err
+	}
+	m := t.Model
+	if err := checkpoint.LoadModel(dir, m); err != nil {
+		return 0, err
+	}
+	n := m.Params.Count()
+	m1, v1 := make([]float32, n), make([]float32, n)
+	step, err := checkpoint.LoadMoments(dir, m, m1, v1)
+	if err != nil {
+		return 0, err
+	}
+	t.Opt.Pack(t.Opt.M, m1)
+	t.Opt.Pack(t.Opt.V, v1)
+	if err := t.zero.Adopt(); err != nil {
+		return 0, err
+	}
+	return step, nil
+}
+
+// restoreOwnPieces reads this rank's files of a ZeRO checkpoint when they
+// hold exactly the pieces it owns; ok is false (and nothing changed) when
+// they do not exist or were cut otherwise.
+func (t *Trainer) restoreOwnPieces(dir string) (step int, ok bool, err error) {
+	c := t.Comms.Coord
+	mf := fmt.Sprintf("model-pp%d-tp%d-dp%d.safetensors", c.PP, c.TP, t.zero.ShardComm().Rank())
+	of := "optim-" + mf[len("model-"):]
+	if _, err := os.Stat(filepath.Join(dir, mf)); err != nil {
+		return 0, false, nil
+	}
+	fm, err := safetensors.Read(filepath.Join(dir, mf))
+	if err != nil {
+		return 0, false, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	fo, err := safetensors.Read(filepath.Join(dir, of))
+	if err != nil {
+		return 0, false, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	own := t.zero.Owned()
+	meta := fm.Metadata()
+	// check every piece first, so a mismatch changes nothing
+	type piece struct {
+		name   string
+		at, k  int // flat offset; packed moment index
+		length int
+	}
+	var plan []piece
+	packed, r := 0, 0
+	for _, p := range t.Model.Params.List {
+		lo, hi := p.Offset, p.Offset+p.Size()
+		for r < len(own) && own[r][1] <= lo {
+			packed += own[r][1] - own[r][0]
+			r++
+		}
+		if r == len(own) {
+			break
+		}
+		a, b := max(lo, own[r][0]), min(hi, own[r][1])
+		if a >= b {
+			continue
+		}
+		if p.TiedCopy {
+			// the last stage's copy of wte is not in the files: the
+			// layout-changing path loads it from the first stage's wte
+			return 0, false, nil
+		}
+		if meta["range."+p.Name] != fmt.Sprintf("%d %d", a-lo, b-lo) {
+			return 0, false, nil
+		}
+		plan = append(plan, piece{p.Name, a, packed + a - own[r][0], b - a})
+	}
+	dst := t.zero.Params()
+	for _, pc := range plan {
+		for _, x := range []struct {
+			f    *safetensors.File
+			name string
+			into []float32
+		}{{fm, pc.name, dst[pc.at : pc.at+pc.length]}, {fo, "exp_avg." + pc.name, t.Opt.M[pc.k : pc.k+pc.length]}, {fo, "exp_avg_sq." + pc.name, t.Opt.V[pc.k : pc.k+pc.length]}} {
+			v, _, err := x.f.Float32(x.name)
+			if err != nil || len(v) != len(x.into) {
+				return 0, false, fmt.Errorf("checkpoint %s: piece %s: %d values for %d, %v", dir, x.name, len(v), len(x.into), err)
+			}
+			copy(x.into, v)
+		}
+	}
+	var st int
+	if _, err := fmt.Sscanf(fo.Metadata()["step"], "%d", &st); err != nil {
+		return 0, false, fmt.Errorf("checkpoint %s: %s has no step: %w", dir, of, err)
+	}
+	return st, true, nil
+}
+
+// saveZeroShard writes this rank's pieces into the shared temporary
+// directory (writer ranks only) and, on rank 0, nothing more: the index
+// follows once every rank is done (snapshot.write).
+func (t *Trainer) saveZeroShard(ctx context.Context, tmp string, s *checkpoint.ZeroShard) error {
+	if !t.writesZeroShard() {
+		return nil
+	}
+	return checkpoint.WriteZeroShard(tmp, t.Model, *s)
+}

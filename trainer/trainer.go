@@ -75,6 +75,15 @@ type Options struct {
 	KeepGathered bool
 }
 
+// normalize makes Zero 1 and DP.ZeRO1 the same thing (the bucketer runs
+// stage 1).
+func (o Options) normalize() Options {
+	if o.Zero == 1 {
+		o.DP.ZeRO1 = true
+	}
+	return o
+}
+
 // zeroStage is the ZeRO stage, with DP.ZeRO1 as stage 1.
 func (o Options) zeroStage() int {
 	if o.Zero == 0 && o.DP.ZeRO1 {
@@ -312,6 +321,7 @@ type StepStats struct {
 // New builds this rank's freshly initialized part of the model; comms may
 // be nil for a single process. The loader must yield RowsPerRank rows.
 func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
+	opts = opts.normalize()
 	if opts.Micro == 0 {
 		opts.Micro = 1
 	}
@@ -348,6 +358,7 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 // positions. PPO builds its four models first and runs each through a
 // trainer made so.
 func NewOn(m *model.GPT, opts Options, comms *Comms) (*Trainer, error) {
+	opts = opts.normalize()
 	if opts.Micro == 0 {
 		opts.Micro = 1
 	}

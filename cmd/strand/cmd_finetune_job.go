@@ -15,7 +15,6 @@ import (
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
-	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/parallel/pipeline"
 	"github.com/strand-ml/strand/progress"
 	"github.com/strand-ml/strand/trainer"
@@ -47,15 +46,15 @@ type ftFlags struct {
 	loraRank     int
 	loraAlpha    float64
 	loraTargets  string
-	zero1        bool   // registerTrainer: sft, dpo, rm train
-	recompute    string // registerTrainer
+	shard        shardFlags // registerTrainer: sft, dpo, rm train
+	recompute    string     // registerTrainer
 	fs           *flag.FlagSet
 }
 
-// registerTrainer adds --zero1 for the commands that train one model on
-// the trainer (sft, dpo, rm train).
+// registerTrainer adds the ZeRO and recomputation flags for the commands
+// that train one model on the trainer (sft, dpo, rm train).
 func (f *ftFlags) registerTrainer(fs *flag.FlagSet) {
-	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
+	f.shard.register(fs)
 	fs.StringVar(&f.recompute, "recompute", "none", "activation recomputation: none, selective (the MLP activation) or full (each block's forward again in backward)")
 }
 
@@ -176,7 +175,10 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	opts := trainer.Options{
 		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
-		Seed: f.seed, Threads: f.threads, DP: dpdata.Options{ZeRO1: f.zero1}, Recompute: f.recompute,
+		Seed: f.seed, Threads: f.threads, Recompute: f.recompute,
+	}
+	if err := f.shard.apply(&opts); err != nil {
+		return trainer.Options{}, err
 	}
 	if lc != nil {
 		// The base weights load before the adapters become the model's

@@ -137,7 +137,8 @@ type trainFlags struct {
 	shuffle, decayEmbed    bool
 	kernel                 string
 	bucketMB               float64
-	bf16Grads, zero1       bool
+	bf16Grads              bool
+	shard                  shardFlags
 	tracePath              string
 	stageLayers            string
 	maxRestarts            int
@@ -178,7 +179,7 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.recompute, "recompute", "none", "activation recomputation: none, selective (the MLP activation) or full (each block's forward again in backward; keeps only block inputs)")
 	fs.StringVar(&f.precision, "precision", "fp32", "precision of the model's matrix products: fp32, bf16 (bf16 operands, float32 accumulation and master weights) or fp16 (emulated, dynamic loss scaling)")
 	fs.StringVar(&f.gradCompress, "grad-compress", "none", "data-parallel gradient compression: none, bf16 (same as --bf16-grads), fp8 (E4M3 with a per-bucket scale) or fp8-e5m2")
-	fs.BoolVar(&f.zero1, "zero1", false, "ZeRO-1: shard optimizer state across data-parallel ranks")
+	f.shard.register(fs)
 	fs.StringVar(&f.tracePath, "trace", "", "write a Chrome/Perfetto trace of every rank's schedule to this file")
 	fs.IntVar(&f.maxRestarts, "max-restarts", 0, "when a worker dies, restart the job up to N times from the last checkpoint")
 	fs.BoolVar(&f.run.asyncSave, "async-save", false, "write checkpoints in the background (state is snapshotted in memory first)")
@@ -322,9 +323,12 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		DecayEmbed: f.decayEmbed, Seed: f.seed, Shuffle: f.shuffle, Threads: f.threads, KernelForce: f.kernel,
 		StageLayers: stageLayers,
-		DP:          dpdata.Options{BucketBytes: int(f.bucketMB * 1e6), BF16: bf16Grads, FP8: fp8Grads, ZeRO1: f.zero1},
+		DP:          dpdata.Options{BucketBytes: int(f.bucketMB * 1e6), BF16: bf16Grads, FP8: fp8Grads},
 		Precision:   f.precision,
 		Recompute:   f.recompute,
+	}
+	if err := f.shard.apply(&opts); err != nil {
+		return opts, cfg, err
 	}
 	if err := opts.Validate(m); err != nil {
 		return opts, cfg, usageError{err.Error()}

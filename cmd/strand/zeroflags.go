@@ -1,0 +1,39 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/strand-ml/strand/trainer"
+)
+
+// shardFlags are the ZeRO options of every command that trains on the
+// trainer (train, sft, dpo, rm train).
+type shardFlags struct {
+	zero                int
+	zero1               bool
+	shardGroup          int
+	reshardAfterForward bool
+}
+
+func (s *shardFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&s.zero, "zero", 0, "ZeRO stage over the data-parallel ranks: 0 replicated (DDP), 1 optimizer state sharded, 2 and gradients, 3 and parameters (gathered layer by layer, prefetched)")
+	fs.BoolVar(&s.zero1, "zero1", false, "alias of --zero 1")
+	fs.IntVar(&s.shardGroup, "shard-group", 0, "with --zero 2 or 3: shard within groups of N data-parallel ranks (e.g. one node's) and replicate across groups (default: one group of all)")
+	fs.BoolVar(&s.reshardAfterForward, "reshard-after-forward", true, "with --zero 3: hand each layer's gathered parameters back after its forward and gather them again for backward (false: keep them until backward, ZeRO-2's communication for more memory)")
+}
+
+// apply sets the ZeRO options of o.
+func (s shardFlags) apply(o *trainer.Options) error {
+	stage := s.zero
+	if s.zero1 {
+		if s.zero != 0 && s.zero != 1 {
+			return usageError{fmt.Sprintf("--zero1 is --zero 1, and --zero %d was given too", s.zero)}
+		}
+		stage = 1
+	}
+	o.Zero, o.DP.ZeRO1 = stage, stage == 1
+	o.ShardGroup = s.shardGroup
+	o.KeepGathered = !s.reshardAfterForward
+	return nil
+}

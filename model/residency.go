@@ -10,10 +10,14 @@ import (
 
 // Unit is a run of parameters that fully sharded data parallelism
 // (ZeRO-2/3) moves together: one transformer block, the embeddings, or
-// the head. [Lo, Hi) is its range in Params.Data and Params.Grad.
+// the head. [Lo, Hi) is its range in Params.Data and Params.Grad (the
+// trainable parameters). With LoRA the trainable parameters are the
+// adapters (a block's, or none) and [FrozenLo, FrozenHi) is the unit's
+// range in LoRA.Base.Data, the frozen base weights it reads.
 type Unit struct {
-	Name   string // "h.3", "wte", "wpe", "head" (lm_head, ln_f), "tied" (the last stage's copy of wte)
-	Lo, Hi int
+	Name               string // "h.3", "wte", "wpe", "head" (lm_head, ln_f), "tied" (the last stage's copy of wte)
+	Lo, Hi             int
+	FrozenLo, FrozenHi int
 }
 
 // Size is the number of parameter elements in the unit.
@@ -42,14 +46,42 @@ type unitIndex struct {
 // Units lists this rank's parameter units in layout order (the order of
 // Params.List: the head's first, the embeddings' last).
 func (m *GPT) Units() []Unit {
+	if m.LoRA != nil {
+		return m.loraUnits()
+	}
+	return groupUnits(m.Params)
+}
+
+// groupUnits cuts ps into units: runs of parameters with one unit name.
+func groupUnits(ps *Params) []Unit {
 	var out []Unit
-	for _, p := range m.Params.List {
+	for _, p := range ps.List {
 		name := unitName(p)
 		if n := len(out); n > 0 && out[n-1].Name == name && out[n-1].Hi == p.Offset {
 			out[n-1].Hi += p.Size()
 			continue
 		}
 		out = append(out, Unit{Name: name, Lo: p.Offset, Hi: p.Offset + p.Size()})
+	}
+	return out
+}
+
+// loraUnits are the base's units, each with its adapters' range (empty
+// when it has none, placed where the adapters before it end).
+func (m *GPT) loraUnits() []Unit {
+	base := groupUnits(m.LoRA.Base)
+	adapters := groupUnits(m.Params)
+	out := make([]Unit, len(base))
+	at := 0
+	for i, b := range base {
+		u := Unit{Name: b.Name, FrozenLo: b.Lo, FrozenHi: b.Hi, Lo: at, Hi: at}
+		for _, a := range adapters {
+			if a.Name == b.Name {
+				u.Lo, u.Hi = a.Lo, a.Hi
+				at = a.Hi
+			}
+		}
+		out[i] = u
 	}
 	return out
 }
@@ -83,9 +115,6 @@ func (m *GPT) SetResidency(r Residency) error {
 	if r == nil {
 		return nil
 	}
-	if m.LoRA != nil {
-		return fmt.Errorf("model: sharded parameters (ZeRO-3) with LoRA adapters are not supported")
-	}
 	units := m.Units()
 	find := func(name string) int {
 		for i, u := range units {
@@ -111,6 +140,10 @@ func (m *GPT) SetResidency(r Residency) error {
 		}
 	}
 	m.units = ix
+	m.unitLo, m.unitHi = nil, nil
+	for _, u := range units {
+		m.unitLo, m.unitHi = append(m.unitLo, u.Lo), append(m.unitHi, u.Hi)
+	}
 	return nil
 }
 
@@ -149,8 +182,7 @@ func (m *GPT) done(ctx context.Context, u int, backward bool) error {
 		return nil
 	}
 	if backward {
-		us := m.Units()[u]
-		m.Params.clearStaleRange(us.Lo, us.Hi)
+		m.Params.clearStaleRange(m.unitLo[u], m.unitHi[u])
 	}
 	if err := m.residency.Done(ctx, u, backward); err != nil {
 		return fmt.Errorf("parameters of unit %d: %w", u, err)
@@ -197,8 +229,13 @@ func (m *GPT) doneHead(ctx context.Context, backward bool) error {
 // SetParamBuffers points every parameter's Data and Grad views into data
 // and grad (each Params.Count() long) instead of the buffers the model was
 // built with; nothing is copied. ZeRO-2/3 use it to move the flat buffers
-// into memory that can be handed back page by page (internal/pages).
+// into memory that can be handed back page by page (internal/pages). With
+// LoRA enabled the adapters' views cannot move: set the buffers before
+// EnableLoRA (they then hold the frozen base).
 func (m *GPT) SetParamBuffers(data, grad []float32) error {
+	if m.LoRA != nil {
+		return fmt.Errorf("model: parameter buffers move before LoRA is enabled, not after")
+	}
 	ps := m.Params
 	if len(data) != len(ps.Data) || len(grad) != len(ps.Grad) {
 		return fmt.Errorf("model: parameter buffers of %d and %d values for %d parameters", len(data), len(grad), len(ps.Data))

@@ -11,6 +11,7 @@ import (
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/gemm"
+	"github.com/strand-ml/strand/internal/pages"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
@@ -394,6 +395,18 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh bool)
 		// shard before the precision copy exists, so ZeRO-3 never holds a
 		// whole one; fine-tuning's Adapt (loading base weights) runs first
 		if opts.Adapt != nil {
+			if opts.zeroStage() == 3 {
+				// the weights Adapt loads (LoRA's frozen base among them)
+				// go into pages ZeRO-3 can hand back
+				data, err := pages.Alloc[float32](m.Params.Count())
+				if err != nil {
+					return nil, err
+				}
+				copy(data, m.Params.Data) // Adapt may load only some weights
+				if err := m.SetParamBuffers(data, m.Params.Grad); err != nil {
+					return nil, err
+				}
+			}
 			if err := opts.Adapt(m); err != nil {
 				return nil, err
 			}

@@ -43,9 +43,21 @@ type Sharder struct {
 	units   []model.Unit
 	shard   *collective.Comm // the shard group: gathers and reduce-scatters
 	replica *collective.Comm // the ranks holding the same pieces in other shard groups; nil when none
-	own     [][2]int         // per unit: the owned range [lo, hi) of the flat buffers
+	own     [][2]int         // per unit: the owned range [lo, hi) of the trainable flat buffers
 
-	master []float32 // ZeRO-3: float32 master weights, resident only in owned ranges
+	// What ZeRO-3 gathers: the trainable parameters (gdata = the model's
+	// Params.Data, gmaster = the float32 master weights), or with LoRA the
+	// frozen base weights (gdata = LoRA.Base.Data, gmaster = their owned
+	// pieces); the adapters then stay resident as under ZeRO-2.
+	gathered  bool      // ZeRO-3: units are gathered and handed back
+	frozen    bool      // what is gathered is LoRA's frozen base
+	grange    [][2]int  // per unit: the gathered range of gdata
+	gown      [][2]int  // per unit: its owned piece
+	gdata     []float32 // the buffer units are gathered into
+	gmaster   []float32 // the owned pieces, resident only there
+	gradPaged bool      // the model's Params.Grad is in discardable pages
+
+	master []float32 // ZeRO-3 without LoRA: the master weights (= gmaster)
 	grad   []float32 // the reduced gradient, resident only in owned ranges
 	fresh  []bool    // per unit: grad's owned piece not yet written this step
 
@@ -75,12 +87,25 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 	if opts.Stage != 2 && opts.Stage != 3 {
 		return nil, fmt.Errorf("zero: stage %d is not 2 or 3", opts.Stage)
 	}
-	s := &Sharder{opts: opts, m: m, units: m.Units(), shard: shard, replica: replica, rsUnit: -1, pref: -1}
+	lora := m.LoRA != nil
+	if lora && opts.Init {
+		return nil, fmt.Errorf("zero: a LoRA model's base comes from a checkpoint, not from a seed")
+	}
+	s := &Sharder{opts: opts, m: m, units: m.Units(), shard: shard, replica: replica, rsUnit: -1, pref: -1,
+		gathered: opts.Stage == 3, frozen: opts.Stage == 3 && lora, gradPaged: !lora}
 	n := len(s.units)
-	s.own = make([][2]int, n)
+	chunk := func(lo, hi int) [2]int {
+		a, b := collective.Chunk(hi-lo, shard.Size(), shard.Rank())
+		return [2]int{lo + a, lo + b}
+	}
+	s.own, s.grange, s.gown = make([][2]int, n), make([][2]int, n), make([][2]int, n)
 	for i, u := range s.units {
-		lo, hi := collective.Chunk(u.Size(), shard.Size(), shard.Rank())
-		s.own[i] = [2]int{u.Lo + lo, u.Lo + hi}
+		s.own[i] = chunk(u.Lo, u.Hi)
+		s.grange[i] = [2]int{u.Lo, u.Hi}
+		if s.frozen {
+			s.grange[i] = [2]int{u.FrozenLo, u.FrozenHi}
+		}
+		s.gown[i] = chunk(s.grange[i][0], s.grange[i][1])
 	}
 	s.fresh = make([]bool, n)
 	s.state = make([]int, n)
@@ -94,48 +119,67 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 		return nil, err
 	}
 	old := m.Params.Data
-	data := old
-	if opts.Stage == 3 {
-		if data, err = pages.Alloc[float32](count); err != nil {
+	if !lora {
+		// the model's buffers move into discardable pages (with LoRA the
+		// caller paged the base before enabling it: SetParamBuffers)
+		data := old
+		if s.gathered {
+			if data, err = pages.Alloc[float32](count); err != nil {
+				return nil, err
+			}
+			if s.master, err = pages.Alloc[float32](count); err != nil {
+				return nil, err
+			}
+		}
+		grad, err := pages.Alloc[float32](count)
+		if err != nil {
 			return nil, err
 		}
-		if s.master, err = pages.Alloc[float32](count); err != nil {
+		if err := m.SetParamBuffers(data, grad); err != nil {
 			return nil, err
 		}
-	}
-	grad, err := pages.Alloc[float32](count)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.SetParamBuffers(data, grad); err != nil {
-		return nil, err
 	}
 	if err := m.SetResidency(s); err != nil {
 		return nil, err
 	}
 	s.shared = m.SharedUnit()
-	if opts.Stage == 2 {
+	if !s.gathered {
 		if opts.Init {
 			m.Init(opts.Seed)
 		}
 		return s, nil
 	}
-	// ZeRO-3: the reduced-precision copy is rounded unit by unit as units
-	// are gathered, and the owned pieces become the master weights
-	if err := m.PageLowPrecision(); err != nil {
-		return nil, err
-	}
-	for i, u := range s.units {
-		src := old
-		if opts.Init {
-			m.Params.InitRange(opts.Seed, u.Lo, u.Hi)
-			src = data
-		}
-		o := s.own[i]
-		copy(s.master[o[0]:o[1]], src[o[0]:o[1]])
-		if err := pages.Discard(data, u.Lo, u.Hi); err != nil {
+	if s.frozen {
+		s.gdata = m.LoRA.Base.Data
+		if s.gmaster, err = pages.Alloc[float32](len(s.gdata)); err != nil {
 			return nil, err
 		}
+		old = s.gdata
+	} else {
+		// the reduced-precision copy is rounded unit by unit as units are
+		// gathered (with LoRA it covers only the resident adapters)
+		if err := m.PageLowPrecision(); err != nil {
+			return nil, err
+		}
+		s.gdata, s.gmaster = m.Params.Data, s.master
+	}
+	// the owned pieces become the master weights, unit by unit
+	for i := range s.units {
+		g, o := s.grange[i], s.gown[i]
+		src := old
+		if opts.Init {
+			m.Params.InitRange(opts.Seed, g[0], g[1])
+			src = s.gdata
+		}
+		copy(s.gmaster[o[0]:o[1]], src[o[0]:o[1]])
+		if err := pages.Discard(s.gdata, g[0], g[1]); err != nil {
+			return nil, err
+		}
+	}
+	if !opts.Init && !s.frozen {
+		// the values came from the model's old buffer: hand its pages
+		// back too (nothing reads it again)
+		return s, pages.Free(old)
 	}
 	return s, nil
 }
@@ -155,7 +199,7 @@ func (s *Sharder) Owned() [][2]int {
 // Params is the buffer the optimizer updates: the master weights under
 // ZeRO-3, the model's parameters under ZeRO-2 (owned ranges only).
 func (s *Sharder) Params() []float32 {
-	if s.opts.Stage == 3 {
+	if s.gathered && !s.frozen {
 		return s.master
 	}
 	return s.m.Params.Data
@@ -192,7 +236,7 @@ func (s *Sharder) Need(ctx context.Context, u int, backward bool) error {
 			s.addLiveG(s.units[u].Size())
 		}
 	}
-	if s.opts.Stage == 2 {
+	if !s.gathered {
 		return nil
 	}
 	if s.pref == u {
@@ -241,7 +285,7 @@ func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
 			s.startRS(ctx, u)
 		}
 	}
-	if s.opts.Stage == 2 {
+	if !s.gathered {
 		return nil
 	}
 	s.inUse[u]--
@@ -258,15 +302,14 @@ func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
 // startGather all-gathers unit u's parameters from the owned master
 // pieces into the model's buffer.
 func (s *Sharder) startGather(ctx context.Context, u int) {
-	un, o := s.units[u], s.own[u]
-	data := s.m.Params.Data
-	copy(data[o[0]:o[1]], s.master[o[0]:o[1]])
+	g, o := s.grange[u], s.gown[u]
+	copy(s.gdata[o[0]:o[1]], s.gmaster[o[0]:o[1]])
 	s.state[u] = gathering
-	s.live += un.Size()
+	s.live += g[1] - g[0]
 	s.peakLive = max(s.peakLive, s.live)
-	h := s.shard.AllGatherAsync(ctx, collective.F32(data[un.Lo:un.Hi]))
+	h := s.shard.AllGatherAsync(ctx, collective.F32(s.gdata[g[0]:g[1]]))
 	s.gathers[u] = h
-	s.traceOp(h, "all-gather "+un.Name, un.Size())
+	s.traceOp(h, "all-gather "+s.units[u].Name, g[1]-g[0])
 }
 
 // waitGather waits for unit u's gather and rounds it into the
@@ -281,7 +324,9 @@ func (s *Sharder) waitGather(ctx context.Context, u int) error {
 		return fmt.Errorf("ZeRO-3 all-gather of %s: %w", s.units[u].Name, err)
 	}
 	s.state[u] = resident
-	s.m.SyncPrecisionRange(s.units[u].Lo, s.units[u].Hi)
+	if !s.frozen {
+		s.m.SyncPrecisionRange(s.grange[u][0], s.grange[u][1])
+	}
 	return nil
 }
 
@@ -308,21 +353,24 @@ func (s *Sharder) release(u int) error {
 		}
 		s.gathers[u] = nil
 	}
-	un := s.units[u]
+	g := s.grange[u]
 	s.state[u] = absent
 	s.kept[u] = false
-	s.live -= un.Size()
-	if err := pages.Discard(s.m.Params.Data, un.Lo, un.Hi); err != nil {
+	s.live -= g[1] - g[0]
+	if err := pages.Discard(s.gdata, g[0], g[1]); err != nil {
 		return err
 	}
-	return s.m.DiscardPrecisionRange(un.Lo, un.Hi)
+	if s.frozen {
+		return nil
+	}
+	return s.m.DiscardPrecisionRange(g[0], g[1])
 }
 
 // ReleaseAll hands back every gathered unit (after the optimizer changed
 // the master weights, and before a checkpoint or evaluation that should
 // start from a clean slate).
 func (s *Sharder) ReleaseAll() error {
-	if s.opts.Stage != 3 {
+	if !s.gathered {
 		return nil
 	}
 	s.pref = -1
@@ -378,6 +426,9 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 	}
 	s.liveG -= un.Size()
 	s.m.Params.MarkStaleRange(un.Lo, un.Hi)
+	if !s.gradPaged {
+		return nil
+	}
 	return pages.Discard(g, un.Lo, un.Hi)
 }
 
@@ -397,7 +448,7 @@ func (s *Sharder) Finish(ctx context.Context) error {
 			s.fresh[u] = false
 		}
 	}
-	if s.opts.Stage == 3 {
+	if s.gathered {
 		s.dropPrefetch()
 	}
 	return s.err
@@ -407,8 +458,11 @@ func (s *Sharder) Finish(ctx context.Context) error {
 // (the owned pieces changed on their owners). A no-op under ZeRO-3, whose
 // forward gathers from the master weights.
 func (s *Sharder) GatherParams(ctx context.Context) error {
-	if s.opts.Stage == 3 {
+	if s.gathered && !s.frozen {
 		return s.ReleaseAll()
+	}
+	if err := s.ReleaseAll(); err != nil { // LoRA's base under ZeRO-3
+		return err
 	}
 	data := s.m.Params.Data
 	hs := make([]*collective.Handle, len(s.units))
@@ -477,7 +531,7 @@ func (s *Sharder) TiedPiece(offset int) []float32 {
 // model's Params.Data holds every parameter: for readers of the whole
 // model (tests, exports). Every rank of the shard group calls it.
 func (s *Sharder) GatherAll(ctx context.Context) error {
-	if s.opts.Stage != 3 {
+	if !s.gathered {
 		return nil
 	}
 	s.dropPrefetch()
@@ -500,8 +554,8 @@ func (s *Sharder) GatherAll(ctx context.Context) error {
 // layout): ZeRO-3 copies the owned pieces into the master weights and
 // hands every page back; ZeRO-2 keeps them where they are.
 func (s *Sharder) Adopt() error {
-	if s.opts.Stage != 3 {
-		return nil
+	if !s.gathered || s.frozen {
+		return nil // a LoRA checkpoint holds only the adapters, which stay resident
 	}
 	data := s.m.Params.Data
 	for i, o := range s.own {

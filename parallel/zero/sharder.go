@@ -71,6 +71,7 @@ type Sharder struct {
 	half    bool                 // the shared unit's first part is done, its gradient held
 	pref    int                  // a prefetched unit not yet needed, or -1
 
+	hits             int // Needs that found their unit prefetched
 	live, peakLive   int // ZeRO-3: gathered parameter elements now and at most
 	liveG, peakLiveG int // unit gradient elements in use now and at most
 
@@ -241,6 +242,7 @@ func (s *Sharder) Need(ctx context.Context, u int, backward bool) error {
 	}
 	if s.pref == u {
 		s.pref = -1
+		s.hits++
 	}
 	if s.state[u] == absent {
 		s.startGather(ctx, u)
@@ -499,6 +501,7 @@ type Use struct {
 	Owned        int // elements this rank owns (master weights, gradient, each)
 	PeakGathered int // ZeRO-3: most parameter elements gathered at once
 	PeakGrads    int // most unit gradient elements resident at once
+	Prefetched   int // units that were already being gathered when the model asked for them
 }
 
 // Use reports the sharder's memory so far.
@@ -507,7 +510,7 @@ func (s *Sharder) Use() Use {
 	for _, o := range s.own {
 		n += o[1] - o[0]
 	}
-	return Use{Owned: n, PeakGathered: s.peakLive, PeakGrads: s.peakLiveG}
+	return Use{Owned: n, PeakGathered: s.peakLive, PeakGrads: s.peakLiveG, Prefetched: s.hits}
 }
 
 // ShardComm is the shard group (the data-parallel group without hybrid

@@ -16,6 +16,7 @@ import (
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/optim"
 	"github.com/strand-ml/strand/safetensors"
+	"github.com/strand-ml/strand/trainer"
 )
 
 // A PPO checkpoint is the project's normal checkpoint of the policy (so
@@ -119,9 +120,20 @@ func (p *PPO) Save(ctx context.Context, run string, keep int, at PPOPlace, runSt
 		dir string
 		m   *model.GPT
 		opt *optim.AdamW
-	}{{tmp, p.Policy, p.optP}, {vdir, p.Value.GPT, p.optV}}
+		tr  *trainer.Trainer
+	}{{tmp, p.Policy, p.optP, p.policy}, {vdir, p.Value.GPT, p.optV, p.value}}
 	for _, pt := range parts {
-		if err := writePPOPart(pt.dir, at, pt.m, pt.opt); err != nil {
+		write := func() error {
+			m1, v1, err := pt.tr.Moments(ctx) // ZeRO-1: gathered
+			if err != nil {
+				return err
+			}
+			return writePPOPart(pt.dir, at, pt.m, m1, v1, pt.opt.Step)
+		}
+		if pt.tr.ZeroShards() > 0 {
+			write = func() error { return pt.tr.WriteZeroPart(pt.dir) }
+		}
+		if err := write(); err != nil {
 			return "", fmt.Errorf("ppo checkpoint step %d: %w", p.Step, err)
 		}
 	}
@@ -164,7 +176,7 @@ func (p *PPO) gatherHead(ctx context.Context) error {
 // with one rank per model (no tensor or pipeline split) rank 0 writes
 // config.json, model.safetensors and optimizer.safetensors; otherwise every
 // dp=0 rank writes its shard files (rank 0 adds the index later).
-func writePPOPart(dir string, at PPOPlace, m *model.GPT, opt *optim.AdamW) error {
+func writePPOPart(dir string, at PPOPlace, m *model.GPT, m1, v1 []float32, optStep int) error {
 	if at.Mesh.TP == 1 && at.Mesh.PP == 1 {
 		if at.Rank != 0 {
 			return nil
@@ -172,20 +184,27 @@ func writePPOPart(dir string, at PPOPlace, m *model.GPT, opt *optim.AdamW) error
 		if err := checkpoint.WriteModel(dir, m); err != nil {
 			return err
 		}
-		tensors := append(m.Params.TensorsOf("exp_avg.", opt.M), m.Params.TensorsOf("exp_avg_sq.", opt.V)...)
-		return safetensors.Write(filepath.Join(dir, checkpoint.OptimizerFile), tensors, map[string]string{"step": strconv.Itoa(opt.Step)})
+		tensors := append(m.Params.TensorsOf("exp_avg.", m1), m.Params.TensorsOf("exp_avg_sq.", v1)...)
+		return safetensors.Write(filepath.Join(dir, checkpoint.OptimizerFile), tensors, map[string]string{"step": strconv.Itoa(optStep)})
 	}
 	if at.Coord.DP != 0 {
 		return nil
 	}
-	return checkpoint.WriteShard(dir, at.Coord, m, opt.M, opt.V, opt.Step)
+	return checkpoint.WriteShard(dir, at.Coord, m, m1, v1, optStep)
 }
 
 // seal (rank 0, after every rank wrote its part) writes the indexes and
 // states, checksums value/ and commits the checkpoint.
 func (p *PPO) seal(run, tmp string, keep int, at PPOPlace, runState any) (string, error) {
 	vdir := filepath.Join(tmp, PPOValueDir)
-	if at.Mesh.TP > 1 || at.Mesh.PP > 1 {
+	if n := p.policy.ZeroShards(); n > 0 {
+		if err := checkpoint.WriteZeroIndex(tmp, p.Step, at.Mesh, p.Policy.Config, n); err != nil {
+			return "", err
+		}
+		if err := checkpoint.WriteZeroIndex(vdir, p.Step, at.Mesh, p.Value.GPT.Config, n); err != nil {
+			return "", err
+		}
+	} else if at.Mesh.TP > 1 || at.Mesh.PP > 1 {
 		if err := checkpoint.WriteIndex(tmp, p.Step, at.Mesh, p.Policy.Config); err != nil {
 			return "", err
 		}
@@ -271,17 +290,11 @@ func (p *PPO) Restore(dir string) (PPOState, error) {
 	}
 	for _, pt := range []struct {
 		dir string
-		m   *model.GPT
-		opt *optim.AdamW
-	}{{dir, p.Policy, p.optP}, {vdir, p.Value.GPT, p.optV}} {
-		if err := checkpoint.LoadModel(pt.dir, pt.m); err != nil {
+		tr  *trainer.Trainer
+	}{{dir, p.policy}, {vdir, p.value}} {
+		if err := pt.tr.LoadWeights(pt.dir); err != nil {
 			return st, err
 		}
-		step, err := checkpoint.LoadMoments(pt.dir, pt.m, pt.opt.M, pt.opt.V)
-		if err != nil {
-			return st, err
-		}
-		pt.opt.Step = step
 	}
 	var vs ppoValueState
 	if err := checkpoint.LoadTrainerState(vdir, &vs); err != nil {

@@ -57,6 +57,12 @@ func ppoRunWith(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, body func(ctx c
 // (PPOConfig.Micro).
 func ppoRunMicro(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, micro int, body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
 	t.Helper()
+	return ppoRunConfig(t, m, lc, func(c *PPOConfig) { c.Micro = micro }, body)
+}
+
+// ppoRunConfig is ppoRunMicro with any change to the PPO configuration.
+func ppoRunConfig(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, mod func(*PPOConfig), body func(ctx context.Context, p *PPO, at PPOPlace) ([]PPOStats, error)) ([]PPOStats, []map[string][]float32) {
+	t.Helper()
 	cfg := model.Config{VocabSize: 256, NLayer: 2, NHead: 2, NEmbd: 8, NPositions: 12, LayerNormEps: 1e-5,
 		Activation: model.GELUTanh, Norm: model.LayerNorm, Position: model.PosLearned, InitStd: 0.3}
 	const T, batch = 12, 4
@@ -129,8 +135,10 @@ func ppoRunMicro(t *testing.T, m mesh.Mesh, lc *model.LoRAConfig, micro int, bod
 				if err != nil {
 					return err
 				}
-				p, err := NewPPOParallel(gs[0], gs[1], rm, vm, 0, T, PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2,
-					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5, Micro: micro}, &comms)
+				pc := PPOConfig{MaxNew: 4, Epochs: 2, Clip: 0.2, ValueClip: 0.2,
+					KLCoef: 0.1, Gamma: 1, Lambda: 0.95, Temperature: 1, LR: 3e-3, GradClip: 1, Seed: 5}
+				mod(&pc)
+				p, err := NewPPOParallel(gs[0], gs[1], rm, vm, 0, T, pc, &comms)
 				if err != nil {
 					return err
 				}

@@ -33,6 +33,12 @@ type PPOConfig struct {
 	// GPipe's program (0 or 1: one micro-batch). It must divide the rows
 	// per rank; gradients accumulate over the micro-batches.
 	Micro int `json:",omitempty"`
+	// Zero, ShardGroup and KeepGathered shard the policy's and the value
+	// model's training state as trainer.Options says (ZeRO 1-3); the
+	// frozen reference and reward model stay replicated.
+	Zero         int  `json:",omitempty"`
+	ShardGroup   int  `json:",omitempty"`
+	KeepGathered bool `json:",omitempty"`
 }
 
 // PPO is RLHF: a policy sampled on prompts, a frozen reference policy (KL
@@ -129,9 +135,9 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 	// clipping; the passes run GPipe's program, whose forward half is
 	// each Forward pass.
 	opts := trainer.Options{Batch: rows * c.Mesh.DP, Seq: T, Micro: max(cfg.Micro, 1), Schedule: pipeline.GPipe,
-		LR: cfg.LR, GradClip: cfg.GradClip, AdamW: adam}
+		LR: cfg.LR, GradClip: cfg.GradClip, AdamW: adam, Zero: cfg.Zero, ShardGroup: cfg.ShardGroup, KeepGathered: cfg.KeepGathered}
 	frozen := opts
-	frozen.Frozen = true
+	frozen.Frozen, frozen.Zero, frozen.ShardGroup, frozen.KeepGathered = true, 0, 0, false
 	p := &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: c}
 	var err error
 	for _, b := range []struct {

@@ -55,10 +55,11 @@ func (s State) MarshalJSON() ([]byte, error) {
 // nil for a single process.
 type Barrier func(ctx context.Context) error
 
-// moments returns the AdamW moments laid out like this rank's parameters.
+// Moments returns the AdamW moments laid out like this rank's parameters.
 // Under ZeRO-1 each data-parallel rank holds only its share, so the shares
 // are all-gathered (every data-parallel rank must call this together).
-func (t *Trainer) moments(ctx context.Context) (m1, v1 []float32, err error) {
+// Under ZeRO-2/3 there is no such layout: write with WriteZeroPart.
+func (t *Trainer) Moments(ctx context.Context) (m1, v1 []float32, err error) {
 	n := t.Model.Params.Count()
 	if t.Opt.Covers(n) {
 		return t.Opt.M, t.Opt.V, nil
@@ -140,7 +141,7 @@ func (t *Trainer) snapshot(ctx context.Context, copyBuffers bool) (*snapshot, er
 		}
 		return s, nil
 	}
-	m1, v1, err := t.moments(ctx)
+	m1, v1, err := t.Moments(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -237,27 +238,39 @@ func (t *Trainer) Restore(dir string) (State, error) {
 	if err := checkpoint.LoadTrainerState(dir, &st); err != nil {
 		return st, err
 	}
+	if err := t.LoadWeights(dir); err != nil {
+		return st, err
+	}
+	return t.restoreRest(dir, st)
+}
+
+// LoadWeights loads the parameters, the AdamW moments and the optimizer's
+// step from the checkpoint in dir (any layout, any ZeRO stage) into this
+// rank's share of them. Restore calls it; so do objectives with their own
+// checkpoint directories (PPO).
+func (t *Trainer) LoadWeights(dir string) error {
 	if t.zero != nil {
 		step, err := t.restoreZero(dir)
 		if err != nil {
-			return st, err
+			return err
 		}
 		t.Opt.Step = step
-		return t.restoreRest(dir, st)
+		return nil
 	}
 	if err := checkpoint.LoadModel(dir, t.Model); err != nil {
-		return st, err
+		return err
 	}
 	n := t.Model.Params.Count()
 	m1, v1 := make([]float32, n), make([]float32, n)
 	step, err := checkpoint.LoadMoments(dir, t.Model, m1, v1)
 	if err != nil {
-		return st, err
+		return err
 	}
 	t.Opt.Pack(t.Opt.M, m1)
 	t.Opt.Pack(t.Opt.V, v1)
 	t.Opt.Step = step
-	return t.restoreRest(dir, st)
+	t.Model.SyncPrecision()
+	return nil
 }
 
 // restoreRest restores what follows the weights and moments: the head

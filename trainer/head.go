@@ -151,6 +151,9 @@ func (t *Trainer) headSumSquares() float64 {
 	if t.bucketer != nil && t.Opts.DP.ZeRO1 && t.Comms.Coord.DP != 0 {
 		return 0
 	}
+	if t.zero != nil && t.zero.ShardComm().Rank() != 0 {
+		return 0 // the sums are added over the shard group: count the head once
+	}
 	return optim.SumSquares(t.head.grads)
 }
 

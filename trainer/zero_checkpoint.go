@@ -156,3 +156,25 @@ func (t *Trainer) saveZeroShard(ctx context.Context, tmp string, s *checkpoint.Z
 	}
 	return checkpoint.WriteZeroShard(tmp, t.Model, *s)
 }
+
+// ZeroShards is the number of files per pipeline stage and TP rank that a
+// checkpoint of this trainer has under ZeRO-2/3 (the shard group's size),
+// or 0 when its state is not sharded that way. Callers with their own
+// checkpoint layout (PPO) write with WriteZeroPart and index with
+// checkpoint.WriteZeroIndex.
+func (t *Trainer) ZeroShards() int {
+	if t.zero == nil {
+		return 0
+	}
+	return t.zero.ShardComm().Size()
+}
+
+// WriteZeroPart writes this rank's pieces of the parameters and moments
+// into dir (ranks of the first shard group; the others hold the same).
+func (t *Trainer) WriteZeroPart(dir string) error {
+	s, err := t.zeroSnapshot(false)
+	if err != nil {
+		return err
+	}
+	return t.saveZeroShard(context.Background(), dir, s)
+}

@@ -45,6 +45,7 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&f.lambda, "lambda", 0.95, "GAE lambda")
 	fs.Float64Var(&f.temp, "temperature", 1, "sampling temperature")
 	ppoSchedule(fs, &f.ftFlags)
+	f.shard.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -195,7 +196,8 @@ func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, comms
 	}
 	return finetune.NewPPOParallel(policy, ref, models[0], models[1], eos, f.seq, finetune.PPOConfig{
 		MaxNew: f.maxNew, Epochs: f.epochs, Clip: f.ratioClip, ValueClip: f.vclip, KLCoef: f.kl, Gamma: f.gamma, Lambda: f.lambda,
-		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed, Micro: f.micro}, comms)
+		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed, Micro: f.micro,
+		Zero: f.shard.stage(), ShardGroup: f.shard.shardGroup, KeepGathered: !f.shard.reshardAfterForward}, comms)
 }
 
 // policyLoRA makes adapters on the policy its trainable parameters (and

@@ -23,14 +23,20 @@ func (s *shardFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&s.reshardAfterForward, "reshard-after-forward", true, "with --zero 3: hand each layer's gathered parameters back after its forward and gather them again for backward (false: keep them until backward, ZeRO-2's communication for more memory)")
 }
 
+// stage is the ZeRO stage the flags ask for (--zero1 is 1; a conflict
+// between the two is reported by apply or, for ppo, by the trainer).
+func (s shardFlags) stage() int {
+	if s.zero1 && s.zero == 0 {
+		return 1
+	}
+	return s.zero
+}
+
 // apply sets the ZeRO options of o.
 func (s shardFlags) apply(o *trainer.Options) error {
-	stage := s.zero
-	if s.zero1 {
-		if s.zero != 0 && s.zero != 1 {
-			return usageError{fmt.Sprintf("--zero1 is --zero 1, and --zero %d was given too", s.zero)}
-		}
-		stage = 1
+	stage := s.stage()
+	if s.zero1 && stage != 1 {
+		return usageError{fmt.Sprintf("--zero1 is --zero 1, and --zero %d was given too", s.zero)}
 	}
 	o.Zero, o.DP.ZeRO1 = stage, stage == 1
 	o.ShardGroup = s.shardGroup

@@ -104,8 +104,13 @@ func sftLoop(ctx context.Context, f *sftFlags, dist *distributed, stdout, stderr
 	tr.Source = batches
 	logf("sft: mesh %v | global batch %d x %d positions | %d steps\n", m, f.batch, f.seq, f.run.steps)
 	rc := f.loopConfig(tr, dist, stdout, stderr)
-	if len(held) > 0 && rank == 0 && m.TP == 1 && m.PP == 1 {
+	if len(held) > 0 && m.TP == 1 && m.PP == 1 {
 		rc.Hooks.Finish = func(ctx context.Context, _ trainer.Summary) (map[string]any, []string, error) {
+			// every rank: under ZeRO-3 the parameters are gathered first
+			// (rank 0 then generates alone)
+			if err := tr.MaterializeParams(ctx); err != nil || rank != 0 {
+				return nil, nil, err
+			}
 			em, err := finetune.ExactMatch(ctx, tr.Model, held)
 			if err != nil {
 				return nil, nil, err

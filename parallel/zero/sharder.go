@@ -64,6 +64,7 @@ type Sharder struct {
 	state   []int                // per unit (ZeRO-3)
 	inUse   []int                // per unit: Needs without their Done
 	kept    []bool               // per unit: gathered in forward and kept for backward
+	pinned  bool                 // GatherAll: every unit stays gathered until ReleaseAll
 	gathers []*collective.Handle // per unit: all-gather in flight
 	rs      []*collective.Handle // per unit: gradient reduce-scatter in flight
 	rsUnit  int                  // the unit whose reduce-scatter is in flight, or -1
@@ -291,7 +292,7 @@ func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
 		return nil
 	}
 	s.inUse[u]--
-	if s.inUse[u] > 0 {
+	if s.inUse[u] > 0 || s.pinned {
 		return nil
 	}
 	if !backward && s.opts.KeepGathered {
@@ -375,7 +376,7 @@ func (s *Sharder) ReleaseAll() error {
 	if !s.gathered {
 		return nil
 	}
-	s.pref = -1
+	s.pref, s.pinned = -1, false
 	for u := range s.units {
 		s.inUse[u] = 0
 		if err := s.release(u); err != nil {
@@ -530,9 +531,11 @@ func (s *Sharder) TiedPiece(offset int) []float32 {
 	return nil
 }
 
-// GatherAll gathers every unit and keeps it (until ReleaseAll), so the
-// model's Params.Data holds every parameter: for readers of the whole
-// model (tests, exports). Every rank of the shard group calls it.
+// GatherAll gathers every unit and keeps it (until ReleaseAll, which the
+// next step's update calls), so the model's Params.Data holds every
+// parameter and the model runs without communicating: for readers of the
+// whole model (tests, exports, generation on one rank). Every rank of the
+// shard group calls it.
 func (s *Sharder) GatherAll(ctx context.Context) error {
 	if !s.gathered {
 		return nil
@@ -547,8 +550,8 @@ func (s *Sharder) GatherAll(ctx context.Context) error {
 		if err := s.waitGather(ctx, u); err != nil {
 			return err
 		}
-		s.kept[u] = true
 	}
+	s.pinned = true
 	return nil
 }
 

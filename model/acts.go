@@ -82,6 +82,7 @@ func (a *Acts) Bytes() int64 {
 	}
 	if a.work != nil {
 		count(a.work, true)
+		n -= len(a.work.res3) // a view of the recomputed block's output, counted with the block
 	}
 	return int64(n) * 4
 }

@@ -144,12 +144,14 @@ type trainFlags struct {
 	precision              string
 	recompute              string
 	gradCompress           string
+	mem                    memFlags // --plan, --max-mem-per-rank (memflags.go)
 }
 
 func (f *trainFlags) register(fs *flag.FlagSet) {
 	f.model.register(fs)
 	f.launch = launcher.AddFlags(fs)
 	f.run.register(fs, "train", 200, 3)
+	f.mem.register(fs)
 	fs.IntVar(&f.batch, "batch", 0, "global batch: sequences per optimizer step over all data-parallel ranks (default: the preset's)")
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
@@ -212,6 +214,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// here, before any process starts.
 	opts, _, err := f.options(m)
 	if err != nil {
+		return err
+	}
+	if done, err := f.mem.apply(opts, m, f.threads, trainDataBytes(&f), stdout); done || err != nil {
 		return err
 	}
 	if err := data.Check(f.dataSpec); err != nil {

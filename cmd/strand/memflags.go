@@ -1,0 +1,137 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/strand-ml/strand/data"
+	"github.com/strand-ml/strand/memplan"
+	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/trainer"
+)
+
+// memFlags are --plan and --max-mem-per-rank: the memory plan of a
+// training job (package memplan), printed instead of training or checked
+// against a limit before any process starts or any model is allocated.
+type memFlags struct {
+	plan   bool
+	maxMem string
+}
+
+func (f *memFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.plan, "plan", false, "print each rank's predicted memory (parameters, gradients, optimizer, activations, communication, other) per pipeline stage and exit without training")
+	fs.StringVar(&f.maxMem, "max-mem-per-rank", "", "refuse to start a job whose plan needs more than this per rank (e.g. 12GiB, 800MB)")
+}
+
+// apply prints the plan (--plan: done is true, the command exits 0) or
+// refuses a plan over --max-mem-per-rank; with neither flag it does
+// nothing. threads is --threads (0: shared among the job's processes, as
+// workers take them) and data the planned resident bytes of the training
+// data per process.
+func (f *memFlags) apply(opts trainer.Options, m mesh.Mesh, threads int, data int64, stdout io.Writer) (done bool, err error) {
+	if !f.plan && f.maxMem == "" {
+		return false, nil
+	}
+	var limit int64
+	if f.maxMem != "" {
+		if limit, err = memplan.ParseBytes(f.maxMem); err != nil {
+			return false, usageError{"--max-mem-per-rank: " + err.Error()}
+		}
+	}
+	c := planConfig(opts, m, threads, data)
+	stages, err := memplan.Plan(c)
+	if err != nil {
+		return false, usageError{fmt.Sprintf("memory plan: %v", err)}
+	}
+	if f.plan {
+		if err := memplan.Write(stdout, c, stages); err != nil {
+			return false, err
+		}
+		if err := memplan.CheckLimit(c, stages, limit); err != nil {
+			fmt.Fprintf(stdout, "over the limit: %v\n", err)
+		}
+		return true, nil
+	}
+	if err := memplan.CheckLimit(c, stages, limit); err != nil {
+		return false, usageError{err.Error()}
+	}
+	return false, nil
+}
+
+// planConfig is the memory plan of a trainer built from opts on mesh m.
+func planConfig(opts trainer.Options, m mesh.Mesh, threads int, data int64) memplan.Config {
+	if threads == 0 {
+		threads = runtime.NumCPU()
+		if m.World() > 1 {
+			threads = max(1, runtime.NumCPU()/m.World()) // asWorker's share
+		}
+	}
+	zero := 0
+	if opts.DP.ZeRO1 {
+		zero = 1
+	}
+	grad := ""
+	switch {
+	case opts.DP.BF16:
+		grad = "bf16"
+	case opts.DP.FP8 != "":
+		grad = opts.DP.FP8
+	}
+	return memplan.Config{
+		Model: opts.Model, Mesh: m, Zero: zero, ReshardAfterForward: true,
+		Recompute: opts.Recompute, Batch: opts.Batch, Micro: opts.Micro, Seq: opts.Seq,
+		Precision: opts.Precision, Schedule: opts.Schedule, StageLayers: opts.StageLayers,
+		BucketBytes: opts.DP.BucketBytes, GradCompress: grad, Threads: threads, Data: data,
+	}
+}
+
+// trainDataBytes estimates the resident bytes of train's data in each
+// process: the tokens of the corpus (uint16; a text byte makes at most
+// one token, an llm.c shard is its tokens) plus what reading them leaves
+// mapped (dataSlack).
+func trainDataBytes(f *trainFlags) int64 {
+	size := int64(0)
+	if f.dataSpec == "" {
+		size = data.DefaultMaxBytes
+	} else {
+		size = specBytes(f.dataSpec)
+	}
+	if f.maxDataBytes > 0 {
+		size = min(size, f.maxDataBytes)
+	}
+	if strings.HasSuffix(f.dataSpec, ".bin") {
+		return size // already uint16 tokens
+	}
+	return dataSlack * size
+}
+
+// dataSlack is the resident bytes per byte of text data: 2 for its uint16
+// tokens, and what tokenizing them leaves behind (measured:
+// bench/RESULTS.md, memory).
+const dataSlack = 2
+
+// specBytes is the size of the files a --data spec names (a file, a
+// directory, a glob); 0 if none can be read.
+func specBytes(spec string) int64 {
+	paths := []string{spec}
+	if strings.ContainsAny(spec, "*?[") {
+		paths, _ = filepath.Glob(spec)
+	}
+	var n int64
+	for _, p := range paths {
+		filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				if info, err := d.Info(); err == nil {
+					n += info.Size()
+				}
+			}
+			return nil
+		})
+	}
+	return n
+}

@@ -39,9 +39,12 @@ type Config struct {
 	// scratch per worker); 0: 1.
 	Threads int
 	// Runtime is the resident memory of a worker process besides the
-	// buffers planned here: the Go runtime, the binary, GEMM packing, the
-	// transport (0: DefaultRuntime).
+	// buffers planned here: the Go runtime, GEMM packing, logging, the
+	// binary's pages (0: DefaultRuntime).
 	Runtime int64
+	// PeerBytes is the transport's resident memory per peer rank (0:
+	// DefaultPeerBytes).
+	PeerBytes int64
 	// Data is the resident memory of the training data (the corpus each
 	// process loads; see DataBytes).
 	Data int64
@@ -108,10 +111,36 @@ type Stage struct {
 	Breakdown
 }
 
-// DefaultRuntime is a worker's resident memory besides the planned buffers
-// and the data: measured on linux/amd64 (bench/RESULTS.md, memory) as the
-// peak RSS of the smallest runs minus their planned buffers.
-const DefaultRuntime = 40 << 20
+// DefaultRuntime is a worker's resident memory besides the planned
+// buffers, the data and the transport: the Go runtime, the binary's pages
+// (about 18 MiB of the 36 MB binary), GEMM packing, logging. Measured on
+// linux/amd64 (bench/RESULTS.md, memory) as a single process's peak RSS
+// minus its buffers.
+const DefaultRuntime = 32 << 20
+
+// DefaultPeerBytes is the resident memory per peer a rank exchanges data with:
+// the shared-memory transport's two 4 MiB rings of a pair (both ends map
+// and touch them) and its receive buffers. Measured as the growth of the
+// same residue from 1 to 2 and 4 ranks.
+const DefaultPeerBytes = 9 << 20
+
+// Peers is the number of other ranks a rank of stage s exchanges data
+// with: its data- and tensor-parallel groups, its pipeline neighbours and,
+// on the first and last of more than two stages, the tied embedding's
+// partner.
+func Peers(m mesh.Mesh, s int) int {
+	n := m.DP - 1 + m.TP - 1
+	if s > 0 {
+		n++
+	}
+	if s < m.PP-1 {
+		n++
+	}
+	if m.PP > 2 && (s == 0 || s == m.PP-1) {
+		n++
+	}
+	return n
+}
 
 // Plan predicts every pipeline stage's per-rank memory. It allocates
 // nothing of the model (a model that does not fit can be planned).
@@ -134,7 +163,7 @@ func Plan(c Config) ([]Stage, error) {
 		if err != nil {
 			return nil, err
 		}
-		st, err := c.stage(l, shapes, sched.InFlight(s))
+		st, err := c.stage(s, l, shapes, sched.InFlight(s))
 		if err != nil {
 			return nil, fmt.Errorf("pipeline stage %d: %w", s, err)
 		}
@@ -172,6 +201,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Runtime == 0 {
 		c.Runtime = DefaultRuntime
+	}
+	if c.PeerBytes == 0 {
+		c.PeerBytes = DefaultPeerBytes
 	}
 	if c.ShardGroup == 0 {
 		c.ShardGroup = c.Mesh.DP
@@ -224,7 +256,7 @@ func localDims(cfg model.Config, tp int) dims {
 }
 
 // stage plans one stage's rank.
-func (c *Config) stage(l model.Layout, shapes []model.ParamShape, slots int) (Stage, error) {
+func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots int) (Stage, error) {
 	st := Stage{Blocks: [2]int{l.FirstBlock, l.EndBlock}, First: l.First, Last: l.Last}
 	var P int64
 	for _, p := range shapes {
@@ -299,7 +331,7 @@ func (c *Config) stage(l model.Layout, shapes []model.ParamShape, slots int) (St
 	if c.Zero == 3 {
 		b.Comm += 4 * maxShard // one gather in flight
 	}
-	b.Other = c.Runtime + c.Data
+	b.Other = c.Runtime + c.Data + int64(Peers(c.Mesh, s))*c.PeerBytes
 	st.Breakdown = b.Sum()
 	return st, nil
 }

@@ -104,10 +104,11 @@ type Category struct {
 // stage hold equal shards; data-parallel ranks differ at most by a ZeRO
 // chunk's remainder, and Breakdown is the largest of them).
 type Stage struct {
-	Stage       int
-	Blocks      [2]int // blocks [lo, hi) of the stage
-	First, Last bool
-	Elements    int64 // parameter elements a rank of this stage holds (its TP shard), P
+	Stage    int    `json:"stage"`
+	Blocks   [2]int `json:"blocks"` // blocks [lo, hi) of the stage
+	First    bool   `json:"first"`
+	Last     bool   `json:"last"`
+	Elements int64  `json:"elements"` // parameter elements a rank of this stage holds (its TP shard), P
 	Breakdown
 }
 

@@ -216,7 +216,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if done, err := f.mem.apply(opts, m, f.threads, trainDataBytes(&f), stdout); done || err != nil {
+	if done, err := f.mem.apply(opts, m, f.threads, trainDataBytes(&f), f.launch.LogFormat, stdout); done || err != nil {
 		return err
 	}
 	if err := data.Check(f.dataSpec); err != nil {

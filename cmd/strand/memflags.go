@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,7 +34,7 @@ func (f *memFlags) register(fs *flag.FlagSet) {
 // nothing. threads is --threads (0: shared among the job's processes, as
 // workers take them) and data the planned resident bytes of the training
 // data per process.
-func (f *memFlags) apply(opts trainer.Options, m mesh.Mesh, threads int, data int64, stdout io.Writer) (done bool, err error) {
+func (f *memFlags) apply(opts trainer.Options, m mesh.Mesh, threads int, data int64, logFormat string, stdout io.Writer) (done bool, err error) {
 	if !f.plan && f.maxMem == "" {
 		return false, nil
 	}
@@ -47,6 +48,14 @@ func (f *memFlags) apply(opts trainer.Options, m mesh.Mesh, threads int, data in
 	stages, err := memplan.Plan(c)
 	if err != nil {
 		return false, usageError{fmt.Sprintf("memory plan: %v", err)}
+	}
+	if f.plan && logFormat == "json" {
+		// one object: {"memory_plan": {"describe", "stages", "largest"}}
+		plan := map[string]any{"describe": c.Describe(), "stages": stages, "largest": memplan.MaxRank(stages)}
+		if limit > 0 {
+			plan["limit"] = limit
+		}
+		return true, json.NewEncoder(stdout).Encode(map[string]any{"memory_plan": plan})
 	}
 	if f.plan {
 		if err := memplan.Write(stdout, c, stages); err != nil {

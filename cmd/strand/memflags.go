@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -100,15 +101,18 @@ func planConfig(opts trainer.Options, m mesh.Mesh, threads int, data int64) memp
 }
 
 // trainDataBytes estimates the resident bytes of train's data in each
-// process: the tokens of the corpus (uint16; a text byte makes at most
-// one token, an llm.c shard is its tokens) plus what reading them leaves
-// mapped (dataSlack).
+// process. An llm.c shard is its uint16 tokens. Text is tokenized file by
+// file into an []int before the uint16 corpus grows by appending, and
+// the garbage stays resident (the heap's next collection is far away
+// under a model's buffers): measured, about textSlack bytes per byte for
+// one text file, dirSlack for a tree of many (the Go sources).
 func trainDataBytes(f *trainFlags) int64 {
-	size := int64(0)
-	if f.dataSpec == "" {
-		size = data.DefaultMaxBytes
-	} else {
+	size, slack := int64(data.DefaultMaxBytes), int64(dirSlack)
+	if f.dataSpec != "" {
 		size = specBytes(f.dataSpec)
+		if info, err := os.Stat(f.dataSpec); err == nil && info.Mode().IsRegular() {
+			slack = textSlack
+		}
 	}
 	if f.maxDataBytes > 0 {
 		size = min(size, f.maxDataBytes)
@@ -116,13 +120,15 @@ func trainDataBytes(f *trainFlags) int64 {
 	if strings.HasSuffix(f.dataSpec, ".bin") {
 		return size // already uint16 tokens
 	}
-	return dataSlack * size
+	return slack * size
 }
 
-// dataSlack is the resident bytes per byte of text data: 2 for its uint16
-// tokens, and what tokenizing them leaves behind (measured:
-// bench/RESULTS.md, memory).
-const dataSlack = 2
+// Resident bytes per byte of text data (bench/RESULTS.md, memory).
+const (
+	textSlack = 18 // one file: its []int ids, the text, the corpus's growth
+	dirSlack  = 9  // many small files: the corpus and its growth dominate
+	dataSlack = textSlack
+)
 
 // specBytes is the size of the files a --data spec names (a file, a
 // directory, a glob); 0 if none can be read.
@@ -143,4 +149,27 @@ func specBytes(spec string) int64 {
 		})
 	}
 	return n
+}
+
+// memPlan is --plan and --max-mem-per-rank for the fine-tuning commands
+// that build one trainer (sft, dpo, rm train): dpo and rm train read two
+// rows (chosen, rejected) per pair of --batch. LoRA's frozen base and
+// adapters are not planned yet: such a plan is refused rather than wrong.
+func (f *ftFlags) memPlan(name string, m mesh.Mesh, stdout io.Writer) (done bool, err error) {
+	if !f.mem.plan && f.mem.maxMem == "" {
+		return false, nil
+	}
+	if f.loraRank > 0 {
+		return false, usageError{"--plan and --max-mem-per-rank do not model LoRA (--lora-rank) yet"}
+	}
+	batch := f.batch
+	if name == "dpo" || name == "rm train" {
+		f.batch *= 2
+		defer func() { f.batch = batch }()
+	}
+	opts, err := f.options(m)
+	if err != nil {
+		return false, err
+	}
+	return f.mem.apply(opts, m, f.threads, dataSlack*specBytes(f.dataPath), f.launch.LogFormat, stdout)
 }

@@ -55,8 +55,12 @@ func (c Config) Describe() string {
 	if c.Mesh.DP > 0 {
 		rows = c.Batch / c.Mesh.DP / micro
 	}
-	return fmt.Sprintf("mesh dp%d x tp%d x pp%d, %s, recompute %s, %s, batch %d x %d (%d micro-batches of %d per rank)",
-		c.Mesh.DP, c.Mesh.TP, c.Mesh.PP, zero, rec, prec, c.Batch, c.Seq, micro, rows)
+	mb := fmt.Sprintf("%d micro-batches of %d", micro, rows)
+	if micro == 1 {
+		mb = fmt.Sprintf("%d rows", rows)
+	}
+	return fmt.Sprintf("mesh dp%d x tp%d x pp%d, %s, recompute %s, %s, batch %d x %d (%s per rank)",
+		c.Mesh.DP, c.Mesh.TP, c.Mesh.PP, zero, rec, prec, c.Batch, c.Seq, mb)
 }
 
 // Write prints the plan as a table: one column per pipeline stage (its

@@ -27,7 +27,9 @@
 //     this rank's chunk of every gradient bucket; ZeRO-2/3 the shard.
 //   - activations: the activation slots the pipeline schedule keeps in
 //     flight on the stage (pipeline.Schedule.InFlight) under the
-//     recomputation mode, plus the model's backward scratch.
+//     recomputation mode (and, under the zero-bubble schedules, the
+//     output-gradient copies their deferred weight gradients keep), plus
+//     the model's backward scratch.
 //   - communication: bf16/fp8 bucket copies, pipeline receive and send
 //     buffers, a ZeRO-3 gather's staging.
 //   - other: the Go runtime, binary, GEMM packing and transport (a

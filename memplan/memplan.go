@@ -164,7 +164,7 @@ func Plan(c Config) ([]Stage, error) {
 		if err != nil {
 			return nil, err
 		}
-		st, err := c.stage(s, l, shapes, sched.InFlight(s))
+		st, err := c.stage(s, l, shapes, sched.InFlight(s), sched.Needs()&pipeline.NeedsSplitBackward != 0)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline stage %d: %w", s, err)
 		}
@@ -257,7 +257,7 @@ func localDims(cfg model.Config, tp int) dims {
 }
 
 // stage plans one stage's rank.
-func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots int) (Stage, error) {
+func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots int, splitBackward bool) (Stage, error) {
 	st := Stage{Blocks: [2]int{l.FirstBlock, l.EndBlock}, First: l.First, Last: l.Last}
 	var P int64
 	for _, p := range shapes {
@@ -317,7 +317,14 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 		b.Optimizer = 8 * shard
 	}
 	// activations: the slots in flight and the backward scratch
-	b.Activations = int64(slots)*actsBytes(c.Model, d, l, B, T, c.Recompute) + scratchBytes(c.Model, d, l, c.Mesh.TP, B, T, c.Threads)
+	slot := actsBytes(c.Model, d, l, B, T, c.Recompute)
+	if splitBackward {
+		// the zero-bubble schedules' split backward copies the output
+		// gradient of each block's four linear layers until their
+		// weight gradients run (model.deferWeight), kept per slot
+		slot += 4 * N * int64(l.EndBlock-l.FirstBlock) * int64(2*d.C+d.FCl+d.QKVl)
+	}
+	b.Activations = int64(slots)*slot + scratchBytes(c.Model, d, l, c.Mesh.TP, B, T, c.Threads)
 	// communication buffers
 	if c.Mesh.DP > 1 {
 		b.Comm += wireBytes(P, int64(c.BucketBytes/4), int64(c.Mesh.DP), c.GradCompress)

@@ -121,6 +121,9 @@ func (a *Acts) Bytes() int64 {
 		count(a.work, true)
 		n -= len(a.work.res3) // a view of the recomputed block's output, counted with the block
 	}
+	for _, w := range a.wbuf { // a split backward's output-gradient copies (splitbackward.go)
+		n += cap(w)
+	}
 	return int64(n) * 4
 }
 

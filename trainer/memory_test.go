@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/strand-ml/strand/data"
@@ -10,6 +11,7 @@ import (
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/loopback"
 )
 
@@ -29,6 +31,9 @@ func TestMemoryMatchesPlan(t *testing.T) {
 		{"tp2 pp2 1f1b recompute full, fp16", mesh.Mesh{DP: 1, TP: 2, PP: 2},
 			func(o *Options) { o.Micro, o.Recompute, o.Precision = 4, model.RecomputeFull, "fp16" },
 			func(c *memplan.Config) { c.Micro, c.Recompute, c.Precision = 4, model.RecomputeFull, "fp16" }},
+		{"pp2 zb-h1 (split backward)", mesh.Mesh{DP: 1, TP: 1, PP: 2},
+			func(o *Options) { o.Micro, o.Schedule = 4, "zb-h1" },
+			func(c *memplan.Config) { c.Micro, c.Schedule = 4, "zb-h1" }},
 		{"dp2 pp2 gpipe selective, fp8 grads", mesh.Mesh{DP: 2, TP: 1, PP: 2},
 			func(o *Options) { o.Schedule, o.Recompute, o.DP.FP8 = "gpipe", model.RecomputeSelective, "fp8" },
 			func(c *memplan.Config) {
@@ -46,23 +51,24 @@ func TestMemoryMatchesPlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		trs := loopback.New(c.mesh.World())
-		for r := 0; r < c.mesh.World(); r++ {
+		world := c.mesh.World()
+		got := make([]memplan.Breakdown, world)
+		errs := make([]error, world)
+		var wg sync.WaitGroup
+		for r := 0; r < world; r++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[r], errs[r] = stepAndMeasure(opts, c.mesh, trs[r], r)
+			}()
+		}
+		wg.Wait()
+		for r := 0; r < world; r++ {
+			if errs[r] != nil {
+				t.Fatalf("%s rank %d: %v", c.name, r, errs[r])
+			}
 			coord := c.mesh.Coord(r)
-			comms, err := testComms(trs[r], c.mesh, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(c.mesh), Seq: opts.Seq, DPRank: coord.DP, DPSize: c.mesh.DP})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr, err := New(opts, loader, comms)
-			if err != nil {
-				t.Fatalf("%s rank %d: %v", c.name, r, err)
-			}
-			got, want := tr.Memory(), stages[coord.PP].Breakdown
-			tr.Close()
-			gc, wc := got.Categories(), want.Categories()
+			gc, wc := got[r].Categories(), stages[coord.PP].Categories()
 			for i := range gc[:5] { // Other is the process around the buffers: not measured here
 				if gc[i].Bytes != wc[i].Bytes {
 					t.Errorf("%s rank %d (stage %d, dp %d): %s holds %d bytes, planned %d", c.name, r, coord.PP, coord.DP, gc[i].Name, gc[i].Bytes, wc[i].Bytes)
@@ -70,6 +76,29 @@ func TestMemoryMatchesPlan(t *testing.T) {
 			}
 		}
 	}
+}
+
+// stepAndMeasure builds rank r's trainer, takes one step (buffers some
+// schedules allocate on first use exist then) and returns its Memory.
+func stepAndMeasure(opts Options, m mesh.Mesh, tr transport.Transport, r int) (memplan.Breakdown, error) {
+	coord := m.Coord(r)
+	comms, err := testComms(tr, m, r)
+	if err != nil {
+		return memplan.Breakdown{}, err
+	}
+	loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: coord.DP, DPSize: m.DP})
+	if err != nil {
+		return memplan.Breakdown{}, err
+	}
+	t, err := New(opts, loader, comms)
+	if err != nil {
+		return memplan.Breakdown{}, err
+	}
+	defer t.Close()
+	if _, err := t.TrainStep(context.Background()); err != nil {
+		return memplan.Breakdown{}, err
+	}
+	return t.Memory(), nil
 }
 
 // TestRunRecordsMemory checks the run loop writes the memory categories

@@ -81,6 +81,8 @@ func planConfig(opts trainer.Options, m mesh.Mesh, threads int, data int64) memp
 			threads = max(1, runtime.NumCPU()/m.World()) // asWorker's share
 		}
 	}
+	// --zero 2/3, --shard-group and --reshard-after-forward map onto
+	// Zero, ShardGroup and ReshardAfterForward once the trainer has them
 	zero := 0
 	if opts.DP.ZeRO1 {
 		zero = 1

@@ -269,9 +269,9 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 	var shard int64 // Σ ceil(unit/G)
 	var maxShard int64
 	for _, u := range units {
-		s := (u.Elements + G - 1) / G
-		shard += s
-		maxShard = max(maxShard, s)
+		n := (u.Elements + G - 1) / G
+		shard += n
+		maxShard = max(maxShard, n)
 	}
 	fwd := workingSet(units, c.Model, l, true)
 	bwd := workingSet(units, c.Model, l, false)

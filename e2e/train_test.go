@@ -26,13 +26,16 @@ func readLosses(t *testing.T, run string) []float64 {
 	var out []float64
 	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 		var r struct {
-			Step int
-			Loss float64
+			Step  int
+			Loss  float64
+			Event string // the run's events (resume, the closing summary) are not steps
 		}
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("%s: %v", line, err)
 		}
-		out = append(out, r.Loss)
+		if r.Event == "" {
+			out = append(out, r.Loss)
+		}
 	}
 	return out
 }

@@ -45,18 +45,55 @@ type blockActs struct {
 }
 
 // NewActs allocates activations for batches of up to B x T on this rank.
-func (m *GPT) NewActs(B, T int) *Acts {
+func (m *GPT) NewActs(B, T int) *Acts { return m.newActs(B, T, RecomputeNone) }
+
+// newActs allocates what recomputation mode keeps (see NewActsRecompute),
+// and nothing it would drop: a buffer allocated and dropped is garbage
+// the next allocation to reuse zeroes into resident memory.
+func (m *GPT) newActs(B, T int, mode string) *Acts {
 	d, l := m.local, m.Layout
 	N := B * T
 	f := func(n int) []float32 { return make([]float32, n) }
 	a := &Acts{maxB: B, maxT: T, tokens: make([]int32, N), targets: make([]int32, N), input: f(N * d.C)}
-	a.blocks = make([]blockActs, l.EndBlock-l.FirstBlock)
-	for i := range a.blocks {
-		a.blocks[i] = blockActs{
+	// block is one block's buffers, with or without the output and the
+	// MLP activation
+	block := func(res3, fchAct bool) blockActs {
+		b := blockActs{
 			ln1: f(N * d.C), ln1Mean: f(N), ln1Rstd: f(N),
 			qkv: f(N * d.QKVl), att: f(B * d.NHl * T), atty: f(N * d.Cl), res2: f(N * d.C),
 			ln2: f(N * d.C), ln2Mean: f(N), ln2Rstd: f(N),
-			fch: f(N * d.FCl), fchAct: f(N * d.Hl), res3: f(N * d.C),
+			fch: f(N * d.FCl),
+		}
+		if res3 {
+			b.res3 = f(N * d.C)
+		}
+		if fchAct {
+			b.fchAct = f(N * d.Hl)
+		}
+		return b
+	}
+	a.blocks = make([]blockActs, l.EndBlock-l.FirstBlock)
+	switch {
+	case mode == RecomputeSelective:
+		var shared []float32
+		if len(a.blocks) > 0 {
+			shared = f(N * d.Hl)
+		}
+		for i := range a.blocks {
+			a.blocks[i] = block(true, false)
+			a.blocks[i].fchAct = shared
+		}
+		a.recompute = mode
+	case mode == RecomputeFull && len(a.blocks) > 0:
+		for i := range a.blocks {
+			a.blocks[i] = blockActs{res3: f(N * d.C)}
+		}
+		work := block(false, true) // every buffer but the output, shared
+		a.work = &work
+		a.recompute = mode
+	default: // none, or full on a stage without blocks (nothing per block to keep)
+		for i := range a.blocks {
+			a.blocks[i] = block(true, true)
 		}
 	}
 	if l.Last {
@@ -82,6 +119,10 @@ func (a *Acts) Bytes() int64 {
 	}
 	if a.work != nil {
 		count(a.work, true)
+		n -= len(a.work.res3) // a view of the recomputed block's output, counted with the block
+	}
+	for _, w := range a.wbuf { // a split backward's output-gradient copies (splitbackward.go)
+		n += cap(w)
 	}
 	return int64(n) * 4
 }

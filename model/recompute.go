@@ -44,28 +44,7 @@ func (m *GPT) NewActsRecompute(B, T int, mode string) (*Acts, error) {
 	if err := CheckRecompute(mode); err != nil {
 		return nil, err
 	}
-	a := m.NewActs(B, T)
-	N, d := B*T, m.local
-	switch mode {
-	case RecomputeSelective:
-		shared := make([]float32, N*d.Hl)
-		for i := range a.blocks {
-			a.blocks[i].fchAct = shared
-		}
-		a.recompute = mode
-	case RecomputeFull:
-		if len(a.blocks) == 0 {
-			return a, nil // a stage without blocks keeps nothing per block
-		}
-		work := a.blocks[0] // every buffer but the output, shared
-		for i := range a.blocks {
-			a.blocks[i] = blockActs{res3: a.blocks[i].res3}
-		}
-		work.res3 = nil
-		a.work = &work
-		a.recompute = mode
-	}
-	return a, nil
+	return m.newActs(B, T, mode), nil
 }
 
 // Recompute is the recomputation mode the activations were made for.

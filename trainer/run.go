@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/strand-ml/strand/memplan"
 	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/plot"
 	"github.com/strand-ml/strand/progress"
@@ -127,6 +128,11 @@ type Summary struct {
 	FinalLoss  float64 // NaN when the objective has no loss
 	Checkpoint string  // the last checkpoint written ("" if none)
 	Elapsed    time.Duration
+	// Memory is the largest rank's memory by category (each category's
+	// maximum over the job's ranks), when the Stepper is a
+	// MemoryReporter; PeakRSS the largest peak resident set of any rank.
+	Memory  memplan.Breakdown
+	PeakRSS int64
 }
 
 // Interrupted is Run's error when the operator stopped the job: the step
@@ -270,7 +276,8 @@ func (l *loop) run(ctx context.Context) (Summary, error) {
 	}
 	sum.Steps, sum.LastStep, sum.Tokens = l.s.Done()-l.first, l.s.Done(), l.tokens
 	sum.Checkpoint, sum.Elapsed = l.ckpt, time.Since(l.start)
-	return sum, l.finish(ctx, sum)
+	err := l.finish(ctx, &sum) // fills in the memory
+	return sum, err
 }
 
 // fail ends the progress line before an error is printed.
@@ -347,6 +354,13 @@ func (l *loop) record(ctx context.Context, rec Record) error {
 	}
 	for _, f := range rec.Fields {
 		line[f.Name] = f.Value
+	}
+	if st.Step == l.first+1 {
+		// the buffers exist and one step has touched them: record the
+		// memory once (every rank takes part in the maximum)
+		if err := l.memory(ctx, line, nil); err != nil {
+			return err
+		}
 	}
 	if h := l.c.Hooks.Eval; h != nil && (st.Step == l.stop || l.c.EvalEvery > 0 && st.Step%l.c.EvalEvery == 0) {
 		ev, err := h(ctx, st.Step)
@@ -430,10 +444,10 @@ func (l *loop) committed(dir string) error {
 }
 
 // finish runs the Finish hook, draws loss.png and prints the summary.
-func (l *loop) finish(ctx context.Context, sum Summary) error {
+func (l *loop) finish(ctx context.Context, sum *Summary) error {
 	var lines []string
 	if h := l.c.Hooks.Finish; h != nil {
-		rec, more, err := h(ctx, sum)
+		rec, more, err := h(ctx, *sum)
 		if err != nil {
 			return err
 		}
@@ -445,8 +459,18 @@ func (l *loop) finish(ctx context.Context, sum Summary) error {
 		}
 		lines = more
 	}
+	memRec := map[string]any{"step": sum.LastStep, "event": "summary"}
+	if err := l.memory(ctx, memRec, sum); err != nil {
+		return err
+	}
 	if !l.lead {
 		return nil
+	}
+	if sum.PeakRSS > 0 || sum.Memory.Total > 0 {
+		if err := l.mw.Write(memRec); err != nil {
+			return err
+		}
+		lines = append([]string{memoryLine(*sum)}, lines...)
 	}
 	xs, ys, vxs, vys := lossSeries(l.records)
 	if len(xs) > 0 {
@@ -485,4 +509,53 @@ func (l *loop) finish(ctx context.Context, sum Summary) error {
 	}
 	fmt.Fprintf(l.c.Stdout, "run directory %s (%s)\n", l.c.Out, what)
 	return nil
+}
+
+// memory adds this job's memory to rec (every rank calls it together):
+// the Stepper's categories (a MemoryReporter's) and the peak RSS, each the
+// maximum over the job's ranks, as mem_params, mem_grads, mem_optimizer,
+// mem_activations, mem_comm, mem_total and peak_rss. With sum it also
+// fills sum.Memory and sum.PeakRSS.
+func (l *loop) memory(ctx context.Context, rec map[string]any, sum *Summary) error {
+	var b memplan.Breakdown
+	r, ok := l.s.(MemoryReporter)
+	if ok {
+		b = r.Memory()
+	}
+	// float32 keeps 24 bits: byte counts come back within 1e-7
+	buf := []float32{float32(b.Params), float32(b.Grads), float32(b.Optimizer), float32(b.Activations), float32(b.Comm), float32(b.Total), float32(PeakRSS())}
+	if l.c.Job.AgreeMax != nil {
+		if err := l.c.Job.AgreeMax(ctx, buf); err != nil {
+			return fmt.Errorf("memory report: maximum over the job: %w", err)
+		}
+	}
+	b = memplan.Breakdown{Params: int64(buf[0]), Grads: int64(buf[1]), Optimizer: int64(buf[2]), Activations: int64(buf[3]), Comm: int64(buf[4]), Total: int64(buf[5])}
+	peak := int64(buf[6])
+	if ok {
+		for _, c := range b.Categories()[:5] {
+			rec["mem_"+c.Name] = c.Bytes
+		}
+		rec["mem_total"] = b.Total
+	}
+	if peak > 0 {
+		rec["peak_rss"] = peak
+	}
+	if sum != nil {
+		sum.Memory, sum.PeakRSS = b, peak
+	}
+	return nil
+}
+
+// memoryLine is the summary's memory line.
+func memoryLine(sum Summary) string {
+	b := sum.Memory
+	msg := "memory per rank (largest):"
+	if b.Total > 0 {
+		msg += fmt.Sprintf(" parameters %s, gradients %s, optimizer %s, activations %s, communication %s (buffers %s);",
+			memplan.Bytes(b.Params), memplan.Bytes(b.Grads), memplan.Bytes(b.Optimizer), memplan.Bytes(b.Activations), memplan.Bytes(b.Comm), memplan.Bytes(b.Total))
+	}
+	if sum.PeakRSS > 0 {
+		msg += " peak RSS " + memplan.Bytes(sum.PeakRSS)
+	}
+	return msg
 }

@@ -487,13 +487,20 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh bool)
 	return t, nil
 }
 
-// ParamCount is the number of parameters of the whole (unsharded) model.
+// ParamCount is the number of parameters of the whole (unsharded) model,
+// from the shapes alone: building a model here would leave its buffers
+// behind as garbage, which the next allocation to reuse them zeroes into
+// resident memory (a peak RSS that varied by multiples of the parameters).
 func ParamCount(cfg model.Config) int {
-	m, err := model.New(cfg, 1, 1, gemm.New(1))
+	shapes, err := model.ParamShapes(cfg, model.Full(cfg))
 	if err != nil {
 		return 0
 	}
-	return m.Params.Count()
+	n := 0
+	for _, p := range shapes {
+		n += p.Size()
+	}
+	return n
 }
 
 // mergeSegments joins neighbouring segments with the same decay setting so

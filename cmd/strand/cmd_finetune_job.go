@@ -48,6 +48,7 @@ type ftFlags struct {
 	loraTargets  string
 	shard        shardFlags // registerTrainer: sft, dpo, rm train
 	recompute    string     // registerTrainer
+	mem          memFlags   // registerTrainer: --plan, --max-mem-per-rank (memflags.go)
 	fs           *flag.FlagSet
 }
 
@@ -56,6 +57,7 @@ type ftFlags struct {
 func (f *ftFlags) registerTrainer(fs *flag.FlagSet) {
 	f.shard.register(fs)
 	fs.StringVar(&f.recompute, "recompute", "none", "activation recomputation: none, selective (the MLP activation) or full (each block's forward again in backward)")
+	f.mem.register(fs)
 }
 
 // pairJob is the common start of the preference-pair commands (dpo, rm
@@ -253,6 +255,9 @@ func (f *ftFlags) launchOrRun(ctx context.Context, name string, args []string, l
 		return usageError{err.Error()}
 	}
 	if _, err := f.options(m); err != nil { // fail before any process starts
+		return err
+	}
+	if done, err := f.memPlan(name, m, stdout); done || err != nil {
 		return err
 	}
 	if _, err := os.Stat(f.dataPath); err != nil {

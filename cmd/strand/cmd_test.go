@@ -83,8 +83,8 @@ func TestTrainThenEvalAndInitFrom(t *testing.T) {
 	}
 	raw, _ := os.ReadFile(filepath.Join(run1, "metrics.jsonl"))
 	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
-	if len(lines) != 6 {
-		t.Fatalf("%d metric lines, want 6", len(lines))
+	if len(lines) != 7 || !strings.Contains(lines[6], `"event":"summary"`) || !strings.Contains(lines[6], `"peak_rss"`) {
+		t.Fatalf("%d metric lines, want 6 steps and the summary's memory record:\n%s", len(lines), raw)
 	}
 	var rec map[string]any
 	if err := json.Unmarshal([]byte(lines[5]), &rec); err != nil {
@@ -188,6 +188,8 @@ func TestBadInputGivesOneClearError(t *testing.T) {
 		{"architecture beside --init-from", []string{"train", "--init-from", run1, "--n-layer", "4", "--out", filepath.Join(dir, "if")}, "--n-layer would be ignored"},
 		{"run directory holds a run", []string{"train", "--steps", "1", "--data", corpus, "--out", run1}, "is not empty"},
 		{"resume without --out", []string{"train", "--resume"}, "--resume needs --out"},
+		{"plan over the memory limit", []string{"train", "--max-mem-per-rank", "20MB", "--data", corpus, "--out", filepath.Join(dir, "mem")}, "over --max-mem-per-rank 19 MiB; the biggest part is other"},
+		{"bad memory size", []string{"train", "--max-mem-per-rank", "lots"}, "--max-mem-per-rank: memory size \"lots\""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -201,5 +203,22 @@ func TestBadInputGivesOneClearError(t *testing.T) {
 				t.Fatalf("error %q does not name %q", errs, c.want)
 			}
 		})
+	}
+}
+
+func TestTrainPlanPrintsAndExits(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "run")
+	code, stdout, errs := runCLI(t, "train", "--model", "small", "--nproc", "4", "--pp", "2", "--microbatches", "2", "--plan", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"memory plan per rank: mesh dp2 x tp1 x pp2", "stage 0 (blocks 0-1)", "stage 1 (blocks 2-3)", "activations", "largest rank:"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("--plan output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("--plan created the run directory (%v)", err)
 	}
 }

@@ -145,12 +145,14 @@ type trainFlags struct {
 	precision              string
 	recompute              string
 	gradCompress           string
+	mem                    memFlags // --plan, --max-mem-per-rank (memflags.go)
 }
 
 func (f *trainFlags) register(fs *flag.FlagSet) {
 	f.model.register(fs)
 	f.launch = launcher.AddFlags(fs)
 	f.run.register(fs, "train", 200, 3)
+	f.mem.register(fs)
 	fs.IntVar(&f.batch, "batch", 0, "global batch: sequences per optimizer step over all data-parallel ranks (default: the preset's)")
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
@@ -213,6 +215,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// here, before any process starts.
 	opts, _, err := f.options(m)
 	if err != nil {
+		return err
+	}
+	if done, err := f.mem.apply(opts, m, f.threads, trainDataBytes(&f), f.launch.LogFormat, stdout); done || err != nil {
 		return err
 	}
 	if err := data.Check(f.dataSpec); err != nil {
@@ -347,22 +352,6 @@ func trainWorker(ctx context.Context, f *trainFlags, stdout, stderr io.Writer) e
 	})
 }
 
-// peakRSS is this process's peak resident memory in bytes (VmHWM), or 0.
-func peakRSS() int64 {
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
 // trainData reads the corpus and splits it into training and validation
 // tokens; it checks the tokens against the model's vocabulary.
 func trainData(ctx context.Context, f *trainFlags, cfg model.Config) (train, val *data.Corpus, err error) {
@@ -491,7 +480,7 @@ func pipelineReport(ctx context.Context, tr *trainer.Trainer, coord mesh.Coord, 
 	pp := tr.Pipe
 	if pp.Stages > 1 && coord.DP == 0 && coord.TP == 0 {
 		fmt.Fprintf(stderr, "stage %d: %d activation slots (%s schedule, %d micro-batches), %.1f MB of activations, peak RSS %.1f MB\n",
-			coord.PP, pp.InFlight(coord.PP), pp.Name, pp.Micro, float64(tr.ActivationBytes())/1e6, float64(peakRSS())/1e6)
+			coord.PP, pp.InFlight(coord.PP), pp.Name, pp.Micro, float64(tr.ActivationBytes())/1e6, float64(trainer.PeakRSS())/1e6)
 	}
 	if lead && pp.Stages > 1 {
 		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% (%s, p=%d, m=%d)\n",

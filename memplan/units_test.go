@@ -1,0 +1,183 @@
+package memplan
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/strand-ml/strand/mesh"
+	"github.com/strand-ml/strand/model"
+)
+
+func TestWorkingSet(t *testing.T) {
+	units := []Unit{{"embed", 10}, {"h.0", 5}, {"h.1", 5}, {"head", 2}}
+	tied := model.Config{}
+	untied := model.Config{UntiedHead: true}
+	single := model.Layout{First: true, Last: true}
+	last := model.Layout{Last: true}
+	for _, c := range []struct {
+		cfg     model.Config
+		l       model.Layout
+		forward bool
+		want    int64
+	}{
+		{tied, single, true, 17},   // h.1 + head, the head needing the tied embedding: 5 + 2 + 10
+		{untied, single, true, 15}, // embed + h.0
+		{tied, single, false, 15},  // backward pairs only
+		{tied, last, true, 15},     // a last stage that is not first: no embed to add
+	} {
+		if got := workingSet(units, c.cfg, c.l, c.forward); got != c.want {
+			t.Errorf("%+v forward=%v: working set %d, want %d", c.l, c.forward, got, c.want)
+		}
+	}
+	if got := workingSet([]Unit{{"h.3", 7}}, tied, model.Layout{}, true); got != 7 {
+		t.Errorf("one unit: working set %d, want 7", got)
+	}
+}
+
+func TestUnits(t *testing.T) {
+	cfg, err := model.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bounds, _ := model.StageBounds(cfg.NLayer, 2, nil)
+	C, V, P := int64(cfg.NEmbd), int64(cfg.VocabSize), int64(cfg.NPositions)
+	block := 12*C*C + 13*C // GPT-2 block: c_attn 3C²+3C, c_proj C²+C, c_fc 4C²+4C, mlp c_proj 4C²+C, two LayerNorms 4C
+	for s, want := range [][]Unit{
+		{{"embed", V*C + P*C}, {"h.0", block}},
+		{{"h.1", block}, {"head", 2 * C}, {"tied", V * C}},
+	} {
+		l := model.Stage(sizeGroup(1), bounds, s)
+		shapes, err := model.ParamShapes(cfg, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := Units(shapes, l)
+		if len(got) != len(want) {
+			t.Fatalf("stage %d: units %v, want %v", s, got, want)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("stage %d: unit %d is %v, want %v", s, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+func TestZeRO1Share(t *testing.T) {
+	for _, c := range []struct{ P, per, dp, want int64 }{
+		{10, 4, 3, 5},   // buckets 4, 4, 2: rank 0 holds 2 + 2 + 1
+		{12, 100, 4, 3}, // one bucket
+		{7, 7, 1, 7},
+	} {
+		if got := zero1Share(c.P, c.per, c.dp); got != c.want {
+			t.Errorf("zero1Share(%d, %d, %d) = %d, want %d", c.P, c.per, c.dp, got, c.want)
+		}
+	}
+}
+
+// TestZeroStages checks each stage shrinks what it shards, by the amounts
+// the design gives.
+func TestZeroStages(t *testing.T) {
+	cfg, err := model.Preset("small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := Config{Model: cfg, Mesh: mesh.Mesh{DP: 4, TP: 1, PP: 1}, Batch: 8, Seq: 128, ReshardAfterForward: true}
+	plans := make([]Breakdown, 4)
+	for z := range plans {
+		c := base
+		c.Zero = z
+		st, err := Plan(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plans[z] = st[0].Breakdown
+	}
+	st, _ := Plan(base)
+	P := st[0].Elements
+	l := model.Full(cfg)
+	shapes, _ := model.ParamShapes(cfg, l)
+	units := Units(shapes, l)
+	var shard int64
+	for _, u := range units {
+		shard += (u.Elements + 3) / 4
+	}
+	if plans[0].Optimizer != 8*P || plans[1].Optimizer != 8*zero1Share(P, (25<<20)/4, 4) {
+		t.Errorf("optimizer: ZeRO-0 %d (want %d), ZeRO-1 %d", plans[0].Optimizer, 8*P, plans[1].Optimizer)
+	}
+	if plans[2].Grads != 4*shard+4*workingSet(units, cfg, l, false) || plans[2].Optimizer != 8*shard {
+		t.Errorf("ZeRO-2: gradients %d, optimizer %d (shard %d elements)", plans[2].Grads, plans[2].Optimizer, shard)
+	}
+	if plans[2].Params != 4*P || plans[3].Params != 4*shard+4*workingSet(units, cfg, l, true) {
+		t.Errorf("parameters: ZeRO-2 %d, ZeRO-3 %d", plans[2].Params, plans[3].Params)
+	}
+	for z := 1; z < 4; z++ {
+		if plans[z].Total >= plans[z-1].Total {
+			t.Errorf("ZeRO-%d total %d is not below ZeRO-%d's %d", z, plans[z].Total, z-1, plans[z-1].Total)
+		}
+	}
+	keep := base
+	keep.Zero, keep.ReshardAfterForward = 3, false
+	st, _ = Plan(keep)
+	if st[0].Params != 4*shard+4*P {
+		t.Errorf("ZeRO-3 without resharding: parameters %d, want shard + everything gathered %d", st[0].Params, 4*shard+4*P)
+	}
+}
+
+func TestCheckLimit(t *testing.T) {
+	cfg, _ := model.Preset("gpt2")
+	c := Config{Model: cfg, Mesh: mesh.Mesh{DP: 1, TP: 1, PP: 1}, Batch: 8, Seq: 1024}
+	st, err := Plan(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckLimit(c, st, st[0].Total); err != nil {
+		t.Errorf("a plan exactly at the limit was refused: %v", err)
+	}
+	err = CheckLimit(c, st, 1<<30)
+	if err == nil {
+		t.Fatal("gpt2 with a batch of 8 x 1024 fits in 1 GiB?")
+	}
+	for _, want := range []string{Bytes(st[0].Total), "1.0 GiB", "activations", "--recompute full"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"12GiB": 12 << 30, "800MB": 800e6, "1.5 GiB": 3 << 29, "4096": 4096} {
+		got, err := ParseBytes(in)
+		if err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "lots", "0", "-5GB"} {
+		if _, err := ParseBytes(in); err == nil {
+			t.Errorf("ParseBytes(%q) accepted", in)
+		}
+	}
+}
+
+func TestPlanRefusesBadInput(t *testing.T) {
+	cfg, _ := model.Preset("tiny")
+	ok := Config{Model: cfg, Mesh: mesh.Mesh{DP: 2, TP: 1, PP: 1}, Batch: 8, Seq: 64}
+	for name, mut := range map[string]func(*Config){
+		"zero 4":        func(c *Config) { c.Zero = 4 },
+		"shard group 3": func(c *Config) { c.Zero, c.ShardGroup = 2, 3 },
+		"batch split":   func(c *Config) { c.Batch = 3 },
+		"precision":     func(c *Config) { c.Precision = "fp8" },
+		"recompute":     func(c *Config) { c.Recompute = "most" },
+		"tp":            func(c *Config) { c.Mesh.TP = 3 },
+		"pp":            func(c *Config) { c.Mesh.PP = 3 },
+	} {
+		c := ok
+		mut(&c)
+		if _, err := Plan(c); err == nil {
+			t.Errorf("%s: planned", name)
+		}
+	}
+	if _, err := Plan(ok); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/pipeline"
+	"github.com/strand-ml/strand/parallel/zero"
 )
 
 // Config is everything that decides a rank's memory.
@@ -264,20 +264,28 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 		P += int64(p.Size())
 	}
 	st.Elements = P
-	units := Units(shapes, l)
+	// ZeRO-2/3 units and how a pass walks them: the sharder's own
+	// bookkeeping (zero.Peaks) gives the peaks it will measure
+	units := model.ShapeUnits(shapes)
 	G := int64(c.ShardGroup)
 	var shard int64 // Σ ceil(unit/G)
-	var maxShard int64
-	for _, u := range units {
-		n := (u.Elements + G - 1) / G
+	size := make([]int, len(units))
+	for i, u := range units {
+		size[i] = u.Size()
+		n := (int64(u.Size()) + G - 1) / G
 		shard += n
-		maxShard = max(maxShard, n)
 	}
-	fwd := workingSet(units, c.Model, l, true)
-	bwd := workingSet(units, c.Model, l, false)
-	if !c.ReshardAfterForward {
-		fwd = P
+	shared := -1
+	if l.First && l.Last && !c.Model.UntiedHead {
+		for i, u := range units {
+			if u.Name == "wte" {
+				shared = i
+			}
+		}
 	}
+	f, g := model.PassGroups(units, l, c.Model, false, false), model.PassGroups(units, l, c.Model, false, true)
+	fwdPeak, bwdPeak := zero.Peaks(size, size, f, g, c.Zero == 3, !c.ReshardAfterForward, shared)
+	fwd, bwd := int64(fwdPeak), int64(bwdPeak)
 
 	b := &st.Breakdown
 	// parameters
@@ -336,9 +344,8 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 	if !l.Last {
 		b.Comm += hidden // gradIn
 	}
-	if c.Zero == 3 {
-		b.Comm += 4 * maxShard // one gather in flight
-	}
+	// ZeRO-3 gathers in place: each rank copies its piece into the unit's
+	// pages and the all-gather fills the rest (no staging buffer)
 	b.Other = c.Runtime + c.Data + int64(Peers(c.Mesh, s))*c.PeerBytes
 	st.Breakdown = b.Sum()
 	return st, nil
@@ -436,76 +443,6 @@ func kvReplicas(cfg model.Config, tp int) int {
 		return tp / nkv
 	}
 	return 1
-}
-
-// Unit is a group of parameters ZeRO-2/3 gather, reduce and free together.
-type Unit struct {
-	Name     string // "embed", "h.N", "head", "tied"
-	Elements int64
-}
-
-// Units groups a stage's parameters into ZeRO units in forward order:
-// the first stage's embeddings (wte, wpe), each block, the last stage's
-// head (ln_f, lm_head), and on a last stage that is not the first its
-// tied copy of wte.
-func Units(shapes []model.ParamShape, l model.Layout) []Unit {
-	var embed, head, tied Unit
-	embed.Name, head.Name, tied.Name = "embed", "head", "tied"
-	blocks := make([]Unit, l.EndBlock-l.FirstBlock)
-	for i := range blocks {
-		blocks[i].Name = fmt.Sprintf("h.%d", l.FirstBlock+i)
-	}
-	for _, p := range shapes {
-		n := int64(p.Size())
-		switch {
-		case p.TiedCopy:
-			tied.Elements += n
-		case strings.HasPrefix(p.Name, "wte.") || strings.HasPrefix(p.Name, "wpe."):
-			embed.Elements += n
-		case strings.HasPrefix(p.Name, "h."):
-			var b int
-			fmt.Sscanf(p.Name, "h.%d.", &b)
-			blocks[b-l.FirstBlock].Elements += n
-		default: // ln_f, lm_head
-			head.Elements += n
-		}
-	}
-	var out []Unit
-	if l.First {
-		out = append(out, embed)
-	}
-	out = append(out, blocks...)
-	if l.Last {
-		out = append(out, head)
-		if tied.Elements > 0 {
-			out = append(out, tied)
-		}
-	}
-	return out
-}
-
-// workingSet is the largest number of elements resident at once when
-// units are gathered one ahead (forward) or reduced one behind
-// (backward): the largest sum of two consecutive units. In the forward of
-// a single-stage model with a tied head the head also needs the embed
-// unit (wte is its weight).
-func workingSet(units []Unit, cfg model.Config, l model.Layout, forward bool) int64 {
-	size := make([]int64, len(units))
-	for i, u := range units {
-		size[i] = u.Elements
-		if forward && u.Name == "head" && l.First && !cfg.UntiedHead {
-			size[i] += units[0].Elements
-		}
-	}
-	var w int64
-	for i := range size {
-		s := size[i]
-		if i+1 < len(size) {
-			s += size[i+1]
-		}
-		w = max(w, s)
-	}
-	return w
 }
 
 // sizeGroup is a tensor-parallel group known only by its size: enough to

@@ -6,33 +6,8 @@ import (
 
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/model"
+	"github.com/strand-ml/strand/parallel/zero"
 )
-
-func TestWorkingSet(t *testing.T) {
-	units := []Unit{{"embed", 10}, {"h.0", 5}, {"h.1", 5}, {"head", 2}}
-	tied := model.Config{}
-	untied := model.Config{UntiedHead: true}
-	single := model.Layout{First: true, Last: true}
-	last := model.Layout{Last: true}
-	for _, c := range []struct {
-		cfg     model.Config
-		l       model.Layout
-		forward bool
-		want    int64
-	}{
-		{tied, single, true, 17},   // h.1 + head, the head needing the tied embedding: 5 + 2 + 10
-		{untied, single, true, 15}, // embed + h.0
-		{tied, single, false, 15},  // backward pairs only
-		{tied, last, true, 15},     // a last stage that is not first: no embed to add
-	} {
-		if got := workingSet(units, c.cfg, c.l, c.forward); got != c.want {
-			t.Errorf("%+v forward=%v: working set %d, want %d", c.l, c.forward, got, c.want)
-		}
-	}
-	if got := workingSet([]Unit{{"h.3", 7}}, tied, model.Layout{}, true); got != 7 {
-		t.Errorf("one unit: working set %d, want 7", got)
-	}
-}
 
 func TestUnits(t *testing.T) {
 	cfg, err := model.Preset("tiny")
@@ -40,24 +15,28 @@ func TestUnits(t *testing.T) {
 		t.Fatal(err)
 	}
 	bounds, _ := model.StageBounds(cfg.NLayer, 2, nil)
-	C, V, P := int64(cfg.NEmbd), int64(cfg.VocabSize), int64(cfg.NPositions)
+	C, V, P := cfg.NEmbd, cfg.VocabSize, cfg.NPositions
 	block := 12*C*C + 13*C // GPT-2 block: c_attn 3C²+3C, c_proj C²+C, c_fc 4C²+4C, mlp c_proj 4C²+C, two LayerNorms 4C
-	for s, want := range [][]Unit{
-		{{"embed", V*C + P*C}, {"h.0", block}},
-		{{"h.1", block}, {"head", 2 * C}, {"tied", V * C}},
+	type unit struct {
+		name string
+		n    int
+	}
+	for s, want := range [][]unit{
+		{{"h.0", block}, {"wpe", P * C}, {"wte", V * C}},
+		{{"head", 2 * C}, {"h.1", block}, {"tied", V * C}},
 	} {
 		l := model.Stage(sizeGroup(1), bounds, s)
 		shapes, err := model.ParamShapes(cfg, l)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := Units(shapes, l)
+		got := model.ShapeUnits(shapes)
 		if len(got) != len(want) {
 			t.Fatalf("stage %d: units %v, want %v", s, got, want)
 		}
 		for i := range got {
-			if got[i] != want[i] {
-				t.Errorf("stage %d: unit %d is %v, want %v", s, i, got[i], want[i])
+			if got[i].Name != want[i].name || got[i].Size() != want[i].n {
+				t.Errorf("stage %d: unit %d is %s of %d, want %s of %d", s, i, got[i].Name, got[i].Size(), want[i].name, want[i].n)
 			}
 		}
 	}
@@ -97,18 +76,27 @@ func TestZeroStages(t *testing.T) {
 	P := st[0].Elements
 	l := model.Full(cfg)
 	shapes, _ := model.ParamShapes(cfg, l)
-	units := Units(shapes, l)
+	units := model.ShapeUnits(shapes)
 	var shard int64
-	for _, u := range units {
-		shard += (u.Elements + 3) / 4
+	size := make([]int, len(units))
+	wte := -1
+	for i, u := range units {
+		shard += int64(u.Size()+3) / 4
+		size[i] = u.Size()
+		if u.Name == "wte" {
+			wte = i
+		}
 	}
+	f, g := model.PassGroups(units, l, cfg, false, false), model.PassGroups(units, l, cfg, false, true)
+	_, grads2 := zero.Peaks(size, size, f, g, false, false, wte)
+	params3, grads3 := zero.Peaks(size, size, f, g, true, false, wte)
 	if plans[0].Optimizer != 8*P || plans[1].Optimizer != 8*zero1Share(P, (25<<20)/4, 4) {
 		t.Errorf("optimizer: ZeRO-0 %d (want %d), ZeRO-1 %d", plans[0].Optimizer, 8*P, plans[1].Optimizer)
 	}
-	if plans[2].Grads != 4*shard+4*workingSet(units, cfg, l, false) || plans[2].Optimizer != 8*shard {
+	if plans[2].Grads != 4*shard+4*int64(grads2) || plans[3].Grads != 4*shard+4*int64(grads3) || plans[2].Optimizer != 8*shard {
 		t.Errorf("ZeRO-2: gradients %d, optimizer %d (shard %d elements)", plans[2].Grads, plans[2].Optimizer, shard)
 	}
-	if plans[2].Params != 4*P || plans[3].Params != 4*shard+4*workingSet(units, cfg, l, true) {
+	if plans[2].Params != 4*P || plans[3].Params != 4*shard+4*int64(params3) {
 		t.Errorf("parameters: ZeRO-2 %d, ZeRO-3 %d", plans[2].Params, plans[3].Params)
 	}
 	for z := 1; z < 4; z++ {

@@ -54,14 +54,97 @@ func (m *GPT) Units() []Unit {
 
 // groupUnits cuts ps into units: runs of parameters with one unit name.
 func groupUnits(ps *Params) []Unit {
+	shapes := make([]ParamShape, len(ps.List))
+	for i, p := range ps.List {
+		shapes[i] = ParamShape{Name: p.Name, Local: p.Local, TiedCopy: p.TiedCopy}
+	}
+	return ShapeUnits(shapes)
+}
+
+// ShapeUnits cuts parameters (in layout order, as ParamShapes lists them)
+// into units, with offsets as the flat buffers lay them out: Units without
+// a model, for memory planning.
+func ShapeUnits(shapes []ParamShape) []Unit {
 	var out []Unit
-	for _, p := range ps.List {
-		name := unitName(p)
-		if n := len(out); n > 0 && out[n-1].Name == name && out[n-1].Hi == p.Offset {
-			out[n-1].Hi += p.Size()
-			continue
+	off := 0
+	for _, p := range shapes {
+		name, n := unitName(p.Name, p.TiedCopy), p.Size()
+		if k := len(out); k > 0 && out[k-1].Name == name && out[k-1].Hi == off {
+			out[k-1].Hi += n
+		} else {
+			out = append(out, Unit{Name: name, Lo: off, Hi: off + n})
 		}
-		out = append(out, Unit{Name: name, Lo: p.Offset, Hi: p.Offset + p.Size()})
+		off += n
+	}
+	return out
+}
+
+// PassGroups is how one forward (or backward) pass of a stage laid out as
+// l asks for units (indices into units, as Units or ShapeUnits list them):
+// group by group, each group's units needed together in order and done
+// in reverse — the embeddings (wte, wpe), each block, the head with its
+// weight's unit when tied; backward the other way, without the
+// embeddings when they are frozen (LoRA). ZeRO-3 prefetches along it and
+// memory planning walks it.
+func PassGroups(units []Unit, l Layout, cfg Config, frozenEmbed, backward bool) [][]int {
+	find := func(name string) int {
+		for i, u := range units {
+			if u.Name == name {
+				return i
+			}
+		}
+		return -1
+	}
+	var embed, head []int
+	var blocks [][]int
+	if l.First {
+		for _, n := range []string{"wte", "wpe"} {
+			if i := find(n); i >= 0 {
+				embed = append(embed, i)
+			}
+		}
+	}
+	for b := l.FirstBlock; b < l.EndBlock; b++ {
+		blocks = append(blocks, []int{find(fmt.Sprintf("h.%d", b))})
+	}
+	if l.Last {
+		head = append(head, find("head"))
+		if !cfg.UntiedHead {
+			w := find("wte")
+			if !l.First {
+				w = find("tied")
+			}
+			head = append(head, w)
+		}
+	}
+	var out [][]int
+	if !backward {
+		if len(embed) > 0 {
+			out = append(out, embed)
+		}
+		out = append(out, blocks...)
+		if len(head) > 0 {
+			out = append(out, head)
+		}
+		return out
+	}
+	if len(head) > 0 {
+		out = append(out, head)
+	}
+	for i := len(blocks) - 1; i >= 0; i-- {
+		out = append(out, blocks[i])
+	}
+	if len(embed) > 0 && !frozenEmbed {
+		out = append(out, embed)
+	}
+	return out
+}
+
+// PassOrder is PassGroups' units one after another.
+func PassOrder(groups [][]int) []int {
+	var out []int
+	for _, g := range groups {
+		out = append(out, g...)
 	}
 	return out
 }
@@ -87,19 +170,19 @@ func (m *GPT) loraUnits() []Unit {
 }
 
 // unitName is the unit a parameter belongs to.
-func unitName(p *Param) string {
+func unitName(name string, tiedCopy bool) string {
 	switch {
-	case p.TiedCopy:
+	case tiedCopy:
 		return "tied"
-	case strings.HasPrefix(p.Name, "h."):
-		rest := p.Name[2:]
+	case strings.HasPrefix(name, "h."):
+		rest := name[2:]
 		if i := strings.IndexByte(rest, '.'); i >= 0 {
 			return "h." + rest[:i]
 		}
-		return p.Name
-	case strings.HasPrefix(p.Name, "wte."):
+		return name
+	case strings.HasPrefix(name, "wte."):
 		return "wte"
-	case strings.HasPrefix(p.Name, "wpe."):
+	case strings.HasPrefix(name, "wpe."):
 		return "wpe"
 	default:
 		return "head"
@@ -147,12 +230,18 @@ func (m *GPT) SetResidency(r Residency) error {
 	return nil
 }
 
+// PassGroups is how this model's forward (or backward) asks its
+// residency for units (the package-level PassGroups of its units).
+func (m *GPT) PassGroups(backward bool) [][]int {
+	return PassGroups(m.Units(), m.Layout, m.Config, m.LoRA != nil, backward)
+}
+
 // SharedUnit is the unit whose gradient two parts of one backward write
 // — wte, in the head and in the embedding on a single-stage tied model —
 // or -1. ZeRO-2/3 hold its gradient until the second part is done, so it
 // is reduced once, as data parallelism reduces it.
 func (m *GPT) SharedUnit() int {
-	if m.residency == nil || !m.Layout.First || !m.Layout.Last || m.Config.UntiedHead {
+	if m.residency == nil || m.LoRA != nil || !m.Layout.First || !m.Layout.Last || m.Config.UntiedHead {
 		return -1
 	}
 	return m.units.wte

@@ -35,6 +35,13 @@ func (m *GPT) ScratchBytes() int64 {
 // operand scratch slots. 0 in float32.
 func (m *GPT) PrecisionBytes() int64 { return m.bf16Bytes() }
 
+// PrecisionCopyBytes is the part of PrecisionBytes that is the rounded
+// copy of the parameters (laid out like Params.Data; under ZeRO-3 only
+// its gathered units are resident).
+func (m *GPT) PrecisionCopyBytes() int64 {
+	return int64(len(m.b16.w))*2 + int64(len(m.f16.w))*4
+}
+
 // DefaultActsBytes is the memory of the model's own activations, those
 // Forward and Backward use (NewSharded allocates them for MaxB x MaxT
 // without recomputation). A trainer runs on its own Acts and never touches

@@ -37,6 +37,17 @@ func (t *Trainer) Memory() memplan.Breakdown {
 	if t.bucketer != nil {
 		b.Comm += t.bucketer.WireBytes()
 	}
+	if z := t.zero; z != nil {
+		// ZeRO-2/3: the flat buffers keep their length, but only the
+		// owned pieces and the units in use are resident (parallel/zero)
+		u := z.Use()
+		b.Grads += 4*int64(u.Owned+u.PeakGrads) - 4*int64(len(m.Params.Grad))
+		if z.ShardsParams() {
+			n := int64(len(m.Params.Data))
+			cp := m.PrecisionCopyBytes()
+			b.Params += 4*int64(u.Owned+u.PeakGathered) - 4*n - cp + cp*int64(u.PeakGathered)/max(n, 1)
+		}
+	}
 	n := len(t.gradIn)
 	for i := range t.recvAct {
 		n += len(t.recvAct[i])

@@ -39,6 +39,18 @@ func TestMemoryMatchesPlan(t *testing.T) {
 			func(c *memplan.Config) {
 				c.Schedule, c.Recompute, c.GradCompress = "gpipe", model.RecomputeSelective, "fp8"
 			}},
+		{"dp2 zero2", mesh.Mesh{DP: 2, TP: 1, PP: 1},
+			func(o *Options) { o.Zero = 2 },
+			func(c *memplan.Config) { c.Zero = 2 }},
+		{"dp2 zero3 bf16", mesh.Mesh{DP: 2, TP: 1, PP: 1},
+			func(o *Options) { o.Zero, o.Precision = 3, "bf16" },
+			func(c *memplan.Config) { c.Zero, c.Precision, c.ReshardAfterForward = 3, "bf16", true }},
+		{"dp4 zero3 shard group 2, kept gathered", mesh.Mesh{DP: 4, TP: 1, PP: 1},
+			func(o *Options) { o.Zero, o.ShardGroup, o.KeepGathered = 3, 2, true },
+			func(c *memplan.Config) { c.Zero, c.ShardGroup = 3, 2 }},
+		{"dp2 pp2 zero3 gpipe", mesh.Mesh{DP: 2, TP: 1, PP: 2},
+			func(o *Options) { o.Zero, o.Schedule = 3, "gpipe" },
+			func(c *memplan.Config) { c.Zero, c.Schedule, c.ReshardAfterForward = 3, "gpipe", true }},
 	}
 	for _, c := range cases {
 		opts := testOptions()

@@ -3,7 +3,6 @@ package zero
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/strand-ml/strand/collective"
@@ -25,13 +24,6 @@ type Options struct {
 	Seed uint64
 	Init bool
 }
-
-// unit state under ZeRO-3
-const (
-	absent    = iota // pages handed back
-	gathering        // all-gather in flight
-	resident         // gathered
-)
 
 // Sharder is a model.Residency: it owns this rank's shards of a model's
 // gradients (and, with ZeRO-3, parameters) and moves units in and out.
@@ -61,22 +53,10 @@ type Sharder struct {
 	grad   []float32 // the reduced gradient, resident only in owned ranges
 	fresh  []bool    // per unit: grad's owned piece not yet written this step
 
-	state   []int                // per unit (ZeRO-3)
-	inUse   []int                // per unit: Needs without their Done
-	kept    []bool               // per unit: gathered in forward and kept for backward
-	pinned  bool                 // GatherAll: every unit stays gathered until ReleaseAll
+	core    *core                // what is gathered and reduced when (core.go)
 	gathers []*collective.Handle // per unit: all-gather in flight
 	rs      []*collective.Handle // per unit: gradient reduce-scatter in flight
-	rsUnit  int                  // the unit whose reduce-scatter is in flight, or -1
-	shared  int                  // the unit whose gradient two parts of a backward write (model.SharedUnit), or -1
-	half    bool                 // the shared unit's first part is done, its gradient held
-	pref    int                  // a prefetched unit not yet needed, or -1
 
-	hits             int // Needs that found their unit prefetched
-	live, peakLive   int // ZeRO-3: gathered parameter elements now and at most
-	liveG, peakLiveG int // unit gradient elements in use now and at most
-
-	mu  sync.Mutex
 	tr  *trace.Recorder
 	err error // first asynchronous failure
 }
@@ -93,7 +73,7 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 	if lora && opts.Init {
 		return nil, fmt.Errorf("zero: a LoRA model's base comes from a checkpoint, not from a seed")
 	}
-	s := &Sharder{opts: opts, m: m, units: m.Units(), shard: shard, replica: replica, rsUnit: -1, pref: -1,
+	s := &Sharder{opts: opts, m: m, units: m.Units(), shard: shard, replica: replica,
 		gathered: opts.Stage == 3, frozen: opts.Stage == 3 && lora, gradPaged: !lora}
 	n := len(s.units)
 	chunk := func(lo, hi int) [2]int {
@@ -110,9 +90,6 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 		s.gown[i] = chunk(s.grange[i][0], s.grange[i][1])
 	}
 	s.fresh = make([]bool, n)
-	s.state = make([]int, n)
-	s.inUse = make([]int, n)
-	s.kept = make([]bool, n)
 	s.gathers = make([]*collective.Handle, n)
 	s.rs = make([]*collective.Handle, n)
 	count := m.Params.Count()
@@ -144,7 +121,11 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 	if err := m.SetResidency(s); err != nil {
 		return nil, err
 	}
-	s.shared = m.SharedUnit()
+	size, gsize := make([]int, n), make([]int, n)
+	for i, u := range s.units {
+		size[i], gsize[i] = s.grange[i][1]-s.grange[i][0], u.Size()
+	}
+	s.core = newCore(size, gsize, flatten(m.PassGroups(false)), flatten(m.PassGroups(true)), s.gathered, opts.KeepGathered, m.SharedUnit())
 	if !s.gathered {
 		if opts.Init {
 			m.Init(opts.Seed)
@@ -213,6 +194,10 @@ func (s *Sharder) Grad() []float32 { return s.grad }
 // Stage is 2 or 3.
 func (s *Sharder) Stage() int { return s.opts.Stage }
 
+// ShardsParams says the model's own parameters are sharded and gathered
+// (ZeRO-3 without LoRA; with LoRA it is the frozen base).
+func (s *Sharder) ShardsParams() bool { return s.gathered && !s.frozen }
+
 // SetTrace records gathers and reduce-scatters on r's communication lane.
 func (s *Sharder) SetTrace(r *trace.Recorder) { s.tr = r }
 
@@ -222,84 +207,45 @@ func (s *Sharder) Reset() {
 	for i := range s.fresh {
 		s.fresh[i] = true
 	}
-	s.half = false
 	s.err = nil
 }
 
 // Need implements model.Residency.
 func (s *Sharder) Need(ctx context.Context, u int, backward bool) error {
-	if backward {
+	st := s.core.need(u, backward)
+	if st.finish >= 0 {
 		// the unit's gradient buffer is reused: its last reduce-scatter
 		// must have finished
-		if err := s.finishRS(ctx, u); err != nil {
+		if err := s.finishRS(ctx, st.finish); err != nil {
 			return err
 		}
-		if !(u == s.shared && s.half) {
-			s.addLiveG(s.units[u].Size())
+	}
+	if st.drop >= 0 {
+		if err := s.release(st.drop); err != nil {
+			return err
 		}
 	}
-	if !s.gathered {
-		return nil
+	for _, v := range st.start {
+		s.startGather(ctx, v)
 	}
-	if s.pref == u {
-		s.pref = -1
-		s.hits++
-	}
-	if s.state[u] == absent {
-		s.startGather(ctx, u)
-	}
-	if err := s.waitGather(ctx, u); err != nil {
-		return err
-	}
-	s.inUse[u]++
-	// prefetch the unit the model asks for next: forward runs the units
-	// from the embeddings (last in layout order) to the head (first),
-	// backward the other way
-	next := u - 1
-	if backward {
-		next = u + 1
-	}
-	if next >= 0 && next < len(s.units) && s.state[next] == absent {
-		s.dropPrefetch()
-		s.startGather(ctx, next)
-		s.pref = next
-	}
-	return nil
+	return s.waitGather(ctx, u)
 }
 
 // Done implements model.Residency.
 func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
-	if backward {
-		// one reduce-scatter in flight at a time: finish the previous
-		// unit's before starting this one's, so at most two units'
-		// gradients are resident
-		if u == s.shared && !s.half {
-			// the first of two contributions: hold the gradient
-			s.half = true
-		} else {
-			if u == s.shared {
-				s.half = false
-			}
-			if s.rsUnit >= 0 && s.rsUnit != u {
-				if err := s.finishRS(ctx, s.rsUnit); err != nil {
-					return err
-				}
-			}
-			s.startRS(ctx, u)
+	st := s.core.done(u, backward)
+	if st.finish >= 0 {
+		if err := s.finishRS(ctx, st.finish); err != nil {
+			return err
 		}
 	}
-	if !s.gathered {
-		return nil
+	if st.rs {
+		s.startRS(ctx, u)
 	}
-	s.inUse[u]--
-	if s.inUse[u] > 0 || s.pinned {
-		return nil
+	if st.release {
+		return s.release(u)
 	}
-	if !backward && s.opts.KeepGathered {
-		s.kept[u] = true
-		return nil
-	}
-	return s.release(u)
+	return nil
 }
 
 // startGather all-gathers unit u's parameters from the owned master
@@ -307,59 +253,38 @@ func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
 func (s *Sharder) startGather(ctx context.Context, u int) {
 	g, o := s.grange[u], s.gown[u]
 	copy(s.gdata[o[0]:o[1]], s.gmaster[o[0]:o[1]])
-	s.state[u] = gathering
-	s.live += g[1] - g[0]
-	s.peakLive = max(s.peakLive, s.live)
 	h := s.shard.AllGatherAsync(ctx, collective.F32(s.gdata[g[0]:g[1]]))
 	s.gathers[u] = h
 	s.traceOp(h, "all-gather "+s.units[u].Name, g[1]-g[0])
 }
 
-// waitGather waits for unit u's gather and rounds it into the
-// reduced-precision copy.
+// waitGather waits for unit u's gather, if one is in flight, and rounds
+// it into the reduced-precision copy.
 func (s *Sharder) waitGather(ctx context.Context, u int) error {
-	if s.state[u] != gathering {
+	h := s.gathers[u]
+	if h == nil {
 		return nil
 	}
-	h := s.gathers[u]
 	s.gathers[u] = nil
 	if err := h.Wait(ctx); err != nil {
 		return fmt.Errorf("ZeRO-3 all-gather of %s: %w", s.units[u].Name, err)
 	}
-	s.state[u] = resident
 	if !s.frozen {
 		s.m.SyncPrecisionRange(s.grange[u][0], s.grange[u][1])
 	}
 	return nil
 }
 
-// dropPrefetch hands back a prefetched unit that was never needed.
-func (s *Sharder) dropPrefetch() {
-	p := s.pref
-	s.pref = -1
-	if p < 0 || s.inUse[p] > 0 || s.kept[p] {
-		return
-	}
-	// a gather in flight is waited for by release
-	_ = s.release(p)
-}
-
-// release hands unit u's parameter pages back.
+// release hands unit u's parameter pages back (the core has already
+// counted it out), after any gather still writing them.
 func (s *Sharder) release(u int) error {
-	if s.state[u] == absent {
-		return nil
-	}
-	if s.state[u] == gathering {
-		// never hand back pages an all-gather is writing
-		if err := s.gathers[u].Wait(context.Background()); err != nil && s.err == nil {
+	if h := s.gathers[u]; h != nil {
+		s.gathers[u] = nil
+		if err := h.Wait(context.Background()); err != nil && s.err == nil {
 			s.err = err
 		}
-		s.gathers[u] = nil
 	}
 	g := s.grange[u]
-	s.state[u] = absent
-	s.kept[u] = false
-	s.live -= g[1] - g[0]
 	if err := pages.Discard(s.gdata, g[0], g[1]); err != nil {
 		return err
 	}
@@ -376,9 +301,7 @@ func (s *Sharder) ReleaseAll() error {
 	if !s.gathered {
 		return nil
 	}
-	s.pref, s.pinned = -1, false
-	for u := range s.units {
-		s.inUse[u] = 0
+	for _, u := range s.core.releaseAll() {
 		if err := s.release(u); err != nil {
 			return err
 		}
@@ -391,7 +314,6 @@ func (s *Sharder) startRS(ctx context.Context, u int) {
 	un := s.units[u]
 	h := s.shard.ReduceScatterAsync(ctx, collective.F32(s.m.Params.Grad[un.Lo:un.Hi]), collective.Sum)
 	s.rs[u] = h
-	s.rsUnit = u
 	s.traceOp(h, "reduce-scatter "+un.Name, un.Size())
 }
 
@@ -404,9 +326,6 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 		return nil
 	}
 	s.rs[u] = nil
-	if s.rsUnit == u {
-		s.rsUnit = -1
-	}
 	un, o := s.units[u], s.own[u]
 	if err := h.Wait(ctx); err != nil {
 		return fmt.Errorf("ZeRO gradient reduce-scatter of %s: %w", un.Name, err)
@@ -427,7 +346,6 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 			dst[i] += v
 		}
 	}
-	s.liveG -= un.Size()
 	s.m.Params.MarkStaleRange(un.Lo, un.Hi)
 	if !s.gradPaged {
 		return nil
@@ -439,7 +357,7 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 // pieces of units the step never reached stay as Reset left them: fresh
 // pieces are cleared.
 func (s *Sharder) Finish(ctx context.Context) error {
-	for u := range s.units {
+	for _, u := range s.core.pending() {
 		if err := s.finishRS(ctx, u); err != nil {
 			return err
 		}
@@ -451,8 +369,10 @@ func (s *Sharder) Finish(ctx context.Context) error {
 			s.fresh[u] = false
 		}
 	}
-	if s.gathered {
-		s.dropPrefetch()
+	if p := s.core.dropPrefetch(); p >= 0 {
+		if err := s.release(p); err != nil {
+			return err
+		}
 	}
 	return s.err
 }
@@ -478,11 +398,6 @@ func (s *Sharder) GatherParams(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func (s *Sharder) addLiveG(n int) {
-	s.liveG += n
-	s.peakLiveG = max(s.peakLiveG, s.liveG)
 }
 
 // traceOp records h's span on the communication lane when it completes.
@@ -511,7 +426,7 @@ func (s *Sharder) Use() Use {
 	for _, o := range s.own {
 		n += o[1] - o[0]
 	}
-	return Use{Owned: n, PeakGathered: s.peakLive, PeakGrads: s.peakLiveG, Prefetched: s.hits}
+	return Use{Owned: n, PeakGathered: s.core.peak, PeakGrads: s.core.peakG, Prefetched: s.core.hits}
 }
 
 // ShardComm is the shard group (the data-parallel group without hybrid
@@ -540,18 +455,14 @@ func (s *Sharder) GatherAll(ctx context.Context) error {
 	if !s.gathered {
 		return nil
 	}
-	s.dropPrefetch()
-	for u := range s.units {
-		if s.state[u] == absent {
-			s.startGather(ctx, u)
-		}
+	for _, u := range s.core.gatherAll() {
+		s.startGather(ctx, u)
 	}
 	for u := range s.units {
 		if err := s.waitGather(ctx, u); err != nil {
 			return err
 		}
 	}
-	s.pinned = true
 	return nil
 }
 
@@ -564,10 +475,9 @@ func (s *Sharder) Adopt() error {
 		return nil // a LoRA checkpoint holds only the adapters, which stay resident
 	}
 	data := s.m.Params.Data
-	for i, o := range s.own {
+	for _, o := range s.own {
 		copy(s.master[o[0]:o[1]], data[o[0]:o[1]])
-		s.state[i], s.inUse[i], s.kept[i] = absent, 0, false
 	}
-	s.live, s.pref = 0, -1
+	s.core.releaseAll()
 	return pages.Free(data)
 }

@@ -96,6 +96,15 @@ func TestZeRO3PassGathersUnitByUnit(t *testing.T) {
 		}
 		use := s.Use()
 		units := m.Units()
+		// the plan's prediction is the measurement
+		size := make([]int, len(units))
+		for i, u := range units {
+			size[i] = u.Size()
+		}
+		wantP, wantG := Peaks(size, size, m.PassGroups(false), m.PassGroups(true), true, false, m.SharedUnit())
+		if use.PeakGathered != wantP || use.PeakGrads != wantG {
+			t.Errorf("rank %d: measured peaks %d gathered, %d gradients; Peaks predicts %d, %d", r, use.PeakGathered, use.PeakGrads, wantP, wantG)
+		}
 		sizes := make([]int, len(units))
 		for i, u := range units {
 			sizes[i] = u.Size()

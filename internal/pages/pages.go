@@ -35,15 +35,17 @@ func Discard[E float32 | uint16](s []E, lo, hi int) error {
 	}
 	var e E
 	sz := int(unsafe.Sizeof(e))
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(s))) + uintptr(lo*sz)
-	end := start + uintptr((hi-lo)*sz)
+	base := unsafe.Pointer(unsafe.SliceData(s))
+	// page-aligned [first, last) inside the range, as offsets from base
 	ps := uintptr(pageSize)
+	at := uintptr(base)
+	start, end := at+uintptr(lo*sz), at+uintptr(hi*sz)
 	first := (start + ps - 1) &^ (ps - 1)
 	last := end &^ (ps - 1)
 	if last <= first {
 		return nil
 	}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(first)), last-first)
+	b := unsafe.Slice((*byte)(unsafe.Add(base, first-at)), last-first)
 	if err := dontNeed(b); err != nil {
 		return fmt.Errorf("pages: discarding %d bytes: %w", len(b), err)
 	}

@@ -390,9 +390,13 @@ func (s *lowPrecision[E]) pageOrAlloc(n int) {
 }
 
 func (s *lowPrecision[E]) syncRange(params []float32, lo, hi int) {
-	if s.on {
-		s.round(s.w[lo:hi], params[lo:hi])
+	if !s.on {
+		return
 	}
+	if s.paged {
+		pages.Prepare(s.w, lo, hi) // rewritten whole: huge pages fault faster
+	}
+	s.round(s.w[lo:hi], params[lo:hi])
 }
 
 func (s *lowPrecision[E]) discard(lo, hi int) error {

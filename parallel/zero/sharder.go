@@ -220,6 +220,10 @@ func (s *Sharder) Need(ctx context.Context, u int, backward bool) error {
 			return err
 		}
 	}
+	if backward && s.gradPaged {
+		un := s.units[u]
+		pages.Prepare(s.m.Params.Grad, un.Lo, un.Hi) // backward writes it whole
+	}
 	if st.drop >= 0 {
 		if err := s.release(st.drop); err != nil {
 			return err
@@ -252,6 +256,7 @@ func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
 // pieces into the model's buffer.
 func (s *Sharder) startGather(ctx context.Context, u int) {
 	g, o := s.grange[u], s.gown[u]
+	pages.Prepare(s.gdata, g[0], g[1])
 	copy(s.gdata[o[0]:o[1]], s.gmaster[o[0]:o[1]])
 	h := s.shard.AllGatherAsync(ctx, collective.F32(s.gdata[g[0]:g[1]]))
 	s.gathers[u] = h

@@ -1,0 +1,6 @@
+//go:build unix && !linux
+
+package pages
+
+func huge([]byte)    {}
+func notHuge([]byte) {}

@@ -93,6 +93,7 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	if err != nil {
 		return err
 	}
+	defer watchOperator(ctx, rt)()
 	fmt.Fprintf(stdout, "transport %s\n", rt.RouteSummary())
 	runCtx, stop := context.WithCancelCause(rt.Context())
 	defer stop(nil)

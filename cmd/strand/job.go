@@ -105,7 +105,8 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 		} else {
 			err = launcher.Local(ctx, launcher.LocalConfig{NProc: m.World(), Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
 		}
-		if ctx.Err() != nil {
+		var elsewhere *launcher.InterruptedError
+		if ctx.Err() != nil || errors.As(err, &elsewhere) {
 			return interruptedJob(j.out)
 		}
 		if err == nil || restart >= j.maxRestarts {
@@ -187,6 +188,20 @@ func workerOptions(f *launcher.Flags) worker.Options {
 		RDMAProvider: f.RDMAProvider}
 }
 
+// watchOperator tells rt when the operator stops this process (ctx ends
+// for any reason but a lost launcher), so that a rank stopped mid-collective
+// leaves at once saying so instead of waiting to be blamed
+// (worker.Runtime.OperatorStop). The returned func stops watching.
+func watchOperator(ctx context.Context, rt *worker.Runtime) func() {
+	stop := context.AfterFunc(ctx, func() {
+		var gone *launcher.LauncherGoneError
+		if !errors.As(context.Cause(ctx), &gone) {
+			rt.OperatorStop()
+		}
+	})
+	return func() { stop() }
+}
+
 // asWorker joins the job this process was launched into, builds the
 // trainer's communicators and runs body; the outcome is reported when
 // leaving. threads is set to the machine's cores shared among the job's
@@ -198,6 +213,7 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	if err != nil {
 		return err
 	}
+	defer watchOperator(ctx, rt)()
 	err = func() error {
 		if *threads == 0 {
 			*threads = max(1, runtime.NumCPU()/rt.Mesh.World())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/coordinator"
@@ -284,7 +285,13 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 
 	// Failure detection: gossip with the coordinator, and watch it.
-	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, opts.Gossip, coordinatorLoss{rt})
+	// memberlist's complaints go to this rank's log, rate-limited per peer
+	// (coordinator.GossipConfig.Log), and are dropped once the rank leaves.
+	gcfg := opts.Gossip
+	if gcfg.Log == nil {
+		gcfg.Log = zap.New(&untilLeaving{Core: rt.Log.Core(), rt: rt})
+	}
+	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, gcfg, coordinatorLoss{rt})
 	if err != nil {
 		return nil, fmt.Errorf("worker rank %d: %w", rt.Rank, err)
 	}
@@ -433,6 +440,33 @@ func (w transportLog) Write(p []byte) (int, error) {
 		w.log.Warn("transport: " + string(trimNL(p)))
 	}
 	return len(p), nil
+}
+
+// untilLeaving is a log core that drops every line once the rank is
+// leaving or the job has failed: memberlist's complaints about peers that
+// shut down at the end of a job (or after its failure, already reported)
+// are not news.
+type untilLeaving struct {
+	zapcore.Core
+	rt *Runtime
+}
+
+func (u *untilLeaving) quiet() bool {
+	u.rt.mu.Lock()
+	leaving := u.rt.leaving
+	u.rt.mu.Unlock()
+	return leaving || u.rt.ctx.Err() != nil
+}
+
+func (u *untilLeaving) With(f []zapcore.Field) zapcore.Core {
+	return &untilLeaving{Core: u.Core.With(f), rt: u.rt}
+}
+
+func (u *untilLeaving) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if u.quiet() || !u.Enabled(e.Level) {
+		return ce
+	}
+	return ce.AddCore(e, u)
 }
 
 func trimNL(p []byte) []byte {

@@ -609,6 +609,7 @@ func (rt *Runtime) heartbeat(every time.Duration) {
 		if leaving {
 			return
 		}
+		req.InFlight, req.Entered = rt.inFlightView()
 		hctx, cancel := context.WithTimeout(rt.ctx, 5*time.Second)
 		rep, err := rt.client.RPC.Heartbeat(hctx, req)
 		cancel()

@@ -3,6 +3,7 @@ package tcp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +45,9 @@ type peer struct {
 
 // stream is one socket to the peer.
 type stream struct {
-	conn  *net.TCPConn
+	conn  *net.TCPConn  // the socket: options, deadlines, close
+	rw    net.Conn      // what frames are read from and written to: conn, or tls over it
+	tls   *tls.Conn     // nil for a plaintext socket (tls.go)
 	lock  chan struct{} // 1-slot semaphore: a waiter can give up when its ctx ends
 	hdr   [frameHeaderLen]byte
 	hdrs  [maxBatch][frameHeaderLen]byte // headers of a batched write
@@ -76,7 +79,7 @@ func (r streamReader) Read(b []byte) (int, error) {
 		default:
 		}
 	}
-	n, err := r.s.conn.Read(b)
+	n, err := r.s.rw.Read(b)
 	r.s.reading.Store(false)
 	return n, err
 }
@@ -133,7 +136,7 @@ type mailbox struct {
 	postedBuf  []*pending
 }
 
-func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
+func newPeer(t *Transport, rank int, conns []sock) *peer {
 	p := &peer{
 		t:           t,
 		rank:        rank,
@@ -144,7 +147,7 @@ func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
 	}
 	p.cond = sync.NewCond(&p.mu)
 	for i, c := range conns {
-		s := &stream{conn: c, lock: make(chan struct{}, 1), fd: socketFD(c), kick: make(chan struct{}, 1)}
+		s := &stream{conn: c.tcp, rw: c.rw(), tls: c.tls, lock: make(chan struct{}, 1), fd: socketFD(c.tcp), kick: make(chan struct{}, 1)}
 		if i > 0 {
 			s.parts = make(chan partReq, 1)
 		}
@@ -405,6 +408,12 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 	if commit && ctx.Err() != nil {
 		d, timed = time.Now().Add(finishGrace), true
 	}
+	if timed && s.tls != nil {
+		// A TLS write that times out leaves the session unusable, so a
+		// frame can never be finished afterwards: give it finishGrace
+		// from the start instead (and fail the peer if even that ends).
+		d = d.Add(finishGrace)
+	}
 	if timed {
 		_ = s.conn.SetWriteDeadline(d)
 		s.timed = true
@@ -414,12 +423,23 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 	}
 	var interrupt *writeInterrupt
 	if !timed && ctx.Done() != nil { // cancellable without deadline: watch it
-		interrupt = &writeInterrupt{conn: s.conn}
+		interrupt = &writeInterrupt{conn: s.conn, tls: s.tls != nil}
 		interrupt.stop = context.AfterFunc(ctx, interrupt.fire)
 		s.timed = true // the deadline may be moved; reset on next write
 	}
 	s.bufs = fill()
-	n, err := s.bufs.WriteTo(s.conn)
+	n, err := s.bufs.WriteTo(s.rw)
+	if err != nil && s.tls != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// (see above) the session is broken: nothing more can be sent
+		if interrupt != nil {
+			interrupt.disarm()
+		}
+		clear(s.vec[:])
+		clear(s.vecs[:])
+		err = fmt.Errorf("TLS write stalled %v past its deadline after %d bytes: %w", finishGrace, n, err)
+		p.fail(err)
+		return p.peerErr("send", err)
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (n > 0 || commit) {
 		// Interrupted mid-frame by our own deadline or cancellation:
 		// finish the frame.
@@ -428,7 +448,7 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(finishGrace))
 		s.timed = true
-		m, ferr := s.bufs.WriteTo(s.conn)
+		m, ferr := s.bufs.WriteTo(s.rw)
 		n += m
 		if ferr == nil {
 			err = ctx.Err() // delivered whole, but the caller's time is up
@@ -476,6 +496,7 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 // has been disarmed meanwhile (it is finishing its frame).
 type writeInterrupt struct {
 	conn     *net.TCPConn
+	tls      bool // a TLS stream: the frame gets finishGrace (see writeLocked)
 	stop     func() bool
 	mu       sync.Mutex
 	disarmed bool
@@ -485,7 +506,11 @@ func (w *writeInterrupt) fire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.disarmed {
-		_ = w.conn.SetWriteDeadline(aLongTimeAgo)
+		at := aLongTimeAgo
+		if w.tls {
+			at = time.Now().Add(finishGrace)
+		}
+		_ = w.conn.SetWriteDeadline(at)
 	}
 }
 

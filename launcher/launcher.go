@@ -167,8 +167,8 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		log.Info("TLS with the job CA derived from the token", zap.String("ca", cfg.TLSCA), zap.Bool("serves_coordinator", cfg.TLSCert != ""))
 	}
 	if cfg.NNodes > 1 && cfg.TLSCert == "" && cfg.TLSCA == "" {
-		log.Warn("NO TLS: this multi-node job's coordinator traffic, the job token included, crosses the network in the clear; " +
-			"give every node --tls-cert/--tls-key (node 0) and --tls-ca")
+		log.Warn("NO TLS: this multi-node job's coordinator traffic (the job token included) and its data transport's (activations, gradients) " +
+			"cross the network in the clear; give every node --tls-auto, or --tls-cert/--tls-key (node 0) and --tls-ca")
 	}
 	var srv *coordinator.Server
 	if cfg.NodeRank == 0 {

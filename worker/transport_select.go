@@ -240,7 +240,9 @@ func (rt *Runtime) dialNetwork(ctx context.Context, store rendezvous.Store, job 
 		return nil, "", fmt.Errorf("tcp transport: %w", err)
 	}
 	if peers := t.TLSPeers(); len(peers) > 0 {
-		log.Info("tcp transport: TLS to the ranks on other hosts (job CA)", zap.Ints("peers", peers))
+		log.Info("tcp transport: TLS to the ranks on other hosts (job CA)", zap.String("listen", t.Addr().String()), zap.Ints("peers", peers))
+	} else {
+		log.Info("tcp transport", zap.String("listen", t.Addr().String()))
 	}
 	return t, "tcp", nil
 }

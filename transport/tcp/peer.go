@@ -56,6 +56,9 @@ type stream struct {
 	bufs  net.Buffers
 	parts chan partReq // work for this stream's part writer (streams >= 1)
 	timed bool         // a write deadline is set on conn
+	// coalesce gathers a small frame's buffers for one TLS write (one
+	// record, one system call, instead of one per buffer).
+	coalesce []byte
 
 	// For receives that poll (pending.spin): the socket's descriptor (-1
 	// if unknown) and whether the reader goroutine is inside a read of
@@ -428,7 +431,13 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 		s.timed = true // the deadline may be moved; reset on next write
 	}
 	s.bufs = fill()
-	n, err := s.bufs.WriteTo(s.rw)
+	var n int64
+	var err error
+	if s.tls != nil {
+		n, err = s.writeTLS()
+	} else {
+		n, err = s.bufs.WriteTo(s.rw)
+	}
 	if err != nil && s.tls != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		// (see above) the session is broken: nothing more can be sent
 		if interrupt != nil {
@@ -489,6 +498,30 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 	}
 	p.fail(fmt.Errorf("write: %w", err))
 	return p.peerErr("send", err)
+}
+
+// tlsCoalesce is the largest batch of buffers writeTLS copies into one
+// write; larger ones are written buffer by buffer.
+const tlsCoalesce = 64 << 10
+
+// writeTLS writes s.bufs to the TLS session: small batches (a frame
+// header and its bytes, a batch of small frames) as one write, since the
+// session seals every write in records of its own and sends each with
+// its own system call.
+func (s *stream) writeTLS() (int64, error) {
+	total := 0
+	for _, b := range s.bufs {
+		total += len(b)
+	}
+	if total > tlsCoalesce {
+		return s.bufs.WriteTo(s.tls)
+	}
+	s.coalesce = s.coalesce[:0]
+	for _, b := range s.bufs {
+		s.coalesce = append(s.coalesce, b...)
+	}
+	n, err := s.tls.Write(s.coalesce)
+	return int64(n), err
 }
 
 // writeInterrupt moves a socket's write deadline into the past when a

@@ -93,7 +93,6 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	if err != nil {
 		return err
 	}
-	defer watchOperator(ctx, rt)()
 	fmt.Fprintf(stdout, "transport %s\n", rt.RouteSummary())
 	runCtx, stop := context.WithCancelCause(rt.Context())
 	defer stop(nil)
@@ -145,6 +144,7 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	err = launcher.WithCause(ctx, err) // e.g. the launcher is gone
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	noteOperator(ctx, rt)
 	err = rt.Leave(lctx, err)
 	if err == nil {
 		fmt.Fprintf(stdout, "rank %d %v: every group verified\n", rt.Rank, rt.Coord)

@@ -188,18 +188,16 @@ func workerOptions(f *launcher.Flags) worker.Options {
 		RDMAProvider: f.RDMAProvider}
 }
 
-// watchOperator tells rt when the operator stops this process (ctx ends
-// for any reason but a lost launcher), so that a rank stopped mid-collective
-// leaves at once saying so instead of waiting to be blamed
-// (worker.Runtime.OperatorStop). The returned func stops watching.
-func watchOperator(ctx context.Context, rt *worker.Runtime) func() {
-	stop := context.AfterFunc(ctx, func() {
-		var gone *launcher.LauncherGoneError
-		if !errors.As(context.Cause(ctx), &gone) {
-			rt.OperatorStop()
-		}
-	})
-	return func() { stop() }
+// noteOperator tells rt, just before it leaves, whether the operator
+// stopped this process (ctx ended for any reason but a lost launcher), so
+// that a rank stopped mid-collective leaves at once saying so instead of
+// waiting to be blamed (worker.Runtime.OperatorStop). ctx.Err is set
+// before anyone sees ctx end, so this cannot miss the stop.
+func noteOperator(ctx context.Context, rt *worker.Runtime) {
+	var gone *launcher.LauncherGoneError
+	if ctx.Err() != nil && !errors.As(context.Cause(ctx), &gone) {
+		rt.OperatorStop()
+	}
 }
 
 // asWorker joins the job this process was launched into, builds the
@@ -213,7 +211,6 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 	if err != nil {
 		return err
 	}
-	defer watchOperator(ctx, rt)()
 	err = func() error {
 		if *threads == 0 {
 			*threads = max(1, runtime.NumCPU()/rt.Mesh.World())
@@ -258,6 +255,7 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 			err = launcher.WithCause(ctx, err)
 		}
 	}
+	noteOperator(ctx, rt)
 	if !errors.As(err, &intr) {
 		err = rt.Leave(lctx, err)
 		if err != nil && rt.LauncherReports() {

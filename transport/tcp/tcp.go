@@ -635,7 +635,11 @@ func (t *Transport) close(graceful bool) error {
 				if p != nil {
 					for _, s := range p.streams {
 						if s.tls != nil {
-							_ = s.tls.CloseWrite() // close_notify: the peer reads a clean EOF
+							// close_notify (the peer reads a clean EOF); the
+							// deadline ends a write stuck on a stalled peer,
+							// which holds the session's write lock
+							_ = s.conn.SetWriteDeadline(time.Now().Add(closeGrace))
+							_ = s.tls.CloseWrite()
 						}
 						_ = s.conn.CloseWrite()
 					}

@@ -36,5 +36,9 @@
 // logged at warn with the peer's address, at most one line per peer host
 // and kind every 30 s (internal/ratelog). Status marks a running rank
 // "stalled" or "missing" with its age, and a step watchdog warns once per
-// stall (server.go, healthLocked and stepWatchdog).
+// stall (server.go, healthLocked and stepWatchdog), followed by one line
+// per rank saying who waits on whom ("rank 2 waits on rank 3 in allreduce
+// group dp seq 41 for 12.3s") from the in-flight call every heartbeat
+// carries, and where the chains of waits end (waits.go); the same lines
+// are logged when a rank is declared dead.
 package coordinator

@@ -7,6 +7,7 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -101,4 +102,54 @@ func IssueJobCert(token string, hosts []string) (certPEM, keyPEM []byte, err err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+// DataTLSName is the name every data-transport certificate carries and
+// every rank checks (ranks have no host names of their own to check: the
+// job CA is what authenticates a peer).
+const DataTLSName = "strand-data"
+
+// JobDataTLS returns the TLS config of a rank's data transport in a job
+// with TLS: a fresh certificate for DataTLSName signed by the CA derived
+// from token (server and client use), trusted roots and client CAs that
+// are that CA alone, mutual authentication required, TLS 1.3. Every rank
+// of the job derives the same CA, so ranks authenticate each other with
+// no certificate files to distribute (see the comment at the top).
+func JobDataTLS(token string) (*tls.Config, error) {
+	caPEM, err := JobCA(token)
+	if err != nil {
+		return nil, err
+	}
+	caKey, err := jobCAKey(token)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := jobCATemplate(caKey)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: "strand rank"}, DNSNames: []string{DataTLSName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("job data certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("job CA: certificate does not parse")
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		RootCAs:      pool, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		ServerName: DataTLSName, MinVersion: tls.VersionTLS13,
+	}, nil
 }

@@ -134,6 +134,11 @@ type joiner struct {
 	// the time between changes (the rank's recent step time).
 	stepAt    time.Time
 	stepEvery time.Duration
+	// inFlight and entered: the rank's oldest unfinished call and newest
+	// sequence number per communicator, from its last progress heartbeat
+	// (waits.go).
+	inFlight *pb.InFlight
+	entered  map[string]uint64
 }
 
 type barrier struct {
@@ -350,6 +355,12 @@ func (s *Server) rankDied(rank int, how string) {
 		return
 	}
 	j.state = "dead"
+	if s.state == pb.JobState_JOB_STATE_RUNNING {
+		// where everyone stood: which ranks waited on the dead one
+		for _, w := range s.waitsLocked(time.Now()) {
+			s.log.Warn("at rank " + strconv.Itoa(rank) + "'s death: " + w)
+		}
+	}
 	s.failLocked(rank, fmt.Sprintf("rank %d (host %s, pid %d) died: %s", rank, j.req.Host, j.req.Pid, how))
 }
 
@@ -627,6 +638,7 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 			j.stepAt = now
 		}
 		j.step = req.Step
+		j.inFlight, j.entered = req.InFlight, req.Entered
 		if req.Step > s.furthest || s.progressAt.IsZero() {
 			s.furthest, s.progressAt = max(s.furthest, req.Step), j.lastSeen
 		}
@@ -763,7 +775,9 @@ func (s *Server) stallThresholdLocked() time.Duration {
 // each rank's state, so a hang shows in the log before any deadline ends
 // it.
 func (s *Server) stepWatchdog(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	// Often enough that a frozen rank's report comes before memberlist's
+	// verdict on it ends the job (rankDied reports the waits then too).
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
@@ -793,9 +807,16 @@ func (s *Server) stepWatchdog(ctx context.Context) {
 			s.stallSeen = key.String()
 		}
 		threshold := s.stallThresholdLocked()
+		var waits []string
+		if warn {
+			waits = s.waitsLocked(time.Now())
+		}
 		s.mu.Unlock()
 		if warn {
 			s.log.Warn("step watchdog: steps stopped advancing", zap.Strings("ranks", bad), zap.Duration("threshold", threshold))
+			for _, w := range waits {
+				s.log.Warn("step watchdog: " + w)
+			}
 		}
 	}
 }

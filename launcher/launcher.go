@@ -167,8 +167,8 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		log.Info("TLS with the job CA derived from the token", zap.String("ca", cfg.TLSCA), zap.Bool("serves_coordinator", cfg.TLSCert != ""))
 	}
 	if cfg.NNodes > 1 && cfg.TLSCert == "" && cfg.TLSCA == "" {
-		log.Warn("NO TLS: this multi-node job's coordinator traffic, the job token included, crosses the network in the clear; " +
-			"give every node --tls-cert/--tls-key (node 0) and --tls-ca")
+		log.Warn("NO TLS: this multi-node job's coordinator traffic (the job token included) and its data transport's (activations, gradients) " +
+			"cross the network in the clear; give every node --tls-auto, or --tls-cert/--tls-key (node 0) and --tls-ca")
 	}
 	var srv *coordinator.Server
 	if cfg.NodeRank == 0 {
@@ -248,11 +248,23 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			srv.Fail(InterruptedReason)
 		}
 	}
+	interruptedElsewhere := false
 	ctxDone := ctx.Done()
 	for running := len(procs); running > 0; {
 		select {
 		case p := <-exits:
 			running--
+			if p.code == InterruptedExitCode && p.sig == "" && !p.terminated {
+				// The operator stopped the job on another node (or
+				// through the coordinator): this worker left cleanly
+				// saying so. The others follow on their own; the timer
+				// only catches one that does not.
+				interruptedElsewhere = true
+				if killTimer == nil {
+					killTimer = time.After(cfg.InterruptGrace + failedJobGrace)
+				}
+				continue
+			}
 			if p.code != 0 && first == nil && !p.terminated {
 				first = &ExitError{Rank: p.rank, Code: p.code, Signal: p.sig}
 				tearDown(first.Error(), 0)
@@ -287,6 +299,19 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			killTimer = make(chan time.Time) // never fires again
 		}
 	}
+	if srv != nil && first == nil && interruptedElsewhere && ctx.Err() == nil {
+		if st, _, _ := srv.Result(); st != pb.JobState_JOB_STATE_FAILED {
+			// the workers left cleanly: the job is over, not failed
+			srv.Fail(InterruptedReason)
+		}
+	}
+	if srv != nil && first != nil {
+		if st, reason, dead := srv.Result(); st == pb.JobState_JOB_STATE_FAILED && dead < 0 && reason == InterruptedReason {
+			// a worker that failed because the operator stopped the
+			// job: not the job's failure
+			first, interruptedElsewhere = nil, true
+		}
+	}
 	if srv != nil && first != nil {
 		printFlightDiagnosis(srv, cfg.Mesh.World(), errw)
 	}
@@ -305,7 +330,10 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		return first
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("launcher: %s (%w)", InterruptedReason, context.Cause(ctx))
+		return &InterruptedError{Cause: context.Cause(ctx)}
+	}
+	if interruptedElsewhere {
+		return &InterruptedError{}
 	}
 	return nil
 }
@@ -313,6 +341,29 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 // InterruptedReason is the job's failure reason when the operator stops
 // it (Ctrl-C, SIGTERM to the launcher).
 const InterruptedReason = "interrupted by the operator"
+
+// InterruptedExitCode is how a worker the operator stopped exits (the
+// shell's code for Ctrl-C, 128 + SIGINT), whether it was signalled itself
+// or learnt of the stop from its peers or the coordinator.
+const InterruptedExitCode = 130
+
+// InterruptedError is Node's result when the operator stopped the job:
+// through this launcher (Cause: its context's, e.g. the signal), or
+// elsewhere (Cause nil: on another node, or by a signal to the workers
+// themselves), and this node's workers exited as interrupted.
+type InterruptedError struct{ Cause error }
+
+func (e *InterruptedError) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("launcher: %s (%v)", InterruptedReason, e.Cause)
+	}
+	return "launcher: " + InterruptedReason + " (the workers were stopped, not by this launcher)"
+}
+
+func (e *InterruptedError) Unwrap() error { return e.Cause }
+
+// ExitCode is InterruptedExitCode.
+func (e *InterruptedError) ExitCode() int { return InterruptedExitCode }
 
 func (cfg *NodeConfig) fill() error {
 	if cfg.NNodes < 1 || cfg.NodeRank < 0 || cfg.NodeRank >= cfg.NNodes {

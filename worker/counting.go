@@ -28,6 +28,11 @@ type counting struct {
 	rel   []uint8            // peer -> index into relations
 	bytes [2][4]atomic.Int64 // [send=0/recv=1][relation]
 	nanos [2][4]atomic.Int64
+	// Receives not finished yet, per peer, and since when (unix nanos,
+	// set when the peer's count leaves 0): which peer this rank waits on,
+	// for the step watchdog (inflight.go). Two atomic adds per receive.
+	pending []atomic.Int32
+	since   []atomic.Int64
 }
 
 // countingNotifier adds the failure notifications of transports that have them.
@@ -42,7 +47,7 @@ func (c countingNotifier) PeerFailures() ([]*transport.PeerError, <-chan struct{
 
 // countTraffic wraps t for rank in mesh m and registers its counters in reg.
 func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registry) (transport.Transport, error) {
-	c := &counting{Transport: t, rel: make([]uint8, m.World())}
+	c := &counting{Transport: t, rel: make([]uint8, m.World()), pending: make([]atomic.Int32, m.World()), since: make([]atomic.Int64, m.World())}
 	me := m.Coord(rank)
 	for p := range c.rel {
 		o := m.Coord(p)
@@ -116,11 +121,15 @@ func (c countingFull) SendMulti(ctx context.Context, peer int, tag transport.Tag
 }
 
 func (c countingFull) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte) transport.PostedRecv {
-	return &countedRecv{c.counting, transport.PostRecvOn(c.Transport, ctx, peer, tag, buf), peer, len(buf), time.Now()}
+	t0 := time.Now()
+	c.begin(peer, t0)
+	return &countedRecv{c.counting, transport.PostRecvOn(c.Transport, ctx, peer, tag, buf), peer, len(buf), t0}
 }
 
 func (c countingFull) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
-	return &countedRecv{c.counting, transport.PostRecvChunksOn(c.Transport, ctx, peer, tag, n, sink), peer, n, time.Now()}
+	t0 := time.Now()
+	c.begin(peer, t0)
+	return &countedRecv{c.counting, transport.PostRecvChunksOn(c.Transport, ctx, peer, tag, n, sink), peer, n, t0}
 }
 
 // countedRecv counts a posted receive's bytes, and the time from posting
@@ -135,6 +144,7 @@ type countedRecv struct {
 
 func (r *countedRecv) Wait() error {
 	err := r.pr.Wait()
+	r.c.finish(r.peer)
 	r.c.note(1, r.peer, r.n, r.t0)
 	return err
 }
@@ -148,9 +158,41 @@ func (c *counting) Send(ctx context.Context, peer int, tag transport.Tag, buf []
 
 func (c *counting) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
 	t0 := time.Now()
+	c.begin(peer, t0)
 	err := c.Transport.Recv(ctx, peer, tag, buf)
+	c.finish(peer)
 	c.note(1, peer, len(buf), t0)
 	return err
+}
+
+// begin and finish bracket a receive from peer (see pending).
+func (c *counting) begin(peer int, t0 time.Time) {
+	if peer < 0 || peer >= len(c.pending) {
+		return
+	}
+	if c.pending[peer].Add(1) == 1 {
+		c.since[peer].Store(t0.UnixNano())
+	}
+}
+
+func (c *counting) finish(peer int) {
+	if peer >= 0 && peer < len(c.pending) {
+		c.pending[peer].Add(-1)
+	}
+}
+
+// waitingOn is the peer of this rank's oldest unfinished receive, or -1.
+func (c *counting) waitingOn() int {
+	best, at := -1, int64(0)
+	for p := range c.pending {
+		if c.pending[p].Load() <= 0 {
+			continue
+		}
+		if t := c.since[p].Load(); best < 0 || t < at {
+			best, at = p, t
+		}
+	}
+	return best
 }
 
 func (c *counting) note(dir, peer, n int, t0 time.Time) {

@@ -18,5 +18,13 @@
 // (memberlist or a dropped connection) or the job is aborted, Context() is
 // cancelled with a cause naming the rank, and the transport is closed so
 // that collectives blocked on any context fail at once. Explain(err) turns
-// such a collective error into one that names the dead rank.
+// such a collective error into one that names the dead rank. A rank that
+// fails waits at most verdictWait for the coordinator to name the culprit;
+// one the operator stopped (OperatorStop) does not wait but aborts the job
+// as "interrupted by the operator", blaming no rank.
+//
+// Diagnosis: every heartbeat carries the rank's oldest unfinished call and
+// the peer it waits on (inflight.go), from which the coordinator's step
+// watchdog says who waits on whom; memberlist's complaints go to the
+// rank's log, rate-limited per peer.
 package worker

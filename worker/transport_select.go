@@ -224,12 +224,33 @@ func (rt *Runtime) dialNetwork(ctx context.Context, store rendezvous.Store, job 
 		bind = net.JoinHostPort(adv, "0")
 	}
 	slogger := slog.New(slog.NewTextHandler(transportLog{rt, log}, nil))
-	t, err := tcp.Dial(ctx, tcp.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, JobID: coordinator.TransportJobID(job.JobID, job.Epoch), Token: job.Token, Bind: bind, Logger: slogger})
+	cfg := tcp.Config{Rank: rt.Rank, Size: rt.Mesh.World(), Store: store, JobID: coordinator.TransportJobID(job.JobID, job.Epoch), Token: job.Token, Bind: bind, Logger: slogger}
+	if dataTLS(job) {
+		// A job with TLS (--tls-auto, or certificate files for the
+		// coordinator) encrypts the data path too: mutual TLS with
+		// certificates of the job CA every rank derives from the token,
+		// on every socket that leaves the host (tcp/tls.go).
+		var err error
+		if cfg.TLS, err = coordinator.JobDataTLS(job.Token); err != nil {
+			return nil, "", fmt.Errorf("tcp transport TLS: %w", err)
+		}
+	}
+	t, err := tcp.Dial(ctx, cfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("tcp transport: %w", err)
 	}
+	if peers := t.TLSPeers(); len(peers) > 0 {
+		log.Info("tcp transport: TLS to the ranks on other hosts (job CA)", zap.String("listen", t.Addr().String()), zap.Ints("peers", peers))
+	} else {
+		log.Info("tcp transport", zap.String("listen", t.Addr().String()))
+	}
 	return t, "tcp", nil
 }
+
+// dataTLS says whether the job runs TLS, so its data transport must too:
+// the workers were given the CA to trust the coordinator with, or host
+// the coordinator's certificate.
+func dataTLS(job jobenv.Job) bool { return job.TLSCA != "" || job.TLSCert != "" }
 
 // nodeLabels labels the given ranks by host for collective.Options.Nodes,
 // or nil when hosts were not exchanged (--transport tcp or rdma: no

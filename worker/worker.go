@@ -14,10 +14,12 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/coordinator"
 	pb "github.com/strand-ml/strand/coordinator/proto"
+	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
@@ -110,11 +112,38 @@ type Runtime struct {
 	launcherReports bool
 	leaving         bool
 	barrier         int
+	// operatorStop: the operator asked this process to stop (OperatorStop).
+	operatorStop bool
 }
 
 // verdictWait bounds how long a failing rank waits for the coordinator to
-// name a dead rank before reporting its own error.
+// name a dead rank before reporting its own error. It is an upper bound,
+// not a fixed pause: the wait ends as soon as the coordinator's verdict
+// arrives, and a rank the operator stopped does not wait at all.
 const verdictWait = 3 * time.Second
+
+// InterruptedReason is the job's failure reason when the operator stops it
+// (the same words as launcher.InterruptedReason).
+const InterruptedReason = launcher.InterruptedReason
+
+// OperatorStop records that the operator asked this process to stop
+// (Ctrl-C, SIGTERM from a launcher, scancel, a pod's termination), as
+// opposed to its launcher dying. A failure this rank then leaves with is
+// the operator's doing, not the rank's: Leave tells the coordinator the
+// job was interrupted by the operator (blaming no rank, so every other
+// rank stops at once with that reason) and does not wait for a verdict.
+// A run loop that checkpoints and leaves cleanly is unaffected.
+func (rt *Runtime) OperatorStop() {
+	rt.mu.Lock()
+	rt.operatorStop = true
+	rt.mu.Unlock()
+}
+
+func (rt *Runtime) operatorStopped() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.operatorStop
+}
 
 // RankDeadError is the cause of Context() when a rank died or failed.
 type RankDeadError struct {
@@ -123,6 +152,16 @@ type RankDeadError struct {
 }
 
 func (e *RankDeadError) Error() string { return "job failed: " + e.Reason }
+
+// ExitCode is the process exit code a worker ending with this error
+// should use: launcher.InterruptedExitCode when the operator stopped the
+// job (no rank failed), 1 otherwise.
+func (e *RankDeadError) ExitCode() int {
+	if e.Rank < 0 && e.Reason == InterruptedReason {
+		return launcher.InterruptedExitCode
+	}
+	return 1
+}
 
 // Join joins the job this process belongs to. See the package comment.
 func Join(ctx context.Context, opts Options) (*Runtime, error) {
@@ -246,7 +285,13 @@ func Join(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 
 	// Failure detection: gossip with the coordinator, and watch it.
-	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, opts.Gossip, coordinatorLoss{rt})
+	// memberlist's complaints go to this rank's log, rate-limited per peer
+	// (coordinator.GossipConfig.Log), and are dropped once the rank leaves.
+	gcfg := opts.Gossip
+	if gcfg.Log == nil {
+		gcfg.Log = zap.New(&untilLeaving{Core: rt.Log.Core(), rt: rt})
+	}
+	rt.gossip, err = coordinator.StartGossip(coordinator.GossipName(rt.Rank), adv, job.Token, gcfg, coordinatorLoss{rt})
 	if err != nil {
 		return nil, fmt.Errorf("worker rank %d: %w", rt.Rank, err)
 	}
@@ -397,6 +442,33 @@ func (w transportLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// untilLeaving is a log core that drops every line once the rank is
+// leaving or the job has failed: memberlist's complaints about peers that
+// shut down at the end of a job (or after its failure, already reported)
+// are not news.
+type untilLeaving struct {
+	zapcore.Core
+	rt *Runtime
+}
+
+func (u *untilLeaving) quiet() bool {
+	u.rt.mu.Lock()
+	leaving := u.rt.leaving
+	u.rt.mu.Unlock()
+	return leaving || u.rt.ctx.Err() != nil
+}
+
+func (u *untilLeaving) With(f []zapcore.Field) zapcore.Core {
+	return &untilLeaving{Core: u.Core.With(f), rt: u.rt}
+}
+
+func (u *untilLeaving) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if u.quiet() || !u.Enabled(e.Level) {
+		return ce
+	}
+	return ce.AddCore(e, u)
+}
+
 func trimNL(p []byte) []byte {
 	for len(p) > 0 && p[len(p)-1] == '\n' {
 		p = p[:len(p)-1]
@@ -537,6 +609,7 @@ func (rt *Runtime) heartbeat(every time.Duration) {
 		if leaving {
 			return
 		}
+		req.InFlight, req.Entered = rt.inFlightView()
 		hctx, cancel := context.WithTimeout(rt.ctx, 5*time.Second)
 		rep, err := rt.client.RPC.Heartbeat(hctx, req)
 		cancel()
@@ -599,11 +672,19 @@ func (rt *Runtime) Barrier(ctx context.Context) error {
 // rank hosting the coordinator then waits (within ctx) until every rank
 // has left. It returns err, explained when the job failed.
 func (rt *Runtime) Leave(ctx context.Context, err error) error {
+	if err != nil && rt.ctx.Err() == nil && rt.operatorStopped() {
+		// The operator stopped this rank mid-collective: that is the
+		// job's reason, and no rank is to blame. Say so to the
+		// coordinator first (its Abort wakes every rank's watch at once),
+		// then leave without waiting for a verdict.
+		rt.abortInterrupted(ctx)
+	}
 	if err != nil && rt.ctx.Err() == nil {
 		// A collective usually fails because a peer died, and the
 		// transport may notice before the coordinator does. Give the
 		// coordinator a moment to name the culprit, so the job's reason
-		// is "rank 3 died", not "rank 1 failed".
+		// is "rank 3 died", not "rank 1 failed". The wait ends as soon
+		// as the verdict arrives (another rank's abort included).
 		t := time.NewTimer(verdictWait)
 		select {
 		case <-rt.ctx.Done():
@@ -648,6 +729,20 @@ func (rt *Runtime) Leave(ctx context.Context, err error) error {
 	}
 	rt.close()
 	return err
+}
+
+// abortInterrupted fails the job as interrupted by the operator: at the
+// coordinator (bounded to a second: it may be gone too) and here, so the
+// error this rank leaves with gives that reason whatever the coordinator
+// answered.
+func (rt *Runtime) abortInterrupted(ctx context.Context) {
+	actx, cancel := context.WithTimeout(ctx, time.Second)
+	_, err := rt.client.RPC.Abort(actx, &pb.AbortRequest{Rank: -1, Reason: InterruptedReason})
+	cancel()
+	if err != nil && rt.Log != nil {
+		rt.Log.Debug("telling the coordinator of the operator's stop", zap.Error(err))
+	}
+	rt.fail(&RankDeadError{Rank: -1, Reason: InterruptedReason})
 }
 
 // close releases everything Join built, in reverse order.

@@ -144,6 +144,7 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 	err = launcher.WithCause(ctx, err) // e.g. the launcher is gone
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	noteOperator(ctx, rt)
 	err = rt.Leave(lctx, err)
 	if err == nil {
 		fmt.Fprintf(stdout, "rank %d %v: every group verified\n", rt.Rank, rt.Coord)

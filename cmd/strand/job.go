@@ -105,7 +105,8 @@ func (j jobLaunch) launch(ctx context.Context, stdout, stderr io.Writer) error {
 		} else {
 			err = launcher.Local(ctx, launcher.LocalConfig{NProc: m.World(), Mesh: m, Args: argv, Stdout: stdout, Stderr: stderr, Common: common})
 		}
-		if ctx.Err() != nil {
+		var elsewhere *launcher.InterruptedError
+		if ctx.Err() != nil || errors.As(err, &elsewhere) {
 			return interruptedJob(j.out)
 		}
 		if err == nil || restart >= j.maxRestarts {
@@ -187,6 +188,18 @@ func workerOptions(f *launcher.Flags) worker.Options {
 		RDMAProvider: f.RDMAProvider}
 }
 
+// noteOperator tells rt, just before it leaves, whether the operator
+// stopped this process (ctx ended for any reason but a lost launcher), so
+// that a rank stopped mid-collective leaves at once saying so instead of
+// waiting to be blamed (worker.Runtime.OperatorStop). ctx.Err is set
+// before anyone sees ctx end, so this cannot miss the stop.
+func noteOperator(ctx context.Context, rt *worker.Runtime) {
+	var gone *launcher.LauncherGoneError
+	if ctx.Err() != nil && !errors.As(context.Cause(ctx), &gone) {
+		rt.OperatorStop()
+	}
+}
+
 // asWorker joins the job this process was launched into, builds the
 // trainer's communicators and runs body; the outcome is reported when
 // leaving. threads is set to the machine's cores shared among the job's
@@ -242,6 +255,7 @@ func asWorker(ctx context.Context, lf *launcher.Flags, threads *int, body func(c
 			err = launcher.WithCause(ctx, err)
 		}
 	}
+	noteOperator(ctx, rt)
 	if !errors.As(err, &intr) {
 		err = rt.Leave(lctx, err)
 		if err != nil && rt.LauncherReports() {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	coll "github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/coordinator"
 	"github.com/strand-ml/strand/rendezvous"
 	"github.com/strand-ml/strand/transport"
 	"github.com/strand-ml/strand/transport/dirstore"
@@ -57,6 +58,23 @@ type Config struct {
 	// Flat keeps the flat ring under --transport auto (no node layout),
 	// to separate the hierarchical algorithm's effect from the transports'.
 	Flat bool
+	// TLS runs every TCP socket, loopback included, over mutual TLS with
+	// certificates of the job CA derived from the run's token (as a job
+	// with --tls-auto does between hosts), to measure what TLS costs.
+	TLS bool
+}
+
+// withTLS sets tc up for Config.TLS.
+func (c *Config) withTLS(tc *tcp.Config, token string) error {
+	if !c.TLS {
+		return nil
+	}
+	var err error
+	if tc.TLS, err = coordinator.JobDataTLS(token); err != nil {
+		return fmt.Errorf("--tls: %w", err)
+	}
+	tc.TLSLoopback = true
+	return nil
 }
 
 // Ops lists the benchmarkable operations.
@@ -317,11 +335,17 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 		}
 		transportName = "rdma/" + p.Name()
 	default:
-		tr, err = tcp.Dial(dctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
+		tc := tcp.Config{Rank: rank, Size: cfg.NProc, Store: store,
 			JobID: job, Token: token, Bind: cfg.Bind, Streams: cfg.Streams, Spin: cfg.Spin,
-			Logger: slog.New(slog.NewTextHandler(logw, nil))})
-		if err != nil {
+			Logger: slog.New(slog.NewTextHandler(logw, nil))}
+		if err := cfg.withTLS(&tc, token); err != nil {
 			return err
+		}
+		if tr, err = tcp.Dial(dctx, tc); err != nil {
+			return err
+		}
+		if cfg.TLS {
+			transportName = "tcp+tls (bind " + cfg.Bind + ")"
 		}
 	}
 	defer tr.Close()
@@ -591,8 +615,12 @@ func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store,
 		routes = append(routes, hybrid.Route{Name: "shm", Transport: s, Peers: local})
 	}
 	if len(remote) > 0 {
-		t, err := tcp.Dial(ctx, tcp.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Token: token, Bind: cfg.Bind,
-			Streams: cfg.Streams, Spin: cfg.Spin, Logger: logger})
+		tc := tcp.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Token: token, Bind: cfg.Bind,
+			Streams: cfg.Streams, Spin: cfg.Spin, Logger: logger}
+		if err := cfg.withTLS(&tc, token); err != nil {
+			return nil, "", nil, err
+		}
+		t, err := tcp.Dial(ctx, tc)
 		if err != nil {
 			return nil, "", nil, err
 		}

@@ -132,7 +132,7 @@ func (x Event_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Kind.Descriptor instead.
 func (Event_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{13, 0}
+	return file_coordinator_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type JoinRequest struct {
@@ -776,10 +776,16 @@ func (*BarrierReply) Descriptor() ([]byte, []int) {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rank          int32                  `protobuf:"varint,1,opt,name=rank,proto3" json:"rank,omitempty"`
-	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"` // -1: only a liveness probe, no progress
-	Metrics       map[string]float64     `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Rank    int32                  `protobuf:"varint,1,opt,name=rank,proto3" json:"rank,omitempty"`
+	Step    int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"` // -1: only a liveness probe, no progress
+	Metrics map[string]float64     `protobuf:"bytes,3,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// The oldest call this rank is in (from its flight recorder), absent
+	// when it is in none; entered: the newest sequence number this rank
+	// entered per communicator name. The step watchdog compares the ranks'
+	// to say who waits on whom.
+	InFlight      *InFlight         `protobuf:"bytes,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Entered       map[string]uint64 `protobuf:"bytes,5,rep,name=entered,proto3" json:"entered,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -835,6 +841,108 @@ func (x *HeartbeatRequest) GetMetrics() map[string]float64 {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetInFlight() *InFlight {
+	if x != nil {
+		return x.InFlight
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetEntered() map[string]uint64 {
+	if x != nil {
+		return x.Entered
+	}
+	return nil
+}
+
+// InFlight is a collective or point-to-point call a rank has not finished.
+type InFlight struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`         // communicator name: world, dp, tp, pp, ...
+	Ranks []int32                `protobuf:"varint,2,rep,packed,name=ranks,proto3" json:"ranks,omitempty"` // the communicator's global ranks
+	Op    string                 `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`               // allreduce, barrier, send, recv, ...
+	Seq   uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The global rank the call waits on: the peer of a send or recv, else
+	// the peer of this rank's oldest unfinished transport receive; -1 when
+	// unknown.
+	Peer          int32   `protobuf:"varint,5,opt,name=peer,proto3" json:"peer,omitempty"`
+	Seconds       float64 `protobuf:"fixed64,6,opt,name=seconds,proto3" json:"seconds,omitempty"` // time in the call when the heartbeat was sent
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InFlight) Reset() {
+	*x = InFlight{}
+	mi := &file_coordinator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InFlight) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InFlight) ProtoMessage() {}
+
+func (x *InFlight) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InFlight.ProtoReflect.Descriptor instead.
+func (*InFlight) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *InFlight) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *InFlight) GetRanks() []int32 {
+	if x != nil {
+		return x.Ranks
+	}
+	return nil
+}
+
+func (x *InFlight) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *InFlight) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *InFlight) GetPeer() int32 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
+func (x *InFlight) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
 type HeartbeatReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	State         JobState               `protobuf:"varint,1,opt,name=state,proto3,enum=strand.coordinator.v1.JobState" json:"state,omitempty"`
@@ -846,7 +954,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +966,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +979,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeartbeatReply) GetState() JobState {
@@ -904,7 +1012,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1024,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1037,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchRequest) GetRank() int32 {
@@ -950,7 +1058,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1070,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1083,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetKind() Event_Kind {
@@ -1007,7 +1115,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1127,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1140,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 type RankStatus struct {
@@ -1052,7 +1160,7 @@ type RankStatus struct {
 
 func (x *RankStatus) Reset() {
 	*x = RankStatus{}
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1172,7 @@ func (x *RankStatus) String() string {
 func (*RankStatus) ProtoMessage() {}
 
 func (x *RankStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1185,7 @@ func (x *RankStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStatus.ProtoReflect.Descriptor instead.
 func (*RankStatus) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RankStatus) GetMember() *Member {
@@ -1160,7 +1268,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1280,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1293,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusReply) GetJobId() string {
@@ -1261,7 +1369,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_coordinator_proto_msgTypes[17]
+	mi := &file_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1381,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[17]
+	mi := &file_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1394,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AbortRequest) GetReason() string {
@@ -1311,7 +1419,7 @@ type AbortReply struct {
 
 func (x *AbortReply) Reset() {
 	*x = AbortReply{}
-	mi := &file_coordinator_proto_msgTypes[18]
+	mi := &file_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1431,7 @@ func (x *AbortReply) String() string {
 func (*AbortReply) ProtoMessage() {}
 
 func (x *AbortReply) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[18]
+	mi := &file_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1444,7 @@ func (x *AbortReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortReply.ProtoReflect.Descriptor instead.
 func (*AbortReply) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 type LeaveRequest struct {
@@ -1349,7 +1457,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_coordinator_proto_msgTypes[19]
+	mi := &file_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1469,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[19]
+	mi := &file_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1482,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LeaveRequest) GetRank() int32 {
@@ -1399,7 +1507,7 @@ type LeaveReply struct {
 
 func (x *LeaveReply) Reset() {
 	*x = LeaveReply{}
-	mi := &file_coordinator_proto_msgTypes[20]
+	mi := &file_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1519,7 @@ func (x *LeaveReply) String() string {
 func (*LeaveReply) ProtoMessage() {}
 
 func (x *LeaveReply) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[20]
+	mi := &file_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1532,7 @@ func (x *LeaveReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveReply.ProtoReflect.Descriptor instead.
 func (*LeaveReply) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 var File_coordinator_proto protoreflect.FileDescriptor
@@ -1486,14 +1594,26 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\"\x0e\n" +
-	"\fBarrierReply\"\xc6\x01\n" +
+	"\fBarrierReply\"\x90\x03\n" +
 	"\x10HeartbeatRequest\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\x03R\x04step\x12N\n" +
-	"\ametrics\x18\x03 \x03(\v24.strand.coordinator.v1.HeartbeatRequest.MetricsEntryR\ametrics\x1a:\n" +
+	"\ametrics\x18\x03 \x03(\v24.strand.coordinator.v1.HeartbeatRequest.MetricsEntryR\ametrics\x12<\n" +
+	"\tin_flight\x18\x04 \x01(\v2\x1f.strand.coordinator.v1.InFlightR\binFlight\x12N\n" +
+	"\aentered\x18\x05 \x03(\v24.strand.coordinator.v1.HeartbeatRequest.EnteredEntryR\aentered\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"|\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
+	"\fEnteredEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x86\x01\n" +
+	"\bInFlight\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05ranks\x18\x02 \x03(\x05R\x05ranks\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04peer\x18\x05 \x01(\x05R\x04peer\x12\x18\n" +
+	"\aseconds\x18\x06 \x01(\x01R\aseconds\"|\n" +
 	"\x0eHeartbeatReply\x125\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1f.strand.coordinator.v1.JobStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1b\n" +
@@ -1575,7 +1695,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_coordinator_proto_goTypes = []any{
 	(JobState)(0),            // 0: strand.coordinator.v1.JobState
 	(Event_Kind)(0),          // 1: strand.coordinator.v1.Event.Kind
@@ -1590,53 +1710,57 @@ var file_coordinator_proto_goTypes = []any{
 	(*BarrierRequest)(nil),   // 10: strand.coordinator.v1.BarrierRequest
 	(*BarrierReply)(nil),     // 11: strand.coordinator.v1.BarrierReply
 	(*HeartbeatRequest)(nil), // 12: strand.coordinator.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),   // 13: strand.coordinator.v1.HeartbeatReply
-	(*WatchRequest)(nil),     // 14: strand.coordinator.v1.WatchRequest
-	(*Event)(nil),            // 15: strand.coordinator.v1.Event
-	(*StatusRequest)(nil),    // 16: strand.coordinator.v1.StatusRequest
-	(*RankStatus)(nil),       // 17: strand.coordinator.v1.RankStatus
-	(*StatusReply)(nil),      // 18: strand.coordinator.v1.StatusReply
-	(*AbortRequest)(nil),     // 19: strand.coordinator.v1.AbortRequest
-	(*AbortReply)(nil),       // 20: strand.coordinator.v1.AbortReply
-	(*LeaveRequest)(nil),     // 21: strand.coordinator.v1.LeaveRequest
-	(*LeaveReply)(nil),       // 22: strand.coordinator.v1.LeaveReply
-	nil,                      // 23: strand.coordinator.v1.HeartbeatRequest.MetricsEntry
-	nil,                      // 24: strand.coordinator.v1.RankStatus.MetricsEntry
+	(*InFlight)(nil),         // 13: strand.coordinator.v1.InFlight
+	(*HeartbeatReply)(nil),   // 14: strand.coordinator.v1.HeartbeatReply
+	(*WatchRequest)(nil),     // 15: strand.coordinator.v1.WatchRequest
+	(*Event)(nil),            // 16: strand.coordinator.v1.Event
+	(*StatusRequest)(nil),    // 17: strand.coordinator.v1.StatusRequest
+	(*RankStatus)(nil),       // 18: strand.coordinator.v1.RankStatus
+	(*StatusReply)(nil),      // 19: strand.coordinator.v1.StatusReply
+	(*AbortRequest)(nil),     // 20: strand.coordinator.v1.AbortRequest
+	(*AbortReply)(nil),       // 21: strand.coordinator.v1.AbortReply
+	(*LeaveRequest)(nil),     // 22: strand.coordinator.v1.LeaveRequest
+	(*LeaveReply)(nil),       // 23: strand.coordinator.v1.LeaveReply
+	nil,                      // 24: strand.coordinator.v1.HeartbeatRequest.MetricsEntry
+	nil,                      // 25: strand.coordinator.v1.HeartbeatRequest.EnteredEntry
+	nil,                      // 26: strand.coordinator.v1.RankStatus.MetricsEntry
 }
 var file_coordinator_proto_depIdxs = []int32{
 	3,  // 0: strand.coordinator.v1.JoinReply.mesh:type_name -> strand.coordinator.v1.Mesh
 	4,  // 1: strand.coordinator.v1.JoinReply.members:type_name -> strand.coordinator.v1.Member
-	23, // 2: strand.coordinator.v1.HeartbeatRequest.metrics:type_name -> strand.coordinator.v1.HeartbeatRequest.MetricsEntry
-	0,  // 3: strand.coordinator.v1.HeartbeatReply.state:type_name -> strand.coordinator.v1.JobState
-	1,  // 4: strand.coordinator.v1.Event.kind:type_name -> strand.coordinator.v1.Event.Kind
-	4,  // 5: strand.coordinator.v1.RankStatus.member:type_name -> strand.coordinator.v1.Member
-	24, // 6: strand.coordinator.v1.RankStatus.metrics:type_name -> strand.coordinator.v1.RankStatus.MetricsEntry
-	0,  // 7: strand.coordinator.v1.StatusReply.state:type_name -> strand.coordinator.v1.JobState
-	3,  // 8: strand.coordinator.v1.StatusReply.mesh:type_name -> strand.coordinator.v1.Mesh
-	17, // 9: strand.coordinator.v1.StatusReply.ranks:type_name -> strand.coordinator.v1.RankStatus
-	2,  // 10: strand.coordinator.v1.Coordinator.Join:input_type -> strand.coordinator.v1.JoinRequest
-	6,  // 11: strand.coordinator.v1.Coordinator.Set:input_type -> strand.coordinator.v1.SetRequest
-	8,  // 12: strand.coordinator.v1.Coordinator.Get:input_type -> strand.coordinator.v1.GetRequest
-	10, // 13: strand.coordinator.v1.Coordinator.Barrier:input_type -> strand.coordinator.v1.BarrierRequest
-	12, // 14: strand.coordinator.v1.Coordinator.Heartbeat:input_type -> strand.coordinator.v1.HeartbeatRequest
-	14, // 15: strand.coordinator.v1.Coordinator.Watch:input_type -> strand.coordinator.v1.WatchRequest
-	16, // 16: strand.coordinator.v1.Coordinator.Status:input_type -> strand.coordinator.v1.StatusRequest
-	19, // 17: strand.coordinator.v1.Coordinator.Abort:input_type -> strand.coordinator.v1.AbortRequest
-	21, // 18: strand.coordinator.v1.Coordinator.Leave:input_type -> strand.coordinator.v1.LeaveRequest
-	5,  // 19: strand.coordinator.v1.Coordinator.Join:output_type -> strand.coordinator.v1.JoinReply
-	7,  // 20: strand.coordinator.v1.Coordinator.Set:output_type -> strand.coordinator.v1.SetReply
-	9,  // 21: strand.coordinator.v1.Coordinator.Get:output_type -> strand.coordinator.v1.GetReply
-	11, // 22: strand.coordinator.v1.Coordinator.Barrier:output_type -> strand.coordinator.v1.BarrierReply
-	13, // 23: strand.coordinator.v1.Coordinator.Heartbeat:output_type -> strand.coordinator.v1.HeartbeatReply
-	15, // 24: strand.coordinator.v1.Coordinator.Watch:output_type -> strand.coordinator.v1.Event
-	18, // 25: strand.coordinator.v1.Coordinator.Status:output_type -> strand.coordinator.v1.StatusReply
-	20, // 26: strand.coordinator.v1.Coordinator.Abort:output_type -> strand.coordinator.v1.AbortReply
-	22, // 27: strand.coordinator.v1.Coordinator.Leave:output_type -> strand.coordinator.v1.LeaveReply
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	24, // 2: strand.coordinator.v1.HeartbeatRequest.metrics:type_name -> strand.coordinator.v1.HeartbeatRequest.MetricsEntry
+	13, // 3: strand.coordinator.v1.HeartbeatRequest.in_flight:type_name -> strand.coordinator.v1.InFlight
+	25, // 4: strand.coordinator.v1.HeartbeatRequest.entered:type_name -> strand.coordinator.v1.HeartbeatRequest.EnteredEntry
+	0,  // 5: strand.coordinator.v1.HeartbeatReply.state:type_name -> strand.coordinator.v1.JobState
+	1,  // 6: strand.coordinator.v1.Event.kind:type_name -> strand.coordinator.v1.Event.Kind
+	4,  // 7: strand.coordinator.v1.RankStatus.member:type_name -> strand.coordinator.v1.Member
+	26, // 8: strand.coordinator.v1.RankStatus.metrics:type_name -> strand.coordinator.v1.RankStatus.MetricsEntry
+	0,  // 9: strand.coordinator.v1.StatusReply.state:type_name -> strand.coordinator.v1.JobState
+	3,  // 10: strand.coordinator.v1.StatusReply.mesh:type_name -> strand.coordinator.v1.Mesh
+	18, // 11: strand.coordinator.v1.StatusReply.ranks:type_name -> strand.coordinator.v1.RankStatus
+	2,  // 12: strand.coordinator.v1.Coordinator.Join:input_type -> strand.coordinator.v1.JoinRequest
+	6,  // 13: strand.coordinator.v1.Coordinator.Set:input_type -> strand.coordinator.v1.SetRequest
+	8,  // 14: strand.coordinator.v1.Coordinator.Get:input_type -> strand.coordinator.v1.GetRequest
+	10, // 15: strand.coordinator.v1.Coordinator.Barrier:input_type -> strand.coordinator.v1.BarrierRequest
+	12, // 16: strand.coordinator.v1.Coordinator.Heartbeat:input_type -> strand.coordinator.v1.HeartbeatRequest
+	15, // 17: strand.coordinator.v1.Coordinator.Watch:input_type -> strand.coordinator.v1.WatchRequest
+	17, // 18: strand.coordinator.v1.Coordinator.Status:input_type -> strand.coordinator.v1.StatusRequest
+	20, // 19: strand.coordinator.v1.Coordinator.Abort:input_type -> strand.coordinator.v1.AbortRequest
+	22, // 20: strand.coordinator.v1.Coordinator.Leave:input_type -> strand.coordinator.v1.LeaveRequest
+	5,  // 21: strand.coordinator.v1.Coordinator.Join:output_type -> strand.coordinator.v1.JoinReply
+	7,  // 22: strand.coordinator.v1.Coordinator.Set:output_type -> strand.coordinator.v1.SetReply
+	9,  // 23: strand.coordinator.v1.Coordinator.Get:output_type -> strand.coordinator.v1.GetReply
+	11, // 24: strand.coordinator.v1.Coordinator.Barrier:output_type -> strand.coordinator.v1.BarrierReply
+	14, // 25: strand.coordinator.v1.Coordinator.Heartbeat:output_type -> strand.coordinator.v1.HeartbeatReply
+	16, // 26: strand.coordinator.v1.Coordinator.Watch:output_type -> strand.coordinator.v1.Event
+	19, // 27: strand.coordinator.v1.Coordinator.Status:output_type -> strand.coordinator.v1.StatusReply
+	21, // 28: strand.coordinator.v1.Coordinator.Abort:output_type -> strand.coordinator.v1.AbortReply
+	23, // 29: strand.coordinator.v1.Coordinator.Leave:output_type -> strand.coordinator.v1.LeaveReply
+	21, // [21:30] is the sub-list for method output_type
+	12, // [12:21] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_proto_init() }
@@ -1650,7 +1774,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

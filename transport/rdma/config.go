@@ -53,6 +53,13 @@ type Config struct {
 	// Linger is how long Close keeps the queue pairs alive so the peers'
 	// last sends are acknowledged (default 100 ms; negative: none).
 	Linger time.Duration
+	// LinkTimeout is how long a peer's link may stay silent (a request
+	// unacknowledged, or no credit and nothing received) before the peer
+	// is failed with "link rank A <-> rank B lost"; idle queue pairs send
+	// a heartbeat every LinkTimeout/4 so a dead path is noticed even when
+	// nothing is being sent (link.go). Default DefaultLinkTimeout (4 s,
+	// as TCP's); < 0 turns the watch off.
+	LinkTimeout time.Duration
 	// Logf, if set, receives one line per connected peer.
 	Logf func(format string, args ...any)
 }
@@ -81,6 +88,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Linger == 0 {
 		c.Linger = 100 * time.Millisecond
+	}
+	if c.LinkTimeout == 0 {
+		c.LinkTimeout = DefaultLinkTimeout
 	}
 	if c.AbandonGrace <= 0 {
 		c.AbandonGrace = time.Second

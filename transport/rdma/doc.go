@@ -58,6 +58,14 @@
 // advertise. The soft provider fails loudly on a missing receive, so every
 // test run checks this.
 //
+// Link detection (link.go): a queue pair idle for LinkTimeout/4 sends a
+// heartbeat, and a request unacknowledged for LinkTimeout (4 s, as TCP's
+// keepalive and TCP_USER_TIMEOUT), or a wait for credit with nothing
+// received for as long, fails the peer with "link rank A <-> rank B
+// lost", so a cut or a dead peer host is named within the job's
+// failure-detection time even when no transfer is under way. The soft
+// provider simulates a cut cable with Provider.Cut.
+//
 // Errors: a failed work completion, a lost connection, or a rendezvous
 // abandoned past AbandonGrace moves the peer's QP to the error state and
 // fails every pending and later operation with that peer; the error is a

@@ -49,6 +49,12 @@ type peer struct {
 	// and faulting in fresh memory per message is slow.
 	parkPool      map[int][]*parked
 	parkPoolBytes int64
+
+	// Link watch (link.go): requests posted and not yet completed, when a
+	// completion last came (or the first of them was posted), when we
+	// last posted anything, and when anything last arrived.
+	unacked                    int
+	ackedAt, postedAt, heardAt time.Time
 }
 
 // outMsg is a message waiting for credit, a send queue entry or a slot.
@@ -117,8 +123,9 @@ func newPeer(t *Transport, r, sqDepth int) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	p := &peer{t: t, rank: r, qp: qp, slot: t.slotSize, eager: cfg.EagerLimit,
-		refresh: uint64(cfg.RecvSlots / 2), sqFree: sqDepth,
+		refresh: uint64(cfg.RecvSlots / 2), sqFree: sqDepth, ackedAt: now, postedAt: now, heardAt: now,
 		tags: make(map[transport.Tag]*tagQueue), sends: make(map[uint32]*sendOp), recvs: make(map[uint32]*recvOp)}
 	if p.recvMR, err = t.pd.RegMR(make([]byte, cfg.RecvSlots*p.slot), verbs.AccessLocalWrite); err != nil {
 		qp.Close()
@@ -587,6 +594,12 @@ func (p *peer) postLocked(m *outMsg) error {
 	}
 	p.sent++
 	p.sqFree--
+	now := time.Now()
+	if p.unacked == 0 {
+		p.ackedAt = now // the acknowledgement clock starts with the oldest request
+	}
+	p.unacked++
+	p.postedAt = now
 	m.posted = true
 	if m.done != nil {
 		close(m.done)
@@ -665,6 +678,12 @@ func (p *peer) complete(wc verbs.WorkCompletion) {
 	}
 	protocol := func(format string, args ...any) {
 		p.failLocked(fmt.Errorf("rdma protocol error: "+format, args...))
+	}
+	if kind == wrEager || kind == wrWrite {
+		p.unacked--
+		p.ackedAt = time.Now()
+	} else {
+		p.heardAt = time.Now()
 	}
 	switch kind {
 	case wrEager:
@@ -771,7 +790,7 @@ func (p *peer) handleEager(slot, n int, protocol func(string, ...any)) bool {
 			return false
 		}
 		p.queueLocked(&outMsg{hdr: header{addr: h.addr, rkey: h.rkey, rtok: h.rtok}, write: op})
-	case kindCredit:
+	case kindCredit, kindPing:
 	default:
 		protocol("unknown message kind %d", h.kind)
 		return false

@@ -29,6 +29,8 @@ type Transport struct {
 
 	stop       context.CancelFunc
 	pollerDone chan struct{}
+	stopWatch  chan struct{} // ends watchLinks (link.go); nil: not watching
+	watchDone  chan struct{}
 	closeOnce  sync.Once
 
 	failMu   sync.Mutex
@@ -75,6 +77,10 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 	t.stop = stop
 	t.pollerDone = make(chan struct{})
 	go t.poll(pctx)
+	if cfg.LinkTimeout > 0 {
+		t.stopWatch, t.watchDone = make(chan struct{}), make(chan struct{})
+		go t.watchLinks(t.stopWatch)
+	}
 	return t, nil
 }
 
@@ -237,6 +243,10 @@ func (t *Transport) Close() error {
 		// on the peer (TCP's close drains for the same reason).
 		if t.cfg.Linger > 0 {
 			time.Sleep(t.cfg.Linger)
+		}
+		if t.stopWatch != nil {
+			close(t.stopWatch)
+			<-t.watchDone
 		}
 		for _, p := range t.peers {
 			if p != nil {

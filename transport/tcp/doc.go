@@ -10,7 +10,12 @@
 // Each socket starts with a handshake (handshake.go) carrying the protocol
 // version, job id, both ranks and the stream index, authenticated by a
 // challenge-response HMAC-SHA256 over the shared Config.Token in both
-// directions: the token itself never crosses the wire.
+// directions: the token itself never crosses the wire. With Config.TLS
+// (a job with TLS: the worker passes certificates of the job CA derived
+// from the token) every socket that leaves the host runs mutual TLS 1.3
+// first, and the hello inside it; sockets to a loopback address stay
+// plaintext, and ranks of one host normally use shared memory anyway
+// (tls.go states the rule).
 //
 // A dead path is noticed by the sockets themselves (link.go): keepalive
 // every second and TCP_USER_TIMEOUT = Config.LinkTimeout (4 s) fail the

@@ -3,6 +3,7 @@ package tcp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +45,9 @@ type peer struct {
 
 // stream is one socket to the peer.
 type stream struct {
-	conn  *net.TCPConn
+	conn  *net.TCPConn  // the socket: options, deadlines, close
+	rw    net.Conn      // what frames are read from and written to: conn, or tls over it
+	tls   *tls.Conn     // nil for a plaintext socket (tls.go)
 	lock  chan struct{} // 1-slot semaphore: a waiter can give up when its ctx ends
 	hdr   [frameHeaderLen]byte
 	hdrs  [maxBatch][frameHeaderLen]byte // headers of a batched write
@@ -53,6 +56,9 @@ type stream struct {
 	bufs  net.Buffers
 	parts chan partReq // work for this stream's part writer (streams >= 1)
 	timed bool         // a write deadline is set on conn
+	// coalesce gathers a small frame's buffers for one TLS write (one
+	// record, one system call, instead of one per buffer).
+	coalesce []byte
 
 	// For receives that poll (pending.spin): the socket's descriptor (-1
 	// if unknown) and whether the reader goroutine is inside a read of
@@ -76,7 +82,7 @@ func (r streamReader) Read(b []byte) (int, error) {
 		default:
 		}
 	}
-	n, err := r.s.conn.Read(b)
+	n, err := r.s.rw.Read(b)
 	r.s.reading.Store(false)
 	return n, err
 }
@@ -133,7 +139,7 @@ type mailbox struct {
 	postedBuf  []*pending
 }
 
-func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
+func newPeer(t *Transport, rank int, conns []sock) *peer {
 	p := &peer{
 		t:           t,
 		rank:        rank,
@@ -144,7 +150,7 @@ func newPeer(t *Transport, rank int, conns []*net.TCPConn) *peer {
 	}
 	p.cond = sync.NewCond(&p.mu)
 	for i, c := range conns {
-		s := &stream{conn: c, lock: make(chan struct{}, 1), fd: socketFD(c), kick: make(chan struct{}, 1)}
+		s := &stream{conn: c.tcp, rw: c.rw(), tls: c.tls, lock: make(chan struct{}, 1), fd: socketFD(c.tcp), kick: make(chan struct{}, 1)}
 		if i > 0 {
 			s.parts = make(chan partReq, 1)
 		}
@@ -405,6 +411,12 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 	if commit && ctx.Err() != nil {
 		d, timed = time.Now().Add(finishGrace), true
 	}
+	if timed && s.tls != nil {
+		// A TLS write that times out leaves the session unusable, so a
+		// frame can never be finished afterwards: give it finishGrace
+		// from the start instead (and fail the peer if even that ends).
+		d = d.Add(finishGrace)
+	}
 	if timed {
 		_ = s.conn.SetWriteDeadline(d)
 		s.timed = true
@@ -414,12 +426,29 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 	}
 	var interrupt *writeInterrupt
 	if !timed && ctx.Done() != nil { // cancellable without deadline: watch it
-		interrupt = &writeInterrupt{conn: s.conn}
+		interrupt = &writeInterrupt{conn: s.conn, tls: s.tls != nil}
 		interrupt.stop = context.AfterFunc(ctx, interrupt.fire)
 		s.timed = true // the deadline may be moved; reset on next write
 	}
 	s.bufs = fill()
-	n, err := s.bufs.WriteTo(s.conn)
+	var n int64
+	var err error
+	if s.tls != nil {
+		n, err = s.writeTLS()
+	} else {
+		n, err = s.bufs.WriteTo(s.rw)
+	}
+	if err != nil && s.tls != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// (see above) the session is broken: nothing more can be sent
+		if interrupt != nil {
+			interrupt.disarm()
+		}
+		clear(s.vec[:])
+		clear(s.vecs[:])
+		err = fmt.Errorf("TLS write stalled %v past its deadline after %d bytes: %w", finishGrace, n, err)
+		p.fail(err)
+		return p.peerErr("send", err)
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (n > 0 || commit) {
 		// Interrupted mid-frame by our own deadline or cancellation:
 		// finish the frame.
@@ -428,7 +457,7 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 		}
 		_ = s.conn.SetWriteDeadline(time.Now().Add(finishGrace))
 		s.timed = true
-		m, ferr := s.bufs.WriteTo(s.conn)
+		m, ferr := s.bufs.WriteTo(s.rw)
 		n += m
 		if ferr == nil {
 			err = ctx.Err() // delivered whole, but the caller's time is up
@@ -471,11 +500,36 @@ func (p *peer) writeLocked(ctx context.Context, s *stream, commit bool, fill fun
 	return p.peerErr("send", err)
 }
 
+// tlsCoalesce is the largest batch of buffers writeTLS copies into one
+// write; larger ones are written buffer by buffer.
+const tlsCoalesce = 64 << 10
+
+// writeTLS writes s.bufs to the TLS session: small batches (a frame
+// header and its bytes, a batch of small frames) as one write, since the
+// session seals every write in records of its own and sends each with
+// its own system call.
+func (s *stream) writeTLS() (int64, error) {
+	total := 0
+	for _, b := range s.bufs {
+		total += len(b)
+	}
+	if total > tlsCoalesce {
+		return s.bufs.WriteTo(s.tls)
+	}
+	s.coalesce = s.coalesce[:0]
+	for _, b := range s.bufs {
+		s.coalesce = append(s.coalesce, b...)
+	}
+	n, err := s.tls.Write(s.coalesce)
+	return int64(n), err
+}
+
 // writeInterrupt moves a socket's write deadline into the past when a
 // write's context (one without a deadline) is cancelled, unless the write
 // has been disarmed meanwhile (it is finishing its frame).
 type writeInterrupt struct {
 	conn     *net.TCPConn
+	tls      bool // a TLS stream: the frame gets finishGrace (see writeLocked)
 	stop     func() bool
 	mu       sync.Mutex
 	disarmed bool
@@ -485,7 +539,11 @@ func (w *writeInterrupt) fire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.disarmed {
-		_ = w.conn.SetWriteDeadline(aLongTimeAgo)
+		at := aLongTimeAgo
+		if w.tls {
+			at = time.Now().Add(finishGrace)
+		}
+		_ = w.conn.SetWriteDeadline(at)
 	}
 }
 

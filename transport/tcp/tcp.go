@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,17 @@ type Config struct {
 	// (spinPolicy).
 	Spin   time.Duration
 	Logger *slog.Logger // refused connections and peer failures (default slog.Default())
+	// TLS, when set, encrypts and mutually authenticates every socket
+	// that leaves the host (see tls.go): the same config serves both
+	// ends, so it must carry this rank's certificate, RootCAs and
+	// ClientCAs, and ClientAuth tls.RequireAndVerifyClientCert. Sockets
+	// to a loopback address stay plaintext (the bytes never leave the
+	// kernel). The token handshake runs inside TLS as before.
+	TLS *tls.Config
+	// TLSLoopback runs TLS on loopback sockets too: to measure what TLS
+	// costs on one host (strand bench collective --tls), and for tests.
+	// Every rank of a job must set it alike.
+	TLSLoopback bool
 }
 
 func (c *Config) fill() error {
@@ -82,6 +94,9 @@ func (c *Config) fill() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.TLS != nil && (len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil || c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil || c.TLS.ClientAuth != tls.RequireAndVerifyClientCert) {
+		return errors.New("tcp: Config.TLS must carry a certificate, RootCAs, ClientCAs and ClientAuth RequireAndVerifyClientCert (mutual authentication)")
+	}
 	return nil
 }
 
@@ -99,9 +114,9 @@ type Transport struct {
 	refusals *ratelog.Gate
 
 	mu       sync.Mutex
-	conns    [][]*net.TCPConn // during setup: [peer][stream]
-	missing  int              // sockets still expected during setup
-	ready    chan struct{}    // closed when missing reaches 0
+	conns    [][]sock      // during setup: [peer][stream]
+	missing  int           // sockets still expected during setup
+	ready    chan struct{} // closed when missing reaches 0
 	failures []*transport.PeerError
 	failCh   chan struct{}
 	closing  bool
@@ -144,7 +159,7 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 		ln:       ln,
 		log:      cfg.Logger.With("rank", cfg.Rank, "job", cfg.JobID),
 		peers:    make([]*peer, cfg.Size),
-		conns:    make([][]*net.TCPConn, cfg.Size),
+		conns:    make([][]sock, cfg.Size),
 		missing:  (cfg.Size - 1) * cfg.Streams,
 		ready:    make(chan struct{}),
 		failCh:   make(chan struct{}),
@@ -152,7 +167,7 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 	}
 	for p := range t.conns {
 		if p != cfg.Rank {
-			t.conns[p] = make([]*net.TCPConn, cfg.Streams)
+			t.conns[p] = make([]sock, cfg.Streams)
 		}
 	}
 	if t.missing == 0 {
@@ -197,7 +212,7 @@ func (t *Transport) missingPeers() []int {
 	var out []int
 	for p, cs := range t.conns {
 		for _, c := range cs {
-			if c == nil {
+			if c.tcp == nil {
 				out = append(out, p)
 				break
 			}
@@ -219,12 +234,12 @@ func (t *Transport) dialPeer(ctx context.Context, p, s int) error {
 	for {
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
-			err = t.clientSetup(c.(*net.TCPConn), p, s)
+			err = t.clientSetup(ctx, c.(*net.TCPConn), p, s, addr)
 			if err == nil {
 				return nil
 			}
 			c.Close()
-			if errors.Is(err, errAuth) {
+			if errors.Is(err, errAuth) || errors.Is(err, errTLS) {
 				t.log.Error("tcp: peer refused our credentials", "peer", p, "addr", addr, "err", err)
 				return &transport.PeerError{Peer: p, Op: "connect", Err: err}
 			}
@@ -238,7 +253,7 @@ func (t *Transport) dialPeer(ctx context.Context, p, s int) error {
 	}
 }
 
-func (t *Transport) clientSetup(c *net.TCPConn, p, s int) error {
+func (t *Transport) clientSetup(ctx context.Context, c *net.TCPConn, p, s int, addr string) error {
 	nonce, err := newNonce()
 	if err != nil {
 		return err
@@ -246,11 +261,17 @@ func (t *Transport) clientSetup(c *net.TCPConn, p, s int) error {
 	h := hello{Version: ProtocolVersion, Flags: flagLittleEndian, From: uint32(t.cfg.Rank), To: uint32(p),
 		Size: uint32(t.cfg.Size), Stream: uint16(s), Streams: uint16(t.cfg.Streams), Nonce: nonce, JobID: t.cfg.JobID}
 	_ = c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
-	if err := clientHandshake(c, []byte(t.cfg.Token), h); err != nil {
+	sk := sock{tcp: c}
+	if t.useTLS(c.RemoteAddr()) {
+		if sk.tls, err = t.clientTLS(ctx, c, p, addr); err != nil {
+			return err
+		}
+	}
+	if err := clientHandshake(sk.rw(), []byte(t.cfg.Token), h); err != nil {
 		return err
 	}
 	_ = c.SetDeadline(time.Time{})
-	return t.register(p, s, c)
+	return t.register(p, s, sk)
 }
 
 func (t *Transport) acceptLoop() {
@@ -279,10 +300,18 @@ func (t *Transport) acceptLoop() {
 // touches the running job.
 func (t *Transport) serverSetup(c *net.TCPConn) {
 	_ = c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
-	h, err := serverHandshake(c, []byte(t.cfg.Token), t.cfg.Rank, t.cfg.Size, t.cfg.Streams, t.cfg.JobID)
+	sk := sock{tcp: c}
+	var err error
+	if t.useTLS(c.LocalAddr()) {
+		sk.tls, err = t.serverTLS(c)
+	}
+	var h hello
+	if err == nil {
+		h, err = serverHandshake(sk.rw(), []byte(t.cfg.Token), t.cfg.Rank, t.cfg.Size, t.cfg.Streams, t.cfg.JobID)
+	}
 	if err == nil {
 		_ = c.SetDeadline(time.Time{})
-		err = t.register(int(h.From), int(h.Stream), c)
+		err = t.register(int(h.From), int(h.Stream), sk)
 	}
 	if err != nil {
 		remote := c.RemoteAddr().String()
@@ -294,7 +323,8 @@ func (t *Transport) serverSetup(c *net.TCPConn) {
 }
 
 // register records an authenticated socket during setup.
-func (t *Transport) register(p, s int, c *net.TCPConn) error {
+func (t *Transport) register(p, s int, sk sock) error {
+	c := sk.tcp
 	_ = c.SetNoDelay(true)
 	watchLink(c, t.cfg.LinkTimeout)
 	if t.cfg.SocketBuffer > 0 {
@@ -306,10 +336,10 @@ func (t *Transport) register(p, s int, c *net.TCPConn) error {
 	if t.closing {
 		return errors.New("transport closed")
 	}
-	if t.missing == 0 || t.conns[p][s] != nil {
+	if t.missing == 0 || t.conns[p][s].tcp != nil {
 		return fmt.Errorf("duplicate connection for rank %d stream %d", p, s)
 	}
-	t.conns[p][s] = c
+	t.conns[p][s] = sk
 	t.missing--
 	if t.missing == 0 {
 		close(t.ready)
@@ -329,6 +359,11 @@ func (t *Transport) start() {
 		t.peers[p] = newPeer(t, p, cs)
 	}
 	t.spin.max = t.spinTime()
+	if t.tlsInUse() {
+		// Decrypted bytes wait inside the TLS layer, where polling the
+		// socket cannot see them: receives park instead of spinning.
+		t.spin.max = 0
+	}
 	t.spin.soloP = runtime.GOMAXPROCS(0) == 1
 	t.spin.cur.Store(int64(t.spin.max))
 	for _, p := range t.peers {
@@ -579,8 +614,8 @@ func (t *Transport) close(graceful bool) error {
 		t.closing = true
 		for _, cs := range t.conns {
 			for _, c := range cs {
-				if c != nil {
-					c.Close()
+				if c.tcp != nil {
+					c.tcp.Close()
 				}
 			}
 		}
@@ -599,6 +634,13 @@ func (t *Transport) close(graceful bool) error {
 			for _, p := range t.peers {
 				if p != nil {
 					for _, s := range p.streams {
+						if s.tls != nil {
+							// close_notify (the peer reads a clean EOF); the
+							// deadline ends a write stuck on a stalled peer,
+							// which holds the session's write lock
+							_ = s.conn.SetWriteDeadline(time.Now().Add(closeGrace))
+							_ = s.tls.CloseWrite()
+						}
 						_ = s.conn.CloseWrite()
 					}
 				}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/strand-ml/strand/transport/rdma/verbs"
@@ -39,6 +40,7 @@ type Options struct {
 // Provider is the software verbs provider. It implements verbs.Provider.
 type Provider struct {
 	opts Options
+	cut  atomic.Bool // Cut: the "cable" is pulled
 
 	mu      sync.Mutex
 	devices []*device
@@ -99,6 +101,35 @@ func (p *Provider) Kill() {
 	}
 }
 
+// Cut pulls (true) or plugs back (false) the "cable" of every device
+// this provider opened, as a dead link or a powered-off switch port
+// would: while cut, its QPs transmit nothing and answer nothing, and
+// their peers' requests wait unacknowledged. Nothing errors and nothing
+// closes (hardware would only error once its retry counter ran out), so
+// it is up to the transport to notice. Requests held meanwhile go out
+// once the cable is back.
+func (p *Provider) Cut(cut bool) { p.cut.Store(cut) }
+
+// waitCable blocks while the provider is cut, or until q leaves
+// states RTR/RTS; it reports whether q may go on.
+func (q *qp) waitCable() bool {
+	for q.dev.prov.cut.Load() {
+		if st := q.State(); st != verbs.QPRTR && st != verbs.QPRTS {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// holdWhileCut waits while the provider is cut and q is usable: a lost
+// connection is news that a cut cable does not carry.
+func (q *qp) holdWhileCut() {
+	for q.dev.prov.cut.Load() && !q.dev.isClosed() && q.State() != verbs.QPError {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // gid is the GID every soft device reports: ::ffff:127.0.0.1.
 var gid = func() verbs.GID {
 	var g verbs.GID
@@ -123,6 +154,12 @@ type device struct {
 }
 
 func (d *device) Name() string { return DeviceName }
+
+func (d *device) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
 
 func (d *device) QueryPort(port int) (verbs.PortAttr, error) {
 	if port != 1 {

@@ -209,6 +209,14 @@ func wcOpcode(o verbs.Opcode) verbs.WCOpcode {
 // Connections close, so the peer QP errors too.
 func (q *qp) fail(first verbs.Status, why string) { q.failWR(nil, first, why) }
 
+func closeConns(cs []net.Conn) {
+	for _, c := range cs {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
 // failWR is fail with the request that caused the error: culprit (if not
 // nil) completes with status first, all others are flushed.
 func (q *qp) failWR(culprit *sendWR, first verbs.Status, why string) {
@@ -226,12 +234,27 @@ func (q *qp) failWR(culprit *sendWR, first verbs.Status, why string) {
 	q.inflight, q.sq = nil, nil
 	recvs := q.rq
 	q.rq = nil
-	for _, c := range []net.Conn{q.out, q.in} {
-		if c != nil {
-			c.Close()
-		}
-	}
+	conns := []net.Conn{q.out, q.in}
 	q.mu.Unlock()
+	if q.dev.prov.cut.Load() {
+		// A cut cable carries no news of this QP's error: the peer must
+		// find out by itself, as over a real dead link. Local reads and
+		// writes end now (a deadline, which sends nothing); the "wire"
+		// closes once the cable is back (or the device closes).
+		for _, c := range conns {
+			if c != nil {
+				_ = c.SetDeadline(time.Unix(1, 0))
+			}
+		}
+		go func() {
+			for q.dev.prov.cut.Load() && !q.dev.isClosed() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			closeConns(conns)
+		}()
+	} else {
+		closeConns(conns)
+	}
 
 	// Completions are pushed from a goroutine: a request being transmitted
 	// must finish reading its memory (its connection is closed, so that is
@@ -301,6 +324,10 @@ func (q *qp) requester() {
 		if faults.SendDelay > 0 {
 			time.Sleep(faults.SendDelay)
 		}
+		if !q.waitCable() {
+			close(w.written)
+			return
+		}
 		// Gather: every SGE must lie inside a region of this PD.
 		bufs := net.Buffers{hdr}
 		var total uint64
@@ -366,6 +393,7 @@ func (q *qp) ackReader(conn net.Conn) {
 	var ack [ackLen]byte
 	for {
 		if _, err := io.ReadFull(r, ack[:]); err != nil {
+			q.holdWhileCut() // no news crosses a cut cable
 			q.fail(verbs.StatusRetryExcErr, fmt.Sprintf("connection to remote QP lost: %v", err))
 			return
 		}
@@ -482,6 +510,7 @@ func (q *qp) responder(c net.Conn) {
 	var ack [ackLen]byte
 	for {
 		if _, err := io.ReadFull(r, hdr); err != nil {
+			q.holdWhileCut() // no news crosses a cut cable
 			// The remote closes both directions together. When our
 			// requester is connected, its ACK reader sees the close too,
 			// after any NAK still in flight, and reports the right status.
@@ -491,6 +520,9 @@ func (q *qp) responder(c net.Conn) {
 			if out == nil {
 				q.fail(verbs.StatusRetryExcErr, fmt.Sprintf("connection from remote QP lost: %v", err))
 			}
+			return
+		}
+		if !q.waitCable() {
 			return
 		}
 		op := verbs.Opcode(hdr[0])

@@ -106,6 +106,18 @@ func New(cfg Config, maxB, maxT int, e *gemm.Engine) (*GPT, error) {
 
 // NewSharded builds this rank's part of the model for layout l.
 func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, error) {
+	return NewShardedIn(cfg, l, maxB, maxT, e, nil)
+}
+
+// Alloc allocates a flat parameter or gradient buffer of n values.
+type Alloc func(n int) ([]float32, error)
+
+// NewShardedIn is NewSharded with the flat parameter and gradient buffers
+// from alloc (nil: ordinary memory). ZeRO-2/3 pass memory whose pages can
+// be handed back (internal/pages): the model's buffers then never exist
+// in the Go heap, where the runtime may zero (and so make resident) what
+// is never used.
+func NewShardedIn(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine, alloc Alloc) (*GPT, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -125,7 +137,7 @@ func NewSharded(cfg Config, l Layout, maxB, maxT int, e *gemm.Engine) (*GPT, err
 		return nil, fmt.Errorf("model: sequence length %d exceeds the %d positions of a learned-position model", maxT, cfg.NPositions)
 	}
 	tp := l.TP
-	ps, err := buildParams(paramSpecs(cfg, l), tp.Rank(), tp.Size())
+	ps, err := buildParamsIn(paramSpecs(cfg, l), tp.Rank(), tp.Size(), alloc)
 	if err != nil {
 		return nil, err
 	}

@@ -205,6 +205,12 @@ type paramSpec struct {
 // buildParams allocates the flat buffers for specs in the given order and
 // wires each Param's Data and Grad views, as shard tpRank of tpSize.
 func buildParams(specs []paramSpec, tpRank, tpSize int) (*Params, error) {
+	return buildParamsIn(specs, tpRank, tpSize, nil)
+}
+
+// buildParamsIn is buildParams with the flat buffers from alloc (nil:
+// make).
+func buildParamsIn(specs []paramSpec, tpRank, tpSize int, alloc Alloc) (*Params, error) {
 	locals := make([][]int, len(specs))
 	total := 0
 	for i, s := range specs {
@@ -215,7 +221,18 @@ func buildParams(specs []paramSpec, tpRank, tpSize int) (*Params, error) {
 		locals[i] = l
 		total += Numel(l)
 	}
-	ps := &Params{Data: make([]float32, total), Grad: make([]float32, total), byName: make(map[string]*Param, len(specs)), tpRank: tpRank, tpSize: tpSize}
+	if alloc == nil {
+		alloc = func(n int) ([]float32, error) { return make([]float32, n), nil }
+	}
+	data, err := alloc(total)
+	if err != nil {
+		return nil, err
+	}
+	grad, err := alloc(total)
+	if err != nil {
+		return nil, err
+	}
+	ps := &Params{Data: data, Grad: grad, byName: make(map[string]*Param, len(specs)), tpRank: tpRank, tpSize: tpSize}
 	off := 0
 	for i, s := range specs {
 		n := Numel(locals[i])

@@ -342,7 +342,12 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	}
 	bounds, _ := model.StageBounds(opts.Model.NLayer, c.Mesh.PP, opts.StageLayers)
 	layout := model.Stage(tensor.FromComm(c.TP), bounds, c.Coord.PP)
-	m, err := model.NewSharded(opts.Model, layout, opts.RowsPerRank(c.Mesh)/opts.Micro, opts.Seq, e)
+	var alloc model.Alloc
+	paged := opts.zeroStage() >= 2 && !opts.Frozen
+	if paged {
+		alloc = pages.Alloc[float32] // ZeRO-2/3 hand pages back (parallel/zero)
+	}
+	m, err := model.NewShardedIn(opts.Model, layout, opts.RowsPerRank(c.Mesh)/opts.Micro, opts.Seq, e, alloc)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +355,7 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 	if !fresh {
 		m.Init(opts.Seed) // ZeRO-3 initializes unit by unit instead (parallel/zero)
 	}
-	return newOn(m, opts, loader, c, fresh)
+	return newOn(m, opts, loader, c, fresh, paged)
 }
 
 // NewOn builds a trainer around m, a model already built, laid out as this
@@ -378,12 +383,13 @@ func NewOn(m *model.GPT, opts Options, comms *Comms) (*Trainer, error) {
 	if rows := opts.RowsPerRank(c.Mesh) / opts.Micro; m.MaxB < rows || m.MaxT < opts.Seq {
 		return nil, fmt.Errorf("trainer: the model holds %d rows of %d positions, a micro-batch is %d of %d", m.MaxB, m.MaxT, rows, opts.Seq)
 	}
-	return newOn(m, opts, nil, c, false)
+	return newOn(m, opts, nil, c, false, false)
 }
 
 // newOn is the common part of New and NewOn; fresh says m's parameters
-// are still to be drawn from opts.Seed (ZeRO-3 does it unit by unit).
-func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh bool) (*Trainer, error) {
+// are still to be drawn from opts.Seed (ZeRO-3 does it unit by unit),
+// paged that its flat buffers are already discardable pages.
+func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh, paged bool) (*Trainer, error) {
 	e := m.Engine()
 	layout := m.Layout
 	t := &Trainer{Opts: opts, Comms: c, Loader: loader, Engine: e, Sched: opts.lrSchedule()}
@@ -395,7 +401,7 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh bool)
 		// shard before the precision copy exists, so ZeRO-3 never holds a
 		// whole one; fine-tuning's Adapt (loading base weights) runs first
 		if opts.Adapt != nil {
-			if opts.zeroStage() == 3 {
+			if opts.zeroStage() == 3 && !paged {
 				// the weights Adapt loads (LoRA's frozen base among them)
 				// go into pages ZeRO-3 can hand back
 				data, err := pages.Alloc[float32](m.Params.Count())
@@ -406,13 +412,14 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh bool)
 				if err := m.SetParamBuffers(data, m.Params.Grad); err != nil {
 					return nil, err
 				}
+				paged = true
 			}
 			if err := opts.Adapt(m); err != nil {
 				return nil, err
 			}
 			opts.Adapt = nil
 		}
-		if err := t.startZero(fresh); err != nil {
+		if err := t.startZero(fresh, paged); err != nil {
 			return nil, err
 		}
 	}

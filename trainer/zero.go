@@ -13,7 +13,7 @@ import (
 // over the data-parallel group, or over shard groups of Opts.ShardGroup
 // ranks with the pieces all-reduced across groups (hybrid sharding). With
 // fresh the parameters are drawn from the seed unit by unit.
-func (t *Trainer) startZero(fresh bool) error {
+func (t *Trainer) startZero(fresh, paged bool) error {
 	o, dp := t.Opts, t.Comms.DP
 	shard, replica := dp, (*collective.Comm)(nil)
 	if n := o.ShardGroup; n > 0 && n < dp.Size() {
@@ -23,7 +23,7 @@ func (t *Trainer) startZero(fresh bool) error {
 		}
 		t.subComms = append(t.subComms, shard, replica)
 	}
-	z, err := zero.New(t.Model, shard, replica, zero.Options{Stage: o.zeroStage(), KeepGathered: o.KeepGathered, Seed: o.Seed, Init: fresh})
+	z, err := zero.New(t.Model, shard, replica, zero.Options{Stage: o.zeroStage(), KeepGathered: o.KeepGathered, Seed: o.Seed, Init: fresh, Paged: paged})
 	if err != nil {
 		return err
 	}

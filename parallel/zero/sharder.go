@@ -23,6 +23,10 @@ type Options struct {
 	// model); otherwise the model's current values are sharded.
 	Seed uint64
 	Init bool
+	// Paged says the model's flat buffers are already discardable pages
+	// (model.NewShardedIn with pages.Alloc, or moved there before the
+	// weights were loaded); otherwise New moves them.
+	Paged bool
 }
 
 // Sharder is a model.Residency: it owns this rank's shards of a model's
@@ -98,7 +102,15 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 		return nil, err
 	}
 	old := m.Params.Data
-	if !lora {
+	if !lora && opts.Paged {
+		// the model's buffers are discardable pages already: ZeRO-3 adds
+		// only the master weights
+		if s.gathered {
+			if s.master, err = pages.Alloc[float32](count); err != nil {
+				return nil, err
+			}
+		}
+	} else if !lora {
 		// the model's buffers move into discardable pages (with LoRA the
 		// caller paged the base before enabling it: SetParamBuffers)
 		data := old
@@ -159,7 +171,7 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 			return nil, err
 		}
 	}
-	if !opts.Init && !s.frozen {
+	if !opts.Init && !s.frozen && !opts.Paged {
 		// the values came from the model's old buffer: hand its pages
 		// back too (nothing reads it again)
 		return s, pages.Free(old)

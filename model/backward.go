@@ -111,7 +111,13 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 func (m *GPT) DInput(a *Acts) []float32 { return m.dres[:a.b*a.t*m.local.C] }
 
 func (m *GPT) gradReady(n int) {
-	m.Params.clearStale(n) // after ResetGrad: what backward did not write is zero
+	// after ResetGrad: what backward did not write is zero. With a
+	// residency each unit's are cleared when the unit is done (done):
+	// here they would also be the units ZeRO already moved out and marked
+	// stale, whose handed-back pages clearing would bring back.
+	if m.residency == nil {
+		m.Params.clearStale(n)
+	}
 	if m.GradReady != nil {
 		m.GradReady(n)
 	}

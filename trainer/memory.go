@@ -64,7 +64,8 @@ func (s *Steps) Memory() memplan.Breakdown { return s.T.Memory() }
 
 // MemoryReporter is a Stepper that reports its rank's memory: the run
 // loop records it, maxed over the job's ranks, with the peak RSS on the
-// first step's metrics line and in the end-of-run summary.
+// second step's metrics line (the first once both the backward's working set and
+// the optimizer's moments were resident) and in the end-of-run summary.
 type MemoryReporter interface {
 	Memory() memplan.Breakdown
 }

@@ -147,13 +147,13 @@ func TestRunRecordsMemory(t *testing.T) {
 	if err != nil || len(recs) < 2 {
 		t.Fatalf("metrics.jsonl: %d records, %v", len(recs), err)
 	}
-	first, last := recs[0], recs[len(recs)-1]
+	first, last := recs[1], recs[len(recs)-1]
 	for _, r := range []map[string]any{first, last} {
 		if r["mem_params"] != float64(want.Params) || r["mem_optimizer"] != float64(want.Optimizer) || r["peak_rss"] == nil {
 			t.Errorf("record %v lacks the memory (want mem_params %d, mem_optimizer %d, peak_rss)", r, want.Params, want.Optimizer)
 		}
 	}
-	if first["step"] != 1.0 || last["event"] != "summary" {
-		t.Errorf("memory on records %v and %v, want step 1 and the summary", first, last)
+	if first["step"] != 2.0 || last["event"] != "summary" {
+		t.Errorf("memory on records %v and %v, want step 2 and the summary", first, last)
 	}
 }

@@ -355,9 +355,11 @@ func (l *loop) record(ctx context.Context, rec Record) error {
 	for _, f := range rec.Fields {
 		line[f.Name] = f.Value
 	}
-	if st.Step == l.first+1 {
-		// the buffers exist and one step has touched them: record the
-		// memory once (every rank takes part in the maximum)
+	if st.Step == l.first+2 || st.Step == l.first+1 && st.Step >= l.stop {
+		// the second step of the run (or its only one): the first touched
+		// the buffers, and only from the second on are the optimizer's
+		// moments resident while backward runs (ZeRO-3's peak). Record the
+		// memory once; every rank takes part in the maximum.
 		if err := l.memory(ctx, line, nil); err != nil {
 			return err
 		}

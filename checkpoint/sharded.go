@@ -83,11 +83,11 @@ func WriteShard(dir string, coord mesh.Coord, m *model.GPT, m1, v1 []float32, op
 		spec, _ := json.Marshal(p.Shard)
 		meta["shard."+p.Name] = string(spec)
 		meta["shape."+p.Name] = fmt.Sprint(p.Shape)
-		params = append(params, safetensors.F32Tensor(p.Name, p.Local, p.Data))
+		params = append(params, safetensors.F32View(p.Name, p.Local, p.Data))
 		if m1 != nil {
 			moments = append(moments,
-				safetensors.F32Tensor("exp_avg."+p.Name, p.Local, m1[p.Offset:p.Offset+p.Size()]),
-				safetensors.F32Tensor("exp_avg_sq."+p.Name, p.Local, v1[p.Offset:p.Offset+p.Size()]))
+				safetensors.F32View("exp_avg."+p.Name, p.Local, m1[p.Offset:p.Offset+p.Size()]),
+				safetensors.F32View("exp_avg_sq."+p.Name, p.Local, v1[p.Offset:p.Offset+p.Size()]))
 		}
 	}
 	if err := safetensors.Write(filepath.Join(dir, mf), params, meta); err != nil {

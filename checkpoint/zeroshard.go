@@ -73,11 +73,11 @@ func WriteZeroShard(dir string, m *model.GPT, s ZeroShard) error {
 		meta["shape."+p.Name] = fmt.Sprint(p.Shape)
 		meta["range."+p.Name] = fmt.Sprintf("%d %d", a-lo, b-lo)
 		shape := []int{b - a}
-		params = append(params, safetensors.F32Tensor(p.Name, shape, s.Params[a:b]))
+		params = append(params, safetensors.F32View(p.Name, shape, s.Params[a:b]))
 		k := packed + a - s.Owned[r][0]
 		moments = append(moments,
-			safetensors.F32Tensor("exp_avg."+p.Name, shape, s.M[k:k+b-a]),
-			safetensors.F32Tensor("exp_avg_sq."+p.Name, shape, s.V[k:k+b-a]))
+			safetensors.F32View("exp_avg."+p.Name, shape, s.M[k:k+b-a]),
+			safetensors.F32View("exp_avg_sq."+p.Name, shape, s.V[k:k+b-a]))
 	}
 	if err := safetensors.Write(filepath.Join(dir, mf), params, meta); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"unsafe"
 
 	"github.com/strand-ml/strand/atomicfile"
 )
@@ -34,6 +35,19 @@ type Tensor struct {
 // F32Tensor builds a float32 tensor, copying data into little-endian bytes.
 func F32Tensor(name string, shape []int, data []float32) Tensor {
 	return Tensor{Name: name, DType: F32, Shape: append([]int(nil), shape...), Data: float32Bytes(data)}
+}
+
+// F32View builds a float32 tensor over data's own memory on a
+// little-endian machine (a copy, as F32Tensor, elsewhere): data must not
+// change until the tensor is written. Checkpoint writers use it so that a
+// save does not hold a second copy of every tensor (for a ZeRO-3 rank of
+// a 900M-parameter model, 2.6 GB more at the end of the run).
+func F32View(name string, shape []int, data []float32) Tensor {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		return F32Tensor(name, shape, data)
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(data))), 4*len(data))
+	return Tensor{Name: name, DType: F32, Shape: append([]int(nil), shape...), Data: b}
 }
 
 // F16Tensor builds a float16 tensor, rounding data to nearest even.

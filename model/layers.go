@@ -226,32 +226,23 @@ func GELUBackward(dinp, inp, dout []float32, exact bool) {
 	}
 }
 
-// SwiGLUForward: inp (N, 2H) holds [gate | up] per row; out (N, H) = silu(gate)*up.
+// SwiGLUForward: inp (N, 2H) holds [gate | up] per row; out (N, H) =
+// silu(gate)*up, silu(g) = g/(1+e^-g) (vec.SwiGLU: AVX-512 or AVX2 where
+// available, float32 Cephes exponential).
 func SwiGLUForward(out, inp []float32, N, H int) {
 	for n := 0; n < N; n++ {
-		g := inp[n*2*H : n*2*H+H]
-		u := inp[n*2*H+H : (n+1)*2*H]
-		o := out[n*H : (n+1)*H]
-		for i := range o {
-			o[i] = g[i] * sigmoid32(g[i]) * u[i]
-		}
+		row := inp[n*2*H : (n+1)*2*H]
+		vec.SwiGLU(out[n*H:(n+1)*H], row[:H], row[H:])
 	}
 }
 
-// SwiGLUBackward: dinp (N, 2H) = [dgate | dup] (overwritten).
+// SwiGLUBackward: dinp (N, 2H) = [dgate | dup] (overwritten) from the
+// forward's input inp (N, 2H) and the output gradient dout (N, H); the
+// sigmoid is recomputed (vec.SwiGLUBackward).
 func SwiGLUBackward(dinp, inp, dout []float32, N, H int) {
 	for n := 0; n < N; n++ {
-		g := inp[n*2*H : n*2*H+H]
-		u := inp[n*2*H+H : (n+1)*2*H]
-		dg := dinp[n*2*H : n*2*H+H]
-		du := dinp[n*2*H+H : (n+1)*2*H]
-		d := dout[n*H : (n+1)*H]
-		for i := range d {
-			gi := g[i]
-			s := sigmoid32(gi)
-			du[i] = d[i] * (gi * s)
-			dg[i] = d[i] * u[i] * (s * (1 + gi*(1-s)))
-		}
+		row, drow := inp[n*2*H:(n+1)*2*H], dinp[n*2*H:(n+1)*2*H]
+		vec.SwiGLUBackward(drow[:H], drow[H:], row[:H], row[H:], dout[n*H:(n+1)*H])
 	}
 }
 

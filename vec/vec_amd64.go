@@ -136,3 +136,15 @@ func lnBwdDxAVX2(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean floa
 
 //go:noescape
 func lnBwdParamsAVX2(dw, db, dout, x *float32, n int, m, s float32)
+
+//go:noescape
+func swigluAVX512(out, gate, up *float32, n int)
+
+//go:noescape
+func swigluBackwardAVX512(dgate, dup, gate, up, dout *float32, n int)
+
+//go:noescape
+func swigluAVX2(out, gate, up *float32, n int)
+
+//go:noescape
+func swigluBackwardAVX2(dgate, dup, gate, up, dout *float32, n int)

@@ -1,6 +1,6 @@
 // Package vec holds the vectorized element-wise kernels of a training step
 // that are not matrix products: the exponential of a softmax row, the tanh
-// GELU and its derivative, SwiGLU and its input gradients, LayerNorm rows, residual adds, scaling, bf16
+// GELU and its derivative, SwiGLU and its input gradients, LayerNorm and RMSNorm rows, residual adds, scaling, bf16
 // rounding and the AdamW update.
 //
 // Each kernel has three implementations, one chosen once at start-up from

@@ -148,3 +148,15 @@ func swigluAVX2(out, gate, up *float32, n int)
 
 //go:noescape
 func swigluBackwardAVX2(dgate, dup, gate, up, dout *float32, n int)
+
+//go:noescape
+func rmsScaleAVX512(out, x, w *float32, n int, s float32)
+
+//go:noescape
+func rmsBwdParamsAVX512(dw, dout, x *float32, n int, s float32)
+
+//go:noescape
+func rmsScaleAVX2(out, x, w *float32, n int, s float32)
+
+//go:noescape
+func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)

@@ -73,3 +73,8 @@ func swigluAVX512(out, gate, up *float32, n int)                      { panic("u
 func swigluBackwardAVX512(dgate, dup, gate, up, dout *float32, n int) { panic("unreachable") }
 func swigluAVX2(out, gate, up *float32, n int)                        { panic("unreachable") }
 func swigluBackwardAVX2(dgate, dup, gate, up, dout *float32, n int)   { panic("unreachable") }
+
+func rmsScaleAVX512(out, x, w *float32, n int, s float32)       { panic("unreachable") }
+func rmsBwdParamsAVX512(dw, dout, x *float32, n int, s float32) { panic("unreachable") }
+func rmsScaleAVX2(out, x, w *float32, n int, s float32)         { panic("unreachable") }
+func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)   { panic("unreachable") }

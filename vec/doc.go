@@ -1,7 +1,8 @@
 // Package vec holds the vectorized element-wise kernels of a training step
 // that are not matrix products: the exponential of a softmax row, the tanh
-// GELU and its derivative, SwiGLU and its input gradients, LayerNorm and RMSNorm rows, residual adds, scaling, bf16
-// rounding and the AdamW update.
+// GELU and its derivative, SwiGLU and its input gradients, LayerNorm and
+// RMSNorm rows, residual adds, scaling, bf16 rounding and the AdamW
+// update.
 //
 // Each kernel has three implementations, one chosen once at start-up from
 // the CPU's features (vec_amd64.go):

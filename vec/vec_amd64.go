@@ -160,3 +160,9 @@ func rmsScaleAVX2(out, x, w *float32, n int, s float32)
 
 //go:noescape
 func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)
+
+//go:noescape
+func rotateAVX512(x1, x2, cos, sin *float32, n int, dir float32)
+
+//go:noescape
+func rotateAVX2(x1, x2, cos, sin *float32, n int, dir float32)

@@ -78,3 +78,6 @@ func rmsScaleAVX512(out, x, w *float32, n int, s float32)       { panic("unreach
 func rmsBwdParamsAVX512(dw, dout, x *float32, n int, s float32) { panic("unreachable") }
 func rmsScaleAVX2(out, x, w *float32, n int, s float32)         { panic("unreachable") }
 func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)   { panic("unreachable") }
+
+func rotateAVX512(x1, x2, cos, sin *float32, n int, dir float32) { panic("unreachable") }
+func rotateAVX2(x1, x2, cos, sin *float32, n int, dir float32)   { panic("unreachable") }

@@ -196,27 +196,30 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 }
 
 // normBackward accumulates dinp, dw and db (N, C) of the configured
-// normalization. LayerNorm with a bias is split over the compute
-// goroutines in two passes with LayerNormBackwardRow's bits: rows for the
-// row statistics and dinp, then columns for dw and db (each column summed
-// over the rows in order).
+// normalization. RMSNorm, and LayerNorm with a bias, are split over the
+// compute goroutines in two passes with the serial row functions' bits:
+// rows for the row statistics and dinp, then columns for dw and db (each
+// column summed over the rows in order).
 func (m *GPT) normBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N int) {
 	C := m.Config.NEmbd
 	m.clearIfStale(dw)
 	m.clearIfStale(db)
-	if m.Config.Norm == RMSNorm {
+	rms := m.Config.Norm == RMSNorm
+	switch {
+	case rms && m.threads() == 1:
 		RMSNormBackward(dinp, dw, dout, inp, w, rstd, N, C)
 		return
-	}
-	if db == nil || m.threads() == 1 || len(m.lnStats) < 2*N {
+	case rms:
+		mean, db = nil, nil
+	case db == nil || m.threads() == 1 || len(m.lnStats) < 2*N:
 		LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C)
 		return
 	}
 	rt := &m.split.normBackRows
-	rt.m, rt.W, rt.out, rt.dout, rt.x, rt.w, rt.mean, rt.rstd = m, C, dinp, dout, inp, w, mean, rstd
+	rt.m, rt.W, rt.rms, rt.out, rt.dout, rt.x, rt.w, rt.mean, rt.rstd = m, C, rms, dinp, dout, inp, w, mean, rstd
 	runSplit(m, rt, N, rowsPerPart(C))
 	pt := &m.split.normBackParams
-	pt.N, pt.W, pt.dw, pt.db, pt.dout, pt.x, pt.mean, pt.rstd = N, C, dw, db, dout, inp, mean, rstd
+	pt.N, pt.W, pt.rms, pt.dw, pt.db, pt.dout, pt.x, pt.mean, pt.rstd = N, C, rms, dw, db, dout, inp, mean, rstd
 	runSplit(m, pt, C, max(16, minSplitValues/max(N, 1)))
 }
 

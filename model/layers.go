@@ -115,40 +115,24 @@ func LayerNormBackward(dinp, dw, db, dout, inp, w, mean, rstd []float32, N, C in
 	}
 }
 
-// RMSNormForward: out = x/sqrt(mean(x^2)+eps)*w. rstd (N) is kept.
+// RMSNormForward: out = x/sqrt(mean(x^2)+eps)*w per row (vec.RMSNormRow);
+// rstd (N) is kept for the backward.
 func RMSNormForward(out, rstd, inp, w []float32, N, C int, eps float32) {
 	for n := 0; n < N; n++ {
-		x := inp[n*C : (n+1)*C]
-		var ss float64
-		for _, v := range x {
-			ss += float64(v) * float64(v)
-		}
-		s := float32(1 / math.Sqrt(ss/float64(C)+float64(eps)))
-		o := out[n*C : (n+1)*C]
-		for i, v := range x {
-			o[i] = v * s * w[i]
-		}
-		rstd[n] = s
+		rstd[n] = vec.RMSNormRow(out[n*C:(n+1)*C], inp[n*C:(n+1)*C], w, eps)
 	}
 }
 
-// RMSNormBackward accumulates dinp and dw.
+// RMSNormBackward accumulates dinp and dw: with norm = x*rstd and
+// dn = w*dout, dinp += rstd*(dn - norm*mean(dn*norm)), dw += norm*dout
+// (rows in order).
 func RMSNormBackward(dinp, dw, dout, inp, w, rstd []float32, N, C int) {
 	for n := 0; n < N; n++ {
-		x := inp[n*C : (n+1)*C]
-		d := dout[n*C : (n+1)*C]
-		s := rstd[n]
-		var dnNormMean float32
-		for i := range x {
-			dnNormMean += w[i] * d[i] * x[i] * s
-		}
-		dnNormMean /= float32(C)
-		di := dinp[n*C : (n+1)*C]
-		for i := range x {
-			norm := x[i] * s
-			dw[i] += norm * d[i]
-			di[i] += s * (w[i]*d[i] - norm*dnNormMean)
-		}
+		r := n * C
+		x, d := inp[r:r+C], dout[r:r+C]
+		dot := vec.RMSNormBackwardDot(d, x, w, rstd[n])
+		vec.RMSNormBackwardDx(dinp[r:r+C], d, x, w, rstd[n], dot)
+		vec.RMSNormBackwardParams(dw, d, x, rstd[n])
 	}
 }
 
@@ -226,32 +210,23 @@ func GELUBackward(dinp, inp, dout []float32, exact bool) {
 	}
 }
 
-// SwiGLUForward: inp (N, 2H) holds [gate | up] per row; out (N, H) = silu(gate)*up.
+// SwiGLUForward: inp (N, 2H) holds [gate | up] per row; out (N, H) =
+// silu(gate)*up, silu(g) = g/(1+e^-g) (vec.SwiGLU: AVX-512 or AVX2 where
+// available, float32 Cephes exponential).
 func SwiGLUForward(out, inp []float32, N, H int) {
 	for n := 0; n < N; n++ {
-		g := inp[n*2*H : n*2*H+H]
-		u := inp[n*2*H+H : (n+1)*2*H]
-		o := out[n*H : (n+1)*H]
-		for i := range o {
-			o[i] = g[i] * sigmoid32(g[i]) * u[i]
-		}
+		row := inp[n*2*H : (n+1)*2*H]
+		vec.SwiGLU(out[n*H:(n+1)*H], row[:H], row[H:])
 	}
 }
 
-// SwiGLUBackward: dinp (N, 2H) = [dgate | dup] (overwritten).
+// SwiGLUBackward: dinp (N, 2H) = [dgate | dup] (overwritten) from the
+// forward's input inp (N, 2H) and the output gradient dout (N, H); the
+// sigmoid is recomputed (vec.SwiGLUBackward).
 func SwiGLUBackward(dinp, inp, dout []float32, N, H int) {
 	for n := 0; n < N; n++ {
-		g := inp[n*2*H : n*2*H+H]
-		u := inp[n*2*H+H : (n+1)*2*H]
-		dg := dinp[n*2*H : n*2*H+H]
-		du := dinp[n*2*H+H : (n+1)*2*H]
-		d := dout[n*H : (n+1)*H]
-		for i := range d {
-			gi := g[i]
-			s := sigmoid32(gi)
-			du[i] = d[i] * (gi * s)
-			dg[i] = d[i] * u[i] * (s * (1 + gi*(1-s)))
-		}
+		row, drow := inp[n*2*H:(n+1)*2*H], dinp[n*2*H:(n+1)*2*H]
+		vec.SwiGLUBackward(drow[:H], drow[H:], row[:H], row[H:], dout[n*H:(n+1)*H])
 	}
 }
 

@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"math"
+
+	"github.com/strand-ml/strand/vec"
 )
 
 // This file holds the position encodings that live inside attention:
@@ -182,13 +184,7 @@ func (r *Rotary) apply(x []float32, B, T, C, NH, NKV, pos0 int, dir float32) {
 				}
 				for h := 0; h < heads; h++ {
 					v := row[part*C+h*HS : part*C+(h+1)*HS]
-					x1, x2 := v[:half], v[half:]
-					for i := range half {
-						a, bb := x1[i], x2[i]
-						c, s := cs[i], dir*sn[i]
-						x1[i] = a*c - bb*s
-						x2[i] = bb*c + a*s
-					}
+					vec.Rotate(v[:half], v[half:], cs, sn, dir)
 				}
 			}
 		}

@@ -195,13 +195,15 @@ func (t *clearTask) run(_, i int) {
 	clear(t.out[lo:hi])
 }
 
-// normBackRowsTask is LayerNorm backward's first pass, over rows: each
-// row's statistics (kept in GPT.lnStats) and dinp (out) from dout, x, w,
-// mean and rstd.
+// normBackRowsTask is the norm backward's first pass, over rows: each
+// row's statistics (LayerNorm's kept in GPT.lnStats; RMSNorm's one in a
+// local) and dinp (out) from dout, x, w, mean and rstd (mean unused by
+// RMSNorm).
 type normBackRowsTask struct {
 	cut
 	m                           *GPT
 	W                           int
+	rms                         bool
 	out, dout, x, w, mean, rstd []float32
 }
 
@@ -211,16 +213,23 @@ func (t *normBackRowsTask) run(_, i int) {
 	for n := lo; n < hi; n++ {
 		r := n * W
 		d, x := t.dout[r:r+W], t.x[r:r+W]
+		if t.rms {
+			dot := vec.RMSNormBackwardDot(d, x, t.w, t.rstd[n])
+			vec.RMSNormBackwardDx(t.out[r:r+W], d, x, t.w, t.rstd[n], dot)
+			continue
+		}
 		st[2*n], st[2*n+1] = vec.LayerNormBackwardDots(d, x, t.w, t.mean[n], t.rstd[n])
 		vec.LayerNormBackwardDx(t.out[r:r+W], d, x, t.w, t.mean[n], t.rstd[n], st[2*n], st[2*n+1])
 	}
 }
 
-// normBackParamsTask is LayerNorm backward's second pass, over columns:
-// dw and db summed over the rows in order (the serial sums' bits).
+// normBackParamsTask is the norm backward's second pass, over columns:
+// dw (and LayerNorm's db) summed over the rows in order (the serial sums'
+// bits).
 type normBackParamsTask struct {
 	cut
 	N, W                        int
+	rms                         bool
 	dw, db, dout, x, mean, rstd []float32
 }
 
@@ -229,7 +238,15 @@ func (t *normBackParamsTask) run(_, i int) {
 	if lo >= hi {
 		return
 	}
-	dw, db := t.dw[lo:hi], t.db[lo:hi]
+	dw := t.dw[lo:hi]
+	if t.rms {
+		for n := 0; n < t.N; n++ {
+			r := n * t.W
+			vec.RMSNormBackwardParams(dw, t.dout[r+lo:r+hi], t.x[r+lo:r+hi], t.rstd[n])
+		}
+		return
+	}
+	db := t.db[lo:hi]
 	for n := 0; n < t.N; n++ {
 		r := n * t.W
 		vec.LayerNormBackwardParams(dw, db, t.dout[r+lo:r+hi], t.x[r+lo:r+hi], t.mean[n], t.rstd[n])

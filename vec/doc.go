@@ -1,7 +1,8 @@
 // Package vec holds the vectorized element-wise kernels of a training step
 // that are not matrix products: the exponential of a softmax row, the tanh
-// GELU and its derivative, LayerNorm rows, residual adds, scaling, bf16
-// rounding and the AdamW update.
+// GELU and its derivative, SwiGLU and its input gradients, LayerNorm and
+// RMSNorm rows, the RoPE rotation, residual adds, scaling, bf16 rounding
+// and the AdamW update.
 //
 // Each kernel has three implementations, one chosen once at start-up from
 // the CPU's features (vec_amd64.go):
@@ -21,7 +22,8 @@
 // exponential is a degree-6 polynomial after range reduction (Cephes
 // expf), accurate to about 2 ulp, so results differ from the portable path
 // by float rounding only, and each exported function says where they are
-// bit-identical. Arguments are never clamped for NaN: callers pass finite
+// bit-identical. (SwiGLU's portable path runs the same Cephes expf in
+// float32, without fused multiply-adds; GELU's uses math.Tanh.) Arguments are never clamped for NaN: callers pass finite
 // values. Tests compare the paths by calling each kernel directly; there is
 // no switch to force a path. To run the exported functions' tests on the
 // other paths of an AVX-512 machine, hide features from golang.org/x/sys/cpu

@@ -323,3 +323,72 @@ pmtail:
 pmdone:
 	VZEROUPPER
 	RET
+
+// func rmsScaleAVX512(out, x, w *float32, n int, s float32)
+// out = x*s*w (RMSNorm's output; normAffine without the mean and bias)
+TEXT ·rmsScaleAVX512(SB), NOSPLIT, $0-36
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ w+16(FP), R8
+	MOVQ n+24(FP), CX
+	VBROADCASTSS s+32(FP), Z4
+rsloop:
+	CMPQ CX, $16
+	JLT rstail
+	VMOVUPS (SI), Z0
+	VMULPS Z4, Z0, Z0
+	VMULPS (R8), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	ADDQ $64, R8
+	SUBQ $16, CX
+	JMP rsloop
+rstail:
+	TESTQ CX, CX
+	JZ rsdone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z0
+	VMOVUPS.Z (R8), K1, Z1
+	VMULPS Z4, Z0, Z0
+	VMULPS Z1, Z0, Z0
+	VMOVUPS Z0, K1, (DI)
+rsdone:
+	VZEROUPPER
+	RET
+
+// func rmsBwdParamsAVX512(dw, dout, x *float32, n int, s float32)
+// dw += norm*d, norm = x*s (lnBwdParams without the mean and db).
+TEXT ·rmsBwdParamsAVX512(SB), NOSPLIT, $0-36
+	MOVQ dw+0(FP), R10
+	MOVQ dout+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	VBROADCASTSS s+32(FP), Z4
+rploop:
+	CMPQ CX, $16
+	JLT rptail
+	VMOVUPS (DX), Z0
+	VMOVUPS (SI), Z2
+	VMULPS Z4, Z2, Z2
+	VMOVUPS (R10), Z7
+	VFMADD231PS Z0, Z2, Z7
+	VMOVUPS Z7, (R10)
+	ADDQ $64, R10
+	ADDQ $64, DX
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP rploop
+rptail:
+	TESTQ CX, CX
+	JZ rpdone
+	TAILMASK
+	VMOVUPS.Z (DX), K1, Z0
+	VMOVUPS.Z (SI), K1, Z2
+	VMULPS Z4, Z2, Z2
+	VMOVUPS.Z (R10), K1, Z7
+	VFMADD231PS Z0, Z2, Z7
+	VMOVUPS Z7, K1, (R10)
+rpdone:
+	VZEROUPPER
+	RET

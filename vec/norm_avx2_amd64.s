@@ -354,3 +354,72 @@ pmtail:
 pmdone:
 	VZEROUPPER
 	RET
+
+// func rmsScaleAVX2(out, x, w *float32, n int, s float32)
+// out = x*s*w, as rmsScaleAVX512.
+TEXT ·rmsScaleAVX2(SB), NOSPLIT, $0-36
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ w+16(FP), R8
+	MOVQ n+24(FP), CX
+	VBROADCASTSS s+32(FP), Y4
+rsloop:
+	CMPQ CX, $8
+	JLT rstail
+	VMOVUPS (SI), Y0
+	VMULPS Y4, Y0, Y0
+	VMULPS (R8), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	ADDQ $32, R8
+	SUBQ $8, CX
+	JMP rsloop
+rstail:
+	TESTQ CX, CX
+	JZ rsdone
+	MASK8(Y10)
+	VMASKMOVPS (SI), Y10, Y0
+	VMASKMOVPS (R8), Y10, Y1
+	VMULPS Y4, Y0, Y0
+	VMULPS Y1, Y0, Y0
+	VMASKMOVPS Y0, Y10, (DI)
+rsdone:
+	VZEROUPPER
+	RET
+
+// func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)
+// dw += norm*d, norm = x*s, as rmsBwdParamsAVX512.
+TEXT ·rmsBwdParamsAVX2(SB), NOSPLIT, $0-36
+	MOVQ dw+0(FP), R10
+	MOVQ dout+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	VBROADCASTSS s+32(FP), Y4
+rploop:
+	CMPQ CX, $8
+	JLT rptail
+	VMOVUPS (DX), Y0
+	VMOVUPS (SI), Y2
+	VMULPS Y4, Y2, Y2
+	VMOVUPS (R10), Y8
+	VFMADD231PS Y0, Y2, Y8
+	VMOVUPS Y8, (R10)
+	ADDQ $32, R10
+	ADDQ $32, DX
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JMP rploop
+rptail:
+	TESTQ CX, CX
+	JZ rpdone
+	MASK8(Y10)
+	VMASKMOVPS (DX), Y10, Y0
+	VMASKMOVPS (SI), Y10, Y2
+	VMULPS Y4, Y2, Y2
+	VMASKMOVPS (R10), Y10, Y8
+	VFMADD231PS Y0, Y2, Y8
+	VMASKMOVPS Y8, Y10, (R10)
+rpdone:
+	VZEROUPPER
+	RET

@@ -26,6 +26,8 @@ func BenchmarkPaths(b *testing.B) {
 		lnFwd   func(out, x, w, b []float32)
 		lnBwd   func(dx, dw, db, dout, x, w []float32, m, s float32)
 		adamw   func(p, g, m, v []float32, s *AdamWStep)
+		swiglu  func(out, g, u []float32)
+		swigluB func(dg, du, g, u, d []float32)
 	}
 	const eps = 1e-5
 	paths := []rowPath{{"go",
@@ -33,6 +35,7 @@ func BenchmarkPaths(b *testing.B) {
 		func(out, x, w, b []float32) { layerNormRowGo(out, x, w, b, eps) },
 		layerNormBackwardRowGo,
 		func(p, g, m, v []float32, s *AdamWStep) { adamwGo(p, g, m, v, s, 1) },
+		swigluGo, swigluBackwardGo,
 	}}
 	// an assembly path's rows, as LayerNormRow and LayerNormBackwardRow
 	// run them
@@ -51,10 +54,20 @@ func BenchmarkPaths(b *testing.B) {
 				k.lnBwdApply(&dx[0], &dw[0], &db[0], &dout[0], &x[0], &w[0], n, m, s, a/float32(n), c/float32(n))
 			},
 			func(p, g, m, v []float32, s *AdamWStep) { k.adamw(&p[0], &g[0], &m[0], &v[0], len(p), s, 1) },
+			nil, nil,
 		}
 	}
 	for _, k := range availableSIMD() {
-		paths = append(paths, asm(k))
+		p := asm(k)
+		switch k.name { // the SwiGLU kernels are not in simdPath
+		case "avx512":
+			p.swiglu = func(out, g, u []float32) { swigluAVX512(&out[0], &g[0], &u[0], len(g)) }
+			p.swigluB = func(dg, du, g, u, d []float32) { swigluBackwardAVX512(&dg[0], &du[0], &g[0], &u[0], &d[0], len(g)) }
+		case "avx2":
+			p.swiglu = func(out, g, u []float32) { swigluAVX2(&out[0], &g[0], &u[0], len(g)) }
+			p.swigluB = func(dg, du, g, u, d []float32) { swigluBackwardAVX2(&dg[0], &du[0], &g[0], &u[0], &d[0], len(g)) }
+		}
+		paths = append(paths, p)
 	}
 
 	r := rand.New(rand.NewPCG(40, 1))
@@ -80,6 +93,17 @@ func BenchmarkPaths(b *testing.B) {
 					p.lnBwd(dx[i*w:(i+1)*w], dgamma, dbeta, dout[i*w:(i+1)*w], x[i*w:(i+1)*w], gamma, 0.1, 1.2)
 				}
 			})
+		}
+	}
+	{ // the Llama MLP's SwiGLU over rows of H = 1024 (llama-gpt2s)
+		const w = 1024
+		g, u, d := randSlice(r, rows*w, 2), randSlice(r, rows*w, 1), randSlice(r, rows*w, 1)
+		out, dg, du := make([]float32, rows*w), make([]float32, rows*w), make([]float32, rows*w)
+		for _, p := range paths {
+			benchOp(b, "swiglu_fwd_1024/"+p.name, rows*w, func() { p.swiglu(out, g, u) })
+		}
+		for _, p := range paths {
+			benchOp(b, "swiglu_bwd_1024/"+p.name, rows*w, func() { p.swigluB(dg, du, g, u, d) })
 		}
 	}
 	const np = 1 << 20

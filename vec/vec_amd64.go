@@ -136,3 +136,33 @@ func lnBwdDxAVX2(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean floa
 
 //go:noescape
 func lnBwdParamsAVX2(dw, db, dout, x *float32, n int, m, s float32)
+
+//go:noescape
+func swigluAVX512(out, gate, up *float32, n int)
+
+//go:noescape
+func swigluBackwardAVX512(dgate, dup, gate, up, dout *float32, n int)
+
+//go:noescape
+func swigluAVX2(out, gate, up *float32, n int)
+
+//go:noescape
+func swigluBackwardAVX2(dgate, dup, gate, up, dout *float32, n int)
+
+//go:noescape
+func rmsScaleAVX512(out, x, w *float32, n int, s float32)
+
+//go:noescape
+func rmsBwdParamsAVX512(dw, dout, x *float32, n int, s float32)
+
+//go:noescape
+func rmsScaleAVX2(out, x, w *float32, n int, s float32)
+
+//go:noescape
+func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)
+
+//go:noescape
+func rotateAVX512(x1, x2, cos, sin *float32, n int, dir float32)
+
+//go:noescape
+func rotateAVX2(x1, x2, cos, sin *float32, n int, dir float32)

@@ -366,3 +366,106 @@ awtail:
 awdone:
 	VZEROUPPER
 	RET
+
+// SWIGLUFWD computes Z0 = silu(g=Z4) * up(Z5) = g/(1+exp(-g)) * up, using
+// Z0..Z3 and Z16 (zero).
+#define SWIGLUFWD \
+	VSUBPS Z4, Z16, Z0 \
+	EXP \
+	VADDPS Z19, Z0, Z0 \
+	VDIVPS Z0, Z4, Z0 \
+	VMULPS Z5, Z0, Z0
+
+// func swigluAVX512(out, gate, up *float32, n int)
+TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	EXPCONSTS
+	VXORPS Z16, Z16, Z16
+
+sfloop:
+	CMPQ CX, $16
+	JLT sftail
+	VMOVUPS (SI), Z4
+	VMOVUPS (DX), Z5
+	SWIGLUFWD
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP sfloop
+
+sftail:
+	TESTQ CX, CX
+	JZ sfdone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z4
+	VMOVUPS.Z (DX), K1, Z5
+	SWIGLUFWD
+	VMOVUPS Z0, K1, (DI)
+
+sfdone:
+	VZEROUPPER
+	RET
+
+// SWIGLUBWD computes, from g=Z4, up=Z5 and dout=Z9, Z10 = dup = dout*silu
+// and Z8 = dgate = dout*up*(s + silu*(1-s)), with e = exp(-g), s = 1/(1+e),
+// silu = g/(1+e) and 1-s as e*s (no cancellation when s is near 1); uses
+// Z0..Z3, Z6, Z7 and Z16 (zero).
+#define SWIGLUBWD \
+	VSUBPS Z4, Z16, Z0 \
+	EXP \
+	VADDPS Z19, Z0, Z1 \
+	VDIVPS Z1, Z19, Z6 \
+	VDIVPS Z1, Z4, Z7 \
+	VMULPS Z7, Z9, Z10 \
+	VMULPS Z6, Z0, Z8 \
+	VFMADD213PS Z6, Z7, Z8 \
+	VMULPS Z5, Z9, Z1 \
+	VMULPS Z1, Z8, Z8
+
+// func swigluBackwardAVX512(dgate, dup, gate, up, dout *float32, n int)
+TEXT ·swigluBackwardAVX512(SB), NOSPLIT, $0-48
+	MOVQ dgate+0(FP), DI
+	MOVQ dup+8(FP), R8
+	MOVQ gate+16(FP), SI
+	MOVQ up+24(FP), DX
+	MOVQ dout+32(FP), BX
+	MOVQ n+40(FP), CX
+	EXPCONSTS
+	VXORPS Z16, Z16, Z16
+
+sbloop:
+	CMPQ CX, $16
+	JLT sbtail
+	VMOVUPS (SI), Z4
+	VMOVUPS (DX), Z5
+	VMOVUPS (BX), Z9
+	SWIGLUBWD
+	VMOVUPS Z8, (DI)
+	VMOVUPS Z10, (R8)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, BX
+	ADDQ $64, DI
+	ADDQ $64, R8
+	SUBQ $16, CX
+	JMP sbloop
+
+sbtail:
+	TESTQ CX, CX
+	JZ sbdone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z4
+	VMOVUPS.Z (DX), K1, Z5
+	VMOVUPS.Z (BX), K1, Z9
+	SWIGLUBWD
+	VMOVUPS Z8, K1, (DI)
+	VMOVUPS Z10, K1, (R8)
+
+sbdone:
+	VZEROUPPER
+	RET

@@ -387,3 +387,105 @@ awtail:
 awdone:
 	VZEROUPPER
 	RET
+
+// SWIGLUFWD computes Y0 = silu(g=Y4) * up(Y5) = g/(1+exp(-g)) * up, using
+// Y0..Y3, Y12 (one) and Y11 (zero), as the AVX-512 kernel.
+#define SWIGLUFWD \
+	VSUBPS Y4, Y11, Y0 \
+	EXP \
+	VADDPS Y12, Y0, Y0 \
+	VDIVPS Y0, Y4, Y0 \
+	VMULPS Y5, Y0, Y0
+
+// func swigluAVX2(out, gate, up *float32, n int)
+TEXT ·swigluAVX2(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ gate+8(FP), SI
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), CX
+	VMOVUPS avx2c<>+352(SB), Y12
+	VXORPS Y11, Y11, Y11
+
+sfloop:
+	CMPQ CX, $8
+	JLT sftail
+	VMOVUPS (SI), Y4
+	VMOVUPS (DX), Y5
+	SWIGLUFWD
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP sfloop
+
+sftail:
+	TESTQ CX, CX
+	JZ sfdone
+	MASK8(Y13)
+	VMASKMOVPS (SI), Y13, Y4
+	VMASKMOVPS (DX), Y13, Y5
+	SWIGLUFWD
+	VMASKMOVPS Y0, Y13, (DI)
+
+sfdone:
+	VZEROUPPER
+	RET
+
+// SWIGLUBWD computes, from g=Y4, up=Y5 and dout=Y9, Y10 = dup = dout*silu
+// and Y8 = dgate = dout*up*(s + silu*e*s), as the AVX-512 kernel; uses
+// Y0..Y3, Y6, Y7, Y12 (one) and Y11 (zero).
+#define SWIGLUBWD \
+	VSUBPS Y4, Y11, Y0 \
+	EXP \
+	VADDPS Y12, Y0, Y1 \
+	VDIVPS Y1, Y12, Y6 \
+	VDIVPS Y1, Y4, Y7 \
+	VMULPS Y7, Y9, Y10 \
+	VMULPS Y6, Y0, Y8 \
+	VFMADD213PS Y6, Y7, Y8 \
+	VMULPS Y5, Y9, Y1 \
+	VMULPS Y1, Y8, Y8
+
+// func swigluBackwardAVX2(dgate, dup, gate, up, dout *float32, n int)
+TEXT ·swigluBackwardAVX2(SB), NOSPLIT, $0-48
+	MOVQ dgate+0(FP), DI
+	MOVQ dup+8(FP), R8
+	MOVQ gate+16(FP), SI
+	MOVQ up+24(FP), DX
+	MOVQ dout+32(FP), BX
+	MOVQ n+40(FP), CX
+	VMOVUPS avx2c<>+352(SB), Y12
+	VXORPS Y11, Y11, Y11
+
+sbloop:
+	CMPQ CX, $8
+	JLT sbtail
+	VMOVUPS (SI), Y4
+	VMOVUPS (DX), Y5
+	VMOVUPS (BX), Y9
+	SWIGLUBWD
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y10, (R8)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	ADDQ $32, DI
+	ADDQ $32, R8
+	SUBQ $8, CX
+	JMP sbloop
+
+sbtail:
+	TESTQ CX, CX
+	JZ sbdone
+	MASK8(Y13)
+	VMASKMOVPS (SI), Y13, Y4
+	VMASKMOVPS (DX), Y13, Y5
+	VMASKMOVPS (BX), Y13, Y9
+	SWIGLUBWD
+	VMASKMOVPS Y8, Y13, (DI)
+	VMASKMOVPS Y10, Y13, (R8)
+
+sbdone:
+	VZEROUPPER
+	RET

@@ -68,3 +68,16 @@ func lnBwdDxAVX2(dinp, dout, x, w *float32, n int, m, s, dnMean, dnNormMean floa
 	panic("unreachable")
 }
 func lnBwdParamsAVX2(dw, db, dout, x *float32, n int, m, s float32) { panic("unreachable") }
+
+func swigluAVX512(out, gate, up *float32, n int)                      { panic("unreachable") }
+func swigluBackwardAVX512(dgate, dup, gate, up, dout *float32, n int) { panic("unreachable") }
+func swigluAVX2(out, gate, up *float32, n int)                        { panic("unreachable") }
+func swigluBackwardAVX2(dgate, dup, gate, up, dout *float32, n int)   { panic("unreachable") }
+
+func rmsScaleAVX512(out, x, w *float32, n int, s float32)       { panic("unreachable") }
+func rmsBwdParamsAVX512(dw, dout, x *float32, n int, s float32) { panic("unreachable") }
+func rmsScaleAVX2(out, x, w *float32, n int, s float32)         { panic("unreachable") }
+func rmsBwdParamsAVX2(dw, dout, x *float32, n int, s float32)   { panic("unreachable") }
+
+func rotateAVX512(x1, x2, cos, sin *float32, n int, dir float32) { panic("unreachable") }
+func rotateAVX2(x1, x2, cos, sin *float32, n int, dir float32)   { panic("unreachable") }

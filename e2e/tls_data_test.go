@@ -263,13 +263,16 @@ func TestTLSDataAcrossHosts(t *testing.T) {
 		t.Errorf("the TLS job's data port answered a plaintext hello with %q", reply)
 	}
 
-	// and a --tls-auto training job across the namespaces trains
+	// and a --tls-auto training job across the namespaces trains, over TCP
+	// with TLS even though both nodes could use RDMA (the software
+	// provider): --transport auto does not trade the encryption away
 	run := filepath.Join(t.TempDir(), "run")
 	coord := ipA + ":29533"
 	trainArgs := func(ns string, rank int) []string {
 		return []string{h.ipBin, "netns", "exec", ns, strandBin, "train", "--out", run, "--nnodes", "2", "--node-rank", fmt.Sprint(rank),
 			"--coordinator", coord, "--nproc-per-node", "1", "--token", "netns-tls-token-6f1c", "--connect-timeout", "30s", "--tls-auto",
-			"--model", "tiny", "--batch", "4", "--seq", "32", "--steps", "20", "--max-data-bytes", "200000", "--no-progress", "--threads", "1"}
+			"--model", "tiny", "--batch", "4", "--seq", "32", "--steps", "20", "--max-data-bytes", "200000", "--no-progress", "--threads", "1",
+			"--rdma-provider", "soft"}
 	}
 	sn := sniff(t, h.nsB, h.vB)
 	a := start(t, nil, trainArgs(h.nsA, 0)...)
@@ -280,6 +283,9 @@ func TestTLSDataAcrossHosts(t *testing.T) {
 	}
 	if !strings.Contains(a.out.String()+b.out.String(), "TLS to the ranks on other hosts") {
 		t.Errorf("no rank says its data transport runs TLS:\n%s\n%s", a.out, b.out)
+	}
+	if !strings.Contains(a.out.String(), "use tcp with TLS, not rdma") {
+		t.Errorf("node 0 does not say it chose TCP with TLS over RDMA:\n%s", a.out)
 	}
 	if w := sn.bytes(); jobHello(w) {
 		t.Errorf("the training job's link carries the strand handshake in the clear")

@@ -189,7 +189,17 @@ func (rt *Runtime) dialNetwork(ctx context.Context, store rendezvous.Store, job 
 			return nil, "", fmt.Errorf("--transport rdma: %w (use --transport auto or tcp to run without RDMA)", err)
 		}
 		useRDMA = true
+		if dataTLS(job) {
+			log.Warn("NOT ENCRYPTED: this job runs TLS but --transport rdma moves activations and gradients between hosts in the clear " +
+				"(RDMA has no TLS); use --transport auto or tcp for an encrypted data path")
+		}
 	case "auto":
+		if dataTLS(job) {
+			// the job asked for encryption: RDMA cannot give it, so the
+			// hosts talk TCP over TLS (--transport rdma overrides)
+			log.Info("transport auto: the job runs TLS, so pairs on different hosts use tcp with TLS, not rdma (not encrypted)")
+			break
+		}
 		// Every rank publishes whether it has a usable device, so all ranks
 		// make the same choice: RDMA only when every pair can use it.
 		missing, err := rdma.MissingDevices(ctx, store, rt.Rank, rt.Mesh.World(), job.RDMAProvider)

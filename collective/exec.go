@@ -266,10 +266,43 @@ func (cl *call) runInline(plan *Plan) {
 			return
 		}
 		s := plan.Recvs[ri]
+		dst := cl.region(s)
+		if i := cl.fpIndex(s.Peer); i >= 0 && !cl.fpChecked[i] && cl.c.caps.PostedRecv {
+			// The peer sent its fingerprint and this data in one write:
+			// post both receives before waiting, so the data lands in
+			// staging as it arrives instead of being parked by the
+			// transport and copied again. It is used only once the
+			// fingerprint matches.
+			if stage == nil {
+				stage = cl.c.getStaging(cl.planBytes(plan))
+			}
+			in := stage[:len(dst)]
+			g := cl.c.ranks[s.Peer]
+			cl.fpChecked[i] = true
+			cl.blocked[1].Store(int64(g))
+			fpr := cl.c.t.PostRecv(cl.ctx, g, cl.tag, cl.fpIn[:], cl.recvOpt...)
+			dr := cl.c.t.PostRecv(cl.ctx, g, cl.tag, in, cl.recvOpt...)
+			ok := cl.compareFingerprint(s.Peer, fpr.Wait())
+			err := dr.Wait() // returns at once if the mismatch cancelled the call
+			if !ok {
+				return
+			}
+			if err != nil {
+				cl.fail(err)
+				return
+			}
+			cl.blocked[1].Store(-1)
+			if s.Reduce {
+				reduceInto(cl.fp.DType, cl.fp.Op, dst, in, s.PeerFirst, s.Final, len(cl.c.ranks))
+			} else {
+				copy(dst, in)
+			}
+			ri++
+			continue
+		}
 		if !cl.checkFingerprintOf(s.Peer) {
 			return
 		}
-		dst := cl.region(s)
 		if !s.Reduce {
 			if err := cl.xfer(1, s.Peer, dst); err != nil {
 				cl.fail(err)
@@ -328,13 +361,19 @@ func (cl *call) checkFingerprintOf(peer int) bool {
 		return true
 	}
 	cl.fpChecked[i] = true
+	return cl.compareFingerprint(peer, cl.xfer(1, peer, cl.fpIn[:]))
+}
+
+// compareFingerprint compares peer's fingerprint, received into cl.fpIn
+// with error err, with this call's; it reports false (the call failed)
+// on a mismatch or a receive error.
+func (cl *call) compareFingerprint(peer int, err error) bool {
 	c := cl.c
-	fpb := cl.fpIn[:]
-	if err := cl.xfer(1, peer, fpb); err != nil {
+	if err != nil {
 		cl.fail(err)
 		return false
 	}
-	if theirs := decodeFingerprint(fpb); !cl.fp.sameCall(theirs) {
+	if theirs := decodeFingerprint(cl.fpIn[:]); !cl.fp.sameCall(theirs) {
 		// The neighbours still owed our fingerprint must see the
 		// mismatch too: best effort, the call is failing anyway.
 		for j, p := range cl.fpPeers() {

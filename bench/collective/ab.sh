@@ -9,6 +9,7 @@
 #
 #   OLD=/tmp/strand-old NEW=/tmp/strand-new sh bench/collective/ab.sh
 #   ROUNDS=3 NPROCS="2 4" TRANSPORTS="tcp shm" STEPS=8 sh bench/collective/ab.sh
+#   TRANSPORTS=rdma TRAIN=0 sh bench/collective/ab.sh   # soft verbs (RDMA_PROVIDER)
 #
 # Build OLD from the branch point (git worktree add ...; go build -o) and
 # NEW from the branch. uptime goes to stderr before and after.
@@ -36,7 +37,10 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "round $round: $side $tr $n ranks" >&2
         # A failed run (the shared machine's other jobs have killed
         # benchmark processes) is logged and left out, not fatal.
-        $PIN "$bin" bench collective --op allreduce --transport "$tr" --nproc "$n" \
+        extra=
+        if [ "$tr" = rdma ]; then extra="--rdma-provider ${RDMA_PROVIDER:-soft}"; fi
+        # shellcheck disable=SC2086
+        $PIN "$bin" bench collective --op allreduce --transport "$tr" $extra --nproc "$n" \
           --min "$MIN" --max "$MAX" --factor 4 --budget "$BUDGET" --json >> "$OUT/coll-$side-$tr-$n.jsonl" ||
           echo "round $round: $side $tr $n ranks FAILED (exit $?)" >&2
       done

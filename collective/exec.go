@@ -268,11 +268,12 @@ func (cl *call) runInline(plan *Plan) {
 		s := plan.Recvs[ri]
 		dst := cl.region(s)
 		if i := cl.fpIndex(s.Peer); i >= 0 && !cl.fpChecked[i] && cl.c.caps.PostedRecv {
-			// The peer sent its fingerprint and this data in one write:
-			// post both receives before waiting, so the data lands in
-			// staging as it arrives instead of being parked by the
-			// transport and copied again. It is used only once the
-			// fingerprint matches.
+			// The peer's fingerprint comes right before this data (in
+			// the same write where the transport batches): post both
+			// receives before waiting, so the data lands in staging as
+			// it arrives instead of being parked by the transport and
+			// copied again. It is used only once the fingerprint
+			// matches.
 			if stage == nil {
 				stage = cl.c.getStaging(cl.planBytes(plan))
 			}

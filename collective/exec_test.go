@@ -2,8 +2,10 @@ package collective
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand"
+	"sync/atomic"
 	"testing"
 
 	"github.com/strand-ml/strand/transport"
@@ -94,5 +96,73 @@ func TestDefaultSegmentFollowsCaps(t *testing.T) {
 			t.Errorf("%s: post depth %d, want %d", name, got, want)
 		}
 		c.Close()
+	}
+}
+
+// optsSeen records the options of every receive made through it.
+type optsSeen struct {
+	transport.Transport
+	caps       transport.Caps
+	soon, slow atomic.Int64 // receives with and without transport.Soon
+}
+
+func (o *optsSeen) Caps() transport.Caps { return o.caps }
+
+func (o *optsSeen) note(opts []transport.RecvOpt) {
+	if transport.RecvOpts(opts).Has(transport.Soon) {
+		o.soon.Add(1)
+	} else {
+		o.slow.Add(1)
+	}
+}
+
+func (o *optsSeen) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) error {
+	o.note(opts)
+	return o.Transport.Recv(ctx, peer, tag, buf, opts...)
+}
+
+func (o *optsSeen) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) transport.PostedRecv {
+	o.note(opts)
+	return o.Transport.PostRecv(ctx, peer, tag, buf, opts...)
+}
+
+func (o *optsSeen) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink, opts ...transport.RecvOpt) transport.PostedRecv {
+	o.note(opts)
+	return o.Transport.PostRecvChunks(ctx, peer, tag, n, sink, opts...)
+}
+
+// The latency hint is a receive option: every receive of a small
+// (inline) call carries transport.Soon, no receive of a pipelined call
+// does, whichever receive path the transport's Caps select.
+func TestSmallCallsMarkTheirReceivesSoon(t *testing.T) {
+	for name, caps := range capsSets {
+		t.Run(name, func(t *testing.T) {
+			ts := loopbackWorld(t, 3)
+			seen := make([]*optsSeen, len(ts))
+			for r := range ts {
+				seen[r] = &optsSeen{Transport: ts[r], caps: caps}
+				ts[r] = seen[r]
+			}
+			for _, c := range []struct {
+				count      int
+				soon, slow bool
+			}{{16, true, false}, {1 << 16, false, true}} {
+				for _, o := range seen {
+					o.soon.Store(0)
+					o.slow.Store(0)
+				}
+				onAll(t, ts, Options{Name: fmt.Sprint(c.count)}, func(r int, cm *Comm) error {
+					return cm.AllReduce(context.Background(), make(F32, c.count), Sum)
+				})
+				for r, o := range seen {
+					if got := o.soon.Load() > 0; got != c.soon {
+						t.Errorf("%d elements, rank %d: %d receives marked Soon", c.count, r, o.soon.Load())
+					}
+					if got := o.slow.Load() > 0; got != c.slow {
+						t.Errorf("%d elements, rank %d: %d receives not marked Soon", c.count, r, o.slow.Load())
+					}
+				}
+			}
+		})
 	}
 }

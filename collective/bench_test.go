@@ -41,3 +41,33 @@ func BenchmarkAllReduceTCP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAllReduceShmSmall: a 4 KiB all-reduce, 2 ranks in one process
+// over shared memory (the latency path). A profiling aid only.
+func BenchmarkAllReduceShmSmall(b *testing.B) {
+	ts := shmWorld(b, 2)
+	cs := make([]*Comm, 2)
+	for r := range cs {
+		cs[r], _ = New(ts[r], []int{0, 1}, Options{})
+	}
+	bufs := []F32{make(F32, 1024), make(F32, 1024)}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for r := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < b.N; i++ {
+				if err := cs[r].AllReduce(context.Background(), bufs[r], Sum); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	for r := range cs {
+		cs[r].Close()
+	}
+}

@@ -4,14 +4,12 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/strand-ml/strand/transport"
 )
 
 // callCtx is a call's context: the caller's context plus the call's own
-// deadline, cancellation (first cause wins) and spin hint. Every call
-// record (call) embeds one and reuses it for the record's next call, so
-// a call needs no context.WithTimeout, WithCancelCause or WithValue (with
+// deadline and cancellation (first cause wins). Every call record (call)
+// embeds one and reuses it for the record's next call, so a call needs no
+// context.WithTimeout or WithCancelCause (with
 // their timer, channels and child registrations, about five allocations a
 // call on each rank).
 //
@@ -27,7 +25,6 @@ import (
 type callCtx struct {
 	parent   context.Context
 	deadline time.Time
-	spin     bool        // answer transport.SpinHint with true
 	timer    *time.Timer // runs expire; made with the record, Reset per call
 
 	mu    sync.Mutex
@@ -45,7 +42,7 @@ func (x *callCtx) start(parent context.Context, deadline time.Time) {
 	if x.done == nil || x.err != nil {
 		x.done = make(chan struct{}) // the previous one was closed
 	}
-	x.parent, x.deadline, x.spin = parent, deadline, false
+	x.parent, x.deadline = parent, deadline
 	x.err, x.cause, x.live = nil, nil, true
 	x.mu.Unlock()
 	if x.timer == nil {
@@ -116,13 +113,8 @@ func (x *callCtx) Err() error {
 	return x.err
 }
 
-// Value implements context.Context: the spin hint, else the caller's values.
-func (x *callCtx) Value(key any) any {
-	if x.spin && transport.IsSpinHintKey(key) {
-		return true
-	}
-	return x.parent.Value(key)
-}
+// Value implements context.Context: the caller's values.
+func (x *callCtx) Value(key any) any { return x.parent.Value(key) }
 
 // parentWatch propagates the cancellation of one caller context (one Done
 // channel) to the calls started under it. A communicator keeps the watch

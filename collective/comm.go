@@ -24,8 +24,8 @@ type Options struct {
 	// chain algorithms (bandwidth-bound). Default 64 KiB.
 	SmallBytes int
 	// SegmentBytes is the pipelining unit of the ring and chain
-	// algorithms. Default 1 MiB, or 4 MiB over a transport.ChunkPoster
-	// (TCP): there a reducing receive is combined chunk by chunk as it
+	// algorithms. Default 1 MiB, or 4 MiB over a transport with
+	// transport.Caps.ChunkedRecv (TCP, shared memory): there a reducing receive is combined chunk by chunk as it
 	// arrives, so the segment no longer sets the reduction's cache
 	// footprint, and fewer, larger messages cost less CPU (about 5-18%
 	// less per 64 MiB all-reduce on 2 and 4 ranks over loopback TCP).
@@ -51,7 +51,7 @@ type Options struct {
 	HierarchicalBytes int
 }
 
-func (o *Options) fill(t transport.Transport) {
+func (o *Options) fill(caps transport.Caps) {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Minute
 	}
@@ -63,7 +63,7 @@ func (o *Options) fill(t transport.Transport) {
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = 1 << 20
-		if _, ok := t.(transport.ChunkPoster); ok {
+		if caps.ChunkedRecv {
 			o.SegmentBytes = 4 << 20
 		}
 	}
@@ -81,8 +81,10 @@ func (o *Options) fill(t transport.Transport) {
 // first failure. Recovery (restart, shrink) is the coordinator's decision.
 type Comm struct {
 	t     transport.Transport
-	ranks []int // global ranks in group order
-	me    int   // this rank's group index
+	caps  transport.Caps      // t.Caps(), read once
+	soon  []transport.RecvOpt // {transport.Soon}: latency-bound receives' options, shared so that passing them allocates nothing
+	ranks []int               // global ranks in group order
+	me    int                 // this rank's group index
 	group uint64
 	tags  uint64 // top 24 bits of every tag this communicator uses
 	opts  Options
@@ -139,7 +141,8 @@ func New(t transport.Transport, ranks []int, opts Options) (*Comm, error) {
 	if me < 0 {
 		return nil, fmt.Errorf("collective: this rank (%d) is not in group %v", t.Rank(), ranks)
 	}
-	opts.fill(t)
+	caps := t.Caps()
+	opts.fill(caps)
 	if opts.Nodes != nil && len(opts.Nodes) != len(ranks) {
 		return nil, fmt.Errorf("collective: %d node labels for a group of %d ranks", len(opts.Nodes), len(ranks))
 	}
@@ -156,7 +159,7 @@ func New(t transport.Transport, ranks []int, opts Options) (*Comm, error) {
 		fpGroup = h.Sum64()
 	}
 	c := &Comm{
-		t: t, ranks: slices.Clone(ranks), me: me, group: group, fpGroup: fpGroup, topo: topo,
+		t: t, caps: caps, soon: []transport.RecvOpt{transport.Soon}, ranks: slices.Clone(ranks), me: me, group: group, fpGroup: fpGroup, topo: topo,
 		tags:    group >> tagGroupShift << tagGroupShift,
 		opts:    opts,
 		calls:   make(map[*call]struct{}),
@@ -165,9 +168,9 @@ func New(t transport.Transport, ranks []int, opts Options) (*Comm, error) {
 		recvSeq: make([]uint64, len(ranks)),
 		stop:    make(chan struct{}),
 	}
-	if fn, ok := t.(transport.FailureNotifier); ok && len(ranks) > 1 {
+	if caps.Notifies && len(ranks) > 1 {
 		c.watching.Add(1)
-		go c.watch(fn)
+		go c.watch()
 	}
 	return c, nil
 }
@@ -245,10 +248,10 @@ func (e *RankFailedError) Unwrap() error { return e.Err }
 
 // watch turns transport failure announcements about group members into
 // immediate aborts of every call in flight.
-func (c *Comm) watch(fn transport.FailureNotifier) {
+func (c *Comm) watch() {
 	defer c.watching.Done()
 	for {
-		failed, next := fn.PeerFailures()
+		failed, next := c.t.PeerFailures()
 		c.mu.Lock()
 		for _, pe := range failed {
 			if !slices.Contains(c.ranks, pe.Peer) || c.dead[pe.Peer] != nil {
@@ -276,11 +279,10 @@ func (c *Comm) watch(fn transport.FailureNotifier) {
 // noteFailures records group members the transport reports dead, at
 // once rather than when the watcher goroutine gets to it.
 func (c *Comm) noteFailures() {
-	fn, ok := c.t.(transport.FailureNotifier)
-	if !ok {
+	if !c.caps.Notifies {
 		return
 	}
-	failed, _ := fn.PeerFailures()
+	failed, _ := c.t.PeerFailures()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, pe := range failed {

@@ -11,14 +11,14 @@
 //	                chunk across nodes, ring all-gather inside, as one plan
 //	exec.go         the executor: runs one rank's plan over a transport with a
 //	                send lane and a receive lane in parallel; small plans run
-//	                inline on the caller (receives marked with
-//	                transport.WithSpinHint); on a transport.ChunkPoster (TCP,
-//	                shared memory, their hybrid) each reducing receive is
-//	                combined into place chunk by chunk as it arrives (over
-//	                shared memory straight out of the peer's ring), elsewhere
-//	                through staging buffers
+//	                inline on the caller (receives marked transport.Soon); the
+//	                receive lane posts receives ahead, and each reducing
+//	                receive is a chunked one combined into place as it
+//	                arrives (over shared memory straight out of the peer's
+//	                ring); how far ahead it posts and the default segment
+//	                size follow the transport's Caps, not its type
 //	comm.go         Comm: the public API, algorithm choice by size, async handles
-//	callctx.go      the per-call context (deadline, cancellation, spin hint),
+//	callctx.go      the per-call context (deadline, cancellation),
 //	                reused with the call's record so a call allocates nothing
 //	fingerprint.go  the per-call identity exchanged before any data
 //	op.go, dtype.go reductions and element types (f32; bf16/f16 as 16-bit

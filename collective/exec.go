@@ -19,7 +19,7 @@ import (
 type call struct {
 	c       *Comm
 	fp      fingerprint
-	cx      callCtx         // the call's context (deadline, cancellation, spin hint)
+	cx      callCtx         // the call's context (deadline, cancellation)
 	ctx     context.Context // &cx, as the interface lanes and transports take
 	watch   *parentWatch    // propagates the caller's cancellation, if it can be cancelled
 	flight  int             // this call's FlightRecorder entry (-1: none)
@@ -27,7 +27,8 @@ type call struct {
 	planFn  func(*Comm, fingerprint) *Plan // builds (or finds) the plan; a method expression needs no allocation
 	bufs    [2][]byte
 	tag     transport.Tag
-	es      int // element size in bytes
+	es      int                 // element size in bytes
+	recvOpt []transport.RecvOpt // options of the call's receives: nil, or Comm.soon
 
 	peers   [2]int                 // fpPeers' result
 	fpOut   [fingerprintLen]byte   // this call's encoded fingerprint
@@ -62,7 +63,7 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fin
 	if fp.DType == 0 {
 		cl.es = 1
 	}
-	cl.fpSent, cl.fpChecked, cl.err = [2]bool{}, [2]bool{}, nil
+	cl.fpSent, cl.fpChecked, cl.err, cl.recvOpt = [2]bool{}, [2]bool{}, nil, nil
 	d, ok := ctx.Deadline()
 	if ok {
 		cl.timeout = time.Until(d)
@@ -174,7 +175,7 @@ func (cl *call) run() (err error) {
 	if cl.planBytes(plan) < cl.c.opts.SmallBytes {
 		// Latency bound: every receive's message is sent at about the
 		// time it is posted, so the transport may poll instead of park.
-		cl.cx.spin = true // as transport.WithSpinHint, without a context per call
+		cl.recvOpt = c.soon
 		cl.runInline(plan)
 		return cl.finish()
 	}
@@ -265,10 +266,44 @@ func (cl *call) runInline(plan *Plan) {
 			return
 		}
 		s := plan.Recvs[ri]
+		dst := cl.region(s)
+		if i := cl.fpIndex(s.Peer); i >= 0 && !cl.fpChecked[i] && cl.c.caps.PostedRecv {
+			// The peer's fingerprint comes right before this data (in
+			// the same write where the transport batches): post both
+			// receives before waiting, so the data lands in staging as
+			// it arrives instead of being parked by the transport and
+			// copied again. It is used only once the fingerprint
+			// matches.
+			if stage == nil {
+				stage = cl.c.getStaging(cl.planBytes(plan))
+			}
+			in := stage[:len(dst)]
+			g := cl.c.ranks[s.Peer]
+			cl.fpChecked[i] = true
+			cl.blocked[1].Store(int64(g))
+			fpr := cl.c.t.PostRecv(cl.ctx, g, cl.tag, cl.fpIn[:], cl.recvOpt...)
+			dr := cl.c.t.PostRecv(cl.ctx, g, cl.tag, in, cl.recvOpt...)
+			ok := cl.compareFingerprint(s.Peer, fpr.Wait())
+			err := dr.Wait() // returns at once if the mismatch cancelled the call
+			if !ok {
+				return
+			}
+			if err != nil {
+				cl.fail(err)
+				return
+			}
+			cl.blocked[1].Store(-1)
+			if s.Reduce {
+				reduceInto(cl.fp.DType, cl.fp.Op, dst, in, s.PeerFirst, s.Final, len(cl.c.ranks))
+			} else {
+				copy(dst, in)
+			}
+			ri++
+			continue
+		}
 		if !cl.checkFingerprintOf(s.Peer) {
 			return
 		}
-		dst := cl.region(s)
 		if !s.Reduce {
 			if err := cl.xfer(1, s.Peer, dst); err != nil {
 				cl.fail(err)
@@ -308,17 +343,10 @@ func (cl *call) sendOwingFingerprint(peer int, b []byte) error {
 		return cl.xfer(0, peer, b)
 	}
 	cl.fpSent[i] = true
-	ms, ok := cl.c.t.(transport.MultiSender)
-	if !ok {
-		if err := cl.xfer(0, peer, cl.fpOut[:]); err != nil {
-			return err
-		}
-		return cl.xfer(0, peer, b)
-	}
 	bufs := append(cl.opening[:0], cl.fpOut[:], b)
 	g := cl.c.ranks[peer]
 	cl.blocked[0].Store(int64(g))
-	if err := ms.SendMulti(cl.ctx, g, cl.tag, bufs); err != nil {
+	if err := cl.c.t.SendMulti(cl.ctx, g, cl.tag, bufs); err != nil {
 		return err
 	}
 	cl.blocked[0].Store(-1)
@@ -334,13 +362,19 @@ func (cl *call) checkFingerprintOf(peer int) bool {
 		return true
 	}
 	cl.fpChecked[i] = true
+	return cl.compareFingerprint(peer, cl.xfer(1, peer, cl.fpIn[:]))
+}
+
+// compareFingerprint compares peer's fingerprint, received into cl.fpIn
+// with error err, with this call's; it reports false (the call failed)
+// on a mismatch or a receive error.
+func (cl *call) compareFingerprint(peer int, err error) bool {
 	c := cl.c
-	fpb := cl.fpIn[:]
-	if err := cl.xfer(1, peer, fpb); err != nil {
+	if err != nil {
 		cl.fail(err)
 		return false
 	}
-	if theirs := decodeFingerprint(fpb); !cl.fp.sameCall(theirs) {
+	if theirs := decodeFingerprint(cl.fpIn[:]); !cl.fp.sameCall(theirs) {
 		// The neighbours still owed our fingerprint must see the
 		// mismatch too: best effort, the call is failing anyway.
 		for j, p := range cl.fpPeers() {
@@ -358,8 +392,8 @@ func (cl *call) checkFingerprintOf(peer int) bool {
 // sendOpening sends what the plan can send before any receive: the
 // fingerprints for neighbours the plan never sends to, and the plan's
 // first sends that depend on nothing, each neighbour's preceded by its
-// fingerprint. Consecutive messages to one peer share one write when the
-// transport can batch them (the fingerprint and the data of a small
+// fingerprint. Consecutive messages to one peer go in one SendMulti (with
+// transport.Caps.BatchedSend the fingerprint and the data of a small
 // all-reduce then cost one system call and one wake-up at the peer).
 func (cl *call) sendOpening(plan *Plan, si *int) bool {
 	fpb := cl.fpOut[:]
@@ -385,10 +419,9 @@ func (cl *call) sendOpening(plan *Plan, si *int) bool {
 		msgs = append(msgs, msg{s.Peer, cl.region(s)})
 		*si++
 	}
-	ms, batching := cl.c.t.(transport.MultiSender)
 	for i := 0; i < len(msgs); {
 		j := i + 1
-		for batching && j < len(msgs) && msgs[j].peer == msgs[i].peer {
+		for j < len(msgs) && msgs[j].peer == msgs[i].peer {
 			j++
 		}
 		var err error
@@ -401,7 +434,7 @@ func (cl *call) sendOpening(plan *Plan, si *int) bool {
 			}
 			g := cl.c.ranks[msgs[i].peer]
 			cl.blocked[0].Store(int64(g))
-			if err = ms.SendMulti(cl.ctx, g, cl.tag, bufs); err == nil {
+			if err = cl.c.t.SendMulti(cl.ctx, g, cl.tag, bufs); err == nil {
 				cl.blocked[0].Store(-1)
 			}
 		}
@@ -481,203 +514,6 @@ func (cl *call) sendLane(plan *Plan, sends, recvs *progress) {
 	}
 }
 
-// recvLane receives the plan's steps in order. A helper goroutine posts
-// each Recv (into place, or into one of two staging buffers for reducing
-// steps) while this goroutine reduces the previous one, so the next
-// segment lands straight in a posted buffer instead of being parked and
-// copied by the transport.
-func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
-	if rp, ok := cl.c.t.(transport.RecvPoster); ok {
-		cl.recvLanePosted(rp, plan, sends, recvs)
-		return
-	}
-	c := cl.c
-	need := 0
-	for _, s := range plan.Recvs {
-		if s.Reduce {
-			need = max(need, s.N*cl.es)
-		}
-	}
-	type arrival struct {
-		stage []byte
-		err   error
-	}
-	const depth = 2
-	free := make(chan []byte, depth)
-	if need > 0 {
-		for k := 0; k < depth; k++ {
-			b := c.getStaging(need)
-			defer c.putStaging(b)
-			free <- b
-		}
-	}
-	ready := make(chan arrival, depth)
-	// handled counts the receives this goroutine has finished, for the
-	// helper's fences (recvs has its one waiter already: the send lane).
-	var handled *progress
-	if slices.ContainsFunc(plan.Recvs, func(s Step) bool { return s.Fence }) {
-		handled = newProgress()
-	}
-	helperDone := make(chan struct{})
-	// The helper may be writing into a staging buffer: wait for it before
-	// the deferred putStaging hands the buffers to another call.
-	defer func() { <-helperDone }()
-	go func() {
-		defer close(helperDone)
-		deliver := func(a arrival) bool {
-			select {
-			case ready <- a:
-				return a.err == nil
-			case <-cl.ctx.Done():
-				return false
-			}
-		}
-		for i, s := range plan.Recvs {
-			if s.After > 0 {
-				if err := sends.wait(cl.ctx, s.After); err != nil {
-					deliver(arrival{err: err})
-					return
-				}
-			}
-			if s.Fence {
-				if err := handled.wait(cl.ctx, i); err != nil {
-					deliver(arrival{err: err})
-					return
-				}
-			}
-			var a arrival
-			dst := cl.region(s)
-			if s.Reduce {
-				select {
-				case a.stage = <-free:
-				case <-cl.ctx.Done():
-					deliver(arrival{err: cl.ctx.Err()})
-					return
-				}
-				dst = a.stage[:len(dst)]
-			}
-			a.err = cl.xfer(1, s.Peer, dst)
-			if !deliver(a) {
-				return
-			}
-		}
-	}()
-	n := len(c.ranks)
-	for _, s := range plan.Recvs {
-		var a arrival
-		select {
-		case a = <-ready:
-		case <-cl.ctx.Done():
-			// The helper returns on its own: every wait it does honours ctx.
-			cl.fail(cl.ctx.Err())
-			return
-		}
-		if a.err != nil {
-			cl.fail(a.err)
-			return
-		}
-		if s.Reduce {
-			dst := cl.region(s)
-			reduceInto(cl.fp.DType, cl.fp.Op, dst, a.stage[:len(dst)], s.PeerFirst, s.Final, n)
-			free <- a.stage
-		}
-		recvs.add()
-		if handled != nil {
-			handled.add()
-		}
-	}
-}
-
-// recvLanePosted is recvLane for transports that accept receives ahead
-// of time: up to postDepth steps are posted (reducing steps into one of
-// stageDepth staging buffers, enough that a fast sender's segments rarely
-// find no posted buffer and get parked and copied), the oldest is waited
-// for and reduced, and the window slides, all on this goroutine.
-func (cl *call) recvLanePosted(rp transport.RecvPoster, plan *Plan, sends, recvs *progress) {
-	const postDepth, stageDepth = 8, 6
-	c := cl.c
-	if cp, ok := c.t.(transport.ChunkPoster); ok {
-		cl.recvLaneChunks(rp, cp, plan, sends, recvs)
-		return
-	}
-	need := 0
-	for _, s := range plan.Recvs {
-		if s.Reduce {
-			need = max(need, s.N*cl.es)
-		}
-	}
-	reducing := 0
-	for _, s := range plan.Recvs {
-		if s.Reduce {
-			reducing++
-		}
-	}
-	var free [][]byte
-	if need > 0 {
-		for k := 0; k < min(stageDepth, reducing); k++ {
-			b := c.getStaging(need)
-			defer c.putStaging(b)
-			free = append(free, b)
-		}
-	}
-	type slot struct {
-		pr    transport.PostedRecv
-		stage []byte
-	}
-	var window []slot
-	// Every posted receive is waited for before returning, so that no
-	// buffer is written after this call ends.
-	defer func() {
-		for _, sl := range window {
-			_ = sl.pr.Wait()
-		}
-	}()
-	R, n, next := plan.Recvs, len(c.ranks), 0
-	for done := range R {
-		for next < len(R) && next-done < postDepth {
-			s := R[next]
-			if s.Fence && next > done {
-				break // post it once every earlier receive is done
-			}
-			if s.After > sends.count() {
-				if next > done {
-					break // post it later; first finish what is posted
-				}
-				if err := sends.wait(cl.ctx, s.After); err != nil {
-					cl.fail(err)
-					return
-				}
-			}
-			sl := slot{}
-			dst := cl.region(s)
-			if s.Reduce {
-				if len(free) == 0 {
-					break
-				}
-				sl.stage, free = free[len(free)-1], free[:len(free)-1]
-				dst = sl.stage[:len(dst)]
-			}
-			sl.pr = rp.PostRecv(cl.ctx, c.ranks[s.Peer], cl.tag, dst)
-			window = append(window, sl)
-			next++
-		}
-		s, sl := R[done], window[0]
-		window = window[1:]
-		cl.blocked[1].Store(int64(c.ranks[s.Peer]))
-		if err := sl.pr.Wait(); err != nil {
-			cl.fail(err)
-			return
-		}
-		cl.blocked[1].Store(-1)
-		if s.Reduce {
-			dst := cl.region(s)
-			reduceInto(cl.fp.DType, cl.fp.Op, dst, sl.stage[:len(dst)], s.PeerFirst, s.Final, n)
-			free = append(free, sl.stage)
-		}
-		recvs.add()
-	}
-}
-
 // reduceSink combines the chunks of one incoming segment into its
 // destination region as they arrive (transport.ChunkSink). Chunks cover
 // disjoint ranges, so concurrent calls for one segment are safe, and each
@@ -695,19 +531,41 @@ func (s *reduceSink) Chunk(off int, b []byte) {
 	reduceInto(s.dt, s.op, s.dst[off:off+len(b)], b, s.peerFirst, s.final, s.n)
 }
 
-// chunkPostDepth bounds how many receives recvLaneChunks keeps posted.
+// chunkPostDepth bounds how many receives recvLane keeps posted.
 const chunkPostDepth = 64
 
-// recvLaneChunks is recvLanePosted for transports that hand a message over
-// in chunks: a reducing step's segment is combined into place chunk by
-// chunk as it arrives (by the transport's reader, while the chunk is in
-// cache), so no staging buffer is written and read back, and since no
-// staging buffer limits the window, every receive of the plan whose
-// region is free is posted ahead and nothing is parked and copied.
-func (cl *call) recvLaneChunks(rp transport.RecvPoster, cp transport.ChunkPoster, plan *Plan, sends, recvs *progress) {
+// postDepth is how many receives recvLane keeps posted over c's
+// transport. With transport.Caps.ChunkedRecv no staging buffer limits the
+// window, so every receive of the plan whose region is free is posted
+// ahead and nothing is parked and copied. Without it every reducing
+// receive in the window holds a segment-sized staging buffer: 8 posted
+// (what the posted executor this one replaced kept, with 6 staging
+// buffers) bounds that memory. Without transport.Caps.PostedRecv a posted
+// receive only runs when waited for, so posting further ahead than the
+// next one would gain nothing and only hold buffers.
+func (c *Comm) postDepth() int {
+	switch {
+	case c.caps.ChunkedRecv:
+		return chunkPostDepth
+	case c.caps.PostedRecv:
+		return 8
+	}
+	return 2
+}
+
+// recvLane receives the plan's steps in order: it posts up to
+// postDepth receives ahead (into place, or for reducing steps as chunked
+// receives that combine each chunk into place), waits for the oldest and
+// slides the window, all on this goroutine. Over a transport with
+// transport.Caps.ChunkedRecv a reducing step's segment is combined chunk
+// by chunk as it arrives (by the transport's reader, while the chunk is in
+// cache; over shared memory straight out of the peer's ring); elsewhere
+// the transport stages it and it is combined when waited for.
+func (cl *call) recvLane(plan *Plan, sends, recvs *progress) {
 	c := cl.c
 	var sinks [chunkPostDepth]reduceSink
 	var window [chunkPostDepth]transport.PostedRecv
+	depth := c.postDepth()
 	R, n, next := plan.Recvs, len(c.ranks), 0
 	done := 0
 	// Every posted receive is waited for before returning, so that no
@@ -718,7 +576,7 @@ func (cl *call) recvLaneChunks(rp transport.RecvPoster, cp transport.ChunkPoster
 		}
 	}()
 	for done < len(R) {
-		for next < len(R) && next-done < chunkPostDepth {
+		for next < len(R) && next-done < depth {
 			s := R[next]
 			if s.Fence && next > done {
 				break // post it once every earlier receive is done
@@ -737,9 +595,9 @@ func (cl *call) recvLaneChunks(rp transport.RecvPoster, cp transport.ChunkPoster
 			if s.Reduce {
 				sk := &sinks[next%chunkPostDepth]
 				*sk = reduceSink{dt: cl.fp.DType, op: cl.fp.Op, dst: dst, peerFirst: s.PeerFirst, final: s.Final, n: n}
-				window[next%chunkPostDepth] = cp.PostRecvChunks(cl.ctx, g, cl.tag, len(dst), sk)
+				window[next%chunkPostDepth] = c.t.PostRecvChunks(cl.ctx, g, cl.tag, len(dst), sk)
 			} else {
-				window[next%chunkPostDepth] = rp.PostRecv(cl.ctx, g, cl.tag, dst)
+				window[next%chunkPostDepth] = c.t.PostRecv(cl.ctx, g, cl.tag, dst)
 			}
 			next++
 		}
@@ -765,7 +623,7 @@ func (cl *call) xfer(lane, peer int, b []byte) error {
 	if lane == 0 {
 		err = cl.c.t.Send(cl.ctx, g, cl.tag, b)
 	} else {
-		err = cl.c.t.Recv(cl.ctx, g, cl.tag, b)
+		err = cl.c.t.Recv(cl.ctx, g, cl.tag, b, cl.recvOpt...)
 	}
 	if err == nil {
 		cl.blocked[lane].Store(-1)
@@ -830,8 +688,7 @@ const leftGrace = time.Second
 // another rank died; the reset of that rank's own connection to us may
 // arrive a moment after the goodbye, and the error should name it.
 func (c *Comm) awaitCulprit(ctx context.Context) {
-	fn, ok := c.t.(transport.FailureNotifier)
-	if !ok {
+	if !c.caps.Notifies {
 		return
 	}
 	wait := leftGrace
@@ -844,7 +701,7 @@ func (c *Comm) awaitCulprit(ctx context.Context) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		failed, next := fn.PeerFailures()
+		failed, next := c.t.PeerFailures()
 		for _, pe := range failed {
 			if slices.Contains(c.ranks, pe.Peer) {
 				return

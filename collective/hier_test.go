@@ -80,8 +80,10 @@ func TestHierAllReducePlan(t *testing.T) {
 	}
 }
 
-// Every receive executor runs the hierarchical plan (the loopback
-// transport has no posted receives: the staging executor and its fences).
+// The hierarchical plan runs over a transport without native posted or
+// chunked receives (loopback: the shallowest receive window, staged
+// reductions, and the plan's fences); TestReceiveLaneAtEveryDepth runs
+// it at the other depths.
 func TestHierarchicalOverLoopback(t *testing.T) {
 	for _, labels := range [][]string{{"a", "a", "b", "b"}, {"a", "b", "c", "a", "b", "c"}} {
 		ts := loopbackWorld(t, len(labels))

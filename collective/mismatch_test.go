@@ -52,7 +52,7 @@ func TestEveryKindOfMismatchIsNamed(t *testing.T) {
 	for _, w := range []struct {
 		name string
 		mk   world
-	}{{"loopback", loopbackWorld}, {"tcp", tcpWorld}} {
+	}{{"loopback", loopbackWorld}, {"tcp", tcpWorld}, {"shm", shmWorld}} {
 		for _, tc := range cases {
 			t.Run(w.name+"/"+tc.name, func(t *testing.T) {
 				ts := w.mk(t, 4)
@@ -119,7 +119,7 @@ func TestMismatchedGroupTimesOutNamingTheRank(t *testing.T) {
 	for _, w := range []struct {
 		name string
 		mk   world
-	}{{"loopback", loopbackWorld}, {"tcp", tcpWorld}} {
+	}{{"loopback", loopbackWorld}, {"tcp", tcpWorld}, {"shm", shmWorld}} {
 		t.Run(w.name, func(t *testing.T) {
 			ts := w.mk(t, 4)
 			const deadline = time.Second

@@ -5,23 +5,33 @@ import (
 	"sync"
 )
 
-// Adapters that give any Transport the optional capabilities, so a
-// wrapper (a router over several transports, a traffic counter) can offer
-// them without knowing what is underneath: each uses the transport's own
-// implementation when it has one and an equivalent built from Send and
-// Recv otherwise.
+// Adapters that build the operations a transport does not do natively
+// from its Send and Recv (Caps says which are native). A transport
+// implements the method with the adapter, for example
+//
+//	func (t *T) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) transport.PostedRecv {
+//		return transport.LazyRecv(t, ctx, peer, tag, buf, opts...)
+//	}
 
-// PostRecvOn posts a receive on t: t's own PostRecv, or a receive that
-// runs when Wait is called. The latter takes its place in the (peer, tag)
-// order at Wait, not at posting, which is the same for a caller that
-// waits for its receives of one (peer, tag) in the order it posted them
-// (as the collectives do), and its sender must not wait for the receive
-// (a transport without RecvPoster buffers what it is sent).
-func PostRecvOn(t Transport, ctx context.Context, peer int, tag Tag, buf []byte) PostedRecv {
-	if rp, ok := t.(RecvPoster); ok {
-		return rp.PostRecv(ctx, peer, tag, buf)
+// SendEach sends bufs to peer on tag with one Send each, in order (a
+// SendMulti without Caps.BatchedSend).
+func SendEach(t Transport, ctx context.Context, peer int, tag Tag, bufs [][]byte) error {
+	for _, b := range bufs {
+		if err := t.Send(ctx, peer, tag, b); err != nil {
+			return err
+		}
 	}
-	return lazyRecv{t, ctx, peer, tag, buf}
+	return nil
+}
+
+// LazyRecv is a posted receive that runs t.Recv when Wait is called (a
+// PostRecv without Caps.PostedRecv). It takes its place in the (peer,
+// tag) order at Wait, not at posting, which is the same for a caller that
+// waits for its receives of one (peer, tag) in the order it posted them,
+// and its sender must not wait for the receive (a transport without
+// posted receives buffers what it is sent).
+func LazyRecv(t Transport, ctx context.Context, peer int, tag Tag, buf []byte, opts ...RecvOpt) PostedRecv {
+	return &lazyRecv{t, ctx, peer, tag, buf, RecvOpts(opts)}
 }
 
 type lazyRecv struct {
@@ -30,19 +40,17 @@ type lazyRecv struct {
 	peer int
 	tag  Tag
 	buf  []byte
+	opt  RecvOpt
 }
 
-func (l lazyRecv) Wait() error { return l.t.Recv(l.ctx, l.peer, l.tag, l.buf) }
+func (l *lazyRecv) Wait() error { return l.t.Recv(l.ctx, l.peer, l.tag, l.buf, l.opt) }
 
-// PostRecvChunksOn posts a chunked receive on t: t's own PostRecvChunks,
-// or a posted receive into a staging buffer handed to sink as one chunk
-// when Wait returns.
-func PostRecvChunksOn(t Transport, ctx context.Context, peer int, tag Tag, n int, sink ChunkSink) PostedRecv {
-	if cp, ok := t.(ChunkPoster); ok {
-		return cp.PostRecvChunks(ctx, peer, tag, n, sink)
-	}
+// StagedChunks is a chunked receive through a staging buffer (a
+// PostRecvChunks without Caps.ChunkedRecv): t.PostRecv into a pooled
+// n-byte buffer, handed to sink as one chunk when Wait returns.
+func StagedChunks(t Transport, ctx context.Context, peer int, tag Tag, n int, sink ChunkSink, opts ...RecvOpt) PostedRecv {
 	s := &stagedRecv{sink: sink, buf: getStage(n)}
-	s.pr = PostRecvOn(t, ctx, peer, tag, s.buf)
+	s.pr = t.PostRecv(ctx, peer, tag, s.buf, opts...)
 	return s
 }
 
@@ -89,18 +97,4 @@ func putStage(b []byte) {
 	}
 	b = b[:c]
 	stages[k].Put(&b)
-}
-
-// SendMultiOn sends bufs to peer on tag in order: t's own SendMulti, or
-// one Send each.
-func SendMultiOn(t Transport, ctx context.Context, peer int, tag Tag, bufs [][]byte) error {
-	if ms, ok := t.(MultiSender); ok {
-		return ms.SendMulti(ctx, peer, tag, bufs)
-	}
-	for _, b := range bufs {
-		if err := t.Send(ctx, peer, tag, b); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -10,19 +10,28 @@
 // multi-stream), transport/rdma (verbs), transport/shm (shared memory
 // between ranks of one host), transport/hybrid (each peer over one of
 // several transports: shared memory on the host, TCP or RDMA between
-// hosts), transport/loopback (in-process, for tests). Beyond the
-// Transport interface a transport may implement optional interfaces that
-// collectives discover by type assertion (adapt.go builds each from Send
-// and Recv for a wrapper that must offer them whatever is underneath):
+// hosts), transport/loopback (in-process, for tests).
 //
-//	FailureNotifier  announce dead peers at once (abort instead of timing out)
-//	RecvPoster       post receives ahead, wait later (pipelined segments land in place)
-//	MultiSender      several small messages to one peer in one go (latency)
-//	ChunkPoster      a message handed to a ChunkSink in cache-sized chunks as it
-//	                 arrives (the caller reduces each chunk while it is hot; the
-//	                 transport only calls the sink and knows nothing of reducing)
+// Every transport offers the whole interface: sends of one message or of
+// several at once, blocking, posted and chunked receives, and failure
+// notification. Caps describes which of these a transport does natively,
+// which is what a caller reads to choose a strategy (the collectives'
+// receive executor posts deeper and uses larger segments over a transport
+// with Caps.ChunkedRecv); the rest are built from Send and Recv with the
+// adapters in adapt.go. A wrapper (a router over several transports, a
+// traffic counter) forwards every method and a Caps that is true only
+// where what it forwards to is native.
 //
-// A context marked with WithSpinHint tells a transport that a receive's
-// message is due within about a round trip, so it may poll briefly
+//	PostedRecv   receives posted ahead take their place at once and land in place
+//	ChunkedRecv  a message handed to a ChunkSink in cache-sized chunks straight
+//	             out of the transport's buffers as it arrives (the caller
+//	             reduces each chunk while it is hot; the transport only calls
+//	             the sink and knows nothing of reducing)
+//	BatchedSend  several small messages to one peer in one write (latency)
+//	Notifies     dead peers announced at once (abort instead of timing out)
+//	Polls        a receive with the Soon option polls briefly instead of parking
+//
+// The latency hint is an option of the receive call (transport.Soon): the
+// message is due within about a round trip, so the transport may poll
 // instead of parking the caller (transport/tcp does, for small receives).
 package transport

@@ -1,25 +1,3 @@
-// Changes since the skeleton (additive only, so every implementation keeps
-// compiling):
-//   - FailureNotifier: an optional interface a transport implements when it
-//     learns of a peer's death even while no call is talking to that peer
-//     (a reset socket). Collectives use it to abort at once and name the
-//     culprit instead of waiting for their deadline.
-//   - Zero-length messages are legal (barriers use them).
-//   - RecvPoster: an optional interface for posting several receives ahead
-//     and waiting for them later, so that a pipelined collective's next
-//     segments land straight in their buffers.
-//   - MultiSender: an optional interface for sending several small
-//     messages to one peer at once (one system call on TCP), which saves a
-//     wake-up per message on latency-bound collectives.
-//   - ChunkPoster: an optional interface for receiving a message as a
-//     sequence of cache-sized chunks handed to a ChunkSink instead of into
-//     one buffer, so that a reducing collective can combine each chunk
-//     while it is still in cache (no staging buffer written and re-read).
-//   - WithSpinHint / SpinHint: a context mark for latency-bound receives,
-//     which a transport may poll for briefly instead of parking.
-//   - IsSpinHintKey: lets a custom Context carry the spin mark itself
-//     (collective's reused per-call context, which allocates nothing).
-
 package transport
 
 import (
@@ -36,22 +14,124 @@ type Tag uint64
 // Transport connects one rank to every other rank of a fixed set of Size()
 // ranks. All methods are safe for concurrent use; Send and Recv on different
 // (peer, tag) pairs may proceed in parallel.
+//
+// Every transport offers every operation below. What differs is how: Caps
+// says which operations a transport does natively (and so what a caller
+// gains by using them); the others are built from Send and Recv with the
+// adapters in adapt.go (SendEach, LazyRecv, StagedChunks), with the same
+// results and ordering, so a caller never needs to ask whether an
+// operation exists, and a wrapper forwards every method and Caps.
 type Transport interface {
 	// Rank is this process's index in [0, Size()).
 	Rank() int
 	// Size is the number of ranks connected by this transport.
 	Size() int
+	// Caps describes what this transport does natively. It is fixed for
+	// the transport's life.
+	Caps() Caps
 	// Send delivers buf to peer on tag. It returns once buf may be reused,
 	// which may be before the peer has received it. It fails with an error
 	// wrapping *PeerError when the peer is gone or ctx ends first.
 	Send(ctx context.Context, peer int, tag Tag, buf []byte) error
+	// SendMulti sends bufs to peer on tag, exactly like one Send for each
+	// in order (Caps.BatchedSend: in one write, one wake-up at the peer).
+	SendMulti(ctx context.Context, peer int, tag Tag, bufs [][]byte) error
 	// Recv receives the next message from peer on tag into buf. The message
 	// must be exactly len(buf) bytes long; a message of another size is
 	// consumed and reported as a *SizeError, so the stream stays in sync.
-	Recv(ctx context.Context, peer int, tag Tag, buf []byte) error
+	Recv(ctx context.Context, peer int, tag Tag, buf []byte, opts ...RecvOpt) error
+	// PostRecv accepts a receive now and completes it at the returned
+	// PostedRecv's Wait, which returns what Recv would have. Its buffer
+	// must not be touched until Wait returns. With Caps.PostedRecv the
+	// receive takes its place in the (peer, tag) order when PostRecv
+	// returns and its message lands straight in buf; without, it takes its
+	// place at Wait (the same for a caller that waits for its receives of
+	// one (peer, tag) in the order it posted them, as the collectives do).
+	PostRecv(ctx context.Context, peer int, tag Tag, buf []byte, opts ...RecvOpt) PostedRecv
+	// PostRecvChunks is PostRecv of an n-byte message whose bytes go to
+	// sink instead of a buffer, in chunks (see ChunkSink): a message of
+	// another length fails with a *SizeError and sink is not called. When
+	// Wait returns nil, sink has seen every byte; when it returns an
+	// error, sink may have seen some and is not called again. With
+	// Caps.ChunkedRecv the chunks come straight out of the transport's own
+	// buffers as they arrive; without, the message is received into a
+	// staging buffer and handed over as one chunk at Wait.
+	PostRecvChunks(ctx context.Context, peer int, tag Tag, n int, sink ChunkSink, opts ...RecvOpt) PostedRecv
+	// PeerFailures returns every peer failure seen so far, and a channel
+	// that is closed at the next new failure (so a watcher can loop: read
+	// the list, then wait on the channel). A transport without
+	// Caps.Notifies returns no failures and a nil channel.
+	PeerFailures() (failed []*PeerError, next <-chan struct{})
 	// Close releases every connection. Blocked calls return errors.
 	Close() error
 }
+
+// Caps describes what a transport does natively, beyond what the
+// Transport interface promises of every transport. Callers read it to
+// choose a strategy (how far to post ahead, how large a pipelining
+// segment), never to decide whether a method may be called.
+type Caps struct {
+	// PostedRecv: a posted receive takes its place in the (peer, tag)
+	// order at PostRecv and its message is written straight into its
+	// buffer (no parking copy), so posting ahead pays. Without it, a
+	// posted receive runs when it is waited for.
+	PostedRecv bool
+	// ChunkedRecv: PostRecvChunks hands the sink the message straight
+	// out of the transport's own buffers (a socket's read buffer, a
+	// shared-memory ring) as it arrives, so a reducing collective
+	// combines each chunk while it is in cache and no staging buffer is
+	// written and read back. Without it, each posted chunked receive
+	// holds an n-byte staging buffer until Wait.
+	ChunkedRecv bool
+	// BatchedSend: SendMulti puts its messages in one write (one system
+	// call, one wake-up at the peer) rather than one each.
+	BatchedSend bool
+	// Notifies: the transport notices peer failures on its own (a reset
+	// socket, a dead process) even while no call is talking to that peer,
+	// and announces them through PeerFailures, so collectives abort at
+	// once and name the culprit instead of waiting for their deadline.
+	Notifies bool
+	// Polls: a receive marked Soon polls for its message before parking.
+	Polls bool
+}
+
+// And is the capabilities both a and b have (a transport routing over
+// both offers only those natively).
+func (a Caps) And(b Caps) Caps {
+	return Caps{
+		PostedRecv:  a.PostedRecv && b.PostedRecv,
+		ChunkedRecv: a.ChunkedRecv && b.ChunkedRecv,
+		BatchedSend: a.BatchedSend && b.BatchedSend,
+		Notifies:    a.Notifies && b.Notifies,
+		Polls:       a.Polls && b.Polls,
+	}
+}
+
+// RecvOpt is an option of one receive call (Recv, PostRecv,
+// PostRecvChunks); several are combined with |.
+type RecvOpt uint8
+
+const (
+	// Soon marks a latency-bound receive: its message is expected within
+	// about a network round trip (the peer has sent it or is about to),
+	// so a transport may poll for it briefly before parking the caller,
+	// saving a thread wake-up. Without it a receive may wait long (a peer
+	// still busy elsewhere) and polling would only burn a core.
+	// Transports that cannot poll (Caps.Polls false) ignore it.
+	Soon RecvOpt = 1 << iota
+)
+
+// RecvOpts combines a call's options into one set.
+func RecvOpts(opts []RecvOpt) RecvOpt {
+	var o RecvOpt
+	for _, x := range opts {
+		o |= x
+	}
+	return o
+}
+
+// Has reports whether every option of x is in o.
+func (o RecvOpt) Has(x RecvOpt) bool { return o&x == x }
 
 // PeerError reports a failure talking to one peer, naming it so that a dead
 // or misbehaving rank can be identified from any other rank's log.
@@ -83,24 +163,6 @@ func (e *SizeError) Error() string {
 // rank's failure, which the caller may not have heard of yet.
 var ErrPeerLeft = errors.New("peer closed its transport (said goodbye) and will send nothing more")
 
-// FailureNotifier is optionally implemented by a Transport that notices
-// peer failures on its own (for example a TCP connection reset by a killed
-// process). Collectives check for it with a type assertion.
-type FailureNotifier interface {
-	// PeerFailures returns every peer failure seen so far, and a channel
-	// that is closed at the next new failure (so a watcher can loop:
-	// read the list, then wait on the channel).
-	PeerFailures() (failed []*PeerError, next <-chan struct{})
-}
-
-// RecvPoster is optionally implemented by a Transport that can accept a
-// receive now and complete it later. A posted receive takes its place in
-// the (peer, tag) order when PostRecv returns, exactly as if Recv had been
-// called then; its buffer must not be touched until Wait returns.
-type RecvPoster interface {
-	PostRecv(ctx context.Context, peer int, tag Tag, buf []byte) PostedRecv
-}
-
 // PostedRecv is a receive in flight. Wait must be called exactly once; it
 // returns what Recv would have returned.
 type PostedRecv interface {
@@ -114,14 +176,7 @@ type failedRecv struct{ err error }
 
 func (f failedRecv) Wait() error { return f.err }
 
-// MultiSender is optionally implemented by a Transport that can send
-// several messages to one peer on one tag at once. It behaves exactly like
-// calling Send for each buffer in order.
-type MultiSender interface {
-	SendMulti(ctx context.Context, peer int, tag Tag, bufs [][]byte) error
-}
-
-// ChunkSink consumes a message received through ChunkPoster.
+// ChunkSink consumes a message received through PostRecvChunks.
 type ChunkSink interface {
 	// Chunk is handed the message bytes [off, off+len(b)). b is valid only
 	// during the call. Chunks of one message never overlap and together
@@ -135,40 +190,3 @@ type ChunkSink interface {
 // ChunkAlign is the alignment of every chunk offset handed to a ChunkSink
 // (a multiple of every element size).
 const ChunkAlign = 4096
-
-// ChunkPoster is optionally implemented by a Transport that can hand an
-// incoming message to a ChunkSink piece by piece as it arrives. It
-// behaves like RecvPoster.PostRecv with a buffer of n bytes, except that
-// the bytes go to sink: a message of another length fails with a
-// *SizeError and sink is not called. When Wait returns nil, sink has seen
-// every byte; when it returns an error, sink may have seen some and is
-// not called again.
-type ChunkPoster interface {
-	PostRecvChunks(ctx context.Context, peer int, tag Tag, n int, sink ChunkSink) PostedRecv
-}
-
-type spinHintKey struct{}
-
-// WithSpinHint marks receives made with the returned context as latency
-// bound: their message is expected within about a network round trip (the
-// peer has sent it or is about to), so a transport may poll for it briefly
-// before parking the caller, saving a thread wake-up. Without the mark a
-// receive may wait long (a peer still busy elsewhere) and polling would
-// only burn a core. Transports that cannot poll ignore it.
-func WithSpinHint(ctx context.Context) context.Context {
-	return context.WithValue(ctx, spinHintKey{}, true)
-}
-
-// IsSpinHintKey reports whether key is the context key WithSpinHint sets.
-// A Context implementation that carries the mark itself (so that it needs
-// no WithValue per call) answers Value(key) with true for this key.
-func IsSpinHintKey(key any) bool {
-	_, ok := key.(spinHintKey)
-	return ok
-}
-
-// SpinHint reports whether ctx carries WithSpinHint's mark.
-func SpinHint(ctx context.Context) bool {
-	v, _ := ctx.Value(spinHintKey{}).(bool)
-	return v
-}

@@ -18,13 +18,19 @@ import (
 var relations = [...]string{"dp", "tp", "pp", "other"}
 
 // counting wraps the world transport and counts bytes and time of every
-// Send and Recv, labelled by the peer's mesh relation to this rank. It is
-// the data behind strand_transport_bytes_total and
+// send and receive (of every kind), labelled by the peer's mesh relation
+// to this rank. It is the data behind strand_transport_bytes_total and
 // strand_transport_seconds_total. Note that traffic of the world
 // communicator to, say, a dp peer is counted under "dp": the labels
 // describe which link carried the bytes, not which communicator sent them.
+//
+// It forwards every operation to the transport under it and reports that
+// transport's Caps: a counter that hid a capability once sent every job's
+// all-reduce down the staging receive path. It implements each method of
+// transport.Transport itself (it embeds none), so a method added to the
+// interface cannot bypass the count unnoticed.
 type counting struct {
-	transport.Transport
+	t     transport.Transport
 	rel   []uint8            // peer -> index into relations
 	bytes [2][4]atomic.Int64 // [send=0/recv=1][relation]
 	nanos [2][4]atomic.Int64
@@ -35,19 +41,11 @@ type counting struct {
 	since   []atomic.Int64
 }
 
-// countingNotifier adds the failure notifications of transports that have them.
-type countingNotifier struct {
-	*counting
-	fn transport.FailureNotifier
-}
-
-func (c countingNotifier) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
-	return c.fn.PeerFailures()
-}
+var _ transport.Transport = (*counting)(nil)
 
 // countTraffic wraps t for rank in mesh m and registers its counters in reg.
 func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registry) (transport.Transport, error) {
-	c := &counting{Transport: t, rel: make([]uint8, m.World()), pending: make([]atomic.Int32, m.World()), since: make([]atomic.Int64, m.World())}
+	c := &counting{t: t, rel: make([]uint8, m.World()), pending: make([]atomic.Int32, m.World()), since: make([]atomic.Int64, m.World())}
 	me := m.Coord(rank)
 	for p := range c.rel {
 		o := m.Coord(p)
@@ -64,19 +62,6 @@ func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registr
 	}
 	if err := reg.Register(trafficCollector{c}); err != nil {
 		return nil, err
-	}
-	fn, notifies := t.(transport.FailureNotifier)
-	_, posts := t.(transport.RecvPoster)
-	_, chunks := t.(transport.ChunkPoster)
-	_, multi := t.(transport.MultiSender)
-	if notifies && posts && chunks && multi {
-		// Keep every capability the collectives' fast paths use (TCP,
-		// shared memory and their hybrid have them all): a wrapper that
-		// hid them sent every job's all-reduce down the staging executor.
-		return countingFull{countingNotifier{c, fn}}, nil
-	}
-	if notifies {
-		return countingNotifier{c, fn}, nil
 	}
 	return c, nil
 }
@@ -106,12 +91,17 @@ func (t trafficCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// countingFull forwards posted, chunked and multi-message operations too.
-type countingFull struct{ countingNotifier }
+func (c *counting) Rank() int            { return c.t.Rank() }
+func (c *counting) Size() int            { return c.t.Size() }
+func (c *counting) Caps() transport.Caps { return c.t.Caps() }
+func (c *counting) Close() error         { return c.t.Close() }
+func (c *counting) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
+	return c.t.PeerFailures()
+}
 
-func (c countingFull) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {
+func (c *counting) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {
 	t0 := time.Now()
-	err := transport.SendMultiOn(c.Transport, ctx, peer, tag, bufs)
+	err := c.t.SendMulti(ctx, peer, tag, bufs)
 	n := 0
 	for _, b := range bufs {
 		n += len(b)
@@ -120,16 +110,16 @@ func (c countingFull) SendMulti(ctx context.Context, peer int, tag transport.Tag
 	return err
 }
 
-func (c countingFull) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte) transport.PostedRecv {
+func (c *counting) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) transport.PostedRecv {
 	t0 := time.Now()
 	c.begin(peer, t0)
-	return &countedRecv{c.counting, transport.PostRecvOn(c.Transport, ctx, peer, tag, buf), peer, len(buf), t0}
+	return &countedRecv{c, c.t.PostRecv(ctx, peer, tag, buf, opts...), peer, len(buf), t0}
 }
 
-func (c countingFull) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
+func (c *counting) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink, opts ...transport.RecvOpt) transport.PostedRecv {
 	t0 := time.Now()
 	c.begin(peer, t0)
-	return &countedRecv{c.counting, transport.PostRecvChunksOn(c.Transport, ctx, peer, tag, n, sink), peer, n, t0}
+	return &countedRecv{c, c.t.PostRecvChunks(ctx, peer, tag, n, sink, opts...), peer, n, t0}
 }
 
 // countedRecv counts a posted receive's bytes, and the time from posting
@@ -151,15 +141,15 @@ func (r *countedRecv) Wait() error {
 
 func (c *counting) Send(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
 	t0 := time.Now()
-	err := c.Transport.Send(ctx, peer, tag, buf)
+	err := c.t.Send(ctx, peer, tag, buf)
 	c.note(0, peer, len(buf), t0)
 	return err
 }
 
-func (c *counting) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+func (c *counting) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) error {
 	t0 := time.Now()
 	c.begin(peer, t0)
-	err := c.Transport.Recv(ctx, peer, tag, buf)
+	err := c.t.Recv(ctx, peer, tag, buf, opts...)
 	c.finish(peer)
 	c.note(1, peer, len(buf), t0)
 	return err

@@ -18,15 +18,8 @@ import (
 
 // countingOf returns the counting layer of a transport countTraffic built.
 func countingOf(t transport.Transport) *counting {
-	switch c := t.(type) {
-	case countingFull:
-		return c.counting
-	case countingNotifier:
-		return c.counting
-	case *counting:
-		return c
-	}
-	return nil
+	c, _ := t.(*counting)
+	return c
 }
 
 // inFlight is this rank's view for a heartbeat at now: its oldest

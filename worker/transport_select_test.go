@@ -15,7 +15,6 @@ import (
 	"github.com/strand-ml/strand/coordinator"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
-	"github.com/strand-ml/strand/transport"
 )
 
 // joinWith joins every rank of mesh m in-process with the given
@@ -85,8 +84,8 @@ func TestAutoRoutesSharedMemoryInsideHosts(t *testing.T) {
 		t.Errorf("summary %q", s)
 	}
 	// The traffic counter keeps the capabilities the fast receive paths need.
-	if _, ok := rts[0].Transport.(transport.ChunkPoster); !ok {
-		t.Errorf("the world transport %T hides ChunkPoster", rts[0].Transport)
+	if c := rts[0].Transport.Caps(); !c.ChunkedRecv || !c.PostedRecv || !c.BatchedSend || !c.Notifies {
+		t.Errorf("the world transport %T hides capabilities: %+v", rts[0].Transport, c)
 	}
 	var wg sync.WaitGroup
 	res := make([]error, len(rts))

@@ -2,12 +2,10 @@
 // transports: shared memory to ranks on this host, TCP or RDMA to the
 // others (the topology the worker runtime builds with --transport auto).
 //
-// It offers posted and multi-message operations and failure notification
-// whatever the transports under it provide (through transport's
-// adapters), and chunked receives (transport.ChunkPoster) when every
-// transport under it has them natively: a chunked receive adapted over
-// staging buffers would let a collective keep dozens of segment-sized
-// buffers in flight (it posts that many chunked receives ahead).
+// Every operation goes to the transport of its peer. Its Caps are what
+// every transport under it has natively (transport.Caps.And): a
+// collective that saw chunked receives where one route stages them would
+// post dozens of segment-sized staging buffers ahead.
 package hybrid
 
 import (
@@ -26,21 +24,13 @@ type Transport struct {
 	via        []transport.Transport // per peer; nil for this rank
 	names      []string              // per peer: the route's name
 	parts      []transport.Transport // the distinct transports, in first-use order
+	caps       transport.Caps        // what every part has natively
 
 	closed    chan struct{}
 	closeOnce sync.Once
 }
 
-var (
-	_ transport.Transport       = (*Transport)(nil)
-	_ transport.FailureNotifier = (*Transport)(nil)
-	_ transport.RecvPoster      = (*Transport)(nil)
-	_ transport.MultiSender     = (*Transport)(nil)
-	_ transport.ChunkPoster     = Chunked{}
-)
-
-// Chunked is a Transport whose routes all receive in chunks natively.
-type Chunked struct{ *Transport }
+var _ transport.Transport = (*Transport)(nil)
 
 // Route names a transport and the peers it carries.
 type Route struct {
@@ -52,22 +42,9 @@ type Route struct {
 // New routes every peer of rank in a world of size through exactly one of
 // routes. Each route's transport must span the whole world (its Rank and
 // Size agree); it may be connected to only the peers routed through it.
-// The result is a *Transport, or a Chunked when every route's transport
-// is a transport.ChunkPoster.
+// The result is a *Transport (the interface type lets a caller that
+// picks between one route's transport and a hybrid keep one variable).
 func New(rank, size int, routes ...Route) (transport.Transport, error) {
-	t, err := build(rank, size, routes)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range t.parts {
-		if _, ok := p.(transport.ChunkPoster); !ok {
-			return t, nil
-		}
-	}
-	return Chunked{t}, nil
-}
-
-func build(rank, size int, routes []Route) (*Transport, error) {
 	t := &Transport{rank: rank, size: size, via: make([]transport.Transport, size), names: make([]string, size), closed: make(chan struct{})}
 	for _, r := range routes {
 		if r.Transport.Rank() != rank || r.Transport.Size() != size {
@@ -91,6 +68,19 @@ func build(rank, size int, routes []Route) (*Transport, error) {
 			return nil, fmt.Errorf("hybrid: rank %d has no route to rank %d", rank, p)
 		}
 	}
+	notifies := false
+	for i, p := range t.parts {
+		c := p.Caps()
+		notifies = notifies || c.Notifies
+		if i == 0 {
+			t.caps = c
+		} else {
+			t.caps = t.caps.And(c)
+		}
+	}
+	// Failures of the peers behind any route that notices them are
+	// announced (PeerFailures merges the routes).
+	t.caps.Notifies = notifies
 	return t, nil
 }
 
@@ -125,53 +115,56 @@ func (t *Transport) Send(ctx context.Context, peer int, tag transport.Tag, buf [
 	return tr.Send(ctx, peer, tag, buf)
 }
 
+// Caps implements transport.Transport: what every route has natively,
+// and Notifies if any route notices failures.
+func (t *Transport) Caps() transport.Caps { return t.caps }
+
 // Recv implements transport.Transport.
-func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) error {
 	tr, err := t.to("recv", peer)
 	if err != nil {
 		return err
 	}
-	return tr.Recv(ctx, peer, tag, buf)
+	return tr.Recv(ctx, peer, tag, buf, opts...)
 }
 
-// SendMulti implements transport.MultiSender.
+// SendMulti implements transport.Transport.
 func (t *Transport) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {
 	tr, err := t.to("send", peer)
 	if err != nil {
 		return err
 	}
-	return transport.SendMultiOn(tr, ctx, peer, tag, bufs)
+	return tr.SendMulti(ctx, peer, tag, bufs)
 }
 
-// PostRecv implements transport.RecvPoster.
-func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte) transport.PostedRecv {
+// PostRecv implements transport.Transport.
+func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) transport.PostedRecv {
 	tr, err := t.to("recv", peer)
 	if err != nil {
 		return transport.FailedRecv(err)
 	}
-	return transport.PostRecvOn(tr, ctx, peer, tag, buf)
+	return tr.PostRecv(ctx, peer, tag, buf, opts...)
 }
 
-// PostRecvChunks implements transport.ChunkPoster.
-func (t Chunked) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
+// PostRecvChunks implements transport.Transport.
+func (t *Transport) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink, opts ...transport.RecvOpt) transport.PostedRecv {
 	tr, err := t.to("recv", peer)
 	if err != nil {
 		return transport.FailedRecv(err)
 	}
-	return transport.PostRecvChunksOn(tr, ctx, peer, tag, n, sink)
+	return tr.PostRecvChunks(ctx, peer, tag, n, sink, opts...)
 }
 
-// PeerFailures implements transport.FailureNotifier: the failures every
-// route has seen (one per rank), and a channel closed at the next one.
+// PeerFailures implements transport.Transport: the failures every route
+// has seen (one per rank), and a channel closed at the next one.
 func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
 	var out []*transport.PeerError
 	var nexts []<-chan struct{}
 	for _, tr := range t.parts {
-		fn, ok := tr.(transport.FailureNotifier)
-		if !ok {
-			continue
+		failed, next := tr.PeerFailures()
+		if next == nil {
+			continue // this route does not notice failures
 		}
-		failed, next := fn.PeerFailures()
 		for _, f := range failed {
 			if !slices.ContainsFunc(out, func(g *transport.PeerError) bool { return g.Peer == f.Peer }) {
 				out = append(out, f)

@@ -57,10 +57,7 @@ type Transport struct {
 	rank int
 }
 
-var (
-	_ transport.Transport       = (*Transport)(nil)
-	_ transport.FailureNotifier = (*Transport)(nil)
-)
+var _ transport.Transport = (*Transport)(nil)
 
 // New connects n ranks; element r is rank r's transport.
 func New(n int) []*Transport {
@@ -178,8 +175,28 @@ func (t *Transport) Send(ctx context.Context, peer int, tag transport.Tag, buf [
 	return nil
 }
 
-// Recv implements transport.Transport.
-func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+// Caps implements transport.Transport: a loopback transport notices a
+// closed rank at once; it posts, chunks and batches through the adapters
+// (a Send never waits for its receiver, so a posted receive may run late).
+func (t *Transport) Caps() transport.Caps { return transport.Caps{Notifies: true} }
+
+// SendMulti implements transport.Transport with one Send each.
+func (t *Transport) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {
+	return transport.SendEach(t, ctx, peer, tag, bufs)
+}
+
+// PostRecv implements transport.Transport: the receive runs at Wait.
+func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) transport.PostedRecv {
+	return transport.LazyRecv(t, ctx, peer, tag, buf, opts...)
+}
+
+// PostRecvChunks implements transport.Transport through a staging buffer.
+func (t *Transport) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink, opts ...transport.RecvOpt) transport.PostedRecv {
+	return transport.StagedChunks(t, ctx, peer, tag, n, sink, opts...)
+}
+
+// Recv implements transport.Transport (options have no effect).
+func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte, _ ...transport.RecvOpt) error {
 	w := t.w
 	k := key{peer, t.rank, tag}
 	var wake chan struct{} // this Recv's wake channel while it waits
@@ -272,7 +289,7 @@ func (t *Transport) Close() error {
 	return nil
 }
 
-// PeerFailures implements transport.FailureNotifier.
+// PeerFailures implements transport.Transport.
 func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
 	t.w.mu.Lock()
 	defer t.w.mu.Unlock()

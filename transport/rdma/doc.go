@@ -71,5 +71,5 @@
 // fails every pending and later operation with that peer; the error is a
 // *transport.PeerError naming the peer and the operation, wrapping a
 // *verbs.WCError with the verbs status. Other peers are unaffected, and the
-// failure is announced through transport.FailureNotifier.
+// failure is announced through PeerFailures.
 package rdma

@@ -38,13 +38,24 @@ type Transport struct {
 	failNext chan struct{} // closed and replaced at every new peer failure
 }
 
-var (
-	_ transport.Transport       = (*Transport)(nil)
-	_ transport.FailureNotifier = (*Transport)(nil)
-	_ transport.RecvPoster      = (*Transport)(nil)
-)
+var _ transport.Transport = (*Transport)(nil)
 
-// PeerFailures implements transport.FailureNotifier: every peer whose
+// Caps implements transport.Transport: posted receives and failure
+// notification are native; chunked receives go through a staging buffer
+// and SendMulti sends each message on its own.
+func (t *Transport) Caps() transport.Caps { return transport.Caps{PostedRecv: true, Notifies: true} }
+
+// SendMulti implements transport.Transport with one Send each.
+func (t *Transport) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {
+	return transport.SendEach(t, ctx, peer, tag, bufs)
+}
+
+// PostRecvChunks implements transport.Transport through a staging buffer.
+func (t *Transport) PostRecvChunks(ctx context.Context, peer int, tag transport.Tag, n int, sink transport.ChunkSink, opts ...transport.RecvOpt) transport.PostedRecv {
+	return transport.StagedChunks(t, ctx, peer, tag, n, sink, opts...)
+}
+
+// PeerFailures implements transport.Transport: every peer whose
 // connection failed (a failed completion, a lost or errored QP) so far,
 // and a channel closed at the next failure.
 func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
@@ -213,8 +224,8 @@ func (t *Transport) Send(ctx context.Context, peer int, tag transport.Tag, buf [
 	return p.sendRendezvous(ctx, tag, buf)
 }
 
-// Recv implements transport.Transport.
-func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte) error {
+// Recv implements transport.Transport (options have no effect).
+func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf []byte, _ ...transport.RecvOpt) error {
 	p, err := t.peer("recv", peer)
 	if err != nil {
 		return err
@@ -222,10 +233,10 @@ func (t *Transport) Recv(ctx context.Context, peer int, tag transport.Tag, buf [
 	return p.recv(ctx, tag, buf)
 }
 
-// PostRecv implements transport.RecvPoster: the receive takes its place in
+// PostRecv implements transport.Transport: the receive takes its place in
 // the (peer, tag) order now, and a large buffer is registered now, so a
 // rendezvous for it is answered straight into buf (no parking copy).
-func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte) transport.PostedRecv {
+func (t *Transport) PostRecv(ctx context.Context, peer int, tag transport.Tag, buf []byte, _ ...transport.RecvOpt) transport.PostedRecv {
 	p, err := t.peer("recv", peer)
 	if err != nil {
 		return transport.FailedRecv(err)

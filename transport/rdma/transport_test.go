@@ -479,7 +479,7 @@ func TestMissingDevicesAgreesOnEveryRank(t *testing.T) {
 	}
 }
 
-// Receives posted ahead (transport.RecvPoster) take their places in order
+// Receives posted ahead (PostRecv) take their places in order
 // at once: large messages are answered straight into their buffers, so
 // even without parking the sends complete before anyone waits.
 func TestPostedReceives(t *testing.T) {

@@ -29,7 +29,7 @@
 // pump lock moves every complete piece out of the ring into the receive
 // it belongs to (a message with no receive yet is parked in a buffer and
 // copied later, keeping per-(peer, tag) order). A chunked receive
-// (transport.ChunkPoster) is handed the bytes straight out of the ring,
+// (transport.Caps.ChunkedRecv) is handed the bytes straight out of the ring,
 // the peer's memory, in 4 KiB-aligned pieces: a reducing collective
 // combines them with no staging copy. A writer that finds the ring full
 // and no reader making room for 5 ms asks the receiving rank's bell
@@ -37,7 +37,7 @@
 // having posted (as with TCP's always-reading sockets).
 //
 // Waiting. A receive polls the ring's head for Config.Spin (every
-// receive, hinted by transport.WithSpinHint or not: measured, a parked
+// receive, marked transport.Soon or not: measured, a parked
 // wait costs more than the poll), yielding the core every 64 polls; then
 // it parks on a Go channel. The pair's
 // socket is the doorbell: a writer that publishes bytes while the reader
@@ -53,7 +53,7 @@
 // Failures. The doorbell socket also carries liveness: when the peer's
 // process exits without a goodbye (kill -9), the kernel closes its end
 // and every pending call on the peer returns a *transport.PeerError
-// naming it, announced through transport.FailureNotifier. Close writes a
+// naming it, announced through Transport.PeerFailures. Close writes a
 // goodbye first (the side's state word, naming the first rank this
 // transport saw fail, as the TCP transport's goodbye does): the peer's
 // receives get what was sent before it and then fail with

@@ -687,7 +687,7 @@ func (p *post) wait() error {
 // waitData waits until the in-ring's head moves past seen (or something
 // else happens to the peer or the receive): polling for Config.Spin
 // first, then parked until the doorbell rings. Every receive polls, not
-// only those marked with transport.WithSpinHint: a parked wait costs a
+// only those marked transport.Soon: a parked wait costs a
 // doorbell write, a poller wake-up and two goroutine switches, and
 // measured on 2 cores (GOMAXPROCS 1 per rank) polling made 256 KiB-16 MiB
 // all-reduces 1.3-5x faster at 2 ranks and up to 3x at 4 ranks, with less

@@ -100,13 +100,13 @@ type Transport struct {
 	bg        sync.WaitGroup // doorbell readers
 }
 
-var (
-	_ transport.Transport       = (*Transport)(nil)
-	_ transport.FailureNotifier = (*Transport)(nil)
-	_ transport.RecvPoster      = (*Transport)(nil)
-	_ transport.MultiSender     = (*Transport)(nil)
-	_ transport.ChunkPoster     = (*Transport)(nil)
-)
+var _ transport.Transport = (*Transport)(nil)
+
+// Caps implements transport.Transport: everything is native. Every
+// receive polls (post.waitData), with or without transport.Soon.
+func (t *Transport) Caps() transport.Caps {
+	return transport.Caps{PostedRecv: true, ChunkedRecv: true, BatchedSend: true, Notifies: true, Polls: t.cfg.Spin > 0}
+}
 
 func segKey(job string, lo, hi int) string {
 	return "strand/shm/" + job + "/seg/" + strconv.Itoa(lo) + "/" + strconv.Itoa(hi)
@@ -304,7 +304,7 @@ func (t *Transport) Send(ctx context.Context, p int, tag transport.Tag, buf []by
 	return t.SendMulti(ctx, p, tag, b[:])
 }
 
-// SendMulti implements transport.MultiSender: the messages are written in
+// SendMulti implements transport.Transport: the messages are written in
 // order and published together (one wake-up at the receiver).
 func (t *Transport) SendMulti(ctx context.Context, p int, tag transport.Tag, bufs [][]byte) error {
 	pe, err := t.peer("send", p)
@@ -329,20 +329,21 @@ func (t *Transport) SendMulti(ctx context.Context, p int, tag transport.Tag, buf
 	return pe.write(ctx, tag, bufs)
 }
 
-// Recv implements transport.Transport.
-func (t *Transport) Recv(ctx context.Context, p int, tag transport.Tag, buf []byte) error {
-	return t.PostRecv(ctx, p, tag, buf).Wait()
+// Recv implements transport.Transport. Every receive polls before
+// parking, so transport.Soon changes nothing.
+func (t *Transport) Recv(ctx context.Context, p int, tag transport.Tag, buf []byte, _ ...transport.RecvOpt) error {
+	return t.post(ctx, p, tag, buf, len(buf), nil).Wait()
 }
 
-// PostRecv implements transport.RecvPoster.
-func (t *Transport) PostRecv(ctx context.Context, p int, tag transport.Tag, buf []byte) transport.PostedRecv {
+// PostRecv implements transport.Transport.
+func (t *Transport) PostRecv(ctx context.Context, p int, tag transport.Tag, buf []byte, _ ...transport.RecvOpt) transport.PostedRecv {
 	return t.post(ctx, p, tag, buf, len(buf), nil)
 }
 
-// PostRecvChunks implements transport.ChunkPoster: the sink is handed
+// PostRecvChunks implements transport.Transport: the sink is handed
 // the message straight out of the ring (the peer's memory), so a reducing
 // collective combines it with no intermediate copy.
-func (t *Transport) PostRecvChunks(ctx context.Context, p int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
+func (t *Transport) PostRecvChunks(ctx context.Context, p int, tag transport.Tag, n int, sink transport.ChunkSink, _ ...transport.RecvOpt) transport.PostedRecv {
 	return t.post(ctx, p, tag, nil, n, sink)
 }
 
@@ -359,7 +360,7 @@ func (t *Transport) post(ctx context.Context, p int, tag transport.Tag, buf []by
 	return r
 }
 
-// PeerFailures implements transport.FailureNotifier.
+// PeerFailures implements transport.Transport.
 func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

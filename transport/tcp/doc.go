@@ -38,12 +38,12 @@
 // Receiving: one reader goroutine per socket reads each part straight into
 // the buffer of the matching posted Recv (no copy); a message that arrives
 // before its Recv is parked in a pooled buffer and copied later. A chunked
-// receive (transport.ChunkPoster) is handed the bytes straight out of the
+// receive (PostRecvChunks) is handed the bytes straight out of the
 // reader's 256 KiB socket buffer, in 4 KiB-aligned chunks, while they are
 // still in cache; a parked message is fed to it from Wait. The hot path (a
 // Send or Recv of a posted buffer) allocates nothing.
 //
-// Waiting: a small receive marked with transport.WithSpinHint polls for a
+// Waiting: a small receive marked transport.Soon polls for a
 // while (Config.Spin, adaptive) before parking its goroutine. With several
 // Ps it polls for the reader's completion token; with GOMAXPROCS 1 the
 // reader cannot run meanwhile, so it polls the socket (ppoll) and yields
@@ -53,7 +53,7 @@
 //
 // Failures: a socket error fails the whole peer (every socket to it is
 // closed and every pending call on it returns a *transport.PeerError), and
-// the failure is announced through transport.FailureNotifier so that
+// the failure is announced through PeerFailures so that
 // collectives can abort at once, naming the dead rank.
 //
 // Giving up is not a crash. Close says goodbye on every stream (a clean

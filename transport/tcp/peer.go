@@ -119,6 +119,7 @@ type pending struct {
 	buf      []byte
 	sink     transport.ChunkSink // chunked receive: bytes go here, not to buf
 	want     int                 // expected message length (len(buf) unless sink)
+	opt      transport.RecvOpt   // the call's options (Soon: spin before parking)
 	parked   []byte              // chunked receive of a parked message: Wait feeds it to sink
 	msg      *message
 	done     chan struct{} // receives one token when finished
@@ -793,21 +794,18 @@ func (p *peer) complete(m *message) {
 	// otherwise it waits in its mailbox for a Recv
 }
 
-func (p *peer) recv(ctx context.Context, tag transport.Tag, buf []byte) error {
-	return p.post(ctx, tag, buf, len(buf), nil).Wait()
-}
-
 // post registers a receive: it takes the tag's oldest early message, or
 // queues r for the next one to arrive. Either way the receive holds its
 // place in the tag's order from this moment; Wait finishes it.
 //
 // With a sink, the message's bytes go to sink instead of buf (nil), and
-// want is the expected length.
-func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte, want int, sink transport.ChunkSink) *pending {
+// want is the expected length. opt holds the call's options
+// (transport.Soon: see spin).
+func (p *peer) post(ctx context.Context, tag transport.Tag, buf []byte, want int, sink transport.ChunkSink, opt transport.RecvOpt) *pending {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.newPending(buf)
-	r.p, r.ctx, r.tag, r.want, r.sink = p, ctx, tag, want, sink
+	r.p, r.ctx, r.tag, r.want, r.sink, r.opt = p, ctx, tag, want, sink, opt
 	// Messages that arrived before the peer failed or left are still
 	// delivered; only then is the peer's state an error.
 	if b := p.boxes[tag]; (b == nil || len(b.arrived) == 0) && (p.err != nil || p.left) {
@@ -894,7 +892,7 @@ func (r *pending) Wait() error {
 }
 
 // spinMaxBytes: only receives up to this size spin before parking, and
-// only those whose ctx carries transport.WithSpinHint; a bigger message
+// only those marked transport.Soon; a bigger message
 // takes longer to arrive than a wake-up costs.
 const spinMaxBytes = 64 << 10
 
@@ -919,7 +917,7 @@ const spinMaxBytes = 64 << 10
 func (r *pending) spin() bool {
 	p := r.p
 	sp := &p.t.spin
-	if r.want > spinMaxBytes || sp.max <= 0 || !transport.SpinHint(r.ctx) {
+	if r.want > spinMaxBytes || sp.max <= 0 || !r.opt.Has(transport.Soon) {
 		return false
 	}
 	d := sp.budget()

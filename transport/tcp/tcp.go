@@ -36,8 +36,8 @@ type Config struct {
 	// with an error naming the link (see link.go); default
 	// DefaultLinkTimeout, < 0 leaves the kernel's defaults (minutes).
 	LinkTimeout time.Duration
-	// Spin is how long a small receive whose ctx carries
-	// transport.WithSpinHint polls for its message before parking its
+	// Spin is how long a small receive marked transport.Soon
+	// polls for its message before parking its
 	// goroutine (saves a thread wake-up per message). 0 picks
 	// DefaultSpin when GOMAXPROCS is 1 (the receive polls the socket and
 	// yields the core between polls) or this host has a core for every
@@ -100,8 +100,7 @@ func (c *Config) fill() error {
 	return nil
 }
 
-// Transport is a connected TCP transport. It implements transport.Transport
-// and transport.FailureNotifier.
+// Transport is a connected TCP transport. It implements transport.Transport.
 type Transport struct {
 	cfg   Config
 	ln    net.Listener
@@ -127,13 +126,13 @@ type Transport struct {
 	readers   sync.WaitGroup // socket readers only (Close drains them)
 }
 
-var (
-	_ transport.Transport       = (*Transport)(nil)
-	_ transport.FailureNotifier = (*Transport)(nil)
-	_ transport.RecvPoster      = (*Transport)(nil)
-	_ transport.MultiSender     = (*Transport)(nil)
-	_ transport.ChunkPoster     = (*Transport)(nil)
-)
+var _ transport.Transport = (*Transport)(nil)
+
+// Caps implements transport.Transport: everything is native; small
+// receives marked transport.Soon poll unless Config.Spin turned it off.
+func (t *Transport) Caps() transport.Caps {
+	return transport.Caps{PostedRecv: true, ChunkedRecv: true, BatchedSend: true, Notifies: true, Polls: t.spin.max > 0}
+}
 
 func addrKey(job string, rank int) string { return "strand/tcp/" + job + "/addr/" + strconv.Itoa(rank) }
 
@@ -496,7 +495,7 @@ func (t *Transport) Send(ctx context.Context, rank int, tag transport.Tag, buf [
 	return p.send(ctx, tag, buf)
 }
 
-// SendMulti implements transport.MultiSender: up to maxBatch small
+// SendMulti implements transport.Transport: up to maxBatch small
 // messages go out in one vectored write.
 func (t *Transport) SendMulti(ctx context.Context, rank int, tag transport.Tag, bufs [][]byte) error {
 	p, err := t.peer("send", rank)
@@ -507,27 +506,27 @@ func (t *Transport) SendMulti(ctx context.Context, rank int, tag transport.Tag, 
 }
 
 // Recv implements transport.Transport.
-func (t *Transport) Recv(ctx context.Context, rank int, tag transport.Tag, buf []byte) error {
+func (t *Transport) Recv(ctx context.Context, rank int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) error {
 	p, err := t.peer("recv", rank)
 	if err != nil {
 		return err
 	}
-	return p.recv(ctx, tag, buf)
+	return p.post(ctx, tag, buf, len(buf), nil, transport.RecvOpts(opts)).Wait()
 }
 
-// PostRecv implements transport.RecvPoster.
-func (t *Transport) PostRecv(ctx context.Context, rank int, tag transport.Tag, buf []byte) transport.PostedRecv {
+// PostRecv implements transport.Transport.
+func (t *Transport) PostRecv(ctx context.Context, rank int, tag transport.Tag, buf []byte, opts ...transport.RecvOpt) transport.PostedRecv {
 	p, err := t.peer("recv", rank)
 	if err != nil {
 		return transport.FailedRecv(err)
 	}
-	return p.post(ctx, tag, buf, len(buf), nil)
+	return p.post(ctx, tag, buf, len(buf), nil, transport.RecvOpts(opts))
 }
 
-// PostRecvChunks implements transport.ChunkPoster: the message's bytes are
+// PostRecvChunks implements transport.Transport: the message's bytes are
 // handed to sink by the socket reader as they arrive, straight out of its
 // read buffer, in chunks of at most 256 KiB.
-func (t *Transport) PostRecvChunks(ctx context.Context, rank int, tag transport.Tag, n int, sink transport.ChunkSink) transport.PostedRecv {
+func (t *Transport) PostRecvChunks(ctx context.Context, rank int, tag transport.Tag, n int, sink transport.ChunkSink, opts ...transport.RecvOpt) transport.PostedRecv {
 	p, err := t.peer("recv", rank)
 	if err != nil {
 		return transport.FailedRecv(err)
@@ -535,10 +534,10 @@ func (t *Transport) PostRecvChunks(ctx context.Context, rank int, tag transport.
 	if n < 0 || sink == nil {
 		return transport.FailedRecv(&transport.PeerError{Peer: rank, Op: "recv", Err: fmt.Errorf("chunked receive needs a sink and a length >= 0 (got %d)", n)})
 	}
-	return p.post(ctx, tag, nil, n, sink)
+	return p.post(ctx, tag, nil, n, sink, transport.RecvOpts(opts))
 }
 
-// PeerFailures implements transport.FailureNotifier.
+// PeerFailures implements transport.Transport.
 func (t *Transport) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -607,12 +607,12 @@ func TestSpinBudgetAdapts(t *testing.T) {
 func TestSmallReceivesWorkWithAndWithoutSpinning(t *testing.T) {
 	for _, spin := range []time.Duration{-1, 0, 20 * time.Microsecond} {
 		ts := mustDial(t, 2, func(c *Config) { c.Spin = spin })
-		ctx, cancel := context.WithTimeout(transport.WithSpinHint(context.Background()), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		for i := 0; i < 50; i++ { // ping-pong: each receive waits for a message in flight
 			a, b := i%2, 1-i%2
 			go func() { _ = ts[a].Send(ctx, b, 1, pattern(4096, i)) }()
 			got := make([]byte, 4096)
-			if err := ts[b].Recv(ctx, a, 1, got); err != nil || !bytes.Equal(got, pattern(4096, i)) {
+			if err := ts[b].Recv(ctx, a, 1, got, transport.Soon); err != nil || !bytes.Equal(got, pattern(4096, i)) {
 				t.Fatalf("spin %v, message %d: %v", spin, i, err)
 			}
 		}
@@ -629,7 +629,7 @@ func TestSoloSpinReceives(t *testing.T) {
 	if !ts[0].spin.soloP || ts[0].spin.max != 200*time.Microsecond {
 		t.Fatalf("soloP %v, max %v: want the socket-polling spin", ts[0].spin.soloP, ts[0].spin.max)
 	}
-	ctx, cancel := context.WithTimeout(transport.WithSpinHint(context.Background()), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := 0; i < 100; i++ {
 		a, b := i%2, 1-i%2
@@ -643,25 +643,25 @@ func TestSoloSpinReceives(t *testing.T) {
 			_ = ts[a].Send(ctx, b, 1, pattern(4096, i))
 		}()
 		got := make([]byte, 4096)
-		if err := ts[b].Recv(ctx, a, 1, got); err != nil || !bytes.Equal(got, pattern(4096, i)) {
+		if err := ts[b].Recv(ctx, a, 1, got, transport.Soon); err != nil || !bytes.Equal(got, pattern(4096, i)) {
 			t.Fatalf("message %d: %v", i, err)
 		}
 		other := make([]byte, 64)
-		if err := ts[b].Recv(ctx, a, 2, other); err != nil || !bytes.Equal(other, pattern(64, i)) {
+		if err := ts[b].Recv(ctx, a, 2, other, transport.Soon); err != nil || !bytes.Equal(other, pattern(64, i)) {
 			t.Fatalf("other-tag message %d: %v", i, err)
 		}
 	}
 
-	short, cancelShort := context.WithTimeout(transport.WithSpinHint(context.Background()), 30*time.Millisecond)
+	short, cancelShort := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancelShort()
-	err := ts[0].Recv(short, 1, 3, make([]byte, 16))
+	err := ts[0].Recv(short, 1, 3, make([]byte, 16), transport.Soon)
 	var pe *transport.PeerError
 	if !errors.As(err, &pe) || pe.Peer != 1 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want a deadline PeerError naming rank 1", err)
 	}
 
 	go func() { time.Sleep(5 * time.Millisecond); ts[1].Abort() }()
-	err = ts[0].Recv(ctx, 1, 4, make([]byte, 16))
+	err = ts[0].Recv(ctx, 1, 4, make([]byte, 16), transport.Soon)
 	if !errors.As(err, &pe) || pe.Peer != 1 {
 		t.Fatalf("err = %v, want a PeerError naming the dead rank 1", err)
 	}

@@ -49,16 +49,25 @@ run gpt2-dp4-ddp $G --zero 0
 run gpt2-dp4-zero3 $G --zero 3
 
 # 2. full recomputation at gpt2s, batch 8, seq 256 (one process, two threads)
-R="--model gpt2s --batch 8 --seq 256 --steps 4 --threads 2 --max-data-bytes 2000000"
+R="--model gpt2s --batch 8 --seq 256 --steps 6 --threads 2 --max-data-bytes 2000000"
 for i in $(seq "$ROUNDS"); do
 	run gpt2s-recompute-none-$i $R --recompute none
 	run gpt2s-recompute-full-$i $R --recompute full
 done
 
 # 3. ZeRO-3 step time on small at DP 2 against DDP
-S="--model small --nproc 2 --batch 16 --seq 128 --steps 12 --threads 1 --max-data-bytes 2000000"
+S="--model small --nproc 2 --batch 16 --seq 128 --steps 20 --threads 1 --max-data-bytes 2000000"
 for i in $(seq "$ROUNDS"); do
 	run small-dp2-ddp-$i $S --zero 0
 	run small-dp2-zero3-$i $S --zero 3
 done
+
+# 4. scale (SCALE=1; about 18 GiB and 5 minutes): the largest gpt2-shaped
+# model DDP trains on four ranks within ~4.4 GiB a rank, and the largest
+# ZeRO-3 with full recomputation trains within the same (--plan sized both)
+if [ "${SCALE:-0}" = 1 ]; then
+	C="--model gpt2 --nproc 4 --batch 4 --seq 128 --threads 1 --max-data-bytes 2000000 --eval-batches 1"
+	run scale-ddp-18x1024 $C --steps 4 --n-layer 18 --n-embd 1024 --n-head 16 --zero 0
+	run scale-zero3-full-28x1536 $C --steps 5 --lr 1e-4 --n-layer 28 --n-embd 1536 --n-head 24 --zero 3 --recompute full
+fi
 uptime

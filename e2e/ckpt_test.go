@@ -138,7 +138,7 @@ func TestKilledWorkerRestarts(t *testing.T) {
 		LostSteps       int `json:"lost_steps"`
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.Contains(line, `"event"`) {
+		if strings.Contains(line, `"event":"resume"`) {
 			json.Unmarshal([]byte(line), &ev)
 		}
 	}

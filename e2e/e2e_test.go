@@ -138,6 +138,33 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// freePorts finds n consecutive free ports on 127.0.0.1 and returns the
+// first (free when it looked: another process may still take one).
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		base := freePort(t)
+		var lns []net.Listener
+		ok := true
+		for i := 0; i < n && ok; i++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
 func TestLocalJobs(t *testing.T) {
 	cases := []struct {
 		name string
@@ -468,7 +495,8 @@ func TestSignalForwarded(t *testing.T) {
 // TestMetricsEndpoints scrapes the coordinator's and a worker's /metrics
 // while a job runs.
 func TestMetricsEndpoints(t *testing.T) {
-	cport, wport := freePort(t), freePort(t)
+	// worker rank r listens on wport+r: both ports must be free
+	cport, wport := freePort(t), freePorts(t, 2)
 	j := start(t, nil, "strand", "check", "--nproc", "2", "--duration", "120s",
 		"--metrics", "127.0.0.1:"+strconv.Itoa(cport), "--worker-metrics-port", strconv.Itoa(wport))
 	scrape := func(port int) string {

@@ -44,7 +44,7 @@ func TestFinetuneResume(t *testing.T) {
 				t.Errorf("%s step %d: loss %v stopped at 5 and resumed, %v straight", c.name, i+1, got[i], want[i])
 			}
 		}
-		if r := lastRecord(t, resumed, "event"); r["resumed_from_step"].(float64) != 5 {
+		if r := lastRecord(t, resumed, "resumed_from_step"); r["resumed_from_step"].(float64) != 5 {
 			t.Errorf("%s: resumed from step %v, want 5", c.name, r["resumed_from_step"])
 		}
 	}

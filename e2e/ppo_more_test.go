@@ -44,7 +44,7 @@ func TestPPOReshardResume(t *testing.T) {
 
 	runStrand(t, time.Minute, args(orig, "--resume")...)
 	runStrand(t, 2*time.Minute, args(resharded, "--resume", "--nproc", "2", "--pp", "2")...)
-	if r := lastRecord(t, resharded, "event"); r["resumed_from_step"].(float64) != 2 {
+	if r := lastRecord(t, resharded, "resumed_from_step"); r["resumed_from_step"].(float64) != 2 {
 		t.Fatalf("resumed from step %v, want 2", r["resumed_from_step"])
 	}
 	var worst float64

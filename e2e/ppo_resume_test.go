@@ -63,7 +63,7 @@ func TestPPOResume(t *testing.T) {
 			}
 		}
 	}
-	if r := lastRecord(t, resumed, "event"); r["resumed_from_step"].(float64) != 3 {
+	if r := lastRecord(t, resumed, "resumed_from_step"); r["resumed_from_step"].(float64) != 3 {
 		t.Errorf("resumed from step %v, want 3", r["resumed_from_step"])
 	}
 

@@ -86,7 +86,8 @@ func TestLoRARunsLoadWherever(t *testing.T) {
 
 // TestHelpAndDiscovery: --version, no or an unknown command (exit 2 with
 // the command list), -h of a command with a positional argument (exit 0,
-// naming it), ppo -h offering only what ppo runs.
+// naming it), ppo -h offering what ppo runs (gpipe; ZeRO since ppo shards
+// its policy and value model).
 func TestHelpAndDiscovery(t *testing.T) {
 	if code, out := strandExit(t, 30*time.Second, "--version"); code != 0 || !strings.HasPrefix(out, "strand ") || !strings.Contains(out, "go1.") {
 		t.Errorf("--version: exit %d: %q", code, out)
@@ -104,7 +105,7 @@ func TestHelpAndDiscovery(t *testing.T) {
 		}
 	}
 	code, out := strandExit(t, 30*time.Second, "ppo", "-h")
-	if code != 0 || strings.Contains(out, "-zero1") || !strings.Contains(out, `ppo runs gpipe only (each pass's losses need every forward before any backward) (default "gpipe")`) {
+	if code != 0 || !strings.Contains(out, "-zero int") || !strings.Contains(out, `ppo runs gpipe only (each pass's losses need every forward before any backward) (default "gpipe")`) {
 		t.Errorf("ppo -h: exit %d:\n%s", code, out)
 	}
 }

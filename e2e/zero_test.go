@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,7 +56,7 @@ func TestZeROLayouts(t *testing.T) {
 	part := filepath.Join(dir, "part")
 	runStrand(t, 3*time.Minute, append(args, "--out", part, "--stop-after", "10")...)
 	runStrand(t, 3*time.Minute, append(args, "--out", part, "--resume")...)
-	a, b := stepLosses(t, whole), stepLosses(t, part)
+	a, b := lossesByStep(t, whole), lossesByStep(t, part)
 	if len(b) != 20 || len(a) != 20 {
 		t.Fatalf("resumed run has losses of %d steps, uninterrupted %d; want 20", len(b), len(a))
 	}
@@ -67,30 +65,6 @@ func TestZeROLayouts(t *testing.T) {
 			t.Errorf("step %d: loss %v after resuming, %v uninterrupted", step, b[step], l)
 		}
 	}
-}
-
-// stepLosses maps each step of a run's metrics.jsonl to its loss (the
-// run's other records, such as a resume marker, have no step).
-func stepLosses(t *testing.T, run string) map[int]float64 {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int]float64{}
-	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
-		var r struct {
-			Step int
-			Loss *float64
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("%s: %v", line, err)
-		}
-		if r.Step > 0 && r.Loss != nil {
-			out[r.Step] = *r.Loss
-		}
-	}
-	return out
 }
 
 // TestPPOWithZeRO: ppo with the policy and value model under ZeRO-1, 2

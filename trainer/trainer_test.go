@@ -13,7 +13,6 @@ import (
 	"github.com/strand-ml/strand/optim"
 	dpdata "github.com/strand-ml/strand/parallel/data"
 	"github.com/strand-ml/strand/transport"
-	"github.com/strand-ml/strand/transport/loopback"
 )
 
 // These tests run every rank of a mesh as goroutines over the in-process
@@ -39,73 +38,49 @@ func testTokens() []uint16 {
 // the parameters of the dp=0, tp=0 rank of every stage by name.
 func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]float32) {
 	t.Helper()
-	world := m.World()
-	trs := loopback.New(world)
 	var mu sync.Mutex
 	var losses []float64
 	params := map[string][]float32{}
-	var wg sync.WaitGroup
-	errs := make([]error, world)
-	for r := 0; r < world; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[r] = func() error {
-				coord := m.Coord(r)
-				c, err := testComms(trs[r], m, r)
-				if err != nil {
-					return err
-				}
-				loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: coord.DP, DPSize: m.DP})
-				if err != nil {
-					return err
-				}
-				tr, err := New(opts, loader, c)
-				if err != nil {
-					return err
-				}
-				defer tr.Close()
-				for tr.Step < opts.Steps {
-					st, err := tr.TrainStep(context.Background())
-					if err != nil {
-						return err
-					}
-					if r == 0 {
-						mu.Lock()
-						losses = append(losses, st.Loss)
-						mu.Unlock()
-					}
-				}
-				if err := tr.MaterializeParams(context.Background()); err != nil {
-					return err
-				}
-				if coord.DP == 0 {
-					mu.Lock()
-					defer mu.Unlock()
-					for _, p := range tr.Model.Params.List {
-						if p.TiedCopy {
-							continue
-						}
-						if params[p.Name] == nil {
-							n := 1
-							for _, d := range p.Shape {
-								n *= d
-							}
-							params[p.Name] = make([]float32, n)
-						}
-						p.Shard.Insert(params[p.Name], p.Data, p.Shape, coord.TP, m.TP)
-					}
-				}
-				return nil
-			}()
-		}()
-	}
-	wg.Wait()
-	for r, err := range errs {
+	onMesh(t, m, func(r int, c *Comms, _ Barrier) error {
+		coord := m.Coord(r)
+		loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: coord.DP, DPSize: m.DP})
 		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
+			return err
 		}
-	}
+		tr, err := New(opts, loader, c)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		for tr.Step < opts.Steps {
+			st, err := tr.TrainStep(context.Background())
+			if err != nil {
+				return err
+			}
+			if r == 0 {
+				mu.Lock()
+				losses = append(losses, st.Loss)
+				mu.Unlock()
+			}
+		}
+		if err := tr.MaterializeParams(context.Background()); err != nil {
+			return err
+		}
+		if coord.DP == 0 {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range tr.Model.Params.List {
+				if p.TiedCopy {
+					continue
+				}
+				if params[p.Name] == nil {
+					params[p.Name] = make([]float32, model.Numel(p.Shape))
+				}
+				p.Shard.Insert(params[p.Name], p.Data, p.Shape, coord.TP, m.TP)
+			}
+		}
+		return nil
+	})
 	return losses, params
 }
 

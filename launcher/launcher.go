@@ -249,6 +249,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		}
 	}
 	interruptedElsewhere := false
+	sentKill := false // the launcher sent SIGKILL (killTimer)
 	ctxDone := ctx.Done()
 	for running := len(procs); running > 0; {
 		select {
@@ -265,7 +266,12 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 				}
 				continue
 			}
-			if p.code != 0 && first == nil && !p.terminated {
+			// Exits race each other: a survivor told of a failure may be
+			// reaped (and the rest torn down) before the worker that
+			// caused it. A worker killed by a signal this launcher never
+			// sent is that cause, even when it is reaped after the
+			// teardown signalled it.
+			if p.code != 0 && (!p.terminated || p.killedElsewhere(sentKill)) && (first == nil || first.Signal == "" && p.sig != "") {
 				first = &ExitError{Rank: p.rank, Code: p.code, Signal: p.sig}
 				tearDown(first.Error(), 0)
 			}
@@ -292,7 +298,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			failTimer = nil
 			interrupted()
 		case <-killTimer:
-			killTimer = nil
+			killTimer, sentKill = nil, true
 			for _, p := range procs {
 				p.signal(syscall.SIGKILL)
 			}
@@ -321,7 +327,7 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 		// Exits race with each other: a survivor told of the failure may
 		// be reaped before the worker that caused it. The coordinator knows
 		// the culprit; if it is one of ours, its exit is the job's.
-		if i := dead - cfg.NodeRank*cfg.NProcPerNode; i >= 0 && i < len(procs) && procs[i].code != 0 && !procs[i].terminated {
+		if i := dead - cfg.NodeRank*cfg.NProcPerNode; i >= 0 && i < len(procs) && procs[i].code != 0 && (!procs[i].terminated || procs[i].killedElsewhere(sentKill)) {
 			p := procs[i]
 			first = &ExitError{Rank: p.rank, Code: p.code, Signal: p.sig, Reason: reason}
 		}
@@ -502,6 +508,12 @@ func (p *proc) wait() {
 		return
 	}
 	p.code = 1
+}
+
+// killedElsewhere says the worker died of SIGKILL that this launcher did
+// not send (sentKill false: it only sent SIGTERM and SIGCONT).
+func (p *proc) killedElsewhere(sentKill bool) bool {
+	return !sentKill && p.sig == syscall.SIGKILL.String()
 }
 
 func (p *proc) signal(s syscall.Signal) {

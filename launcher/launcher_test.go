@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,6 +206,28 @@ func TestMultiNodeWithoutTLSWarns(t *testing.T) {
 		warned := strings.Contains(errb.String(), "[coordinator] ") && strings.Contains(errb.String(), "NO TLS")
 		if warned != (ca == "") {
 			t.Errorf("TLS CA %q: warned %v; stderr:\n%s", ca, warned, errb.String())
+		}
+	}
+}
+
+// A worker is the cause of a failure when it died of a SIGKILL the
+// launcher did not send, even if the teardown had signalled it (SIGTERM)
+// before its exit was reaped; the launcher's own SIGKILL (after the grace)
+// and SIGTERM deaths are not.
+func TestKilledElsewhere(t *testing.T) {
+	for _, c := range []struct {
+		sig      string
+		sentKill bool
+		want     bool
+	}{
+		{syscall.SIGKILL.String(), false, true},
+		{syscall.SIGKILL.String(), true, false},
+		{syscall.SIGTERM.String(), false, false},
+		{"", false, false},
+	} {
+		p := &proc{sig: c.sig, terminated: true}
+		if got := p.killedElsewhere(c.sentKill); got != c.want {
+			t.Errorf("died of %q, launcher sent SIGKILL %v: killed elsewhere %v, want %v", c.sig, c.sentKill, got, c.want)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package trainer
 import (
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/strand-ml/strand/data"
@@ -11,8 +10,6 @@ import (
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/metrics"
 	"github.com/strand-ml/strand/model"
-	"github.com/strand-ml/strand/transport"
-	"github.com/strand-ml/strand/transport/loopback"
 )
 
 // TestMemoryMatchesPlan builds every rank's trainer on several meshes and
@@ -62,23 +59,14 @@ func TestMemoryMatchesPlan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trs := loopback.New(c.mesh.World())
 		world := c.mesh.World()
 		got := make([]memplan.Breakdown, world)
-		errs := make([]error, world)
-		var wg sync.WaitGroup
+		onMesh(t, c.mesh, func(r int, comms *Comms, _ Barrier) error {
+			var err error
+			got[r], err = stepAndMeasure(opts, c.mesh, comms, r)
+			return err
+		})
 		for r := 0; r < world; r++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				got[r], errs[r] = stepAndMeasure(opts, c.mesh, trs[r], r)
-			}()
-		}
-		wg.Wait()
-		for r := 0; r < world; r++ {
-			if errs[r] != nil {
-				t.Fatalf("%s rank %d: %v", c.name, r, errs[r])
-			}
 			coord := c.mesh.Coord(r)
 			gc, wc := got[r].Categories(), stages[coord.PP].Categories()
 			for i := range gc[:5] { // Other is the process around the buffers: not measured here
@@ -92,12 +80,8 @@ func TestMemoryMatchesPlan(t *testing.T) {
 
 // stepAndMeasure builds rank r's trainer, takes one step (buffers some
 // schedules allocate on first use exist then) and returns its Memory.
-func stepAndMeasure(opts Options, m mesh.Mesh, tr transport.Transport, r int) (memplan.Breakdown, error) {
+func stepAndMeasure(opts Options, m mesh.Mesh, comms *Comms, r int) (memplan.Breakdown, error) {
 	coord := m.Coord(r)
-	comms, err := testComms(tr, m, r)
-	if err != nil {
-		return memplan.Breakdown{}, err
-	}
 	loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: coord.DP, DPSize: m.DP})
 	if err != nil {
 		return memplan.Breakdown{}, err

@@ -1,5 +1,7 @@
 package zero
 
+import "github.com/strand-ml/strand/model"
+
 // core is the sharder's bookkeeping without any communication: which
 // units are gathered, which one is prefetched, which gradients are
 // resident and which reduce-scatter must finish before what. The Sharder
@@ -255,7 +257,7 @@ func (c *core) releaseUnit(u int) {
 // model.SharedUnit's (-1: none); gather is ZeRO-3, keep
 // --reshard-after-forward=false.
 func Peaks(size, gsize []int, fwd, bwd [][]int, gather, keep bool, shared int) (params, grads int) {
-	c := newCore(size, gsize, flatten(fwd), flatten(bwd), gather, keep, shared)
+	c := newCore(size, gsize, model.PassOrder(fwd), model.PassOrder(bwd), gather, keep, shared)
 	for _, backward := range []bool{false, true} {
 		groups := fwd
 		if backward {
@@ -273,12 +275,4 @@ func Peaks(size, gsize []int, fwd, bwd [][]int, gather, keep bool, shared int) (
 	c.pending()
 	c.dropPrefetch()
 	return c.peak, c.peakG
-}
-
-func flatten(groups [][]int) []int {
-	var out []int
-	for _, g := range groups {
-		out = append(out, g...)
-	}
-	return out
 }

@@ -137,7 +137,7 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 	for i, u := range s.units {
 		size[i], gsize[i] = s.grange[i][1]-s.grange[i][0], u.Size()
 	}
-	s.core = newCore(size, gsize, flatten(m.PassGroups(false)), flatten(m.PassGroups(true)), s.gathered, opts.KeepGathered, m.SharedUnit())
+	s.core = newCore(size, gsize, model.PassOrder(m.PassGroups(false)), model.PassOrder(m.PassGroups(true)), s.gathered, opts.KeepGathered, m.SharedUnit())
 	if !s.gathered {
 		if opts.Init {
 			m.Init(opts.Seed)

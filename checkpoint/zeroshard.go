@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -46,15 +47,19 @@ type ZeroShard struct {
 	OptStep int
 }
 
-// WriteZeroShard writes s's pieces of m's parameters and moments into
-// dir. The last stage's copy of the tied embedding is skipped (the first
-// stage writes wte).
-func WriteZeroShard(dir string, m *model.GPT, s ZeroShard) error {
-	mf, of := zeroShardFiles(s.Coord, s.Rank)
-	meta := map[string]string{"pp": strconv.Itoa(s.Coord.PP), "tp": strconv.Itoa(s.Coord.TP), "tp_size": strconv.Itoa(m.Layout.TP.Size()), "dp": strconv.Itoa(s.Rank)}
-	var params, moments []safetensors.Tensor
-	packed := 0 // moments index of the current owned range's start
-	r := 0
+// zeroPiece is one parameter's part of a rank's owned ranges: flat
+// elements [At, At+N) of the parameter buffer, [Lo, Lo+N) of the
+// parameter itself, and [K, K+N) of the packed moments.
+type zeroPiece struct {
+	p         *model.Param
+	At, Lo, K int
+	N         int
+}
+
+// pieces walks m's parameters against the owned ranges (in order).
+func (s ZeroShard) pieces(m *model.GPT) []zeroPiece {
+	var out []zeroPiece
+	packed, r := 0, 0 // moments index of owned range r's start
 	for _, p := range m.Params.List {
 		lo, hi := p.Offset, p.Offset+p.Size()
 		for r < len(s.Owned) && s.Owned[r][1] <= lo {
@@ -65,24 +70,87 @@ func WriteZeroShard(dir string, m *model.GPT, s ZeroShard) error {
 			break
 		}
 		a, b := max(lo, s.Owned[r][0]), min(hi, s.Owned[r][1])
-		if a >= b || p.TiedCopy {
+		if a < b {
+			out = append(out, zeroPiece{p: p, At: a, Lo: a - lo, K: packed + a - s.Owned[r][0], N: b - a})
+		}
+	}
+	return out
+}
+
+// WriteZeroShard writes s's pieces of m's parameters and moments into
+// dir. The last stage's copy of the tied embedding is skipped (the first
+// stage writes wte).
+func WriteZeroShard(dir string, m *model.GPT, s ZeroShard) error {
+	mf, of := zeroShardFiles(s.Coord, s.Rank)
+	meta := map[string]string{"pp": strconv.Itoa(s.Coord.PP), "tp": strconv.Itoa(s.Coord.TP), "tp_size": strconv.Itoa(m.Layout.TP.Size()), "dp": strconv.Itoa(s.Rank)}
+	var params, moments []safetensors.Tensor
+	for _, pc := range s.pieces(m) {
+		p := pc.p
+		if p.TiedCopy {
 			continue
 		}
 		spec, _ := json.Marshal(p.Shard)
 		meta["shard."+p.Name] = string(spec)
 		meta["shape."+p.Name] = fmt.Sprint(p.Shape)
-		meta["range."+p.Name] = fmt.Sprintf("%d %d", a-lo, b-lo)
-		shape := []int{b - a}
-		params = append(params, safetensors.F32View(p.Name, shape, s.Params[a:b]))
-		k := packed + a - s.Owned[r][0]
+		meta["range."+p.Name] = fmt.Sprintf("%d %d", pc.Lo, pc.Lo+pc.N)
+		shape := []int{pc.N}
+		params = append(params, safetensors.F32View(p.Name, shape, s.Params[pc.At:pc.At+pc.N]))
 		moments = append(moments,
-			safetensors.F32View("exp_avg."+p.Name, shape, s.M[k:k+b-a]),
-			safetensors.F32View("exp_avg_sq."+p.Name, shape, s.V[k:k+b-a]))
+			safetensors.F32View("exp_avg."+p.Name, shape, s.M[pc.K:pc.K+pc.N]),
+			safetensors.F32View("exp_avg_sq."+p.Name, shape, s.V[pc.K:pc.K+pc.N]))
 	}
 	if err := safetensors.Write(filepath.Join(dir, mf), params, meta); err != nil {
 		return err
 	}
 	return safetensors.Write(filepath.Join(dir, of), moments, map[string]string{"step": strconv.Itoa(s.OptStep)})
+}
+
+// ReadZeroShard fills s.Params (in the owned ranges), s.M and s.V from the
+// files s's rank of this layout wrote into dir, and returns the optimizer
+// step. ok is false, and nothing changed, when the files do not exist or
+// cut the parameters otherwise (another layout or stage wrote them: load
+// those with LoadModel and LoadMoments).
+func ReadZeroShard(dir string, m *model.GPT, s ZeroShard) (step int, ok bool, err error) {
+	mf, of := zeroShardFiles(s.Coord, s.Rank)
+	if _, err := os.Stat(filepath.Join(dir, mf)); err != nil {
+		return 0, false, nil
+	}
+	fm, err := safetensors.Read(filepath.Join(dir, mf))
+	if err != nil {
+		return 0, false, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	fo, err := safetensors.Read(filepath.Join(dir, of))
+	if err != nil {
+		return 0, false, fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	meta := fm.Metadata()
+	pcs := s.pieces(m)
+	// check every piece first, so a mismatch changes nothing
+	for _, pc := range pcs {
+		if pc.p.TiedCopy || meta["range."+pc.p.Name] != fmt.Sprintf("%d %d", pc.Lo, pc.Lo+pc.N) {
+			// (the last stage's copy of wte is not in the files: the
+			// layout-changing path loads it from the first stage's wte)
+			return 0, false, nil
+		}
+	}
+	for _, pc := range pcs {
+		name := pc.p.Name
+		for _, x := range []struct {
+			f    *safetensors.File
+			name string
+			into []float32
+		}{{fm, name, s.Params[pc.At : pc.At+pc.N]}, {fo, "exp_avg." + name, s.M[pc.K : pc.K+pc.N]}, {fo, "exp_avg_sq." + name, s.V[pc.K : pc.K+pc.N]}} {
+			v, _, err := x.f.Float32(x.name)
+			if err != nil || len(v) != len(x.into) {
+				return 0, false, fmt.Errorf("checkpoint %s: piece %s: %d values for %d, %v", dir, x.name, len(v), len(x.into), err)
+			}
+			copy(x.into, v)
+		}
+	}
+	if step, err = strconv.Atoi(fo.Metadata()["step"]); err != nil {
+		return 0, false, fmt.Errorf("checkpoint %s: %s has no step: %w", dir, of, err)
+	}
+	return step, true, nil
 }
 
 // WriteZeroIndex is WriteIndex for a checkpoint of WriteZeroShard files,

@@ -2,13 +2,9 @@ package trainer
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/strand-ml/strand/checkpoint"
 	"github.com/strand-ml/strand/internal/pages"
-	"github.com/strand-ml/strand/safetensors"
 )
 
 // zeroSnapshot is this rank's part of a ZeRO-2/3 checkpoint: its owned
@@ -79,72 +75,11 @@ func (t *Trainer) restoreZero(dir string) (int, error) {
 // hold exactly the pieces it owns; ok is false (and nothing changed) when
 // they do not exist or were cut otherwise.
 func (t *Trainer) restoreOwnPieces(dir string) (step int, ok bool, err error) {
-	c := t.Comms.Coord
-	mf := fmt.Sprintf("model-pp%d-tp%d-dp%d.safetensors", c.PP, c.TP, t.zero.ShardComm().Rank())
-	of := "optim-" + mf[len("model-"):]
-	if _, err := os.Stat(filepath.Join(dir, mf)); err != nil {
-		return 0, false, nil
-	}
-	fm, err := safetensors.Read(filepath.Join(dir, mf))
+	s, err := t.zeroSnapshot(false) // views of the state to fill
 	if err != nil {
-		return 0, false, fmt.Errorf("checkpoint %s: %w", dir, err)
+		return 0, false, err
 	}
-	fo, err := safetensors.Read(filepath.Join(dir, of))
-	if err != nil {
-		return 0, false, fmt.Errorf("checkpoint %s: %w", dir, err)
-	}
-	own := t.zero.Owned()
-	meta := fm.Metadata()
-	// check every piece first, so a mismatch changes nothing
-	type piece struct {
-		name   string
-		at, k  int // flat offset; packed moment index
-		length int
-	}
-	var plan []piece
-	packed, r := 0, 0
-	for _, p := range t.Model.Params.List {
-		lo, hi := p.Offset, p.Offset+p.Size()
-		for r < len(own) && own[r][1] <= lo {
-			packed += own[r][1] - own[r][0]
-			r++
-		}
-		if r == len(own) {
-			break
-		}
-		a, b := max(lo, own[r][0]), min(hi, own[r][1])
-		if a >= b {
-			continue
-		}
-		if p.TiedCopy {
-			// the last stage's copy of wte is not in the files: the
-			// layout-changing path loads it from the first stage's wte
-			return 0, false, nil
-		}
-		if meta["range."+p.Name] != fmt.Sprintf("%d %d", a-lo, b-lo) {
-			return 0, false, nil
-		}
-		plan = append(plan, piece{p.Name, a, packed + a - own[r][0], b - a})
-	}
-	dst := t.zero.Params()
-	for _, pc := range plan {
-		for _, x := range []struct {
-			f    *safetensors.File
-			name string
-			into []float32
-		}{{fm, pc.name, dst[pc.at : pc.at+pc.length]}, {fo, "exp_avg." + pc.name, t.Opt.M[pc.k : pc.k+pc.length]}, {fo, "exp_avg_sq." + pc.name, t.Opt.V[pc.k : pc.k+pc.length]}} {
-			v, _, err := x.f.Float32(x.name)
-			if err != nil || len(v) != len(x.into) {
-				return 0, false, fmt.Errorf("checkpoint %s: piece %s: %d values for %d, %v", dir, x.name, len(v), len(x.into), err)
-			}
-			copy(x.into, v)
-		}
-	}
-	var st int
-	if _, err := fmt.Sscanf(fo.Metadata()["step"], "%d", &st); err != nil {
-		return 0, false, fmt.Errorf("checkpoint %s: %s has no step: %w", dir, of, err)
-	}
-	return st, true, nil
+	return checkpoint.ReadZeroShard(dir, t.Model, *s)
 }
 
 // saveZeroShard writes this rank's pieces into the shared temporary

@@ -345,13 +345,13 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 }
 
 // InterruptedReason is the job's failure reason when the operator stops
-// it (Ctrl-C, SIGTERM to the launcher).
-const InterruptedReason = "interrupted by the operator"
+// it (Ctrl-C, SIGTERM to the launcher); the launcher's and the workers'
+// shared word (jobenv).
+const InterruptedReason = jobenv.InterruptedReason
 
-// InterruptedExitCode is how a worker the operator stopped exits (the
-// shell's code for Ctrl-C, 128 + SIGINT), whether it was signalled itself
-// or learnt of the stop from its peers or the coordinator.
-const InterruptedExitCode = 130
+// InterruptedExitCode is how a worker the operator stopped exits (see
+// jobenv.InterruptedExitCode).
+const InterruptedExitCode = jobenv.InterruptedExitCode
 
 // InterruptedError is Node's result when the operator stopped the job:
 // through this launcher (Cause: its context's, e.g. the signal), or

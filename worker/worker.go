@@ -19,7 +19,6 @@ import (
 	"github.com/strand-ml/strand/collective"
 	"github.com/strand-ml/strand/coordinator"
 	pb "github.com/strand-ml/strand/coordinator/proto"
-	"github.com/strand-ml/strand/launcher"
 	"github.com/strand-ml/strand/launcher/jobenv"
 	"github.com/strand-ml/strand/mesh"
 	"github.com/strand-ml/strand/obs"
@@ -123,8 +122,8 @@ type Runtime struct {
 const verdictWait = 3 * time.Second
 
 // InterruptedReason is the job's failure reason when the operator stops it
-// (the same words as launcher.InterruptedReason).
-const InterruptedReason = launcher.InterruptedReason
+// (jobenv.InterruptedReason, the launcher's words too).
+const InterruptedReason = jobenv.InterruptedReason
 
 // OperatorStop records that the operator asked this process to stop
 // (Ctrl-C, SIGTERM from a launcher, scancel, a pod's termination), as
@@ -154,11 +153,11 @@ type RankDeadError struct {
 func (e *RankDeadError) Error() string { return "job failed: " + e.Reason }
 
 // ExitCode is the process exit code a worker ending with this error
-// should use: launcher.InterruptedExitCode when the operator stopped the
+// should use: jobenv.InterruptedExitCode when the operator stopped the
 // job (no rank failed), 1 otherwise.
 func (e *RankDeadError) ExitCode() int {
 	if e.Rank < 0 && e.Reason == InterruptedReason {
-		return launcher.InterruptedExitCode
+		return jobenv.InterruptedExitCode
 	}
 	return 1
 }

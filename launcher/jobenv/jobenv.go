@@ -7,6 +7,16 @@ import (
 	"strings"
 )
 
+// InterruptedReason is a job's failure reason when the operator stopped
+// it: launcher and workers report the same words.
+const InterruptedReason = "interrupted by the operator"
+
+// InterruptedExitCode is how a worker the operator stopped exits (the
+// shell's code for Ctrl-C, 128 + SIGINT), whether it was signalled itself
+// or learnt of the stop from its peers or the coordinator; a launcher
+// reading it knows the stop came from elsewhere.
+const InterruptedExitCode = 130
+
 // Variables strand's own launchers set for each worker.
 const (
 	Coordinator     = "STRAND_COORDINATOR"      // host:port of the coordinator

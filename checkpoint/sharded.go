@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/strand-ml/strand/atomicfile"
 	"github.com/strand-ml/strand/hf"
@@ -59,6 +60,24 @@ type Piece struct {
 	// flattened, that this piece holds; the pieces of all data-parallel
 	// ranks of a shard group together cover the part.
 	Range []int `json:"range,omitempty"`
+	// Name, when set, is the piece's name in the file: a rank that owns
+	// several ranges of one tensor (the chunks of a vocabulary weight)
+	// writes the second and later as NAME@K (pieceName).
+	Name string `json:"name,omitempty"`
+}
+
+// pieceName is the name in a ZeRO shard file of a rank's k-th range of
+// tensor name; logicalName undoes it.
+func pieceName(name string, k int) string {
+	if k == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s@%d", name, k)
+}
+
+func logicalName(inFile string) string {
+	name, _, _ := strings.Cut(inFile, "@")
+	return name
 }
 
 const indexFormat = "strand-sharded-1"
@@ -152,7 +171,8 @@ func indexFile(idx *Index, dir, mf string, tp, tpSize int) error {
 		if err := json.Unmarshal([]byte(meta["shard."+in.Name]), &spec); err != nil {
 			return fmt.Errorf("index: %s: shard spec of %q: %w", mf, in.Name, err)
 		}
-		t := idx.Tensors[in.Name]
+		name := logicalName(in.Name)
+		t := idx.Tensors[name]
 		if t.Shape == nil {
 			full, err := parseShape(meta["shape."+in.Name])
 			if err != nil {
@@ -161,6 +181,9 @@ func indexFile(idx *Index, dir, mf string, tp, tpSize int) error {
 			t.Shape, t.Shard = full, spec
 		}
 		pc := Piece{File: mf, TPRank: tp, TPSize: tpSize}
+		if name != in.Name {
+			pc.Name = in.Name
+		}
 		if r, ok := meta["range."+in.Name]; ok {
 			var lo, hi int
 			if _, err := fmt.Sscanf(r, "%d %d", &lo, &hi); err != nil || hi-lo != model.Numel(in.Shape) {
@@ -169,7 +192,7 @@ func indexFile(idx *Index, dir, mf string, tp, tpSize int) error {
 			pc.Range = []int{lo, hi}
 		}
 		t.Pieces = append(t.Pieces, pc)
-		idx.Tensors[in.Name] = t
+		idx.Tensors[name] = t
 	}
 	return nil
 }
@@ -288,7 +311,11 @@ func (idx *Index) assemble(c *fileCache, name, prefix string, fileOf func(Piece)
 		if err != nil {
 			return nil, nil, err
 		}
-		data, shape, err := f.Float32(prefix + name)
+		inFile := name
+		if pc.Name != "" {
+			inFile = pc.Name
+		}
+		data, shape, err := f.Float32(prefix + inFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", fileOf(pc), err)
 		}

@@ -47,16 +47,20 @@ type ZeroShard struct {
 	OptStep int
 }
 
-// zeroPiece is one parameter's part of a rank's owned ranges: flat
-// elements [At, At+N) of the parameter buffer, [Lo, Lo+N) of the
-// parameter itself, and [K, K+N) of the packed moments.
+// zeroPiece is one owned range's part of a parameter: flat elements
+// [At, At+N) of the parameter buffer, [Lo, Lo+N) of the parameter itself,
+// and [K, K+N) of the packed moments, named Name in the files (the
+// parameter's name, NAME@K for its second and later pieces).
 type zeroPiece struct {
 	p         *model.Param
+	Name      string
 	At, Lo, K int
 	N         int
 }
 
-// pieces walks m's parameters against the owned ranges (in order).
+// pieces walks m's parameters against the owned ranges (in order); a
+// parameter cut into several units (a vocabulary weight's chunks) has a
+// piece in each of its owned ranges.
 func (s ZeroShard) pieces(m *model.GPT) []zeroPiece {
 	var out []zeroPiece
 	packed, r := 0, 0 // moments index of owned range r's start
@@ -66,12 +70,14 @@ func (s ZeroShard) pieces(m *model.GPT) []zeroPiece {
 			packed += s.Owned[r][1] - s.Owned[r][0]
 			r++
 		}
-		if r == len(s.Owned) {
-			break
-		}
-		a, b := max(lo, s.Owned[r][0]), min(hi, s.Owned[r][1])
-		if a < b {
-			out = append(out, zeroPiece{p: p, At: a, Lo: a - lo, K: packed + a - s.Owned[r][0], N: b - a})
+		k, at := 0, packed
+		for q := r; q < len(s.Owned) && s.Owned[q][0] < hi; q++ {
+			a, b := max(lo, s.Owned[q][0]), min(hi, s.Owned[q][1])
+			if a < b {
+				out = append(out, zeroPiece{p: p, Name: pieceName(p.Name, k), At: a, Lo: a - lo, K: at + a - s.Owned[q][0], N: b - a})
+				k++
+			}
+			at += s.Owned[q][1] - s.Owned[q][0]
 		}
 	}
 	return out
@@ -90,14 +96,14 @@ func WriteZeroShard(dir string, m *model.GPT, s ZeroShard) error {
 			continue
 		}
 		spec, _ := json.Marshal(p.Shard)
-		meta["shard."+p.Name] = string(spec)
-		meta["shape."+p.Name] = fmt.Sprint(p.Shape)
-		meta["range."+p.Name] = fmt.Sprintf("%d %d", pc.Lo, pc.Lo+pc.N)
+		meta["shard."+pc.Name] = string(spec)
+		meta["shape."+pc.Name] = fmt.Sprint(p.Shape)
+		meta["range."+pc.Name] = fmt.Sprintf("%d %d", pc.Lo, pc.Lo+pc.N)
 		shape := []int{pc.N}
-		params = append(params, safetensors.F32View(p.Name, shape, s.Params[pc.At:pc.At+pc.N]))
+		params = append(params, safetensors.F32View(pc.Name, shape, s.Params[pc.At:pc.At+pc.N]))
 		moments = append(moments,
-			safetensors.F32View("exp_avg."+p.Name, shape, s.M[pc.K:pc.K+pc.N]),
-			safetensors.F32View("exp_avg_sq."+p.Name, shape, s.V[pc.K:pc.K+pc.N]))
+			safetensors.F32View("exp_avg."+pc.Name, shape, s.M[pc.K:pc.K+pc.N]),
+			safetensors.F32View("exp_avg_sq."+pc.Name, shape, s.V[pc.K:pc.K+pc.N]))
 	}
 	if err := safetensors.Write(filepath.Join(dir, mf), params, meta); err != nil {
 		return err
@@ -127,14 +133,14 @@ func ReadZeroShard(dir string, m *model.GPT, s ZeroShard) (step int, ok bool, er
 	pcs := s.pieces(m)
 	// check every piece first, so a mismatch changes nothing
 	for _, pc := range pcs {
-		if pc.p.TiedCopy || meta["range."+pc.p.Name] != fmt.Sprintf("%d %d", pc.Lo, pc.Lo+pc.N) {
+		if pc.p.TiedCopy || meta["range."+pc.Name] != fmt.Sprintf("%d %d", pc.Lo, pc.Lo+pc.N) {
 			// (the last stage's copy of wte is not in the files: the
 			// layout-changing path loads it from the first stage's wte)
 			return 0, false, nil
 		}
 	}
 	for _, pc := range pcs {
-		name := pc.p.Name
+		name := pc.Name
 		for _, x := range []struct {
 			f    *safetensors.File
 			name string

@@ -4,6 +4,9 @@ import (
 	"github.com/strand-ml/strand/gemm/internal/kernels"
 )
 
+// fp32KC is the float32 path's largest k block.
+const fp32KC = 384
+
 // blocked is the cache-blocked GEMM around a SIMD micro-kernel (the BLIS
 // loop nest). For one task, a region of C anchored on the MR x NR tile grid:
 //
@@ -31,7 +34,7 @@ type blocked struct {
 // written once, and a 16 MiB C (the gpt2s LM head) is not streamed twice.
 // The micro-kernel alone runs equally fast at kc = 256 and 384.
 func newBlocked(mk kernels.Micro) *blocked {
-	kc := 384
+	kc := fp32KC
 	mc := mk.MR * (192 / mk.MR)
 	if mk.NR <= 16 {
 		mc = mk.MR * (120 / mk.MR)
@@ -44,6 +47,20 @@ func newBlocked(mk kernels.Micro) *blocked {
 // pay the C load/store and the kernel's loop overhead for little work. The
 // split depends on k only, so every region of C sees the same blocks.
 func (bl *blocked) kBlock(k int) int { return ceilDiv(k, ceilDiv(k, bl.kc)) }
+
+// KBlock is the k block of a float32 product with inner dimension k on the
+// packed path (blocks start at multiples of it). A caller that splits
+// such a product along k into pieces cut at block boundaries, each piece
+// with beta = 1 after the first, gets the unsplit product's bits: every
+// element sees the same FMA chains added to C in the same order (the
+// ZeRO-3 LM head, computed one gathered vocabulary chunk at a time).
+// The pieces must stay on the packed path (MinPackedWork).
+func KBlock(k int) int {
+	if k <= 0 {
+		return 0
+	}
+	return ceilDiv(k, ceilDiv(k, fp32KC))
+}
 
 // prepacked is one operand of a multi-goroutine call packed once, by the
 // calling goroutine, before the tasks start. Without it every strip of C

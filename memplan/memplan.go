@@ -275,16 +275,8 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 		n := (int64(u.Size()) + G - 1) / G
 		shard += n
 	}
-	shared := -1
-	if l.First && l.Last && !c.Model.UntiedHead {
-		for i, u := range units {
-			if u.Name == "wte" {
-				shared = i
-			}
-		}
-	}
 	f, g := model.PassGroups(units, l, c.Model, false, false), model.PassGroups(units, l, c.Model, false, true)
-	fwdPeak, bwdPeak := zero.Peaks(size, size, f, g, c.Zero == 3, !c.ReshardAfterForward, shared)
+	fwdPeak, bwdPeak := zero.Peaks(size, size, f, g, c.Zero == 3, !c.ReshardAfterForward)
 	fwd, bwd := int64(fwdPeak), int64(bwdPeak)
 
 	b := &st.Breakdown

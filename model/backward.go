@@ -16,8 +16,11 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 	B, T := a.b, a.t
 	N, C := B*T, d.C
 	dres := m.dres[:N*C]
+	if l.First && m.chunked() && w.dwte != nil {
+		m.rows.collect(a.tokens[:N], d.V0, d.Vl, C)
+	}
 	if l.Last {
-		if err := m.needHead(ctx, true); err != nil {
+		if err := m.need(ctx, m.headUnit(), true); err != nil {
 			return err
 		}
 	}
@@ -39,7 +42,11 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		// with two threads they run at once (pair.go)
 		dlnf := m.dln[:N*C]
 		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.head, C, 0, dlnf, C}
-		if w.dhead != nil { // nil: frozen (LoRA)
+		if m.chunked() {
+			if err := m.headBackwardChunked(ctx, a, dlogits, dlnf, N); err != nil {
+				return err
+			}
+		} else if w.dhead != nil { // nil: frozen (LoRA)
 			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dhead), w.dhead, C})
 		} else {
 			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
@@ -61,7 +68,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		copy(dres, dOut)
 	}
 	if l.Last {
-		if err := m.doneHead(ctx, true); err != nil {
+		if err := m.done(ctx, m.headUnit(), true); err != nil {
 			return err
 		}
 	}
@@ -84,10 +91,11 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
 		}
 	}
-	if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
-		if err := m.needEmbed(ctx, true); err != nil {
+	if l.First && w.dwte != nil && m.chunked() {
+		if err := m.embedBackwardChunked(ctx, a, dres, N, T); err != nil {
 			return err
 		}
+	} else if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
 		m.clearIfStale(w.dwte)
 		m.clearIfStale(w.dwpe)
 		if a.seg.ids != nil {
@@ -96,9 +104,6 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			EmbeddingBackward(w.dwte, w.dwpe, dres, a.tokens, B, T, C)
 		} else {
 			m.embedBackward(dres, a.tokens, B, T)
-		}
-		if err := m.doneEmbed(ctx, true); err != nil {
-			return err
 		}
 	}
 	m.ready(len(m.Params.Grad))

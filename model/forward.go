@@ -41,19 +41,20 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 			return 0, 0, fmt.Errorf("model: the first stage needs tokens")
 		}
 		copy(a.tokens, tokens)
-		if err := m.needEmbed(ctx, false); err != nil {
-			return 0, 0, err
-		}
 		var err error
-		if a.seg.ids != nil {
+		switch {
+		case m.chunked():
+			pos := func(n int) int { return n % T }
+			if a.seg.ids != nil {
+				pos = func(n int) int { return int(a.seg.pos[n]) }
+			}
+			err = m.embedChunked(ctx, x, tokens, pos, N)
+		case a.seg.ids != nil:
 			err = m.embedSegmented(ctx, x, tokens, a.seg.pos, B, T)
-		} else {
+		default:
 			err = m.embed(ctx, x, tokens, B, T)
 		}
 		if err != nil {
-			return 0, 0, err
-		}
-		if err := m.doneEmbed(ctx, false); err != nil {
 			return 0, 0, err
 		}
 	} else {
@@ -85,14 +86,14 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 	if !l.Last {
 		return 0, 0, nil
 	}
-	if err := m.needHead(ctx, false); err != nil {
+	if err := m.need(ctx, m.headUnit(), false); err != nil {
 		return 0, 0, err
 	}
 	lossSum, count, err = m.headForward(ctx, a, x, targets, N)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := m.doneHead(ctx, false); err != nil {
+	if err := m.done(ctx, m.headUnit(), false); err != nil {
 		return 0, 0, err
 	}
 	return lossSum, count, nil
@@ -113,7 +114,13 @@ func (m *GPT) headForward(ctx context.Context, a *Acts, x []float32, targets []i
 	// logits (N, Vl) = lnf (N, C) @ head_local^T : the head is the tied
 	// embedding (or lm_head), and each TP rank holds a slice of the vocabulary.
 	logits := a.logits[:N*d.Vl]
-	m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.head, C, 0, logits, d.Vl)
+	if m.chunked() {
+		if err := m.logitsChunked(ctx, logits, a.lnf, N); err != nil {
+			return 0, 0, err
+		}
+	} else {
+		m.mm(false, true, N, d.Vl, C, 1, a.lnf, C, w.head, C, 0, logits, d.Vl)
+	}
 	if targets == nil {
 		return 0, 0, nil
 	}

@@ -56,6 +56,7 @@ type GPT struct {
 	kvrep                                           *kvRep    // kv heads replicated over TP ranks (kvrep.go); nil otherwise
 	residency                                       Residency // sharded parameters (ZeRO-2/3, residency.go); nil: all resident
 	units                                           unitIndex // the units Residency is asked for
+	rows                                            vocabRows // a backward's token-embedding gradient rows under a residency (vocabunits.go)
 	unitLo, unitHi                                  []int     // each unit's trainable range (clearing stale gradients)
 	pagedCopies                                     bool      // the bf16/fp16 copy lives in discardable pages (PageLowPrecision)
 }

@@ -3,8 +3,11 @@ package model
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
 	"strings"
 
+	"github.com/strand-ml/strand/gemm"
 	"github.com/strand-ml/strand/internal/pages"
 )
 
@@ -15,13 +18,17 @@ import (
 // adapters (a block's, or none) and [FrozenLo, FrozenHi) is the unit's
 // range in LoRA.Base.Data, the frozen base weights it reads.
 type Unit struct {
-	Name               string // "h.3", "wte", "wpe", "head" (lm_head, ln_f), "tied" (the last stage's copy of wte)
+	Name               string // "h.3", "wte[2]", "wpe", "head" (ln_f), "lm_head[0]", "tied[1]" (the last stage's copy of wte)
 	Lo, Hi             int
 	FrozenLo, FrozenHi int
 }
 
 // Size is the number of parameter elements in the unit.
 func (u Unit) Size() int { return u.Hi - u.Lo }
+
+// span is the unit's length in the buffer it is gathered from: its
+// trainable range, or with LoRA its frozen base range.
+func (u Unit) span() int { return max(u.Hi-u.Lo, u.FrozenHi-u.FrozenLo) }
 
 // Residency brings units of parameters into memory for the model and
 // takes them out again (ZeRO-3); with ZeRO-2 it only collects gradients.
@@ -36,11 +43,18 @@ type Residency interface {
 }
 
 // unitIndex says which unit each part of the model lives in (-1: none).
+// The vocabulary-sized weights are cut into row chunks (VocabCuts), one
+// unit each: wte[k] on the first stage, the head's weight (wte[k],
+// tied[k] or lm_head[k]) on the last.
 type unitIndex struct {
 	blocks   []int // per block of this stage
-	wte, wpe int   // the first stage's embeddings (-1: none)
-	head     int   // lm_head and ln_f on the last stage
-	headW    int   // the unit holding the head's weight (head, wte or tied)
+	wte      []int // the first stage's token embedding chunks (nil: none)
+	wteCuts  []int // their rows: chunk k is rows [wteCuts[k], wteCuts[k+1])
+	wpe      int   // the first stage's position embedding (-1: none)
+	head     int   // ln_f on the last stage
+	headW    []int // the head weight's chunks on the last stage
+	headCuts []int
+	tiedHere bool // the head's weight is this stage's wte (one stage, tied)
 }
 
 // Units lists this rank's parameter units in layout order (the order of
@@ -63,10 +77,13 @@ func groupUnits(ps *Params) []Unit {
 
 // ShapeUnits cuts parameters (in layout order, as ParamShapes lists them)
 // into units, with offsets as the flat buffers lay them out: Units without
-// a model, for memory planning.
+// a model, for memory planning. A block is one unit; a vocabulary-sized
+// weight (wte, its tied copy, lm_head) is cut into row chunks of about a
+// block's size (VocabCuts), so ZeRO-3 never gathers the whole table and
+// ZeRO-2/3 never hold its whole gradient.
 func ShapeUnits(shapes []ParamShape) []Unit {
 	var out []Unit
-	off := 0
+	off, block := 0, 0
 	for _, p := range shapes {
 		name, n := unitName(p.Name, p.TiedCopy), p.Size()
 		if k := len(out); k > 0 && out[k-1].Name == name && out[k-1].Hi == off {
@@ -74,19 +91,116 @@ func ShapeUnits(shapes []ParamShape) []Unit {
 		} else {
 			out = append(out, Unit{Name: name, Lo: off, Hi: off + n})
 		}
+		if strings.HasPrefix(name, "h.") {
+			block = max(block, out[len(out)-1].Size())
+		}
 		off += n
 	}
-	return out
+	var cut []Unit
+	at := 0 // index into shapes of the unit's first parameter
+	for _, u := range out {
+		p := shapes[at]
+		for n := 0; n < u.Size(); at++ {
+			n += shapes[at].Size()
+		}
+		if !vocabUnit(u.Name) || len(p.Local) != 2 || u.Size() == 0 {
+			cut = append(cut, u)
+			continue
+		}
+		rows, C := p.Local[0], p.Local[1]
+		target := block
+		if target == 0 {
+			target = u.Size()
+		}
+		cuts := VocabCuts(rows, C, target)
+		for k := 0; k+1 < len(cuts); k++ {
+			cut = append(cut, Unit{Name: fmt.Sprintf("%s[%d]", u.Name, k), Lo: u.Lo + cuts[k]*C, Hi: u.Lo + cuts[k+1]*C})
+		}
+	}
+	return cut
+}
+
+// vocabUnit says unit name is a vocabulary-sized weight, cut into chunks.
+func vocabUnit(name string) bool { return name == "wte" || name == "tied" || name == "lm_head" }
+
+// VocabCuts cuts a vocabulary weight of rows x C (a TP rank's rows) into
+// chunks for ZeRO-2/3 and returns the cut points 0 = c[0] < ... < c[k] =
+// rows. A chunk holds about target elements (a block's parameters) and at
+// most a quarter of the table. Cuts fall on the float32 GEMM's k-block
+// boundaries for k = rows (gemm.KBlock), the last, partial block a chunk
+// of its own, so the head's backward dlnf = dlogits @ W summed chunk by
+// chunk has the unsplit product's bits.
+func VocabCuts(rows, C, target int) []int {
+	kb := gemm.KBlock(rows)
+	if kb == 0 || C <= 0 {
+		return []int{0, rows}
+	}
+	q := max(1, min(target, rows*C/4)/C/kb) // k blocks per chunk
+	for q > 1 && gemm.KBlock(q*kb) != kb {
+		q-- // a chunk must split into the same k blocks as the whole
+	}
+	lastStart := (rows - 1) / kb * kb
+	cuts := []int{0}
+	for at := q * kb; at < lastStart; at += q * kb {
+		cuts = append(cuts, at)
+	}
+	if lastStart > 0 {
+		cuts = append(cuts, lastStart)
+	}
+	return append(cuts, rows)
 }
 
 // PassGroups is how one forward (or backward) pass of a stage laid out as
 // l asks for units (indices into units, as Units or ShapeUnits list them):
 // group by group, each group's units needed together in order and done
-// in reverse — the embeddings (wte, wpe), each block, the head with its
-// weight's unit when tied; backward the other way, without the
-// embeddings when they are frozen (LoRA). ZeRO-3 prefetches along it and
-// memory planning walks it.
+// in reverse. Forward: the token embedding's chunks one by one, wpe, each
+// block, ln_f with the head weight's first chunk, then its other chunks.
+// Backward: the head the same way, the blocks in reverse, wpe (the token
+// embedding's gradient leaves as rows, RowAdder, without its
+// parameters), nothing of the embeddings when they are frozen (LoRA).
+// ZeRO-3 prefetches along it and memory planning walks it.
 func PassGroups(units []Unit, l Layout, cfg Config, frozenEmbed, backward bool) [][]int {
+	ix := indexUnits(units, l, cfg)
+	var embed, head, blocks [][]int
+	if !backward {
+		for _, u := range ix.wte {
+			embed = append(embed, []int{u})
+		}
+	}
+	if ix.wpe >= 0 && !(backward && frozenEmbed) {
+		embed = append(embed, []int{ix.wpe})
+	}
+	for _, u := range ix.blocks {
+		blocks = append(blocks, []int{u})
+	}
+	if ix.head >= 0 {
+		g := []int{ix.head}
+		for k, u := range ix.headW {
+			if k == 0 {
+				head = append(head, append(g, u))
+			} else {
+				head = append(head, []int{u})
+			}
+		}
+		if len(ix.headW) == 0 {
+			head = append(head, g)
+		}
+	}
+	var out [][]int
+	if !backward {
+		out = append(out, embed...)
+		out = append(out, blocks...)
+		return append(out, head...)
+	}
+	out = append(out, head...)
+	for i := len(blocks) - 1; i >= 0; i-- {
+		out = append(out, blocks[i])
+	}
+	return append(out, embed...)
+}
+
+// indexUnits finds each part's units in units (-1 or nil: not found).
+func indexUnits(units []Unit, l Layout, cfg Config) unitIndex {
 	find := func(name string) int {
 		for i, u := range units {
 			if u.Name == name {
@@ -95,49 +209,38 @@ func PassGroups(units []Unit, l Layout, cfg Config, frozenEmbed, backward bool) 
 		}
 		return -1
 	}
-	var embed, head []int
-	var blocks [][]int
-	if l.First {
-		for _, n := range []string{"wte", "wpe"} {
-			if i := find(n); i >= 0 {
-				embed = append(embed, i)
+	chunks := func(base string) (ids, cuts []int) {
+		for i, u := range units {
+			if strings.HasPrefix(u.Name, base+"[") {
+				if cuts == nil {
+					cuts = []int{0}
+				}
+				ids = append(ids, i)
+				cuts = append(cuts, cuts[len(cuts)-1]+u.span()/max(1, cfg.NEmbd))
 			}
 		}
+		return ids, cuts
+	}
+	ix := unitIndex{wpe: -1, head: -1}
+	if l.First {
+		ix.wte, ix.wteCuts = chunks("wte")
+		ix.wpe = find("wpe")
 	}
 	for b := l.FirstBlock; b < l.EndBlock; b++ {
-		blocks = append(blocks, []int{find(fmt.Sprintf("h.%d", b))})
+		ix.blocks = append(ix.blocks, find(fmt.Sprintf("h.%d", b)))
 	}
 	if l.Last {
-		head = append(head, find("head"))
-		if !cfg.UntiedHead {
-			w := find("wte")
-			if !l.First {
-				w = find("tied")
-			}
-			head = append(head, w)
+		ix.head = find("head")
+		switch {
+		case cfg.UntiedHead:
+			ix.headW, ix.headCuts = chunks("lm_head")
+		case l.First:
+			ix.headW, ix.headCuts, ix.tiedHere = ix.wte, ix.wteCuts, true
+		default:
+			ix.headW, ix.headCuts = chunks("tied")
 		}
 	}
-	var out [][]int
-	if !backward {
-		if len(embed) > 0 {
-			out = append(out, embed)
-		}
-		out = append(out, blocks...)
-		if len(head) > 0 {
-			out = append(out, head)
-		}
-		return out
-	}
-	if len(head) > 0 {
-		out = append(out, head)
-	}
-	for i := len(blocks) - 1; i >= 0; i-- {
-		out = append(out, blocks[i])
-	}
-	if len(embed) > 0 && !frozenEmbed {
-		out = append(out, embed)
-	}
-	return out
+	return ix
 }
 
 // PassOrder is PassGroups' units one after another.
@@ -184,6 +287,8 @@ func unitName(name string, tiedCopy bool) string {
 		return "wte"
 	case strings.HasPrefix(name, "wpe."):
 		return "wpe"
+	case strings.HasPrefix(name, "lm_head."):
+		return "lm_head"
 	default:
 		return "head"
 	}
@@ -199,28 +304,20 @@ func (m *GPT) SetResidency(r Residency) error {
 		return nil
 	}
 	units := m.Units()
-	find := func(name string) int {
-		for i, u := range units {
-			if u.Name == name {
-				return i
-			}
+	ix := indexUnits(units, m.Layout, m.Config)
+	for i, u := range ix.blocks {
+		if u < 0 {
+			return fmt.Errorf("model: block %d has no parameter unit", m.Layout.FirstBlock+i)
 		}
-		return -1
 	}
-	ix := unitIndex{wte: find("wte"), wpe: find("wpe"), head: find("head")}
-	for b := m.Layout.FirstBlock; b < m.Layout.EndBlock; b++ {
-		i := find(fmt.Sprintf("h.%d", b))
-		if i < 0 {
-			return fmt.Errorf("model: block %d has no parameter unit", b)
-		}
-		ix.blocks = append(ix.blocks, i)
+	if m.Layout.Last && ix.head < 0 {
+		return fmt.Errorf("model: the head has no parameter unit")
 	}
-	ix.headW = ix.head
-	if m.Layout.Last && !m.Config.UntiedHead {
-		ix.headW = ix.wte
-		if !m.Layout.First {
-			ix.headW = find("tied")
-		}
+	if m.Layout.First && len(ix.wte) == 0 || m.Layout.Last && len(ix.headW) == 0 {
+		return fmt.Errorf("model: the vocabulary weights have no parameter units")
+	}
+	if n := m.MaxB * m.MaxT; m.Layout.First && m.w.dwte != nil && len(m.rows.vals) < n*m.local.C {
+		m.rows = vocabRows{at: make([]int32, n), ids: make([]int32, 0, n), vals: make([]float32, n*m.local.C)}
 	}
 	m.units = ix
 	m.unitLo, m.unitHi = nil, nil
@@ -236,15 +333,12 @@ func (m *GPT) PassGroups(backward bool) [][]int {
 	return PassGroups(m.Units(), m.Layout, m.Config, m.LoRA != nil, backward)
 }
 
-// SharedUnit is the unit whose gradient two parts of one backward write
-// — wte, in the head and in the embedding on a single-stage tied model —
-// or -1. ZeRO-2/3 hold its gradient until the second part is done, so it
-// is reduced once, as data parallelism reduces it.
-func (m *GPT) SharedUnit() int {
-	if m.residency == nil || m.LoRA != nil || !m.Layout.First || !m.Layout.Last || m.Config.UntiedHead {
+// headUnit is ln_f's unit (-1 without a residency).
+func (m *GPT) headUnit() int {
+	if m.residency == nil {
 		return -1
 	}
-	return m.units.wte
+	return m.units.head
 }
 
 // blockUnit is block i's unit (-1 without a residency).
@@ -277,42 +371,6 @@ func (m *GPT) done(ctx context.Context, u int, backward bool) error {
 		return fmt.Errorf("parameters of unit %d: %w", u, err)
 	}
 	return nil
-}
-
-// needEmbed and doneEmbed bracket the first stage's embeddings.
-func (m *GPT) needEmbed(ctx context.Context, backward bool) error {
-	if err := m.need(ctx, m.units.wte, backward); err != nil {
-		return err
-	}
-	return m.need(ctx, m.units.wpe, backward)
-}
-
-func (m *GPT) doneEmbed(ctx context.Context, backward bool) error {
-	if err := m.done(ctx, m.units.wpe, backward); err != nil {
-		return err
-	}
-	return m.done(ctx, m.units.wte, backward)
-}
-
-// needHead and doneHead bracket the head: ln_f (and lm_head) and, when
-// the head is tied, the unit holding wte.
-func (m *GPT) needHead(ctx context.Context, backward bool) error {
-	if err := m.need(ctx, m.units.head, backward); err != nil {
-		return err
-	}
-	if m.units.headW != m.units.head {
-		return m.need(ctx, m.units.headW, backward)
-	}
-	return nil
-}
-
-func (m *GPT) doneHead(ctx context.Context, backward bool) error {
-	if m.units.headW != m.units.head {
-		if err := m.done(ctx, m.units.headW, backward); err != nil {
-			return err
-		}
-	}
-	return m.done(ctx, m.units.head, backward)
 }
 
 // SetParamBuffers points every parameter's Data and Grad views into data
@@ -406,12 +464,55 @@ func (s *lowPrecision[E]) discard(lo, hi int) error {
 	return pages.Discard(s.w, lo, hi)
 }
 
-// InitRange fills, from seed, the parameters lying in Data[lo:hi] (whole
-// parameters only), exactly as Init fills them.
-func (ps *Params) InitRange(seed uint64, lo, hi int) {
+// InitRanges fills, from seed, the elements of dst in ranges (ascending
+// [lo, hi) offsets of the flat buffer, as Data lays parameters out)
+// exactly as Init fills Data, and nothing else of dst: ZeRO-3 draws a
+// fresh model straight into its owned pieces, a rank never holding a
+// whole parameter it does not own (one cut by tensor parallelism is drawn
+// whole first, as Init draws it).
+func (ps *Params) InitRanges(seed uint64, dst []float32, ranges [][2]int) {
+	r := 0
 	for _, p := range ps.List {
-		if p.Offset >= lo && p.Offset+p.Size() <= hi {
-			ps.initParam(p, seed)
+		lo, hi := p.Offset, p.Offset+p.Size()
+		for r < len(ranges) && ranges[r][1] <= lo {
+			r++
+		}
+		if r == len(ranges) {
+			return
+		}
+		if ranges[r][0] >= hi {
+			continue
+		}
+		// the ranges cutting p: ranges[r:e]
+		e := r
+		for e < len(ranges) && ranges[e][0] < hi {
+			e++
+		}
+		if p.init == initNormal && len(p.Data) == Numel(p.Shape) {
+			// draw the stream once, keeping what falls in the ranges
+			h := fnv.New64a()
+			h.Write([]byte(p.Name))
+			g := rand.New(rand.NewPCG(seed, h.Sum64()))
+			end := min(hi, ranges[e-1][1])
+			k := r
+			for f := lo; f < end; f++ {
+				v := float32(g.NormFloat64() * p.std)
+				for k < e && ranges[k][1] <= f {
+					k++
+				}
+				if k < e && f >= ranges[k][0] {
+					dst[f] = v
+				}
+			}
+			continue
+		}
+		local := make([]float32, p.Size())
+		q := *p
+		q.Data = local
+		ps.initParam(&q, seed)
+		for k := r; k < e; k++ {
+			a, b := max(lo, ranges[k][0]), min(hi, ranges[k][1])
+			copy(dst[a:b], local[a-lo:b-lo])
 		}
 	}
 }

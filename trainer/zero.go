@@ -43,12 +43,12 @@ func (t *Trainer) finishZero(ctx context.Context) error {
 	if c.Embed.Size() <= 1 {
 		return nil
 	}
-	piece := t.zero.TiedPiece(t.Model.TiedOffset)
 	end := t.Trace.Begin("tied-embedding allreduce", "comm", trace.LaneComm, nil)
-	err := c.Embed.AllReduce(ctx, collective.F32(piece), collective.Sum)
-	end()
-	if err != nil {
-		return fmt.Errorf("tied embedding gradient: %w", err)
+	defer end()
+	for _, piece := range t.zero.PiecesFrom(t.Model.TiedOffset) {
+		if err := c.Embed.AllReduce(ctx, collective.F32(piece), collective.Sum); err != nil {
+			return fmt.Errorf("tied embedding gradient: %w", err)
+		}
 	}
 	return nil
 }

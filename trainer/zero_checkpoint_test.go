@@ -123,6 +123,9 @@ func TestZeRO3CheckpointResumeAndReshard(t *testing.T) {
 		{"dp4 hybrid 2", mesh.Mesh{DP: 4, TP: 1, PP: 1}, func(o *Options) { o.ShardGroup = 2 }},
 		{"dp2 bf16", mesh.Mesh{DP: 2, TP: 1, PP: 1}, func(o *Options) { o.Precision = "bf16" }},
 		{"dp2 tp2 zero2", mesh.Mesh{DP: 2, TP: 2, PP: 1}, func(o *Options) { o.Zero = 2 }},
+		// wte in five chunks: a rank owns a piece of each (NAME@K pieces)
+		{"dp2 vocab chunks", mesh.Mesh{DP: 2, TP: 1, PP: 1}, func(o *Options) { o.Model.VocabSize = 1600 }},
+		{"dp2 pp2 tied vocab chunks", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) { o.Model.VocabSize, o.Schedule = 1600, "gpipe" }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts := testOptions()

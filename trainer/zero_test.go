@@ -183,3 +183,54 @@ func TestZeROWithLoRA(t *testing.T) {
 		}
 	}
 }
+
+// A vocabulary large enough to be cut into chunks (1600 rows: five wte
+// units, three per TP rank at TP 2): on two ranks ZeRO-2/3 still give
+// DDP's bits (chunks cut at the GEMM's k blocks, the tied rows reduced
+// once), and every layout follows the single-process curve, including
+// the tied copy's chunks summed across two stages.
+func TestZeROVocabChunks(t *testing.T) {
+	opts := testOptions()
+	opts.Model.VocabSize = 1600
+	opts.GradClip, opts.Micro = 0, 1
+	two := mesh.Mesh{DP: 2, TP: 1, PP: 1}
+	ddp, ddpP := runMesh(t, opts, two)
+	for _, stage := range []int{2, 3} {
+		o := opts
+		o.Zero = stage
+		got, gotP := runMesh(t, o, two)
+		for i := range ddp {
+			if got[i] != ddp[i] {
+				t.Errorf("zero%d step %d: loss %v, DDP %v", stage, i+1, got[i], ddp[i])
+			}
+		}
+		for n, w := range ddpP {
+			for i := range w {
+				if gotP[n][i] != w[i] {
+					t.Errorf("zero%d: %s[%d] = %v, DDP %v", stage, n, i, gotP[n][i], w[i])
+					break
+				}
+			}
+		}
+	}
+	opts = testOptions()
+	opts.Model.VocabSize = 1600
+	want, wantP := runMesh(t, opts, mesh.Mesh{DP: 1, TP: 1, PP: 1})
+	for _, l := range []struct {
+		name string
+		m    mesh.Mesh
+		mod  func(*Options)
+	}{
+		{"dp2 tp2", mesh.Mesh{DP: 2, TP: 2, PP: 1}, nil},
+		{"dp2 pp2 gpipe", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) { o.Schedule = "gpipe" }},
+		{"dp4 hybrid 2", mesh.Mesh{DP: 4, TP: 1, PP: 1}, func(o *Options) { o.ShardGroup = 2 }},
+	} {
+		o := opts
+		o.Zero = 3
+		if l.mod != nil {
+			l.mod(&o)
+		}
+		got, gotP := runMesh(t, o, l.m)
+		compare(t, "zero3 vocab chunks "+l.name, got, want, gotP, wantP)
+	}
+}

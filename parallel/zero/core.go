@@ -15,8 +15,6 @@ type core struct {
 	pos    [2]int   // where in each order the next Need is expected
 	gather bool     // ZeRO-3: units are gathered and handed back
 	keep   bool     // keep forward's units until their backward
-	shared int      // the unit whose gradient two parts of a backward write, or -1
-	half   bool     // the shared unit's first part is done
 
 	resident []bool // gathered or being gathered
 	inUse    []int  // Needs without their Done
@@ -33,9 +31,9 @@ type core struct {
 	liveG, peakG int // resident gradient elements now and at most
 }
 
-func newCore(size, gsize []int, fwd, bwd []int, gather, keep bool, shared int) *core {
+func newCore(size, gsize []int, fwd, bwd []int, gather, keep bool) *core {
 	n := len(size)
-	return &core{size: size, gsize: gsize, order: [2][]int{fwd, bwd}, gather: gather, keep: keep, shared: shared,
+	return &core{size: size, gsize: gsize, order: [2][]int{fwd, bwd}, gather: gather, keep: keep,
 		resident: make([]bool, n), inUse: make([]int, n), kept: make([]bool, n), pref: -1,
 		gradLive: make([]bool, n), rsUnit: -1, rsPend: make([]bool, n)}
 }
@@ -137,21 +135,14 @@ func (c *core) need(u int, backward bool) needSteps {
 func (c *core) done(u int, backward bool) doneSteps {
 	st := doneSteps{finish: -1}
 	if backward {
-		if u == c.shared && !c.half {
-			c.half = true // the first of two contributions: hold the gradient
-		} else {
-			if u == c.shared {
-				c.half = false
-			}
-			// one reduce-scatter in flight: at most two units' gradients
-			if c.rsUnit >= 0 && c.rsUnit != u {
-				st.finish = c.rsUnit
-				c.rsDone(c.rsUnit)
-			}
-			st.rs = true
-			c.rsPend[u] = true
-			c.rsUnit = u
+		// one reduce-scatter in flight: at most two units' gradients
+		if c.rsUnit >= 0 && c.rsUnit != u {
+			st.finish = c.rsUnit
+			c.rsDone(c.rsUnit)
 		}
+		st.rs = true
+		c.rsPend[u] = true
+		c.rsUnit = u
 	}
 	if !c.gather {
 		return st
@@ -182,9 +173,10 @@ func (c *core) rsDone(u int) {
 	}
 }
 
-// pending lists the units whose reduce-scatter has not finished (end of
-// the step), marking them finished.
-func (c *core) pending() []int {
+// finishAll marks every unit's reduce-scatter finished and returns those
+// that were pending (before the embedding's gradient rows are added, and
+// at the end of the step).
+func (c *core) finishAll() []int {
 	var out []int
 	for u, p := range c.rsPend {
 		if p {
@@ -192,7 +184,6 @@ func (c *core) pending() []int {
 			c.rsDone(u)
 		}
 	}
-	c.half = false
 	return out
 }
 
@@ -253,11 +244,10 @@ func (c *core) releaseUnit(u int) {
 // sharder's bookkeeping and returns the most gathered parameter elements
 // and the most resident gradient elements at once: what the Sharder will
 // measure (Use), for memory planning. size and gsize are the units'
-// gathered and gradient elements, fwd and bwd model.PassGroups', shared
-// model.SharedUnit's (-1: none); gather is ZeRO-3, keep
-// --reshard-after-forward=false.
-func Peaks(size, gsize []int, fwd, bwd [][]int, gather, keep bool, shared int) (params, grads int) {
-	c := newCore(size, gsize, model.PassOrder(fwd), model.PassOrder(bwd), gather, keep, shared)
+// gathered and gradient elements, fwd and bwd model.PassGroups'; gather is
+// ZeRO-3, keep --reshard-after-forward=false.
+func Peaks(size, gsize []int, fwd, bwd [][]int, gather, keep bool) (params, grads int) {
+	c := newCore(size, gsize, model.PassOrder(fwd), model.PassOrder(bwd), gather, keep)
 	for _, backward := range []bool{false, true} {
 		groups := fwd
 		if backward {
@@ -272,7 +262,7 @@ func Peaks(size, gsize []int, fwd, bwd [][]int, gather, keep bool, shared int) (
 			}
 		}
 	}
-	c.pending()
+	c.finishAll()
 	c.dropPrefetch()
 	return c.peak, c.peakG
 }

@@ -7,7 +7,7 @@ import (
 
 // The core's decisions, step by step, on three units of a forward pass.
 func TestCorePrefetchesAlongThePass(t *testing.T) {
-	c := newCore([]int{10, 20, 30}, []int{10, 20, 30}, []int{0, 1, 2}, []int{2, 1, 0}, true, false, -1)
+	c := newCore([]int{10, 20, 30}, []int{10, 20, 30}, []int{0, 1, 2}, []int{2, 1, 0}, true, false)
 	steps := []struct {
 		need      bool
 		u         int
@@ -41,27 +41,25 @@ func TestCorePrefetchesAlongThePass(t *testing.T) {
 }
 
 func TestCorePeaks(t *testing.T) {
-	// units in layout order: head 0, h.1 1, h.0 2, wte 3 (a tied
-	// single-stage model without wpe)
-	size := []int{5, 100, 100, 300}
-	fwd := [][]int{{3}, {2}, {1}, {0, 3}}
-	bwd := [][]int{{0, 3}, {1}, {2}, {3}}
+	// units in layout order: head 0, h.1 1, h.0 2, wte[0] 3, wte[1] 4 (a
+	// tied single-stage model without wpe, its embedding in two chunks)
+	size := []int{5, 100, 100, 150, 150}
+	fwd := [][]int{{3}, {4}, {2}, {1}, {0, 3}, {4}}
+	bwd := [][]int{{0, 3}, {4}, {1}, {2}}
 	for _, c := range []struct {
 		name          string
 		gather, keep  bool
-		shared        int
 		params, grads int
 	}{
-		// forward: wte + h.0 prefetched; at the head, head + wte (gathered
-		// again) + nothing; backward: head + wte + h.1 prefetched
-		{"zero3", true, false, -1, 405, 400},
-		// the shared wte gradient is held from the head to the embedding:
-		// wte + h.1 + h.0 (one reduce-scatter in flight) at most
-		{"zero3 shared wte", true, false, 3, 405, 500},
-		{"zero3 keep", true, true, 3, 505, 500},
-		{"zero2", false, false, 3, 0, 500},
+		// forward: at the head, ln_f + wte[0] + wte[1] prefetched (305);
+		// backward: wte[1] + h.1 (prefetched) gradients with wte[0]'s
+		// still reducing... at most h.1 + wte[1] (one reduce-scatter in
+		// flight) = 250
+		{"zero3", true, false, 305, 250},
+		{"zero3 keep", true, true, 505, 250},
+		{"zero2", false, false, 0, 250},
 	} {
-		p, g := Peaks(size, size, fwd, bwd, c.gather, c.keep, c.shared)
+		p, g := Peaks(size, size, fwd, bwd, c.gather, c.keep)
 		if p != c.params || g != c.grads {
 			t.Errorf("%s: peaks %d parameters, %d gradients; want %d, %d", c.name, p, g, c.params, c.grads)
 		}
@@ -71,7 +69,7 @@ func TestCorePeaks(t *testing.T) {
 // A pass that starts anew (an evaluation's forward after a step's, or one
 // cut short) finds its place in the order again.
 func TestCoreRestartsAPass(t *testing.T) {
-	c := newCore([]int{1, 1, 1}, []int{1, 1, 1}, []int{0, 1, 2}, []int{2, 1, 0}, true, false, -1)
+	c := newCore([]int{1, 1, 1}, []int{1, 1, 1}, []int{0, 1, 2}, []int{2, 1, 0}, true, false)
 	c.need(0, false)
 	c.done(0, false)
 	// a new forward from the start: 0 again, then 1 is prefetched

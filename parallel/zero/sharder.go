@@ -3,6 +3,7 @@ package zero
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/strand-ml/strand/collective"
@@ -60,6 +61,7 @@ type Sharder struct {
 	core    *core                // what is gathered and reduced when (core.go)
 	gathers []*collective.Handle // per unit: all-gather in flight
 	rs      []*collective.Handle // per unit: gradient reduce-scatter in flight
+	rowsBuf []float32            // every rank's embedding gradient rows (AddRows)
 
 	tr  *trace.Recorder
 	err error // first asynchronous failure
@@ -137,7 +139,7 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 	for i, u := range s.units {
 		size[i], gsize[i] = s.grange[i][1]-s.grange[i][0], u.Size()
 	}
-	s.core = newCore(size, gsize, model.PassOrder(m.PassGroups(false)), model.PassOrder(m.PassGroups(true)), s.gathered, opts.KeepGathered, m.SharedUnit())
+	s.core = newCore(size, gsize, model.PassOrder(m.PassGroups(false)), model.PassOrder(m.PassGroups(true)), s.gathered, opts.KeepGathered)
 	if !s.gathered {
 		if opts.Init {
 			m.Init(opts.Seed)
@@ -158,15 +160,17 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 		}
 		s.gdata, s.gmaster = m.Params.Data, s.master
 	}
-	// the owned pieces become the master weights, unit by unit
+	// the owned pieces become the master weights: drawn from the seed
+	// (a fresh model) or taken from the values the model holds, unit by
+	// unit
+	if opts.Init {
+		m.Params.InitRanges(opts.Seed, s.gmaster, s.gown)
+	}
 	for i := range s.units {
 		g, o := s.grange[i], s.gown[i]
-		src := old
-		if opts.Init {
-			m.Params.InitRange(opts.Seed, g[0], g[1])
-			src = s.gdata
+		if !opts.Init {
+			copy(s.gmaster[o[0]:o[1]], old[o[0]:o[1]])
 		}
-		copy(s.gmaster[o[0]:o[1]], src[o[0]:o[1]])
 		if err := pages.Discard(s.gdata, g[0], g[1]); err != nil {
 			return nil, err
 		}
@@ -355,6 +359,9 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 		}
 	}
 	dst := s.grad[o[0]:o[1]]
+	if u == 0 {
+		fmt.Println("DBG finishRS head", s.fresh[u], piece[:2])
+	}
 	if s.fresh[u] {
 		copy(dst, piece)
 		s.fresh[u] = false
@@ -374,7 +381,7 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 // pieces of units the step never reached stay as Reset left them: fresh
 // pieces are cleared.
 func (s *Sharder) Finish(ctx context.Context) error {
-	for _, u := range s.core.pending() {
+	for _, u := range s.core.finishAll() {
 		if err := s.finishRS(ctx, u); err != nil {
 			return err
 		}
@@ -450,17 +457,18 @@ func (s *Sharder) Use() Use {
 // sharding): the ranks whose owned pieces together make the whole.
 func (s *Sharder) ShardComm() *collective.Comm { return s.shard }
 
-// TiedPiece is the owned piece of the reduced gradient of the unit that
-// starts at offset (the tied embedding: wte on the first stage, its copy
-// on the last); empty when no unit starts there.
-func (s *Sharder) TiedPiece(offset int) []float32 {
+// PiecesFrom lists the owned pieces of the reduced gradient of the units
+// from offset on, in order: the tied embedding's chunks when offset is
+// model.GPT.TiedOffset (wte on the first stage, its copy on the last,
+// which both cut alike).
+func (s *Sharder) PiecesFrom(offset int) [][]float32 {
+	var out [][]float32
 	for i, u := range s.units {
-		if u.Lo == offset {
-			o := s.own[i]
-			return s.grad[o[0]:o[1]]
+		if o := s.own[i]; u.Lo >= offset && o[1] > o[0] {
+			out = append(out, s.grad[o[0]:o[1]])
 		}
 	}
-	return nil
+	return out
 }
 
 // GatherAll gathers every unit and keeps it (until ReleaseAll, which the
@@ -497,4 +505,76 @@ func (s *Sharder) Adopt() error {
 	}
 	s.core.releaseAll()
 	return pages.Free(data)
+}
+
+// AddRows implements model.RowAdder: the token embedding's gradient
+// arrives as rows (ids of local vocabulary rows, rows len(ids) x width)
+// instead of a whole table. Every rank's rows are all-gathered over the
+// shard group (and then the replica group), and each rank adds the parts
+// of them that fall in its owned pieces of units (the wte chunks, in
+// order), rank by rank: every owner of a piece sums the same values in
+// the same order. A unit not reduced this step (the first of several
+// stages, whose wte has no head) starts from zero.
+func (s *Sharder) AddRows(ctx context.Context, units []int, ids []int32, rows []float32, width, capacity int) error {
+	if len(ids) > capacity || len(rows) != len(ids)*width {
+		return fmt.Errorf("ZeRO embedding rows: %d rows of %d values for capacity %d", len(ids), len(rows), capacity)
+	}
+	for _, u := range s.core.finishAll() {
+		if err := s.finishRS(ctx, u); err != nil {
+			return err
+		}
+	}
+	// one rank's record: the row count, the ids (exact as float32 below
+	// 2^24), then the rows
+	per := 1 + capacity + capacity*width
+	if n := per * s.shard.Size() * max(1, s.replica.Size()); len(s.rowsBuf) != n {
+		s.rowsBuf = make([]float32, n)
+	}
+	buf := s.rowsBuf
+	mine := buf[per*s.shard.Rank() : per*(s.shard.Rank()+1)]
+	mine[0] = float32(len(ids))
+	for i, v := range ids {
+		mine[1+i] = float32(v)
+	}
+	copy(mine[1+capacity:], rows)
+	group := buf[:per*s.shard.Size()]
+	if err := s.shard.AllGather(ctx, collective.F32(group)); err != nil {
+		return fmt.Errorf("ZeRO embedding rows all-gather: %w", err)
+	}
+	if r := s.replica.Size(); r > 1 {
+		// each shard group's records, side by side
+		copy(buf[len(group)*s.replica.Rank():], group)
+		if err := s.replica.AllGather(ctx, collective.F32(buf)); err != nil {
+			return fmt.Errorf("ZeRO embedding rows all-gather over the replica group: %w", err)
+		}
+	}
+	// where each chunk's rows start
+	first := make([]int, len(units)+1)
+	for k, u := range units {
+		first[k+1] = first[k] + s.units[u].Size()/width
+		if s.fresh[u] {
+			o := s.own[u]
+			clear(s.grad[o[0]:o[1]])
+			s.fresh[u] = false
+		}
+	}
+	for rec := 0; rec+per <= len(buf); rec += per {
+		r := buf[rec : rec+per]
+		n := int(r[0])
+		for i := 0; i < n; i++ {
+			v := int(r[1+i])
+			k := sort.SearchInts(first, v+1) - 1
+			if k < 0 || k >= len(units) {
+				return fmt.Errorf("ZeRO embedding rows: row %d outside the %d rows of the units", v, first[len(units)])
+			}
+			u := units[k]
+			lo := s.units[u].Lo + (v-first[k])*width
+			a, b := max(lo, s.own[u][0]), min(lo+width, s.own[u][1])
+			row := r[1+capacity+i*width : 1+capacity+(i+1)*width]
+			for j := a; j < b; j++ {
+				s.grad[j] += row[j-lo]
+			}
+		}
+	}
+	return nil
 }

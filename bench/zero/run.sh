@@ -12,6 +12,7 @@ set -eu
 BIN=${1:-}
 OUT=${2:-$(mktemp -d)}
 ROUNDS=${ROUNDS:-2}
+PARTS=${PARTS:-123} # which of the parts below to run (4 is SCALE=1)
 if [ -z "$BIN" ]; then
 	BIN=$OUT/strand
 	go build -o "$BIN" ./cmd/strand
@@ -45,22 +46,31 @@ PY
 
 # 1. gpt2 (124M) on four ranks: DDP against ZeRO-3 at the same micro-batch
 G="--model gpt2 --nproc 4 --batch 4 --seq 128 --steps 3 --threads 1 --max-data-bytes 2000000"
-run gpt2-dp4-ddp $G --zero 0
-run gpt2-dp4-zero3 $G --zero 3
+case $PARTS in *1*)
+	run gpt2-dp4-ddp $G --zero 0
+	run gpt2-dp4-zero3 $G --zero 3
+	;;
+esac
 
 # 2. full recomputation at gpt2s, batch 8, seq 256 (one process, two threads)
 R="--model gpt2s --batch 8 --seq 256 --steps 6 --threads 2 --max-data-bytes 2000000"
-for i in $(seq "$ROUNDS"); do
-	run gpt2s-recompute-none-$i $R --recompute none
-	run gpt2s-recompute-full-$i $R --recompute full
-done
+case $PARTS in *2*)
+	for i in $(seq "$ROUNDS"); do
+		run gpt2s-recompute-none-$i $R --recompute none
+		run gpt2s-recompute-full-$i $R --recompute full
+	done
+	;;
+esac
 
 # 3. ZeRO-3 step time on small at DP 2 against DDP
 S="--model small --nproc 2 --batch 16 --seq 128 --steps 20 --threads 1 --max-data-bytes 2000000"
-for i in $(seq "$ROUNDS"); do
-	run small-dp2-ddp-$i $S --zero 0
-	run small-dp2-zero3-$i $S --zero 3
-done
+case $PARTS in *3*)
+	for i in $(seq "$ROUNDS"); do
+		run small-dp2-ddp-$i $S --zero 0
+		run small-dp2-zero3-$i $S --zero 3
+	done
+	;;
+esac
 
 # 4. scale (SCALE=1; about 18 GiB and 5 minutes): the largest gpt2-shaped
 # model DDP trains on four ranks within ~4.4 GiB a rank, and the largest

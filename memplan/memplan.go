@@ -276,16 +276,25 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 		shard += n
 	}
 	f, g := model.PassGroups(units, l, c.Model, false, false), model.PassGroups(units, l, c.Model, false, true)
-	fwdPeak, bwdPeak := zero.Peaks(size, size, f, g, c.Zero == 3, !c.ReshardAfterForward)
+	// gathered units as ZeRO-3 holds them: float32 and the rounded copy,
+	// or under bf16/fp16 the copy alone for the weights gathered in the
+	// compute precision (zero.GatherBytes)
+	copyBytes := model.CopyBytes(model.Precision(c.Precision))
+	var low [][2]int
+	if c.Zero == 3 && copyBytes > 0 {
+		low = model.LowPrecisionRanges(shapes, c.Model, c.Mesh.TP)
+	}
+	gbytes := zero.GatherBytes(units, low, copyBytes, false)
+	fwdPeak, bwdPeak := zero.Peaks(gbytes, size, f, g, c.Zero == 3, !c.ReshardAfterForward)
 	fwd, bwd := int64(fwdPeak), int64(bwdPeak)
 
 	b := &st.Breakdown
 	// parameters
-	resident := P // elements of the parameters gathered at once
+	resident := P // elements of the parameters whose rounded copy is held whole
 	switch c.Zero {
 	case 3:
-		b.Params = 4*shard + 4*fwd
-		resident = fwd
+		b.Params = 4*shard + fwd // fwd: bytes, the copy included
+		resident = 0
 	default:
 		b.Params = 4 * P
 	}

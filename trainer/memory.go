@@ -45,7 +45,10 @@ func (t *Trainer) Memory() memplan.Breakdown {
 		if z.ShardsParams() {
 			n := int64(len(m.Params.Data))
 			cp := m.PrecisionCopyBytes()
-			b.Params += 4*int64(u.Owned+u.PeakGathered) - 4*n - cp + cp*int64(u.PeakGathered)/max(n, 1)
+			// the master pieces, and the gathered units as they are held
+			// (float32 and the rounded copy, or the copy alone for the
+			// weights gathered in the compute precision: GatherBytes)
+			b.Params += 4*int64(u.Owned) + int64(u.PeakGathered) - 4*n - cp
 		}
 	}
 	n := len(t.gradIn)

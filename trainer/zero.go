@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/strand-ml/strand/collective"
+	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/zero"
 	"github.com/strand-ml/strand/trace"
 )
@@ -23,7 +24,8 @@ func (t *Trainer) startZero(fresh, paged bool) error {
 		}
 		t.subComms = append(t.subComms, shard, replica)
 	}
-	z, err := zero.New(t.Model, shard, replica, zero.Options{Stage: o.zeroStage(), KeepGathered: o.KeepGathered, Seed: o.Seed, Init: fresh, Paged: paged})
+	z, err := zero.New(t.Model, shard, replica, zero.Options{Stage: o.zeroStage(), KeepGathered: o.KeepGathered, Seed: o.Seed, Init: fresh, Paged: paged,
+		Precision: model.Precision(o.Precision)})
 	if err != nil {
 		return err
 	}

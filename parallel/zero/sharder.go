@@ -28,6 +28,10 @@ type Options struct {
 	// (model.NewShardedIn with pages.Alloc, or moved there before the
 	// weights were loaded); otherwise New moves them.
 	Paged bool
+	// Precision is the model's compute precision (set on the model after
+	// New): under bf16/fp16 ZeRO-3 gathers the weights only the large
+	// products read in that precision (model.LowPrecisionRanges).
+	Precision model.Precision
 }
 
 // Sharder is a model.Residency: it owns this rank's shards of a model's
@@ -58,10 +62,22 @@ type Sharder struct {
 	grad   []float32 // the reduced gradient, resident only in owned ranges
 	fresh  []bool    // per unit: grad's owned piece not yet written this step
 
-	core    *core                // what is gathered and reduced when (core.go)
-	gathers []*collective.Handle // per unit: all-gather in flight
-	rs      []*collective.Handle // per unit: gradient reduce-scatter in flight
-	rowsBuf []float32            // every rank's embedding gradient rows (AddRows)
+	// Gathering in the compute precision (bf16/fp16, ZeRO-3 without
+	// LoRA): per unit, its float32-read ranges cut by owner (small[u][r]:
+	// rank r's), the most float32 elements a rank owns there (slot), and
+	// the buffer their gather fills (slots[u], slot per rank)
+	low    []bool
+	small  [][][][2]int
+	slot   []int
+	slots  [][]float32
+	lowNow []bool // per unit: its last gather was in the compute precision
+	full   bool   // gather everything in float32 (GatherAll)
+
+	core     *core                // what is gathered and reduced when (core.go)
+	gathers  []*collective.Handle // per unit: all-gather in flight
+	gathers2 []*collective.Handle // per unit: all-gather of the float32-read parameters in flight (low units)
+	rs       []*collective.Handle // per unit: gradient reduce-scatter in flight
+	rowsBuf  []float32            // every rank's embedding gradient rows (AddRows)
 
 	tr  *trace.Recorder
 	err error // first asynchronous failure
@@ -96,7 +112,7 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 		s.gown[i] = chunk(s.grange[i][0], s.grange[i][1])
 	}
 	s.fresh = make([]bool, n)
-	s.gathers = make([]*collective.Handle, n)
+	s.gathers, s.gathers2 = make([]*collective.Handle, n), make([]*collective.Handle, n)
 	s.rs = make([]*collective.Handle, n)
 	count := m.Params.Count()
 	var err error
@@ -135,10 +151,17 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 	if err := m.SetResidency(s); err != nil {
 		return nil, err
 	}
-	size, gsize := make([]int, n), make([]int, n)
-	for i, u := range s.units {
-		size[i], gsize[i] = s.grange[i][1]-s.grange[i][0], u.Size()
+	copyBytes := model.CopyBytes(opts.Precision)
+	var low [][2]int
+	if s.gathered && !s.frozen && copyBytes > 0 {
+		low = m.LowPrecisionRanges()
 	}
+	size := GatherBytes(s.units, low, copyBytes, s.frozen)
+	gsize := make([]int, n)
+	for i, u := range s.units {
+		gsize[i] = u.Size()
+	}
+	s.planLowGathers(low)
 	s.core = newCore(size, gsize, model.PassOrder(m.PassGroups(false)), model.PassOrder(m.PassGroups(true)), s.gathered, opts.KeepGathered)
 	if !s.gathered {
 		if opts.Init {
@@ -269,14 +292,21 @@ func (s *Sharder) Done(ctx context.Context, u int, backward bool) error {
 }
 
 // startGather all-gathers unit u's parameters from the owned master
-// pieces into the model's buffer.
+// pieces into the model's buffer: in float32, or for a unit of weights
+// read in the compute precision their rounded values into the copy and
+// the unit's other parameters in float32 beside.
 func (s *Sharder) startGather(ctx context.Context, u int) {
 	g, o := s.grange[u], s.gown[u]
+	s.lowNow[u] = s.low[u] && !s.full
+	if s.lowNow[u] {
+		s.startLowGather(ctx, u)
+		return
+	}
 	pages.Prepare(s.gdata, g[0], g[1])
 	copy(s.gdata[o[0]:o[1]], s.gmaster[o[0]:o[1]])
 	h := s.shard.AllGatherAsync(ctx, collective.F32(s.gdata[g[0]:g[1]]))
 	s.gathers[u] = h
-	s.traceOp(h, "all-gather "+s.units[u].Name, g[1]-g[0])
+	s.traceOp(h, "all-gather "+s.units[u].Name, 4*(g[1]-g[0]))
 }
 
 // waitGather waits for unit u's gather, if one is in flight, and rounds
@@ -290,6 +320,16 @@ func (s *Sharder) waitGather(ctx context.Context, u int) error {
 	if err := h.Wait(ctx); err != nil {
 		return fmt.Errorf("ZeRO-3 all-gather of %s: %w", s.units[u].Name, err)
 	}
+	if h2 := s.gathers2[u]; h2 != nil {
+		s.gathers2[u] = nil
+		if err := h2.Wait(ctx); err != nil {
+			return fmt.Errorf("ZeRO-3 all-gather of %s's float32 parameters: %w", s.units[u].Name, err)
+		}
+		s.unpackSmall(u)
+	}
+	if s.lowNow[u] {
+		return nil // the copy arrived rounded
+	}
 	if !s.frozen {
 		s.m.SyncPrecisionRange(s.grange[u][0], s.grange[u][1])
 	}
@@ -299,10 +339,12 @@ func (s *Sharder) waitGather(ctx context.Context, u int) error {
 // release hands unit u's parameter pages back (the core has already
 // counted it out), after any gather still writing them.
 func (s *Sharder) release(u int) error {
-	if h := s.gathers[u]; h != nil {
-		s.gathers[u] = nil
-		if err := h.Wait(context.Background()); err != nil && s.err == nil {
-			s.err = err
+	for _, hs := range [][]*collective.Handle{s.gathers, s.gathers2} {
+		if h := hs[u]; h != nil {
+			hs[u] = nil
+			if err := h.Wait(context.Background()); err != nil && s.err == nil {
+				s.err = err
+			}
 		}
 	}
 	g := s.grange[u]
@@ -335,7 +377,7 @@ func (s *Sharder) startRS(ctx context.Context, u int) {
 	un := s.units[u]
 	h := s.shard.ReduceScatterAsync(ctx, collective.F32(s.m.Params.Grad[un.Lo:un.Hi]), collective.Sum)
 	s.rs[u] = h
-	s.traceOp(h, "reduce-scatter "+un.Name, un.Size())
+	s.traceOp(h, "reduce-scatter "+un.Name, 4*un.Size())
 }
 
 // finishRS waits for unit u's reduce-scatter (if one is in flight), adds
@@ -424,7 +466,8 @@ func (s *Sharder) GatherParams(ctx context.Context) error {
 	return nil
 }
 
-// traceOp records h's span on the communication lane when it completes.
+// traceOp records h's span (moving n bytes) on the communication lane
+// when it completes.
 func (s *Sharder) traceOp(h *collective.Handle, name string, n int) {
 	if s.tr == nil {
 		return
@@ -432,14 +475,14 @@ func (s *Sharder) traceOp(h *collective.Handle, name string, n int) {
 	t0, tr := time.Now(), s.tr
 	go func() {
 		<-h.Done()
-		tr.Add(name, "comm", trace.LaneComm, t0, time.Now(), map[string]any{"bytes": 4 * n})
+		tr.Add(name, "comm", trace.LaneComm, t0, time.Now(), map[string]any{"bytes": n})
 	}()
 }
 
 // Use is the sharder's memory, in elements, for the memory report.
 type Use struct {
 	Owned        int // elements this rank owns (master weights, gradient, each)
-	PeakGathered int // ZeRO-3: most parameter elements gathered at once
+	PeakGathered int // ZeRO-3: most bytes of gathered parameters resident at once (GatherBytes)
 	PeakGrads    int // most unit gradient elements resident at once
 	Prefetched   int // units that were already being gathered when the model asked for them
 }
@@ -480,6 +523,13 @@ func (s *Sharder) GatherAll(ctx context.Context) error {
 	if !s.gathered {
 		return nil
 	}
+	// readers of the whole model read float32: units gathered in the
+	// compute precision are gathered again
+	if err := s.ReleaseAll(); err != nil {
+		return err
+	}
+	s.full = true
+	defer func() { s.full = false }()
 	for _, u := range s.core.gatherAll() {
 		s.startGather(ctx, u)
 	}

@@ -275,7 +275,8 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 		n := (int64(u.Size()) + G - 1) / G
 		shard += n
 	}
-	f, g := model.PassGroups(units, l, c.Model, false, false), model.PassGroups(units, l, c.Model, false, true)
+	f := model.PassGroups(units, l, c.Model, model.Pass{})
+	g := model.PassGroups(units, l, c.Model, model.Pass{Backward: true, FullRecompute: c.Recompute == model.RecomputeFull})
 	// gathered units as ZeRO-3 holds them: float32 and the rounded copy,
 	// or under bf16/fp16 the copy alone for the weights gathered in the
 	// compute precision (zero.GatherBytes)

@@ -1,6 +1,7 @@
 package memplan
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -16,15 +17,20 @@ func TestUnits(t *testing.T) {
 	}
 	bounds, _ := model.StageBounds(cfg.NLayer, 2, nil)
 	C, V, P := cfg.NEmbd, cfg.VocabSize, cfg.NPositions
-	block := 12*C*C + 13*C // GPT-2 block: c_attn 3C²+3C, c_proj C²+C, c_fc 4C²+4C, mlp c_proj 4C²+C, two LayerNorms 4C
 	type unit struct {
 		name string
 		n    int
 	}
+	// a GPT-2 block in four parts, in layout order: mlp c_proj 4C²+C;
+	// ln_2 2C and c_fc 4C²+4C; attn c_proj C²+C; ln_1 2C and c_attn 3C²+3C
+	block := func(b int) []unit {
+		h := fmt.Sprintf("h.%d.", b)
+		return []unit{{h + "mlp.out", 4*C*C + C}, {h + "mlp.in", 4*C*C + 6*C}, {h + "attn.out", C*C + C}, {h + "attn.in", 3*C*C + 5*C}}
+	}
 	for s, want := range [][]unit{
-		// (a table smaller than a block is one chunk)
-		{{"h.0", block}, {"wpe", P * C}, {"wte[0]", V * C}},
-		{{"head", 2 * C}, {"h.1", block}, {"tied[0]", V * C}},
+		// (a table smaller than the largest part is one chunk)
+		append(block(0), unit{"wpe", P * C}, unit{"wte[0]", V * C}),
+		append(append([]unit{{"head", 2 * C}}, block(1)...), unit{"tied[0]", V * C}),
 	} {
 		l := model.Stage(sizeGroup(1), bounds, s)
 		shapes, err := model.ParamShapes(cfg, l)
@@ -84,7 +90,7 @@ func TestZeroStages(t *testing.T) {
 		shard += int64(u.Size()+3) / 4
 		size[i] = u.Size()
 	}
-	f, g := model.PassGroups(units, l, cfg, false, false), model.PassGroups(units, l, cfg, false, true)
+	f, g := model.PassGroups(units, l, cfg, model.Pass{}), model.PassGroups(units, l, cfg, model.Pass{Backward: true})
 	_, grads2 := zero.Peaks(size, size, f, g, false, false)
 	params3, grads3 := zero.Peaks(size, size, f, g, true, false)
 	if plans[0].Optimizer != 8*P || plans[1].Optimizer != 8*zero1Share(P, (25<<20)/4, 4) {

@@ -80,16 +80,10 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		if i > 0 {
 			x = a.blocks[i-1].res3[:N*C]
 		}
-		if err := m.need(ctx, m.blockUnit(i), true); err != nil {
-			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
-		}
 		if err := m.backwardBlock(ctx, a, i, x, dres, B, T); err != nil {
 			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
 		}
 		m.ready(m.w.blocks[i].readyAfter)
-		if err := m.done(ctx, m.blockUnit(i), true); err != nil {
-			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
-		}
 	}
 	if l.First && w.dwte != nil && m.chunked() {
 		if err := m.embedBackwardChunked(ctx, a, dres, N, T); err != nil {
@@ -148,10 +142,20 @@ func (m *GPT) embedBackward(dres []float32, tokens []int32, B, T int) {
 func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights, x, dres []float32, B, T int) error {
 	d := m.local
 	N, C := B*T, d.C
-	// MLP. The residual passes dres through unchanged to res2.
+	// MLP. The residual passes dres through unchanged to res2. (Under a
+	// residency each part's weights are asked for in turn.)
 	dfchAct, dfch := m.dfchAct[:N*d.Hl], m.dfch[:N*d.FCl]
+	if err := m.needPart(ctx, bw, 3, true); err != nil {
+		return err
+	}
 	m.linearBackward(dfchAct, bw.dfcProjW, bw.dfcProjB, dres, ba.fchAct, bw.fcProjW, N, d.Hl, C, false)
 	if err := m.loraLayerBackward(ctx, ba, bw, loraFCProj, dfchAct, dres, ba.fchAct, N); err != nil {
+		return err
+	}
+	if err := m.donePart(ctx, bw, 3, true); err != nil {
+		return err
+	}
+	if err := m.needPart(ctx, bw, 2, true); err != nil {
 		return err
 	}
 	// tanh GELU's backward also sums the fc bias gradient (one pass over
@@ -172,10 +176,22 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 		return fmt.Errorf("MLP input gradient all-reduce: %w", err)
 	}
 	m.normBackward(dres, bw.dln2w, bw.dln2b, dln, ba.res2, bw.ln2w, ba.ln2Mean, ba.ln2Rstd, N)
+	if err := m.donePart(ctx, bw, 2, true); err != nil {
+		return err
+	}
 	// Attention. dres now holds dL/dres2, which flows unchanged to x.
 	datty := m.datty[:N*d.Cl]
+	if err := m.needPart(ctx, bw, 1, true); err != nil {
+		return err
+	}
 	m.linearBackward(datty, bw.dprojW, bw.dprojB, dres, ba.atty, bw.projW, N, d.Cl, C, false)
 	if err := m.loraLayerBackward(ctx, ba, bw, loraProj, datty, dres, ba.atty, N); err != nil {
+		return err
+	}
+	if err := m.donePart(ctx, bw, 1, true); err != nil {
+		return err
+	}
+	if err := m.needPart(ctx, bw, 0, true); err != nil {
 		return err
 	}
 	dqkv := m.dqkv[:N*d.QKVl]
@@ -197,7 +213,7 @@ func (m *GPT) blockBackward(ctx context.Context, ba *blockActs, bw *blockWeights
 		return fmt.Errorf("attention input gradient all-reduce: %w", err)
 	}
 	m.normBackward(dres, bw.dln1w, bw.dln1b, dln, x, bw.ln1w, ba.ln1Mean, ba.ln1Rstd, N)
-	return nil
+	return m.donePart(ctx, bw, 0, true)
 }
 
 // normBackward accumulates dinp, dw and db (N, C) of the configured

@@ -71,13 +71,7 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		x = a.blocks[len(a.blocks)-1].res3[:N*C]
 	} else {
 		for i := range a.blocks {
-			if err := m.need(ctx, m.blockUnit(i), false); err != nil {
-				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
-			}
 			if err := m.forwardBlock(ctx, a, i, x, B, T); err != nil {
-				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
-			}
-			if err := m.done(ctx, m.blockUnit(i), false); err != nil {
 				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
 			}
 			x = a.blocks[i].res3[:N*C]
@@ -160,6 +154,10 @@ func (m *GPT) embed(ctx context.Context, x []float32, tokens []int32, B, T int) 
 func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights, x []float32, B, T int) error {
 	d := m.local
 	N, C := B*T, d.C
+	// (under a residency each part's weights are asked for in turn)
+	if err := m.needPart(ctx, bw, 0, false); err != nil {
+		return err
+	}
 	m.norm(ba.ln1, ba.ln1Mean, ba.ln1Rstd, x, bw.ln1w, bw.ln1b, N)
 	// column-parallel qkv: this rank's heads only
 	attnW, attnB := bw.attnW, bw.attnB
@@ -170,6 +168,9 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	if err := m.loraLayerForward(ctx, ba, bw, loraQKV, ba.qkv, ba.ln1, N); err != nil {
 		return err
 	}
+	if err := m.donePart(ctx, bw, 0, false); err != nil {
+		return err
+	}
 	if m.rope != nil {
 		// qkv keeps the rotated q and k: attention's backward needs them
 		m.rope.ForwardGQA(ba.qkv, B, T, d.Cl, d.NHl, d.NKVl, 0)
@@ -177,6 +178,9 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 	m.attn.Forward(ba.atty, ba.att, ba.qkv, B, T, d.Cl, d.NHl)
 	// row-parallel projection: partial sums, reduced, then bias and residual
 	res2 := ba.res2[:N*C]
+	if err := m.needPart(ctx, bw, 1, false); err != nil {
+		return err
+	}
 	m.linearForward(res2, ba.atty, bw.projW, nil, N, d.Cl, C)
 	if err := m.loraLayerForward(ctx, ba, bw, loraProj, res2, ba.atty, N); err != nil {
 		return err
@@ -185,6 +189,12 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 		return fmt.Errorf("attention output all-reduce: %w", err)
 	}
 	m.addBiasResidual(res2, bw.projB, x, N, C)
+	if err := m.donePart(ctx, bw, 1, false); err != nil {
+		return err
+	}
+	if err := m.needPart(ctx, bw, 2, false); err != nil {
+		return err
+	}
 	m.norm(ba.ln2, ba.ln2Mean, ba.ln2Rstd, res2, bw.ln2w, bw.ln2b, N)
 	// tanh GELU takes the fc bias in its own pass over fch (same bits as
 	// adding it first), unless a LoRA adapter must be added after the bias
@@ -197,6 +207,12 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 		return err
 	}
 	m.mlpActivation(ba, bw, N)
+	if err := m.donePart(ctx, bw, 2, false); err != nil {
+		return err
+	}
+	if err := m.needPart(ctx, bw, 3, false); err != nil {
+		return err
+	}
 	res3 := ba.res3[:N*C]
 	m.linearForward(res3, ba.fchAct, bw.fcProjW, nil, N, d.Hl, C)
 	if err := m.loraLayerForward(ctx, ba, bw, loraFCProj, res3, ba.fchAct, N); err != nil {
@@ -206,7 +222,7 @@ func (m *GPT) blockForward(ctx context.Context, ba *blockActs, bw *blockWeights,
 		return fmt.Errorf("MLP output all-reduce: %w", err)
 	}
 	m.addBiasResidual(res3, bw.fcProjB, res2, N, C)
-	return nil
+	return m.donePart(ctx, bw, 3, false)
 }
 
 // fusedGELUBias says whether tanh GELU takes the fc bias in its own pass

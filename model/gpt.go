@@ -57,6 +57,7 @@ type GPT struct {
 	residency                                       Residency // sharded parameters (ZeRO-2/3, residency.go); nil: all resident
 	units                                           unitIndex // the units Residency is asked for
 	rows                                            vocabRows // a backward's token-embedding gradient rows under a residency (vocabunits.go)
+	held                                            bool      // a block's parts are needed together (holdParts)
 	unitLo, unitHi                                  []int     // each unit's trainable range (clearing stale gradients)
 	pagedCopies                                     bool      // the bf16/fp16 copy lives in discardable pages (PageLowPrecision)
 }
@@ -82,7 +83,8 @@ type blockWeights struct {
 	// gradients, same order
 	dln1w, dln1b, dattnW, dattnB, dprojW, dprojB []float32
 	dln2w, dln2b, dfcW, dfcB, dfcProjW, dfcProjB []float32
-	readyAfter                                   int // Grad[:readyAfter] final once this block's backward ends
+	readyAfter                                   int    // Grad[:readyAfter] final once this block's backward ends
+	parts                                        [4]int // its units under a residency (BlockParts order)
 
 	lora *loraBlock // adapters (lora_model.go); nil without LoRA
 	// with kv heads replicated over TP ranks (kvrep.go): this rank's
@@ -232,6 +234,9 @@ func (m *GPT) bindWeights() {
 		b.fcProjW, b.dfcProjW = get(p + "mlp.c_proj.weight")
 		b.fcProjB, b.dfcProjB = get(p + "mlp.c_proj.bias")
 		b.readyAfter = max(end(p+"ln_1.weight"), end(p+"ln_1.bias"))
+		if m.residency != nil {
+			b.parts = m.units.blocks[i]
+		}
 	}
 }
 

@@ -73,10 +73,18 @@ func (m *GPT) backwardBlock(ctx context.Context, a *Acts, i int, x, dres []float
 	ba, bw := &a.blocks[i], &m.w.blocks[i]
 	switch {
 	case a.work != nil:
+		// the recomputed forward and the backward read every part: they
+		// are asked for together (and done with in reverse)
+		if err := m.holdParts(ctx, bw); err != nil {
+			return err
+		}
 		if err := m.forwardBlock(ctx, a, i, x, B, T); err != nil {
 			return fmt.Errorf("recomputing the forward: %w", err)
 		}
-		ba = a.work
+		if err := m.blockBackward(ctx, a.work, bw, x, dres, B, T); err != nil {
+			return err
+		}
+		return m.releaseParts(ctx, bw)
 	case a.recompute == RecomputeSelective:
 		// the forward's fused tanh GELU added the fc bias into fch in
 		// place: the activation of fch as it is now is the forward's

@@ -12,13 +12,13 @@ import (
 )
 
 // Unit is a run of parameters that fully sharded data parallelism
-// (ZeRO-2/3) moves together: one transformer block, the embeddings, or
-// the head. [Lo, Hi) is its range in Params.Data and Params.Grad (the
+// (ZeRO-2/3) moves together: a quarter of a transformer block (BlockParts),
+// a chunk of a vocabulary weight, wpe, or ln_f. [Lo, Hi) is its range in Params.Data and Params.Grad (the
 // trainable parameters). With LoRA the trainable parameters are the
 // adapters (a block's, or none) and [FrozenLo, FrozenHi) is the unit's
 // range in LoRA.Base.Data, the frozen base weights it reads.
 type Unit struct {
-	Name               string // "h.3", "wte[2]", "wpe", "head" (ln_f), "lm_head[0]", "tied[1]" (the last stage's copy of wte)
+	Name               string // "h.3.attn.in" (a block part), "wte[2]", "wpe", "head" (ln_f), "lm_head[0]", "tied[1]" (the last stage's copy of wte)
 	Lo, Hi             int
 	FrozenLo, FrozenHi int
 }
@@ -42,17 +42,42 @@ type Residency interface {
 	Done(ctx context.Context, unit int, backward bool) error
 }
 
+// BlockParts are the units a block is cut into, in forward order: the
+// attention's input (ln_1, c_attn), its output projection, the MLP's
+// input (ln_2, c_fc) and its output projection. Smaller units than whole
+// blocks keep ZeRO-3's working set (the unit computing, the next one
+// prefetched, the last gradient reducing) near one block's parameters.
+var BlockParts = [4]string{"attn.in", "attn.out", "mlp.in", "mlp.out"}
+
+// blockPart is the part of a block parameter named h.N.rest.
+func blockPart(rest string) string {
+	for _, p := range []string{"ln_1.", "attn.c_attn.", "attn.q_proj.", "attn.k_proj.", "attn.v_proj."} {
+		if strings.HasPrefix(rest, p) {
+			return BlockParts[0]
+		}
+	}
+	if strings.HasPrefix(rest, "attn.") {
+		return BlockParts[1]
+	}
+	for _, p := range []string{"ln_2.", "mlp.c_fc.", "mlp.gate_proj.", "mlp.up_proj."} {
+		if strings.HasPrefix(rest, p) {
+			return BlockParts[2]
+		}
+	}
+	return BlockParts[3]
+}
+
 // unitIndex says which unit each part of the model lives in (-1: none).
 // The vocabulary-sized weights are cut into row chunks (VocabCuts), one
 // unit each: wte[k] on the first stage, the head's weight (wte[k],
 // tied[k] or lm_head[k]) on the last.
 type unitIndex struct {
-	blocks   []int // per block of this stage
-	wte      []int // the first stage's token embedding chunks (nil: none)
-	wteCuts  []int // their rows: chunk k is rows [wteCuts[k], wteCuts[k+1])
-	wpe      int   // the first stage's position embedding (-1: none)
-	head     int   // ln_f on the last stage
-	headW    []int // the head weight's chunks on the last stage
+	blocks   [][4]int // per block of this stage: its BlockParts
+	wte      []int    // the first stage's token embedding chunks (nil: none)
+	wteCuts  []int    // their rows: chunk k is rows [wteCuts[k], wteCuts[k+1])
+	wpe      int      // the first stage's position embedding (-1: none)
+	head     int      // ln_f on the last stage
+	headW    []int    // the head weight's chunks on the last stage
 	headCuts []int
 	tiedHere bool // the head's weight is this stage's wte (one stage, tied)
 }
@@ -150,28 +175,33 @@ func VocabCuts(rows, C, target int) []int {
 	return append(cuts, rows)
 }
 
-// PassGroups is how one forward (or backward) pass of a stage laid out as
-// l asks for units (indices into units, as Units or ShapeUnits list them):
-// group by group, each group's units needed together in order and done
-// in reverse. Forward: the token embedding's chunks one by one, wpe, each
-// block, ln_f with the head weight's first chunk, then its other chunks.
-// Backward: the head the same way, the blocks in reverse, wpe (the token
-// embedding's gradient leaves as rows, RowAdder, without its
-// parameters), nothing of the embeddings when they are frozen (LoRA).
-// ZeRO-3 prefetches along it and memory planning walks it.
-func PassGroups(units []Unit, l Layout, cfg Config, frozenEmbed, backward bool) [][]int {
+// Pass says which pass PassGroups walks.
+type Pass struct {
+	Backward      bool
+	FrozenEmbed   bool // LoRA: the embeddings take no gradient
+	FullRecompute bool // the backward recomputes each block's forward first
+}
+
+// PassGroups is how one pass of a stage laid out as l asks for units
+// (indices into units, as Units or ShapeUnits list them): group by group,
+// each group's units needed together in order and done in reverse.
+// Forward: the token embedding's chunks one by one, wpe, each block's
+// parts, ln_f with the head weight's first chunk, then its other chunks.
+// Backward: the head the same way, the blocks in reverse (each block's
+// parts in reverse, or all four together when its forward is recomputed
+// first), wpe (the token embedding's gradient leaves as rows, RowAdder,
+// without its parameters), nothing of the embeddings when they are frozen
+// (LoRA). ZeRO-3 prefetches along it and memory planning walks it.
+func PassGroups(units []Unit, l Layout, cfg Config, p Pass) [][]int {
 	ix := indexUnits(units, l, cfg)
-	var embed, head, blocks [][]int
-	if !backward {
+	var embed, head [][]int
+	if !p.Backward {
 		for _, u := range ix.wte {
 			embed = append(embed, []int{u})
 		}
 	}
-	if ix.wpe >= 0 && !(backward && frozenEmbed) {
+	if ix.wpe >= 0 && !(p.Backward && p.FrozenEmbed) {
 		embed = append(embed, []int{ix.wpe})
-	}
-	for _, u := range ix.blocks {
-		blocks = append(blocks, []int{u})
 	}
 	if ix.head >= 0 {
 		g := []int{ix.head}
@@ -187,14 +217,25 @@ func PassGroups(units []Unit, l Layout, cfg Config, frozenEmbed, backward bool) 
 		}
 	}
 	var out [][]int
-	if !backward {
+	if !p.Backward {
 		out = append(out, embed...)
-		out = append(out, blocks...)
+		for _, b := range ix.blocks {
+			for _, u := range b {
+				out = append(out, []int{u})
+			}
+		}
 		return append(out, head...)
 	}
 	out = append(out, head...)
-	for i := len(blocks) - 1; i >= 0; i-- {
-		out = append(out, blocks[i])
+	for i := len(ix.blocks) - 1; i >= 0; i-- {
+		b := ix.blocks[i]
+		if p.FullRecompute {
+			out = append(out, b[:])
+			continue
+		}
+		for j := len(b) - 1; j >= 0; j-- {
+			out = append(out, []int{b[j]})
+		}
 	}
 	return append(out, embed...)
 }
@@ -227,7 +268,11 @@ func indexUnits(units []Unit, l Layout, cfg Config) unitIndex {
 		ix.wpe = find("wpe")
 	}
 	for b := l.FirstBlock; b < l.EndBlock; b++ {
-		ix.blocks = append(ix.blocks, find(fmt.Sprintf("h.%d", b)))
+		var parts [4]int
+		for j, p := range BlockParts {
+			parts[j] = find(fmt.Sprintf("h.%d.%s", b, p))
+		}
+		ix.blocks = append(ix.blocks, parts)
 	}
 	if l.Last {
 		ix.head = find("head")
@@ -280,7 +325,7 @@ func unitName(name string, tiedCopy bool) string {
 	case strings.HasPrefix(name, "h."):
 		rest := name[2:]
 		if i := strings.IndexByte(rest, '.'); i >= 0 {
-			return "h." + rest[:i]
+			return "h." + rest[:i] + "." + blockPart(rest[i+1:])
 		}
 		return name
 	case strings.HasPrefix(name, "wte."):
@@ -305,10 +350,13 @@ func (m *GPT) SetResidency(r Residency) error {
 	}
 	units := m.Units()
 	ix := indexUnits(units, m.Layout, m.Config)
-	for i, u := range ix.blocks {
-		if u < 0 {
-			return fmt.Errorf("model: block %d has no parameter unit", m.Layout.FirstBlock+i)
+	for i, parts := range ix.blocks {
+		for j, u := range parts {
+			if u < 0 {
+				return fmt.Errorf("model: block %d has no %s parameter unit", m.Layout.FirstBlock+i, BlockParts[j])
+			}
 		}
+		m.w.blocks[i].parts = parts
 	}
 	if m.Layout.Last && ix.head < 0 {
 		return fmt.Errorf("model: the head has no parameter unit")
@@ -327,10 +375,11 @@ func (m *GPT) SetResidency(r Residency) error {
 	return nil
 }
 
-// PassGroups is how this model's forward (or backward) asks its
-// residency for units (the package-level PassGroups of its units).
-func (m *GPT) PassGroups(backward bool) [][]int {
-	return PassGroups(m.Units(), m.Layout, m.Config, m.LoRA != nil, backward)
+// PassGroups is how this model's forward (or backward, recomputing
+// blocks with fullRecompute) asks its residency for units (the
+// package-level PassGroups of its units).
+func (m *GPT) PassGroups(backward, fullRecompute bool) [][]int {
+	return PassGroups(m.Units(), m.Layout, m.Config, Pass{Backward: backward, FrozenEmbed: m.LoRA != nil, FullRecompute: fullRecompute})
 }
 
 // headUnit is ln_f's unit (-1 without a residency).
@@ -341,12 +390,50 @@ func (m *GPT) headUnit() int {
 	return m.units.head
 }
 
-// blockUnit is block i's unit (-1 without a residency).
-func (m *GPT) blockUnit(i int) int {
-	if m.residency == nil {
-		return -1
+// needPart and donePart bracket part p (BlockParts) of a block's weights,
+// unless held (the parts were needed together for a recomputing
+// backward).
+func (m *GPT) needPart(ctx context.Context, bw *blockWeights, p int, backward bool) error {
+	if m.residency == nil || m.held {
+		return nil
 	}
-	return m.units.blocks[i]
+	return m.need(ctx, bw.parts[p], backward)
+}
+
+func (m *GPT) donePart(ctx context.Context, bw *blockWeights, p int, backward bool) error {
+	if m.residency == nil || m.held {
+		return nil
+	}
+	return m.done(ctx, bw.parts[p], backward)
+}
+
+// holdParts needs all of a block's parts at once (in order) for a
+// backward that recomputes the block's forward first; releaseParts is
+// done with them in reverse.
+func (m *GPT) holdParts(ctx context.Context, bw *blockWeights) error {
+	if m.residency == nil {
+		return nil
+	}
+	for _, u := range bw.parts {
+		if err := m.need(ctx, u, true); err != nil {
+			return err
+		}
+	}
+	m.held = true
+	return nil
+}
+
+func (m *GPT) releaseParts(ctx context.Context, bw *blockWeights) error {
+	if m.residency == nil {
+		return nil
+	}
+	m.held = false
+	for j := len(bw.parts) - 1; j >= 0; j-- {
+		if err := m.done(ctx, bw.parts[j], true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // need and done call the residency, if any, for unit u (-1: nothing).

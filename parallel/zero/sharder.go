@@ -32,6 +32,9 @@ type Options struct {
 	// New): under bf16/fp16 ZeRO-3 gathers the weights only the large
 	// products read in that precision (model.LowPrecisionRanges).
 	Precision model.Precision
+	// FullRecompute says backwards recompute each block's forward first
+	// (a block's parts are then asked for together: model.PassGroups).
+	FullRecompute bool
 }
 
 // Sharder is a model.Residency: it owns this rank's shards of a model's
@@ -162,7 +165,7 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 		gsize[i] = u.Size()
 	}
 	s.planLowGathers(low)
-	s.core = newCore(size, gsize, model.PassOrder(m.PassGroups(false)), model.PassOrder(m.PassGroups(true)), s.gathered, opts.KeepGathered)
+	s.core = newCore(size, gsize, model.PassOrder(m.PassGroups(false, false)), model.PassOrder(m.PassGroups(true, opts.FullRecompute)), s.gathered, opts.KeepGathered)
 	if !s.gathered {
 		if opts.Init {
 			m.Init(opts.Seed)

@@ -101,7 +101,7 @@ func TestZeRO3PassGathersUnitByUnit(t *testing.T) {
 		for i, u := range units {
 			size[i] = u.Size()
 		}
-		wantP, wantG := Peaks(GatherBytes(units, nil, 0, false), size, m.PassGroups(false), m.PassGroups(true), true, false)
+		wantP, wantG := Peaks(GatherBytes(units, nil, 0, false), size, m.PassGroups(false, false), m.PassGroups(true, false), true, false)
 		if use.PeakGathered != wantP || use.PeakGrads != wantG {
 			t.Errorf("rank %d: measured peaks %d gathered, %d gradients; Peaks predicts %d, %d", r, use.PeakGathered, use.PeakGrads, wantP, wantG)
 		}

@@ -3,8 +3,9 @@
 // the gradients too, ZeRO-3 the parameters as well (PyTorch FSDP,
 // DeepSpeed ZeRO-3).
 //
-// The unit of work is a model.Unit: one transformer block, the token
-// embedding, the position embedding, the head. A unit of n elements is cut
+// The unit of work is a model.Unit: a quarter of a transformer block
+// (model.BlockParts), a row chunk of a vocabulary weight (model.VocabCuts),
+// the position embedding, ln_f. A unit of n elements is cut
 // over the shard group's G ranks with collective.Chunk, so rank r owns
 // elements Chunk(n, G, r) of every unit — the piece ReduceScatter leaves
 // on it and AllGather takes from it.
@@ -28,8 +29,15 @@
 //	                  next unit's backward), add the owned piece to the
 //	                  sharded gradient, hand the unit's parameter and
 //	                  gradient pages back
+//	embedding rows:   the token embedding's gradient arrives as the rows
+//	                  of the batch's tokens (AddRows): all-gathered, each
+//	                  owner adds its part (no whole-table gradient)
 //	after backward:   Finish waits for the last reduce-scatters
 //	optimizer:        AdamW over the owned elements only
+//
+// Under bf16/fp16 the units' large weights are gathered in the compute
+// precision (lowgather.go). The bookkeeping counts gathered bytes
+// (GatherBytes), which memory planning shares.
 //
 // ZeRO-2 keeps every parameter resident and runs only the gradient half;
 // after the update each unit's parameters are all-gathered, as ZeRO-1 does.

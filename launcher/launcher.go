@@ -279,8 +279,9 @@ func Node(ctx context.Context, cfg NodeConfig) error {
 			coordDone = nil
 			if st, reason, _ := srv.Result(); st == pb.JobState_JOB_STATE_FAILED {
 				// Workers learn of this themselves; the timer only
-				// catches one that does not exit.
-				log.Warn("coordinator reports the job failed", zap.String("reason", reason))
+				// catches one that does not exit. (The coordinator,
+				// in this process, has logged the failure at ERROR.)
+				log.Debug("coordinator reports the job failed; waiting for the workers to exit", zap.String("reason", reason))
 				if killTimer == nil {
 					killTimer = time.After(failedJobGrace)
 				}

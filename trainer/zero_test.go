@@ -87,19 +87,7 @@ func TestZeROStagesBitIdenticalOnTwoRanks(t *testing.T) {
 			want, wantP = runMesh(t, ref, m)
 		}
 		got, gotP := runMesh(t, o, m)
-		for i := range want {
-			if got[i] != want[i] {
-				t.Errorf("%s step %d: loss %v, DDP %v", c.name, i+1, got[i], want[i])
-			}
-		}
-		for n, w := range wantP {
-			for i := range w {
-				if gotP[n][i] != w[i] {
-					t.Errorf("%s: %s[%d] = %v, DDP %v", c.name, n, i, gotP[n][i], w[i])
-					break
-				}
-			}
-		}
+		sameBits(t, c.name, got, want, gotP, wantP)
 	}
 }
 
@@ -199,19 +187,7 @@ func TestZeROVocabChunks(t *testing.T) {
 		o := opts
 		o.Zero = stage
 		got, gotP := runMesh(t, o, two)
-		for i := range ddp {
-			if got[i] != ddp[i] {
-				t.Errorf("zero%d step %d: loss %v, DDP %v", stage, i+1, got[i], ddp[i])
-			}
-		}
-		for n, w := range ddpP {
-			for i := range w {
-				if gotP[n][i] != w[i] {
-					t.Errorf("zero%d: %s[%d] = %v, DDP %v", stage, n, i, gotP[n][i], w[i])
-					break
-				}
-			}
-		}
+		sameBits(t, fmt.Sprintf("zero%d", stage), got, ddp, gotP, ddpP)
 	}
 	opts = testOptions()
 	opts.Model.VocabSize = 1600
@@ -232,5 +208,24 @@ func TestZeROVocabChunks(t *testing.T) {
 		}
 		got, gotP := runMesh(t, o, l.m)
 		compare(t, "zero3 vocab chunks "+l.name, got, want, gotP, wantP)
+	}
+}
+
+// sameBits checks a run's losses and final parameters equal DDP's bit for
+// bit.
+func sameBits(t *testing.T, name string, got, want []float64, gotP, wantP map[string][]float32) {
+	t.Helper()
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%s step %d: loss %v, DDP %v", name, i+1, got[i], want[i])
+		}
+	}
+	for n, w := range wantP {
+		for i := range w {
+			if gotP[n][i] != w[i] {
+				t.Errorf("%s: %s[%d] = %v, DDP %v", name, n, i, gotP[n][i], w[i])
+				break
+			}
+		}
 	}
 }

@@ -404,9 +404,6 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 		}
 	}
 	dst := s.grad[o[0]:o[1]]
-	if u == 0 {
-		fmt.Println("DBG finishRS head", s.fresh[u], piece[:2])
-	}
 	if s.fresh[u] {
 		copy(dst, piece)
 		s.fresh[u] = false

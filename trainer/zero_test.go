@@ -3,6 +3,7 @@ package trainer
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/strand-ml/strand/mesh"
@@ -182,12 +183,17 @@ func TestZeROVocabChunks(t *testing.T) {
 	opts.Model.VocabSize = 1600
 	opts.GradClip, opts.Micro = 0, 1
 	two := mesh.Mesh{DP: 2, TP: 1, PP: 1}
-	ddp, ddpP := runMesh(t, opts, two)
-	for _, stage := range []int{2, 3} {
-		o := opts
-		o.Zero = stage
-		got, gotP := runMesh(t, o, two)
-		sameBits(t, fmt.Sprintf("zero%d", stage), got, ddp, gotP, ddpP)
+	// 64 positions a rank: the embedding's gradient rows are all-gathered;
+	// 256: they outweigh a chunk and are reduced chunk by chunk, densely
+	for _, batch := range []int{8, 32} {
+		opts.Batch = batch
+		ddp, ddpP := runMesh(t, opts, two)
+		for _, stage := range []int{2, 3} {
+			o := opts
+			o.Zero = stage
+			got, gotP := runMesh(t, o, two)
+			sameBits(t, fmt.Sprintf("batch %d zero%d", batch, stage), got, ddp, gotP, ddpP)
+		}
 	}
 	opts = testOptions()
 	opts.Model.VocabSize = 1600
@@ -200,14 +206,22 @@ func TestZeROVocabChunks(t *testing.T) {
 		{"dp2 tp2", mesh.Mesh{DP: 2, TP: 2, PP: 1}, nil},
 		{"dp2 pp2 gpipe", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) { o.Schedule = "gpipe" }},
 		{"dp4 hybrid 2", mesh.Mesh{DP: 4, TP: 1, PP: 1}, func(o *Options) { o.ShardGroup = 2 }},
+		// the rows outweigh a chunk: dense, all-reduced over the replicas
+		{"dp4 hybrid 2 batch 32", mesh.Mesh{DP: 4, TP: 1, PP: 1}, func(o *Options) { o.ShardGroup = 2 }},
 	} {
 		o := opts
 		o.Zero = 3
 		if l.mod != nil {
 			l.mod(&o)
 		}
+		w, wP := want, wantP
+		if strings.HasSuffix(l.name, "batch 32") {
+			ref := opts
+			ref.Batch, o.Batch = 32, 32
+			w, wP = runMesh(t, ref, mesh.Mesh{DP: 1, TP: 1, PP: 1})
+		}
 		got, gotP := runMesh(t, o, l.m)
-		compare(t, "zero3 vocab chunks "+l.name, got, want, gotP, wantP)
+		compare(t, "zero3 vocab chunks "+l.name, got, w, gotP, wP)
 	}
 }
 

@@ -81,6 +81,7 @@ type Sharder struct {
 	gathers2 []*collective.Handle // per unit: all-gather of the float32-read parameters in flight (low units)
 	rs       []*collective.Handle // per unit: gradient reduce-scatter in flight
 	rowsBuf  []float32            // every rank's embedding gradient rows (AddRows)
+	largest  int                  // elements of the largest unit
 
 	tr  *trace.Recorder
 	err error // first asynchronous failure
@@ -113,6 +114,9 @@ func New(m *model.GPT, shard, replica *collective.Comm, opts Options) (*Sharder,
 			s.grange[i] = [2]int{u.FrozenLo, u.FrozenHi}
 		}
 		s.gown[i] = chunk(s.grange[i][0], s.grange[i][1])
+	}
+	for _, u := range s.units {
+		s.largest = max(s.largest, u.Size())
 	}
 	s.fresh = make([]bool, n)
 	s.gathers, s.gathers2 = make([]*collective.Handle, n), make([]*collective.Handle, n)
@@ -577,6 +581,11 @@ func (s *Sharder) AddRows(ctx context.Context, units []int, ids []int32, rows []
 	// one rank's record: the row count, the ids (exact as float32 below
 	// 2^24), then the rows
 	per := 1 + capacity + capacity*width
+	if per*s.shard.Size()*max(1, s.replica.Size()) > s.largest {
+		// every rank's rows would outweigh a unit: reduce them chunk by
+		// chunk as dense gradients instead
+		return s.addRowsDense(ctx, units, ids, rows, width)
+	}
 	if n := per * s.shard.Size() * max(1, s.replica.Size()); len(s.rowsBuf) != n {
 		s.rowsBuf = make([]float32, n)
 	}
@@ -625,6 +634,54 @@ func (s *Sharder) AddRows(ctx context.Context, units []int, ids []int32, rows []
 				s.grad[j] += row[j-lo]
 			}
 		}
+	}
+	return nil
+}
+
+// addRowsDense is AddRows for rows that outweigh a unit (large
+// micro-batches): each chunk's gradient is written from this rank's rows
+// (zeros elsewhere) and reduce-scattered into the owned piece, one chunk
+// at a time. On two ranks the sums are still DDP's: a row's head part
+// was reduced without the rows its token holds, and x + 0 is exact.
+func (s *Sharder) addRowsDense(ctx context.Context, units []int, ids []int32, rows []float32, width int) error {
+	g := s.m.Params.Grad
+	i, r0 := 0, 0
+	for _, u := range units {
+		un, o := s.units[u], s.own[u]
+		r1 := r0 + un.Size()/width
+		if s.gradPaged {
+			pages.Prepare(g, un.Lo, un.Hi)
+		}
+		chunk := g[un.Lo:un.Hi]
+		clear(chunk)
+		for ; i < len(ids) && int(ids[i]) < r1; i++ {
+			v := int(ids[i]) - r0
+			copy(chunk[v*width:(v+1)*width], rows[i*width:(i+1)*width])
+		}
+		if err := s.shard.ReduceScatter(ctx, collective.F32(chunk), collective.Sum); err != nil {
+			return fmt.Errorf("ZeRO embedding gradient reduce-scatter of %s: %w", un.Name, err)
+		}
+		piece := g[o[0]:o[1]]
+		if s.replica.Size() > 1 && len(piece) > 0 {
+			if err := s.replica.AllReduce(ctx, collective.F32(piece), collective.Sum); err != nil {
+				return fmt.Errorf("ZeRO embedding gradient all-reduce of %s over the replica group: %w", un.Name, err)
+			}
+		}
+		dst := s.grad[o[0]:o[1]]
+		if s.fresh[u] {
+			copy(dst, piece)
+			s.fresh[u] = false
+		} else {
+			for j, v := range piece {
+				dst[j] += v
+			}
+		}
+		if s.gradPaged {
+			if err := pages.Discard(g, un.Lo, un.Hi); err != nil {
+				return err
+			}
+		}
+		r0 = r1
 	}
 	return nil
 }

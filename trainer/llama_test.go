@@ -42,6 +42,9 @@ func TestLlamaMeshesMatchSingleProcess(t *testing.T) {
 			{"dp2 pp2 zero1", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) {
 				o.DP = dpdata.Options{ZeRO1: true, BucketBytes: 4096}
 			}},
+			{"dp2 zero3", mesh.Mesh{DP: 2, TP: 1, PP: 1}, func(o *Options) { o.Zero = 3 }},
+			{"dp2 tp2 zero2", mesh.Mesh{DP: 2, TP: 2, PP: 1}, func(o *Options) { o.Zero = 2 }},
+			{"dp2 pp2 zero3", mesh.Mesh{DP: 2, TP: 1, PP: 2}, func(o *Options) { o.Zero, o.Schedule = 3, "gpipe" }},
 		} {
 			o := opts
 			if c.mod != nil {
@@ -71,4 +74,17 @@ func TestLlamaBF16FollowsFloat32(t *testing.T) {
 	if same {
 		t.Fatal("bf16 losses equal float32's to the bit: bf16 products did not run")
 	}
+}
+
+// ZeRO-3 under bf16 gathers the large weights in bf16, except c_attn when
+// TP replicates kv heads (its columns are gathered from the float32
+// weight): dp2 x tp4 with two kv heads gives DDP's bits.
+func TestLlamaZeRO3BF16ReplicatedKV(t *testing.T) {
+	opts := llamaOptions(true, false)
+	opts.Precision, opts.GradClip, opts.Micro = "bf16", 0, 1
+	m := mesh.Mesh{DP: 2, TP: 4, PP: 1}
+	want, wantP := runMesh(t, opts, m)
+	opts.Zero = 3
+	got, gotP := runMesh(t, opts, m)
+	sameBits(t, "zero3 bf16 dp2 tp4", got, want, gotP, wantP)
 }

@@ -12,20 +12,20 @@ import (
 // start from dOut (B*T, C), the gradient the next stage sent back. After it
 // returns, DInput holds the gradient to send to the previous stage.
 func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossScale float32) error {
-	l, d, w := m.Layout, m.local, &m.w
+	d, w := m.local, &m.w
 	B, T := a.b, a.t
 	N, C := B*T, d.C
 	dres := m.dres[:N*C]
-	if l.Last {
+	if a.last {
 		if err := m.needHead(ctx, true); err != nil {
 			return err
 		}
 	}
-	if l.Last && a.head.grad != nil {
+	if a.last && a.head.grad != nil {
 		if err := m.customHeadBackward(a, dres); err != nil {
 			return err
 		}
-	} else if l.Last {
+	} else if a.last {
 		if !a.hasTargets {
 			return fmt.Errorf("model: backward needs a forward with targets")
 		}
@@ -60,7 +60,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		}
 		copy(dres, dOut)
 	}
-	if l.Last {
+	if a.last {
 		if err := m.doneHead(ctx, true); err != nil {
 			return err
 		}
@@ -73,18 +73,18 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		if i > 0 {
 			x = a.blocks[i-1].res3[:N*C]
 		}
-		if err := m.need(ctx, m.blockUnit(i), true); err != nil {
-			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+		if err := m.need(ctx, m.blockUnit(a.lo+i), true); err != nil {
+			return fmt.Errorf("block %d backward: %w", m.blockID(a, i), err)
 		}
 		if err := m.backwardBlock(ctx, a, i, x, dres, B, T); err != nil {
-			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+			return fmt.Errorf("block %d backward: %w", m.blockID(a, i), err)
 		}
-		m.ready(m.w.blocks[i].readyAfter)
-		if err := m.done(ctx, m.blockUnit(i), true); err != nil {
-			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+		m.ready(m.w.blocks[a.lo+i].readyAfter)
+		if err := m.done(ctx, m.blockUnit(a.lo+i), true); err != nil {
+			return fmt.Errorf("block %d backward: %w", m.blockID(a, i), err)
 		}
 	}
-	if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
+	if a.first && w.dwte != nil { // nil: frozen embeddings (LoRA)
 		if err := m.needEmbed(ctx, true); err != nil {
 			return err
 		}
@@ -101,7 +101,14 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			return err
 		}
 	}
-	m.ready(len(m.Params.Grad))
+	if a.chunk == 0 {
+		m.ready(len(m.Params.Grad))
+	} else if len(a.blocks) > 0 {
+		// a later chunk: the gradients laid out before its first block
+		// (the chunks above it, last first) are what it finishes; the
+		// chunks below it and the tail come after (Layout.Chunks)
+		m.ready(m.w.blocks[a.lo].readyAfter)
+	}
 	return nil
 }
 

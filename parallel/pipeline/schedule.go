@@ -379,3 +379,65 @@ func (s *Schedule) Table() string {
 	}
 	return b.String()
 }
+
+// ChunkSlots assigns each (micro-batch, chunk) of stage an activation
+// buffer among its chunk's own: slot[{micro, chunk}] is in
+// 0..count[chunk]-1, the lowest buffer of that chunk free at its Forward,
+// freed after its Backward or BackwardWeight. With several chunks per
+// stage the chunks' activations differ in shape (their blocks; the head
+// on the last chunk of the last stage), so each chunk has its buffers.
+func (s *Schedule) ChunkSlots(stage int) (slot map[[2]int]int, count []int) {
+	slot = map[[2]int]int{}
+	free := make([][]bool, s.Chunks()) // free[c][i]: chunk c's buffer i is unused
+	for _, a := range s.Steps[stage] {
+		k, f := [2]int{a.Micro, a.Chunk}, free[a.Chunk]
+		switch a.Kind {
+		case Forward:
+			i := 0
+			for i < len(f) && !f[i] {
+				i++
+			}
+			if i == len(f) {
+				f = append(f, false)
+			}
+			f[i] = false
+			slot[k] = i
+		case Backward, BackwardWeight:
+			f[slot[k]] = true
+		}
+		free[a.Chunk] = f
+	}
+	count = make([]int, len(free))
+	for c := range free {
+		count[c] = len(free[c])
+	}
+	return slot, count
+}
+
+// Pending is the largest number of receives of kind (RecvAct or RecvGrad)
+// on stage whose data the executor holds at once: received, and not yet
+// consumed by the compute that takes it (the Forward of the same
+// micro-batch and chunk for RecvAct, its Backward or BackwardInput for
+// RecvGrad). Receive buffers taken at the receive and given back at that
+// compute need no more.
+func (s *Schedule) Pending(stage int, kind Kind) int {
+	consumes := func(a Action) bool {
+		if kind == RecvAct {
+			return a.Kind == Forward
+		}
+		return a.Kind == Backward || a.Kind == BackwardInput
+	}
+	held := map[[2]int]bool{}
+	peak := 0
+	for _, a := range s.Steps[stage] {
+		k := [2]int{a.Micro, a.Chunk}
+		switch {
+		case a.Kind == kind:
+			held[k] = true
+			peak = max(peak, len(held))
+		case consumes(a):
+			delete(held, k)
+		}
+	}
+	return peak
+}

@@ -125,6 +125,7 @@ type trainFlags struct {
 	batch, seq             int
 	micro, warmup          int
 	schedule               string
+	virtualStages          int
 	lr, minLRFrac, clip    float64
 	wd                     float64
 	seed                   uint64
@@ -157,7 +158,8 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
 	fs.IntVar(&f.micro, "accum", 1, "alias of --microbatches")
-	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, interleaved (with --virtual-stages), zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
+	fs.IntVar(&f.virtualStages, "virtual-stages", 1, "model chunks per pipeline stage for --schedule interleaved: the layers are cut into pp x V chunks, stage r holds chunks r, r+pp, ... (micro-batches a multiple of pp)")
 	fs.StringVar(&f.stageLayers, "stage-layers", "", "layers per pipeline stage, comma-separated (default: balanced)")
 	fs.Float64Var(&f.lr, "lr", 1e-3, "peak learning rate")
 	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps (default: 5% of steps)")
@@ -324,7 +326,7 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 		return trainer.Options{}, cfg, err
 	}
 	opts := trainer.Options{
-		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, VirtualStages: f.virtualStages, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		DecayEmbed: f.decayEmbed, Seed: f.seed, Shuffle: f.shuffle, Threads: f.threads, KernelForce: f.kernel,
 		StageLayers: stageLayers,

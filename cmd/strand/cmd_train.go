@@ -414,7 +414,7 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
 		f.model.preset, progress.Count(float64(trainer.ParamCount(cfg))), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
 		trainSet.Source, progress.Count(float64(len(trainSet.Tokens))), progress.Count(float64(len(valSet.Tokens))))
-	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, opts.RowsPerRank(m)/opts.Micro, tr.Pipe.Name)
+	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, opts.RowsPerRank(m)/opts.Micro, tr.Pipe.Label())
 	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d cores x %.2f GHz x %d FLOP/cycle, %s)\n",
 		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
@@ -482,11 +482,11 @@ func pipelineReport(ctx context.Context, tr *trainer.Trainer, coord mesh.Coord, 
 	pp := tr.Pipe
 	if pp.Stages > 1 && coord.DP == 0 && coord.TP == 0 {
 		fmt.Fprintf(stderr, "stage %d: %d activation slots (%s schedule, %d micro-batches), %.1f MB of activations, peak RSS %.1f MB\n",
-			coord.PP, pp.InFlight(coord.PP), pp.Name, pp.Micro, float64(tr.ActivationBytes())/1e6, float64(trainer.PeakRSS())/1e6)
+			coord.PP, pp.InFlight(coord.PP), pp.Label(), pp.Micro, float64(tr.ActivationBytes())/1e6, float64(trainer.PeakRSS())/1e6)
 	}
 	if lead && pp.Stages > 1 {
 		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% (%s, p=%d, m=%d)\n",
-			100*bubble, 100*pp.TheoreticalBubble(), pp.Name, pp.Stages, pp.Micro)
+			100*bubble, 100*pp.TheoreticalBubble(), pp.Label(), pp.Stages, pp.Micro)
 	}
 	return nil
 }

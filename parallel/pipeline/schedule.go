@@ -65,6 +65,15 @@ type Schedule struct {
 	Steps   [][]Action // Steps[stage] in execution order
 }
 
+// Label is the schedule's name with its virtual stages when it has
+// several ("interleaved V=2").
+func (s *Schedule) Label() string {
+	if s.Chunks() > 1 {
+		return fmt.Sprintf("%s V=%d", s.Name, s.Chunks())
+	}
+	return s.Name
+}
+
 // Chunks is the number of model chunks per stage (Virtual, at least 1).
 func (s *Schedule) Chunks() int { return max(s.Virtual, 1) }
 

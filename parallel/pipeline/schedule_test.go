@@ -558,3 +558,24 @@ func TestChunkSlots(t *testing.T) {
 		t.Errorf("pending activations %d, want 2", got)
 	}
 }
+
+// Interleaved 1F1B finishes a stage's chunks last first: chunk V-1's last
+// backward comes before chunk V-2's, and so on. The flat gradient buffer
+// lays the last layers first, so the executor can start data-parallel
+// reductions chunk by chunk as a growing prefix (trainer/chunks.go).
+func TestInterleavedFinishesChunksLastFirst(t *testing.T) {
+	for _, spec := range []Spec{{Name: Interleaved, Stages: 2, Micro: 2, Virtual: 2}, {Name: Interleaved, Stages: 2, Micro: 8, Virtual: 3}, {Name: Interleaved, Stages: 4, Micro: 8, Virtual: 2}, {Name: Interleaved, Stages: 4, Micro: 4, Virtual: 4}} {
+		s, err := Generate(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for st := 0; st < s.Stages; st++ {
+			done := s.WeightGradDone(st)
+			for c := 1; c < len(done); c++ {
+				if done[c] >= done[c-1] {
+					t.Errorf("%+v stage %d: chunk %d's gradients final at step %d, chunk %d's at %d", spec, st, c, done[c], c-1, done[c-1])
+				}
+			}
+		}
+	}
+}

@@ -39,9 +39,15 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		// with two threads they run at once (pair.go)
 		dlnf := m.dln[:N*C]
 		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.head, C, 0, dlnf, C}
-		if w.dhead != nil { // nil: frozen (LoRA)
+		switch {
+		case w.dhead != nil && m.deferTo != nil:
+			// a split backward: dwte (Vl, C) += dlogits^T @ lnf waits for
+			// W (dlogits and lnf stay in a until then)
+			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
+			m.deferKept(w.dhead, a.lnf, dlogits, N, d.Vl, C)
+		case w.dhead != nil: // nil: frozen (LoRA)
 			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dhead), w.dhead, C})
-		} else {
+		default:
 			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
 		}
 		if err := m.tp.AllReduceSum(ctx, dlnf); err != nil {
@@ -53,7 +59,7 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			last = a.blocks[len(a.blocks)-1].res3[:N*C]
 		}
 		m.normBackward(dres, w.dlnfw, w.dlnfb, dlnf, last, w.lnfw, a.lnfMean, a.lnfRstd, N)
-		m.gradReady(w.headReady)
+		m.ready(w.headReady) // after W when the head's weight gradient waits for it
 	} else {
 		if len(dOut) != N*C {
 			return fmt.Errorf("model: stage output gradient has %d values, want %dx%dx%d", len(dOut), B, T, C)

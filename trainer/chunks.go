@@ -24,23 +24,24 @@ type chunkBufs struct {
 	lastMicro []int
 	// receive pools: buffers (t.recvAct and gradIn), free lists, and the
 	// buffer holding each received {micro, chunk}
-	gradIn             [][]float32
-	freeAct, freeGrad  []int
-	heldAct, heldGrad  map[[2]int]int
-	fwdProg            *pipeline.Schedule // Forward passes: the forward half of the program
-	stages, stage, vir int
+	gradIn            [][]float32
+	freeAct, freeGrad []int
+	heldAct, heldGrad map[[2]int]int
+	fwdProg           *pipeline.Schedule // Forward passes: the forward half of the program
 }
 
 // allocChunks makes the activation slots and transfer buffers of this
 // stage's chunks for the training program and for Forward passes.
 func (t *Trainer) allocChunks(hidden int) error {
 	p, st := t.Pipe, t.Comms.Coord.PP
-	cb := &chunkBufs{stages: p.Stages, stage: st, vir: p.Chunks(), heldAct: map[[2]int]int{}, heldGrad: map[[2]int]int{}}
+	cb := &chunkBufs{heldAct: map[[2]int]int{}, heldGrad: map[[2]int]int{}}
 	cb.slot, cb.count = p.ChunkSlots(st)
 	// the forward half keeps the full program's forwards and activation
-	// transfers in their order, only without the backwards and gradient
-	// transfers: every receive's send comes no later than in the full
-	// program, which Check proved
+	// transfers in their order, without the backwards and the gradient
+	// transfers (both ends of each): a complete run of the full program,
+	// which Check proved, is one of the half with those actions left out,
+	// and programs of blocking receives and free sends finish in any
+	// order once they finish in one
 	fwd, _ := pipeline.Halves(p)
 	cb.fwdProg = fwd
 	// passes reuse a chunk's slots micro mod count: at least one each

@@ -7,9 +7,10 @@
 #   bash bench/pipeline/measure.sh [STRAND_BIN] [STEPS] [ROUNDS]
 #
 # Prints one markdown row per (round, micro-batches, schedule): step time
-# (median of the run's steps after the first), its ratio to 1F1B's in the
-# same round, measured and theoretical bubble, and the 1-minute load
-# average before the run. The schedules run interleaved, round after round
+# (median and minimum of the run's steps after the first), their ratios to
+# 1F1B's in the same round, measured and theoretical bubble, and the
+# 1-minute load average before the run. On a busy machine the minimum is
+# the steadier figure: interference only ever adds time. The schedules run interleaved, round after round
 # (each round in the other order), so a load change on the shared machine
 # hits all of them alike; quote rounds whose load stayed low.
 set -euo pipefail
@@ -24,8 +25,8 @@ out=$(mktemp -d)
 echo "uptime: $(uptime)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
-echo "| round | micro-batches | schedule | step ms (median) | step / 1F1B | measured bubble | theoretical | load |"
-echo "|---:|---:|---|---:|---:|---:|---:|---:|"
+echo "| round | micro-batches | schedule | step ms median | min | median / 1F1B | min / 1F1B | measured bubble | theoretical | load |"
+echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
 schedules=(gpipe 1f1b interleaved zb-h1 zb-h2)
 for r in $(seq 1 "$rounds"); do
   order=("${schedules[@]}")
@@ -33,7 +34,7 @@ for r in $(seq 1 "$rounds"); do
     order=(zb-h2 zb-h1 interleaved 1f1b gpipe)
   fi
   for m in 4 8; do
-    declare -A ms=() bub=() load=()
+    declare -A ms=() mn=() bub=() load=()
     for s in "${order[@]}"; do
       run="$out/$r-$s-$m"
       v=1
@@ -42,21 +43,21 @@ for r in $(seq 1 "$rounds"); do
       log=$(taskset -c 0,1 "$bin" train --model small --n-layer 8 --seq 128 --batch "$((2 * m))" --microbatches "$m" \
         --nproc 2 --pp 2 --schedule "$s" --virtual-stages "$v" --threads 1 --steps "$steps" --no-progress --val-frac 0 --out "$run" 2>&1)
       bub[$s]=$(echo "$log" | sed -n 's/.*pipeline bubble: measured \([0-9.]*%\), theoretical \([0-9.]*%\).*/\1 \2/p')
-      ms[$s]=$(python3 - "$run/metrics.jsonl" <<'PY'
+      read -r ms[$s] mn[$s] < <(python3 - "$run/metrics.jsonl" <<'PY'
 import json, statistics, sys
 t = [json.loads(l)["step_seconds"] for l in open(sys.argv[1]) if '"step_seconds"' in l][1:]
-print(f"{1000 * statistics.median(t):.1f}")
+print(f"{1000 * statistics.median(t):.1f} {1000 * min(t):.1f}")
 PY
 )
     done
     for s in "${schedules[@]}"; do
       label=$s
       if [ "$s" = interleaved ]; then label="interleaved V=2"; fi
-      ratio=$(python3 -c "print(f'{${ms[$s]} / ${ms[1f1b]}:.3f}')")
+      ratio=$(python3 -c "print(f'{${ms[$s]} / ${ms[1f1b]}:.3f} | {${mn[$s]} / ${mn[1f1b]}:.3f}')")
       set -- ${bub[$s]}
-      echo "| $r | $m | $label | ${ms[$s]} | $ratio | $1 | $2 | ${load[$s]} |"
+      echo "| $r | $m | $label | ${ms[$s]} | ${mn[$s]} | $ratio | $1 | $2 | ${load[$s]} |"
     done
-    unset ms bub load
+    unset ms mn bub load
   done
 done
 echo

@@ -1,11 +1,15 @@
 package trainer
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/mesh"
 	dpdata "github.com/strand-ml/strand/parallel/data"
 )
@@ -144,5 +148,42 @@ func TestInterleavedCheckpointReshards(t *testing.T) {
 		if math.Abs(v-want)/want > 1e-6 {
 			t.Errorf("%s: validation loss %v after loading the pp2 V=2 checkpoint, %v on its own layout", o.name, v, want)
 		}
+	}
+}
+
+// The measured bubble is the idle share of the steps' makespans: every
+// stage reports the same figure, between 0 and 1 on a pipeline.
+func TestMeasuredBubbleOverMakespan(t *testing.T) {
+	m := mesh.Mesh{DP: 1, TP: 1, PP: 2}
+	opts := interleavedOptions(4, 1)
+	opts.Steps = 2
+	var mu sync.Mutex
+	got := map[int]float64{}
+	onMesh(t, m, func(r int, c *Comms, _ Barrier) error {
+		loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq})
+		if err != nil {
+			return err
+		}
+		tr, err := New(opts, loader, c)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		for tr.Step < opts.Steps {
+			if _, err := tr.TrainStep(context.Background()); err != nil {
+				return err
+			}
+		}
+		if n := len(tr.pipeSteps); n != opts.Steps {
+			return fmt.Errorf("%d step makespans recorded for %d steps", n, opts.Steps)
+		}
+		b, err := tr.MeasuredBubble(context.Background())
+		mu.Lock()
+		got[r] = b
+		mu.Unlock()
+		return err
+	})
+	if got[0] != got[1] || got[0] <= 0 || got[0] >= 1 {
+		t.Errorf("measured bubble %v on the two stages", got)
 	}
 }

@@ -3,7 +3,6 @@ package trainer
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/pipeline"
@@ -59,11 +58,9 @@ func (t *Trainer) Forward(ctx context.Context, p Pass) error {
 	if t.chunks != nil {
 		t.chunks.reset(len(t.recvAct))
 	}
-	compute, wall := t.pipeCompute, t.pipeWall // passes are not the step's bubble
-	defer func() { t.pipeCompute, t.pipeWall = compute, wall }()
-	t0 := time.Now()
+	compute := t.pipeCompute // passes are not the step's bubble
+	defer func() { t.pipeCompute = compute }()
 	err := pipeline.Run(ctx, t.fwdProg, t.Comms.Coord.PP, ex)
-	t.pipeWall += time.Since(t0)
 	if t.sender != nil {
 		if ferr := t.sender.flush(ctx); err == nil {
 			err = ferr

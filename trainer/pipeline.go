@@ -31,7 +31,7 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 	t.Model.GradReady = nil
 	t0 := time.Now()
 	err := pipeline.Run(ctx, t.Pipe, t.Comms.Coord.PP, ex)
-	t.pipeWall += time.Since(t0)
+	t.pipeSteps = append(t.pipeSteps, float32(time.Since(t0).Seconds()))
 	t.Model.GradReady = nil
 	if t.sender != nil {
 		if ferr := t.sender.flush(ctx); err == nil {

@@ -335,13 +335,16 @@ type Trainer struct {
 	sender        *orderedSender
 	lossSum       float64
 	// pipeline accounting for the measured bubble: compute time inside the
-	// schedule and wall time of the schedule, summed over steps
-	pipeCompute, pipeWall time.Duration
-	scalars               [3]float32         // step-level reductions: target count, loss, squared norm
-	exec                  *stageExec         // reused every step
-	fwdProg               *pipeline.Schedule // Forward's program: GPipe's forward half
-	weights               []float32          // per-position loss weights of a micro-batch (Objective)
-	head                  *headTrainer       // SetHead's objective, parameters and optimizer
+	// schedule, summed over steps
+	pipeCompute time.Duration
+	// each step's time in the schedule on this rank (seconds): the step's
+	// makespan is the largest over the stages (MeasuredBubble)
+	pipeSteps []float32
+	scalars   [3]float32         // step-level reductions: target count, loss, squared norm
+	exec      *stageExec         // reused every step
+	fwdProg   *pipeline.Schedule // Forward's program: GPipe's forward half
+	weights   []float32          // per-position loss weights of a micro-batch (Objective)
+	head      *headTrainer       // SetHead's objective, parameters and optimizer
 }
 
 // StepStats summarizes one optimizer step.
@@ -876,18 +879,31 @@ func (t *Trainer) SetTrace(r *trace.Recorder) {
 	}
 }
 
-// MeasuredBubble is the pipeline's idle fraction over the steps so far:
-// 1 - (forward+backward time) / (time in the schedule), averaged over the
-// stages (an all-reduce over the pipeline group, so every stage calls it).
+// MeasuredBubble is the pipeline's idle fraction over the steps so far,
+// as TheoreticalBubble defines it: 1 - (forward+backward time of every
+// stage) / (stages x the steps' makespans), a step's makespan being the
+// longest of the stages' times in its schedule (they start together: the
+// previous step ended in an all-reduce over them). A stage that finishes
+// its program early is idle until the step's last stage finishes, as the
+// theory counts it. All-reduces over the pipeline group: every stage
+// calls it.
 func (t *Trainer) MeasuredBubble(ctx context.Context) (float64, error) {
-	buf := []float32{float32(t.pipeCompute.Seconds()), float32(t.pipeWall.Seconds())}
-	if err := allReduce(ctx, t.Comms.PP, buf, collective.Sum); err != nil {
+	compute := []float32{float32(t.pipeCompute.Seconds())}
+	if err := allReduce(ctx, t.Comms.PP, compute, collective.Sum); err != nil {
 		return 0, fmt.Errorf("measured bubble: %w", err)
 	}
-	if buf[1] == 0 {
+	spans := append([]float32(nil), t.pipeSteps...)
+	if err := allReduce(ctx, t.Comms.PP, spans, collective.Max); err != nil {
+		return 0, fmt.Errorf("measured bubble: %w", err)
+	}
+	var makespan float64
+	for _, s := range spans {
+		makespan += float64(s)
+	}
+	if makespan == 0 {
 		return 0, nil
 	}
-	return 1 - float64(buf[0])/float64(buf[1]), nil
+	return 1 - float64(compute[0])/(float64(t.Comms.PP.Size())*makespan), nil
 }
 
 // MicroRows is the number of sequences in one micro-batch on this rank.

@@ -22,6 +22,7 @@ if [ -z "$bin" ]; then
   go build -o "$bin" ./cmd/strand
 fi
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT # each run's checkpoint is tens of MB
 echo "uptime: $(uptime)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
@@ -49,6 +50,7 @@ t = [json.loads(l)["step_seconds"] for l in open(sys.argv[1]) if '"step_seconds"
 print(f"{1000 * statistics.median(t):.1f} {1000 * min(t):.1f}")
 PY
 )
+      rm -rf "$run"
     done
     for s in "${schedules[@]}"; do
       label=$s

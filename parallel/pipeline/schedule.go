@@ -143,10 +143,10 @@ func (s *Schedule) Needs() Needs {
 
 // New generates a schedule by name for stages x micro-batches with one
 // model chunk per stage, for executors that run Forward and Backward only
-// (every executor in strand today): a schedule that needs more (zb-h1,
-// zb-h2) is refused with a message naming what it needs; interleaved has
-// one chunk per stage here, so it is 1F1B's program. Generate builds any
-// schedule.
+// (examples/pipeline_loop; the trainer's forward passes): a schedule that
+// needs more (zb-h1, zb-h2) is refused with a message naming what it
+// needs; interleaved has one chunk per stage here, so it is 1F1B's
+// program. Generate builds any schedule (the trainer runs them all).
 func New(name string, stages, micro int) (*Schedule, error) {
 	s, err := Generate(Spec{Name: name, Stages: stages, Micro: micro})
 	if err != nil {

@@ -143,7 +143,7 @@ func (s *Schedule) Needs() Needs {
 
 // New generates a schedule by name for stages x micro-batches with one
 // model chunk per stage, for executors that run Forward and Backward only
-// (examples/pipeline_loop; the trainer's forward passes): a schedule that
+// (the trainer's forward passes run its GPipe): a schedule that
 // needs more (zb-h1, zb-h2) is refused with a message naming what it
 // needs; interleaved has one chunk per stage here, so it is 1F1B's
 // program. Generate builds any schedule (the trainer runs them all).

@@ -51,9 +51,10 @@ func TestFinetuneResume(t *testing.T) {
 	}
 }
 
-// TestFinetuneInterleaved: sft, dpo and rm train run interleaved 1F1B with
-// two model chunks per stage (packed sequences, the DPO objective and the
-// reward head on the last stage's last chunk) and give 1F1B's losses in
+// TestFinetuneInterleaved: sft (full and LoRA), dpo and rm train run
+// interleaved 1F1B with two model chunks per stage (packed sequences,
+// adapters, the DPO objective and the reward head on the last stage's last
+// chunk) and give 1F1B's losses in
 // the same layout within 1e-4 (the gradient norm's sums are grouped by
 // the blocks a stage holds).
 func TestFinetuneInterleaved(t *testing.T) {
@@ -71,6 +72,7 @@ func TestFinetuneInterleaved(t *testing.T) {
 		args []string
 	}{
 		{"sft pp2", []string{"sft", "--data", sftData, "--lr", "2e-3", "--seq", "32", "--nproc", "2", "--pp", "2"}},
+		{"sft lora pp2", []string{"sft", "--data", sftData, "--lr", "2e-3", "--seq", "32", "--nproc", "2", "--pp", "2", "--lora-rank", "4"}},
 		{"dpo pp2", []string{"dpo", "--data", pairs, "--lr", "3e-3", "--beta", "0.5", "--seq", "16", "--nproc", "2", "--pp", "2"}},
 		{"rm tp2 pp2", []string{"rm", "train", "--data", pairs, "--lr", "1e-3", "--seq", "16", "--nproc", "4", "--tp", "2", "--pp", "2"}},
 	} {

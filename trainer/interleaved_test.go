@@ -53,6 +53,13 @@ func TestInterleavedMatchesSingleProcess(t *testing.T) {
 		got, gotP := runMesh(t, o, c.m)
 		compare(t, "interleaved V=2 "+c.name, got, want, gotP, wantP)
 	}
+	// three chunks per stage of unequal sizes (8 layers in 6 chunks: 2, 2,
+	// 1, 1, 1, 1)
+	opts := interleavedOptions(4, 1)
+	want, wantP := runMesh(t, opts, mesh.Mesh{DP: 1, TP: 1, PP: 1})
+	opts.Schedule, opts.VirtualStages = "interleaved", 3
+	got, gotP := runMesh(t, opts, mesh.Mesh{DP: 1, TP: 1, PP: 2})
+	compare(t, "interleaved V=3 pp2 m4", got, want, gotP, wantP)
 }
 
 // TestInterleavedBitIdenticalTo1F1B: without gradient clipping (whose norm

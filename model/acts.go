@@ -7,17 +7,23 @@ type Acts struct {
 	maxB, maxT int
 	b, t       int // shape of the last Forward
 	hasTargets bool
+	// the model chunk these activations are for (Layout.Spans): its index,
+	// its first block's local index (into the model's blocks), and whether
+	// it embeds tokens (the first stage's first chunk) and has the head
+	// (the last stage's last chunk)
+	chunk, lo   int
+	first, last bool
 
-	tokens, targets []int32   // (N) copies of the last Forward's inputs
-	input           []float32 // (N, C) embedding output, or the hidden state received from the previous stage
-	blocks          []blockActs
-	lnf             []float32 // (N, C) last stage only
-	lnfMean         []float32 // (N)
-	lnfRstd         []float32 // (N)
-	logits          []float32 // (N, Vl) probabilities after a Forward with targets
-	losses          []float32 // (N)
-	seg             segState  // packed-sequence segments (segments.go); zero: one sequence per row
-	head            headState // loss weights and custom-head gradient (head.go); zero: the LM loss
+	tokens, targets []int32     // (N) copies of the last Forward's inputs
+	input           []float32   // (N, C) embedding output, or the hidden state received from the previous stage (chunk)
+	blocks          []blockActs // the chunk's blocks
+	lnf             []float32   // (N, C) last stage only
+	lnfMean         []float32   // (N)
+	lnfRstd         []float32   // (N)
+	logits          []float32   // (N, Vl) probabilities after a Forward with targets
+	losses          []float32   // (N)
+	seg             segState    // packed-sequence segments (segments.go); zero: one sequence per row
+	head            headState   // loss weights and custom-head gradient (head.go); zero: the LM loss
 	// recompute is the recomputation mode (recompute.go; "" none); under
 	// RecomputeFull the blocks keep only res3 and run on work's buffers
 	recompute string
@@ -44,17 +50,30 @@ type blockActs struct {
 	lora [loraKinds][]float32 // (N, r) inp @ A per adapter (lora_model.go)
 }
 
-// NewActs allocates activations for batches of up to B x T on this rank.
-func (m *GPT) NewActs(B, T int) *Acts { return m.newActs(B, T, RecomputeNone) }
+// NewActs allocates activations for batches of up to B x T on this rank
+// (its first model chunk: the whole stage unless the layout has Chunks).
+func (m *GPT) NewActs(B, T int) *Acts { return m.newActs(0, B, T, RecomputeNone) }
 
-// newActs allocates what recomputation mode keeps (see NewActsRecompute),
-// and nothing it would drop: a buffer allocated and dropped is garbage
-// the next allocation to reuse zeroes into resident memory.
-func (m *GPT) newActs(B, T int, mode string) *Acts {
+// Chunks is the number of model chunks this rank holds (Layout.Spans).
+func (m *GPT) Chunks() int { return len(m.Layout.Spans()) }
+
+// Chunk is the model chunk a's activations are for.
+func (a *Acts) Chunk() int { return a.chunk }
+
+// newActs allocates what recomputation mode keeps (see NewActsRecompute)
+// for model chunk chunk, and nothing it would drop: a buffer allocated and
+// dropped is garbage the next allocation to reuse zeroes into resident
+// memory.
+func (m *GPT) newActs(chunk, B, T int, mode string) *Acts {
 	d, l := m.local, m.Layout
 	N := B * T
 	f := func(n int) []float32 { return make([]float32, n) }
 	a := &Acts{maxB: B, maxT: T, tokens: make([]int32, N), targets: make([]int32, N), input: f(N * d.C)}
+	spans := l.Spans()
+	for _, s := range spans[:chunk] {
+		a.lo += s.Hi - s.Lo
+	}
+	a.chunk, a.first, a.last = chunk, l.First && chunk == 0, l.Last && chunk == len(spans)-1
 	// block is one block's buffers, with or without the output and the
 	// MLP activation
 	block := func(res3, fchAct bool) blockActs {
@@ -72,7 +91,7 @@ func (m *GPT) newActs(B, T int, mode string) *Acts {
 		}
 		return b
 	}
-	a.blocks = make([]blockActs, l.EndBlock-l.FirstBlock)
+	a.blocks = make([]blockActs, spans[chunk].Hi-spans[chunk].Lo)
 	switch {
 	case mode == RecomputeSelective:
 		var shared []float32
@@ -96,7 +115,7 @@ func (m *GPT) newActs(B, T int, mode string) *Acts {
 			a.blocks[i] = block(true, true)
 		}
 	}
-	if l.Last {
+	if a.last {
 		a.lnf, a.lnfMean, a.lnfRstd = f(N*d.C), f(N), f(N)
 		a.logits, a.losses = f(N*d.Vl), f(N)
 	}

@@ -12,23 +12,23 @@ import (
 // start from dOut (B*T, C), the gradient the next stage sent back. After it
 // returns, DInput holds the gradient to send to the previous stage.
 func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossScale float32) error {
-	l, d, w := m.Layout, m.local, &m.w
+	d, w := m.local, &m.w
 	B, T := a.b, a.t
 	N, C := B*T, d.C
 	dres := m.dres[:N*C]
-	if l.First && m.chunked() && w.dwte != nil {
+	if a.first && m.chunked() && w.dwte != nil {
 		m.rows.collect(a.tokens[:N], d.V0, d.Vl, C)
 	}
-	if l.Last {
+	if a.last {
 		if err := m.need(ctx, m.headUnit(), true); err != nil {
 			return err
 		}
 	}
-	if l.Last && a.head.grad != nil {
+	if a.last && a.head.grad != nil {
 		if err := m.customHeadBackward(a, dres); err != nil {
 			return err
 		}
-	} else if l.Last {
+	} else if a.last {
 		if !a.hasTargets {
 			return fmt.Errorf("model: backward needs a forward with targets")
 		}
@@ -42,13 +42,19 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 		// with two threads they run at once (pair.go)
 		dlnf := m.dln[:N*C]
 		dx := mmArgs{false, false, N, C, d.Vl, 1, dlogits, d.Vl, w.head, C, 0, dlnf, C}
-		if m.chunked() {
+		switch {
+		case m.chunked():
 			if err := m.headBackwardChunked(ctx, a, dlogits, dlnf, N); err != nil {
 				return err
 			}
-		} else if w.dhead != nil { // nil: frozen (LoRA)
+		case w.dhead != nil && m.deferTo != nil:
+			// a split backward: dwte (Vl, C) += dlogits^T @ lnf waits for
+			// W (dlogits and lnf stay in a until then)
+			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
+			m.deferKept(w.dhead, a.lnf, dlogits, N, d.Vl, C)
+		case w.dhead != nil: // nil: frozen (LoRA)
 			m.mmPair(dx, mmArgs{true, false, d.Vl, C, N, 1, dlogits, d.Vl, a.lnf, C, m.gradBeta(w.dhead), w.dhead, C})
-		} else {
+		default:
 			m.mm(dx.transA, dx.transB, dx.M, dx.N, dx.K, dx.alpha, dx.a, dx.lda, dx.b, dx.ldb, dx.beta, dx.c, dx.ldc)
 		}
 		if err := m.tp.AllReduceSum(ctx, dlnf); err != nil {
@@ -60,14 +66,14 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			last = a.blocks[len(a.blocks)-1].res3[:N*C]
 		}
 		m.normBackward(dres, w.dlnfw, w.dlnfb, dlnf, last, w.lnfw, a.lnfMean, a.lnfRstd, N)
-		m.gradReady(w.headReady)
+		m.ready(w.headReady) // after W when the head's weight gradient waits for it
 	} else {
 		if len(dOut) != N*C {
 			return fmt.Errorf("model: stage output gradient has %d values, want %dx%dx%d", len(dOut), B, T, C)
 		}
 		copy(dres, dOut)
 	}
-	if l.Last {
+	if a.last {
 		if err := m.done(ctx, m.headUnit(), true); err != nil {
 			return err
 		}
@@ -81,15 +87,15 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			x = a.blocks[i-1].res3[:N*C]
 		}
 		if err := m.backwardBlock(ctx, a, i, x, dres, B, T); err != nil {
-			return fmt.Errorf("block %d backward: %w", l.FirstBlock+i, err)
+			return fmt.Errorf("block %d backward: %w", m.blockID(a, i), err)
 		}
-		m.ready(m.w.blocks[i].readyAfter)
+		m.ready(m.w.blocks[a.lo+i].readyAfter)
 	}
-	if l.First && w.dwte != nil && m.chunked() {
+	if a.first && w.dwte != nil && m.chunked() {
 		if err := m.embedBackwardChunked(ctx, a, dres, N, T); err != nil {
 			return err
 		}
-	} else if l.First && w.dwte != nil { // nil: frozen embeddings (LoRA)
+	} else if a.first && w.dwte != nil { // nil: frozen embeddings (LoRA)
 		m.clearIfStale(w.dwte)
 		m.clearIfStale(w.dwpe)
 		if a.seg.ids != nil {
@@ -100,7 +106,14 @@ func (m *GPT) BackwardActs(ctx context.Context, a *Acts, dOut []float32, lossSca
 			m.embedBackward(dres, a.tokens, B, T)
 		}
 	}
-	m.ready(len(m.Params.Grad))
+	if a.chunk == 0 {
+		m.ready(len(m.Params.Grad))
+	} else if len(a.blocks) > 0 {
+		// a later chunk: the gradients laid out before its first block
+		// (the chunks above it, last first) are what it finishes; the
+		// chunks below it and the tail come after (Layout.Chunks)
+		m.ready(m.w.blocks[a.lo].readyAfter)
+	}
 	return nil
 }
 

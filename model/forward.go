@@ -14,14 +14,14 @@ import (
 //
 // With tensor parallelism the ranks of the TP group must call it together.
 func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn []float32, targets []int32, B, T int) (lossSum float64, count int, err error) {
-	l, d := m.Layout, m.local
+	d := m.local
 	if B > a.maxB || T > a.maxT {
 		return 0, 0, fmt.Errorf("model: batch %dx%d exceeds the activations' %dx%d", B, T, a.maxB, a.maxT)
 	}
-	if !l.First {
+	if !a.first {
 		tokens = nil
 	}
-	if !l.Last {
+	if !a.last {
 		targets = nil
 	}
 	if err := m.CheckInput(tokens, targets, B, T); err != nil {
@@ -36,7 +36,7 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		copy(a.targets, targets)
 	}
 	x := a.input[:N*C]
-	if l.First {
+	if a.first {
 		if tokens == nil {
 			return 0, 0, fmt.Errorf("model: the first stage needs tokens")
 		}
@@ -72,12 +72,12 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 	} else {
 		for i := range a.blocks {
 			if err := m.forwardBlock(ctx, a, i, x, B, T); err != nil {
-				return 0, 0, fmt.Errorf("block %d: %w", l.FirstBlock+i, err)
+				return 0, 0, fmt.Errorf("block %d: %w", m.blockID(a, i), err)
 			}
 			x = a.blocks[i].res3[:N*C]
 		}
 	}
-	if !l.Last {
+	if !a.last {
 		return 0, 0, nil
 	}
 	if err := m.need(ctx, m.headUnit(), false); err != nil {
@@ -91,6 +91,18 @@ func (m *GPT) ForwardActs(ctx context.Context, a *Acts, tokens []int32, hiddenIn
 		return 0, 0, err
 	}
 	return lossSum, count, nil
+}
+
+// blockID is the global index of block i of a's chunk.
+func (m *GPT) blockID(a *Acts, i int) int {
+	lo := a.lo + i
+	for _, s := range m.Layout.Spans() {
+		if lo < s.Hi-s.Lo {
+			return s.Lo + lo
+		}
+		lo -= s.Hi - s.Lo
+	}
+	return -1
 }
 
 // headForward runs ln_f, the logits and (with targets) the loss over the

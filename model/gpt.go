@@ -96,7 +96,7 @@ type weights struct {
 	wte, wpe, lnfw, lnfb     []float32
 	dwte, dwpe, dlnfw, dlnfb []float32
 	head, dhead              []float32      // the LM head (Vl, C): wte (tied) or lm_head.weight
-	blocks                   []blockWeights // indexed by block - FirstBlock
+	blocks                   []blockWeights // indexed by local block (Layout.blockIDs)
 	headReady                int            // Grad prefix final after the head and ln_f
 }
 
@@ -217,10 +217,11 @@ func (m *GPT) bindWeights() {
 	}
 	w.headReady = max(end("ln_f.weight"), end("ln_f.bias"), end("lm_head.weight"))
 	l := m.Layout
-	w.blocks = make([]blockWeights, l.EndBlock-l.FirstBlock)
+	ids := l.blockIDs()
+	w.blocks = make([]blockWeights, len(ids))
 	for i := range w.blocks {
 		b := &w.blocks[i]
-		p := fmt.Sprintf("h.%d.", l.FirstBlock+i)
+		p := fmt.Sprintf("h.%d.", ids[i])
 		b.ln1w, b.dln1w = get(p + "ln_1.weight")
 		b.ln1b, b.dln1b = get(p + "ln_1.bias")
 		b.attnW, b.dattnW = get(p + "attn.c_attn.weight")

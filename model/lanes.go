@@ -165,8 +165,8 @@ func (t *laneTask) run(_, i int) {
 	v := &m.lanes.views[i]
 	for j := range a.blocks {
 		*v = a.blocks[j].rows(b0, b1, T, d, m.loraRank())
-		if err := h.blockForward(t.ctx, v, &m.w.blocks[j], x, b1-b0, T); err != nil {
-			t.errs[i] = fmt.Errorf("block %d: %w", m.Layout.FirstBlock+j, err)
+		if err := h.blockForward(t.ctx, v, &m.w.blocks[a.lo+j], x, b1-b0, T); err != nil {
+			t.errs[i] = fmt.Errorf("block %d: %w", m.Layout.blockIDs()[a.lo+j], err)
 			return
 		}
 		x = v.res3

@@ -7,17 +7,77 @@ import (
 )
 
 // Layout is the part of the model one rank holds: a tensor-parallel shard
-// (through TP) of a contiguous range of blocks (a pipeline stage). The first
-// stage owns the embeddings, the last the final norm and the LM head, whose
-// weight is tied to the token embedding; with several stages the last stage
-// keeps its own copy of wte, kept equal by all-reducing its gradient with
-// the first stage (as Megatron-LM does).
+// (through TP) of a contiguous range of blocks (a pipeline stage), or of
+// several ranges (Chunks: virtual pipeline stages). The first stage owns
+// the embeddings, the last the final norm and the LM head, whose weight is
+// tied to the token embedding; with several stages the last stage keeps
+// its own copy of wte, kept equal by all-reducing its gradient with the
+// first stage (as Megatron-LM does).
 type Layout struct {
 	TP         tensor.Group // nil means a group of one
-	FirstBlock int          // blocks [FirstBlock, EndBlock) live here
+	FirstBlock int          // blocks [FirstBlock, EndBlock) live here (with Chunks: the first chunk's start and the last chunk's end)
 	EndBlock   int
-	First      bool // holds wte/wpe and embeds tokens
-	Last       bool // holds ln_f and the head, and computes the loss
+	First      bool // holds wte/wpe and embeds tokens (in its first chunk)
+	Last       bool // holds ln_f and the head, and computes the loss (in its last chunk)
+	// Chunks, when not empty, are the model chunks this rank holds under
+	// virtual pipeline stages: ranges of global block indices in
+	// ascending order, with gaps between them under interleaved
+	// 1F1B (stage r
+	// of p holds chunks r, r+p, ...). Blocks keep their global index in
+	// parameter names (h.N), so checkpoints are by global layer and
+	// reshard between any layout. Each chunk runs on its own Acts
+	// (NewChunkActs); the first chunk of the First stage embeds and the
+	// last chunk of the Last stage has the head. Empty: one chunk,
+	// [FirstBlock, EndBlock).
+	Chunks []Span
+}
+
+// Span is the half-open range [Lo, Hi) of global block indices of one
+// model chunk.
+type Span struct{ Lo, Hi int }
+
+// Spans are the layout's chunks: Chunks, or the one range [FirstBlock,
+// EndBlock).
+func (l Layout) Spans() []Span {
+	if len(l.Chunks) > 0 {
+		return l.Chunks
+	}
+	return []Span{{l.FirstBlock, l.EndBlock}}
+}
+
+// NumBlocks is the number of blocks held here, over every chunk.
+func (l Layout) NumBlocks() int {
+	n := 0
+	for _, s := range l.Spans() {
+		n += s.Hi - s.Lo
+	}
+	return n
+}
+
+// blockIDs are the global indices of the blocks held here, ascending:
+// local block i is global block blockIDs()[i].
+func (l Layout) blockIDs() []int {
+	var ids []int
+	for _, s := range l.Spans() {
+		for b := s.Lo; b < s.Hi; b++ {
+			ids = append(ids, b)
+		}
+	}
+	return ids
+}
+
+// Chunked is the layout of a stage holding several model chunks (virtual
+// pipeline stages), spans in ascending order; first and last say whether
+// it is the pipeline's first stage (embeddings) and last (head).
+func Chunked(tp tensor.Group, spans []Span, first, last bool) Layout {
+	if tp == nil {
+		tp = tensor.Solo{}
+	}
+	l := Layout{TP: tp, First: first, Last: last, Chunks: append([]Span(nil), spans...)}
+	if len(spans) > 0 {
+		l.FirstBlock, l.EndBlock = spans[0].Lo, spans[len(spans)-1].Hi
+	}
+	return l
 }
 
 // Full is the layout of a single process holding the whole model.
@@ -110,6 +170,20 @@ func (l Layout) validate(cfg Config) error {
 	}
 	if l.Last && l.EndBlock != cfg.NLayer {
 		return fmt.Errorf("the last stage must end at block %d, not %d", cfg.NLayer, l.EndBlock)
+	}
+	if len(l.Chunks) == 0 {
+		return nil
+	}
+	if l.FirstBlock != l.Chunks[0].Lo || l.EndBlock != l.Chunks[len(l.Chunks)-1].Hi {
+		return fmt.Errorf("blocks [%d, %d) are not the chunks' range [%d, %d) (build chunked layouts with Chunked)", l.FirstBlock, l.EndBlock, l.Chunks[0].Lo, l.Chunks[len(l.Chunks)-1].Hi)
+	}
+	for i, c := range l.Chunks {
+		if c.Lo >= c.Hi {
+			return fmt.Errorf("chunk %d has no blocks ([%d, %d))", i, c.Lo, c.Hi)
+		}
+		if i > 0 && c.Lo < l.Chunks[i-1].Hi {
+			return fmt.Errorf("chunk %d [%d, %d) does not start after chunk %d [%d, %d)", i, c.Lo, c.Hi, i-1, l.Chunks[i-1].Lo, l.Chunks[i-1].Hi)
+		}
 	}
 	return nil
 }

@@ -198,7 +198,9 @@ func loraSpecs(cfg Config, l Layout, lc LoRAConfig) []paramSpec {
 		on[loraKind(t)] = true
 	}
 	var specs []paramSpec
-	for b := l.EndBlock - 1; b >= l.FirstBlock; b-- {
+	ids := l.blockIDs()
+	for i := len(ids) - 1; i >= 0; i-- {
+		b := ids[i]
 		for _, k := range loraBackwardOrder {
 			if !on[k] {
 				continue
@@ -255,12 +257,13 @@ func (m *GPT) EnableLoRA(lc LoRAConfig, seed uint64) error {
 	ps.Init(seed)
 	lo := &LoRA{Config: lc, Base: m.Params, scale: lc.Scale(), dh: make([]float32, m.MaxB*m.MaxT*lc.Rank), head: m.w.headReady}
 	lo.saved = append([]blockWeights(nil), m.w.blocks...)
+	ids := m.Layout.blockIDs()
 	for i := range m.w.blocks {
 		bw := &m.w.blocks[i]
 		lb := &loraBlock{}
 		end := 0
 		for k := 0; k < loraKinds; k++ {
-			p := fmt.Sprintf("h.%d.%s.", m.Layout.FirstBlock+i, loraTargetNames[k])
+			p := fmt.Sprintf("h.%d.%s.", ids[i], loraTargetNames[k])
 			a, okA := ps.Lookup(p + "lora_A")
 			b, okB := ps.Lookup(p + "lora_B")
 			if okA && okB {
@@ -380,7 +383,7 @@ func (m *GPT) ensureLoRAActs(a *Acts) {
 		return
 	}
 	for j := range a.blocks {
-		if lb := m.w.blocks[j].lora; lb != nil {
+		if lb := m.w.blocks[a.lo+j].lora; lb != nil {
 			for k := range loraKinds {
 				if lb.a[k] != nil {
 					m.loraActs(&a.blocks[j], k, m.MaxB*m.MaxT)

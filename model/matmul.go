@@ -36,9 +36,9 @@ func (m *GPT) linearBackward(dinp, dw, db, dout, inp, w []float32, N, C, OC int,
 	if accumulate {
 		beta = 1
 	}
-	if dw != nil && m.deferTo != nil { // a split backward: the weight gradient waits
-		m.deferWeight(dw, dout, inp, N, C, OC)
-		dw = nil
+	if dw != nil && m.deferTo != nil { // a split backward: the weight and bias gradients wait
+		m.deferWeight(dw, db, dout, inp, N, C, OC)
+		dw, db = nil, nil
 	}
 	switch {
 	case dinp != nil && dw != nil: // the two products at once (pair.go)

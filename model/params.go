@@ -350,8 +350,9 @@ func paramSpecs(cfg Config, l Layout) []paramSpec {
 	if l.Last {
 		specs = append(specs, norm("ln_f")...)
 	}
-	for b := l.EndBlock - 1; b >= l.FirstBlock; b-- {
-		p := fmt.Sprintf("h.%d.", b)
+	ids := l.blockIDs()
+	for i := len(ids) - 1; i >= 0; i-- {
+		p := fmt.Sprintf("h.%d.", ids[i])
 		specs = append(specs, row(p+"mlp.c_proj", H, C, 1, projStd, cfg.HasBias("fcproj"))...)
 		specs = append(specs, column(p+"mlp.c_fc", C, fcOut, fcParts, std, cfg.HasBias("fc"))...)
 		specs = append(specs, norm(p+"ln_2")...)

@@ -44,7 +44,21 @@ func (m *GPT) NewActsRecompute(B, T int, mode string) (*Acts, error) {
 	if err := CheckRecompute(mode); err != nil {
 		return nil, err
 	}
-	return m.newActs(B, T, mode), nil
+	return m.newActs(0, B, T, mode), nil
+}
+
+// NewChunkActs is NewActsRecompute for model chunk chunk of this rank
+// (0..Chunks()-1): ForwardActs and BackwardActs on them run that chunk's
+// blocks, embedding tokens on the first stage's first chunk and ending
+// in the head on the last stage's last chunk.
+func (m *GPT) NewChunkActs(chunk, B, T int, mode string) (*Acts, error) {
+	if err := CheckRecompute(mode); err != nil {
+		return nil, err
+	}
+	if chunk < 0 || chunk >= m.Chunks() {
+		return nil, fmt.Errorf("model: chunk %d of a stage holding %d", chunk, m.Chunks())
+	}
+	return m.newActs(chunk, B, T, mode), nil
 }
 
 // Recompute is the recomputation mode the activations were made for.
@@ -63,14 +77,14 @@ func (m *GPT) forwardBlock(ctx context.Context, a *Acts, i int, x []float32, B, 
 		a.work.res3 = ba.res3
 		ba = a.work
 	}
-	return m.blockForward(ctx, ba, &m.w.blocks[i], x, B, T)
+	return m.blockForward(ctx, ba, &m.w.blocks[a.lo+i], x, B, T)
 }
 
 // backwardBlock runs block i's backward, first recomputing what a did not
 // keep: the block's forward (RecomputeFull) or its MLP activation
 // (RecomputeSelective).
 func (m *GPT) backwardBlock(ctx context.Context, a *Acts, i int, x, dres []float32, B, T int) error {
-	ba, bw := &a.blocks[i], &m.w.blocks[i]
+	ba, bw := &a.blocks[i], &m.w.blocks[a.lo+i]
 	switch {
 	case a.work != nil:
 		// the recomputed forward and the backward read every part: they

@@ -348,6 +348,9 @@ func (m *GPT) SetResidency(r Residency) error {
 	if r == nil {
 		return nil
 	}
+	if len(m.Layout.Chunks) > 1 {
+		return fmt.Errorf("model: sharded parameters (ZeRO-2/3) do not run virtual pipeline stages")
+	}
 	units := m.Units()
 	ix := indexUnits(units, m.Layout, m.Config)
 	for i, parts := range ix.blocks {

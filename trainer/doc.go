@@ -7,6 +7,15 @@
 // Trainer with New, then call Step as often as you like, or drive the model,
 // optimizer and loader yourself — Trainer only wires public pieces.
 //
+// The pipeline runs any schedule of package pipeline (Options.Schedule):
+// GPipe, 1F1B, the zero-bubble ZB-H1/H2 (the backward split into input and
+// weight gradients, model.BackwardInputActs and BackwardWeightActs), and
+// interleaved 1F1B over Options.VirtualStages model chunks per stage (the
+// model's Layout holds the stage's chunks, each micro-batch and chunk has
+// its own model.Acts, receives land in pools; chunks.go). The stage
+// executor (pipeline.go) walks the schedule's program and starts each
+// data-parallel bucket's reduction in the backward that makes it final.
+//
 // Fine-tuning hooks, all on any DP x TP x PP mesh:
 //   - Trainer.Source: any Batches instead of the Loader (Segmented for
 //     packed rows);

@@ -58,6 +58,11 @@ func (t *Trainer) Memory() memplan.Breakdown {
 	for i := range t.sendGrad {
 		n += len(t.sendGrad[i])
 	}
+	if cb := t.chunks; cb != nil {
+		for i := range cb.gradIn {
+			n += len(cb.gradIn[i])
+		}
+	}
 	b.Comm += 4 * int64(n)
 	return b.Sum()
 }

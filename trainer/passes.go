@@ -3,7 +3,6 @@ package trainer
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/strand-ml/strand/model"
 	"github.com/strand-ml/strand/parallel/pipeline"
@@ -36,6 +35,9 @@ func (t *Trainer) Forward(ctx context.Context, p Pass) error {
 	case len(p.Rows) != B*p.T || p.Targets != nil && len(p.Targets) != B*p.T:
 		return fmt.Errorf("forward pass: %d tokens and %d targets for %d rows of %d", len(p.Rows), len(p.Targets), B, p.T)
 	}
+	if t.fwdProg == nil && t.chunks != nil {
+		t.fwdProg = t.chunks.fwdProg // the interleaved program's forward half
+	}
 	if t.fwdProg == nil {
 		full, err := pipeline.New(pipeline.GPipe, t.Comms.Mesh.PP, t.Opts.Micro)
 		if err != nil {
@@ -53,11 +55,12 @@ func (t *Trainer) Forward(ctx context.Context, p Pass) error {
 		ex.last = func(context.Context, int, *model.Acts) error { return nil }
 	}
 	clear(ex.pendingAct)
-	compute, wall := t.pipeCompute, t.pipeWall // passes are not the step's bubble
-	defer func() { t.pipeCompute, t.pipeWall = compute, wall }()
-	t0 := time.Now()
+	if t.chunks != nil {
+		t.chunks.reset(len(t.recvAct))
+	}
+	compute := t.pipeCompute // passes are not the step's bubble
+	defer func() { t.pipeCompute = compute }()
 	err := pipeline.Run(ctx, t.fwdProg, t.Comms.Coord.PP, ex)
-	t.pipeWall += time.Since(t0)
 	if t.sender != nil {
 		if ferr := t.sender.flush(ctx); err == nil {
 			err = ferr

@@ -25,9 +25,13 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 	ex.inputs, ex.targets, ex.b, ex.T, ex.last = t.inputs, t.targets, t.micro, t.Opts.Seq, nil
 	clear(ex.pendingAct)
 	clear(ex.pendingGrad)
+	if t.chunks != nil {
+		t.chunks.reset(len(t.recvAct))
+	}
+	t.Model.GradReady = nil
 	t0 := time.Now()
 	err := pipeline.Run(ctx, t.Pipe, t.Comms.Coord.PP, ex)
-	t.pipeWall += time.Since(t0)
+	t.pipeSteps = append(t.pipeSteps, float32(time.Since(t0).Seconds()))
 	t.Model.GradReady = nil
 	if t.sender != nil {
 		if ferr := t.sender.flush(ctx); err == nil {
@@ -56,7 +60,10 @@ type stageExec struct {
 	slots map[[2]int]int
 }
 
-func (e *stageExec) slot(micro int) int {
+func (e *stageExec) slot(micro, chunk int) int {
+	if cb := e.t.chunks; cb != nil {
+		return cb.slotOf(micro, chunk, e.last != nil)
+	}
 	if e.slots != nil && e.last == nil {
 		return e.slots[[2]int{micro, 0}]
 	}
@@ -76,11 +83,23 @@ func (e *stageExec) width() int { return e.b * e.T * e.t.Opts.Model.NEmbd }
 func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 	t := e.t
 	m, T, n := t.Model, e.T, e.width()
-	slot := e.slot(a.Micro)
-	prev, next := t.Comms.Coord.PP-1, t.Comms.Coord.PP+1
+	slot := e.slot(a.Micro, a.Chunk)
+	// with virtual stages chunk c of the last stage feeds chunk c+1 of the
+	// first: the neighbours wrap around (without, nothing sends past the
+	// ends)
+	pp, stages := t.Comms.Coord.PP, t.Comms.Mesh.PP
+	prev, next := (pp+stages-1)%stages, (pp+1)%stages
+	// this micro-batch's chunk embeds tokens (the first stage's first
+	// chunk) or ends in the head and loss (the last stage's last chunk)
+	first := m.Layout.First && a.Chunk == 0
+	last := m.Layout.Last && a.Chunk == m.Chunks()-1
+	cb := t.chunks
 	var args map[string]any
 	if t.Trace != nil {
 		args = map[string]any{"micro": a.Micro}
+		if cb != nil {
+			args["chunk"] = a.Chunk
+		}
 	}
 	switch a.Kind {
 	case pipeline.Forward:
@@ -90,7 +109,13 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		}
 		lo, hi := e.rows(a.Micro)
 		var hidden []float32
-		if !m.Layout.First {
+		if !first && cb != nil {
+			i := give(&cb.freeAct, cb.heldAct, a.Micro, a.Chunk)
+			if i < 0 {
+				return fmt.Errorf("forward of micro-batch %d chunk %d: its activation was not received", a.Micro, a.Chunk)
+			}
+			hidden = t.recvAct[i][:n] // read before the next receive
+		} else if !first {
 			hidden = t.recvAct[slot][:n]
 		}
 		if sg, ok := t.Source.(Segmented); ok && e.last == nil {
@@ -103,12 +128,12 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		}
 		t0 := time.Now()
 		sum, _, err := m.ForwardActs(ctx, t.acts[slot], e.inputs[lo:hi], hidden, targets, e.b, T)
-		if err == nil && e.last != nil && m.Layout.Last {
+		if err == nil && e.last != nil && last {
 			err = e.last(ctx, a.Micro, t.acts[slot])
-		} else if err == nil && t.head != nil && m.Layout.Last {
+		} else if err == nil && t.head != nil && last {
 			sum, err = t.headForward(lo/T, slot, e.scale)
 		}
-		if err == nil && t.Objective != nil && m.Layout.Last && e.last == nil {
+		if err == nil && t.Objective != nil && last && e.last == nil {
 			if len(t.weights) != hi-lo {
 				t.weights = make([]float32, hi-lo)
 			}
@@ -123,18 +148,18 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		// the zero-bubble B: the input gradient now, the weight gradients
 		// queued in the activations for W
 		t0 := time.Now()
-		var dOut []float32
-		if !m.Layout.Last {
-			dOut = t.gradIn[:n]
+		dOut, err := e.gradOut(a, last)
+		if err != nil {
+			return err
 		}
-		err := m.BackwardInputActs(ctx, t.acts[slot], dOut, e.scale)
+		err = m.BackwardInputActs(ctx, t.acts[slot], dOut, e.scale)
 		t.pipeCompute += time.Since(t0)
 		t.Trace.Add("backward input", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return err
 	case pipeline.BackwardWeight:
 		// W of the last micro-batch makes gradients final, block by block
 		// (an earlier W may run after the last B)
-		e.hookBuckets(ctx, a.Micro)
+		e.hookBuckets(ctx, a)
 		t0 := time.Now()
 		m.BackwardWeightActs(t.acts[slot])
 		t.pipeCompute += time.Since(t0)
@@ -142,20 +167,28 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		return nil
 	case pipeline.Backward:
 		// Gradients become final only in the step's last backward.
-		e.hookBuckets(ctx, a.Micro)
+		e.hookBuckets(ctx, a)
 		t0 := time.Now()
-		var dOut []float32
-		if !m.Layout.Last {
-			dOut = t.gradIn[:n]
+		dOut, err := e.gradOut(a, last)
+		if err != nil {
+			return err
 		}
-		err := m.BackwardActs(ctx, t.acts[slot], dOut, e.scale)
+		err = m.BackwardActs(ctx, t.acts[slot], dOut, e.scale)
 		t.pipeCompute += time.Since(t0)
 		t.Trace.Add("backward", "compute", trace.LaneCompute, t0, time.Now(), args)
 		return err
 	case pipeline.SendAct:
 		e.pendingAct[slot] = t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro)
 	case pipeline.RecvAct:
-		return e.recv(ctx, t.recvAct[slot][:n], prev, "recv activation", a.Micro)
+		i := slot
+		if cb != nil {
+			var err error
+			if i, err = take(&cb.freeAct, cb.heldAct, a.Micro, a.Chunk, "recv activation"); err != nil {
+				return err
+			}
+		}
+		buf := t.recvAct[i]
+		return e.recv(ctx, buf[:n], prev, "recv activation", a.Micro)
 	case pipeline.SendGrad:
 		if err := e.wait(ctx, e.pendingGrad, slot); err != nil {
 			return err
@@ -164,21 +197,62 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		copy(buf, m.DInput(t.acts[slot]))
 		e.pendingGrad[slot] = t.sender.send(ctx, buf, prev, "send gradient", a.Micro)
 	case pipeline.RecvGrad:
-		return e.recv(ctx, t.gradIn[:n], next, "recv gradient", a.Micro)
+		buf := t.gradIn
+		if cb != nil {
+			i, err := take(&cb.freeGrad, cb.heldGrad, a.Micro, a.Chunk, "recv gradient")
+			if err != nil {
+				return err
+			}
+			buf = cb.gradIn[i]
+		}
+		return e.recv(ctx, buf[:n], next, "recv gradient", a.Micro)
 	}
 	return nil
+}
+
+// gradOut is the output gradient a backward of a starts from: nil on the
+// chunk with the head (last), else the one received from the next stage.
+func (e *stageExec) gradOut(a pipeline.Action, last bool) ([]float32, error) {
+	if last {
+		return nil, nil
+	}
+	n, cb := e.width(), e.t.chunks
+	if cb == nil {
+		return e.t.gradIn[:n], nil
+	}
+	// given back now: the backward copies it before any receive can run
+	i := give(&cb.freeGrad, cb.heldGrad, a.Micro, a.Chunk)
+	if i < 0 {
+		return nil, fmt.Errorf("backward of micro-batch %d chunk %d: its output gradient was not received", a.Micro, a.Chunk)
+	}
+	return cb.gradIn[i][:n], nil
 }
 
 // hookBuckets, before the backward that makes gradients final (the last
 // micro-batch's), starts the data-parallel reduction of each bucket as it
 // finishes, keeping the tied embedding's tail for after its stage sum.
-func (e *stageExec) hookBuckets(ctx context.Context, micro int) {
+// With several chunks the hook is on only in each chunk's last backward
+// (an earlier backward of a lower chunk must not report its blocks), and
+// only when the chunks finish in the flat buffer's order; otherwise the
+// reduction waits for the end of the program (Bucketer.Finish).
+func (e *stageExec) hookBuckets(ctx context.Context, a pipeline.Action) {
 	t := e.t
-	if micro != e.lastBackward || t.bucketer == nil {
+	if t.bucketer == nil {
 		return
 	}
 	tied := t.Model.TiedOffset
-	t.Model.GradReady = func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
+	hook := func(n int) { t.bucketer.Ready(ctx, min(n, tied)) }
+	if cb := t.chunks; cb != nil {
+		t.Model.GradReady = nil
+		if cb.lastMicro != nil && a.Micro == cb.lastMicro[a.Chunk] {
+			t.Model.GradReady = hook
+		}
+		return
+	}
+	if a.Micro != e.lastBackward {
+		return
+	}
+	t.Model.GradReady = hook
 }
 
 func (e *stageExec) recv(ctx context.Context, buf []float32, peer int, what string, micro int) error {

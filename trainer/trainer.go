@@ -25,24 +25,28 @@ import (
 // Options configure a training run. Zero values of optional fields take the
 // defaults documented on each field.
 type Options struct {
-	Model       model.Config
-	Batch       int     // global batch: sequences per optimizer step, over all data-parallel ranks
-	Seq         int     // tokens per sequence
-	Micro       int     // micro-batches per step and data-parallel rank (default 1): gradient accumulation, and the pipeline's micro-batches
-	Schedule    string  // pipeline schedule: gpipe or 1f1b (default 1f1b)
-	Steps       int     // total optimizer steps (for the schedule)
-	LR          float64 // peak learning rate
-	Warmup      int     // warm-up steps
-	MinLRFrac   float64 // final LR as a fraction of LR
-	GradClip    float64 // max global gradient norm; 0 disables
-	AdamW       optim.AdamWConfig
-	DecayEmbed  bool   // apply weight decay to embeddings too
-	Seed        uint64 // parameter init and data order
-	Shuffle     bool   // shuffle window order per epoch (false: sequential, llm.c style)
-	Threads     int    // compute goroutines (0: all cores)
-	KernelForce string // force a GEMM kernel by name ("" picks the best)
-	StageLayers []int  // layers per pipeline stage (default balanced)
-	DP          dpdata.Options
+	Model    model.Config
+	Batch    int    // global batch: sequences per optimizer step, over all data-parallel ranks
+	Seq      int    // tokens per sequence
+	Micro    int    // micro-batches per step and data-parallel rank (default 1): gradient accumulation, and the pipeline's micro-batches
+	Schedule string // pipeline schedule: gpipe, 1f1b (default), interleaved, zb-h1 or zb-h2 (package pipeline)
+	// VirtualStages is the number of model chunks per pipeline stage
+	// (interleaved only; 0 or 1: one): the layers are cut into PP x
+	// VirtualStages chunks and stage r holds chunks r, r+PP, ...
+	VirtualStages int
+	Steps         int     // total optimizer steps (for the schedule)
+	LR            float64 // peak learning rate
+	Warmup        int     // warm-up steps
+	MinLRFrac     float64 // final LR as a fraction of LR
+	GradClip      float64 // max global gradient norm; 0 disables
+	AdamW         optim.AdamWConfig
+	DecayEmbed    bool   // apply weight decay to embeddings too
+	Seed          uint64 // parameter init and data order
+	Shuffle       bool   // shuffle window order per epoch (false: sequential, llm.c style)
+	Threads       int    // compute goroutines (0: all cores)
+	KernelForce   string // force a GEMM kernel by name ("" picks the best)
+	StageLayers   []int  // layers per pipeline stage (default balanced)
+	DP            dpdata.Options
 	// Precision of the model's large products: "fp32" (default), "bf16"
 	// (bf16 operands, float32 accumulation and master weights) or "fp16"
 	// (fp16-rounded operands with dynamic loss scaling; see model.SetFP16).
@@ -158,21 +162,20 @@ func (o Options) Validate(m mesh.Mesh) error {
 	if _, err := model.StageBounds(o.Model.NLayer, m.PP, o.StageLayers); err != nil {
 		return err
 	}
-	if o.schedule() == pipeline.Interleaved {
-		// one virtual stage is 1F1B; more need model chunks per rank
-		return fmt.Errorf("schedule %s: the trainer does not run virtual stages yet (have %s, %s)", pipeline.Interleaved, pipeline.GPipe, pipeline.OneFOneB)
-	}
 	s, err := o.pipeSchedule(m.PP)
 	if err != nil {
 		return err
 	}
-	if s.Needs() != 0 && o.Recompute != "" && o.Recompute != model.RecomputeNone {
+	if err := o.validateVirtual(m); err != nil {
+		return err
+	}
+	if s.Needs()&pipeline.NeedsSplitBackward != 0 && o.Recompute != "" && o.Recompute != model.RecomputeNone {
 		return fmt.Errorf("schedule %s splits the backward, which needs every activation until the weight gradient: --recompute %s shares them between blocks", s.Name, o.Recompute)
 	}
 	if err := o.validateZero(m); err != nil {
 		return err
 	}
-	if s.Needs() != 0 && o.zeroStage() >= 2 {
+	if s.Needs()&pipeline.NeedsSplitBackward != 0 && o.zeroStage() >= 2 {
 		return fmt.Errorf("schedule %s defers weight gradients past the unit's backward: --zero %d reduce-scatters each unit's gradient when its backward ends (use 1f1b or gpipe)", s.Name, o.zeroStage())
 	}
 	if err := o.lrSchedule().Validate(); err != nil {
@@ -194,6 +197,51 @@ func (o Options) Validate(m mesh.Mesh) error {
 	return o.AdamW.Validate()
 }
 
+// validateVirtual refuses what virtual stages (several model chunks per
+// rank) cannot run with, naming it.
+func (o Options) validateVirtual(m mesh.Mesh) error {
+	v := o.virtual()
+	switch {
+	case o.VirtualStages < 0:
+		return fmt.Errorf("virtual stages %d must not be negative", o.VirtualStages)
+	case v == 1:
+		return nil
+	case len(o.StageLayers) > 0:
+		return fmt.Errorf("--stage-layers and %d virtual stages: the layers are cut into %d x %d equal chunks (pipeline.Chunks), not per stage", v, m.PP, v)
+	case o.zeroStage() >= 2:
+		return fmt.Errorf("--zero %d with %d virtual stages: ZeRO-2/3 gather and reduce-scatter a stage's units in one pass of its blocks, not chunk by chunk (use --zero 1 or --virtual-stages 1)", o.zeroStage(), v)
+	}
+	if _, err := pipeline.Chunks(m.PP, v, o.Model.NLayer); err != nil {
+		return err
+	}
+	return nil
+}
+
+// virtual is the number of model chunks per pipeline stage.
+func (o Options) virtual() int { return max(o.VirtualStages, 1) }
+
+// layout is the part of the model pipeline stage stage of m holds, with
+// tensor-parallel group tp: a range of blocks, or with virtual stages the
+// stage's chunks (pipeline.Chunks).
+func (o Options) layout(tp tensor.Group, m mesh.Mesh, stage int) (model.Layout, error) {
+	if o.virtual() == 1 {
+		bounds, err := model.StageBounds(o.Model.NLayer, m.PP, o.StageLayers)
+		if err != nil {
+			return model.Layout{}, err
+		}
+		return model.Stage(tp, bounds, stage), nil
+	}
+	chunks, err := pipeline.Chunks(m.PP, o.virtual(), o.Model.NLayer)
+	if err != nil {
+		return model.Layout{}, err
+	}
+	var spans []model.Span
+	for _, c := range chunks[stage] {
+		spans = append(spans, model.Span{Lo: c.Lo, Hi: c.Hi})
+	}
+	return model.Chunked(tp, spans, stage == 0, stage == m.PP-1), nil
+}
+
 func (o Options) schedule() string {
 	if o.Schedule == "" {
 		return pipeline.OneFOneB
@@ -201,19 +249,12 @@ func (o Options) schedule() string {
 	return o.Schedule
 }
 
-// pipeSchedule is the pipeline program: GPipe, 1F1B, or a zero-bubble
-// schedule (zb-h1, zb-h2), whose split backward the stage executor runs
-// (model.BackwardInputActs, BackwardWeightActs). Virtual stages are not run.
+// pipeSchedule is the pipeline program: GPipe, 1F1B, interleaved 1F1B
+// over virtual stages (one model.Acts per micro-batch and chunk), or a
+// zero-bubble schedule (zb-h1, zb-h2), whose split backward the stage
+// executor runs (model.BackwardInputActs, BackwardWeightActs).
 func (o Options) pipeSchedule(stages int) (*pipeline.Schedule, error) {
-	s, err := pipeline.Generate(pipeline.Spec{Name: o.schedule(), Stages: stages, Micro: o.Micro})
-	if err != nil {
-		return nil, err
-	}
-	if n := s.Needs() &^ pipeline.NeedsSplitBackward; n != 0 {
-		return nil, fmt.Errorf("pipeline: schedule %s needs %s, which the trainer does not run (have %s, %s, %s, %s)", s.Name, n,
-			pipeline.GPipe, pipeline.OneFOneB, pipeline.ZBH1, pipeline.ZBH2)
-	}
-	return s, nil
+	return pipeline.Generate(pipeline.Spec{Name: o.schedule(), Stages: stages, Micro: o.Micro, Virtual: o.VirtualStages})
 }
 
 func (o Options) lrSchedule() optim.Schedule {
@@ -289,17 +330,21 @@ type Trainer struct {
 	acts          []*model.Acts
 	recvAct       [][]float32 // per activation slot: hidden state received from the previous stage
 	gradIn        []float32   // gradient received from the next stage
+	chunks        *chunkBufs  // virtual stages: the buffers of several model chunks (nil: one chunk)
 	sendGrad      [][]float32 // per slot: gradient sent to the previous stage
 	sender        *orderedSender
 	lossSum       float64
 	// pipeline accounting for the measured bubble: compute time inside the
-	// schedule and wall time of the schedule, summed over steps
-	pipeCompute, pipeWall time.Duration
-	scalars               [3]float32         // step-level reductions: target count, loss, squared norm
-	exec                  *stageExec         // reused every step
-	fwdProg               *pipeline.Schedule // Forward's program: GPipe's forward half
-	weights               []float32          // per-position loss weights of a micro-batch (Objective)
-	head                  *headTrainer       // SetHead's objective, parameters and optimizer
+	// schedule, summed over steps
+	pipeCompute time.Duration
+	// each step's time in the schedule on this rank (seconds): the step's
+	// makespan is the largest over the stages (MeasuredBubble)
+	pipeSteps []float32
+	scalars   [3]float32         // step-level reductions: target count, loss, squared norm
+	exec      *stageExec         // reused every step
+	fwdProg   *pipeline.Schedule // Forward's program: GPipe's forward half
+	weights   []float32          // per-position loss weights of a micro-batch (Objective)
+	head      *headTrainer       // SetHead's objective, parameters and optimizer
 }
 
 // StepStats summarizes one optimizer step.
@@ -340,8 +385,10 @@ func New(opts Options, loader *data.Loader, comms *Comms) (*Trainer, error) {
 			return nil, err
 		}
 	}
-	bounds, _ := model.StageBounds(opts.Model.NLayer, c.Mesh.PP, opts.StageLayers)
-	layout := model.Stage(tensor.FromComm(c.TP), bounds, c.Coord.PP)
+	layout, err := opts.layout(tensor.FromComm(c.TP), c.Mesh, c.Coord.PP)
+	if err != nil {
+		return nil, err
+	}
 	var alloc model.Alloc
 	paged := opts.zeroStage() >= 2 && !opts.Frozen
 	if paged {
@@ -379,6 +426,9 @@ func NewOn(m *model.GPT, opts Options, comms *Comms) (*Trainer, error) {
 	l := m.Layout
 	if l.First != (c.Coord.PP == 0) || l.Last != (c.Coord.PP == c.Mesh.PP-1) || l.TP.Size() != c.TP.Size() {
 		return nil, fmt.Errorf("trainer: the model is not laid out as this rank's stage %d of %d over %d tensor-parallel ranks", c.Coord.PP, c.Mesh.PP, c.TP.Size())
+	}
+	if m.Chunks() != opts.virtual() {
+		return nil, fmt.Errorf("trainer: the model holds %d chunks per stage, the options ask for %d virtual stages", m.Chunks(), opts.virtual())
 	}
 	if rows := opts.RowsPerRank(c.Mesh) / opts.Micro; m.MaxB < rows || m.MaxT < opts.Seq {
 		return nil, fmt.Errorf("trainer: the model holds %d rows of %d positions, a micro-batch is %d of %d", m.MaxB, m.MaxT, rows, opts.Seq)
@@ -472,8 +522,17 @@ func newOn(m *model.GPT, opts Options, loader *data.Loader, c Comms, fresh, page
 	t.flopsPerToken = FLOPsPerToken(opts.Model, ParamCount(opts.Model), opts.Seq)
 	t.inputs = make([]int32, t.rows*opts.Seq)
 	t.targets = make([]int32, t.rows*opts.Seq)
-	slots := t.Pipe.InFlight(c.Coord.PP)
 	hidden := t.micro * opts.Seq * opts.Model.NEmbd
+	if t.Pipe.Chunks() > 1 {
+		if err := t.allocChunks(hidden); err != nil {
+			return nil, err
+		}
+		if c.PP.Size() > 1 {
+			t.sender = newOrderedSender(c.PP, t.Trace)
+		}
+		return t, nil
+	}
+	slots := t.Pipe.InFlight(c.Coord.PP)
 	for i := 0; i < slots; i++ {
 		a, err := m.NewActsRecompute(t.micro, opts.Seq, opts.Recompute)
 		if err != nil {
@@ -820,18 +879,31 @@ func (t *Trainer) SetTrace(r *trace.Recorder) {
 	}
 }
 
-// MeasuredBubble is the pipeline's idle fraction over the steps so far:
-// 1 - (forward+backward time) / (time in the schedule), averaged over the
-// stages (an all-reduce over the pipeline group, so every stage calls it).
+// MeasuredBubble is the pipeline's idle fraction over the steps so far,
+// as TheoreticalBubble defines it: 1 - (forward+backward time of every
+// stage) / (stages x the steps' makespans), a step's makespan being the
+// longest of the stages' times in its schedule (they start together: the
+// previous step ended in an all-reduce over them). A stage that finishes
+// its program early is idle until the step's last stage finishes, as the
+// theory counts it. All-reduces over the pipeline group: every stage
+// calls it.
 func (t *Trainer) MeasuredBubble(ctx context.Context) (float64, error) {
-	buf := []float32{float32(t.pipeCompute.Seconds()), float32(t.pipeWall.Seconds())}
-	if err := allReduce(ctx, t.Comms.PP, buf, collective.Sum); err != nil {
+	compute := []float32{float32(t.pipeCompute.Seconds())}
+	if err := allReduce(ctx, t.Comms.PP, compute, collective.Sum); err != nil {
 		return 0, fmt.Errorf("measured bubble: %w", err)
 	}
-	if buf[1] == 0 {
+	spans := append([]float32(nil), t.pipeSteps...)
+	if err := allReduce(ctx, t.Comms.PP, spans, collective.Max); err != nil {
+		return 0, fmt.Errorf("measured bubble: %w", err)
+	}
+	var makespan float64
+	for _, s := range spans {
+		makespan += float64(s)
+	}
+	if makespan == 0 {
 		return 0, nil
 	}
-	return 1 - float64(buf[0])/float64(buf[1]), nil
+	return 1 - float64(compute[0])/(float64(t.Comms.PP.Size())*makespan), nil
 }
 
 // MicroRows is the number of sequences in one micro-batch on this rank.

@@ -34,6 +34,7 @@ type ftFlags struct {
 	batch, seq   int
 	micro        int
 	schedule     string
+	virtual      int
 	lr           float64
 	warmup       int
 	minLRFrac    float64
@@ -96,7 +97,8 @@ func (f *ftFlags) register(fs *flag.FlagSet, name, format string, lr float64) {
 	fs.IntVar(&f.batch, "batch", 8, "global batch: rows per optimizer step over all data-parallel ranks")
 	fs.IntVar(&f.seq, "seq", 0, "positions per row (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank")
-	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, interleaved (with --virtual-stages), zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
+	fs.IntVar(&f.virtual, "virtual-stages", 1, "model chunks per pipeline stage for --schedule interleaved: the layers are cut into pp x V chunks, stage r holds chunks r, r+pp, ... (micro-batches a multiple of pp)")
 	fs.Float64Var(&f.lr, "lr", lr, "peak learning rate")
 	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps")
 	fs.Float64Var(&f.minLRFrac, "min-lr-frac", 0.1, "final learning rate as a fraction of --lr (cosine decay)")
@@ -175,7 +177,7 @@ func (f *ftFlags) options(m mesh.Mesh) (trainer.Options, error) {
 	adam := optim.DefaultAdamW()
 	adam.WeightDecay = f.wd
 	opts := trainer.Options{
-		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, VirtualStages: f.virtual, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		Seed: f.seed, Threads: f.threads, Recompute: f.recompute,
 	}

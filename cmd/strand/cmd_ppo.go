@@ -62,6 +62,9 @@ func runPPO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if fl.Name == "schedule" && !strings.EqualFold(f.schedule, pipeline.GPipe) {
 			schedErr = usageError{fmt.Sprintf("--schedule %s: PPO runs each pass's micro-batches by %s (its losses need every forward before any backward)", f.schedule, pipeline.GPipe)}
 		}
+		if fl.Name == "virtual-stages" && f.virtual != 1 {
+			schedErr = usageError{fmt.Sprintf("--virtual-stages %d: PPO runs %s, one model chunk per stage (virtual stages need --schedule %s, whose backwards interleave with the forwards)", f.virtual, pipeline.GPipe, pipeline.Interleaved)}
+		}
 	})
 	if schedErr != nil {
 		return schedErr

@@ -190,6 +190,9 @@ func TestBadInputGivesOneClearError(t *testing.T) {
 		{"resume without --out", []string{"train", "--resume"}, "--resume needs --out"},
 		{"plan over the memory limit", []string{"train", "--max-mem-per-rank", "20MB", "--data", corpus, "--out", filepath.Join(dir, "mem")}, "over --max-mem-per-rank 19 MiB; the biggest part is other"},
 		{"bad memory size", []string{"train", "--max-mem-per-rank", "lots"}, "--max-mem-per-rank: memory size \"lots\""},
+		{"plan of virtual stages", []string{"train", "--model", "small", "--nproc", "2", "--pp", "2", "--microbatches", "2", "--schedule", "interleaved", "--virtual-stages", "2", "--plan"}, "do not model --virtual-stages 2"},
+		{"virtual stages on 1f1b", []string{"train", "--model", "small", "--nproc", "2", "--pp", "2", "--microbatches", "2", "--virtual-stages", "2", "--out", filepath.Join(dir, "v2")}, "virtual stages need --schedule interleaved"},
+		{"interleaved micro-batches", []string{"train", "--model", "small", "--nproc", "2", "--pp", "2", "--microbatches", "3", "--batch", "6", "--schedule", "interleaved", "--virtual-stages", "2", "--out", filepath.Join(dir, "v3")}, "multiple of the stages"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -125,6 +125,7 @@ type trainFlags struct {
 	batch, seq             int
 	micro, warmup          int
 	schedule               string
+	virtualStages          int
 	lr, minLRFrac, clip    float64
 	wd                     float64
 	seed                   uint64
@@ -157,7 +158,8 @@ func (f *trainFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.seq, "seq", 0, "tokens per sequence (default: the model's positions)")
 	fs.IntVar(&f.micro, "microbatches", 1, "micro-batches per step on each data-parallel rank (gradient accumulation; pipeline micro-batches)")
 	fs.IntVar(&f.micro, "accum", 1, "alias of --microbatches")
-	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
+	fs.StringVar(&f.schedule, "schedule", pipeline.OneFOneB, "pipeline schedule: gpipe, 1f1b, interleaved (with --virtual-stages), zb-h1 or zb-h2 (zero bubble: the backward split into input and weight gradients)")
+	fs.IntVar(&f.virtualStages, "virtual-stages", 1, "model chunks per pipeline stage for --schedule interleaved: the layers are cut into pp x V chunks, stage r holds chunks r, r+pp, ... (micro-batches a multiple of pp)")
 	fs.StringVar(&f.stageLayers, "stage-layers", "", "layers per pipeline stage, comma-separated (default: balanced)")
 	fs.Float64Var(&f.lr, "lr", 1e-3, "peak learning rate")
 	fs.IntVar(&f.warmup, "warmup", 0, "linear warm-up steps (default: 5% of steps)")
@@ -324,7 +326,7 @@ func (f *trainFlags) options(m mesh.Mesh) (trainer.Options, model.Config, error)
 		return trainer.Options{}, cfg, err
 	}
 	opts := trainer.Options{
-		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, Steps: f.run.steps,
+		Model: cfg, Batch: f.batch, Seq: f.seq, Micro: f.micro, Schedule: f.schedule, VirtualStages: f.virtualStages, Steps: f.run.steps,
 		LR: f.lr, Warmup: f.warmup, MinLRFrac: f.minLRFrac, GradClip: f.clip, AdamW: adam,
 		DecayEmbed: f.decayEmbed, Seed: f.seed, Shuffle: f.shuffle, Threads: f.threads, KernelForce: f.kernel,
 		StageLayers: stageLayers,
@@ -412,7 +414,7 @@ func trainLoop(ctx context.Context, f *trainFlags, opts trainer.Options, dist *d
 	logf("model %s: %s params, %d layers, d=%d, %d heads, vocab %d | data: %s, %s train / %s val tokens\n",
 		f.model.preset, progress.Count(float64(trainer.ParamCount(cfg))), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize,
 		trainSet.Source, progress.Count(float64(len(trainSet.Tokens))), progress.Count(float64(len(valSet.Tokens))))
-	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, opts.RowsPerRank(m)/opts.Micro, tr.Pipe.Name)
+	logf("mesh %v | global batch %d x %d tokens, %d micro-batches of %d per rank, schedule %s\n", m, f.batch, f.seq, opts.Micro, opts.RowsPerRank(m)/opts.Micro, tr.Pipe.Label())
 	logf("compute: %d processes x %d threads, gemm kernel %s, peak %.0f GFLOP/s (%d cores x %.2f GHz x %d FLOP/cycle, %s)\n",
 		m.World(), tr.Engine.Threads(), tr.Engine.KernelName(), peak.FLOPS/1e9, peak.Threads, peak.GHz, peak.FLOPsPerCycle, peak.VectorISA)
 	rc := f.run.config(dist, f.launch.LogFormat, stdout, stderr)
@@ -480,11 +482,11 @@ func pipelineReport(ctx context.Context, tr *trainer.Trainer, coord mesh.Coord, 
 	pp := tr.Pipe
 	if pp.Stages > 1 && coord.DP == 0 && coord.TP == 0 {
 		fmt.Fprintf(stderr, "stage %d: %d activation slots (%s schedule, %d micro-batches), %.1f MB of activations, peak RSS %.1f MB\n",
-			coord.PP, pp.InFlight(coord.PP), pp.Name, pp.Micro, float64(tr.ActivationBytes())/1e6, float64(trainer.PeakRSS())/1e6)
+			coord.PP, pp.InFlight(coord.PP), pp.Label(), pp.Micro, float64(tr.ActivationBytes())/1e6, float64(trainer.PeakRSS())/1e6)
 	}
 	if lead && pp.Stages > 1 {
 		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% (%s, p=%d, m=%d)\n",
-			100*bubble, 100*pp.TheoreticalBubble(), pp.Name, pp.Stages, pp.Micro)
+			100*bubble, 100*pp.TheoreticalBubble(), pp.Label(), pp.Stages, pp.Micro)
 	}
 	return nil
 }

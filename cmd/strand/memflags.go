@@ -39,6 +39,11 @@ func (f *memFlags) apply(opts trainer.Options, m mesh.Mesh, threads int, data in
 	if !f.plan && f.maxMem == "" {
 		return false, nil
 	}
+	if opts.VirtualStages > 1 {
+		// memplan lays a stage out as one range of blocks with 1F1B's
+		// activation slots; chunks hold more slots of fewer blocks
+		return false, usageError{fmt.Sprintf("--plan and --max-mem-per-rank do not model --virtual-stages %d yet (the plan counts one chunk per stage); run without them", opts.VirtualStages)}
+	}
 	var limit int64
 	if f.maxMem != "" {
 		if limit, err = memplan.ParseBytes(f.maxMem); err != nil {

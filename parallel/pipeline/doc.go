@@ -51,7 +51,10 @@
 //     token ids if g = 0, else the activation a RecvAct with the same
 //     (Micro, Chunk) stored. Keep the activations the backward needs in the
 //     buffer Slots(r) assigns to (Micro, Chunk); InFlight(r) buffers
-//     suffice.
+//     suffice. An executor whose chunks' buffers differ (the trainer's: a
+//     chunk's blocks, the head on the last) keeps buffers per chunk as
+//     ChunkSlots(r) assigns them; receive buffers taken at the receive and
+//     given back at the compute reading them number Pending(r, kind).
 //   - SendAct: send chunk a.Chunk's output of a.Micro to stage (g+1) mod p,
 //     where it is the input of local chunk (g+1)/p.
 //   - RecvAct: receive a.Micro's input of chunk a.Chunk from stage

@@ -65,6 +65,15 @@ type Schedule struct {
 	Steps   [][]Action // Steps[stage] in execution order
 }
 
+// Label is the schedule's name with its virtual stages when it has
+// several ("interleaved V=2").
+func (s *Schedule) Label() string {
+	if s.Chunks() > 1 {
+		return fmt.Sprintf("%s V=%d", s.Name, s.Chunks())
+	}
+	return s.Name
+}
+
 // Chunks is the number of model chunks per stage (Virtual, at least 1).
 func (s *Schedule) Chunks() int { return max(s.Virtual, 1) }
 
@@ -134,10 +143,10 @@ func (s *Schedule) Needs() Needs {
 
 // New generates a schedule by name for stages x micro-batches with one
 // model chunk per stage, for executors that run Forward and Backward only
-// (every executor in strand today): a schedule that needs more (zb-h1,
-// zb-h2) is refused with a message naming what it needs; interleaved has
-// one chunk per stage here, so it is 1F1B's program. Generate builds any
-// schedule.
+// (the trainer's forward passes run its GPipe): a schedule that
+// needs more (zb-h1, zb-h2) is refused with a message naming what it
+// needs; interleaved has one chunk per stage here, so it is 1F1B's
+// program. Generate builds any schedule (the trainer runs them all).
 func New(name string, stages, micro int) (*Schedule, error) {
 	s, err := Generate(Spec{Name: name, Stages: stages, Micro: micro})
 	if err != nil {
@@ -378,4 +387,66 @@ func (s *Schedule) Table() string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// ChunkSlots assigns each (micro-batch, chunk) of stage an activation
+// buffer among its chunk's own: slot[{micro, chunk}] is in
+// 0..count[chunk]-1, the lowest buffer of that chunk free at its Forward,
+// freed after its Backward or BackwardWeight. With several chunks per
+// stage the chunks' activations differ in shape (their blocks; the head
+// on the last chunk of the last stage), so each chunk has its buffers.
+func (s *Schedule) ChunkSlots(stage int) (slot map[[2]int]int, count []int) {
+	slot = map[[2]int]int{}
+	free := make([][]bool, s.Chunks()) // free[c][i]: chunk c's buffer i is unused
+	for _, a := range s.Steps[stage] {
+		k, f := [2]int{a.Micro, a.Chunk}, free[a.Chunk]
+		switch a.Kind {
+		case Forward:
+			i := 0
+			for i < len(f) && !f[i] {
+				i++
+			}
+			if i == len(f) {
+				f = append(f, false)
+			}
+			f[i] = false
+			slot[k] = i
+		case Backward, BackwardWeight:
+			f[slot[k]] = true
+		}
+		free[a.Chunk] = f
+	}
+	count = make([]int, len(free))
+	for c := range free {
+		count[c] = len(free[c])
+	}
+	return slot, count
+}
+
+// Pending is the largest number of receives of kind (RecvAct or RecvGrad)
+// on stage whose data the executor holds at once: received, and not yet
+// consumed by the compute that takes it (the Forward of the same
+// micro-batch and chunk for RecvAct, its Backward or BackwardInput for
+// RecvGrad). Receive buffers taken at the receive and given back at that
+// compute need no more.
+func (s *Schedule) Pending(stage int, kind Kind) int {
+	consumes := func(a Action) bool {
+		if kind == RecvAct {
+			return a.Kind == Forward
+		}
+		return a.Kind == Backward || a.Kind == BackwardInput
+	}
+	held := map[[2]int]bool{}
+	peak := 0
+	for _, a := range s.Steps[stage] {
+		k := [2]int{a.Micro, a.Chunk}
+		switch {
+		case a.Kind == kind:
+			held[k] = true
+			peak = max(peak, len(held))
+		case consumes(a):
+			delete(held, k)
+		}
+	}
+	return peak
 }

@@ -512,3 +512,70 @@ func TestRunWalksAndNamesTheAction(t *testing.T) {
 		t.Fatalf("cancelled run: %v", err)
 	}
 }
+
+// ChunkSlots never gives two (micro-batch, chunk) pairs alive at once the
+// same buffer of their chunk, and needs no more buffers in all than
+// InFlight; Pending counts the receives held before their compute.
+func TestChunkSlots(t *testing.T) {
+	for _, spec := range []Spec{{Name: Interleaved, Stages: 2, Micro: 4, Virtual: 2}, {Name: Interleaved, Stages: 4, Micro: 8, Virtual: 2}, {Name: Interleaved, Stages: 2, Micro: 6, Virtual: 3}, {Name: ZBH2, Stages: 4, Micro: 6}, {Name: OneFOneB, Stages: 3, Micro: 5}} {
+		s, err := Generate(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for st := 0; st < s.Stages; st++ {
+			slot, count := s.ChunkSlots(st)
+			busy := map[[2]int]bool{} // {chunk, buffer}
+			total := 0
+			for _, n := range count {
+				total += n
+			}
+			if total < s.InFlight(st) || len(count) != s.Chunks() {
+				t.Errorf("%s stage %d: %v buffers per chunk for %d in flight", s.Name, st, count, s.InFlight(st))
+			}
+			for _, a := range s.Steps[st] {
+				b := [2]int{a.Chunk, slot[[2]int{a.Micro, a.Chunk}]}
+				if b[1] < 0 || b[1] >= count[a.Chunk] {
+					t.Fatalf("%s stage %d: %s has buffer %d of %d", s.Name, st, a, b[1], count[a.Chunk])
+				}
+				switch a.Kind {
+				case Forward:
+					if busy[b] {
+						t.Errorf("%s stage %d: %s takes busy buffer %v", s.Name, st, a, b)
+					}
+					busy[b] = true
+				case Backward, BackwardWeight:
+					busy[b] = false
+				}
+			}
+			if st > 0 && s.Pending(st, RecvAct) < 1 || st < s.Stages-1 && s.Pending(st, RecvGrad) < 1 {
+				t.Errorf("%s stage %d: pending receives %d, %d", s.Name, st, s.Pending(st, RecvAct), s.Pending(st, RecvGrad))
+			}
+		}
+	}
+	// a hand-made program: two activations received before either forward
+	s := &Schedule{Name: "hand", Stages: 2, Micro: 2, Steps: [][]Action{nil, {{RecvAct, 0, 0}, {RecvAct, 1, 0}, {Forward, 0, 0}, {Forward, 1, 0}}}}
+	if got := s.Pending(1, RecvAct); got != 2 {
+		t.Errorf("pending activations %d, want 2", got)
+	}
+}
+
+// Interleaved 1F1B finishes a stage's chunks last first: chunk V-1's last
+// backward comes before chunk V-2's, and so on. The flat gradient buffer
+// lays the last layers first, so the executor can start data-parallel
+// reductions chunk by chunk as a growing prefix (trainer/chunks.go).
+func TestInterleavedFinishesChunksLastFirst(t *testing.T) {
+	for _, spec := range []Spec{{Name: Interleaved, Stages: 2, Micro: 2, Virtual: 2}, {Name: Interleaved, Stages: 2, Micro: 8, Virtual: 3}, {Name: Interleaved, Stages: 4, Micro: 8, Virtual: 2}, {Name: Interleaved, Stages: 4, Micro: 4, Virtual: 4}} {
+		s, err := Generate(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for st := 0; st < s.Stages; st++ {
+			done := s.WeightGradDone(st)
+			for c := 1; c < len(done); c++ {
+				if done[c] >= done[c-1] {
+					t.Errorf("%+v stage %d: chunk %d's gradients final at step %d, chunk %d's at %d", spec, st, c, done[c], c-1, done[c-1])
+				}
+			}
+		}
+	}
+}

@@ -29,9 +29,11 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 		t.chunks.reset(len(t.recvAct))
 	}
 	t.Model.GradReady = nil
+	ex.firstAt, ex.lastAt = time.Time{}, time.Time{}
 	t0 := time.Now()
 	err := pipeline.Run(ctx, t.Pipe, t.Comms.Coord.PP, ex)
 	t.pipeSteps = append(t.pipeSteps, float32(time.Since(t0).Seconds()))
+	t.pipeWindow += ex.lastAt.Sub(ex.firstAt)
 	t.Model.GradReady = nil
 	if t.sender != nil {
 		if ferr := t.sender.flush(ctx); err == nil {
@@ -44,9 +46,11 @@ func (t *Trainer) runSchedule(ctx context.Context, scale float32) error {
 // stageExec is pipeline.Stage for one pass of this rank's stage: a
 // training step's program, or a caller's Forward and Backward (Pass).
 type stageExec struct {
-	t            *Trainer
-	scale        float32
-	lastBackward int
+	t *Trainer
+	// the step's first compute start and last compute end on this rank
+	firstAt, lastAt time.Time
+	scale           float32
+	lastBackward    int
 	// the pass: rows (micro-batches of b rows of T positions; targets nil
 	// for no per-position loss) and the last stage's callback
 	inputs, targets []int32
@@ -78,6 +82,18 @@ func (e *stageExec) rows(micro int) (lo, hi int) {
 // width is the length of the residual stream between stages for one
 // micro-batch of the pass.
 func (e *stageExec) width() int { return e.b * e.T * e.t.Opts.Model.NEmbd }
+
+// computed records a compute action that started at t0: its time, the
+// step's compute window, and its span on the trace's compute lane.
+func (e *stageExec) computed(name string, t0 time.Time, args map[string]any) {
+	now := time.Now()
+	e.t.pipeCompute += now.Sub(t0)
+	if e.firstAt.IsZero() {
+		e.firstAt = t0
+	}
+	e.lastAt = now
+	e.t.Trace.Add(name, "compute", trace.LaneCompute, t0, now, args)
+}
 
 // Do implements pipeline.Stage.
 func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
@@ -140,8 +156,7 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 			sum, err = t.Objective.Forward(lo/T, t.targets[lo:hi], t.acts[slot].Losses(), t.weights)
 			t.acts[slot].SetLossWeights(t.weights)
 		}
-		t.pipeCompute += time.Since(t0)
-		t.Trace.Add("forward", "compute", trace.LaneCompute, t0, time.Now(), args)
+		e.computed("forward", t0, args)
 		t.lossSum += sum
 		return err
 	case pipeline.BackwardInput:
@@ -153,8 +168,7 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 			return err
 		}
 		err = m.BackwardInputActs(ctx, t.acts[slot], dOut, e.scale)
-		t.pipeCompute += time.Since(t0)
-		t.Trace.Add("backward input", "compute", trace.LaneCompute, t0, time.Now(), args)
+		e.computed("backward input", t0, args)
 		return err
 	case pipeline.BackwardWeight:
 		// W of the last micro-batch makes gradients final, block by block
@@ -162,8 +176,7 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 		e.hookBuckets(ctx, a)
 		t0 := time.Now()
 		m.BackwardWeightActs(t.acts[slot])
-		t.pipeCompute += time.Since(t0)
-		t.Trace.Add("backward weight", "compute", trace.LaneCompute, t0, time.Now(), args)
+		e.computed("backward weight", t0, args)
 		return nil
 	case pipeline.Backward:
 		// Gradients become final only in the step's last backward.
@@ -174,8 +187,7 @@ func (e *stageExec) Do(ctx context.Context, a pipeline.Action) error {
 			return err
 		}
 		err = m.BackwardActs(ctx, t.acts[slot], dOut, e.scale)
-		t.pipeCompute += time.Since(t0)
-		t.Trace.Add("backward", "compute", trace.LaneCompute, t0, time.Now(), args)
+		e.computed("backward", t0, args)
 		return err
 	case pipeline.SendAct:
 		e.pendingAct[slot] = t.sender.send(ctx, t.acts[slot].Output(), next, "send activation", a.Micro)

@@ -340,11 +340,13 @@ type Trainer struct {
 	// each step's time in the schedule on this rank (seconds): the step's
 	// makespan is the largest over the stages (MeasuredBubble)
 	pipeSteps []float32
-	scalars   [3]float32         // step-level reductions: target count, loss, squared norm
-	exec      *stageExec         // reused every step
-	fwdProg   *pipeline.Schedule // Forward's program: GPipe's forward half
-	weights   []float32          // per-position loss weights of a micro-batch (Objective)
-	head      *headTrainer       // SetHead's objective, parameters and optimizer
+	// from each step's first compute to its last on this rank, summed
+	pipeWindow time.Duration
+	scalars    [3]float32         // step-level reductions: target count, loss, squared norm
+	exec       *stageExec         // reused every step
+	fwdProg    *pipeline.Schedule // Forward's program: GPipe's forward half
+	weights    []float32          // per-position loss weights of a micro-batch (Objective)
+	head       *headTrainer       // SetHead's objective, parameters and optimizer
 }
 
 // StepStats summarizes one optimizer step.
@@ -879,31 +881,43 @@ func (t *Trainer) SetTrace(r *trace.Recorder) {
 	}
 }
 
-// MeasuredBubble is the pipeline's idle fraction over the steps so far,
-// as TheoreticalBubble defines it: 1 - (forward+backward time of every
-// stage) / (stages x the steps' makespans), a step's makespan being the
-// longest of the stages' times in its schedule (they start together: the
-// previous step ended in an all-reduce over them). A stage that finishes
-// its program early is idle until the step's last stage finishes, as the
-// theory counts it. All-reduces over the pipeline group: every stage
-// calls it.
-func (t *Trainer) MeasuredBubble(ctx context.Context) (float64, error) {
-	compute := []float32{float32(t.pipeCompute.Seconds())}
-	if err := allReduce(ctx, t.Comms.PP, compute, collective.Sum); err != nil {
-		return 0, fmt.Errorf("measured bubble: %w", err)
+// Bubble is a pipeline's measured idle fraction over the steps so far,
+// two ways.
+type Bubble struct {
+	// Makespan is the idle share as TheoreticalBubble counts it: 1 -
+	// (forward+backward time of every stage) / (stages x the steps'
+	// makespans), a step's makespan being the longest of the stages' times
+	// in its schedule (they start together: the previous step ended in an
+	// all-reduce over them). A stage waiting for its first input or done
+	// early is idle until the step's last stage finishes.
+	Makespan float64
+	// Window is the idle time between each stage's first and last compute
+	// of a step, over the stages x the steps' makespans: the waits inside
+	// the schedule only, without the fill and drain at its ends.
+	Window float64
+}
+
+// MeasuredBubble is the pipeline's Bubble. All-reduces over the pipeline
+// group: every stage calls it.
+func (t *Trainer) MeasuredBubble(ctx context.Context) (Bubble, error) {
+	sums := []float32{float32(t.pipeCompute.Seconds()), float32(t.pipeWindow.Seconds())}
+	if err := allReduce(ctx, t.Comms.PP, sums, collective.Sum); err != nil {
+		return Bubble{}, fmt.Errorf("measured bubble: %w", err)
 	}
 	spans := append([]float32(nil), t.pipeSteps...)
 	if err := allReduce(ctx, t.Comms.PP, spans, collective.Max); err != nil {
-		return 0, fmt.Errorf("measured bubble: %w", err)
+		return Bubble{}, fmt.Errorf("measured bubble: %w", err)
 	}
 	var makespan float64
 	for _, s := range spans {
 		makespan += float64(s)
 	}
 	if makespan == 0 {
-		return 0, nil
+		return Bubble{}, nil
 	}
-	return 1 - float64(compute[0])/(float64(t.Comms.PP.Size())*makespan), nil
+	all := float64(t.Comms.PP.Size()) * makespan
+	compute, window := float64(sums[0]), float64(sums[1])
+	return Bubble{Makespan: 1 - compute/all, Window: (window - compute) / all}, nil
 }
 
 // MicroRows is the number of sequences in one micro-batch on this rank.

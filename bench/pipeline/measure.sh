@@ -43,7 +43,7 @@ for r in $(seq 1 "$rounds"); do
       load[$s]=$(cut -d' ' -f1 /proc/loadavg)
       log=$(taskset -c 0,1 "$bin" train --model small --n-layer 8 --seq 128 --batch "$((2 * m))" --microbatches "$m" \
         --nproc 2 --pp 2 --schedule "$s" --virtual-stages "$v" --threads 1 --steps "$steps" --no-progress --val-frac 0 --out "$run" 2>&1)
-      bub[$s]=$(echo "$log" | sed -n 's/.*pipeline bubble: measured \([0-9.]*%\), theoretical \([0-9.]*%\).*/\1 \2/p')
+      bub[$s]=$(echo "$log" | sed -n 's/.*pipeline bubble: measured \([0-9.]*%\) of the makespan.*theoretical \([0-9.]*%\).*/\1 \2/p')
       read -r ms[$s] mn[$s] < <(python3 - "$run/metrics.jsonl" <<'PY'
 import json, statistics, sys
 t = [json.loads(l)["step_seconds"] for l in open(sys.argv[1]) if '"step_seconds"' in l][1:]

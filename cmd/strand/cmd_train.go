@@ -485,8 +485,8 @@ func pipelineReport(ctx context.Context, tr *trainer.Trainer, coord mesh.Coord, 
 			coord.PP, pp.InFlight(coord.PP), pp.Label(), pp.Micro, float64(tr.ActivationBytes())/1e6, float64(trainer.PeakRSS())/1e6)
 	}
 	if lead && pp.Stages > 1 {
-		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%%, theoretical %.1f%% (%s, p=%d, m=%d)\n",
-			100*bubble, 100*pp.TheoreticalBubble(), pp.Label(), pp.Stages, pp.Micro)
+		fmt.Fprintf(stdout, "pipeline bubble: measured %.1f%% of the makespan (%.1f%% between each stage's first and last compute), theoretical %.1f%% (%s, p=%d, m=%d)\n",
+			100*bubble.Makespan, 100*bubble.Window, 100*pp.TheoreticalBubble(), pp.Label(), pp.Stages, pp.Micro)
 	}
 	return nil
 }

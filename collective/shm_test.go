@@ -63,11 +63,30 @@ func TestAllOpsShm(t *testing.T) {
 				for _, count := range []int{0, 1, 2, 7, 13, 101, 1031} {
 					opts := variants[name]
 					opts.Name = fmt.Sprint(name, count) // a fresh communicator each time
+					stop := dumpIfSlow(t, ts, 10*time.Second)
 					checkAllOps(t, ts, count, opts)
+					stop()
 				}
 			}
 		})
 	}
+}
+
+// dumpIfSlow logs every transport's State (those that have one) if the
+// returned stop is not called within d: what a hung collective left in
+// the transports, for diagnosis.
+func dumpIfSlow(t *testing.T, ts []transport.Transport, d time.Duration) (stop func()) {
+	tm := time.AfterFunc(d, func() {
+		var b strings.Builder
+		for _, tr := range ts {
+			if s, ok := tr.(interface{ State() string }); ok {
+				b.WriteString(s.State())
+				b.WriteString("\n")
+			}
+		}
+		t.Logf("still running after %v; transports:\n%s", d, b.String())
+	})
+	return func() { tm.Stop() }
 }
 
 // Long all-reduces (segments reduced straight out of the peer's ring in

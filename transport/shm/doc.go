@@ -59,6 +59,6 @@
 // receives get what was sent before it and then fail with
 // transport.ErrPeerLeft. Abort marks the side crashed, which peers treat
 // as a failure. A send that has published part of a message finishes it
-// even if its context ends (within 1 s), so the stream never holds half
-// a message.
+// however long its receiver takes while its context lives, and for up to
+// 1 s after the context ends, so the stream never holds half a message.
 package shm

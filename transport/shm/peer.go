@@ -225,6 +225,21 @@ func (pe *peer) sendable() error {
 // message it has begun (the receiver must never see half a message).
 const finishGrace = time.Second
 
+// untilGrace returns a context that ends finishGrace after ctx does
+// (with ctx's cause), for finishing a message already begun: while ctx
+// lives, a long message may take as long as its receiver needs. Call
+// the returned stop when the message is out.
+func untilGrace(ctx context.Context) (context.Context, func()) {
+	wctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	unwatch := context.AfterFunc(ctx, func() {
+		time.AfterFunc(finishGrace, func() { cancel(context.Cause(ctx)) })
+	})
+	return wctx, func() {
+		unwatch()
+		cancel(nil)
+	}
+}
+
 // publishBytes is how much of a long message is written before the
 // receiver is told (it starts reducing while the rest is written).
 const publishBytes = 256 << 10
@@ -277,8 +292,9 @@ func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) err
 		binary.LittleEndian.PutUint64(r.data[idx:], uint64(tag))
 		binary.LittleEndian.PutUint64(r.data[idx+8:], n)
 		// The header is out once published: finish the message even if
-		// ctx ends (within finishGrace), so the stream stays whole.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishGrace)
+		// ctx ends (within finishGrace of its end), so the stream stays
+		// whole.
+		wctx, cancel := untilGrace(ctx)
 		pos, off := q, uint64(0)
 		pe.publish(pos)
 		for off < n {
@@ -344,8 +360,8 @@ func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
 		if err := pe.sendable(); err != nil {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return &transport.PeerError{Peer: pe.rank, Op: "send", Err: err}
+		if ctx.Err() != nil {
+			return &transport.PeerError{Peer: pe.rank, Op: "send", Err: context.Cause(ctx)}
 		}
 		sig := pe.signalled()
 		r.txWait.Add(1)

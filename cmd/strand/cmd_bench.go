@@ -30,7 +30,6 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.Float64Var(&cfg.Budget, "budget", 0.3, "seconds of timed calls per size")
 	fs.IntVar(&cfg.Procs, "procs", 0, "GOMAXPROCS per rank (0: cores / ranks, at least 1; a GOMAXPROCS in the environment wins)")
 	fs.DurationVar(&cfg.Spin, "spin", 0, "tcp: how long small receives poll before parking (0: automatic, <0: never)")
-	directFlag := fs.String("shm-direct", "0", "shm: messages at least this long are copied by the receiver straight out of the sender's memory (bytes, K/M suffixes; 0: transport default, -1: never)")
 	segS := fs.String("segment", "0", "ring pipelining segment size (0: library default)")
 	fs.BoolVar(&cfg.TLS, "tls", false, "tcp: mutual TLS on every socket, loopback included (job CA from the token, as --tls-auto jobs use between hosts), to measure its cost")
 	fs.BoolVar(&cfg.Flat, "flat", false, "with --transport auto: keep the flat ring (no hierarchical all-reduce)")
@@ -53,15 +52,6 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 		return usageError{"--segment: " + err.Error()}
 	}
 	cfg.Segment = int(seg)
-	if *directFlag == "-1" {
-		cfg.Direct = -1
-	} else {
-		d, err := benchcoll.ParseSize(*directFlag)
-		if err != nil {
-			return usageError{"--shm-direct: " + err.Error()}
-		}
-		cfg.Direct = int(d)
-	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}

@@ -44,10 +44,6 @@ type Config struct {
 	Budget    float64       // seconds of timed calls per size (default 0.3)
 	Segment   int           // ring/chain pipelining segment in bytes (0: collective's default)
 	Spin      time.Duration // tcp: receive spin before parking (0: transport's automatic choice, <0: never)
-	// Direct is shm's Config.DirectBytes: messages at least this long
-	// are copied by the receiver straight out of the sender's memory
-	// (0: the transport's default, <0: never, always through the ring).
-	Direct int
 	// Procs is GOMAXPROCS for each rank process. 0: the machine's cores
 	// divided among the ranks (at least 1), as MPI ranks and Gloo with
 	// OMP_NUM_THREADS=1 get; a GOMAXPROCS already in the environment wins.
@@ -317,7 +313,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	transportName := "tcp (bind " + cfg.Bind + ")"
 	switch cfg.Transport {
 	case "shm":
-		if tr, err = shm.Dial(dctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, DirectBytes: cfg.Direct,
+		if tr, err = shm.Dial(dctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job,
 			Logger: slog.New(slog.NewTextHandler(logw, nil))}); err != nil {
 			return err
 		}
@@ -612,7 +608,7 @@ func dialAuto(ctx context.Context, cfg Config, rank int, store rendezvous.Store,
 	logger := slog.New(slog.NewTextHandler(logw, nil))
 	var routes []hybrid.Route
 	if len(local) > 0 {
-		s, err := shm.Dial(ctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Peers: local, DirectBytes: cfg.Direct, Logger: logger})
+		s, err := shm.Dial(ctx, shm.Config{Rank: rank, Size: cfg.NProc, Store: store, JobID: job, Peers: local, Logger: logger})
 		if err != nil {
 			return nil, "", nil, err
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,14 +25,6 @@ type peer struct {
 
 	myState, peerState     *atomic.Uint32
 	myCulprit, peerCulprit *atomic.Int32
-	// Direct messages: probe is this side's copy of the segment's
-	// secret, which the peer reads at peerProbe to learn whether it can
-	// read this process (it then sets its reads word, peerReads here).
-	probe              []byte
-	peerProbe          *atomic.Uint64
-	myReads, peerReads *atomic.Uint32
-	directSent         uint64 // under txLock: direct messages written
-	stage              []byte // under pumpLock: a direct message's chunk for a sink
 
 	txLock chan struct{} // one writer at a time (select-able, so a waiting Send honours ctx)
 	txHead uint64        // under txLock: the writer's head
@@ -129,9 +120,6 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *pee
 		peerState:   u32(mem, offState+64*other),
 		myCulprit:   i32(mem, offState+64*me+4),
 		peerCulprit: i32(mem, offState+64*other+4),
-		peerProbe:   u64(mem, offState+64*other+offProbe),
-		myReads:     u32(mem, offState+64*me+offReads),
-		peerReads:   u32(mem, offState+64*other+offReads),
 		txLock:      make(chan struct{}, 1),
 		pumpLock:    make(chan struct{}, 1),
 		queues:      make(map[transport.Tag]*tagQueue),
@@ -271,29 +259,28 @@ func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) err
 	defer func() { pe.txHead = head }()
 	for _, b := range bufs {
 		n := uint64(len(b))
-		if d := pe.t.cfg.DirectBytes; d > 0 && len(b) >= d && pe.peerReads.Load() == 1 {
-			// The peer copies b out of this process itself: the ring
-			// carries only its address, and b must stay as it is until
-			// the peer's ack count passes this message.
-			var rec [directRecord]byte
-			binary.LittleEndian.PutUint64(rec[:], addrOf(b))
-			binary.LittleEndian.PutUint64(rec[8:], n)
-			if err := pe.putRecord(ctx, &head, tag, directFlag|n, rec[:]); err != nil {
-				return err
-			}
-			pe.directSent++
-			pe.publish(head)
-			err := pe.waitAck(ctx, pe.directSent)
-			runtime.KeepAlive(b)
-			if err != nil {
-				return err
-			}
-			continue
-		}
 		if n <= smallMax {
-			if err := pe.putRecord(ctx, &head, tag, n, b); err != nil {
+			idx := head & r.mask
+			if idx+recHeader+alignUp(n, recHeader) > r.capacity {
+				// It would wrap: pad to the ring's start.
+				if err := pe.waitSpace(ctx, head, head+r.capacity-idx); err != nil {
+					pe.publish(head)
+					return err
+				}
+				binary.LittleEndian.PutUint64(r.data[idx:], 0)
+				binary.LittleEndian.PutUint64(r.data[idx+8:], padFlag|(r.capacity-idx-recHeader))
+				head += r.capacity - idx
+				idx = 0
+			}
+			end := head + recHeader + alignUp(n, recHeader)
+			if err := pe.waitSpace(ctx, head, end); err != nil {
+				pe.publish(head)
 				return err
 			}
+			binary.LittleEndian.PutUint64(r.data[idx:], uint64(tag))
+			binary.LittleEndian.PutUint64(r.data[idx+8:], n)
+			copy(r.data[idx+recHeader:], b)
+			head = end
 			continue
 		}
 		q := payloadStart(head, n)
@@ -336,171 +323,6 @@ func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) err
 		head = recordEnd(q, n)
 	}
 	pe.publish(head)
-	return nil
-}
-
-// putRecord writes one contiguous record (header word w, payload b of at
-// most smallMax bytes) at *head, padding to the ring's start when it
-// would wrap; published is advanced only by waits (the caller publishes).
-func (pe *peer) putRecord(ctx context.Context, head *uint64, tag transport.Tag, w uint64, b []byte) error {
-	r := pe.out
-	n := uint64(len(b))
-	idx := *head & r.mask
-	if idx+recHeader+alignUp(n, recHeader) > r.capacity {
-		// It would wrap: pad to the ring's start.
-		if err := pe.waitSpace(ctx, *head, *head+r.capacity-idx); err != nil {
-			pe.publish(*head)
-			return err
-		}
-		binary.LittleEndian.PutUint64(r.data[idx:], 0)
-		binary.LittleEndian.PutUint64(r.data[idx+8:], padFlag|(r.capacity-idx-recHeader))
-		*head += r.capacity - idx
-		idx = 0
-	}
-	end := *head + recHeader + alignUp(n, recHeader)
-	if err := pe.waitSpace(ctx, *head, end); err != nil {
-		pe.publish(*head)
-		return err
-	}
-	binary.LittleEndian.PutUint64(r.data[idx:], uint64(tag))
-	binary.LittleEndian.PutUint64(r.data[idx+8:], w)
-	copy(r.data[idx+recHeader:], b)
-	*head = end
-	return nil
-}
-
-// waitAck waits until the peer has read direct message seq out of this
-// process. While ctx lives it waits as long as the peer takes (asking it
-// to park the message if nobody receives it); finishGrace after ctx ends
-// it gives up and marks this side crashed first, so that a reader that
-// copies the buffer afterwards (the caller may reuse it) discards what it
-// read and fails the pair.
-func (pe *peer) waitAck(ctx context.Context, seq uint64) error {
-	r := pe.out
-	if r.ack.Load() >= seq {
-		return nil
-	}
-	if spin := pe.t.cfg.Spin; spin > 0 {
-		deadline := time.Now().Add(spin)
-		for i := 0; ; i++ {
-			if r.ack.Load() >= seq {
-				return nil
-			}
-			if i&63 == 63 {
-				if time.Now().After(deadline) {
-					break
-				}
-				yield()
-			}
-		}
-	}
-	wctx, stop := untilGrace(ctx)
-	defer stop()
-	var drain *time.Timer
-	defer func() {
-		if drain != nil {
-			drain.Stop()
-		}
-	}()
-	giveUp := func(err error) error {
-		pe.myState.Store(stateCrashed)
-		pe.conn.Close()
-		return err
-	}
-	for {
-		if err := pe.failure("send"); err != nil {
-			return giveUp(err)
-		}
-		if pe.peerState.Load() == stateLeft {
-			pe.sawLeft()
-			return giveUp(leftError("send", pe.rank))
-		}
-		if wctx.Err() != nil {
-			return giveUp(&transport.PeerError{Peer: pe.rank, Op: "send", Err: context.Cause(wctx)})
-		}
-		sig := pe.signalled()
-		r.txWait.Add(1)
-		if r.ack.Load() >= seq {
-			r.txWait.Add(^uint32(0))
-			return nil
-		}
-		if drain == nil {
-			drain = time.NewTimer(drainAfter)
-		}
-		select {
-		case <-sig:
-		case <-drain.C:
-			pe.ring(bellDrain)
-			drain.Reset(drainAfter)
-		case <-wctx.Done():
-		case <-pe.dead:
-		case <-pe.t.closed:
-			r.txWait.Add(^uint32(0))
-			return giveUp(&transport.PeerError{Peer: pe.rank, Op: "send", Err: errors.New("transport closed")})
-		}
-		r.txWait.Add(^uint32(0))
-	}
-}
-
-// probeDirect reads the peer's copy of the segment's secret out of the
-// peer's memory; if that works, this side announces it reads the peer
-// directly, and the peer sends its long messages as direct ones.
-func (pe *peer) probeDirect() {
-	if pe.t.cfg.DirectBytes < 0 {
-		return
-	}
-	addr := pe.peerProbe.Load()
-	var got [32]byte
-	if addr == 0 || readPeer(pe.pid, got[:], addr) != nil {
-		return
-	}
-	if string(got[:]) == string(pe.mem[offSecret:offSecret+32]) {
-		pe.myReads.Store(1)
-	}
-}
-
-// directChunk is how much of a direct message a chunked receive is
-// handed at a time (read into the peer's stage, combined while in cache).
-const directChunk = 256 << 10
-
-// readDirect copies direct message (n bytes at the peer's addr) to its
-// receive p or park pk (neither: it is discarded). A piece counts only if
-// the writer was not crashed after it was copied: a writer that gives up
-// waiting marks itself crashed before its caller may touch the buffer.
-func (pe *peer) readDirect(addr, n uint64, p *post, pk *park) error {
-	check := func() error {
-		if pe.peerState.Load() == stateCrashed {
-			return errors.New("peer gave up a direct message while it was read")
-		}
-		return nil
-	}
-	switch {
-	case p != nil && p.sink != nil:
-		if pe.stage == nil {
-			pe.stage = make([]byte, directChunk)
-		}
-		for off := uint64(0); off < n; {
-			k := min(n-off, directChunk)
-			if err := readPeer(pe.pid, pe.stage[:k], addr+off); err != nil {
-				return err
-			}
-			if err := check(); err != nil {
-				return err
-			}
-			p.sink.Chunk(int(off), pe.stage[:k])
-			off += k
-		}
-	case p != nil:
-		if err := readPeer(pe.pid, p.buf[:n], addr); err != nil {
-			return err
-		}
-		return check()
-	case pk != nil:
-		if err := readPeer(pe.pid, pk.buf[:n], addr); err != nil {
-			return err
-		}
-		return check()
-	}
 	return nil
 }
 
@@ -735,12 +557,6 @@ func (pe *peer) pump() uint64 {
 				pe.consume(pe.rxTail + recHeader + w&^padFlag)
 				continue
 			}
-			if w&directFlag != 0 {
-				if err := pe.pumpDirect(tag, w&^directFlag, binary.LittleEndian.Uint64(r.data[idx+recHeader:])); err != nil {
-					return head
-				}
-				continue
-			}
 			if w > maxMessage {
 				// Only a corrupted ring gets here: stop reading it.
 				pe.markDead(fmt.Errorf("corrupt message header at position %d (length %d)", pe.rxTail, w))
@@ -811,52 +627,6 @@ func (pe *peer) pump() uint64 {
 		}
 		*c = inflight{}
 	}
-}
-
-// pumpDirect moves the direct message whose record is at rxTail (n
-// bytes at the peer's addr) to its receive or a park, and acks it (the
-// writer may then reuse its buffer). A failed read fails the peer.
-func (pe *peer) pumpDirect(tag transport.Tag, n, addr uint64) error {
-	if n > maxMessage {
-		err := fmt.Errorf("corrupt direct message header at position %d (length %d)", pe.rxTail, n)
-		pe.markDead(err)
-		return err
-	}
-	var pk *park
-	pe.mu.Lock()
-	p := pe.takePost(tag)
-	if p == nil {
-		pk = pe.t.getPark(int(n))
-	} else if uint64(p.n) != n {
-		p.complete(&transport.SizeError{Peer: pe.rank, Tag: tag, Want: p.n, Got: int(n)})
-		p = nil
-	}
-	pe.mu.Unlock()
-	err := pe.readDirect(addr, n, p, pk)
-	pe.in.ack.Add(1)
-	pe.consume(pe.rxTail + recHeader + directRecord)
-	if err != nil {
-		if p != nil {
-			p.complete(&transport.PeerError{Peer: pe.rank, Op: "recv", Err: err})
-		}
-		pe.markDead(err)
-		return err
-	}
-	switch {
-	case p != nil:
-		p.complete(nil)
-	case pk != nil:
-		pe.mu.Lock()
-		if p := pe.takePost(tag); p != nil {
-			p.park = pk
-			p.complete(nil)
-		} else {
-			q := pe.queue(tag)
-			q.parks = append(q.parks, pk)
-		}
-		pe.mu.Unlock()
-	}
-	return nil
 }
 
 // result is what a finished receive returns; a parked message is copied

@@ -33,14 +33,11 @@ const (
 	offRanks  = 48  // lo, hi uint32
 	offPids   = 56  // lo, hi uint32
 	offSecret = 64  // 32 bytes: proves to the creator's doorbell that the peer mapped the segment
-	offState  = 128 // + 64*side: state uint32, culprit int32, probe address uint64, reads-peer uint32
-	offProbe  = 8   // within a side's block: where the side's copy of the secret lies in its own memory
-	offReads  = 16  // within a side's block: 1 once the side has read the other's probe (direct reads work)
+	offState  = 128 // + 64*side: state uint32, culprit int32
 	offHead   = 0
 	offRxWait = 64
 	offTail   = 128
 	offTxWait = 192
-	offAck    = 256 // direct messages the reader has finished reading
 )
 
 // Side states.
@@ -76,7 +73,6 @@ func writeHeader(mem []byte, ringCap int, job string, lo, hi, pid int, secret [3
 // ring is one direction of a segment.
 type ring struct {
 	head, tail     *atomic.Uint64
-	ack            *atomic.Uint64 // direct messages read (reader-written)
 	rxWait, txWait *atomic.Uint32
 	data           []byte
 	capacity, mask uint64
@@ -86,7 +82,7 @@ func newRing(mem []byte, idx, ringCap int) *ring {
 	c := headerBytes + idx*ctlBytes
 	d := dataOff + idx*ringCap
 	return &ring{
-		head: u64(mem, c+offHead), tail: u64(mem, c+offTail), ack: u64(mem, c+offAck),
+		head: u64(mem, c+offHead), tail: u64(mem, c+offTail),
 		rxWait: u32(mem, c+offRxWait), txWait: u32(mem, c+offTxWait),
 		data:     mem[d : d+ringCap : d+ringCap],
 		capacity: uint64(ringCap), mask: uint64(ringCap - 1),
@@ -99,12 +95,6 @@ func newRing(mem []byte, idx, ringCap int) *ring {
 const (
 	recHeader = 16
 	padFlag   = 1 << 63
-	// directFlag marks a direct message: the record's 16-byte payload is
-	// the address of the message in the writer's memory, which the
-	// reader copies out itself (process_vm_readv) while the writer waits
-	// for the ring's ack count to pass it.
-	directFlag   = 1 << 62
-	directRecord = 16
 	// Messages up to smallMax bytes are contiguous in the ring (padded
 	// to its start when they would wrap) and handed over whole; longer
 	// ones start on a 4096-byte boundary of the ring, so that every

@@ -38,15 +38,8 @@ type Config struct {
 	// Spin is how long a receive (or a send waiting for ring space)
 	// polls before parking on the doorbell; see post.waitData. 0 picks
 	// 50 µs; < 0 never spins.
-	Spin time.Duration
-	// DirectBytes: a message at least this long is not written into the
-	// ring; the receiver copies it straight out of the sender's memory
-	// (process_vm_readv) while the sender waits, one copy instead of two,
-	// where the kernel lets the receiver read the sender (checked per
-	// pair when connecting; otherwise the ring carries it). 0 picks
-	// 1 MiB; < 0 never.
-	DirectBytes int
-	Logger      *slog.Logger // peer failures (default slog.Default())
+	Spin   time.Duration
+	Logger *slog.Logger // peer failures (default slog.Default())
 }
 
 func (c *Config) fill() error {
@@ -76,9 +69,6 @@ func (c *Config) fill() error {
 	}
 	if c.Spin == 0 {
 		c.Spin = 50 * time.Microsecond
-	}
-	if c.DirectBytes == 0 {
-		c.DirectBytes = 1 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -166,7 +156,6 @@ func Dial(ctx context.Context, cfg Config) (*Transport, error) {
 	}
 	for _, pe := range t.peers {
 		if pe != nil {
-			pe.probeDirect()
 			t.bg.Add(1)
 			go t.bell(pe)
 		}
@@ -192,10 +181,6 @@ func (t *Transport) connect(ctx context.Context, p int) (*peer, error) {
 			return fail(err)
 		}
 		writeHeader(m, ringCap, t.cfg.JobID, lo, hi, os.Getpid(), secret)
-		// The copy of the secret the peer reads to learn whether it can
-		// read this process's memory (direct messages).
-		probe := slices.Clone(secret[:])
-		u64(m, offState+offProbe).Store(addrOf(probe))
 		// An abstract socket: no file, gone with the process.
 		name := "@strand-shm-" + hex.EncodeToString(secret[:8]) + "-" + strconv.Itoa(os.Getpid())
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
@@ -229,9 +214,7 @@ func (t *Transport) connect(ctx context.Context, p int) (*peer, error) {
 			return fail(fmt.Errorf("doorbell: peer did not present the segment's secret (%v)", err))
 		}
 		_ = conn.SetReadDeadline(time.Time{})
-		pe := t.newPeer(p, m, true, conn)
-		pe.probe = probe
-		return pe, nil
+		return t.newPeer(p, m, true, conn), nil
 	}
 	raw, err := t.cfg.Store.Get(ctx, segKey(t.cfg.JobID, lo, hi))
 	if err != nil {
@@ -251,8 +234,6 @@ func (t *Transport) connect(ctx context.Context, p int) (*peer, error) {
 		return fail(err)
 	}
 	u32(m, offPids+4).Store(uint32(os.Getpid()))
-	probe := slices.Clone(m[offSecret : offSecret+32])
-	u64(m, offState+64+offProbe).Store(addrOf(probe))
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", name)
 	if err != nil {
@@ -265,9 +246,7 @@ func (t *Transport) connect(ctx context.Context, p int) (*peer, error) {
 		unmap(m)
 		return fail(fmt.Errorf("doorbell: %w", err))
 	}
-	pe := t.newPeer(p, m, false, conn)
-	pe.probe = probe
-	return pe, nil
+	return t.newPeer(p, m, false, conn), nil
 }
 
 func checkHeader(m []byte, ringCap int, job string, lo, hi, pid int) error {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,28 +89,3 @@ func yield() {
 	runtime.Gosched()
 	_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }
-
-// readPeer copies len(dst) bytes at address addr of process pid into dst
-// (process_vm_readv: one copy, by the kernel, straight out of the peer's
-// memory; allowed to a process that may ptrace the peer: the same user,
-// and under Yama's ptrace_scope 1 only if the peer allows it).
-func readPeer(pid int, dst []byte, addr uint64) error {
-	for len(dst) > 0 {
-		local := []unix.Iovec{{Base: unsafe.SliceData(dst)}}
-		local[0].SetLen(len(dst))
-		remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(dst)}}
-		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
-		if err != nil {
-			return fmt.Errorf("process_vm_readv of process %d: %w", pid, err)
-		}
-		if n <= 0 {
-			return fmt.Errorf("process_vm_readv of process %d: read nothing", pid)
-		}
-		dst, addr = dst[n:], addr+uint64(n)
-	}
-	return nil
-}
-
-// addrOf is the address of b's first byte, which a peer reads with
-// readPeer (Go's collector does not move heap objects).
-func addrOf(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))) }

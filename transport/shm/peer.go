@@ -51,6 +51,8 @@ type peer struct {
 	deadOnce sync.Once
 	deadErr  atomic.Pointer[transport.PeerError]
 	leftSeen atomic.Bool
+
+	spinFor atomic.Int64 // how long a receive polls before parking (see waitData)
 }
 
 // inflight is the message the pump is moving out of the ring.
@@ -111,7 +113,7 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *pee
 		outRing, inRing = 0, 1
 	}
 	ringCap := t.cfg.RingBytes
-	return &peer{
+	pe := &peer{
 		t: t, rank: p, mem: mem,
 		pid:         int(u32(mem, offPids+4*other).Load()),
 		out:         newRing(mem, outRing, ringCap),
@@ -127,6 +129,8 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *pee
 		conn:        conn,
 		sig:         make(chan struct{}),
 	}
+	pe.spinFor.Store(int64(max(t.cfg.Spin, 0)))
+	return pe
 }
 
 // signal wakes every goroutine of this rank parked on the peer.
@@ -701,28 +705,46 @@ func (p *post) wait() error {
 }
 
 // waitData waits until the in-ring's head moves past seen (or something
-// else happens to the peer or the receive): polling for Config.Spin
-// first, then parked until the doorbell rings. Every receive polls, not
-// only those marked transport.Soon: a parked wait costs a
-// doorbell write, a poller wake-up and two goroutine switches, and
-// measured on 2 cores (GOMAXPROCS 1 per rank) polling made 256 KiB-16 MiB
-// all-reduces 1.3-5x faster at 2 ranks and up to 3x at 4 ranks, with less
-// CPU per call; a receive whose peer is busy elsewhere wastes at most
-// Config.Spin, yielding the core every 64 polls.
+// else happens to the peer or the receive): polling first, then parked
+// until the doorbell rings. Every receive polls, not only those marked
+// transport.Soon: a parked wait costs a doorbell write, a poller wake-up
+// and two goroutine switches, and measured on 2 cores (GOMAXPROCS 1 per
+// rank) polling made 256 KiB-16 MiB all-reduces 1.3-5x faster at 2 ranks
+// and up to 3x at 4 ranks, with less CPU per call.
+//
+// How long it polls adapts per peer (spinFor): a poll that sees the
+// message restores the full budget, Config.Spin; one that times out cuts
+// it by an eighth of that, down to minSpin (halving it instead cost 2-4x
+// at 256 KiB over 4 ranks on 2 cores, where peers are often descheduled
+// but a yielding poll still wins). Polling pays only while the
+// peer's messages come within the budget; when they do not (the peer
+// busy elsewhere, or the cores shared with other processes) every
+// fruitless poll is a core taken from the peer, and a process whose
+// goroutines keep polling in turn starves the runtime's network poller,
+// which delivers the doorbells: measured with 3 busy processes on 2
+// cores, the collective suite at 7 and 8 ranks in one process took 20-46 s
+// with fixed 50 us polls, 8-15 s adapting, 3.3-4.9 s without polling
+// (wake-ups through the poller took 8 ms instead of 9 us while other
+// goroutines of the process kept polling: with yields the run queue is
+// never empty, and the poller is then only checked every 10 ms).
 func (p *post) waitData(seen uint64) {
 	pe := p.pe
 	r := pe.in
-	if spin := pe.t.cfg.Spin; spin > 0 {
+	if spin := time.Duration(pe.spinFor.Load()); spin > 0 {
 		deadline := time.Now().Add(spin)
 		for i := 0; ; i++ {
 			if r.head.Load() != seen || p.fin.Load() {
+				pe.spun(true)
 				return
 			}
 			if i&63 == 63 {
 				if time.Now().After(deadline) {
+					pe.spun(false)
 					break
 				}
-				yield()
+				if spin >= yieldSpin {
+					yield()
+				}
 			}
 		}
 	}
@@ -738,6 +760,28 @@ func (p *post) waitData(seen uint64) {
 		}
 	}
 	r.rxWait.Add(^uint32(0))
+}
+
+// Adaptive polling bounds (see waitData): a receive polls at least
+// minSpin, and yields the core between polls only when it may poll for
+// yieldSpin or longer (a yield can cost a whole time slice of another
+// process).
+const (
+	minSpin   = time.Microsecond
+	yieldSpin = 10 * time.Microsecond
+)
+
+// spun adapts the peer's polling budget to whether a poll found its
+// message.
+func (pe *peer) spun(found bool) {
+	cur, ceil := time.Duration(pe.spinFor.Load()), pe.t.cfg.Spin
+	next := ceil
+	if !found {
+		next = max(cur-ceil/8, minSpin)
+	}
+	if next != cur {
+		pe.spinFor.Store(int64(next))
+	}
 }
 
 // abandon withdraws a receive that gives up with err: it leaves its

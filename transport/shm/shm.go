@@ -36,8 +36,8 @@ type Config struct {
 	// receiver is busy elsewhere.
 	RingBytes int
 	// Spin is how long a receive (or a send waiting for ring space)
-	// polls before parking on the doorbell; see post.waitData. 0 picks
-	// 50 µs; < 0 never spins.
+	// polls at most before parking on the doorbell; a receive's budget
+	// adapts below it (post.waitData). 0 picks 50 µs; < 0 never spins.
 	Spin   time.Duration
 	Logger *slog.Logger // peer failures (default slog.Default())
 }

@@ -262,3 +262,39 @@ func TestLongSendGivesUpAfterItsContextEnds(t *testing.T) {
 		t.Fatalf("recv of the half-sent message: %v, want rank 0's failure", err)
 	}
 }
+
+// A receive's polling budget: full after a poll that found its message,
+// an eighth of the ceiling less after each that did not, never below
+// minSpin.
+func TestPollingBudgetAdapts(t *testing.T) {
+	ts := world(t, 2, 256<<10)
+	pe := ts[0].peers[1]
+	ceil := ts[0].cfg.Spin
+	if got := time.Duration(pe.spinFor.Load()); got != ceil {
+		t.Fatalf("initial budget %v, want Config.Spin %v", got, ceil)
+	}
+	for i := 1; i <= 10; i++ {
+		pe.spun(false)
+		want := max(ceil-time.Duration(i)*(ceil/8), minSpin)
+		if got := time.Duration(pe.spinFor.Load()); got != want {
+			t.Fatalf("after %d fruitless polls: budget %v, want %v", i, got, want)
+		}
+	}
+	pe.spun(true)
+	if got := time.Duration(pe.spinFor.Load()); got != ceil {
+		t.Fatalf("after a poll that found its message: budget %v, want %v", got, ceil)
+	}
+	// A message that arrives while the receive waits still arrives
+	// (polling or parked), whatever the budget.
+	pe.spinFor.Store(int64(minSpin))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_ = ts[1].Send(ctx, 0, 3, []byte("late"))
+	}()
+	got := make([]byte, 4)
+	if err := ts[0].Recv(ctx, 1, 3, got); err != nil || string(got) != "late" {
+		t.Fatalf("recv: %q, %v", got, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -84,7 +85,9 @@ func dumpIfSlow(t *testing.T, ts []transport.Transport, d time.Duration) (stop f
 				b.WriteString("\n")
 			}
 		}
-		t.Logf("still running after %v; transports:\n%s", d, b.String())
+		var g strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&g, 2)
+		t.Logf("still running after %v; transports:\n%s\ngoroutines:\n%s", d, b.String(), g.String())
 	})
 	return func() { tm.Stop() }
 }

@@ -53,7 +53,19 @@ type peer struct {
 	leftSeen atomic.Bool
 
 	spinFor atomic.Int64 // how long a receive polls before parking (see waitData)
+
+	// Doorbell accounting for State (hang diagnosis): bytes this side
+	// wrote, bytes its bell goroutine read, and where that goroutine is.
+	rung, heard atomic.Uint64
+	bellAt      atomic.Int32 // bellReading, bellSignalling, bellPumping
 }
+
+// Where a bell goroutine is (peer.bellAt).
+const (
+	bellReading = iota
+	bellSignalling
+	bellPumping
+)
 
 // inflight is the message the pump is moving out of the ring.
 type inflight struct {
@@ -159,7 +171,10 @@ var bellBytes = [4]byte{0, bellData, bellSpace, bellDrain}
 
 // ring rings the peer's doorbell (best effort: a failed write means the
 // peer is gone, which the bell reader reports).
-func (pe *peer) ring(b byte) { _, _ = pe.conn.Write(bellBytes[b : b+1]) }
+func (pe *peer) ring(b byte) {
+	pe.rung.Add(1)
+	_, _ = pe.conn.Write(bellBytes[b : b+1])
+}
 
 // markDead fails the peer: every pending and future call on it returns a
 // *transport.PeerError naming it, and the failure is announced.
@@ -248,9 +263,20 @@ func untilGrace(ctx context.Context) (context.Context, func()) {
 // receiver is told (it starts reducing while the rest is written).
 const publishBytes = 256 << 10
 
+// publish makes the ring's bytes up to h visible and rings the doorbell
+// if a receive is parked. It pairs with waitData (count itself parked,
+// then read the head): each side writes its word, then reads the
+// other's, so at least one sees the other's write. That needs the write
+// to be ordered before the following read, which a plain atomic store
+// does not promise everywhere: the race detector's atomic stores are
+// release stores, which x86 may let a later load overtake, and then a
+// receive parked while its message sat in the ring until its deadline
+// (TestAllOpsShm under -race, once in a few dozen runs). An exchange is
+// a full barrier under every implementation (and what Store compiles to
+// on amd64 anyway). consume's tail pairs with waitSpace the same way.
 func (pe *peer) publish(h uint64) {
 	r := pe.out
-	r.head.Store(h)
+	r.head.Swap(h)
 	if r.rxWait.Load() > 0 {
 		pe.ring(bellData)
 	}
@@ -536,7 +562,7 @@ func (pe *peer) takePost(tag transport.Tag) *post {
 func (pe *peer) consume(tl uint64) {
 	r := pe.in
 	pe.rxTail = tl
-	r.tail.Store(tl)
+	r.tail.Swap(tl) // a full barrier before reading txWait (see publish)
 	if r.txWait.Load() > 0 {
 		pe.ring(bellSpace)
 	}
@@ -819,13 +845,17 @@ func (t *Transport) bell(pe *peer) {
 	defer t.bg.Done()
 	var buf [64]byte
 	for {
+		pe.bellAt.Store(bellReading)
 		n, err := pe.conn.Read(buf[:])
 		if n > 0 {
+			pe.heard.Add(uint64(n))
+			pe.bellAt.Store(bellSignalling)
 			pe.signal()
 			for _, b := range buf[:n] {
 				if b == bellDrain {
 					select {
 					case pe.pumpLock <- struct{}{}:
+						pe.bellAt.Store(bellPumping)
 						pe.pump()
 						<-pe.pumpLock
 					default: // someone is pumping already

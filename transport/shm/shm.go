@@ -457,6 +457,7 @@ func (t *Transport) State() string {
 		fmt.Fprintf(&b, "\n  peer %d: out head %d tail %d rxWait %d txWait %d; in head %d tail %d rxWait %d txWait %d; state %d/%d",
 			pe.rank, pe.out.head.Load(), pe.out.tail.Load(), pe.out.rxWait.Load(), pe.out.txWait.Load(),
 			pe.in.head.Load(), pe.in.tail.Load(), pe.in.rxWait.Load(), pe.in.txWait.Load(), pe.myState.Load(), pe.peerState.Load())
+		fmt.Fprintf(&b, "; bells rung %d heard %d, bell goroutine %s", pe.rung.Load(), pe.heard.Load(), [...]string{"reading", "signalling", "pumping"}[pe.bellAt.Load()])
 		select {
 		case pe.pumpLock <- struct{}{}:
 			c := pe.cur

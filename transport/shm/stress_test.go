@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,7 +248,9 @@ func TestLongSendGivesUpAfterItsContextEnds(t *testing.T) {
 	ts := world(t, 2, 256<<10)
 	pl := ts[1].peers[0].pumpLock
 	pl <- struct{}{}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// Long enough that the message's header is surely out before it ends
+	// (it is written at once: the ring is empty).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := ts[0].Send(ctx, 1, 7, make([]byte, 1<<20))
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -296,5 +299,57 @@ func TestPollingBudgetAdapts(t *testing.T) {
 	got := make([]byte, 4)
 	if err := ts[0].Recv(ctx, 1, 3, got); err != nil || string(got) != "late" {
 		t.Fatalf("recv: %q, %v", got, err)
+	}
+}
+
+// Every receive parks at once (no polling), and each round the sender
+// publishes at the moment its receiver parks (both leave a spin barrier
+// together), so every message must wake its receiver through the
+// handshake between the writer (publish the head, then read the parked
+// count) and the waiter (count itself parked, then read the head). A lost
+// wake-up leaves a receive waiting with its message in the ring until its
+// deadline. (The race detector's atomic stores are release stores, which
+// x86 may order after a later load: with a plain store of the head the
+// handshake lost wake-ups under -race.)
+func TestParkedReceiverIsAlwaysWoken(t *testing.T) {
+	ts := worldSpin(t, 2, 256<<10, -1)
+	const rounds = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var arrived [2]atomic.Int64 // rounds each side has reached
+	errc := make(chan error, 2)
+	for r := range 2 {
+		go func() {
+			buf := make([]byte, 8)
+			for i := range rounds {
+				arrived[r].Store(int64(i + 1))
+				for arrived[1-r].Load() < int64(i+1) {
+					if ctx.Err() != nil {
+						errc <- ctx.Err()
+						return
+					}
+				}
+				if r == 0 {
+					if err := ts[0].Send(ctx, 1, 1, buf); err != nil {
+						errc <- fmt.Errorf("send %d: %w", i, err)
+						return
+					}
+					continue
+				}
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+				err := ts[1].Recv(rctx, 0, 1, buf)
+				rcancel()
+				if err != nil {
+					errc <- fmt.Errorf("recv %d (a lost wake-up if the message was sent): %w\n%s", i, err, ts[1].State())
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

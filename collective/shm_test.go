@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -63,11 +64,32 @@ func TestAllOpsShm(t *testing.T) {
 				for _, count := range []int{0, 1, 2, 7, 13, 101, 1031} {
 					opts := variants[name]
 					opts.Name = fmt.Sprint(name, count) // a fresh communicator each time
+					stop := dumpIfSlow(t, ts, 10*time.Second)
 					checkAllOps(t, ts, count, opts)
+					stop()
 				}
 			}
 		})
 	}
+}
+
+// dumpIfSlow logs every transport's State (those that have one) if the
+// returned stop is not called within d: what a hung collective left in
+// the transports, for diagnosis.
+func dumpIfSlow(t *testing.T, ts []transport.Transport, d time.Duration) (stop func()) {
+	tm := time.AfterFunc(d, func() {
+		var b strings.Builder
+		for _, tr := range ts {
+			if s, ok := tr.(interface{ State() string }); ok {
+				b.WriteString(s.State())
+				b.WriteString("\n")
+			}
+		}
+		var g strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&g, 2)
+		t.Logf("still running after %v; transports:\n%s\ngoroutines:\n%s", d, b.String(), g.String())
+	})
+	return func() { tm.Stop() }
 }
 
 // Long all-reduces (segments reduced straight out of the peer's ring in

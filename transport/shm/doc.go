@@ -36,10 +36,15 @@
 // goroutine to park what is in the ring, so a send never depends on the receiver
 // having posted (as with TCP's always-reading sockets).
 //
-// Waiting. A receive polls the ring's head for Config.Spin (every
-// receive, marked transport.Soon or not: measured, a parked
-// wait costs more than the poll), yielding the core every 64 polls; then
-// it parks on a Go channel. The pair's
+// Waiting. A receive polls the ring's head (every receive, marked
+// transport.Soon or not: measured, a parked wait costs more than the
+// poll), yielding the core every 64 polls; then it parks on a Go channel.
+// How long it polls adapts per peer, up to Config.Spin: a poll that finds
+// its message restores the full budget, one that times out cuts it by an
+// eighth, down to 1 us, because fruitless polls under CPU contention take
+// the core from the peer and, in a process whose goroutines keep polling,
+// starve the Go runtime's network poller that delivers the doorbells
+// (post.waitData). The pair's
 // socket is the doorbell: a writer that publishes bytes while the reader
 // counts parked waiters (a word in the ring's control block) writes one
 // byte, and the receiving rank's bell goroutine, parked in the runtime's
@@ -59,6 +64,6 @@
 // receives get what was sent before it and then fail with
 // transport.ErrPeerLeft. Abort marks the side crashed, which peers treat
 // as a failure. A send that has published part of a message finishes it
-// even if its context ends (within 1 s), so the stream never holds half
-// a message.
+// however long its receiver takes while its context lives, and for up to
+// 1 s after the context ends, so the stream never holds half a message.
 package shm

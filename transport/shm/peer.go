@@ -51,7 +51,21 @@ type peer struct {
 	deadOnce sync.Once
 	deadErr  atomic.Pointer[transport.PeerError]
 	leftSeen atomic.Bool
+
+	spinFor atomic.Int64 // how long a receive polls before parking (see waitData)
+
+	// Doorbell accounting for State (hang diagnosis): bytes this side
+	// wrote, bytes its bell goroutine read, and where that goroutine is.
+	rung, heard atomic.Uint64
+	bellAt      atomic.Int32 // bellReading, bellSignalling, bellPumping
 }
+
+// Where a bell goroutine is (peer.bellAt).
+const (
+	bellReading = iota
+	bellSignalling
+	bellPumping
+)
 
 // inflight is the message the pump is moving out of the ring.
 type inflight struct {
@@ -111,7 +125,7 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *pee
 		outRing, inRing = 0, 1
 	}
 	ringCap := t.cfg.RingBytes
-	return &peer{
+	pe := &peer{
 		t: t, rank: p, mem: mem,
 		pid:         int(u32(mem, offPids+4*other).Load()),
 		out:         newRing(mem, outRing, ringCap),
@@ -127,6 +141,8 @@ func (t *Transport) newPeer(p int, mem []byte, lo bool, conn *net.UnixConn) *pee
 		conn:        conn,
 		sig:         make(chan struct{}),
 	}
+	pe.spinFor.Store(int64(max(t.cfg.Spin, 0)))
+	return pe
 }
 
 // signal wakes every goroutine of this rank parked on the peer.
@@ -155,7 +171,10 @@ var bellBytes = [4]byte{0, bellData, bellSpace, bellDrain}
 
 // ring rings the peer's doorbell (best effort: a failed write means the
 // peer is gone, which the bell reader reports).
-func (pe *peer) ring(b byte) { _, _ = pe.conn.Write(bellBytes[b : b+1]) }
+func (pe *peer) ring(b byte) {
+	pe.rung.Add(1)
+	_, _ = pe.conn.Write(bellBytes[b : b+1])
+}
 
 // markDead fails the peer: every pending and future call on it returns a
 // *transport.PeerError naming it, and the failure is announced.
@@ -225,13 +244,39 @@ func (pe *peer) sendable() error {
 // message it has begun (the receiver must never see half a message).
 const finishGrace = time.Second
 
+// untilGrace returns a context that ends finishGrace after ctx does
+// (with ctx's cause), for finishing a message already begun: while ctx
+// lives, a long message may take as long as its receiver needs. Call
+// the returned stop when the message is out.
+func untilGrace(ctx context.Context) (context.Context, func()) {
+	wctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	unwatch := context.AfterFunc(ctx, func() {
+		time.AfterFunc(finishGrace, func() { cancel(context.Cause(ctx)) })
+	})
+	return wctx, func() {
+		unwatch()
+		cancel(nil)
+	}
+}
+
 // publishBytes is how much of a long message is written before the
 // receiver is told (it starts reducing while the rest is written).
 const publishBytes = 256 << 10
 
+// publish makes the ring's bytes up to h visible and rings the doorbell
+// if a receive is parked. It pairs with waitData (count itself parked,
+// then read the head): each side writes its word, then reads the
+// other's, so at least one sees the other's write. That needs the write
+// to be ordered before the following read, which a plain atomic store
+// does not promise everywhere: the race detector's atomic stores are
+// release stores, which x86 may let a later load overtake, and then a
+// receive parked while its message sat in the ring until its deadline
+// (TestAllOpsShm under -race, once in a few dozen runs). An exchange is
+// a full barrier under every implementation (and what Store compiles to
+// on amd64 anyway). consume's tail pairs with waitSpace the same way.
 func (pe *peer) publish(h uint64) {
 	r := pe.out
-	r.head.Store(h)
+	r.head.Swap(h)
 	if r.rxWait.Load() > 0 {
 		pe.ring(bellData)
 	}
@@ -277,8 +322,9 @@ func (pe *peer) write(ctx context.Context, tag transport.Tag, bufs [][]byte) err
 		binary.LittleEndian.PutUint64(r.data[idx:], uint64(tag))
 		binary.LittleEndian.PutUint64(r.data[idx+8:], n)
 		// The header is out once published: finish the message even if
-		// ctx ends (within finishGrace), so the stream stays whole.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishGrace)
+		// ctx ends (within finishGrace of its end), so the stream stays
+		// whole.
+		wctx, cancel := untilGrace(ctx)
 		pos, off := q, uint64(0)
 		pe.publish(pos)
 		for off < n {
@@ -344,8 +390,8 @@ func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
 		if err := pe.sendable(); err != nil {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return &transport.PeerError{Peer: pe.rank, Op: "send", Err: err}
+		if ctx.Err() != nil {
+			return &transport.PeerError{Peer: pe.rank, Op: "send", Err: context.Cause(ctx)}
 		}
 		sig := pe.signalled()
 		r.txWait.Add(1)
@@ -516,7 +562,7 @@ func (pe *peer) takePost(tag transport.Tag) *post {
 func (pe *peer) consume(tl uint64) {
 	r := pe.in
 	pe.rxTail = tl
-	r.tail.Store(tl)
+	r.tail.Swap(tl) // a full barrier before reading txWait (see publish)
 	if r.txWait.Load() > 0 {
 		pe.ring(bellSpace)
 	}
@@ -685,28 +731,46 @@ func (p *post) wait() error {
 }
 
 // waitData waits until the in-ring's head moves past seen (or something
-// else happens to the peer or the receive): polling for Config.Spin
-// first, then parked until the doorbell rings. Every receive polls, not
-// only those marked transport.Soon: a parked wait costs a
-// doorbell write, a poller wake-up and two goroutine switches, and
-// measured on 2 cores (GOMAXPROCS 1 per rank) polling made 256 KiB-16 MiB
-// all-reduces 1.3-5x faster at 2 ranks and up to 3x at 4 ranks, with less
-// CPU per call; a receive whose peer is busy elsewhere wastes at most
-// Config.Spin, yielding the core every 64 polls.
+// else happens to the peer or the receive): polling first, then parked
+// until the doorbell rings. Every receive polls, not only those marked
+// transport.Soon: a parked wait costs a doorbell write, a poller wake-up
+// and two goroutine switches, and measured on 2 cores (GOMAXPROCS 1 per
+// rank) polling made 256 KiB-16 MiB all-reduces 1.3-5x faster at 2 ranks
+// and up to 3x at 4 ranks, with less CPU per call.
+//
+// How long it polls adapts per peer (spinFor): a poll that sees the
+// message restores the full budget, Config.Spin; one that times out cuts
+// it by an eighth of that, down to minSpin (halving it instead cost 2-4x
+// at 256 KiB over 4 ranks on 2 cores, where peers are often descheduled
+// but a yielding poll still wins). Polling pays only while the
+// peer's messages come within the budget; when they do not (the peer
+// busy elsewhere, or the cores shared with other processes) every
+// fruitless poll is a core taken from the peer, and a process whose
+// goroutines keep polling in turn starves the runtime's network poller,
+// which delivers the doorbells: measured with 3 busy processes on 2
+// cores, the collective suite at 7 and 8 ranks in one process took 20-46 s
+// with fixed 50 us polls, 8-15 s adapting, 3.3-4.9 s without polling
+// (wake-ups through the poller took 8 ms instead of 9 us while other
+// goroutines of the process kept polling: with yields the run queue is
+// never empty, and the poller is then only checked every 10 ms).
 func (p *post) waitData(seen uint64) {
 	pe := p.pe
 	r := pe.in
-	if spin := pe.t.cfg.Spin; spin > 0 {
+	if spin := time.Duration(pe.spinFor.Load()); spin > 0 {
 		deadline := time.Now().Add(spin)
 		for i := 0; ; i++ {
 			if r.head.Load() != seen || p.fin.Load() {
+				pe.spun(true)
 				return
 			}
 			if i&63 == 63 {
 				if time.Now().After(deadline) {
+					pe.spun(false)
 					break
 				}
-				yield()
+				if spin >= yieldSpin {
+					yield()
+				}
 			}
 		}
 	}
@@ -722,6 +786,28 @@ func (p *post) waitData(seen uint64) {
 		}
 	}
 	r.rxWait.Add(^uint32(0))
+}
+
+// Adaptive polling bounds (see waitData): a receive polls at least
+// minSpin, and yields the core between polls only when it may poll for
+// yieldSpin or longer (a yield can cost a whole time slice of another
+// process).
+const (
+	minSpin   = time.Microsecond
+	yieldSpin = 10 * time.Microsecond
+)
+
+// spun adapts the peer's polling budget to whether a poll found its
+// message.
+func (pe *peer) spun(found bool) {
+	cur, ceil := time.Duration(pe.spinFor.Load()), pe.t.cfg.Spin
+	next := ceil
+	if !found {
+		next = max(cur-ceil/8, minSpin)
+	}
+	if next != cur {
+		pe.spinFor.Store(int64(next))
+	}
 }
 
 // abandon withdraws a receive that gives up with err: it leaves its
@@ -759,13 +845,17 @@ func (t *Transport) bell(pe *peer) {
 	defer t.bg.Done()
 	var buf [64]byte
 	for {
+		pe.bellAt.Store(bellReading)
 		n, err := pe.conn.Read(buf[:])
 		if n > 0 {
+			pe.heard.Add(uint64(n))
+			pe.bellAt.Store(bellSignalling)
 			pe.signal()
 			for _, b := range buf[:n] {
 				if b == bellDrain {
 					select {
 					case pe.pumpLock <- struct{}{}:
+						pe.bellAt.Store(bellPumping)
 						pe.pump()
 						<-pe.pumpLock
 					default: // someone is pumping already

@@ -36,8 +36,8 @@ type Config struct {
 	// receiver is busy elsewhere.
 	RingBytes int
 	// Spin is how long a receive (or a send waiting for ring space)
-	// polls before parking on the doorbell; see post.waitData. 0 picks
-	// 50 µs; < 0 never spins.
+	// polls at most before parking on the doorbell; a receive's budget
+	// adapts below it (post.waitData). 0 picks 50 µs; < 0 never spins.
 	Spin   time.Duration
 	Logger *slog.Logger // peer failures (default slog.Default())
 }
@@ -439,5 +439,44 @@ func leftError(op string, p int) error {
 func (t *Transport) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "shm rank %d of %d, peers %v", t.cfg.Rank, t.cfg.Size, t.cfg.Peers)
+	return b.String()
+}
+
+// State describes every connection for hang diagnosis: per peer, both
+// rings' positions and parked waiters, the message the pump is moving,
+// and the tags with receives waiting or messages parked. It reads the
+// shared words without stopping anything, so a busy transport's numbers
+// are a moment's snapshot, not a consistent cut.
+func (t *Transport) State() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "shm rank %d:", t.cfg.Rank)
+	for _, pe := range t.peers {
+		if pe == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "\n  peer %d: out head %d tail %d rxWait %d txWait %d; in head %d tail %d rxWait %d txWait %d; state %d/%d",
+			pe.rank, pe.out.head.Load(), pe.out.tail.Load(), pe.out.rxWait.Load(), pe.out.txWait.Load(),
+			pe.in.head.Load(), pe.in.tail.Load(), pe.in.rxWait.Load(), pe.in.txWait.Load(), pe.myState.Load(), pe.peerState.Load())
+		fmt.Fprintf(&b, "; bells rung %d heard %d, bell goroutine %s", pe.rung.Load(), pe.heard.Load(), [...]string{"reading", "signalling", "pumping"}[pe.bellAt.Load()])
+		select {
+		case pe.pumpLock <- struct{}{}:
+			c := pe.cur
+			fmt.Fprintf(&b, "; rxTail %d", pe.rxTail)
+			if c.active {
+				fmt.Fprintf(&b, "; moving tag %#x len %d delivered %d (post %v park %v discard %v)", uint64(c.tag), c.n, c.d, c.post != nil, c.park != nil, c.discard)
+			}
+			<-pe.pumpLock
+		default:
+			b.WriteString("; pump busy")
+		}
+		pe.mu.Lock()
+		for tag, q := range pe.queues {
+			fmt.Fprintf(&b, "\n    tag %#x: %d receives waiting, %d messages parked", uint64(tag), len(q.posts), len(q.parks))
+			for _, pk := range q.parks {
+				fmt.Fprintf(&b, " [%d bytes]", len(pk.buf))
+			}
+		}
+		pe.mu.Unlock()
+	}
 	return b.String()
 }

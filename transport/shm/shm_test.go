@@ -22,6 +22,12 @@ import (
 
 func world(t testing.TB, n int, ringBytes int) []*Transport {
 	t.Helper()
+	return worldSpin(t, n, ringBytes, 0)
+}
+
+// worldSpin is world with Config.Spin set to spin.
+func worldSpin(t testing.TB, n int, ringBytes int, spin time.Duration) []*Transport {
+	t.Helper()
 	store := rendezvous.NewMem()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -32,7 +38,7 @@ func world(t testing.TB, n int, ringBytes int) []*Transport {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[r], errs[r] = Dial(ctx, Config{Rank: r, Size: n, Store: store, JobID: t.Name(), RingBytes: ringBytes,
+			out[r], errs[r] = Dial(ctx, Config{Rank: r, Size: n, Store: store, JobID: t.Name(), RingBytes: ringBytes, Spin: spin,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		}()
 	}

@@ -39,6 +39,7 @@ type PPOConfig struct {
 	Zero         int  `json:",omitempty"`
 	ShardGroup   int  `json:",omitempty"`
 	KeepGathered bool `json:",omitempty"`
+	ZeroMinUnit  int  `json:",omitempty"`
 }
 
 // PPO is RLHF: a policy sampled on prompts, a frozen reference policy (KL
@@ -135,9 +136,9 @@ func NewPPOParallel(policy, ref *model.GPT, reward, value *RewardModel, eos int3
 	// clipping; the passes run GPipe's program, whose forward half is
 	// each Forward pass.
 	opts := trainer.Options{Batch: rows * c.Mesh.DP, Seq: T, Micro: max(cfg.Micro, 1), Schedule: pipeline.GPipe,
-		LR: cfg.LR, GradClip: cfg.GradClip, AdamW: adam, Zero: cfg.Zero, ShardGroup: cfg.ShardGroup, KeepGathered: cfg.KeepGathered}
+		LR: cfg.LR, GradClip: cfg.GradClip, AdamW: adam, Zero: cfg.Zero, ShardGroup: cfg.ShardGroup, KeepGathered: cfg.KeepGathered, ZeroMinUnit: cfg.ZeroMinUnit}
 	frozen := opts
-	frozen.Frozen, frozen.Zero, frozen.ShardGroup, frozen.KeepGathered = true, 0, 0, false
+	frozen.Frozen, frozen.Zero, frozen.ShardGroup, frozen.KeepGathered, frozen.ZeroMinUnit = true, 0, 0, false, 0
 	p := &PPO{Cfg: cfg, Policy: policy, Ref: ref, Reward: reward, Value: value, EOS: eos, T: T, Comms: c}
 	var err error
 	for _, b := range []struct {

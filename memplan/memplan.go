@@ -26,15 +26,17 @@ type Config struct {
 	// after its forward and gathers them again for its backward; false
 	// keeps every unit gathered from its forward to its backward.
 	ReshardAfterForward bool
-	Recompute           string // none (or ""), selective, full
-	Batch               int    // global sequences per optimizer step
-	Micro               int    // micro-batches per step and data-parallel rank (0: 1)
-	Seq                 int    // tokens per sequence
-	Precision           string // fp32 (or ""), bf16, fp16
-	Schedule            string // pipeline schedule (default 1f1b)
-	StageLayers         []int  // layers per pipeline stage (nil: balanced)
-	BucketBytes         int    // data-parallel gradient bucket (0: 25 MB)
-	GradCompress        string // none (or ""), bf16, fp8, fp8-e4m3, fp8-e5m2
+	// ZeroMinUnit is the trainer's Options.ZeroMinUnit (0: the default).
+	ZeroMinUnit  int
+	Recompute    string // none (or ""), selective, full
+	Batch        int    // global sequences per optimizer step
+	Micro        int    // micro-batches per step and data-parallel rank (0: 1)
+	Seq          int    // tokens per sequence
+	Precision    string // fp32 (or ""), bf16, fp16
+	Schedule     string // pipeline schedule (default 1f1b)
+	StageLayers  []int  // layers per pipeline stage (nil: balanced)
+	BucketBytes  int    // data-parallel gradient bucket (0: 25 MB)
+	GradCompress string // none (or ""), bf16, fp8, fp8-e4m3, fp8-e5m2
 	// Threads is the compute goroutines per process (FlashAttention keeps
 	// scratch per worker); 0: 1.
 	Threads int
@@ -266,7 +268,7 @@ func (c *Config) stage(s int, l model.Layout, shapes []model.ParamShape, slots i
 	st.Elements = P
 	// ZeRO-2/3 units and how a pass walks them: the sharder's own
 	// bookkeeping (zero.Peaks) gives the peaks it will measure
-	units := model.ShapeUnits(shapes)
+	units := model.ShapeUnits(shapes, c.ZeroMinUnit)
 	G := int64(c.ShardGroup)
 	var shard int64 // Σ ceil(unit/G)
 	size := make([]int, len(units))

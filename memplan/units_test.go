@@ -37,13 +37,31 @@ func TestUnits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := model.ShapeUnits(shapes)
+		got := model.ShapeUnits(shapes, 1)
 		if len(got) != len(want) {
 			t.Fatalf("stage %d: units %v, want %v", s, got, want)
 		}
 		for i := range got {
 			if got[i].Name != want[i].name || got[i].Size() != want[i].n {
 				t.Errorf("stage %d: unit %d is %s of %d, want %s of %d", s, i, got[i].Name, got[i].Size(), want[i].name, want[i].n)
+			}
+		}
+		// by default parts below model.DefaultUnitMin merge: tiny's
+		// blocks (under 200K parameters) are one unit each
+		merged := model.ShapeUnits(shapes, 0)
+		if h := merged[len(merged)-3]; s == 0 && (h.Name != "h.0" || h.Size() != 12*C*C+13*C) {
+			t.Errorf("stage 0 merged: %v, want h.0 whole", merged)
+		}
+		// with the MLP's two parts as the threshold: they merge, and the
+		// attention's two parts are the block's rest
+		if s == 0 {
+			byMin := model.ShapeUnits(shapes, 4*C*C+C+4*C*C+6*C)
+			var names []string
+			for _, u := range byMin {
+				names = append(names, u.Name)
+			}
+			if want := "h.0.mlp h.0.attn wpe wte[0]"; strings.Join(names, " ") != want {
+				t.Errorf("stage 0 with min unit %d: %v, want %s", 8*C*C+7*C, names, want)
 			}
 		}
 	}
@@ -83,7 +101,7 @@ func TestZeroStages(t *testing.T) {
 	P := st[0].Elements
 	l := model.Full(cfg)
 	shapes, _ := model.ParamShapes(cfg, l)
-	units := model.ShapeUnits(shapes)
+	units := model.ShapeUnits(shapes, 0)
 	var shard int64
 	size := make([]int, len(units))
 	for i, u := range units {

@@ -58,6 +58,7 @@ type GPT struct {
 	units                                           unitIndex // the units Residency is asked for
 	rows                                            vocabRows // a backward's token-embedding gradient rows under a residency (vocabunits.go)
 	held                                            bool      // a block's parts are needed together (holdParts)
+	unitMin                                         int       // fewest parameters of a block's residency unit (SetUnitMin; 0: DefaultUnitMin)
 	unitLo, unitHi                                  []int     // each unit's trainable range (clearing stale gradients)
 	pagedCopies                                     bool      // the bf16/fp16 copy lives in discardable pages (PageLowPrecision)
 }

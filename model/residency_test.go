@@ -80,6 +80,7 @@ func TestVocabChunksAreBitIdentical(t *testing.T) {
 		m.Init(7)
 		var r *denseRows
 		if chunked {
+			m.SetUnitMin(1) // blocks in quarters too
 			r = &denseRows{m: m}
 			if err := m.SetResidency(r); err != nil {
 				t.Fatal(err)

@@ -78,6 +78,10 @@ type Options struct {
 	// KeepGathered, with ZeRO-3, keeps each unit's gathered parameters
 	// from its forward until its backward (--reshard-after-forward=false).
 	KeepGathered bool
+	// ZeroMinUnit, with ZeRO-2/3, is the fewest parameters a block's unit
+	// holds (--zero-min-unit; 0: model.DefaultUnitMin): a block's quarters
+	// below it merge (FSDP's size-based wrapping).
+	ZeroMinUnit int
 }
 
 // normalize makes Zero 1 and DP.ZeRO1 the same thing (the bucketer runs
@@ -113,6 +117,10 @@ func (o Options) validateZero(m mesh.Mesh) error {
 		return fmt.Errorf("--shard-group %d does not divide the %d data-parallel ranks", o.ShardGroup, m.DP)
 	case o.KeepGathered && z != 3:
 		return fmt.Errorf("--reshard-after-forward=false needs --zero 3 (stage %d does not shard parameters)", z)
+	case o.ZeroMinUnit < 0:
+		return fmt.Errorf("--zero-min-unit %d must not be negative", o.ZeroMinUnit)
+	case o.ZeroMinUnit > 0 && z < 2:
+		return fmt.Errorf("--zero-min-unit %d needs --zero 2 or 3 (stage %d has no units)", o.ZeroMinUnit, z)
 	}
 	if z < 2 {
 		return nil

@@ -24,6 +24,7 @@ func (t *Trainer) startZero(fresh, paged bool) error {
 		}
 		t.subComms = append(t.subComms, shard, replica)
 	}
+	t.Model.SetUnitMin(o.ZeroMinUnit)
 	z, err := zero.New(t.Model, shard, replica, zero.Options{Stage: o.zeroStage(), KeepGathered: o.KeepGathered, Seed: o.Seed, Init: fresh, Paged: paged,
 		Precision: model.Precision(o.Precision), FullRecompute: o.Recompute == model.RecomputeFull})
 	if err != nil {

@@ -46,6 +46,12 @@ func TestZeROStagesMatchSingleProcess(t *testing.T) {
 				name := fmt.Sprintf("zero%d %s recompute %s", stage, l.name, rc)
 				o := opts
 				o.Zero, o.Recompute = stage, rc
+				if stage == 3 {
+					// blocks in quarters (these blocks are below the
+					// default unit size: ZeRO-2 moves them whole)
+					o.ZeroMinUnit = 1
+					name += " quarters"
+				}
 				if l.mod != nil {
 					l.mod(&o)
 				}
@@ -76,8 +82,10 @@ func TestZeROStagesBitIdenticalOnTwoRanks(t *testing.T) {
 		{"zero1", func(o *Options) { o.DP = dpdata.Options{ZeRO1: true} }},
 		{"zero2", func(o *Options) { o.Zero = 2 }},
 		{"zero3", func(o *Options) { o.Zero = 3 }},
+		{"zero3 quarters", func(o *Options) { o.Zero, o.ZeroMinUnit = 3, 1 }},
 		{"zero3 keep gathered", func(o *Options) { o.Zero, o.KeepGathered = 3, true }},
 		{"zero3 bf16", func(o *Options) { o.Zero, o.Precision = 3, "bf16" }},
+		{"zero3 bf16 quarters", func(o *Options) { o.Zero, o.Precision, o.ZeroMinUnit = 3, "bf16", 1 }},
 	} {
 		o := opts
 		c.mod(&o)
@@ -124,6 +132,7 @@ func TestZeROOptionsRefused(t *testing.T) {
 		{"zero1 and zero 3", func(o *Options) { o.Zero, o.DP.ZeRO1 = 3, true }, "choose one --zero"},
 		{"bf16 gradients", func(o *Options) { o.Zero, o.DP.BF16 = 2, true }, "gradient compression"},
 		{"zero bubble", func(o *Options) { o.Zero, o.Schedule = 3, "zb-h1" }, "defers weight gradients"},
+		{"min unit without zero 2/3", func(o *Options) { o.ZeroMinUnit = 10 }, "--zero-min-unit 10 needs --zero 2 or 3"},
 	} {
 		o := base
 		c.mod(&o)
@@ -158,6 +167,7 @@ func TestZeROWithLoRA(t *testing.T) {
 		for _, stage := range []int{2, 3} {
 			o := opts
 			o.Zero = stage
+			o.ZeroMinUnit = stage - 2 // ZeRO-3 in quarters: adapters follow their parts
 			got, gotP := runMesh(t, o, m)
 			name := fmt.Sprintf("lora zero%d %v", stage, m)
 			if m.DP == 2 {

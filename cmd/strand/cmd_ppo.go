@@ -200,7 +200,7 @@ func (f *ppoFlags) newPPO(cfg model.Config, m mesh.Mesh, coord mesh.Coord, comms
 	return finetune.NewPPOParallel(policy, ref, models[0], models[1], eos, f.seq, finetune.PPOConfig{
 		MaxNew: f.maxNew, Epochs: f.epochs, Clip: f.ratioClip, ValueClip: f.vclip, KLCoef: f.kl, Gamma: f.gamma, Lambda: f.lambda,
 		Temperature: f.temp, LR: f.lr, GradClip: f.clip, Seed: f.seed, Micro: f.micro,
-		Zero: f.shard.stage(), ShardGroup: f.shard.shardGroup, KeepGathered: !f.shard.reshardAfterForward}, comms)
+		Zero: f.shard.stage(), ShardGroup: f.shard.shardGroup, KeepGathered: !f.shard.reshardAfterForward, ZeroMinUnit: f.shard.minUnit}, comms)
 }
 
 // policyLoRA makes adapters on the policy its trainable parameters (and

@@ -98,7 +98,7 @@ func planConfig(opts trainer.Options, m mesh.Mesh, threads int, data int64) memp
 		grad = opts.DP.FP8
 	}
 	return memplan.Config{
-		Model: opts.Model, Mesh: m, Zero: zero, ShardGroup: opts.ShardGroup, ReshardAfterForward: !opts.KeepGathered,
+		Model: opts.Model, Mesh: m, Zero: zero, ShardGroup: opts.ShardGroup, ReshardAfterForward: !opts.KeepGathered, ZeroMinUnit: opts.ZeroMinUnit,
 		Recompute: opts.Recompute, Batch: opts.Batch, Micro: opts.Micro, Seq: opts.Seq,
 		Precision: opts.Precision, Schedule: opts.Schedule, StageLayers: opts.StageLayers,
 		BucketBytes: opts.DP.BucketBytes, GradCompress: grad, Threads: threads, Data: data,

@@ -14,12 +14,14 @@ type shardFlags struct {
 	zero1               bool
 	shardGroup          int
 	reshardAfterForward bool
+	minUnit             int
 }
 
 func (s *shardFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.zero, "zero", 0, "ZeRO stage over the data-parallel ranks: 0 replicated (DDP), 1 optimizer state sharded, 2 and gradients, 3 and parameters (gathered layer by layer, prefetched)")
 	fs.BoolVar(&s.zero1, "zero1", false, "alias of --zero 1")
 	fs.IntVar(&s.shardGroup, "shard-group", 0, "with --zero 2 or 3: shard within groups of N data-parallel ranks (e.g. one node's) and replicate across groups (default: one group of all)")
+	fs.IntVar(&s.minUnit, "zero-min-unit", 0, "with --zero 2 or 3: the fewest parameters a unit holds; a block's quarters (attention and MLP input and output) below it merge (default 1048576: a small model moves whole blocks, gpt2 quarters)")
 	fs.BoolVar(&s.reshardAfterForward, "reshard-after-forward", true, "with --zero 3: hand each layer's gathered parameters back after its forward and gather them again for backward (false: keep them until backward, ZeRO-2's communication for more memory)")
 }
 
@@ -41,5 +43,6 @@ func (s shardFlags) apply(o *trainer.Options) error {
 	o.Zero, o.DP.ZeRO1 = stage, stage == 1
 	o.ShardGroup = s.shardGroup
 	o.KeepGathered = !s.reshardAfterForward
+	o.ZeroMinUnit = s.minUnit
 	return nil
 }

@@ -71,12 +71,20 @@ func TestZeRO3PassGathersUnitByUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref.Backward(1 / float32(2*B*T))
+	for _, unitMin := range []int{0, 1} { // whole blocks, quarters
+		testPassGathersUnitByUnit(t, cfg, ref, tokens, targets, unitMin)
+	}
+}
+
+func testPassGathersUnitByUnit(t *testing.T, cfg model.Config, ref *model.GPT, tokens, targets []int32, unitMin int) {
+	const B, T = 2, 16
 	onRanks(t, 2, func(r int, c *collective.Comm) error {
 		ctx := context.Background()
 		m, err := model.New(cfg, B, T, gemm.New(1))
 		if err != nil {
 			return err
 		}
+		m.SetUnitMin(unitMin)
 		s, err := New(m, c, nil, Options{Stage: 3, Seed: 3, Init: true})
 		if err != nil {
 			return err

@@ -396,25 +396,13 @@ func (s *Sharder) finishRS(ctx context.Context, u int) error {
 		return nil
 	}
 	s.rs[u] = nil
-	un, o := s.units[u], s.own[u]
+	un := s.units[u]
 	if err := h.Wait(ctx); err != nil {
 		return fmt.Errorf("ZeRO gradient reduce-scatter of %s: %w", un.Name, err)
 	}
 	g := s.m.Params.Grad
-	piece := g[o[0]:o[1]]
-	if s.replica.Size() > 1 && len(piece) > 0 {
-		if err := s.replica.AllReduce(ctx, collective.F32(piece), collective.Sum); err != nil {
-			return fmt.Errorf("ZeRO gradient all-reduce of %s over the replica group: %w", un.Name, err)
-		}
-	}
-	dst := s.grad[o[0]:o[1]]
-	if s.fresh[u] {
-		copy(dst, piece)
-		s.fresh[u] = false
-	} else {
-		for i, v := range piece {
-			dst[i] += v
-		}
+	if err := s.addPiece(ctx, u, "gradient"); err != nil {
+		return err
 	}
 	s.m.Params.MarkStaleRange(un.Lo, un.Hi)
 	if !s.gradPaged {
@@ -647,7 +635,7 @@ func (s *Sharder) addRowsDense(ctx context.Context, units []int, ids []int32, ro
 	g := s.m.Params.Grad
 	i, r0 := 0, 0
 	for _, u := range units {
-		un, o := s.units[u], s.own[u]
+		un := s.units[u]
 		r1 := r0 + un.Size()/width
 		if s.gradPaged {
 			pages.Prepare(g, un.Lo, un.Hi)
@@ -661,20 +649,8 @@ func (s *Sharder) addRowsDense(ctx context.Context, units []int, ids []int32, ro
 		if err := s.shard.ReduceScatter(ctx, collective.F32(chunk), collective.Sum); err != nil {
 			return fmt.Errorf("ZeRO embedding gradient reduce-scatter of %s: %w", un.Name, err)
 		}
-		piece := g[o[0]:o[1]]
-		if s.replica.Size() > 1 && len(piece) > 0 {
-			if err := s.replica.AllReduce(ctx, collective.F32(piece), collective.Sum); err != nil {
-				return fmt.Errorf("ZeRO embedding gradient all-reduce of %s over the replica group: %w", un.Name, err)
-			}
-		}
-		dst := s.grad[o[0]:o[1]]
-		if s.fresh[u] {
-			copy(dst, piece)
-			s.fresh[u] = false
-		} else {
-			for j, v := range piece {
-				dst[j] += v
-			}
+		if err := s.addPiece(ctx, u, "embedding gradient"); err != nil {
+			return err
 		}
 		if s.gradPaged {
 			if err := pages.Discard(g, un.Lo, un.Hi); err != nil {
@@ -682,6 +658,30 @@ func (s *Sharder) addRowsDense(ctx context.Context, units []int, ids []int32, ro
 			}
 		}
 		r0 = r1
+	}
+	return nil
+}
+
+// addPiece all-reduces unit u's owned piece of the model's reduce-scattered
+// gradient over the replica group (hybrid sharding) and adds it into the
+// sharded gradient: the step's first piece of u is copied, later ones
+// (micro-batches) added.
+func (s *Sharder) addPiece(ctx context.Context, u int, what string) error {
+	o := s.own[u]
+	piece := s.m.Params.Grad[o[0]:o[1]]
+	if s.replica.Size() > 1 && len(piece) > 0 {
+		if err := s.replica.AllReduce(ctx, collective.F32(piece), collective.Sum); err != nil {
+			return fmt.Errorf("ZeRO %s all-reduce of %s over the replica group: %w", what, s.units[u].Name, err)
+		}
+	}
+	dst := s.grad[o[0]:o[1]]
+	if s.fresh[u] {
+		copy(dst, piece)
+		s.fresh[u] = false
+		return nil
+	}
+	for i, v := range piece {
+		dst[i] += v
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/strand-ml/strand/data"
 	"github.com/strand-ml/strand/mesh"
 	dpdata "github.com/strand-ml/strand/parallel/data"
 )
@@ -168,11 +167,7 @@ func TestMeasuredBubbleOverMakespan(t *testing.T) {
 	var mu sync.Mutex
 	got := map[int]Bubble{}
 	onMesh(t, m, func(r int, c *Comms, _ Barrier) error {
-		loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq})
-		if err != nil {
-			return err
-		}
-		tr, err := New(opts, loader, c)
+		tr, err := testTrainer(opts, m, c)
 		if err != nil {
 			return err
 		}

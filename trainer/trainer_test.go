@@ -42,12 +42,7 @@ func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]f
 	var losses []float64
 	params := map[string][]float32{}
 	onMesh(t, m, func(r int, c *Comms, _ Barrier) error {
-		coord := m.Coord(r)
-		loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: coord.DP, DPSize: m.DP})
-		if err != nil {
-			return err
-		}
-		tr, err := New(opts, loader, c)
+		tr, err := testTrainer(opts, m, c)
 		if err != nil {
 			return err
 		}
@@ -66,7 +61,7 @@ func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]f
 		if err := tr.MaterializeParams(context.Background()); err != nil {
 			return err
 		}
-		if coord.DP == 0 {
+		if c.Coord.DP == 0 {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, p := range tr.Model.Params.List {
@@ -76,7 +71,7 @@ func runMesh(t *testing.T, opts Options, m mesh.Mesh) ([]float64, map[string][]f
 				if params[p.Name] == nil {
 					params[p.Name] = make([]float32, model.Numel(p.Shape))
 				}
-				p.Shard.Insert(params[p.Name], p.Data, p.Shape, coord.TP, m.TP)
+				p.Shard.Insert(params[p.Name], p.Data, p.Shape, c.Coord.TP, m.TP)
 			}
 		}
 		return nil
@@ -231,4 +226,14 @@ func TestSaveAsyncWritesTheSnapshot(t *testing.T) {
 			t.Fatalf("parameter %d: checkpoint %g, state at the save %g", i, other.Model.Params.Data[i], want[i])
 		}
 	}
+}
+
+// testTrainer is a trainer for rank c of mesh m on testTokens (its
+// data-parallel share of each batch).
+func testTrainer(opts Options, m mesh.Mesh, c *Comms) (*Trainer, error) {
+	loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: c.Coord.DP, DPSize: m.DP})
+	if err != nil {
+		return nil, err
+	}
+	return New(opts, loader, c)
 }

@@ -61,11 +61,7 @@ func zeroRun(t *testing.T, opts Options, m mesh.Mesh, from, run string, save int
 	var mu sync.Mutex
 	onMesh(t, m, func(r int, c *Comms, barrier Barrier) error {
 		ctx := context.Background()
-		loader, err := data.NewLoader(testTokens(), data.LoaderConfig{Batch: opts.RowsPerRank(m), Seq: opts.Seq, DPRank: c.Coord.DP, DPSize: m.DP})
-		if err != nil {
-			return err
-		}
-		tr, err := New(opts, loader, c)
+		tr, err := testTrainer(opts, m, c)
 		if err != nil {
 			return err
 		}

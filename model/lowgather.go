@@ -54,11 +54,7 @@ func LowPrecisionRanges(shapes []ParamShape, cfg Config, tpSize int) [][2]int {
 
 // LowPrecisionRanges is LowPrecisionRanges of this model's parameters.
 func (m *GPT) LowPrecisionRanges() [][2]int {
-	shapes := make([]ParamShape, len(m.Params.List))
-	for i, p := range m.Params.List {
-		shapes[i] = ParamShape{Name: p.Name, Local: p.Local, TiedCopy: p.TiedCopy}
-	}
-	return LowPrecisionRanges(shapes, m.Config, m.tp.Size())
+	return LowPrecisionRanges(m.Params.shapes(), m.Config, m.tp.Size())
 }
 
 // PrecisionCopy is the rounded copy of the parameters, laid out like

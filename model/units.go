@@ -81,11 +81,17 @@ func (m *GPT) SetUnitMin(n int) { m.unitMin = n }
 
 // groupUnits cuts ps into units (ShapeUnits).
 func groupUnits(ps *Params, unitMin int) []Unit {
-	shapes := make([]ParamShape, len(ps.List))
+	return ShapeUnits(ps.shapes(), unitMin)
+}
+
+// shapes describes ps's parameters as ParamShapes does (the local shapes;
+// what cutting into units and precision ranges read).
+func (ps *Params) shapes() []ParamShape {
+	out := make([]ParamShape, len(ps.List))
 	for i, p := range ps.List {
-		shapes[i] = ParamShape{Name: p.Name, Local: p.Local, TiedCopy: p.TiedCopy}
+		out[i] = ParamShape{Name: p.Name, Local: p.Local, TiedCopy: p.TiedCopy}
 	}
-	return ShapeUnits(shapes, unitMin)
+	return out
 }
 
 // ShapeUnits cuts parameters (in layout order, as ParamShapes lists them)

@@ -43,12 +43,19 @@ func BenchmarkAllReduceTCP(b *testing.B) {
 }
 
 // BenchmarkAllReduceShmSmall: a 4 KiB all-reduce, 2 ranks in one process
-// over shared memory (the latency path). A profiling aid only.
+// over shared memory (the latency path), through the shared windows and
+// through messages. A profiling aid only.
 func BenchmarkAllReduceShmSmall(b *testing.B) {
+	for _, path := range []string{"window", "messages"} {
+		b.Run(path, func(b *testing.B) { benchShmSmall(b, Options{NoSharedMemory: path == "messages"}) })
+	}
+}
+
+func benchShmSmall(b *testing.B, opts Options) {
 	ts := shmWorld(b, 2)
 	cs := make([]*Comm, 2)
 	for r := range cs {
-		cs[r], _ = New(ts[r], []int{0, 1}, Options{})
+		cs[r], _ = New(ts[r], []int{0, 1}, opts)
 	}
 	bufs := []F32{make(F32, 1024), make(F32, 1024)}
 	b.ResetTimer()

@@ -49,6 +49,11 @@ type Options struct {
 	// at 64 KiB, 1.4-2.2x from 256 KiB up). Every member must use the same
 	// value.
 	HierarchicalBytes int
+	// NoSharedMemory keeps the communicator exchanging messages even
+	// where its ranks map each other's memory (window.go): for
+	// benchmarks and tests of the message path. Every member must use
+	// the same value.
+	NoSharedMemory bool
 }
 
 func (o *Options) fill(caps transport.Caps) {
@@ -104,8 +109,16 @@ type Comm struct {
 	plans     map[planKey]*Plan // recent all-reduce plans (see cachedPlan)
 	freeCalls []*call           // recycled call records (see newCallLocked)
 	parents   []*parentWatch    // callers' cancellable contexts being watched
-	stop      chan struct{}
-	watching  sync.WaitGroup
+	wseq      uint64            // window calls begun (window.go)
+
+	// Shared windows (window.go): winCapable is fixed at New; the first
+	// call maps the windows and closes winReady, after which win (nil if
+	// the members cannot share memory) is read without the lock.
+	winCapable bool
+	winReady   chan struct{}
+	win        *window
+	stop       chan struct{}
+	watching   sync.WaitGroup
 }
 
 const (
@@ -168,6 +181,9 @@ func New(t transport.Transport, ranks []int, opts Options) (*Comm, error) {
 		recvSeq: make([]uint64, len(ranks)),
 		stop:    make(chan struct{}),
 	}
+	if c.winCapable = c.windowCapable(); c.winCapable {
+		c.winReady = make(chan struct{})
+	}
 	if caps.Notifies && len(ranks) > 1 {
 		c.watching.Add(1)
 		go c.watch()
@@ -215,7 +231,9 @@ func (c *Comm) Nodes() [][]int {
 }
 
 // Close stops the communicator's failure watcher. It does not close the
-// transport, which other communicators may share.
+// transport, which other communicators may share, nor unmap the shared
+// windows (window.go: a call still running would fault), which go with
+// the process.
 func (c *Comm) Close() error {
 	if c == nil {
 		return nil

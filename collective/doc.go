@@ -17,6 +17,13 @@
 //	                arrives (over shared memory straight out of the peer's
 //	                ring); how far ahead it posts and the default segment
 //	                size follow the transport's Caps, not its type
+//	window.go       shared windows: where every member maps every other's
+//	                memory (transport.SharedMemory, one host), a small
+//	                all-reduce copies its buffer into a slot of its own
+//	                window and reduces straight out of the peers' slots, in
+//	                recursive doubling's order (the same bits), with no
+//	                message at all; a call log in the window carries every
+//	                call's fingerprint
 //	comm.go         Comm: the public API, algorithm choice by size, async handles
 //	callctx.go      the per-call context (deadline, cancellation),
 //	                reused with the call's record so a call allocates nothing
@@ -42,7 +49,10 @@
 // inline calls put it in the same write as the first data), and each rank
 // checks a neighbour's before reading its data, so a rank that calls
 // something else fails at once with a *MismatchError naming both ranks and
-// both calls. Every call has a deadline (Options.Timeout when the
+// both calls. Over shared windows every call also logs its fingerprint
+// in its window, and a window call checks each peer's log and stamp
+// before using the peer's data (and sends its fingerprint to a neighbour
+// whose mismatching call waits for messages). Every call has a deadline (Options.Timeout when the
 // context has none); when a member dies (the transport reports it) or the
 // deadline passes, the call returns an error naming the op, the sequence
 // number and the dead or missing ranks.

@@ -38,6 +38,14 @@ type call struct {
 	// fingerprint, and whether we have checked its.
 	fpSent, fpChecked [2]bool
 
+	// Shared windows (window.go): this call's window call number, if it
+	// is one (windowCall), the peers in waiting order, and reduction
+	// scratch kept with the record.
+	wseq     uint64
+	isWin    bool
+	peerList []int
+	scratch  [][]byte
+
 	errMu   sync.Mutex
 	err     error
 	blocked [2]atomic.Int64 // per lane (send, recv): global rank of the transport call in progress, or -1
@@ -64,6 +72,10 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fin
 		cl.es = 1
 	}
 	cl.fpSent, cl.fpChecked, cl.err, cl.recvOpt = [2]bool{}, [2]bool{}, nil, nil
+	if cl.isWin = c.windowCall(fp); cl.isWin {
+		cl.wseq = c.wseq
+		c.wseq++
+	}
 	d, ok := ctx.Deadline()
 	if ok {
 		cl.timeout = time.Until(d)
@@ -165,6 +177,20 @@ func (cl *call) run() (err error) {
 		c.opts.Flight.end(cl.flight, err)
 		cl.release()
 	}()
+	if c.winCapable { // (a group of one is never capable)
+		w, err := cl.window()
+		if err != nil {
+			cl.fail(err)
+			return cl.finish()
+		}
+		if w != nil {
+			cl.logCall(w)
+			if cl.isWin {
+				cl.runWindow(w)
+				return cl.finish()
+			}
+		}
+	}
 	plan := cl.planFn(c, cl.fp)
 	for _, cp := range plan.Copies {
 		copy(cl.bufs[cp.DstBuf][cp.DstOff*cl.es:(cp.DstOff+cp.N)*cl.es], cl.bufs[cp.SrcBuf][cp.SrcOff*cl.es:(cp.SrcOff+cp.N)*cl.es])

@@ -72,12 +72,15 @@ func shmChild(mode string, rank, size int, dir string) error {
 		}
 		c, _ := New(tr, ranks, Options{Name: "final"})
 		return c.Barrier(ctx)
-	case "kill":
+	case "kill", "killsmall": // killsmall: all-reduces through the shared windows
 		c, err := New(tr, ranks, Options{Timeout: 10 * time.Second})
 		if err != nil {
 			return err
 		}
 		buf := make(F32, 4<<20)
+		if mode == "killsmall" {
+			buf = make(F32, 1000)
+		}
 		for k := 0; ; k++ {
 			if err := c.AllReduce(context.Background(), buf, Sum); err != nil {
 				return err
@@ -166,10 +169,20 @@ func TestShmKilledProcessIsNamedBySurvivors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
+	for _, mode := range []string{"kill", "killsmall"} {
+		t.Run(mode, func(t *testing.T) { testKilledProcess(t, mode) })
+	}
+}
+
+// testKilledProcess: 4 processes all-reduce in a loop (4M floats through
+// the rings, or 1000 through the shared windows), rank 2 is killed with
+// SIGKILL; every survivor names it within the deadline, and /dev/shm is
+// as it was.
+func testKilledProcess(t *testing.T, mode string) {
 	before := shmEntries(t)
 	const n, victim = 4, 2
 	dir := t.TempDir()
-	cmds, outs := spawnShm(t, "kill", n, dir)
+	cmds, outs := spawnShm(t, mode, n, dir)
 	deadline := time.Now().Add(30 * time.Second)
 	for r := 0; r < n; r++ {
 		for {

@@ -34,4 +34,10 @@
 // The latency hint is an option of the receive call (transport.Soon): the
 // message is due within about a round trip, so the transport may poll
 // instead of parking the caller (transport/tcp does, for small receives).
+//
+// One thing cannot be built from messages: memory both ranks map. A
+// transport that has it (transport/shm, and transport/hybrid for a group
+// inside one host) also implements SharedMemory (shared.go), which a
+// caller asks for with a type assertion; it creates and maps per-member
+// regions, and leaves what goes in them to the caller.
 package transport

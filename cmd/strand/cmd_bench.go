@@ -32,6 +32,7 @@ func runBenchCollective(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.DurationVar(&cfg.Spin, "spin", 0, "tcp: how long small receives poll before parking (0: automatic, <0: never)")
 	segS := fs.String("segment", "0", "ring pipelining segment size (0: library default)")
 	fs.BoolVar(&cfg.TLS, "tls", false, "tcp: mutual TLS on every socket, loopback included (job CA from the token, as --tls-auto jobs use between hosts), to measure its cost")
+	fs.BoolVar(&cfg.NoWindows, "no-windows", false, "ranks that share memory exchange messages for small all-reduces too (no shared windows), to measure what the windows save")
 	fs.BoolVar(&cfg.Flat, "flat", false, "with --transport auto: keep the flat ring (no hierarchical all-reduce)")
 	fs.IntVar(&cfg.NNodes, "nnodes", 1, "split the ranks over this many network namespaces (\"nodes\", needs root and iproute2); with --transport auto: shared memory inside a node, tcp between nodes, hierarchical all-reduce")
 	if err := parseFlags(fs, args); err != nil {

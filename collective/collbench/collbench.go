@@ -62,6 +62,10 @@ type Config struct {
 	// certificates of the job CA derived from the run's token (as a job
 	// with --tls-auto does between hosts), to measure what TLS costs.
 	TLS bool
+	// NoWindows makes ranks that share memory exchange messages anyway
+	// (collective.Options.NoSharedMemory), to measure what the shared
+	// windows save.
+	NoWindows bool
 }
 
 // withTLS sets tc up for Config.TLS.
@@ -353,7 +357,7 @@ func work(ctx context.Context, cfg Config, rank int, store rendezvous.Store, job
 	for i := range ranks {
 		ranks[i] = i
 	}
-	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout, SegmentBytes: cfg.Segment, Nodes: nodes})
+	c, err := coll.New(tr, ranks, coll.Options{Timeout: cfg.Timeout, SegmentBytes: cfg.Segment, Nodes: nodes, NoSharedMemory: cfg.NoWindows})
 	if err != nil {
 		return err
 	}

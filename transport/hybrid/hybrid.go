@@ -225,3 +225,33 @@ func (t *Transport) Abort() error {
 	})
 	return nil
 }
+
+var _ transport.SharedMemory = (*Transport)(nil)
+
+// ShareRegions implements transport.SharedMemory when every other member
+// of group is routed through one transport that shares memory (the
+// ranks of this host); otherwise it fails at once with
+// transport.ErrNoSharedMemory. Membership of a host is the same from
+// every member's view, so the members agree without talking.
+func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group []int, n int) ([][]byte, func(), error) {
+	var via transport.Transport
+	var viaName string
+	for _, p := range group {
+		if p == t.rank {
+			continue
+		}
+		tr, err := t.to("share", p)
+		if err != nil {
+			return nil, nil, err
+		}
+		if via != nil && tr != via {
+			return nil, nil, fmt.Errorf("hybrid rank %d: group %v spans routes %s and %s: %w", t.rank, group, viaName, t.names[p], transport.ErrNoSharedMemory)
+		}
+		via, viaName = tr, t.names[p]
+	}
+	sm, ok := via.(transport.SharedMemory)
+	if !ok {
+		return nil, nil, fmt.Errorf("hybrid rank %d: route %s does not share memory: %w", t.rank, viaName, transport.ErrNoSharedMemory)
+	}
+	return sm.ShareRegions(ctx, tag, group, n)
+}

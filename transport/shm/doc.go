@@ -55,6 +55,14 @@
 // rank's other goroutines, its send lane among them, stall meanwhile.)
 // Contexts are honoured at once (the wait is a select).
 //
+// Regions (transport.SharedMemory, regions.go). A group of ranks can also
+// ask for one region per member that every member maps, for collectives
+// that read their peers' data in place (collective's shared windows).
+// Each member creates its region as a memfd like the segments, sends its
+// pid and descriptor over the pairs' rings, maps the others' through
+// /proc, and all report success before anyone closes its descriptor, so
+// the members agree on the outcome and nothing outlives the mappings.
+//
 // Failures. The doorbell socket also carries liveness: when the peer's
 // process exits without a goodbye (kill -9), the kernel closes its end
 // and every pending call on the peer returns a *transport.PeerError

@@ -1,0 +1,386 @@
+package collective
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/strand-ml/strand/transport"
+)
+
+// Shared windows: when every member of a group maps every other member's
+// memory (transport.SharedMemory: ranks of one host over transport/shm),
+// a small all-reduce skips messages altogether. Each rank copies its
+// buffer into a slot of its own window, publishes the slot's stamp, waits
+// for every peer's stamp and reduces straight out of the peers' slots
+// into its buffer, in exactly the order recursive doubling would (so the
+// bits are those of the message path, over any transport). One copy and
+// one wait per call, no system call, no wake-up: what Open MPI's vader
+// fast boxes and NCCL's low-latency protocol do.
+//
+// Each rank's window (one per communicator, set up by its first call):
+//
+//	[0, 4096)              call log: 64 entries of 64 bytes, entry seq%64 =
+//	                       {seq+1, fingerprint}, written by every call
+//	                       (window or not) before anything else
+//	[4096, +64*slots)      done words: slot s's is w+1 once this rank has
+//	                       read every peer's slot s of window call w
+//	[.., +64*slots)        stamps: slot s's is w+1 once this rank's data
+//	                       for window call w is in slot s, followed on its
+//	                       cache line by that call's fingerprint (one line
+//	                       to fetch from the peer, not two)
+//	[8192, ...)            slots of slotBytes each
+//
+// Window calls are numbered (w) in issue order, like calls, so every rank
+// gives call w slot w%slots. Before writing slot s for w, a rank waits
+// until every member's done word of s (its own included: async calls
+// overlap) reached w-slots+1: the slot's previous occupant has been read
+// everywhere.
+//
+// Fingerprints: the call log replaces the message exchange. A window
+// call checks each peer's entry for its sequence number before using the
+// peer's data, so a mismatch is found at the first differing call. When
+// a ring neighbour's logged call exchanges messages (a broadcast where
+// this rank all-reduces), this rank sends that neighbour its fingerprint
+// the way the message path does, so the neighbour sees the mismatch at
+// once too.
+const (
+	winLogEntries = 64
+	winLine       = 64
+	winSlots      = 4
+	winOffDone    = winLogEntries * winLine
+	winOffStamp   = winOffDone + winSlots*winLine
+	winOffData    = 8192
+	// winReserved is the call-log sequence of setup: its messages use the
+	// communicator's tag for it (the largest sequence number).
+	winSetupSeq = tagSeqMask
+)
+
+// window is a communicator's view of its members' windows.
+type window struct {
+	regions   [][]byte // per group rank, this rank's own included
+	release   func()
+	slotBytes int
+	// busy is how long a wait polls before yielding the core: none when
+	// the group has more ranks than this process may use cores (they
+	// share cores, and a waiting rank's poll takes the core from the
+	// one it waits for).
+	busy time.Duration
+}
+
+func winBytes(slotBytes int) int { return winOffData + winSlots*slotBytes }
+
+func word(b []byte, off int) *atomic.Uint64 { return (*atomic.Uint64)(unsafe.Pointer(&b[off])) }
+
+func (w *window) logSeq(r int, seq uint64) *atomic.Uint64 {
+	return word(w.regions[r], int(seq%winLogEntries)*winLine)
+}
+func (w *window) logFP(r int, seq uint64) []byte {
+	off := int(seq%winLogEntries)*winLine + 8
+	return w.regions[r][off : off+fingerprintLen]
+}
+func (w *window) done(r, s int) *atomic.Uint64  { return word(w.regions[r], winOffDone+s*winLine) }
+func (w *window) stamp(r, s int) *atomic.Uint64 { return word(w.regions[r], winOffStamp+s*winLine) }
+func (w *window) stampFP(r, s int) []byte {
+	off := winOffStamp + s*winLine + 8
+	return w.regions[r][off : off+fingerprintLen]
+}
+func (w *window) slot(r, s, n int) []byte {
+	off := winOffData + s*w.slotBytes
+	return w.regions[r][off : off+n]
+}
+
+// windowCapable reports whether the communicator may use shared windows
+// at all: a group of several ranks on one node over a transport that
+// shares memory. Whether the windows could be set up is known only after
+// the first call (Comm.winReady).
+func (c *Comm) windowCapable() bool {
+	_, ok := c.t.(transport.SharedMemory)
+	return ok && len(c.ranks) > 1 && c.topo == nil && !c.opts.NoSharedMemory
+}
+
+// windowCall reports whether a call with fingerprint fp runs through the
+// windows if they are up: a small all-reduce (the latency-bound sizes,
+// where recursive doubling would run). A pure function of fp and the
+// communicator's options, so every rank decides alike.
+func (c *Comm) windowCall(fp fingerprint) bool {
+	b := int(fp.Count) * fp.DType.Size()
+	return c.winCapable && fp.Kind == kAllReduce && b < c.opts.SmallBytes && b <= c.slotBytes()
+}
+
+// maxSlotBytes bounds a window slot (SmallBytes may be set very large to
+// force recursive doubling, which the larger calls then keep).
+const maxSlotBytes = 256 << 10
+
+// slotBytes is the size of one window slot.
+func (c *Comm) slotBytes() int {
+	return (min(c.opts.SmallBytes, maxSlotBytes) + winLine - 1) / winLine * winLine
+}
+
+// setupWindow maps the members' windows (the first call of every rank
+// does it, before its own work). Failing to share memory is not an error:
+// the communicator then exchanges messages, every member alike.
+func (cl *call) setupWindow() error {
+	c := cl.c
+	defer close(c.winReady)
+	slot := c.slotBytes()
+	tag := transport.Tag(c.tags | winSetupSeq)
+	regions, release, err := c.t.(transport.SharedMemory).ShareRegions(cl.ctx, tag, c.ranks, winBytes(slot))
+	if errors.Is(err, transport.ErrNoSharedMemory) {
+		return nil
+	}
+	if err != nil {
+		var pe *transport.PeerError
+		if errors.As(err, &pe) {
+			cl.blocked[1].Store(int64(pe.Peer)) // a timeout names whom setup waited for
+		}
+		return fmt.Errorf("sharing windows: %w", err)
+	}
+	w := &window{regions: regions, release: release, slotBytes: slot, busy: spinBusy}
+	if len(c.ranks) > runtime.NumCPU() {
+		w.busy = 0
+	}
+	c.mu.Lock()
+	c.win = w
+	c.mu.Unlock()
+	return nil
+}
+
+// logCall writes the call's fingerprint into this rank's call log.
+func (cl *call) logCall(w *window) {
+	c := cl.c
+	cl.fp.encode(cl.fpOut[:])
+	copy(w.logFP(c.me, cl.fp.Seq), cl.fpOut[:])
+	w.logSeq(c.me, cl.fp.Seq).Store(cl.fp.Seq + 1)
+}
+
+// runWindow is a small all-reduce through the windows (see the top of
+// this file).
+func (cl *call) runWindow(w *window) {
+	c := cl.c
+	n, me := len(c.ranks), c.me
+	s := int(cl.wseq % winSlots)
+	buf := cl.bufs[0]
+	sp := spinner{busyFor: w.busy}
+	// The slot's previous occupant must have been read everywhere, here
+	// too (an async call of this rank may still be reducing it).
+	if cl.wseq >= winSlots {
+		need := cl.wseq - winSlots + 1
+		for i := range n {
+			p := (me + i) % n
+			sp.reset()
+			for w.done(p, s).Load() < need {
+				if !cl.spin(&sp, p) {
+					return
+				}
+			}
+		}
+	}
+	copy(w.slot(me, s, len(buf)), buf)
+	copy(w.stampFP(me, s), cl.fpOut[:])
+	w.stamp(me, s).Store(cl.wseq + 1)
+	// Every peer's data, neighbours first (so a mismatch names one).
+	// While waiting, the peer's call log tells whether it is in another
+	// call (spin's slow path); once its stamp is there, the fingerprint
+	// beside it must be this call's.
+	var fp [fingerprintLen]byte
+	for _, p := range cl.winPeers() {
+		sp.reset()
+		for w.stamp(p, s).Load() != cl.wseq+1 {
+			if !cl.spinLog(&sp, p, w) {
+				return
+			}
+		}
+		copy(fp[:], w.stampFP(p, s))
+		if theirs := decodeFingerprint(fp[:]); !cl.fp.sameCall(theirs) {
+			cl.mismatch(w, p, theirs)
+			return
+		}
+	}
+	cl.blocked[1].Store(-1)
+	cl.reduceWindow(w, s, buf)
+	w.done(me, s).Store(cl.wseq + 1)
+}
+
+// winPeers lists the other group ranks, ring neighbours first.
+func (cl *call) winPeers() []int {
+	c := cl.c
+	n, me := len(c.ranks), c.me
+	out := cl.peerList[:0]
+	for _, p := range cl.fpPeers() {
+		out = append(out, p)
+	}
+	for i := 2; i < n-1; i++ {
+		out = append(out, (me+i)%n)
+	}
+	cl.peerList = out
+	return out
+}
+
+// checkLog compares peer p's logged call at this call's sequence number
+// with this call, once it is there; it reports false (the call failed)
+// on a mismatch.
+func (cl *call) checkLog(w *window, p int) bool {
+	seq := cl.fp.Seq
+	if w.logSeq(p, seq).Load() != seq+1 {
+		return true // not there yet (or long overwritten: p is far ahead)
+	}
+	var b [fingerprintLen]byte
+	copy(b[:], w.logFP(p, seq))
+	if w.logSeq(p, seq).Load() != seq+1 {
+		return true // overwritten while read
+	}
+	theirs := decodeFingerprint(b[:])
+	if cl.fp.sameCall(theirs) {
+		return true
+	}
+	cl.mismatch(w, p, theirs)
+	return false
+}
+
+// mismatch fails the call: peer p made another call (theirs). Ring
+// neighbours whose call exchanges messages wait for this call's
+// fingerprint, as the message path sends it; they get it, so that they
+// see the mismatch at once too.
+func (cl *call) mismatch(w *window, p int, theirs fingerprint) {
+	c, seq := cl.c, cl.fp.Seq
+	var b [fingerprintLen]byte
+	for _, q := range cl.fpPeers() {
+		if w.logSeq(q, seq).Load() != seq+1 {
+			continue
+		}
+		copy(b[:], w.logFP(q, seq))
+		if !c.windowCall(decodeFingerprint(b[:])) {
+			_ = cl.xfer(0, q, cl.fpOut[:])
+		}
+	}
+	cl.fail(&MismatchError{Rank: c.ranks[c.me], PeerRank: c.ranks[p], Call: cl.fp.String(), PeerCall: theirs.String(), SameGroup: theirs.Group == cl.fp.Group})
+}
+
+// spinner paces a wait for a peer's word: a short busy spin (the peer is
+// running and about to write), then yielding the core (ranks may
+// outnumber cores, and the peer may be waiting for this one), then
+// sleeping in growing steps (the peer is busy elsewhere, perhaps for
+// long). Polling costs the peer nothing: no doorbell, no system call.
+type spinner struct {
+	busyFor time.Duration
+	n       int
+	busy    bool // still in the busy phase
+	start   time.Time
+	nap     time.Duration
+}
+
+const (
+	spinBusy  = 2 * time.Microsecond
+	spinYield = 200 * time.Microsecond
+	maxNap    = time.Millisecond
+)
+
+func (sp *spinner) reset() { sp.n = 0 }
+
+// spin waits a little for peer p (blocked[1] names it if the deadline
+// strikes); it reports false once the call has ended (failed, cancelled
+// or timed out).
+func (cl *call) spin(sp *spinner, p int) bool { return cl.spinLog(sp, p, nil) }
+
+// spinLog is spin that also checks p's call log (when w is not nil) in
+// its slow path: a peer in another call never stamps this one's slot.
+func (cl *call) spinLog(sp *spinner, p int, w *window) bool {
+	sp.n++
+	if sp.n&63 != 0 && (sp.n < 64 || sp.busy) && sp.busyFor > 0 {
+		return true // busy: the context, the clock and the log every 64 polls
+	}
+	if sp.n == 64 || (sp.n == 1 && sp.busyFor == 0) {
+		cl.blocked[1].Store(int64(cl.c.ranks[p]))
+		sp.start, sp.busy, sp.nap = time.Now(), true, 0
+	}
+	select {
+	case <-cl.cx.done:
+		cl.fail(cl.ctx.Err())
+		return false
+	default:
+	}
+	if w != nil && !cl.checkLog(w, p) {
+		return false
+	}
+	switch el := time.Since(sp.start); {
+	case el < sp.busyFor:
+	case el < spinYield:
+		sp.busy = false
+		yield()
+	default:
+		sp.busy = false
+		sp.nap = min(max(2*sp.nap, 20*time.Microsecond), maxNap)
+		time.Sleep(sp.nap)
+	}
+	return true
+}
+
+// reduceWindow sets buf to the all-reduce of every rank's slot s in
+// recursive doubling's order (recursiveDoublingPlan): with pow the
+// largest power of two <= n, leaf i < pow is x_i (op) x_{i+pow} for the
+// ranks folded in, else x_i; each aligned block's value is its lower
+// half's (op) its upper half's; Avg divides at the root. Blocks of
+// winBlock bytes keep the partial results in cache.
+func (cl *call) reduceWindow(w *window, s int, buf []byte) {
+	c := cl.c
+	n := len(c.ranks)
+	pow := 1
+	for pow*2 <= n {
+		pow *= 2
+	}
+	depth := 0
+	for 1<<depth < pow {
+		depth++
+	}
+	for len(cl.scratch) < depth { // kept with the call record
+		cl.scratch = append(cl.scratch, make([]byte, winBlock))
+	}
+	for lo := 0; lo < len(buf); lo += winBlock {
+		hi := min(lo+winBlock, len(buf))
+		cl.tree(w, s, buf[lo:hi], lo, 0, pow, pow, n, 0)
+	}
+}
+
+// winBlock is reduceWindow's block (a multiple of every element size).
+const winBlock = 8 << 10
+
+// tree sets dst to the value of the aligned block of leaves [leaf,
+// leaf+size) over the bytes [off, off+len(dst)) of the slots.
+func (cl *call) tree(w *window, s int, dst []byte, off, leaf, size, pow, n, level int) {
+	dt, op := cl.fp.DType, cl.fp.Op
+	if size == 1 {
+		copy(dst, w.slot(leaf, s, off+len(dst))[off:])
+		if leaf+pow < n {
+			reduceInto(dt, op, dst, w.slot(leaf+pow, s, off+len(dst))[off:], false, false, n)
+		}
+		return
+	}
+	half := size / 2
+	cl.tree(w, s, dst, off, leaf, half, pow, n, level+1)
+	tmp := cl.scratch[level][:len(dst)]
+	cl.tree(w, s, tmp, off, leaf+half, half, pow, n, level+1)
+	reduceInto(dt, op, dst, tmp, false, size == pow, n)
+}
+
+// window returns the communicator's windows (nil if its members cannot
+// share memory), setting them up in the first call and waiting for that
+// in the others.
+func (cl *call) window() (*window, error) {
+	c := cl.c
+	if cl.fp.Seq == 0 {
+		if err := cl.setupWindow(); err != nil {
+			return nil, err
+		}
+	} else {
+		select {
+		case <-c.winReady:
+		case <-cl.cx.done:
+			return nil, cl.ctx.Err()
+		}
+	}
+	return c.win, nil
+}

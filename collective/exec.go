@@ -74,7 +74,7 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fin
 	cl.fpSent, cl.fpChecked, cl.err, cl.recvOpt = [2]bool{}, [2]bool{}, nil, nil
 	if cl.isWin = c.windowCall(fp); cl.isWin {
 		cl.wseq = c.wseq
-		c.wseq++
+		c.wseq += uint64(c.windowPieces(fp))
 	}
 	d, ok := ctx.Deadline()
 	if ok {

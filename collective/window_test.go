@@ -13,41 +13,46 @@ import (
 	"github.com/strand-ml/strand/transport"
 )
 
-// Small all-reduces through the shared windows give the bits of
-// recursive doubling over messages (loopback), for 1-8 ranks, every op
-// and element type, several blocks of the window's reduction, signed
-// zeros (min and max pick by operand order) and NaNs.
+// All-reduces through the shared windows give the bits of the message
+// path (loopback): small ones recursive doubling's, large ones (pieces
+// of 1 KiB here, so many pieces and every slot reused) the ring's; for
+// 1-8 ranks, every op and element type, several blocks of the window's
+// reduction, signed zeros (min and max pick by operand order) and NaNs.
 func TestWindowAllReduceMatchesMessagesToTheBit(t *testing.T) {
 	counts := []int{1, 7, 13, 101, 1031, 5003}
+	sizes := map[string]Options{"small": {}, "large": {SmallBytes: 1, SegmentBytes: 1000}}
 	for n := 1; n <= 8; n++ {
 		sw, lw := shmWorld(t, n), loopbackWorld(t, n)
 		for _, dt := range []DType{Float32, BFloat16, Float16} {
 			for _, op := range []Op{Sum, Avg, Min, Max} {
 				for _, count := range counts {
-					rng := rand.New(rand.NewSource(int64(n*1000 + count)))
-					inputs := make([][]float32, n)
-					for r := range inputs {
-						inputs[r] = make([]float32, count)
-						for i := range inputs[r] {
-							switch rng.Intn(20) {
-							case 0:
-								inputs[r][i] = float32(math.Copysign(0, -1))
-							case 1:
-								inputs[r][i] = 0
-							case 2:
-								inputs[r][i] = float32(math.NaN())
-							default:
-								inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.Intn(6)-3)))
+					for size, opts := range sizes {
+						rng := rand.New(rand.NewSource(int64(n*1000 + count)))
+						inputs := make([][]float32, n)
+						for r := range inputs {
+							inputs[r] = make([]float32, count)
+							for i := range inputs[r] {
+								switch rng.Intn(20) {
+								case 0:
+									inputs[r][i] = float32(math.Copysign(0, -1))
+								case 1:
+									inputs[r][i] = 0
+								case 2:
+									inputs[r][i] = float32(math.NaN())
+								default:
+									inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.Intn(6)-3)))
+								}
 							}
 						}
-					}
-					name := fmt.Sprintf("n%d-%v-%v-%d", n, dt, op, count)
-					want := windowRun(t, lw, name, dt, op, inputs, false)
-					got := windowRun(t, sw, name, dt, op, inputs, n > 1)
-					for r := range got {
-						for i := range got[r] {
-							if got[r][i] != want[0][i] {
-								t.Fatalf("%s rank %d element %d: window %#x, messages %#x", name, r, i, got[r][i], want[0][i])
+						name := fmt.Sprintf("n%d-%v-%v-%d-%s", n, dt, op, count, size)
+						opts.Name = name
+						want := windowRun(t, lw, opts, dt, op, inputs, false)
+						got := windowRun(t, sw, opts, dt, op, inputs, n > 1)
+						for r := range got {
+							for i := range got[r] {
+								if got[r][i] != want[0][i] {
+									t.Fatalf("%s rank %d element %d: window %#x, messages %#x", name, r, i, got[r][i], want[0][i])
+								}
 							}
 						}
 					}
@@ -59,10 +64,10 @@ func TestWindowAllReduceMatchesMessagesToTheBit(t *testing.T) {
 
 // windowRun all-reduces inputs (converted to dt) on ts and returns every
 // rank's result as bit patterns; wantWindow asserts the windows were used.
-func windowRun(t *testing.T, ts []transport.Transport, name string, dt DType, op Op, inputs [][]float32, wantWindow bool) [][]uint32 {
+func windowRun(t *testing.T, ts []transport.Transport, opts Options, dt DType, op Op, inputs [][]float32, wantWindow bool) [][]uint32 {
 	t.Helper()
 	res := make([][]uint32, len(ts))
-	onAll(t, ts, Options{Name: name}, func(r int, c *Comm) error {
+	onAll(t, ts, opts, func(r int, c *Comm) error {
 		var buf Buffer
 		switch dt {
 		case Float32:

@@ -393,7 +393,12 @@ func (cl *call) spinLog(sp *spinner, p int, w *window) bool {
 // winBlock bytes keep the partial results in cache.
 func (cl *call) reduceWindow(w *window, s int, buf []byte) {
 	c := cl.c
-	n := len(c.ranks)
+	n, me := len(c.ranks), c.me
+	if n == 2 {
+		// x0 (op) x1 in one pass over buf, which holds this rank's own.
+		reduceInto(cl.fp.DType, cl.fp.Op, buf, w.slot(1-me, s, len(buf)), me == 1, true, n)
+		return
+	}
 	pow := 1
 	for pow*2 <= n {
 		pow *= 2
@@ -419,7 +424,9 @@ const winBlock = 8 << 10
 func (cl *call) tree(w *window, s int, dst []byte, off, leaf, size, pow, n, level int) {
 	dt, op := cl.fp.DType, cl.fp.Op
 	if size == 1 {
-		copy(dst, w.slot(leaf, s, off+len(dst))[off:])
+		if leaf != cl.c.me || &dst[0] != &cl.bufs[0][off] {
+			copy(dst, w.slot(leaf, s, off+len(dst))[off:])
+		} // else dst is this rank's own value, in place in its buffer
 		if leaf+pow < n {
 			reduceInto(dt, op, dst, w.slot(leaf+pow, s, off+len(dst))[off:], false, false, n)
 		}

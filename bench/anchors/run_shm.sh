@@ -1,6 +1,7 @@
 #!/bin/sh
-# Shared-memory all-reduce anchor (issue 18): strand over shared memory,
-# strand over loopback TCP, PyTorch Gloo and Open MPI's shared-memory path
+# Shared-memory all-reduce anchor (issue 18): strand over shared memory
+# (shared windows, and messages only with --no-windows), strand over
+# loopback TCP, PyTorch Gloo and Open MPI's shared-memory path
 # (--mca btl self,vader), interleaved round by round on the same sizes,
 # plus a one-thread memcpy of 64 MiB measured in the same run. Writes JSON
 # lines to $OUT and prints the markdown table (compare_shm.py).
@@ -40,6 +41,8 @@ print(json.dumps({"memcpy_gbps": (64 << 20) / best / 1e9}))' >> "$OUT/memcpy.jso
       echo "round $round, $n ranks: strand $tr" >&2
       $PIN "$OUT/strand" bench collective --op allreduce --transport "$tr" --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 --budget "$BUDGET" --json >> "$OUT/strand$tr-$n.jsonl"
     done
+    echo "round $round, $n ranks: strand shm, messages only (no shared windows)" >&2
+    $PIN "$OUT/strand" bench collective --op allreduce --transport shm --no-windows --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 --budget "$BUDGET" --json >> "$OUT/strandshmmsg-$n.jsonl"
     echo "round $round, $n ranks: gloo" >&2
     OMP_NUM_THREADS=1 $PIN /usr/bin/python3 bench/anchors/gloo_bench.py --nproc "$n" --min "$MIN" --max "$MAX" --factor 4 --budget "$BUDGET" >> "$OUT/gloo-$n.jsonl"
     echo "round $round, $n ranks: open mpi (shared memory)" >&2

@@ -63,7 +63,8 @@ const (
 
 // window is a communicator's view of its members' windows.
 type window struct {
-	regions   [][]byte // per group rank, this rank's own included
+	regions   [][]byte          // per group rank, this rank's own included
+	gone      func(i int) error // whether group rank i closed its transport (transport.Regions.Gone)
 	release   func()
 	slotBytes int
 	// busy is how long a wait polls before yielding the core: none when
@@ -172,7 +173,7 @@ func (cl *call) setupWindow() error {
 	defer close(c.winReady)
 	slot := c.slotBytes()
 	tag := transport.Tag(c.tags | winSetupSeq)
-	regions, release, err := c.t.(transport.SharedMemory).ShareRegions(cl.ctx, tag, c.ranks, winBytes(slot))
+	rs, err := c.t.(transport.SharedMemory).ShareRegions(cl.ctx, tag, c.ranks, winBytes(slot))
 	if errors.Is(err, transport.ErrNoSharedMemory) {
 		return nil
 	}
@@ -183,7 +184,7 @@ func (cl *call) setupWindow() error {
 		}
 		return fmt.Errorf("sharing windows: %w", err)
 	}
-	w := &window{regions: regions, release: release, slotBytes: slot, busy: spinBusy}
+	w := &window{regions: rs.Mem, gone: rs.Gone, release: rs.Release, slotBytes: slot, busy: spinBusy}
 	if len(c.ranks) > runtime.NumCPU() {
 		w.busy = 0
 	}
@@ -240,7 +241,7 @@ func (cl *call) stagePiece(w *window, ws uint64, piece []byte) bool {
 			p := (me + i) % n
 			sp.reset()
 			for w.done(p, s).Load() < need {
-				if !cl.spin(&sp, p) {
+				if !cl.spin(&sp, p, w) {
 					return false
 				}
 			}
@@ -257,7 +258,7 @@ func (cl *call) stagePiece(w *window, ws uint64, piece []byte) bool {
 	for _, p := range cl.winPeers() {
 		sp.reset()
 		for w.stamp(p, s).Load() != ws+1 {
-			if !cl.spinLog(&sp, p, w) {
+			if !cl.spinLog(&sp, p, w, true) {
 				return false
 			}
 		}
@@ -350,11 +351,12 @@ func (sp *spinner) reset() { sp.n = 0 }
 // spin waits a little for peer p (blocked[1] names it if the deadline
 // strikes); it reports false once the call has ended (failed, cancelled
 // or timed out).
-func (cl *call) spin(sp *spinner, p int) bool { return cl.spinLog(sp, p, nil) }
+func (cl *call) spin(sp *spinner, p int, w *window) bool { return cl.spinLog(sp, p, w, false) }
 
-// spinLog is spin that also checks p's call log (when w is not nil) in
-// its slow path: a peer in another call never stamps this one's slot.
-func (cl *call) spinLog(sp *spinner, p int, w *window) bool {
+// spinLog is spin that, with log, also checks p's call log in its slow
+// path: a peer in another call never stamps this one's slot. Every wait
+// checks there whether p closed its transport: nothing else would tell.
+func (cl *call) spinLog(sp *spinner, p int, w *window, log bool) bool {
 	sp.n++
 	if sp.n&63 != 0 && (sp.n < 64 || sp.busy) && sp.busyFor > 0 {
 		return true // busy: the context, the clock and the log every 64 polls
@@ -369,7 +371,14 @@ func (cl *call) spinLog(sp *spinner, p int, w *window) bool {
 		return false
 	default:
 	}
-	if w != nil && !cl.checkLog(w, p) {
+	if err := w.gone(p); err != nil {
+		if !errors.Is(err, transport.ErrPeerLeft) { // a crash, as the transport would announce it
+			err = &RankFailedError{Ranks: []int{cl.c.ranks[p]}, Err: err}
+		} // a goodbye: finish waits a moment to name the rank whose failure made p leave
+		cl.fail(err)
+		return false
+	}
+	if log && !cl.checkLog(w, p) {
 		return false
 	}
 	switch el := time.Since(sp.start); {

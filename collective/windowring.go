@@ -48,7 +48,7 @@ func (cl *call) ringPiece(w *window, ws uint64, at int, piece []byte) bool {
 	for _, p := range cl.winPeers() {
 		sp.reset()
 		for w.stamp2(p, s).Load() != ws+1 {
-			if !cl.spin(&sp, p) {
+			if !cl.spin(&sp, p, w) {
 				return false
 			}
 		}

@@ -233,7 +233,7 @@ var _ transport.SharedMemory = (*Transport)(nil)
 // ranks of this host); otherwise it fails at once with
 // transport.ErrNoSharedMemory. Membership of a host is the same from
 // every member's view, so the members agree without talking.
-func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group []int, n int) ([][]byte, func(), error) {
+func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group []int, n int) (*transport.Regions, error) {
 	var via transport.Transport
 	var viaName string
 	for _, p := range group {
@@ -242,16 +242,16 @@ func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group [
 		}
 		tr, err := t.to("share", p)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if via != nil && tr != via {
-			return nil, nil, fmt.Errorf("hybrid rank %d: group %v spans routes %s and %s: %w", t.rank, group, viaName, t.names[p], transport.ErrNoSharedMemory)
+			return nil, fmt.Errorf("hybrid rank %d: group %v spans routes %s and %s: %w", t.rank, group, viaName, t.names[p], transport.ErrNoSharedMemory)
 		}
 		via, viaName = tr, t.names[p]
 	}
 	sm, ok := via.(transport.SharedMemory)
 	if !ok {
-		return nil, nil, fmt.Errorf("hybrid rank %d: route %s does not share memory: %w", t.rank, viaName, transport.ErrNoSharedMemory)
+		return nil, fmt.Errorf("hybrid rank %d: route %s does not share memory: %w", t.rank, viaName, transport.ErrNoSharedMemory)
 	}
 	return sm.ShareRegions(ctx, tag, group, n)
 }

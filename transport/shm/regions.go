@@ -27,18 +27,19 @@ const (
 	regOffJob    = 8  // 32 bytes
 	regOffRank   = 40 // uint32
 	regOffSize   = 48 // uint64
+	regOffState  = 64 // uint32: the creator's side state (stateAlive, stateLeft, stateCrashed)
 )
 
 var _ transport.SharedMemory = (*Transport)(nil)
 
 // ShareRegions implements transport.SharedMemory.
-func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group []int, n int) ([][]byte, func(), error) {
+func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group []int, n int) (*transport.Regions, error) {
 	me := t.cfg.Rank
 	if !slices.Contains(group, me) {
-		return nil, nil, fmt.Errorf("shm rank %d: not in group %v", me, group)
+		return nil, fmt.Errorf("shm rank %d: not in group %v", me, group)
 	}
 	if n <= 0 {
-		return nil, nil, fmt.Errorf("shm rank %d: region of %d bytes", me, n)
+		return nil, fmt.Errorf("shm rank %d: region of %d bytes", me, n)
 	}
 	var peers []int
 	for _, p := range group {
@@ -46,13 +47,13 @@ func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group [
 			continue
 		}
 		if p < 0 || p >= len(t.peers) || t.peers[p] == nil {
-			return nil, nil, fmt.Errorf("shm rank %d: rank %d is reached by other means: %w", me, p, transport.ErrNoSharedMemory)
+			return nil, fmt.Errorf("shm rank %d: rank %d is reached by other means: %w", me, p, transport.ErrNoSharedMemory)
 		}
 		peers = append(peers, p)
 	}
 	fd, mine, err := newSegment(regionHeader + n)
 	if err != nil {
-		return nil, nil, fmt.Errorf("shm rank %d: region: %w", me, err)
+		return nil, fmt.Errorf("shm rank %d: region: %w", me, err)
 	}
 	defer closeFD(fd)
 	h := jobHash(t.cfg.JobID)
@@ -69,9 +70,9 @@ func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group [
 			}
 		}
 	}
-	fail := func(err error) ([][]byte, func(), error) {
+	fail := func(err error) (*transport.Regions, error) {
 		release()
-		return nil, nil, fmt.Errorf("shm rank %d: sharing regions with %v: %w", me, group, err)
+		return nil, fmt.Errorf("shm rank %d: sharing regions with %v: %w", me, group, err)
 	}
 	maps[slices.Index(group, me)] = mine
 	var addr [16]byte
@@ -135,7 +136,26 @@ func (t *Transport) ShareRegions(ctx context.Context, tag transport.Tag, group [
 	for i, m := range maps {
 		regions[i] = m[regionHeader : regionHeader+n : regionHeader+n]
 	}
-	return regions, release, nil
+	// Close and Abort write this side's state into the header, where the
+	// members waiting on this region's words look (Regions.Gone).
+	t.mu.Lock()
+	t.myRegions = append(t.myRegions, mine)
+	t.mu.Unlock()
+	gone := func(i int) error {
+		switch u32(maps[i], regOffState).Load() {
+		case stateLeft:
+			return leftError("shared memory", group[i])
+		case stateCrashed:
+			return &transport.PeerError{Peer: group[i], Op: "shared memory", Err: errors.New("rank aborted its transport (a crash)")}
+		}
+		return nil
+	}
+	return &transport.Regions{Mem: regions, Gone: gone, Release: func() {
+		t.mu.Lock()
+		t.myRegions = slices.DeleteFunc(t.myRegions, func(m []byte) bool { return &m[0] == &mine[0] })
+		t.mu.Unlock()
+		release()
+	}}, nil
 }
 
 // checkRegion checks a mapped region's header: a strand region of this

@@ -82,10 +82,11 @@ type Transport struct {
 	log   *slog.Logger
 	peers []*peer // indexed by rank; nil for ranks not connected
 
-	mu       sync.Mutex
-	failures []*transport.PeerError
-	failCh   chan struct{}
-	closing  bool
+	mu        sync.Mutex
+	myRegions [][]byte // this rank's shared regions (regions.go), to mark at Close
+	failures  []*transport.PeerError
+	failCh    chan struct{}
+	closing   bool
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -409,6 +410,9 @@ func (t *Transport) close(state uint32) error {
 		culprit := t.firstFailed()
 		t.mu.Lock()
 		t.closing = true
+		for _, m := range t.myRegions {
+			u32(m, regOffState).Store(state)
+		}
 		t.mu.Unlock()
 		close(t.closed)
 		for _, pe := range t.peers {

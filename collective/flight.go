@@ -35,6 +35,10 @@ type FlightEntry struct {
 	// or "recv"; Seq counts this rank's calls in that direction with that
 	// peer); nil for collectives.
 	Peer *int `json:"peer,omitempty"`
+	// WaitingOn is the global rank a collective over shared windows
+	// (window.go) was last seen waiting for, a wait the transport never
+	// sees; nil otherwise.
+	WaitingOn *int `json:"waiting_on,omitempty"`
 }
 
 // NewFlightRecorder keeps the newest n calls (n <= 0 means 256).
@@ -78,6 +82,20 @@ func (f *FlightRecorder) startP2P(c *Comm, op string, peer int, seq uint64, buf 
 	f.next++
 	f.entries[e.ID%len(f.entries)] = e
 	return e.ID
+}
+
+// waiting notes that call id waits for global rank peer (a window wait
+// past its first polls).
+func (f *FlightRecorder) waiting(id, peer int) {
+	if f == nil || id < 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e := &f.entries[id%len(f.entries)]; e.ID == id {
+		w := peer // allocated here, not at every call's entry
+		e.WaitingOn = &w
+	}
 }
 
 func (f *FlightRecorder) end(id int, err error) {

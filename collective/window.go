@@ -363,6 +363,7 @@ func (cl *call) spinLog(sp *spinner, p int, w *window, log bool) bool {
 	}
 	if sp.n == 64 || (sp.n == 1 && sp.busyFor == 0) {
 		cl.blocked[1].Store(int64(cl.c.ranks[p]))
+		cl.c.opts.Flight.waiting(cl.flight, cl.c.ranks[p]) // for the step watchdog
 		sp.start, sp.busy, sp.nap = time.Now(), true, 0
 	}
 	select {

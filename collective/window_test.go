@@ -123,7 +123,8 @@ func TestWindowHungRankIsNamedByTimeout(t *testing.T) {
 	const deadline = 300 * time.Millisecond
 	var start time.Time
 	var once sync.Once
-	errs := runEach(ts, Options{Timeout: deadline}, func(r int, c *Comm) error {
+	flight := NewFlightRecorder(0) // the ranks' entries side by side
+	errs := runEach(ts, Options{Timeout: deadline, Flight: flight}, func(r int, c *Comm) error {
 		if err := c.AllReduce(context.Background(), make(F32, 8), Sum); err != nil {
 			return err
 		}
@@ -143,6 +144,20 @@ func TestWindowHungRankIsNamedByTimeout(t *testing.T) {
 		if errs[r] == nil || !strings.Contains(errs[r].Error(), "allreduce seq 1: timed out") || !strings.Contains(errs[r].Error(), "[1]") {
 			t.Errorf("rank %d: %v, want a timeout of seq 1 naming rank 1", r, errs[r])
 		}
+	}
+	// The flight recorder names the rank the waits were for (the step
+	// watchdog's "who waits on whom"): no transport call shows it.
+	waits := 0
+	for _, e := range flight.Entries() {
+		if e.Seq == 1 {
+			if e.WaitingOn == nil || *e.WaitingOn != 1 {
+				t.Errorf("flight entry %+v, want waiting on rank 1", e)
+			}
+			waits++
+		}
+	}
+	if waits != 2 {
+		t.Errorf("%d flight entries of seq 1, want 2", waits)
 	}
 }
 

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,10 @@ type counting struct {
 	since   []atomic.Int64
 }
 
-var _ transport.Transport = (*counting)(nil)
+var (
+	_ transport.Transport    = (*counting)(nil)
+	_ transport.SharedMemory = (*counting)(nil)
+)
 
 // countTraffic wraps t for rank in mesh m and registers its counters in reg.
 func countTraffic(t transport.Transport, m mesh.Mesh, rank int, reg *obs.Registry) (transport.Transport, error) {
@@ -97,6 +101,19 @@ func (c *counting) Caps() transport.Caps { return c.t.Caps() }
 func (c *counting) Close() error         { return c.t.Close() }
 func (c *counting) PeerFailures() ([]*transport.PeerError, <-chan struct{}) {
 	return c.t.PeerFailures()
+}
+
+// ShareRegions forwards transport.SharedMemory (the collectives' shared
+// windows), refusing with transport.ErrNoSharedMemory, at once and alike
+// on every rank, when the transport under it has none. Traffic through
+// the regions is memory, not sends and receives, so it is not counted;
+// the flight recorder names the peer such a wait is for.
+func (c *counting) ShareRegions(ctx context.Context, tag transport.Tag, group []int, n int) (*transport.Regions, error) {
+	sm, ok := c.t.(transport.SharedMemory)
+	if !ok {
+		return nil, fmt.Errorf("traffic counter: the transport under it cannot share memory: %w", transport.ErrNoSharedMemory)
+	}
+	return sm.ShareRegions(ctx, tag, group, n)
 }
 
 func (c *counting) SendMulti(ctx context.Context, peer int, tag transport.Tag, bufs [][]byte) error {

@@ -44,6 +44,9 @@ func inFlight(entries []collective.FlightEntry, waitingOn int, now time.Time) (*
 	if oldest.Peer != nil {
 		f.Peer = int32(*oldest.Peer)
 	}
+	if oldest.WaitingOn != nil { // a wait over shared memory, which no transport call shows
+		f.Peer = int32(*oldest.WaitingOn)
+	}
 	for _, r := range oldest.Ranks {
 		f.Ranks = append(f.Ranks, int32(r))
 	}

@@ -35,6 +35,11 @@ func TestInFlightView(t *testing.T) {
 	if f, _ = inFlight(es, 2, t0.Add(5*time.Second)); f == nil || f.Group != "dp" || f.Seq != 8 || f.Peer != 2 {
 		t.Fatalf("in flight %v, want dp allreduce 8 waiting on the transport's rank 2", f)
 	}
+	waiting := 5 // a wait over shared memory, which the transport never saw
+	es[1].WaitingOn = &waiting
+	if f, _ = inFlight(es, 2, t0.Add(5*time.Second)); f == nil || f.Seq != 8 || f.Peer != 5 {
+		t.Fatalf("in flight %v, want dp allreduce 8 waiting on rank 5 (its flight entry)", f)
+	}
 	es[1].End = t0.Add(3 * time.Second)
 	if f, _ = inFlight(es, -1, t0); f != nil {
 		t.Fatalf("in flight %v with every call finished", f)

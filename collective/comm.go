@@ -117,6 +117,7 @@ type Comm struct {
 	winCapable bool
 	winReady   chan struct{}
 	win        *window
+	closed     bool // Close was called: no more calls
 	stop       chan struct{}
 	watching   sync.WaitGroup
 }
@@ -230,15 +231,20 @@ func (c *Comm) Nodes() [][]int {
 	return out
 }
 
-// Close stops the communicator's failure watcher. It does not close the
-// transport, which other communicators may share, nor unmap the shared
-// windows (window.go: a call still running would fault), which go with
-// the process.
+// Close stops the communicator's failure watcher and unmaps its shared
+// windows (window.go), unless a call is still in flight (its memory then
+// goes with the process). Later calls fail. It does not close the
+// transport, which other communicators may share.
 func (c *Comm) Close() error {
 	if c == nil {
 		return nil
 	}
 	c.mu.Lock()
+	c.closed = true
+	if c.win != nil && len(c.calls) == 0 {
+		c.win.release()
+		c.win = nil
+	}
 	select {
 	case <-c.stop:
 	default:

@@ -63,6 +63,9 @@ func (c *Comm) begin(ctx context.Context, fp fingerprint, planFn func(*Comm, fin
 	if c.broken != nil {
 		return nil, fmt.Errorf("%v seq %d: communicator unusable after an earlier failure: %w", fp.Kind, c.seq, c.broken)
 	}
+	if c.closed {
+		return nil, fmt.Errorf("%v seq %d: communicator %q is closed", fp.Kind, c.seq, c.opts.Name)
+	}
 	fp.Seq = c.seq
 	c.seq++
 	cl := c.newCallLocked()

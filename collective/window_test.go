@@ -267,3 +267,30 @@ func TestWindowOnlyInsideAHost(t *testing.T) {
 		_ = r
 	}
 }
+
+// Close unmaps the windows of a communicator with no call in flight, and
+// later calls fail instead of touching them.
+func TestWindowCloseReleasesAndRefuses(t *testing.T) {
+	ts := shmWorld(t, 2)
+	errs := runEach(ts, Options{Name: "closing"}, func(r int, c *Comm) error {
+		if err := c.AllReduce(context.Background(), make(F32, 10), Sum); err != nil {
+			return err
+		}
+		if c.win == nil {
+			return fmt.Errorf("rank %d: no shared window", r)
+		}
+		c.Close()
+		if c.win != nil {
+			return fmt.Errorf("rank %d: windows still mapped after Close", r)
+		}
+		if err := c.AllReduce(context.Background(), make(F32, 10), Sum); err == nil || !strings.Contains(err.Error(), "closed") {
+			return fmt.Errorf("rank %d: a call after Close: %v, want an error", r, err)
+		}
+		return nil
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}

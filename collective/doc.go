@@ -24,6 +24,10 @@
 //	                recursive doubling's order (the same bits), with no
 //	                message at all; a call log in the window carries every
 //	                call's fingerprint
+//	windowring.go   large all-reduces of 3+ ranks through the windows, piece
+//	                by piece, in the ring's order
+//	windowchunks.go reduce-scatters and all-gathers of 3+ ranks through the
+//	                windows
 //	comm.go         Comm: the public API, algorithm choice by size, async handles
 //	callctx.go      the per-call context (deadline, cancellation),
 //	                reused with the call's record so a call allocates nothing

@@ -110,13 +110,21 @@ func (c *Comm) windowCapable() bool {
 
 // windowCall reports whether a call with fingerprint fp runs through the
 // windows if they are up: an all-reduce, small (below SmallBytes, where
-// recursive doubling would run: windowSmall) or large. A pure function of
-// fp and the communicator's options, so every rank decides alike.
+// recursive doubling would run: windowSmall) or large (of 3 ranks or
+// more), and the reduce-scatters and all-gathers of 3 ranks or more
+// (windowchunks.go). A pure function of fp and the communicator's
+// options, so every rank decides alike.
 func (c *Comm) windowCall(fp fingerprint) bool {
-	if !c.winCapable || fp.Kind != kAllReduce {
+	if !c.winCapable {
 		return false
 	}
-	return c.windowSmall(fp) || len(c.ranks) >= minRingWindowRanks && int(fp.Count)*fp.DType.Size() >= c.opts.SmallBytes
+	switch fp.Kind {
+	case kAllReduce:
+		return c.windowSmall(fp) || len(c.ranks) >= minRingWindowRanks && int(fp.Count)*fp.DType.Size() >= c.opts.SmallBytes
+	case kReduceScatter, kAllGather:
+		return len(c.ranks) >= minRingWindowRanks
+	}
+	return false
 }
 
 // minRingWindowRanks: at 2 ranks the ring moves fewer bytes than the
@@ -135,6 +143,9 @@ func (c *Comm) windowSmall(fp fingerprint) bool {
 // windowPieces is the number of window calls (pieces of at most
 // pieceBytes) a large all-reduce takes.
 func (c *Comm) windowPieces(fp fingerprint) int {
+	if fp.Kind == kReduceScatter || fp.Kind == kAllGather {
+		return c.chunkPieces(fp)
+	}
 	if c.windowSmall(fp) {
 		return 1
 	}
@@ -162,7 +173,8 @@ func (c *Comm) pieceElems(dt DType) int { return c.pieceBytes() / dt.Size() }
 // slotBytes is the size of one window slot.
 func (c *Comm) slotBytes() int {
 	small := (min(c.opts.SmallBytes, maxSmallSlot) + winLine - 1) / winLine * winLine
-	return max(small, c.pieceBytes())
+	runs := (len(c.ranks)*4 + winLine - 1) / winLine * winLine // a chunk piece's runs of one element (windowchunks.go)
+	return max(small, c.pieceBytes(), runs)
 }
 
 // setupWindow maps the members' windows (the first call of every rank
@@ -207,6 +219,11 @@ func (cl *call) logCall(w *window) {
 func (cl *call) runWindow(w *window) {
 	c := cl.c
 	buf := cl.bufs[0]
+	switch cl.fp.Kind {
+	case kReduceScatter, kAllGather:
+		cl.chunkWindow(w)
+		return
+	}
 	if c.windowSmall(cl.fp) {
 		if cl.stagePiece(w, cl.wseq, buf) {
 			cl.reduceWindow(w, int(cl.wseq%winSlots), buf)
@@ -229,31 +246,50 @@ func (cl *call) runWindow(w *window) {
 // piece of ws is in its slot with this call's fingerprint beside it. It
 // reports false if the call failed.
 func (cl *call) stagePiece(w *window, ws uint64, piece []byte) bool {
+	if !cl.claimSlot(w, ws) {
+		return false
+	}
+	copy(w.slot(cl.c.me, int(ws%winSlots), len(piece)), piece)
+	return cl.publish(w, ws)
+}
+
+// claimSlot waits until slot ws%winSlots of window call ws is free: its
+// previous occupant has been read everywhere, here too (an async call of
+// this rank may still be reducing it). It reports false if the call failed.
+func (cl *call) claimSlot(w *window, ws uint64) bool {
+	if ws < winSlots {
+		return true
+	}
 	c := cl.c
 	n, me := len(c.ranks), c.me
 	s := int(ws % winSlots)
 	sp := spinner{busyFor: w.busy}
-	// The slot's previous occupant must have been read everywhere, here
-	// too (an async call of this rank may still be reducing it).
-	if ws >= winSlots {
-		need := ws - winSlots + 1
-		for i := range n {
-			p := (me + i) % n
-			sp.reset()
-			for w.done(p, s).Load() < need {
-				if !cl.spin(&sp, p, w) {
-					return false
-				}
+	need := ws - winSlots + 1
+	for i := range n {
+		p := (me + i) % n
+		sp.reset()
+		for w.done(p, s).Load() < need {
+			if !cl.spin(&sp, p, w) {
+				return false
 			}
 		}
 	}
-	copy(w.slot(me, s, len(piece)), piece)
-	copy(w.stampFP(me, s), cl.fpOut[:])
-	w.stamp(me, s).Store(ws + 1)
+	return true
+}
+
+// publish stamps this rank's slot for window call ws (its data is in
+// place) and waits until every peer's is stamped, with this call's
+// fingerprint beside the stamp. It reports false if the call failed.
+func (cl *call) publish(w *window, ws uint64) bool {
+	c := cl.c
+	s := int(ws % winSlots)
+	copy(w.stampFP(c.me, s), cl.fpOut[:])
+	w.stamp(c.me, s).Store(ws + 1)
 	// Every peer's data, neighbours first (so a mismatch names one).
 	// While waiting, the peer's call log tells whether it is in another
 	// call (spin's slow path); once its stamp is there, the fingerprint
 	// beside it must be this call's.
+	sp := spinner{busyFor: w.busy}
 	var fp [fingerprintLen]byte
 	for _, p := range cl.winPeers() {
 		sp.reset()

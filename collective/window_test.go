@@ -15,7 +15,8 @@ import (
 
 // All-reduces through the shared windows give the bits of the message
 // path (loopback): small ones recursive doubling's, large ones (pieces
-// of 1 KiB here, so many pieces and every slot reused) the ring's; for
+// of 1 KiB here, so many pieces and every slot reused) the ring's, and
+// so do reduce-scatters (3 ranks or more); for
 // 1-8 ranks, every op and element type, several blocks of the window's
 // reduction, signed zeros (min and max pick by operand order) and NaNs.
 func TestWindowAllReduceMatchesMessagesToTheBit(t *testing.T) {
@@ -46,12 +47,27 @@ func TestWindowAllReduceMatchesMessagesToTheBit(t *testing.T) {
 						}
 						name := fmt.Sprintf("n%d-%v-%v-%d-%s", n, dt, op, count, size)
 						opts.Name = name
-						want := windowRun(t, lw, opts, dt, op, inputs, false)
-						got := windowRun(t, sw, opts, dt, op, inputs, n > 1)
+						want := windowRun(t, lw, opts, dt, op, inputs, false, false)
+						got := windowRun(t, sw, opts, dt, op, inputs, n > 1, false)
 						for r := range got {
 							for i := range got[r] {
 								if got[r][i] != want[0][i] {
 									t.Fatalf("%s rank %d element %d: window %#x, messages %#x", name, r, i, got[r][i], want[0][i])
+								}
+							}
+						}
+						if size == "small" || n < minRingWindowRanks {
+							continue
+						}
+						// Reduce-scatter: each rank's chunk, in the ring's order.
+						opts.Name += "-rs"
+						want = windowRun(t, lw, opts, dt, op, inputs, false, true)
+						got = windowRun(t, sw, opts, dt, op, inputs, true, true)
+						for r := range got {
+							lo, hi := Chunk(count, n, r)
+							for i := lo; i < hi; i++ {
+								if got[r][i] != want[r][i] {
+									t.Fatalf("%s reduce-scatter rank %d element %d: window %#x, messages %#x", name, r, i, got[r][i], want[r][i])
 								}
 							}
 						}
@@ -64,7 +80,7 @@ func TestWindowAllReduceMatchesMessagesToTheBit(t *testing.T) {
 
 // windowRun all-reduces inputs (converted to dt) on ts and returns every
 // rank's result as bit patterns; wantWindow asserts the windows were used.
-func windowRun(t *testing.T, ts []transport.Transport, opts Options, dt DType, op Op, inputs [][]float32, wantWindow bool) [][]uint32 {
+func windowRun(t *testing.T, ts []transport.Transport, opts Options, dt DType, op Op, inputs [][]float32, wantWindow, reduceScatter bool) [][]uint32 {
 	t.Helper()
 	res := make([][]uint32, len(ts))
 	onAll(t, ts, opts, func(r int, c *Comm) error {
@@ -86,9 +102,15 @@ func windowRun(t *testing.T, ts []transport.Transport, opts Options, dt DType, o
 			buf = b
 		}
 		// Twice: the second call reuses the first's window set-up.
-		for range 2 {
-			if err := c.AllReduce(context.Background(), buf, op); err != nil {
+		if reduceScatter {
+			if err := c.ReduceScatter(context.Background(), buf, op); err != nil {
 				return err
+			}
+		} else {
+			for range 2 {
+				if err := c.AllReduce(context.Background(), buf, op); err != nil {
+					return err
+				}
 			}
 		}
 		if wantWindow && c.win == nil {

@@ -24,6 +24,10 @@
 //	                recursive doubling's order (the same bits), with no
 //	                message at all; a call log in the window carries every
 //	                call's fingerprint
+//	windowsync.go   how window calls meet: slot claims, stamps, the call
+//	                log (mismatches), a peer's departure, paced waits
+//	windowtree.go   the small all-reduce's reduction, recursive doubling's
+//	                order
 //	windowring.go   large all-reduces of 3+ ranks through the windows, piece
 //	                by piece, in the ring's order
 //	windowchunks.go reduce-scatters and all-gathers of 3+ ranks through the

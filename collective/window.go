@@ -108,6 +108,23 @@ func (c *Comm) windowCapable() bool {
 	return ok && len(c.ranks) > 1 && c.topo == nil && !c.opts.NoSharedMemory
 }
 
+// SharedWindows reports whether the communicator's calls go through
+// shared windows (its members map each other's memory): known once its
+// first collective has run, false before.
+func (c *Comm) SharedWindows() bool {
+	if c == nil || !c.winCapable {
+		return false
+	}
+	select {
+	case <-c.winReady:
+	default:
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.win != nil
+}
+
 // windowCall reports whether a call with fingerprint fp runs through the
 // windows if they are up: an all-reduce, small (below SmallBytes, where
 // recursive doubling would run: windowSmall) or large (of 3 ranks or

@@ -166,15 +166,16 @@ func freePorts(t *testing.T, n int) int {
 }
 
 func TestLocalJobs(t *testing.T) {
+	const windows = "barrier ok (through shared windows)" // ranks of one host over shared memory
 	cases := []struct {
-		name string
-		args []string
-		want []string
+		name      string
+		args      []string
+		want, not []string
 	}{
-		{"4 processes dp2 tp2", []string{"--nproc", "4", "--tp", "2"}, []string{"tp group [2 3]", "dp group [1 3]", "mesh dp=2 tp=2 pp=1"}},
-		{"4 processes dp1 tp2 pp2", []string{"--nproc", "4", "--tp", "2", "--pp", "2"}, []string{"pp group [1 3]", "tp group [0 1]"}},
-		{"8 processes dp2 tp2 pp2", []string{"--nproc", "8", "--tp", "2", "--pp", "2"}, []string{"pp group [3 7]", "dp group [4 6]", "tp group [6 7]", "mesh dp=2 tp=2 pp=2"}},
-		{"4 processes over RDMA verbs (software provider)", []string{"--nproc", "4", "--tp", "2", "--transport", "rdma", "--rdma-provider", "soft"}, []string{`"transport": "rdma/soft"`, "tp group [2 3]"}},
+		{"4 processes dp2 tp2", []string{"--nproc", "4", "--tp", "2"}, []string{"tp group [2 3]: all-reduce of 4099 floats and " + windows, "dp group [1 3]", "mesh dp=2 tp=2 pp=1"}, nil},
+		{"4 processes dp1 tp2 pp2", []string{"--nproc", "4", "--tp", "2", "--pp", "2"}, []string{"pp group [1 3]", "tp group [0 1]"}, nil},
+		{"8 processes dp2 tp2 pp2", []string{"--nproc", "8", "--tp", "2", "--pp", "2"}, []string{"pp group [3 7]", "dp group [4 6]", "tp group [6 7]", "mesh dp=2 tp=2 pp=2"}, nil},
+		{"4 processes over RDMA verbs (software provider)", []string{"--nproc", "4", "--tp", "2", "--transport", "rdma", "--rdma-provider", "soft"}, []string{`"transport": "rdma/soft"`, "tp group [2 3]"}, []string{windows}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,6 +187,11 @@ func TestLocalJobs(t *testing.T) {
 			for _, w := range append(tc.want, "check passed") {
 				if !strings.Contains(out, w) {
 					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
 				}
 			}
 			n, _ := strconv.Atoi(tc.args[1])

@@ -130,7 +130,11 @@ func checkWorker(ctx context.Context, lf *launcher.Flags, iters int, duration ti
 				break
 			}
 			if round == 0 {
-				fmt.Fprintf(stdout, "%s group %v: all-reduce of %d floats and barrier ok\n", g.name, g.comm.Ranks(), count)
+				how := ""
+				if g.comm.SharedWindows() {
+					how = " (through shared windows)"
+				}
+				fmt.Fprintf(stdout, "%s group %v: all-reduce of %d floats and barrier ok%s\n", g.name, g.comm.Ranks(), count, how)
 			}
 		}
 		if err != nil {

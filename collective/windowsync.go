@@ -158,7 +158,7 @@ func (cl *call) spinLog(sp *spinner, p int, w *window, log bool) bool {
 	if sp.n&63 != 0 && (sp.n < 64 || sp.busy) && sp.busyFor > 0 {
 		return true // busy: the context, the clock and the log every 64 polls
 	}
-	if sp.n == 64 || (sp.n == 1 && sp.busyFor == 0) {
+	if sp.n == 1 && sp.busyFor == 0 || sp.n == 64 && sp.busyFor > 0 { // the wait's first slow pass
 		cl.blocked[1].Store(int64(cl.c.ranks[p]))
 		cl.c.opts.Flight.waiting(cl.flight, cl.c.ranks[p]) // for the step watchdog
 		sp.start, sp.busy, sp.nap = time.Now(), true, 0

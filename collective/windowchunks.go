@@ -65,14 +65,8 @@ func (cl *call) chunkWindow(w *window) {
 			lo, hi := run(me)
 			for e := lo; e < hi; {
 				end := min(hi, e+winBlock/es)
-				dst := buf[e*es : end*es]
 				at := (me*q + e - lo) * es // this run's place in every slot
-				first := (me + 1) % n
-				copy(dst, w.slot(first, s, at+len(dst))[at:])
-				for j := 2; j <= n; j++ {
-					r := (me + j) % n
-					reduceInto(cl.fp.DType, cl.fp.Op, dst, w.slot(r, s, at+len(dst))[at:], false, j == n, n)
-				}
+				cl.ringFold(w, s, me, at, buf[e*es:end*es], false)
 				e = end
 			}
 		} else {

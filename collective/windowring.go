@@ -32,14 +32,8 @@ func (cl *call) ringPiece(w *window, ws uint64, at int, piece []byte) bool {
 		_, cEnd := Chunk(count, n, c0)
 		end := min(hi, e+winBlock/es, cEnd-at)
 		dst := piece[e*es : end*es]
-		first := (c0 + 1) % n
-		if first != me { // this rank's own value is in its buffer already
-			copy(dst, w.slot(first, s, end*es)[e*es:])
-		}
-		for j := 2; j <= n; j++ {
-			r := (c0 + j) % n
-			reduceInto(cl.fp.DType, cl.fp.Op, dst, w.slot(r, s, end*es)[e*es:], false, j == n, n)
-		}
+		// this rank's own value is in its buffer already when it leads
+		cl.ringFold(w, s, c0, e*es, dst, (c0+1)%n == me)
 		copy(w.slot(me, s, end*es)[e*es:], dst)
 		e = end
 	}
@@ -58,6 +52,21 @@ func (cl *call) ringPiece(w *window, ws uint64, at int, piece []byte) bool {
 	cl.blocked[1].Store(-1)
 	w.done(me, s).Store(ws + 1)
 	return true
+}
+
+// ringFold sets dst to the reduction of chunk c0's bytes at offset off of
+// every rank's slot s, in the ring's order: from rank c0+1 round to c0,
+// the running value on the left, Avg dividing at the last step. With
+// haveFirst, dst already holds rank c0+1's value.
+func (cl *call) ringFold(w *window, s, c0, off int, dst []byte, haveFirst bool) {
+	n := len(cl.c.ranks)
+	end := off + len(dst)
+	if !haveFirst {
+		copy(dst, w.slot((c0+1)%n, s, end)[off:])
+	}
+	for j := 2; j <= n; j++ {
+		reduceInto(cl.fp.DType, cl.fp.Op, dst, w.slot((c0+j)%n, s, end)[off:], false, j == n, n)
+	}
 }
 
 // chunkOf is the index of the chunk (Chunk(count, n, ·)) holding element g.

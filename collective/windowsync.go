@@ -183,7 +183,7 @@ func (cl *call) spinLog(sp *spinner, p int, w *window, log bool) bool {
 	case el < sp.busyFor:
 	case el < spinYield:
 		sp.busy = false
-		yield()
+		transport.Yield()
 	default:
 		sp.busy = false
 		sp.nap = min(max(2*sp.nap, 20*time.Microsecond), maxNap)

@@ -376,7 +376,7 @@ func (pe *peer) waitSpace(ctx context.Context, published, need uint64) error {
 				if time.Now().After(deadline) {
 					break
 				}
-				yield()
+				transport.Yield()
 			}
 		}
 	}
@@ -769,7 +769,7 @@ func (p *post) waitData(seen uint64) {
 					break
 				}
 				if spin >= yieldSpin {
-					yield()
+					transport.Yield()
 				}
 			}
 		}

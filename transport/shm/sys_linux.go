@@ -3,7 +3,6 @@ package shm
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -80,12 +79,4 @@ func HostID() string {
 		return ""
 	}
 	return strings.TrimSpace(string(boot)) + "/" + pidns + "/" + netns
-}
-
-// yield lets other goroutines of this process run and then offers the
-// core to other processes (the peer may be waiting for it: ranks often
-// share fewer cores than they are), as Open MPI's yield-when-idle does.
-func yield() {
-	runtime.Gosched()
-	_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }

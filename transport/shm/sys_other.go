@@ -2,10 +2,7 @@
 
 package shm
 
-import (
-	"errors"
-	"runtime"
-)
+import "errors"
 
 // errNotLinux is every segment call's error off Linux: the transport maps
 // peers' memfd segments through /proc, which only Linux has.
@@ -22,5 +19,3 @@ func closeFD(fd int) {}
 // HostID is empty off Linux: no two ranks are known to share memory, so
 // --transport auto never picks this transport.
 func HostID() string { return "" }
-
-func yield() { runtime.Gosched() }

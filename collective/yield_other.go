@@ -1,8 +1,0 @@
-//go:build !linux
-
-package collective
-
-import "runtime"
-
-// yield lets this process's other goroutines run.
-func yield() { runtime.Gosched() }

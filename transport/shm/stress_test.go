@@ -130,6 +130,19 @@ func stress(t *testing.T, n int, spin time.Duration, msgs int) {
 						progMu.Unlock()
 						return nil
 					}
+					// drain checks the receives in flight, oldest first; it
+					// reports false (and sends the error) at the first bad one.
+					drain := func() bool {
+						for len(window) > 0 {
+							q := window[0]
+							window = window[1:]
+							if err := check(q); err != nil {
+								errc <- err
+								return false
+							}
+						}
+						return true
+					}
 					for i := range msgs {
 						if rng.Intn(8) == 0 {
 							time.Sleep(time.Duration(rng.Intn(500)) * time.Microsecond)
@@ -144,13 +157,8 @@ func stress(t *testing.T, n int, spin time.Duration, msgs int) {
 							p.sink = &stressSink{buf: make([]byte, len(want))}
 							p.pr = ts[to].PostRecvChunks(ctx, from, transport.Tag(tag), len(want), p.sink)
 						default:
-							for len(window) > 0 {
-								q := window[0]
-								window = window[1:]
-								if err := check(q); err != nil {
-									errc <- err
-									return
-								}
+							if !drain() {
+								return
 							}
 							p.buf = make([]byte, len(want))
 							err := ts[to].Recv(ctx, from, transport.Tag(tag), p.buf)
@@ -158,24 +166,12 @@ func stress(t *testing.T, n int, spin time.Duration, msgs int) {
 						}
 						window = append(window, p)
 						if len(window) > rng.Intn(6) {
-							for len(window) > 0 {
-								q := window[0]
-								window = window[1:]
-								if err := check(q); err != nil {
-									errc <- err
-									return
-								}
+							if !drain() {
+								return
 							}
 						}
 					}
-					for len(window) > 0 {
-						q := window[0]
-						window = window[1:]
-						if err := check(q); err != nil {
-							errc <- err
-							return
-						}
-					}
+					drain()
 				}()
 			}
 		}
